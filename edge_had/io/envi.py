@@ -1,0 +1,139 @@
+"""Read ENVI images (``.hdr`` header + raw data file, BIL/BIP/BSQ) through the ``spectral`` package.
+
+The data file is memory-mapped (``open_memmap(interleave='bip')``), so the cube comes back as
+(lines, samples, bands) = (rows, cols, bands) in its stored dtype and byte order, whatever the
+file's interleave. From the header: ``wavelength`` and ``fwhm`` (converted to nm using
+``wavelength units``), ``bbl`` (bad-band list -> ``good_bands``) and ``data ignore value``
+(-> no-data value). A data file shorter than the header promises is reported as truncated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import spectral.io.envi as spectral_envi
+
+from edge_had.errors import SceneError
+from edge_had.io.raw import RawScene, reading
+
+HEADER_SUFFIXES = (".hdr", ".HDR")
+NM_PER_UNIT = {
+    "nanometers": 1.0,
+    "nanometer": 1.0,
+    "nm": 1.0,
+    "micrometers": 1e3,
+    "micrometer": 1e3,
+    "microns": 1e3,
+    "micron": 1e3,
+    "um": 1e3,
+    "µm": 1e3,
+    "millimeters": 1e6,
+    "mm": 1e6,
+}
+# A header without (or with "Unknown") wavelength units whose values are all below this is taken
+# to be in micrometres: imaging spectrometers cover ~0.35-14 um, i.e. 350-14000 nm.
+MICROMETRE_GUESS_BELOW = 30.0
+
+
+def header_beside(data_path: Path) -> Path | None:
+    """The ENVI header of a data file (``scene.hdr`` or ``scene.img.hdr`` beside ``scene.img``)."""
+    for suffix in HEADER_SUFFIXES:
+        for candidate in (data_path.with_suffix(suffix), data_path.with_name(data_path.name + suffix)):
+            if candidate != data_path and candidate.is_file():
+                return candidate
+    return None
+
+
+def read_envi(header: Path, data: Path | None = None, *, source: Path | None = None) -> RawScene:
+    """The memory-mapped cube and band metadata of an ENVI image; errors name ``source`` (default: header)."""
+    source = header if source is None else source
+    image = _open_image(header, data, source)
+    cube = _memmap(image, source)
+    metadata: Mapping[str, Any] = image.metadata
+    factor, units = _nm_factor(metadata, source)
+    return RawScene(
+        cube=cube,
+        wavelengths=_header_floats(metadata, "wavelength", source, factor),
+        fwhm=_header_floats(metadata, "fwhm", source, factor),
+        good_bands=_good_bands(metadata, source),
+        no_data_value=_no_data_value(metadata, source),
+        meta={
+            "format": "envi",
+            "dtype": str(np.dtype(image.dtype)),
+            "interleave": str(metadata.get("interleave", "")).lower(),
+            "byte_order": "big" if int(metadata.get("byte order", 0)) == 1 else "little",
+            "header": str(header),
+            "data_file": str(image.filename),
+            "wavelength_units": units,
+        },
+    )
+
+
+def _open_image(header: Path, data: Path | None, source: Path) -> Any:
+    with reading(source, "ENVI file"):
+        image = spectral_envi.open(str(header), None if data is None else str(data))
+    if isinstance(image, spectral_envi.SpectralLibrary):
+        raise SceneError("is an ENVI spectral library, not an image", source)
+    return image
+
+
+def _memmap(image: Any, source: Path) -> np.ndarray:
+    """Map the data file as (rows, cols, bands) after checking it holds every sample the header promises."""
+    rows, cols, bands = image.shape
+    expected = image.offset + rows * cols * bands * np.dtype(image.dtype).itemsize
+    actual = Path(image.filename).stat().st_size
+    if actual < expected:
+        raise SceneError(
+            f"ENVI data file {image.filename} is truncated: {actual} bytes, the header needs {expected}",
+            source,
+        )
+    with reading(source, "ENVI data file"):
+        cube = image.open_memmap(interleave="bip")
+    if cube is None:  # spectral returns None when numpy cannot map the file
+        raise SceneError(f"cannot memory-map ENVI data file {image.filename}", source)
+    return cube
+
+
+def _header_floats(
+    metadata: Mapping[str, Any], key: str, source: Path, scale: float = 1.0
+) -> np.ndarray | None:
+    if key not in metadata:
+        return None
+    try:
+        values = np.asarray([float(value) for value in _as_list(metadata[key])], dtype=np.float64)
+    except ValueError as exc:
+        raise SceneError(f"cannot parse the ENVI header field {key!r} as numbers ({exc})", source) from exc
+    return values * scale
+
+
+def _nm_factor(metadata: Mapping[str, Any], source: Path) -> tuple[float, str | None]:
+    """Factor from the header's wavelength unit to nm, and the unit as written (None if absent)."""
+    units = metadata.get("wavelength units")
+    key = None if units is None else str(units).strip().lower()
+    if key in NM_PER_UNIT:
+        return NM_PER_UNIT[key], str(units)
+    wavelengths = _header_floats(metadata, "wavelength", source)
+    if key in (None, "unknown") and wavelengths is not None and wavelengths.size:
+        return (1e3 if wavelengths.max() < MICROMETRE_GUESS_BELOW else 1.0), units
+    return 1.0, units
+
+
+def _good_bands(metadata: Mapping[str, Any], source: Path) -> np.ndarray | None:
+    flags = _header_floats(metadata, "bbl", source)
+    return None if flags is None else flags != 0
+
+
+def _no_data_value(metadata: Mapping[str, Any], source: Path) -> float | None:
+    values = _header_floats(metadata, "data ignore value", source)
+    if values is None:
+        return None
+    if values.size != 1:
+        raise SceneError(f"'data ignore value' must be one number, got {values.size}", source)
+    return float(values[0])
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]

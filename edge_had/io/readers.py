@@ -1,0 +1,193 @@
+"""Load a scene file of any supported format into a validated :class:`~edge_had.io.scene.Scene`.
+
+Public entry points: :func:`load_scene`, :func:`load_mask`, :func:`list_scenes`, :func:`sha256_file`.
+The format follows the file name:
+
+* ``.mat``: MATLAB v5 or v7.3 (:mod:`edge_had.io.containers`);
+* ``.h5`` / ``.hdf5``: plain HDF5 stored as (rows, cols, bands) (:mod:`edge_had.io.containers`);
+* ``.hdr``, or an ENVI data file with a header beside it: ENVI (:mod:`edge_had.io.envi`);
+* ``.npy``: one 3-D array, read without pickle (object arrays are refused).
+
+Every problem is a :class:`~edge_had.errors.SceneError` naming the file; invalid pixels (NaN,
+Inf, no-data) are masked through ``Scene.valid`` by :func:`~edge_had.io.scene.make_scene`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from edge_had.errors import SceneError
+from edge_had.io.containers import read_container_mask, read_container_scene
+from edge_had.io.envi import header_beside, read_envi
+from edge_had.io.raw import RawScene, reading
+from edge_had.io.scene import Scene, make_scene
+
+SCENE_SUFFIXES = (".mat", ".hdr", ".npy", ".h5", ".hdf5")
+CONTAINER_SUFFIXES = (".mat", ".h5", ".hdf5")
+_PICKLE_OPCODE = b"\x80"  # first byte of a pickle stream (protocol 2 and later)
+_CHUNK_BYTES = 1 << 20
+
+
+def load_scene(
+    path: str | Path,
+    *,
+    cube_var: str | None = None,
+    gt_var: str | None = None,
+    gt_path: str | Path | None = None,
+    name: str | None = None,
+) -> Scene:
+    """Read and validate one scene.
+
+    ``cube_var`` / ``gt_var`` name the cube / ground-truth variable of a MATLAB or HDF5 file
+    when the shape rules cannot find it alone. ``gt_path`` reads the ground truth from another
+    file (see :func:`load_mask`); ``gt_var`` then names the mask variable inside that file.
+    ``name`` defaults to the file name without its suffix.
+    """
+    path = Path(path)
+    raw = _read_raw(path, cube_var=cube_var, gt_var=None if gt_path is not None else gt_var)
+    if gt_path is not None:
+        pixels = (raw.cube.shape[0], raw.cube.shape[1]) if raw.cube.ndim == 3 else None
+        raw.gt = load_mask(gt_path, var=gt_var, shape=pixels)
+        raw.meta["gt_path"] = str(gt_path)
+    return make_scene(
+        raw.cube,
+        name=path.stem if name is None else name,
+        gt=raw.gt,
+        wavelengths=raw.wavelengths,
+        fwhm=raw.fwhm,
+        good_bands=raw.good_bands,
+        no_data_value=raw.no_data_value,
+        source=path,
+        meta=raw.meta,
+    )
+
+
+def load_mask(
+    path: str | Path, *, var: str | None = None, shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """A 2-D array (ground truth) from ``.npy``, single-band ENVI, ``.mat`` or HDF5.
+
+    In MATLAB/HDF5 files the mask is ``var``, else the only 2-D numeric array (of ``shape``,
+    when given). An array of shape (rows, cols, 1) is accepted as (rows, cols). The shape of
+    a mask read from ``.npy``/ENVI is not checked here (:func:`make_scene` does).
+    """
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "container":
+        mask = read_container_mask(path, var=var, shape=shape)
+    else:
+        _refuse_variable_names(path, kind, var=var)
+        mask = _read_npy(path) if kind == "npy" else _read_envi_file(path).cube
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[:, :, 0]
+    if mask.ndim != 2:
+        raise SceneError(f"expected a 2-D mask, got an array of shape {mask.shape}", path)
+    return np.asarray(mask)
+
+
+def list_scenes(folder: str | Path) -> list[Path]:
+    """The scene files of ``folder`` (suffixes in :data:`SCENE_SUFFIXES`), sorted by name.
+
+    ENVI data files are not listed (their ``.hdr`` is); neither are hidden files, checksum
+    lists or READMEs.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "scene folder does not exist"
+        raise SceneError(problem, folder)
+    scenes = sorted(
+        entry
+        for entry in folder.iterdir()
+        if entry.suffix.lower() in SCENE_SUFFIXES and not entry.name.startswith(".") and entry.is_file()
+    )
+    if not scenes:
+        raise SceneError(f"no scene file ({', '.join(SCENE_SUFFIXES)}) in this folder", folder)
+    return scenes
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 digest of a file, read in 1 MiB blocks."""
+    path = Path(path)
+    _check_file(path)
+    digest = hashlib.sha256()
+    with reading(path, "file"), path.open("rb") as stream:
+        for block in iter(lambda: stream.read(_CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_raw(path: Path, *, cube_var: str | None, gt_var: str | None) -> RawScene:
+    kind = _kind(path)
+    if kind == "container":
+        return read_container_scene(path, cube_var=cube_var, gt_var=gt_var)
+    _refuse_variable_names(path, kind, cube_var=cube_var, gt_var=gt_var)
+    if kind == "npy":
+        cube = _read_npy(path)
+        return RawScene(cube=cube, meta={"format": "npy", "dtype": str(cube.dtype)})
+    return _read_envi_file(path)
+
+
+def _kind(path: Path) -> str:
+    """``"container"`` (MATLAB/HDF5), ``"npy"`` or ``"envi"``; errors for a missing or unknown file."""
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix in CONTAINER_SUFFIXES:
+        return "container"
+    if suffix == ".npy":
+        return "npy"
+    if suffix == ".hdr" or header_beside(path) is not None:
+        return "envi"
+    raise SceneError(
+        f"unknown file type {suffix or '(no suffix)'}: expected one of {', '.join(SCENE_SUFFIXES)} "
+        "or an ENVI data file with its .hdr beside it",
+        path,
+    )
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise SceneError("file not found", path)
+    if not path.is_file():
+        raise SceneError("is not a file", path)
+
+
+def _refuse_variable_names(path: Path, kind: str, **names: str | None) -> None:
+    """Variable names only mean something in MATLAB/HDF5 files; refuse them elsewhere."""
+    given = [option for option, value in names.items() if value is not None]
+    if given:
+        raise SceneError(f"{', '.join(given)} applies to MATLAB/HDF5 files, not to {kind} files", path)
+
+
+def _read_envi_file(path: Path) -> RawScene:
+    if path.suffix.lower() == ".hdr":
+        return read_envi(path, source=path)
+    header = header_beside(path)
+    if header is None:
+        raise SceneError("no ENVI header (.hdr) beside this data file", path)
+    return read_envi(header, path, source=path)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array, memory-mapped; pickles and object arrays are refused."""
+    with reading(path, ".npy file"):
+        with path.open("rb") as stream:
+            if stream.read(1) == _PICKLE_OPCODE:
+                raise SceneError("is a pickle, not a .npy array; pickles are refused", path)
+            stream.seek(0)
+            dtype = _npy_header_dtype(stream)
+        if dtype.hasobject:
+            raise SceneError(f"holds an object array ({dtype}) that needs pickle; pickles are refused", path)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _npy_header_dtype(stream: BinaryIO) -> np.dtype:
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        _, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    else:
+        _, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    return dtype

@@ -1,0 +1,134 @@
+"""Pick the cube, the ground truth and the band vectors among the named arrays of a file.
+
+MATLAB and HDF5 files hold several named arrays. The rules, shared by every such format:
+
+* cube: the only 3-D numeric array, unless ``cube_var`` names it;
+* ground truth: the only 2-D numeric array shaped like the cube's first two axes, unless
+  ``gt_var`` names it; none is fine (the scene then has no ground truth);
+* wavelengths / fwhm: an optional numeric vector of length ``bands`` whose name looks like
+  "wavelength(s)" / "fwhm".
+
+Ambiguity (several candidates) is an error that lists the names, never a silent guess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_had.errors import SceneError
+
+WAVELENGTH_NAME = re.compile(r"wave|^wl$|^wvl|^lambda", re.IGNORECASE)
+FWHM_NAME = re.compile(r"fwhm|bandwidth", re.IGNORECASE)
+_EXACT_WAVELENGTH = ("wavelength", "wavelengths")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A named array of a file, described without reading its data."""
+
+    name: str
+    shape: tuple[int, ...]
+    numeric: bool
+
+    def describe(self) -> str:
+        dims = "x".join(str(n) for n in self.shape) or "scalar"
+        return f"{self.name} ({dims}{'' if self.numeric else ', not numeric'})"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Names of the variables to read; ``None`` where the file has no such array."""
+
+    cube: str
+    gt: str | None = None
+    wavelengths: str | None = None
+    fwhm: str | None = None
+
+
+def select_variables(
+    variables: Sequence[Variable], path: Path, *, cube_var: str | None = None, gt_var: str | None = None
+) -> Selection:
+    """Choose the cube, ground truth and band vectors (see the module docstring for the rules)."""
+    cube = _cube(variables, path, cube_var)
+    rows, cols, bands = cube.shape
+    if gt_var is not None:
+        gt: Variable | None = named_variable(variables, gt_var, path)
+    else:
+        shaped = [v for v in variables if v.numeric and v.shape == (rows, cols)]
+        gt = _only(shaped, path, "ground-truth", option="gt_var")
+    return Selection(
+        cube=cube.name,
+        gt=None if gt is None else gt.name,
+        wavelengths=band_vector(variables, bands, WAVELENGTH_NAME),
+        fwhm=band_vector(variables, bands, FWHM_NAME),
+    )
+
+
+def _cube(variables: Sequence[Variable], path: Path, cube_var: str | None) -> Variable:
+    if cube_var is None:
+        cube = _only([v for v in variables if v.numeric and len(v.shape) == 3], path, "cube")
+        if cube is None:
+            raise SceneError(f"no cube found: no 3-D numeric array among {_listing(variables)}", path)
+        return cube
+    cube = named_variable(variables, cube_var, path)
+    if len(cube.shape) != 3:
+        raise SceneError(f"variable {cube.describe()} is not a 3-D cube (rows, cols, bands)", path)
+    return cube
+
+
+def select_mask(
+    variables: Sequence[Variable],
+    path: Path,
+    *,
+    var: str | None = None,
+    shape: tuple[int, int] | None = None,
+) -> str:
+    """The name of the mask in a ground-truth file: ``var``, else its only 2-D numeric array
+    (of ``shape`` when given, so a file may also hold the cube or band vectors)."""
+    if var is not None:
+        return named_variable(variables, var, path).name
+    wanted = "2-D numeric array" + ("" if shape is None else f" of shape {shape[0]}x{shape[1]}")
+    candidates = [v for v in variables if v.numeric and len(v.shape) == 2 and shape in (None, v.shape)]
+    mask = _only(candidates, path, "mask", option="gt_var")
+    if mask is None:
+        raise SceneError(f"no {wanted} (ground-truth mask) among {_listing(variables)}", path)
+    return mask.name
+
+
+def named_variable(variables: Sequence[Variable], name: str, path: Path) -> Variable:
+    """The variable called ``name``; it must exist and be numeric."""
+    for variable in variables:
+        if variable.name == name:
+            if not variable.numeric:
+                raise SceneError(f"variable {name!r} is not a numeric array", path)
+            return variable
+    raise SceneError(f"no variable {name!r}; the file holds {_listing(variables)}", path)
+
+
+def band_vector(variables: Sequence[Variable], bands: int, pattern: re.Pattern[str]) -> str | None:
+    """A numeric vector of length ``bands`` whose name matches ``pattern`` (exact names first)."""
+    found = [v.name for v in variables if v.numeric and pattern.search(v.name) and _is_vector(v.shape, bands)]
+    found.sort(key=lambda name: (name.lower() not in _EXACT_WAVELENGTH, name))
+    return found[0] if found else None
+
+
+def _is_vector(shape: tuple[int, ...], length: int) -> bool:
+    """True for (n,), (1, n) and (n, 1) shapes with n == length (MATLAB stores vectors as 2-D)."""
+    return shape == (length,) or sorted(shape) == [1, length]
+
+
+def _only(candidates: list[Variable], path: Path, role: str, option: str = "cube_var") -> Variable | None:
+    """The single candidate, ``None`` when there is none, an error listing them when there are several."""
+    if len(candidates) > 1:
+        names = ", ".join(v.describe() for v in candidates)
+        raise SceneError(f"several candidate {role} arrays: {names}; choose one with {option}=...", path)
+    return candidates[0] if candidates else None
+
+
+def _listing(variables: Sequence[Variable]) -> str:
+    if not variables:
+        return "no variables (the file is empty)"
+    return "variables " + ", ".join(v.describe() for v in variables)

@@ -1,0 +1,218 @@
+"""Bad input to the scene readers: always a SceneError naming the file and the problem.
+
+Where a library (scipy, h5py, spectral, numpy) fails, its exception must be chained as the
+SceneError's ``__cause__``, not leak out as a traceback from deep inside the library.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import spectral.io.envi as envi
+
+from edge_had.errors import SceneError
+from edge_had.io import list_scenes, load_mask, load_scene, sha256_file
+
+
+def scene_error(path: Path, match: str, **options: object) -> SceneError:
+    """Load ``path``; assert a SceneError whose message names the file and matches ``match``."""
+    with pytest.raises(SceneError, match=match) as info:
+        load_scene(path, **options)
+    assert path.name in str(info.value)
+    return info.value
+
+
+def cube(shape: tuple[int, ...] = (4, 3, 5)) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=shape).astype(np.float32)
+
+
+def save_envi(header: Path, data: np.ndarray, **metadata: object) -> Path:
+    envi.save_image(str(header), data, metadata=metadata, ext=".img")
+    return header.with_suffix(".img")
+
+
+def valid_mat(path: Path) -> Path:
+    scipy.io.savemat(path, {"data": cube((20, 10, 8)), "map": np.eye(20, 10)})
+    return path
+
+
+def valid_h5(path: Path) -> Path:
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("cube", data=cube((20, 10, 8)))
+    return path
+
+
+# --------------------------------------------------------------------------------- file problems
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    scene_error(tmp_path / "absent.mat", "not found")
+
+
+def test_folder_instead_of_file(tmp_path: Path) -> None:
+    (tmp_path / "dir.mat").mkdir()
+    scene_error(tmp_path / "dir.mat", "not a file")
+
+
+def test_unknown_extension(tmp_path: Path) -> None:
+    path = tmp_path / "scene.txt"
+    path.write_text("hello")
+    scene_error(path, r"unknown file type \.txt")
+
+
+@pytest.mark.parametrize("suffix", [".mat", ".h5", ".npy", ".hdr"])
+def test_garbage_file(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"garbage{suffix}"
+    path.write_bytes(b"this is not a scene at all\n" * 20)
+    error = scene_error(path, "cannot read")
+    assert error.__cause__ is not None
+
+
+@pytest.mark.parametrize("writer", [valid_mat, valid_h5])
+def test_truncated_container(tmp_path: Path, writer) -> None:  # type: ignore[no-untyped-def]
+    path = writer(tmp_path / f"cut{'.mat' if writer is valid_mat else '.h5'}")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    error = scene_error(path, "cannot read")
+    assert error.__cause__ is not None
+
+
+def test_truncated_npy(tmp_path: Path) -> None:
+    path = tmp_path / "cut.npy"
+    np.save(path, cube((20, 10, 8)))
+    path.write_bytes(path.read_bytes()[:500])
+    assert scene_error(path, "cannot read").__cause__ is not None
+
+
+def test_truncated_envi_data(tmp_path: Path) -> None:
+    data = save_envi(tmp_path / "cut.hdr", cube())
+    data.write_bytes(data.read_bytes()[:100])
+    scene_error(tmp_path / "cut.hdr", "truncated")
+
+
+def test_envi_data_file_missing(tmp_path: Path) -> None:
+    save_envi(tmp_path / "lonely.hdr", cube()).unlink()
+    assert scene_error(tmp_path / "lonely.hdr", "cannot read").__cause__ is not None
+
+
+def test_envi_header_with_unparsable_wavelengths(tmp_path: Path) -> None:
+    save_envi(tmp_path / "wl.hdr", cube(), wavelength=["a", "b", "c", "d", "e"])
+    scene_error(tmp_path / "wl.hdr", "wavelength")
+
+
+# ------------------------------------------------------------------------------- content problems
+
+
+def test_no_cube(tmp_path: Path) -> None:
+    path = tmp_path / "flat.mat"
+    scipy.io.savemat(path, {"image": np.ones((4, 3)), "labels": np.ones(5)})
+    error = scene_error(path, "no cube found")
+    assert "image" in str(error) and "labels" in str(error)
+
+
+def test_several_cubes(tmp_path: Path) -> None:
+    path = tmp_path / "two.mat"
+    scipy.io.savemat(path, {"radiance": cube(), "reflectance": cube()})
+    error = scene_error(path, "several candidate cube")
+    assert "radiance" in str(error) and "reflectance" in str(error) and "cube_var" in str(error)
+
+
+def test_several_ground_truths(tmp_path: Path) -> None:
+    path = tmp_path / "twogt.h5"
+    with h5py.File(path, "w") as handle:
+        handle["cube"] = cube()
+        handle["gt_a"] = np.zeros((4, 3))
+        handle["gt_b"] = np.ones((4, 3))
+    error = scene_error(path, "several candidate ground-truth")
+    assert "gt_a" in str(error) and "gt_b" in str(error) and "gt_var" in str(error)
+
+
+def test_named_variable_absent(tmp_path: Path) -> None:
+    path = valid_mat(tmp_path / "named.mat")
+    error = scene_error(path, "no variable 'cube'", cube_var="cube")
+    assert "data" in str(error) and "map" in str(error)
+
+
+def test_named_cube_not_3d(tmp_path: Path) -> None:
+    scene_error(valid_mat(tmp_path / "named2d.mat"), "not a 3-D cube", cube_var="map")
+
+
+def test_variable_names_refused_for_npy(tmp_path: Path) -> None:
+    np.save(tmp_path / "plain.npy", cube())
+    scene_error(tmp_path / "plain.npy", "cube_var applies to MATLAB/HDF5", cube_var="x")
+
+
+def test_gt_shape_mismatch(tmp_path: Path) -> None:
+    np.save(tmp_path / "c.npy", cube((4, 3, 5)))
+    np.save(tmp_path / "gt.npy", np.ones((3, 4)))
+    scene_error(tmp_path / "c.npy", r"ground-truth shape \(3, 4\)", gt_path=tmp_path / "gt.npy")
+
+
+def test_gt_file_not_2d(tmp_path: Path) -> None:
+    np.save(tmp_path / "gt3.npy", cube((4, 3, 2)))
+    with pytest.raises(SceneError, match="expected a 2-D mask") as info:
+        load_mask(tmp_path / "gt3.npy")
+    assert "gt3.npy" in str(info.value)
+
+
+def test_no_valid_pixel(tmp_path: Path) -> None:
+    np.save(tmp_path / "nan.npy", np.full((4, 3, 5), np.nan, dtype=np.float32))
+    scene_error(tmp_path / "nan.npy", "no valid pixel")
+
+
+def test_no_valid_pixel_through_no_data(tmp_path: Path) -> None:
+    save_envi(tmp_path / "nodata.hdr", np.zeros((4, 3, 5), dtype=np.int16), **{"data ignore value": 0})
+    scene_error(tmp_path / "nodata.hdr", "no valid pixel")
+
+
+def test_single_band(tmp_path: Path) -> None:
+    np.save(tmp_path / "one.npy", cube((4, 3, 1)))
+    scene_error(tmp_path / "one.npy", "1 band")
+
+
+def test_npy_not_3d(tmp_path: Path) -> None:
+    np.save(tmp_path / "flat.npy", cube((4, 3)))
+    scene_error(tmp_path / "flat.npy", "3-D cube")
+
+
+def test_bad_band_list_length(tmp_path: Path) -> None:
+    save_envi(tmp_path / "bbl.hdr", cube(), bbl=[1, 0, 1])
+    scene_error(tmp_path / "bbl.hdr", "bad-band list has 3 entries for 5 bands")
+
+
+def test_pickled_object_array_refused(tmp_path: Path) -> None:
+    objects = np.empty((2, 2, 2), dtype=object)
+    objects[...] = {"payload": 1}
+    np.save(tmp_path / "evil.npy", objects, allow_pickle=True)
+    scene_error(tmp_path / "evil.npy", "pickles are refused")
+
+
+def test_plain_pickle_refused(tmp_path: Path) -> None:
+    (tmp_path / "evil2.npy").write_bytes(pickle.dumps(cube()))
+    scene_error(tmp_path / "evil2.npy", "pickles are refused")
+
+
+# ------------------------------------------------------------------------------ folders, checksum
+
+
+def test_list_scenes_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(SceneError, match="does not exist") as info:
+        list_scenes(tmp_path / "nowhere")
+    assert "nowhere" in str(info.value)
+
+
+def test_list_scenes_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("no scenes here")
+    (tmp_path / "SHA256SUMS").write_text("")
+    with pytest.raises(SceneError, match="no scene file"):
+        list_scenes(tmp_path)
+
+
+def test_sha256_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SceneError, match="not found") as info:
+        sha256_file(tmp_path / "gone.bin")
+    assert "gone.bin" in str(info.value)

@@ -1,0 +1,328 @@
+"""Scene readers: round trips through every format against arrays built here, and the real scenes.
+
+Files are written with the format's own tools (spectral's ENVI writer, h5py laid out as MATLAB
+v7.3 does, scipy.io.savemat, numpy, h5py); shapes are non-symmetric so a wrong transpose fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import spectral.io.envi as envi
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_had.io import list_scenes, load_mask, load_scene, sha256_file
+
+NO_DATA = -9999.0
+WAVELENGTHS = np.array([400.0, 450.5, 501.25, 552.0, 600.75, 650.0])
+FWHM = np.array([10.0, 10.5, 11.0, 11.25, 12.0, 12.5])
+BBL = np.array([1, 1, 0, 1, 1, 1])
+MATLAB_CLASS = {
+    np.dtype(np.float64): "double",
+    np.dtype(np.float32): "single",
+    np.dtype(np.int16): "int16",
+    np.dtype(np.uint16): "uint16",
+    np.dtype(np.uint8): "uint8",
+}
+# The real development set (../shared/data/README.md): rows, cols, bands, anomaly pixels.
+REAL_SCENES = {
+    "abu-airport-3.mat": (100, 100, 205, 170),
+    "abu-airport-4.mat": (100, 100, 191, 60),
+    "abu-beach-1.mat": (150, 150, 188, 19),
+    "abu-beach-2.mat": (100, 100, 193, 202),
+    "abu-beach-3.mat": (100, 100, 188, 11),
+    "abu-urban-1.mat": (100, 100, 204, 67),
+    "abu-urban-2.mat": (100, 100, 207, 155),
+    "abu-urban-3.mat": (100, 100, 191, 52),
+    "abu-urban-4.mat": (100, 100, 205, 272),
+    "abu-urban-5.mat": (100, 100, 205, 232),
+}
+
+
+def random_cube(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(100.0, 20.0, size=shape).astype(np.float32)
+
+
+def random_gt(shape: tuple[int, int], seed: int = 1) -> np.ndarray:
+    gt = (np.random.default_rng(seed).random(shape) < 0.3).astype(np.uint8)
+    gt[0, 0] = 1
+    return gt
+
+
+def write_matlab_v73(
+    path: Path,
+    variables: dict[str, np.ndarray],
+    userblock: bool = True,
+    classes: dict[str, str] | None = None,
+) -> None:
+    """Lay arrays out as MATLAB -v7.3 does: column-major (h5py sees axes reversed), MATLAB_class attrs."""
+    classes = classes or {}
+    with h5py.File(path, "w", userblock_size=512 if userblock else 0) as handle:
+        for name, value in variables.items():
+            dataset = handle.create_dataset(name, data=np.asarray(value).T)
+            dataset.attrs["MATLAB_class"] = np.bytes_(classes.get(name, MATLAB_CLASS[value.dtype]))
+    if userblock:
+        text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 "
+        text += b"HDF5 schema 1.00 ."
+        with path.open("r+b") as stream:
+            stream.write(text.ljust(116) + bytes(8) + b"\x00\x02IM")
+
+
+def write_envi(path: Path, cube: np.ndarray, interleave: str = "bip", **metadata: object) -> Path:
+    """Save ``cube`` (rows, cols, bands) as ENVI ``path`` (.hdr) + ``path.img``; return the data file."""
+    envi.save_image(str(path), cube, interleave=interleave, metadata=metadata, ext=".img", force=True)
+    return path.with_suffix(".img")
+
+
+# --------------------------------------------------------------------------------------------- ENVI
+
+
+def envi_test_cube() -> tuple[np.ndarray, np.ndarray]:
+    """A 7x5x6 cube with a NaN pixel, a no-data pixel and a NaN in a bad band only; its valid mask."""
+    cube = random_cube((7, 5, 6))
+    valid = np.ones((7, 5), dtype=bool)
+    cube[2, 3, 1] = np.nan
+    valid[2, 3] = False
+    cube[4, 0, :] = NO_DATA
+    valid[4, 0] = False
+    cube[6, 4, 2] = np.inf  # band 2 is bad (bbl 0): the pixel stays valid
+    return cube, valid
+
+
+@pytest.mark.parametrize("interleave", ["bil", "bip", "bsq"])
+def test_envi_round_trip(tmp_path: Path, interleave: str) -> None:
+    cube, valid = envi_test_cube()
+    header = tmp_path / "scene.hdr"
+    data = write_envi(
+        header,
+        cube,
+        interleave,
+        wavelength=list(WAVELENGTHS),
+        fwhm=list(FWHM),
+        bbl=list(BBL),
+        **{"data ignore value": NO_DATA, "wavelength units": "Nanometers"},
+    )
+    layout = {"bip": (7, 5, 6), "bil": (7, 6, 5), "bsq": (6, 7, 5)}[interleave]
+    to_rcb = {"bip": (0, 1, 2), "bil": (0, 2, 1), "bsq": (1, 2, 0)}[interleave]
+    on_disk = np.fromfile(data, dtype=np.float32).reshape(layout).transpose(to_rcb)
+    np.testing.assert_array_equal(on_disk, cube)  # the file really is in that interleave
+
+    for path in (header, data):  # the header, or the data file with its header beside it
+        scene = load_scene(path)
+        assert scene.cube.dtype == np.float32
+        assert scene.shape == (7, 5, 6)
+        np.testing.assert_array_equal(scene.cube, cube)
+        np.testing.assert_array_equal(scene.valid, valid)
+        np.testing.assert_array_equal(scene.wavelengths, WAVELENGTHS)
+        np.testing.assert_array_equal(scene.fwhm, FWHM)
+        np.testing.assert_array_equal(scene.good_bands, BBL == 1)
+        assert scene.gt is None
+        assert scene.name == path.stem
+        assert scene.meta["format"] == "envi"
+        assert scene.meta["interleave"] == interleave
+
+
+def test_envi_big_endian_int16_micrometres(tmp_path: Path) -> None:
+    cube = np.arange(4 * 3 * 5, dtype=np.int16).reshape(4, 3, 5) - 20
+    header = tmp_path / "counts.hdr"
+    metadata = {"wavelength": [0.4, 0.5, 0.6, 0.7, 0.8], "wavelength units": "Micrometers"}
+    envi.save_image(str(header), cube, interleave="bil", byteorder="big", metadata=metadata, ext=".img")
+    scene = load_scene(header)
+    np.testing.assert_array_equal(scene.cube, cube.astype(np.float32))
+    np.testing.assert_allclose(scene.wavelengths, [400.0, 500.0, 600.0, 700.0, 800.0])
+    assert scene.meta["dtype"] == ">i2"
+    assert scene.meta["byte_order"] == "big"
+    assert scene.valid.all()
+    assert scene.good_bands.all()
+
+
+# ------------------------------------------------------------------------------------------- MATLAB
+
+
+@pytest.mark.parametrize("userblock", [True, False])
+def test_matlab_v73_round_trip_orientation(tmp_path: Path, userblock: bool) -> None:
+    cube = random_cube((4, 3, 5)).astype(np.float64)
+    gt = random_gt((4, 3))
+    wavelengths = np.array([[410.0, 420.0, 430.0, 440.0, 450.0]])  # MATLAB row vector 1x5
+    label = np.zeros((4, 3), dtype=np.uint16)  # a char array shaped like gt: not numeric for MATLAB
+    path = tmp_path / "v73.mat"
+    variables = {"cube": cube, "truth": gt, "wavelength": wavelengths, "label": label}
+    write_matlab_v73(path, variables, userblock, classes={"label": "char"})
+    with h5py.File(path, "r") as handle:
+        assert handle["cube"].shape == (5, 3, 4)  # stored reversed, as MATLAB does
+
+    scene = load_scene(path)
+    np.testing.assert_array_equal(scene.cube, cube.astype(np.float32))
+    np.testing.assert_array_equal(scene.gt, gt != 0)
+    np.testing.assert_array_equal(scene.wavelengths, wavelengths.ravel())
+    assert scene.meta["format"] == "matlab-v7.3"
+    assert (scene.meta["cube_var"], scene.meta["gt_var"]) == ("cube", "truth")
+
+
+@settings(max_examples=15, deadline=None)
+@given(shape=st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(2, 6)))
+def test_matlab_v73_any_shape(shape: tuple[int, int, int]) -> None:
+    cube = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "any.mat"
+        write_matlab_v73(path, {"x": cube})
+        np.testing.assert_array_equal(load_scene(path).cube, cube)
+
+
+def test_matlab_v5_round_trip(tmp_path: Path) -> None:
+    cube = np.random.default_rng(3).integers(-500, 4000, size=(4, 3, 5)).astype(np.int16)
+    gt = random_gt((4, 3))
+    wavelengths = np.array([410.0, 420.0, 430.0, 440.0, 450.0])
+    path = tmp_path / "v5.mat"
+    scipy.io.savemat(path, {"data": cube, "map": gt, "wavelengths": wavelengths, "note": "text"})
+
+    scene = load_scene(path)
+    np.testing.assert_array_equal(scene.cube, cube.astype(np.float32))
+    np.testing.assert_array_equal(scene.gt, gt != 0)
+    np.testing.assert_array_equal(scene.wavelengths, wavelengths)
+    assert scene.meta["format"] == "matlab-v5"
+    assert scene.meta["dtype"] == "int16"
+    assert scene.name == "v5"
+
+
+def test_matlab_variable_names_choose_among_candidates(tmp_path: Path) -> None:
+    cube, other = random_cube((4, 3, 5), 1), random_cube((4, 3, 5), 2)
+    gt, other_gt = random_gt((4, 3), 3), random_gt((4, 3), 4)
+    path = tmp_path / "many.mat"
+    scipy.io.savemat(path, {"a": cube, "b": other, "gt": gt, "gt2": other_gt})
+    scene = load_scene(path, cube_var="b", gt_var="gt2", name="chosen")
+    np.testing.assert_array_equal(scene.cube, other)
+    np.testing.assert_array_equal(scene.gt, other_gt != 0)
+    assert scene.name == "chosen"
+
+
+# ------------------------------------------------------------------------------------- npy and HDF5
+
+
+def test_npy_round_trip(tmp_path: Path) -> None:
+    cube = random_cube((6, 4, 3))
+    cube[1, 2, 0] = np.nan
+    path = tmp_path / "cube.npy"
+    np.save(path, cube)
+    scene = load_scene(path)
+    np.testing.assert_array_equal(scene.cube, cube)
+    expected_valid = np.ones((6, 4), dtype=bool)
+    expected_valid[1, 2] = False
+    np.testing.assert_array_equal(scene.valid, expected_valid)
+    assert scene.meta == {"format": "npy", "dtype": "float32"}
+
+
+def test_hdf5_round_trip(tmp_path: Path) -> None:
+    cube = random_cube((4, 3, 5)).astype(np.uint16)
+    gt = random_gt((4, 3))
+    path = tmp_path / "scene.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("scene/radiance", data=cube).attrs["wavelengths"] = WAVELENGTHS[:5]
+        handle.create_dataset("scene/anomalies", data=gt)
+        handle.create_dataset("bands", data=np.arange(5))  # 1-D but not named like wavelength
+    scene = load_scene(path)
+    np.testing.assert_array_equal(scene.cube, cube.astype(np.float32))
+    np.testing.assert_array_equal(scene.gt, gt != 0)
+    np.testing.assert_array_equal(scene.wavelengths, WAVELENGTHS[:5])
+    assert scene.meta["cube_var"] == "scene/radiance"
+    assert scene.meta["dtype"] == "uint16"
+
+
+# ----------------------------------------------------------------------------- ground truth files
+
+
+def save_mask(kind: str, folder: Path, gt: np.ndarray) -> tuple[Path, str | None]:
+    """Write ``gt`` in one of the mask formats; return its path and the variable name to ask for."""
+    if kind == "npy":
+        np.save(folder / "gt.npy", gt)
+        return folder / "gt.npy", None
+    if kind == "npy-3d":
+        np.save(folder / "gt.npy", gt[:, :, None])
+        return folder / "gt.npy", None
+    if kind == "envi":
+        write_envi(folder / "gt.hdr", gt[:, :, None])
+        return folder / "gt.hdr", None
+    if kind == "mat":
+        scipy.io.savemat(folder / "gt.mat", {"mask": gt, "other": gt[:2]})  # two 2-D arrays: name it
+        return folder / "gt.mat", "mask"
+    if kind == "mat-by-shape":  # a scene file used as gt file: the mask is the 2-D array shaped like the cube
+        variables = {"data": random_cube(gt.shape + (3,)), "map": gt, "wavelength": np.ones((1, 3))}
+        scipy.io.savemat(folder / "gt.mat", variables)
+        return folder / "gt.mat", None
+    write_matlab_v73(folder / "gt.mat", {"only": gt})
+    return folder / "gt.mat", None
+
+
+@pytest.mark.parametrize("kind", ["npy", "npy-3d", "envi", "mat", "mat-by-shape", "mat-v73"])
+def test_gt_path(tmp_path: Path, kind: str) -> None:
+    cube, gt = random_cube((5, 4, 3)), random_gt((5, 4))
+    np.save(tmp_path / "cube.npy", cube)
+    gt_path, gt_var = save_mask(kind, tmp_path, gt)
+    np.testing.assert_array_equal(load_mask(gt_path, var=gt_var, shape=gt.shape), gt)
+    scene = load_scene(tmp_path / "cube.npy", gt_path=gt_path, gt_var=gt_var)
+    np.testing.assert_array_equal(scene.gt, gt != 0)
+    assert scene.meta["gt_path"] == str(gt_path)
+
+
+def test_gt_path_overrides_the_files_own(tmp_path: Path) -> None:
+    cube, own, other = random_cube((4, 3, 5)), random_gt((4, 3), 5), random_gt((4, 3), 6)
+    scipy.io.savemat(tmp_path / "s.mat", {"data": cube, "map": own})
+    np.save(tmp_path / "other.npy", other)
+    scene = load_scene(tmp_path / "s.mat", gt_path=tmp_path / "other.npy")
+    np.testing.assert_array_equal(scene.gt, other != 0)
+
+
+# -------------------------------------------------------------------------- listing and checksums
+
+
+def test_list_scenes_keeps_scene_files_only(tmp_path: Path) -> None:
+    for name in ("b.mat", "a.npy", "c.hdr", "c.img", "d.h5", "e.HDF5", "SHA256SUMS", "README.md", ".x.mat"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.mat").mkdir()
+    names = [path.name for path in list_scenes(tmp_path)]
+    assert names == ["a.npy", "b.mat", "c.hdr", "d.h5", "e.HDF5"]
+
+
+def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
+    payload = np.random.default_rng(7).bytes(3 * (1 << 20) + 17)  # spans several read blocks
+    path = tmp_path / "blob.bin"
+    path.write_bytes(payload)
+    assert sha256_file(path) == hashlib.sha256(payload).hexdigest()
+
+
+# ------------------------------------------------------------------------------------- real scenes
+
+
+@pytest.mark.data
+def test_real_folder_lists_the_development_set(data_dir: Path) -> None:
+    assert [path.name for path in list_scenes(data_dir)] == sorted(REAL_SCENES)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("file_name", sorted(REAL_SCENES))
+def test_real_scene_loads(data_dir: Path, file_name: str) -> None:
+    rows, cols, bands, anomalies = REAL_SCENES[file_name]
+    scene = load_scene(data_dir / file_name)
+    assert scene.shape == (rows, cols, bands)
+    assert scene.gt is not None and int(scene.gt.sum()) == anomalies
+    assert scene.valid.all()
+    assert scene.good_bands.all()
+    assert scene.meta["format"] == "matlab-v5"
+    assert scene.meta["dtype"] in ("int16", "uint16")
+    assert scene.name == file_name.removesuffix(".mat")
+
+
+@pytest.mark.data
+def test_real_checksums(data_dir: Path) -> None:
+    lines = (data_dir / "SHA256SUMS").read_text().split("\n")
+    listed = {name: digest for digest, name in (line.split() for line in lines if line.strip())}
+    assert sorted(listed) == sorted(REAL_SCENES)
+    for file_name, digest in listed.items():
+        assert sha256_file(data_dir / file_name) == digest
