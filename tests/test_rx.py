@@ -1,0 +1,115 @@
+"""Global RX against independent references: invariants, the float64 oracle, singular cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_had.detectors import RX, GaussianStats, calc_stats, rx, rx_reference
+
+# Stated tolerance of the fast path (float64 statistics, float32 scoring) against the oracle,
+# as max |fast - oracle| / max(oracle): it grows with the covariance's condition number.
+# On the ten ABU scenes (condition up to ~1e9, integer counts) it is bounded in test_real_scenes.py.
+FAST_PATH_RTOL = {1e2: 1e-5, 1e6: 1e-4, 1e9: 1e-3}
+FAST_PATH_RTOL_DEFAULT = 1e-4
+
+
+def correlated_cube(rows=20, cols=15, bands=12, seed=0, condition=1e6, dtype=np.float64):
+    """Gaussian pixels with a known, badly conditioned covariance and a large offset, like real
+    radiance counts (ABU beach-1: condition number 8e8, values in the thousands)."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((bands, bands)))
+    scales = np.logspace(3, 3 - 0.5 * np.log10(condition), bands)
+    pixels = (rng.standard_normal((rows * cols, bands)) * scales) @ q.T + 5000.0
+    return pixels.reshape(rows, cols, bands).astype(dtype)
+
+
+def direct_rx(cube):
+    """Textbook RX, written independently: per-pixel loop, np.cov(bias=True), np.linalg.solve."""
+    pixels = cube.reshape(-1, cube.shape[-1]).astype(np.float64)
+    mean = pixels.mean(axis=0)
+    cov = np.cov(pixels, rowvar=False, bias=True)
+    out = np.array([(p - mean) @ np.linalg.solve(cov, p - mean) for p in pixels])
+    return out.reshape(cube.shape[:2])
+
+
+def test_oracle_matches_textbook_loop():
+    cube = correlated_cube()
+    np.testing.assert_allclose(rx_reference(cube), direct_rx(cube), rtol=1e-8)
+
+
+def test_rx_of_background_mean_is_zero():
+    cube = correlated_cube()
+    stats = calc_stats(cube)
+    at_mean = np.broadcast_to(stats.mean, (1, 1, stats.nbands))
+    assert rx_reference(at_mean, stats)[0, 0] == pytest.approx(0.0, abs=1e-12)
+    assert rx(at_mean.astype(np.float32), stats)[0, 0] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_whitened_background_has_identity_covariance():
+    cube = correlated_cube(condition=1e8)
+    stats = calc_stats(cube)
+    pixels = cube.reshape(-1, cube.shape[-1]) - stats.mean
+    whitened = pixels @ stats.whitener.T
+    np.testing.assert_allclose(np.cov(whitened, rowvar=False, bias=True), np.eye(cube.shape[-1]), atol=1e-6)
+
+
+def test_mean_rx_equals_band_count():
+    # sum_i (x_i - mu)^T S^-1 (x_i - mu) = N * trace(S^-1 S) = N * B exactly.
+    cube = correlated_cube()
+    assert rx_reference(cube).mean() == pytest.approx(cube.shape[-1], rel=1e-9)
+
+
+@pytest.mark.parametrize("condition", sorted(FAST_PATH_RTOL))
+def test_fast_path_against_oracle(condition):
+    for dtype in (np.float32, np.float64):
+        cube = correlated_cube(condition=condition, rows=40, cols=30, bands=24, dtype=dtype)
+        reference = rx_reference(cube)
+        fast = rx(cube)
+        assert fast.dtype == np.float32
+        assert np.max(np.abs(fast - reference)) / np.max(reference) < FAST_PATH_RTOL[condition]
+
+
+def test_class_and_function_agree_and_accept_given_stats():
+    cube = correlated_cube()
+    stats = calc_stats(cube[:10])
+    np.testing.assert_array_equal(RX(stats)(cube), rx(cube, stats))
+    np.testing.assert_allclose(rx(cube, stats), rx_reference(cube, stats), rtol=FAST_PATH_RTOL_DEFAULT)
+
+
+def test_mask_excludes_pixels_from_statistics_and_scores_them_nan():
+    cube = correlated_cube()
+    mask = np.ones(cube.shape[:2], dtype=bool)
+    mask[3, 4] = False
+    cube[3, 4] = np.nan
+    expected_stats = calc_stats(cube[mask][None])
+    for implementation in (rx_reference, rx):
+        scores = implementation(cube, mask=mask)
+        assert np.isnan(scores[3, 4])
+        np.testing.assert_allclose(scores[mask], rx_reference(cube, expected_stats)[mask], rtol=1e-4)
+
+
+def test_singular_covariance_uses_pseudo_inverse():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((200, 5))
+    pixels = np.concatenate([base, base[:, :2]], axis=1)  # 2 duplicated bands -> rank 5 of 7
+    stats = calc_stats(pixels)
+    assert stats.is_singular
+    expected = np.einsum("ij,jk,ik->i", pixels - stats.mean, np.linalg.pinv(stats.cov), pixels - stats.mean)
+    np.testing.assert_allclose(rx_reference(pixels[None], stats)[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(rx(pixels[None], stats)[0], expected, rtol=1e-4, atol=1e-4)
+    # Same as RX on the 5 independent bands: the duplicates carry no information.
+    np.testing.assert_allclose(expected, rx_reference(base[None])[0], rtol=1e-6)
+
+
+def test_regularization_loads_the_diagonal_relative_to_trace():
+    stats = GaussianStats(mean=np.zeros(2), cov=np.diag([4.0, 0.0]), nsamples=10, regularization=0.5)
+    np.testing.assert_allclose(stats.regularized_cov, np.diag([5.0, 1.0]))
+    assert not stats.is_singular
+
+
+def test_bad_shapes_are_clear_errors():
+    with pytest.raises(ValueError, match="mask shape"):
+        rx(np.zeros((3, 3, 2)), mask=np.ones((2, 2), dtype=bool))
+    with pytest.raises(ValueError, match="at least 2 pixels"):
+        calc_stats(np.zeros((1, 1, 3)))
