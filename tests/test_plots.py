@@ -1,0 +1,76 @@
+"""Plots write valid PNG files, without pyplot and without a GUI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_had.eval import roc_auc, roc_curve
+from edge_had.eval.plots import save_roc_png, save_score_map_png
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > 2000
+
+
+@pytest.fixture
+def scene() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    gt = np.zeros((40, 50), bool)
+    gt[10:14, 20:25] = True
+    gt[30:32, 5:7] = True
+    scores = rng.gamma(2.0, size=gt.shape) + 4.0 * gt
+    return scores, gt
+
+
+def test_save_roc_png(tmp_path: Path, scene: tuple[np.ndarray, np.ndarray]) -> None:
+    scores, gt = scene
+    fpr, tpr, _ = roc_curve(scores, gt)
+    curves = {"rx": (fpr, tpr, roc_auc(scores, gt)), "noise": (np.array([0.0, 1.0]), np.array([0.0, 1.0]))}
+    for log_far in (False, True):
+        out = save_roc_png(curves, tmp_path / f"roc_{log_far}.png", title="ROC", log_far=log_far)
+        assert out == tmp_path / f"roc_{log_far}.png"
+        assert_png(out)
+
+
+def test_save_roc_png_rejects_bad_curve(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fpr, tpr"):
+        save_roc_png({"bad": (np.zeros(2),)}, tmp_path / "bad.png")
+
+
+def test_save_score_map_png_with_and_without_gt(tmp_path: Path, scene: tuple[np.ndarray, np.ndarray]) -> None:
+    scores, gt = scene
+    plain = save_score_map_png(scores, tmp_path / "plain.png", title="scores")
+    with_gt = save_score_map_png(scores, tmp_path / "sub" / "with_gt.png", gt=gt, title="scores + gt")
+    assert_png(plain)
+    assert_png(with_gt)
+    assert with_gt.stat().st_size != plain.stat().st_size
+
+
+def test_save_score_map_png_tolerates_nan_and_empty_gt(tmp_path: Path) -> None:
+    scores = np.arange(30, dtype=float).reshape(5, 6)
+    scores[0, 0] = np.nan
+    assert_png(save_score_map_png(scores, tmp_path / "nan.png", gt=np.zeros((5, 6), bool)))
+
+
+def test_save_score_map_png_rejects_bad_shapes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        save_score_map_png(np.zeros((2, 3, 4)), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="shape"):
+        save_score_map_png(np.zeros((2, 3)), tmp_path / "x.png", gt=np.zeros((3, 2), bool))
+
+
+def test_eval_package_does_not_import_matplotlib_or_pyplot() -> None:
+    code = (
+        "import sys, edge_had.eval; assert 'matplotlib' not in sys.modules; "
+        "import edge_had.eval.plots; assert 'matplotlib.pyplot' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
