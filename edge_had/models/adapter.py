@@ -1,0 +1,185 @@
+"""Spectral adapter: any sensor's B bands -> the model's K canonical bands.
+
+One trained model has to serve sensors with 100-450 bands (and the real scenes' 188-207), so the
+model works on a fixed set of ``K`` canonical bands (default 64) and every sensor is resampled to
+them by a **fixed linear map**: a ``(K, B)`` matrix ``M`` built once in numpy (float64) when the
+adapter is constructed and applied per pixel, ``x_k = M @ x_b``. In the module it is a registered
+buffer used as a 1x1 convolution, so the ONNX export is one ``Conv`` with a static weight (no
+gather, no data-dependent indexing) and TensorRT sees an ordinary GEMM-like layer.
+
+How the matrix is built (the choice, and why):
+
+* **Wavelengths known** (:meth:`SpectralAdapter.from_wavelengths`): canonical wavelengths are
+  ``K`` evenly spaced points on ``[lo, hi]`` (default 400-2500 nm, the VNIR-SWIR range of AVIRIS
+  class sensors); every canonical band is the linear interpolation, in wavelength, of the two
+  sensor bands around it. Canonical wavelengths outside the sensor's range take the nearest sensor
+  band (clamp, as :func:`numpy.interp`), so such rows are copies of the first or last band: for a
+  VNIR-only or SWIR-only sensor pass ``lo``/``hi`` inside its range, or expect duplicated bands
+  (a singular covariance for RX downstream: regularise or use a pseudo-inverse). Sensor bands may
+  come in any order; bands at identical wavelengths are averaged; bands flagged invalid (water
+  absorption, dead) get zero weight and are interpolated across.
+* **Wavelengths unknown** (:meth:`SpectralAdapter.from_band_count`): the same interpolation on the
+  normalised band index ``b / (B - 1)`` against ``k / (K - 1)``, i.e. both band sets are assumed to
+  span the same range evenly. This is what the measured leads in docs/METHOD.md used (band-index
+  resampling raised plain global RX on unseen scenes).
+
+Properties that hold for both (and are tested): every row sums to 1, so a constant spectrum stays
+constant; a spectrum linear in wavelength (or in band index) is reproduced exactly at canonical
+points inside the sensor's range; weights are non-negative (a convex combination).
+
+Linear interpolation takes only the two nearest bands, so when ``K`` is much smaller than ``B`` it
+ignores (aliases) the bands in between and does not average their noise. ``kernel="triangle"``
+is the anti-aliased alternative: a local linear regression with a triangular window of half-width
+``max(canonical spacing, 1.5 x the bracketing sensor gap)``. It still reproduces linear spectra
+exactly and keeps rows summing to 1, but its weights can be slightly negative near the ends of the
+sensor's range. Both cost the same at run time (the matrix is dense: ``K x B`` multiply-adds per
+pixel, e.g. 14 336 at 224 bands, 28 800 at 450 bands).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Kernel = Literal["linear", "triangle"]
+
+DEFAULT_K = 64
+CANONICAL_RANGE_NM = (400.0, 2500.0)
+
+
+def canonical_wavelengths(
+    k: int = DEFAULT_K, lo: float = CANONICAL_RANGE_NM[0], hi: float = CANONICAL_RANGE_NM[1]
+) -> np.ndarray:
+    """``k`` evenly spaced canonical wavelengths on ``[lo, hi]`` (float64)."""
+    if k < 2:
+        raise ValueError(f"need at least 2 canonical bands, got k={k}")
+    if not hi > lo:
+        raise ValueError(f"canonical range must have hi > lo, got [{lo}, {hi}]")
+    return np.linspace(lo, hi, k)
+
+
+def _interp_rows(grid: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(len(grid), len(positions)) linear-interpolation matrix; positions strictly increasing.
+
+    Row ``i`` holds the weights of ``np.interp(grid[i], positions, y)`` over ``y`` (clamped at
+    both ends), built column by column from unit vectors.
+    """
+    eye = np.eye(len(positions))
+    return np.stack([np.interp(grid, positions, eye[j]) for j in range(len(positions))], axis=1)
+
+
+def _local_linear_rows(grid: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Triangle-window local linear regression weights (see the module docstring)."""
+    n = len(positions)
+    out = np.zeros((len(grid), n))
+    spacing = (grid[-1] - grid[0]) / max(len(grid) - 1, 1)
+    for i, g in enumerate(grid):
+        if g <= positions[0] or g >= positions[-1] or n == 1:
+            out[i, 0 if g <= positions[0] else n - 1] = 1.0
+            continue
+        right = int(np.searchsorted(positions, g, side="right"))
+        gap = positions[right] - positions[right - 1]
+        half = max(spacing, 1.5 * gap)
+        d = positions - g
+        w = np.clip(1.0 - np.abs(d) / half, 0.0, None)
+        # weighted least squares for a + b*d; the estimate at g is a = e0^T (X^T W X)^-1 X^T W y
+        s0, s1, s2 = w.sum(), (w * d).sum(), (w * d * d).sum()
+        det = s0 * s2 - s1 * s1
+        out[i] = w * (s2 - s1 * d) / det
+    return out
+
+
+def _sensor_matrix(
+    grid: np.ndarray, positions: np.ndarray, valid: np.ndarray | None, kernel: Kernel
+) -> np.ndarray:
+    """(K, B) resampling matrix from sensor band positions (any order, duplicates averaged)."""
+    positions = np.asarray(positions, dtype=np.float64).ravel()
+    n_bands = positions.size
+    if not np.all(np.isfinite(positions)):
+        raise ValueError("band positions (wavelengths) must be finite")
+    keep = np.ones(n_bands, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).ravel()
+    if keep.shape != (n_bands,):
+        raise ValueError(f"valid mask has {keep.size} entries for {n_bands} bands")
+    if keep.sum() < 2:
+        raise ValueError(f"need at least 2 valid bands, got {int(keep.sum())}")
+    columns = np.flatnonzero(keep)
+    unique, inverse = np.unique(positions[columns], return_inverse=True)
+    if unique.size < 2:
+        raise ValueError("need at least 2 distinct band positions")
+    # (U, B): average of the bands sharing one position
+    merge = np.zeros((unique.size, n_bands))
+    merge[inverse, columns] = 1.0
+    merge /= merge.sum(axis=1, keepdims=True)
+    if kernel == "linear":
+        rows = _interp_rows(grid, unique)
+    elif kernel == "triangle":
+        rows = _local_linear_rows(grid, unique)
+    else:
+        raise ValueError(f"unknown kernel {kernel!r}; use 'linear' or 'triangle'")
+    return rows @ merge
+
+
+class SpectralAdapter(nn.Module):
+    """Fixed ``(K, B)`` band resampler: ``N x B x H x W`` -> ``N x K x H x W`` (one 1x1 conv).
+
+    Build it with :meth:`from_wavelengths` or :meth:`from_band_count`; the float64 matrix stays
+    available as :attr:`matrix` (numpy) for numpy code, e.g. ``cube @ adapter.matrix.T`` on a
+    ``(rows, cols, bands)`` cube gives the same resampled cube that the model sees.
+    """
+
+    weight: torch.Tensor
+
+    def __init__(
+        self, matrix: np.ndarray, *, canonical: np.ndarray | None = None, mode: str = "custom"
+    ) -> None:
+        super().__init__()
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if matrix.ndim != 2:
+            raise ValueError(f"resampling matrix must be 2-D (K, B), got shape {matrix.shape}")
+        self.matrix = matrix
+        self.k, self.bands = matrix.shape
+        self.mode = mode
+        self.canonical = None if canonical is None else np.asarray(canonical, dtype=np.float64)
+        self.register_buffer("weight", torch.from_numpy(matrix.astype(np.float32))[:, :, None, None])
+
+    @classmethod
+    def from_wavelengths(
+        cls,
+        wavelengths: Sequence[float] | np.ndarray,
+        k: int = DEFAULT_K,
+        *,
+        lo: float = CANONICAL_RANGE_NM[0],
+        hi: float = CANONICAL_RANGE_NM[1],
+        valid: np.ndarray | None = None,
+        kernel: Kernel = "linear",
+    ) -> SpectralAdapter:
+        """Interpolate in wavelength (nm) onto ``k`` canonical bands evenly spaced on ``[lo, hi]``."""
+        wl = np.asarray(wavelengths, dtype=np.float64).ravel()
+        if wl.size and np.nanmax(wl) < 100.0:
+            raise ValueError(
+                f"wavelengths look like micrometres (max {np.nanmax(wl):g}); pass nanometres (x 1000)"
+            )
+        grid = canonical_wavelengths(k, lo, hi)
+        return cls(_sensor_matrix(grid, wl, valid, kernel), canonical=grid, mode="wavelength")
+
+    @classmethod
+    def from_band_count(
+        cls, b: int, k: int = DEFAULT_K, *, valid: np.ndarray | None = None, kernel: Kernel = "linear"
+    ) -> SpectralAdapter:
+        """Interpolate on the normalised band index: sensor ``b/(B-1)`` against canonical ``k/(K-1)``."""
+        if b < 2:
+            raise ValueError(f"need at least 2 sensor bands, got b={b}")
+        grid = canonical_wavelengths(k, 0.0, 1.0)
+        positions = np.arange(b, dtype=np.float64) / (b - 1)
+        return cls(_sensor_matrix(grid, positions, valid, kernel), canonical=grid, mode="band_index")
+
+    def forward(self, cube: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(cube, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"bands={self.bands}, k={self.k}, mode={self.mode}"

@@ -1,0 +1,284 @@
+"""edge_had.models: shapes, invariants, the spectral adapter, ONNX export and the MAC budget."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edge_had.models import (
+    BUDGET_MACS_PER_PIXEL,
+    EnhancementModel,
+    SpatialStudent,
+    SpectralAdapter,
+    SpectralEnhancer,
+    adaptive_mean_pool,
+    build_model,
+    count_macs_per_pixel,
+)
+
+K = 64
+LINES = 9
+WIDTHS = (100, 150, 1024)
+
+
+def _model(bands: int = 188, *, alpha_spe: float = 1.5, alpha_spa: float = 0.5) -> EnhancementModel:
+    torch.manual_seed(0)
+    return build_model(bands, alpha_spe=alpha_spe, alpha_spa=alpha_spa).eval()
+
+
+def _cube(bands: int, lines: int, width: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return 0.1 * (2 * torch.rand(1, bands, lines, width, generator=generator) - 1)
+
+
+# --------------------------------------------------------------------------- shapes, invariants
+
+
+@pytest.mark.parametrize(("lines", "width"), [(LINES, w) for w in WIDTHS] + [(5, 37), (1, 1), (17, 33)])
+def test_shapes_and_nonnegative_features(lines: int, width: int) -> None:
+    model = _model()
+    with torch.no_grad():
+        out = model(_cube(188, lines, width))
+    for name, tensor in out._asdict().items():
+        assert tensor.shape == (1, K, lines, width), name
+        assert torch.isfinite(tensor).all(), name
+    assert (out.f_spe >= 0).all() and (out.f_spa >= 0).all()
+    assert out.f_spe.amax() > 0 and out.f_spa.amax() > 0
+    torch.testing.assert_close(out.enhanced, out.x_k + 1.5 * out.f_spe + 0.5 * out.f_spa)
+
+
+def test_batch_and_alphas_are_recorded() -> None:
+    model = _model(alpha_spe=3.0, alpha_spa=0.25)
+    assert model.alphas == {"alpha_spe": 3.0, "alpha_spa": 0.25}
+    state = model.state_dict()
+    assert float(state["alpha_spe"]) == 3.0 and float(state["alpha_spa"]) == 0.25
+    cube = torch.cat([_cube(188, 6, 20, seed=1), _cube(188, 6, 20, seed=2)])
+    with torch.no_grad():
+        batched = model(cube).enhanced
+        single = model(cube[1:]).enhanced
+    torch.testing.assert_close(batched[1:], single)
+
+
+def test_spectral_only_model_has_zero_spatial_field() -> None:
+    adapter = SpectralAdapter.from_band_count(120, K)
+    model = EnhancementModel(adapter, SpectralEnhancer(K), None, alpha_spe=2.0).eval()
+    with torch.no_grad():
+        out = model(_cube(120, 4, 11))
+    assert torch.count_nonzero(out.f_spa) == 0
+    torch.testing.assert_close(out.enhanced, out.x_k + 2.0 * out.f_spe)
+
+
+def test_mismatched_k_rejected() -> None:
+    with pytest.raises(ValueError, match="disagree"):
+        EnhancementModel(SpectralAdapter.from_band_count(100, 32), SpectralEnhancer(64), SpatialStudent(64))
+
+
+def test_spectral_window_clipped_at_scene_edges_matches_whole_scene() -> None:
+    """One output line needs only receptive_radius lines of context on each side (streaming)."""
+    torch.manual_seed(0)
+    net = SpectralEnhancer(K).eval()
+    x = torch.randn(1, K, 20, 31)
+    r = net.receptive_radius
+    assert r == 3
+    with torch.no_grad():
+        whole = net(x)
+        for line in (0, 2, 10, 19):
+            lo, hi = max(0, line - r), min(20, line + r + 1)
+            window = net(x[:, :, lo:hi])
+            torch.testing.assert_close(window[:, :, line - lo], whole[:, :, line], rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_field_is_low_frequency() -> None:
+    torch.manual_seed(0)
+    net = SpatialStudent(K).eval()
+    x = torch.randn(1, K, 64, 256)
+    with torch.no_grad():
+        f = net(x)
+    rough = (f[..., 1:] - f[..., :-1]).abs().mean() / f.abs().mean().clamp_min(1e-12)
+    raw = (x[..., 1:] - x[..., :-1]).abs().mean() / x.abs().mean()
+    assert rough < 0.05 * raw
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (3, 7), (5, 64), (13, 9)])
+@pytest.mark.parametrize("bins", [1, 2, 4])
+def test_adaptive_mean_pool_matches_torch(height: int, width: int, bins: int) -> None:
+    x = torch.randn(2, 3, height, width)
+    torch.testing.assert_close(adaptive_mean_pool(x, bins), F.adaptive_avg_pool2d(x, bins))
+
+
+def test_import_edge_had_does_not_import_torch() -> None:
+    code = "import sys, edge_had; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- spectral adapter
+
+
+@pytest.mark.parametrize("bands", [100, 188, 207, 450])
+def test_adapter_any_band_count_gives_k_channels(bands: int) -> None:
+    wavelengths = np.linspace(380.0, 2510.0, bands)
+    for adapter in (
+        SpectralAdapter.from_band_count(bands, K),
+        SpectralAdapter.from_wavelengths(wavelengths, K),
+    ):
+        assert adapter.matrix.shape == (K, bands)
+        np.testing.assert_allclose(adapter.matrix.sum(axis=1), 1.0, atol=1e-12)
+        assert (adapter.matrix >= 0).all()
+        assert adapter(_cube(bands, 3, 10)).shape == (1, K, 3, 10)
+
+
+def _jittered_wavelengths(bands: int, lo: float, hi: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    step = (hi - lo) / (bands - 1)
+    return np.linspace(lo, hi, bands) + rng.uniform(-0.3, 0.3, bands) * step
+
+
+@pytest.mark.parametrize("kernel", ["linear", "triangle"])
+@pytest.mark.parametrize("bands", [100, 224, 450])
+def test_adapter_reproduces_linear_spectrum_at_interior_wavelengths(bands: int, kernel: str) -> None:
+    wl = _jittered_wavelengths(bands, 420.0, 2450.0)  # narrower than the canonical 400-2500
+    adapter = SpectralAdapter.from_wavelengths(wl, K, kernel=kernel)  # type: ignore[arg-type]
+    canonical = adapter.canonical
+    assert canonical is not None
+    spectrum = 0.3 + 1e-3 * wl
+    resampled = adapter.matrix @ spectrum
+    inside = (canonical >= wl.min()) & (canonical <= wl.max())
+    assert inside.sum() >= K - 4 and not inside.all()
+    np.testing.assert_allclose(resampled[inside], 0.3 + 1e-3 * canonical[inside], rtol=1e-12)
+    # outside the sensor's range the nearest band is taken (clamp)
+    first, last = spectrum[np.argmin(wl)], spectrum[np.argmax(wl)]
+    np.testing.assert_allclose(resampled[canonical < wl.min()], first, rtol=1e-12)
+    np.testing.assert_allclose(resampled[canonical > wl.max()], last, rtol=1e-12)
+    # the module (a float32 1x1 conv) agrees to float32 precision
+    cube = torch.from_numpy(np.broadcast_to(spectrum[None, :, None, None], (1, bands, 2, 3)).copy())
+    out32 = adapter(cube.float())[0, :, 1, 2].numpy()
+    np.testing.assert_allclose(out32[inside], 0.3 + 1e-3 * canonical[inside], rtol=2e-6)
+
+
+@pytest.mark.parametrize("kernel", ["linear", "triangle"])
+@pytest.mark.parametrize(("bands", "k"), [(100, 64), (450, 64), (188, 32), (40, 64)])
+def test_band_index_mode_preserves_constant_and_linear_in_index(bands: int, k: int, kernel: str) -> None:
+    adapter = SpectralAdapter.from_band_count(bands, k, kernel=kernel)  # type: ignore[arg-type]
+    cube = torch.full((1, bands, 2, 5), 0.37)
+    torch.testing.assert_close(adapter(cube), torch.full((1, k, 2, 5), 0.37))
+    ramp = np.arange(bands) / (bands - 1)
+    np.testing.assert_allclose(adapter.matrix @ ramp, np.linspace(0, 1, k), atol=1e-12)
+
+
+def test_adapter_order_duplicates_and_invalid_bands() -> None:
+    wl = np.linspace(400.0, 2500.0, 120)
+    perm = np.random.default_rng(1).permutation(120)
+    sorted_adapter = SpectralAdapter.from_wavelengths(wl, K)
+    shuffled = SpectralAdapter.from_wavelengths(wl[perm], K)
+    np.testing.assert_allclose(shuffled.matrix, sorted_adapter.matrix[:, perm], atol=1e-12)
+    # invalid (e.g. water-absorption) bands get no weight and are interpolated across
+    valid = np.ones(120, dtype=bool)
+    valid[50:60] = False
+    masked = SpectralAdapter.from_wavelengths(wl, K, valid=valid)
+    assert np.all(masked.matrix[:, ~valid] == 0)
+    np.testing.assert_allclose(masked.matrix @ wl, np.linspace(400, 2500, K), rtol=1e-12)
+    # bands at the same wavelength are averaged
+    dup = SpectralAdapter.from_wavelengths(np.r_[wl, wl[10]], K)
+    spectrum = np.r_[np.sin(wl / 300.0), np.sin(wl[10] / 300.0)]
+    np.testing.assert_allclose(dup.matrix @ spectrum, sorted_adapter.matrix @ spectrum[:120], atol=1e-12)
+
+
+def test_adapter_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="micrometres"):
+        SpectralAdapter.from_wavelengths(np.linspace(0.4, 2.5, 100))
+    with pytest.raises(ValueError, match="at least 2"):
+        SpectralAdapter.from_band_count(1)
+    with pytest.raises(ValueError, match="kernel"):
+        SpectralAdapter.from_band_count(100, kernel="cubic")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- ONNX export
+
+
+def _export(model: EnhancementModel, cube: torch.Tensor, path: Path) -> Path:
+    names = list(model.output_names)
+    axes = {0: "batch", 2: "lines", 3: "pixels"}
+    torch.onnx.export(
+        model,
+        (cube,),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=list(model.input_names),
+        output_names=names,
+        dynamic_axes={name: axes for name in [*model.input_names, *names]},
+    )
+    return path
+
+
+def _check_against_torch(model: EnhancementModel, path: Path, cube: torch.Tensor) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"cube": cube.numpy()})
+    with torch.no_grad():
+        want = model(cube)
+    for name, a, b in zip(model.output_names, got, want, strict=True):
+        b = b.numpy()
+        assert a.shape == b.shape, name
+        err = np.abs(a - b).max() / np.abs(b).max()
+        assert err <= 1e-5, f"{name}: max|onnx - torch| / max|torch| = {err:.2e}"
+
+
+@pytest.fixture(scope="module")
+def onnx_model() -> EnhancementModel:
+    return _model()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("width", WIDTHS)
+def test_onnx_export_matches_torch(onnx_model: EnhancementModel, width: int, tmp_path: Path) -> None:
+    import onnx
+
+    cube = _cube(188, LINES, width, seed=width)
+    path = _export(onnx_model, cube, tmp_path / f"enhancer_w{width}.onnx")
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 188, "lines", "pixels"]
+    _check_against_torch(onnx_model, path, cube)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+def test_onnx_export_is_shape_dynamic(onnx_model: EnhancementModel, tmp_path: Path) -> None:
+    path = _export(onnx_model, _cube(188, LINES, 100), tmp_path / "enhancer_w100.onnx")
+    for shape in [(1, 188, LINES, 150), (2, 188, 13, 150), (1, 188, 4, 37)]:
+        cube = 0.1 * torch.randn(*shape)
+        _check_against_torch(onnx_model, path, cube)
+
+
+# --------------------------------------------------------------------------- MAC budget
+
+
+@pytest.mark.parametrize("bands", [100, 224, 450])
+def test_macs_per_pixel_within_budget(bands: int) -> None:
+    report = count_macs_per_pixel(build_model(bands), bands, width=1024)
+    assert report["flop_counter_macs_per_pixel"] > 0
+    assert report["hand_macs_per_pixel"] > 0
+    assert report["total_macs_per_pixel"] <= BUDGET_MACS_PER_PIXEL and report["within_budget"]
+    assert report["adapter"]["flop_counter"] == pytest.approx(K * bands)
+    assert report["spatial"]["hand"]["upsample_bilinear2d"] > 0
+    assert 0 < report["spectral_layer_cached"] < report["spectral"]["total"]
+    parts = sum(report[s]["total"] for s in ("adapter", "spectral", "spatial", "fusion"))
+    assert report["total_macs_per_pixel"] == pytest.approx(parts)
+
+
+def test_macs_line_by_line_spectral_calls_cost_the_window() -> None:
+    model = build_model(224)
+    blocked = count_macs_per_pixel(model, lines_per_call=16)
+    per_line = count_macs_per_pixel(model, lines_per_call=1)
+    ratio = per_line["spectral"]["total"] / blocked["spectral"]["total"]
+    assert ratio == pytest.approx(7 / (22 / 16), rel=1e-6)
+    with pytest.raises(ValueError, match="receptive radius"):
+        count_macs_per_pixel(model, context_lines=1)
