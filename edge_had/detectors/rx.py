@@ -4,8 +4,9 @@ Two implementations with one definition:
 
 * :func:`rx_reference` - float64 numpy, ``(x - mu)^T S^-1 (x - mu)`` with an explicit inverse.
   It is the oracle every other implementation (float32, torch, CUDA, streaming) is tested against.
-* :func:`rx` / :class:`RX` - the fast path: float64 statistics (one ``X^T X`` product), a
-  Cholesky whitener, then float32 scoring (one GEMM and a row norm); no per-pixel Python loop.
+* :func:`rx` / :class:`RX` - the fast path: float64 statistics (one ``X^T X`` product) on pixels
+  centred once, a Cholesky whitener, then float32 scoring (one GEMM and a row norm); no
+  per-pixel Python loop.
 
 Cubes are (rows, cols, bands); pixels where ``mask`` is False are left out of the statistics and
 scored NaN.
@@ -15,7 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_had.detectors.stats import GaussianStats, calc_stats, pixels_of
+from edge_had.detectors.stats import (
+    GaussianStats,
+    calc_stats,
+    centered_float64,
+    pixels_of,
+    stats_and_centered,
+)
 
 
 def _pixel_mask(cube: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
@@ -44,7 +51,7 @@ def rx_reference(
     """Float64 oracle: statistics over the masked pixels, explicit (pseudo-)inverse."""
     mask = _pixel_mask(cube, mask)
     if background is None:
-        background = calc_stats(cube, mask, regularization=regularization, dtype=np.float64)
+        background = calc_stats(cube, mask, regularization=regularization)
     centered = pixels_of(cube).astype(np.float64) - background.mean
     scores = np.sum((centered @ background.inv_cov) * centered, axis=1)
     return _scores_to_map(scores, cube, mask)
@@ -53,9 +60,9 @@ def rx_reference(
 class RX:
     """Fast global RX, SPy-like: ``RX(background)(cube)``; statistics from the cube when None.
 
-    Statistics are float64 (see :func:`calc_stats`); scoring is float32: one GEMM with the
-    whitener and a row norm. Measured on the ten ABU scenes: max |score - oracle| / max(oracle)
-    about 1e-6 and the same AUC to 4 decimals (tests/test_rx.py bounds it).
+    Statistics and centring are float64 (see :mod:`edge_had.detectors.stats`); scoring is one
+    float32 GEMM with the whitener and a row norm. On the ten ABU scenes: max |score - oracle| /
+    max(oracle) about 1e-6 and the same AUC to 4 decimals (tests/test_real_scenes.py bounds it).
     """
 
     def __init__(self, background: GaussianStats | None = None, *, regularization: float = 0.0) -> None:
@@ -66,33 +73,15 @@ class RX:
         mask = _pixel_mask(cube, mask)
         pixels = pixels_of(cube)
         flat_mask = None if mask is None else mask.ravel()
-        background = self.background
-        if background is None:
-            background = calc_stats(pixels, flat_mask, regularization=self.regularization)
-        whitened = whiten_float32(pixels, background)
+        if self.background is None:
+            background, centered = stats_and_centered(pixels, flat_mask, regularization=self.regularization)
+        else:
+            background, centered = self.background, centered_float64(pixels, self.background.mean)
         if flat_mask is not None:
-            whitened[~flat_mask] = 0.0
+            centered[~flat_mask] = 0.0
+        whitened = centered.astype(np.float32) @ background.whitener.T.astype(np.float32)
         scores = np.einsum("ij,ij->i", whitened, whitened)
         return _scores_to_map(scores, cube, mask)
-
-
-def whiten_float32(pixels: np.ndarray, background: GaussianStats) -> np.ndarray:
-    """``W (x - mean)`` for (n, bands) pixels, as one float32 GEMM.
-
-    Centering loses no more than the input's own precision: float64 input is centred in float64;
-    integer or float32 input is centred on the float32-rounded mean, and the rounding residual's
-    whitened image ``W (mean - mean32)`` is subtracted afterwards (exact in float64).
-    """
-    whitener = background.whitener
-    if pixels.dtype == np.float64:
-        centered = (pixels - background.mean).astype(np.float32)
-        return centered @ whitener.T.astype(np.float32)
-    mean32 = background.mean.astype(np.float32)
-    centered = pixels.astype(np.float32, copy=True)
-    centered -= mean32
-    whitened = centered @ whitener.T.astype(np.float32)
-    whitened -= (whitener @ (background.mean - mean32.astype(np.float64))).astype(np.float32)
-    return whitened
 
 
 def rx(

@@ -1,6 +1,8 @@
 """Gaussian background statistics: mean, covariance, and a whitening factor (SPy-like).
 
-Covariance divides by N (the convention of the published RX numbers). ``regularization`` adds
+Covariance divides by N (the convention of the published RX numbers) and is always computed in
+float64: real covariances have condition numbers around 1e9 (ABU beach-1: 8e8), beyond what a
+float32 product resolves (its Cholesky factorisation fails there). ``regularization`` adds
 ``eps * trace(cov) / B`` to the diagonal. The whitener ``W`` (k x B) satisfies
 ``W.T @ W = inv(cov)`` when cov is positive definite (``W = inv(L)`` from the Cholesky factor
 ``cov = L L^T``) and ``= pinv(cov)`` otherwise (eigenvalues below ``rcond * max`` are dropped), so
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from scipy.linalg import lapack
 
 PINV_RCOND = 1e-10
 
@@ -37,12 +40,16 @@ class GaussianStats:
         return cov + load * np.eye(self.nbands)
 
     @cached_property
-    def is_singular(self) -> bool:
+    def cholesky(self) -> np.ndarray | None:
+        """Lower Cholesky factor of the regularised covariance; None when it is singular."""
         try:
-            np.linalg.cholesky(self.regularized_cov)
+            return np.linalg.cholesky(self.regularized_cov)
         except np.linalg.LinAlgError:
-            return True
-        return False
+            return None
+
+    @property
+    def is_singular(self) -> bool:
+        return self.cholesky is None
 
     @cached_property
     def inv_cov(self) -> np.ndarray:
@@ -54,44 +61,50 @@ class GaussianStats:
     @cached_property
     def whitener(self) -> np.ndarray:
         """W (k x B, float64) with W.T @ W = inv_cov; k = B unless the covariance is singular."""
-        cov = self.regularized_cov
-        if not self.is_singular:
-            lower = np.linalg.cholesky(cov)
-            return np.linalg.solve(lower, np.eye(self.nbands))
-        values, vectors = np.linalg.eigh(cov)
+        if self.cholesky is not None:
+            inverse, info = lapack.dtrtri(self.cholesky, lower=1)
+            if info == 0:
+                return np.tril(inverse)
+        values, vectors = np.linalg.eigh(self.regularized_cov)
         keep = values > PINV_RCOND * max(float(values[-1]), 0.0)
         return (vectors[:, keep] / np.sqrt(values[keep])).T
 
 
 def pixels_of(cube: np.ndarray) -> np.ndarray:
-    """(rows, cols, bands) or (n, bands) -> a (n, bands) view."""
+    """(rows, cols, bands) or (n, bands) -> (n, bands)."""
     cube = np.asarray(cube)
     if cube.ndim not in (2, 3):
         raise ValueError(f"expected (rows, cols, bands) or (pixels, bands), got shape {cube.shape}")
     return cube.reshape(-1, cube.shape[-1])
 
 
-def calc_stats(
-    cube: np.ndarray,
-    mask: np.ndarray | None = None,
-    *,
-    regularization: float = 0.0,
-    dtype: type[np.floating] = np.float64,
-) -> GaussianStats:
-    """Mean and covariance (divide by N) of the pixels selected by ``mask`` (all if None).
+def centered_float64(pixels: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """A new float64 array ``pixels - mean`` (one conversion, one in-place pass)."""
+    centered = pixels.astype(np.float64, copy=True)
+    centered -= mean
+    return centered
 
-    ``dtype`` is the arithmetic of the covariance product. Keep float64: real covariances have
-    condition numbers around 1e9 (ABU beach-1: 8e8), beyond what a float32 product resolves (its
-    Cholesky factorisation fails there).
-    """
-    pixels = pixels_of(cube)
-    if mask is not None:
-        pixels = pixels[np.asarray(mask, dtype=bool).ravel()]
-    nsamples = pixels.shape[0]
+
+def stats_and_centered(
+    pixels: np.ndarray, mask: np.ndarray | None = None, *, regularization: float = 0.0
+) -> tuple[GaussianStats, np.ndarray]:
+    """Statistics of the (n, bands) pixels selected by the flat ``mask`` (all if None), and every
+    pixel centred on their mean (float64), so a detector scores without converting twice."""
+    selected = pixels if mask is None else pixels[np.asarray(mask, dtype=bool).ravel()]
+    nsamples = selected.shape[0]
     if nsamples < 2:
         raise ValueError(f"background statistics need at least 2 pixels, got {nsamples}")
-    mean = pixels.mean(axis=0, dtype=np.float64)
-    centered = pixels.astype(dtype, copy=True)
-    centered -= mean.astype(dtype)
-    cov = (centered.T @ centered).astype(np.float64) / nsamples
-    return GaussianStats(mean=mean, cov=cov, nsamples=nsamples, regularization=regularization)
+    mean = selected.mean(axis=0, dtype=np.float64)
+    centered = centered_float64(pixels, mean)
+    background = centered if mask is None else centered[np.asarray(mask, dtype=bool).ravel()]
+    cov = background.T @ background
+    cov /= nsamples
+    stats = GaussianStats(mean=mean, cov=cov, nsamples=nsamples, regularization=regularization)
+    return stats, centered
+
+
+def calc_stats(
+    cube: np.ndarray, mask: np.ndarray | None = None, *, regularization: float = 0.0
+) -> GaussianStats:
+    """Mean and covariance (divide by N, float64) of the pixels selected by ``mask`` (all if None)."""
+    return stats_and_centered(pixels_of(cube), mask, regularization=regularization)[0]

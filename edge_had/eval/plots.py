@@ -78,11 +78,17 @@ def save_roc_png(
     return _save(fig, path)
 
 
+DISPLAY_PERCENTILE = 99.5
+
+
 def _stretch(scores: np.ndarray) -> np.ndarray:
-    """Min-max stretch over the finite values; non-finite pixels become NaN (drawn as blank)."""
+    """Stretch the finite values to [0, 1] between their minimum and 99.5th percentile (a few
+    extreme pixels would otherwise turn the whole map black); non-finite pixels become NaN."""
     out = np.full(scores.shape, np.nan)
     finite = np.isfinite(scores)
-    out[finite] = minmax(scores[finite])
+    values = scores[finite]
+    clipped = np.minimum(values, np.percentile(values, DISPLAY_PERCENTILE))
+    out[finite] = minmax(clipped)
     return out
 
 
@@ -94,7 +100,7 @@ def _draw_outline(ax: Axes, gt: np.ndarray) -> None:
 def save_score_map_png(
     scores: np.ndarray, path: str | Path, gt: np.ndarray | None = None, title: str | None = None
 ) -> Path:
-    """Save a 2-D score map (min-max stretched, 'inferno') as a PNG; return its path.
+    """Save a 2-D score map ('inferno', stretched to the 99.5th percentile) as a PNG; return its path.
 
     When ``gt`` is given its outline is drawn over the map and the mask is shown alongside.
     """
@@ -107,7 +113,7 @@ def save_score_map_png(
     fig = _new_figure(9.0 if mask is not None else 5.0, 4.5)
     axes = fig.subplots(1, 1 if mask is None else 2, squeeze=False)[0]
     image = axes[0].imshow(_stretch(s), cmap="inferno", vmin=0.0, vmax=1.0, interpolation="nearest")
-    fig.colorbar(image, ax=axes[0], shrink=0.8, label="normalised score")
+    fig.colorbar(image, ax=axes[0], shrink=0.8, label=f"score (clipped at {DISPLAY_PERCENTILE} pct)")
     axes[0].set_title("score map")
     if mask is not None:
         _draw_outline(axes[0], mask)

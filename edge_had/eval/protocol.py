@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from edge_had.detectors.registry import Detector
 from edge_had.errors import SceneError
-from edge_had.eval.metrics import evaluate_map
+from edge_had.eval.metrics import evaluate_map, roc_curve
 from edge_had.eval.report import eval_report
 from edge_had.io import Scene, list_scenes, load_scene, sha256_file
 
@@ -29,8 +29,8 @@ def score_scene(detector: Detector, scene: Scene) -> tuple[np.ndarray, float]:
     return scores, time.perf_counter() - start
 
 
-def evaluate_scene(detector: Detector, scene: Scene) -> dict[str, Any]:
-    """One scene's entry of the eval report (needs ground truth)."""
+def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np.ndarray]:
+    """One scene's entry of the eval report (needs ground truth), and its score map."""
     if scene.gt is None:
         raise SceneError("no ground truth: cannot evaluate", scene.source)
     scores, seconds = score_scene(detector, scene)
@@ -46,20 +46,45 @@ def evaluate_scene(detector: Detector, scene: Scene) -> dict[str, Any]:
     }
     if scene.source is not None:
         entry["source_sha256"] = sha256_file(scene.source)
-    return entry
+    return entry, scores
 
 
-def evaluate_scenes(detector: Detector, paths: Iterable[Path], progress: bool = True) -> dict[str, Any]:
-    """Evaluate every scene file and return the versioned eval report."""
+def evaluate_scenes(
+    detector: Detector,
+    paths: Iterable[Path],
+    progress: bool = True,
+    plots_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate every scene file and return the versioned eval report.
+
+    With ``plots_dir``: one score map PNG per scene and ``roc.png`` with every scene's curve.
+    """
     paths = list(paths)
     entries = []
+    curves = {}
     for path in tqdm(paths, desc=f"eval {detector.name}", unit="scene", disable=not progress):
-        entries.append(evaluate_scene(detector, load_scene(path)))
+        scene = load_scene(path)
+        entry, scores = evaluate_scene(detector, scene)
+        entries.append(entry)
+        if plots_dir is not None:
+            from edge_had.eval.plots import save_score_map_png
+
+            title = f"{scene.name} - {detector.name} (AUC {entry['auc']:.4f})"
+            save_score_map_png(scores, Path(plots_dir) / f"{scene.name}_{detector.name}.png", scene.gt, title)
+            assert scene.gt is not None  # evaluate_scene checked it
+            fpr, tpr, _ = roc_curve(scores, scene.gt, scene.valid)
+            curves[scene.name] = (fpr, tpr, entry["auc"])
+    if plots_dir is not None:
+        from edge_had.eval.plots import save_roc_png
+
+        save_roc_png(curves, Path(plots_dir) / "roc.png", title=f"ROC - {detector.name}", log_far=True)
     return eval_report({"name": detector.name, **detector.settings}, entries)
 
 
-def evaluate_folder(detector: Detector, folder: str | Path, progress: bool = True) -> dict[str, Any]:
-    return evaluate_scenes(detector, list_scenes(folder), progress=progress)
+def evaluate_folder(
+    detector: Detector, folder: str | Path, progress: bool = True, plots_dir: str | Path | None = None
+) -> dict[str, Any]:
+    return evaluate_scenes(detector, list_scenes(folder), progress=progress, plots_dir=plots_dir)
 
 
 def format_table(report: dict[str, Any]) -> str:

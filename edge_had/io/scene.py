@@ -89,7 +89,7 @@ def make_scene(
     if int(good.sum()) < 2:
         raise SceneError(f"only {int(good.sum())} good band(s) after the bad-band list", path)
 
-    kept = cube[:, :, good]
+    kept = cube if good.all() else cube[:, :, good]
     ok = np.isfinite(kept).all(axis=2)
     if no_data_value is not None:
         ok &= ~(kept == np.float32(no_data_value)).any(axis=2)

@@ -1,0 +1,232 @@
+"""The ``edge-had`` command line: thin argparse front end over the package's modules."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import edge_had
+from edge_had.errors import EdgeHadError
+
+DESCRIPTION = """\
+edge-had: onboard hyperspectral anomaly detection.
+
+Scenes are read from .mat (v5 and v7.3), ENVI (.hdr + BIL/BIP/BSQ), .npy and HDF5 files; cubes are
+(rows = along-track lines, cols, bands). Detectors: global RX ('rx') and dual-window local RX
+('lrx'). Start with `edge-had demo`, which needs no data.
+"""
+
+
+def _add_detector_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("detector")
+    group.add_argument("--detector", choices=["rx", "lrx"], default="rx", help="detector (default: rx)")
+    group.add_argument(
+        "--precision",
+        choices=["float64", "float32"],
+        default="float64",
+        help="rx only: float64 numpy reference (default) or the fast float32-scoring path",
+    )
+    group.add_argument(
+        "--regularization",
+        type=float,
+        default=None,
+        help="diagonal loading as a fraction of trace/bands (rx default 0, lrx default 1e-3)",
+    )
+    group.add_argument("--inner", type=int, default=5, help="lrx only: guard window size (odd, default 5)")
+    group.add_argument("--outer", type=int, default=15, help="lrx only: outer window size (odd, default 15)")
+    group.add_argument(
+        "--components",
+        type=int,
+        default=10,
+        help="lrx only: principal components kept before the local statistics (default 10; 0 = all bands)",
+    )
+
+
+def _detector_from_args(args: argparse.Namespace) -> Any:
+    from edge_had.detectors.registry import make_detector
+
+    if args.detector == "rx":
+        return make_detector("rx", precision=args.precision, regularization=args.regularization or 0.0)
+    settings: dict[str, Any] = {
+        "inner": args.inner,
+        "outer": args.outer,
+        "n_components": args.components or None,
+    }
+    if args.regularization is not None:
+        settings["regularization"] = args.regularization
+    return make_detector("lrx", **settings)
+
+
+def _module_status(name: str) -> tuple[str, str]:
+    """(version or 'missing', detail) for an optional module, importing it only here."""
+    try:
+        module = importlib.import_module(name)
+    except Exception as error:  # noqa: BLE001 - report any import failure as the reason
+        return "missing", f"{type(error).__name__}: {error}".splitlines()[0]
+    return str(getattr(module, "__version__", "?")), ""
+
+
+def _opencv_gui_status() -> str:
+    try:
+        import cv2
+    except Exception as error:  # noqa: BLE001
+        return f"no OpenCV ({error})"
+    info = cv2.getBuildInformation()
+    gui = next((line.split(":", 1)[1].strip() for line in info.splitlines() if "GUI:" in line), "NONE")
+    if gui in ("", "NONE"):
+        return "no GUI build (opencv-python-headless): live windows unavailable, files are written instead"
+    return f"GUI build ({gui})"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from edge_had import settings
+    from edge_had.eval.report import platform_info
+
+    print(f"edge-had {edge_had.__version__}")
+    for key, value in platform_info().items():
+        print(f"  {key:12s} {value}")
+    print("packages:")
+    for name in ("numpy", "scipy", "torch", "spectral", "h5py", "cv2", "matplotlib", "onnx", "onnxruntime"):
+        version, why = _module_status(name)
+        print(f"  {name:12s} {version}" + (f"  ({why})" if why else ""))
+    print("backends:")
+    torch_version, torch_why = _module_status("torch")
+    cuda = "no (torch missing)"
+    if torch_version != "missing":
+        import torch
+
+        cuda = "no (no CUDA device)"
+        if torch.cuda.is_available():
+            cuda = f"yes ({torch.cuda.get_device_name(0)})"
+    print(f"  torch CPU    {'yes' if torch_version != 'missing' else 'no (' + torch_why + ')'}")
+    print(f"  torch CUDA   {cuda}")
+    for name, label in (("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt"), ("pycuda", "pycuda")):
+        version, why = _module_status(name)
+        print(f"  {label:12s} {'yes ' + version if version != 'missing' else 'no (' + why + ')'}")
+    print(f"  display      {_opencv_gui_status()}")
+    folder = settings.data_dir()
+    found = len(list(folder.glob("*.mat"))) if folder.is_dir() else 0
+    print(f"data: {folder} ({found} .mat scenes; set {settings.DATA_ENV} to change)")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edge_had.eval.metrics import roc_auc
+    from edge_had.eval.plots import save_score_map_png
+    from edge_had.eval.protocol import score_scene
+    from edge_had.io import load_scene
+
+    scene = load_scene(args.scene, cube_var=args.cube_var, gt_var=args.gt_var, gt_path=args.gt)
+    detector = _detector_from_args(args)
+    scores, seconds = score_scene(detector, scene)
+    rows, cols, bands = scene.shape
+    print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {int((~scene.valid).sum())} invalid px")
+    print(f"{detector.name} {detector.settings}: {seconds:.3f} s")
+    if scene.gt is not None:
+        print(f"AUC {roc_auc(scores, scene.gt, scene.valid):.4f}")
+    if args.npy:
+        np.save(args.npy, scores)
+        print(f"scores -> {args.npy}")
+    if args.out:
+        save_score_map_png(scores, args.out, gt=scene.gt, title=f"{scene.name} - {detector.name}")
+        print(f"map -> {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edge_had import settings
+    from edge_had.eval.protocol import evaluate_folder, format_table
+    from edge_had.eval.report import write_json
+
+    folder = Path(args.data) if args.data else settings.data_dir()
+    detector = _detector_from_args(args)
+    report = evaluate_folder(detector, folder, progress=not args.quiet, plots_dir=args.plots)
+    print(format_table(report))
+    if args.json:
+        print(f"report -> {write_json(report, args.json)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge_had.detectors.registry import make_detector
+    from edge_had.eval.metrics import evaluate_map
+    from edge_had.eval.plots import save_score_map_png
+    from edge_had.eval.protocol import score_scene
+    from edge_had.io.synthetic import synthetic_scene
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    scene = synthetic_scene(seed=args.seed)
+    rows, cols, bands = scene.shape
+    print(
+        f"synthetic pushbroom scene (seed {args.seed}): {rows} lines x {cols} px x {bands} bands, "
+        f"{int(scene.gt.sum())} anomalous px, made in {time.perf_counter() - start:.2f} s"
+    )
+    detector = make_detector("rx", precision="float32")
+    scores, seconds = score_scene(detector, scene)
+    metrics = evaluate_map(scores, scene.gt, scene.valid)
+    title = "global RX, synthetic scene"
+    path = save_score_map_png(scores, out / "demo_rx_map.png", gt=scene.gt, title=title)
+    print(
+        f"global RX (fast path): {seconds * 1e3:.1f} ms, AUC {metrics['auc']:.4f}, "
+        f"Pd@FAR=1e-3 {metrics['pd_at_far']['0.001']:.3f}"
+    )
+    print(f"score map -> {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-had", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"edge-had {edge_had.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="versions, available backends and why others are not")
+    info.set_defaults(func=cmd_info)
+
+    detect = sub.add_parser("detect", help="score one scene and write its anomaly map")
+    detect.add_argument("scene", help="scene file (.mat, .hdr, .npy, .h5)")
+    detect.add_argument("--out", help="score map PNG to write (with the ground truth outlined if known)")
+    detect.add_argument("--npy", help="also save the raw scores as .npy")
+    detect.add_argument("--cube-var", help="variable/dataset name of the cube (default: found by shape)")
+    detect.add_argument("--gt-var", help="variable/dataset name of the ground truth (default: by shape)")
+    detect.add_argument("--gt", help="separate ground-truth file (2-D array)")
+    _add_detector_options(detect)
+    detect.set_defaults(func=cmd_detect)
+
+    evaluate = sub.add_parser("eval", help="evaluate a detector on every scene of a folder")
+    evaluate.add_argument("--data", help="folder of scenes (default: $EDGE_HAD_DATA or ../shared/data)")
+    evaluate.add_argument("--json", help="write the versioned JSON report here")
+    evaluate.add_argument("--plots", help="folder for a score map PNG per scene and roc.png")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_detector_options(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
+
+    demo = sub.add_parser("demo", help="synthetic pushbroom scene -> RX -> map PNG and AUC (no data needed)")
+    demo.add_argument("--out", default="edge-had-demo", help="output folder (default: ./edge-had-demo)")
+    demo.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (EdgeHadError, ValueError) as error:
+        print(f"edge-had {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
