@@ -9,10 +9,12 @@ import sys
 
 def main(path: str) -> None:
     result = json.load(open(path))
+    minima: dict[str, dict[str, float]] = {}
     medians: dict[str, dict[str, float]] = {}
     aucs: dict[str, dict[str, float]] = {}
     for bench in result["benchmarks"]:
         info = bench["extra_info"]
+        minima.setdefault(info["scene"], {})[info["implementation"]] = bench["stats"]["min"]
         medians.setdefault(info["scene"], {})[info["implementation"]] = bench["stats"]["median"]
         aucs.setdefault(info["scene"], {})[info["implementation"]] = info["auc"]
     machine = result["machine_info"]

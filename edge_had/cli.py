@@ -24,7 +24,24 @@ Scenes are read from .mat (v5 and v7.3), ENVI (.hdr + BIL/BIP/BSQ), .npy and HDF
 
 def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("detector")
-    group.add_argument("--detector", choices=["rx", "lrx"], default="rx", help="detector (default: rx)")
+    group.add_argument(
+        "--detector",
+        choices=["rx", "lrx", "enhanced-rx", "enhanced-lrx", "resampled-rx"],
+        default="rx",
+        help="rx / lrx: classic global / dual-window RX; enhanced-rx / enhanced-lrx: the trained "
+        "background enhancement, then RX / LRX; resampled-rx: RX on the model's K resampled bands "
+        "(the enhancement's baseline). Default: rx",
+    )
+    group.add_argument(
+        "--model", help="enhanced-*: model folder (default: the weights shipped in the package)"
+    )
+    group.add_argument(
+        "--fusion",
+        choices=["feature", "product"],
+        default="feature",
+        help="enhanced-*: RX of x + f_spe + f_spa (feature, default) or the product of the two "
+        "normalised RX maps (product)",
+    )
     group.add_argument(
         "--precision",
         choices=["float64", "float32"],
@@ -52,14 +69,16 @@ def _detector_from_args(args: argparse.Namespace) -> Any:
 
     if args.detector == "rx":
         return make_detector("rx", precision=args.precision, regularization=args.regularization or 0.0)
-    settings: dict[str, Any] = {
-        "inner": args.inner,
-        "outer": args.outer,
-        "n_components": args.components or None,
-    }
+    if args.detector == "resampled-rx":
+        return make_detector("resampled-rx")
+    lrx: dict[str, Any] = {"inner": args.inner, "outer": args.outer, "n_components": args.components or None}
     if args.regularization is not None:
-        settings["regularization"] = args.regularization
-    return make_detector("lrx", **settings)
+        lrx["regularization"] = args.regularization
+    if args.detector == "lrx":
+        return make_detector("lrx", **lrx)
+    from edge_had.detectors.lrx import LocalRXSettings
+
+    return make_detector(args.detector, model=args.model, fusion=args.fusion, lrx=LocalRXSettings(**lrx))
 
 
 def _module_status(name: str) -> tuple[str, str]:

@@ -23,7 +23,9 @@ class Detector(Protocol):
     @property
     def settings(self) -> dict[str, Any]: ...
 
-    def score(self, cube: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray: ...
+    def score(
+        self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
+    ) -> np.ndarray: ...
 
 
 class GlobalRXDetector:
@@ -41,7 +43,9 @@ class GlobalRXDetector:
     def settings(self) -> dict[str, Any]:
         return {"precision": self.precision, "regularization": self.regularization}
 
-    def score(self, cube: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    def score(
+        self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
+    ) -> np.ndarray:
         implementation = rx_reference if self.precision == "float64" else rx
         return implementation(cube, mask=valid, regularization=self.regularization)
 
@@ -58,11 +62,38 @@ class LocalRXDetector:
     def settings(self) -> dict[str, Any]:
         return asdict(self.options)
 
-    def score(self, cube: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    def score(
+        self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
+    ) -> np.ndarray:
         return local_rx(cube, valid, self.options)
 
 
-DETECTORS: dict[str, type] = {"rx": GlobalRXDetector, "lrx": LocalRXDetector}
+def _enhanced_rx(**settings: Any) -> Detector:
+    from edge_had.detectors.enhanced import EnhancedDetector
+
+    return EnhancedDetector(local=False, **settings)
+
+
+def _enhanced_lrx(**settings: Any) -> Detector:
+    from edge_had.detectors.enhanced import EnhancedDetector
+
+    return EnhancedDetector(local=True, **settings)
+
+
+def _resampled_rx(**settings: Any) -> Detector:
+    from edge_had.detectors.enhanced import ResampledRXDetector
+
+    return ResampledRXDetector(**settings)
+
+
+# Enhanced detectors import torch and load a model, so they are built lazily.
+DETECTORS: dict[str, Any] = {
+    "rx": GlobalRXDetector,
+    "lrx": LocalRXDetector,
+    "enhanced-rx": _enhanced_rx,
+    "enhanced-lrx": _enhanced_lrx,
+    "resampled-rx": _resampled_rx,
+}
 
 
 def make_detector(name: str, **settings: Any) -> Detector:

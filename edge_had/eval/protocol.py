@@ -25,7 +25,7 @@ def score_scene(detector: Detector, scene: Scene) -> tuple[np.ndarray, float]:
     """The detector's score map of a scene and the seconds it took."""
     cube = scene.detection_cube()
     start = time.perf_counter()
-    scores = detector.score(cube, scene.valid)
+    scores = detector.score(cube, scene.valid, scene.detection_wavelengths())
     return scores, time.perf_counter() - start
 
 

@@ -1,0 +1,155 @@
+"""Training-free enhanced detection: a trained model enhances the background, RX scores it.
+
+Per scene (METHOD.md, "Detection"): normalise the cube (the model's :class:`Normalization`),
+resample it to the model's K canonical bands (:class:`SpectralAdapter`, on wavelengths when known),
+run both branches, then
+
+* ``fusion="feature"``: RX on ``x_k + alpha_spe * f_spe + alpha_spa * f_spa`` (enough bands);
+* ``fusion="product"``: ``minmax(RX(x_k + alpha_spa * f_spa)) * minmax(RX(x_k + alpha_spe * f_spe))``.
+
+Invalid pixels are replaced by the mean valid spectrum before the networks (their receptive
+fields would spread NaN) and scored NaN. ``local=True`` uses dual-window local RX instead of global
+RX (``enhanced-lrx``). Nothing is tuned per scene.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_had.detectors.fusion import normalize_minmax
+from edge_had.detectors.lrx import LocalRXSettings, local_rx
+from edge_had.detectors.rx import rx_reference
+
+FUSIONS = ("feature", "product")
+
+
+def impute_invalid(cube: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """A copy of the cube whose invalid pixels hold the mean valid spectrum (float32)."""
+    cube = np.array(cube, dtype=np.float32, copy=True)
+    if valid is not None and not valid.all():
+        cube[~valid] = cube[valid].mean(axis=0)
+    return cube
+
+
+class EnhancedDetector:
+    """``enhanced-rx`` / ``enhanced-lrx`` with a model bundle (default: the shipped one)."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        fusion: str = "feature",
+        local: bool = False,
+        lrx: LocalRXSettings | None = None,
+    ) -> None:
+        from edge_had.models.bundle import load_bundle
+
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
+        self.bundle = load_bundle(model)
+        self.fusion = fusion
+        self.local = local
+        self.lrx = lrx or LocalRXSettings()
+        self.name = "enhanced-lrx" if local else "enhanced-rx"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        config = self.bundle.config
+        settings: dict[str, Any] = {
+            "fusion": self.fusion,
+            "model": str(self.bundle.directory),
+            "model_sha256": self.bundle.sha256,
+            "k": config.k,
+            "alpha_spe": config.alpha_spe,
+            "alpha_spa": config.alpha_spa,
+            "spatial_branch": config.spatial,
+            "normalization": dict(config.normalization),
+        }
+        if self.local:
+            settings["lrx"] = asdict(self.lrx)
+        return settings
+
+    def enhance(
+        self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Unscaled ``x_k``, ``f_spe``, ``f_spa`` as (rows, cols, K) float64 arrays."""
+        return enhance_parts(self.bundle, cube, valid, wavelengths)
+
+    def detect(self, cube: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        if self.local:
+            return local_rx(cube, valid, self.lrx)
+        return rx_reference(cube, mask=valid)
+
+    def score(
+        self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
+    ) -> np.ndarray:
+        config = self.bundle.config
+        parts = self.enhance(cube, valid, wavelengths)
+        return fuse_parts(
+            parts, config.alpha_spe, config.alpha_spa, self.fusion, lambda x: self.detect(x, valid)
+        )
+
+
+def enhance_parts(
+    bundle: Any, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Run a :class:`~edge_had.models.bundle.ModelBundle` on a (rows, cols, bands) cube: unscaled
+    ``x_k``, ``f_spe`` and ``f_spa`` (zeros without a spatial branch), (rows, cols, K) float64."""
+    import torch
+
+    normalized = bundle.normalization(impute_invalid(cube, valid), valid)
+    model = bundle.model_for(cube.shape[2], wavelengths)
+    with torch.no_grad():
+        out = model(torch.from_numpy(normalized).permute(2, 0, 1)[None])
+    parts = {"x_k": out.x_k, "f_spe": out.f_spe, "f_spa": out.f_spa}
+    return {name: value[0].permute(1, 2, 0).numpy().astype(np.float64) for name, value in parts.items()}
+
+
+def fuse_parts(
+    parts: dict[str, np.ndarray],
+    alpha_spe: float,
+    alpha_spa: float,
+    fusion: str,
+    detect: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Score enhanced parts: ``detect(x_k + a f_spe + b f_spa)`` (feature) or the product of the
+    min-max normalised ``detect(x_k + b f_spa)`` and ``detect(x_k + a f_spe)`` (product)."""
+    x_k, f_spe, f_spa = parts["x_k"], parts["f_spe"], parts["f_spa"]
+    if fusion == "feature":
+        return detect(x_k + alpha_spe * f_spe + alpha_spa * f_spa)
+    if fusion == "product":
+        return normalize_minmax(detect(x_k + alpha_spa * f_spa)) * normalize_minmax(
+            detect(x_k + alpha_spe * f_spe)
+        )
+    raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
+
+
+class ResampledRXDetector:
+    """Global RX on the cube resampled to K canonical bands: the baseline every enhancement gain
+    is measured against (the resampling alone changes RX's AUC; METHOD.md, "Measured leads")."""
+
+    name = "resampled-rx"
+
+    def __init__(self, k: int = 64) -> None:
+        self.k = k
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+    def score(
+        self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
+    ) -> np.ndarray:
+        from edge_had.models.adapter import SpectralAdapter
+
+        bands = cube.shape[2]
+        if wavelengths is not None:
+            adapter = SpectralAdapter.from_wavelengths(wavelengths, self.k)
+        else:
+            adapter = SpectralAdapter.from_band_count(bands, self.k)
+        resampled = np.asarray(cube, dtype=np.float64) @ adapter.matrix.T
+        return rx_reference(resampled, mask=valid)

@@ -1,0 +1,167 @@
+"""A trained model on disk: ``config.json`` + ``model.safetensors`` (+ ``sidecar.json``).
+
+The networks work in the model's K canonical bands, so a bundle holds no adapter: the adapter is
+built per sensor when the bundle is applied (:meth:`ModelBundle.model_for`). Weights are read with
+safetensors (never unpickled); a missing, truncated or mismatched file is a :class:`ModelError`
+naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_had.errors import EdgeHadError
+from edge_had.models.adapter import SpectralAdapter
+from edge_had.models.enhancer import EnhancementModel
+from edge_had.models.normalize import Normalization
+from edge_had.models.spatial import SpatialStudent
+from edge_had.models.spectral import SpectralEnhancer
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+SIDECAR_FILE = "sidecar.json"
+BUNDLE_FORMAT = "edge-had-model"
+BUNDLE_FORMAT_VERSION = 1
+
+
+class ModelError(EdgeHadError):
+    """A model bundle is missing, corrupt or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    k: int = 64
+    hidden: int = 32
+    blocks: int = 3
+    spatial: bool = True
+    alpha_spe: float = 1.0
+    alpha_spa: float = 1.0
+    normalization: dict[str, float] = field(default_factory=lambda: Normalization().to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        fields = {key: value for key, value in data.items() if key not in ("format", "format_version")}
+        return cls(**fields)
+
+    def build_networks(self) -> tuple[SpectralEnhancer, SpatialStudent | None]:
+        spatial = SpatialStudent(self.k) if self.spatial else None
+        return SpectralEnhancer(self.k, self.hidden, self.blocks), spatial
+
+
+@dataclass
+class ModelBundle:
+    config: ModelConfig
+    spectral: SpectralEnhancer
+    spatial: SpatialStudent | None
+    sha256: str
+    directory: Path | None = None
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(**self.config.normalization)
+
+    def adapter_for(self, bands: int, wavelengths: np.ndarray | None = None) -> SpectralAdapter:
+        """Resample on wavelengths when the file has them, on band index otherwise."""
+        if wavelengths is not None:
+            return SpectralAdapter.from_wavelengths(wavelengths, self.config.k)
+        return SpectralAdapter.from_band_count(bands, self.config.k)
+
+    def model_for(self, bands: int, wavelengths: np.ndarray | None = None) -> EnhancementModel:
+        model = EnhancementModel(
+            self.adapter_for(bands, wavelengths),
+            self.spectral,
+            self.spatial,
+            self.config.alpha_spe,
+            self.config.alpha_spa,
+        )
+        return model.eval()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_bundle(
+    directory: str | Path,
+    config: ModelConfig,
+    spectral: SpectralEnhancer,
+    spatial: SpatialStudent | None,
+) -> Path:
+    """Write config.json and model.safetensors; returns the weights' path."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        f"spectral.{name}": value.detach().contiguous() for name, value in spectral.state_dict().items()
+    }
+    if spatial is not None:
+        tensors.update(
+            {f"spatial.{name}": value.detach().contiguous() for name, value in spatial.state_dict().items()}
+        )
+    weights = directory / WEIGHTS_FILE
+    save_file(tensors, str(weights), metadata={"format": BUNDLE_FORMAT})
+    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return weights
+
+
+def load_bundle(directory: str | Path | None = None) -> ModelBundle:
+    """Load a bundle (default: the weights shipped inside the package)."""
+    directory = default_model_dir() if directory is None else Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise ModelError(
+                f"{path}: missing; a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE} "
+                "(train one with `edge-had train`, or omit --model for the shipped one)"
+            )
+    try:
+        raw = json.loads(config_path.read_text())
+        if raw.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"format is {raw.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        config = ModelConfig.from_dict(raw)
+    except (ValueError, TypeError) as error:
+        raise ModelError(f"{config_path}: not a valid edge-had model config ({error})") from error
+    spectral, spatial = config.build_networks()
+    try:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(weights_path))
+        _load_part(spectral, tensors, "spectral")
+        if spatial is not None:
+            _load_part(spatial, tensors, "spatial")
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise ModelError(
+            f"{weights_path}: cannot load weights ({type(error).__name__}: {error}); the file is corrupt, "
+            "truncated or from another architecture - re-copy or retrain it"
+        ) from error
+    spectral.eval()
+    if spatial is not None:
+        spatial.eval()
+    return ModelBundle(config, spectral, spatial, file_sha256(weights_path), directory)
+
+
+def _load_part(module: Any, tensors: dict[str, Any], prefix: str) -> None:
+    part = {
+        name[len(prefix) + 1 :]: value for name, value in tensors.items() if name.startswith(prefix + ".")
+    }
+    module.load_state_dict(part, strict=True)
+
+
+def default_model_dir() -> Path:
+    """The model shipped inside the package (``edge_had/weights/default``)."""
+    return Path(str(resources.files("edge_had") / "weights" / "default"))

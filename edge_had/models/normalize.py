@@ -1,0 +1,44 @@
+"""Per-scene input normalisation shared by training, offline detection and streaming.
+
+The published recipe maps each image jointly (all pixels and bands) to [-1, 1] by its min and max,
+times 0.1. Min and max are set by a handful of pixels - often the anomalies themselves - so this
+package uses robust percentiles of the valid pixels instead: ``lo`` and ``hi`` are the 1st and 99th
+percentiles of all values, and ``x_n = scale * (2 * (x - lo) / (hi - lo) - 1)`` with scale 0.1.
+RX is affine invariant, so the normalisation matters only through the networks' nonlinearities
+(and the alphas): it puts every sensor's counts or reflectances on one scale. A stream cannot see
+the whole image; it fits ``lo``/``hi`` on its warm-up lines (the streaming issue measures that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Normalization:
+    low_percentile: float = 1.0
+    high_percentile: float = 99.0
+    scale: float = 0.1
+
+    def fit(self, cube: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float]:
+        """``(lo, hi)`` from the valid pixels of a (rows, cols, bands) cube."""
+        values = cube if valid is None else cube[np.asarray(valid, dtype=bool)]
+        lo, hi = np.percentile(values, [self.low_percentile, self.high_percentile])
+        if not np.isfinite([lo, hi]).all() or hi <= lo:
+            hi = lo + 1.0
+        return float(lo), float(hi)
+
+    def apply(self, cube: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        out = (np.asarray(cube, dtype=np.float32) - np.float32(lo)) * np.float32(2.0 / (hi - lo))
+        out -= np.float32(1.0)
+        out *= np.float32(self.scale)
+        return out
+
+    def __call__(self, cube: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        return self.apply(cube, *self.fit(cube, valid))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,115 @@
+"""Model bundles on disk and training-free enhanced detection, against direct computations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edge_had.detectors import rx_reference
+from edge_had.detectors.enhanced import EnhancedDetector, ResampledRXDetector
+from edge_had.detectors.fusion import normalize_minmax
+from edge_had.detectors.registry import make_detector
+from edge_had.io.synthetic import synthetic_scene
+from edge_had.models import ModelConfig, ModelError, Normalization, SpectralAdapter, load_bundle, save_bundle
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return synthetic_scene(lines=40, width=36, bands=50, seed=3)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    config = ModelConfig(k=16, hidden=8, blocks=2, alpha_spe=2.0, alpha_spa=0.5)
+    spectral, spatial = config.build_networks()
+    folder = tmp_path_factory.mktemp("model")
+    save_bundle(folder, config, spectral, spatial)
+    return folder
+
+
+def direct_parts(bundle_dir, scene):
+    """The enhancement computed step by step from the saved networks, independently of the detector."""
+    bundle = load_bundle(bundle_dir)
+    normalized = Normalization()(scene.cube)
+    x = torch.from_numpy(normalized).permute(2, 0, 1)[None]
+    adapter = SpectralAdapter.from_wavelengths(scene.wavelengths, bundle.config.k)
+    with torch.no_grad():
+        x_k = adapter(x)
+        f_spe, f_spa = bundle.spectral(x_k), bundle.spatial(x_k)
+    to_numpy = lambda t: t[0].permute(1, 2, 0).numpy().astype(np.float64)  # noqa: E731
+    return to_numpy(x_k), to_numpy(f_spe), to_numpy(f_spa)
+
+
+def test_bundle_round_trip_records_config_and_checksum(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    assert bundle.config.alpha_spe == 2.0 and bundle.config.k == 16
+    import hashlib
+
+    assert bundle.sha256 == hashlib.sha256((bundle_dir / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_feature_and_product_fusion_match_direct_computation(bundle_dir, scene):
+    x_k, f_spe, f_spa = direct_parts(bundle_dir, scene)
+    wavelengths = scene.wavelengths
+    feature = EnhancedDetector(bundle_dir).score(scene.cube, scene.valid, wavelengths)
+    np.testing.assert_allclose(feature, rx_reference(x_k + 2.0 * f_spe + 0.5 * f_spa), rtol=1e-4)
+    product = EnhancedDetector(bundle_dir, fusion="product").score(scene.cube, scene.valid, wavelengths)
+    expected = normalize_minmax(rx_reference(x_k + 0.5 * f_spa)) * normalize_minmax(
+        rx_reference(x_k + 2.0 * f_spe)
+    )
+    np.testing.assert_allclose(product, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_resampled_rx_is_rx_of_the_adapted_cube(scene):
+    adapter = SpectralAdapter.from_wavelengths(scene.wavelengths, 16)
+    expected = rx_reference(scene.cube.astype(np.float64) @ adapter.matrix.T)
+    np.testing.assert_allclose(
+        ResampledRXDetector(16).score(scene.cube, scene.valid, scene.wavelengths), expected
+    )
+
+
+def test_invalid_pixels_are_imputed_before_the_networks_and_scored_nan(bundle_dir, scene):
+    cube, valid = scene.cube.copy(), scene.valid.copy()
+    cube[10, 10] = np.nan
+    valid[10, 10] = False
+    scores = EnhancedDetector(bundle_dir).score(cube, valid, scene.wavelengths)
+    assert np.isnan(scores[10, 10])
+    assert np.isfinite(np.delete(scores.ravel(), 10 * scores.shape[1] + 10)).all()
+
+
+def test_registry_builds_enhanced_detectors_with_their_settings(bundle_dir):
+    detector = make_detector("enhanced-lrx", model=bundle_dir, fusion="product")
+    assert detector.name == "enhanced-lrx"
+    settings = detector.settings
+    assert (
+        settings["fusion"] == "product"
+        and settings["alpha_spe"] == 2.0
+        and len(settings["model_sha256"]) == 64
+    )
+    with pytest.raises(ValueError, match="unknown fusion"):
+        make_detector("enhanced-rx", model=bundle_dir, fusion="max")
+
+
+def test_missing_corrupt_and_foreign_bundles_are_clear_errors(bundle_dir, tmp_path):
+    with pytest.raises(ModelError, match="missing"):
+        load_bundle(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((bundle_dir / "config.json").read_text())
+    weights = (bundle_dir / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ModelError, match="corrupt, truncated"):
+        load_bundle(broken)
+    (broken / "model.safetensors").write_bytes(weights)
+    (broken / "config.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ModelError, match="not a valid edge-had model config"):
+        load_bundle(broken)
+    config = json.loads((bundle_dir / "config.json").read_text())
+    config["hidden"] = 12  # the weights no longer fit the architecture
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="cannot load weights"):
+        load_bundle(broken)
