@@ -202,6 +202,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from edge_had.train.cli import run_train
+
+    return run_train(args)
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from edge_had import settings
+    from edge_had.eval.crossval import TABLE_ROWS, CrossValConfig, markdown_table, run_crossval, write_report
+
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    config = CrossValConfig(
+        data=str(args.data or settings.data_dir()),
+        out=args.out,
+        folds=args.folds,
+        seeds=args.seeds,
+        variants=args.variants,
+        jobs=args.jobs,
+        train_overrides=overrides,
+        progress=not args.quiet,
+    )
+    report = run_crossval(config)
+    print(markdown_table(report, [row for row in TABLE_ROWS if row in report["summary"]]))
+    print(f"report -> {write_report(report, args.out)} ({report['seconds']:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-had", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -229,6 +256,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_detector_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    train = sub.add_parser(
+        "train",
+        help="train the enhancement model (stage 1 spectral teacher, stage 2 spatial student)",
+        description="Train the enhancement model on background: ground-truth anomalies of the training "
+        "scenes are masked out of every loss. Works under torchrun (DistributedDataParallel).",
+    )
+    from edge_had.train.cli import add_train_arguments
+
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    crossval = sub.add_parser(
+        "crossval",
+        help="leave-scenes-out cross-validation of the enhancement (trains one model per fold and seed)",
+    )
+    crossval.add_argument("--data", help="folder of scenes (default: $EDGE_HAD_DATA or ../shared/data)")
+    crossval.add_argument("--out", required=True, help="folder for fold models and crossval.json")
+    crossval.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    crossval.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    crossval.add_argument(
+        "--variants",
+        nargs="+",
+        default=["main"],
+        help="training variants: main and ablations (see edge_had.eval.crossval.VARIANTS)",
+    )
+    crossval.add_argument("--epochs", type=int, help="override the training epochs (default: train's)")
+    crossval.add_argument("--jobs", type=int, default=2, help="parallel training processes (default 2)")
+    crossval.add_argument("--quiet", action="store_true", help="no progress bars")
+    crossval.set_defaults(func=cmd_crossval)
 
     demo = sub.add_parser("demo", help="synthetic pushbroom scene -> RX -> map PNG and AUC (no data needed)")
     demo.add_argument("--out", default="edge-had-demo", help="output folder (default: ./edge-had-demo)")

@@ -397,10 +397,11 @@ def test_stage2_combines_parts_with_weights() -> None:
     parts_ref = {
         "decorrelation": decorrelation_loss(f_spe, f_spa, keep).item(),
         "cosine": anti_similarity_loss(f_spe, f_spa, keep).item(),
-        "variance": variance_sparsity_loss(f_spa, keep).item(),
+        "variance": variance_sparsity_loss(f_spa, keep, reference=x).item(),
         "reconstruction": reconstruction_loss(restored, x, keep).item(),
     }
     assert Stage2Weights() == Stage2Weights(decorrelation=1.0, cosine=0.1, variance=0.1, reconstruction=1.0)
+    assert Stage2Weights().relative_variance  # the deliberate change: hinge relative to the input
     for weights in (None, Stage2Weights(decorrelation=0.5, cosine=2.0, variance=0.0, reconstruction=3.0)):
         total, parts = stage2_loss(f_spe, f_spa, restored, x, weights, keep)
         w = weights or Stage2Weights()
@@ -437,3 +438,14 @@ def test_stage1_combines_parts_with_weights() -> None:
     assert parts["alignment"] == 0.0 and total.item() == pytest.approx(feat + mse, rel=1e-6)
     with pytest.raises(ValueError):
         stage1_loss(feats_p, feats_t, cube_p, cube_t, logits, None)
+
+
+def test_relative_variance_hinge_compares_with_the_input_variance() -> None:
+    x = rand(2, 3, 8, 8, seed=50)
+    # f = 2x has 4 times the input's variance in every channel: hinge 0, only the L1 term is left.
+    f = 2.0 * x
+    assert variance_sparsity_loss(f, reference=x).item() == pytest.approx(f.abs().mean().item(), rel=1e-6)
+    # f = x / 2 has a quarter of it: hinge 1 - 1/4 in every channel.
+    half = 0.5 * x
+    expected = 0.75 + half.abs().mean().item()
+    assert variance_sparsity_loss(half, reference=x).item() == pytest.approx(expected, rel=1e-5)

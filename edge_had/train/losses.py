@@ -346,18 +346,28 @@ def anti_similarity_loss(
     return (1.0 + mean_cos) * counted
 
 
-def variance_sparsity_loss(f_spa: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Non-collapse + sparsity: ``mean_c relu(1 - var_c(f_spa)) + mean |f_spa|``.
+def variance_sparsity_loss(
+    f_spa: Tensor, mask: Tensor | None = None, reference: Tensor | None = None
+) -> Tensor:
+    """Non-collapse + sparsity: ``mean_c relu(1 - var_c(f_spa) / ref_c) + mean |f_spa|``.
 
     ``var_c`` is the population variance of channel ``c`` over batch and counted pixels; the mean
-    absolute value is over all channels of the counted pixels. The hinge threshold 1 is absolute
-    (as published), so for inputs scaled to ~0.1 it keeps pushing the student's output scale up.
-    All-masked: 0 (not the hinge's 1).
+    absolute value is over all channels of the counted pixels. ``ref_c`` is 1 without
+    ``reference`` (the published absolute threshold) and the detached per-channel variance of
+    ``reference`` (the student's input, same channels) with it. The absolute threshold assumes
+    ImageNet-backbone-sized features: with inputs scaled to ~0.1 a small student is pushed towards a
+    constant field instead (measured: spatial variation ~1e-7 after stage 2), because a constant
+    minimises the decorrelation and anti-similarity terms. Relative to the input's variance the
+    hinge asks the student for at least the input's spatial variability. All-masked: 0.
     """
     _check_4d("f_spa", f_spa)
     w = _weight(mask, f_spa)
     p, counted = _sample_probs(w, f_spa)
     _, var = _channel_mean_var(_flat(f_spa), p)
+    if reference is not None:
+        _check_same("f_spa", f_spa, "reference", reference)
+        _, ref_var = _channel_mean_var(_flat(reference.detach()), p)
+        var = var / ref_var.clamp_min(1e-12)
     hinge = torch.relu(1.0 - var).mean()
     sparsity = _pixel_mean(f_spa.abs().mean(dim=1, keepdim=True), w)
     if counted is None:
@@ -440,12 +450,15 @@ def reconstruction_loss(
 
 @dataclass(frozen=True)
 class Stage2Weights:
-    """Weights of the stage-2 (rebellious student) terms, as published."""
+    """Weights of the stage-2 (rebellious student) terms, as published; ``relative_variance``
+    (default on, a deliberate change) makes the variance hinge relative to the input's variance
+    (see :func:`variance_sparsity_loss`)."""
 
     decorrelation: float = 1.0
     cosine: float = 0.1
     variance: float = 0.1
     reconstruction: float = 1.0
+    relative_variance: bool = True
 
 
 def stage2_loss(
@@ -460,14 +473,15 @@ def stage2_loss(
 
     ``restored`` is ``R(f_spa + f_spe)`` of the training-only restoration net, ``target`` the input
     cube X. ``total = decorrelation * decorrelation_loss + cosine * anti_similarity_loss
-    + variance * variance_sparsity_loss(f_spa) + reconstruction * reconstruction_loss``, all with the
+    + variance * variance_sparsity_loss(f_spa, reference=X if relative) + reconstruction *
+    reconstruction_loss``, all with the
     same ``mask``. Returns ``(total, parts)`` with ``parts`` = the unweighted terms and ``"total"`` as
     Python floats.
     """
     w = weights if weights is not None else Stage2Weights()
     decorr = decorrelation_loss(f_spe, f_spa, mask)
     cos = anti_similarity_loss(f_spe, f_spa, mask)
-    var = variance_sparsity_loss(f_spa, mask)
+    var = variance_sparsity_loss(f_spa, mask, reference=target if w.relative_variance else None)
     rec = reconstruction_loss(restored, target, mask)
     total = w.decorrelation * decorr + w.cosine * cos + w.variance * var + w.reconstruction * rec
     parts = {

@@ -1,0 +1,315 @@
+"""Leave-scenes-out cross-validation of the enhancement method.
+
+Honesty rules (docs/METHOD.md): no scene is ever both trained on and reported. The scenes, sorted
+by name, are split into ``folds`` folds (fold ``i`` holds scenes ``i, i + folds, ...``); for each
+fold and seed a model is trained on the other scenes (their ground-truth anomalies masked) and
+every enhanced number of a scene comes from the model of the fold that held it out. The enhancement
+scales ``alpha_spe`` / ``alpha_spa`` are chosen per fold and seed on the fold's *training* scenes
+(best mean AUC over a fixed grid), never on the held-out ones; no checkpoint selection happens.
+
+Rows of the table, per held-out scene (trained rows: mean and spread over seeds):
+
+* ``rx`` - global RX on the native bands; ``resampled-rx`` - global RX on the K bands the model
+  sees (the baseline the gain is measured against); ``lrx`` - dual-window local RX;
+* ``random`` - the same architecture, untrained (seeded), alphas chosen the same way;
+* ``<variant>:spectral`` - RX(x_k + a f_spe); ``<variant>:feature`` - RX(x_k + a f_spe + b f_spa);
+  ``<variant>:product`` - minmax(RX(x_k + b f_spa)) * minmax(RX(x_k + a f_spe));
+  ``<variant>:lrx`` - local RX of the feature-fused cube; for every training variant (the main
+  model and the ablations of :data:`VARIANTS`).
+
+Pooled shortfall removed against a baseline: ``1 - sum(1 - AUC) / sum(1 - AUC_baseline)`` over
+the scenes. Training runs are cached in ``out/models/<variant>/seed<S>/fold<F>`` and run in
+parallel worker processes (one thread each).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_had.detectors.enhanced import ResampledRXDetector, enhance_parts, fuse_parts
+from edge_had.detectors.lrx import local_rx
+from edge_had.detectors.rx import rx_reference
+from edge_had.eval.metrics import roc_auc
+from edge_had.eval.report import SCHEMA_VERSION, platform_info
+from edge_had.io import Scene, list_scenes, load_scene
+
+#: Training variants: TrainConfig overrides of each ablation ("main" = the defaults).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "main": {},
+    "no-decorrelation": {"decorrelation_weight": 0.0},
+    "random-encoder": {"encoder": "random"},
+    "no-reverse-distillation": {"reverse_distillation": False},
+    "no-anomaly-masking": {"mask_anomalies": False},
+}
+ALPHA_SPE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+ALPHA_SPA_GRID = (0.0, 1.0, 4.0)
+BASELINES = ("rx", "resampled-rx", "lrx")
+#: Columns of the headline table.
+TABLE_ROWS = (
+    "rx",
+    "resampled-rx",
+    "random:feature",
+    "main:spectral",
+    "main:feature",
+    "main:product",
+    "lrx",
+    "main:lrx",
+)
+
+
+@dataclass
+class CrossValConfig:
+    data: str
+    out: str
+    folds: int = 5
+    seeds: Sequence[int] = (0, 1, 2)
+    variants: Sequence[str] = ("main",)
+    jobs: int = 2
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+def fold_assignment(names: Sequence[str], folds: int) -> list[list[str]]:
+    """Sorted names dealt round-robin into ``folds`` test folds."""
+    ordered = sorted(names)
+    if not 2 <= folds <= len(ordered):
+        raise ValueError(f"need 2 <= folds <= {len(ordered)} scenes, got {folds}")
+    return [ordered[i::folds] for i in range(folds)]
+
+
+def pooled_shortfall_removed(aucs: Sequence[float], baseline: Sequence[float]) -> float:
+    return 1.0 - float(np.sum(1.0 - np.asarray(aucs))) / float(np.sum(1.0 - np.asarray(baseline)))
+
+
+def _train_job(job: dict[str, Any]) -> str:
+    """Worker: train one (variant, seed, fold) model unless its bundle already exists."""
+    from edge_had.train.runner import TrainConfig, train
+
+    out = Path(job["out"])
+    if not (out / "model.safetensors").is_file():
+        train(TrainConfig(**job["config"]))
+    return str(out)
+
+
+def _model_dir(out: Path, variant: str, seed: int, fold: int) -> Path:
+    return out / "models" / variant / f"seed{seed}" / f"fold{fold}"
+
+
+def train_fold_models(config: CrossValConfig, folds: list[list[str]]) -> None:
+    out = Path(config.out)
+    jobs = []
+    for variant, seed, (index, held_out) in itertools.product(
+        config.variants, config.seeds, enumerate(folds)
+    ):
+        target = _model_dir(out, variant, seed, index)
+        settings = {
+            "data": config.data,
+            "out": str(target),
+            "seed": seed,
+            "exclude": tuple(held_out),
+            "threads": 1,
+            "progress": False,
+            **config.train_overrides,
+            **VARIANTS[variant],
+        }
+        jobs.append({"out": str(target), "config": settings})
+    todo = [job for job in jobs if not (Path(job["out"]) / "model.safetensors").is_file()]
+    if not todo:
+        return
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(max_workers=config.jobs) as pool:
+        for _ in tqdm(
+            pool.map(_train_job, todo), total=len(todo), desc="train folds", disable=not config.progress
+        ):
+            pass
+
+
+def _random_bundle(seed: int, k: int) -> Any:
+    import torch
+
+    from edge_had.models.bundle import ModelBundle, ModelConfig
+
+    torch.manual_seed(seed)
+    model_config = ModelConfig(k=k)
+    spectral, spatial = model_config.build_networks()
+    return ModelBundle(
+        model_config, spectral.eval(), spatial.eval() if spatial else None, f"random-seed{seed}"
+    )
+
+
+class _SceneCache:
+    """Scenes loaded once, with their resampled-RX baseline and enhanced parts per model."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.scenes: dict[str, Scene] = {path.stem: load_scene(path) for path in paths}
+
+    def auc(self, name: str, scores: np.ndarray) -> float:
+        scene = self.scenes[name]
+        assert scene.gt is not None
+        return roc_auc(scores, scene.gt, scene.valid)
+
+    def parts(self, bundle: Any, name: str) -> dict[str, np.ndarray]:
+        scene = self.scenes[name]
+        return enhance_parts(bundle, scene.detection_cube(), scene.valid, scene.detection_wavelengths())
+
+    def detect(self, name: str, local: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+        valid = self.scenes[name].valid
+        if local:
+            return lambda cube: local_rx(cube, valid)
+        return lambda cube: rx_reference(cube, mask=valid)
+
+
+def _select_alphas(cache: _SceneCache, parts: dict[str, dict[str, np.ndarray]]) -> tuple[float, float]:
+    """The (alpha_spe, alpha_spa) of the grid with the best mean AUC on the given (training) scenes."""
+    best: tuple[float, float, float] | None = None
+    for alpha_spe, alpha_spa in itertools.product(ALPHA_SPE_GRID, ALPHA_SPA_GRID):
+        mean = float(
+            np.mean(
+                [
+                    cache.auc(name, fuse_parts(p, alpha_spe, alpha_spa, "feature", cache.detect(name)))
+                    for name, p in parts.items()
+                ]
+            )
+        )
+        if best is None or mean > best[0] + 1e-12:
+            best = (mean, alpha_spe, alpha_spa)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _evaluate_model(
+    cache: _SceneCache, bundle: Any, train_names: Sequence[str], test_names: Sequence[str], prefix: str
+) -> tuple[dict[str, dict[str, float]], tuple[float, float]]:
+    alphas = _select_alphas(cache, {name: cache.parts(bundle, name) for name in train_names})
+    rows: dict[str, dict[str, float]] = {}
+    for name in test_names:
+        parts = cache.parts(bundle, name)
+        detect = cache.detect(name)
+        rows[name] = {
+            f"{prefix}:spectral": cache.auc(name, fuse_parts(parts, alphas[0], 0.0, "feature", detect)),
+            f"{prefix}:feature": cache.auc(name, fuse_parts(parts, *alphas, "feature", detect)),
+            f"{prefix}:product": cache.auc(name, fuse_parts(parts, *alphas, "product", detect)),
+            f"{prefix}:lrx": cache.auc(name, fuse_parts(parts, *alphas, "feature", cache.detect(name, True))),
+        }
+    return rows, alphas
+
+
+def run_crossval(config: CrossValConfig) -> dict[str, Any]:
+    """Train (cached) and evaluate every fold model; returns the ``crossval`` report."""
+    from edge_had.models.bundle import load_bundle
+
+    start = time.perf_counter()
+    paths = list_scenes(config.data)
+    names = [path.stem for path in paths]
+    folds = fold_assignment(names, config.folds)
+    train_fold_models(config, folds)
+    cache = _SceneCache(paths)
+    k = int(config.train_overrides.get("k", 64))
+
+    per_scene: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    resampled = ResampledRXDetector(k)
+    for name, scene in cache.scenes.items():
+        cube, valid = scene.detection_cube(), scene.valid
+        per_scene[name]["rx"] = [cache.auc(name, rx_reference(cube, mask=valid))]
+        per_scene[name]["resampled-rx"] = [
+            cache.auc(name, resampled.score(cube, valid, scene.detection_wavelengths()))
+        ]
+        per_scene[name]["lrx"] = [cache.auc(name, local_rx(cube, valid))]
+
+    alphas: dict[str, dict[str, list[float]]] = {}
+    for seed, (index, held_out) in itertools.product(config.seeds, enumerate(folds)):
+        train_names = [name for name in names if name not in held_out]
+        models = {"random": _random_bundle(seed, k)}
+        for variant in config.variants:
+            models[variant] = load_bundle(_model_dir(Path(config.out), variant, seed, index))
+        for label, bundle in models.items():
+            rows, chosen = _evaluate_model(cache, bundle, train_names, held_out, label)
+            alphas.setdefault(label, {})[f"seed{seed}/fold{index}"] = list(chosen)
+            for name, row in rows.items():
+                for key, value in row.items():
+                    per_scene[name].setdefault(key, []).append(value)
+
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "crossval",
+        "folds": folds,
+        "seeds": list(config.seeds),
+        "variants": {name: VARIANTS[name] for name in config.variants},
+        "train_overrides": config.train_overrides,
+        "alpha_grid": {"alpha_spe": list(ALPHA_SPE_GRID), "alpha_spa": list(ALPHA_SPA_GRID)},
+        "alphas": alphas,
+        "scenes": per_scene,
+        "summary": summarize(per_scene),
+        "seconds": time.perf_counter() - start,
+        "platform": platform_info(),
+    }
+    return report
+
+
+def summarize(per_scene: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, Any]]:
+    """Per row: mean AUC, pooled shortfall removed vs resampled and native RX, wins vs resampled RX
+    by more than the row's seed-to-seed spread (max - min over seeds)."""
+    names = sorted(per_scene)
+    rows = sorted({row for scene in per_scene.values() for row in scene})
+    base_resampled = [per_scene[name]["resampled-rx"][0] for name in names]
+    base_native = [per_scene[name]["rx"][0] for name in names]
+    summary = {}
+    for row in rows:
+        if not all(row in per_scene[name] for name in names):
+            continue
+        means = [float(np.mean(per_scene[name][row])) for name in names]
+        spreads = [float(np.ptp(per_scene[name][row])) for name in names]
+        wins = sum(m - b > s for m, b, s in zip(means, base_resampled, spreads, strict=True))
+        summary[row] = {
+            "mean_auc": float(np.mean(means)),
+            "shortfall_removed_vs_resampled": pooled_shortfall_removed(means, base_resampled),
+            "shortfall_removed_vs_native": pooled_shortfall_removed(means, base_native),
+            "wins_vs_resampled": int(wins),
+            "max_seed_spread": float(max(spreads)),
+        }
+    return summary
+
+
+def markdown_table(report: dict[str, Any], rows: Sequence[str]) -> str:
+    """Per-scene table (mean over seeds, +- half the spread where several) and the summary lines."""
+    names = sorted(report["scenes"])
+    header = "| scene | " + " | ".join(rows) + " |"
+    lines = [header, "|---" * (len(rows) + 1) + "|"]
+    for name in names:
+        cells = []
+        for row in rows:
+            values = report["scenes"][name].get(row)
+            if not values:
+                cells.append("-")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.4f}")
+            else:
+                cells.append(f"{np.mean(values):.4f} ± {np.ptp(values) / 2:.4f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    summary = report["summary"]
+    for label, key, fmt in (
+        ("mean AUC", "mean_auc", "{:.4f}"),
+        ("shortfall removed vs resampled RX", "shortfall_removed_vs_resampled", "{:.1%}"),
+        ("shortfall removed vs native RX", "shortfall_removed_vs_native", "{:.1%}"),
+        ("wins vs resampled RX (> seed spread)", "wins_vs_resampled", "{}/" + str(len(names))),
+    ):
+        cells = [fmt.format(summary[row][key]) if row in summary else "-" for row in rows]
+        lines.append(f"| **{label}** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> Path:
+    path = Path(out) / "crossval.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

@@ -1,0 +1,253 @@
+"""Training data: scenes prepared in the model's K canonical bands, and a random tile sampler.
+
+Preparation of one scene (:func:`prepare_scene`), in order:
+
+1. the detection cube (good bands only) and, when the file has them, its wavelengths;
+2. **background** = ``valid & ~gt`` (``valid`` only when anomaly masking is off, or without gt);
+3. **imputation**: invalid pixels get the scene's mean spectrum (mean over the background pixels);
+   when anomalies are masked, ground-truth anomaly pixels are **inpainted** from the background
+   around them (normalised convolution: the mean of the background pixels in a 5 x 5 window,
+   growing 9, 17, 33 ... until one is found; the mean spectrum as a last resort). So no anomaly
+   value ever reaches a network: every loss is taken on background pixels only, and with
+   inpainting the *inputs* of those pixels' receptive fields do not carry anomalies either (the
+   spatial student pools over the whole tile, so masking the loss alone would not be enough);
+4. **normalisation**: :class:`~edge_had.models.normalize.Normalization` fitted on the valid pixels
+   of the imputed cube (robust 1st/99th percentiles, the same recipe the detector applies);
+5. **resampling** to K canonical bands with the spectral adapter, in wavelength when the scene has
+   wavelengths and on band index otherwise (what :meth:`ModelBundle.adapter_for` does at
+   inference). Normalisation is a scalar affine map and every adapter row sums to 1, so the order
+   of steps 4 and 5 does not matter.
+
+:class:`TileSampler` draws random square tiles: a scene with probability proportional to its
+pixel count, then a uniformly random tile position inside it, then a random augmentation from
+the dihedral group of the square - a horizontal flip, a vertical flip (each with probability
+1/2) and a rotation by ``0/90/180/270`` degrees (uniform) - applied identically to the cube and its
+background mask. The 8 symmetries mix the along-track and cross-track axes, so per-column
+detector striping of a pushbroom sensor is seen in both orientations (the networks must not rely
+on it). Everything comes from the sampler's own ``torch.Generator`` seeded with ``seed``: the same
+seed gives the same batches, and :meth:`TileSampler.state_dict` / :meth:`load_state_dict` let a
+resumed run continue the identical stream. Under data-parallel training every rank draws the
+same *global* batch of ``batch * world_size`` tile positions and keeps only its own slice
+``[rank * batch, (rank + 1) * batch)``: ranks see different tiles, and the union of all ranks'
+tiles is the batch a single process with ``batch * world_size`` would draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from edge_had.io import Scene, list_scenes, load_scene, sha256_file
+from edge_had.models.adapter import SpectralAdapter
+from edge_had.models.normalize import Normalization
+
+__all__ = ["TileBatch", "TileSampler", "TrainingScene", "load_training_scenes", "prepare_scene"]
+
+_INPAINT_WINDOWS = (5, 9, 17, 33, 65)
+
+
+@dataclass
+class TrainingScene:
+    """One prepared scene: ``x`` is ``K x H x W`` float32, ``background`` ``1 x H x W`` bool."""
+
+    name: str
+    x: torch.Tensor
+    background: torch.Tensor
+    sha256: str | None = None
+    adapter_mode: str = ""
+    normalization: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def pixels(self) -> int:
+        return int(self.x.shape[1] * self.x.shape[2])
+
+
+def _inpaint(cube: np.ndarray, holes: np.ndarray, source: np.ndarray, fallback: np.ndarray) -> None:
+    """Fill ``cube[holes]`` in place with the mean of ``source`` pixels in growing windows."""
+    remaining = holes.copy()
+    weight_src = source.astype(np.float64)
+    for size in _INPAINT_WINDOWS:
+        if not remaining.any():
+            return
+        weight = ndimage.uniform_filter(weight_src, size=size, mode="constant")
+        found = remaining & (weight > 1e-12)
+        if not found.any():
+            continue
+        rows, cols = np.nonzero(found)
+        for band in range(cube.shape[2]):
+            plane = np.where(source, cube[:, :, band], 0.0).astype(np.float64)
+            total = ndimage.uniform_filter(plane, size=size, mode="constant")
+            cube[rows, cols, band] = (total[rows, cols] / weight[rows, cols]).astype(np.float32)
+        remaining &= ~found
+    if remaining.any():
+        cube[remaining] = fallback
+
+
+def prepare_scene(
+    scene: Scene,
+    k: int = 64,
+    *,
+    mask_anomalies: bool = True,
+    normalization: Normalization | None = None,
+    sha256: str | None = None,
+) -> TrainingScene:
+    """Impute, normalise and resample one scene to K canonical bands (see the module docstring)."""
+    normalization = Normalization() if normalization is None else normalization
+    cube = np.array(scene.detection_cube(), dtype=np.float32, copy=True)
+    valid = np.asarray(scene.valid, dtype=bool)
+    gt = None if scene.gt is None else np.asarray(scene.gt, dtype=bool)
+    background = valid & ~gt if (mask_anomalies and gt is not None) else valid.copy()
+    if not background.any():
+        raise ValueError(f"scene {scene.name!r}: no background pixel to train on")
+    mean = cube[background].mean(axis=0, dtype=np.float64).astype(np.float32)
+    cube[~valid] = mean
+    if mask_anomalies and gt is not None:
+        holes = valid & gt
+        if holes.any():
+            _inpaint(cube, holes, background, mean)
+    lo, hi = normalization.fit(cube, valid)
+    cube = normalization.apply(cube, lo, hi)
+    wavelengths = scene.detection_wavelengths()
+    if wavelengths is not None:
+        adapter = SpectralAdapter.from_wavelengths(wavelengths, k)
+    else:
+        adapter = SpectralAdapter.from_band_count(cube.shape[2], k)
+    resampled = (cube.reshape(-1, cube.shape[2]) @ adapter.matrix.T.astype(np.float32)).astype(np.float32)
+    x = torch.from_numpy(
+        np.ascontiguousarray(resampled.reshape(cube.shape[0], cube.shape[1], k).transpose(2, 0, 1))
+    )
+    if sha256 is None and scene.source is not None and Path(scene.source).is_file():
+        sha256 = sha256_file(scene.source)
+    return TrainingScene(
+        name=scene.name,
+        x=x,
+        background=torch.from_numpy(background)[None].clone(),
+        sha256=sha256,
+        adapter_mode=adapter.mode,
+        normalization=(lo, hi),
+    )
+
+
+def load_training_scenes(
+    folder: str | Path | Iterable[Scene],
+    exclude: Sequence[str] = (),
+    k: int = 64,
+    mask_anomalies: bool = True,
+) -> list[TrainingScene]:
+    """Prepared scenes of ``folder`` (every scene file, sorted by name) or of in-memory scenes.
+
+    ``exclude`` holds scene names (file stems, or ``Scene.name``) to leave out, e.g. a
+    cross-validation fold's test scenes; an excluded name that matches nothing is an error (a typo
+    would otherwise silently train on the test scenes).
+    """
+    excluded = set(exclude)
+    if isinstance(folder, (str, Path)):
+        paths = list_scenes(folder)
+        names = {p.stem for p in paths}
+        sources: list[Scene | Path] = [p for p in paths if p.stem not in excluded]
+    else:
+        scenes = list(folder)
+        names = {s.name for s in scenes}
+        sources = [s for s in scenes if s.name not in excluded]
+    unknown = sorted(excluded - names)
+    if unknown:
+        raise ValueError(f"--exclude names no scene: {unknown}; scenes are {sorted(names)}")
+    if not sources:
+        raise ValueError("no training scene left after --exclude")
+    prepared = []
+    for item in sources:
+        scene = load_scene(item) if isinstance(item, Path) else item
+        prepared.append(prepare_scene(scene, k, mask_anomalies=mask_anomalies))
+    return prepared
+
+
+@dataclass
+class TileBatch:
+    """``x``: ``N x K x t x t`` float32; ``mask``: ``N x 1 x t x t`` bool (background pixels)."""
+
+    x: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> TileBatch:
+        return TileBatch(self.x.to(device), self.mask.to(device))
+
+
+class TileSampler:
+    """Random augmented square tiles from prepared scenes (see the module docstring)."""
+
+    def __init__(
+        self,
+        scenes: Sequence[TrainingScene],
+        tile: int = 32,
+        batch: int = 16,
+        seed: int = 0,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        augment: bool = True,
+    ) -> None:
+        if not scenes:
+            raise ValueError("TileSampler needs at least one scene")
+        if tile < 1 or batch < 1:
+            raise ValueError(f"need tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        small = [f"{s.name} ({s.x.shape[1]}x{s.x.shape[2]})" for s in scenes if min(s.x.shape[1:]) < tile]
+        if small:
+            raise ValueError(
+                f"scenes smaller than the {tile}-pixel tile: {', '.join(small)}; use a smaller tile"
+            )
+        self.scenes = list(scenes)
+        self.tile = tile
+        self.batch = batch
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.augment = augment
+        weights = torch.tensor([s.pixels for s in self.scenes], dtype=torch.float64)
+        self.weights = weights / weights.sum()
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def sample(self) -> TileBatch:
+        """The next batch of this rank (the whole global batch is drawn, see the module docstring)."""
+        n = self.batch * self.world_size
+        g = self.generator
+        which = torch.multinomial(self.weights, n, replacement=True, generator=g)
+        u = torch.rand(n, 2, generator=g, dtype=torch.float64)
+        flips = torch.randint(0, 2, (n, 2), generator=g)
+        turns = torch.randint(0, 4, (n,), generator=g)
+        xs, masks = [], []
+        for i in range(self.rank * self.batch, (self.rank + 1) * self.batch):
+            scene = self.scenes[int(which[i])]
+            h, w = scene.x.shape[1:]
+            top = int(u[i, 0] * (h - self.tile + 1))
+            left = int(u[i, 1] * (w - self.tile + 1))
+            x = scene.x[:, top : top + self.tile, left : left + self.tile]
+            m = scene.background[:, top : top + self.tile, left : left + self.tile]
+            if self.augment:
+                dims = [d for d, f in zip((2, 1), flips[i].tolist(), strict=True) if f]
+                if dims:
+                    x, m = torch.flip(x, dims), torch.flip(m, dims)
+                turn = int(turns[i])
+                if turn:
+                    x, m = torch.rot90(x, turn, (1, 2)), torch.rot90(m, turn, (1, 2))
+            xs.append(x)
+            masks.append(m)
+        return TileBatch(torch.stack(xs).contiguous(), torch.stack(masks).contiguous())
+
+    def __iter__(self) -> TileSampler:
+        return self
+
+    def __next__(self) -> TileBatch:
+        return self.sample()
