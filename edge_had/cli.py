@@ -102,6 +102,22 @@ def _opencv_gui_status() -> str:
     return f"GUI build ({gui})"
 
 
+def _shipped_model_status() -> str:
+    """The shipped enhancement model and its multiply-adds per pixel at the FX10's 224 bands."""
+    try:
+        from edge_had.detectors.enhanced import EnhancedDetector
+
+        detector = EnhancedDetector()
+    except Exception as error:  # noqa: BLE001 - info reports any reason
+        return f"no shipped model ({error})"
+    config = detector.bundle.config
+    return (
+        f"{detector.bundle.directory} (sha256 {detector.bundle.sha256[:12]}, K={config.k}, "
+        f"alpha_spe={config.alpha_spe}, alpha_spa={config.alpha_spa}, "
+        f"{detector.macs_per_pixel(224):,} multiply-adds/pixel at 224 bands, budget 50,000)"
+    )
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from edge_had import settings
     from edge_had.eval.report import platform_info
@@ -128,6 +144,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         version, why = _module_status(name)
         print(f"  {label:12s} {'yes ' + version if version != 'missing' else 'no (' + why + ')'}")
     print(f"  display      {_opencv_gui_status()}")
+    print(f"model:       {_shipped_model_status()}")
     folder = settings.data_dir()
     found = len(list(folder.glob("*.mat"))) if folder.is_dir() else 0
     print(f"data: {folder} ({found} .mat scenes; set {settings.DATA_ENV} to change)")
@@ -229,6 +246,21 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    import json
+
+    from edge_had.train.cli import config_from_args
+    from edge_had.train.release import release
+
+    crossval = json.loads(Path(args.crossval).read_text()) if args.crossval else None
+    sidecar = release(config_from_args(args), crossval, command=sys.argv)
+    print(
+        f"released -> {args.out}: alpha_spe {sidecar['alpha_spe']}, alpha_spa {sidecar['alpha_spa']}, "
+        f"MACs/pixel {sidecar['macs_per_pixel']}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-had", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -267,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_arguments(train)
     train.set_defaults(func=cmd_train)
+
+    release = sub.add_parser(
+        "release",
+        help="train the shipped model on every scene, pick its alphas, write sidecar and model card",
+    )
+    add_train_arguments(release)
+    release.add_argument("--crossval", help="crossval.json whose summary goes into the sidecar")
+    release.set_defaults(func=cmd_release)
 
     crossval = sub.add_parser(
         "crossval",

@@ -55,6 +55,22 @@ class EnhancedDetector:
         self.local = local
         self.lrx = lrx or LocalRXSettings()
         self.name = "enhanced-lrx" if local else "enhanced-rx"
+        self._macs: dict[int, int] = {}
+
+    def macs_per_pixel(self, bands: int) -> int:
+        """Multiply-adds per pixel of the inference path for a sensor of ``bands`` bands (one
+        1024-pixel line; see :func:`edge_had.models.budget.count_macs_per_pixel`)."""
+        if bands not in self._macs:
+            from edge_had.models.budget import count_macs_per_pixel
+
+            counted = count_macs_per_pixel(self.bundle.model_for(bands), bands, 1024)
+            self._macs[bands] = round(float(counted["total_macs_per_pixel"]))
+        return self._macs[bands]
+
+    @property
+    def training_scenes(self) -> dict[str, str]:
+        """SHA-256 -> name of the model's training scenes (reports mark ``trained_on``)."""
+        return self.bundle.training_scenes
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -11,6 +11,8 @@ float32 product resolves (its Cholesky factorisation fails there). ``regularizat
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -85,6 +87,27 @@ def centered_float64(pixels: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return centered
 
 
+GRAM_MIN_ROWS_PER_WORKER = 2048
+
+
+def gram(rows: np.ndarray) -> np.ndarray:
+    """``rows.T @ rows`` (float64), split by rows over the CPU cores.
+
+    numpy computes ``X.T @ X`` as a SYRK, which OpenBLAS runs on one core for a tall, narrow X
+    (measured: 10 000 x 205 takes the same 11 ms on 1 or 2 threads). Summing per-chunk products
+    computed concurrently, each with single-threaded BLAS, halves that on 2 cores; the result
+    differs from the one-shot product only by rounding (~1e-15 relative).
+    """
+    workers = min(os.cpu_count() or 1, rows.shape[0] // GRAM_MIN_ROWS_PER_WORKER)
+    if workers < 2:
+        return rows.T @ rows
+    from threadpoolctl import threadpool_limits
+
+    chunks = np.array_split(rows, workers)
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        return sum(pool.map(lambda chunk: chunk.T @ chunk, chunks))
+
+
 def stats_and_centered(
     pixels: np.ndarray, mask: np.ndarray | None = None, *, regularization: float = 0.0
 ) -> tuple[GaussianStats, np.ndarray]:
@@ -97,7 +120,7 @@ def stats_and_centered(
     mean = selected.mean(axis=0, dtype=np.float64)
     centered = centered_float64(pixels, mean)
     background = centered if mask is None else centered[np.asarray(mask, dtype=bool).ravel()]
-    cov = background.T @ background
+    cov = gram(background)
     cov /= nsamples
     stats = GaussianStats(mean=mean, cov=cov, nsamples=nsamples, regularization=regularization)
     return stats, centered

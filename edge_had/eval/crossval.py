@@ -147,7 +147,7 @@ def _random_bundle(seed: int, k: int) -> Any:
     )
 
 
-class _SceneCache:
+class SceneCache:
     """Scenes loaded once, with their resampled-RX baseline and enhanced parts per model."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
@@ -169,7 +169,7 @@ class _SceneCache:
         return lambda cube: rx_reference(cube, mask=valid)
 
 
-def _select_alphas(cache: _SceneCache, parts: dict[str, dict[str, np.ndarray]]) -> tuple[float, float]:
+def select_alphas(cache: SceneCache, parts: dict[str, dict[str, np.ndarray]]) -> tuple[float, float]:
     """The (alpha_spe, alpha_spa) of the grid with the best mean AUC on the given (training) scenes."""
     best: tuple[float, float, float] | None = None
     for alpha_spe, alpha_spa in itertools.product(ALPHA_SPE_GRID, ALPHA_SPA_GRID):
@@ -188,9 +188,9 @@ def _select_alphas(cache: _SceneCache, parts: dict[str, dict[str, np.ndarray]]) 
 
 
 def _evaluate_model(
-    cache: _SceneCache, bundle: Any, train_names: Sequence[str], test_names: Sequence[str], prefix: str
+    cache: SceneCache, bundle: Any, train_names: Sequence[str], test_names: Sequence[str], prefix: str
 ) -> tuple[dict[str, dict[str, float]], tuple[float, float]]:
-    alphas = _select_alphas(cache, {name: cache.parts(bundle, name) for name in train_names})
+    alphas = select_alphas(cache, {name: cache.parts(bundle, name) for name in train_names})
     rows: dict[str, dict[str, float]] = {}
     for name in test_names:
         parts = cache.parts(bundle, name)
@@ -213,7 +213,7 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
     names = [path.stem for path in paths]
     folds = fold_assignment(names, config.folds)
     train_fold_models(config, folds)
-    cache = _SceneCache(paths)
+    cache = SceneCache(paths)
     k = int(config.train_overrides.get("k", 64))
 
     per_scene: dict[str, dict[str, list[float]]] = {name: {} for name in names}

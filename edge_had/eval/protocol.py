@@ -44,8 +44,14 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         "seconds": seconds,
         "valid_pixels": int(scene.valid.sum()),
     }
+    macs = getattr(detector, "macs_per_pixel", None)
+    if macs is not None:
+        entry["macs_per_pixel"] = macs(entry["bands"])
     if scene.source is not None:
         entry["source_sha256"] = sha256_file(scene.source)
+        training = getattr(detector, "training_scenes", None)
+        if training is not None:
+            entry["trained_on"] = entry["source_sha256"] in training
     return entry, scores
 
 

@@ -27,6 +27,7 @@ from edge_had.models.spectral import SpectralEnhancer
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SIDECAR_FILE = "sidecar.json"
+TRAIN_RECORD_FILE = "train_config.json"
 BUNDLE_FORMAT = "edge-had-model"
 BUNDLE_FORMAT_VERSION = 1
 
@@ -65,6 +66,7 @@ class ModelBundle:
     spatial: SpatialStudent | None
     sha256: str
     directory: Path | None = None
+    training_scenes: dict[str, str] = field(default_factory=dict)  # SHA-256 -> scene name
 
     @property
     def normalization(self) -> Normalization:
@@ -152,7 +154,23 @@ def load_bundle(directory: str | Path | None = None) -> ModelBundle:
     spectral.eval()
     if spatial is not None:
         spatial.eval()
-    return ModelBundle(config, spectral, spatial, file_sha256(weights_path), directory)
+    return ModelBundle(
+        config, spectral, spatial, file_sha256(weights_path), directory, _training_scenes(directory)
+    )
+
+
+def _training_scenes(directory: Path) -> dict[str, str]:
+    """SHA-256 -> name of the scenes the bundle was trained on (from train_config.json or the
+    sidecar), so reports can say per scene whether the model saw it; empty when unrecorded."""
+    for name, key in ((TRAIN_RECORD_FILE, "data"), (SIDECAR_FILE, "training_scenes")):
+        path = directory / name
+        if path.is_file():
+            try:
+                entries = json.loads(path.read_text()).get(key, [])
+                return {entry["sha256"]: entry["name"] for entry in entries}
+            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                raise ModelError(f"{path}: unreadable training record ({error})") from error
+    return {}
 
 
 def _load_part(module: Any, tensors: dict[str, Any], prefix: str) -> None:
