@@ -89,9 +89,11 @@ def test_demo_runs_on_synthetic_data(tmp_path, capsys):
 
 
 def test_import_is_light():
-    """`import edge_had` and its CPU modules never pull torch, ONNX Runtime, TensorRT or pycuda."""
+    """`import edge_had`, its CPU modules and the CLI's parser never pull torch, ONNX Runtime,
+    TensorRT or pycuda (so `edge-had --help`, `info` and plain RX start fast on a Jetson)."""
     code = (
         "import sys, edge_had, edge_had.io, edge_had.detectors, edge_had.eval, edge_had.cli\n"
+        "edge_had.cli.build_parser()\n"
         "heavy = {'torch', 'onnxruntime', 'tensorrt', 'pycuda', 'matplotlib', 'cv2'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.linalg import hadamard
 
-from edge_had.train import (
+from edge_had.train.losses import (
     Stage1Weights,
     Stage2Weights,
     alignment_loss,
@@ -20,12 +20,12 @@ from edge_had.train import (
     multiscale_cosine,
     published_alignment_loss,
     reconstruction_loss,
+    resize_mask,
     ssim_loss,
     stage1_loss,
     stage2_loss,
     variance_sparsity_loss,
 )
-from edge_had.train.losses import resize_mask
 
 LN2 = math.log(2.0)
 

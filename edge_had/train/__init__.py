@@ -1,39 +1,13 @@
-"""Training code of the enhancement method (the two training stages).
+"""Training code of the enhancement method (kept apart from the pure models in ``edge_had.models``).
 
-So far only the losses (:mod:`edge_had.train.losses`): small pure functions on ``N x C x H x W``
-tensors, each with an optional pixel mask/weight (``True``/positive = the pixel counts).
+* :mod:`edge_had.train.config` - :class:`TrainConfig`, what defines a run (torch-free);
+* :mod:`edge_had.train.losses` - every loss of both stages, pure functions with pixel masks;
+* :mod:`edge_had.train.data` - scenes prepared in K canonical bands, the tile sampler;
+* :mod:`edge_had.train.modules` - training-only networks (bottleneck, decoder, restoration net);
+* :mod:`edge_had.train.loops` - encoder pretraining, stage 1 (reverse distillation), stage 2;
+* :mod:`edge_had.train.runner` - :func:`train`: seeds, checkpoints, resume, DDP, the bundle;
+* :mod:`edge_had.train.release` - the shipped model with its sidecar and model card;
+* :mod:`edge_had.train.cli` - the ``edge-had train`` options.
+
+Nothing is imported here, so ``import edge_had.train.config`` (the CLI's options) needs no torch.
 """
-
-from edge_had.train.losses import (
-    Stage1Weights,
-    Stage2Weights,
-    alignment_loss,
-    anti_similarity_loss,
-    cosine_distance,
-    decorrelation_loss,
-    masked_mse,
-    multiscale_cosine,
-    published_alignment_loss,
-    reconstruction_loss,
-    ssim_loss,
-    stage1_loss,
-    stage2_loss,
-    variance_sparsity_loss,
-)
-
-__all__ = [
-    "Stage1Weights",
-    "Stage2Weights",
-    "alignment_loss",
-    "anti_similarity_loss",
-    "cosine_distance",
-    "decorrelation_loss",
-    "masked_mse",
-    "multiscale_cosine",
-    "published_alignment_loss",
-    "reconstruction_loss",
-    "ssim_loss",
-    "stage1_loss",
-    "stage2_loss",
-    "variance_sparsity_loss",
-]

@@ -17,7 +17,7 @@ __all__ = ["add_train_arguments", "config_from_args", "run_train"]
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``parser`` (defaults are :class:`TrainConfig`'s)."""
-    from edge_had.train.runner import TrainConfig
+    from edge_had.train.config import TrainConfig
 
     d = TrainConfig(data="", out="")
     parser.add_argument(
@@ -112,7 +112,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, command: list[str] | None = None):  # type: ignore[no-untyped-def]
     """The :class:`TrainConfig` of parsed ``train`` arguments."""
-    from edge_had.train.runner import TrainConfig
+    from edge_had.train.config import TrainConfig
 
     return TrainConfig(
         data=args.data,

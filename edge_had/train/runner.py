@@ -74,23 +74,22 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from edge_had import settings
 from edge_had.errors import EdgeHadError
 from edge_had.io import Scene
 from edge_had.models.bundle import ModelConfig, load_bundle, save_bundle
 from edge_had.models.normalize import Normalization
 from edge_had.models.spatial import SpatialStudent
 from edge_had.models.spectral import SpectralEnhancer
+from edge_had.train.config import TrainConfig, TrainError
 from edge_had.train.data import TileSampler, TrainingScene, load_training_scenes
 from edge_had.train.loops import LossHistory, PretrainTrainer, Stage1Trainer, Stage2Trainer
-from edge_had.train.losses import Stage1Weights, Stage2Weights
 
 __all__ = ["MEASURED_FOLD_SECONDS", "TrainConfig", "TrainError", "train"]
 
@@ -113,106 +112,6 @@ _RESUMABLE_CHANGES = (
     "out",
     "data",
 )
-
-
-class TrainError(EdgeHadError, ValueError):
-    """A training configuration or checkpoint problem (the message says what to change)."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (recorded in ``train_config.json``)."""
-
-    data: str = field(default_factory=lambda: str(settings.data_dir()))
-    out: str = "model"
-    stage: str = "all"  # "1", "2" or "all"
-    epochs: int = 10
-    steps_per_epoch: int = 40
-    pretrain_epochs: int = 10
-    tile: int = 32
-    batch: int = 16
-    lr: float = 5e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    grad_clip: float | None = None
-    seed: int = 0
-    k: int = 64
-    hidden: int = 32
-    blocks: int = 3
-    encoder: str = "pretrained"  # "random" or "pretrained"
-    reverse_distillation: bool = True
-    spatial: bool = True
-    feature_cosine_weight: float = 1.0
-    cube_mse_weight: float = 1.0
-    alignment_weight: float = 0.1
-    decorrelation_weight: float = 1.0
-    anti_similarity_weight: float = 0.1
-    variance_weight: float = 0.1
-    reconstruction_weight: float = 1.0
-    relative_variance: bool = True
-    restoration_width: int = 32
-    mask_anomalies: bool = True
-    augment: bool = True
-    alpha_spe: float = 1.0
-    alpha_spa: float = 1.0
-    exclude: tuple[str, ...] = ()
-    threads: int | None = None
-    device: str = "auto"  # "auto", "cpu", "cuda"
-    resume: bool = False
-    keep_all_checkpoints: bool = False
-    progress: bool = True
-    command: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.stage = str(self.stage)
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        self.exclude = tuple(str(name) for name in self.exclude)
-        self.data = str(self.data)
-        self.out = str(self.out)
-        if self.stage not in ("1", "2", "all"):
-            raise TrainError(f"stage must be '1', '2' or 'all', got {self.stage!r}")
-        if self.encoder not in ("random", "pretrained"):
-            raise TrainError(f"encoder must be 'random' or 'pretrained', got {self.encoder!r}")
-        for name in ("epochs", "steps_per_epoch", "tile", "batch", "k", "hidden"):
-            if int(getattr(self, name)) < 1:
-                raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.pretrain_epochs < 0 or self.blocks < 1:
-            raise TrainError("need pretrain_epochs >= 0 and blocks >= 1")
-        if self.stage == "2" and not self.spatial:
-            raise TrainError("stage 2 trains the spatial student; with spatial off there is nothing to do")
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["betas"] = list(self.betas)
-        data["exclude"] = list(self.exclude)
-        return data
-
-    def stage1_weights(self) -> Stage1Weights:
-        return Stage1Weights(
-            feature_cosine=self.feature_cosine_weight,
-            cube_mse=self.cube_mse_weight,
-            alignment=self.alignment_weight,
-        )
-
-    def stage2_weights(self) -> Stage2Weights:
-        return Stage2Weights(
-            decorrelation=self.decorrelation_weight,
-            cosine=self.anti_similarity_weight,
-            variance=self.variance_weight,
-            reconstruction=self.reconstruction_weight,
-            relative_variance=self.relative_variance,
-        )
-
-    def phases(self) -> list[tuple[str, int]]:
-        """``[(phase, epochs), ..]`` in order."""
-        out: list[tuple[str, int]] = []
-        if self.stage in ("1", "all"):
-            if self.encoder == "pretrained" and self.pretrain_epochs > 0:
-                out.append(("pretrain", self.pretrain_epochs))
-            if self.reverse_distillation:
-                out.append(("stage1", self.epochs))
-        if self.stage in ("2", "all") and self.spatial:
-            out.append(("stage2", self.epochs))
-        return out
 
 
 def phase_seed(seed: int, phase: str) -> int:
