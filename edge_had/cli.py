@@ -206,16 +206,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"synthetic pushbroom scene (seed {args.seed}): {rows} lines x {cols} px x {bands} bands, "
         f"{int(scene.gt.sum())} anomalous px, made in {time.perf_counter() - start:.2f} s"
     )
-    detector = make_detector("rx", precision="float32")
-    scores, seconds = score_scene(detector, scene)
-    metrics = evaluate_map(scores, scene.gt, scene.valid)
-    title = "global RX, synthetic scene"
-    path = save_score_map_png(scores, out / "demo_rx_map.png", gt=scene.gt, title=title)
-    print(
-        f"global RX (fast path): {seconds * 1e3:.1f} ms, AUC {metrics['auc']:.4f}, "
-        f"Pd@FAR=1e-3 {metrics['pd_at_far']['0.001']:.3f}"
-    )
-    print(f"score map -> {path}")
+    runs = [("rx", {"precision": "float32"}, "global RX (fast path)")]
+    from edge_had.models.bundle import WEIGHTS_FILE, default_model_dir
+
+    shipped = (default_model_dir() / WEIGHTS_FILE).is_file()
+    if shipped:
+        runs.append(("enhanced-rx", {}, "enhanced RX (shipped model)"))
+    for name, settings, label in runs:
+        detector = make_detector(name, **settings)
+        scores, seconds = score_scene(detector, scene)
+        metrics = evaluate_map(scores, scene.gt, scene.valid)
+        path = save_score_map_png(
+            scores, out / f"demo_{name}_map.png", gt=scene.gt, title=f"{label}, synthetic scene"
+        )
+        print(
+            f"{label}: {seconds * 1e3:.1f} ms, AUC {metrics['auc']:.4f}, "
+            f"Pd@FAR=1e-3 {metrics['pd_at_far']['0.001']:.3f} -> {path}"
+        )
+    if not shipped:
+        print(f"enhanced RX skipped: no shipped model in {default_model_dir()}")
     return 0
 
 
