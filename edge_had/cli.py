@@ -54,6 +54,24 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="diagonal loading as a fraction of trace/bands (rx default 0, lrx default 1e-3)",
     )
+    backend = parser.add_argument_group("enhancement backend (enhanced-* detectors)")
+    backend.add_argument(
+        "--backend",
+        choices=["auto", "tensorrt", "onnxruntime", "torch"],
+        default="auto",
+        help="auto (default) takes the first available of tensorrt > onnxruntime > torch and reports "
+        "why the others were skipped; a named backend that cannot run is an error",
+    )
+    backend.add_argument(
+        "--net-precision",
+        choices=["fp32", "fp16", "int8"],
+        default="fp32",
+        help="precision of the enhancement networks (fp16: CUDA torch, onnxruntime or tensorrt; int8: "
+        "a quantized --onnx file or a tensorrt engine). Default fp32",
+    )
+    backend.add_argument("--onnx", help="exported ONNX graph to run (default: exported on the fly)")
+    backend.add_argument("--engine", help="TensorRT engine to run (`edge-had build`)")
+    backend.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     group.add_argument("--inner", type=int, default=5, help="lrx only: guard window size (odd, default 5)")
     group.add_argument("--outer", type=int, default=15, help="lrx only: outer window size (odd, default 15)")
     group.add_argument(
@@ -78,7 +96,17 @@ def _detector_from_args(args: argparse.Namespace) -> Any:
         return make_detector("lrx", **lrx)
     from edge_had.detectors.lrx import LocalRXSettings
 
-    return make_detector(args.detector, model=args.model, fusion=args.fusion, lrx=LocalRXSettings(**lrx))
+    return make_detector(
+        args.detector,
+        model=args.model,
+        fusion=args.fusion,
+        lrx=LocalRXSettings(**lrx),
+        backend=args.backend,
+        precision=args.net_precision,
+        onnx=args.onnx,
+        engine=args.engine,
+        device=args.device,
+    )
 
 
 def _module_status(name: str) -> tuple[str, str]:
@@ -270,6 +298,67 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_wavelengths(path: str | None) -> Any:
+    if path is None:
+        return None
+    import numpy as np
+
+    values = np.load(path, allow_pickle=False) if path.endswith(".npy") else np.loadtxt(path, ndmin=1)
+    return np.asarray(values, dtype=np.float64).ravel()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edge_had.build.calibration import load_calibration_set
+    from edge_had.build.export_model import export_model
+    from edge_had.io import list_scenes, load_scene
+    from edge_had.models.bundle import load_bundle
+
+    bundle = load_bundle(args.model)
+    calibration = load_calibration_set(args.calibration) if args.calibration else None
+    if args.precision == "int8" and calibration is None:
+        raise EdgeHadError("--precision int8 needs --calibration FILE (make one with `edge-had calibrate`)")
+    gate_scenes = []
+    if args.precision != "fp32" and not args.no_gate and args.gate_data != "synthetic":
+        from edge_had import settings
+
+        folder = Path(args.gate_data) if args.gate_data else settings.data_dir()
+        gate_scenes = [load_scene(path) for path in list_scenes(folder)] if folder.is_dir() else []
+    report = export_model(
+        bundle,
+        args.bands,
+        args.out,
+        precision=args.precision,
+        wavelengths=_read_wavelengths(args.wavelengths),
+        calibration=calibration,
+        method=args.method,
+        keep_float=args.keep_float,
+        gate_data=gate_scenes,
+        gate=not args.no_gate,
+    )
+    worst = max(report["torch_vs_onnxruntime_fp32"].values())
+    print(f"exported {args.precision} for {args.bands} bands -> {report['graphs'][args.precision]}")
+    print(f"FP32 graph vs torch: max relative error {worst:.1e}")
+    if report.get("gate_table"):
+        print("accuracy gate (enhanced-RX AUC through ONNX Runtime, passed):")
+        print(report["gate_table"])
+        excluded = report["gate"]["excluded"]
+        if excluded:
+            print(f"not gated on (seen in training or calibration): {', '.join(sorted(excluded))}")
+    print(f"report -> {Path(args.out) / 'export_report.json'}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edge_had.build.calibration import CalibrationSampling, build_calibration_set
+
+    sampling = CalibrationSampling(args.blocks_per_scene, args.lines_per_block, args.seed)
+    calibration = build_calibration_set(args.data, exclude=args.exclude, sampling=sampling)
+    path = calibration.save(args.out)
+    scenes = ", ".join(scene["name"] for scene in calibration.manifest["scenes"])
+    print(f"{len(calibration.blocks)} blocks of {sampling.lines_per_block} lines from {scenes} -> {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-had", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -335,6 +424,46 @@ def build_parser() -> argparse.ArgumentParser:
     crossval.add_argument("--jobs", type=int, default=2, help="parallel training processes (default 2)")
     crossval.add_argument("--quiet", action="store_true", help="no progress bars")
     crossval.set_defaults(func=cmd_crossval)
+
+    export = sub.add_parser(
+        "export",
+        help="model -> ONNX for one sensor (fp32, fp16 or int8 Q/DQ), checked and accuracy-gated",
+    )
+    export.add_argument("--model", help="model folder (default: the shipped model)")
+    export.add_argument("--bands", type=int, required=True, help="the sensor's band count B")
+    export.add_argument("--wavelengths", help="the sensor's band centres in nm (.txt, one per line, or .npy)")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    export.add_argument("--calibration", help="int8: calibration set from `edge-had calibrate`")
+    export.add_argument(
+        "--method",
+        choices=["minmax", "entropy", "percentile"],
+        default="minmax",
+        help="int8 calibration method",
+    )
+    export.add_argument(
+        "--keep-float", nargs="+", default=[], metavar="NODE", help="ONNX nodes to keep in FP32"
+    )
+    export.add_argument(
+        "--gate-data",
+        help="scenes for the accuracy gate (default: $EDGE_HAD_DATA; scenes the model was trained or "
+        "calibrated on are skipped; 'synthetic' or no scene left: synthetic scenes)",
+    )
+    export.add_argument("--no-gate", action="store_true", help="skip the accuracy gate")
+    export.set_defaults(func=cmd_export)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="INT8 calibration set: line blocks sampled from training scenes"
+    )
+    calibrate.add_argument("--data", required=True, help="folder of training scenes")
+    calibrate.add_argument("--out", required=True, help="calibration .npz to write (+ .manifest.json)")
+    calibrate.add_argument(
+        "--exclude", nargs="+", default=[], metavar="SCENE", help="scenes (names) to leave out"
+    )
+    calibrate.add_argument("--blocks-per-scene", type=int, default=4, help="default 4")
+    calibrate.add_argument("--lines-per-block", type=int, default=16, help="default 16")
+    calibrate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     demo = sub.add_parser("demo", help="synthetic pushbroom scene -> RX -> map PNG and AUC (no data needed)")
     demo.add_argument("--out", default="edge-had-demo", help="output folder (default: ./edge-had-demo)")

@@ -55,9 +55,11 @@ def test_bundle_round_trip_records_config_and_checksum(bundle_dir):
 def test_feature_and_product_fusion_match_direct_computation(bundle_dir, scene):
     x_k, f_spe, f_spa = direct_parts(bundle_dir, scene)
     wavelengths = scene.wavelengths
-    feature = EnhancedDetector(bundle_dir).score(scene.cube, scene.valid, wavelengths)
+    feature = EnhancedDetector(bundle_dir, backend="torch").score(scene.cube, scene.valid, wavelengths)
     np.testing.assert_allclose(feature, rx_reference(x_k + 2.0 * f_spe + 0.5 * f_spa), rtol=1e-4)
-    product = EnhancedDetector(bundle_dir, fusion="product").score(scene.cube, scene.valid, wavelengths)
+    product = EnhancedDetector(bundle_dir, fusion="product", backend="torch").score(
+        scene.cube, scene.valid, wavelengths
+    )
     expected = normalize_minmax(rx_reference(x_k + 0.5 * f_spa)) * normalize_minmax(
         rx_reference(x_k + 2.0 * f_spe)
     )

@@ -45,8 +45,15 @@ class EnhancedDetector:
         fusion: str = "feature",
         local: bool = False,
         lrx: LocalRXSettings | None = None,
+        *,
+        backend: str = "auto",
+        precision: str = "fp32",
+        onnx: str | Path | None = None,
+        engine: str | Path | None = None,
+        device: str = "cpu",
     ) -> None:
         from edge_had.models.bundle import load_bundle
+        from edge_had.runtime import choose_backend
 
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
@@ -56,6 +63,19 @@ class EnhancedDetector:
         self.lrx = lrx or LocalRXSettings()
         self.name = "enhanced-lrx" if local else "enhanced-rx"
         self._macs: dict[int, int] = {}
+        self.artifacts: dict[str, Any] = {"onnx": onnx, "engine": engine, "device": device}
+        self.backend = choose_backend(backend, precision, **self.artifacts)
+        self._runners: dict[tuple[int, bytes], Any] = {}
+
+    def runner_for(self, bands: int, wavelengths: np.ndarray | None = None) -> Any:
+        """The active runner for a sensor (one per band count and wavelength set, kept)."""
+        from edge_had.runtime import enhancement_runner
+
+        key = (bands, b"" if wavelengths is None else np.asarray(wavelengths, np.float64).tobytes())
+        if key not in self._runners:
+            runner = enhancement_runner(self.backend, self.bundle, bands, wavelengths, **self.artifacts)
+            self._runners[key] = runner.activate()
+        return self._runners[key]
 
     def macs_per_pixel(self, bands: int) -> int:
         """Multiply-adds per pixel of the inference path for a sensor of ``bands`` bands (one
@@ -84,6 +104,7 @@ class EnhancedDetector:
             "alpha_spa": config.alpha_spa,
             "spatial_branch": config.spatial,
             "normalization": dict(config.normalization),
+            "backend": self.backend.to_dict(),
         }
         if self.local:
             settings["lrx"] = asdict(self.lrx)
@@ -93,7 +114,9 @@ class EnhancedDetector:
         self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
         """Unscaled ``x_k``, ``f_spe``, ``f_spa`` as (rows, cols, K) float64 arrays."""
-        return enhance_parts(self.bundle, cube, valid, wavelengths)
+        return enhance_parts(
+            self.bundle, cube, valid, wavelengths, self.runner_for(cube.shape[2], wavelengths)
+        )
 
     def detect(self, cube: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         if self.local:
@@ -111,18 +134,28 @@ class EnhancedDetector:
 
 
 def enhance_parts(
-    bundle: Any, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
+    bundle: Any,
+    cube: np.ndarray,
+    valid: np.ndarray | None = None,
+    wavelengths: np.ndarray | None = None,
+    runner: Any = None,
 ) -> dict[str, np.ndarray]:
     """Run a :class:`~edge_had.models.bundle.ModelBundle` on a (rows, cols, bands) cube: unscaled
-    ``x_k``, ``f_spe`` and ``f_spa`` (zeros without a spatial branch), (rows, cols, K) float64."""
-    import torch
-
+    ``x_k``, ``f_spe`` and ``f_spa`` (zeros without a spatial branch), (rows, cols, K) float64.
+    ``runner``: an active :class:`~edge_had.runtime.Runner` of the bundle for this sensor
+    (default: torch FP32 on the CPU)."""
     normalized = bundle.normalization(impute_invalid(cube, valid), valid)
-    model = bundle.model_for(cube.shape[2], wavelengths)
-    with torch.no_grad():
-        out = model(torch.from_numpy(normalized).permute(2, 0, 1)[None])
-    parts = {"x_k": out.x_k, "f_spe": out.f_spe, "f_spa": out.f_spa}
-    return {name: value[0].permute(1, 2, 0).numpy().astype(np.float64) for name, value in parts.items()}
+    feed = {"cube": np.ascontiguousarray(normalized.transpose(2, 0, 1)[None])}
+    if runner is None:
+        from edge_had.runtime.torch_runner import TorchRunner
+
+        with TorchRunner(bundle.model_for(cube.shape[2], wavelengths)) as default_runner:
+            outputs = default_runner.infer(feed)
+    else:
+        outputs = runner.infer(feed)
+    return {
+        name: outputs[name][0].transpose(1, 2, 0).astype(np.float64) for name in ("x_k", "f_spe", "f_spa")
+    }
 
 
 def fuse_parts(

@@ -1,0 +1,108 @@
+"""``edge-had export``: a model bundle -> checked, gated ONNX graph for one sensor.
+
+Steps: export FP32 for ``bands`` (on ``wavelengths`` when given) and compare it with torch; make
+the FP16 or INT8 graph; check it (:mod:`edge_had.build.graph_checks`); run the accuracy gate
+(:mod:`edge_had.build.gate`) unless told not to; write ``model_<precision>.onnx`` (plus the FP32
+graph it came from) and ``export_report.json``. A failed check or gate raises :class:`ExportError`
+with the table, after writing the report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_had.build.calibration import CalibrationSet
+from edge_had.build.gate import GraphRecipe, gate_scenes, run_gate
+from edge_had.build.onnx_export import ExportError, read_metadata
+from edge_had.eval.report import SCHEMA_VERSION, platform_info
+
+TORCH_TOLERANCE = 1e-5  # max|onnx - torch| / max|torch| per output, FP32
+
+
+def torch_agreement(bundle: Any, graph: Path, bands: int, wavelengths: np.ndarray | None) -> dict[str, float]:
+    """max|ORT - torch| / max|torch| per output on a seeded 16 x 100 block (FP32 graph)."""
+    from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from edge_had.runtime.torch_runner import TorchRunner
+
+    cube = (0.05 * np.random.default_rng(0).standard_normal((1, bands, 16, 100))).astype(np.float32)
+    with (
+        OnnxRuntimeRunner(graph) as ort_runner,
+        TorchRunner(bundle.model_for(bands, wavelengths)) as torch_runner,
+    ):
+        got, want = ort_runner.infer({"cube": cube}), torch_runner.infer({"cube": cube})
+    return {
+        name: float(np.abs(got[name] - want[name]).max() / max(np.abs(want[name]).max(), 1e-30))
+        for name in want
+    }
+
+
+def export_model(
+    bundle: Any,
+    bands: int,
+    out: str | Path,
+    *,
+    precision: str = "fp32",
+    wavelengths: np.ndarray | None = None,
+    calibration: CalibrationSet | None = None,
+    method: str = "minmax",
+    keep_float: Sequence[str] = (),
+    gate_data: Sequence[Any] = (),
+    gate: bool = True,
+) -> dict[str, Any]:
+    """Run the export (see the module docstring); returns the report it wrote."""
+    import onnx
+
+    from edge_had.build.graph_checks import fp16_problems, qdq_problems
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    precisions = ["fp32"] if precision == "fp32" else ["fp32", precision]
+    recipe = GraphRecipe(bundle, precisions, calibration, method, keep_float)
+    graphs = recipe.build(bands, out / "work", wavelengths)
+    final = {name: out / f"model_{name}.onnx" for name in graphs}
+    for name, path in graphs.items():
+        shutil.move(str(path), final[name])
+    shutil.rmtree(out / "work", ignore_errors=True)
+    agreement = torch_agreement(bundle, final["fp32"], bands, wavelengths)
+    problems = [
+        f"FP32 {name}: ONNX Runtime vs torch {error:.2e} > {TORCH_TOLERANCE}"
+        for name, error in agreement.items()
+        if error > TORCH_TOLERANCE
+    ]
+    if precision == "fp16":
+        problems += fp16_problems(onnx.load(str(final["fp16"])))
+    if precision == "int8":
+        problems += qdq_problems(onnx.load(str(final["int8"])))
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "export",
+        "model": {"directory": str(bundle.directory), "sha256": bundle.sha256},
+        "graphs": {name: str(path) for name, path in final.items()},
+        "metadata": read_metadata(final[precision]),
+        "torch_vs_onnxruntime_fp32": agreement,
+        "graph_problems": problems,
+        "platform": platform_info(),
+    }
+    gate_report = None
+    if gate and precision != "fp32" and not problems:
+        scenes, excluded = gate_scenes(bundle, gate_data, calibration, bands)
+        gate_report = run_gate(recipe, scenes)
+        gate_report.excluded = excluded
+        report["gate"] = gate_report.to_dict()
+    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if problems:
+        raise ExportError(f"{final[precision]}: the graph fails its checks:\n  " + "\n  ".join(problems))
+    if gate_report is not None and not gate_report.passed(precision):
+        raise ExportError(
+            f"{final[precision]}: accuracy gate failed (report: {out / 'export_report.json'}):\n"
+            + gate_report.table()
+            + "\nkeep failing layers in float with --keep-float NODE (node names: the report's metadata)"
+        )
+    report["gate_table"] = None if gate_report is None else gate_report.table()
+    return report

@@ -1,0 +1,192 @@
+"""The accuracy gate of reduced-precision graphs, on detection (enhanced-RX AUC), not on tensors.
+
+For every gate scene the enhanced-RX AUC (feature fusion with the model's alphas, float64 RX
+oracle) is computed through ONNX Runtime with the FP32 graph and with each reduced graph; a
+reduced graph passes when ``|AUC - AUC_fp32| <=`` :data:`TOLERANCES` on every scene. Graphs are
+per band count, so :class:`GraphRecipe` rebuilds them for each scene's band count with the same
+settings (calibration set, method, FP32-kept nodes).
+
+Honesty: a model is never gated on a scene it was trained on or calibrated on.
+:func:`gate_scenes` drops them (matching SHA-256 against the model's training record and the
+calibration manifest); when no real scene remains (the shipped model saw them all) the gate runs
+on synthetic scenes, which no model has seen. The fold tables in ``export/README.md`` use the
+cross-validation fold models instead (``export/gate_folds.py``).
+
+ONNX Runtime on a CPU runs many FP16 operators by casting to FP32, so the FP16 gate here mostly
+measures weight and activation rounding; rerun it with torch FP16 on CUDA where there is a GPU.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_had.build.calibration import CalibrationSet
+from edge_had.build.onnx_export import ExportError, export_onnx
+from edge_had.detectors.enhanced import enhance_parts, fuse_parts
+from edge_had.detectors.rx import rx_reference
+from edge_had.eval.metrics import roc_auc
+from edge_had.io import Scene
+
+TOLERANCES = {"fp16": 5e-4, "int8": 2e-3}
+SYNTHETIC_GATE_SEEDS = (101, 102, 103)
+
+
+@dataclass
+class GraphRecipe:
+    """How to build a model's graphs for any band count (FP32, FP16, INT8 as asked)."""
+
+    bundle: Any
+    precisions: Sequence[str]
+    calibration: CalibrationSet | None = None
+    method: str = "minmax"
+    keep_float: Sequence[str] = ()
+
+    def build(self, bands: int, folder: Path, wavelengths: np.ndarray | None = None) -> dict[str, Path]:
+        from edge_had.build.quantize import to_fp16, to_int8
+
+        folder.mkdir(parents=True, exist_ok=True)
+        graphs = {
+            "fp32": export_onnx(self.bundle, bands, folder / "model_fp32.onnx", wavelengths=wavelengths)
+        }
+        if "fp16" in self.precisions:
+            graphs["fp16"] = to_fp16(graphs["fp32"], folder / "model_fp16.onnx", keep_float=self.keep_float)
+        if "int8" in self.precisions:
+            if self.calibration is None:
+                raise ExportError("INT8 needs a calibration set (`edge-had calibrate`, then --calibration)")
+            graphs["int8"] = to_int8(
+                graphs["fp32"],
+                folder / "model_int8.onnx",
+                self.calibration,
+                method=self.method,
+                keep_float=self.keep_float,
+            )
+        return graphs
+
+
+@dataclass
+class GateRow:
+    scene: str
+    bands: int
+    source: str
+    auc: dict[str, float]
+
+    def delta(self, precision: str) -> float:
+        return self.auc[precision] - self.auc["fp32"]
+
+    def passed(self, precision: str) -> bool:
+        return abs(self.delta(precision)) <= TOLERANCES[precision]
+
+
+@dataclass
+class GateReport:
+    rows: list[GateRow] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)  # scene -> why it was not gated on
+
+    def precisions(self) -> list[str]:
+        return [name for name in TOLERANCES if self.rows and name in self.rows[0].auc]
+
+    def passed(self, precision: str) -> bool:
+        return all(row.passed(precision) for row in self.rows)
+
+    def failures(self) -> list[str]:
+        return [
+            f"{row.scene} {precision}: AUC {row.auc[precision]:.4f} vs FP32 {row.auc['fp32']:.4f} "
+            f"(|diff| {abs(row.delta(precision)):.4f} > {TOLERANCES[precision]})"
+            for row in self.rows
+            for precision in self.precisions()
+            if not row.passed(precision)
+        ]
+
+    def table(self) -> str:
+        precisions = self.precisions()
+        header = "| scene | bands | data | FP32 | " + " | ".join(
+            f"{p.upper()} (diff, tol {TOLERANCES[p]})" for p in precisions
+        )
+        lines = [header + " |", "|" + "---|" * (4 + len(precisions))]
+        for row in self.rows:
+            cells = [
+                f"{row.auc[p]:.4f} ({row.delta(p):+.4f}){'' if row.passed(p) else ' FAIL'}"
+                for p in precisions
+            ]
+            lines.append(
+                f"| {row.scene} | {row.bands} | {row.source} | {row.auc['fp32']:.4f} | "
+                + " | ".join(cells)
+                + " |"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tolerances": {p: TOLERANCES[p] for p in self.precisions()},
+            "passed": {p: self.passed(p) for p in self.precisions()},
+            "rows": [row.__dict__ for row in self.rows],
+            "excluded": self.excluded,
+        }
+
+
+def gate_scenes(
+    bundle: Any, scenes: Sequence[Scene], calibration: CalibrationSet | None, bands_for_synthetic: int
+) -> tuple[list[tuple[Scene, str]], dict[str, str]]:
+    """The scenes a model may be gated on, each with its source ("real"/"synthetic"), and why the
+    others were excluded."""
+    from edge_had.io.readers import sha256_file
+    from edge_had.io.synthetic import synthetic_scene
+
+    trained = set(bundle.training_scenes)
+    calibrated = calibration.scene_hashes if calibration is not None else set()
+    kept, excluded = [], {}
+    for scene in scenes:
+        digest = sha256_file(scene.source) if scene.source is not None else ""
+        if digest in trained:
+            excluded[scene.name] = "the model was trained on it"
+        elif digest in calibrated:
+            excluded[scene.name] = "the INT8 calibration set was drawn from it"
+        else:
+            kept.append((scene, "real"))
+    if not kept:
+        kept = [
+            (synthetic_scene(seed=seed, bands=bands_for_synthetic), "synthetic")
+            for seed in SYNTHETIC_GATE_SEEDS
+        ]
+    return kept, excluded
+
+
+def enhanced_rx_auc(bundle: Any, graph: Path, scene: Scene) -> float:
+    """Enhanced-RX AUC of ``scene`` (feature fusion, the model's alphas) through ONNX Runtime."""
+    from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+    cube = scene.detection_cube()
+    with OnnxRuntimeRunner(graph) as runner:
+        parts = enhance_parts(bundle, cube, scene.valid, scene.detection_wavelengths(), runner)
+    config = bundle.config
+    scores = fuse_parts(
+        parts, config.alpha_spe, config.alpha_spa, "feature", lambda x: rx_reference(x, mask=scene.valid)
+    )
+    assert scene.gt is not None
+    return roc_auc(scores, scene.gt, scene.valid)
+
+
+def run_gate(recipe: GraphRecipe, scenes: Sequence[tuple[Scene, str]]) -> GateReport:
+    report = GateReport()
+    with tempfile.TemporaryDirectory(prefix="edge-had-gate-") as scratch:
+        graphs: dict[tuple[int, bytes], dict[str, Path]] = {}
+        for scene, source in scenes:
+            if scene.gt is None:
+                raise ExportError(f"{scene.name}: the gate needs scenes with ground truth")
+            bands = scene.detection_cube().shape[2]
+            wavelengths = scene.detection_wavelengths()
+            key = (bands, b"" if wavelengths is None else np.asarray(wavelengths).tobytes())
+            if key not in graphs:
+                graphs[key] = recipe.build(bands, Path(scratch) / f"g{len(graphs)}", wavelengths)
+            aucs = {
+                precision: enhanced_rx_auc(recipe.bundle, path, scene)
+                for precision, path in graphs[key].items()
+            }
+            report.rows.append(GateRow(scene.name, bands, source, aucs))
+    return report

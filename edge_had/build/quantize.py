@@ -1,0 +1,263 @@
+"""Explicitly typed FP16 and INT8 (Q/DQ) versions of an exported FP32 graph, for TensorRT's
+strongly typed networks (no builder precision flags: the graph itself says what runs in what).
+
+What gets reduced precision: only the two networks' nodes (ONNX node names under ``/spectral/``
+and ``/spatial/``, from the module names). The adapter (the resampled cube ``x_k``) and the fusion
+``x_k + a f_spe + b f_spa`` stay FP32, as do inputs and outputs: RX inverts a covariance with
+condition numbers up to 1e9, so rounding ``x_k`` itself to FP16 (11-bit mantissa) would add
+noise at the level of the smallest background eigenvalues. ``keep_float`` names further nodes to
+keep in FP32 (FP16 for INT8 graphs is not attempted: a node kept out of INT8 runs FP32).
+
+* **FP16**: onnxruntime's ``convert_float_to_float16`` with ``keep_io_types`` and a node block list;
+  the networks' initialisers become FP16 and Cast nodes sit at the FP32/FP16 borders.
+* **INT8**: onnxruntime ``quantize_static`` in QDQ format, int8 activations and weights, symmetric
+  (zero-point 0), per-channel weight scales, biases left in float (TensorRT fuses them), ranges
+  from the calibration set (:mod:`edge_had.build.calibration`) with MinMax, Entropy or Percentile.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_had.build.calibration import CalibrationSet, calibration_feeds
+from edge_had.build.onnx_export import ExportError, read_metadata, set_metadata
+
+NETWORK_SCOPES = ("/spectral/", "/spatial/")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+INT8_OP_TYPES = ("Conv", "MatMul", "Gemm")
+
+
+def network_nodes(graph: Any) -> list[str]:
+    """Names of the nodes inside the two networks (everything but adapter and fusion)."""
+    return [node.name for node in graph.graph.node if node.name.startswith(NETWORK_SCOPES)]
+
+
+#: Float operators that may run in FP16 inside the networks (shape arithmetic is integer and
+#: stays as exported; Cast, ConstantOfShape etc. carry an explicit output type and stay too).
+FP16_OPS = frozenset(
+    "Conv MatMul Gemm Relu Sigmoid Add Sub Mul Div Pad Resize Reshape Transpose Slice Concat "
+    "Unsqueeze ReduceMean ReduceSum GlobalAveragePool AveragePool Clip".split()
+)
+#: Inputs that must stay FP32 whatever the data type (Resize's roi and scales).
+FP32_ONLY_INPUTS = frozenset({("Resize", 1), ("Resize", 2)})
+
+
+def to_fp16(source: str | Path, target: str | Path, *, keep_float: Sequence[str] = ()) -> Path:
+    """Write the FP16 version of the FP32 graph ``source`` to ``target``.
+
+    A node runs FP16 when it lies inside a network, is a float operator of :data:`FP16_OPS` and is
+    not in ``keep_float``; its float initialisers are stored FP16, and a Cast sits on every edge
+    between an FP32 and an FP16 node (one per tensor), so the graph is explicitly typed.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+    graph = onnx.load(str(source))
+    metadata = read_metadata(graph)
+    typed = shape_inference.infer_shapes(graph)
+    dtype = {
+        value.name: value.type.tensor_type.elem_type
+        for value in [*typed.graph.value_info, *typed.graph.input, *typed.graph.output]
+    }
+    dtype.update({init.name: init.data_type for init in graph.graph.initializer})
+    initializers = {init.name: init for init in graph.graph.initializer}
+    candidates = set(network_nodes(graph)) - set(keep_float)
+    reduced = {
+        node.name
+        for node in graph.graph.node
+        if node.name in candidates
+        and node.op_type in FP16_OPS
+        and all(dtype.get(output) == TensorProto.FLOAT for output in node.output)
+    }
+    new_nodes: list[Any] = []
+    casts: dict[tuple[str, int], str] = {}
+
+    def cast(name: str, to: int) -> str:
+        if (name, to) not in casts:
+            suffix = "fp16" if to == TensorProto.FLOAT16 else "fp32"
+            if name in initializers and to == TensorProto.FLOAT16:
+                array = numpy_helper.to_array(initializers[name]).astype("float16")
+                graph.graph.initializer.append(numpy_helper.from_array(array, f"{name}_{suffix}"))
+            else:
+                new_nodes.append(
+                    helper.make_node(
+                        "Cast", [name], [f"{name}_{suffix}"], to=to, name=f"{name}_cast_{suffix}"
+                    )
+                )
+            casts[name, to] = f"{name}_{suffix}"
+        return casts[name, to]
+
+    producers = {output: node.name for node in graph.graph.node for output in node.output}
+    for value in graph.graph.output:  # an FP16 result leaves the graph through a Cast to FP32
+        if producers.get(value.name) in reduced:
+            inner = f"{value.name}_fp16"
+            for node in graph.graph.node:
+                node.output[:] = [inner if name == value.name else name for name in node.output]
+                node.input[:] = [inner if name == value.name else name for name in node.input]
+            dtype[inner] = TensorProto.FLOAT
+            casts[inner, TensorProto.FLOAT] = value.name
+            new_nodes.append(
+                helper.make_node(
+                    "Cast", [inner], [value.name], to=TensorProto.FLOAT, name=f"{value.name}_cast"
+                )
+            )
+    half: set[str] = set()  # tensors that are FP16 after conversion
+    for node in graph.graph.node:  # exported graphs are topologically sorted
+        if node.name in reduced:
+            for i, name in enumerate(node.input):
+                fp32_only = (node.op_type, i) in FP32_ONLY_INPUTS
+                if dtype.get(name) == TensorProto.FLOAT and name not in half and not fp32_only:
+                    node.input[i] = cast(name, TensorProto.FLOAT16)
+            half.update(node.output)
+        else:
+            for i, name in enumerate(node.input):
+                if name in half:
+                    node.input[i] = cast(name, TensorProto.FLOAT)
+    graph.graph.node.extend(new_nodes)
+    del graph.graph.value_info[:]
+    _remove_dead_nodes(graph)
+    _remove_unused_initializers(graph)
+    _sort_topologically(graph)
+    fp32_nodes = sorted(
+        node.name for node in graph.graph.node if node.name not in reduced and node.op_type != "Cast"
+    )
+    set_metadata(
+        graph, {**metadata, "precision": "fp16", "fp16_nodes": len(reduced), "fp32_nodes": fp32_nodes}
+    )
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(target))
+    return Path(target)
+
+
+def _remove_dead_nodes(graph: Any) -> None:
+    """Drop nodes none of whose outputs reach a graph output."""
+    needed = {value.name for value in graph.graph.output}
+    alive = []
+    for node in reversed(_topological(graph)):
+        if any(output in needed for output in node.output):
+            alive.append(node)
+            needed.update(node.input)
+    keep = {id(node) for node in alive}
+    kept = [node for node in graph.graph.node if id(node) in keep]
+    _replace_nodes(graph, kept)
+
+
+def _remove_unused_initializers(graph: Any) -> None:
+    used = {name for node in graph.graph.node for name in node.input}
+    kept = [init for init in graph.graph.initializer if init.name in used]
+    copies = [type(init)() for init in kept]
+    for copy, init in zip(copies, kept, strict=True):
+        copy.CopyFrom(init)
+    del graph.graph.initializer[:]
+    graph.graph.initializer.extend(copies)
+
+
+def _topological(graph: Any) -> list[Any]:
+    available = {value.name for value in graph.graph.input} | {init.name for init in graph.graph.initializer}
+    available.add("")  # omitted optional inputs
+    pending, ordered = list(graph.graph.node), []
+    while pending:
+        ready = [node for node in pending if all(name in available for name in node.input)]
+        if not ready:
+            raise ExportError(f"graph has a cycle or a dangling input near node {pending[0].name!r}")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        ready_ids = {id(node) for node in ready}
+        pending = [node for node in pending if id(node) not in ready_ids]
+    return ordered
+
+
+def _replace_nodes(graph: Any, nodes: list[Any]) -> None:
+    copies = [type(node)() for node in nodes]
+    for copy, node in zip(copies, nodes, strict=True):
+        copy.CopyFrom(node)
+    del graph.graph.node[:]
+    graph.graph.node.extend(copies)
+
+
+def _sort_topologically(graph: Any) -> None:
+    """Order the nodes so each comes after the producers of its inputs (Cast nodes are appended
+    at the end while converting, which onnx.checker rejects)."""
+    _replace_nodes(graph, _topological(graph))
+
+
+class _FeedReader:
+    """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, Any]]) -> None:
+        self._feeds = iter(feeds)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._feeds, None)
+
+
+def to_int8(
+    source: str | Path,
+    target: str | Path,
+    calibration: CalibrationSet,
+    *,
+    method: str = "minmax",
+    keep_float: Sequence[str] = (),
+) -> Path:
+    """Write the INT8 Q/DQ version of the FP32 graph ``source`` to ``target``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown calibration method {method!r}; choose one of {CALIBRATION_METHODS}")
+    graph = onnx.load(str(source))
+    metadata = read_metadata(graph)
+    if calibration.manifest["normalization"] != metadata["normalization"]:
+        raise ExportError(
+            "the calibration set was normalised differently from the model "
+            f"({calibration.manifest['normalization']} vs {metadata['normalization']}); rebuild it"
+        )
+    quantized_nodes = sorted(set(network_nodes(graph)) - set(keep_float))
+    feeds = list(calibration_feeds(calibration, int(metadata["bands"])))
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(target),
+            _FeedReader(feeds),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(INT8_OP_TYPES),
+            nodes_to_quantize=quantized_nodes,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[method],
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                "DedicatedQDQPair": True,
+            },
+        )
+    result = onnx.load(str(target))
+    set_metadata(
+        result,
+        {
+            **metadata,
+            "precision": "int8",
+            "calibration": {
+                "method": method,
+                "scenes": calibration.manifest["scenes"],
+                "sampling": calibration.manifest["sampling"],
+            },
+            "fp32_nodes": sorted({node.name for node in graph.graph.node} - set(quantized_nodes)),
+        },
+    )
+    onnx.checker.check_model(result)
+    onnx.save(result, str(target))
+    return Path(target)

@@ -1,0 +1,91 @@
+"""The runner contract every inference backend implements (after Polygraphy's runners).
+
+A runner wraps one exported network. ``activate()`` loads it (sessions, engines, device buffers),
+``infer(feed)`` maps input names to float32 arrays and returns every output by name as a float32
+numpy array, ``deactivate()`` frees what ``activate`` took. Runners are context managers, and each
+records the wall time of its own last inference (``last_inference_time``, seconds) and all of them
+(``inference_times``), so profilers and benchmarks read one place.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from types import TracebackType
+
+import numpy as np
+
+from edge_had.errors import EdgeHadError
+
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class BackendError(EdgeHadError):
+    """A backend is unavailable, or a runner was misused (inactive, wrong feed)."""
+
+
+class Runner(ABC):
+    """``activate`` / ``infer`` / ``deactivate`` over one network; see the module docstring."""
+
+    #: Backend name, one of :data:`BACKENDS`.
+    backend: str = ""
+
+    def __init__(self, precision: str) -> None:
+        if precision not in PRECISIONS:
+            raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        self.precision = precision
+        self.is_active = False
+        self.inference_times: list[float] = []
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+    @property
+    def last_inference_time(self) -> float | None:
+        return self.inference_times[-1] if self.inference_times else None
+
+    def activate(self) -> Runner:
+        if not self.is_active:
+            self.activate_impl()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self.deactivate_impl()
+            self.is_active = False
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.is_active:
+            raise BackendError(f"{self.name}: infer() before activate()")
+        start = time.perf_counter()
+        outputs = self.infer_impl(
+            {name: np.ascontiguousarray(value, np.float32) for name, value in feed.items()}
+        )
+        self.inference_times.append(time.perf_counter() - start)
+        return outputs
+
+    def __enter__(self) -> Runner:
+        return self.activate()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.deactivate()
+
+    @abstractmethod
+    def activate_impl(self) -> None: ...
+
+    @abstractmethod
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the network; ``feed`` holds C-contiguous float32 arrays. Synchronous: the outputs
+        are complete host arrays when it returns (so the recorded time covers the copies)."""
+
+    @abstractmethod
+    def deactivate_impl(self) -> None: ...

@@ -1,0 +1,79 @@
+"""Build the runner that enhances one sensor's cubes (``bands``, optional wavelengths) with a
+model bundle on the chosen backend; FP32/FP16 ONNX graphs are exported on the fly into
+``workdir`` when no ONNX file is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_had.runtime.base import BackendError, Runner
+from edge_had.runtime.select import BackendChoice
+
+
+def enhancement_runner(
+    choice: BackendChoice,
+    bundle: Any,
+    bands: int,
+    wavelengths: np.ndarray | None = None,
+    *,
+    onnx: str | Path | None = None,
+    engine: str | Path | None = None,
+    workdir: str | Path | None = None,
+    device: str = "cpu",
+) -> Runner:
+    if choice.backend == "torch":
+        from edge_had.runtime.torch_runner import TorchRunner
+
+        return TorchRunner(bundle.model_for(bands, wavelengths), choice.precision, device)
+    if choice.backend == "onnxruntime":
+        from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+        path = Path(onnx) if onnx is not None else _export_for(bundle, bands, wavelengths, choice, workdir)
+        _check_graph(path, bundle, bands, choice.precision)
+        return OnnxRuntimeRunner(path, choice.precision)
+    if choice.backend == "tensorrt":
+        from edge_had.runtime.tensorrt_runner import TensorRTRunner
+
+        if engine is None:
+            raise BackendError("tensorrt needs an engine file (`edge-had build`)")
+        return TensorRTRunner(engine, choice.precision)
+    raise BackendError(f"unknown backend {choice.backend!r}")
+
+
+def _export_for(
+    bundle: Any, bands: int, wavelengths: np.ndarray | None, choice: BackendChoice, workdir: str | Path | None
+) -> Path:
+    import tempfile
+
+    from edge_had.build.onnx_export import export_onnx
+
+    folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edge-had-onnx-"))
+    fp32 = export_onnx(bundle, bands, folder / f"model_b{bands}_fp32.onnx", wavelengths=wavelengths)
+    if choice.precision == "fp32":
+        return fp32
+    if choice.precision == "fp16":
+        from edge_had.build.quantize import to_fp16
+
+        return to_fp16(fp32, folder / f"model_b{bands}_fp16.onnx")
+    raise BackendError("INT8 needs a quantized ONNX file (`edge-had export --precision int8`)")
+
+
+def _check_graph(path: Path, bundle: Any, bands: int, precision: str) -> None:
+    """A given ONNX file must come from this model, for this band count and precision."""
+    from edge_had.build.onnx_export import read_metadata
+
+    meta = read_metadata(path)
+    problems = []
+    if meta.get("weights_sha256") != bundle.sha256:
+        problems.append(
+            f"it was exported from weights {str(meta.get('weights_sha256'))[:12]}..., not this model"
+        )
+    if meta.get("bands") != bands:
+        problems.append(f"it takes {meta.get('bands')} bands, the scene has {bands}")
+    if meta.get("precision") != precision:
+        problems.append(f"its precision is {meta.get('precision')}, {precision} was asked for")
+    if problems:
+        raise BackendError(f"{path}: " + "; ".join(problems) + " (re-export with `edge-had export`)")

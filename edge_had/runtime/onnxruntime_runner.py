@@ -1,0 +1,60 @@
+"""Runner over an ONNX file in ONNX Runtime (CPU execution provider unless told otherwise).
+
+On a CPU, ONNX Runtime computes many FP16 operators by casting to FP32 and back, so an FP16 graph
+there mostly measures the rounding of weights and of the values between layers, not FP16
+arithmetic; INT8 Q/DQ graphs run real int8 kernels for Conv/MatMul.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge_had.runtime.base import BackendError, Runner
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | Path,
+        precision: str | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BackendError(f"{self.path}: ONNX file not found (make one with `edge-had export`)")
+        if precision is None:
+            from edge_had.build.onnx_export import read_metadata
+
+            precision = str(read_metadata(self.path).get("precision", "fp32"))
+        super().__init__(precision)
+        self.providers = list(providers)
+        self.threads = threads
+        self.session = None
+
+    def activate_impl(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as error:
+            raise BackendError("onnxruntime is not installed (pip install 'edge-had[onnx]')") from error
+        options = ort.SessionOptions()
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise BackendError(f"{self.path}: ONNX Runtime cannot load it ({error})") from error
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self.session is not None
+        names = [output.name for output in self.session.get_outputs()]
+        values = self.session.run(names, feed)
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(names, values, strict=True)}
+
+    def deactivate_impl(self) -> None:
+        self.session = None

@@ -1,0 +1,96 @@
+"""Which backend runs the enhancement: ``--backend auto|tensorrt|onnxruntime|torch``.
+
+``auto`` takes the first available backend in :data:`PRIORITY` - tensorrt (compiled engine, the
+fastest on a Jetson), onnxruntime (the exported graph, and the only CPU path for INT8), torch (the
+reference; always installed) - and records why each one before it was skipped. A backend asked
+for by name that cannot run is a :class:`BackendError` saying why, never a silent fallback.
+
+What "available" means: tensorrt needs the ``tensorrt`` and ``pycuda`` modules and an engine file;
+onnxruntime needs ``onnx`` and ``onnxruntime`` and, for INT8, a quantized ONNX file (FP32/FP16
+graphs are exported on the fly from the model); torch cannot run INT8 and runs FP16 only on CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_had.runtime.base import BACKENDS, PRECISIONS, BackendError
+
+PRIORITY = ("tensorrt", "onnxruntime", "torch")
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: str
+    precision: str
+    reason: str
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def unavailable_reason(
+    backend: str,
+    precision: str,
+    *,
+    onnx: str | Path | None = None,
+    engine: str | Path | None = None,
+    device: str = "cpu",
+) -> str | None:
+    """Why ``backend`` cannot run ``precision`` with these artifacts; None when it can."""
+    if backend == "tensorrt":
+        missing = [module for module in ("tensorrt", "pycuda") if not _installed(module)]
+        if missing:
+            return f"{' and '.join(missing)} not installed (on a Jetson both come with JetPack)"
+        if engine is None:
+            return "no TensorRT engine given (build one with `edge-had build`, pass --engine)"
+        return None
+    if backend == "onnxruntime":
+        missing = [module for module in ("onnx", "onnxruntime") if not _installed(module)]
+        if missing:
+            return f"{' and '.join(missing)} not installed (pip install 'edge-had[onnx]')"
+        if precision == "int8" and onnx is None:
+            return "INT8 needs a quantized graph: pass --onnx FILE from `edge-had export --precision int8`"
+        return None
+    if backend == "torch":
+        if precision == "int8":
+            return "torch has no INT8 path (INT8 runs from a Q/DQ ONNX)"
+        if precision == "fp16" and not (device.startswith("cuda") and cuda_available()):
+            return "torch FP16 needs a CUDA device"
+        return None
+    raise BackendError(f"unknown backend {backend!r}; choose auto or one of {BACKENDS}")
+
+
+def choose_backend(requested: str = "auto", precision: str = "fp32", **artifacts: Any) -> BackendChoice:
+    """The backend that will run (see the module docstring); ``artifacts`` as :func:`unavailable_reason`."""
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if requested != "auto":
+        reason = unavailable_reason(requested, precision, **artifacts)
+        if reason is not None:
+            raise BackendError(f"--backend {requested} was requested but cannot run {precision}: {reason}")
+        return BackendChoice(requested, precision, "requested")
+    skipped: dict[str, str] = {}
+    for backend in PRIORITY:
+        reason = unavailable_reason(backend, precision, **artifacts)
+        if reason is None:
+            return BackendChoice(
+                backend, precision, "auto: first available of " + " > ".join(PRIORITY), skipped
+            )
+        skipped[backend] = reason
+    details = "; ".join(f"{name}: {why}" for name, why in skipped.items())
+    raise BackendError(f"no backend can run {precision}: {details}")

@@ -1,0 +1,66 @@
+"""Runner over an :class:`~edge_had.models.enhancer.EnhancementModel` in torch (CPU or CUDA).
+
+FP32 runs the model as is. FP16 (CUDA only) mirrors the exported FP16 graph: the adapter and
+the fusion run FP32 (RX needs ``x_k`` at full precision), the two networks run under
+``torch.autocast(float16)``; inputs and outputs are float32 either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_had.runtime.base import BackendError, Runner
+
+
+class TorchRunner(Runner):
+    backend = "torch"
+
+    def __init__(self, model: Any, precision: str = "fp32", device: str = "cpu") -> None:
+        super().__init__(precision)
+        if precision == "int8":
+            raise BackendError(
+                "torch runs fp32 or fp16; INT8 runs from a Q/DQ ONNX (onnxruntime or tensorrt)"
+            )
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise BackendError("torch FP16 needs a CUDA device; on a CPU use fp32")
+        self.model = model
+        self.device = device
+
+    def activate_impl(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendError(f"torch on {self.device}: CUDA is not available")
+        self.model = self.model.to(self.device).eval()
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        (name,) = self.model.input_names
+        cube = torch.from_numpy(feed[name]).to(self.device)
+        with torch.no_grad():
+            if self.precision == "fp32":
+                outputs = self.model(cube)._asdict()
+            else:
+                model = self.model
+                x_k = model.adapter(cube)
+                with torch.autocast("cuda", dtype=torch.float16):
+                    f_spe = model.spectral(x_k)
+                    f_spa = torch.zeros_like(x_k) if model.spatial is None else model.spatial(x_k)
+                f_spe, f_spa = f_spe.float(), f_spa.float()
+                outputs = {
+                    "x_k": x_k,
+                    "f_spe": f_spe,
+                    "f_spa": f_spa,
+                    "enhanced": model.fuse(x_k, f_spe, f_spa),
+                }
+        return {key: value.float().cpu().numpy() for key, value in outputs.items()}
+
+    def deactivate_impl(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            self.model = self.model.to("cpu")
+            torch.cuda.empty_cache()

@@ -1,0 +1,321 @@
+"""ONNX export, FP16 and INT8 Q/DQ graphs, the calibration set and the accuracy gate, checked with
+ONNX Runtime on the CPU against torch (the reference) and against TensorRT's Q/DQ rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+import onnx  # noqa: E402
+from onnx import TensorProto, numpy_helper  # noqa: E402
+
+from edge_had.build import gate as gate_module  # noqa: E402
+from edge_had.build.calibration import (  # noqa: E402
+    CalibrationSampling,
+    build_calibration_set,
+    calibration_feeds,
+    load_calibration_set,
+)
+from edge_had.build.gate import GateReport, GateRow, gate_scenes  # noqa: E402
+from edge_had.build.graph_checks import fp16_problems, qdq_problems  # noqa: E402
+from edge_had.build.onnx_export import ExportError, export_onnx, read_metadata  # noqa: E402
+from edge_had.build.quantize import to_fp16, to_int8  # noqa: E402
+from edge_had.cli import main  # noqa: E402
+from edge_had.io import list_scenes, load_scene  # noqa: E402
+from edge_had.io.readers import sha256_file  # noqa: E402
+from edge_had.models import ModelConfig, load_bundle, save_bundle  # noqa: E402
+from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
+from edge_had.runtime.torch_runner import TorchRunner  # noqa: E402
+
+CALIBRATION_SCENES = ("abu-airport-3", "abu-beach-1", "abu-urban-2")
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    config = ModelConfig(alpha_spe=1.0, alpha_spa=1.0)
+    spectral, spatial = config.build_networks()
+    folder = tmp_path_factory.mktemp("model")
+    save_bundle(folder, config, spectral, spatial)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir: Path):
+    return load_bundle(bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def calibration_folder(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("calibration_scenes")
+    for name in CALIBRATION_SCENES:
+        (folder / f"{name}.mat").symlink_to((data_dir / f"{name}.mat").resolve())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def calibration(calibration_folder: Path):
+    return build_calibration_set(calibration_folder, sampling=CalibrationSampling(blocks_per_scene=3))
+
+
+@pytest.fixture(scope="module")
+def graphs(bundle, calibration, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("graphs")
+    fp32 = export_onnx(bundle, 205, folder / "fp32.onnx")
+    return {
+        "fp32": fp32,
+        "fp16": to_fp16(fp32, folder / "fp16.onnx"),
+        "int8": to_int8(fp32, folder / "int8.onnx", calibration),
+    }
+
+
+def normalized_feed(bundle, scene) -> dict[str, np.ndarray]:
+    cube = bundle.normalization(scene.detection_cube(), scene.valid)
+    return {"cube": np.ascontiguousarray(cube.transpose(2, 0, 1)[None])}
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+# --------------------------------------------------------------------------- FP32 export
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", ["abu-beach-1", "abu-urban-5"])  # 188 and 205 bands
+def test_fp32_onnx_matches_torch_on_real_scenes(bundle, data_dir: Path, name: str, tmp_path: Path) -> None:
+    scene = load_scene(data_dir / f"{name}.mat")
+    graph = export_onnx(bundle, scene.bands, tmp_path / "model.onnx")
+    onnx.checker.check_model(onnx.load(str(graph)))
+    feed = normalized_feed(bundle, scene)
+    with OnnxRuntimeRunner(graph) as ort_runner, TorchRunner(bundle.model_for(scene.bands)) as torch_runner:
+        got, want = ort_runner.infer(feed), torch_runner.infer(feed)
+    assert set(got) == {"x_k", "f_spe", "f_spa", "enhanced"}
+    for output in want:
+        assert (
+            got[output].shape
+            == want[output].shape
+            == (1, 64, 100 if name != "abu-beach-1" else 150, 100 if name != "abu-beach-1" else 150)
+        )
+        assert relative_error(got[output], want[output]) <= 1e-5, output
+
+
+def test_export_metadata_records_what_the_graph_is(bundle, graphs: dict[str, Path]) -> None:
+    meta = read_metadata(graphs["fp32"])
+    assert meta["bands"] == 205 and meta["k"] == 64
+    assert meta["alpha_spe"] == 1.0 and meta["alpha_spa"] == 1.0
+    assert meta["weights_sha256"] == bundle.sha256
+    assert meta["normalization"] == bundle.config.normalization
+    assert meta["precision"] == "fp32"
+    assert onnx.load(str(graphs["fp32"])).opset_import[0].version >= 17
+    assert read_metadata(graphs["int8"])["calibration"]["method"] == "minmax"
+
+
+def test_metadata_of_a_foreign_onnx_is_a_clear_error(tmp_path: Path) -> None:
+    node = onnx.helper.make_node("Identity", ["x"], ["y"])
+    value = onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph(
+        [node], "g", [value], [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]
+    )
+    onnx.save(onnx.helper.make_model(graph), str(tmp_path / "foreign.onnx"))
+    with pytest.raises(ExportError, match="not an edge-had export"):
+        read_metadata(tmp_path / "foreign.onnx")
+
+
+# --------------------------------------------------------------------------- FP16
+
+
+def test_fp16_graph_stores_network_weights_in_fp16_and_keeps_io_fp32(graphs: dict[str, Path]) -> None:
+    graph = onnx.load(str(graphs["fp16"]))
+    assert fp16_problems(graph) == []
+    kinds = {init.name: init.data_type for init in graph.graph.initializer}
+    conv_weights = [
+        kinds[n.input[1]] for n in graph.graph.node if n.op_type == "Conv" and n.name.startswith("/spectral/")
+    ]
+    assert conv_weights and set(conv_weights) == {TensorProto.FLOAT16}
+    assert kinds["adapter.weight"] == TensorProto.FLOAT  # the adapter stays FP32
+    assert fp16_problems(onnx.load(str(graphs["fp32"])))  # the check can fail
+
+
+@pytest.mark.data
+def test_reduced_graphs_keep_the_resampled_cube_exact_and_stay_close(bundle, graphs, data_dir: Path) -> None:
+    feed = normalized_feed(bundle, load_scene(data_dir / "abu-urban-5.mat"))
+    outputs = {}
+    for precision, path in graphs.items():
+        with OnnxRuntimeRunner(path) as runner:
+            outputs[precision] = runner.infer(feed)
+    for precision, tolerance in (("fp16", 2e-3), ("int8", 0.1)):
+        np.testing.assert_array_equal(outputs[precision]["x_k"], outputs["fp32"]["x_k"])
+        for name in ("f_spe", "enhanced"):
+            error = relative_error(outputs[precision][name], outputs["fp32"][name])
+            assert 0 < error <= tolerance, (precision, name, error)
+
+
+# --------------------------------------------------------------------------- INT8 Q/DQ
+
+
+def test_int8_graph_follows_tensorrt_qdq_rules(graphs: dict[str, Path]) -> None:
+    graph = onnx.load(str(graphs["int8"]))
+    assert qdq_problems(graph) == []
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.graph.initializer}
+    weight_dq = [n for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants]
+    assert len(weight_dq) >= 8
+    for node in weight_dq:  # independent of the checker: int8 weights, one scale per output channel
+        weight, scale, zero = (constants[name] for name in node.input[:3])
+        assert weight.dtype == np.int8 and zero.dtype == np.int8 and not zero.any()
+        assert scale.shape == (weight.shape[0],)
+    ops = {n.op_type for n in graph.graph.node}
+    assert not any(op.startswith("QLinear") for op in ops)
+
+
+def test_qdq_check_catches_each_rule_violation(graphs: dict[str, Path]) -> None:
+    def first_weight_dq(graph):
+        names = {init.name for init in graph.graph.initializer}
+        return next(n for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in names)
+
+    def initializer(graph, name):
+        return next(init for init in graph.graph.initializer if init.name == name)
+
+    graph = onnx.load(str(graphs["int8"]))
+    zero = initializer(graph, first_weight_dq(graph).input[2])
+    zero.CopyFrom(numpy_helper.from_array(np.ones_like(numpy_helper.to_array(zero)), zero.name))
+    assert any("zero-point must be int8 0" in p for p in qdq_problems(graph))
+
+    graph = onnx.load(str(graphs["int8"]))
+    scale = initializer(graph, first_weight_dq(graph).input[1])
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale)[:1].copy(), scale.name))
+    assert any("per output channel" in p for p in qdq_problems(graph))
+
+    graph = onnx.load(str(graphs["int8"]))
+    del first_weight_dq(graph).input[2]
+    assert any("no zero-point" in p for p in qdq_problems(graph))
+    assert qdq_problems(onnx.load(str(graphs["fp32"]))) == [
+        "no QuantizeLinear/DequantizeLinear node: the graph is not quantized"
+    ]
+
+
+# --------------------------------------------------------------------------- calibration set
+
+
+def test_calibration_set_samples_only_training_scenes_and_round_trips(
+    calibration_folder: Path, tmp_path: Path
+) -> None:
+    sampling = CalibrationSampling(blocks_per_scene=2, lines_per_block=8, seed=5)
+    built = build_calibration_set(calibration_folder, exclude=["abu-beach-1"], sampling=sampling)
+    assert {s["name"] for s in built.manifest["scenes"]} == {"abu-airport-3", "abu-urban-2"}
+    for entry in built.manifest["scenes"]:
+        assert entry["sha256"] == sha256_file(calibration_folder / f"{entry['name']}.mat")
+    path = built.save(tmp_path / "calib.npz")
+    with np.load(path, allow_pickle=False) as archive:  # no pickle inside
+        assert len([f for f in archive.files if f.startswith("block_")]) == 4
+    loaded = load_calibration_set(path)
+    assert loaded.manifest == json.loads((tmp_path / "calib.manifest.json").read_text())
+    for a, b in zip(loaded.blocks, built.blocks, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.shape[1] == 8
+    again = build_calibration_set(calibration_folder, exclude=["abu-beach-1"], sampling=sampling)
+    assert again.manifest == built.manifest  # seeded
+    other = build_calibration_set(
+        calibration_folder, exclude=["abu-beach-1"], sampling=CalibrationSampling(2, 8, seed=6)
+    )
+    assert other.manifest["blocks"] != built.manifest["blocks"]
+    feeds = list(calibration_feeds(loaded, 224))  # resampled on band index to the sensor
+    assert all(feed["cube"].shape[:2] == (1, 224) for feed in feeds)
+
+
+def test_calibration_errors_are_clear(calibration_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="names no scene"):
+        build_calibration_set(calibration_folder, exclude=["no-such-scene"])
+    with pytest.raises(ExportError, match="not found"):
+        load_calibration_set(tmp_path / "missing.npz")
+    np.savez(tmp_path / "bogus.npz", manifest=np.array(json.dumps({"format": "other"})))
+    with pytest.raises(ExportError, match="not an edge-had calibration set"):
+        load_calibration_set(tmp_path / "bogus.npz")
+    np.savez(tmp_path / "pickled.npz", manifest=np.array([{"format": "x"}], dtype=object))
+    with pytest.raises(ExportError, match="not a readable calibration set"):  # never unpickled
+        load_calibration_set(tmp_path / "pickled.npz")
+    (tmp_path / "truncated.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ExportError, match="not a readable calibration set"):
+        load_calibration_set(tmp_path / "truncated.npz")
+
+
+# --------------------------------------------------------------------------- accuracy gate
+
+
+def test_gate_never_measures_on_training_or_calibration_scenes(bundle, calibration, data_dir: Path) -> None:
+    scenes = [load_scene(path) for path in list_scenes(data_dir)[:5]]
+    trained = {sha256_file(scenes[1].source): scenes[1].name}  # abu-airport-4
+    bundle.training_scenes, saved = trained, bundle.training_scenes
+    try:
+        kept, excluded = gate_scenes(bundle, scenes, calibration, 205)
+    finally:
+        bundle.training_scenes = saved
+    assert excluded["abu-airport-4"] == "the model was trained on it"
+    assert excluded["abu-airport-3"] == "the INT8 calibration set was drawn from it"
+    assert excluded["abu-beach-1"] == "the INT8 calibration set was drawn from it"
+    assert {s.name for s, _ in kept} == {s.name for s in scenes} - set(excluded)
+    synthetic, _ = gate_scenes(bundle, [], None, 120)  # nothing unseen left: synthetic scenes
+    assert [source for _, source in synthetic] == ["synthetic"] * 3
+    assert all(scene.bands == 120 for scene, _ in synthetic)
+
+
+def test_gate_report_flags_every_scene_beyond_tolerance() -> None:
+    report = GateReport(
+        [
+            GateRow("a", 100, "real", {"fp32": 0.95, "fp16": 0.9502, "int8": 0.9530}),
+            GateRow("b", 100, "real", {"fp32": 0.90, "fp16": 0.8990, "int8": 0.9010}),
+        ]
+    )
+    assert report.passed("fp16") is False and report.passed("int8") is False
+    failures = report.failures()
+    assert len(failures) == 2 and failures[0].startswith("a int8") and failures[1].startswith("b fp16")
+    assert report.table().count("FAIL") == 2
+
+
+def test_export_command_writes_checked_gated_graphs(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "export"
+    assert main(["export", "--model", str(bundle_dir), "--bands", "120", "--precision", "fp16",
+                 "--out", str(out), "--gate-data", "synthetic"]) == 0  # fmt: skip
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["schema_version"] == 1 and report["kind"] == "export"
+    assert report["graph_problems"] == [] and report["gate"]["passed"] == {"fp16": True}
+    assert [row["source"] for row in report["gate"]["rows"]] == ["synthetic"] * 3
+    assert (out / "model_fp16.onnx").is_file() and (out / "model_fp32.onnx").is_file()
+    assert "accuracy gate" in capsys.readouterr().out
+
+
+def test_export_command_fails_with_the_table_when_the_gate_fails(
+    bundle_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setitem(gate_module.TOLERANCES, "fp16", -1.0)  # no graph can pass
+    code = main(["export", "--model", str(bundle_dir), "--bands", "120", "--precision", "fp16",
+                 "--out", str(tmp_path), "--gate-data", "synthetic"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "accuracy gate failed" in err and err.count("FAIL") == 3
+    assert json.loads((tmp_path / "export_report.json").read_text())["gate"]["passed"] == {"fp16": False}
+
+
+def test_int8_export_needs_a_calibration_set(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(bundle_dir),
+                "--bands",
+                "120",
+                "--precision",
+                "int8",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "--calibration" in capsys.readouterr().err

@@ -1,0 +1,176 @@
+"""The runner contract, the backend choice (auto priority, reasons, no silent fallback) and the
+enhanced detector on each CPU backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge_had.detectors.enhanced import EnhancedDetector
+from edge_had.eval.metrics import roc_auc
+from edge_had.io.synthetic import synthetic_scene
+from edge_had.models import ModelConfig, load_bundle, save_bundle
+from edge_had.runtime import BackendError, Runner, choose_backend, enhancement_runner
+from edge_had.runtime import select as select_module
+from edge_had.runtime.torch_runner import TorchRunner
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1)
+    config = ModelConfig(k=16, hidden=8, blocks=2, alpha_spe=1.0, alpha_spa=0.5)
+    spectral, spatial = config.build_networks()
+    folder = tmp_path_factory.mktemp("model")
+    save_bundle(folder, config, spectral, spatial)
+    return folder
+
+
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch):
+    """Pretend a chosen set of modules is installed."""
+
+    def pretend(*modules: str) -> None:
+        monkeypatch.setattr(select_module, "_installed", lambda name: name in modules)
+
+    return pretend
+
+
+# --------------------------------------------------------------------------- backend choice
+
+
+def test_auto_follows_the_priority_and_says_why_it_skipped(installed) -> None:
+    installed("onnx", "onnxruntime")
+    choice = choose_backend("auto", "fp32")
+    assert choice.backend == "onnxruntime"
+    assert choice.skipped == {
+        "tensorrt": "tensorrt and pycuda not installed (on a Jetson both come with JetPack)"
+    }
+    installed("tensorrt", "pycuda", "onnx", "onnxruntime")
+    assert choose_backend("auto", "fp32", engine="model.engine").backend == "tensorrt"
+    skipped = choose_backend("auto", "fp32").skipped["tensorrt"]
+    assert "no TensorRT engine" in skipped
+    installed()
+    choice = choose_backend("auto", "fp32")
+    assert choice.backend == "torch" and set(choice.skipped) == {"tensorrt", "onnxruntime"}
+    assert "pip install 'edge-had[onnx]'" in choice.skipped["onnxruntime"]
+
+
+def test_a_requested_backend_never_falls_back_silently(installed) -> None:
+    installed()
+    with pytest.raises(BackendError, match="--backend onnxruntime was requested but cannot run fp32"):
+        choose_backend("onnxruntime", "fp32")
+    with pytest.raises(BackendError, match="torch has no INT8 path"):
+        choose_backend("torch", "int8")
+    with pytest.raises(BackendError, match="torch FP16 needs a CUDA device"):
+        choose_backend("torch", "fp16", device="cpu")
+    assert choose_backend("torch", "fp32").reason == "requested"
+
+
+def test_int8_needs_a_quantized_graph_everywhere(installed) -> None:
+    installed("onnx", "onnxruntime")
+    with pytest.raises(BackendError) as error:
+        choose_backend("auto", "int8")
+    message = str(error.value)
+    assert (
+        "tensorrt:" in message
+        and "onnxruntime: INT8 needs a quantized graph" in message
+        and "torch:" in message
+    )
+    assert choose_backend("auto", "int8", onnx="model_int8.onnx").backend == "onnxruntime"
+    with pytest.raises(BackendError, match="unknown precision"):
+        choose_backend("auto", "int4")
+    with pytest.raises(BackendError, match="unknown backend"):
+        choose_backend("openvino", "fp32")
+
+
+# --------------------------------------------------------------------------- runner contract
+
+
+class EchoRunner(Runner):
+    backend = "torch"
+
+    def __init__(self) -> None:
+        super().__init__("fp32")
+        self.events: list[str] = []
+
+    def activate_impl(self) -> None:
+        self.events.append("activate")
+
+    def infer_impl(self, feed):
+        return {"out": feed["x"] * 2}
+
+    def deactivate_impl(self) -> None:
+        self.events.append("deactivate")
+
+
+def test_runner_contract_context_manager_and_timing() -> None:
+    runner = EchoRunner()
+    with pytest.raises(BackendError, match="before activate"):
+        runner.infer({"x": np.ones(3)})
+    with runner as active:
+        assert active.is_active
+        out = active.infer({"x": np.arange(3, dtype=np.float64)})
+        active.infer({"x": np.ones(2)})
+    assert out["out"].dtype == np.float32 and list(out["out"]) == [0, 2, 4]  # fed as float32
+    assert runner.events == ["activate", "deactivate"] and not runner.is_active
+    assert len(runner.inference_times) == 2 and runner.last_inference_time == runner.inference_times[-1] > 0
+    assert runner.name == "torch-fp32"
+
+
+def test_onnxruntime_and_torch_runners_agree(bundle_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    bundle = load_bundle(bundle_dir)
+    feed = {"cube": (0.05 * np.random.default_rng(0).standard_normal((1, 30, 9, 21))).astype(np.float32)}
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        choice = choose_backend(backend, "fp32")
+        with enhancement_runner(choice, bundle, 30, workdir=tmp_path) as runner:
+            outputs[backend] = runner.infer(feed)
+            assert runner.backend == backend
+    for name, want in outputs["torch"].items():
+        got = outputs["onnxruntime"][name]
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), name
+
+
+def test_a_given_onnx_file_must_fit_the_model_sensor_and_precision(bundle_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from edge_had.build.onnx_export import export_onnx
+
+    bundle = load_bundle(bundle_dir)
+    graph = export_onnx(bundle, 30, tmp_path / "b30.onnx")
+    choice = choose_backend("onnxruntime", "fp32")
+    enhancement_runner(choice, bundle, 30, onnx=graph)  # fits
+    with pytest.raises(BackendError, match="it takes 30 bands, the scene has 40"):
+        enhancement_runner(choice, bundle, 40, onnx=graph)
+    with pytest.raises(BackendError, match="its precision is fp32, fp16 was asked for"):
+        enhancement_runner(choose_backend("onnxruntime", "fp16"), bundle, 30, onnx=graph)
+    other = load_bundle(bundle_dir)
+    other.sha256 = "0" * 64
+    with pytest.raises(BackendError, match="not this model"):
+        enhancement_runner(choice, other, 30, onnx=graph)
+
+
+def test_torch_runner_refuses_what_it_cannot_do(bundle_dir: Path) -> None:
+    model = load_bundle(bundle_dir).model_for(30)
+    with pytest.raises(BackendError, match="INT8"):
+        TorchRunner(model, "int8")
+    with pytest.raises(BackendError, match="CUDA"):
+        TorchRunner(model, "fp16", "cpu")
+
+
+def test_enhanced_detector_reports_its_backend_and_backends_agree(bundle_dir: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    scene = synthetic_scene(lines=48, width=40, bands=60, seed=4)
+    aucs = {}
+    for backend in ("torch", "onnxruntime"):
+        detector = EnhancedDetector(bundle_dir, backend=backend)
+        scores = detector.score(scene.cube, scene.valid, scene.wavelengths)
+        aucs[backend] = roc_auc(scores, scene.gt, scene.valid)
+        assert detector.settings["backend"]["backend"] == backend
+        assert detector.settings["backend"]["reason"] == "requested"
+    assert abs(aucs["torch"] - aucs["onnxruntime"]) <= 1e-4
+    auto = EnhancedDetector(bundle_dir).settings["backend"]
+    assert auto["reason"].startswith("auto") and "tensorrt" in auto["skipped"]
