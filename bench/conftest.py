@@ -29,6 +29,11 @@ def fixed_threads():
 
 
 @pytest.fixture(scope="session")
+def bench_threads() -> int:
+    return BENCH_THREADS
+
+
+@pytest.fixture(scope="session")
 def scene_paths():
     folder = settings.data_dir()
     paths = sorted(folder.glob("*.mat"))

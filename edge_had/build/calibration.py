@@ -123,10 +123,16 @@ def load_calibration_set(path: str | Path) -> CalibrationSet:
 
 
 def calibration_feeds(calibration: CalibrationSet, bands: int) -> Iterator[dict[str, np.ndarray]]:
-    """One ``{"cube": (1, bands, lines, pixels)}`` feed per block, resampled on band index."""
+    """One ``{"cube": (1, bands, lines, pixels)}`` feed per block, resampled on band index and
+    cropped to the narrowest block's central pixels (ONNX Runtime's histogram calibrators,
+    Entropy and Percentile, stack every feed's activations, so all feeds need one shape)."""
     from edge_had.models.adapter import SpectralAdapter
 
+    width = min(block.shape[2] for block in calibration.blocks)
+    lines = min(block.shape[1] for block in calibration.blocks)
     for block in calibration.blocks:
+        left = (block.shape[2] - width) // 2
+        block = block[:, :lines, left : left + width]
         native = block.shape[0]
         if native != bands:
             matrix = SpectralAdapter.from_band_count(native, bands).matrix.astype(np.float32)
