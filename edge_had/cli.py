@@ -172,6 +172,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         version, why = _module_status(name)
         print(f"  {label:12s} {'yes ' + version if version != 'missing' else 'no (' + why + ')'}")
     print(f"  display      {_opencv_gui_status()}")
+    from edge_had.runtime import choose_backend
+
+    choice = choose_backend("auto", "fp32")
+    skipped = "; ".join(f"{name}: {why}" for name, why in choice.skipped.items()) or "none"
+    print(f"  --backend auto (fp32, no engine/onnx given) -> {choice.backend}; skipped: {skipped}")
     print(f"model:       {_shipped_model_status()}")
     folder = settings.data_dir()
     found = len(list(folder.glob("*.mat"))) if folder.is_dir() else 0
