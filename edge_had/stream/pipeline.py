@@ -1,0 +1,208 @@
+"""The onboard line loop: validate -> reduce bands -> causal RX -> results, with line accounting.
+
+``StreamPipeline.push(pixels, index, timestamp, meta)`` takes one line ``(width, bands)`` and
+returns its :class:`LineResult`; it is safe to call from a camera SDK's thread (one lock). Every
+received line ends in exactly one state, reported once through ``on_result``:
+
+* ``scored`` - it has scores (warm-up lines are scored late, when the warm-up ends: flags
+  ``warm-up`` and ``late``; their ``push`` returns state ``pending``);
+* ``rejected`` - bad input, with a reason (wrong pixel or band count, duplicate or
+  out-of-order index, no valid pixel);
+* ``dropped`` - overload (:meth:`drop`, used by :func:`edge_had.stream.run.run_stream` when it
+  falls behind a paced sensor by more than its allowed lag).
+
+So ``lines_in = lines_scored + lines_rejected + lines_dropped`` once :meth:`finish` has run.
+Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
+anything else and never enter the statistics; ``deadline-miss``: the line took longer than the
+budget). Gaps in the indices are counted as ``missing_indices``; repeated ones as ``duplicates``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_had.stream.causal import CausalRX, CausalSettings
+from edge_had.stream.profiler import TOTAL, StageProfiler
+
+STATES = ("scored", "rejected", "dropped")
+
+
+@dataclass
+class LineResult:
+    index: int
+    timestamp: float
+    state: str
+    scores: np.ndarray | None = None
+    flags: list[str] = field(default_factory=list)
+    reason: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+@dataclass
+class Health:
+    lines_in: int = 0
+    lines_scored: int = 0
+    lines_rejected: int = 0
+    lines_dropped: int = 0
+    missing_indices: int = 0
+    duplicates: int = 0
+    deadline_misses: int = 0
+    statistics_refreshes: int = 0
+    flags: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["flags"], out["reasons"] = dict(self.flags), dict(self.reasons)
+        out["accounting_ok"] = self.lines_in == self.lines_scored + self.lines_rejected + self.lines_dropped
+        return out
+
+
+@dataclass
+class _Pending:
+    result: LineResult
+    arrival: float
+
+
+class StreamPipeline:
+    """See the module docstring. ``reduction``: an optional ``(K, bands)`` matrix applied to each
+    line before the statistics (band reduction, e.g. the spectral adapter's resampling)."""
+
+    def __init__(
+        self,
+        width: int,
+        bands: int,
+        *,
+        reduction: np.ndarray | None = None,
+        settings: CausalSettings | None = None,
+        budget_s: float | None = None,
+        on_result: Callable[[LineResult], None] | None = None,
+        profiler: StageProfiler | None = None,
+    ) -> None:
+        self.width, self.bands = width, bands
+        self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
+        if self.reduction is not None and self.reduction.shape[1] != bands:
+            raise ValueError(f"reduction takes {self.reduction.shape[1]} bands, the sensor has {bands}")
+        reduced_bands = bands if self.reduction is None else self.reduction.shape[0]
+        self.settings = settings or CausalSettings()
+        self.rx = CausalRX(reduced_bands, self.settings)
+        self.budget_s = budget_s
+        self.on_result = on_result
+        self.profiler = profiler or StageProfiler()
+        self.health = Health()
+        self._lock = threading.Lock()
+        self._last_index: int | None = None
+        self._pending: dict[int, _Pending] = {}  # CausalRX position -> line waiting for its score
+        self._position = 0
+
+    # ------------------------------------------------------------------ entry points
+
+    def push(
+        self, pixels: np.ndarray, index: int, timestamp: float, meta: dict[str, Any] | None = None
+    ) -> LineResult:
+        arrival = time.perf_counter()
+        with self._lock:
+            self.health.lines_in += 1
+            result = LineResult(index, timestamp, "pending", meta=meta)
+            problem = self._check_index(index) or self._check_shape(pixels)
+            if problem is not None:
+                return self._finish(result, "rejected", reason=problem)
+            with self.profiler.stage("preprocess"):
+                line = np.asarray(pixels, dtype=np.float64)
+                valid = np.isfinite(line).all(axis=1)
+                if not valid.all():
+                    result.flags.append("masked-pixels")
+                    line = np.where(valid[:, None], line, 0.0)
+                if self.reduction is not None:
+                    line = line @ self.reduction.T
+            if not valid.any():
+                return self._finish(result, "rejected", reason="no valid pixel")
+            self._pending[self._position] = _Pending(result, arrival)
+            self._position += 1
+            with self.profiler.stage("statistics+rx"):
+                refreshes = self.rx.refreshes
+                scored = self.rx.push(line, valid)
+                self.health.statistics_refreshes += self.rx.refreshes - refreshes
+            self._deliver(scored)
+            return result
+
+    def drop(
+        self, index: int, timestamp: float, reason: str = "overload", meta: dict[str, Any] | None = None
+    ) -> LineResult:
+        """Account for a line the caller could not process in time."""
+        with self._lock:
+            self.health.lines_in += 1
+            self._check_index(index)
+            return self._finish(LineResult(index, timestamp, "pending", meta=meta), "dropped", reason=reason)
+
+    def finish(self) -> None:
+        """End of stream: lines still in warm-up are scored (late) if they can be, else rejected."""
+        with self._lock:
+            self._deliver(self.rx.flush())
+            for position in sorted(self._pending):
+                self._finish(self._pending.pop(position).result, "rejected", reason="stream ended in warm-up")
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "health": self.health.to_dict(),
+            "latency_ms": self.profiler.summary(),
+            "causal_settings": self.settings.to_dict(),
+            "reduced_bands": self.rx.bands,
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_index(self, index: int) -> str | None:
+        last = self._last_index
+        if last is not None and index <= last:
+            if index == last:
+                self.health.duplicates += 1
+            return "duplicate index" if index == last else f"out-of-order index (after {last})"
+        if last is not None and index > last + 1:
+            self.health.missing_indices += index - last - 1
+        self._last_index = index
+        return None
+
+    def _check_shape(self, pixels: np.ndarray) -> str | None:
+        shape = np.shape(pixels)
+        if shape != (self.width, self.bands):
+            return f"line shape {shape}, expected ({self.width}, {self.bands})"
+        return None
+
+    def _deliver(self, scored: list[tuple[int, np.ndarray, bool]]) -> None:
+        now = time.perf_counter()
+        for position, scores, late in scored:
+            pending = self._pending.pop(position)
+            if late:
+                pending.result.flags += ["warm-up", "late"]
+            else:
+                total = now - pending.arrival
+                self.profiler.record(TOTAL, total)
+                if self.budget_s is not None and total > self.budget_s:
+                    pending.result.flags.append("deadline-miss")
+                    self.health.deadline_misses += 1
+            self._finish(pending.result, "scored", scores=scores.astype(np.float32))
+
+    def _finish(
+        self, result: LineResult, state: str, *, reason: str | None = None, scores: np.ndarray | None = None
+    ) -> LineResult:
+        result.state, result.reason, result.scores = state, reason, scores
+        if state == "scored":
+            self.health.lines_scored += 1
+        elif state == "rejected":
+            self.health.lines_rejected += 1
+        else:
+            self.health.lines_dropped += 1
+        if reason:
+            self.health.reasons[reason.split(" (")[0]] += 1
+        self.health.flags.update(result.flags)
+        if self.on_result is not None:
+            self.on_result(result)
+        return result

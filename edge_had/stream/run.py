@@ -1,0 +1,110 @@
+"""Drive a line source through a :class:`StreamPipeline` and collect what a report needs.
+
+Overload policy (paced sources): a line that is already more than ``max_lag_s`` behind its
+timestamp when the loop gets to it is dropped (state ``dropped``, reason ``overload``) instead of
+processed, so the loop catches up with the sensor rather than falling further behind; every
+drop is counted. Unpaced replays never drop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_had.stream.causal import CausalSettings
+from edge_had.stream.pipeline import LineResult, StreamPipeline
+from edge_had.stream.sources import Line, scene_lines
+
+#: The streaming RX configuration every reported number uses (band reduction to K canonical bands
+#: on band index, cumulative statistics, factor refreshed every line, loading 1e-6 x trace / K,
+#: 10 warm-up lines scored late). Taken from the prototype leads in docs/DESIGN.md, which were
+#: measured on the ten ABU scenes: numbers on those scenes are labelled "tuned on these scenes".
+DEFAULT_REDUCED_BANDS = 32
+DEFAULT_SETTINGS = CausalSettings()
+
+
+@dataclass
+class StreamRun:
+    pipeline: StreamPipeline
+    seconds: float
+    scores: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def lines_per_second(self) -> float:
+        return self.pipeline.health.lines_in / self.seconds if self.seconds > 0 else float("inf")
+
+
+def band_reduction(bands: int, k: int | None = DEFAULT_REDUCED_BANDS) -> np.ndarray | None:
+    """The ``(k, bands)`` band-index resampling matrix (None: no reduction, or k >= bands)."""
+    from edge_had.models.adapter import SpectralAdapter
+
+    if k is None or k >= bands:
+        return None
+    return SpectralAdapter.from_band_count(bands, k).matrix
+
+
+def run_stream(
+    lines: Iterable[Line],
+    pipeline: StreamPipeline,
+    *,
+    max_lag_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    keep_scores: bool = True,
+    on_result: Callable[[LineResult], None] | None = None,
+) -> StreamRun:
+    run = StreamRun(pipeline, 0.0)
+    downstream = pipeline.on_result
+
+    def collect(result: LineResult) -> None:
+        if keep_scores and result.state == "scored" and result.scores is not None:
+            run.scores[result.index] = result.scores
+        if downstream is not None:
+            downstream(result)
+        if on_result is not None:
+            on_result(result)
+
+    pipeline.on_result = collect
+    start = time.perf_counter()
+    for line in lines:
+        if max_lag_s is not None and clock() - line.timestamp > max_lag_s:
+            pipeline.drop(line.index, line.timestamp, "overload", line.meta)
+        else:
+            pipeline.push(line.pixels, line.index, line.timestamp, line.meta)
+    pipeline.finish()
+    run.seconds = time.perf_counter() - start
+    pipeline.on_result = downstream
+    return run
+
+
+def stream_scene_scores(
+    cube: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    k: int | None = DEFAULT_REDUCED_BANDS,
+    settings: CausalSettings = DEFAULT_SETTINGS,
+) -> tuple[np.ndarray, StreamRun]:
+    """Stream a cube's rows through plain causal RX; the ``(rows, cols)`` score map (unscored
+    lines: NaN) and the run. Invalid pixels (``valid`` False) are set to NaN before streaming."""
+    cube = np.asarray(cube, dtype=np.float32)
+    if valid is not None and not valid.all():
+        cube = np.where(valid[..., None], cube, np.nan).astype(np.float32)
+    rows, cols, bands = cube.shape
+    pipeline = StreamPipeline(cols, bands, reduction=band_reduction(bands, k), settings=settings)
+    run = run_stream(scene_lines(cube), pipeline)
+    scores = np.full((rows, cols), np.nan, dtype=np.float32)
+    for index, line_scores in run.scores.items():
+        scores[index] = line_scores
+    return scores, run
+
+
+def stream_report(run: StreamRun, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "lines_per_second": run.lines_per_second,
+        "seconds": run.seconds,
+        **run.pipeline.report(),
+        **(extra or {}),
+    }
