@@ -457,6 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-gate", action="store_true", help="skip the accuracy gate")
     export.set_defaults(func=cmd_export)
 
+    from edge_had.build.tensorrt_engine import add_build_arguments, run_build
+
+    build = sub.add_parser(
+        "build", help="build (or reuse from the versioned cache) the TensorRT engine of an exported ONNX"
+    )
+    add_build_arguments(build)
+    build.set_defaults(func=run_build)
+
     calibrate = sub.add_parser(
         "calibrate", help="INT8 calibration set: line blocks sampled from training scenes"
     )
