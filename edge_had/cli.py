@@ -478,6 +478,15 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     calibrate.set_defaults(func=cmd_calibrate)
 
+    from edge_had.stream.command import add_stream_arguments, run_stream_command
+
+    stream = sub.add_parser(
+        "stream",
+        help="pushbroom line loop: causal (enhanced) RX per line, events, latency and line accounting",
+    )
+    add_stream_arguments(stream)
+    stream.set_defaults(func=run_stream_command)
+
     demo = sub.add_parser("demo", help="synthetic pushbroom scene -> RX -> map PNG and AUC (no data needed)")
     demo.add_argument("--out", default="edge-had-demo", help="output folder (default: ./edge-had-demo)")
     demo.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")

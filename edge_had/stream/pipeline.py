@@ -85,12 +85,18 @@ class StreamPipeline:
         budget_s: float | None = None,
         on_result: Callable[[LineResult], None] | None = None,
         profiler: StageProfiler | None = None,
+        enhancer: Any = None,
     ) -> None:
         self.width, self.bands = width, bands
         self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
         if self.reduction is not None and self.reduction.shape[1] != bands:
             raise ValueError(f"reduction takes {self.reduction.shape[1]} bands, the sensor has {bands}")
+        if enhancer is not None and self.reduction is not None:
+            raise ValueError("an enhanced stream is scored in the model's K bands: give no reduction")
+        self.enhancer = enhancer
         reduced_bands = bands if self.reduction is None else self.reduction.shape[0]
+        if enhancer is not None:
+            reduced_bands = enhancer.bundle.config.k
         self.settings = settings or CausalSettings()
         self.rx = CausalRX(reduced_bands, self.settings)
         self.budget_s = budget_s
@@ -126,11 +132,11 @@ class StreamPipeline:
                 return self._finish(result, "rejected", reason="no valid pixel")
             self._pending[self._position] = _Pending(result, arrival)
             self._position += 1
-            with self.profiler.stage("statistics+rx"):
-                refreshes = self.rx.refreshes
-                scored = self.rx.push(line, valid)
-                self.health.statistics_refreshes += self.rx.refreshes - refreshes
-            self._deliver(scored)
+            lines = [(line, valid)]
+            if self.enhancer is not None:
+                with self.profiler.stage("enhance"):
+                    lines = self.enhancer.push(line, valid)
+            self._score(lines)
             return result
 
     def drop(
@@ -145,6 +151,8 @@ class StreamPipeline:
     def finish(self) -> None:
         """End of stream: lines still in warm-up are scored (late) if they can be, else rejected."""
         with self._lock:
+            if self.enhancer is not None:
+                self._score(self.enhancer.flush())
             self._deliver(self.rx.flush())
             for position in sorted(self._pending):
                 self._finish(self._pending.pop(position).result, "rejected", reason="stream ended in warm-up")
@@ -155,9 +163,18 @@ class StreamPipeline:
             "latency_ms": self.profiler.summary(),
             "causal_settings": self.settings.to_dict(),
             "reduced_bands": self.rx.bands,
+            "look_ahead_lines": 0 if self.enhancer is None else self.enhancer.look_ahead_lines,
         }
 
     # ------------------------------------------------------------------ internals
+
+    def _score(self, lines: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        for line, valid in lines:
+            with self.profiler.stage("statistics+rx"):
+                refreshes = self.rx.refreshes
+                scored = self.rx.push(line, valid)
+                self.health.statistics_refreshes += self.rx.refreshes - refreshes
+            self._deliver(scored)
 
     def _check_index(self, index: int) -> str | None:
         last = self._last_index

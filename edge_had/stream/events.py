@@ -1,0 +1,128 @@
+"""Detections as events: threshold each scored line, join above-threshold pixels into connected
+components across lines (8-connectivity), emit a component when no pixel of the next line
+continues it.
+
+The threshold is parameter-free: the chi-square quantile of the RX statistic with ``dof`` degrees
+of freedom (the scored bands) at false-alarm probability ``pfa`` per pixel (default 1e-6), which
+holds for Gaussian background and is not fitted on any scene. Events carry the line range, pixel
+range, peak score, area, the first line's timestamp and its ``meta`` (navigation data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def chi2_threshold(dof: int, pfa: float = 1e-6) -> float:
+    from scipy.stats import chi2
+
+    return float(chi2.isf(pfa, dof))
+
+
+@dataclass
+class Event:
+    first_line: int
+    last_line: int
+    first_pixel: int
+    last_pixel: int
+    peak_score: float
+    area: int
+    timestamp: float
+    meta: dict[str, Any] | None = None
+    pixels: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    merged_into: Event | None = field(default=None, repr=False)
+
+    def root(self) -> Event:
+        event = self
+        while event.merged_into is not None:
+            event = event.merged_into
+        return event
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["pixels"], out["merged_into"]
+        return out
+
+    def absorb(self, other: Event) -> None:
+        self.first_line, self.last_line = (
+            min(self.first_line, other.first_line),
+            max(self.last_line, other.last_line),
+        )
+        self.first_pixel, self.last_pixel = (
+            min(self.first_pixel, other.first_pixel),
+            max(self.last_pixel, other.last_pixel),
+        )
+        self.peak_score = max(self.peak_score, other.peak_score)
+        self.area += other.area
+        self.pixels += other.pixels
+        if other.timestamp < self.timestamp:
+            self.timestamp, self.meta = other.timestamp, other.meta
+        other.merged_into = self
+
+
+class EventDetector:
+    """Feed scored lines in index order with :meth:`add`; collect finished events."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self._open: list[
+            tuple[int, int, Event]
+        ] = []  # (first pixel, last pixel, event) runs of the last line
+        self._last_index: int | None = None
+
+    def add(
+        self, index: int, scores: np.ndarray, timestamp: float, meta: dict[str, Any] | None = None
+    ) -> list[Event]:
+        finished: list[Event] = []
+        if self._last_index is not None and index != self._last_index + 1:
+            finished += self._close_all()  # a gap breaks connectivity
+        self._last_index = index
+        hot = np.nan_to_num(scores, nan=-np.inf) > self.threshold
+        runs = _runs(hot)
+        new_open: list[tuple[int, int, Event]] = []
+        continued: set[int] = set()
+        for start, stop in runs:
+            peak = float(np.nanmax(scores[start : stop + 1]))
+            pixels = [(index, p) for p in range(start, stop + 1)]
+            event = Event(index, index, start, stop, peak, stop - start + 1, timestamp, meta, pixels)
+            for k, (a, b, previous) in enumerate(self._open):
+                if a <= stop + 1 and start <= b + 1:  # touching, diagonals included
+                    continued.add(k)
+                    root = previous.root()
+                    if root is not event:
+                        root.absorb(event)
+                        event = root
+            new_open.append((start, stop, event))
+        alive = {id(event.root()) for _, _, event in new_open}
+        for _, _, previous in self._open:
+            if id(previous.root()) not in alive:
+                finished.append(previous.root())
+        self._open = [(a, b, event.root()) for a, b, event in new_open]
+        return _unique(finished)
+
+    def finish(self) -> list[Event]:
+        return self._close_all()
+
+    def _close_all(self) -> list[Event]:
+        events = _unique([event.root() for _, _, event in self._open])
+        self._open = []
+        return events
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    padded = np.concatenate([[False], mask, [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _unique(events: list[Event]) -> list[Event]:
+    seen: set[int] = set()
+    out = []
+    for event in events:
+        if id(event) not in seen:
+            seen.add(id(event))
+            out.append(event)
+    return out
