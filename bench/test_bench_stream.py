@@ -1,0 +1,97 @@
+"""The line loop on the CPU at the Specim FX10 shape (1024 px x 224 bands, budget 3.03 ms/line).
+
+* plain causal RX (band reduction to 32, cumulative statistics, factor refreshed every line:
+  the recorded streaming configuration, ``edge_had.stream.run.DEFAULT_SETTINGS``);
+* the full pipeline: block enhancement (16 lines + 3 + 3 context, a seeded untrained model of
+  the shipped architecture: speed does not depend on the weights) on each backend, then causal
+  RX in the model's K = 64 bands.
+
+Each round streams 256 lines of a synthetic FX10 scene (generated once, outside the timing);
+lines/s = 256 / round time. ``extra_info`` carries the per-stage latency table of the last round.
+
+    python -m pytest bench/test_bench_stream.py --benchmark-json=bench/results/stream_cpu.json
+    python bench/summarize_stream.py bench/results/stream_cpu.json
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edge_had.io.synthetic import synthetic_scene
+from edge_had.models import ModelConfig, load_bundle, save_bundle
+from edge_had.stream.pipeline import StreamPipeline
+from edge_had.stream.presets import sensor
+from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction, run_stream
+from edge_had.stream.sources import scene_lines
+
+LINES = 256
+FX10 = sensor("fx10")
+
+
+@pytest.fixture(scope="module")
+def cube():
+    return synthetic_scene(seed=0, lines=LINES, width=FX10.width, bands=FX10.bands).cube
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    config = ModelConfig()
+    folder = tmp_path_factory.mktemp("model")
+    save_bundle(folder, config, *config.build_networks())
+    return load_bundle(folder)
+
+
+def _record(benchmark, pipeline: StreamPipeline, name: str) -> None:
+    benchmark.extra_info.update(
+        pipeline=name,
+        lines_per_round=LINES,
+        shape=[FX10.width, FX10.bands],
+        budget_ms=FX10.budget_s * 1e3,
+        latency_ms=pipeline.profiler.summary(),
+        health=pipeline.health.to_dict(),
+        causal_settings=DEFAULT_SETTINGS.to_dict(),
+    )
+
+
+def test_plain_causal_rx(benchmark, cube, bench_threads):
+    reduction = band_reduction(FX10.bands, DEFAULT_REDUCED_BANDS)
+    made = {}
+
+    def one_round():
+        made["pipeline"] = StreamPipeline(
+            FX10.width, FX10.bands, reduction=reduction, settings=DEFAULT_SETTINGS
+        )
+        run_stream(scene_lines(cube), made["pipeline"], keep_scores=False)
+
+    benchmark.group = "fx10-stream"
+    benchmark.pedantic(one_round, rounds=5, warmup_rounds=1)
+    _record(benchmark, made["pipeline"], f"plain causal RX, K={DEFAULT_REDUCED_BANDS}")
+    assert made["pipeline"].health.lines_scored == LINES
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_full_pipeline(benchmark, cube, bundle, backend, bench_threads, tmp_path):
+    from edge_had.runtime import choose_backend, enhancement_runner
+    from edge_had.stream.enhance import StreamEnhancer
+
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    torch.set_num_threads(bench_threads)
+    runner = enhancement_runner(
+        choose_backend(backend, "fp32"), bundle, FX10.bands, workdir=tmp_path
+    ).activate()
+    made = {}
+
+    def one_round():
+        enhancer = StreamEnhancer(bundle, runner)
+        made["pipeline"] = StreamPipeline(
+            FX10.width, FX10.bands, settings=DEFAULT_SETTINGS, enhancer=enhancer
+        )
+        run_stream(scene_lines(cube), made["pipeline"], keep_scores=False)
+
+    benchmark.group = "fx10-stream"
+    benchmark.pedantic(one_round, rounds=5, warmup_rounds=1)
+    _record(benchmark, made["pipeline"], f"enhancement ({backend} fp32) + causal RX, K=64")
+    assert made["pipeline"].health.lines_scored == LINES
