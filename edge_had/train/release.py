@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ def release(
     """Train ``config`` on all its scenes, set the alphas, write sidecar.json and MODEL_CARD.md."""
     out = Path(config.out)
     record = train(config)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # resumable state, not part of the model
     paths = [path for path in list_scenes(config.data) if path.stem not in set(config.exclude)]
     cache = SceneCache(paths)
     bundle = load_bundle(out)
@@ -66,6 +68,11 @@ def release(
         "alpha_spa": alpha_spa,
         "alpha_selection": "best mean AUC of RX(x_k + a f_spe + b f_spa) on the training scenes, fixed grid",
         "k": model_config.k,
+        "recipe": {
+            name: getattr(config, name)
+            for name in ("encoder", "reverse_distillation", "decorrelation_weight", "mask_anomalies", "seed")
+            if hasattr(config, name)
+        },
         "macs_per_pixel": macs_table(out),
         "train_seconds": record["wall_time_s"],
         "crossval": None
@@ -94,6 +101,10 @@ def model_card(sidecar: dict[str, Any]) -> str:
         "distributed by X. Kang for research use with citation: Kang et al., IEEE TGRS 55(10),",
         "5600-5611, 2017. No explicit licence: research use only, cite the data set. Ground-truth",
         "anomalies were inpainted and excluded from every loss.",
+        "",
+        "**Recipe.** "
+        + ", ".join(f"{key} = {value}" for key, value in sidecar.get("recipe", {}).items())
+        + " (the training variant with the best cross-validated AUC among those run; see the README).",
         "",
         f"**Architecture.** K = {sidecar['k']} canonical bands (spectral adapter), spectral branch",
         f"(alpha_spe = {sidecar['alpha_spe']}), spatial student (alpha_spa = {sidecar['alpha_spa']});",
