@@ -43,6 +43,10 @@ class OnnxRuntimeRunner(Runner):
         except ImportError as error:
             raise BackendError("onnxruntime is not installed (pip install 'edge-had[onnx]')") from error
         options = ort.SessionOptions()
+        # no busy-waiting between runs: in the line loop numpy's BLAS threads run right after
+        # each inference, and spinning ORT threads took their cores (measured: causal RX went
+        # from 0.8 to 8 ms per line at the FX10 shape)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
         try:

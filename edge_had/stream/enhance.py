@@ -19,13 +19,16 @@ rest of its block and the look-ahead: up to ``block - 1 + context`` line periods
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import numpy as np
 
 
 class StreamEnhancer:
+    """See the module docstring. Lines are written once, transposed, into a preallocated window
+    ``(bands, context + block + context, width)`` - the network's input layout - so a block run
+    copies nothing; after a run the last ``2 context`` lines move to the front."""
+
     def __init__(
         self, bundle: Any, runner: Any, *, block: int = 16, context: int = 3, fit_lines: int = 16
     ) -> None:
@@ -35,8 +38,9 @@ class StreamEnhancer:
         self.block, self.context, self.fit_lines = block, context, fit_lines
         self.lo_hi: tuple[float, float] | None = None
         self._unfitted: list[tuple[np.ndarray, np.ndarray]] = []
-        self._history: deque[np.ndarray] = deque(maxlen=context)  # normalised lines before the block
-        self._queue: list[tuple[np.ndarray, np.ndarray]] = []  # (normalised line, valid) not yet emitted
+        self._window: np.ndarray | None = None  # (bands, 2 context + block, width)
+        self._fill = context  # rows in use; the first `context` rows are the zero padding at the start
+        self._valid: list[np.ndarray] = []  # validity of the lines not yet emitted, in order
         self.blocks_run = 0
 
     @property
@@ -49,57 +53,55 @@ class StreamEnhancer:
         line = _impute(np.asarray(line, dtype=np.float32), valid)
         if self.lo_hi is None:
             self._unfitted.append((line, valid))
-            if len(self._unfitted) < self.fit_lines:
-                return []
-            stacked = np.stack([ln for ln, _ in self._unfitted])
-            mask = np.stack([v for _, v in self._unfitted])
-            self.lo_hi = self.bundle.normalization.fit(stacked, mask)
-            pending, self._unfitted = self._unfitted, []
-            out = []
-            for held, held_valid in pending:
-                out += self._add(held, held_valid)
-            return out
+            return self._fit() if len(self._unfitted) >= self.fit_lines else []
         return self._add(line, valid)
 
     def flush(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """End of stream: everything still buffered, with zero padding after the last line."""
+        out = self._fit() if self.lo_hi is None and self._unfitted else []
+        if self._valid:
+            assert self._window is not None
+            tail = np.zeros(
+                (self._window.shape[0], self._fill + self.context, self._window.shape[2]), np.float32
+            )
+            tail[:, : self._fill] = self._window[:, : self._fill]
+            out += self._emit(tail, len(self._valid))
+        return out
+
+    def _fit(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        lines = np.stack([line for line, _ in self._unfitted])
+        self.lo_hi = self.bundle.normalization.fit(lines, np.stack([valid for _, valid in self._unfitted]))
+        held, self._unfitted = self._unfitted, []
         out = []
-        if self.lo_hi is None and self._unfitted:
-            stacked = np.stack([ln for ln, _ in self._unfitted])
-            self.lo_hi = self.bundle.normalization.fit(stacked, np.stack([v for _, v in self._unfitted]))
-            pending, self._unfitted = self._unfitted, []
-            for held, held_valid in pending:
-                out += self._add(held, held_valid)
-        if self._queue:
-            out += self._run(len(self._queue), final=True)
+        for line, valid in held:
+            out += self._add(line, valid)
         return out
 
     def _add(self, line: np.ndarray, valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         assert self.lo_hi is not None
-        self._queue.append((self.bundle.normalization.apply(line, *self.lo_hi), valid))
-        if len(self._queue) >= self.block + self.context:
-            return self._run(self.block, final=False)
-        return []
+        if self._window is None:
+            width, bands = line.shape
+            self._window = np.zeros((bands, 2 * self.context + self.block, width), dtype=np.float32)
+        self._window[:, self._fill] = self.bundle.normalization.apply(line, *self.lo_hi).T
+        self._fill += 1
+        self._valid.append(valid)
+        if self._fill < self._window.shape[1]:
+            return []
+        out = self._emit(self._window, self.block)
+        keep = 2 * self.context  # the block's last `context` lines are the next block's history
+        self._window[:, :keep] = self._window[:, self.block : self.block + keep]
+        self._fill = keep
+        return out
 
-    def _run(self, count: int, final: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Enhance the first ``count`` queued lines with their context; emit them."""
-        before = list(self._history)
-        after = [ln for ln, _ in self._queue[count : count + self.context]]
-        window = [*before, *(ln for ln, _ in self._queue[:count]), *after]
-        width, bands = window[0].shape
-        pad_before = self.context - len(before)
-        pad_after = self.context - len(after) if final else 0
-        cube = np.zeros((pad_before + len(window) + pad_after, width, bands), dtype=np.float32)
-        cube[pad_before : pad_before + len(window)] = np.stack(window)
-        outputs = self.runner.infer({"cube": np.ascontiguousarray(cube.transpose(2, 0, 1)[None])})
-        enhanced = outputs["enhanced"][0].transpose(1, 2, 0)  # (lines, width, K)
-        start = self.context  # the window always begins with `context` lines (real or padding)
-        emitted = [(enhanced[start + i].astype(np.float64), self._queue[i][1]) for i in range(count)]
-        for ln, _ in self._queue[:count]:
-            self._history.append(ln)
-        self._queue = self._queue[count:]
+    def _emit(self, window: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Run the model on ``window`` (``context`` rows, then the lines, then look-ahead) and
+        return its first ``count`` lines after the leading context."""
+        enhanced = self.runner.infer({"cube": window[None]})["enhanced"][0]  # (K, lines, width)
+        c = self.context
+        out = [(enhanced[:, c + i, :].T.astype(np.float64), self._valid[i]) for i in range(count)]
+        self._valid = self._valid[count:]
         self.blocks_run += 1
-        return emitted
+        return out
 
 
 def _impute(line: np.ndarray, valid: np.ndarray) -> np.ndarray:

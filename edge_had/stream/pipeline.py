@@ -89,6 +89,7 @@ class StreamPipeline:
     ) -> None:
         self.width, self.bands = width, bands
         self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
+        self._reduction32 = None if reduction is None else self.reduction.astype(np.float32)
         if self.reduction is not None and self.reduction.shape[1] != bands:
             raise ValueError(f"reduction takes {self.reduction.shape[1]} bands, the sensor has {bands}")
         if enhancer is not None and self.reduction is not None:
@@ -121,13 +122,14 @@ class StreamPipeline:
             if problem is not None:
                 return self._finish(result, "rejected", reason=problem)
             with self.profiler.stage("preprocess"):
-                line = np.asarray(pixels, dtype=np.float64)
+                line = np.asarray(pixels, dtype=np.float32)
                 valid = np.isfinite(line).all(axis=1)
                 if not valid.all():
                     result.flags.append("masked-pixels")
-                    line = np.where(valid[:, None], line, 0.0)
-                if self.reduction is not None:
-                    line = line @ self.reduction.T
+                    line = np.where(valid[:, None], line, np.float32(0.0))
+                if self.reduction is not None:  # float32 product: the rows are convex weights
+                    line = line @ self._reduction32.T
+                line = line.astype(np.float64)  # the statistics are float64
             if not valid.any():
                 return self._finish(result, "rejected", reason="no valid pixel")
             self._pending[self._position] = _Pending(result, arrival)

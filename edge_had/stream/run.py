@@ -1,5 +1,11 @@
 """Drive a line source through a :class:`StreamPipeline` and collect what a report needs.
 
+BLAS threads: the loop runs numpy's BLAS on **one thread** (``blas_threads=1``, via threadpoolctl,
+for the duration of the loop). Causal RX works on K <= 64 bands, where threads gain nothing, and
+an idle multi-threaded OpenBLAS pool competes with the inference runtime's threads for the cores:
+at the FX10 shape on 2 cores the full pipeline (ONNX Runtime FP32 enhancement + causal RX) ran
+325-330 lines/s with 2 BLAS threads and 377-420 with 1; with torch 168-170 vs 356-393.
+
 Overload policy (paced sources): a line that is already more than ``max_lag_s`` behind its
 timestamp when the loop gets to it is dropped (state ``dropped``, reason ``overload``) instead of
 processed, so the loop catches up with the sensor rather than falling further behind; every
@@ -55,6 +61,7 @@ def run_stream(
     clock: Callable[[], float] = time.monotonic,
     keep_scores: bool = True,
     on_result: Callable[[LineResult], None] | None = None,
+    blas_threads: int | None = 1,
 ) -> StreamRun:
     run = StreamRun(pipeline, 0.0)
     downstream = pipeline.on_result
@@ -68,13 +75,16 @@ def run_stream(
             on_result(result)
 
     pipeline.on_result = collect
+    from threadpoolctl import threadpool_limits
+
     start = time.perf_counter()
-    for line in lines:
-        if max_lag_s is not None and clock() - line.timestamp > max_lag_s:
-            pipeline.drop(line.index, line.timestamp, "overload", line.meta)
-        else:
-            pipeline.push(line.pixels, line.index, line.timestamp, line.meta)
-    pipeline.finish()
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        for line in lines:
+            if max_lag_s is not None and clock() - line.timestamp > max_lag_s:
+                pipeline.drop(line.index, line.timestamp, "overload", line.meta)
+            else:
+                pipeline.push(line.pixels, line.index, line.timestamp, line.meta)
+        pipeline.finish()
     run.seconds = time.perf_counter() - start
     pipeline.on_result = downstream
     return run
