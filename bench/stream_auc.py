@@ -1,0 +1,111 @@
+"""Streaming AUC on the ten scenes next to offline RX, plain and enhanced.
+
+Per scene: offline global RX on the native bands; offline RX on the same 32-band reduced cube
+the plain stream scores; plain streaming RX (``edge_had.stream.run`` configuration); offline
+enhanced RX and streaming enhanced RX with the cross-validation fold model that did not see the
+scene (variant ``--variant``, seed 0, its alphas chosen on its training scenes, from
+``crossval.json``). AUC over all pixels, unscored pixels count as 0; every line is scored here
+(warm-up lines late).
+
+    python bench/stream_auc.py --cv CV_OUT --crossval bench/results/crossval.json \
+        --variant random-encoder --json bench/results/stream_auc.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_had import settings
+from edge_had.detectors.enhanced import enhance_parts, fuse_parts
+from edge_had.detectors.rx import rx_reference
+from edge_had.eval.crossval import fold_assignment
+from edge_had.eval.metrics import roc_auc
+from edge_had.eval.report import SCHEMA_VERSION, platform_info
+from edge_had.io import list_scenes, load_scene
+from edge_had.models.bundle import load_bundle
+from edge_had.runtime.torch_runner import TorchRunner
+from edge_had.stream.enhance import StreamEnhancer
+from edge_had.stream.pipeline import StreamPipeline
+from edge_had.stream.run import DEFAULT_SETTINGS, band_reduction, run_stream, stream_scene_scores
+from edge_had.stream.sources import scene_lines
+
+COLUMNS = ("offline rx", "offline rx (32 bands)", "stream rx", "offline enhanced", "stream enhanced")
+
+
+def auc(scores: np.ndarray, scene) -> float:
+    return roc_auc(np.nan_to_num(scores, nan=0.0), scene.gt, scene.valid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cv", required=True)
+    parser.add_argument("--crossval", required=True)
+    parser.add_argument("--variant", default="random-encoder")
+    parser.add_argument("--data", default=str(settings.data_dir()))
+    parser.add_argument("--json", required=True)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    alphas = json.loads(Path(args.crossval).read_text())["alphas"][args.variant]
+    paths = list_scenes(args.data)
+    folds = fold_assignment([path.stem for path in paths], 5)
+    rows = {}
+    for path in paths:
+        scene = load_scene(path)
+        cube = scene.detection_cube()
+        fold = next(i for i, held in enumerate(folds) if scene.name in held)
+        bundle = load_bundle(Path(args.cv) / "models" / args.variant / "seed0" / f"fold{fold}")
+        alpha_spe, alpha_spa = alphas[f"seed0/fold{fold}"]
+        bundle.config = dataclasses.replace(bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
+        assert scene.name not in bundle.training_scenes.values()
+        row = {"offline rx": auc(rx_reference(cube, mask=scene.valid), scene)}
+        reduced = cube.astype(np.float64) @ band_reduction(cube.shape[2]).T
+        row["offline rx (32 bands)"] = auc(rx_reference(reduced, mask=scene.valid), scene)
+        row["stream rx"] = auc(stream_scene_scores(cube, scene.valid)[0], scene)
+        with TorchRunner(bundle.model_for(cube.shape[2])) as runner:
+            parts = enhance_parts(bundle, cube, scene.valid, None, runner)
+            detect = lambda x, valid=scene.valid: rx_reference(x, mask=valid)  # noqa: E731
+            offline = fuse_parts(parts, alpha_spe, alpha_spa, "feature", detect)
+            row["offline enhanced"] = auc(offline, scene)
+            masked = np.where(scene.valid[..., None], cube, np.nan).astype(np.float32)
+            pipeline = StreamPipeline(cube.shape[1], cube.shape[2], settings=DEFAULT_SETTINGS,
+                                      enhancer=StreamEnhancer(bundle, runner))  # fmt: skip
+            run = run_stream(scene_lines(masked), pipeline)
+        scores = np.full(cube.shape[:2], np.nan)
+        for index, line in run.scores.items():
+            scores[index] = line
+        row["stream enhanced"] = auc(scores, scene)
+        row["fold"] = fold
+        rows[scene.name] = row
+        print(scene.name, {k: round(v, 4) for k, v in row.items()}, flush=True)
+    means = {column: float(np.mean([row[column] for row in rows.values()])) for column in COLUMNS}
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "stream-auc",
+        "command": " ".join(["python", *sys.argv]),
+        "variant": args.variant,
+        "causal_settings": DEFAULT_SETTINGS.to_dict(),
+        "scenes": rows,
+        "mean": means,
+        "seconds": time.perf_counter() - start,
+        "platform": platform_info(),
+    }
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print("| scene | fold | " + " | ".join(COLUMNS) + " |")
+    print("|---|---|" + "---|" * len(COLUMNS))
+    for name, row in rows.items():
+        print(f"| {name} | {row['fold']} | " + " | ".join(f"{row[c]:.4f}" for c in COLUMNS) + " |")
+    print("| **mean** | | " + " | ".join(f"{means[c]:.4f}" for c in COLUMNS) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
