@@ -14,9 +14,10 @@ entry point raises :class:`CudaUnavailableError`, saying why, when pycuda or a G
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,7 @@ class CudaDevice:
         major, minor = device.compute_capability()
         self.sm = f"sm_{major}{minor}"
         self._lock = threading.RLock()
+        self._multiprocessors: int | None = None
         self._context: Any = device.retain_primary_context()
         self._buffers: list[Buffer] = []
         with self.activated():
@@ -112,6 +114,14 @@ class CudaDevice:
                 yield
             finally:
                 self._driver.Context.pop()
+
+    @property
+    def multiprocessors(self) -> int:
+        """The GPU's streaming multiprocessor count (asked of the driver on first use)."""
+        if self._multiprocessors is None:
+            attribute = self._driver.device_attribute.MULTIPROCESSOR_COUNT
+            self._multiprocessors = int(self._driver.Device(self.index).get_attribute(attribute))
+        return self._multiprocessors
 
     @property
     def stream_handle(self) -> int:
@@ -159,6 +169,88 @@ class CudaDevice:
         """Wait until everything queued on the stream has finished."""
         with self.activated():
             self._stream.synchronize()
+
+    def zero(self, buffer: Buffer, nbytes: int | None = None, *, offset: int = 0) -> None:
+        """Queue a memset to 0 of ``nbytes`` (default: the rest) of ``buffer``'s device half from
+        byte ``offset`` on."""
+        size = buffer.host.nbytes - offset if nbytes is None else int(nbytes)
+        if offset < 0 or size < 0 or offset + size > buffer.host.nbytes:
+            raise ValueError(
+                f"cannot zero bytes {offset}..{offset + size} of a {buffer.host.nbytes}-byte buffer"
+            )
+        if size:
+            with self.activated():
+                self._driver.memset_d8_async(int(buffer.device) + offset, 0, size, self._stream)
+
+    # Kernels: modules are loaded into this context and launched on its stream, so code outside
+    # this module never touches pycuda (edge_had.cuda.rx_kernels launches the RX kernels this way).
+
+    def load_module(self, image: str | Path | bytes) -> Any:
+        """Load a cubin, fatbin or PTX image (a path or its bytes) into this context; returns
+        pycuda's module. :class:`CudaUnavailableError` when the driver rejects it (say, no code
+        for this GPU's architecture in a fatbin)."""
+        what = "an in-memory image" if isinstance(image, bytes) else str(image)
+        with self.activated():
+            try:
+                if isinstance(image, bytes):
+                    return self._driver.module_from_buffer(image)
+                return self._driver.module_from_file(str(image))
+            except self._driver.Error as error:
+                raise CudaUnavailableError(
+                    f"the CUDA driver cannot load {what} on {self.name} ({self.sm}): {error}"
+                ) from None
+
+    def compile_module(self, source: str, options: Sequence[str] = ()) -> Any:
+        """Compile CUDA C++ ``source`` with nvcc (``pycuda.compiler``, no ``extern "C"`` wrapper
+        added) for this GPU's architecture and load it; returns pycuda's module."""
+        try:
+            from pycuda.compiler import compile as nvcc_compile
+        except ImportError as error:
+            raise CudaUnavailableError(f"pycuda.compiler is not importable ({error})") from None
+        with self.activated():
+            try:
+                cubin = nvcc_compile(source, no_extern_c=True, arch=self.sm, options=list(options))
+            except Exception as error:  # pycuda raises CompileError, or OSError without nvcc
+                raise CudaUnavailableError(
+                    f"nvcc could not compile the kernels for {self.sm}: {error}"
+                ) from None
+        return self.load_module(cubin)
+
+    def kernel(self, module: Any, name: str, signature: str) -> Any:
+        """Kernel ``name`` of ``module``, prepared for :meth:`launch` with pycuda's argument format
+        ``signature`` (struct codes: ``P`` pointer, ``i`` int32, ``q`` int64, ``f``, ``d``)."""
+        with self.activated():
+            try:
+                function = module.get_function(name)
+            except self._driver.Error as error:
+                raise CudaUnavailableError(f"the loaded module has no kernel {name!r}: {error}") from None
+            function.prepare(signature)
+        return function
+
+    def launch(
+        self,
+        kernel: Any,
+        grid: tuple[int, int, int],
+        block: tuple[int, int, int],
+        *args: int | float,
+        shared: int = 0,
+    ) -> None:
+        """Queue ``kernel`` (from :meth:`kernel`) on the stream; pointers are passed as ints."""
+        with self.activated():
+            kernel.prepared_async_call(grid, block, self._stream, *args, shared_size=shared)
+
+    def record_event(self) -> Any:
+        """A CUDA event recorded on the stream now (for :meth:`elapsed_ms`)."""
+        with self.activated():
+            event = self._driver.Event()
+            event.record(self._stream)
+        return event
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        """Milliseconds of GPU time between two events of :meth:`record_event` (waits for ``end``)."""
+        with self.activated():
+            end.synchronize()
+            return float(start.time_till(end))
 
     def close(self) -> None:
         """Finish the stream, free every buffer, release the primary context. Idempotent."""

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import spectral.io.envi as spectral_envi
 
 from edge_had.errors import SceneError
 from edge_had.io.raw import RawScene, reading
@@ -73,6 +72,8 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
 
 
 def _open_image(header: Path, data: Path | None, source: Path) -> Any:
+    import spectral.io.envi as spectral_envi  # lazy: only ENVI files need the spectral package
+
     with reading(source, "ENVI file"):
         image = spectral_envi.open(str(header), None if data is None else str(data))
     if isinstance(image, spectral_envi.SpectralLibrary):

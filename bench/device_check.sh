@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# GPU check of the CUDA RX kernels, as one prepared script (bench/GPU.md says how to run it).
+#
+# Run from the repository root on the GPU machine, with $OUT an output folder:
+#   1 env       GPU, driver, python3, nvcc, cmake, packages
+#   2 pycuda    pip install --no-index --find-links .wheels pycuda (when pycuda is not importable)
+#   3 smoke     pycuda: driver up, nvcc-compiled kernel launched and checked (CuPy is the fallback)
+#   4 cmake     kernels built for sm_90 (-DEDGE_HAD_CUDA_ARCHS=90, warnings as errors)
+#   5 pytest    python3 -m pytest -m gpu tests   (both launchers; real scenes from $EDGE_HAD_DATA)
+#   6 bench     python3 bench/test_bench_gpu.py  (per-line p50/p99, batched lines/s, rooflines)
+#   7 summary   $OUT/device.json, then a short table, printed last
+# Every stage runs under `timeout` inside one overall budget (DEVICE_CHECK_BUDGET, default 330 s,
+# the whole check must stay under 6 minutes) and the script goes on after a failed stage,
+# recording each stage's status. Nothing needs the internet. Exit status: 0 when the kernels
+# were built and every GPU test that ran passed, 1 otherwise.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-out/device-check}
+mkdir -p "$OUT"
+BUDGET=${DEVICE_CHECK_BUDGET:-330}
+BENCH_LINES=${BENCH_LINES:-10000}
+PY=${PYTHON:-python3}
+LOGS=$(mktemp -d)
+trap 'rm -rf "$LOGS"' EXIT
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # edge_had from the tree, nothing installed
+export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+# Real scenes: $EDGE_HAD_DATA, else the first of these folders that holds .mat files.
+if [ -z "${EDGE_HAD_DATA:-}" ]; then
+  for folder in out/data ../shared/data; do
+    if ls "$folder"/*.mat >/dev/null 2>&1; then export EDGE_HAD_DATA="$folder"; break; fi
+  done
+fi
+
+STAGES=()
+declare -A STATUS SECONDS_TAKEN
+
+# stage NAME CAP_SECONDS COMMAND...: run under the smaller of CAP and what is left of the budget.
+stage() {
+  local name=$1 cap=$2
+  shift 2
+  local left=$((BUDGET - SECONDS)) limit rc begin=$SECONDS
+  limit=$((cap < left ? cap : left))
+  STAGES+=("$name")
+  if ((limit < 5)); then
+    STATUS[$name]="skipped: time budget spent"
+    SECONDS_TAKEN[$name]=0
+    echo "== $name: skipped (budget)"
+    return 99
+  fi
+  echo "== $name (limit ${limit}s)"
+  timeout --kill-after=5 "$limit" "$@" >"$LOGS/$name.log" 2>&1
+  rc=$?
+  SECONDS_TAKEN[$name]=$((SECONDS - begin))
+  case $rc in
+    0) STATUS[$name]="ok" ;;
+    124 | 137) STATUS[$name]="timeout after ${limit}s" ;;
+    *) STATUS[$name]="failed (exit $rc)" ;;
+  esac
+  tail -n 15 "$LOGS/$name.log"
+  echo "== $name: ${STATUS[$name]} in ${SECONDS_TAKEN[$name]}s"
+  return $rc
+}
+
+# ---- 1 env
+stage env 30 bash -c '
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
+  '"$PY"' --version; command -v nvcc && nvcc --version | tail -n 2; cmake --version | head -n 1
+  '"$PY"' -m pip list 2>/dev/null | grep -iE "^(numpy|torch|cupy|pycuda|pytest|pytest-benchmark|scipy|h5py) " || true
+  echo "EDGE_HAD_DATA=${EDGE_HAD_DATA:-unset}"; ls "${EDGE_HAD_DATA:-/nonexistent}" 2>/dev/null | head -n 12'
+
+# ---- 2 pycuda from the carried wheels
+if $PY -c "import pycuda" >/dev/null 2>&1; then
+  STAGES+=(pycuda); STATUS[pycuda]="ok (already installed)"; SECONDS_TAKEN[pycuda]=0
+elif [ -d .wheels ]; then
+  stage pycuda 90 $PY -m pip install --no-index --find-links .wheels pycuda
+else
+  STAGES+=(pycuda); STATUS[pycuda]="failed: no .wheels folder (copy ../shared/wheels/cp312 and carry it)"
+  SECONDS_TAKEN[pycuda]=0
+fi
+
+# ---- 3 pycuda smoke test: the README of the wheels asks for a real launch before relying on it
+stage smoke 60 $PY - <<'PY'
+import numpy as np
+import pycuda.driver as driver
+from pycuda.compiler import SourceModule
+
+driver.init()
+device = driver.Device(0)
+context = device.retain_primary_context()
+context.push()
+try:
+    module = SourceModule("__global__ void iota(float *x) { x[threadIdx.x] = 2.0f * threadIdx.x; }")
+    out = np.zeros(64, np.float32)
+    module.get_function("iota")(driver.Out(out), block=(64, 1, 1), grid=(1, 1))
+    assert np.array_equal(out, 2 * np.arange(64, dtype=np.float32)), out
+    print("pycuda", driver.get_version(), "driver", driver.get_driver_version(), device.name(),
+          "sm_%d%d" % device.compute_capability(), "launch ok")
+finally:
+    context.pop()
+    context.detach()
+PY
+
+# ---- 4 kernels for the H100 with CMake
+BUILD=build/device-sm90
+stage cmake 120 bash -c "cmake -S . -B $BUILD -DEDGE_HAD_CUDA_ARCHS=90 -DEDGE_HAD_CUDA_WERROR=ON \
+  && cmake --build $BUILD -j \$(nproc)"
+if [ -f "$BUILD/edge_had_kernels/rx_kernels.fatbin" ]; then
+  export EDGE_HAD_CUDA_KERNELS="$PWD/$BUILD/edge_had_kernels"
+fi
+
+# ---- 5 GPU tests (collection errors of unrelated modules must not stop the GPU tests)
+stage pytest 150 $PY -m pytest -m gpu tests -q -rs -p no:cacheprovider --continue-on-collection-errors \
+  --junitxml="$OUT/pytest-gpu.xml"
+
+# ---- 6 GPU benchmarks (the JSON is rewritten after each launcher: a timeout keeps what finished)
+stage bench 180 $PY bench/test_bench_gpu.py --json "$OUT/gpu_bench.json" --lines "$BENCH_LINES" \
+  --launchers pycuda,cupy
+
+# ---- 7 device.json and the table, printed last
+for name in "${STAGES[@]}"; do
+  printf '%s\t%s\t%s\n' "$name" "${STATUS[$name]}" "${SECONDS_TAKEN[$name]}"
+done >"$LOGS/stages.tsv"
+for name in "${STAGES[@]}"; do
+  [ -f "$LOGS/$name.log" ] && { echo "######## $name"; cat "$LOGS/$name.log"; }
+done >"$OUT/stages.log"
+$PY - "$LOGS/stages.tsv" "$OUT" "$SECONDS" <<'PY'
+import json
+import re
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+stages_file, out, elapsed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+stages = {}
+for line in stages_file.read_text().splitlines():
+    name, status, seconds = line.split("\t")
+    stages[name] = {"status": status, "seconds": int(seconds or 0)}
+
+tests = {"passed": 0, "failed": 0, "skipped": 0}
+launchers = {name: {"passed": 0, "failed": 0, "skipped": 0} for name in ("pycuda", "cupy")}
+failures, skips, collection_errors = [], [], []
+junit = out / "pytest-gpu.xml"
+if junit.is_file():
+    for case in ElementTree.parse(junit).getroot().iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        problem = case.find("failure") if case.find("failure") is not None else case.find("error")
+        if problem is not None and "collection failure" in problem.get("message", ""):
+            # a test module that cannot import here (e.g. `spectral` is not installed): no GPU test
+            collection_errors.append(f"{name}: {problem.text.strip().splitlines()[-1] if problem.text else ''}")
+            continue
+        if problem is not None:
+            outcome = "failed"
+            failures.append(name)
+        elif case.find("skipped") is not None:
+            outcome = "skipped"
+            skips.append(f"{name}: {case.find('skipped').get('message', '')[:160]}")
+        else:
+            outcome = "passed"
+        tests[outcome] += 1
+        for launcher in launchers:
+            if re.search(rf"[\[-]{launcher}[\]-]", case.get("name", "")):
+                launchers[launcher][outcome] += 1
+
+bench = {}
+bench_file = out / "gpu_bench.json"
+if bench_file.is_file():
+    bench = json.loads(bench_file.read_text())
+ran = [run["launcher"] for run in bench.get("runs", [])]
+passed_with = [name for name, counts in launchers.items() if counts["passed"] and not counts["failed"]]
+report = {
+    "seconds": elapsed,
+    "stages": stages,
+    "launcher": {
+        "tests_passed_with": passed_with,
+        "tests_per_launcher": launchers,
+        "benchmarked_with": ran,
+        "unavailable": bench.get("unavailable", {}),
+        "kernels": {run["launcher"]: run.get("kernels") for run in bench.get("runs", [])},
+    },
+    "tests": tests,
+    "failures": failures,
+    "skips": skips,
+    "collection_errors": collection_errors,
+    "device": (bench.get("runs") or [{}])[0].get("device"),
+    "datasheet_peaks": bench.get("datasheet"),
+    "measured_peaks": bench.get("measured_peaks"),
+    "benchmarks": bench.get("runs", []),
+}
+kernels_built = stages.get("cmake", {}).get("status") == "ok"
+report["ok"] = bool(kernels_built and junit.is_file() and tests["passed"] and not failures)
+(out / "device.json").write_text(json.dumps(report, indent=2))
+
+print()
+print(f"device check: {report['device']}  ({elapsed} s)")
+print(f"{'stage':<8} {'status':<40} {'s':>4}")
+for name, stage in stages.items():
+    print(f"{name:<8} {stage['status']:<40} {stage['seconds']:>4}")
+print(f"gpu tests: {tests}  launchers: " + ", ".join(f"{k} {v}" for k, v in launchers.items()))
+if collection_errors:
+    print(f"  ({len(collection_errors)} test modules could not be imported here; they hold no GPU test)")
+for failure in failures[:10]:
+    print(f"  FAILED {failure}")
+for run in bench.get("runs", []):
+    for record in run["per_line"]:
+        floor = record.get("floor_datasheet") or {}
+        share = f"{floor['floor_us']:.2f} us = {floor['fraction_of_p50']:.1%} of p50" if floor else "n/a"
+        print(f"{run['launcher']:<6} line {record['shape']:>8} {record['dtype']:<7} kernel p50/p99 "
+              f"{record['kernel_us']['p50']:.1f}/{record['kernel_us']['p99']:.1f} us, end-to-end p50/p99 "
+              f"{record['end_to_end_us']['p50']:.1f}/{record['end_to_end_us']['p99']:.1f} us, "
+              f"datasheet floor {share}")
+    best = {}
+    for record in run["batched"]:
+        if record["lines_per_s_kernel"] > best.get(record["bands"], {}).get("lines_per_s_kernel", 0):
+            best[record["bands"]] = record
+    for bands, record in best.items():
+        print(f"{run['launcher']:<6} batched 1024x{bands}: {record['lines_per_s_kernel']:.0f} lines/s kernel "
+              f"({record['lines_per_batch']} lines/launch), {record['lines_per_s_end_to_end']:.0f} with copies")
+    for record in run["covariance"]:
+        print(f"{run['launcher']:<6} covariance {record['shape']} {record['precision']}: kernel p50 "
+              f"{record['kernel_us']['p50']:.1f} us")
+print(f"RESULT: {'ok' if report['ok'] else 'NOT OK'} (kernels built, GPU tests ran and none failed)")
+sys.exit(0 if report["ok"] else 1)
+PY

@@ -1,0 +1,105 @@
+// C ABI wrapper around rx_kernels.cu: the small shared library libedge_had_rx (CMakeLists.txt).
+// Declarations and semantics: edge_had_rx.h. Launch geometry and the automatic split / chunk
+// choices are the same as edge_had/cuda/rx_kernels.py (score_splits, cov_chunk).
+
+#include <cuda_runtime.h>
+
+#include "edge_had_rx.h"
+#include "rx_kernels.cu"
+
+namespace {
+
+constexpr int kMaxFp32Chunk = 256;  // bounds the FP32 partial sums (rx_kernels.cu)
+
+int ceil_div(long long a, long long b) { return (int)((a + b - 1) / b); }
+
+int multiprocessors() {
+    int device = 0, count = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return 1;
+    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        return 1;
+    return count > 0 ? count : 1;
+}
+
+int score_splits(int n, int k, int sms) {
+    const int row_tiles = ceil_div(n, EH_TILE), col_tiles = ceil_div(k, EH_TILE);
+    int splits = ceil_div(2LL * sms, row_tiles);
+    if (splits < 1) splits = 1;
+    return splits < col_tiles ? splits : col_tiles;
+}
+
+int cov_chunk(int n, int bands, int sms, bool fp32) {
+    const int tiles = ceil_div(bands, EH_TILE);
+    const int pairs = tiles * (tiles + 1) / 2;
+    int chunks = ceil_div(2LL * sms, pairs);
+    if (chunks < 1) chunks = 1;
+    int chunk = ceil_div(ceil_div(n, chunks), EH_SLICE) * EH_SLICE;
+    if (chunk < 64) chunk = 64;
+    if (fp32 && chunk > kMaxFp32Chunk) chunk = kMaxFp32Chunk;
+    return chunk;
+}
+
+}  // namespace
+
+extern "C" {
+
+int edge_had_rx_abi_version(void) { return EDGE_HAD_RX_ABI_VERSION; }
+
+int edge_had_rx_score(const void* x, int x_type, long long ldx, const float* mean, const float* w,
+                      int ldw, float* scores, int n, int bands, int k, int lower, int splits,
+                      void* stream) {
+    if (n < 0 || bands < 1 || k < 1 || ldx < bands || ldw < bands) return cudaErrorInvalidValue;
+    if (x_type != EDGE_HAD_RX_FLOAT32 && x_type != EDGE_HAD_RX_FLOAT16) return cudaErrorInvalidValue;
+    if (n == 0) return cudaSuccess;
+    if (!x || !mean || !w || !scores) return cudaErrorInvalidValue;
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    const int col_tiles = ceil_div(k, EH_TILE);
+    if (splits <= 0) splits = score_splits(n, k, multiprocessors());
+    if (splits > col_tiles) splits = col_tiles;
+    if (splits > 1) {
+        const cudaError_t status = cudaMemsetAsync(scores, 0, sizeof(float) * (size_t)n, s);
+        if (status != cudaSuccess) return status;
+    }
+    const dim3 grid(ceil_div(n, EH_TILE), splits), block(EH_THREADS);
+    if (x_type == EDGE_HAD_RX_FLOAT16)
+        rx_score_f16<<<grid, block, 0, s>>>(static_cast<const unsigned short*>(x), ldx, mean, w,
+                                            ldw, scores, n, bands, k, lower);
+    else
+        rx_score_f32<<<grid, block, 0, s>>>(static_cast<const float*>(x), ldx, mean, w, ldw,
+                                            scores, n, bands, k, lower);
+    return cudaGetLastError();
+}
+
+int edge_had_rx_cov(const void* x, int x_type, long long ldx, const unsigned char* valid,
+                    const double* shift, int n, int bands, int chunk, int accumulate_fp32,
+                    double* s1, double* s2, void* stream) {
+    if (n < 0 || bands < 1 || ldx < bands) return cudaErrorInvalidValue;
+    if (x_type != EDGE_HAD_RX_FLOAT32 && x_type != EDGE_HAD_RX_FLOAT16) return cudaErrorInvalidValue;
+    if (n == 0) return cudaSuccess;
+    if (!x || !shift || !s1 || !s2) return cudaErrorInvalidValue;
+    const bool fp32 = accumulate_fp32 != 0;
+    if (chunk <= 0) chunk = cov_chunk(n, bands, multiprocessors(), fp32);
+    const int tiles = ceil_div(bands, EH_TILE);
+    const dim3 grid(tiles * (tiles + 1) / 2, ceil_div(n, chunk)), block(EH_THREADS);
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (x_type == EDGE_HAD_RX_FLOAT16) {
+        const unsigned short* h = static_cast<const unsigned short*>(x);
+        if (fp32)
+            rx_cov_f16_acc32<<<grid, block, 0, s>>>(h, ldx, valid, shift, n, bands, chunk, s1, s2);
+        else
+            rx_cov_f16_acc64<<<grid, block, 0, s>>>(h, ldx, valid, shift, n, bands, chunk, s1, s2);
+    } else {
+        const float* f = static_cast<const float*>(x);
+        if (fp32)
+            rx_cov_f32_acc32<<<grid, block, 0, s>>>(f, ldx, valid, shift, n, bands, chunk, s1, s2);
+        else
+            rx_cov_f32_acc64<<<grid, block, 0, s>>>(f, ldx, valid, shift, n, bands, chunk, s1, s2);
+    }
+    return cudaGetLastError();
+}
+
+const char* edge_had_rx_error_string(int code) {
+    return cudaGetErrorString(static_cast<cudaError_t>(code));
+}
+
+}  // extern "C"

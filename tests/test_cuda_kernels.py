@@ -1,0 +1,1124 @@
+"""The CUDA RX kernels (edge_had/cuda/kernels/rx_kernels.cu) and their launcher.
+
+CPU (no GPU needed; these run in CI):
+
+* CMake selects the architectures for the nvcc found (CUDA 13: sm_87, sm_90, sm_110 + PTX) and
+  nvcc compiles the kernels for every one of them, warnings and register spills as errors; the
+  C ABI library loads and validates its arguments; without nvcc CMake still configures.
+* Host emulation: the very kernel source, compiled by g++ with every block run as 256 threads
+  and a barrier for ``__syncthreads``, against float64 numpy: indexing, bounds, tiling, the warp
+  reduction and the atomics are exercised without a GPU. Through an emulated launcher the whole
+  Python side (:class:`CudaRX`, plans, argument order, split zeroing, FP32 shift correction) runs
+  the same kernels.
+
+GPU (``gpu`` marker; skipped with the reason where there is no GPU, pycuda or CuPy): both
+launchers against the float64 oracle on random data and on the real scenes, FP16 input, covariance
+accumulation, run-time compilation, the C library. Stated bounds, all as measured quantities:
+
+* scoring, float32 pixels: max |s - s_ref| / max(s_ref) <= 5e-5 and the 99th percentile of
+  |s - s_ref| / s_ref <= 1e-4 (a numpy float32 simulation gave <= 6.6e-6 and <= 1.1e-5 on the ten
+  scenes, condition numbers 1e8..1e9; the host emulation, i.e. the kernel's own arithmetic, gave
+  <= 6.7e-6 and <= 1.1e-5 on five of them); AUC equal to 1e-4;
+* scoring, float16 pixels: the same bounds against the oracle of the float16-rounded pixels
+  (emulated: <= 1.1e-5 and <= 2.3e-5, urban-5 the worst). The rounding itself moves the scores
+  far more (up to 5e-2 of max and 6e-3 of AUC on these scenes: integer counts above 2048 lose
+  bits in float16); that is the price of float16 input, not a kernel error, and is not asserted;
+* covariance, FP64 accumulation: |s2 - s2_ref| <= 1e-12 max|s2_ref| (float64 sums);
+* covariance, FP32 accumulation: |s2 - s2_ref| <= 2 chunk 2^-24 (|c|^T |c|) elementwise
+  (Higham's gamma bound for the per-block FP32 sums plus the float32 centring).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_had.cuda import CudaUnavailableError, rx_kernels
+from edge_had.cuda.rx_kernels import (
+    COV_KERNELS,
+    SCORE_KERNELS,
+    CudaRX,
+    cov_chunk,
+    cov_grid,
+    find_fatbin,
+    score_splits,
+)
+from edge_had.detectors import calc_stats, rx_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ROOT / "edge_had" / "cuda" / "kernels"
+SOURCE = KERNELS / "rx_kernels.cu"
+NVCC = shutil.which("nvcc")
+CMAKE = shutil.which("cmake")
+GXX = shutil.which("g++")
+
+SCORE_MAX_REL = 5e-5  # max |s - s_ref| / max(s_ref)
+SCORE_P99_REL = 1e-4  # 99th percentile of |s - s_ref| / s_ref
+AUC_TOLERANCE = 1e-4
+COV64_REL = 1e-12
+EM_CUDA = 190  # ELF e_machine of CUDA cubins
+FATBIN_MAGIC = 0xBA55ED50
+
+
+def correlated_pixels(n: int, bands: int, *, seed: int = 0, condition: float = 1e6) -> np.ndarray:
+    """Gaussian pixels with a badly conditioned covariance and a large offset, like radiance counts."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((bands, bands)))
+    scales = np.logspace(3, 3 - 0.5 * np.log10(condition), bands)
+    return (rng.standard_normal((n, bands)) * scales) @ q.T + 5000.0
+
+
+def score_errors(scores: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(max |s - ref| / max(ref), 99th percentile of |s - ref| / ref)."""
+    scores, reference = np.ravel(scores).astype(np.float64), np.ravel(reference)
+    difference = np.abs(scores - reference)
+    positive = reference > 0
+    return float(difference.max() / reference.max()), float(
+        np.percentile(difference[positive] / reference[positive], 99)
+    )
+
+
+def expected_archs(nvcc_version: tuple[int, int], gpu_codes: str) -> list[str]:
+    """CMakeLists.txt's default architectures for an nvcc version (kept in step with it)."""
+    if nvcc_version[0] >= 13:
+        return ["87-real", "90-real", "110"]
+    if nvcc_version[0] == 12:
+        return ["72-real", "87"] if "sm_72" in gpu_codes else ["87"]
+    return ["72-real", "87"]
+
+
+def nvcc_version() -> tuple[int, int]:
+    assert NVCC is not None
+    text = subprocess.run([NVCC, "--version"], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"release (\d+)\.(\d+)", text)
+    assert found, text
+    return int(found.group(1)), int(found.group(2))
+
+
+# =========================================================================== CMake + nvcc (CPU)
+
+
+@pytest.fixture(scope="module")
+def cmake_build(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if CMAKE is None or NVCC is None:
+        pytest.skip(f"needs cmake and nvcc on PATH (cmake: {CMAKE}, nvcc: {NVCC})")
+    build = tmp_path_factory.mktemp("cmake-build")
+    configure = subprocess.run(
+        [CMAKE, "-S", str(ROOT), "-B", str(build), "-DEDGE_HAD_CUDA_WERROR=ON"],
+        capture_output=True,
+        text=True,
+    )
+    assert configure.returncode == 0, configure.stdout + configure.stderr
+    compiled = subprocess.run(
+        [CMAKE, "--build", str(build), "-j", str(max(2, os.cpu_count() or 2))], capture_output=True, text=True
+    )
+    assert compiled.returncode == 0, compiled.stdout[-4000:] + compiled.stderr[-4000:]
+    return {"dir": build / "edge_had_kernels", "configure": configure.stdout, "build": compiled.stdout}
+
+
+@pytest.mark.slow
+def test_cmake_selects_the_architectures_for_this_nvcc(cmake_build: dict[str, Any]) -> None:
+    assert NVCC is not None
+    codes = subprocess.run([NVCC, "--list-gpu-code"], capture_output=True, text=True).stdout
+    expected = expected_archs(nvcc_version(), codes)
+    chosen = re.search(r"edge-had: CUDA architectures (\S+)", cmake_build["configure"])
+    assert chosen, cmake_build["configure"]
+    assert chosen.group(1).split(";") == expected
+    manifest = json.loads((cmake_build["dir"] / "kernels.json").read_text())
+    assert manifest["archs"].split(";") == expected
+    assert manifest["nvcc"] == "{}.{}".format(*nvcc_version())
+
+
+@pytest.mark.slow
+def test_nvcc_compiled_every_selected_architecture(cmake_build: dict[str, Any]) -> None:
+    out: Path = cmake_build["dir"]
+    manifest = json.loads((out / "kernels.json").read_text())
+    assert manifest["sass"], "no real architecture selected"
+    for sm in manifest["sass"]:
+        cubin = (out / f"rx_kernels.sm_{sm}.cubin").read_bytes()
+        assert cubin[:4] == b"\x7fELF", f"sm_{sm}: not an ELF cubin"
+        assert int.from_bytes(cubin[18:20], "little") == EM_CUDA, f"sm_{sm}: not a CUDA ELF"
+        for kernel in (*SCORE_KERNELS.values(), *COV_KERNELS.values()):
+            assert kernel.encode() in cubin, f"sm_{sm} cubin lacks {kernel}"
+    for sm in manifest["ptx"]:
+        ptx = (out / f"rx_kernels.compute_{sm}.ptx").read_text()
+        assert re.search(rf"^\.target sm_{sm}\b", ptx, flags=re.M), f"compute_{sm} PTX targets something else"
+        assert ".visible .entry rx_score_f32(" in ptx
+    fatbin = (out / "rx_kernels.fatbin").read_bytes()
+    assert int.from_bytes(fatbin[:4], "little") == FATBIN_MAGIC
+    stamp = (out / "rx_kernels.sha256").read_text().split()[0]
+    assert stamp == rx_kernels.source_sha256()
+    found, notes = find_fatbin(out)
+    assert found == out / "rx_kernels.fatbin", notes
+
+
+@pytest.mark.slow
+def test_c_abi_library_loads_and_checks_arguments(cmake_build: dict[str, Any]) -> None:
+    library = ctypes.CDLL(str(cmake_build["dir"] / "libedge_had_rx.so"))  # static cudart: no GPU needed
+    assert library.edge_had_rx_abi_version() == 1
+    library.edge_had_rx_error_string.restype = ctypes.c_char_p
+    invalid = 1  # cudaErrorInvalidValue
+    assert library.edge_had_rx_error_string(invalid) == b"invalid argument"
+    # bands 0, then k 0: rejected before any CUDA call
+    score = library.edge_had_rx_score
+    score.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_void_p,
+                      ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_void_p]  # fmt: skip
+    assert score(None, 0, 4, None, None, 4, None, 5, 0, 4, 1, 1, None) == invalid
+    assert score(None, 0, 4, None, None, 4, None, 5, 4, 0, 1, 1, None) == invalid
+    assert score(None, 0, 4, None, None, 4, None, 0, 4, 4, 1, 1, None) == 0  # nothing to do
+    cov = library.edge_had_rx_cov
+    cov.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_void_p,
+                    ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                    ctypes.c_void_p]  # fmt: skip
+    assert cov(None, 2, 4, None, None, 5, 4, 0, 0, None, None, None) == invalid  # unknown pixel type
+
+
+def test_cmake_configures_without_nvcc(tmp_path: Path) -> None:
+    if CMAKE is None:
+        pytest.skip("needs cmake on PATH")
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "cmake").symlink_to(CMAKE)
+    hidden = ("CUDACXX", "CUDA_PATH", "CUDA_HOME", "CUDAToolkit_ROOT")  # where CMake looks for nvcc
+    env = {key: value for key, value in os.environ.items() if key not in hidden}
+    env["PATH"] = f"{bare}:/usr/bin:/bin"
+    assert shutil.which("nvcc", path=env["PATH"]) is None, "nvcc is in /usr/bin here: cannot hide it"
+    configured = subprocess.run(
+        [str(bare / "cmake"), "-S", str(ROOT), "-B", str(tmp_path / "build")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    assert "the CUDA kernels are skipped" in configured.stdout
+    built = subprocess.run(
+        [str(bare / "cmake"), "--build", str(tmp_path / "build")], capture_output=True, text=True, env=env
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+
+
+# =========================================================================== host emulation (CPU)
+
+EMULATOR = r"""
+// Host emulation of rx_kernels.cu: a block is 256 std::threads, __syncthreads a std::barrier.
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#define EDGE_HAD_HOST_EMULATION 1
+struct eh_dim3 { unsigned x, y, z; };
+static thread_local eh_dim3 eh_thread_idx;
+static eh_dim3 eh_block_idx, eh_grid_dim;
+#define threadIdx eh_thread_idx
+#define blockIdx eh_block_idx
+#define gridDim eh_grid_dim
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+static std::barrier<>* eh_barrier = nullptr;
+static inline void __syncthreads() { eh_barrier->arrive_and_wait(); }
+static float eh_exchange[256];
+static inline float __shfl_xor_sync(unsigned, float value, int offset) {
+    const unsigned t = threadIdx.x;
+    eh_exchange[t] = value;
+    __syncthreads();
+    const float other = eh_exchange[t ^ (unsigned)offset];
+    __syncthreads();
+    return other;
+}
+static std::mutex eh_atomic;
+static inline float atomicAdd(float* p, float v) {
+    std::lock_guard<std::mutex> guard(eh_atomic); float old = *p; *p = old + v; return old;
+}
+static inline double atomicAdd(double* p, double v) {
+    std::lock_guard<std::mutex> guard(eh_atomic); double old = *p; *p = old + v; return old;
+}
+static inline float eh_host_half_to_float(unsigned short h) {
+    const unsigned sign = (h >> 15) & 1u, exponent = (h >> 10) & 31u, mantissa = h & 1023u;
+    float value;
+    if (exponent == 0) value = std::ldexp((float)mantissa, -24);
+    else if (exponent == 31) value = mantissa ? NAN : INFINITY;
+    else value = std::ldexp((float)(mantissa | 1024u), (int)exponent - 25);
+    return sign ? -value : value;
+}
+
+#include "rx_kernels.cu"
+
+template <typename F>
+static void launch(unsigned gx, unsigned gy, F kernel) {
+    eh_grid_dim = {gx, gy, 1};
+    for (unsigned by = 0; by < gy; ++by)
+        for (unsigned bx = 0; bx < gx; ++bx) {
+            eh_block_idx = {bx, by, 0};
+            std::barrier<> barrier(EH_THREADS);
+            eh_barrier = &barrier;
+            std::vector<std::thread> threads;
+            for (unsigned t = 0; t < EH_THREADS; ++t)
+                threads.emplace_back([t, &kernel] { eh_thread_idx = {t, 0, 0}; kernel(); });
+            for (auto& thread : threads) thread.join();
+        }
+}
+
+template <typename T>
+static std::vector<T> load(const char* path, size_t count) {
+    std::vector<T> data(count);
+    if (std::strcmp(path, "-") == 0) return data;
+    FILE* f = std::fopen(path, "rb");
+    if (!f || std::fread(data.data(), sizeof(T), count, f) != count) {
+        std::fprintf(stderr, "cannot read %zu values from %s\n", count, path);
+        std::exit(2);
+    }
+    std::fclose(f);
+    return data;
+}
+
+template <typename T>
+static void save(const char* path, const std::vector<T>& data) {
+    FILE* f = std::fopen(path, "wb");
+    std::fwrite(data.data(), sizeof(T), data.size(), f);
+    std::fclose(f);
+}
+
+int main(int argc, char** argv) {
+    const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "score" && argc == 14) {
+        // score f32|f16 n bands ldx k ldw lower splits x mean w scores(in/out)
+        const bool half = std::string(argv[2]) == "f16";
+        const int n = std::atoi(argv[3]), bands = std::atoi(argv[4]);
+        const long long ldx = std::atoll(argv[5]);
+        const int k = std::atoi(argv[6]), ldw = std::atoi(argv[7]);
+        const int lower = std::atoi(argv[8]), splits = std::atoi(argv[9]);
+        auto mean = load<float>(argv[11], bands);
+        auto w = load<float>(argv[12], (size_t)k * ldw);
+        auto scores = load<float>(argv[13], n);
+        const unsigned gx = (n + EH_TILE - 1) / EH_TILE;
+        const size_t elements = (size_t)(n - 1) * ldx + bands;
+        if (half) {
+            auto x = load<unsigned short>(argv[10], elements);
+            launch(gx, splits, [&] {
+                rx_score_f16(x.data(), ldx, mean.data(), w.data(), ldw, scores.data(), n, bands, k, lower);
+            });
+        } else {
+            auto x = load<float>(argv[10], elements);
+            launch(gx, splits, [&] {
+                rx_score_f32(x.data(), ldx, mean.data(), w.data(), ldw, scores.data(), n, bands, k, lower);
+            });
+        }
+        save(argv[13], scores);
+        return 0;
+    }
+    if (mode == "cov" && argc == 13) {
+        // cov f32|f16 64|32 n bands ldx chunk valid|- x shift s1(in/out) s2(in/out)
+        const bool half = std::string(argv[2]) == "f16";
+        const bool acc64 = std::string(argv[3]) == "64";
+        const int n = std::atoi(argv[4]), bands = std::atoi(argv[5]);
+        const long long ldx = std::atoll(argv[6]);
+        const int chunk = std::atoi(argv[7]);
+        auto valid = load<unsigned char>(argv[8], n);
+        const unsigned char* flags = std::strcmp(argv[8], "-") == 0 ? nullptr : valid.data();
+        auto shift = load<double>(argv[10], bands);
+        auto s1 = load<double>(argv[11], bands);
+        auto s2 = load<double>(argv[12], (size_t)bands * bands);
+        const unsigned tiles = (bands + EH_TILE - 1) / EH_TILE;
+        const unsigned gx = tiles * (tiles + 1) / 2, gy = (n + chunk - 1) / chunk;
+        const size_t elements = (size_t)(n - 1) * ldx + bands;
+        if (half) {
+            auto x = load<unsigned short>(argv[9], elements);
+            auto kernel = acc64 ? rx_cov_f16_acc64 : rx_cov_f16_acc32;
+            launch(gx, gy, [&] {
+                kernel(x.data(), ldx, flags, shift.data(), n, bands, chunk, s1.data(), s2.data());
+            });
+        } else {
+            auto x = load<float>(argv[9], elements);
+            auto kernel = acc64 ? rx_cov_f32_acc64 : rx_cov_f32_acc32;
+            launch(gx, gy, [&] {
+                kernel(x.data(), ldx, flags, shift.data(), n, bands, chunk, s1.data(), s2.data());
+            });
+        }
+        save(argv[11], s1);
+        save(argv[12], s2);
+        return 0;
+    }
+    std::fprintf(stderr, "usage: emulator score|cov ...\n");
+    return 1;
+}
+"""
+
+
+class Emulator:
+    """The kernels compiled for the host (g++), run on arrays through files."""
+
+    def __init__(self, binary: Path, work: Path) -> None:
+        self.binary, self.work, self.runs = binary, work, 0
+
+    def _run(self, args: list[Any]) -> None:
+        self.runs += 1
+        done = subprocess.run([str(self.binary), *map(str, args)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+    def _file(self, name: str, array: np.ndarray) -> Path:
+        path = self.work / name
+        np.ascontiguousarray(array).tofile(path)
+        return path
+
+    def score(self, x: np.ndarray, mean: np.ndarray, w: np.ndarray, *, n: int, bands: int, ldx: int,
+              k: int, ldw: int, lower: bool, splits: int, scores: np.ndarray) -> np.ndarray:  # fmt: skip
+        """Run rx_score_*; ``x`` flat from the first pixel, ``scores`` the initial values (in/out)."""
+        kind = "f16" if x.dtype == np.float16 else "f32"
+        out = self._file("scores.bin", scores.astype(np.float32))
+        self._run(["score", kind, n, bands, ldx, k, ldw, int(lower), splits, self._file("x.bin", x),
+                   self._file("mean.bin", mean.astype(np.float32)), self._file("w.bin", w.astype(np.float32)),
+                   out])  # fmt: skip
+        return np.fromfile(out, np.float32)
+
+    def cov(self, x: np.ndarray, shift: np.ndarray, valid: np.ndarray | None, s1: np.ndarray,
+            s2: np.ndarray, *, n: int, bands: int, ldx: int, chunk: int,
+            acc: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        kind = "f16" if x.dtype == np.float16 else "f32"
+        flags = "-" if valid is None else self._file("valid.bin", valid.astype(np.uint8))
+        p1 = self._file("s1.bin", s1.astype(np.float64))
+        p2 = self._file("s2.bin", s2.astype(np.float64))
+        self._run(["cov", kind, acc, n, bands, ldx, chunk, flags, self._file("x.bin", x),
+                   self._file("shift.bin", shift.astype(np.float64)), p1, p2])  # fmt: skip
+        return np.fromfile(p1), np.fromfile(p2).reshape(bands, bands)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Emulator:
+    if GXX is None:
+        pytest.skip("needs g++ (C++20) to compile the host emulation of the kernels")
+    work = tmp_path_factory.mktemp("emulator")
+    (work / "emulator.cpp").write_text(EMULATOR)
+    compiled = subprocess.run(
+        [
+            GXX,
+            "-std=c++20",
+            "-O2",
+            "-pthread",
+            f"-I{KERNELS}",
+            "-o",
+            str(work / "emulator"),
+            str(work / "emulator.cpp"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert compiled.returncode == 0, compiled.stderr[-4000:]
+    return Emulator(work / "emulator", work)
+
+
+def whitener_for(
+    pixels: np.ndarray, k: int | None = None, *, lower: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, W): Cholesky whitener (lower-triangular) of the pixels, or a general k x bands W."""
+    stats = calc_stats(pixels)
+    if lower:
+        return stats.mean, stats.whitener
+    rng = np.random.default_rng(7)
+    bands = pixels.shape[1]
+    return stats.mean, rng.standard_normal((k or bands, bands)) / np.sqrt(bands)
+
+
+def reference_scores(pixels: np.ndarray, mean: np.ndarray, w: np.ndarray) -> np.ndarray:
+    whitened = (pixels.astype(np.float64) - mean) @ w.astype(np.float64).T
+    return np.einsum("ij,ij->i", whitened, whitened)
+
+
+@pytest.mark.parametrize(
+    ("n", "bands", "k", "lower", "splits", "half", "pad"),
+    [
+        (200, 37, 37, True, 1, False, 0),  # Cholesky whitener, partial tiles everywhere
+        (200, 150, 150, True, 3, False, 3),  # three output tiles split over blockIdx.y, padded rows
+        (70, 20, 9, False, 1, True, 0),  # general k < bands whitener, float16 pixels
+        (64, 70, 70, False, 2, False, 0),  # exactly one pixel tile, two column groups
+        (7, 5, 5, True, 1, False, 0),  # tiny
+    ],
+)
+def test_emulated_scoring_matches_float64(
+    emulator: Emulator, n: int, bands: int, k: int, lower: bool, splits: int, half: bool, pad: int
+) -> None:
+    pixels = correlated_pixels(n, bands, seed=n + bands, condition=1e4)
+    mean, w = whitener_for(pixels, k, lower=lower)
+    w = w[:k]
+    stored = np.zeros((n, bands + pad), np.float16 if half else np.float32)
+    stored[:, :bands] = pixels - 5000.0 if half else pixels  # float16 cannot hold 5000 + noise well
+    if half:
+        mean = mean - 5000.0
+    used = stored[:, :bands].astype(np.float64)
+    got = emulator.score(stored.ravel(), mean, w, n=n, bands=bands, ldx=bands + pad, k=k, ldw=bands,
+                         lower=lower, splits=splits, scores=np.zeros(n))  # fmt: skip
+    expected = reference_scores(used, mean.astype(np.float32), w.astype(np.float32))
+    worst, p99 = score_errors(got, expected)
+    assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL, (worst, p99)
+
+
+@pytest.mark.parametrize(
+    ("n", "bands", "chunk", "acc", "half", "pad", "masked"),
+    [
+        (300, 150, 64, "64", False, 0, False),  # 6 band-tile pairs x 5 chunks
+        (100, 37, 16, "32", False, 3, True),  # validity mask, padded rows
+        (90, 70, 50, "64", True, 0, True),  # float16, a chunk that is no multiple of 16
+        (33, 5, 256, "32", True, 0, False),  # one block
+        (129, 64, 128, "64", False, 0, False),  # exactly one band tile
+    ],
+)
+def test_emulated_covariance_matches_float64(
+    emulator: Emulator, n: int, bands: int, chunk: int, acc: str, half: bool, pad: int, masked: bool
+) -> None:
+    rng = np.random.default_rng(n)
+    stored = np.zeros((n, bands + pad), np.float16 if half else np.float32)
+    stored[:, :bands] = rng.standard_normal((n, bands)) * 3 + 50
+    shift = rng.standard_normal(bands) + 50
+    valid = rng.random(n) > 0.3 if masked else None
+    s1_in, s2_in = rng.standard_normal(bands), rng.standard_normal((bands, bands))  # it accumulates
+    s1, s2 = emulator.cov(stored.ravel(), shift, valid, s1_in, s2_in, n=n, bands=bands, ldx=bands + pad,
+                          chunk=chunk, acc=acc)  # fmt: skip
+    used = stored[:, :bands].astype(np.float64)[valid if masked else slice(None)]
+    centre = shift if acc == "64" else shift.astype(np.float32).astype(np.float64)
+    c = used - centre
+    upper = np.triu(np.ones((bands, bands), bool))
+    np.testing.assert_array_equal(s2[~upper], s2_in[~upper])  # below the diagonal: untouched
+    expected1, expected2 = s1_in + c.sum(axis=0), s2_in + c.T @ c
+    if acc == "64":
+        np.testing.assert_allclose(s1, expected1, rtol=0, atol=1e-9 * np.abs(c).sum(axis=0).max())
+        np.testing.assert_allclose(
+            s2[upper], expected2[upper], rtol=0, atol=COV64_REL * np.abs(c.T @ c).max() + 1e-12
+        )
+    else:
+        bound = 2 * chunk * 2.0**-24 * (np.abs(c).T @ np.abs(c)) + 1e-12
+        assert np.all(np.abs(s2 - expected2)[upper] <= bound[upper])
+        assert np.all(np.abs(s1 - expected1) <= 2 * chunk * 2.0**-24 * np.abs(c).sum(axis=0) + 1e-12)
+
+
+# ---- the Python launchers (pycuda through CudaDevice, CuPy) over the emulated kernels
+#
+# Stand-ins for pycuda.driver / pycuda.compiler and cupy / cupyx keep device memory in numpy at
+# made-up addresses and run every kernel launch in the host emulation, so CudaRX, its plans,
+# CudaDevice's kernel methods and both backends run end to end on the CPU.
+
+
+class DeviceMemory:
+    """Made-up device memory: allocations at fake addresses, views by address."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, np.ndarray] = {}
+        self.next_address = 1 << 20
+
+    def allocate(self, nbytes: int) -> int:
+        address = self.next_address
+        self.blocks[address] = np.zeros(max(int(nbytes), 1), np.uint8)
+        self.next_address += nbytes + 4096
+        return address
+
+    def free(self, address: int) -> None:
+        del self.blocks[address]
+
+    def view(self, address: int, dtype: Any, count: int) -> np.ndarray:
+        nbytes = int(count) * np.dtype(dtype).itemsize
+        for start, block in self.blocks.items():
+            if start <= address < start + block.size:
+                assert address - start + nbytes <= block.size, "access runs past the end of its allocation"
+                return block[address - start : address - start + nbytes].view(dtype)
+        raise AssertionError(f"address {address:#x} is in no allocation")
+
+
+def run_kernel(
+    memory: DeviceMemory, emulator: Emulator, name: str, grid: tuple[int, ...], args: list[int]
+) -> None:
+    """One kernel launch on made-up memory, checked against the launch rules of rx_kernels.cu."""
+    assert len(args) == len(rx_kernels.SIGNATURES[name]), (name, args)
+    assert len(grid) == 3 and grid[2] == 1
+    if name.startswith("rx_score"):
+        x, ldx, mean, w, ldw, scores, n, bands, k, lower = args
+        assert grid[0] == math.ceil(n / 64) and 1 <= grid[1] <= math.ceil(k / 64), (grid, n, k)
+        dtype = np.float16 if name.endswith("f16") else np.float32
+        out = memory.view(scores, np.float32, n)
+        out[:] = emulator.score(
+            memory.view(x, dtype, (n - 1) * ldx + bands), memory.view(mean, np.float32, bands),
+            memory.view(w, np.float32, k * ldw), n=n, bands=bands, ldx=ldx, k=k, ldw=ldw, lower=bool(lower),
+            splits=grid[1], scores=out.copy(),
+        )  # fmt: skip
+    else:
+        x, ldx, valid, shift, n, bands, chunk, s1, s2 = args
+        assert tuple(grid) == cov_grid(n, bands, chunk)
+        dtype = np.float16 if "_f16_" in name else np.float32
+        t1, t2 = memory.view(s1, np.float64, bands), memory.view(s2, np.float64, bands * bands)
+        r1, r2 = emulator.cov(
+            memory.view(x, dtype, (n - 1) * ldx + bands), memory.view(shift, np.float64, bands),
+            None if valid == 0 else memory.view(valid, np.uint8, n), t1.copy(), t2.copy(), n=n, bands=bands,
+            ldx=ldx, chunk=chunk, acc="64" if name.endswith("acc64") else "32",
+        )  # fmt: skip
+        t1[:], t2[:] = r1, r2.ravel()
+
+
+def host_bytes(address: int, nbytes: int) -> np.ndarray:
+    """Real host memory at ``address`` (a pinned array's ctypes.data) as bytes."""
+    return np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(address))
+
+
+def fake_pycuda(memory: DeviceMemory, emulator: Emulator, *, broken: bool = False) -> dict[str, Any]:
+    """``pycuda``, ``pycuda.driver``, ``pycuda.compiler`` stand-ins; every driver call checks that
+    a context is current. ``broken``: modules neither load nor compile (launcher fallback)."""
+    import threading
+    import types
+
+    local = threading.local()
+    calls: list[str] = []
+
+    def need_context() -> None:
+        assert getattr(local, "stack", []), "CUDA call without a current context on this thread"
+
+    class Error(Exception):
+        pass
+
+    class Context:
+        def push(self) -> None:
+            local.__dict__.setdefault("stack", []).append(self)
+
+        @staticmethod
+        def pop() -> None:
+            local.stack.pop()
+
+        def detach(self) -> None:
+            pass
+
+    class Device:
+        @staticmethod
+        def count() -> int:
+            return 1
+
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def name(self) -> str:
+            return "Fake Orin"
+
+        def compute_capability(self) -> tuple[int, int]:
+            return (8, 7)
+
+        def retain_primary_context(self) -> Context:
+            return Context()
+
+        def get_attribute(self, attribute: str) -> int:
+            assert attribute == "MULTIPROCESSOR_COUNT"
+            return 3
+
+    class DeviceAllocation:
+        def __init__(self, nbytes: int) -> None:
+            need_context()
+            self.address = memory.allocate(nbytes)
+
+        def __int__(self) -> int:
+            return self.address
+
+        def free(self) -> None:
+            need_context()
+            memory.free(self.address)
+
+    class Pinned(np.ndarray):
+        def free(self) -> None:
+            need_context()
+
+    class Stream:
+        handle = 0xC0FFEE
+
+        def synchronize(self) -> None:
+            need_context()
+
+    class Event:
+        def __init__(self) -> None:
+            need_context()
+
+        def record(self, stream: Stream) -> None:
+            need_context()
+
+        def synchronize(self) -> None:
+            need_context()
+
+        def time_till(self, other: Event) -> float:
+            need_context()
+            return 0.25
+
+    class Function:
+        def __init__(self, name: str) -> None:
+            self.name, self.signature = name, ""
+
+        def prepare(self, signature: str) -> None:
+            need_context()
+            self.signature = signature
+
+        def prepared_async_call(self, grid: tuple[int, ...], block: tuple[int, ...], stream: Stream,
+                                *args: Any, shared_size: int = 0) -> None:  # fmt: skip
+            need_context()
+            assert block == (256, 1, 1) and self.signature == rx_kernels.SIGNATURES[self.name]
+            assert all(isinstance(value, int) for value in args), args
+            calls.append(self.name)
+            run_kernel(memory, emulator, self.name, grid, list(args))
+
+    class Module:
+        def get_function(self, name: str) -> Function:
+            need_context()
+            if name not in rx_kernels.SIGNATURES:
+                raise Error(f"no kernel {name}")
+            return Function(name)
+
+    def module_from_file(path: str) -> Module:
+        need_context()
+        if broken:
+            raise Error("no kernel image is available for execution on the device")
+        assert Path(path).is_file()
+        return Module()
+
+    def module_from_buffer(image: bytes) -> Module:
+        need_context()
+        assert image == b"fake cubin"
+        return Module()
+
+    def compile(source: str, *, no_extern_c: bool, arch: str, options: list[str]) -> bytes:
+        if broken:
+            raise OSError("nvcc not found")
+        assert no_extern_c and arch == "sm_87" and 'extern "C" __global__' in source
+        return b"fake cubin"
+
+    def memcpy_htod_async(dest: DeviceAllocation, src: np.ndarray, stream: Stream) -> None:
+        need_context()
+        memory.view(int(dest), np.uint8, src.nbytes)[:] = src.view(np.uint8)
+
+    def memcpy_dtoh_async(dest: np.ndarray, src: DeviceAllocation, stream: Stream) -> None:
+        need_context()
+        dest.view(np.uint8)[:] = memory.view(int(src), np.uint8, dest.nbytes)
+
+    def memset_d8_async(dest: int, value: int, count: int, stream: Stream) -> None:
+        need_context()
+        memory.view(int(dest), np.uint8, count)[:] = value
+
+    def pagelocked_empty(n: int, dtype: Any) -> np.ndarray:
+        need_context()
+        return Pinned(shape=(n,), dtype=dtype).view(np.ndarray)
+
+    driver = types.SimpleNamespace(
+        init=lambda: None, Error=Error, Context=Context, Device=Device, Stream=Stream, Event=Event,
+        device_attribute=types.SimpleNamespace(MULTIPROCESSOR_COUNT="MULTIPROCESSOR_COUNT"),
+        mem_alloc=DeviceAllocation, module_from_file=module_from_file, module_from_buffer=module_from_buffer,
+        pagelocked_empty=pagelocked_empty,
+        memcpy_htod_async=memcpy_htod_async, memcpy_dtoh_async=memcpy_dtoh_async,
+        memset_d8_async=memset_d8_async, calls=calls,
+    )  # fmt: skip
+    compiler = types.SimpleNamespace(compile=compile)
+    package = types.SimpleNamespace(driver=driver, compiler=compiler)
+    return {"pycuda": package, "pycuda.driver": driver, "pycuda.compiler": compiler}
+
+
+def fake_cupy(memory: DeviceMemory, emulator: Emulator) -> dict[str, Any]:
+    """``cupy`` / ``cupyx`` stand-ins: RawModule kernels run in the host emulation."""
+    import types
+
+    calls: list[str] = []
+
+    class Scope:  # cupy.cuda.Device and Stream are context managers
+        def __enter__(self) -> Scope:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    class Device(Scope):
+        def __init__(self, index: int) -> None:
+            assert index == 0
+
+    class Stream(Scope):
+        ptr = 0xBEEF
+
+        def __init__(self, non_blocking: bool = False) -> None:
+            assert non_blocking
+
+        def synchronize(self) -> None:
+            pass
+
+    class Event:
+        def record(self, stream: Stream) -> None:
+            pass
+
+        def synchronize(self) -> None:
+            pass
+
+    class Array:
+        def __init__(self, shape: tuple[int, ...], dtype: Any) -> None:
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            self.data = types.SimpleNamespace(ptr=memory.allocate(nbytes))
+
+    class RawKernel:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
+            assert block == (256, 1, 1)
+            for code, value in zip(rx_kernels.SIGNATURES[self.name], args, strict=True):
+                assert isinstance(value, np.generic) and value.dtype == {"P": np.uint64, "q": np.int64,
+                                                                          "i": np.int32}[code]  # fmt: skip
+            calls.append(self.name)
+            run_kernel(memory, emulator, self.name, grid, [int(value) for value in args])
+
+    class RawModule:
+        def __init__(
+            self, *, path: str | None = None, code: str | None = None, options: tuple[str, ...] = ()
+        ) -> None:
+            assert (path is None) != (code is None)
+            assert code is None or not re.search(r"^\s*#\s*include", code, flags=re.M)
+
+        def get_function(self, name: str) -> RawKernel:
+            return RawKernel(name)
+
+    def memcpy_async(dst: int, src: int, size: int, kind: int, stream: int) -> None:
+        if kind == 1:  # host to device
+            memory.view(dst, np.uint8, size)[:] = host_bytes(src, size)
+        else:
+            host_bytes(dst, size)[:] = memory.view(src, np.uint8, size)
+
+    def memset_async(ptr: int, value: int, size: int, stream: int) -> None:
+        memory.view(ptr, np.uint8, size)[:] = value
+
+    runtime = types.SimpleNamespace(
+        getDeviceCount=lambda: 1,
+        getDeviceProperties=lambda index: {"name": b"Fake H100", "major": 9, "minor": 0,
+                                           "multiProcessorCount": 3},
+        memcpyAsync=memcpy_async, memsetAsync=memset_async, memcpyHostToDevice=1, memcpyDeviceToHost=2,
+    )  # fmt: skip
+    cuda = types.SimpleNamespace(
+        runtime=runtime, Device=Device, Stream=Stream, Event=Event, get_elapsed_time=lambda a, b: 0.5
+    )
+    cupy = types.SimpleNamespace(cuda=cuda, RawModule=RawModule, empty=Array, calls=calls)
+    cupyx = types.SimpleNamespace(empty_pinned=lambda shape, dtype: np.zeros(shape, dtype))
+    return {"cupy": cupy, "cupyx": cupyx}
+
+
+@pytest.fixture(params=["pycuda", "cupy"])
+def emulated_rx(request: pytest.FixtureRequest, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import sys
+
+    memory = DeviceMemory()
+    modules = {**fake_pycuda(memory, emulator), **fake_cupy(memory, emulator)}
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    rx = CudaRX(launcher=request.param)
+    assert rx.launcher == request.param
+    rx.fake_calls = modules["pycuda.driver" if request.param == "pycuda" else "cupy"].calls  # type: ignore[attr-defined]
+    rx.fake_memory = memory  # type: ignore[attr-defined]
+    yield rx
+    rx.close()
+    if request.param == "pycuda":  # every allocation went back (the device was opened by CudaRX)
+        assert not memory.blocks
+
+
+def test_launcher_scores_like_the_oracle(emulated_rx: Any) -> None:
+    lines = correlated_pixels(3 * 50, 40, seed=3).reshape(3, 50, 40)  # three lines of 50 pixels
+    stats = calc_stats(lines)
+    got = emulated_rx.score(lines, stats.mean, stats.whitener)
+    assert got.shape == (3, 50) and got.dtype == np.float32
+    worst, p99 = score_errors(got, rx_reference(lines, stats))
+    assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL
+    # a general whitener with more outputs than bands: two output tiles, split over 2 groups
+    general = np.random.default_rng(1).standard_normal((70, 40))
+    got = emulated_rx.score(lines, stats.mean, general)
+    worst, _ = score_errors(got, reference_scores(lines.reshape(-1, 40), stats.mean, general))
+    assert worst <= SCORE_MAX_REL
+    assert emulated_rx.fake_calls == ["rx_score_f32", "rx_score_f32"]
+    description = emulated_rx.describe()
+    assert description["launcher"] == emulated_rx.launcher and description["multiprocessors"] == 3
+
+
+def test_launcher_splits_output_tiles_and_zeroes_first(emulated_rx: Any) -> None:
+    pixels = correlated_pixels(200, 150, seed=5, condition=1e3)
+    mean, w = whitener_for(pixels)
+    plan = emulated_rx.score_plan(120, 150, 150)
+    plan.set_background(mean, w)
+    assert plan.lower
+    plan.upload(pixels[:120])
+    emulated_rx.fake_memory.view(plan.scores.address, np.float32, 120)[:] = 1e6  # stale scores
+    start = emulated_rx.record()
+    plan.launch(60, offset=60)  # one pixel tile, 3 SMs -> 3 column groups, atomically added
+    stop = emulated_rx.record()
+    assert emulated_rx.elapsed_ms(start, stop) >= 0.0
+    got = plan.download(60, offset=60)
+    emulated_rx.synchronize()
+    worst, _ = score_errors(got, reference_scores(pixels[60:120], mean, w))
+    assert worst <= SCORE_MAX_REL
+
+
+def test_launcher_accumulates_like_causal_statistics(emulated_rx: Any) -> None:
+    from edge_had.stream.causal import CausalSettings, CausalStatistics
+
+    rng = np.random.default_rng(11)
+    lines = [rng.standard_normal((40, 70)) * 30 + 900 for _ in range(3)]
+    valid = [rng.random(40) > 0.2 for _ in range(3)]
+    shift = lines[0].mean(axis=0)
+    statistics = CausalStatistics(70, CausalSettings(), shift)
+    for line, flags in zip(lines, valid, strict=True):
+        statistics.add_line(line.astype(np.float32)[flags])
+    for precision in ("fp64", "fp32"):
+        plan = emulated_rx.cov_plan(40, 70, precision=precision)
+        plan.reset(shift)
+        for line, flags in zip(lines, valid, strict=True):
+            plan.add(line, flags)
+        n, s1, s2 = plan.result()
+        assert n == statistics.n
+        np.testing.assert_array_equal(s2, s2.T)
+        scale = np.abs(statistics.s2).max()
+        tolerance = COV64_REL if precision == "fp64" else 1e-5
+        np.testing.assert_allclose(s2, statistics.s2, rtol=0, atol=tolerance * scale)
+        np.testing.assert_allclose(
+            s1, statistics.s1, rtol=0, atol=tolerance * np.abs(statistics.s1).max() + 1e-9
+        )
+    one_shot = emulated_rx.accumulate(np.stack(lines), shift, valid=np.stack(valid))
+    assert one_shot[0] == statistics.n
+    np.testing.assert_allclose(
+        one_shot[2], statistics.s2, rtol=0, atol=COV64_REL * np.abs(statistics.s2).max()
+    )
+
+
+def test_launcher_keeps_float16_pixels(emulated_rx: Any) -> None:
+    pixels = correlated_pixels(80, 24, seed=2, condition=1e2) - 5000.0
+    stats = calc_stats(pixels)
+    half = pixels.astype(np.float16)
+    got = emulated_rx.score(half, stats.mean, stats.whitener)
+    assert emulated_rx.fake_calls[-1] == "rx_score_f16"
+    worst, p99 = score_errors(got, reference_scores(half.astype(np.float64), stats.mean, stats.whitener))
+    assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL
+
+
+def test_auto_launcher_falls_back_to_cupy(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    memory = DeviceMemory()
+    modules = {**fake_pycuda(memory, emulator, broken=True), **fake_cupy(memory, emulator)}
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    with pytest.raises(rx_kernels.KernelLoadError, match="nvcc could not compile"):
+        CudaRX(launcher="pycuda", prebuilt=False)
+    with CudaRX(prebuilt=False) as rx:
+        assert rx.launcher == "cupy" and rx.kernel_origin.startswith("compiled at run time by NVRTC")
+        assert any(note.startswith("pycuda not used") for note in rx.notes)
+        pixels = correlated_pixels(100, 16, seed=1)
+        stats = calc_stats(pixels)
+        worst, _ = score_errors(rx.score(pixels, stats.mean, stats.whitener), rx_reference(pixels, stats))
+        assert worst <= SCORE_MAX_REL
+
+
+def test_prebuilt_fatbin_is_loaded_when_current(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    memory = DeviceMemory()
+    for name, module in fake_pycuda(memory, emulator).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    (tmp_path / "rx_kernels.fatbin").write_bytes(b"fatbin")
+    (tmp_path / "rx_kernels.sha256").write_text(rx_kernels.source_sha256() + "\n")
+    with CudaRX(launcher="pycuda", kernel_dir=tmp_path) as rx:
+        assert rx.kernel_origin == f"fatbin {tmp_path / 'rx_kernels.fatbin'}"
+
+
+# =========================================================================== pure Python (CPU)
+
+
+def test_launch_geometry() -> None:
+    assert score_splits(1024, 224, 132) == 4  # one FX10 line on an H100: 16 pixel tiles x 4 groups
+    assert score_splits(1024, 32, 132) == 1
+    assert score_splits(64 * 1024, 224, 132) == 1  # a batch fills the GPU with pixel tiles alone
+    assert score_splits(1024, 224, 8) == 1  # Orin Nano: 16 blocks already cover 8 SMs twice
+    assert cov_grid(1024, 224, 256) == (10, 4, 1)
+    assert cov_chunk(1024, 224, 132, "fp64") % 16 == 0
+    assert cov_chunk(10**6, 224, 132, "fp32") == 256
+    assert cov_chunk(10, 32, 132, "fp64") == 64
+
+
+def test_stale_or_unstamped_fatbins_are_ignored(tmp_path: Path) -> None:
+    (tmp_path / "rx_kernels.fatbin").write_bytes(b"\x50\xed\x55\xba")
+    found, notes = find_fatbin(tmp_path)
+    assert found != tmp_path / "rx_kernels.fatbin" and any("no sha256 stamp" in note for note in notes)
+    (tmp_path / "rx_kernels.sha256").write_text("0" * 64 + "\n")
+    found, notes = find_fatbin(tmp_path)
+    assert found != tmp_path / "rx_kernels.fatbin" and any("another rx_kernels.cu" in note for note in notes)
+    (tmp_path / "rx_kernels.sha256").write_text(rx_kernels.source_sha256() + "  rx_kernels.cu\n")
+    assert find_fatbin(tmp_path)[0] == tmp_path / "rx_kernels.fatbin"
+
+
+def test_clear_errors_without_pycuda_or_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    for name in ("pycuda", "pycuda.driver", "pycuda.compiler", "cupy", "cupyx"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(CudaUnavailableError, match="pycuda is not importable"):
+        CudaRX(launcher="pycuda")
+    with pytest.raises(CudaUnavailableError, match="cupy is not importable"):
+        CudaRX(launcher="cupy")
+    with pytest.raises(CudaUnavailableError, match="pycuda: .*cupy: ") as raised:
+        CudaRX()
+    assert isinstance(raised.value, CudaUnavailableError)
+    with pytest.raises(ValueError, match="unknown launcher"):
+        CudaRX(launcher="opencl")
+
+
+def test_kernel_source_is_self_contained() -> None:
+    """NVRTC (CuPy's run-time compiler) has no system headers: the source includes nothing."""
+    source = SOURCE.read_text()
+    assert not re.search(r"^\s*#\s*include", source, flags=re.M)
+    for kernel in (*SCORE_KERNELS.values(), *COV_KERNELS.values()):
+        assert re.search(rf'extern "C" __global__ void __launch_bounds__\([^)]*\)\s+{kernel}\(', source), (
+            kernel
+        )
+
+
+# =========================================================================== GPU
+
+
+GPU_LAUNCHERS = ("pycuda", "cupy")
+
+
+def open_rx(launcher: str, **options: Any) -> CudaRX:
+    try:
+        return CudaRX(launcher=launcher, **options)
+    except CudaUnavailableError as error:
+        if isinstance(error, rx_kernels.KernelLoadError):
+            raise  # a GPU and a launcher exist but the kernels do not build: a failure, not a skip
+        pytest.skip(f"{launcher} launcher unavailable: {error}")
+
+
+@pytest.fixture(params=GPU_LAUNCHERS, scope="module")
+def gpu_rx(request: pytest.FixtureRequest) -> Any:
+    rx = open_rx(request.param)
+    yield rx
+    rx.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("bands", "k", "lower"), [(224, 224, True), (32, 32, True), (150, 60, False)])
+def test_gpu_scoring_random_data(gpu_rx: CudaRX, bands: int, k: int, lower: bool) -> None:
+    pixels = correlated_pixels(4 * 1024, bands, seed=bands)
+    mean, w = whitener_for(pixels, k, lower=lower)
+    w = w[:k]
+    got = gpu_rx.score(pixels.astype(np.float32).reshape(4, 1024, bands), mean, w)
+    worst, p99 = score_errors(got, reference_scores(pixels.astype(np.float32), mean, w))
+    assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL, (gpu_rx.describe(), worst, p99)
+
+
+@pytest.mark.gpu
+def test_gpu_scoring_float16_pixels(gpu_rx: CudaRX) -> None:
+    pixels = correlated_pixels(2048, 224, seed=4, condition=1e4) - 5000.0
+    stats = calc_stats(pixels)
+    half = pixels.astype(np.float16)
+    got = gpu_rx.score(half, stats.mean, stats.whitener)
+    worst, p99 = score_errors(got, reference_scores(half.astype(np.float64), stats.mean, stats.whitener))
+    assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL, (worst, p99)
+
+
+def read_scene(path: Path) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """(name, cube, ground truth) through edge_had.io.load_scene; where edge_had.io cannot be
+    imported (it needs `spectral`, which the GPU machine lacks) straight from the MATLAB file."""
+    try:
+        from edge_had.io import load_scene
+    except ImportError:
+        from scipy.io import loadmat
+
+        data = loadmat(path)
+        return path.stem, np.asarray(data["data"], dtype=np.float32), np.asarray(data["map"]) != 0
+    scene = load_scene(path)
+    return scene.name, scene.cube, scene.gt
+
+
+@pytest.mark.gpu
+def test_gpu_scoring_real_scenes(gpu_rx: CudaRX, data_dir: Path) -> None:
+    from edge_had.eval.metrics import roc_auc
+
+    for path in sorted(data_dir.glob("*.mat")):
+        name, cube, gt = read_scene(path)
+        stats = calc_stats(cube)
+        reference = rx_reference(cube, stats)
+        got = gpu_rx.score(cube, stats.mean, stats.whitener)
+        worst, p99 = score_errors(got, reference)
+        assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL, (name, worst, p99)
+        if gt is not None and gt.any():
+            assert abs(roc_auc(got, gt) - roc_auc(reference, gt)) <= AUC_TOLERANCE, name
+        half = cube.astype(np.float16)
+        got16 = gpu_rx.score(half, stats.mean, stats.whitener)
+        worst, p99 = score_errors(got16, rx_reference(half.astype(np.float64), stats))
+        assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL, (name, "float16", worst, p99)
+
+
+@pytest.mark.gpu
+def test_gpu_covariance_accumulation(gpu_rx: CudaRX) -> None:
+    rng = np.random.default_rng(3)
+    for bands in (224, 32):
+        pixels = correlated_pixels(3000, bands, seed=bands).astype(np.float32)
+        valid = rng.random(3000) > 0.1
+        shift = pixels[:100].mean(axis=0, dtype=np.float64)
+        c = pixels[valid].astype(np.float64) - shift
+        expected1, expected2 = c.sum(axis=0), c.T @ c
+        n, s1, s2 = gpu_rx.accumulate(pixels, shift, valid=valid)
+        assert n == int(valid.sum())
+        np.testing.assert_allclose(s2, expected2, rtol=0, atol=COV64_REL * np.abs(expected2).max())
+        np.testing.assert_allclose(s1, expected1, rtol=0, atol=COV64_REL * np.abs(c).sum(axis=0).max())
+        n, s1, s2 = gpu_rx.accumulate(pixels, shift, valid=valid, precision="fp32")
+        chunk = cov_chunk(3000, bands, gpu_rx.multiprocessors, "fp32")
+        c32 = pixels[valid].astype(np.float64) - shift.astype(np.float32)
+        bound = 2 * chunk * 2.0**-24 * (np.abs(c32).T @ np.abs(c32)) + 1e-9 * np.abs(expected2).max()
+        assert np.all(np.abs(s2 - expected2) <= bound), np.max(np.abs(s2 - expected2) / bound)
+
+
+@pytest.mark.gpu
+def test_gpu_run_time_compilation_matches_the_fatbin(gpu_rx: CudaRX) -> None:
+    compiled = open_rx(gpu_rx.launcher, prebuilt=False)
+    try:
+        assert compiled.kernel_origin.startswith("compiled at run time"), compiled.kernel_origin
+        pixels = correlated_pixels(1024, 64, seed=9)
+        mean, w = whitener_for(pixels)
+        np.testing.assert_allclose(compiled.score(pixels, mean, w), gpu_rx.score(pixels, mean, w), rtol=1e-5)
+    finally:
+        compiled.close()
+
+
+@pytest.mark.gpu
+def test_gpu_c_library(tmp_path: Path) -> None:
+    folder = Path(os.environ.get(rx_kernels.KERNELS_ENV, rx_kernels.CHECKOUT_BUILD))
+    library_path = folder / "libedge_had_rx.so"
+    if not library_path.is_file():
+        pytest.skip(f"no {library_path}: build it with CMake and set {rx_kernels.KERNELS_ENV}")
+    cupy = pytest.importorskip("cupy")
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # noqa: BLE001 - any CUDA runtime failure means no GPU
+        pytest.skip(f"CuPy sees no GPU: {error}")
+    library = ctypes.CDLL(str(library_path))
+    pixels = correlated_pixels(1000, 48, seed=12).astype(np.float32)
+    mean, w = whitener_for(pixels)
+    x, m, wd = cupy.asarray(pixels), cupy.asarray(mean, np.float32), cupy.asarray(w, np.float32)
+    scores = cupy.zeros(1000, np.float32)
+    pointer, c_int = ctypes.c_void_p, ctypes.c_int
+    library.edge_had_rx_score.argtypes = [pointer, c_int, ctypes.c_longlong, pointer, pointer, c_int, pointer,
+                                          c_int, c_int, c_int, c_int, c_int, pointer]  # fmt: skip
+    status = library.edge_had_rx_score(x.data.ptr, 0, 48, m.data.ptr, wd.data.ptr, 48, scores.data.ptr, 1000,
+                                       48, 48, 1, 0, None)  # fmt: skip
+    assert status == 0
+    cupy.cuda.Device().synchronize()
+    worst, _ = score_errors(cupy.asnumpy(scores), reference_scores(pixels, mean, w))
+    assert worst <= SCORE_MAX_REL
