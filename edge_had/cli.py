@@ -119,15 +119,14 @@ def _module_status(name: str) -> tuple[str, str]:
 
 
 def _opencv_gui_status() -> str:
-    try:
-        import cv2
-    except Exception as error:  # noqa: BLE001
-        return f"no OpenCV ({error})"
-    info = cv2.getBuildInformation()
-    gui = next((line.split(":", 1)[1].strip() for line in info.splitlines() if "GUI:" in line), "NONE")
-    if gui in ("", "NONE"):
-        return "no GUI build (opencv-python-headless): live windows unavailable, files are written instead"
-    return f"GUI build ({gui})"
+    from edge_had.stream.video import window_unavailable_reason
+
+    why = window_unavailable_reason()
+    return (
+        "live windows available (stream --show)"
+        if why is None
+        else f"no live window: {why}; files are written"
+    )
 
 
 def _shipped_model_status() -> str:

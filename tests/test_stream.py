@@ -270,10 +270,22 @@ def test_a_stream_with_an_implanted_anomaly_reports_an_event_at_its_place(tmp_pa
     report = json.loads(report_path.read_text())
     assert report["kind"] == "stream" and report["health"]["accounting_ok"]
     assert report["health"]["lines_scored"] == 120 and report["detector"]["reduced_bands"] == 32
-    assert (
-        np.load(tmp_path / "scores.npy").shape == (120, 48)
-        and (tmp_path / "waterfall.png").stat().st_size > 0
-    )
+    assert np.load(tmp_path / "scores.npy").shape == (120, 48)
+    assert (tmp_path / "waterfall.png").stat().st_size > 0
+    import cv2
+
+    video = cv2.VideoCapture(str(tmp_path / "waterfall.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 120 // 8  # one frame every 8 lines
+    assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (48, 256)
+
+
+def test_show_says_why_there_is_no_window(monkeypatch) -> None:
+    from edge_had.stream import video
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    reason = video.window_unavailable_reason()
+    assert reason is not None and ("no GUI" in reason or "no display" in reason)
 
 
 def test_enhanced_stream_of_one_block_equals_offline_enhancement(tmp_path: Path) -> None:

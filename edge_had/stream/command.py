@@ -41,7 +41,10 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pfa", type=float, default=1e-6, help="per-pixel false-alarm rate of the event threshold"
     )
-    parser.add_argument("--out", help="folder for events.jsonl, scores.npy and waterfall.png")
+    parser.add_argument("--out", help="folder for events.jsonl, scores.npy, waterfall.png and waterfall.mp4")
+    parser.add_argument(
+        "--show", action="store_true", help="live waterfall window (needs a GUI OpenCV and a display)"
+    )
     parser.add_argument("--json", help="write the JSON report here")
 
 
@@ -104,18 +107,32 @@ def run_stream_command(args: argparse.Namespace) -> int:
                               budget_s=1.0 / rate, enhancer=enhancer)  # fmt: skip
     events_detector = EventDetector(chi2_threshold(pipeline.rx.bands, args.pfa))
     events: list[Any] = []
-    by_index: dict[int, Any] = {}
+    video = _video(args, width)
+    waiting: dict[int, Any] = {}
+    seen = {"next": 0, "rows": 0}
 
-    def on_result(result: Any) -> None:  # results may arrive out of order (warm-up): buffer them
-        by_index[result.index] = result
+    def release(result: Any) -> None:
+        if result.state == "scored":
+            finished = events_detector.add(result.index, result.scores, result.timestamp, result.meta)
+            events.extend(finished)
+            if video is not None:
+                video.add_events(finished)
+                video.add_line(result.index, result.scores)
+        seen["rows"] = max(seen["rows"], result.index + 1)
+
+    def on_result(result: Any) -> None:  # warm-up lines arrive late: release results in line order
+        waiting[result.index] = result
+        while seen["next"] in waiting:
+            release(waiting.pop(seen["next"]))
+            seen["next"] += 1
 
     run = run_stream(lines, pipeline, max_lag_s=2.0 / rate if args.pace else None, on_result=on_result)
-    for index in sorted(by_index):
-        result = by_index[index]
-        if result.state == "scored":
-            events += events_detector.add(index, result.scores, result.timestamp, result.meta)
+    for index in sorted(waiting):  # after gaps in the indices
+        release(waiting.pop(index))
     events += events_detector.finish()
-    rows = max(by_index) + 1 if by_index else 0
+    if video is not None:
+        video.close()
+    rows = seen["rows"]
     scores = np.full((rows, width), np.nan, dtype=np.float32)
     for index, line_scores in run.scores.items():
         scores[index] = line_scores
@@ -157,6 +174,22 @@ def run_stream_command(args: argparse.Namespace) -> int:
     if not report["health"]["accounting_ok"]:
         raise EdgeHadError("line accounting does not add up (a bug): see the report's health object")
     return 0
+
+
+def _video(args: argparse.Namespace, width: int) -> Any:
+    from edge_had.stream.video import WaterfallVideo, window_unavailable_reason
+
+    show = bool(args.show)
+    if show and (why := window_unavailable_reason()) is not None:
+        print(f"--show: no live window: {why}; the video is written to --out instead")
+        show = False
+    if args.out is None and not show:
+        return None
+    path = None
+    if args.out is not None:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        path = Path(args.out) / "waterfall.mp4"
+    return WaterfallVideo(path, width, show=show)
 
 
 def _print_summary(report: dict[str, Any]) -> None:

@@ -1,0 +1,95 @@
+"""The waterfall as video: the last ``height`` score lines, colour-mapped, events boxed, one frame
+every ``every`` lines; written as MP4 through OpenCV (works with the headless build) and shown
+live in a window where OpenCV has a GUI and a display exists (:func:`window_unavailable_reason`
+says why not otherwise).
+
+Scores are shown as ``log1p`` and scaled by the 99.5th percentile of the lines seen so far (causal,
+like everything in the loop), so a frame never uses information from later lines.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def window_unavailable_reason() -> str | None:
+    """None when a live OpenCV window can open here, else why it cannot."""
+    try:
+        import cv2
+    except Exception as error:  # noqa: BLE001 - any import failure is the reason
+        return f"OpenCV cannot be imported ({error})"
+    gui = next(
+        (line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines() if "GUI:" in line),
+        "",
+    )
+    if gui in ("", "NONE"):
+        return "this OpenCV has no GUI (opencv-python-headless); install opencv-python for live windows"
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display (DISPLAY / WAYLAND_DISPLAY unset)"
+    return None
+
+
+class WaterfallVideo:
+    def __init__(self, path: str | Path | None, width: int, *, height: int = 256, every: int = 8,
+                 fps: float = 30.0, show: bool = False) -> None:  # fmt: skip
+        import cv2
+
+        self.cv2 = cv2
+        self.height, self.every, self.width = height, every, width
+        self.rows = np.zeros((height, width), dtype=np.float32)
+        self.indices = np.full(height, -1)
+        self.events: list[Any] = []
+        self.history: list[float] = []
+        self.frames = 0
+        self.writer = None
+        if path is not None:
+            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            if not self.writer.isOpened():
+                raise OSError(f"{path}: OpenCV cannot write MP4 here")
+        self.show = show
+
+    def add_line(self, index: int, scores: np.ndarray) -> None:
+        values = np.log1p(np.nan_to_num(np.maximum(scores, 0.0), nan=0.0)).astype(np.float32)
+        self.rows = np.roll(self.rows, -1, axis=0)
+        self.indices = np.roll(self.indices, -1)
+        self.rows[-1], self.indices[-1] = values, index
+        self.history.append(float(np.percentile(values, 99.5)))
+        if (index + 1) % self.every == 0:
+            self._frame()
+
+    def add_events(self, events: list[Any]) -> None:
+        self.events += events
+
+    def _frame(self) -> None:
+        cv2 = self.cv2
+        scale = max(float(np.median(self.history[-512:])), 1e-6) * 1.5
+        image = np.clip(self.rows / scale * 255, 0, 255).astype(np.uint8)
+        frame = cv2.applyColorMap(image, cv2.COLORMAP_INFERNO)
+        first = int(self.indices[self.indices >= 0].min()) if (self.indices >= 0).any() else 0
+        offset = self.height - 1 - int(self.indices[-1])  # row of line i = i + offset
+        for event in self.events:
+            if event.last_line >= first:
+                top, bottom = event.first_line + offset, event.last_line + offset
+                cv2.rectangle(
+                    frame,
+                    (event.first_pixel - 2, top - 2),
+                    (event.last_pixel + 2, bottom + 2),
+                    (0, 255, 0),
+                    1,
+                )
+        if self.writer is not None:
+            self.writer.write(frame)
+        if self.show:
+            cv2.imshow("edge-had waterfall", frame)
+            cv2.waitKey(1)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if self.show:
+            self.cv2.destroyAllWindows()
