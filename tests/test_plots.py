@@ -1,4 +1,4 @@
-"""Plots write valid PNG files, without pyplot and without a GUI."""
+"""Plots write valid PNG files, without pyplot and without a GUI; reports say where they were made."""
 
 from __future__ import annotations
 
@@ -74,3 +74,36 @@ def test_eval_package_does_not_import_matplotlib_or_pyplot() -> None:
         "import edge_had.eval.plots; assert 'matplotlib.pyplot' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_platform_info_records_jetson_facts_from_the_board(tmp_path, monkeypatch) -> None:
+    import os
+    import stat
+
+    from edge_had.eval.report import jetson_info, platform_info
+
+    assert jetson_info(tmp_path) == {}  # not a Jetson
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.0, GCID: 1\nmore\n")
+    (tmp_path / "proc" / "device-tree").mkdir(parents=True)
+    (tmp_path / "proc" / "device-tree" / "model").write_text("NVIDIA Jetson AGX Orin Developer Kit\x00")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "nvpmodel": "echo 'NV Power Mode: MAXN'; echo 0",
+        "jetson_clocks": "echo 'cpu0: Online=1 MinFreq=729600 MaxFreq=2201600 CurrentFreq=2201600'",
+    }
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    info = jetson_info(tmp_path)
+    assert info == {
+        "l4t_release": "# R36 (release), REVISION: 4.0, GCID: 1",
+        "module": "NVIDIA Jetson AGX Orin Developer Kit",
+        "power_mode": "NV Power Mode: MAXN 0",
+        "jetson_clocks": True,
+    }
+    here = platform_info()
+    assert here["cpu_count"] >= 1 and "torch" in here["versions"] and "gpu" in here

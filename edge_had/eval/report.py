@@ -28,7 +28,10 @@ EVAL_FIELDS = ("schema_version", "kind", "detector", "scenes", "mean_auc")
 
 
 def platform_info() -> dict[str, Any]:
-    """Where a report was made: enough to compare numbers across machines."""
+    """Where a report was made: enough to compare numbers across machines and boards - CPU model
+    and thread count, the versions of torch / onnxruntime / TensorRT that are installed (found
+    without importing them), the GPU and its SM when torch sees one, and on a Jetson the module,
+    the L4T release, the power mode and whether jetson_clocks pinned the clocks."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -37,13 +40,89 @@ def platform_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {
+    info: dict[str, Any] = {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "machine": platform.machine(),
         "cpu_model": cpu,
         "cpu_count": os.cpu_count(),
+        "torch_threads": _torch_threads(),
+        "versions": {
+            name: _installed_version(name) for name in ("torch", "onnxruntime", "tensorrt", "pycuda")
+        },
     }
+    info.update(_gpu_info())
+    jetson = jetson_info()
+    if jetson:
+        info["jetson"] = jetson
+    return info
+
+
+def _installed_version(distribution: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _torch_threads() -> int | None:
+    import sys
+
+    torch = sys.modules.get("torch")  # only when already imported: reports stay cheap
+    return int(torch.get_num_threads()) if torch is not None else None
+
+
+def _gpu_info() -> dict[str, Any]:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return {"gpu": None}
+    major, minor = torch.cuda.get_device_capability(0)
+    return {"gpu": torch.cuda.get_device_name(0), "gpu_sm": f"sm_{major}{minor}", "cuda": torch.version.cuda}
+
+
+def jetson_info(root: Path = Path("/")) -> dict[str, Any]:
+    """Jetson facts (empty elsewhere): module name from the device tree, L4T release from
+    ``/etc/nv_tegra_release``, power mode from ``nvpmodel -q``, and whether ``jetson_clocks``
+    holds the clocks (``jetson_clocks --show``: all CPU cores at their maximum)."""
+    import shutil
+    import subprocess
+
+    release_file = root / "etc" / "nv_tegra_release"
+    if not release_file.is_file():
+        return {}
+    info: dict[str, Any] = {"l4t_release": release_file.read_text().splitlines()[0].strip()}
+    model = root / "proc" / "device-tree" / "model"
+    if model.is_file():
+        info["module"] = model.read_text().strip("\x00 \n")
+
+    def run(*command: str) -> str | None:
+        if shutil.which(command[0]) is None:
+            return None
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    power = run("nvpmodel", "-q")
+    if power:
+        info["power_mode"] = " ".join(line.strip() for line in power.splitlines() if line.strip())
+    clocks = run("jetson_clocks", "--show")
+    if clocks:
+        info["jetson_clocks"] = _clocks_pinned(clocks)
+    return info
+
+
+def _clocks_pinned(show: str) -> bool:
+    """True when every CPU line of ``jetson_clocks --show`` runs at its maximum frequency."""
+    cpus = [line for line in show.splitlines() if line.startswith("cpu") and "MaxFreq=" in line]
+    if not cpus:
+        return False
+    fields = [dict(item.split("=", 1) for item in line.split() if "=" in item) for line in cpus]
+    return all(f.get("CurrentFreq") == f.get("MaxFreq") for f in fields)
 
 
 def eval_report(detector: dict[str, Any], scenes: list[dict[str, Any]]) -> dict[str, Any]:
