@@ -511,6 +511,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_stream_arguments(stream)
     stream.set_defaults(func=run_stream_command)
 
+    from edge_had.stream.plan import add_plan_arguments, run_plan
+
+    plan = sub.add_parser(
+        "plan",
+        help="FLOPs and bytes per line and the roofline lower bound on a Jetson board vs the line budget",
+    )
+    add_plan_arguments(plan)
+    plan.set_defaults(func=run_plan)
+
     demo = sub.add_parser("demo", help="synthetic pushbroom scene -> RX -> map PNG and AUC (no data needed)")
     demo.add_argument("--out", default="edge-had-demo", help="output folder (default: ./edge-had-demo)")
     demo.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")

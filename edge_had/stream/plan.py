@@ -1,0 +1,190 @@
+"""``edge-had plan``: FLOPs and bytes per line of the configured pipeline, and the roofline lower
+bound of its time per line on a Jetson board, next to the sensor's line budget.
+
+Counts per line of ``W`` pixels and ``B`` bands (1 multiply-add = 2 FLOPs):
+
+* **enhancement** (``enhanced-rx``): the model's multiply-adds per pixel as the stream runs it
+  (:func:`edge_had.models.budget.count_macs_per_pixel`: spectral branch on 16 new lines + 3 + 3
+  context, spatial student amortised over its refresh) x ``W`` x 2. Bytes: the line in (FP32),
+  the enhanced ``K``-band line out (FP32), the weights once per 16-line block (FP16 on the GPU),
+  and each layer's FP16 activations written once and read once - a lower bound that assumes no
+  layer fusion beyond that.
+* **band reduction** (plain ``rx``): ``W x B x D`` multiply-adds to ``D`` bands; bytes: the line in,
+  the reduced line out.
+* **causal RX** in ``D`` dimensions: statistics update ``W x D^2`` (the product as computed),
+  scoring ``W x D^2 + W x D``, factor refresh ``D^3 / 3 + D^3`` (Cholesky + triangular inverse)
+  every ``refresh_every`` lines; bytes: the line in and the scores out (FP32), the ``D x D``
+  factor read and the statistics read and written (FP64).
+
+The bound is ``max(FLOPs / peak, bytes / bandwidth)`` per part with the board's vendor peaks
+(:mod:`edge_had.stream.boards`): FP16 peak for the enhancement, FP32 peak for RX, the memory
+bandwidth for the bytes. Peaks are upper bounds, so this is a lower bound on time, not a
+prediction; the covariance update runs FP64 in the CUDA kernel by default, which the FP32 peak
+does not cover (stated in the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edge_had.stream.presets import SENSORS, sensor
+
+
+@dataclass(frozen=True)
+class PartCost:
+    name: str
+    flops: float
+    bytes: float
+    precision: str  # which peak bounds it: "fp16" or "fp32"
+
+
+def rx_costs(width: int, dims: int, refresh_every: int = 1) -> list[PartCost]:
+    w, d = float(width), float(dims)
+    update = PartCost("statistics update", 2 * w * d * d, 4 * w * d + 2 * 8 * (d * d + d), "fp32")
+    scoring = PartCost("scoring", 2 * (w * d * d + w * d), 4 * w * d + 4 * w + 4 * d * d, "fp32")
+    refresh = PartCost(
+        "factor refresh", 2 * (d**3 / 3 + d**3) / refresh_every, 8 * 2 * d * d / refresh_every, "fp32"
+    )
+    return [update, scoring, refresh]
+
+
+def reduction_cost(width: int, bands: int, dims: int) -> PartCost:
+    return PartCost(
+        "band reduction",
+        2.0 * width * bands * dims,
+        4.0 * width * (bands + dims) + 4.0 * bands * dims,
+        "fp32",
+    )
+
+
+def enhancement_cost(model: Any, bands: int, width: int, block: int = 16) -> PartCost:
+    from edge_had.models.budget import count_macs_per_pixel
+
+    counted = count_macs_per_pixel(model, bands, width)
+    flops = 2.0 * counted["total_macs_per_pixel"] * width
+    weights = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    activations = _activation_elements_per_pixel(model, bands) * width
+    k = counted["k"]
+    data = 4.0 * width * bands + 4.0 * width * k + 2.0 * 2 * activations + 2.0 * weights / block
+    return PartCost("enhancement", flops, data, "fp16")
+
+
+def _activation_elements_per_pixel(model: Any, bands: int) -> float:
+    """Output elements per pixel of every conv layer of the spectral branch (one write + one read
+    each in FP16); the spatial student's are negligible after amortisation and left out."""
+    import torch
+
+    counts = []
+
+    def hook(_module: Any, _inputs: Any, output: torch.Tensor) -> None:
+        counts.append(output.shape[1])
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.spectral.modules() if isinstance(m, torch.nn.Conv2d)
+    ]
+    try:
+        with torch.no_grad():
+            model.spectral(torch.zeros(1, model.k, 1, 1))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return float(sum(counts))
+
+
+def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model: Any = None,
+         reduced_bands: int = 32, refresh_every: int = 1) -> dict[str, Any]:  # fmt: skip
+    from edge_had.stream.boards import max_mode
+
+    preset = sensor(sensor_name)
+    mode = max_mode(board)
+    parts: list[PartCost] = []
+    if detector == "enhanced-rx":
+        if model is None:
+            from edge_had.models.bundle import load_bundle
+
+            model = load_bundle().model_for(preset.bands)
+        parts.append(enhancement_cost(model, preset.bands, preset.width))
+        dims = model.k
+    else:
+        parts.append(reduction_cost(preset.width, preset.bands, reduced_bands))
+        dims = reduced_bands
+    parts += rx_costs(preset.width, dims, refresh_every)
+    peaks = {"fp16": mode.fp16_tflops, "fp32": mode.fp32_tflops}
+    rows = []
+    for part in parts:
+        peak = peaks[part.precision]
+        compute = part.flops / (peak * 1e12) if peak else None
+        memory = part.bytes / (mode.bandwidth_gbs * 1e9) if mode.bandwidth_gbs else None
+        bound = max(t for t in (compute, memory) if t is not None) if (compute or memory) else None
+        rows.append({**asdict(part), "compute_s": compute, "memory_s": memory, "bound_s": bound})
+    total = sum(row["bound_s"] for row in rows if row["bound_s"] is not None)
+    return {
+        "board": asdict(mode),
+        "sensor": {
+            "preset": preset.name,
+            "width": preset.width,
+            "bands": preset.bands,
+            "line_rate_hz": preset.line_rate_hz,
+            "budget_s": preset.budget_s,
+        },  # fmt: skip
+        "detector": detector,
+        "rx_dims": dims,
+        "parts": rows,
+        "flops_per_line": sum(part.flops for part in parts),
+        "bytes_per_line": sum(part.bytes for part in parts),
+        "lower_bound_s": total,
+        "budget_fraction": total / preset.budget_s,
+        "caveat": "vendor peaks: a lower bound on time, not a prediction; the FP64 covariance "
+        "accumulation of the CUDA kernel is bounded here by the FP32 peak",
+    }
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_had.stream.boards import BOARDS
+
+    parser.add_argument("--sensor", choices=sorted(SENSORS), default="fx10")
+    parser.add_argument("--device", choices=sorted(BOARDS), required=True, help="Jetson board")
+    parser.add_argument("--detector", choices=["rx", "enhanced-rx"], default="enhanced-rx")
+    parser.add_argument("--model", help="enhanced-rx: model folder (default: the shipped model)")
+    parser.add_argument("--json", help="write the plan here")
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    model = None
+    if args.detector == "enhanced-rx" and args.model:
+        from edge_had.models.bundle import load_bundle
+
+        model = load_bundle(args.model).model_for(sensor(args.sensor).bands)
+    result = plan(args.device, args.sensor, args.detector, model=model)
+    board, preset = result["board"], result["sensor"]
+    peaks = f"FP16/FP32 {board['fp16_tflops']}/{board['fp32_tflops']} TFLOP/s, {board['bandwidth_gbs']} GB/s"
+    print(f"{board['board']} ({board['mode']}): {peaks}  [{board['source']}]")
+    shape = f"{preset['width']} px x {preset['bands']} bands at {preset['line_rate_hz']:.0f} lines/s"
+    print(
+        f"{preset['preset']}: {shape} -> budget {preset['budget_s'] * 1e3:.2f} ms/line; {result['detector']}"
+    )
+    print("| part | MFLOP/line | kB/line | bound by | lower bound us/line |")
+    print("|---|---|---|---|---|")
+    for row in result["parts"]:
+        by = (
+            "compute" if (row["compute_s"] or 0) >= (row["memory_s"] or 0) else "memory"
+        ) + f" ({row['precision']})"
+        if row["compute_s"] is None:
+            by = f"memory; no {row['precision'].upper()} peak published"
+        bound = "n/a" if row["bound_s"] is None else f"{row['bound_s'] * 1e6:.2f}"
+        counts = f"{row['flops'] / 1e6:.2f} | {row['bytes'] / 1e3:.1f}"
+        print(f"| {row['name']} | {counts} | {by} | {bound} |")
+    totals = (
+        f"{result['flops_per_line'] / 1e6:.1f} MFLOP and {result['bytes_per_line'] / 1e6:.2f} MB per line"
+    )
+    bound = f"{result['lower_bound_s'] * 1e6:.1f} us = {result['budget_fraction'] * 100:.2f} % of the budget"
+    print(f"total: {totals}; lower bound {bound}")
+    print(f"({result['caveat']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0

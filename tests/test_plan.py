@@ -1,0 +1,71 @@
+"""The budget planner: its FLOP and byte counts against independent counts, and the roofline
+arithmetic against a hand calculation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edge_had.models import ModelConfig
+from edge_had.models.adapter import SpectralAdapter
+from edge_had.models.enhancer import EnhancementModel
+from edge_had.stream import plan as plan_module
+
+
+def test_rx_costs_match_a_hand_count() -> None:
+    update, scoring, refresh = plan_module.rx_costs(width=10, dims=4, refresh_every=2)
+    assert update.flops == 2 * 10 * 4 * 4  # X^T X of a 10 x 4 line
+    assert scoring.flops == 2 * (10 * 4 * 4 + 10 * 4)  # whitening product + row norms
+    assert refresh.flops == pytest.approx(2 * (64 / 3 + 64) / 2)  # Cholesky + inverse, every 2nd line
+    assert scoring.bytes == 4 * 10 * 4 + 4 * 10 + 4 * 16
+    reduction = plan_module.reduction_cost(width=10, bands=20, dims=4)
+    assert reduction.flops == 2 * 10 * 20 * 4
+
+
+def independent_conv_macs_per_pixel(module: torch.nn.Module) -> float:
+    """Sum over the convolutions of out x in/groups x kernel area (no FlopCounter involved)."""
+    total = 0.0
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            kh, kw = layer.kernel_size
+            total += layer.out_channels * layer.in_channels / layer.groups * kh * kw
+    return total
+
+
+def test_enhancement_flops_agree_with_an_independent_count_of_the_layers() -> None:
+    torch.manual_seed(0)
+    config = ModelConfig()
+    spectral, spatial = config.build_networks()
+    model = EnhancementModel(SpectralAdapter.from_band_count(224, 64), spectral, spatial).eval()
+    cost = plan_module.enhancement_cost(model, 224, 1024)
+    adapter = 64 * 224  # K x B, one 1 x 1 convolution per pixel
+    spectral_as_run = independent_conv_macs_per_pixel(spectral) * (16 + 3 + 3) / 16
+    floor = 2 * 1024 * (adapter + spectral_as_run)
+    # the planner adds the amortised spatial student, bias adds, residuals and the fusion on top
+    assert floor < cost.flops < floor * 1.6
+    assert cost.bytes > 4 * 1024 * 224 + 4 * 1024 * 64  # at least the line in and the K-band line out
+
+
+def test_roofline_bound_is_the_slower_of_compute_and_memory(monkeypatch) -> None:
+    from edge_had.stream.boards import BoardMode
+
+    board = BoardMode("test", "max", 8, 1024, 1000, 5.0, None, "none", 100.0, 6, "unit test", "")
+    monkeypatch.setattr("edge_had.stream.boards.max_mode", lambda name: board)
+    result = plan_module.plan("test", "fx10", "rx", reduced_bands=32)
+    for row in result["parts"]:
+        assert row["bound_s"] == pytest.approx(max(row["flops"] / 5.0e12, row["bytes"] / 100.0e9))
+    assert result["lower_bound_s"] == pytest.approx(sum(row["bound_s"] for row in result["parts"]))
+    assert result["budget_fraction"] == pytest.approx(result["lower_bound_s"] * 330.0)
+    assert result["flops_per_line"] == pytest.approx(sum(row["flops"] for row in result["parts"]))
+    enhanced = plan_module.plan("test", "fx10", "enhanced-rx")  # no FP16 peak known: memory bound only
+    assert enhanced["parts"][0]["compute_s"] is None
+    assert enhanced["parts"][0]["bound_s"] == pytest.approx(enhanced["parts"][0]["bytes"] / 100.0e9)
+
+
+def test_every_board_has_a_sourced_maximum_mode() -> None:
+    from edge_had.stream.boards import BOARDS, max_mode
+
+    assert set(BOARDS) == {"orin-nano-8gb", "orin-nx-16gb", "agx-orin-64gb", "thor"}
+    for name in BOARDS:
+        mode = max_mode(name)
+        assert mode.fp32_tflops and mode.bandwidth_gbs and mode.source
