@@ -65,6 +65,22 @@ class Health:
         return out
 
 
+def _sparse_rows(matrix: np.ndarray, most: int = 4) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(columns, weights)``, both ``(rows, n)``, when every row of ``matrix`` has at most ``most``
+    nonzeros (linear interpolation has 2): applying it is then a gather of ``n`` columns per output
+    band instead of a dense product (at 1024 x 224 -> 32: 65 k instead of 7.3 M multiply-adds)."""
+    counts = (matrix != 0).sum(axis=1)
+    if counts.max() > most:
+        return None
+    n = int(counts.max())
+    columns = np.zeros((matrix.shape[0], n), dtype=np.intp)
+    weights = np.zeros((matrix.shape[0], n), dtype=np.float32)
+    for row, values in enumerate(matrix):
+        nonzero = np.flatnonzero(values)
+        columns[row, : nonzero.size], weights[row, : nonzero.size] = nonzero, values[nonzero]
+    return columns, weights
+
+
 @dataclass
 class _Pending:
     result: LineResult
@@ -90,6 +106,7 @@ class StreamPipeline:
         self.width, self.bands = width, bands
         self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
         self._reduction32 = None if reduction is None else self.reduction.astype(np.float32)
+        self._gather = None if reduction is None else _sparse_rows(self.reduction)
         if self.reduction is not None and self.reduction.shape[1] != bands:
             raise ValueError(f"reduction takes {self.reduction.shape[1]} bands, the sensor has {bands}")
         if enhancer is not None and self.reduction is not None:
@@ -127,7 +144,10 @@ class StreamPipeline:
                 if not valid.all():
                     result.flags.append("masked-pixels")
                     line = np.where(valid[:, None], line, np.float32(0.0))
-                if self.reduction is not None:  # float32 product: the rows are convex weights
+                if self._gather is not None:  # few bands per output band: gather, no GEMM
+                    columns, weights = self._gather
+                    line = np.einsum("wkn,kn->wk", line[:, columns], weights)
+                elif self._reduction32 is not None:  # float32 product: the rows are convex weights
                     line = line @ self._reduction32.T
                 line = line.astype(np.float64)  # the statistics are float64
             if not valid.any():
