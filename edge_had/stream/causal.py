@@ -125,14 +125,15 @@ class CausalRX:
             if len(self._pending) < self.settings.warmup_lines:
                 return []
             return self._end_warmup(position)
+        background = line if valid.all() else line[valid]  # no copy when every pixel is valid
         if self.settings.include_current:
-            self.statistics.add_line(line[valid])
+            self.statistics.add_line(background)
         self._since_refresh += 1
         if self._since_refresh >= self.settings.refresh_every:
             self._refresh()
         scores = self._score(line, valid)
         if not self.settings.include_current:
-            self.statistics.add_line(line[valid])
+            self.statistics.add_line(background)
         return [(position, scores, False)]
 
     def _end_warmup(self, position: int) -> list[tuple[int, np.ndarray, bool]]:
@@ -155,7 +156,9 @@ class CausalRX:
         mean, cov = self.statistics.mean_and_covariance()
         load = self.settings.regularization * max(float(np.trace(cov)), 1e-300) / self.bands
         try:
-            factor = np.linalg.cholesky(cov + load * np.eye(self.bands))
+            loaded = cov.copy()
+            loaded.flat[:: self.bands + 1] += load  # the diagonal
+            factor = np.linalg.cholesky(loaded)
             self._whitener = np.linalg.inv(factor)
         except np.linalg.LinAlgError:  # singular even with loading: pseudo-inverse square root
             values, vectors = np.linalg.eigh(cov)
@@ -169,7 +172,8 @@ class CausalRX:
         assert self._whitener is not None and self._mean is not None
         whitened = (line - self._mean) @ self._whitener.T
         scores = np.einsum("ij,ij->i", whitened, whitened)
-        scores[~valid] = np.nan
+        if not valid.all():
+            scores[~valid] = np.nan
         return scores
 
     def flush(self) -> list[tuple[int, np.ndarray, bool]]:
