@@ -17,8 +17,11 @@ DESCRIPTION = """\
 edge-had: onboard hyperspectral anomaly detection.
 
 Scenes are read from .mat (v5 and v7.3), ENVI (.hdr + BIL/BIP/BSQ), .npy and HDF5 files; cubes are
-(rows = along-track lines, cols, bands). Detectors: global RX ('rx') and dual-window local RX
-('lrx'). Start with `edge-had demo`, which needs no data.
+(rows = along-track lines, cols, bands). Detectors: global RX ('rx'), dual-window local RX
+('lrx') and both after the shipped background-enhancement model ('enhanced-rx', 'enhanced-lrx').
+`stream` runs the pushbroom line loop; `export`, `calibrate` and `build` make ONNX / INT8 /
+TensorRT artifacts; `plan` bounds the time per line on a Jetson. Start with `edge-had demo`,
+which needs no data.
 """
 
 
