@@ -17,6 +17,9 @@ Rows of the table, per held-out scene (trained rows: mean and spread over seeds)
   ``<variant>:lrx`` - local RX of the feature-fused cube; for every training variant (the main
   model and the ablations of :data:`VARIANTS`).
 
+A training that diverges (NaN or Inf weights) is not scored: it is listed in
+``diverged_trainings`` and its held-out scenes are averaged over the other seeds of that variant.
+
 Pooled shortfall removed against a baseline: ``1 - sum(1 - AUC) / sum(1 - AUC_baseline)`` over
 the scenes. Training runs are cached in ``out/models/<variant>/seed<S>/fold<F>`` and run in
 parallel worker processes (one thread each).
@@ -227,11 +230,16 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
         per_scene[name]["lrx"] = [cache.auc(name, local_rx(cube, valid))]
 
     alphas: dict[str, dict[str, list[float]]] = {}
+    diverged: list[dict[str, Any]] = []
     for seed, (index, held_out) in itertools.product(config.seeds, enumerate(folds)):
         train_names = [name for name in names if name not in held_out]
         models = {"random": _random_bundle(seed, k)}
         for variant in config.variants:
-            models[variant] = load_bundle(_model_dir(Path(config.out), variant, seed, index))
+            bundle = load_bundle(_model_dir(Path(config.out), variant, seed, index))
+            if has_non_finite_weights(bundle):  # a diverged training: reported, not scored
+                diverged.append({"variant": variant, "seed": seed, "fold": index, "held_out": held_out})
+                continue
+            models[variant] = bundle
         for label, bundle in models.items():
             rows, chosen = _evaluate_model(cache, bundle, train_names, held_out, label)
             alphas.setdefault(label, {})[f"seed{seed}/fold{index}"] = list(chosen)
@@ -248,12 +256,21 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
         "train_overrides": config.train_overrides,
         "alpha_grid": {"alpha_spe": list(ALPHA_SPE_GRID), "alpha_spa": list(ALPHA_SPA_GRID)},
         "alphas": alphas,
+        "diverged_trainings": diverged,
         "scenes": per_scene,
         "summary": summarize(per_scene),
         "seconds": time.perf_counter() - start,
         "platform": platform_info(),
     }
     return report
+
+
+def has_non_finite_weights(bundle: Any) -> bool:
+    """True when training left NaN or Inf in any weight of the bundle's networks."""
+    import torch
+
+    networks = [bundle.spectral] + ([bundle.spatial] if bundle.spatial is not None else [])
+    return any(not bool(torch.isfinite(p).all()) for net in networks for p in net.parameters())
 
 
 def summarize(per_scene: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, Any]]:
