@@ -55,20 +55,27 @@ def _record(benchmark, pipeline: StreamPipeline, name: str) -> None:
     )
 
 
-def test_plain_causal_rx(benchmark, cube, bench_threads):
-    reduction = band_reduction(FX10.bands, DEFAULT_REDUCED_BANDS)
+def _time_rounds(benchmark, cube, make_pipeline, name: str) -> None:
+    """Stream the cube through a fresh pipeline per round; record the last round's stages."""
     made = {}
 
     def one_round():
-        made["pipeline"] = StreamPipeline(
-            FX10.width, FX10.bands, reduction=reduction, settings=DEFAULT_SETTINGS
-        )
+        made["pipeline"] = make_pipeline()
         run_stream(scene_lines(cube), made["pipeline"], keep_scores=False)
 
     benchmark.group = "fx10-stream"
     benchmark.pedantic(one_round, rounds=5, warmup_rounds=1)
-    _record(benchmark, made["pipeline"], f"plain causal RX, K={DEFAULT_REDUCED_BANDS}")
+    _record(benchmark, made["pipeline"], name)
     assert made["pipeline"].health.lines_scored == LINES
+
+
+def test_plain_causal_rx(benchmark, cube, bench_threads):
+    reduction = band_reduction(FX10.bands, DEFAULT_REDUCED_BANDS)
+
+    def make():
+        return StreamPipeline(FX10.width, FX10.bands, reduction=reduction, settings=DEFAULT_SETTINGS)
+
+    _time_rounds(benchmark, cube, make, f"plain causal RX, K={DEFAULT_REDUCED_BANDS}")
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
@@ -79,19 +86,11 @@ def test_full_pipeline(benchmark, cube, bundle, backend, bench_threads, tmp_path
     if backend == "onnxruntime":
         pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     torch.set_num_threads(bench_threads)
-    runner = enhancement_runner(
-        choose_backend(backend, "fp32"), bundle, FX10.bands, workdir=tmp_path
-    ).activate()
-    made = {}
+    choice = choose_backend(backend, "fp32")
+    runner = enhancement_runner(choice, bundle, FX10.bands, workdir=tmp_path).activate()
 
-    def one_round():
+    def make():
         enhancer = StreamEnhancer(bundle, runner)
-        made["pipeline"] = StreamPipeline(
-            FX10.width, FX10.bands, settings=DEFAULT_SETTINGS, enhancer=enhancer
-        )
-        run_stream(scene_lines(cube), made["pipeline"], keep_scores=False)
+        return StreamPipeline(FX10.width, FX10.bands, settings=DEFAULT_SETTINGS, enhancer=enhancer)
 
-    benchmark.group = "fx10-stream"
-    benchmark.pedantic(one_round, rounds=5, warmup_rounds=1)
-    _record(benchmark, made["pipeline"], f"enhancement ({backend} fp32) + causal RX, K=64")
-    assert made["pipeline"].health.lines_scored == LINES
+    _time_rounds(benchmark, cube, make, f"enhancement ({backend} fp32) + causal RX, K=64")
