@@ -17,7 +17,11 @@ from typing import Any
 import numpy as np
 
 from edge_had.errors import EdgeHadError
+from edge_had.stream.faults import FAULTS
 from edge_had.stream.presets import SENSORS, sensor
+
+KEEP_LINES = 4096  # longer synthetic streams keep no per-line outputs in memory (soak runs)
+RSS_EVERY = 100_000  # lines between samples of the resident memory
 
 
 def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +45,11 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pfa", type=float, default=1e-6, help="per-pixel false-alarm rate of the event threshold"
     )
+    parser.add_argument("--faults", help="inject faults: 'all' or a comma list of " + ",".join(FAULTS))
+    parser.add_argument(
+        "--fault-rate", type=float, default=0.01, help="probability per line of each fault (0.01)"
+    )
+    parser.add_argument("--fault-seed", type=int, default=0, help="fault seed (default 0)")
     parser.add_argument("--out", help="folder for events.jsonl, scores.npy, waterfall.png and waterfall.mp4")
     parser.add_argument(
         "--show", action="store_true", help="live waterfall window (needs a GUI OpenCV and a display)"
@@ -58,7 +67,7 @@ def _source(args: argparse.Namespace) -> tuple[Any, np.ndarray | None, np.ndarra
         from edge_had.io.synthetic import synthetic_scene
 
         width, bands = args.width or preset.width, args.bands or preset.bands
-        if args.lines <= 4096:  # bounded: one scene, so its ground truth is known
+        if args.lines <= KEEP_LINES:  # bounded: one scene, so its ground truth is known
             scene = synthetic_scene(seed=args.seed, lines=args.lines, width=width, bands=bands)
             return scene_lines(scene.cube, rate, args.pace), scene.gt, scene.valid, width, bands
         return (
@@ -105,35 +114,65 @@ def run_stream_command(args: argparse.Namespace) -> int:
         detector["reduced_bands"] = DEFAULT_REDUCED_BANDS
     pipeline = StreamPipeline(width, bands, reduction=reduction, settings=DEFAULT_SETTINGS,
                               budget_s=1.0 / rate, enhancer=enhancer)  # fmt: skip
+    if args.faults:
+        from edge_had.stream.faults import faulty_lines, parse_faults
+
+        lines = faulty_lines(lines, parse_faults(args.faults), rate=args.fault_rate, seed=args.fault_seed)
+    keep = not (args.source == "synthetic" and args.lines > KEEP_LINES)  # soak: counts only
     events_detector = EventDetector(chi2_threshold(pipeline.rx.bands, args.pfa))
     events: list[Any] = []
-    video = _video(args, width)
+    video = _video(args, width) if keep else None
+    events_file = None
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        events_file = open(Path(args.out) / "events.jsonl", "w")  # noqa: SIM115 - closed below
     waiting: dict[int, Any] = {}
-    seen = {"next": 0, "rows": 0}
+    seen = {"next": 0, "rows": 0, "results": 0, "events": 0}
+    rss_curve: list[tuple[int, float | None]] = []
 
     def release(result: Any) -> None:
         if result.state == "scored":
             finished = events_detector.add(result.index, result.scores, result.timestamp, result.meta)
-            events.extend(finished)
+            seen["events"] += len(finished)
+            if events_file is not None:
+                events_file.writelines(json.dumps(event.to_json()) + "\n" for event in finished)
+            if keep:
+                events.extend(finished)
             if video is not None:
                 video.add_events(finished)
                 video.add_line(result.index, result.scores)
         seen["rows"] = max(seen["rows"], result.index + 1)
+        seen["next"] = max(seen["next"], result.index + 1)
 
-    def on_result(result: Any) -> None:  # warm-up lines arrive late: release results in line order
+    def on_result(result: Any) -> None:
+        # warm-up lines arrive late: release in line order, holding at most 64 results (a gap
+        # in the indices never fills, so the oldest is released past it)
         waiting[result.index] = result
         while seen["next"] in waiting:
             release(waiting.pop(seen["next"]))
-            seen["next"] += 1
+        while len(waiting) > 64:
+            release(waiting.pop(min(waiting)))
+        seen["results"] += 1
+        if seen["results"] % RSS_EVERY == 0:
+            rss_curve.append((seen["results"], current_rss_mb()))
 
-    run = run_stream(lines, pipeline, max_lag_s=2.0 / rate if args.pace else None, on_result=on_result)
+    from edge_had.stream.pipeline import current_rss_mb
+
+    run = run_stream(
+        lines, pipeline, max_lag_s=2.0 / rate if args.pace else None, on_result=on_result, keep_scores=keep
+    )
     for index in sorted(waiting):  # after gaps in the indices
         release(waiting.pop(index))
-    events += events_detector.finish()
+    final = events_detector.finish()
+    seen["events"] += len(final)
+    events += final if keep else []
+    if events_file is not None:
+        events_file.writelines(json.dumps(event.to_json()) + "\n" for event in final)
+        events_file.close()
     if video is not None:
         video.close()
     rows = seen["rows"]
-    scores = np.full((rows, width), np.nan, dtype=np.float32)
+    scores = np.full((rows if keep else 0, width), np.nan, dtype=np.float32)
     for index, line_scores in run.scores.items():
         scores[index] = line_scores
     report: dict[str, Any] = {
@@ -146,7 +185,11 @@ def run_stream_command(args: argparse.Namespace) -> int:
         "backend": None if backend is None else backend.to_dict(),
         **run.pipeline.report(),
         "look_ahead_ms": run.pipeline.report()["look_ahead_lines"] * 1e3 / rate,
-        "events": {"threshold": events_detector.threshold, "pfa": args.pfa, "count": len(events)},
+        "events": {"threshold": events_detector.threshold, "pfa": args.pfa, "count": seen["events"]},
+        "faults": None
+        if not args.faults
+        else {"faults": args.faults, "rate": args.fault_rate, "seed": args.fault_seed},
+        "rss_curve": [{"results": n, "rss_mb": mb} for n, mb in rss_curve],
         "platform": platform_info(),
     }
     if gt is not None and rows == gt.shape[0]:
@@ -154,12 +197,8 @@ def run_stream_command(args: argparse.Namespace) -> int:
         false = [e for e in events if not gt[tuple(np.array(e.pixels).T)].any()]
         report["events"]["false"] = len(false)
         report["events"]["false_per_1000_lines"] = 1000.0 * len(false) / rows
-    if args.out:
+    if args.out and keep:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "events.jsonl", "w") as handle:
-            for event in events:
-                handle.write(json.dumps(event.to_json()) + "\n")
         np.save(out / "scores.npy", scores)
         from edge_had.eval.plots import save_score_map_png
 

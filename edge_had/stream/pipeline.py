@@ -45,6 +45,18 @@ class LineResult:
     meta: dict[str, Any] | None = None
 
 
+def current_rss_mb() -> float | None:
+    """Resident memory of this process now (Linux ``/proc/self/statm``; None elsewhere)."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 @dataclass
 class Health:
     lines_in: int = 0
@@ -60,6 +72,7 @@ class Health:
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
+        out["rss_mb"] = current_rss_mb()
         out["flags"], out["reasons"] = dict(self.flags), dict(self.reasons)
         out["accounting_ok"] = self.lines_in == self.lines_scored + self.lines_rejected + self.lines_dropped
         return out
