@@ -55,3 +55,23 @@ def test_pipeline_accounts_for_every_faulty_line_exactly() -> None:
         1 for line in lines if {"nan", "inf"} & set(line.meta["faults"]) and line.pixels.shape == (32, 16)
     )
     assert health.flags["masked-pixels"] >= 1 and health.flags["masked-pixels"] <= nan_or_inf
+
+
+def test_short_soak_of_the_stream_command_with_every_fault(tmp_path) -> None:
+    """The soak benchmark's command, 2 x 10^4 lines (bench/README.md runs 10^6)."""
+    import json
+
+    from edge_had.cli import main
+
+    report_path = tmp_path / "soak.json"
+    argv = ["stream", "--source", "synthetic", "--faults", "all", "--lines", "20000", "--detector", "rx",
+            "--width", "64", "--bands", "16", "--json", str(report_path)]  # fmt: skip
+    assert main(argv) == 0
+    health = json.loads(report_path.read_text())["health"]
+    assert health["accounting_ok"] and health["lines_in"] < 20000 + health["duplicates"]
+    assert (
+        health["lines_rejected"] > 0
+        and health["missing_indices"] > 0
+        and health["flags"]["masked-pixels"] > 0
+    )
+    assert health["lines_scored"] + health["lines_rejected"] + health["lines_dropped"] == health["lines_in"]
