@@ -50,6 +50,12 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "--fault-rate", type=float, default=0.01, help="probability per line of each fault (0.01)"
     )
     parser.add_argument("--fault-seed", type=int, default=0, help="fault seed (default 0)")
+    parser.add_argument(
+        "--reorder-window",
+        type=int,
+        default=4,
+        help="lines held to put late lines back in order (4; 0: reject them)",
+    )
     parser.add_argument("--out", help="folder for events.jsonl, scores.npy, waterfall.png and waterfall.mp4")
     parser.add_argument(
         "--show", action="store_true", help="live waterfall window (needs a GUI OpenCV and a display)"
@@ -113,7 +119,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
         reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS)
         detector["reduced_bands"] = DEFAULT_REDUCED_BANDS
     pipeline = StreamPipeline(width, bands, reduction=reduction, settings=DEFAULT_SETTINGS,
-                              budget_s=1.0 / rate, enhancer=enhancer)  # fmt: skip
+                              budget_s=1.0 / rate, enhancer=enhancer, reorder_window=args.reorder_window)  # fmt: skip
     if args.faults:
         from edge_had.stream.faults import faulty_lines, parse_faults
 

@@ -7,7 +7,9 @@ received line ends in exactly one state, reported once through ``on_result``:
 * ``scored`` - it has scores (warm-up lines are scored late, when the warm-up ends: flags
   ``warm-up`` and ``late``; their ``push`` returns state ``pending``);
 * ``rejected`` - bad input, with a reason (wrong pixel or band count, duplicate or
-  out-of-order index, no valid pixel);
+  out-of-order index, no valid pixel). With ``reorder_window = R > 0`` a line that arrives after
+  a later one is held (up to R lines wait for a missing index) and processed in order with the
+  flag ``reordered``; only a line older than everything already released is rejected;
 * ``dropped`` - overload (:meth:`drop`, used by :func:`edge_had.stream.run.run_stream` when it
   falls behind a paced sensor by more than its allowed lag).
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +117,7 @@ class StreamPipeline:
         on_result: Callable[[LineResult], None] | None = None,
         profiler: StageProfiler | None = None,
         enhancer: Any = None,
+        reorder_window: int = 0,
     ) -> None:
         self.width, self.bands = width, bands
         self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
@@ -139,6 +142,10 @@ class StreamPipeline:
         self._last_index: int | None = None
         self._pending: dict[int, _Pending] = {}  # CausalRX position -> line waiting for its score
         self._position = 0
+        self.reorder_window = reorder_window
+        self._held: dict[int, tuple[np.ndarray, LineResult, float] | None] = {}  # None: arrived, rejected
+        self._released: deque[int] = deque(maxlen=4 * reorder_window + 16)
+        self._max_seen = -(2**62)
 
     # ------------------------------------------------------------------ entry points
 
@@ -149,34 +156,81 @@ class StreamPipeline:
         with self._lock:
             self.health.lines_in += 1
             result = LineResult(index, timestamp, "pending", meta=meta)
+            if self.reorder_window > 0:
+                return self._admit(pixels, result, arrival)
             problem = self._check_index(index) or self._check_shape(pixels)
             if problem is not None:
                 return self._finish(result, "rejected", reason=problem)
-            with self.profiler.stage("preprocess"):
-                line = np.asarray(pixels, dtype=np.float32)
-                # a NaN or Inf in any band makes the pixel's band sum non-finite; one product is
-                # 3x faster than isfinite().all() (only a finite-but-overflowing sum, > 3e38, also
-                # counts as invalid)
-                valid = np.isfinite(line @ self._ones)
-                if not valid.all():
-                    result.flags.append("masked-pixels")
-                    line = np.where(valid[:, None], line, np.float32(0.0))
-                if self._gather is not None:  # few bands per output band: gather, no GEMM
-                    columns, weights = self._gather
-                    line = np.einsum("wkn,kn->wk", line[:, columns], weights)
-                elif self._reduction32 is not None:  # float32 product: the rows are convex weights
-                    line = line @ self._reduction32.T
-                line = line.astype(np.float64)  # the statistics are float64
-            if not valid.any():
-                return self._finish(result, "rejected", reason="no valid pixel")
-            self._pending[self._position] = _Pending(result, arrival)
-            self._position += 1
-            lines = [(line, valid)]
-            if self.enhancer is not None:
-                with self.profiler.stage("enhance"):
-                    lines = self.enhancer.push(line, valid)
-            self._score(lines)
+            self._process(pixels, result, arrival)
             return result
+
+    def _admit(self, pixels: np.ndarray, result: LineResult, arrival: float) -> LineResult:
+        """Reorder window: hold lines until their predecessors arrive or ``reorder_window`` lines
+        are held; a line older than everything released is rejected (duplicate or too late)."""
+        index = result.index
+        if self._last_index is None:
+            self._last_index = index - 1
+        if index <= self._last_index or index in self._held:
+            duplicate = index in self._held or index in self._released
+            if duplicate:
+                self.health.duplicates += 1
+                return self._finish(result, "rejected", reason="duplicate index")
+            return self._finish(
+                result,
+                "rejected",
+                reason=f"out-of-order index (beyond the reorder window, after {self._last_index})",
+            )
+        if index < self._max_seen:
+            result.flags.append("reordered")
+        self._max_seen = max(self._max_seen, index)
+        problem = self._check_shape(pixels)
+        self._held[index] = None if problem else (pixels, result, arrival)
+        if problem:
+            self._finish(result, "rejected", reason=problem)
+        self._release(force=False)
+        return result
+
+    def _release(self, force: bool) -> None:
+        assert self._last_index is not None
+        while self._held:
+            following = self._last_index + 1
+            if following not in self._held:
+                if not force and len(self._held) <= self.reorder_window:
+                    return
+                following = min(self._held)  # give up waiting: the indices between are missing
+                self.health.missing_indices += following - self._last_index - 1
+            entry = self._held.pop(following)
+            self._last_index = following
+            self._released.append(following)
+            if entry is not None:
+                self._process(*entry)
+
+    def _process(self, pixels: np.ndarray, result: LineResult, arrival: float) -> None:
+        with self.profiler.stage("preprocess"):
+            line = np.asarray(pixels, dtype=np.float32)
+            # a NaN or Inf in any band makes the pixel's band sum non-finite; one product is 3x
+            # faster than isfinite().all() (only a finite-but-overflowing sum, > 3e38, also
+            # counts as invalid)
+            valid = np.isfinite(line @ self._ones)
+            if not valid.all():
+                result.flags.append("masked-pixels")
+                line = np.where(valid[:, None], line, np.float32(0.0))
+            if self._gather is not None:  # few bands per output band: gather, no GEMM
+                columns, weights = self._gather
+                line = np.einsum("wkn,kn->wk", line[:, columns], weights)
+            elif self._reduction32 is not None:  # float32 product: the rows are convex weights
+                line = line @ self._reduction32.T
+            line = line.astype(np.float64)  # the statistics are float64
+        if not valid.any():
+            self._finish(result, "rejected", reason="no valid pixel")
+            return
+        self._pending[self._position] = _Pending(result, arrival)
+        self._position += 1
+        lines = [(line, valid)]
+        if self.enhancer is not None:
+            with self.profiler.stage("enhance"):
+                lines = self.enhancer.push(line, valid)
+        self._score(lines)
 
     def drop(
         self, index: int, timestamp: float, reason: str = "overload", meta: dict[str, Any] | None = None
@@ -184,12 +238,19 @@ class StreamPipeline:
         """Account for a line the caller could not process in time."""
         with self._lock:
             self.health.lines_in += 1
-            self._check_index(index)
+            if self.reorder_window == 0:
+                self._check_index(index)
+            elif self._last_index is None or index > self._last_index:
+                self._held.setdefault(index, None)  # arrived (and dropped): nothing to wait for
+                self._max_seen = max(self._max_seen, index)
+                self._release(force=False)
             return self._finish(LineResult(index, timestamp, "pending", meta=meta), "dropped", reason=reason)
 
     def finish(self) -> None:
         """End of stream: lines still in warm-up are scored (late) if they can be, else rejected."""
         with self._lock:
+            if self._held:
+                self._release(force=True)
             if self.enhancer is not None:
                 self._score(self.enhancer.flush())
             self._deliver(self.rx.flush())
