@@ -118,8 +118,15 @@ def run_stream_command(args: argparse.Namespace) -> int:
     else:
         reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS)
         detector["reduced_bands"] = DEFAULT_REDUCED_BANDS
-    pipeline = StreamPipeline(width, bands, reduction=reduction, settings=DEFAULT_SETTINGS,
-                              budget_s=1.0 / rate, enhancer=enhancer, reorder_window=args.reorder_window)  # fmt: skip
+    pipeline = StreamPipeline(
+        width,
+        bands,
+        reduction=reduction,
+        settings=DEFAULT_SETTINGS,
+        budget_s=1.0 / rate,
+        enhancer=enhancer,
+        reorder_window=args.reorder_window,
+    )
     if args.faults:
         from edge_had.stream.faults import faulty_lines, parse_faults
 
