@@ -350,3 +350,18 @@ def test_reorder_window_puts_late_lines_back_in_order(lines) -> None:
     for result in finals:
         if result.state == "scored":
             np.testing.assert_allclose(result.scores, results[result.index].scores, rtol=1e-12)
+
+
+def test_a_new_band_count_reinitialises_only_after_enough_lines(lines) -> None:
+    pipeline = StreamPipeline(25, 6, settings=CausalSettings(warmup_lines=3), reinit_after=4)
+    states = [pipeline.push(lines[i], i, float(i)).state for i in range(5)]
+    states += [pipeline.push(lines[5][:, :5], 5, 5.0).state]  # one odd line
+    states += [pipeline.push(lines[6], 6, 6.0).state]
+    states += [pipeline.push(lines[i][:, :5], i, float(i)).state for i in range(7, 14)]  # the sensor switched
+    pipeline.finish()
+    assert states[:5] == ["pending", "pending", "scored", "scored", "scored"]
+    assert states[5:7] == ["rejected", "scored"]
+    assert states[7:] == ["rejected"] * 4 + ["pending", "pending", "scored"]  # new warm-up of 3 lines
+    health = pipeline.health
+    assert health.reinitialisations == 1 and pipeline.bands == 5
+    assert health.lines_rejected == 5 and health.to_dict()["accounting_ok"]

@@ -14,7 +14,9 @@ received line ends in exactly one state, reported once through ``on_result``:
   falls behind a paced sensor by more than its allowed lag).
 
 So ``lines_in = lines_scored + lines_rejected + lines_dropped`` once :meth:`finish` has run.
-Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
+After ``reinit_after`` consecutive lines (default 8) of a new band count - each of them rejected -
+the statistics are re-initialised for it (``reinitialisations`` in health); a single odd line never
+does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
 anything else and never enter the statistics; ``deadline-miss``: the line took longer than the
 budget). Gaps in the indices are counted as ``missing_indices``; repeated ones as ``duplicates``.
 """
@@ -69,6 +71,7 @@ class Health:
     duplicates: int = 0
     deadline_misses: int = 0
     statistics_refreshes: int = 0
+    reinitialisations: int = 0
     flags: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
 
@@ -118,6 +121,7 @@ class StreamPipeline:
         profiler: StageProfiler | None = None,
         enhancer: Any = None,
         reorder_window: int = 0,
+        reinit_after: int = 8,
     ) -> None:
         self.width, self.bands = width, bands
         self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
@@ -142,6 +146,10 @@ class StreamPipeline:
         self._last_index: int | None = None
         self._pending: dict[int, _Pending] = {}  # CausalRX position -> line waiting for its score
         self._position = 0
+        self._rx_base = 0  # pipeline position of the current statistics' first line
+        self.reinit_after = reinit_after
+        self._new_band_count = (0, 0)  # (band count, consecutive lines) of lines with another count
+        self.fallback_flag: str | None = None
         self.reorder_window = reorder_window
         self._held: dict[int, tuple[np.ndarray, LineResult, float] | None] = {}  # None: arrived, rejected
         self._released: deque[int] = deque(maxlen=4 * reorder_window + 16)
@@ -224,6 +232,8 @@ class StreamPipeline:
         if not valid.any():
             self._finish(result, "rejected", reason="no valid pixel")
             return
+        if self.fallback_flag is not None:
+            result.flags.append(self.fallback_flag)
         self._pending[self._position] = _Pending(result, arrival)
         self._position += 1
         lines = [(line, valid)]
@@ -289,14 +299,45 @@ class StreamPipeline:
 
     def _check_shape(self, pixels: np.ndarray) -> str | None:
         shape = np.shape(pixels)
-        if shape != (self.width, self.bands):
-            return f"line shape {shape}, expected ({self.width}, {self.bands})"
-        return None
+        if shape == (self.width, self.bands):
+            self._new_band_count = (0, 0)
+            return None
+        if len(shape) == 2 and shape[0] == self.width and shape[1] >= 2 and self.reinit_after > 0:
+            bands, count = self._new_band_count
+            count = count + 1 if bands == shape[1] else 1
+            self._new_band_count = (shape[1], count)
+            if count >= self.reinit_after:
+                self._reinitialise(shape[1])
+        return f"line shape {shape}, expected ({self.width}, {self.bands})"
+
+    def _reinitialise(self, bands: int) -> None:
+        """The sensor now sends ``bands`` bands (``reinit_after`` lines in a row): start new
+        statistics. A band reduction is rebuilt for the new count; an enhanced stream falls back
+        to plain RX (32 bands) - its graph is built for one band count - flagged ``plain-rx``."""
+        from edge_had.stream.run import DEFAULT_REDUCED_BANDS, band_reduction
+
+        reduced = self.reduction.shape[0] if self.reduction is not None else DEFAULT_REDUCED_BANDS
+        if self.enhancer is not None:  # lines it still holds are finished with the old statistics
+            self._score(self.enhancer.flush())
+            self.enhancer = None
+            self.fallback_flag = "plain-rx"
+        self._deliver(self.rx.flush())
+        for position in sorted(self._pending):  # still in the old warm-up and too few to score
+            self._finish(self._pending.pop(position).result, "rejected", reason="statistics re-initialised")
+        self._rx_base = self._position  # the new statistics count lines from here
+        self.bands = bands
+        self.reduction = band_reduction(bands, reduced)
+        self._reduction32 = None if self.reduction is None else self.reduction.astype(np.float32)
+        self._gather = None if self.reduction is None else _sparse_rows(self.reduction)
+        self._ones = np.ones(bands, dtype=np.float32)
+        self.rx = CausalRX(bands if self.reduction is None else self.reduction.shape[0], self.settings)
+        self._new_band_count = (0, 0)
+        self.health.reinitialisations += 1
 
     def _deliver(self, scored: list[tuple[int, np.ndarray, bool]]) -> None:
         now = time.perf_counter()
         for position, scores, late in scored:
-            pending = self._pending.pop(position)
+            pending = self._pending.pop(self._rx_base + position)
             if late:
                 pending.result.flags += ["warm-up", "late"]
             else:
