@@ -3,6 +3,7 @@ injects (counted independently from what the source says it did)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from edge_had.stream.causal import CausalSettings
@@ -75,3 +76,26 @@ def test_short_soak_of_the_stream_command_with_every_fault(tmp_path) -> None:
         and health["flags"]["masked-pixels"] > 0
     )
     assert health["lines_scored"] + health["lines_rejected"] + health["lines_dropped"] == health["lines_in"]
+
+
+def test_a_nan_line_leaves_every_later_score_as_if_it_never_came() -> None:
+    source = list(synthetic_lines(32, 16, lines=60, seed=5))
+    settings = CausalSettings(warmup_lines=5)
+
+    def scores(lines):
+        out = {}
+        pipeline = StreamPipeline(32, 16, settings=settings, on_result=lambda r: out.__setitem__(r.index, r))
+        for line in lines:
+            pipeline.push(line.pixels, line.index, line.timestamp)
+        pipeline.finish()
+        return out
+
+    spoiled = [
+        line if line.index != 30 else type(line)(30, line.timestamp, line.pixels * float("nan"))
+        for line in source
+    ]
+    with_nan = scores(spoiled)
+    without = scores([line for line in source if line.index != 30])
+    assert with_nan[30].state == "rejected" and with_nan[30].reason == "no valid pixel"
+    for index in range(31, 60):
+        np.testing.assert_allclose(with_nan[index].scores, without[index].scores, rtol=1e-6)
