@@ -174,3 +174,21 @@ def test_enhanced_detector_reports_its_backend_and_backends_agree(bundle_dir: Pa
     assert abs(aucs["torch"] - aucs["onnxruntime"]) <= 1e-4
     auto = EnhancedDetector(bundle_dir).settings["backend"]
     assert auto["reason"].startswith("auto") and "tensorrt" in auto["skipped"]
+
+
+def test_auto_falls_back_past_a_corrupt_onnx_and_says_so(bundle_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from edge_had.build.onnx_export import export_onnx
+
+    scene = synthetic_scene(lines=24, width=20, bands=30, seed=2)
+    good = export_onnx(load_bundle(bundle_dir), 30, tmp_path / "good.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # truncated copy
+    detector = EnhancedDetector(bundle_dir, onnx=corrupt)
+    assert detector.backend.backend == "onnxruntime"
+    scores = detector.score(scene.cube, scene.valid, None)
+    assert np.isfinite(scores).all()
+    backend = detector.settings["backend"]
+    assert backend["backend"] == "torch" and "failed to load" in backend["skipped"]["onnxruntime"]
+    with pytest.raises(BackendError, match="corrupt.onnx"):  # asked for by name: no fallback
+        EnhancedDetector(bundle_dir, backend="onnxruntime", onnx=corrupt).score(scene.cube, scene.valid, None)

@@ -64,17 +64,29 @@ class EnhancedDetector:
         self.name = "enhanced-lrx" if local else "enhanced-rx"
         self._macs: dict[int, int] = {}
         self.artifacts: dict[str, Any] = {"onnx": onnx, "engine": engine, "device": device}
+        self.requested_backend = backend
         self.backend = choose_backend(backend, precision, **self.artifacts)
         self._runners: dict[tuple[int, bytes], Any] = {}
 
     def runner_for(self, bands: int, wavelengths: np.ndarray | None = None) -> Any:
         """The active runner for a sensor (one per band count and wavelength set, kept)."""
-        from edge_had.runtime import enhancement_runner
+        from edge_had.runtime import BackendError, choose_backend, enhancement_runner
 
         key = (bands, b"" if wavelengths is None else np.asarray(wavelengths, np.float64).tobytes())
-        if key not in self._runners:
-            runner = enhancement_runner(self.backend, self.bundle, bands, wavelengths, **self.artifacts)
-            self._runners[key] = runner.activate()
+        failed: dict[str, str] = {}
+        while key not in self._runners:
+            try:
+                runner = enhancement_runner(self.backend, self.bundle, bands, wavelengths, **self.artifacts)
+                self._runners[key] = runner.activate()
+            except BackendError as error:
+                # a corrupt or mismatched artifact: `auto` falls back to the next backend and
+                # says so in the report; a backend asked for by name fails here
+                if self.requested_backend != "auto":
+                    raise
+                failed[self.backend.backend] = f"failed to load: {error}"
+                self.backend = choose_backend(
+                    "auto", self.backend.precision, exclude=failed, **self.artifacts
+                )
         return self._runners[key]
 
     def macs_per_pixel(self, bands: int) -> int:

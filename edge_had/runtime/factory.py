@@ -65,7 +65,13 @@ def _check_graph(path: Path, bundle: Any, bands: int, precision: str) -> None:
     """A given ONNX file must come from this model, for this band count and precision."""
     from edge_had.build.onnx_export import read_metadata
 
-    meta = read_metadata(path)
+    try:
+        meta = read_metadata(path)
+    except Exception as error:  # protobuf's DecodeError and friends: a corrupt or truncated file
+        raise BackendError(
+            f"{path}: cannot be read as an edge-had ONNX graph ({type(error).__name__}: {error}); "
+            "the file is corrupt, truncated or foreign - re-export it with `edge-had export`"
+        ) from error
     problems = []
     if meta.get("weights_sha256") != bundle.sha256:
         problems.append(

@@ -75,8 +75,15 @@ def unavailable_reason(
     raise BackendError(f"unknown backend {backend!r}; choose auto or one of {BACKENDS}")
 
 
-def choose_backend(requested: str = "auto", precision: str = "fp32", **artifacts: Any) -> BackendChoice:
-    """The backend that will run (see the module docstring); ``artifacts`` as :func:`unavailable_reason`."""
+def choose_backend(
+    requested: str = "auto",
+    precision: str = "fp32",
+    *,
+    exclude: dict[str, str] | None = None,
+    **artifacts: Any,
+) -> BackendChoice:
+    """The backend that will run (see the module docstring); ``artifacts`` as :func:`unavailable_reason`.
+    ``exclude``: backends already tried under ``auto`` that failed to load, with why (skipped)."""
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if requested != "auto":
@@ -86,7 +93,7 @@ def choose_backend(requested: str = "auto", precision: str = "fp32", **artifacts
         return BackendChoice(requested, precision, "requested")
     skipped: dict[str, str] = {}
     for backend in PRIORITY:
-        reason = unavailable_reason(backend, precision, **artifacts)
+        reason = (exclude or {}).get(backend) or unavailable_reason(backend, precision, **artifacts)
         if reason is None:
             return BackendChoice(
                 backend, precision, "auto: first available of " + " > ".join(PRIORITY), skipped
