@@ -196,6 +196,27 @@ def test_plain_pickle_refused(tmp_path: Path) -> None:
     scene_error(tmp_path / "evil2.npy", "pickles are refused")
 
 
+class _Payload:
+    """Unpickling this would create a file: proof that nothing was unpickled if it is absent."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.target,))
+
+
+def test_crafted_pickle_payload_never_runs(tmp_path: Path) -> None:
+    target = tmp_path / "owned"
+    objects = np.empty((1, 1, 1), dtype=object)
+    objects[0, 0, 0] = _Payload(target)
+    np.save(tmp_path / "payload.npy", objects, allow_pickle=True)
+    (tmp_path / "payload2.npy").write_bytes(pickle.dumps(_Payload(target)))
+    for name in ("payload.npy", "payload2.npy"):
+        scene_error(tmp_path / name, "pickles are refused")
+    assert not target.exists()
+
+
 # ------------------------------------------------------------------------------ folders, checksum
 
 
