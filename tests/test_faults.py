@@ -99,3 +99,30 @@ def test_a_nan_line_leaves_every_later_score_as_if_it_never_came() -> None:
     assert with_nan[30].state == "rejected" and with_nan[30].reason == "no valid pixel"
     for index in range(31, 60):
         np.testing.assert_allclose(with_nan[index].scores, without[index].scores, rtol=1e-6)
+
+
+def test_stalls_and_bursts_on_a_simulated_clock_follow_the_overload_policy() -> None:
+    """Lines every 10 ms on a simulated clock: a line the loop reaches more than one budget after
+    its timestamp (a stall) is processed and flagged; one more than max_lag late is dropped."""
+    from edge_had.stream.sources import Line
+
+    period = 0.01
+    base = list(synthetic_lines(32, 16, lines=40, seed=6))
+    delays = {12: 0.015, 20: 0.035}  # the loop reaches these lines late by this much
+    lines = [Line(line.index, line.index * period, line.pixels) for line in base]
+    position = {"index": 0}
+
+    def source():
+        for line in lines:
+            position["index"] = line.index
+            yield line
+
+    def clock() -> float:  # simulated: when the loop reaches the current line
+        return position["index"] * period + delays.get(position["index"], 0.0)
+
+    pipeline = StreamPipeline(32, 16, settings=CausalSettings(warmup_lines=5), budget_s=period)
+    run_stream(source(), pipeline, max_lag_s=3 * period, clock=clock)
+    health = pipeline.health
+    assert health.deadline_misses == 1 and health.flags["deadline-miss"] == 1  # line 12
+    assert health.lines_dropped == 1 and health.reasons["overload"] == 1  # line 20
+    assert health.to_dict()["accounting_ok"]

@@ -158,12 +158,22 @@ class StreamPipeline:
     # ------------------------------------------------------------------ entry points
 
     def push(
-        self, pixels: np.ndarray, index: int, timestamp: float, meta: dict[str, Any] | None = None
+        self,
+        pixels: np.ndarray,
+        index: int,
+        timestamp: float,
+        meta: dict[str, Any] | None = None,
+        *,
+        late: bool = False,
     ) -> LineResult:
+        """``late``: the caller reached this line after its deadline (flag ``deadline-miss``)."""
         arrival = time.perf_counter()
         with self._lock:
             self.health.lines_in += 1
             result = LineResult(index, timestamp, "pending", meta=meta)
+            if late:
+                result.flags.append("deadline-miss")
+                self.health.deadline_misses += 1
             if self.reorder_window > 0:
                 return self._admit(pixels, result, arrival)
             problem = self._check_index(index) or self._check_shape(pixels)
@@ -343,7 +353,8 @@ class StreamPipeline:
             else:
                 total = now - pending.arrival
                 self.profiler.record(TOTAL, total)
-                if self.budget_s is not None and total > self.budget_s:
+                slow = self.budget_s is not None and total > self.budget_s
+                if slow and "deadline-miss" not in pending.result.flags:
                     pending.result.flags.append("deadline-miss")
                     self.health.deadline_misses += 1
             self._finish(pending.result, "scored", scores=scores.astype(np.float32))

@@ -6,8 +6,9 @@ an idle multi-threaded OpenBLAS pool competes with the inference runtime's threa
 at the FX10 shape on 2 cores the full pipeline (ONNX Runtime FP32 enhancement + causal RX) ran
 325-330 lines/s with 2 BLAS threads and 377-420 with 1; with torch 168-170 vs 356-393.
 
-Overload policy (paced sources): a line that is already more than ``max_lag_s`` behind its
-timestamp when the loop gets to it is dropped (state ``dropped``, reason ``overload``) instead of
+Overload policy (paced sources): a line that the loop reaches more than one line budget after its
+timestamp is processed but flagged ``deadline-miss`` (counted); one that is already more than
+``max_lag_s`` behind its timestamp is dropped (state ``dropped``, reason ``overload``) instead of
 processed, so the loop catches up with the sensor rather than falling further behind; every
 drop is counted. Unpaced replays never drop.
 """
@@ -80,10 +81,12 @@ def run_stream(
     start = time.perf_counter()
     with threadpool_limits(limits=blas_threads, user_api="blas"):
         for line in lines:
-            if max_lag_s is not None and clock() - line.timestamp > max_lag_s:
+            lag = clock() - line.timestamp if max_lag_s is not None else 0.0
+            if max_lag_s is not None and lag > max_lag_s:
                 pipeline.drop(line.index, line.timestamp, "overload", line.meta)
             else:
-                pipeline.push(line.pixels, line.index, line.timestamp, line.meta)
+                late = pipeline.budget_s is not None and lag > pipeline.budget_s
+                pipeline.push(line.pixels, line.index, line.timestamp, line.meta, late=late)
         pipeline.finish()
     run.seconds = time.perf_counter() - start
     pipeline.on_result = downstream
