@@ -6,7 +6,7 @@ order), and recorded in the line's ``meta["faults"]`` so tests can count exactly
 
 * pixel faults (the line stays): ``nan`` / ``inf`` (a few pixels of one band), ``saturate``
   (a few pixels clipped to the sensor's maximum in every band), ``dead`` (one column zero from
-  then on: a dead detector element persists);
+  then on: a dead detector element persists; at most ``max_dead`` at a time, the oldest recovers);
 * line faults: ``drop`` (the line never arrives: its index is missing), ``duplicate`` (it arrives
   twice), ``reorder`` (it arrives after the next line), ``short`` (some pixels missing), ``bands``
   (one band missing);
@@ -57,6 +57,7 @@ def faulty_lines(
     seed: int = 0,
     saturation: float = 65535.0,
     stall_s: float = 0.05,
+    max_dead: int = 8,
 ) -> Iterator[Line]:
     """Yield ``lines`` with faults injected (see the module docstring)."""
     rng = np.random.default_rng(seed)
@@ -70,6 +71,12 @@ def faulty_lines(
         hit = {name: name in faults and rng.random() < rate for name in FAULTS}
         if hit["nan"] or hit["inf"] or hit["saturate"] or hit["dead"] or dead_columns:
             pixels = pixels.copy()
+        if hit["dead"]:
+            dead_columns.append(int(rng.integers(width)))
+            del dead_columns[:-max_dead]  # a few dead elements at a time: the oldest recovers
+            applied.append("dead")
+        if dead_columns:
+            pixels[dead_columns] = 0.0
         for name, value in (("nan", np.nan), ("inf", np.inf)):
             if hit[name]:
                 pixels[rng.choice(width, size=min(3, width), replace=False), rng.integers(bands)] = value
@@ -77,11 +84,6 @@ def faulty_lines(
         if hit["saturate"]:
             pixels[rng.choice(width, size=min(3, width), replace=False)] = saturation
             applied.append("saturate")
-        if hit["dead"]:
-            dead_columns.append(int(rng.integers(width)))
-            applied.append("dead")
-        if dead_columns:
-            pixels[dead_columns] = 0.0
         if hit["short"]:
             pixels = pixels[: max(1, width - 1 - int(rng.integers(width // 4 + 1)))]
             applied.append("short")
