@@ -123,11 +123,8 @@ class StreamPipeline:
         reorder_window: int = 0,
         reinit_after: int = 8,
     ) -> None:
-        self.width, self.bands = width, bands
-        self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
-        self._reduction32 = None if reduction is None else self.reduction.astype(np.float32)
-        self._gather = None if reduction is None else _sparse_rows(self.reduction)
-        self._ones = np.ones(bands, dtype=np.float32)
+        self.width = width
+        self._use_bands(bands, reduction)
         if self.reduction is not None and self.reduction.shape[1] != bands:
             raise ValueError(f"reduction takes {self.reduction.shape[1]} bands, the sensor has {bands}")
         if enhancer is not None and self.reduction is not None:
@@ -320,6 +317,14 @@ class StreamPipeline:
                 self._reinitialise(shape[1])
         return f"line shape {shape}, expected ({self.width}, {self.bands})"
 
+    def _use_bands(self, bands: int, reduction: np.ndarray | None) -> None:
+        """The sensor's band count and the band reduction applied to each line (None: none)."""
+        self.bands = bands
+        self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
+        self._reduction32 = None if self.reduction is None else self.reduction.astype(np.float32)
+        self._gather = None if self.reduction is None else _sparse_rows(self.reduction)
+        self._ones = np.ones(bands, dtype=np.float32)
+
     def _reinitialise(self, bands: int) -> None:
         """The sensor now sends ``bands`` bands (``reinit_after`` lines in a row): start new
         statistics. A band reduction is rebuilt for the new count; an enhanced stream falls back
@@ -335,11 +340,7 @@ class StreamPipeline:
         for position in sorted(self._pending):  # still in the old warm-up and too few to score
             self._finish(self._pending.pop(position).result, "rejected", reason="statistics re-initialised")
         self._rx_base = self._position  # the new statistics count lines from here
-        self.bands = bands
-        self.reduction = band_reduction(bands, reduced)
-        self._reduction32 = None if self.reduction is None else self.reduction.astype(np.float32)
-        self._gather = None if self.reduction is None else _sparse_rows(self.reduction)
-        self._ones = np.ones(bands, dtype=np.float32)
+        self._use_bands(bands, band_reduction(bands, reduced))
         self.rx = CausalRX(bands if self.reduction is None else self.reduction.shape[0], self.settings)
         self._new_band_count = (0, 0)
         self.health.reinitialisations += 1
