@@ -32,9 +32,7 @@ from edge_had.io import list_scenes, load_scene
 from edge_had.models.bundle import load_bundle
 from edge_had.runtime.torch_runner import TorchRunner
 from edge_had.stream.enhance import StreamEnhancer
-from edge_had.stream.pipeline import StreamPipeline
-from edge_had.stream.run import DEFAULT_SETTINGS, band_reduction, run_stream, stream_scene_scores
-from edge_had.stream.sources import scene_lines
+from edge_had.stream.run import DEFAULT_SETTINGS, band_reduction, stream_scene_scores
 
 COLUMNS = ("offline rx", "offline rx (32 bands)", "stream rx", "offline enhanced", "stream enhanced")
 
@@ -75,13 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             detect = lambda x, valid=scene.valid: rx_reference(x, mask=valid)  # noqa: E731
             offline = fuse_parts(parts, alpha_spe, alpha_spa, "feature", detect)
             row["offline enhanced"] = auc(offline, scene)
-            masked = np.where(scene.valid[..., None], cube, np.nan).astype(np.float32)
-            pipeline = StreamPipeline(cube.shape[1], cube.shape[2], settings=DEFAULT_SETTINGS,
-                                      enhancer=StreamEnhancer(bundle, runner))  # fmt: skip
-            run = run_stream(scene_lines(masked), pipeline)
-        scores = np.full(cube.shape[:2], np.nan)
-        for index, line in run.scores.items():
-            scores[index] = line
+            scores, _ = stream_scene_scores(cube, scene.valid, enhancer=StreamEnhancer(bundle, runner))
         row["stream enhanced"] = auc(scores, scene)
         row["fold"] = fold
         rows[scene.name] = row

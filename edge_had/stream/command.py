@@ -185,9 +185,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
     if video is not None:
         video.close()
     rows = seen["rows"]
-    scores = np.full((rows if keep else 0, width), np.nan, dtype=np.float32)
-    for index, line_scores in run.scores.items():
-        scores[index] = line_scores
+    scores = run.score_map(rows if keep else 0, width)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "stream",

@@ -40,6 +40,13 @@ class StreamRun:
     seconds: float
     scores: dict[int, np.ndarray] = field(default_factory=dict)
 
+    def score_map(self, rows: int, width: int) -> np.ndarray:
+        """The kept score lines as a ``(rows, width)`` map; lines without scores are NaN."""
+        scores = np.full((rows, width), np.nan, dtype=np.float32)
+        for index, line_scores in self.scores.items():
+            scores[index] = line_scores
+        return scores
+
     @property
     def lines_per_second(self) -> float:
         return self.pipeline.health.lines_in / self.seconds if self.seconds > 0 else float("inf")
@@ -99,19 +106,20 @@ def stream_scene_scores(
     *,
     k: int | None = DEFAULT_REDUCED_BANDS,
     settings: CausalSettings = DEFAULT_SETTINGS,
+    enhancer: Any = None,
 ) -> tuple[np.ndarray, StreamRun]:
-    """Stream a cube's rows through plain causal RX; the ``(rows, cols)`` score map (unscored
-    lines: NaN) and the run. Invalid pixels (``valid`` False) are set to NaN before streaming."""
+    """Stream a cube's rows through causal RX - plain on ``k`` reduced bands, or after the
+    ``enhancer`` (a :class:`~edge_had.stream.enhance.StreamEnhancer`) - and return the
+    ``(rows, cols)`` score map (unscored lines: NaN) and the run. Invalid pixels (``valid``
+    False) are set to NaN before streaming."""
     cube = np.asarray(cube, dtype=np.float32)
     if valid is not None and not valid.all():
         cube = np.where(valid[..., None], cube, np.nan).astype(np.float32)
     rows, cols, bands = cube.shape
-    pipeline = StreamPipeline(cols, bands, reduction=band_reduction(bands, k), settings=settings)
+    reduction = None if enhancer is not None else band_reduction(bands, k)
+    pipeline = StreamPipeline(cols, bands, reduction=reduction, settings=settings, enhancer=enhancer)
     run = run_stream(scene_lines(cube), pipeline)
-    scores = np.full((rows, cols), np.nan, dtype=np.float32)
-    for index, line_scores in run.scores.items():
-        scores[index] = line_scores
-    return scores, run
+    return run.score_map(rows, cols), run
 
 
 def stream_report(run: StreamRun, extra: dict[str, Any] | None = None) -> dict[str, Any]:
