@@ -48,17 +48,13 @@ def _export_for(
 ) -> Path:
     import tempfile
 
-    from edge_had.build.onnx_export import export_onnx
+    from edge_had.build.gate import GraphRecipe
 
+    if choice.precision == "int8":
+        raise BackendError("INT8 needs a quantized ONNX file (`edge-had export --precision int8`)")
     folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edge-had-onnx-"))
-    fp32 = export_onnx(bundle, bands, folder / f"model_b{bands}_fp32.onnx", wavelengths=wavelengths)
-    if choice.precision == "fp32":
-        return fp32
-    if choice.precision == "fp16":
-        from edge_had.build.quantize import to_fp16
-
-        return to_fp16(fp32, folder / f"model_b{bands}_fp16.onnx")
-    raise BackendError("INT8 needs a quantized ONNX file (`edge-had export --precision int8`)")
+    graphs = GraphRecipe(bundle, ["fp32", choice.precision]).build(bands, folder / f"b{bands}", wavelengths)
+    return graphs[choice.precision]
 
 
 def _check_graph(path: Path, bundle: Any, bands: int, precision: str) -> None:
