@@ -296,7 +296,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_crossval(args: argparse.Namespace) -> int:
     from edge_had import settings
-    from edge_had.eval.crossval import TABLE_ROWS, CrossValConfig, markdown_table, run_crossval, write_report
+    from edge_had.eval.crossval import (
+        TABLE_ROWS,
+        CrossValConfig,
+        alpha_table,
+        markdown_table,
+        run_crossval,
+        write_report,
+    )
 
     overrides = {"epochs": args.epochs} if args.epochs else {}
     config = CrossValConfig(
@@ -311,6 +318,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     )
     report = run_crossval(config)
     print(markdown_table(report, [row for row in TABLE_ROWS if row in report["summary"]]))
+    print(alpha_table(report))
     print(f"report -> {write_report(report, args.out)} ({report['seconds']:.0f} s)")
     return 0
 

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from edge_had.eval.crossval import (
+    alpha_table,
+    fixed_alpha_row,
     fold_assignment,
     has_non_finite_weights,
     pooled_shortfall_removed,
@@ -47,3 +49,26 @@ def test_a_diverged_training_is_detected() -> None:
     with torch.no_grad():
         next(spatial.parameters())[0] = float("nan")
     assert has_non_finite_weights(bundle)
+
+
+def test_alpha_table_places_each_fixed_alpha_in_its_column() -> None:
+    per_scene = {
+        name: {
+            "rx": [0.90],
+            "resampled-rx": [0.90],
+            "random:spectral": [0.95],
+            fixed_alpha_row("random", 0.1): [0.91],
+            fixed_alpha_row("random", 1.0): [0.97, 0.99],
+        }
+        for name in ("a", "b")
+    }
+    report = {
+        "scenes": per_scene,
+        "summary": summarize(per_scene),
+        "variants": {},
+        "alpha_grid": {"alpha_spe": [0.1, 1.0, 10.0]},
+    }
+    table = alpha_table(report).splitlines()
+    assert table[0] == "| model | a=0.1 | a=1 | a=10 | selected per fold |"
+    assert table[2] == "| random | 0.9100 | 0.9800 | - | 0.9500 |"
+    assert table[-1] == "Resampled RX (a = 0): 0.9000."

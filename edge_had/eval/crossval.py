@@ -15,7 +15,10 @@ Rows of the table, per held-out scene (trained rows: mean and spread over seeds)
 * ``<variant>:spectral`` - RX(x_k + a f_spe); ``<variant>:feature`` - RX(x_k + a f_spe + b f_spa);
   ``<variant>:product`` - minmax(RX(x_k + b f_spa)) * minmax(RX(x_k + a f_spe));
   ``<variant>:lrx`` - local RX of the feature-fused cube; for every training variant (the main
-  model and the ablations of :data:`VARIANTS`).
+  model and the ablations of :data:`VARIANTS`);
+* ``<model>:alpha=<a>`` - the fixed-alpha ablation: RX(x_k + a f_spe) for every ``a`` of
+  :data:`ALPHA_SPE_GRID`, nothing selected (``random`` and every variant), so the table shows how
+  much of a result is the scale of the features and how much the selection of that scale.
 
 A training that diverges (NaN or Inf weights) is not scored: it is listed in
 ``diverged_trainings`` and its held-out scenes are averaged over the other seeds of that variant.
@@ -87,6 +90,11 @@ def fold_assignment(names: Sequence[str], folds: int) -> list[list[str]]:
     if not 2 <= folds <= len(ordered):
         raise ValueError(f"need 2 <= folds <= {len(ordered)} scenes, got {folds}")
     return [ordered[i::folds] for i in range(folds)]
+
+
+def fixed_alpha_row(model: str, alpha: float) -> str:
+    """Row name of the fixed-alpha ablation: RX(x_k + alpha f_spe) of ``model``, alpha not selected."""
+    return f"{model}:alpha={alpha:g}"
 
 
 def pooled_shortfall_removed(aucs: Sequence[float], baseline: Sequence[float]) -> float:
@@ -204,6 +212,10 @@ def _evaluate_model(
             f"{prefix}:product": cache.auc(name, fuse_parts(parts, *alphas, "product", detect)),
             f"{prefix}:lrx": cache.auc(name, fuse_parts(parts, *alphas, "feature", cache.detect(name, True))),
         }
+        for alpha in ALPHA_SPE_GRID:
+            rows[name][fixed_alpha_row(prefix, alpha)] = cache.auc(
+                name, fuse_parts(parts, alpha, 0.0, "feature", detect)
+            )
     return rows, alphas
 
 
@@ -322,6 +334,28 @@ def markdown_table(report: dict[str, Any], rows: Sequence[str]) -> str:
     ):
         cells = [fmt.format(summary[row][key]) if row in summary else "-" for row in rows]
         lines.append(f"| **{label}** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def alpha_table(report: dict[str, Any]) -> str:
+    """Mean AUC over the scenes of RX(x_k + a f_spe) at each fixed ``a`` (rows: models), next to the
+    per-fold selected alphas (``<model>:spectral``) and resampled RX."""
+    summary = report["summary"]
+    models = [label for label in ("random", *report["variants"]) if f"{label}:spectral" in summary]
+    alphas = report["alpha_grid"]["alpha_spe"]
+    lines = [
+        "| model | " + " | ".join(f"a={a:g}" for a in alphas) + " | selected per fold |",
+        "|---" * (len(alphas) + 2) + "|",
+    ]
+    for model in models:
+        cells = [
+            f"{summary[row]['mean_auc']:.4f}" if (row := fixed_alpha_row(model, a)) in summary else "-"
+            for a in alphas
+        ]
+        lines.append(
+            f"| {model} | " + " | ".join(cells) + f" | {summary[model + ':spectral']['mean_auc']:.4f} |"
+        )
+    lines.append(f"\nResampled RX (a = 0): {summary['resampled-rx']['mean_auc']:.4f}.")
     return "\n".join(lines)
 
 
