@@ -2,13 +2,17 @@
 
 * Tests that need the real scenes use the ``data_dir`` fixture: it skips when the folder is
   absent, and fails instead under ``EDGE_HAD_REQUIRE_DATA=1`` (CI).
+* ``untrained_bundle(seed, **ModelConfig fields)`` saves a seeded, untrained model bundle in a
+  fresh folder and returns that folder (for tests of everything downstream of training).
 * Under ``EDGE_HAD_REQUIRE_DATA=1`` any skip of a test not marked ``gpu`` or ``trt`` is turned
   into a failure, so CI cannot go green by skipping.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +30,22 @@ def data_dir() -> Path:
             pytest.fail(message + f"; {settings.REQUIRE_DATA_ENV}=1 requires them")
         pytest.skip(message)
     return folder
+
+
+@pytest.fixture(scope="session")
+def untrained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    def make(seed: int = 0, **config_fields: Any) -> Path:
+        import torch
+
+        from edge_had.models import ModelConfig, save_bundle
+
+        torch.manual_seed(seed)
+        config = ModelConfig(**config_fields)
+        folder = tmp_path_factory.mktemp("model")
+        save_bundle(folder, config, *config.build_networks())
+        return folder
+
+    return make
 
 
 @pytest.hookimpl(hookwrapper=True)

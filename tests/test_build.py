@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 import onnx  # noqa: E402
@@ -28,7 +27,7 @@ from edge_had.build.quantize import to_fp16, to_int8  # noqa: E402
 from edge_had.cli import main  # noqa: E402
 from edge_had.io import list_scenes, load_scene  # noqa: E402
 from edge_had.io.readers import sha256_file  # noqa: E402
-from edge_had.models import ModelConfig, load_bundle, save_bundle  # noqa: E402
+from edge_had.models import load_bundle  # noqa: E402
 from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
 from edge_had.runtime.torch_runner import TorchRunner  # noqa: E402
 
@@ -36,13 +35,8 @@ CALIBRATION_SCENES = ("abu-airport-3", "abu-beach-1", "abu-urban-2")
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(alpha_spe=1.0, alpha_spa=1.0)
-    spectral, spatial = config.build_networks()
-    folder = tmp_path_factory.mktemp("model")
-    save_bundle(folder, config, spectral, spatial)
-    return folder
+def bundle_dir(untrained_bundle) -> Path:
+    return untrained_bundle(seed=0, alpha_spe=1.0, alpha_spa=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from edge_had.detectors.enhanced import EnhancedDetector, ResampledRXDetector
 from edge_had.detectors.fusion import normalize_minmax
 from edge_had.detectors.registry import make_detector
 from edge_had.io.synthetic import synthetic_scene
-from edge_had.models import ModelConfig, ModelError, Normalization, SpectralAdapter, load_bundle, save_bundle
+from edge_had.models import ModelError, Normalization, SpectralAdapter, load_bundle
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +22,8 @@ def scene():
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    config = ModelConfig(k=16, hidden=8, blocks=2, alpha_spe=2.0, alpha_spa=0.5)
-    spectral, spatial = config.build_networks()
-    folder = tmp_path_factory.mktemp("model")
-    save_bundle(folder, config, spectral, spatial)
-    return folder
+def bundle_dir(untrained_bundle):
+    return untrained_bundle(seed=0, k=16, hidden=8, blocks=2, alpha_spe=2.0, alpha_spa=0.5)
 
 
 def direct_parts(bundle_dir, scene):

@@ -7,25 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from edge_had.detectors.enhanced import EnhancedDetector
 from edge_had.eval.metrics import roc_auc
 from edge_had.io.synthetic import synthetic_scene
-from edge_had.models import ModelConfig, load_bundle, save_bundle
+from edge_had.models import load_bundle
 from edge_had.runtime import BackendError, Runner, choose_backend, enhancement_runner
 from edge_had.runtime import select as select_module
 from edge_had.runtime.torch_runner import TorchRunner
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(1)
-    config = ModelConfig(k=16, hidden=8, blocks=2, alpha_spe=1.0, alpha_spa=0.5)
-    spectral, spatial = config.build_networks()
-    folder = tmp_path_factory.mktemp("model")
-    save_bundle(folder, config, spectral, spatial)
-    return folder
+def bundle_dir(untrained_bundle) -> Path:
+    return untrained_bundle(seed=1, k=16, hidden=8, blocks=2, alpha_spe=1.0, alpha_spa=0.5)
 
 
 @pytest.fixture

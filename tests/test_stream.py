@@ -288,19 +288,14 @@ def test_show_says_why_there_is_no_window(monkeypatch) -> None:
     assert reason is not None and ("no GUI" in reason or "no display" in reason)
 
 
-def test_enhanced_stream_of_one_block_equals_offline_enhancement(tmp_path: Path) -> None:
-    import torch
-
+def test_enhanced_stream_of_one_block_equals_offline_enhancement(untrained_bundle) -> None:
     from edge_had.detectors.enhanced import enhance_parts
     from edge_had.io.synthetic import synthetic_scene
-    from edge_had.models import ModelConfig, load_bundle, save_bundle
+    from edge_had.models import load_bundle
     from edge_had.runtime.torch_runner import TorchRunner
     from edge_had.stream.enhance import StreamEnhancer
 
-    torch.manual_seed(0)
-    config = ModelConfig(k=16, hidden=8, blocks=2, alpha_spe=2.0, alpha_spa=0.5)
-    save_bundle(tmp_path, config, *config.build_networks())
-    bundle = load_bundle(tmp_path)
+    bundle = load_bundle(untrained_bundle(seed=0, k=16, hidden=8, blocks=2, alpha_spe=2.0, alpha_spa=0.5))
     scene = synthetic_scene(lines=40, width=30, bands=50, seed=1)
     with TorchRunner(bundle.model_for(50)) as runner:
         offline = enhance_parts(bundle, scene.cube, None, None, runner)
