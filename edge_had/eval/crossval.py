@@ -55,6 +55,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "random-encoder": {"encoder": "random"},
     "no-reverse-distillation": {"reverse_distillation": False},
     "no-anomaly-masking": {"mask_anomalies": False},
+    # the spectral body pretrained 12x longer as a masked / denoising autoencoder, then frozen with
+    # its random head: no reverse distillation, no student (both measured not to help)
+    "pretrained-encoder-only": {"reverse_distillation": False, "spatial": False, "pretrain_epochs": 120},
 }
 ALPHA_SPE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 ALPHA_SPA_GRID = (0.0, 1.0, 4.0)
@@ -67,6 +70,7 @@ TABLE_ROWS = (
     "main:spectral",
     "main:feature",
     "main:product",
+    "pretrained-encoder-only:spectral",
     "lrx",
     "main:lrx",
 )
