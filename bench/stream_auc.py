@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         cube = scene.detection_cube()
         fold = next(i for i, held in enumerate(folds) if scene.name in held)
         bundle = load_bundle(Path(args.cv) / "models" / args.variant / "seed0" / f"fold{fold}")
-        alpha_spe, alpha_spa = alphas[f"seed0/fold{fold}"]
+        alpha_spe, alpha_spa = alphas[f"seed0/fold{fold}"][:2]  # [2]: hybrid RX, offline only
         bundle.config = dataclasses.replace(bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
         assert scene.name not in bundle.training_scenes.values()
         row = {"offline rx": auc(rx_reference(cube, mask=scene.valid), scene)}

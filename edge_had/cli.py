@@ -18,7 +18,8 @@ edge-had: onboard hyperspectral anomaly detection.
 
 Scenes are read from .mat (v5 and v7.3), ENVI (.hdr + BIL/BIP/BSQ), .npy and HDF5 files; cubes are
 (rows = along-track lines, cols, bands). Detectors: global RX ('rx'), dual-window local RX
-('lrx') and both after the shipped background-enhancement model ('enhanced-rx', 'enhanced-lrx').
+('lrx'), their geometric mean ('hybrid-rx') and all three after the shipped background-enhancement
+model ('enhanced-rx', 'enhanced-lrx', 'enhanced-hybrid-rx').
 `stream` runs the pushbroom line loop; `export`, `calibrate` and `build` make ONNX / INT8 /
 TensorRT artifacts; `plan` bounds the time per line on a Jetson. Start with `edge-had demo`,
 which needs no data.
@@ -26,14 +27,17 @@ which needs no data.
 
 
 def _add_detector_options(parser: argparse.ArgumentParser) -> None:
+    from edge_had.detectors.registry import DETECTORS
+
     group = parser.add_argument_group("detector")
     group.add_argument(
         "--detector",
-        choices=["rx", "lrx", "enhanced-rx", "enhanced-lrx", "resampled-rx"],
+        choices=list(DETECTORS),
         default="rx",
-        help="rx / lrx: classic global / dual-window RX; enhanced-rx / enhanced-lrx: the trained "
-        "background enhancement, then RX / LRX; resampled-rx: RX on the model's K resampled bands "
-        "(the enhancement's baseline). Default: rx",
+        help="rx / lrx: classic global / dual-window RX; hybrid-rx: sqrt(RX * LRX); enhanced-*: the "
+        "trained background enhancement, then RX / LRX / sqrt(RX * LRX) (enhanced-hybrid-rx is the "
+        "most accurate offline; see the README); resampled-(hybrid-)rx: the same without the "
+        "networks, on the model's K resampled bands (the enhancement's baselines). Default: rx",
     )
     group.add_argument(
         "--model", help="enhanced-*: model folder (default: the weights shipped in the package)"
@@ -75,13 +79,13 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     backend.add_argument("--onnx", help="exported ONNX graph to run (default: exported on the fly)")
     backend.add_argument("--engine", help="TensorRT engine to run (`edge-had build`)")
     backend.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
-    group.add_argument("--inner", type=int, default=5, help="lrx only: guard window size (odd, default 5)")
-    group.add_argument("--outer", type=int, default=15, help="lrx only: outer window size (odd, default 15)")
+    group.add_argument("--inner", type=int, default=5, help="(hybrid-)lrx: guard window (odd, default 5)")
+    group.add_argument("--outer", type=int, default=15, help="(hybrid-)lrx: outer window (odd, default 15)")
     group.add_argument(
         "--components",
         type=int,
         default=10,
-        help="lrx only: principal components kept before the local statistics (default 10; 0 = all bands)",
+        help="(hybrid-)lrx: principal components before the local statistics (default 10; 0 = all)",
     )
 
 
@@ -90,13 +94,13 @@ def _detector_from_args(args: argparse.Namespace) -> Any:
 
     if args.detector == "rx":
         return make_detector("rx", precision=args.precision, regularization=args.regularization or 0.0)
-    if args.detector == "resampled-rx":
-        return make_detector("resampled-rx")
+    if args.detector in ("resampled-rx", "resampled-hybrid-rx"):
+        return make_detector(args.detector)
     lrx: dict[str, Any] = {"inner": args.inner, "outer": args.outer, "n_components": args.components or None}
     if args.regularization is not None:
         lrx["regularization"] = args.regularization
-    if args.detector == "lrx":
-        return make_detector("lrx", **lrx)
+    if args.detector in ("lrx", "hybrid-rx"):
+        return make_detector(args.detector, **lrx)
     from edge_had.detectors.lrx import LocalRXSettings
 
     return make_detector(
@@ -319,6 +323,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     report = run_crossval(config)
     print(markdown_table(report, [row for row in TABLE_ROWS if row in report["summary"]]))
     print(alpha_table(report))
+    print(alpha_table(report, "hybrid"))
     print(f"report -> {write_report(report, args.out)} ({report['seconds']:.0f} s)")
     return 0
 

@@ -39,6 +39,18 @@ def test_summary_counts_wins_beyond_the_seed_spread() -> None:
     }
     row = summarize(per_scene)["m"]
     assert row["wins_vs_resampled"] == 1 and row["max_seed_spread"] == pytest.approx(0.01)
+    assert "shortfall_removed_vs_resampled_hybrid" not in row  # no hybrid baseline in this report
+
+
+def test_summary_measures_against_the_resampled_hybrid_baseline_when_present() -> None:
+    per_scene = {
+        "a": {"rx": [0.90], "resampled-rx": [0.90], "resampled-hybrid-rx": [0.96], "m": [0.98, 0.98]},
+        "b": {"rx": [0.90], "resampled-rx": [0.90], "resampled-hybrid-rx": [0.96], "m": [0.95, 0.95]},
+    }
+    row = summarize(per_scene)["m"]
+    # shortfalls 0.02 + 0.05 against 0.04 + 0.04: 12.5 % removed; one win, one loss
+    assert row["shortfall_removed_vs_resampled_hybrid"] == pytest.approx(0.125)
+    assert row["wins_vs_resampled_hybrid"] == 1 and row["wins_vs_resampled"] == 2
 
 
 def test_a_diverged_training_is_detected() -> None:
@@ -59,6 +71,9 @@ def test_alpha_table_places_each_fixed_alpha_in_its_column() -> None:
             "random:spectral": [0.95],
             fixed_alpha_row("random", 0.1): [0.91],
             fixed_alpha_row("random", 1.0): [0.97, 0.99],
+            "resampled-hybrid-rx": [0.93],
+            "random:hybrid": [0.96],
+            fixed_alpha_row("random", 10.0, "hybrid"): [0.98],
         }
         for name in ("a", "b")
     }
@@ -71,4 +86,8 @@ def test_alpha_table_places_each_fixed_alpha_in_its_column() -> None:
     table = alpha_table(report).splitlines()
     assert table[0] == "| model | a=0.1 | a=1 | a=10 | selected per fold |"
     assert table[2] == "| random | 0.9100 | 0.9800 | - | 0.9500 |"
-    assert table[-1] == "Resampled RX (a = 0): 0.9000."
+    assert table[-1] == "resampled-rx (a = 0): 0.9000."
+    hybrid = alpha_table(report, "hybrid").splitlines()
+    assert hybrid[2] == "| random | - | - | 0.9800 | 0.9600 |"
+    assert hybrid[-1] == "resampled-hybrid-rx (a = 0): 0.9300."
+    assert fixed_alpha_row("random", 10.0, "hybrid") == "random:hybrid:alpha=10"

@@ -33,9 +33,10 @@ def test_release_writes_a_sidecar_that_matches_the_weights(tmp_path):
     weights = (out / "model.safetensors").read_bytes()
     assert sidecar["weights_sha256"] == hashlib.sha256(weights).hexdigest()
     config = json.loads((out / "config.json").read_text())
-    assert (config["alpha_spe"], config["alpha_spa"], config["k"]) == (
+    assert (config["alpha_spe"], config["alpha_spa"], config["hybrid_alpha_spe"], config["k"]) == (
         sidecar["alpha_spe"],
         sidecar["alpha_spa"],
+        sidecar["hybrid_alpha_spe"],
         sidecar["k"],
     )
     expected = {

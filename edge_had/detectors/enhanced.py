@@ -8,8 +8,9 @@ run both branches, then
 * ``fusion="product"``: ``minmax(RX(x_k + alpha_spa * f_spa)) * minmax(RX(x_k + alpha_spe * f_spe))``.
 
 Invalid pixels are replaced by the mean valid spectrum before the networks (their receptive
-fields would spread NaN) and scored NaN. ``local=True`` uses dual-window local RX instead of global
-RX (``enhanced-lrx``). Nothing is tuned per scene.
+fields would spread NaN) and scored NaN. ``scorer`` picks what scores the fused cube
+(:mod:`edge_had.detectors.scoring`): global RX (``enhanced-rx``), dual-window local RX
+(``enhanced-lrx``) or their geometric mean (``enhanced-hybrid-rx``). Nothing is tuned per scene.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from edge_had.detectors.fusion import normalize_minmax
-from edge_had.detectors.lrx import LocalRXSettings, local_rx
-from edge_had.detectors.rx import rx_reference
+from edge_had.detectors.lrx import LocalRXSettings
+from edge_had.detectors.scoring import SCORERS, scorer
 
 FUSIONS = ("feature", "product")
 
@@ -37,13 +38,15 @@ def impute_invalid(cube: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
 
 
 class EnhancedDetector:
-    """``enhanced-rx`` / ``enhanced-lrx`` with a model bundle (default: the shipped one)."""
+    """``enhanced-rx`` / ``-lrx`` / ``-hybrid-rx`` with a model bundle (default: the shipped one)."""
+
+    NAMES = {"global": "enhanced-rx", "local": "enhanced-lrx", "hybrid": "enhanced-hybrid-rx"}
 
     def __init__(
         self,
         model: str | Path | None = None,
         fusion: str = "feature",
-        local: bool = False,
+        scorer: str = "global",
         lrx: LocalRXSettings | None = None,
         *,
         backend: str = "auto",
@@ -57,11 +60,13 @@ class EnhancedDetector:
 
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
+        if scorer not in SCORERS:
+            raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
         self.bundle = load_bundle(model)
         self.fusion = fusion
-        self.local = local
+        self.scorer = scorer
         self.lrx = lrx or LocalRXSettings()
-        self.name = "enhanced-lrx" if local else "enhanced-rx"
+        self.name = self.NAMES[scorer]
         self._macs: dict[int, int] = {}
         self.artifacts: dict[str, Any] = {"onnx": onnx, "engine": engine, "device": device}
         self.requested_backend = backend
@@ -112,13 +117,13 @@ class EnhancedDetector:
             "model": str(self.bundle.directory),
             "model_sha256": self.bundle.sha256,
             "k": config.k,
-            "alpha_spe": config.alpha_spe,
-            "alpha_spa": config.alpha_spa,
+            "alpha_spe": config.alphas_for(self.scorer)[0],
+            "alpha_spa": config.alphas_for(self.scorer)[1],
             "spatial_branch": config.spatial,
             "normalization": dict(config.normalization),
             "backend": self.backend.to_dict(),
         }
-        if self.local:
+        if self.scorer != "global":
             settings["lrx"] = asdict(self.lrx)
         return settings
 
@@ -131,18 +136,14 @@ class EnhancedDetector:
         )
 
     def detect(self, cube: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-        if self.local:
-            return local_rx(cube, valid, self.lrx)
-        return rx_reference(cube, mask=valid)
+        return scorer(self.scorer, self.lrx)(cube, valid)
 
     def score(
         self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
     ) -> np.ndarray:
-        config = self.bundle.config
+        alphas = self.bundle.config.alphas_for(self.scorer)
         parts = self.enhance(cube, valid, wavelengths)
-        return fuse_parts(
-            parts, config.alpha_spe, config.alpha_spa, self.fusion, lambda x: self.detect(x, valid)
-        )
+        return fuse_parts(parts, *alphas, self.fusion, lambda x: self.detect(x, valid))
 
 
 def enhance_parts(
@@ -190,13 +191,18 @@ def fuse_parts(
 
 
 class ResampledRXDetector:
-    """Global RX on the cube resampled to K canonical bands: the baseline every enhancement gain
-    is measured against (the resampling alone changes RX's AUC; METHOD.md, "Measured leads")."""
+    """Global (or hybrid) RX on the cube resampled to K canonical bands: the baseline every
+    enhancement gain is measured against (the resampling alone changes RX's AUC; METHOD.md,
+    "Measured leads")."""
 
-    name = "resampled-rx"
+    NAMES = {"global": "resampled-rx", "local": "resampled-lrx", "hybrid": "resampled-hybrid-rx"}
 
-    def __init__(self, k: int = 64) -> None:
+    def __init__(self, k: int = 64, scorer: str = "global") -> None:
+        if scorer not in SCORERS:
+            raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
         self.k = k
+        self.scorer = scorer
+        self.name = self.NAMES[scorer]
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -213,4 +219,4 @@ class ResampledRXDetector:
         else:
             adapter = SpectralAdapter.from_band_count(bands, self.k)
         resampled = np.asarray(cube, dtype=np.float64) @ adapter.matrix.T
-        return rx_reference(resampled, mask=valid)
+        return scorer(self.scorer)(resampled, valid)

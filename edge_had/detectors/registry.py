@@ -13,6 +13,7 @@ import numpy as np
 
 from edge_had.detectors.lrx import LocalRXSettings, local_rx
 from edge_had.detectors.rx import rx, rx_reference
+from edge_had.detectors.scoring import hybrid_rx
 
 RX_PRECISIONS = ("float64", "float32")
 
@@ -68,31 +69,45 @@ class LocalRXDetector:
         return local_rx(cube, valid, self.options)
 
 
-def _enhanced_rx(**settings: Any) -> Detector:
-    from edge_had.detectors.enhanced import EnhancedDetector
+class HybridRXDetector(LocalRXDetector):
+    """Geometric mean of global and local RX (see :mod:`edge_had.detectors.scoring`)."""
 
-    return EnhancedDetector(local=False, **settings)
+    name = "hybrid-rx"
+
+    def score(
+        self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
+    ) -> np.ndarray:
+        return hybrid_rx(cube, valid, self.options)
 
 
-def _enhanced_lrx(**settings: Any) -> Detector:
-    from edge_had.detectors.enhanced import EnhancedDetector
+def _enhanced(scorer: str) -> Any:
+    def factory(**settings: Any) -> Detector:
+        from edge_had.detectors.enhanced import EnhancedDetector
 
-    return EnhancedDetector(local=True, **settings)
+        return EnhancedDetector(scorer=scorer, **settings)
+
+    return factory
 
 
-def _resampled_rx(**settings: Any) -> Detector:
-    from edge_had.detectors.enhanced import ResampledRXDetector
+def _resampled(scorer: str) -> Any:
+    def factory(**settings: Any) -> Detector:
+        from edge_had.detectors.enhanced import ResampledRXDetector
 
-    return ResampledRXDetector(**settings)
+        return ResampledRXDetector(scorer=scorer, **settings)
+
+    return factory
 
 
 # Enhanced detectors import torch and load a model, so they are built lazily.
 DETECTORS: dict[str, Any] = {
     "rx": GlobalRXDetector,
     "lrx": LocalRXDetector,
-    "enhanced-rx": _enhanced_rx,
-    "enhanced-lrx": _enhanced_lrx,
-    "resampled-rx": _resampled_rx,
+    "hybrid-rx": HybridRXDetector,
+    "enhanced-rx": _enhanced("global"),
+    "enhanced-lrx": _enhanced("local"),
+    "enhanced-hybrid-rx": _enhanced("hybrid"),
+    "resampled-rx": _resampled("global"),
+    "resampled-hybrid-rx": _resampled("hybrid"),
 }
 
 

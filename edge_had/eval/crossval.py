@@ -6,19 +6,25 @@ fold and seed a model is trained on the other scenes (their ground-truth anomali
 every enhanced number of a scene comes from the model of the fold that held it out. The enhancement
 scales ``alpha_spe`` / ``alpha_spa`` are chosen per fold and seed on the fold's *training* scenes
 (best mean AUC over a fixed grid), never on the held-out ones; no checkpoint selection happens.
+The report's ``alphas`` lists, per model and fold, ``[alpha_spe, alpha_spa, hybrid_alpha_spe]``.
 
 Rows of the table, per held-out scene (trained rows: mean and spread over seeds):
 
 * ``rx`` - global RX on the native bands; ``resampled-rx`` - global RX on the K bands the model
   sees (the baseline the gain is measured against); ``lrx`` - dual-window local RX;
+  ``hybrid-rx`` / ``resampled-hybrid-rx`` - ``sqrt(RX * LRX)`` (:mod:`edge_had.detectors.scoring`)
+  on the native / resampled bands (the baseline of the ``:hybrid`` rows);
 * ``random`` - the same architecture, untrained (seeded), alphas chosen the same way;
 * ``<variant>:spectral`` - RX(x_k + a f_spe); ``<variant>:feature`` - RX(x_k + a f_spe + b f_spa);
   ``<variant>:product`` - minmax(RX(x_k + b f_spa)) * minmax(RX(x_k + a f_spe));
-  ``<variant>:lrx`` - local RX of the feature-fused cube; for every training variant (the main
-  model and the ablations of :data:`VARIANTS`);
-* ``<model>:alpha=<a>`` - the fixed-alpha ablation: RX(x_k + a f_spe) for every ``a`` of
-  :data:`ALPHA_SPE_GRID`, nothing selected (``random`` and every variant), so the table shows how
-  much of a result is the scale of the features and how much the selection of that scale.
+  ``<variant>:lrx`` - local RX of the feature-fused cube; ``<variant>:hybrid`` - ``sqrt(RX * LRX)``
+  of ``x_k + a f_spe``, ``a`` chosen on the training scenes for that scorer
+  (:func:`select_hybrid_alpha`; ``enhanced-hybrid-rx`` uses a model's ``hybrid_alpha_spe``); for
+  every training variant (the main model and the ablations of :data:`VARIANTS`);
+* ``<model>:alpha=<a>`` / ``<model>:hybrid:alpha=<a>`` - the fixed-alpha ablation: RX (hybrid
+  RX) of ``x_k + a f_spe`` for every ``a`` of :data:`ALPHA_SPE_GRID`, nothing selected (``random``
+  and every variant), so the table shows how much of a result is the scale of the features and
+  how much the selection of that scale.
 
 A training that diverges (NaN or Inf weights) is not scored: it is listed in
 ``diverged_trainings`` and its held-out scenes are averaged over the other seeds of that variant.
@@ -44,6 +50,7 @@ import numpy as np
 from edge_had.detectors.enhanced import ResampledRXDetector, enhance_parts, fuse_parts
 from edge_had.detectors.lrx import local_rx
 from edge_had.detectors.rx import rx_reference
+from edge_had.detectors.scoring import SCORERS, hybrid_rx, scorer
 from edge_had.eval.metrics import roc_auc
 from edge_had.eval.report import SCHEMA_VERSION, platform_info
 from edge_had.io import Scene, list_scenes, load_scene
@@ -61,7 +68,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 ALPHA_SPE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 ALPHA_SPA_GRID = (0.0, 1.0, 4.0)
-BASELINES = ("rx", "resampled-rx", "lrx")
+BASELINES = ("rx", "resampled-rx", "lrx", "hybrid-rx", "resampled-hybrid-rx")
 #: Columns of the headline table.
 TABLE_ROWS = (
     "rx",
@@ -73,6 +80,10 @@ TABLE_ROWS = (
     "pretrained-encoder-only:spectral",
     "lrx",
     "main:lrx",
+    "resampled-hybrid-rx",
+    "random:hybrid",
+    "main:hybrid",
+    "random-encoder:hybrid",
 )
 
 
@@ -96,9 +107,11 @@ def fold_assignment(names: Sequence[str], folds: int) -> list[list[str]]:
     return [ordered[i::folds] for i in range(folds)]
 
 
-def fixed_alpha_row(model: str, alpha: float) -> str:
-    """Row name of the fixed-alpha ablation: RX(x_k + alpha f_spe) of ``model``, alpha not selected."""
-    return f"{model}:alpha={alpha:g}"
+def fixed_alpha_row(model: str, alpha: float, scorer_name: str = "global") -> str:
+    """Row name of the fixed-alpha ablation: RX (``global``) or hybrid RX (``hybrid``) of
+    ``x_k + alpha f_spe`` of ``model``, alpha not selected."""
+    middle = "" if scorer_name == "global" else f"{scorer_name}:"
+    return f"{model}:{middle}alpha={alpha:g}"
 
 
 def pooled_shortfall_removed(aucs: Sequence[float], baseline: Sequence[float]) -> float:
@@ -177,21 +190,27 @@ class SceneCache:
         scene = self.scenes[name]
         return enhance_parts(bundle, scene.detection_cube(), scene.valid, scene.detection_wavelengths())
 
-    def detect(self, name: str, local: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-        valid = self.scenes[name].valid
-        if local:
-            return lambda cube: local_rx(cube, valid)
-        return lambda cube: rx_reference(cube, mask=valid)
+    def detect(self, name: str, scorer_name: str = "global") -> Callable[[np.ndarray], np.ndarray]:
+        valid, score = self.scenes[name].valid, scorer(scorer_name)
+        return lambda cube: score(cube, valid)
 
 
-def select_alphas(cache: SceneCache, parts: dict[str, dict[str, np.ndarray]]) -> tuple[float, float]:
-    """The (alpha_spe, alpha_spa) of the grid with the best mean AUC on the given (training) scenes."""
+def select_alphas(
+    cache: SceneCache,
+    parts: dict[str, dict[str, np.ndarray]],
+    scorer_name: str = "global",
+    alpha_spa_grid: Sequence[float] = ALPHA_SPA_GRID,
+) -> tuple[float, float]:
+    """The (alpha_spe, alpha_spa) of the grid with the best mean AUC of ``scorer_name`` on the
+    given (training) scenes; ties go to the first in grid order (the smaller alphas)."""
     best: tuple[float, float, float] | None = None
-    for alpha_spe, alpha_spa in itertools.product(ALPHA_SPE_GRID, ALPHA_SPA_GRID):
+    for alpha_spe, alpha_spa in itertools.product(ALPHA_SPE_GRID, alpha_spa_grid):
         mean = float(
             np.mean(
                 [
-                    cache.auc(name, fuse_parts(p, alpha_spe, alpha_spa, "feature", cache.detect(name)))
+                    cache.auc(
+                        name, fuse_parts(p, alpha_spe, alpha_spa, "feature", cache.detect(name, scorer_name))
+                    )
                     for name, p in parts.items()
                 ]
             )
@@ -202,25 +221,37 @@ def select_alphas(cache: SceneCache, parts: dict[str, dict[str, np.ndarray]]) ->
     return best[1], best[2]
 
 
+def select_hybrid_alpha(cache: SceneCache, parts: dict[str, dict[str, np.ndarray]]) -> float:
+    """``alpha_spe`` for hybrid RX of ``x_k + a f_spe``, chosen like :func:`select_alphas`. The
+    spatial branch is left out (alpha_spa = 0): it adds nothing measurable (README)."""
+    return select_alphas(cache, parts, "hybrid", (0.0,))[0]
+
+
 def _evaluate_model(
     cache: SceneCache, bundle: Any, train_names: Sequence[str], test_names: Sequence[str], prefix: str
-) -> tuple[dict[str, dict[str, float]], tuple[float, float]]:
-    alphas = select_alphas(cache, {name: cache.parts(bundle, name) for name in train_names})
+) -> tuple[dict[str, dict[str, float]], tuple[float, float, float]]:
+    """Rows of the held-out scenes and the alphas chosen on the training scenes:
+    ``(alpha_spe, alpha_spa)`` for global RX, then ``alpha_spe`` for hybrid RX."""
+    train_parts = {name: cache.parts(bundle, name) for name in train_names}
+    alphas = select_alphas(cache, train_parts)
+    hybrid_alpha = select_hybrid_alpha(cache, train_parts)
     rows: dict[str, dict[str, float]] = {}
     for name in test_names:
         parts = cache.parts(bundle, name)
-        detect = cache.detect(name)
+        detect = {kind: cache.detect(name, kind) for kind in SCORERS}
+        rx = detect["global"]
         rows[name] = {
-            f"{prefix}:spectral": cache.auc(name, fuse_parts(parts, alphas[0], 0.0, "feature", detect)),
-            f"{prefix}:feature": cache.auc(name, fuse_parts(parts, *alphas, "feature", detect)),
-            f"{prefix}:product": cache.auc(name, fuse_parts(parts, *alphas, "product", detect)),
-            f"{prefix}:lrx": cache.auc(name, fuse_parts(parts, *alphas, "feature", cache.detect(name, True))),
+            f"{prefix}:spectral": cache.auc(name, fuse_parts(parts, alphas[0], 0.0, "feature", rx)),
+            f"{prefix}:feature": cache.auc(name, fuse_parts(parts, *alphas, "feature", rx)),
+            f"{prefix}:product": cache.auc(name, fuse_parts(parts, *alphas, "product", rx)),
+            f"{prefix}:lrx": cache.auc(name, fuse_parts(parts, *alphas, "feature", detect["local"])),
         }
-        for alpha in ALPHA_SPE_GRID:
-            rows[name][fixed_alpha_row(prefix, alpha)] = cache.auc(
-                name, fuse_parts(parts, alpha, 0.0, "feature", detect)
-            )
-    return rows, alphas
+        for kind in ("global", "hybrid"):
+            for alpha in ALPHA_SPE_GRID:
+                auc = cache.auc(name, fuse_parts(parts, alpha, 0.0, "feature", detect[kind]))
+                rows[name][fixed_alpha_row(prefix, alpha, kind)] = auc
+        rows[name][f"{prefix}:hybrid"] = rows[name][fixed_alpha_row(prefix, hybrid_alpha, "hybrid")]
+    return rows, (*alphas, hybrid_alpha)
 
 
 def run_crossval(config: CrossValConfig) -> dict[str, Any]:
@@ -236,7 +267,7 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
     k = int(config.train_overrides.get("k", 64))
 
     per_scene: dict[str, dict[str, list[float]]] = {name: {} for name in names}
-    resampled = ResampledRXDetector(k)
+    resampled, resampled_hybrid = ResampledRXDetector(k), ResampledRXDetector(k, "hybrid")
     for name, scene in cache.scenes.items():
         cube, valid = scene.detection_cube(), scene.valid
         per_scene[name]["rx"] = [cache.auc(name, rx_reference(cube, mask=valid))]
@@ -244,6 +275,10 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
             cache.auc(name, resampled.score(cube, valid, scene.detection_wavelengths()))
         ]
         per_scene[name]["lrx"] = [cache.auc(name, local_rx(cube, valid))]
+        per_scene[name]["hybrid-rx"] = [cache.auc(name, hybrid_rx(cube, valid))]
+        per_scene[name]["resampled-hybrid-rx"] = [
+            cache.auc(name, resampled_hybrid.score(cube, valid, scene.detection_wavelengths()))
+        ]
 
     alphas: dict[str, dict[str, list[float]]] = {}
     diverged: list[dict[str, Any]] = []
@@ -290,26 +325,34 @@ def has_non_finite_weights(bundle: Any) -> bool:
 
 
 def summarize(per_scene: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, Any]]:
-    """Per row: mean AUC, pooled shortfall removed vs resampled and native RX, wins vs resampled RX
-    by more than the row's seed-to-seed spread (max - min over seeds)."""
+    """Per row: mean AUC, pooled shortfall removed vs resampled and native RX (and vs hybrid RX on
+    the resampled cube where present), wins vs resampled RX (and vs resampled hybrid RX) by more
+    than the row's seed-to-seed spread (max - min over seeds)."""
     names = sorted(per_scene)
     rows = sorted({row for scene in per_scene.values() for row in scene})
-    base_resampled = [per_scene[name]["resampled-rx"][0] for name in names]
-    base_native = [per_scene[name]["rx"][0] for name in names]
+    baselines = {
+        suffix: [per_scene[name][row][0] for name in names]
+        for suffix, row in (
+            ("resampled", "resampled-rx"),
+            ("native", "rx"),
+            ("resampled_hybrid", "resampled-hybrid-rx"),
+        )
+        if all(row in per_scene[name] for name in names)
+    }
     summary = {}
     for row in rows:
         if not all(row in per_scene[name] for name in names):
             continue
         means = [float(np.mean(per_scene[name][row])) for name in names]
         spreads = [float(np.ptp(per_scene[name][row])) for name in names]
-        wins = sum(m - b > s for m, b, s in zip(means, base_resampled, spreads, strict=True))
-        summary[row] = {
-            "mean_auc": float(np.mean(means)),
-            "shortfall_removed_vs_resampled": pooled_shortfall_removed(means, base_resampled),
-            "shortfall_removed_vs_native": pooled_shortfall_removed(means, base_native),
-            "wins_vs_resampled": int(wins),
-            "max_seed_spread": float(max(spreads)),
-        }
+        entry: dict[str, Any] = {"mean_auc": float(np.mean(means))}
+        for suffix, base in baselines.items():
+            entry[f"shortfall_removed_vs_{suffix}"] = pooled_shortfall_removed(means, base)
+            if suffix != "native":
+                wins = sum(m - b > s for m, b, s in zip(means, base, spreads, strict=True))
+                entry[f"wins_vs_{suffix}"] = int(wins)
+        entry["max_seed_spread"] = float(max(spreads))
+        summary[row] = entry
     return summary
 
 
@@ -335,31 +378,38 @@ def markdown_table(report: dict[str, Any], rows: Sequence[str]) -> str:
         ("shortfall removed vs resampled RX", "shortfall_removed_vs_resampled", "{:.1%}"),
         ("shortfall removed vs native RX", "shortfall_removed_vs_native", "{:.1%}"),
         ("wins vs resampled RX (> seed spread)", "wins_vs_resampled", "{}/" + str(len(names))),
+        ("shortfall removed vs resampled hybrid RX", "shortfall_removed_vs_resampled_hybrid", "{:.1%}"),
+        ("wins vs resampled hybrid RX (> seed spread)", "wins_vs_resampled_hybrid", "{}/" + str(len(names))),
     ):
-        cells = [fmt.format(summary[row][key]) if row in summary else "-" for row in rows]
+        if not any(key in summary.get(row, {}) for row in rows):
+            continue
+        cells = [fmt.format(summary[row][key]) if key in summary.get(row, {}) else "-" for row in rows]
         lines.append(f"| **{label}** | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def alpha_table(report: dict[str, Any]) -> str:
-    """Mean AUC over the scenes of RX(x_k + a f_spe) at each fixed ``a`` (rows: models), next to the
-    per-fold selected alphas (``<model>:spectral``) and resampled RX."""
+def alpha_table(report: dict[str, Any], scorer_name: str = "global") -> str:
+    """Mean AUC over the scenes of RX (``global``) or hybrid RX (``hybrid``) of ``x_k + a f_spe`` at
+    each fixed ``a`` (rows: models), next to the same scorer at the alphas selected per fold and
+    the scorer on the resampled cube (``a = 0``)."""
     summary = report["summary"]
-    models = [label for label in ("random", *report["variants"]) if f"{label}:spectral" in summary]
+    selected_row, baseline = {
+        "global": ("spectral", "resampled-rx"),
+        "hybrid": ("hybrid", "resampled-hybrid-rx"),
+    }[scorer_name]
+    models = [label for label in ("random", *report["variants"]) if f"{label}:{selected_row}" in summary]
     alphas = report["alpha_grid"]["alpha_spe"]
     lines = [
         "| model | " + " | ".join(f"a={a:g}" for a in alphas) + " | selected per fold |",
         "|---" * (len(alphas) + 2) + "|",
     ]
     for model in models:
-        cells = [
-            f"{summary[row]['mean_auc']:.4f}" if (row := fixed_alpha_row(model, a)) in summary else "-"
-            for a in alphas
-        ]
-        lines.append(
-            f"| {model} | " + " | ".join(cells) + f" | {summary[model + ':spectral']['mean_auc']:.4f} |"
-        )
-    lines.append(f"\nResampled RX (a = 0): {summary['resampled-rx']['mean_auc']:.4f}.")
+        rows = [fixed_alpha_row(model, a, scorer_name) for a in alphas]
+        cells = [f"{summary[row]['mean_auc']:.4f}" if row in summary else "-" for row in rows]
+        selected = summary[f"{model}:{selected_row}"]["mean_auc"]
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {selected:.4f} |")
+    if baseline in summary:
+        lines.append(f"\n{baseline} (a = 0): {summary[baseline]['mean_auc']:.4f}.")
     return "\n".join(lines)
 
 

@@ -44,6 +44,9 @@ class ModelConfig:
     spatial: bool = True
     alpha_spe: float = 1.0
     alpha_spa: float = 1.0
+    #: alpha_spe chosen for hybrid RX (global x local), which uses the spectral branch alone;
+    #: None (older bundles): hybrid RX uses alpha_spe and alpha_spa like global RX
+    hybrid_alpha_spe: float | None = None
     normalization: dict[str, float] = field(default_factory=lambda: Normalization().to_dict())
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,6 +56,12 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         fields = {key: value for key, value in data.items() if key not in ("format", "format_version")}
         return cls(**fields)
+
+    def alphas_for(self, scorer: str) -> tuple[float, float]:
+        """``(alpha_spe, alpha_spa)`` that the scorer (``global``, ``local``, ``hybrid``) fuses with."""
+        if scorer == "hybrid" and self.hybrid_alpha_spe is not None:
+            return self.hybrid_alpha_spe, 0.0
+        return self.alpha_spe, self.alpha_spa
 
     def build_networks(self) -> tuple[SpectralEnhancer, SpatialStudent | None]:
         spatial = SpatialStudent(self.k) if self.spatial else None

@@ -1,0 +1,46 @@
+"""The parameter-free scorers an (enhanced) cube can be scored with: global, local and hybrid RX.
+
+* ``global``: global RX, float64 oracle (:func:`edge_had.detectors.rx.rx_reference`);
+* ``local``: dual-window local RX (:func:`edge_had.detectors.lrx.local_rx`, its defaults);
+* ``hybrid``: the geometric mean ``sqrt(RX * LRX)`` of the two.
+
+Why the hybrid: global RX misses targets that are only rare *locally* (a roof spectrum that is
+common elsewhere in the scene), local RX misses targets larger than its guard window and flags
+every edge between two materials. A pixel that both call unusual is the better bet. The geometric
+mean ranks pixels by ``log RX + log LRX``: it has no weight to tune and, unlike the product of
+min-max normalised maps, it needs neither map's range over the whole image (each map's scale
+drops out of the ranking), so it is the same on a tile as on the full scene.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from edge_had.detectors.lrx import LocalRXSettings, local_rx
+from edge_had.detectors.rx import rx_reference
+
+SCORERS = ("global", "local", "hybrid")
+
+
+def hybrid_rx(
+    cube: np.ndarray, mask: np.ndarray | None = None, settings: LocalRXSettings | None = None
+) -> np.ndarray:
+    """``sqrt(RX * LRX)`` of a (rows, cols, bands) cube -> (rows, cols) float64 (NaN where masked)."""
+    global_scores = np.maximum(rx_reference(cube, mask=mask), 0.0)
+    local_scores = np.maximum(local_rx(cube, mask, settings), 0.0)
+    return np.sqrt(global_scores * local_scores)
+
+
+def scorer(
+    name: str, lrx: LocalRXSettings | None = None
+) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
+    """The scorer ``name`` as ``score(cube, valid) -> map``; unknown names raise ValueError."""
+    if name == "global":
+        return lambda cube, valid: rx_reference(cube, mask=valid)
+    if name == "local":
+        return lambda cube, valid: local_rx(cube, valid, lrx)
+    if name == "hybrid":
+        return lambda cube, valid: hybrid_rx(cube, valid, lrx)
+    raise ValueError(f"unknown scorer {name!r}; choose one of {SCORERS}")
