@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fake_cuda import DeviceMemory, fake_driver
 
 from edge_had.cuda import CudaUnavailableError, rx_kernels
 from edge_had.cuda.rx_kernels import (
@@ -517,31 +518,6 @@ def test_emulated_covariance_matches_float64(
 # CudaDevice's kernel methods and both backends run end to end on the CPU.
 
 
-class DeviceMemory:
-    """Made-up device memory: allocations at fake addresses, views by address."""
-
-    def __init__(self) -> None:
-        self.blocks: dict[int, np.ndarray] = {}
-        self.next_address = 1 << 20
-
-    def allocate(self, nbytes: int) -> int:
-        address = self.next_address
-        self.blocks[address] = np.zeros(max(int(nbytes), 1), np.uint8)
-        self.next_address += nbytes + 4096
-        return address
-
-    def free(self, address: int) -> None:
-        del self.blocks[address]
-
-    def view(self, address: int, dtype: Any, count: int) -> np.ndarray:
-        nbytes = int(count) * np.dtype(dtype).itemsize
-        for start, block in self.blocks.items():
-            if start <= address < start + block.size:
-                assert address - start + nbytes <= block.size, "access runs past the end of its allocation"
-                return block[address - start : address - start + nbytes].view(dtype)
-        raise AssertionError(f"address {address:#x} is in no allocation")
-
-
 def run_kernel(
     memory: DeviceMemory, emulator: Emulator, name: str, grid: tuple[int, ...], args: list[int]
 ) -> None:
@@ -577,87 +553,13 @@ def host_bytes(address: int, nbytes: int) -> np.ndarray:
 
 
 def fake_pycuda(memory: DeviceMemory, emulator: Emulator, *, broken: bool = False) -> dict[str, Any]:
-    """``pycuda``, ``pycuda.driver``, ``pycuda.compiler`` stand-ins; every driver call checks that
-    a context is current. ``broken``: modules neither load nor compile (launcher fallback)."""
-    import threading
+    """``pycuda``, ``pycuda.driver``, ``pycuda.compiler`` stand-ins: the shared fake driver plus
+    modules whose kernels run in the host emulation. ``broken``: modules neither load nor compile
+    (launcher fallback)."""
     import types
 
-    local = threading.local()
-    calls: list[str] = []
-
-    def need_context() -> None:
-        assert getattr(local, "stack", []), "CUDA call without a current context on this thread"
-
-    class Error(Exception):
-        pass
-
-    class Context:
-        def push(self) -> None:
-            local.__dict__.setdefault("stack", []).append(self)
-
-        @staticmethod
-        def pop() -> None:
-            local.stack.pop()
-
-        def detach(self) -> None:
-            pass
-
-    class Device:
-        @staticmethod
-        def count() -> int:
-            return 1
-
-        def __init__(self, index: int) -> None:
-            self.index = index
-
-        def name(self) -> str:
-            return "Fake Orin"
-
-        def compute_capability(self) -> tuple[int, int]:
-            return (8, 7)
-
-        def retain_primary_context(self) -> Context:
-            return Context()
-
-        def get_attribute(self, attribute: str) -> int:
-            assert attribute == "MULTIPROCESSOR_COUNT"
-            return 3
-
-    class DeviceAllocation:
-        def __init__(self, nbytes: int) -> None:
-            need_context()
-            self.address = memory.allocate(nbytes)
-
-        def __int__(self) -> int:
-            return self.address
-
-        def free(self) -> None:
-            need_context()
-            memory.free(self.address)
-
-    class Pinned(np.ndarray):
-        def free(self) -> None:
-            need_context()
-
-    class Stream:
-        handle = 0xC0FFEE
-
-        def synchronize(self) -> None:
-            need_context()
-
-    class Event:
-        def __init__(self) -> None:
-            need_context()
-
-        def record(self, stream: Stream) -> None:
-            need_context()
-
-        def synchronize(self) -> None:
-            need_context()
-
-        def time_till(self, other: Event) -> float:
-            need_context()
-            return 0.25
+    driver = fake_driver(memory)
+    need_context, calls = driver.need_context, []
 
     class Function:
         def __init__(self, name: str) -> None:
@@ -667,7 +569,7 @@ def fake_pycuda(memory: DeviceMemory, emulator: Emulator, *, broken: bool = Fals
             need_context()
             self.signature = signature
 
-        def prepared_async_call(self, grid: tuple[int, ...], block: tuple[int, ...], stream: Stream,
+        def prepared_async_call(self, grid: tuple[int, ...], block: tuple[int, ...], stream: Any,
                                 *args: Any, shared_size: int = 0) -> None:  # fmt: skip
             need_context()
             assert block == (256, 1, 1) and self.signature == rx_kernels.SIGNATURES[self.name]
@@ -679,13 +581,13 @@ def fake_pycuda(memory: DeviceMemory, emulator: Emulator, *, broken: bool = Fals
         def get_function(self, name: str) -> Function:
             need_context()
             if name not in rx_kernels.SIGNATURES:
-                raise Error(f"no kernel {name}")
+                raise driver.Error(f"no kernel {name}")
             return Function(name)
 
     def module_from_file(path: str) -> Module:
         need_context()
         if broken:
-            raise Error("no kernel image is available for execution on the device")
+            raise driver.Error("no kernel image is available for execution on the device")
         assert Path(path).is_file()
         return Module()
 
@@ -700,30 +602,9 @@ def fake_pycuda(memory: DeviceMemory, emulator: Emulator, *, broken: bool = Fals
         assert no_extern_c and arch == "sm_87" and 'extern "C" __global__' in source
         return b"fake cubin"
 
-    def memcpy_htod_async(dest: DeviceAllocation, src: np.ndarray, stream: Stream) -> None:
-        need_context()
-        memory.view(int(dest), np.uint8, src.nbytes)[:] = src.view(np.uint8)
-
-    def memcpy_dtoh_async(dest: np.ndarray, src: DeviceAllocation, stream: Stream) -> None:
-        need_context()
-        dest.view(np.uint8)[:] = memory.view(int(src), np.uint8, dest.nbytes)
-
-    def memset_d8_async(dest: int, value: int, count: int, stream: Stream) -> None:
-        need_context()
-        memory.view(int(dest), np.uint8, count)[:] = value
-
-    def pagelocked_empty(n: int, dtype: Any) -> np.ndarray:
-        need_context()
-        return Pinned(shape=(n,), dtype=dtype).view(np.ndarray)
-
-    driver = types.SimpleNamespace(
-        init=lambda: None, Error=Error, Context=Context, Device=Device, Stream=Stream, Event=Event,
-        device_attribute=types.SimpleNamespace(MULTIPROCESSOR_COUNT="MULTIPROCESSOR_COUNT"),
-        mem_alloc=DeviceAllocation, module_from_file=module_from_file, module_from_buffer=module_from_buffer,
-        pagelocked_empty=pagelocked_empty,
-        memcpy_htod_async=memcpy_htod_async, memcpy_dtoh_async=memcpy_dtoh_async,
-        memset_d8_async=memset_d8_async, calls=calls,
-    )  # fmt: skip
+    driver.__dict__.update(
+        module_from_file=module_from_file, module_from_buffer=module_from_buffer, calls=calls
+    )
     compiler = types.SimpleNamespace(compile=compile)
     package = types.SimpleNamespace(driver=driver, compiler=compiler)
     return {"pycuda": package, "pycuda.driver": driver, "pycuda.compiler": compiler}

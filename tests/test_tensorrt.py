@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fake_cuda import DeviceMemory, fake_driver
 
 import edge_had.build.tensorrt_engine as tensorrt_engine
 from edge_had.build.engine_cache import EngineCacheError, sidecar_path
@@ -116,108 +116,10 @@ def test_no_api_that_tensorrt_11_removed() -> None:
 # --------------------------------------------------------------------------- stand-ins (CPU)
 
 
-def _fake_pycuda() -> SimpleNamespace:
-    """A ``pycuda.driver`` over numpy: device memory is a dict of byte arrays, every call checks
-    that a context is current on the calling thread."""
-    state = SimpleNamespace(memory={}, next_address=1 << 12, retained=0, detached=0, allocations=0)
-    local = threading.local()
-
-    def stack() -> list[Any]:
-        if not hasattr(local, "stack"):
-            local.stack = []
-        return local.stack  # type: ignore[no-any-return]
-
-    def need_context() -> None:
-        assert stack(), "CUDA call without a current context on this thread"
-
-    class Context:
-        def push(self) -> None:
-            stack().append(self)
-
-        @staticmethod
-        def pop() -> None:
-            stack().pop()
-
-        def detach(self) -> None:
-            state.detached += 1
-
-    class Device:
-        @staticmethod
-        def count() -> int:
-            return 1
-
-        def __init__(self, index: int) -> None:
-            self.index = index
-
-        def name(self) -> str:
-            return "Fake Orin"
-
-        def compute_capability(self) -> tuple[int, int]:
-            return (8, 7)
-
-        def retain_primary_context(self) -> Context:
-            state.retained += 1
-            return Context()
-
-    class DeviceAllocation:
-        def __init__(self, nbytes: int) -> None:
-            need_context()
-            self.address = state.next_address
-            state.next_address += nbytes + 256
-            state.memory[self.address] = np.zeros(nbytes, np.uint8)
-            state.allocations += 1
-
-        def __int__(self) -> int:
-            return self.address
-
-        def free(self) -> None:
-            need_context()
-            if state.memory.pop(self.address, None) is not None:
-                state.allocations -= 1
-
-    class Pinned(np.ndarray):  # what pycuda puts behind a pagelocked array's .base
-        def free(self) -> None:
-            need_context()
-
-    def pagelocked_empty(shape: int, dtype: Any) -> np.ndarray:
-        need_context()
-        return Pinned(shape=(shape,), dtype=dtype).view(np.ndarray)
-
-    class Stream:
-        handle = 0xC0FFEE
-
-        def __init__(self) -> None:
-            need_context()
-
-        def synchronize(self) -> None:
-            need_context()
-
-    def memcpy_htod_async(dest: DeviceAllocation, src: np.ndarray, stream: Stream) -> None:
-        need_context()
-        state.memory[int(dest)][: src.nbytes] = src.view(np.uint8)
-
-    def memcpy_dtoh_async(dest: np.ndarray, src: DeviceAllocation, stream: Stream) -> None:
-        need_context()
-        dest.view(np.uint8)[:] = state.memory[int(src)][: dest.nbytes]
-
-    return SimpleNamespace(
-        state=state,
-        need_context=need_context,
-        init=lambda: None,
-        Context=Context,
-        Device=Device,
-        Stream=Stream,
-        mem_alloc=DeviceAllocation,
-        pagelocked_empty=pagelocked_empty,
-        memcpy_htod_async=memcpy_htod_async,
-        memcpy_dtoh_async=memcpy_dtoh_async,
-    )
-
-
 def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleNamespace:
     """A ``tensorrt`` whose engines compute ``double = 2 * cube`` and ``total = sum over bands``
     for cubes of 4 bands and 8..64 pixels per line, and whose builder 'builds' such an engine."""
-    memory, need_context = cuda.state.memory, cuda.need_context
+    memory, need_context = cuda.memory, cuda.need_context
     profile = [(1, 4, 2, 8), (1, 4, 2, 32), (1, 4, 2, 64)]
 
     class Context:
@@ -244,11 +146,9 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
         def execute_async_v3(self, stream_handle: int) -> bool:
             need_context()
             assert self.shape is not None and stream_handle == 0xC0FFEE
-            size = int(np.prod(self.shape))
-            cube = memory[self.addresses["cube"]][: 4 * size].view(np.float32).reshape(self.shape)
+            cube = memory.view(self.addresses["cube"], np.float32, np.prod(self.shape)).reshape(self.shape)
             for name, value in (("double", 2 * cube), ("total", cube.sum(axis=1, keepdims=True))):
-                data = value.astype(np.float32).reshape(-1).view(np.uint8)
-                memory[self.addresses[name]][: data.size] = data
+                memory.view(self.addresses[name], np.float32, value.size)[:] = value.reshape(-1)
             return True
 
     class Engine:
@@ -377,7 +277,7 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    cuda = _fake_pycuda()
+    cuda = fake_driver(DeviceMemory())
     trt = _fake_tensorrt(cuda)
     package = ModuleType("pycuda")
     package.driver = cuda  # type: ignore[attr-defined]
@@ -415,7 +315,7 @@ def test_build_with_fakes_stores_then_hits_the_cache(fakes: SimpleNamespace, tmp
         build_engine(onnx, tmp_path / "cache", precision="fp16", bands=224, **widths)
     with pytest.raises(EngineBuildError, match="pass --precision"):
         build_engine(onnx, tmp_path / "cache", **widths)
-    assert fakes.cuda.state.retained == fakes.cuda.state.detached  # every context released
+    assert fakes.cuda.retained == fakes.cuda.detached  # every context released
 
 
 def test_build_lists_every_parser_error(fakes: SimpleNamespace, tmp_path: Path) -> None:
@@ -448,14 +348,14 @@ def test_runner_with_fakes_grows_buffers_and_frees_them(fakes: SimpleNamespace, 
             np.testing.assert_array_equal(out["double"], 2 * cube)
             np.testing.assert_allclose(out["total"], cube.sum(axis=1, keepdims=True), rtol=1e-6)
             assert all(value.dtype == np.float32 for value in out.values())
-        assert fakes.cuda.state.allocations == 3
+        assert len(fakes.cuda.memory.blocks) == 3
         with pytest.raises(BackendError, match=r"outside the engine's profile \(1, 4, 2, 8\)"):
             runner.infer({"cube": np.zeros((1, 4, 2, 65), np.float32)})
         with pytest.raises(BackendError, match="takes inputs"):
             runner.infer({"image": cube})
         assert len(runner.inference_times) == 4
-    assert fakes.cuda.state.allocations == 0
-    assert fakes.cuda.state.retained == fakes.cuda.state.detached
+    assert not fakes.cuda.memory.blocks
+    assert fakes.cuda.retained == fakes.cuda.detached
 
 
 def test_runner_with_fakes_works_from_worker_threads(fakes: SimpleNamespace, tmp_path: Path) -> None:
@@ -477,7 +377,7 @@ def test_runner_refuses_stale_or_foreign_engines(fakes: SimpleNamespace, tmp_pat
     other.write_bytes(b"not an engine")  # no sidecar: TensorRT's own check decides
     with pytest.raises(BackendError, match="could not deserialize"):
         TensorRTRunner(other, "fp32").activate()
-    assert fakes.cuda.state.retained == fakes.cuda.state.detached
+    assert fakes.cuda.retained == fakes.cuda.detached
 
 
 # --------------------------------------------------------------------------- real TensorRT (GPU)
