@@ -148,6 +148,7 @@ def _shipped_model_status() -> str:
     return (
         f"{detector.bundle.directory} (sha256 {detector.bundle.sha256[:12]}, K={config.k}, "
         f"alpha_spe={config.alpha_spe}, alpha_spa={config.alpha_spa}, "
+        f"hybrid_alpha_spe={config.alphas_for('hybrid')[0]}, "
         f"{detector.macs_per_pixel(224):,} multiply-adds/pixel at 224 bands, budget 50,000)"
     )
 
