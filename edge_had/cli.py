@@ -483,9 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration", help="int8: calibration set from `edge-had calibrate`")
     export.add_argument(
         "--method",
-        choices=["minmax", "entropy", "percentile"],
+        choices=["minmax", "percentile"],
         default="minmax",
-        help="int8 calibration method",
+        help="int8 calibration method (no entropy: onnxruntime runs it with one candidate "
+        "threshold, i.e. MinMax; see edge_had/build/quantize.py)",
     )
     export.add_argument(
         "--keep-float", nargs="+", default=[], metavar="NODE", help="ONNX nodes to keep in FP32"

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--data", default=str(settings.data_dir()))
-    parser.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    parser.add_argument("--method", default="minmax", choices=["minmax", "percentile"])
     parser.add_argument("--json", required=True)
     args = parser.parse_args(argv)
 

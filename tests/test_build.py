@@ -167,6 +167,26 @@ def test_int8_graph_follows_tensorrt_qdq_rules(graphs: dict[str, Path]) -> None:
     assert not any(op.startswith("QLinear") for op in ops)
 
 
+def activation_scales(graph_path: Path) -> dict[str, float]:
+    graph = onnx.load(str(graph_path))
+    scalars = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer if i.name.endswith("_scale")}
+    return {name: float(value) for name, value in scalars.items() if value.size == 1}
+
+
+def test_the_calibration_method_changes_the_ranges_and_entropy_is_refused(
+    graphs: dict[str, Path], calibration, tmp_path: Path
+) -> None:
+    percentile = to_int8(graphs["fp32"], tmp_path / "p.onnx", calibration, method="percentile")
+    minmax_scales, percentile_scales = activation_scales(graphs["int8"]), activation_scales(percentile)
+    assert minmax_scales.keys() == percentile_scales.keys() and len(minmax_scales) >= 8
+    # percentile clips the tails, so no range is wider and most are narrower than MinMax's
+    narrower = [percentile_scales[k] < minmax_scales[k] for k in minmax_scales]
+    assert all(percentile_scales[k] <= minmax_scales[k] * (1 + 1e-6) for k in minmax_scales)
+    assert sum(narrower) > len(narrower) // 2
+    with pytest.raises(ExportError, match="gives exactly the MinMax ranges"):
+        to_int8(graphs["fp32"], tmp_path / "e.onnx", calibration, method="entropy")
+
+
 def test_qdq_check_catches_each_rule_violation(graphs: dict[str, Path]) -> None:
     def first_weight_dq(graph):
         names = {init.name for init in graph.graph.initializer}
