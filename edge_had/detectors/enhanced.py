@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_had.detectors import scoring
 from edge_had.detectors.fusion import normalize_minmax
 from edge_had.detectors.lrx import LocalRXSettings
-from edge_had.detectors.scoring import SCORERS, scorer
 
 FUSIONS = ("feature", "product")
 
@@ -60,12 +60,11 @@ class EnhancedDetector:
 
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
-        if scorer not in SCORERS:
-            raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
+        self.lrx = lrx or LocalRXSettings()
+        self._score = scoring.scorer(scorer, self.lrx)  # unknown names: ValueError
         self.bundle = load_bundle(model)
         self.fusion = fusion
         self.scorer = scorer
-        self.lrx = lrx or LocalRXSettings()
         self.name = self.NAMES[scorer]
         self._macs: dict[int, int] = {}
         self.artifacts: dict[str, Any] = {"onnx": onnx, "engine": engine, "device": device}
@@ -136,7 +135,7 @@ class EnhancedDetector:
         )
 
     def detect(self, cube: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-        return scorer(self.scorer, self.lrx)(cube, valid)
+        return self._score(cube, valid)
 
     def score(
         self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
@@ -198,8 +197,7 @@ class ResampledRXDetector:
     NAMES = {"global": "resampled-rx", "local": "resampled-lrx", "hybrid": "resampled-hybrid-rx"}
 
     def __init__(self, k: int = 64, scorer: str = "global") -> None:
-        if scorer not in SCORERS:
-            raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
+        self._score = scoring.scorer(scorer)  # unknown names: ValueError
         self.k = k
         self.scorer = scorer
         self.name = self.NAMES[scorer]
@@ -219,4 +217,4 @@ class ResampledRXDetector:
         else:
             adapter = SpectralAdapter.from_band_count(bands, self.k)
         resampled = np.asarray(cube, dtype=np.float64) @ adapter.matrix.T
-        return scorer(self.scorer)(resampled, valid)
+        return self._score(resampled, valid)

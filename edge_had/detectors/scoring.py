@@ -24,13 +24,16 @@ from edge_had.detectors.rx import rx_reference
 SCORERS = ("global", "local", "hybrid")
 
 
+def geometric_mean(global_scores: np.ndarray, local_scores: np.ndarray) -> np.ndarray:
+    """The hybrid score from already computed RX and LRX maps (float rounding below 0 clipped)."""
+    return np.sqrt(np.maximum(global_scores, 0.0) * np.maximum(local_scores, 0.0))
+
+
 def hybrid_rx(
     cube: np.ndarray, mask: np.ndarray | None = None, settings: LocalRXSettings | None = None
 ) -> np.ndarray:
     """``sqrt(RX * LRX)`` of a (rows, cols, bands) cube -> (rows, cols) float64 (NaN where masked)."""
-    global_scores = np.maximum(rx_reference(cube, mask=mask), 0.0)
-    local_scores = np.maximum(local_rx(cube, mask, settings), 0.0)
-    return np.sqrt(global_scores * local_scores)
+    return geometric_mean(rx_reference(cube, mask=mask), local_rx(cube, mask, settings))
 
 
 def scorer(

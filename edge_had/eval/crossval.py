@@ -50,7 +50,7 @@ import numpy as np
 from edge_had.detectors.enhanced import ResampledRXDetector, enhance_parts, fuse_parts
 from edge_had.detectors.lrx import local_rx
 from edge_had.detectors.rx import rx_reference
-from edge_had.detectors.scoring import SCORERS, hybrid_rx, scorer
+from edge_had.detectors.scoring import geometric_mean, scorer
 from edge_had.eval.metrics import roc_auc
 from edge_had.eval.report import SCHEMA_VERSION, platform_info
 from edge_had.io import Scene, list_scenes, load_scene
@@ -238,18 +238,19 @@ def _evaluate_model(
     rows: dict[str, dict[str, float]] = {}
     for name in test_names:
         parts = cache.parts(bundle, name)
-        detect = {kind: cache.detect(name, kind) for kind in SCORERS}
-        rx = detect["global"]
+        rx, lrx = cache.detect(name), cache.detect(name, "local")
         rows[name] = {
             f"{prefix}:spectral": cache.auc(name, fuse_parts(parts, alphas[0], 0.0, "feature", rx)),
             f"{prefix}:feature": cache.auc(name, fuse_parts(parts, *alphas, "feature", rx)),
             f"{prefix}:product": cache.auc(name, fuse_parts(parts, *alphas, "product", rx)),
-            f"{prefix}:lrx": cache.auc(name, fuse_parts(parts, *alphas, "feature", detect["local"])),
+            f"{prefix}:lrx": cache.auc(name, fuse_parts(parts, *alphas, "feature", lrx)),
         }
-        for kind in ("global", "hybrid"):
-            for alpha in ALPHA_SPE_GRID:
-                auc = cache.auc(name, fuse_parts(parts, alpha, 0.0, "feature", detect[kind]))
-                rows[name][fixed_alpha_row(prefix, alpha, kind)] = auc
+        for alpha in ALPHA_SPE_GRID:  # RX and LRX once per alpha; hybrid RX is their geometric mean
+            global_map = fuse_parts(parts, alpha, 0.0, "feature", rx)
+            local_map = fuse_parts(parts, alpha, 0.0, "feature", lrx)
+            rows[name][fixed_alpha_row(prefix, alpha)] = cache.auc(name, global_map)
+            hybrid = cache.auc(name, geometric_mean(global_map, local_map))
+            rows[name][fixed_alpha_row(prefix, alpha, "hybrid")] = hybrid
         rows[name][f"{prefix}:hybrid"] = rows[name][fixed_alpha_row(prefix, hybrid_alpha, "hybrid")]
     return rows, (*alphas, hybrid_alpha)
 
@@ -270,12 +271,13 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
     resampled, resampled_hybrid = ResampledRXDetector(k), ResampledRXDetector(k, "hybrid")
     for name, scene in cache.scenes.items():
         cube, valid = scene.detection_cube(), scene.valid
-        per_scene[name]["rx"] = [cache.auc(name, rx_reference(cube, mask=valid))]
+        global_map, local_map = rx_reference(cube, mask=valid), local_rx(cube, valid)
+        per_scene[name]["rx"] = [cache.auc(name, global_map)]
         per_scene[name]["resampled-rx"] = [
             cache.auc(name, resampled.score(cube, valid, scene.detection_wavelengths()))
         ]
-        per_scene[name]["lrx"] = [cache.auc(name, local_rx(cube, valid))]
-        per_scene[name]["hybrid-rx"] = [cache.auc(name, hybrid_rx(cube, valid))]
+        per_scene[name]["lrx"] = [cache.auc(name, local_map)]
+        per_scene[name]["hybrid-rx"] = [cache.auc(name, geometric_mean(global_map, local_map))]
         per_scene[name]["resampled-hybrid-rx"] = [
             cache.auc(name, resampled_hybrid.score(cube, valid, scene.detection_wavelengths()))
         ]
