@@ -19,7 +19,8 @@ edge-had: onboard hyperspectral anomaly detection.
 Scenes are read from .mat (v5 and v7.3), ENVI (.hdr + BIL/BIP/BSQ), .npy and HDF5 files; cubes are
 (rows = along-track lines, cols, bands). Detectors: global RX ('rx'), dual-window local RX
 ('lrx'), their geometric mean ('hybrid-rx') and all three after the shipped background-enhancement
-model ('enhanced-rx', 'enhanced-lrx', 'enhanced-hybrid-rx').
+model ('enhanced-rx', 'enhanced-lrx', 'enhanced-hybrid-rx'); 'enhanced-rx' is the default of
+`detect`, `eval` and `stream`.
 `stream` runs the pushbroom line loop; `export`, `calibrate` and `build` make ONNX / INT8 /
 TensorRT artifacts; `plan` bounds the time per line on a Jetson. Start with `edge-had demo`,
 which needs no data.
@@ -33,11 +34,12 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--detector",
         choices=list(DETECTORS),
-        default="rx",
-        help="rx / lrx: classic global / dual-window RX; hybrid-rx: sqrt(RX * LRX); enhanced-*: the "
-        "trained background enhancement, then RX / LRX / sqrt(RX * LRX) (enhanced-hybrid-rx is the "
-        "most accurate offline; see the README); resampled-(hybrid-)rx: the same without the "
-        "networks, on the model's K resampled bands (the enhancement's baselines). Default: rx",
+        default="enhanced-rx",
+        help="enhanced-*: the trained background enhancement (shipped model unless --model), then "
+        "global RX / LRX / sqrt(RX * LRX) (enhanced-hybrid-rx is the most accurate offline; see the "
+        "README); rx / lrx: classic global / dual-window RX on the native bands; hybrid-rx: "
+        "sqrt(RX * LRX); resampled-(hybrid-)rx: the same without the networks, on the model's K "
+        "resampled bands (the enhancement's baselines). Default: enhanced-rx",
     )
     group.add_argument(
         "--model", help="enhanced-*: model folder (default: the weights shipped in the package)"

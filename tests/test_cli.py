@@ -12,6 +12,7 @@ from scipy.io import savemat
 
 from edge_had.cli import main
 from edge_had.detectors import rx_reference
+from edge_had.detectors.registry import make_detector
 from edge_had.eval.metrics import roc_auc
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -47,11 +48,23 @@ def test_detect_writes_map_and_scores_equal_to_the_oracle(tmp_path, capsys):
     np.save(tmp_path / "gt.npy", gt)
     png, npy = tmp_path / "map.png", tmp_path / "scores.npy"
     argv = ["detect", str(tmp_path / "cube.npy"), "--gt", str(tmp_path / "gt.npy"), "--out", str(png)]
-    assert main([*argv, "--npy", str(npy)]) == 0
+    assert main([*argv, "--detector", "rx", "--npy", str(npy)]) == 0
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     expected = rx_reference(cube.astype(np.float32))
     np.testing.assert_allclose(np.load(npy), expected, rtol=1e-10)
     assert f"AUC {roc_auc(expected, gt != 0):.4f}" in capsys.readouterr().out
+
+
+def test_detect_defaults_to_the_shipped_enhancement_then_rx(tmp_path, capsys):
+    cube, gt = small_scene(0)
+    np.save(tmp_path / "cube.npy", cube)
+    npy = tmp_path / "scores.npy"
+    assert main(["detect", str(tmp_path / "cube.npy"), "--npy", str(npy)]) == 0
+    assert "enhanced-rx" in capsys.readouterr().out
+    valid = np.ones(gt.shape, dtype=bool)
+    expected = make_detector("enhanced-rx").score(cube.astype(np.float32), valid, None)
+    np.testing.assert_allclose(np.load(npy), expected, rtol=1e-6)
+    assert not np.allclose(np.load(npy), rx_reference(cube.astype(np.float32)), rtol=1e-3)  # not plain RX
 
 
 def test_detect_missing_file_is_a_clear_error(tmp_path, capsys):

@@ -49,7 +49,7 @@ def test_release_writes_a_sidecar_that_matches_the_weights(tmp_path):
     assert load_bundle(out).training_scenes == {sha: name for name, sha in expected.items()}
 
 
-def test_eval_report_marks_trained_on_per_scene(tmp_path):
+def test_eval_report_marks_trained_on_per_scene(tmp_path, capsys):
     data, out = tmp_path / "data", tmp_path / "model"
     data.mkdir()
     write_scene(data / "seen.mat", 1)
@@ -82,12 +82,19 @@ def test_eval_report_marks_trained_on_per_scene(tmp_path):
     )
     write_scene(data / "unseen.mat", 2)
     report_path = tmp_path / "report.json"
-    argv = ["eval", "--data", str(data), "--detector", "enhanced-rx", "--model", str(out), "--quiet"]
+    capsys.readouterr()
+    argv = ["eval", "--data", str(data), "--model", str(out), "--quiet"]  # default: enhanced-rx
     assert main([*argv, "--json", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
+    assert report["detector"]["name"] == "enhanced-rx"
+    auc = {scene["name"]: scene["auc"] for scene in report["scenes"]}
     assert {scene["name"]: scene["trained_on"] for scene in report["scenes"]} == {
         "seen": True,
         "unseen": False,
     }
+    assert report["held_out_mean_auc"] == auc["unseen"] != report["mean_auc"]
+    table = capsys.readouterr().out
+    assert "seen *" in table and "unseen *" not in table
+    assert f"mean of the others: {auc['unseen']:.4f}" in table
     assert report["detector"]["model_sha256"] == load_bundle(out).sha256
     assert all(0 < scene["macs_per_pixel"] < 50_000 for scene in report["scenes"])

@@ -94,12 +94,15 @@ def evaluate_folder(
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A plain-text per-scene table with the mean, as printed by ``edge-had eval``."""
+    """A plain-text per-scene table with the mean, as printed by ``edge-had eval``.
+
+    Scenes the model was trained on are starred, and a last line gives the mean over the others.
+    """
     fars = list(report["scenes"][0]["pd_at_far"])
     header = ["scene", "bands", "AUC", "AUC(D,tau)", "AUC(F,tau)", *[f"Pd@{far}" for far in fars], "s"]
     rows = [
         [
-            scene["name"],
+            scene["name"] + (" *" if scene.get("trained_on") else ""),
             str(scene["bands"]),
             f"{scene['auc']:.4f}",
             f"{scene['auc_dtau']:.4f}",
@@ -116,4 +119,11 @@ def format_table(report: dict[str, Any]) -> str:
         for row in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    if "held_out_mean_auc" in report:
+        held_out = report["held_out_mean_auc"]
+        lines.append(
+            "* the model was trained on this scene: its AUC says nothing about unseen scenes; mean of "
+            + ("the others: none left" if held_out is None else f"the others: {held_out:.4f}")
+            + " (held-out numbers for every scene: `edge-had crossval`)"
+        )
     return "\n".join(line.rstrip() for line in lines)

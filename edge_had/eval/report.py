@@ -126,7 +126,12 @@ def _clocks_pinned(show: str) -> bool:
 
 
 def eval_report(detector: dict[str, Any], scenes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Assemble an evaluation report; ``mean_auc`` is the mean of the per-scene AUCs."""
+    """Assemble an evaluation report; ``mean_auc`` is the mean of the per-scene AUCs.
+
+    When the detector's model was trained on some of the scenes (``trained_on``), the report adds
+    ``held_out_mean_auc``: the mean over the other scenes only (None when there are none), the only
+    mean that says anything about unseen scenes.
+    """
     if not scenes:
         raise ValueError("an evaluation report needs at least one scene")
     report = {
@@ -138,6 +143,9 @@ def eval_report(detector: dict[str, Any], scenes: list[dict[str, Any]]) -> dict[
         "mean_auc": float(np.mean([scene["auc"] for scene in scenes])),
         "platform": platform_info(),
     }
+    if any(scene.get("trained_on") for scene in scenes):
+        held_out = [scene["auc"] for scene in scenes if not scene.get("trained_on")]
+        report["held_out_mean_auc"] = float(np.mean(held_out)) if held_out else None
     validate_eval_report(report)
     return report
 
