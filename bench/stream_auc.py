@@ -1,11 +1,13 @@
-"""Streaming AUC on the ten scenes next to offline RX, plain and enhanced.
+"""Streaming AUC on the ten scenes next to offline RX, plain and enhanced, global and hybrid.
 
 Per scene: offline global RX on the native bands; offline RX on the same 32-band reduced cube
 the plain stream scores; plain streaming RX (``edge_had.stream.run`` configuration); offline
 enhanced RX and streaming enhanced RX with the cross-validation fold model that did not see the
 scene (variant ``--variant``, seed 0, its alphas chosen on its training scenes, from
-``crossval.json``). AUC over all pixels, unscored pixels count as 0; every line is scored here
-(warm-up lines late).
+``crossval.json``); then the same four with hybrid RX ``sqrt(RX * LRX)`` (streaming: causal
+local RX, :mod:`edge_had.stream.causal_local`; enhanced: the fold's hybrid alpha, spectral branch
+only). AUC over all pixels, unscored pixels count as 0; every line is scored here (warm-up lines
+late).
 
     python bench/stream_auc.py --cv CV_OUT --crossval bench/results/crossval.json \
         --variant random-encoder --json bench/results/stream_auc.json
@@ -25,6 +27,7 @@ import numpy as np
 from edge_had import settings
 from edge_had.detectors.enhanced import enhance_parts, fuse_parts
 from edge_had.detectors.rx import rx_reference
+from edge_had.detectors.scoring import hybrid_rx
 from edge_had.eval.crossval import fold_assignment
 from edge_had.eval.metrics import roc_auc
 from edge_had.eval.report import SCHEMA_VERSION, platform_info
@@ -34,7 +37,17 @@ from edge_had.runtime.torch_runner import TorchRunner
 from edge_had.stream.enhance import StreamEnhancer
 from edge_had.stream.run import DEFAULT_SETTINGS, band_reduction, stream_scene_scores
 
-COLUMNS = ("offline rx", "offline rx (32 bands)", "stream rx", "offline enhanced", "stream enhanced")
+COLUMNS = (
+    "offline rx",
+    "offline rx (32 bands)",
+    "stream rx",
+    "offline enhanced",
+    "stream enhanced",
+    "offline hybrid (32 bands)",
+    "stream hybrid",
+    "offline enhanced hybrid",
+    "stream enhanced hybrid",
+)
 
 
 def auc(scores: np.ndarray, scene) -> float:
@@ -61,13 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         cube = scene.detection_cube()
         fold = next(i for i, held in enumerate(folds) if scene.name in held)
         bundle = load_bundle(Path(args.cv) / "models" / args.variant / "seed0" / f"fold{fold}")
-        alpha_spe, alpha_spa = alphas[f"seed0/fold{fold}"][:2]  # [2]: hybrid RX, offline only
+        alpha_spe, alpha_spa, hybrid_alpha = alphas[f"seed0/fold{fold}"]
         bundle.config = dataclasses.replace(bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
+        hybrid_config = dataclasses.replace(bundle.config, alpha_spe=hybrid_alpha, alpha_spa=0.0)
+        hybrid_bundle = dataclasses.replace(bundle, config=hybrid_config)
         assert scene.name not in bundle.training_scenes.values()
         row = {"offline rx": auc(rx_reference(cube, mask=scene.valid), scene)}
         reduced = cube.astype(np.float64) @ band_reduction(cube.shape[2]).T
         row["offline rx (32 bands)"] = auc(rx_reference(reduced, mask=scene.valid), scene)
         row["stream rx"] = auc(stream_scene_scores(cube, scene.valid)[0], scene)
+        row["offline hybrid (32 bands)"] = auc(hybrid_rx(reduced, scene.valid), scene)
+        row["stream hybrid"] = auc(stream_scene_scores(cube, scene.valid, scorer="hybrid")[0], scene)
         with TorchRunner(bundle.model_for(cube.shape[2])) as runner:
             parts = enhance_parts(bundle, cube, scene.valid, None, runner)
             detect = lambda x, valid=scene.valid: rx_reference(x, mask=valid)  # noqa: E731
@@ -75,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
             row["offline enhanced"] = auc(offline, scene)
             scores, _ = stream_scene_scores(cube, scene.valid, enhancer=StreamEnhancer(bundle, runner))
         row["stream enhanced"] = auc(scores, scene)
+        with TorchRunner(hybrid_bundle.model_for(cube.shape[2])) as runner:
+            parts = enhance_parts(hybrid_bundle, cube, scene.valid, None, runner)
+            score_hybrid = lambda x, valid=scene.valid: hybrid_rx(x, valid)  # noqa: E731
+            hybrid = fuse_parts(parts, hybrid_alpha, 0.0, "feature", score_hybrid)
+            row["offline enhanced hybrid"] = auc(hybrid, scene)
+            enhancer = StreamEnhancer(hybrid_bundle, runner)
+            scores, _ = stream_scene_scores(cube, scene.valid, enhancer=enhancer, scorer="hybrid")
+        row["stream enhanced hybrid"] = auc(scores, scene)
         row["fold"] = fold
         rows[scene.name] = row
         print(scene.name, {k: round(v, 4) for k, v in row.items()}, flush=True)

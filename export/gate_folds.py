@@ -21,6 +21,7 @@ from pathlib import Path
 from edge_had import settings
 from edge_had.build.calibration import build_calibration_set
 from edge_had.build.gate import TOLERANCES, GraphRecipe, gate_scenes, run_gate
+from edge_had.build.quantize import CALIBRATION_METHODS
 from edge_had.eval.crossval import SceneCache, fold_assignment, select_alphas
 from edge_had.eval.report import SCHEMA_VERSION, platform_info
 from edge_had.io import list_scenes
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--data", default=str(settings.data_dir()))
-    parser.add_argument("--method", default="minmax", choices=["minmax", "percentile"])
+    parser.add_argument("--method", default="minmax", choices=list(CALIBRATION_METHODS))
     parser.add_argument("--json", required=True)
     args = parser.parse_args(argv)
 

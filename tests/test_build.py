@@ -14,6 +14,7 @@ import onnx  # noqa: E402
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
 from edge_had.build import gate as gate_module  # noqa: E402
+from edge_had.build import quantize  # noqa: E402
 from edge_had.build.calibration import (  # noqa: E402
     CalibrationSampling,
     build_calibration_set,
@@ -173,7 +174,7 @@ def activation_scales(graph_path: Path) -> dict[str, float]:
     return {name: float(value) for name, value in scalars.items() if value.size == 1}
 
 
-def test_the_calibration_method_changes_the_ranges_and_entropy_is_refused(
+def test_the_calibration_method_changes_the_ranges(
     graphs: dict[str, Path], calibration, tmp_path: Path
 ) -> None:
     percentile = to_int8(graphs["fp32"], tmp_path / "p.onnx", calibration, method="percentile")
@@ -183,8 +184,25 @@ def test_the_calibration_method_changes_the_ranges_and_entropy_is_refused(
     narrower = [percentile_scales[k] < minmax_scales[k] for k in minmax_scales]
     assert all(percentile_scales[k] <= minmax_scales[k] * (1 + 1e-6) for k in minmax_scales)
     assert sum(narrower) > len(narrower) // 2
-    with pytest.raises(ExportError, match="gives exactly the MinMax ranges"):
-        to_int8(graphs["fp32"], tmp_path / "e.onnx", calibration, method="entropy")
+
+
+def test_entropy_calibration_searches_thresholds_and_they_reach_the_graph(
+    graphs: dict[str, Path], calibration, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quantize, "ENTROPY_BINS", 1024)  # 4096 takes ~1 min; the search is the same
+    entropy = to_int8(graphs["fp32"], tmp_path / "e.onnx", calibration, method="entropy")
+    assert qdq_problems(onnx.load(str(entropy))) == []
+    assert read_metadata(entropy)["calibration"]["method"] == "entropy"
+    feeds = list(calibration_feeds(calibration, int(read_metadata(graphs["fp32"])["bands"])))
+    ranges = quantize.entropy_ranges(graphs["fp32"], feeds, tmp_path)
+    entropy_scales, minmax_scales = activation_scales(entropy), activation_scales(graphs["int8"])
+    assert entropy_scales.keys() == minmax_scales.keys()
+    for name, scale in entropy_scales.items():  # each activation scale is its KL threshold / 127
+        low, high = ranges[name.removesuffix("_scale")]
+        assert scale == pytest.approx(max(-low, high) / 127, rel=1e-6)
+    # the KL threshold never lies beyond the largest value, and here it clips many tensors (17/37)
+    assert all(entropy_scales[k] <= minmax_scales[k] * (1 + 1e-6) for k in minmax_scales)
+    assert sum(entropy_scales[k] < 0.9 * minmax_scales[k] for k in minmax_scales) > len(minmax_scales) // 4
 
 
 def test_qdq_check_catches_each_rule_violation(graphs: dict[str, Path]) -> None:

@@ -3,6 +3,7 @@ enhanced detector on each CPU backend."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,10 @@ def test_a_given_onnx_file_must_fit_the_model_sensor_and_precision(bundle_dir: P
     other.sha256 = "0" * 64
     with pytest.raises(BackendError, match="not this model"):
         enhancement_runner(choice, other, 30, onnx=graph)
+    hybrid = load_bundle(bundle_dir)  # e.g. a hybrid-RX stream, which adds f_spe at its own alpha
+    hybrid.config = dataclasses.replace(hybrid.config, alpha_spe=hybrid.config.alpha_spe * 2, alpha_spa=0.0)
+    with pytest.raises(BackendError, match="it adds the features at alphas"):
+        enhancement_runner(choice, hybrid, 30, onnx=graph)
 
 
 def test_torch_runner_refuses_what_it_cannot_do(bundle_dir: Path) -> None:

@@ -16,11 +16,14 @@ keep in FP32 (FP16 for INT8 graphs is not attempted: a node kept out of INT8 run
   (zero-point 0), per-channel weight scales, biases left in float (TensorRT fuses them), a
   dedicated Q/DQ pair per consumer (so the FP32 output ``x_k`` is not the de-quantized copy the
   spectral branch reads), ranges from the calibration set (:mod:`edge_had.build.calibration`)
-  with MinMax or Percentile. The output heads stay FP32 (:data:`OUTPUT_HEAD_SCOPES`). No Entropy:
-  ``quantize_static`` runs onnxruntime's entropy calibrator with its defaults, 128 histogram bins
-  and 128 quantized bins, which leaves exactly one candidate threshold - the MinMax range (measured:
-  the same scale on all 37 activation tensors of a fold model). Offering it would be MinMax under
-  another name.
+  with MinMax, Percentile or Entropy. The output heads stay FP32 (:data:`OUTPUT_HEAD_SCOPES`).
+* **Entropy** (TensorRT's KL-divergence calibration) is run here, not through ``quantize_static``:
+  that one calls onnxruntime's entropy calibrator with its defaults, 128 histogram bins and 128
+  quantized bins, which leaves exactly one candidate threshold - the MinMax range (measured: the
+  same scale on all 37 activation tensors of a fold model). :func:`entropy_ranges` runs the same
+  calibrator with :data:`ENTROPY_BINS` bins and :data:`ENTROPY_QUANTIZED_BINS` quantized bins
+  (127 int8 levels on each side of zero, as TensorRT's 2048-bin |x| histogram searches), and the
+  thresholds it finds are handed to ``quantize_static`` as per-tensor range overrides.
 """
 
 from __future__ import annotations
@@ -30,11 +33,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_had.build.calibration import CalibrationSet, calibration_feeds
 from edge_had.build.onnx_export import ExportError, read_metadata, set_metadata
 
 NETWORK_SCOPES = ("/spectral/", "/spatial/")
-CALIBRATION_METHODS = ("minmax", "percentile")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+#: Entropy calibration: a signed histogram of 4096 bins (2048 per sign, as TensorRT) and 255
+#: quantized bins (127 levels each side of zero plus zero: symmetric int8).
+ENTROPY_BINS = 4096
+ENTROPY_QUANTIZED_BINS = 255
 INT8_OP_TYPES = ("Conv", "MatMul", "Gemm")
 #: Kept out of INT8 by default: the last layer of each network writes the features that are
 #: added to the cube, so its rounding lands directly in RX's background statistics. Measured
@@ -208,6 +217,36 @@ class _FeedReader:
         return next(self._feeds, None)
 
 
+def entropy_ranges(
+    model: str | Path, feeds: list[dict[str, Any]], scratch: str | Path
+) -> dict[str, tuple[float, float]]:
+    """``(low, high)`` per activation tensor of ``model``'s :data:`INT8_OP_TYPES` nodes: ``(-t, t)``
+    clipped to the values seen, ``t`` the threshold that minimises the KL divergence between the
+    tensor's histogram over ``feeds`` and its int8 rounding (see the module docstring). The
+    symmetric Q/DQ scale is then ``max(-low, high) / 127``."""
+    import contextlib
+    import io
+
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    calibrator = create_calibrator(
+        str(model),
+        list(INT8_OP_TYPES),
+        augmented_model_path=str(Path(scratch) / "entropy_augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={
+            "symmetric": True,
+            "num_bins": ENTROPY_BINS,
+            "num_quantized_bins": ENTROPY_QUANTIZED_BINS,
+        },
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per tensor
+        calibrator.collect_data(_FeedReader(feeds))
+        data = calibrator.compute_data()
+    return {name: (float(t.range_value[0]), float(t.range_value[1])) for name, t in data.data.items()}
+
+
 def to_int8(
     source: str | Path,
     target: str | Path,
@@ -223,11 +262,6 @@ def to_int8(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if method == "entropy":
-        raise ExportError(
-            "entropy calibration is not offered: onnxruntime's quantize_static runs it with 128 bins "
-            "and 128 quantized bins, which gives exactly the MinMax ranges; use minmax or percentile"
-        )
     if method not in CALIBRATION_METHODS:
         raise ExportError(f"unknown calibration method {method!r}; choose one of {CALIBRATION_METHODS}")
     graph = onnx.load(str(source))
@@ -245,6 +279,13 @@ def to_int8(
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        overrides = {}
+        if method == "entropy":  # quantize_static calibrates MinMax; the entropy ranges override it
+            ranges = entropy_ranges(prepared, feeds, scratch)
+            overrides = {  # onnxruntime wants numpy scalars here
+                name: [{"rmin": np.float32(low), "rmax": np.float32(high)}]
+                for name, (low, high) in ranges.items()
+            }
         quantize_static(
             str(prepared),
             str(target),
@@ -258,12 +299,14 @@ def to_int8(
             calibrate_method={
                 "minmax": CalibrationMethod.MinMax,
                 "percentile": CalibrationMethod.Percentile,
+                "entropy": CalibrationMethod.MinMax,
             }[method],
             extra_options={
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,
                 "QuantizeBias": False,
                 "DedicatedQDQPair": True,
+                "TensorQuantOverrides": overrides,
             },
         )
     result = onnx.load(str(target))

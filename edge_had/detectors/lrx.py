@@ -79,29 +79,44 @@ def local_rx(
         data = cube.astype(np.float64)
     dims = data.shape[2]
     global_stats = calc_stats(data, valid)
-    load = settings.regularization * float(np.trace(global_stats.cov)) / dims
-
-    weights = valid.astype(np.float64)
     data = np.where(valid[..., None], data, 0.0)
     outer_products = (data[..., :, None] * data[..., None, :]).reshape(rows, cols, dims * dims)
     sums = {}
-    for name, values in (("n", weights), ("x", data), ("xx", outer_products)):
+    for name, values in (("n", valid.astype(np.float64)), ("x", data), ("xx", outer_products)):
         table = _summed_area(values)
         sums[name] = _box_sums(table, settings.outer // 2) - _box_sums(table, settings.inner // 2)
+    return scores_from_window_sums(
+        data, valid, sums, global_stats.mean, global_stats.cov, settings.regularization
+    )
 
+
+def scores_from_window_sums(
+    data: np.ndarray,
+    valid: np.ndarray,
+    sums: dict[str, np.ndarray],
+    global_mean: np.ndarray,
+    global_cov: np.ndarray,
+    regularization: float,
+) -> np.ndarray:
+    """Local RX of each pixel of ``data`` (``(..., dims)``, zero where not ``valid``) from the sums
+    over its dual window of the valid pixels: ``n`` (count), ``x`` and ``xx`` (outer products,
+    flattened to ``dims * dims``). Windows with fewer than ``dims + 1`` pixels use the global
+    statistics; every covariance gets ``regularization * trace(global_cov) / dims``. Shared by the
+    offline detector and the stream's causal one (:mod:`edge_had.stream.causal_local`)."""
+    dims = data.shape[-1]
     count = sums["n"]
     enough = count >= dims + 1
     safe = np.where(enough, count, 1.0)
     mean = sums["x"] / safe[..., None]
-    cov = sums["xx"].reshape(rows, cols, dims, dims) / safe[..., None, None]
+    cov = sums["xx"].reshape(*count.shape, dims, dims) / safe[..., None, None]
     cov -= mean[..., :, None] * mean[..., None, :]
-    mean[~enough] = global_stats.mean
-    cov[~enough] = global_stats.cov
-    cov += load * np.eye(dims)
+    mean[~enough] = global_mean
+    cov[~enough] = global_cov
+    cov += regularization * float(np.trace(global_cov)) / dims * np.eye(dims)
 
     centered = data - mean
     solved = np.linalg.solve(cov, centered[..., None])[..., 0]
-    scores = np.einsum("rck,rck->rc", centered, solved)
+    scores = np.einsum("...k,...k->...", centered, solved)
     scores[~valid] = np.nan
     return scores
 

@@ -73,6 +73,12 @@ def _check_graph(path: Path, bundle: Any, bands: int, precision: str) -> None:
         problems.append(
             f"it was exported from weights {str(meta.get('weights_sha256'))[:12]}..., not this model"
         )
+    alphas = (bundle.config.alpha_spe, bundle.config.alpha_spa)
+    if (meta.get("alpha_spe"), meta.get("alpha_spa")) != alphas:
+        problems.append(  # e.g. a graph exported for global RX given to a hybrid-RX stream
+            f"it adds the features at alphas ({meta.get('alpha_spe')}, {meta.get('alpha_spa')}), "
+            f"the detector needs {alphas}"
+        )
     if meta.get("bands") != bands:
         problems.append(f"it takes {meta.get('bands')} bands, the scene has {bands}")
     if meta.get("precision") != precision:

@@ -104,6 +104,8 @@ class CausalRX:
     every warm-up line (late) and the current one, then one line per push.
     """
 
+    look_ahead_lines = 0  # a line is scored when it arrives (after the warm-up)
+
     def __init__(self, bands: int, settings: CausalSettings | None = None) -> None:
         self.bands = bands
         self.settings = settings or CausalSettings()

@@ -10,6 +10,7 @@ settings, the events summary, and the AUC and false events per 1000 lines when g
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ from edge_had.errors import EdgeHadError
 from edge_had.stream.faults import FAULTS
 from edge_had.stream.presets import SENSORS, sensor
 
+#: --detector -> (enhanced, scorer of :class:`~edge_had.stream.pipeline.StreamPipeline`)
+STREAM_DETECTORS = {
+    "enhanced-rx": (True, "global"),
+    "rx": (False, "global"),
+    "enhanced-hybrid-rx": (True, "hybrid"),
+    "hybrid-rx": (False, "hybrid"),
+}
 KEEP_LINES = 4096  # longer synthetic streams keep no per-line outputs in memory (soak runs)
 RSS_EVERY = 100_000  # lines between samples of the resident memory
 
@@ -30,8 +38,14 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "--sensor", choices=sorted(SENSORS), default="fx10", help="sensor preset (default fx10)"
     )
     parser.add_argument("--line-rate", type=float, help="line rate in Hz (default: the sensor's)")
-    parser.add_argument("--detector", choices=["rx", "enhanced-rx"], default="enhanced-rx")
-    parser.add_argument("--model", help="enhanced-rx: model folder (default: the shipped model)")
+    parser.add_argument(
+        "--detector",
+        choices=list(STREAM_DETECTORS),
+        default="enhanced-rx",
+        help="enhanced-rx (default): the shipped enhancement, then causal RX; rx: causal RX on 32 "
+        "resampled bands; *hybrid-rx: sqrt(RX * LRX) with a causal local RX, 7 lines more look-ahead",
+    )
+    parser.add_argument("--model", help="enhanced-*: model folder (default: the shipped model)")
     parser.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"], default="auto")
     parser.add_argument("--net-precision", choices=["fp32", "fp16", "int8"], default="fp32")
     parser.add_argument("--onnx", help="enhanced-rx: exported ONNX graph for the sensor")
@@ -95,7 +109,7 @@ def _source(args: argparse.Namespace) -> tuple[Any, np.ndarray | None, np.ndarra
 def run_stream_command(args: argparse.Namespace) -> int:
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
-    from edge_had.stream.events import EventDetector, chi2_threshold
+    from edge_had.stream.events import EventDetector, chi2_threshold, hybrid_threshold
     from edge_had.stream.pipeline import StreamPipeline
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction, run_stream
 
@@ -103,12 +117,15 @@ def run_stream_command(args: argparse.Namespace) -> int:
     preset = sensor(args.sensor)
     rate = args.line_rate or preset.line_rate_hz
     enhancer, backend, detector = None, None, {"name": args.detector}
-    if args.detector == "enhanced-rx":
+    enhanced, scorer = STREAM_DETECTORS[args.detector]
+    if enhanced:
         from edge_had.models.bundle import load_bundle
         from edge_had.runtime import choose_backend, enhancement_runner
         from edge_had.stream.enhance import StreamEnhancer
 
         bundle = load_bundle(args.model)
+        alpha_spe, alpha_spa = bundle.config.alphas_for(scorer)
+        bundle.config = dataclasses.replace(bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
         artifacts = {"onnx": args.onnx, "engine": args.engine, "device": args.device}
         backend = choose_backend(args.backend, args.net_precision, **artifacts)
         runner = enhancement_runner(backend, bundle, bands, **artifacts).activate()
@@ -126,13 +143,18 @@ def run_stream_command(args: argparse.Namespace) -> int:
         budget_s=1.0 / rate,
         enhancer=enhancer,
         reorder_window=args.reorder_window,
+        scorer=scorer,
     )
     if args.faults:
         from edge_had.stream.faults import faulty_lines, parse_faults
 
         lines = faulty_lines(lines, parse_faults(args.faults), rate=args.fault_rate, seed=args.fault_seed)
     keep = not (args.source == "synthetic" and args.lines > KEEP_LINES)  # soak: counts only
-    events_detector = EventDetector(chi2_threshold(pipeline.rx.bands, args.pfa))
+    events_detector = EventDetector(
+        chi2_threshold(pipeline.rx.bands, args.pfa)
+        if scorer == "global"
+        else hybrid_threshold(pipeline.rx.bands, pipeline.rx.components, args.pfa)
+    )
     events: list[Any] = []
     video = _video(args, width) if keep else None
     events_file = None

@@ -22,6 +22,12 @@ def chi2_threshold(dof: int, pfa: float = 1e-6) -> float:
     return float(chi2.isf(pfa, dof))
 
 
+def hybrid_threshold(dof_global: int, dof_local: int, pfa: float = 1e-6) -> float:
+    """Threshold for hybrid scores ``sqrt(RX * LRX)``: the geometric mean of the two parts'
+    chi-square thresholds (exact if the parts rank pixels alike; looser when they disagree)."""
+    return float(np.sqrt(chi2_threshold(dof_global, pfa) * chi2_threshold(dof_local, pfa)))
+
+
 @dataclass
 class Event:
     first_line: int

@@ -1,4 +1,5 @@
-"""The onboard line loop: validate -> reduce bands -> causal RX -> results, with line accounting.
+"""The onboard line loop: validate -> reduce bands -> causal RX (global, or hybrid with a causal
+local RX) -> results, with line accounting.
 
 ``StreamPipeline.push(pixels, index, timestamp, meta)`` takes one line ``(width, bands)`` and
 returns its :class:`LineResult`; it is safe to call from a camera SDK's thread (one lock). Every
@@ -33,9 +34,11 @@ from typing import Any
 import numpy as np
 
 from edge_had.stream.causal import CausalRX, CausalSettings
+from edge_had.stream.causal_local import CausalHybridRX
 from edge_had.stream.profiler import TOTAL, StageProfiler
 
 STATES = ("scored", "rejected", "dropped")
+SCORERS = ("global", "hybrid")
 
 
 @dataclass
@@ -107,7 +110,9 @@ class _Pending:
 
 class StreamPipeline:
     """See the module docstring. ``reduction``: an optional ``(K, bands)`` matrix applied to each
-    line before the statistics (band reduction, e.g. the spectral adapter's resampling)."""
+    line before the statistics (band reduction, e.g. the spectral adapter's resampling).
+    ``scorer``: ``"global"`` (causal RX, scored on arrival) or ``"hybrid"`` (``sqrt(RX * LRX)``
+    with a causal dual-window LRX, :mod:`edge_had.stream.causal_local`: 7 lines more look-ahead)."""
 
     def __init__(
         self,
@@ -122,7 +127,11 @@ class StreamPipeline:
         enhancer: Any = None,
         reorder_window: int = 0,
         reinit_after: int = 8,
+        scorer: str = "global",
     ) -> None:
+        if scorer not in SCORERS:
+            raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
+        self.scorer = scorer
         self.width = width
         self._use_bands(bands, reduction)
         if self.reduction is not None and self.reduction.shape[1] != bands:
@@ -134,7 +143,7 @@ class StreamPipeline:
         if enhancer is not None:
             reduced_bands = enhancer.bundle.config.k
         self.settings = settings or CausalSettings()
-        self.rx = CausalRX(reduced_bands, self.settings)
+        self.rx = self._new_scorer(reduced_bands)
         self.budget_s = budget_s
         self.on_result = on_result
         self.profiler = profiler or StageProfiler()
@@ -280,7 +289,9 @@ class StreamPipeline:
             "latency_ms": self.profiler.summary(),
             "causal_settings": self.settings.to_dict(),
             "reduced_bands": self.rx.bands,
-            "look_ahead_lines": 0 if self.enhancer is None else self.enhancer.look_ahead_lines,
+            "scorer": self.scorer,
+            "look_ahead_lines": self.rx.look_ahead_lines
+            + (0 if self.enhancer is None else self.enhancer.look_ahead_lines),
         }
 
     # ------------------------------------------------------------------ internals
@@ -341,9 +352,14 @@ class StreamPipeline:
             self._finish(self._pending.pop(position).result, "rejected", reason="statistics re-initialised")
         self._rx_base = self._position  # the new statistics count lines from here
         self._use_bands(bands, band_reduction(bands, reduced))
-        self.rx = CausalRX(bands if self.reduction is None else self.reduction.shape[0], self.settings)
+        self.rx = self._new_scorer(bands if self.reduction is None else self.reduction.shape[0])
         self._new_band_count = (0, 0)
         self.health.reinitialisations += 1
+
+    def _new_scorer(self, bands: int) -> CausalRX | CausalHybridRX:
+        if self.scorer == "hybrid":
+            return CausalHybridRX(bands, self.settings)
+        return CausalRX(bands, self.settings)
 
     def _deliver(self, scored: list[tuple[int, np.ndarray, bool]]) -> None:
         now = time.perf_counter()

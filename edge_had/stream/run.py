@@ -107,17 +107,20 @@ def stream_scene_scores(
     k: int | None = DEFAULT_REDUCED_BANDS,
     settings: CausalSettings = DEFAULT_SETTINGS,
     enhancer: Any = None,
+    scorer: str = "global",
 ) -> tuple[np.ndarray, StreamRun]:
-    """Stream a cube's rows through causal RX - plain on ``k`` reduced bands, or after the
-    ``enhancer`` (a :class:`~edge_had.stream.enhance.StreamEnhancer`) - and return the
-    ``(rows, cols)`` score map (unscored lines: NaN) and the run. Invalid pixels (``valid``
+    """Stream a cube's rows through causal RX (``scorer`` global or hybrid) - plain on ``k``
+    reduced bands, or after the ``enhancer`` (a :class:`~edge_had.stream.enhance.StreamEnhancer`)
+    - and return the ``(rows, cols)`` score map (unscored lines: NaN) and the run. Invalid pixels (``valid``
     False) are set to NaN before streaming."""
     cube = np.asarray(cube, dtype=np.float32)
     if valid is not None and not valid.all():
         cube = np.where(valid[..., None], cube, np.nan).astype(np.float32)
     rows, cols, bands = cube.shape
     reduction = None if enhancer is not None else band_reduction(bands, k)
-    pipeline = StreamPipeline(cols, bands, reduction=reduction, settings=settings, enhancer=enhancer)
+    pipeline = StreamPipeline(
+        cols, bands, reduction=reduction, settings=settings, enhancer=enhancer, scorer=scorer
+    )
     run = run_stream(scene_lines(cube), pipeline)
     return run.score_map(rows, cols), run
 

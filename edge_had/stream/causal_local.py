@@ -1,0 +1,182 @@
+"""Hybrid RX in the line loop: causal global RX times a dual-window local RX, ``sqrt(RX * LRX)``.
+
+The offline detector (:mod:`edge_had.detectors.scoring`) needs the whole scene; in a stream:
+
+* **global part**: :class:`~edge_had.stream.causal.CausalRX` unchanged (statistics of the lines
+  so far, warm-up lines scored late);
+* **local part**: the dual window (``outer`` x ``outer`` minus the ``inner`` guard, clipped at the
+  first line and, when the stream ends, at the last) needs ``outer // 2`` lines *after* a line
+  (7 by default): each line's hybrid score is released that many lines later (its look-ahead);
+* **principal components**: offline LRX projects on the leading components of the whole scene;
+  here they come from the causal statistics, recomputed every ``basis_every`` lines (the
+  projected lines kept for the window are recomputed with them), so the basis follows the scene
+  as the statistics do.
+
+Memory: the window's lines (``outer`` x width x K floats) and their projections with outer
+products (``outer`` x width x (c + c^2)); nothing grows with the stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_had.detectors.lrx import LocalRXSettings, scores_from_window_sums
+from edge_had.detectors.scoring import geometric_mean
+from edge_had.stream.causal import CausalRX, CausalSettings
+
+
+def _column_box_sums(values: np.ndarray, half: int) -> np.ndarray:
+    """Sums over ``2 half + 1`` neighbouring pixels along axis 0 (clipped at the line's ends)."""
+    width = values.shape[0]
+    table = np.zeros((width + 1, *values.shape[1:]))
+    table[1:] = values.cumsum(axis=0)
+    index = np.arange(width)
+    return table[np.minimum(index + half + 1, width)] - table[np.maximum(index - half, 0)]
+
+
+class CausalHybridRX:
+    """Streaming hybrid RX with :class:`CausalRX`'s interface: ``push(line, valid)`` returns the
+    lines whose scores became available as ``(position, scores, late)``; ``flush()`` at the end."""
+
+    def __init__(
+        self,
+        bands: int,
+        settings: CausalSettings | None = None,
+        local: LocalRXSettings | None = None,
+        *,
+        basis_every: int = 64,
+    ) -> None:
+        if basis_every < 1:
+            raise ValueError(f"basis_every must be >= 1, got {basis_every}")
+        self.bands = bands
+        self.global_rx = CausalRX(bands, settings)
+        self.settings = self.global_rx.settings
+        self.local = local or LocalRXSettings()
+        self.basis_every = basis_every
+        components = self.local.n_components
+        self.components = bands if components is None or components >= bands else components
+        self.look_ahead_lines = self.local.outer // 2
+        self._lines: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # position -> (line, valid)
+        self._projected: dict[int, np.ndarray] = {}  # position -> features (see _features)
+        self._outer, self._inner = _RowWindow(), _RowWindow()
+        self._global: dict[int, tuple[np.ndarray, bool]] = {}  # global RX waiting for its local part
+        self._pushed = 0
+        self._next = 0  # the next position to release
+        self._basis: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # mean, basis, eigenvalues
+        self._basis_age = 0
+
+    @property
+    def refreshes(self) -> int:
+        return self.global_rx.refreshes
+
+    def push(self, line: np.ndarray, valid: np.ndarray | None = None) -> list[tuple[int, np.ndarray, bool]]:
+        line = np.asarray(line, dtype=np.float64)
+        valid = np.ones(line.shape[0], dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+        self._lines[self._pushed] = (line, valid)
+        self._pushed += 1
+        self._basis_age += 1
+        self._keep(self.global_rx.push(line, valid))
+        return self._release(final=False)
+
+    def flush(self) -> list[tuple[int, np.ndarray, bool]]:
+        """End of stream: the last lines are scored with windows clipped at the last line."""
+        self._keep(self.global_rx.flush())
+        return self._release(final=True)
+
+    def _keep(self, scored: list[tuple[int, np.ndarray, bool]]) -> None:
+        for position, scores, late in scored:
+            self._global[position] = (scores, late)
+
+    def _release(self, final: bool) -> list[tuple[int, np.ndarray, bool]]:
+        out = []
+        half = self.look_ahead_lines
+        while self._next in self._global and (final or self._next + half < self._pushed):
+            position = self._next
+            global_scores, late = self._global.pop(position)
+            out.append((position, geometric_mean(global_scores, self._local_scores(position)), late))
+            self._next += 1
+            for old in [p for p in self._lines if p < self._next - half - 1]:  # left every window
+                del self._lines[old]
+                self._projected.pop(old, None)
+        return out
+
+    def _local_scores(self, position: int) -> np.ndarray:
+        """Dual-window RX of the line at ``position`` with the lines around it that exist."""
+        mean, basis, eigenvalues = self._current_basis()
+        last = self._pushed - 1
+        c = self.components
+        totals = []
+        for window, half in ((self._outer, self.local.outer // 2), (self._inner, self.local.inner // 2)):
+            window.move_to(max(position - half, 0), min(position + half, last), self._features)
+            totals.append(_column_box_sums(window.total, half))
+        summed = totals[0] - totals[1]
+        window_sums = {"n": summed[:, 0], "x": summed[:, 1 : 1 + c], "xx": summed[:, 1 + c :]}
+        features = self._features(position)
+        _, valid = self._lines[position]
+        return scores_from_window_sums(
+            features[:, 1 : 1 + c],
+            valid,
+            window_sums,
+            np.zeros(c),
+            np.diag(eigenvalues),
+            self.local.regularization,
+        )
+
+    def _current_basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, leading eigenvectors and their eigenvalues of the causal statistics (refreshed
+        every ``basis_every`` lines; the kept projections are dropped when it changes)."""
+        if self._basis is None or self._basis_age >= self.basis_every:
+            statistics = self.global_rx.statistics
+            assert statistics is not None  # lines are released only after the warm-up
+            mean, cov = statistics.mean_and_covariance()
+            values, vectors = np.linalg.eigh(cov)
+            order = np.argsort(values)[::-1][: self.components]
+            self._basis = (mean, vectors[:, order], np.maximum(values[order], 0.0))
+            self._basis_age = 0
+            self._projected.clear()
+            self._outer.reset()
+            self._inner.reset()
+        return self._basis
+
+    def _features(self, position: int) -> np.ndarray:
+        """Per pixel ``[valid, y, vec(y y^T)]`` (``y``: the line's principal components, zero at
+        invalid pixels), ``(width, 1 + c + c^2)``, with the current basis; cached."""
+        if position not in self._projected:
+            assert self._basis is not None
+            mean, basis, _ = self._basis
+            line, valid = self._lines[position]
+            y = np.where(valid[:, None], (line - mean) @ basis, 0.0)
+            outer = (y[:, :, None] * y[:, None, :]).reshape(len(y), -1)
+            self._projected[position] = np.concatenate([valid[:, None].astype(np.float64), y, outer], axis=1)
+        return self._projected[position]
+
+
+class _RowWindow:
+    """Running sum of the per-line features over a contiguous range of lines ``[low, high]``,
+    moved by adding and removing lines at its ends (restarted when the basis changes)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.low, self.high = 0, -1  # empty
+        self.total: Any = 0.0
+
+    def move_to(self, low: int, high: int, features: Any) -> None:
+        if low > self.high or high < self.low:  # no overlap: start again
+            self.reset()
+            self.low, self.high = low, low - 1
+        while self.low < low:
+            self.total = self.total - features(self.low)
+            self.low += 1
+        while self.low > low:
+            self.low -= 1
+            self.total = self.total + features(self.low)
+        while self.high < high:
+            self.high += 1
+            self.total = self.total + features(self.high)
+        while self.high > high:
+            self.total = self.total - features(self.high)
+            self.high -= 1

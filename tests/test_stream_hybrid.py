@@ -1,0 +1,134 @@
+"""Hybrid RX in the line loop (edge_had.stream.causal_local) against the offline detector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_had.detectors.lrx import LocalRXSettings
+from edge_had.detectors.scoring import hybrid_rx
+from edge_had.eval.metrics import roc_auc
+from edge_had.io import list_scenes, load_scene
+from edge_had.stream.causal import CausalSettings
+from edge_had.stream.causal_local import CausalHybridRX
+from edge_had.stream.events import chi2_threshold, hybrid_threshold
+from edge_had.stream.pipeline import StreamPipeline
+from edge_had.stream.run import band_reduction, stream_scene_scores
+
+
+@pytest.fixture(scope="module")
+def cube() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    cube = 50.0 + rng.standard_normal((36, 28, 12)) @ rng.standard_normal((12, 12))
+    cube[20, 9] += 8 * rng.standard_normal(12)  # an anomaly
+    return cube
+
+
+def streamed(
+    scorer: CausalHybridRX, cube: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, list[list[int]]]:
+    """The score map and, per pushed line, the positions released by that push."""
+    scores = np.full(valid.shape, -1.0)
+    released = []
+    for row in range(cube.shape[0]):
+        out = scorer.push(cube[row], valid[row])
+        released.append([position for position, _, _ in out])
+        for position, line_scores, _ in out:
+            scores[position] = line_scores
+    for position, line_scores, _ in scorer.flush():
+        scores[position] = line_scores
+    return scores, released
+
+
+@pytest.mark.parametrize("settings", [LocalRXSettings(), LocalRXSettings(3, 7, n_components=None)])
+def test_with_the_whole_scene_as_warm_up_the_stream_equals_offline_hybrid_rx(cube, settings) -> None:
+    """Warm-up = every line: the global statistics and the principal components are the whole
+    scene's, as offline; the local windows are clipped at the first and last line, as offline."""
+    valid = np.ones(cube.shape[:2], dtype=bool)
+    valid[4, 3] = valid[30, 27] = False
+    whole = CausalSettings(warmup_lines=cube.shape[0], regularization=0.0)
+    scores, _ = streamed(CausalHybridRX(12, whole, settings), cube, valid)
+    want = hybrid_rx(cube, valid, settings)
+    assert np.array_equal(np.isnan(scores), ~valid)
+    np.testing.assert_allclose(scores[valid], want[valid], rtol=1e-7)  # all components: a rotation
+
+
+def test_each_line_is_released_once_in_order_after_its_look_ahead(cube) -> None:
+    valid = np.ones(cube.shape[:2], dtype=bool)
+    scorer = CausalHybridRX(12, CausalSettings(warmup_lines=5))
+    scores, released = streamed(scorer, cube, valid)
+    assert scorer.look_ahead_lines == 7
+    # the warm-up ends with line 4; line t is released with line t + 7
+    assert released[:7] == [[]] * 7
+    assert all(released[t] == [t - 7] for t in range(7, cube.shape[0]))
+    flat = [p for r in released for p in r]
+    assert flat == list(range(cube.shape[0] - 7))  # the last 7 come from flush()
+    assert (scores >= 0).all()
+    assert np.unravel_index(np.argmax(scores), scores.shape) == (20, 9)
+
+
+def test_memory_does_not_grow_with_the_stream() -> None:
+    rng = np.random.default_rng(2)
+    scorer = CausalHybridRX(6, CausalSettings(warmup_lines=5), basis_every=16)
+    held = []
+    for _ in range(300):
+        scorer.push(rng.standard_normal((10, 6)))
+        held.append((len(scorer._lines), len(scorer._projected)))
+    assert max(held[50:]) == max(held[250:]) <= (16, 16)  # the outer window's 15 lines + 1
+
+
+def test_the_pipeline_accounts_for_every_line_with_the_hybrid_scorer(cube) -> None:
+    finals = []
+    pipeline = StreamPipeline(
+        28, 12, settings=CausalSettings(warmup_lines=4), scorer="hybrid", on_result=finals.append
+    )
+    bad = cube[6].copy()
+    bad[[1, 5]] = np.nan
+    for row in range(cube.shape[0]):
+        line = bad if row == 6 else np.full((28, 12), np.nan) if row == 9 else cube[row]
+        pipeline.push(line, row, float(row))
+    pipeline.finish()
+    health = pipeline.health.to_dict()
+    assert health["accounting_ok"] and health["lines_scored"] == cube.shape[0] - 1
+    assert health["reasons"] == {"no valid pixel": 1}
+    masked = next(r for r in finals if r.index == 6)
+    assert masked.flags == ["masked-pixels"] and np.isnan(masked.scores[[1, 5]]).all()
+    assert np.isfinite(np.delete(masked.scores, [1, 5])).all()
+    assert pipeline.report()["look_ahead_lines"] == 7 and pipeline.report()["scorer"] == "hybrid"
+    with pytest.raises(ValueError, match="unknown scorer"):
+        StreamPipeline(28, 12, scorer="local")
+
+
+def test_hybrid_event_threshold_is_the_geometric_mean_of_the_chi_square_ones() -> None:
+    assert hybrid_threshold(10, 10) == pytest.approx(chi2_threshold(10))
+    low, high = chi2_threshold(10, 1e-6), chi2_threshold(64, 1e-6)
+    assert low < hybrid_threshold(64, 10) < high
+
+
+def test_stream_command_runs_hybrid_rx(tmp_path: Path, cube) -> None:
+    from edge_had.cli import main
+
+    np.save(tmp_path / "scene.npy", cube.astype(np.float32))
+    report_path = tmp_path / "report.json"
+    argv = ["stream", "--source", str(tmp_path / "scene.npy"), "--detector", "hybrid-rx"]
+    assert main([*argv, "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["detector"]["name"] == "hybrid-rx" and report["scorer"] == "hybrid"
+    assert report["health"]["lines_scored"] == cube.shape[0] and report["look_ahead_lines"] == 7
+
+
+def test_streaming_hybrid_rx_on_real_scenes_stays_close_to_offline(data_dir: Path) -> None:
+    streamed_auc, offline_auc = [], []
+    for path in list_scenes(data_dir):
+        scene = load_scene(path)
+        cube = scene.detection_cube()
+        scores, run = stream_scene_scores(cube, scene.valid, scorer="hybrid")
+        assert run.pipeline.health.lines_scored == cube.shape[0]
+        streamed_auc.append(roc_auc(np.nan_to_num(scores, nan=0.0), scene.gt, scene.valid))
+        reduced = cube.astype(np.float64) @ band_reduction(cube.shape[2]).T
+        offline_auc.append(roc_auc(hybrid_rx(reduced, scene.valid), scene.gt, scene.valid))
+    # measured: see bench/results/stream_auc.json
+    assert abs(np.mean(streamed_auc) - np.mean(offline_auc)) <= 0.01
