@@ -71,7 +71,7 @@ def runners(bundle, tmp_path_factory, bench_threads):
         graphs = {
             "fp32": fp32,
             "fp16": to_fp16(fp32, folder / "fp16.onnx"),
-            "int8": to_int8(fp32, folder / "int8.onnx", synthetic_calibration(bands)),
+            "int8": to_int8(fp32, folder / "int8.onnx", synthetic_calibration(bands), method="minmax"),
         }
         made[shape_name] = {"torch-fp32": TorchRunner(bundle.model_for(bands)).activate()}
         for precision, path in graphs.items():

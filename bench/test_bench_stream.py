@@ -4,7 +4,8 @@
   the recorded streaming configuration, ``edge_had.stream.run.DEFAULT_SETTINGS``);
 * the full pipeline: block enhancement (16 lines + 3 + 3 context, a seeded untrained model of
   the shipped architecture: speed does not depend on the weights) on each backend, then causal
-  RX in the model's K = 64 bands.
+  RX in the model's K = 64 bands;
+* both again with hybrid RX (causal global x dual-window local RX, ``edge_had.stream.causal_local``).
 
 Each round streams 256 lines of a synthetic FX10 scene (generated once, outside the timing);
 lines/s = 256 / round time. ``extra_info`` carries the per-stage latency table of the last round.
@@ -69,17 +70,25 @@ def _time_rounds(benchmark, cube, make_pipeline, name: str) -> None:
     assert made["pipeline"].health.lines_scored == LINES
 
 
-def test_plain_causal_rx(benchmark, cube, bench_threads):
+SCORER_LABELS = {"global": "causal RX", "hybrid": "causal hybrid RX"}
+
+
+@pytest.mark.parametrize("scorer", ["global", "hybrid"])
+def test_plain_causal_rx(benchmark, cube, bench_threads, scorer):
     reduction = band_reduction(FX10.bands, DEFAULT_REDUCED_BANDS)
 
     def make():
-        return StreamPipeline(FX10.width, FX10.bands, reduction=reduction, settings=DEFAULT_SETTINGS)
+        return StreamPipeline(
+            FX10.width, FX10.bands, reduction=reduction, settings=DEFAULT_SETTINGS, scorer=scorer
+        )
 
-    _time_rounds(benchmark, cube, make, f"plain causal RX, K={DEFAULT_REDUCED_BANDS}")
+    _time_rounds(benchmark, cube, make, f"plain {SCORER_LABELS[scorer]}, K={DEFAULT_REDUCED_BANDS}")
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_full_pipeline(benchmark, cube, bundle, backend, bench_threads, tmp_path):
+@pytest.mark.parametrize(
+    ("backend", "scorer"), [("torch", "global"), ("onnxruntime", "global"), ("onnxruntime", "hybrid")]
+)
+def test_full_pipeline(benchmark, cube, bundle, backend, scorer, bench_threads, tmp_path):
     from edge_had.runtime import choose_backend, enhancement_runner
     from edge_had.stream.enhance import StreamEnhancer
 
@@ -91,6 +100,8 @@ def test_full_pipeline(benchmark, cube, bundle, backend, bench_threads, tmp_path
 
     def make():
         enhancer = StreamEnhancer(bundle, runner)
-        return StreamPipeline(FX10.width, FX10.bands, settings=DEFAULT_SETTINGS, enhancer=enhancer)
+        return StreamPipeline(
+            FX10.width, FX10.bands, settings=DEFAULT_SETTINGS, enhancer=enhancer, scorer=scorer
+        )
 
-    _time_rounds(benchmark, cube, make, f"enhancement ({backend} fp32) + causal RX, K=64")
+    _time_rounds(benchmark, cube, make, f"enhancement ({backend} fp32) + {SCORER_LABELS[scorer]}, K=64")

@@ -486,9 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--method",
         choices=["minmax", "percentile", "entropy"],
-        default="minmax",
-        help="int8 activation ranges: minmax (default), percentile (99.999) or entropy (TensorRT's "
-        "KL-divergence threshold search, 2048 bins per sign; about a minute)",
+        default="entropy",
+        help="int8 activation ranges: entropy (default; TensorRT's KL-divergence threshold search, "
+        "2048 bins per sign, about a minute), minmax or percentile (99.999)",
     )
     export.add_argument(
         "--keep-float", nargs="+", default=[], metavar="NODE", help="ONNX nodes to keep in FP32"

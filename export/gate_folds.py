@@ -6,7 +6,7 @@ drawn from its training scenes only, then FP32 / FP16 / INT8 graphs through ONNX
 fold's held-out scenes - so no model is measured on a scene it was trained or calibrated on.
 
     python export/gate_folds.py --cv CV_OUT [--variant main] [--seed 0] [--data DIR] \
-        [--method minmax] --json export/results/gate_folds.json
+        [--method entropy|minmax|percentile] --json export/results/gate_folds.json
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from edge_had import settings
 from edge_had.build.calibration import build_calibration_set
 from edge_had.build.gate import TOLERANCES, GraphRecipe, gate_scenes, run_gate
-from edge_had.build.quantize import CALIBRATION_METHODS
+from edge_had.build.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
 from edge_had.eval.crossval import SceneCache, fold_assignment, select_alphas
 from edge_had.eval.report import SCHEMA_VERSION, platform_info
 from edge_had.io import list_scenes
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--data", default=str(settings.data_dir()))
-    parser.add_argument("--method", default="minmax", choices=list(CALIBRATION_METHODS))
+    parser.add_argument("--method", default=DEFAULT_CALIBRATION_METHOD, choices=list(CALIBRATION_METHODS))
     parser.add_argument("--json", required=True)
     args = parser.parse_args(argv)
 

@@ -20,6 +20,7 @@ import numpy as np
 from edge_had.build.calibration import CalibrationSet
 from edge_had.build.gate import GraphRecipe, gate_scenes, run_gate
 from edge_had.build.onnx_export import ExportError, read_metadata
+from edge_had.build.quantize import DEFAULT_CALIBRATION_METHOD
 from edge_had.eval.report import SCHEMA_VERSION, platform_info
 
 TORCH_TOLERANCE = 1e-5  # max|onnx - torch| / max|torch| per output, FP32
@@ -50,7 +51,7 @@ def export_model(
     precision: str = "fp32",
     wavelengths: np.ndarray | None = None,
     calibration: CalibrationSet | None = None,
-    method: str = "minmax",
+    method: str = DEFAULT_CALIBRATION_METHOD,
     keep_float: Sequence[str] = (),
     gate_data: Sequence[Any] = (),
     gate: bool = True,

@@ -28,6 +28,7 @@ import numpy as np
 
 from edge_had.build.calibration import CalibrationSet
 from edge_had.build.onnx_export import ExportError, export_onnx
+from edge_had.build.quantize import DEFAULT_CALIBRATION_METHOD
 from edge_had.detectors.enhanced import enhance_parts, fuse_parts
 from edge_had.detectors.rx import rx_reference
 from edge_had.eval.metrics import roc_auc
@@ -44,7 +45,7 @@ class GraphRecipe:
     bundle: Any
     precisions: Sequence[str]
     calibration: CalibrationSet | None = None
-    method: str = "minmax"
+    method: str = DEFAULT_CALIBRATION_METHOD
     keep_float: Sequence[str] = ()
 
     def build(self, bands: int, folder: Path, wavelengths: np.ndarray | None = None) -> dict[str, Path]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import correlate1d
 
 from edge_had.detectors.lrx import LocalRXSettings, scores_from_window_sums
 from edge_had.detectors.scoring import geometric_mean
@@ -28,12 +29,9 @@ from edge_had.stream.causal import CausalRX, CausalSettings
 
 
 def _column_box_sums(values: np.ndarray, half: int) -> np.ndarray:
-    """Sums over ``2 half + 1`` neighbouring pixels along axis 0 (clipped at the line's ends)."""
-    width = values.shape[0]
-    table = np.zeros((width + 1, *values.shape[1:]))
-    table[1:] = values.cumsum(axis=0)
-    index = np.arange(width)
-    return table[np.minimum(index + half + 1, width)] - table[np.maximum(index - half, 0)]
+    """Sums over ``2 half + 1`` neighbouring pixels along axis 0 (clipped at the line's ends:
+    zero padding), each output summed directly (no running sum that could drift along the line)."""
+    return correlate1d(values, np.ones(2 * half + 1), axis=0, mode="constant", cval=0.0)
 
 
 class CausalHybridRX:
