@@ -11,7 +11,7 @@ import pytest
 from edge_had.detectors.lrx import LocalRXSettings
 from edge_had.detectors.scoring import hybrid_rx
 from edge_had.eval.metrics import roc_auc
-from edge_had.io import list_scenes, load_scene
+from edge_had.io import list_scenes, load_scene, sha256_file
 from edge_had.stream.causal import CausalSettings
 from edge_had.stream.causal_local import CausalHybridRX
 from edge_had.stream.events import chi2_threshold, hybrid_threshold
@@ -132,3 +132,26 @@ def test_streaming_hybrid_rx_on_real_scenes_stays_close_to_offline(data_dir: Pat
         offline_auc.append(roc_auc(hybrid_rx(reduced, scene.valid), scene.gt, scene.valid))
     # measured: see bench/results/stream_auc.json
     assert abs(np.mean(streamed_auc) - np.mean(offline_auc)) <= 0.01
+
+
+def test_stream_report_says_whether_the_model_was_trained_on_the_source(
+    data_dir: Path, tmp_path: Path, capsys
+):
+    """The shipped model was trained on every shared scene; a new file it has never seen."""
+    from edge_had.cli import main
+
+    seen = data_dir / "abu-urban-2.mat"
+    unseen = tmp_path / "unseen.npy"
+    np.save(unseen, load_scene(seen).cube[:40, :50])
+    reports = {}
+    for name, source in (("seen", seen), ("unseen", unseen)):
+        path = tmp_path / f"{name}.json"
+        assert main(["stream", "--source", str(source), "--json", str(path)]) == 0  # enhanced-rx
+        reports[name] = json.loads(path.read_text())
+    assert reports["seen"]["trained_on"] is True and reports["unseen"]["trained_on"] is False
+    assert reports["seen"]["source_sha256"] == sha256_file(seen)
+    assert reports["seen"]["detector"]["model_sha256"] == reports["unseen"]["detector"]["model_sha256"]
+    assert capsys.readouterr().out.count("the model was trained on this scene") == 1
+    plain = tmp_path / "plain.json"
+    assert main(["stream", "--source", str(unseen), "--detector", "rx", "--json", str(plain)]) == 0
+    assert json.loads(plain.read_text())["trained_on"] is None  # no model

@@ -109,6 +109,7 @@ def _source(args: argparse.Namespace) -> tuple[Any, np.ndarray | None, np.ndarra
 def run_stream_command(args: argparse.Namespace) -> int:
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
+    from edge_had.io import sha256_file
     from edge_had.stream.events import EventDetector, chi2_threshold, hybrid_threshold
     from edge_had.stream.pipeline import StreamPipeline
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction, run_stream
@@ -118,6 +119,8 @@ def run_stream_command(args: argparse.Namespace) -> int:
     rate = args.line_rate or preset.line_rate_hz
     enhancer, backend, detector = None, None, {"name": args.detector}
     enhanced, scorer = STREAM_DETECTORS[args.detector]
+    source_sha256 = None if args.source == "synthetic" else sha256_file(args.source)
+    trained_on = None  # only an enhanced stream has a model that may have seen the source
     if enhanced:
         from edge_had.models.bundle import load_bundle
         from edge_had.runtime import choose_backend, enhancement_runner
@@ -131,6 +134,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
         runner = enhancement_runner(backend, bundle, bands, **artifacts).activate()
         enhancer = StreamEnhancer(bundle, runner)
         detector.update(model=str(bundle.directory), model_sha256=bundle.sha256, **bundle.config.to_dict())
+        trained_on = source_sha256 in bundle.training_scenes  # a synthetic source: never
         reduction = None
     else:
         reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS)
@@ -212,6 +216,8 @@ def run_stream_command(args: argparse.Namespace) -> int:
         "schema_version": SCHEMA_VERSION,
         "kind": "stream",
         "source": args.source,
+        "source_sha256": source_sha256,
+        "trained_on": trained_on,
         "sensor": {"preset": preset.name, "line_rate_hz": rate, "budget_ms": 1e3 / rate},
         "lines_per_second": run.lines_per_second,
         "detector": detector,
@@ -288,3 +294,5 @@ def _print_summary(report: dict[str, Any]) -> None:
         rate = events["false_per_1000_lines"]
         line += f"; AUC {report['auc']:.4f}; false events {events['false']} ({rate:.1f}/1000 lines)"
     print(line)
+    if report["trained_on"]:
+        print("note: the model was trained on this scene, so its AUC says nothing about unseen scenes")
