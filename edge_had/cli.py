@@ -254,6 +254,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     shipped = (default_model_dir() / WEIGHTS_FILE).is_file()
     if shipped:
         runs.append(("enhanced-rx", {}, "enhanced RX (shipped model)"))
+        runs.append(("enhanced-hybrid-rx", {}, "enhanced hybrid RX (shipped model, offline)"))
     for name, settings, label in runs:
         detector = make_detector(name, **settings)
         scores, seconds = score_scene(detector, scene)
