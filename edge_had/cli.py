@@ -383,6 +383,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         keep_float=args.keep_float,
         gate_data=gate_scenes,
         gate=not args.no_gate,
+        scorer=args.scorer,
     )
     worst = max(report["torch_vs_onnxruntime_fp32"].values())
     print(f"exported {args.precision} for {args.bands} bands -> {report['graphs'][args.precision]}")
@@ -474,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     crossval.add_argument("--quiet", action="store_true", help="no progress bars")
     crossval.set_defaults(func=cmd_crossval)
 
+    from edge_had.build.calibration_methods import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
+
     export = sub.add_parser(
         "export",
         help="model -> ONNX for one sensor (fp32, fp16 or int8 Q/DQ), checked and accuracy-gated",
@@ -483,11 +486,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--wavelengths", help="the sensor's band centres in nm (.txt, one per line, or .npy)")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    export.add_argument(
+        "--scorer",
+        choices=["global", "hybrid"],
+        default="global",
+        help="the RX the graph feeds: global (enhanced-rx, default) or hybrid (enhanced-hybrid-rx: "
+        "the model's hybrid alphas, spectral branch alone; gated with hybrid RX)",
+    )
     export.add_argument("--calibration", help="int8: calibration set from `edge-had calibrate`")
     export.add_argument(
         "--method",
-        choices=["minmax", "percentile", "entropy"],
-        default="entropy",
+        choices=list(CALIBRATION_METHODS),
+        default=DEFAULT_CALIBRATION_METHOD,
         help="int8 activation ranges: entropy (default; TensorRT's KL-divergence threshold search, "
         "2048 bins per sign, about a minute), minmax or percentile (99.999)",
     )

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from edge_had import settings
 from edge_had.build.calibration import build_calibration_set
+from edge_had.build.calibration_methods import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
 from edge_had.build.gate import TOLERANCES, GraphRecipe, gate_scenes, run_gate
-from edge_had.build.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
 from edge_had.eval.crossval import SceneCache, fold_assignment, select_alphas
 from edge_had.eval.report import SCHEMA_VERSION, platform_info
 from edge_had.io import list_scenes

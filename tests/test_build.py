@@ -3,6 +3,7 @@ ONNX Runtime on the CPU against torch (the reference) and against TensorRT's Q/D
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -197,9 +198,15 @@ def test_entropy_calibration_searches_thresholds_and_they_reach_the_graph(
     ranges = quantize.entropy_ranges(graphs["fp32"], feeds, tmp_path)
     entropy_scales, minmax_scales = activation_scales(entropy), activation_scales(graphs["int8"])
     assert entropy_scales.keys() == minmax_scales.keys()
-    for name, scale in entropy_scales.items():  # each activation scale is its KL threshold / 127
-        low, high = ranges[name.removesuffix("_scale")]
-        assert scale == pytest.approx(max(-low, high) / 127, rel=1e-6)
+    boundary = {v.name for g in (onnx.load(str(graphs["fp32"])).graph,) for v in [*g.input, *g.output]}
+    assert "x_k" in boundary
+    for name, scale in entropy_scales.items():
+        tensor = name.removesuffix("_scale")
+        if tensor in boundary:  # inputs / outputs (x_k) keep MinMax: no clipped input spectra
+            assert scale == minmax_scales[name]
+        else:  # each inner activation scale is its KL threshold / 127
+            low, high = ranges[tensor]
+            assert scale == pytest.approx(max(-low, high) / 127, rel=1e-6)
     # the KL threshold never lies beyond the largest value, and here it clips many tensors (17/37)
     assert all(entropy_scales[k] <= minmax_scales[k] * (1 + 1e-6) for k in minmax_scales)
     assert sum(entropy_scales[k] < 0.9 * minmax_scales[k] for k in minmax_scales) > len(minmax_scales) // 4
@@ -319,6 +326,30 @@ def test_export_command_writes_checked_gated_graphs(bundle_dir: Path, tmp_path: 
     assert [row["source"] for row in report["gate"]["rows"]] == ["synthetic"] * 3
     assert (out / "model_fp16.onnx").is_file() and (out / "model_fp32.onnx").is_file()
     assert "accuracy gate" in capsys.readouterr().out
+
+
+def test_export_for_hybrid_rx_bakes_in_the_hybrid_alphas_and_gates_with_hybrid_rx(
+    untrained_bundle, tmp_path: Path, monkeypatch
+) -> None:
+    from edge_had.runtime import BackendError, choose_backend, enhancement_runner
+
+    model = untrained_bundle(alpha_spe=2.0, alpha_spa=4.0, hybrid_alpha_spe=0.3)
+    scored_with = []
+    original = gate_module.enhanced_rx_auc
+    monkeypatch.setattr(gate_module, "enhanced_rx_auc", lambda *a: scored_with.append(a[3]) or original(*a))
+    out = tmp_path / "hybrid"
+    assert main(["export", "--model", str(model), "--bands", "40", "--precision", "fp16", "--scorer",
+                 "hybrid", "--out", str(out), "--gate-data", "synthetic"]) == 0  # fmt: skip
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["scorer"] == "hybrid" and set(scored_with) == {"hybrid"} and len(scored_with) == 6
+    meta = read_metadata(out / "model_fp16.onnx")
+    assert (meta["alpha_spe"], meta["alpha_spa"]) == (0.3, 0.0)
+    bundle = load_bundle(model)  # as `stream --detector enhanced-hybrid-rx` sets it up
+    choice = choose_backend("onnxruntime", "fp16")
+    with pytest.raises(BackendError, match="alphas"):  # the global alphas are not the graph's
+        enhancement_runner(choice, bundle, 40, onnx=out / "model_fp16.onnx")
+    bundle.config = dataclasses.replace(bundle.config, alpha_spe=0.3, alpha_spa=0.0)
+    enhancement_runner(choice, bundle, 40, onnx=out / "model_fp16.onnx")  # fits
 
 
 def test_export_command_fails_with_the_table_when_the_gate_fails(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_had.detectors.lrx import LocalRXSettings
+from edge_had.detectors.lrx import LocalRXSettings, scores_from_window_sums
 from edge_had.detectors.scoring import hybrid_rx
 from edge_had.eval.metrics import roc_auc
 from edge_had.io import list_scenes, load_scene, sha256_file
@@ -56,6 +56,55 @@ def test_with_the_whole_scene_as_warm_up_the_stream_equals_offline_hybrid_rx(cub
     np.testing.assert_allclose(scores[valid], want[valid], rtol=1e-7)  # all components: a rotation
 
 
+def brute_force_local_rx(
+    cube: np.ndarray, valid: np.ndarray, row: int, basis: tuple, settings: LocalRXSettings
+) -> np.ndarray:
+    """Local RX of one line from explicit loops over every window pixel, projected with ``basis``
+    (mean, components, eigenvalues): no running sums, no box filters."""
+    mean, components, eigenvalues = basis
+    lines, width = valid.shape
+    outer, inner = settings.outer // 2, settings.inner // 2
+    c = components.shape[1]
+    n, x, xx = np.zeros(width), np.zeros((width, c)), np.zeros((width, c * c))
+    for col in range(width):
+        for r in range(max(row - outer, 0), min(row + outer, lines - 1) + 1):
+            for cc in range(max(col - outer, 0), min(col + outer, width - 1) + 1):
+                if (abs(r - row) <= inner and abs(cc - col) <= inner) or not valid[r, cc]:
+                    continue
+                y = (cube[r, cc] - mean) @ components
+                n[col], x[col], xx[col] = n[col] + 1, x[col] + y, xx[col] + np.outer(y, y).ravel()
+    data = np.where(valid[row][:, None], (cube[row] - mean) @ components, 0.0)
+    sums = {"n": n, "x": x, "xx": xx}
+    return scores_from_window_sums(
+        data, valid[row], sums, np.zeros(c), np.diag(eigenvalues), settings.regularization
+    )
+
+
+def test_running_window_sums_survive_basis_changes(cube, monkeypatch) -> None:
+    """Sliding statistics and a basis recomputed every 3 lines: each line's local part equals the
+    brute-force local RX with the basis it was scored with."""
+    valid = np.ones(cube.shape[:2], dtype=bool)
+    valid[[8, 15], [3, 20]] = False
+    settings = LocalRXSettings(3, 7, n_components=4)
+    scorer = CausalHybridRX(12, CausalSettings(statistics="sliding", window=6, warmup_lines=4), settings,
+                            basis_every=3)  # fmt: skip
+    used, local = {}, {}
+    original = CausalHybridRX._local_scores
+
+    def spy(self, position):
+        local[position] = original(self, position)
+        used[position] = self._basis
+        return local[position]
+
+    monkeypatch.setattr(CausalHybridRX, "_local_scores", spy)
+    streamed(scorer, cube, valid)
+    assert sorted(local) == list(range(cube.shape[0]))
+    assert len({id(basis) for basis in used.values()}) >= 8  # the basis did change along the way
+    for row in range(cube.shape[0]):
+        want = brute_force_local_rx(cube, valid, row, used[row], settings)
+        np.testing.assert_allclose(local[row], want, rtol=1e-8, equal_nan=True)
+
+
 def test_each_line_is_released_once_in_order_after_its_look_ahead(cube) -> None:
     valid = np.ones(cube.shape[:2], dtype=bool)
     scorer = CausalHybridRX(12, CausalSettings(warmup_lines=5))
@@ -77,7 +126,8 @@ def test_memory_does_not_grow_with_the_stream() -> None:
     for _ in range(300):
         scorer.push(rng.standard_normal((10, 6)))
         held.append((len(scorer._lines), len(scorer._projected)))
-    assert max(held[50:]) == max(held[250:]) <= (16, 16)  # the outer window's 15 lines + 1
+    for column in (0, 1):  # lines held, per-pixel sums held: the outer window's 15 lines + 1
+        assert max(h[column] for h in held[50:]) == max(h[column] for h in held[250:]) <= 16
 
 
 def test_the_pipeline_accounts_for_every_line_with_the_hybrid_scorer(cube) -> None:
@@ -103,9 +153,26 @@ def test_the_pipeline_accounts_for_every_line_with_the_hybrid_scorer(cube) -> No
 
 
 def test_hybrid_event_threshold_is_the_geometric_mean_of_the_chi_square_ones() -> None:
-    assert hybrid_threshold(10, 10) == pytest.approx(chi2_threshold(10))
-    low, high = chi2_threshold(10, 1e-6), chi2_threshold(64, 1e-6)
-    assert low < hybrid_threshold(64, 10) < high
+    from scipy.stats import chi2
+
+    assert hybrid_threshold(64, 10, 1e-6) == pytest.approx(np.sqrt(chi2.isf(1e-6, 64) * chi2.isf(1e-6, 10)))
+    assert chi2_threshold(10) < hybrid_threshold(64, 10) < chi2_threshold(64)
+
+
+@pytest.mark.parametrize(("seconds_per_line", "late"), [(1.0, False), (1.5, True)])
+def test_waiting_for_the_look_ahead_is_not_a_deadline_miss(cube, monkeypatch, seconds_per_line, late):
+    """Lines arrive one budget apart (a simulated clock); a line waits 7 look-ahead lines for its
+    local window. Keeping pace is on time; arriving and being processed 1.5 budgets per line is not."""
+    import edge_had.stream.pipeline as pipeline_module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: clock["now"])
+    pipeline = StreamPipeline(28, 12, settings=CausalSettings(warmup_lines=3), scorer="hybrid", budget_s=1.0)
+    for row in range(cube.shape[0]):
+        clock["now"] = row * seconds_per_line
+        pipeline.push(cube[row], row, float(row))
+    misses = pipeline.health.deadline_misses
+    assert (misses > 20) if late else (misses == 0)
 
 
 def test_stream_command_runs_hybrid_rx(tmp_path: Path, cube) -> None:
@@ -155,3 +222,14 @@ def test_stream_report_says_whether_the_model_was_trained_on_the_source(
     plain = tmp_path / "plain.json"
     assert main(["stream", "--source", str(unseen), "--detector", "rx", "--json", str(plain)]) == 0
     assert json.loads(plain.read_text())["trained_on"] is None  # no model
+
+
+def test_constant_lines_do_not_stop_the_hybrid_stream(cube) -> None:
+    """Dark frames first: zero covariance, zero loading; local RX falls back to a pseudo-inverse
+    instead of raising, as global RX does."""
+    lines = np.concatenate([np.full((12, 28, 12), 7.0), cube[:20]])
+    pipeline = StreamPipeline(28, 12, settings=CausalSettings(warmup_lines=4), scorer="hybrid")
+    for row, line in enumerate(lines):
+        pipeline.push(line, row, float(row))
+    pipeline.finish()
+    assert pipeline.health.lines_scored == len(lines) and pipeline.health.to_dict()["accounting_ok"]

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from edge_had.build.calibration import CalibrationSet
+from edge_had.build.calibration_methods import DEFAULT_CALIBRATION_METHOD
 from edge_had.build.gate import GraphRecipe, gate_scenes, run_gate
 from edge_had.build.onnx_export import ExportError, read_metadata
-from edge_had.build.quantize import DEFAULT_CALIBRATION_METHOD
 from edge_had.eval.report import SCHEMA_VERSION, platform_info
 
 TORCH_TOLERANCE = 1e-5  # max|onnx - torch| / max|torch| per output, FP32
@@ -55,16 +55,26 @@ def export_model(
     keep_float: Sequence[str] = (),
     gate_data: Sequence[Any] = (),
     gate: bool = True,
+    scorer: str = "global",
 ) -> dict[str, Any]:
-    """Run the export (see the module docstring); returns the report it wrote."""
+    """Run the export (see the module docstring); returns the report it wrote. ``scorer``: the RX
+    the graph will feed - ``hybrid`` bakes in the model's hybrid alphas (spectral branch alone) and
+    gates with hybrid RX, as ``stream --detector enhanced-hybrid-rx`` needs."""
+    import dataclasses
+
     import onnx
+
+    alpha_spe, alpha_spa = bundle.config.alphas_for(scorer)
+    bundle = dataclasses.replace(
+        bundle, config=dataclasses.replace(bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
+    )
 
     from edge_had.build.graph_checks import fp16_problems, qdq_problems
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     precisions = ["fp32"] if precision == "fp32" else ["fp32", precision]
-    recipe = GraphRecipe(bundle, precisions, calibration, method, keep_float)
+    recipe = GraphRecipe(bundle, precisions, calibration, method, keep_float, scorer)
     graphs = recipe.build(bands, out / "work", wavelengths)
     final = {name: out / f"model_{name}.onnx" for name in graphs}
     for name, path in graphs.items():
@@ -84,6 +94,7 @@ def export_model(
         "schema_version": SCHEMA_VERSION,
         "kind": "export",
         "model": {"directory": str(bundle.directory), "sha256": bundle.sha256},
+        "scorer": scorer,
         "graphs": {name: str(path) for name, path in final.items()},
         "metadata": read_metadata(final[precision]),
         "torch_vs_onnxruntime_fp32": agreement,

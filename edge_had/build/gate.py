@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from edge_had.build.calibration import CalibrationSet
+from edge_had.build.calibration_methods import DEFAULT_CALIBRATION_METHOD
 from edge_had.build.onnx_export import ExportError, export_onnx
-from edge_had.build.quantize import DEFAULT_CALIBRATION_METHOD
+from edge_had.detectors import scoring
 from edge_had.detectors.enhanced import enhance_parts, fuse_parts
-from edge_had.detectors.rx import rx_reference
 from edge_had.eval.metrics import roc_auc
 from edge_had.io import Scene
 
@@ -47,6 +47,7 @@ class GraphRecipe:
     calibration: CalibrationSet | None = None
     method: str = DEFAULT_CALIBRATION_METHOD
     keep_float: Sequence[str] = ()
+    scorer: str = "global"  # what the gate scores the enhanced cube with (global or hybrid RX)
 
     def build(self, bands: int, folder: Path, wavelengths: np.ndarray | None = None) -> dict[str, Path]:
         from edge_had.build.quantize import to_fp16, to_int8
@@ -158,17 +159,17 @@ def gate_scenes(
     return kept, excluded
 
 
-def enhanced_rx_auc(bundle: Any, graph: Path, scene: Scene) -> float:
-    """Enhanced-RX AUC of ``scene`` (feature fusion, the model's alphas) through ONNX Runtime."""
+def enhanced_rx_auc(bundle: Any, graph: Path, scene: Scene, scorer: str = "global") -> float:
+    """Enhanced-RX AUC of ``scene`` (feature fusion, the model's alphas; RX as ``scorer``: global
+    or hybrid) through ONNX Runtime."""
     from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
     cube = scene.detection_cube()
     with OnnxRuntimeRunner(graph) as runner:
         parts = enhance_parts(bundle, cube, scene.valid, scene.detection_wavelengths(), runner)
     config = bundle.config
-    scores = fuse_parts(
-        parts, config.alpha_spe, config.alpha_spa, "feature", lambda x: rx_reference(x, mask=scene.valid)
-    )
+    score = scoring.scorer(scorer)
+    scores = fuse_parts(parts, config.alpha_spe, config.alpha_spa, "feature", lambda x: score(x, scene.valid))
     assert scene.gt is not None
     return roc_auc(scores, scene.gt, scene.valid)
 
@@ -186,7 +187,7 @@ def run_gate(recipe: GraphRecipe, scenes: Sequence[tuple[Scene, str]]) -> GateRe
             if key not in graphs:
                 graphs[key] = recipe.build(bands, Path(scratch) / f"g{len(graphs)}", wavelengths)
             aucs = {
-                precision: enhanced_rx_auc(recipe.bundle, path, scene)
+                precision: enhanced_rx_auc(recipe.bundle, path, scene, recipe.scorer)
                 for precision, path in graphs[key].items()
             }
             report.rows.append(GateRow(scene.name, bands, source, aucs))

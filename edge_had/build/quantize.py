@@ -23,7 +23,10 @@ keep in FP32 (FP16 for INT8 graphs is not attempted: a node kept out of INT8 run
   same scale on all 37 activation tensors of a fold model). :func:`entropy_ranges` runs the same
   calibrator with :data:`ENTROPY_BINS` bins and :data:`ENTROPY_QUANTIZED_BINS` quantized bins
   (127 int8 levels on each side of zero, as TensorRT's 2048-bin |x| histogram searches), and the
-  thresholds it finds are handed to ``quantize_static`` as per-tensor range overrides.
+  thresholds it finds are handed to ``quantize_static`` as per-tensor range overrides - for the
+  networks' inner activations only: the graph's inputs and outputs, among them the resampled cube
+  ``x_k`` that both branches read, keep their MinMax range (the KL threshold clipped ``x_k`` to a
+  quarter of its range on a fold model, saturating the brightest spectra, where anomalies are).
 """
 
 from __future__ import annotations
@@ -36,15 +39,10 @@ from typing import Any
 import numpy as np
 
 from edge_had.build.calibration import CalibrationSet, calibration_feeds
+from edge_had.build.calibration_methods import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
 from edge_had.build.onnx_export import ExportError, read_metadata, set_metadata
 
 NETWORK_SCOPES = ("/spectral/", "/spatial/")
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-#: Entropy by default: in the accuracy gate of the cross-validation fold models (export/README.md)
-#: it lowered the worst INT8 AUC change for all three recipes measured and passed the shipped
-#: recipe on 9 of 10 held-out scenes (MinMax: 7). Those are the ten reported scenes, so this choice
-#: was made on them.
-DEFAULT_CALIBRATION_METHOD = "entropy"
 #: Entropy calibration: a signed histogram of 4096 bins (2048 per sign, as TensorRT) and 255
 #: quantized bins (127 levels each side of zero plus zero: symmetric int8).
 ENTROPY_BINS = 4096
@@ -287,9 +285,13 @@ def to_int8(
         overrides = {}
         if method == "entropy":  # quantize_static calibrates MinMax; the entropy ranges override it
             ranges = entropy_ranges(prepared, feeds, scratch)
+            # the graph's inputs and outputs keep MinMax: clipping x_k (the resampled cube both
+            # branches read) would saturate the brightest spectra, where anomalies live
+            boundary = {v.name for v in [*graph.graph.input, *graph.graph.output]}
             overrides = {  # onnxruntime wants numpy scalars here
                 name: [{"rmin": np.float32(low), "rmax": np.float32(high)}]
                 for name, (low, high) in ranges.items()
+                if name not in boundary
             }
         quantize_static(
             str(prepared),

@@ -115,7 +115,10 @@ def scores_from_window_sums(
     cov += regularization * float(np.trace(global_cov)) / dims * np.eye(dims)
 
     centered = data - mean
-    solved = np.linalg.solve(cov, centered[..., None])[..., 0]
+    try:
+        solved = np.linalg.solve(cov, centered[..., None])[..., 0]
+    except np.linalg.LinAlgError:  # a flat background (e.g. constant lines): zero loading too
+        solved = np.einsum("...kj,...j->...k", np.linalg.pinv(cov, hermitian=True), centered)
     scores = np.einsum("...k,...k->...", centered, solved)
     scores[~valid] = np.nan
     return scores

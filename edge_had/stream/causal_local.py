@@ -12,8 +12,9 @@ The offline detector (:mod:`edge_had.detectors.scoring`) needs the whole scene; 
   projected lines kept for the window are recomputed with them), so the basis follows the scene
   as the statistics do.
 
-Memory: the window's lines (``outer`` x width x K floats) and their projections with outer
-products (``outer`` x width x (c + c^2)); nothing grows with the stream.
+Memory: the window's lines (``outer`` x width x K floats) and their per-pixel sums
+(``outer`` x width x (1 + c + c^2)); nothing grows with the stream once the global warm-up is over
+(lines wait for it as in :class:`CausalRX`; the pipeline rejects lines without a valid pixel).
 """
 
 from __future__ import annotations

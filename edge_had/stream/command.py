@@ -134,7 +134,8 @@ def run_stream_command(args: argparse.Namespace) -> int:
         runner = enhancement_runner(backend, bundle, bands, **artifacts).activate()
         enhancer = StreamEnhancer(bundle, runner)
         detector.update(model=str(bundle.directory), model_sha256=bundle.sha256, **bundle.config.to_dict())
-        trained_on = source_sha256 in bundle.training_scenes  # a synthetic source: never
+        if bundle.training_scenes:  # a model folder without a training record: unknown (None)
+            trained_on = source_sha256 in bundle.training_scenes  # a synthetic source: never
         reduction = None
     else:
         reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS)
@@ -224,7 +225,12 @@ def run_stream_command(args: argparse.Namespace) -> int:
         "backend": None if backend is None else backend.to_dict(),
         **run.pipeline.report(),
         "look_ahead_ms": run.pipeline.report()["look_ahead_lines"] * 1e3 / rate,
-        "events": {"threshold": events_detector.threshold, "pfa": args.pfa, "count": seen["events"]},
+        "events": {
+            "threshold": events_detector.threshold,
+            "threshold_rule": "chi-square" if scorer == "global" else "geometric mean of chi-square",
+            "pfa": args.pfa,
+            "count": seen["events"],
+        },
         "faults": None
         if not args.faults
         else {"faults": args.faults, "rate": args.fault_rate, "seed": args.fault_seed},
@@ -288,7 +294,8 @@ def _print_summary(report: dict[str, Any]) -> None:
         print(f"backend: {backend['backend']} {backend['precision']} ({backend['reason']})")
     events = report["events"]
     line = (
-        f"events: {events['count']} (chi-square threshold {events['threshold']:.1f}, pfa {events['pfa']:g})"
+        f"events: {events['count']} ({events['threshold_rule']} threshold {events['threshold']:.1f}, "
+        f"pfa {events['pfa']:g})"
     )
     if "auc" in report:
         rate = events["false_per_1000_lines"]

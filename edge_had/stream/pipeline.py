@@ -18,8 +18,9 @@ So ``lines_in = lines_scored + lines_rejected + lines_dropped`` once :meth:`fini
 After ``reinit_after`` consecutive lines (default 8) of a new band count - each of them rejected -
 the statistics are re-initialised for it (``reinitialisations`` in health); a single odd line never
 does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
-anything else and never enter the statistics; ``deadline-miss``: the line took longer than the
-budget). Gaps in the indices are counted as ``missing_indices``; repeated ones as ``duplicates``.
+anything else and never enter the statistics; ``deadline-miss``: from arrival to score the line
+took longer than the budget times 1 + its look-ahead lines, i.e. scoring fell behind). Gaps in the
+indices are counted as ``missing_indices``; repeated ones as ``duplicates``.
 """
 
 from __future__ import annotations
@@ -290,9 +291,13 @@ class StreamPipeline:
             "causal_settings": self.settings.to_dict(),
             "reduced_bands": self.rx.bands,
             "scorer": self.scorer,
-            "look_ahead_lines": self.rx.look_ahead_lines
-            + (0 if self.enhancer is None else self.enhancer.look_ahead_lines),
+            "look_ahead_lines": self.look_ahead_lines,
         }
+
+    @property
+    def look_ahead_lines(self) -> int:
+        """Lines that must arrive after a line before it can be scored (enhancement + scorer)."""
+        return self.rx.look_ahead_lines + (0 if self.enhancer is None else self.enhancer.look_ahead_lines)
 
     # ------------------------------------------------------------------ internals
 
@@ -370,7 +375,10 @@ class StreamPipeline:
             else:
                 total = now - pending.arrival
                 self.profiler.record(TOTAL, total)
-                slow = self.budget_s is not None and total > self.budget_s
+                # a line cannot be scored before its look-ahead lines have arrived: it is late
+                # when scoring takes longer than its own period plus theirs
+                allowed = None if self.budget_s is None else self.budget_s * (1 + self.look_ahead_lines)
+                slow = allowed is not None and total > allowed
                 if slow and "deadline-miss" not in pending.result.flags:
                     pending.result.flags.append("deadline-miss")
                     self.health.deadline_misses += 1
