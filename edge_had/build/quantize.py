@@ -23,10 +23,11 @@ keep in FP32 (FP16 for INT8 graphs is not attempted: a node kept out of INT8 run
   same scale on all 37 activation tensors of a fold model). :func:`entropy_ranges` runs the same
   calibrator with :data:`ENTROPY_BINS` bins and :data:`ENTROPY_QUANTIZED_BINS` quantized bins
   (127 int8 levels on each side of zero, as TensorRT's 2048-bin |x| histogram searches), and the
-  thresholds it finds are handed to ``quantize_static`` as per-tensor range overrides - for the
-  networks' inner activations only: the graph's inputs and outputs, among them the resampled cube
-  ``x_k`` that both branches read, keep their MinMax range (the KL threshold clipped ``x_k`` to a
-  quarter of its range on a fold model, saturating the brightest spectra, where anomalies are).
+  thresholds it finds are handed to ``quantize_static`` as per-tensor range overrides. That
+  includes the resampled cube ``x_k`` both branches read, whose KL threshold is about a quarter of
+  its range, so the brightest input values (0.2 % in one probe) saturate in the networks (x_k itself stays
+  FP32 in the fusion). Keeping ``x_k`` at its MinMax range instead was measured and is worse
+  (export/README.md: the shipped model's synthetic gate, and the fold gate of two recipes).
 """
 
 from __future__ import annotations
@@ -285,13 +286,9 @@ def to_int8(
         overrides = {}
         if method == "entropy":  # quantize_static calibrates MinMax; the entropy ranges override it
             ranges = entropy_ranges(prepared, feeds, scratch)
-            # the graph's inputs and outputs keep MinMax: clipping x_k (the resampled cube both
-            # branches read) would saturate the brightest spectra, where anomalies live
-            boundary = {v.name for v in [*graph.graph.input, *graph.graph.output]}
             overrides = {  # onnxruntime wants numpy scalars here
                 name: [{"rmin": np.float32(low), "rmax": np.float32(high)}]
                 for name, (low, high) in ranges.items()
-                if name not in boundary
             }
         quantize_static(
             str(prepared),
