@@ -206,6 +206,27 @@ def test_entropy_calibration_searches_thresholds_and_they_reach_the_graph(
     assert sum(entropy_scales[k] < 0.9 * minmax_scales[k] for k in minmax_scales) > len(minmax_scales) // 4
 
 
+def test_a_first_layer_kept_in_float_leaves_the_resampled_cube_exact(
+    bundle, graphs: dict[str, Path], calibration, tmp_path: Path, data_dir: Path
+) -> None:
+    """x_k feeds the kept FP32 stem, the quantized spatial branch and the fusion: the quantizer
+    used to round it for all of them (and for the graph output)."""
+    kept = to_int8(graphs["fp32"], tmp_path / "k.onnx", calibration, method="minmax",
+                   keep_float=["/spectral/stem/stem.0/Conv"])  # fmt: skip
+    graph = onnx.load(str(kept))
+    assert qdq_problems(graph) == []
+    readers = {n.name: list(n.input) for n in graph.graph.node}
+    assert "x_k" in readers["/spectral/stem/stem.0/Conv"]  # float
+    assert "x_k_dequantized" in readers["/spatial/compress/compress.0/Conv"]  # int8 path
+    feed = normalized_feed(bundle, load_scene(data_dir / "abu-urban-5.mat"))
+    with OnnxRuntimeRunner(graphs["fp32"]) as runner:
+        want = runner.infer(feed)
+    with OnnxRuntimeRunner(kept) as runner:
+        got = runner.infer(feed)
+    np.testing.assert_array_equal(got["x_k"], want["x_k"])
+    assert relative_error(got["f_spe"], want["f_spe"]) <= 0.1
+
+
 def test_qdq_check_catches_each_rule_violation(graphs: dict[str, Path]) -> None:
     def first_weight_dq(graph):
         names = {init.name for init in graph.graph.initializer}
@@ -227,6 +248,13 @@ def test_qdq_check_catches_each_rule_violation(graphs: dict[str, Path]) -> None:
     graph = onnx.load(str(graphs["int8"]))
     del first_weight_dq(graph).input[2]
     assert any("no zero-point" in p for p in qdq_problems(graph))
+
+    graph = onnx.load(str(graphs["int8"]))  # an activation's dequantized copy named as an output
+    activation_dq = next(
+        n for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("_Output")
+    )
+    activation_dq.output[0] = "x_k"
+    assert any("graph output 'x_k' is a dequantized int8 copy" in p for p in qdq_problems(graph))
     assert qdq_problems(onnx.load(str(graphs["fp32"]))) == [
         "no QuantizeLinear/DequantizeLinear node: the graph is not quantized"
     ]

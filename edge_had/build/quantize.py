@@ -211,6 +211,42 @@ def _sort_topologically(graph: Any) -> None:
     _replace_nodes(graph, _topological(graph))
 
 
+def _unquantize_outputs(graph: Any) -> None:
+    """Give the graph's outputs back their float values, in place.
+
+    When a quantized tensor is also read by a float node - ``x_k`` when the first layer of one
+    branch is kept FP32 - onnxruntime's quantizer rounds it for every reader: the graph output and
+    the fusion then see the int8 cube (measured: 2.8 % relative error in ``x_k`` and enhanced-RX
+    AUC -0.14 to -0.20 on synthetic scenes). Here the output's name goes back to the float tensor,
+    and only the quantized layers (slot 0 of a layer whose weight comes from a DequantizeLinear)
+    read the rounded copy.
+    """
+    producers = {out: node for node in graph.node for out in node.output}
+    for output in graph.output:
+        name = output.name
+        dequantize = producers.get(name)
+        quantize = None if dequantize is None else producers.get(dequantize.input[0])
+        if dequantize is None or dequantize.op_type != "DequantizeLinear" or quantize is None:
+            continue
+        original, rounded = quantize.input[0], f"{name}_dequantized"
+        dequantize.output[0] = rounded
+        for node in graph.node:
+            for slot, tensor in enumerate(node.input):
+                if tensor == name and _is_quantized_layer_input(node, slot, producers):
+                    node.input[slot] = rounded
+                elif tensor == original:  # the quantizer's input: now the float tensor's name
+                    node.input[slot] = name
+        producers[original].output[list(producers[original].output).index(original)] = name
+
+
+def _is_quantized_layer_input(node: Any, slot: int, producers: dict[str, Any]) -> bool:
+    """``node``'s input ``slot`` is the activation of an INT8 layer (its weight is dequantized)."""
+    if node.op_type not in INT8_OP_TYPES or slot != 0 or len(node.input) < 2:
+        return False
+    weight = producers.get(node.input[1])
+    return weight is not None and weight.op_type == "DequantizeLinear"
+
+
 class _FeedReader:
     """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
 
@@ -314,6 +350,7 @@ def to_int8(
             },
         )
     result = onnx.load(str(target))
+    _unquantize_outputs(result.graph)
     set_metadata(
         result,
         {
