@@ -16,6 +16,8 @@ lines/s = 256 / round time. ``extra_info`` carries the per-stage latency table o
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -95,6 +97,8 @@ def test_full_pipeline(benchmark, cube, bundle, backend, scorer, bench_threads, 
     if backend == "onnxruntime":
         pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     torch.set_num_threads(bench_threads)
+    if scorer == "hybrid":  # as `stream --detector enhanced-hybrid-rx`: spectral branch alone
+        bundle = dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, alpha_spa=0.0))
     choice = choose_backend(backend, "fp32")
     runner = enhancement_runner(choice, bundle, FX10.bands, workdir=tmp_path).activate()
 

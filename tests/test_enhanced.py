@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,8 +13,9 @@ from edge_had.detectors import rx_reference
 from edge_had.detectors.enhanced import EnhancedDetector, ResampledRXDetector
 from edge_had.detectors.fusion import normalize_minmax
 from edge_had.detectors.registry import make_detector
+from edge_had.detectors.scoring import hybrid_rx
 from edge_had.io.synthetic import synthetic_scene
-from edge_had.models import ModelError, Normalization, SpectralAdapter, load_bundle
+from edge_had.models import ModelError, Normalization, SpectralAdapter, load_bundle, save_bundle
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,22 @@ def test_feature_and_product_fusion_match_direct_computation(bundle_dir, scene):
         rx_reference(x_k + 2.0 * f_spe)
     )
     np.testing.assert_allclose(product, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_hybrid_alphas_leave_the_spatial_student_out_with_the_same_scores(bundle_dir, scene):
+    """enhanced-hybrid-rx fuses at alpha_spa = 0: the student is not run, and the scores are those
+    of the spectral branch alone, computed directly."""
+    x_k, f_spe, _ = direct_parts(bundle_dir, scene)
+    bundle = load_bundle(bundle_dir)
+    assert bundle.model_for(50).spatial is not None
+    bundle.config = dataclasses.replace(bundle.config, alpha_spa=0.0)
+    assert bundle.model_for(50).spatial is None
+    config = dataclasses.replace(bundle.config, hybrid_alpha_spe=0.7)
+    (bundle_dir.parent / "hybrid").mkdir(exist_ok=True)
+    save_bundle(bundle_dir.parent / "hybrid", config, bundle.spectral, bundle.spatial)
+    detector = EnhancedDetector(bundle_dir.parent / "hybrid", backend="torch", scorer="hybrid")
+    scores = detector.score(scene.cube, scene.valid, scene.wavelengths)
+    np.testing.assert_allclose(scores, hybrid_rx(x_k + 0.7 * f_spe, scene.valid), rtol=1e-4)
 
 
 def test_resampled_rx_is_rx_of_the_adapted_cube(scene):

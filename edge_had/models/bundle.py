@@ -88,10 +88,12 @@ class ModelBundle:
         return SpectralAdapter.from_band_count(bands, self.config.k)
 
     def model_for(self, bands: int, wavelengths: np.ndarray | None = None) -> EnhancementModel:
+        """The inference path for a sensor. At ``alpha_spa = 0`` (e.g. hybrid RX's alphas) the
+        spatial student is left out: its output would be multiplied by zero (f_spa is zeros)."""
         model = EnhancementModel(
             self.adapter_for(bands, wavelengths),
             self.spectral,
-            self.spatial,
+            self.spatial if self.config.alpha_spa != 0 else None,
             self.config.alpha_spe,
             self.config.alpha_spa,
         )
