@@ -152,6 +152,31 @@ def test_a_given_onnx_file_must_fit_the_model_sensor_and_precision(bundle_dir: P
         enhancement_runner(choice, hybrid, 30, onnx=graph)
 
 
+def test_an_engine_must_come_from_the_model_and_alphas_it_stands_for(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """`edge-had build` records the source graph's metadata in the engine's sidecar; a mismatch is
+    refused before TensorRT is touched (so this runs on any machine)."""
+    from edge_had.build.engine_cache import EngineKey, store
+    from edge_had.runtime.select import BackendChoice
+
+    bundle = load_bundle(bundle_dir)
+    source = {"weights_sha256": bundle.sha256, "alpha_spe": bundle.config.alpha_spe,
+              "alpha_spa": bundle.config.alpha_spa, "bands": 30, "precision": "fp16"}  # fmt: skip
+    key = EngineKey.for_line_widths("0" * 64, "10.3.0", "sm_87", "fp16", bands=30, lines=22,
+                                    min_width=64, opt_width=256, max_width=1024)  # fmt: skip
+    choice = BackendChoice("tensorrt", "fp16", "test", {})
+    for changes, message in (
+        ({"weights_sha256": "1" * 64}, "not this model"),
+        ({"alpha_spa": 0.0}, "it adds the features at alphas"),
+        ({"bands": 40}, "it takes 40 bands"),
+    ):
+        engine = store(tmp_path / str(len(message)), key, b"engine", source={**source, **changes})
+        with pytest.raises(BackendError, match=message) as caught:
+            enhancement_runner(choice, bundle, 30, engine=engine)
+        assert "rebuild the engine with `edge-had build`" in str(caught.value)
+
+
 def test_torch_runner_refuses_what_it_cannot_do(bundle_dir: Path) -> None:
     model = load_bundle(bundle_dir).model_for(30)
     with pytest.raises(BackendError, match="INT8"):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import warnings
@@ -316,6 +317,24 @@ def test_build_with_fakes_stores_then_hits_the_cache(fakes: SimpleNamespace, tmp
     with pytest.raises(EngineBuildError, match="pass --precision"):
         build_engine(onnx, tmp_path / "cache", **widths)
     assert fakes.cuda.retained == fakes.cuda.detached  # every context released
+
+
+def test_the_engine_sidecar_records_the_model_it_was_built_from(
+    fakes: SimpleNamespace, untrained_bundle, tmp_path: Path
+) -> None:
+    """What the runtime checks an engine against (weights, alphas, bands, precision)."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from edge_had.build.onnx_export import export_onnx, read_metadata
+    from edge_had.models import load_bundle
+
+    onnx = export_onnx(load_bundle(untrained_bundle(seed=3)), 4, tmp_path / "model.onnx")  # fake: 4 bands
+    widths = {"min_width": 8, "opt_width": 32, "max_width": 64, "lines": 2}
+    engine = build_engine(onnx, tmp_path / "cache", precision="fp32", **widths)
+    assert json.loads(sidecar_path(engine).read_text())["source"] == read_metadata(onnx)
+    foreign = tmp_path / "foreign.onnx"
+    foreign.write_bytes(b"an onnx file")
+    engine = build_engine(foreign, tmp_path / "cache", precision="fp16", **widths)
+    assert json.loads(sidecar_path(engine).read_text())["source"] is None
 
 
 def test_build_lists_every_parser_error(fakes: SimpleNamespace, tmp_path: Path) -> None:

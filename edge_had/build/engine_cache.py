@@ -217,8 +217,10 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def store(cache_dir: str | Path, key: EngineKey, engine: bytes) -> Path:
+def store(cache_dir: str | Path, key: EngineKey, engine: bytes, source: dict[str, Any] | None = None) -> Path:
     """Write ``engine`` and its sidecar for ``key`` (replacing any old entry); returns the engine path.
+    ``source``: the source ONNX file's edge-had metadata (weights, alphas, bands), recorded so a
+    runtime can check the engine against the model it is asked to stand for.
 
     The sidecar is written last: an interrupted store leaves an entry that :func:`lookup` rejects.
     """
@@ -234,6 +236,7 @@ def store(cache_dir: str | Path, key: EngineKey, engine: bytes) -> Path:
         "engine_sha256": hashlib.sha256(engine).hexdigest(),
         "engine_bytes": len(engine),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
     }
     write_atomically(sidecar, (json.dumps(record, indent=2) + "\n").encode())
     return engine_path

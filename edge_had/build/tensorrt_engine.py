@@ -24,7 +24,7 @@ import argparse
 import functools
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_had.build.engine_cache import EngineKey, lookup, sha256_file, store, write_atomically
 from edge_had.build.onnx_export import INPUT_NAME
@@ -90,6 +90,18 @@ def network_flags() -> int:
     if int(trt.__version__.split(".")[0]) >= 11:
         return 0  # always strongly typed; the flag is deprecated and ignored
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def _source_metadata(onnx_path: Path) -> dict[str, Any] | None:
+    """The ONNX file's edge-had metadata for the engine's sidecar (None without the onnx package
+    or for a foreign graph)."""
+    from edge_had.build.onnx_export import read_metadata
+
+    try:
+        return read_metadata(onnx_path)
+    except Exception as error:  # noqa: BLE001 - recorded as absent; the runtime then says so
+        log.debug("%s: no edge-had metadata read (%s)", onnx_path, error)
+        return None
 
 
 def metadata_precision(onnx_path: Path) -> str | None:
@@ -247,7 +259,7 @@ def build_engine(
         timing = Path(timing_cache_path or Path(cache_dir) / f"timing_trt{version}_{device.sm}.cache")
         log.info("building %s on %s (%s); this takes minutes on a Jetson", key.name, device.name, device.sm)
         engine = _build(builder, network, key, workspace_bytes, timing)
-    return store(cache_dir, key, engine)
+    return store(cache_dir, key, engine, source=_source_metadata(onnx_path))
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:

@@ -35,10 +35,11 @@ def enhancement_runner(
         _check_graph(path, bundle, bands, choice.precision)
         return OnnxRuntimeRunner(path, choice.precision)
     if choice.backend == "tensorrt":
-        from edge_had.runtime.tensorrt_runner import TensorRTRunner
-
         if engine is None:
             raise BackendError("tensorrt needs an engine file (`edge-had build`)")
+        _check_engine(Path(engine), bundle, bands, choice.precision)
+        from edge_had.runtime.tensorrt_runner import TensorRTRunner
+
         return TensorRTRunner(engine, choice.precision)
     raise BackendError(f"unknown backend {choice.backend!r}")
 
@@ -68,6 +69,38 @@ def _check_graph(path: Path, bundle: Any, bands: int, precision: str) -> None:
             f"{path}: cannot be read as an edge-had ONNX graph ({type(error).__name__}: {error}); "
             "the file is corrupt, truncated or foreign - re-export it with `edge-had export`"
         ) from error
+    _check_source(path, meta, bundle, bands, precision, "re-export it with `edge-had export`")
+
+
+def _check_engine(path: Path, bundle: Any, bands: int, precision: str) -> None:
+    """An engine built by `edge-had build` records its ONNX source's metadata in its sidecar: it
+    must come from this model, with these alphas, for this band count and precision. An engine
+    without that record (built elsewhere, or before it was recorded) is loaded unchecked, logged."""
+    import logging
+
+    from edge_had.build.engine_cache import EngineCacheError, read_sidecar, sidecar_path
+
+    sidecar = sidecar_path(path)
+    try:
+        source = read_sidecar(sidecar).get("source") if sidecar.is_file() else None
+    except EngineCacheError as error:
+        raise BackendError(str(error)) from None
+    if not source:
+        logging.getLogger(__name__).warning(
+            "%s: no record of the model it was built from; cannot check it against %s",
+            path,
+            bundle.directory,
+        )
+        return
+    fix = "export the model's ONNX and rebuild the engine with `edge-had build`"
+    _check_source(path, source, bundle, bands, precision, fix)
+
+
+def _check_source(
+    path: Path, meta: dict[str, Any], bundle: Any, bands: int, precision: str, fix: str
+) -> None:
+    """Raise BackendError naming every way the artifact's recorded ``meta`` differs from what the
+    detector needs: the model's weights, its alphas, the sensor's band count, the precision."""
     problems = []
     if meta.get("weights_sha256") != bundle.sha256:
         problems.append(
@@ -84,4 +117,4 @@ def _check_graph(path: Path, bundle: Any, bands: int, precision: str) -> None:
     if meta.get("precision") != precision:
         problems.append(f"its precision is {meta.get('precision')}, {precision} was asked for")
     if problems:
-        raise BackendError(f"{path}: " + "; ".join(problems) + " (re-export with `edge-had export`)")
+        raise BackendError(f"{path}: " + "; ".join(problems) + f" ({fix})")
