@@ -69,3 +69,32 @@ def test_every_board_has_a_sourced_maximum_mode() -> None:
     for name in BOARDS:
         mode = max_mode(name)
         assert mode.fp32_tflops and mode.bandwidth_gbs and mode.source
+
+
+def test_local_rx_costs_match_a_hand_count() -> None:
+    projection, sums, solve, basis = plan_module.local_rx_costs(
+        width=10, dims=4, components=2, outer=5, inner=3, basis_every=8
+    )
+    features = 1 + 2 + 4  # [valid, y, y y^T] per pixel
+    assert projection.flops == 2 * 10 * 4 * 2 + 10 * 4
+    assert sums.flops == 4 * 10 * features + 2 * 10 * features * (5 + 3)  # running sums, 2 box filters
+    assert solve.flops == pytest.approx(10 * (3 * 4 + 2 * 8 / 3 + 2 * 4))
+    assert basis.flops == pytest.approx((9 * 64 + 5 * 2 * 10 * 4 * 2) / 8)
+    assert sums.bytes == 32 * 10 * features
+
+
+def test_hybrid_plans_add_local_rx_and_drop_the_spatial_student(monkeypatch) -> None:
+    from edge_had.stream.boards import BoardMode
+
+    board = BoardMode("test", "max", 8, 1024, 1000, 5.0, None, "none", 100.0, 6, "unit test", "")
+    monkeypatch.setattr("edge_had.stream.boards.max_mode", lambda name: board)
+    plain, hybrid = (plan_module.plan("test", "fx10", name) for name in ("rx", "hybrid-rx"))
+    assert [row["name"] for row in hybrid["parts"]][:4] == [row["name"] for row in plain["parts"]]
+    assert len(hybrid["parts"]) == 8 and "no GPU kernel" in hybrid["caveat"]
+    enhanced, enhanced_hybrid = (
+        plan_module.plan("test", "fx10", n) for n in ("enhanced-rx", "enhanced-hybrid-rx")
+    )
+    # the shipped model's hybrid alphas have alpha_spa = 0: the student is not run
+    assert enhanced_hybrid["parts"][0]["flops"] < enhanced["parts"][0]["flops"]
+    with pytest.raises(ValueError, match="unknown detector"):
+        plan_module.plan("test", "fx10", "lrx")
