@@ -124,8 +124,8 @@ def load_calibration_set(path: str | Path) -> CalibrationSet:
 
 def calibration_feeds(calibration: CalibrationSet, bands: int) -> Iterator[dict[str, np.ndarray]]:
     """One ``{"cube": (1, bands, lines, pixels)}`` feed per block, resampled on band index and
-    cropped to the narrowest block's central pixels (ONNX Runtime's histogram calibrator,
-    Percentile, stacks every feed's activations, so all feeds need one shape)."""
+    cropped to the narrowest block's central pixels (ONNX Runtime's histogram calibrators,
+    Entropy and Percentile, stack every feed's activations, so all feeds need one shape)."""
     from edge_had.models.adapter import SpectralAdapter
 
     width = min(block.shape[2] for block in calibration.blocks)

@@ -60,14 +60,9 @@ def export_model(
     """Run the export (see the module docstring); returns the report it wrote. ``scorer``: the RX
     the graph will feed - ``hybrid`` bakes in the model's hybrid alphas (spectral branch alone) and
     gates with hybrid RX, as ``stream --detector enhanced-hybrid-rx`` needs."""
-    import dataclasses
-
     import onnx
 
-    alpha_spe, alpha_spa = bundle.config.alphas_for(scorer)
-    bundle = dataclasses.replace(
-        bundle, config=dataclasses.replace(bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
-    )
+    bundle = bundle.for_scorer(scorer)
 
     from edge_had.build.graph_checks import fp16_problems, qdq_problems
 

@@ -45,11 +45,11 @@ def qdq_problems(graph: Any) -> list[str]:
         if node.op_type.startswith("QLinear") or node.op_type in ("ConvInteger", "MatMulInteger"):
             problems.append(f"{node.name}: {node.op_type} is not QDQ format")
     outputs = {output.name for output in graph.graph.output}
-    for node in qdq_nodes:  # the outputs (x_k, f_spe, ...) are float results, not rounded copies
-        if node.op_type == "DequantizeLinear" and outputs & set(node.output):
-            problems.append(f"{node.name}: graph output {node.output[0]!r} is a dequantized int8 copy")
     for node in qdq_nodes:
         where = f"{node.name} ({node.op_type})"
+        if node.op_type == "DequantizeLinear" and outputs & set(node.output):
+            # the outputs (x_k, f_spe, ...) are float results, not rounded copies
+            problems.append(f"{node.name}: graph output {node.output[0]!r} is a dequantized int8 copy")
         scale = constants.get(node.input[1])
         if scale is None:
             problems.append(f"{where}: scale {node.input[1]!r} is not a constant")

@@ -93,28 +93,21 @@ def network_flags() -> int:
 
 
 def _source_metadata(onnx_path: Path) -> dict[str, Any] | None:
-    """The ONNX file's edge-had metadata for the engine's sidecar (None without the onnx package
-    or for a foreign graph)."""
+    """The edge-had metadata of an exported ONNX file (recorded in the engine's sidecar); None when
+    the ``onnx`` package is missing (a bare Jetson install) or the file is no edge-had export or
+    unreadable (TensorRT's parser then says what is wrong with it)."""
     from edge_had.build.onnx_export import read_metadata
 
     try:
         return read_metadata(onnx_path)
-    except Exception as error:  # noqa: BLE001 - recorded as absent; the runtime then says so
+    except Exception as error:  # ImportError, ExportError, or onnx's own parse errors
         log.debug("%s: no edge-had metadata read (%s)", onnx_path, error)
         return None
 
 
 def metadata_precision(onnx_path: Path) -> str | None:
-    """The ``edge_had.precision`` metadata of an exported ONNX file; None when the ``onnx`` package
-    is missing (a bare Jetson install) or the file is no edge-had export or unreadable (TensorRT's
-    parser then says what is wrong with it)."""
-    from edge_had.build.onnx_export import read_metadata
-
-    try:
-        precision = read_metadata(onnx_path).get("precision")
-    except Exception as error:  # ImportError, ExportError, or onnx's own parse errors
-        log.debug("%s: no edge-had metadata read (%s)", onnx_path, error)
-        return None
+    """The ``edge_had.precision`` metadata of an exported ONNX file (None: see :func:`_source_metadata`)."""
+    precision = (_source_metadata(onnx_path) or {}).get("precision")
     return None if precision is None else str(precision)
 
 

@@ -8,6 +8,7 @@ naming the file and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -86,6 +87,13 @@ class ModelBundle:
         if wavelengths is not None:
             return SpectralAdapter.from_wavelengths(wavelengths, self.config.k)
         return SpectralAdapter.from_band_count(bands, self.config.k)
+
+    def for_scorer(self, scorer: str) -> ModelBundle:
+        """This bundle (same networks) fusing at the alphas ``scorer`` uses (``config.alphas_for``):
+        what a graph, engine or stream for that scorer must be built from."""
+        alpha_spe, alpha_spa = self.config.alphas_for(scorer)
+        config = dataclasses.replace(self.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
+        return dataclasses.replace(self, config=config)
 
     def model_for(self, bands: int, wavelengths: np.ndarray | None = None) -> EnhancementModel:
         """The inference path for a sensor. At ``alpha_spa = 0`` (e.g. hybrid RX's alphas) the

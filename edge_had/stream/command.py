@@ -10,7 +10,6 @@ settings, the events summary, and the AUC and false events per 1000 lines when g
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -126,9 +125,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
         from edge_had.runtime import choose_backend, enhancement_runner
         from edge_had.stream.enhance import StreamEnhancer
 
-        bundle = load_bundle(args.model)
-        alpha_spe, alpha_spa = bundle.config.alphas_for(scorer)
-        bundle.config = dataclasses.replace(bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
+        bundle = load_bundle(args.model).for_scorer(scorer)
         artifacts = {"onnx": args.onnx, "engine": args.engine, "device": args.device}
         backend = choose_backend(args.backend, args.net_precision, **artifacts)
         runner = enhancement_runner(backend, bundle, bands, **artifacts).activate()

@@ -38,9 +38,8 @@ import argparse
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edge_had.stream.command import STREAM_DETECTORS
 from edge_had.stream.presets import SENSORS, sensor
-
-DETECTORS = ("enhanced-rx", "rx", "enhanced-hybrid-rx", "hybrid-rx")
 
 
 @dataclass(frozen=True)
@@ -129,33 +128,30 @@ def _activation_elements_per_pixel(model: Any, bands: int) -> float:
     return float(sum(counts))
 
 
-def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model: Any = None,
+def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_dir: str | None = None,
          reduced_bands: int = 32, refresh_every: int = 1) -> dict[str, Any]:  # fmt: skip
+    """The plan for ``detector`` (enhanced: the model in ``model_dir``, default the shipped one,
+    at the alphas its scorer uses)."""
     from edge_had.stream.boards import max_mode
 
     preset = sensor(sensor_name)
     mode = max_mode(board)
-    if detector not in DETECTORS:
-        raise ValueError(f"unknown detector {detector!r}; choose one of {DETECTORS}")
+    if detector not in STREAM_DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; choose one of {list(STREAM_DETECTORS)}")
     parts: list[PartCost] = []
-    hybrid = detector.endswith("hybrid-rx")
-    if detector.startswith("enhanced"):
-        if model is None:
-            import dataclasses
+    enhanced, scorer = STREAM_DETECTORS[detector]
+    if enhanced:
+        from edge_had.models.bundle import load_bundle
 
-            from edge_had.models.bundle import load_bundle
-
-            bundle = load_bundle()
-            alpha_spe, alpha_spa = bundle.config.alphas_for("hybrid" if hybrid else "global")
-            bundle.config = dataclasses.replace(bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
-            model = bundle.model_for(preset.bands)  # hybrid: alpha_spa 0, no spatial student
+        bundle = load_bundle(model_dir).for_scorer(scorer)
+        model = bundle.model_for(preset.bands)  # hybrid: alpha_spa 0, no spatial student
         parts.append(enhancement_cost(model, preset.bands, preset.width))
         dims = model.k
     else:
         parts.append(reduction_cost(preset.width, preset.bands, reduced_bands))
         dims = reduced_bands
     parts += rx_costs(preset.width, dims, refresh_every)
-    if hybrid:
+    if scorer == "hybrid":
         parts += local_rx_costs(preset.width, dims)
     peaks = {"fp16": mode.fp16_tflops, "fp32": mode.fp32_tflops}
     rows = []
@@ -187,7 +183,7 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model: 
         + (
             "; local RX has no GPU kernel in this package (it runs on the CPU in numpy, ~3 ms per "
             "1024-pixel line measured on a 2-core x86): its rows bound a GPU port"
-            if hybrid
+            if scorer == "hybrid"
             else ""
         ),
     }
@@ -198,7 +194,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--sensor", choices=sorted(SENSORS), default="fx10")
     parser.add_argument("--device", choices=sorted(BOARDS), required=True, help="Jetson board")
-    parser.add_argument("--detector", choices=list(DETECTORS), default="enhanced-rx")
+    parser.add_argument("--detector", choices=list(STREAM_DETECTORS), default="enhanced-rx")
     parser.add_argument("--model", help="enhanced-*: model folder (default: the shipped model)")
     parser.add_argument("--json", help="write the plan here")
 
@@ -207,18 +203,7 @@ def run_plan(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    model = None
-    if args.detector.startswith("enhanced") and args.model:
-        import dataclasses
-
-        from edge_had.models.bundle import load_bundle
-
-        bundle = load_bundle(args.model)
-        scorer = "hybrid" if args.detector.endswith("hybrid-rx") else "global"
-        alpha_spe, alpha_spa = bundle.config.alphas_for(scorer)
-        bundle.config = dataclasses.replace(bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
-        model = bundle.model_for(sensor(args.sensor).bands)
-    result = plan(args.device, args.sensor, args.detector, model=model)
+    result = plan(args.device, args.sensor, args.detector, model_dir=args.model)
     board, preset = result["board"], result["sensor"]
     peaks = f"FP16/FP32 {board['fp16_tflops']}/{board['fp32_tflops']} TFLOP/s, {board['bandwidth_gbs']} GB/s"
     print(f"{board['board']} ({board['mode']}): {peaks}  [{board['source']}]")
