@@ -72,3 +72,24 @@ def test_invalid_windows_are_rejected():
         LocalRXSettings(inner=4, outer=9)
     with pytest.raises(ValueError, match="outer > inner"):
         LocalRXSettings(inner=9, outer=9)
+
+
+def test_mahalanobis_from_pairs_matches_a_solve_and_falls_back_to_the_pseudo_inverse():
+    """The vectorised elimination against np.linalg.solve per pixel on random positive definite
+    matrices; a singular pixel (rank 2 of 4) gets the pseudo-inverse's quadratic form, its
+    neighbours are unaffected."""
+    from edge_had.detectors.lrx import mahalanobis_from_pairs, symmetric_pairs
+
+    rng = np.random.default_rng(7)
+    dims, pixels = 4, 6
+    factors = rng.standard_normal((pixels, dims, 9))
+    factors[3, :, 2:] = 0.0  # pixel 3: rank 2
+    covs = factors @ factors.transpose(0, 2, 1)
+    d = rng.standard_normal((pixels, dims))
+    d[3] = covs[3] @ rng.standard_normal(dims)  # in the singular covariance's range
+    i, j = symmetric_pairs(dims)
+    got = mahalanobis_from_pairs(covs[:, i, j].T, d.T)
+    for p in range(pixels):
+        inverse = np.linalg.pinv(covs[p], hermitian=True) if p == 3 else np.linalg.inv(covs[p])
+        np.testing.assert_allclose(got[p], d[p] @ inverse @ d[p], rtol=1e-9)
+    assert np.isfinite(got).all()

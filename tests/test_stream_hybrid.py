@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_had.detectors.lrx import LocalRXSettings, scores_from_window_sums
+from edge_had.detectors.lrx import LocalRXSettings
 from edge_had.detectors.scoring import hybrid_rx
 from edge_had.eval.metrics import roc_auc
 from edge_had.io import list_scenes, load_scene, sha256_file
@@ -60,24 +60,32 @@ def brute_force_local_rx(
     cube: np.ndarray, valid: np.ndarray, row: int, basis: tuple, settings: LocalRXSettings
 ) -> np.ndarray:
     """Local RX of one line from explicit loops over every window pixel, projected with ``basis``
-    (mean, components, eigenvalues): no running sums, no box filters."""
+    (mean, components, eigenvalues): no running sums, no box filters, one np.linalg.solve per pixel."""
     mean, components, eigenvalues = basis
     lines, width = valid.shape
     outer, inner = settings.outer // 2, settings.inner // 2
     c = components.shape[1]
-    n, x, xx = np.zeros(width), np.zeros((width, c)), np.zeros((width, c * c))
+    load = settings.regularization * eigenvalues.sum() / c
+    scores = np.full(width, np.nan)
     for col in range(width):
-        for r in range(max(row - outer, 0), min(row + outer, lines - 1) + 1):
-            for cc in range(max(col - outer, 0), min(col + outer, width - 1) + 1):
-                if (abs(r - row) <= inner and abs(cc - col) <= inner) or not valid[r, cc]:
-                    continue
-                y = (cube[r, cc] - mean) @ components
-                n[col], x[col], xx[col] = n[col] + 1, x[col] + y, xx[col] + np.outer(y, y).ravel()
-    data = np.where(valid[row][:, None], (cube[row] - mean) @ components, 0.0)
-    sums = {"n": n, "x": x, "xx": xx}
-    return scores_from_window_sums(
-        data, valid[row], sums, np.zeros(c), np.diag(eigenvalues), settings.regularization
-    )
+        if not valid[row, col]:
+            continue
+        background = [
+            (cube[r, cc] - mean) @ components
+            for r in range(max(row - outer, 0), min(row + outer, lines - 1) + 1)
+            for cc in range(max(col - outer, 0), min(col + outer, width - 1) + 1)
+            if not (abs(r - row) <= inner and abs(cc - col) <= inner) and valid[r, cc]
+        ]
+        if len(background) >= c + 1:
+            window_mean, cov = (
+                np.mean(background, axis=0),
+                np.cov(np.array(background), rowvar=False, bias=True),
+            )
+        else:  # too few: the global statistics (in the principal axes)
+            window_mean, cov = np.zeros(c), np.diag(eigenvalues)
+        d = (cube[row, col] - mean) @ components - window_mean
+        scores[col] = d @ np.linalg.solve(cov + load * np.eye(c), d)
+    return scores
 
 
 def test_running_window_sums_survive_basis_changes(cube, monkeypatch) -> None:

@@ -48,19 +48,38 @@ def principal_components(cube: np.ndarray, mask: np.ndarray | None, n_components
     return projected.reshape(*cube.shape[:2], basis.shape[1])
 
 
+def symmetric_pairs(dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices ``(i, j)``, ``i <= j``, of a symmetric ``dims x dims`` matrix's
+    upper triangle: the ``dims (dims + 1) / 2`` products a window has to sum."""
+    return np.triu_indices(dims)
+
+
+def pair_products(data: np.ndarray) -> np.ndarray:
+    """``data[i] * data[j]`` for every pair of :func:`symmetric_pairs` (component-first layout:
+    ``(dims, ...)`` -> ``(pairs, ...)``)."""
+    i, j = symmetric_pairs(data.shape[0])
+    return data[i] * data[j]
+
+
 def _box_sums(table: np.ndarray, half: int) -> np.ndarray:
-    """Sums over (2*half+1)^2 windows clipped at the border, from a zero-padded summed-area table."""
-    rows, cols = table.shape[0] - 1, table.shape[1] - 1
+    """Sums over (2*half+1)^2 windows clipped at the border, from a zero-padded summed-area table
+    over the last two axes."""
+    rows, cols = table.shape[-2] - 1, table.shape[-1] - 1
     r = np.arange(rows)
     c = np.arange(cols)
     r0, r1 = np.clip(r - half, 0, rows), np.clip(r + half + 1, 0, rows)
     c0, c1 = np.clip(c - half, 0, cols), np.clip(c + half + 1, 0, cols)
-    return table[r1][:, c1] - table[r0][:, c1] - table[r1][:, c0] + table[r0][:, c0]
+    return (
+        table[..., r1, :][..., c1]
+        - table[..., r0, :][..., c1]
+        - table[..., r1, :][..., c0]
+        + table[..., r0, :][..., c0]
+    )
 
 
 def _summed_area(values: np.ndarray) -> np.ndarray:
-    table = np.zeros((values.shape[0] + 1, values.shape[1] + 1, *values.shape[2:]), dtype=np.float64)
-    table[1:, 1:] = values.cumsum(axis=0).cumsum(axis=1)
+    table = np.zeros((*values.shape[:-2], values.shape[-2] + 1, values.shape[-1] + 1), dtype=np.float64)
+    table[..., 1:, 1:] = values.cumsum(axis=-2).cumsum(axis=-1)
     return table
 
 
@@ -77,12 +96,10 @@ def local_rx(
         data = principal_components(cube, valid, settings.n_components)
     else:
         data = cube.astype(np.float64)
-    dims = data.shape[2]
     global_stats = calc_stats(data, valid)
-    data = np.where(valid[..., None], data, 0.0)
-    outer_products = (data[..., :, None] * data[..., None, :]).reshape(rows, cols, dims * dims)
+    data = np.moveaxis(np.where(valid[..., None], data, 0.0), -1, 0)  # (dims, rows, cols)
     sums = {}
-    for name, values in (("n", valid.astype(np.float64)), ("x", data), ("xx", outer_products)):
+    for name, values in (("n", valid.astype(np.float64)), ("x", data), ("xx", pair_products(data))):
         table = _summed_area(values)
         sums[name] = _box_sums(table, settings.outer // 2) - _box_sums(table, settings.inner // 2)
     return scores_from_window_sums(
@@ -98,29 +115,64 @@ def scores_from_window_sums(
     global_cov: np.ndarray,
     regularization: float,
 ) -> np.ndarray:
-    """Local RX of each pixel of ``data`` (``(..., dims)``, zero where not ``valid``) from the sums
-    over its dual window of the valid pixels: ``n`` (count), ``x`` and ``xx`` (outer products,
-    flattened to ``dims * dims``). Windows with fewer than ``dims + 1`` pixels use the global
-    statistics; every covariance gets ``regularization * trace(global_cov) / dims``. Shared by the
-    offline detector and the stream's causal one (:mod:`edge_had.stream.causal_local`)."""
-    dims = data.shape[-1]
+    """Local RX of each pixel from the sums over its dual window of the valid pixels.
+
+    Component-first layout (the per-pixel arithmetic then runs on contiguous rows of pixels):
+    ``data`` is ``(dims, *pixels)`` (zero where not ``valid``), ``sums["n"]`` the count
+    ``(*pixels)``, ``sums["x"]`` ``(dims, *pixels)`` and ``sums["xx"]`` the products of
+    :func:`symmetric_pairs` ``(pairs, *pixels)``. Windows with fewer than ``dims + 1`` pixels use
+    the global statistics; every covariance gets ``regularization * trace(global_cov) / dims``.
+    Shared by the offline detector and the stream's causal one
+    (:mod:`edge_had.stream.causal_local`)."""
+    dims = data.shape[0]
+    i, j = symmetric_pairs(dims)
+    pixels = (slice(None),) + (None,) * valid.ndim  # a per-component constant, broadcast to pixels
     count = sums["n"]
     enough = count >= dims + 1
     safe = np.where(enough, count, 1.0)
-    mean = sums["x"] / safe[..., None]
-    cov = sums["xx"].reshape(*count.shape, dims, dims) / safe[..., None, None]
-    cov -= mean[..., :, None] * mean[..., None, :]
-    mean[~enough] = global_mean
-    cov[~enough] = global_cov
-    cov += regularization * float(np.trace(global_cov)) / dims * np.eye(dims)
-
-    centered = data - mean
-    try:
-        solved = np.linalg.solve(cov, centered[..., None])[..., 0]
-    except np.linalg.LinAlgError:  # a flat background (e.g. constant lines): zero loading too
-        solved = np.einsum("...kj,...j->...k", np.linalg.pinv(cov, hermitian=True), centered)
-    scores = np.einsum("...k,...k->...", centered, solved)
+    mean = np.where(enough, sums["x"] / safe, np.asarray(global_mean, dtype=np.float64)[pixels])
+    cov_pairs = np.where(enough, sums["xx"] / safe - mean[i] * mean[j], np.asarray(global_cov)[i, j][pixels])
+    cov_pairs[i == j] += regularization * float(np.trace(global_cov)) / dims
+    scores = mahalanobis_from_pairs(cov_pairs, data - mean)
     scores[~valid] = np.nan
+    return scores
+
+
+SINGULAR_PIVOT = 1e-12  # a pivot this small against its diagonal entry: numerically singular
+
+
+def mahalanobis_from_pairs(cov_pairs: np.ndarray, centered: np.ndarray) -> np.ndarray:
+    """``d^T C^-1 d`` per pixel, C given by its :func:`symmetric_pairs` entries ``(pairs, *pixels)``
+    and d ``(dims, *pixels)``.
+
+    Symmetric Gaussian elimination of the bordered matrix ``[[C, d], [d^T, 0]]``, vectorised over
+    the pixels: after the ``dims`` pivots its last entry is the Schur complement ``-d^T C^-1 d``.
+    A positive definite C has positive pivots (this is a Cholesky factorisation without the square
+    roots); pixels where a pivot is not above ``SINGULAR_PIVOT`` times its diagonal entry (a
+    singular window) use the pseudo-inverse."""
+    dims = centered.shape[0]
+    shape = centered.shape[1:]
+    index = np.zeros((dims, dims), dtype=np.intp)
+    i, j = symmetric_pairs(dims)
+    index[i, j] = index[j, i] = np.arange(len(i))
+    bordered = np.empty((dims + 1, dims + 1, *shape))
+    bordered[:dims, :dims] = cov_pairs[index]
+    bordered[:dims, dims] = bordered[dims, :dims] = centered
+    bordered[dims, dims] = 0.0
+    diagonal = np.moveaxis(np.diagonal(bordered[:dims, :dims]), -1, 0).copy()  # (dims, *pixels)
+    positive = np.ones(shape, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k in range(dims):
+            pivot = bordered[k, k]
+            positive &= pivot > SINGULAR_PIVOT * diagonal[k]
+            column = bordered[k + 1 :, k]
+            bordered[k + 1 :, k + 1 :] -= column[:, None] * (column[None, :] / pivot)
+    scores = -bordered[dims, dims]
+    if not positive.all():
+        cov = cov_pairs[index][..., ~positive]  # (dims, dims, n)
+        d = centered[..., ~positive]
+        inverse = np.linalg.pinv(np.moveaxis(cov, -1, 0), hermitian=True)
+        scores[~positive] = np.einsum("nk,nkj,nj->n", d.T, inverse, d.T)
     return scores
 
 

@@ -13,26 +13,45 @@ The offline detector (:mod:`edge_had.detectors.scoring`) needs the whole scene; 
   as the statistics do.
 
 Memory: the window's lines (``outer`` x width x K floats) and their per-pixel sums
-(``outer`` x width x (1 + c + c^2)); nothing grows with the stream once the global warm-up is over
+(``outer`` x width x (1 + c + c (c + 1) / 2)); nothing grows with the stream once the global warm-up is over
 (lines wait for it as in :class:`CausalRX`; the pipeline rejects lines without a valid pixel).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.ndimage import correlate1d
 
-from edge_had.detectors.lrx import LocalRXSettings, scores_from_window_sums
+from edge_had.detectors.lrx import LocalRXSettings, pair_products, scores_from_window_sums
 from edge_had.detectors.scoring import geometric_mean
 from edge_had.stream.causal import CausalRX, CausalSettings
 
 
-def _column_box_sums(values: np.ndarray, half: int) -> np.ndarray:
-    """Sums over ``2 half + 1`` neighbouring pixels along axis 0 (clipped at the line's ends:
-    zero padding), each output summed directly (no running sum that could drift along the line)."""
-    return correlate1d(values, np.ones(2 * half + 1), axis=0, mode="constant", cval=0.0)
+def _along_line_box_sums(values: np.ndarray, halves: tuple[int, ...]) -> list[np.ndarray]:
+    """For each ``half``: sums over ``2 half + 1`` neighbouring pixels along the last axis (the
+    line), clipped at the line's ends, as differences of one cumulative sum (float64 over one
+    line: drift ~1e-13)."""
+    width, pad = values.shape[-1], max(halves)
+    cumulative = np.zeros((*values.shape[:-1], width + 1 + 2 * pad))  # [pad + m]: sum of the first m
+    np.cumsum(values, axis=-1, out=cumulative[..., pad + 1 : pad + 1 + width])
+    cumulative[..., pad + 1 + width :] = cumulative[..., pad + width : pad + 1 + width]  # hold the total
+    return [
+        cumulative[..., pad + half + 1 : pad + half + 1 + width]
+        - cumulative[..., pad - half : pad - half + width]
+        for half in halves
+    ]
+
+
+class _LineFeatures(NamedTuple):
+    """One line in the current principal basis: ``y`` ``(c, width)`` (zero at invalid pixels), and
+    ``[valid, y, y_i y_j (i <= j)]`` summed along the line over the outer and the inner window's
+    width (component-first, ``(1 + c + c (c + 1) / 2, width)``). Box sums are linear, so summing
+    these over the window's lines gives the window sums."""
+
+    y: np.ndarray
+    outer: np.ndarray
+    inner: np.ndarray
 
 
 class CausalHybridRX:
@@ -58,7 +77,7 @@ class CausalHybridRX:
         self.components = bands if components is None or components >= bands else components
         self.look_ahead_lines = self.local.outer // 2
         self._lines: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # position -> (line, valid)
-        self._projected: dict[int, np.ndarray] = {}  # position -> features (see _features)
+        self._projected: dict[int, _LineFeatures] = {}  # position -> features (see _features)
         self._outer, self._inner = _RowWindow(), _RowWindow()
         self._global: dict[int, tuple[np.ndarray, bool]] = {}  # global RX waiting for its local part
         self._pushed = 0
@@ -106,16 +125,18 @@ class CausalHybridRX:
         mean, basis, eigenvalues = self._current_basis()
         last = self._pushed - 1
         c = self.components
-        totals = []
-        for window, half in ((self._outer, self.local.outer // 2), (self._inner, self.local.inner // 2)):
-            window.move_to(max(position - half, 0), min(position + half, last), self._features)
-            totals.append(_column_box_sums(window.total, half))
-        summed = totals[0] - totals[1]
-        window_sums = {"n": summed[:, 0], "x": summed[:, 1 : 1 + c], "xx": summed[:, 1 + c :]}
-        features = self._features(position)
+        outer, inner = self.local.outer // 2, self.local.inner // 2
+        self._outer.move_to(
+            max(position - outer, 0), min(position + outer, last), lambda p: self._features(p).outer
+        )
+        self._inner.move_to(
+            max(position - inner, 0), min(position + inner, last), lambda p: self._features(p).inner
+        )
+        summed = self._outer.total - self._inner.total
+        window_sums = {"n": summed[0], "x": summed[1 : 1 + c], "xx": summed[1 + c :]}
         _, valid = self._lines[position]
         return scores_from_window_sums(
-            features[:, 1 : 1 + c],
+            self._features(position).y,
             valid,
             window_sums,
             np.zeros(c),
@@ -139,16 +160,16 @@ class CausalHybridRX:
             self._inner.reset()
         return self._basis
 
-    def _features(self, position: int) -> np.ndarray:
-        """Per pixel ``[valid, y, vec(y y^T)]`` (``y``: the line's principal components, zero at
-        invalid pixels), ``(width, 1 + c + c^2)``, with the current basis; cached."""
+    def _features(self, position: int) -> _LineFeatures:
+        """The line at ``position`` in the current basis (:class:`_LineFeatures`); cached."""
         if position not in self._projected:
             assert self._basis is not None
             mean, basis, _ = self._basis
             line, valid = self._lines[position]
-            y = np.where(valid[:, None], (line - mean) @ basis, 0.0)
-            outer = (y[:, :, None] * y[:, None, :]).reshape(len(y), -1)
-            self._projected[position] = np.concatenate([valid[:, None].astype(np.float64), y, outer], axis=1)
+            y = np.where(valid, basis.T @ (line - mean).T, 0.0)
+            per_pixel = np.concatenate([valid[None].astype(np.float64), y, pair_products(y)])
+            outer, inner = _along_line_box_sums(per_pixel, (self.local.outer // 2, self.local.inner // 2))
+            self._projected[position] = _LineFeatures(y, outer, inner)
         return self._projected[position]
 
 

@@ -17,12 +17,14 @@ Counts per line of ``W`` pixels and ``B`` bands (1 multiply-add = 2 FLOPs):
   factor read and the statistics read and written (FP64).
 
 * **causal local RX** (``hybrid-rx``, ``enhanced-hybrid-rx``: :mod:`edge_had.stream.causal_local`,
-  ``c`` components, ``F = 1 + c + c^2`` sums per pixel): projection ``2 W D c`` and outer products
-  ``W c^2``; running sums over lines ``4 W F``; the two box filters along the line as computed
-  (``2 W F (outer + inner)``); per pixel the local mean and covariance ``3 W c^2`` and an LU solve
-  ``W (2 c^3 / 3 + 2 c^2)``; the basis ``9 D^3`` and the window's reprojection every 64 lines.
-  Bytes (FP32 as a GPU would keep them): the line in, the new sums out, the running sums read and
-  written, the box filters' reads and writes, the scores out. **This part runs on the CPU in numpy
+  ``c`` components, ``P = c (c + 1) / 2`` products, ``F = 1 + c + P`` sums per pixel): projection
+  ``2 W D c`` and products ``W P``; the new line's box sums along the line (one cumulative sum,
+  two differences: ``3 W F``); the two running sums over lines and their difference (``5 W F``);
+  per pixel the local mean and covariance ``c + 3 P`` and the bordered elimination
+  ``c (c + 1) (2 c + 1) / 3 + c (c + 1) / 2``; the basis ``9 D^3`` and the window's reprojection
+  every 64 lines. Bytes (FP32 as a GPU would keep them): the line in, the new line's sums written,
+  each running sum read and written with the line that enters and the one that leaves it, the
+  scores out. **This part runs on the CPU in numpy
   here** (no GPU kernel): its bound says what a GPU port could reach, not what runs.
 
 The bound is ``max(FLOPs / peak, bytes / bandwidth)`` per part with the board's vendor peaks
@@ -65,16 +67,13 @@ def local_rx_costs(
 ) -> list[PartCost]:
     """The causal local RX of hybrid RX, per line (see the module docstring)."""
     w, d, c = float(width), float(dims), float(components)
-    f = 1 + c + c * c
-    features = PartCost("local RX: projection", 2 * w * d * c + w * c * c, 4 * w * d + 4 * w * f, "fp32")
-    sums = PartCost(
-        "local RX: window sums",
-        4 * w * f + 2 * w * f * (outer + inner),
-        4 * (4 * w * f) + 4 * (4 * w * f),
-        "fp32",
-    )
+    pairs = c * (c + 1) / 2
+    f = 1 + c + pairs
+    features = PartCost("local RX: projection", 2 * w * d * c + w * pairs, 4 * w * d + 4 * w * f, "fp32")
+    sums = PartCost("local RX: window sums", 3 * w * f + 5 * w * f, 4 * (2 * 4 * w * f), "fp32")
+    elimination = c * (c + 1) * (2 * c + 1) / 3 + c * (c + 1) / 2
     solve = PartCost(
-        "local RX: statistics + solve", w * (3 * c * c + 2 * c**3 / 3 + 2 * c * c), 4 * w * f + 4 * w, "fp32"
+        "local RX: statistics + solve", w * (c + 3 * pairs + elimination), 4 * w * f + 4 * w, "fp32"
     )
     basis = PartCost(
         "local RX: basis refresh",
@@ -181,8 +180,8 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
         "caveat": "vendor peaks: a lower bound on time, not a prediction; the FP64 covariance "
         "accumulation of the CUDA kernel is bounded here by the FP32 peak"
         + (
-            "; local RX has no GPU kernel in this package (it runs on the CPU in numpy, ~3 ms per "
-            "1024-pixel line measured on a 2-core x86): its rows bound a GPU port"
+            "; local RX has no GPU kernel in this package (it runs on the CPU in numpy, ~1.6-1.8 ms "
+            "per 1024-pixel line measured on a 2-core x86): its rows bound a GPU port"
             if scorer == "hybrid"
             else ""
         ),
