@@ -16,7 +16,6 @@ late).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -28,11 +27,10 @@ from edge_had import settings
 from edge_had.detectors.enhanced import enhance_parts, fuse_parts
 from edge_had.detectors.rx import rx_reference
 from edge_had.detectors.scoring import hybrid_rx
-from edge_had.eval.crossval import fold_assignment
+from edge_had.eval.fold_models import held_out_fold, held_out_model
 from edge_had.eval.metrics import roc_auc
 from edge_had.eval.report import SCHEMA_VERSION, platform_info
 from edge_had.io import list_scenes, load_scene
-from edge_had.models.bundle import load_bundle
 from edge_had.runtime.torch_runner import TorchRunner
 from edge_had.stream.enhance import StreamEnhancer
 from edge_had.stream.run import DEFAULT_SETTINGS, band_reduction, stream_scene_scores
@@ -65,20 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    alphas = json.loads(Path(args.crossval).read_text())["alphas"][args.variant]
-    paths = list_scenes(args.data)
-    folds = fold_assignment([path.stem for path in paths], 5)
+    report = json.loads(Path(args.crossval).read_text())
     rows = {}
-    for path in paths:
+    for path in list_scenes(args.data):
         scene = load_scene(path)
         cube = scene.detection_cube()
-        fold = next(i for i, held in enumerate(folds) if scene.name in held)
-        bundle = load_bundle(Path(args.cv) / "models" / args.variant / "seed0" / f"fold{fold}")
-        alpha_spe, alpha_spa, hybrid_alpha = alphas[f"seed0/fold{fold}"]
-        bundle.config = dataclasses.replace(bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa)
-        hybrid_config = dataclasses.replace(bundle.config, alpha_spe=hybrid_alpha, alpha_spa=0.0)
-        hybrid_bundle = dataclasses.replace(bundle, config=hybrid_config)
-        assert scene.name not in bundle.training_scenes.values()
+        bundle = held_out_model(args.cv, report, args.variant, scene.name)
+        hybrid_bundle = bundle.for_scorer("hybrid")
+        alpha_spe, alpha_spa = bundle.config.alpha_spe, bundle.config.alpha_spa
+        hybrid_alpha = hybrid_bundle.config.alpha_spe
         row = {"offline rx": auc(rx_reference(cube, mask=scene.valid), scene)}
         reduced = cube.astype(np.float64) @ band_reduction(cube.shape[2]).T
         row["offline rx (32 bands)"] = auc(rx_reference(reduced, mask=scene.valid), scene)
@@ -100,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             enhancer = StreamEnhancer(hybrid_bundle, runner)
             scores, _ = stream_scene_scores(cube, scene.valid, enhancer=enhancer, scorer="hybrid")
         row["stream enhanced hybrid"] = auc(scores, scene)
-        row["fold"] = fold
+        row["fold"] = held_out_fold(report, scene.name)
         rows[scene.name] = row
         print(scene.name, {k: round(v, 4) for k, v in row.items()}, flush=True)
     means = {column: float(np.mean([row[column] for row in rows.values()])) for column in COLUMNS}

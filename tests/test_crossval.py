@@ -91,3 +91,36 @@ def test_alpha_table_places_each_fixed_alpha_in_its_column() -> None:
     assert hybrid[2] == "| random | - | - | 0.9800 | 0.9600 |"
     assert hybrid[-1] == "resampled-hybrid-rx (a = 0): 0.9300."
     assert fixed_alpha_row("random", 10.0, "hybrid") == "random:hybrid:alpha=10"
+
+
+def test_held_out_model_is_the_fold_that_did_not_see_the_scene(tmp_path) -> None:
+    """Each scene maps to the fold that held it out, with that fold's alphas (hybrid too); a
+    fold model whose training record names the scene is refused."""
+    import json
+
+    import torch
+
+    from edge_had.errors import EdgeHadError
+    from edge_had.eval.fold_models import held_out_fold, held_out_model
+    from edge_had.models import ModelConfig, save_bundle
+
+    report = {
+        "folds": [["a", "c"], ["b", "d"]],
+        "scenes": {"a": {}, "b": {}, "c": {}, "d": {}},
+        "alphas": {"v": {"seed0/fold0": [0.3, 0.0, 1.0], "seed0/fold1": [10.0, 4.0, 3.0]}},
+    }
+    torch.manual_seed(0)
+    for fold, trained_on in ((0, ["b", "d"]), (1, ["b", "c"])):  # fold 1's record wrongly names b
+        folder = tmp_path / "models" / "v" / "seed0" / f"fold{fold}"
+        config = ModelConfig(k=8, hidden=4, blocks=1)
+        save_bundle(folder, config, *config.build_networks())
+        record = {"data": [{"name": name, "sha256": name * 8} for name in trained_on]}
+        (folder / "train_config.json").write_text(json.dumps(record))
+    assert [held_out_fold(report, name) for name in "abcd"] == [0, 1, 0, 1]
+    model = held_out_model(tmp_path, report, "v", "c")
+    assert (model.config.alpha_spe, model.config.alpha_spa) == (0.3, 0.0)
+    assert model.for_scorer("hybrid").config.alpha_spe == 1.0
+    with pytest.raises(EdgeHadError, match="trained on b"):
+        held_out_model(tmp_path, report, "v", "b")
+    with pytest.raises(EdgeHadError, match="not one of"):
+        held_out_fold(report, "e")

@@ -245,6 +245,26 @@ def test_events_are_the_8_connected_components_of_the_thresholded_lines() -> Non
         assert peaks[(box[0].start, box[1].start)] == pytest.approx(scores[labels == label].max())
 
 
+def test_min_area_drops_the_small_components_and_counts_them() -> None:
+    from scipy import ndimage
+
+    from edge_had.stream.events import EventDetector
+
+    rng = np.random.default_rng(3)
+    scores = rng.random((60, 40)) ** 8 * 10  # as above: components of 1 to ~10 pixels
+    labels, _ = ndimage.label(scores > 2.0, structure=np.ones((3, 3)))
+    sizes = np.bincount(labels.ravel())[1:]
+    detector = EventDetector(threshold=2.0, min_area=3)
+    events = []
+    for index, line in enumerate(scores):
+        events += detector.add(index, line, float(index))
+    events += detector.finish()
+    assert sorted(event.area for event in events) == sorted(sizes[sizes >= 3].tolist())
+    assert detector.suppressed == int((sizes < 3).sum()) > 5 and len(events) > 5
+    with pytest.raises(ValueError, match="min_area"):
+        EventDetector(threshold=2.0, min_area=0)
+
+
 def test_a_stream_with_an_implanted_anomaly_reports_an_event_at_its_place(tmp_path: Path) -> None:
     import json
 

@@ -58,6 +58,13 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pfa", type=float, default=1e-6, help="per-pixel false-alarm rate of the event threshold"
     )
+    parser.add_argument(
+        "--min-event-area",
+        type=int,
+        default=1,
+        help="drop events of fewer pixels, counted in the report (default 1: keep all; set it from "
+        "your smallest target in pixels at your ground sampling distance)",
+    )
     parser.add_argument("--faults", help="inject faults: 'all' or a comma list of " + ",".join(FAULTS))
     parser.add_argument(
         "--fault-rate", type=float, default=0.01, help="probability per line of each fault (0.01)"
@@ -152,10 +159,12 @@ def run_stream_command(args: argparse.Namespace) -> int:
 
         lines = faulty_lines(lines, parse_faults(args.faults), rate=args.fault_rate, seed=args.fault_seed)
     keep = not (args.source == "synthetic" and args.lines > KEEP_LINES)  # soak: counts only
+    pfa, min_area = args.pfa, args.min_event_area
     events_detector = EventDetector(
-        chi2_threshold(pipeline.rx.bands, args.pfa)
+        chi2_threshold(pipeline.rx.bands, pfa)
         if scorer == "global"
-        else hybrid_threshold(pipeline.rx.bands, pipeline.rx.components, args.pfa)
+        else hybrid_threshold(pipeline.rx.bands, pipeline.rx.components, pfa),
+        min_area=min_area,
     )
     events: list[Any] = []
     video = _video(args, width) if keep else None
@@ -225,8 +234,10 @@ def run_stream_command(args: argparse.Namespace) -> int:
         "events": {
             "threshold": events_detector.threshold,
             "threshold_rule": "chi-square" if scorer == "global" else "geometric mean of chi-square",
-            "pfa": args.pfa,
+            "pfa": pfa,
+            "min_area": min_area,
             "count": seen["events"],
+            "suppressed_small": events_detector.suppressed,
         },
         "faults": None
         if not args.faults
@@ -292,7 +303,7 @@ def _print_summary(report: dict[str, Any]) -> None:
     events = report["events"]
     line = (
         f"events: {events['count']} ({events['threshold_rule']} threshold {events['threshold']:.1f}, "
-        f"pfa {events['pfa']:g})"
+        f"pfa {events['pfa']:g}, min area {events['min_area']}; {events['suppressed_small']} smaller dropped)"
     )
     if "auc" in report:
         rate = events["false_per_1000_lines"]

@@ -1,0 +1,43 @@
+"""The cross-validation model that did not see a scene: for benchmarks that report a trained model
+on the ten scenes (streaming AUC, event rules) without ever scoring a scene with a model trained
+on it.
+
+``edge-had crossval --out CV`` caches its fold models in ``CV/models/<variant>/seed<S>/fold<F>``
+and writes, per fold, the alphas chosen on that fold's training scenes into its report
+(``alphas[variant]["seed<S>/fold<F>"] = [alpha_spe, alpha_spa, hybrid alpha_spe]``) and the
+scenes each fold held out (``folds``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from edge_had.errors import EdgeHadError
+
+
+def held_out_fold(report: dict[str, Any], scene: str) -> int:
+    """The fold whose model was trained without ``scene``."""
+    for fold, held in enumerate(report["folds"]):
+        if scene in held:
+            return fold
+    raise EdgeHadError(f"{scene} is not one of the cross-validation report's scenes")
+
+
+def held_out_model(
+    cv_dir: str | Path, report: dict[str, Any], variant: str, scene: str, seed: int = 0
+) -> Any:
+    """The fold model of ``variant`` and ``seed`` that did not see ``scene``, with the alphas chosen
+    on its training scenes (``config.alphas_for(scorer)`` / ``for_scorer`` pick global or hybrid)."""
+    from edge_had.models.bundle import load_bundle
+
+    fold = held_out_fold(report, scene)
+    bundle = load_bundle(Path(cv_dir) / "models" / variant / f"seed{seed}" / f"fold{fold}")
+    if scene in bundle.training_scenes.values():
+        raise EdgeHadError(f"fold {fold} of {variant} was trained on {scene}: not a held-out model")
+    alpha_spe, alpha_spa, hybrid_alpha = report["alphas"][variant][f"seed{seed}/fold{fold}"]
+    config = dataclasses.replace(
+        bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa, hybrid_alpha_spe=hybrid_alpha
+    )
+    return dataclasses.replace(bundle, config=config)
