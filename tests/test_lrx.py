@@ -75,21 +75,42 @@ def test_invalid_windows_are_rejected():
 
 
 def test_mahalanobis_from_pairs_matches_a_solve_and_falls_back_to_the_pseudo_inverse():
-    """The vectorised elimination against np.linalg.solve per pixel on random positive definite
-    matrices; a singular pixel (rank 2 of 4) gets the pseudo-inverse's quadratic form, its
-    neighbours are unaffected."""
+    """The vectorised elimination against a direct solve per pixel, on a 2-D batch of pixels with
+    positive definite matrices, two singular ones (rank 2 of 4, d partly outside their range, so
+    plain elimination would not give the pseudo-inverse's value), a zero matrix and two pixels
+    with a NaN (in d, in C); neighbours are unaffected."""
     from edge_had.detectors.lrx import mahalanobis_from_pairs, symmetric_pairs
 
     rng = np.random.default_rng(7)
-    dims, pixels = 4, 6
-    factors = rng.standard_normal((pixels, dims, 9))
-    factors[3, :, 2:] = 0.0  # pixel 3: rank 2
-    covs = factors @ factors.transpose(0, 2, 1)
-    d = rng.standard_normal((pixels, dims))
-    d[3] = covs[3] @ rng.standard_normal(dims)  # in the singular covariance's range
+    dims, rows, cols = 4, 2, 4
+    factors = rng.standard_normal((rows, cols, dims, 9))
+    factors[0, 1, :, 2:] = factors[1, 2, :, 2:] = 0.0  # two singular pixels
+    covs = factors @ np.swapaxes(factors, -1, -2)
+    covs[1, 3] = 0.0  # a flat window
+    d = rng.standard_normal((rows, cols, dims))
+    d[0, 0, 2] = np.nan
+    covs[1, 0, 1, 1] = np.nan  # corrupt input: NaN, not an error from the pseudo-inverse
     i, j = symmetric_pairs(dims)
-    got = mahalanobis_from_pairs(covs[:, i, j].T, d.T)
-    for p in range(pixels):
-        inverse = np.linalg.pinv(covs[p], hermitian=True) if p == 3 else np.linalg.inv(covs[p])
-        np.testing.assert_allclose(got[p], d[p] @ inverse @ d[p], rtol=1e-9)
-    assert np.isfinite(got).all()
+    got = mahalanobis_from_pairs(np.moveaxis(covs[..., i, j], -1, 0), np.moveaxis(d, -1, 0))
+    nan = {(0, 0), (1, 0)}
+    assert got.shape == (rows, cols) and set(zip(*np.nonzero(np.isnan(got)), strict=True)) == nan
+    for r, c in np.ndindex(rows, cols):
+        if (r, c) in nan:
+            continue
+        singular = (r, c) in {(0, 1), (1, 2), (1, 3)}
+        inverse = np.linalg.pinv(covs[r, c], hermitian=True) if singular else np.linalg.inv(covs[r, c])
+        np.testing.assert_allclose(got[r, c], d[r, c] @ inverse @ d[r, c], rtol=1e-9, atol=1e-12)
+    # the two singular pixels differ, and d outside the range matters: the plain value differs
+    assert abs(got[0, 1] - got[1, 2]) > 1e-3 and got[1, 3] == 0.0
+
+
+def test_a_window_with_exactly_dims_plus_one_pixels_is_local():
+    """Corners of a 3 x 3 window minus the centre hold 3 pixels: 2 dimensions + 1, the fewest
+    that still give a local covariance (the slow reference agrees)."""
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((6, 7, 2)) + np.linspace(0, 2, 7)[None, :, None]
+    valid = np.ones(data.shape[:2], dtype=bool)
+    settings = LocalRXSettings(inner=1, outer=3, n_components=None, regularization=1e-3)
+    np.testing.assert_allclose(
+        local_rx(data, valid, settings), slow_local_rx(data, valid, 1, 3, 1e-3), rtol=1e-7
+    )

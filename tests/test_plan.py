@@ -72,20 +72,21 @@ def test_every_board_has_a_sourced_maximum_mode() -> None:
 
 
 def test_local_rx_costs_match_a_hand_count() -> None:
-    projection, sums, solve, basis = plan_module.local_rx_costs(
-        width=10, dims=4, components=2, outer=5, inner=3, basis_every=8
+    new_line, sums, solve, basis = plan_module.local_rx_costs(
+        width=10, dims=4, components=2, outer=5, basis_every=8
     )
     features = 1 + 2 + 3  # [valid, y1, y2, y1 y1, y1 y2, y2 y2] per pixel
-    assert projection.flops == 2 * 10 * 4 * 2 + 10 * 3
-    # cumulative sum + 2 differences along the line; 2 windows x (add, remove) + their difference
-    assert sums.flops == 10 * features * (3 + 5)
-    # mean 2, covariance 3 x 3 pairs; elimination of the 3 x 3 bordered matrix: pivot 1 updates
-    # 2 x 2 entries (2 flops each) after 2 divisions, pivot 2 updates 1 entry after 1 division
-    assert solve.flops == pytest.approx(10 * (2 + 9 + (2 * 4 + 2) + (2 * 1 + 1)))
-    assert basis.flops == pytest.approx((9 * 64 + 5 * 2 * 10 * 4 * 2) / 8)
+    # projection 4 -> 2, 3 products, a cumulative sum and 2 differences of the 6 features
+    assert new_line.flops == 10 * (2 * 4 * 2 + 3 + 3 * features)
+    assert new_line.bytes == 4 * 10 * 4 + 4 * 10 * (2 + 2 * features)  # line in; y, 2 box sums out
+    assert sums.flops == 10 * features * 5  # 2 windows x (add, remove) + their difference
     assert (
         sums.bytes == 4 * 2 * 4 * 10 * features
     )  # FP32; per window: total read + written, line in, line out
+    # mean 2, covariance 3 x 3 pairs; elimination of the 3 x 3 bordered matrix: pivot 1 updates
+    # 2 x 2 entries (2 flops each) after 2 divisions, pivot 2 updates 1 entry after 1 division
+    assert solve.flops == pytest.approx(10 * (2 + 9 + (2 * 4 + 2) + (2 * 1 + 1)))
+    assert basis.flops == pytest.approx((9 * 64 + 5 * new_line.flops) / 8)
 
 
 def test_hybrid_plans_add_local_rx_and_drop_the_spatial_student(monkeypatch) -> None:

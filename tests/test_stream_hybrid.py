@@ -236,8 +236,12 @@ def test_constant_lines_do_not_stop_the_hybrid_stream(cube) -> None:
     """Dark frames first: zero covariance, zero loading; local RX falls back to a pseudo-inverse
     instead of raising, as global RX does."""
     lines = np.concatenate([np.full((12, 28, 12), 7.0), cube[:20]])
-    pipeline = StreamPipeline(28, 12, settings=CausalSettings(warmup_lines=4), scorer="hybrid")
+    finals = []
+    pipeline = StreamPipeline(
+        28, 12, settings=CausalSettings(warmup_lines=4), scorer="hybrid", on_result=finals.append
+    )
     for row, line in enumerate(lines):
         pipeline.push(line, row, float(row))
     pipeline.finish()
     assert pipeline.health.lines_scored == len(lines) and pipeline.health.to_dict()["accounting_ok"]
+    assert all(np.isfinite(result.scores).all() for result in finals)

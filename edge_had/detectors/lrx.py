@@ -2,8 +2,9 @@
 
 For every pixel the background is the outer window (``outer`` x ``outer``) minus the inner guard
 window (``inner`` x ``inner``), both centred on the pixel and clipped at the image border. Window
-sums of x and of x x^T come from summed-area tables, so the cost does not depend on the window
-size; the per-pixel K x K systems are solved in one batched call.
+sums of x and of the distinct products x_i x_j (i <= j) come from summed-area tables, so the cost
+does not depend on the window size; each pixel's quadratic form comes from a symmetric elimination
+vectorised over the pixels (:func:`mahalanobis_from_pairs`, pseudo-inverse for singular windows).
 
 Defaults, and why (chosen on the synthetic scenes, not on the real ones):
 
@@ -126,12 +127,14 @@ def scores_from_window_sums(
     (:mod:`edge_had.stream.causal_local`)."""
     dims = data.shape[0]
     i, j = symmetric_pairs(dims)
-    pixels = (slice(None),) + (None,) * valid.ndim  # a per-component constant, broadcast to pixels
+    broadcast = (slice(None),) + (None,) * valid.ndim  # a per-component constant, over the pixels
     count = sums["n"]
     enough = count >= dims + 1
     safe = np.where(enough, count, 1.0)
-    mean = np.where(enough, sums["x"] / safe, np.asarray(global_mean, dtype=np.float64)[pixels])
-    cov_pairs = np.where(enough, sums["xx"] / safe - mean[i] * mean[j], np.asarray(global_cov)[i, j][pixels])
+    mean = np.where(enough, sums["x"] / safe, np.asarray(global_mean, dtype=np.float64)[broadcast])
+    cov_pairs = np.where(
+        enough, sums["xx"] / safe - mean[i] * mean[j], np.asarray(global_cov)[i, j][broadcast]
+    )
     cov_pairs[i == j] += regularization * float(np.trace(global_cov)) / dims
     scores = mahalanobis_from_pairs(cov_pairs, data - mean)
     scores[~valid] = np.nan
@@ -139,40 +142,53 @@ def scores_from_window_sums(
 
 
 SINGULAR_PIVOT = 1e-12  # a pivot this small against its diagonal entry: numerically singular
+CHUNK_PIXELS = 4096  # pixels per elimination: the temporaries stay in cache (whole scenes are slower)
 
 
 def mahalanobis_from_pairs(cov_pairs: np.ndarray, centered: np.ndarray) -> np.ndarray:
     """``d^T C^-1 d`` per pixel, C given by its :func:`symmetric_pairs` entries ``(pairs, *pixels)``
-    and d ``(dims, *pixels)``.
+    and d ``(dims, *pixels)``; NaN where an entry of C or d is not finite.
 
     Symmetric Gaussian elimination of the bordered matrix ``[[C, d], [d^T, 0]]``, vectorised over
-    the pixels: after the ``dims`` pivots its last entry is the Schur complement ``-d^T C^-1 d``.
-    A positive definite C has positive pivots (this is a Cholesky factorisation without the square
-    roots); pixels where a pivot is not above ``SINGULAR_PIVOT`` times its diagonal entry (a
-    singular window) use the pseudo-inverse."""
+    the pixels (in chunks of :data:`CHUNK_PIXELS`): after the ``dims`` pivots its last entry is
+    the Schur complement ``-d^T C^-1 d``. A positive definite C has positive pivots (this is a
+    Cholesky factorisation without the square roots); pixels where a pivot is not above
+    :data:`SINGULAR_PIVOT` times its diagonal entry (a singular window) use the pseudo-inverse."""
+    dims, shape = centered.shape[0], centered.shape[1:]
+    cov_flat, d_flat = cov_pairs.reshape(len(cov_pairs), -1), centered.reshape(dims, -1)
+    scores = np.empty(d_flat.shape[1])
+    for start in range(0, len(scores), CHUNK_PIXELS):
+        chunk = slice(start, start + CHUNK_PIXELS)
+        scores[chunk] = _bordered_elimination(cov_flat[:, chunk], d_flat[:, chunk])
+    return scores.reshape(shape)
+
+
+def _bordered_elimination(cov_pairs: np.ndarray, centered: np.ndarray) -> np.ndarray:
+    """:func:`mahalanobis_from_pairs` for ``(pairs, n)`` and ``(dims, n)``."""
     dims = centered.shape[0]
-    shape = centered.shape[1:]
-    index = np.zeros((dims, dims), dtype=np.intp)
     i, j = symmetric_pairs(dims)
+    index = np.zeros((dims, dims), dtype=np.intp)
     index[i, j] = index[j, i] = np.arange(len(i))
-    bordered = np.empty((dims + 1, dims + 1, *shape))
+    bordered = np.empty((dims + 1, dims + 1, centered.shape[1]))
     bordered[:dims, :dims] = cov_pairs[index]
     bordered[:dims, dims] = bordered[dims, :dims] = centered
     bordered[dims, dims] = 0.0
-    diagonal = np.moveaxis(np.diagonal(bordered[:dims, :dims]), -1, 0).copy()  # (dims, *pixels)
-    positive = np.ones(shape, dtype=bool)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    diagonal = cov_pairs[i == j]  # (dims, n), in diagonal order
+    positive = np.ones(centered.shape[1], dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for k in range(dims):
             pivot = bordered[k, k]
             positive &= pivot > SINGULAR_PIVOT * diagonal[k]
             column = bordered[k + 1 :, k]
             bordered[k + 1 :, k + 1 :] -= column[:, None] * (column[None, :] / pivot)
     scores = -bordered[dims, dims]
-    if not positive.all():
-        cov = cov_pairs[index][..., ~positive]  # (dims, dims, n)
-        d = centered[..., ~positive]
-        inverse = np.linalg.pinv(np.moveaxis(cov, -1, 0), hermitian=True)
-        scores[~positive] = np.einsum("nk,nkj,nj->n", d.T, inverse, d.T)
+    finite = np.isfinite(cov_pairs).all(axis=0) & np.isfinite(centered).all(axis=0)
+    scores[~finite] = np.nan
+    singular = ~positive & finite
+    if singular.any():
+        cov = np.moveaxis(cov_pairs[:, singular][index], -1, 0)  # (n, dims, dims)
+        d = centered[:, singular].T
+        scores[singular] = np.einsum("nk,nkj,nj->n", d, np.linalg.pinv(cov, hermitian=True), d)
     return scores
 
 

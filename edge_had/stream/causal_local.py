@@ -12,9 +12,10 @@ The offline detector (:mod:`edge_had.detectors.scoring`) needs the whole scene; 
   projected lines kept for the window are recomputed with them), so the basis follows the scene
   as the statistics do.
 
-Memory: the window's lines (``outer`` x width x K floats) and their per-pixel sums
-(``outer`` x width x (1 + c + c (c + 1) / 2)); nothing grows with the stream once the global warm-up is over
-(lines wait for it as in :class:`CausalRX`; the pipeline rejects lines without a valid pixel).
+Memory: the window's lines (``outer`` x width x K floats) and, per line, its components and their
+two along-line box sums (``outer`` x width x (c + 2 (1 + c + c (c + 1) / 2)) floats); nothing
+grows with the stream once the global warm-up is over (lines wait for it as in
+:class:`CausalRX`; the pipeline rejects lines without a valid pixel).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def _along_line_box_sums(values: np.ndarray, halves: tuple[int, ...]) -> list[np
     line), clipped at the line's ends, as differences of one cumulative sum (float64 over one
     line: drift ~1e-13)."""
     width, pad = values.shape[-1], max(halves)
-    cumulative = np.zeros((*values.shape[:-1], width + 1 + 2 * pad))  # [pad + m]: sum of the first m
+    # cumulative[..., pad + m] = sum of the first clip(m, 0, width) values, for m in [-pad, width + pad]
+    cumulative = np.zeros((*values.shape[:-1], width + 1 + 2 * pad))
     np.cumsum(values, axis=-1, out=cumulative[..., pad + 1 : pad + 1 + width])
     cumulative[..., pad + 1 + width :] = cumulative[..., pad + width : pad + 1 + width]  # hold the total
     return [

@@ -17,13 +17,14 @@ Counts per line of ``W`` pixels and ``B`` bands (1 multiply-add = 2 FLOPs):
   factor read and the statistics read and written (FP64).
 
 * **causal local RX** (``hybrid-rx``, ``enhanced-hybrid-rx``: :mod:`edge_had.stream.causal_local`,
-  ``c`` components, ``P = c (c + 1) / 2`` products, ``F = 1 + c + P`` sums per pixel): projection
-  ``2 W D c`` and products ``W P``; the new line's box sums along the line (one cumulative sum,
-  two differences: ``3 W F``); the two running sums over lines and their difference (``5 W F``);
-  per pixel the local mean and covariance ``c + 3 P`` and the bordered elimination
-  ``c (c + 1) (2 c + 1) / 3 + c (c + 1) / 2``; the basis ``9 D^3`` and the window's reprojection
-  every 64 lines. Bytes (FP32 as a GPU would keep them): the line in, the new line's sums written,
-  each running sum read and written with the line that enters and the one that leaves it, the
+  ``c`` components, ``P = c (c + 1) / 2`` products, ``F = 1 + c + P`` sums per pixel): each new
+  line is projected (``2 W D c``), its products formed (``W P``) and box-summed along the line for
+  both windows (one cumulative sum, two differences: ``3 W F``); the two running sums over lines
+  and their difference (``5 W F``); per pixel the local mean and covariance ``c + 3 P`` and the
+  bordered elimination ``c (c + 1) (2 c + 1) / 3 + c (c + 1) / 2``; every 64 lines the basis
+  (``9 D^3``) and the window's 15 lines again. Bytes (FP32 as a GPU would keep them): the line in,
+  its components and both box sums out, each running sum read and written with the line that
+  enters and the one that leaves it, the scores out.
   scores out. **This part runs on the CPU in numpy
   here** (no GPU kernel): its bound says what a GPU port could reach, not what runs.
 
@@ -63,25 +64,27 @@ def rx_costs(width: int, dims: int, refresh_every: int = 1) -> list[PartCost]:
 
 
 def local_rx_costs(
-    width: int, dims: int, components: int = 10, outer: int = 15, inner: int = 5, basis_every: int = 64
+    width: int, dims: int, components: int = 10, outer: int = 15, basis_every: int = 64
 ) -> list[PartCost]:
     """The causal local RX of hybrid RX, per line (see the module docstring)."""
     w, d, c = float(width), float(dims), float(components)
     pairs = c * (c + 1) / 2
     f = 1 + c + pairs
-    features = PartCost("local RX: projection", 2 * w * d * c + w * pairs, 4 * w * d + 4 * w * f, "fp32")
-    sums = PartCost("local RX: window sums", 3 * w * f + 5 * w * f, 4 * (2 * 4 * w * f), "fp32")
+    new_line_flops = 2 * w * d * c + w * pairs + 3 * w * f  # projection, products, box sums
+    new_line_bytes = 4 * w * d + 4 * w * (c + 2 * f)  # the line in; y and both box sums out
+    new_line = PartCost("local RX: new line", new_line_flops, new_line_bytes, "fp32")
+    sums = PartCost("local RX: window sums", 5 * w * f, 4 * (2 * 4 * w * f), "fp32")
     elimination = c * (c + 1) * (2 * c + 1) / 3 + c * (c + 1) / 2
     solve = PartCost(
         "local RX: statistics + solve", w * (c + 3 * pairs + elimination), 4 * w * f + 4 * w, "fp32"
     )
     basis = PartCost(
         "local RX: basis refresh",
-        (9 * d**3 + outer * 2 * w * d * c) / basis_every,
-        (8 * d * d + outer * 4 * w * d) / basis_every,
+        (9 * d**3 + outer * new_line_flops) / basis_every,
+        (8 * d * d + outer * new_line_bytes) / basis_every,
         "fp32",
     )
-    return [features, sums, solve, basis]
+    return [new_line, sums, solve, basis]
 
 
 def reduction_cost(width: int, bands: int, dims: int) -> PartCost:
