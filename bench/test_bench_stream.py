@@ -5,7 +5,9 @@
 * the full pipeline: block enhancement (16 lines + 3 + 3 context, a seeded untrained model of
   the shipped architecture: speed does not depend on the weights) on each backend, then causal
   RX in the model's K = 64 bands;
-* both again with hybrid RX (causal global x dual-window local RX, ``edge_had.stream.causal_local``).
+* both again with hybrid RX (causal global x dual-window local RX, ``edge_had.stream.causal_local``);
+* ONNX Runtime again with the network on a worker thread (``StreamEnhancer(asynchronous=True)``,
+  ``stream --async-enhance``), overlapping RX of the previous block.
 
 Each round streams 256 lines of a synthetic FX10 scene (generated once, outside the timing);
 lines/s = 256 / round time. ``extra_info`` carries the per-stage latency table of the last round.
@@ -88,9 +90,16 @@ def test_plain_causal_rx(benchmark, cube, bench_threads, scorer):
 
 
 @pytest.mark.parametrize(
-    ("backend", "scorer"), [("torch", "global"), ("onnxruntime", "global"), ("onnxruntime", "hybrid")]
+    ("backend", "scorer", "asynchronous"),
+    [
+        ("torch", "global", False),
+        ("onnxruntime", "global", False),
+        ("onnxruntime", "global", True),
+        ("onnxruntime", "hybrid", False),
+        ("onnxruntime", "hybrid", True),
+    ],
 )
-def test_full_pipeline(benchmark, cube, bundle, backend, scorer, bench_threads, tmp_path):
+def test_full_pipeline(benchmark, cube, bundle, backend, scorer, asynchronous, bench_threads, tmp_path):
     from edge_had.runtime import choose_backend, enhancement_runner
     from edge_had.stream.enhance import StreamEnhancer
 
@@ -103,9 +112,10 @@ def test_full_pipeline(benchmark, cube, bundle, backend, scorer, bench_threads, 
     runner = enhancement_runner(choice, bundle, FX10.bands, workdir=tmp_path).activate()
 
     def make():
-        enhancer = StreamEnhancer(bundle, runner)
+        enhancer = StreamEnhancer(bundle, runner, asynchronous=asynchronous)
         return StreamPipeline(
             FX10.width, FX10.bands, settings=DEFAULT_SETTINGS, enhancer=enhancer, scorer=scorer
         )
 
-    _time_rounds(benchmark, cube, make, f"enhancement ({backend} fp32) + {SCORER_LABELS[scorer]}, K=64")
+    mode = ", asynchronous" if asynchronous else ""
+    _time_rounds(benchmark, cube, make, f"enhancement ({backend} fp32{mode}) + {SCORER_LABELS[scorer]}, K=64")

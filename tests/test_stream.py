@@ -338,6 +338,81 @@ def test_enhanced_stream_of_one_block_equals_offline_enhancement(untrained_bundl
         assert error < 0.05  # the spatial student sees 14-line windows instead of the scene
 
 
+class _SlowRunner:
+    """Wraps a runner: sleeps inside ``infer`` and checks that its input did not change meanwhile
+    (the asynchronous enhancer must not write a window the worker is reading)."""
+
+    def __init__(self, runner, seconds: float = 0.02, fail_at: int | None = None) -> None:
+        self.runner, self.seconds, self.fail_at, self.calls, self.threads = runner, seconds, fail_at, 0, set()
+
+    def infer(self, feed):
+        import threading
+        import time
+
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+        if self.fail_at == self.calls:
+            raise RuntimeError("inference failed")
+        before = feed["cube"].copy()
+        time.sleep(self.seconds)
+        assert np.array_equal(before, feed["cube"]), "the window changed during inference"
+        return self.runner.infer(feed)
+
+
+def test_asynchronous_enhancement_gives_the_same_lines_in_order(untrained_bundle) -> None:
+    from edge_had.io.synthetic import synthetic_scene
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import StreamEnhancer
+
+    bundle = load_bundle(untrained_bundle(seed=0, k=16, hidden=8, blocks=2, alpha_spe=2.0, alpha_spa=0.5))
+    scene = synthetic_scene(lines=61, width=30, bands=50, seed=1)
+    rng = np.random.default_rng(0)
+    valid = rng.random((61, 30)) > 0.05
+    with TorchRunner(bundle.model_for(50)) as runner:
+        outputs = {}
+        for asynchronous in (False, True):
+            slow = _SlowRunner(runner)
+            enhancer = StreamEnhancer(
+                bundle, slow, block=8, context=3, fit_lines=12, asynchronous=asynchronous
+            )
+            out, per_push = [], []
+            for row, line in enumerate(scene.cube):
+                got = enhancer.push(line, valid[row])
+                per_push.append(len(got))
+                out += got
+            out += enhancer.flush()
+            outputs[asynchronous] = (out, per_push, slow.threads, enhancer.look_ahead_lines)
+    (sync, sync_pushes, sync_threads, sync_ahead), (late, late_pushes, late_threads, late_ahead) = (
+        outputs[False],
+        outputs[True],
+    )
+    assert len(sync) == len(late) == 61
+    for (a, va), (b, vb) in zip(sync, late, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(va, vb)
+    assert late_threads == {"enhance_0"} and "enhance_0" not in sync_threads  # the worker ran them
+    assert sum(late_pushes) < sum(sync_pushes)  # some blocks were still running when push returned
+    assert (sync_ahead, late_ahead) == (10, 18)
+
+
+def test_an_asynchronous_run_error_is_raised_by_a_later_call(untrained_bundle) -> None:
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import StreamEnhancer
+
+    bundle = load_bundle(untrained_bundle(seed=0, k=16, hidden=8, blocks=2))
+    lines = np.random.default_rng(1).random((40, 12, 20)).astype(np.float32)
+    with TorchRunner(bundle.model_for(20)) as runner:
+        enhancer = StreamEnhancer(
+            bundle, _SlowRunner(runner, fail_at=2), block=4, context=1, fit_lines=4, asynchronous=True
+        )
+        with pytest.raises(RuntimeError, match="inference failed"):
+            for line in lines:
+                enhancer.push(line, np.ones(12, bool))
+            enhancer.flush()
+
+
 def test_reorder_window_puts_late_lines_back_in_order(lines) -> None:
     order = [0, 1, 2, 3, 5, 4, 6, 9, 7, 8, 10, 12, 13, 14, 15, 16, 11, 17, 17]
     finals = []

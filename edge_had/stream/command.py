@@ -50,6 +50,12 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", help="enhanced-rx: exported ONNX graph for the sensor")
     parser.add_argument("--engine", help="enhanced-rx: TensorRT engine")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--async-enhance",
+        action="store_true",
+        help="enhanced detectors: run the network on a worker thread, overlapping RX of the previous "
+        "block (a GPU or ONNX Runtime's threads; a line may wait one block longer)",
+    )
     parser.add_argument("--pace", action="store_true", help="replay at the line rate; late lines are dropped")
     parser.add_argument("--lines", type=int, default=512, help="synthetic: number of lines (default 512)")
     parser.add_argument("--width", type=int, help="synthetic: pixels per line (default: the sensor's)")
@@ -136,7 +142,8 @@ def run_stream_command(args: argparse.Namespace) -> int:
         artifacts = {"onnx": args.onnx, "engine": args.engine, "device": args.device}
         backend = choose_backend(args.backend, args.net_precision, **artifacts)
         runner = enhancement_runner(backend, bundle, bands, **artifacts).activate()
-        enhancer = StreamEnhancer(bundle, runner)
+        enhancer = StreamEnhancer(bundle, runner, asynchronous=args.async_enhance)
+        detector["asynchronous_enhancement"] = args.async_enhance
         detector.update(model=str(bundle.directory), model_sha256=bundle.sha256, **bundle.config.to_dict())
         if bundle.training_scenes:  # a model folder without a training record: unknown (None)
             trained_on = source_sha256 in bundle.training_scenes  # a synthetic source: never

@@ -15,10 +15,20 @@ random model).
 **Normalisation** cannot see the whole image in a stream: its ``lo``/``hi`` are fitted on the
 first ``fit_lines`` lines (held back until then) and frozen. **Latency**: a line waits for the
 rest of its block and the look-ahead: up to ``block - 1 + context`` line periods.
+
+**Asynchronous** (``asynchronous=True``): a full block goes to one worker thread and ``push``
+returns at once; its lines come out of a later ``push`` (the first after the run finished) or of
+``flush``, still in order. Meanwhile the caller scores the previous block, so the network (on a
+GPU, or ONNX Runtime's threads, which release the GIL) overlaps RX on the CPU. Two windows take
+turns (no copy of the block; one block in flight at most: filling the other window waits for it),
+and a line may wait one block longer: ``look_ahead_lines`` adds ``block``. Runners may be called
+from any thread (:mod:`edge_had.runtime`; TensorRT's makes its CUDA context current per call).
 """
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -30,7 +40,14 @@ class StreamEnhancer:
     copies nothing; after a run the last ``2 context`` lines move to the front."""
 
     def __init__(
-        self, bundle: Any, runner: Any, *, block: int = 16, context: int = 3, fit_lines: int = 16
+        self,
+        bundle: Any,
+        runner: Any,
+        *,
+        block: int = 16,
+        context: int = 3,
+        fit_lines: int = 16,
+        asynchronous: bool = False,
     ) -> None:
         if block < 1 or context < 0 or fit_lines < 1:
             raise ValueError("block and fit_lines must be >= 1, context >= 0")
@@ -38,14 +55,21 @@ class StreamEnhancer:
         self.block, self.context, self.fit_lines = block, context, fit_lines
         self.lo_hi: tuple[float, float] | None = None
         self._unfitted: list[tuple[np.ndarray, np.ndarray]] = []
-        self._window: np.ndarray | None = None  # (bands, 2 context + block, width)
+        self._windows: list[np.ndarray] = []  # (bands, 2 context + block, width); two when asynchronous
+        self._current = 0  # the window being filled
         self._fill = context  # rows in use; the first `context` rows are the zero padding at the start
-        self._valid: list[np.ndarray] = []  # validity of the lines not yet emitted, in order
+        self._valid: list[np.ndarray] = []  # validity of the lines not yet submitted, in order
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="enhance") if asynchronous else None
+        self._in_flight: deque[tuple[Future, list[np.ndarray], int]] = deque()  # run, validity, window
         self.blocks_run = 0
 
     @property
+    def asynchronous(self) -> bool:
+        return self._worker is not None
+
+    @property
     def look_ahead_lines(self) -> int:
-        return self.block - 1 + self.context
+        return self.block - 1 + self.context + (self.block if self.asynchronous else 0)
 
     def push(self, line: np.ndarray, valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """One ``(width, bands)`` line (invalid pixels may hold anything) -> the enhanced lines
@@ -54,18 +78,20 @@ class StreamEnhancer:
         if self.lo_hi is None:
             self._unfitted.append((line, valid))
             return self._fit() if len(self._unfitted) >= self.fit_lines else []
-        return self._add(line, valid)
+        return self._add(line, valid) + self._finished(wait=False)
 
     def flush(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """End of stream: everything still buffered, with zero padding after the last line."""
+        """End of stream: everything still buffered, with zero padding after the last line (waits
+        for a block in flight); the worker thread, if any, ends here."""
         out = self._fit() if self.lo_hi is None and self._unfitted else []
         if self._valid:
-            assert self._window is not None
-            tail = np.zeros(
-                (self._window.shape[0], self._fill + self.context, self._window.shape[2]), np.float32
-            )
-            tail[:, : self._fill] = self._window[:, : self._fill]
-            out += self._emit(tail, len(self._valid))
+            window = self._windows[self._current]
+            tail = np.zeros((window.shape[0], self._fill + self.context, window.shape[2]), np.float32)
+            tail[:, : self._fill] = window[:, : self._fill]
+            self._submit(tail, len(self._valid), None)
+        out += self._finished(wait=True)
+        if self._worker is not None:
+            self._worker.shutdown()
         return out
 
     def _fit(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -79,28 +105,48 @@ class StreamEnhancer:
 
     def _add(self, line: np.ndarray, valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         assert self.lo_hi is not None
-        if self._window is None:
+        if not self._windows:
             width, bands = line.shape
-            self._window = np.zeros((bands, 2 * self.context + self.block, width), dtype=np.float32)
-        self._window[:, self._fill] = self.bundle.normalization.apply(line, *self.lo_hi).T
+            shape = (bands, 2 * self.context + self.block, width)
+            self._windows = [np.zeros(shape, np.float32) for _ in range(2 if self.asynchronous else 1)]
+        window = self._windows[self._current]
+        window[:, self._fill] = self.bundle.normalization.apply(line, *self.lo_hi).T
         self._fill += 1
         self._valid.append(valid)
-        if self._fill < self._window.shape[1]:
+        if self._fill < window.shape[1]:
             return []
-        out = self._emit(self._window, self.block)
+        self._submit(window, self.block, self._current)
+        out = []
+        following = (self._current + 1) % len(self._windows)
+        if any(used == following for _, _, used in self._in_flight):  # still read by the worker
+            out = self._finished(wait=True)
         keep = 2 * self.context  # the block's last `context` lines are the next block's history
-        self._window[:, :keep] = self._window[:, self.block : self.block + keep]
-        self._fill = keep
+        self._windows[following][:, :keep] = window[:, self.block : self.block + keep]
+        self._current, self._fill = following, keep
         return out
 
-    def _emit(self, window: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Run the model on ``window`` (``context`` rows, then the lines, then look-ahead) and
-        return its first ``count`` lines after the leading context."""
-        enhanced = self.runner.infer({"cube": window[None]})["enhanced"][0]  # (K, lines, width)
+    def _submit(self, window: np.ndarray, count: int, used: int | None) -> None:
+        """Start the model on ``window`` (``context`` rows, then the lines, then look-ahead) for
+        its first ``count`` lines after the leading context (``used``: which window it reads)."""
+        valid, self._valid = self._valid[:count], self._valid[count:]
+        feed = {"cube": window[None]}
+        if self._worker is None:
+            run: Future = Future()
+            run.set_result(self.runner.infer(feed))
+        else:
+            run = self._worker.submit(self.runner.infer, feed)
+        self._in_flight.append((run, valid, -1 if used is None else used))
+
+    def _finished(self, wait: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The lines of the runs that have finished (all of them with ``wait``), in order; a
+        run's error is raised here."""
+        out = []
         c = self.context
-        out = [(enhanced[:, c + i, :].T.astype(np.float64), self._valid[i]) for i in range(count)]
-        self._valid = self._valid[count:]
-        self.blocks_run += 1
+        while self._in_flight and (wait or self._in_flight[0][0].done()):
+            run, valid, _ = self._in_flight.popleft()
+            enhanced = run.result()["enhanced"][0]  # (K, lines, width)
+            out += [(enhanced[:, c + i, :].T.astype(np.float64), valid[i]) for i in range(len(valid))]
+            self.blocks_run += 1
         return out
 
 
