@@ -728,6 +728,84 @@ def test_launcher_scores_like_the_oracle(emulated_rx: Any) -> None:
     assert description["launcher"] == emulated_rx.launcher and description["multiprocessors"] == 3
 
 
+@pytest.mark.parametrize("scorer", ["global", "hybrid"])
+def test_the_stream_scores_with_the_kernels_as_with_numpy(emulated_rx: Any, scorer: str) -> None:
+    """The line loop with causal RX's per-line sums and scores on the (emulated) kernels: the same
+    lines scored, the same statistics (FP64 sums) and scores within the FP32 scoring bound of the
+    float64 numpy loop, invalid pixels NaN; the whitener goes up only when a refresh changed it."""
+    from edge_had.stream.causal import CausalSettings
+    from edge_had.stream.cuda_line_math import CudaLineMath
+    from edge_had.stream.pipeline import StreamPipeline
+
+    lines = correlated_pixels(24 * 30, 12, seed=8, condition=1e4).reshape(24, 30, 12).astype(np.float32)
+    lines[9, 4] = np.nan  # masked pixel
+    settings = CausalSettings(warmup_lines=4, refresh_every=3)
+    uploads = []
+    make_plan = emulated_rx.score_plan
+
+    def counted_plan(*args: Any) -> Any:
+        plan = make_plan(*args)
+        original = plan.set_background
+        plan.set_background = lambda *a, **k: (uploads.append(1), original(*a, **k))
+        return plan
+
+    emulated_rx.score_plan = counted_plan
+    results = {}
+    for name, line_math in (("numpy", None), ("cuda", CudaLineMath(emulated_rx))):
+        finals: list[Any] = []
+        options = {} if line_math is None else {"line_math": line_math}
+        pipeline = StreamPipeline(
+            30, 12, settings=settings, scorer=scorer, on_result=finals.append, **options
+        )
+        for row, line in enumerate(lines):
+            pipeline.push(line, row, float(row))
+        pipeline.finish()
+        results[name] = (np.stack([r.scores for r in sorted(finals, key=lambda r: r.index)]), pipeline)
+    want, numpy_pipeline = results["numpy"]
+    got, cuda_pipeline = results["cuda"]
+    assert cuda_pipeline.health.lines_scored == numpy_pipeline.health.lines_scored == 24
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.isnan(got[9, 4])
+    worst, p99 = score_errors(got[~np.isnan(want)], want[~np.isnan(want)])
+    assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL
+    numpy_rx = numpy_pipeline.rx if scorer == "global" else numpy_pipeline.rx.global_rx
+    cuda_rx = cuda_pipeline.rx if scorer == "global" else cuda_pipeline.rx.global_rx
+    scale = np.abs(numpy_rx.statistics.s2).max()
+    np.testing.assert_allclose(cuda_rx.statistics.s2, numpy_rx.statistics.s2, rtol=0, atol=COV64_REL * scale)
+    calls = emulated_rx.fake_calls
+    assert calls.count("rx_cov_f32_acc64") == 24 and calls.count("rx_score_f32") == 24
+    assert len(uploads) == cuda_rx.refreshes < 24  # the background went up once per refresh
+
+
+def test_stream_rx_device_cuda_runs_the_kernels_from_the_command_line(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``edge-had stream --rx-device cuda`` on the emulated kernels: the same events and AUC as
+    the numpy loop, and the report names the launcher; without a launcher it fails, saying why."""
+    import sys
+
+    from edge_had.cli import main
+
+    cube = 100.0 + correlated_pixels(40 * 24, 10, seed=4).reshape(40, 24, 10).astype(np.float32)
+    cube[25:27, 10:12] += 40.0
+    np.save(tmp_path / "scene.npy", cube)
+    base = ["stream", "--source", str(tmp_path / "scene.npy"), "--detector", "rx"]
+    assert main([*base, "--rx-device", "cuda", "--json", str(tmp_path / "none.json")]) == 2
+    memory = DeviceMemory()
+    for name, module in {**fake_pycuda(memory, emulator), **fake_cupy(memory, emulator)}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    reports, scores = {}, {}
+    for device in ("cpu", "cuda"):
+        path, out = tmp_path / f"{device}.json", tmp_path / device
+        assert main([*base, "--rx-device", device, "--json", str(path), "--out", str(out)]) == 0
+        reports[device], scores[device] = json.loads(path.read_text()), np.load(out / "scores.npy")
+    assert reports["cpu"]["rx_device"] == {"device": "cpu", "cuda": None}
+    assert reports["cuda"]["rx_device"]["cuda"]["launcher"] == "pycuda"
+    assert reports["cuda"]["events"]["count"] == reports["cpu"]["events"]["count"] >= 1
+    worst, _ = score_errors(scores["cuda"].ravel(), scores["cpu"].ravel())
+    assert worst <= SCORE_MAX_REL
+    assert not memory.blocks  # the command closed the device
+
+
 def test_launcher_splits_output_tiles_and_zeroes_first(emulated_rx: Any) -> None:
     pixels = correlated_pixels(200, 150, seed=5, condition=1e3)
     mean, w = whitener_for(pixels)
@@ -1003,3 +1081,25 @@ def test_gpu_c_library(tmp_path: Path) -> None:
     cupy.cuda.Device().synchronize()
     worst, _ = score_errors(cupy.asnumpy(scores), reference_scores(pixels, mean, w))
     assert worst <= SCORE_MAX_REL
+
+
+@pytest.mark.gpu
+def test_gpu_stream_loop_scores_like_numpy(gpu_rx: CudaRX) -> None:
+    """The line loop at the FX10 shape (1024 pixels, 224 bands reduced to 32) with causal RX's
+    per-line work on the GPU: scores within the FP32 bound of the numpy loop."""
+    from edge_had.stream.cuda_line_math import CudaLineMath
+    from edge_had.stream.pipeline import StreamPipeline
+    from edge_had.stream.run import DEFAULT_SETTINGS, band_reduction
+
+    lines = (1000.0 + correlated_pixels(64 * 1024, 224, seed=12, condition=1e4)).reshape(64, 1024, 224)
+    scores = {}
+    for name, options in (("numpy", {}), ("cuda", {"line_math": CudaLineMath(gpu_rx)})):
+        finals: list[Any] = []
+        pipeline = StreamPipeline(1024, 224, reduction=band_reduction(224), settings=DEFAULT_SETTINGS,
+                                  on_result=finals.append, **options)  # fmt: skip
+        for row, line in enumerate(lines.astype(np.float32)):
+            pipeline.push(line, row, float(row))
+        pipeline.finish()
+        scores[name] = np.stack([r.scores for r in sorted(finals, key=lambda r: r.index)])
+    worst, p99 = score_errors(scores["cuda"].ravel(), scores["numpy"].ravel())
+    assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL, (gpu_rx.describe(), worst, p99)

@@ -15,17 +15,54 @@ The Cholesky factor of ``cov + regularization * trace(cov) / K * I`` is refreshe
 
 **Warm-up**: the first ``warmup_lines`` lines are held back; once they are in, the statistics are
 initialised from them and they are scored late (flag ``warm-up``), so every line gets a score.
+
+**Where the per-line arithmetic runs** (``line_math``): the two products that grow with the line
+- its sums ``n, s1, s2`` and the scores ``||W (x - mean)||^2`` - go through a :class:`LineMath`:
+:class:`NumpyLineMath` (float64, the default and the oracle) or
+:class:`edge_had.stream.cuda_line_math.CudaLineMath` (the CUDA kernels of ``rx_kernels.cu``: FP64
+sums, FP32 scores). The small per-refresh work (Cholesky and inverse of ``K x K``) stays in numpy.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 STATISTICS = ("cumulative", "exponential", "sliding")
+
+
+class LineMath(Protocol):
+    """The per-line products of causal RX (see the module docstring)."""
+
+    name: str
+
+    def sums(self, pixels: np.ndarray, shift: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(n, sum(x - shift), sum((x - shift)(x - shift)^T))`` of ``(n, bands)`` pixels, float64."""
+        ...
+
+    def scores(self, line: np.ndarray, mean: np.ndarray, whitener: np.ndarray) -> np.ndarray:
+        """``||W (x - mean)||^2`` of each pixel of a ``(width, bands)`` line, float64."""
+        ...
+
+
+class NumpyLineMath:
+    """:class:`LineMath` in float64 numpy (BLAS)."""
+
+    name = "numpy"
+
+    def sums(self, pixels: np.ndarray, shift: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        centred = np.asarray(pixels, dtype=np.float64) - shift
+        return float(centred.shape[0]), centred.sum(axis=0), centred.T @ centred
+
+    def scores(self, line: np.ndarray, mean: np.ndarray, whitener: np.ndarray) -> np.ndarray:
+        whitened = (line - mean) @ whitener.T
+        return np.einsum("ij,ij->i", whitened, whitened)
+
+
+NUMPY_LINE_MATH = NumpyLineMath()
 
 
 @dataclass(frozen=True)
@@ -55,8 +92,11 @@ class CausalSettings:
 class CausalStatistics:
     """Weighted sums ``n``, ``s1 = sum(x - shift)``, ``s2 = sum((x - shift)(x - shift)^T)``."""
 
-    def __init__(self, bands: int, settings: CausalSettings, shift: np.ndarray) -> None:
+    def __init__(
+        self, bands: int, settings: CausalSettings, shift: np.ndarray, line_math: LineMath = NUMPY_LINE_MATH
+    ) -> None:
         self.settings = settings
+        self.line_math = line_math
         self.shift = np.asarray(shift, dtype=np.float64)
         self.n = 0.0
         self.s1 = np.zeros(bands)
@@ -65,8 +105,9 @@ class CausalStatistics:
 
     def add_line(self, pixels: np.ndarray) -> None:
         """Block update with the valid pixels of one line, ``(w, bands)``."""
-        centred = np.asarray(pixels, dtype=np.float64) - self.shift
-        n, s1, s2 = float(centred.shape[0]), centred.sum(axis=0), centred.T @ centred
+        if len(pixels) == 0:
+            return
+        n, s1, s2 = self.line_math.sums(pixels, self.shift)
         if n == 0:
             return
         kind = self.settings.statistics
@@ -106,9 +147,12 @@ class CausalRX:
 
     look_ahead_lines = 0  # a line is scored when it arrives (after the warm-up)
 
-    def __init__(self, bands: int, settings: CausalSettings | None = None) -> None:
+    def __init__(
+        self, bands: int, settings: CausalSettings | None = None, line_math: LineMath = NUMPY_LINE_MATH
+    ) -> None:
         self.bands = bands
         self.settings = settings or CausalSettings()
+        self.line_math = line_math
         self.statistics: CausalStatistics | None = None
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pushed = 0
@@ -146,7 +190,7 @@ class CausalRX:
             # not enough valid pixels yet: keep waiting (the lines stay pending)
             self._pending = lines
             return []
-        self.statistics = CausalStatistics(self.bands, self.settings, background.mean(axis=0))
+        self.statistics = CausalStatistics(self.bands, self.settings, background.mean(axis=0), self.line_math)
         for line, valid in lines:
             self.statistics.add_line(line[valid])
         self._refresh()
@@ -172,8 +216,7 @@ class CausalRX:
 
     def _score(self, line: np.ndarray, valid: np.ndarray) -> np.ndarray:
         assert self._whitener is not None and self._mean is not None
-        whitened = (line - self._mean) @ self._whitener.T
-        scores = np.einsum("ij,ij->i", whitened, whitened)
+        scores = self.line_math.scores(line, self._mean, self._whitener)
         if not valid.all():
             scores[~valid] = np.nan
         return scores

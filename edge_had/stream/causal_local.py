@@ -26,7 +26,7 @@ import numpy as np
 
 from edge_had.detectors.lrx import LocalRXSettings, pair_products, scores_from_window_sums
 from edge_had.detectors.scoring import geometric_mean
-from edge_had.stream.causal import CausalRX, CausalSettings
+from edge_had.stream.causal import NUMPY_LINE_MATH, CausalRX, CausalSettings, LineMath
 
 
 def _along_line_box_sums(values: np.ndarray, halves: tuple[int, ...]) -> list[np.ndarray]:
@@ -67,11 +67,12 @@ class CausalHybridRX:
         local: LocalRXSettings | None = None,
         *,
         basis_every: int = 64,
+        line_math: LineMath = NUMPY_LINE_MATH,
     ) -> None:
         if basis_every < 1:
             raise ValueError(f"basis_every must be >= 1, got {basis_every}")
         self.bands = bands
-        self.global_rx = CausalRX(bands, settings)
+        self.global_rx = CausalRX(bands, settings, line_math)  # local RX stays in numpy
         self.settings = self.global_rx.settings
         self.local = local or LocalRXSettings()
         self.basis_every = basis_every

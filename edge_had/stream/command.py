@@ -51,6 +51,13 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", help="enhanced-rx: TensorRT engine")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
+        "--rx-device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where causal RX's per-line sums and scores run: numpy (cpu) or edge-had's CUDA kernels "
+        "(rx_kernels.cu through pycuda or CuPy: FP64 sums, FP32 scores)",
+    )
+    parser.add_argument(
         "--async-enhance",
         action="store_true",
         help="enhanced detectors: run the network on a worker thread, overlapping RX of the previous "
@@ -119,9 +126,24 @@ def _source(args: argparse.Namespace) -> tuple[Any, np.ndarray | None, np.ndarra
 
 
 def run_stream_command(args: argparse.Namespace) -> int:
+    cuda_rx = None
+    if args.rx_device == "cuda":  # fails here, saying why, without a GPU, pycuda or CuPy
+        from edge_had.cuda.rx_kernels import CudaRX
+
+        cuda_rx = CudaRX()
+    try:
+        return _run_stream(args, cuda_rx)
+    finally:
+        if cuda_rx is not None:
+            cuda_rx.close()
+
+
+def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
     from edge_had.io import sha256_file
+    from edge_had.stream.causal import NUMPY_LINE_MATH
+    from edge_had.stream.cuda_line_math import CudaLineMath
     from edge_had.stream.events import EventDetector, chi2_threshold, hybrid_threshold
     from edge_had.stream.pipeline import StreamPipeline
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction, run_stream
@@ -160,6 +182,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
         enhancer=enhancer,
         reorder_window=args.reorder_window,
         scorer=scorer,
+        line_math=NUMPY_LINE_MATH if cuda_rx is None else CudaLineMath(cuda_rx),
     )
     if args.faults:
         from edge_had.stream.faults import faulty_lines, parse_faults
@@ -236,6 +259,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
         "lines_per_second": run.lines_per_second,
         "detector": detector,
         "backend": None if backend is None else backend.to_dict(),
+        "rx_device": {"device": args.rx_device, "cuda": None if cuda_rx is None else cuda_rx.describe()},
         **run.pipeline.report(),
         "look_ahead_ms": run.pipeline.report()["look_ahead_lines"] * 1e3 / rate,
         "events": {

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_had.stream.causal import CausalRX, CausalSettings
+from edge_had.stream.causal import NUMPY_LINE_MATH, CausalRX, CausalSettings, LineMath
 from edge_had.stream.causal_local import CausalHybridRX
 from edge_had.stream.profiler import TOTAL, StageProfiler
 
@@ -113,7 +113,9 @@ class StreamPipeline:
     """See the module docstring. ``reduction``: an optional ``(K, bands)`` matrix applied to each
     line before the statistics (band reduction, e.g. the spectral adapter's resampling).
     ``scorer``: ``"global"`` (causal RX, scored on arrival) or ``"hybrid"`` (``sqrt(RX * LRX)``
-    with a causal dual-window LRX, :mod:`edge_had.stream.causal_local`: 7 lines more look-ahead)."""
+    with a causal dual-window LRX, :mod:`edge_had.stream.causal_local`: 7 lines more look-ahead).
+    ``line_math``: where causal RX's per-line sums and scores run (numpy, or the CUDA kernels:
+    :mod:`edge_had.stream.cuda_line_math`)."""
 
     def __init__(
         self,
@@ -129,10 +131,12 @@ class StreamPipeline:
         reorder_window: int = 0,
         reinit_after: int = 8,
         scorer: str = "global",
+        line_math: LineMath = NUMPY_LINE_MATH,
     ) -> None:
         if scorer not in SCORERS:
             raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
         self.scorer = scorer
+        self.line_math = line_math
         self.width = width
         self._use_bands(bands, reduction)
         if self.reduction is not None and self.reduction.shape[1] != bands:
@@ -363,8 +367,8 @@ class StreamPipeline:
 
     def _new_scorer(self, bands: int) -> CausalRX | CausalHybridRX:
         if self.scorer == "hybrid":
-            return CausalHybridRX(bands, self.settings)
-        return CausalRX(bands, self.settings)
+            return CausalHybridRX(bands, self.settings, line_math=self.line_math)
+        return CausalRX(bands, self.settings, self.line_math)
 
     def _deliver(self, scored: list[tuple[int, np.ndarray, bool]]) -> None:
         now = time.perf_counter()
