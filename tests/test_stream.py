@@ -252,6 +252,7 @@ def test_min_area_drops_the_small_components_and_counts_them() -> None:
 
     rng = np.random.default_rng(3)
     scores = rng.random((60, 40)) ** 8 * 10  # as above: components of 1 to ~10 pixels
+    scores[[0, -1]] = 0.0  # none touches the first or last line (those are kept whatever their size)
     labels, _ = ndimage.label(scores > 2.0, structure=np.ones((3, 3)))
     sizes = np.bincount(labels.ravel())[1:]
     detector = EventDetector(threshold=2.0, min_area=3)
@@ -263,6 +264,29 @@ def test_min_area_drops_the_small_components_and_counts_them() -> None:
     assert detector.suppressed == int((sizes < 3).sum()) > 5 and len(events) > 5
     with pytest.raises(ValueError, match="min_area"):
         EventDetector(threshold=2.0, min_area=0)
+
+
+def test_min_area_keeps_an_object_cut_by_a_missing_line() -> None:
+    """A 3 x 2 object with min_area 4: whole, one event; with its middle line missing, two
+    truncated halves of 2 pixels are kept (not suppressed); the stream's ends truncate too."""
+    from edge_had.stream.events import EventDetector
+
+    scores = np.zeros((8, 10))
+    scores[2:5, 4:6] = 5.0
+    for missing in (None, 3):
+        detector = EventDetector(threshold=1.0, min_area=4)
+        events = []
+        for index, line in enumerate(scores):
+            if index != missing:
+                events += detector.add(index, line, float(index))
+        events += detector.finish()
+        got = [(e.first_line, e.last_line, e.area, e.truncated) for e in events]
+        if missing is None:
+            assert got == [(2, 4, 6, False)] and detector.suppressed == 0
+        else:
+            assert got == [(2, 2, 2, True), (4, 4, 2, True)] and detector.suppressed == 0
+    detector = EventDetector(threshold=1.0, min_area=4)
+    assert detector.add(0, scores[3], 0.0) == [] and [e.truncated for e in detector.finish()] == [True]
 
 
 def test_a_stream_with_an_implanted_anomaly_reports_an_event_at_its_place(tmp_path: Path) -> None:
@@ -396,21 +420,111 @@ def test_asynchronous_enhancement_gives_the_same_lines_in_order(untrained_bundle
     assert (sync_ahead, late_ahead) == (10, 18)
 
 
-def test_an_asynchronous_run_error_is_raised_by_a_later_call(untrained_bundle) -> None:
+class _GatedRunner:
+    """Run k >= 2 waits until the test opens its gate (the test opens the gates of the runs
+    submitted so far after each push returns): a push that waited for the run it had just
+    submitted would time out here."""
+
+    def __init__(self, runner) -> None:
+        import collections
+        import threading
+
+        self.runner, self.calls, self.timed_out = runner, 0, []
+        self.gates = collections.defaultdict(threading.Event)
+
+    def infer(self, feed):
+        self.calls += 1
+        if self.calls >= 2 and not self.gates[self.calls].wait(timeout=2.0):
+            self.timed_out.append(self.calls)
+        return self.runner.infer(feed)
+
+
+def _enhancer_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("enhance")]
+
+
+def test_asynchronous_push_waits_only_for_the_older_run(untrained_bundle) -> None:
     from edge_had.models import load_bundle
     from edge_had.runtime.torch_runner import TorchRunner
     from edge_had.stream.enhance import StreamEnhancer
 
     bundle = load_bundle(untrained_bundle(seed=0, k=16, hidden=8, blocks=2))
+    lines = np.random.default_rng(1).random((30, 12, 20)).astype(np.float32)
+    with TorchRunner(bundle.model_for(20)) as runner:
+        gated = _GatedRunner(runner)
+        enhancer = StreamEnhancer(bundle, gated, block=4, context=1, fit_lines=4, asynchronous=True)
+        out = []
+        for line in lines:
+            out += enhancer.push(line, np.ones(12, bool))
+            for k in range(1, enhancer.blocks_run + len(enhancer._in_flight) + 1):
+                gated.gates[k].set()
+        for k in range(1, 20):  # flush waits for its own run
+            gated.gates[k].set()
+        out += enhancer.flush()
+    assert gated.timed_out == [] and gated.calls == 8 and len(out) == 30
+    assert _enhancer_threads() == []  # flush ended the worker
+
+
+def test_an_asynchronous_run_error_is_raised_by_a_later_call_and_then_on(untrained_bundle) -> None:
+    import functools
+
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import EnhancementError, StreamEnhancer
+
+    bundle = load_bundle(untrained_bundle(seed=0, k=16, hidden=8, blocks=2))
     lines = np.random.default_rng(1).random((40, 12, 20)).astype(np.float32)
     with TorchRunner(bundle.model_for(20)) as runner:
-        enhancer = StreamEnhancer(
-            bundle, _SlowRunner(runner, fail_at=2), block=4, context=1, fit_lines=4, asynchronous=True
-        )
-        with pytest.raises(RuntimeError, match="inference failed"):
-            for line in lines:
-                enhancer.push(line, np.ones(12, bool))
-            enhancer.flush()
+        for asynchronous in (False, True):
+            enhancer = StreamEnhancer(bundle, _SlowRunner(runner, fail_at=2), block=4, context=1,
+                                      fit_lines=4, asynchronous=asynchronous)  # fmt: skip
+            with pytest.raises(EnhancementError, match="inference failed") as raised:
+                for line in lines:
+                    enhancer.push(line, np.ones(12, bool))
+            assert isinstance(raised.value.__cause__, RuntimeError)
+            for call in (functools.partial(enhancer.push, lines[0], np.ones(12, bool)), enhancer.flush):
+                with pytest.raises(EnhancementError, match="a network run failed"):
+                    call()
+            assert _enhancer_threads() == []
+        enhancer = StreamEnhancer(bundle, runner, block=4, context=1, fit_lines=4)
+        enhancer.push(lines[0], np.ones(12, bool))
+        enhancer.flush()
+        with pytest.raises(EnhancementError, match="flush"):
+            enhancer.push(lines[1], np.ones(12, bool))
+
+
+def test_a_failing_network_leaves_the_stream_on_plain_rx(untrained_bundle) -> None:
+    """The third network run fails: the lines the enhancer held are rejected with the failure as
+    the reason, the stream goes on with plain RX (flag plain-rx), every line is accounted for."""
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import StreamEnhancer
+
+    bundle = load_bundle(untrained_bundle(seed=0, k=16, hidden=8, blocks=2))
+    lines = 100 + np.random.default_rng(2).random((60, 12, 40)).astype(np.float32)
+    finals = []
+    with TorchRunner(bundle.model_for(40)) as runner:
+        for asynchronous in (False, True):
+            finals.clear()
+            enhancer = StreamEnhancer(bundle, _SlowRunner(runner, 0.0, fail_at=3), block=4, context=1,
+                                      fit_lines=4, asynchronous=asynchronous)  # fmt: skip
+            pipeline = StreamPipeline(12, 40, settings=CausalSettings(warmup_lines=3), enhancer=enhancer,
+                                      on_result=finals.append)  # fmt: skip
+            for row, line in enumerate(lines):
+                pipeline.push(line, row, float(row))
+            pipeline.finish()
+            health = pipeline.health.to_dict()
+            assert (
+                health["accounting_ok"] and health["enhancement_failures"] == 1 and pipeline.enhancer is None
+            )
+            rejected = [r for r in finals if r.state == "rejected"]
+            assert rejected and all("network run failed" in r.reason for r in rejected)
+            assert len(rejected) <= 4 + 4 + 3  # a block in the enhancer, one in flight, the warm-up
+            late = [r for r in finals if r.state == "scored" and "plain-rx" in r.flags]
+            assert len(late) >= 40 and pipeline.rx.bands == 32
+            assert sorted(r.index for r in finals) == list(range(60))
 
 
 def test_reorder_window_puts_late_lines_back_in_order(lines) -> None:
@@ -455,3 +569,42 @@ def test_a_new_band_count_reinitialises_only_after_enough_lines(lines) -> None:
     health = pipeline.health
     assert health.reinitialisations == 1 and pipeline.bands == 5
     assert health.lines_rejected == 5 and health.to_dict()["accounting_ok"]
+
+
+def test_the_stream_command_goes_on_with_plain_rx_when_the_network_fails(monkeypatch, tmp_path) -> None:
+    """The second network run raises: the command finishes, accounts for every line, counts the
+    failure, and thresholds events for the 32 bands plain RX now scores."""
+    import json
+
+    import edge_had.runtime as runtime
+    from edge_had.cli import main
+    from edge_had.stream.events import chi2_threshold
+
+    real = runtime.enhancement_runner
+
+    class Failing:
+        def __init__(self, runner) -> None:
+            self.runner, self.calls = runner, 0
+
+        def activate(self):
+            self.runner.activate()
+            return self
+
+        def infer(self, feed):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("device lost")
+            return self.runner.infer(feed)
+
+    monkeypatch.setattr(runtime, "enhancement_runner", lambda *a, **k: Failing(real(*a, **k)))
+    report_path = tmp_path / "report.json"
+    argv = ["stream", "--source", "synthetic", "--lines", "120", "--width", "48", "--bands", "40",
+            "--backend", "torch", "--json", str(report_path)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(report_path.read_text())
+    health = report["health"]
+    assert health["accounting_ok"] and health["enhancement_failures"] == 1
+    assert health["flags"]["plain-rx"] > 60 and any(
+        "network run failed" in reason for reason in health["reasons"]
+    ), health
+    assert report["events"]["threshold"] == pytest.approx(chi2_threshold(32, 1e-6))

@@ -190,12 +190,17 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         lines = faulty_lines(lines, parse_faults(args.faults), rate=args.fault_rate, seed=args.fault_seed)
     keep = not (args.source == "synthetic" and args.lines > KEEP_LINES)  # soak: counts only
     pfa, min_area = args.pfa, args.min_event_area
-    events_detector = EventDetector(
-        chi2_threshold(pipeline.rx.bands, pfa)
-        if scorer == "global"
-        else hybrid_threshold(pipeline.rx.bands, pipeline.rx.components, pfa),
-        min_area=min_area,
-    )
+
+    def threshold() -> float:  # for the bands RX scores now (a fallback to plain RX changes them)
+        rx = pipeline.rx
+        return (
+            chi2_threshold(rx.bands, pfa)
+            if scorer == "global"
+            else hybrid_threshold(rx.bands, rx.components, pfa)
+        )
+
+    events_detector = EventDetector(threshold(), min_area=min_area)
+    threshold_bands = {"bands": pipeline.rx.bands}
     events: list[Any] = []
     video = _video(args, width) if keep else None
     events_file = None
@@ -208,6 +213,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
 
     def release(result: Any) -> None:
         if result.state == "scored":
+            if "plain-rx" in result.flags and pipeline.rx.bands != threshold_bands["bands"]:  # fell back
+                events_detector.threshold, threshold_bands["bands"] = threshold(), pipeline.rx.bands
             finished = events_detector.add(result.index, result.scores, result.timestamp, result.meta)
             seen["events"] += len(finished)
             if events_file is not None:

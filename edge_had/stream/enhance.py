@@ -20,9 +20,15 @@ rest of its block and the look-ahead: up to ``block - 1 + context`` line periods
 returns at once; its lines come out of a later ``push`` (the first after the run finished) or of
 ``flush``, still in order. Meanwhile the caller scores the previous block, so the network (on a
 GPU, or ONNX Runtime's threads, which release the GIL) overlaps RX on the CPU. Two windows take
-turns (no copy of the block; one block in flight at most: filling the other window waits for it),
-and a line may wait one block longer: ``look_ahead_lines`` adds ``block``. Runners may be called
-from any thread (:mod:`edge_had.runtime`; TensorRT's makes its CUDA context current per call).
+turns (no copy of the block): when a block is full and the other window is still being read by
+the previous run, ``push`` waits for that run only, and the new one keeps running. A line may
+wait one block longer: ``look_ahead_lines`` adds ``block``. Runners may be called from any thread
+(:mod:`edge_had.runtime`; TensorRT's makes its CUDA context current per call).
+
+**Failures**: a run's error is raised (as :class:`EnhancementError`, the cause attached) by the
+call that collects it, the worker stops, and every later call raises again: an enhancer does not
+go on with a half-filled state (the pipeline then falls back to plain RX). ``push`` after
+``flush`` is an error too.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from edge_had.errors import EdgeHadError
+
+
+class EnhancementError(EdgeHadError, RuntimeError):
+    """The enhancement network failed in the line loop (or the enhancer was used after that)."""
 
 
 class StreamEnhancer:
@@ -61,6 +73,7 @@ class StreamEnhancer:
         self._valid: list[np.ndarray] = []  # validity of the lines not yet submitted, in order
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="enhance") if asynchronous else None
         self._in_flight: deque[tuple[Future, list[np.ndarray], int]] = deque()  # run, validity, window
+        self._broken: str | None = None  # why the enhancer cannot be used any more
         self.blocks_run = 0
 
     @property
@@ -74,15 +87,34 @@ class StreamEnhancer:
     def push(self, line: np.ndarray, valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """One ``(width, bands)`` line (invalid pixels may hold anything) -> the enhanced lines
         ``(width, K)`` with their validity that are now complete, in order."""
+        return self._guarded(self._push, line, valid)
+
+    def flush(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """End of stream: everything still buffered, with zero padding after the last line (waits
+        for the runs in flight); the worker thread, if any, ends here."""
+        out = self._guarded(self._flush)
+        self._broken = "flush() ended the stream"
+        return out
+
+    def _guarded(self, call: Any, *args: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self._broken is not None:
+            raise EnhancementError(f"the enhancer cannot be used: {self._broken}")
+        try:
+            return call(*args)
+        except Exception as error:
+            self._broken = f"a network run failed ({type(error).__name__}: {error})"
+            if self._worker is not None:
+                self._worker.shutdown(wait=True, cancel_futures=True)  # at most the run in progress
+            raise EnhancementError(self._broken) from error
+
+    def _push(self, line: np.ndarray, valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         line = _impute(np.asarray(line, dtype=np.float32), valid)
         if self.lo_hi is None:
             self._unfitted.append((line, valid))
             return self._fit() if len(self._unfitted) >= self.fit_lines else []
         return self._add(line, valid) + self._finished(wait=False)
 
-    def flush(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """End of stream: everything still buffered, with zero padding after the last line (waits
-        for a block in flight); the worker thread, if any, ends here."""
+    def _flush(self) -> list[tuple[np.ndarray, np.ndarray]]:
         out = self._fit() if self.lo_hi is None and self._unfitted else []
         if self._valid:
             window = self._windows[self._current]
@@ -116,10 +148,10 @@ class StreamEnhancer:
         if self._fill < window.shape[1]:
             return []
         self._submit(window, self.block, self._current)
-        out = []
         following = (self._current + 1) % len(self._windows)
-        if any(used == following for _, _, used in self._in_flight):  # still read by the worker
-            out = self._finished(wait=True)
+        out = []
+        while any(used == following for _, _, used in self._in_flight):  # an older run reads it
+            out += self._collect(self._in_flight.popleft())  # that run only: the new one goes on
         keep = 2 * self.context  # the block's last `context` lines are the next block's history
         self._windows[following][:, :keep] = window[:, self.block : self.block + keep]
         self._current, self._fill = following, keep
@@ -141,13 +173,17 @@ class StreamEnhancer:
         """The lines of the runs that have finished (all of them with ``wait``), in order; a
         run's error is raised here."""
         out = []
-        c = self.context
         while self._in_flight and (wait or self._in_flight[0][0].done()):
-            run, valid, _ = self._in_flight.popleft()
-            enhanced = run.result()["enhanced"][0]  # (K, lines, width)
-            out += [(enhanced[:, c + i, :].T.astype(np.float64), valid[i]) for i in range(len(valid))]
-            self.blocks_run += 1
+            out += self._collect(self._in_flight.popleft())
         return out
+
+    def _collect(self, entry: tuple[Future, list[np.ndarray], int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The lines of one run (waits for it; its error is raised here)."""
+        run, valid, _ = entry
+        enhanced = run.result()["enhanced"][0]  # (K, lines, width)
+        self.blocks_run += 1
+        c = self.context
+        return [(enhanced[:, c + i, :].T.astype(np.float64), valid[i]) for i in range(len(valid))]
 
 
 def _impute(line: np.ndarray, valid: np.ndarray) -> np.ndarray:

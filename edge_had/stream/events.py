@@ -8,8 +8,10 @@ holds for Gaussian background and is not fitted on any scene. Events carry the l
 range, peak score, area, the first line's timestamp and its ``meta`` (navigation data).
 
 ``min_area`` (default 1: every component) drops finished components of fewer pixels and counts
-them in ``suppressed``: isolated hot pixels are most false events on real scenes (bench
-``event_threshold.py``: per fold on training scenes, the pair (pfa, min_area) is chosen jointly).
+them in ``suppressed`` - isolated hot pixels are most false events on real scenes (bench
+``event_threshold.py``: per fold on training scenes, the pair (pfa, min_area) is chosen jointly) -
+except those cut by a gap in the line indices or by the start or end of the stream
+(``truncated``: their size is unknown; a missing line must not make an object vanish).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Event:
     area: int
     timestamp: float
     meta: dict[str, Any] | None = None
+    truncated: bool = False  # it touches a gap in the line indices, or the first or last line
     pixels: list[tuple[int, int]] = field(default_factory=list, repr=False)
     merged_into: Event | None = field(default=None, repr=False)
 
@@ -66,6 +69,7 @@ class Event:
             max(self.last_pixel, other.last_pixel),
         )
         self.peak_score = max(self.peak_score, other.peak_score)
+        self.truncated = self.truncated or other.truncated
         self.area += other.area
         self.pixels += other.pixels
         if other.timestamp < self.timestamp:
@@ -91,8 +95,9 @@ class EventDetector:
         self, index: int, scores: np.ndarray, timestamp: float, meta: dict[str, Any] | None = None
     ) -> list[Event]:
         finished: list[Event] = []
-        if self._last_index is not None and index != self._last_index + 1:
-            finished += self._close_all()  # a gap breaks connectivity
+        cut = self._last_index is None or index != self._last_index + 1  # the line after a gap, or the first
+        if self._last_index is not None and cut:
+            finished += self._close_all(truncated=True)  # a gap breaks connectivity
         self._last_index = index
         hot = np.nan_to_num(scores, nan=-np.inf) > self.threshold
         runs = _runs(hot)
@@ -101,7 +106,7 @@ class EventDetector:
         for start, stop in runs:
             peak = float(np.nanmax(scores[start : stop + 1]))
             pixels = [(index, p) for p in range(start, stop + 1)]
-            event = Event(index, index, start, stop, peak, stop - start + 1, timestamp, meta, pixels)
+            event = Event(index, index, start, stop, peak, stop - start + 1, timestamp, meta, cut, pixels)
             for k, (a, b, previous) in enumerate(self._open):
                 if a <= stop + 1 and start <= b + 1:  # touching, diagonals included
                     continued.add(k)
@@ -118,15 +123,19 @@ class EventDetector:
         return self._large_enough(_unique(finished))
 
     def finish(self) -> list[Event]:
-        return self._large_enough(self._close_all())
+        return self._large_enough(self._close_all(truncated=True))
 
-    def _close_all(self) -> list[Event]:
+    def _close_all(self, truncated: bool) -> list[Event]:
         events = _unique([event.root() for _, _, event in self._open])
+        for event in events:
+            event.truncated = event.truncated or truncated
         self._open = []
         return events
 
     def _large_enough(self, events: list[Event]) -> list[Event]:
-        kept = [event for event in events if event.area >= self.min_area]
+        """Complete events of ``min_area`` pixels or more, and every truncated one (its other part
+        is unseen: a missing line must not make an object vanish)."""
+        kept = [event for event in events if event.area >= self.min_area or event.truncated]
         self.suppressed += len(events) - len(kept)
         return kept
 

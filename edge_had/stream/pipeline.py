@@ -20,7 +20,9 @@ the statistics are re-initialised for it (``reinitialisations`` in health); a si
 does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
 anything else and never enter the statistics; ``deadline-miss``: from arrival to score the line
 took longer than the budget times 1 + its look-ahead lines, i.e. scoring fell behind). Gaps in the
-indices are counted as ``missing_indices``; repeated ones as ``duplicates``.
+indices are counted as ``missing_indices``; repeated ones as ``duplicates``. When the enhancement
+network fails, the stream goes on with plain RX (flag ``plain-rx``, ``enhancement_failures`` in
+health); the lines the enhancer held are rejected with the failure as the reason.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 
 from edge_had.stream.causal import NUMPY_LINE_MATH, CausalRX, CausalSettings, LineMath
 from edge_had.stream.causal_local import CausalHybridRX
+from edge_had.stream.enhance import EnhancementError
 from edge_had.stream.profiler import TOTAL, StageProfiler
 
 STATES = ("scored", "rejected", "dropped")
@@ -76,6 +79,7 @@ class Health:
     deadline_misses: int = 0
     statistics_refreshes: int = 0
     reinitialisations: int = 0
+    enhancement_failures: int = 0
     flags: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
 
@@ -260,7 +264,7 @@ class StreamPipeline:
         lines = [(line, valid)]
         if self.enhancer is not None:
             with self.profiler.stage("enhance"):
-                lines = self.enhancer.push(line, valid)
+                lines = self._enhanced(self.enhancer.push, line, valid)
         self._score(lines)
 
     def drop(
@@ -283,7 +287,7 @@ class StreamPipeline:
             if self._held:
                 self._release(force=True)
             if self.enhancer is not None:
-                self._score(self.enhancer.flush())
+                self._score(self._enhanced(self.enhancer.flush))
             self._deliver(self.rx.flush())
             for position in sorted(self._pending):
                 self._finish(self._pending.pop(position).result, "rejected", reason="stream ended in warm-up")
@@ -349,21 +353,41 @@ class StreamPipeline:
         """The sensor now sends ``bands`` bands (``reinit_after`` lines in a row): start new
         statistics. A band reduction is rebuilt for the new count; an enhanced stream falls back
         to plain RX (32 bands) - its graph is built for one band count - flagged ``plain-rx``."""
+        if self.enhancer is not None:  # lines it still holds are finished with the old statistics
+            lines = self._enhanced(self.enhancer.flush)
+            if self.enhancer is not None:  # (a failed flush has already restarted everything)
+                self._score(lines)
+                self.enhancer = None
+                self.fallback_flag = "plain-rx"
+        self._restart(bands, "statistics re-initialised")
+        self.health.reinitialisations += 1
+
+    def _enhanced(self, call: Callable[..., Any], *args: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``enhancer.push`` / ``flush``; when the network fails, the stream goes on with plain RX
+        (flag ``plain-rx``): the lines the enhancer held, and those of an unfinished warm-up, are
+        rejected with the failure as the reason, and the statistics start again."""
+        try:
+            return call(*args)
+        except EnhancementError as error:
+            self.enhancer = None
+            self.fallback_flag = "plain-rx"
+            self.health.enhancement_failures += 1
+            self._restart(self.bands, str(error))
+            return []
+
+    def _restart(self, bands: int, reason: str) -> None:
+        """New statistics for ``bands`` sensor bands (plain RX on the reduced bands); lines still
+        waiting for a score are scored if the old statistics can, else rejected with ``reason``."""
         from edge_had.stream.run import DEFAULT_REDUCED_BANDS, band_reduction
 
         reduced = self.reduction.shape[0] if self.reduction is not None else DEFAULT_REDUCED_BANDS
-        if self.enhancer is not None:  # lines it still holds are finished with the old statistics
-            self._score(self.enhancer.flush())
-            self.enhancer = None
-            self.fallback_flag = "plain-rx"
         self._deliver(self.rx.flush())
-        for position in sorted(self._pending):  # still in the old warm-up and too few to score
-            self._finish(self._pending.pop(position).result, "rejected", reason="statistics re-initialised")
+        for position in sorted(self._pending):  # still in the old warm-up or in the enhancer
+            self._finish(self._pending.pop(position).result, "rejected", reason=reason)
         self._rx_base = self._position  # the new statistics count lines from here
         self._use_bands(bands, band_reduction(bands, reduced))
         self.rx = self._new_scorer(bands if self.reduction is None else self.reduction.shape[0])
         self._new_band_count = (0, 0)
-        self.health.reinitialisations += 1
 
     def _new_scorer(self, bands: int) -> CausalRX | CausalHybridRX:
         if self.scorer == "hybrid":
