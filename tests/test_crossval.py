@@ -120,7 +120,16 @@ def test_held_out_model_is_the_fold_that_did_not_see_the_scene(tmp_path) -> None
     model = held_out_model(tmp_path, report, "v", "c")
     assert (model.config.alpha_spe, model.config.alpha_spa) == (0.3, 0.0)
     assert model.for_scorer("hybrid").config.alpha_spe == 1.0
+    model = held_out_model(tmp_path, report, "v", "d")  # fold 1: its own alphas
+    assert (model.config.alpha_spe, model.config.alpha_spa, model.for_scorer("hybrid").config.alpha_spe) == (
+        10.0,
+        4.0,
+        3.0,
+    )
     with pytest.raises(EdgeHadError, match="trained on b"):
         held_out_model(tmp_path, report, "v", "b")
     with pytest.raises(EdgeHadError, match="not one of"):
         held_out_fold(report, "e")
+    (tmp_path / "models" / "v" / "seed0" / "fold0" / "train_config.json").unlink()
+    with pytest.raises(EdgeHadError, match="no training record"):
+        held_out_model(tmp_path, report, "v", "c")

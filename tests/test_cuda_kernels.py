@@ -776,6 +776,41 @@ def test_the_stream_scores_with_the_kernels_as_with_numpy(emulated_rx: Any, scor
     assert len(uploads) == cuda_rx.refreshes < 24  # the background went up once per refresh
 
 
+@pytest.mark.parametrize("case", ["dark warm-up", "rank-deficient"])
+def test_the_kernels_score_awkward_statistics_as_numpy_does(emulated_rx: Any, case: str) -> None:
+    """Dark (constant) warm-up lines: zero covariance, a whitener of ~1e153 that FP32 cannot hold
+    (numpy scores those lines, as the numpy loop does: zeros, not NaN). Rank-deficient lines
+    without loading (a dead band): the pseudo-inverse whitener has fewer rows than bands (the
+    kernel gets it zero-padded)."""
+    from edge_had.stream.causal import CausalRX, CausalSettings
+    from edge_had.stream.cuda_line_math import CudaLineMath
+
+    rng = np.random.default_rng(21)
+    if case == "dark warm-up":
+        lines = np.concatenate([np.full((6, 20, 8), 50.0), 50.0 + rng.standard_normal((10, 20, 8))])
+        settings = CausalSettings(warmup_lines=4)
+    else:
+        lines = 50.0 + rng.standard_normal((14, 20, 8))
+        lines[..., 3] = 50.0  # a dead band: an exactly zero row of the covariance, no Cholesky factor
+        settings = CausalSettings(warmup_lines=4, regularization=0.0)
+    lines = lines.astype(np.float32).astype(np.float64)
+    scored = {}
+    for name, options in (("numpy", {}), ("cuda", {"line_math": CudaLineMath(emulated_rx)})):
+        rx = CausalRX(8, settings, **options)
+        scored[name] = {}
+        for line in lines:
+            for position, scores, _ in rx.push(line):
+                scored[name][position] = scores
+        if case == "rank-deficient":
+            assert rx._whitener is not None and rx._whitener.shape[0] < 8  # the pseudo-inverse path
+    assert sorted(scored["cuda"]) == sorted(scored["numpy"]) == list(range(len(lines)))
+    got = np.stack([scored["cuda"][p] for p in range(len(lines))])
+    want = np.stack([scored["numpy"][p] for p in range(len(lines))])
+    assert np.isfinite(got).all() and np.isfinite(want).all()
+    worst, _ = score_errors(got[want > 0], want[want > 0])
+    assert worst <= SCORE_MAX_REL and np.array_equal(got == 0, want == 0)
+
+
 def test_stream_rx_device_cuda_runs_the_kernels_from_the_command_line(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

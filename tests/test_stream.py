@@ -608,3 +608,12 @@ def test_the_stream_command_goes_on_with_plain_rx_when_the_network_fails(monkeyp
         "network run failed" in reason for reason in health["reasons"]
     ), health
     assert report["events"]["threshold"] == pytest.approx(chi2_threshold(32, 1e-6))
+
+
+def test_async_enhance_without_a_network_is_refused(capsys) -> None:
+    from edge_had.cli import main
+
+    assert (
+        main(["stream", "--source", "synthetic", "--lines", "20", "--detector", "rx", "--async-enhance"]) == 2
+    )
+    assert "rx has none" in capsys.readouterr().err

@@ -34,6 +34,10 @@ def held_out_model(
 
     fold = held_out_fold(report, scene)
     bundle = load_bundle(Path(cv_dir) / "models" / variant / f"seed{seed}" / f"fold{fold}")
+    if not bundle.training_scenes:
+        raise EdgeHadError(
+            f"fold {fold} of {variant} has no training record: cannot check it did not see {scene}"
+        )
     if scene in bundle.training_scenes.values():
         raise EdgeHadError(f"fold {fold} of {variant} was trained on {scene}: not a held-out model")
     alpha_spe, alpha_spa, hybrid_alpha = report["alphas"][variant][f"seed{seed}/fold{fold}"]

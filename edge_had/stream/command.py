@@ -126,6 +126,8 @@ def _source(args: argparse.Namespace) -> tuple[Any, np.ndarray | None, np.ndarra
 
 
 def run_stream_command(args: argparse.Namespace) -> int:
+    if args.async_enhance and not STREAM_DETECTORS[args.detector][0]:
+        raise EdgeHadError(f"--async-enhance runs the enhancement network: {args.detector} has none")
     cuda_rx = None
     if args.rx_device == "cuda":  # fails here, saying why, without a GPU, pycuda or CuPy
         from edge_had.cuda.rx_kernels import CudaRX

@@ -9,8 +9,12 @@ the stream's lines are float32 data (plain: the band reduction runs in float32; 
 network's float32 output), so nothing is rounded on the way. The error of FP32 scoring is bounded
 in ``rx_kernels.cu`` (measured on the ten scenes: <= 5e-5 of the largest score).
 
-Device buffers are kept per band count and grow with the line width. Tested on the CPU with the
-kernels run in a host emulation (tests/test_cuda_kernels.py); **never run on a GPU here**.
+A whitener FP32 cannot hold (loading of a zero covariance, e.g. dark warm-up lines: entries
+~1e153) is scored by numpy instead, for as long as that refresh lasts, so both paths give the same
+scores there (the kernel would give inf * 0 = NaN). Device buffers are kept per band count and
+grow geometrically (those replaced stay allocated until the ``CudaRX`` closes: a handful at most).
+Tested on the CPU with the kernels run in a host emulation (tests/test_cuda_kernels.py); **never
+run on a GPU here**.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from edge_had.stream.causal import NUMPY_LINE_MATH
+
+FP32_LIMIT = 1e30  # larger whitener entries would overflow FP32 products
 
 
 class CudaLineMath:
@@ -30,7 +38,9 @@ class CudaLineMath:
         self.rx = rx
         self._cov: dict[int, Any] = {}  # bands -> CovPlan
         self._score: dict[int, Any] = {}  # bands -> ScorePlan
-        self._background: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # bands -> uploaded (mean, whitener)
+        self._background: dict[
+            int, tuple[Any, np.ndarray, np.ndarray]
+        ] = {}  # bands -> (plan, mean, w) uploaded
 
     def sums(self, pixels: np.ndarray, shift: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         pixels = np.asarray(pixels)
@@ -43,13 +53,20 @@ class CudaLineMath:
     def scores(self, line: np.ndarray, mean: np.ndarray, whitener: np.ndarray) -> np.ndarray:
         line = np.asarray(line)
         bands = line.shape[1]
+        if not np.abs(whitener).max(initial=0.0) < FP32_LIMIT:  # also NaN: let numpy say so
+            return NUMPY_LINE_MATH.scores(line, mean, whitener)
         plan = self._plan(self._score, line.shape, lambda n, b: self.rx.score_plan(n, b, b))
         uploaded = self._background.get(bands)
-        if uploaded is None or uploaded[0] is not mean or uploaded[1] is not whitener:
+        if (
+            uploaded is None
+            or uploaded[0] is not plan
+            or uploaded[1] is not mean
+            or uploaded[2] is not whitener
+        ):
             square = np.zeros((bands, bands))  # a pseudo-inverse whitener has fewer rows: zero rows add 0
             square[: whitener.shape[0]] = whitener
             plan.set_background(mean, square)
-            self._background[bands] = (mean, whitener)
+            self._background[bands] = (plan, mean, whitener)
         return plan(line.astype(np.float32)).astype(np.float64)
 
     @staticmethod
@@ -57,5 +74,5 @@ class CudaLineMath:
         pixels, bands = shape
         plan = plans.get(bands)
         if plan is None or plan.capacity < pixels:
-            plan = plans[bands] = make(max(pixels, 1), bands)
+            plan = plans[bands] = make(max(pixels, 2 * plan.capacity if plan else 1), bands)
         return plan
