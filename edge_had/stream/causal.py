@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from scipy.linalg import lapack
 
 STATISTICS = ("cumulative", "exponential", "sliding")
 
@@ -201,12 +202,16 @@ class CausalRX:
         assert self.statistics is not None
         mean, cov = self.statistics.mean_and_covariance()
         load = self.settings.regularization * max(float(np.trace(cov)), 1e-300) / self.bands
-        try:
-            loaded = cov.copy()
-            loaded.flat[:: self.bands + 1] += load  # the diagonal
-            factor = np.linalg.cholesky(loaded)
-            self._whitener = np.linalg.inv(factor)
-        except np.linalg.LinAlgError:  # singular even with loading: pseudo-inverse square root
+        loaded = cov.copy()
+        loaded.flat[:: self.bands + 1] += load  # the diagonal
+        # LAPACK's Cholesky and triangular inverse (a third of np.linalg.inv's time at 32 bands,
+        # which goes through a general LU; measured 12 vs 40 us, ~10 % of a plain RX line)
+        factor, info = lapack.dpotrf(loaded, lower=1, clean=1)
+        if info == 0:
+            whitener, info = lapack.dtrtri(factor, lower=1)
+        if info == 0:
+            self._whitener = whitener
+        else:  # singular even with loading: pseudo-inverse square root
             values, vectors = np.linalg.eigh(cov)
             keep = values > 1e-12 * max(float(values[-1]), 1e-300)
             self._whitener = (vectors[:, keep] / np.sqrt(values[keep])).T
