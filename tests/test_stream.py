@@ -289,6 +289,31 @@ def test_min_area_keeps_an_object_cut_by_a_missing_line() -> None:
     assert detector.add(0, scores[3], 0.0) == [] and [e.truncated for e in detector.finish()] == [True]
 
 
+def test_truncation_comes_from_the_first_line_and_survives_merging() -> None:
+    """A U-shaped object whose left arm starts on the first line: the arms merge lower down and
+    the whole event stays truncated (kept whatever its size); a small object on lines 0-1 of a
+    longer stream is kept as truncated, the same object in mid-stream is suppressed."""
+    from edge_had.stream.events import EventDetector
+
+    u = np.zeros((10, 10))
+    u[0:4, 2] = u[2:4, 6] = u[3, 2:7] = 5.0  # left arm from line 0, right arm from line 2
+    small = np.zeros((10, 10))
+    small[0:2, 4] = small[6:8, 4] = 5.0  # 2 pixels at the start, 2 in mid-stream
+    results = {}
+    for name, scores in (("u", u), ("small", small)):
+        detector = EventDetector(threshold=1.0, min_area=10)
+        events = []
+        for index, line in enumerate(scores):
+            events += detector.add(index, line, float(index))
+        events += detector.finish()
+        results[name] = (
+            [(e.first_line, e.last_line, e.area, e.truncated) for e in events],
+            detector.suppressed,
+        )
+    assert results["u"] == ([(0, 3, 9, True)], 0)
+    assert results["small"] == ([(0, 1, 2, True)], 1)
+
+
 def test_a_stream_with_an_implanted_anomaly_reports_an_event_at_its_place(tmp_path: Path) -> None:
     import json
 
@@ -495,7 +520,8 @@ def test_an_asynchronous_run_error_is_raised_by_a_later_call_and_then_on(untrain
             enhancer.push(lines[1], np.ones(12, bool))
 
 
-def test_a_failing_network_leaves_the_stream_on_plain_rx(untrained_bundle) -> None:
+@pytest.mark.parametrize("scorer", ["global", "hybrid"])
+def test_a_failing_network_leaves_the_stream_on_plain_rx(untrained_bundle, scorer) -> None:
     """The third network run fails: the lines the enhancer held are rejected with the failure as
     the reason, the stream goes on with plain RX (flag plain-rx), every line is accounted for."""
     from edge_had.models import load_bundle
@@ -511,7 +537,7 @@ def test_a_failing_network_leaves_the_stream_on_plain_rx(untrained_bundle) -> No
             enhancer = StreamEnhancer(bundle, _SlowRunner(runner, 0.0, fail_at=3), block=4, context=1,
                                       fit_lines=4, asynchronous=asynchronous)  # fmt: skip
             pipeline = StreamPipeline(12, 40, settings=CausalSettings(warmup_lines=3), enhancer=enhancer,
-                                      on_result=finals.append)  # fmt: skip
+                                      on_result=finals.append, scorer=scorer)  # fmt: skip
             for row, line in enumerate(lines):
                 pipeline.push(line, row, float(row))
             pipeline.finish()
@@ -521,7 +547,9 @@ def test_a_failing_network_leaves_the_stream_on_plain_rx(untrained_bundle) -> No
             )
             rejected = [r for r in finals if r.state == "rejected"]
             assert rejected and all("network run failed" in r.reason for r in rejected)
-            assert len(rejected) <= 4 + 4 + 3  # a block in the enhancer, one in flight, the warm-up
+            # the failed block and (asynchronous) the one filling; hybrid RX's look-ahead lines are
+            # scored with the old statistics, not rejected
+            assert len(rejected) <= (4 if not asynchronous else 8) + 1
             late = [r for r in finals if r.state == "scored" and "plain-rx" in r.flags]
             assert len(late) >= 40 and pipeline.rx.bands == 32
             assert sorted(r.index for r in finals) == list(range(60))
@@ -617,3 +645,33 @@ def test_async_enhance_without_a_network_is_refused(capsys) -> None:
         main(["stream", "--source", "synthetic", "--lines", "20", "--detector", "rx", "--async-enhance"]) == 2
     )
     assert "rx has none" in capsys.readouterr().err
+
+
+def test_lines_pushed_after_finish_are_rejected(lines) -> None:
+    finals = []
+    pipeline = StreamPipeline(25, 6, settings=CausalSettings(warmup_lines=3), on_result=finals.append)
+    for index in range(10):
+        pipeline.push(lines[index], index, float(index))
+    pipeline.finish()
+    result = pipeline.push(lines[10], 10, 10.0)
+    pipeline.finish()  # twice: nothing more
+    assert result.state == "rejected" and result.reason.startswith("stream finished")
+    assert pipeline.health.to_dict()["accounting_ok"] and len(finals) == 11
+
+
+def test_a_refresh_of_corrupt_statistics_gives_nan_scores_not_an_error(monkeypatch) -> None:
+    """Where LAPACK flags a NaN covariance as not positive definite, the pseudo-inverse path's
+    eigh would raise; the refresh gives an all-NaN whitener instead."""
+    from scipy.linalg import lapack
+
+    from edge_had.stream.causal import CausalRX
+
+    rng = np.random.default_rng(0)
+    rx = CausalRX(5, CausalSettings(warmup_lines=2))
+    rx.push(rng.random((20, 5)))
+    rx.push(rng.random((20, 5)))
+    monkeypatch.setattr(lapack, "dpotrf", lambda a, **k: (a, 1))  # as reference LAPACK on NaN
+    bad = rng.random((20, 5))
+    bad[3, 2] = np.nan  # marked valid: reaches the statistics
+    [(_, scores, _)] = rx.push(bad)
+    assert np.isnan(scores).all()

@@ -20,7 +20,8 @@ initialised from them and they are scored late (flag ``warm-up``), so every line
 - its sums ``n, s1, s2`` and the scores ``||W (x - mean)||^2`` - go through a :class:`LineMath`:
 :class:`NumpyLineMath` (float64, the default and the oracle) or
 :class:`edge_had.stream.cuda_line_math.CudaLineMath` (the CUDA kernels of ``rx_kernels.cu``: FP64
-sums, FP32 scores). The small per-refresh work (Cholesky and inverse of ``K x K``) stays in numpy.
+sums, FP32 scores). The small per-refresh work (Cholesky and triangular inverse of ``K x K``,
+LAPACK through SciPy) stays on the CPU.
 """
 
 from __future__ import annotations
@@ -211,6 +212,8 @@ class CausalRX:
             whitener, info = lapack.dtrtri(factor, lower=1)
         if info == 0:
             self._whitener = whitener
+        elif not np.isfinite(cov).all():  # corrupt statistics: NaN scores, not an eigh error
+            self._whitener = np.full((self.bands, self.bands), np.nan)
         else:  # singular even with loading: pseudo-inverse square root
             values, vectors = np.linalg.eigh(cov)
             keep = values > 1e-12 * max(float(values[-1]), 1e-300)

@@ -158,6 +158,7 @@ class StreamPipeline:
         self.profiler = profiler or StageProfiler()
         self.health = Health()
         self._lock = threading.Lock()
+        self._finished = False
         self._last_index: int | None = None
         self._pending: dict[int, _Pending] = {}  # CausalRX position -> line waiting for its score
         self._position = 0
@@ -189,6 +190,8 @@ class StreamPipeline:
             if late:
                 result.flags.append("deadline-miss")
                 self.health.deadline_misses += 1
+            if self._finished:
+                return self._finish(result, "rejected", reason="stream finished (finish() was called)")
             if self.reorder_window > 0:
                 return self._admit(pixels, result, arrival)
             problem = self._check_index(index) or self._check_shape(pixels)
@@ -282,8 +285,12 @@ class StreamPipeline:
             return self._finish(LineResult(index, timestamp, "pending", meta=meta), "dropped", reason=reason)
 
     def finish(self) -> None:
-        """End of stream: lines still in warm-up are scored (late) if they can be, else rejected."""
+        """End of stream: lines still in warm-up are scored (late) if they can be, else rejected;
+        lines pushed afterwards are rejected."""
         with self._lock:
+            if self._finished:
+                return
+            self._finished = True
             if self._held:
                 self._release(force=True)
             if self.enhancer is not None:
