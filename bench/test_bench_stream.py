@@ -101,7 +101,7 @@ def test_plain_causal_rx(benchmark, cube, bench_threads, scorer):
 )
 def test_full_pipeline(benchmark, cube, bundle, backend, scorer, asynchronous, bench_threads, tmp_path):
     from edge_had.runtime import choose_backend, enhancement_runner
-    from edge_had.stream.enhance import StreamEnhancer
+    from edge_had.stream.enhance import StreamEnhancer, runner_threads_beside_rx
 
     if backend == "onnxruntime":
         pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -109,7 +109,8 @@ def test_full_pipeline(benchmark, cube, bundle, backend, scorer, asynchronous, b
     if scorer == "hybrid":  # as `stream --detector enhanced-hybrid-rx`: spectral branch alone
         bundle = dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, alpha_spa=0.0))
     choice = choose_backend(backend, "fp32")
-    runner = enhancement_runner(choice, bundle, FX10.bands, workdir=tmp_path).activate()
+    threads = runner_threads_beside_rx() if asynchronous else None  # as `stream --async-enhance`
+    runner = enhancement_runner(choice, bundle, FX10.bands, workdir=tmp_path, cpu_threads=threads).activate()
 
     def make():
         enhancer = StreamEnhancer(bundle, runner, asynchronous=asynchronous)

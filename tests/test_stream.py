@@ -675,3 +675,30 @@ def test_a_refresh_of_corrupt_statistics_gives_nan_scores_not_an_error(monkeypat
     bad[3, 2] = np.nan  # marked valid: reaches the statistics
     [(_, scores, _)] = rx.push(bad)
     assert np.isnan(scores).all()
+
+
+def test_async_enhance_leaves_a_core_for_rx(monkeypatch, tmp_path) -> None:
+    """With --async-enhance the runner gets one CPU thread fewer than the machine has (ONNX
+    Runtime's intra-op threads; RX keeps a core); without it, the runner's default."""
+    import json
+
+    import edge_had.runtime as runtime
+    from edge_had.cli import main
+    from edge_had.stream.enhance import runner_threads_beside_rx
+
+    real, seen = runtime.enhancement_runner, []
+
+    def spy(*args, **kwargs):
+        runner = real(*args, **kwargs)
+        seen.append((kwargs.get("cpu_threads"), getattr(runner, "threads", "n/a")))
+        return runner
+
+    monkeypatch.setattr(runtime, "enhancement_runner", spy)
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    for flags in ([], ["--async-enhance"]):
+        path = tmp_path / f"r{len(flags)}.json"
+        argv = ["stream", "--source", "synthetic", "--lines", "40", "--width", "24", "--bands", "30",
+                "--backend", "onnxruntime", "--json", str(path), *flags]  # fmt: skip
+        assert main(argv) == 0
+        assert json.loads(path.read_text())["detector"]["enhancement_cpu_threads"] == (5 if flags else None)
+    assert seen == [(None, None), (5, 5)] and runner_threads_beside_rx() == 5

@@ -23,7 +23,10 @@ def enhancement_runner(
     engine: str | Path | None = None,
     workdir: str | Path | None = None,
     device: str = "cpu",
+    cpu_threads: int | None = None,
 ) -> Runner:
+    """The runner of ``choice`` for this model and sensor. ``cpu_threads``: ONNX Runtime's
+    intra-op threads (default: its own, one per core); the other backends ignore it."""
     if choice.backend == "torch":
         from edge_had.runtime.torch_runner import TorchRunner
 
@@ -33,7 +36,7 @@ def enhancement_runner(
 
         path = Path(onnx) if onnx is not None else _export_for(bundle, bands, wavelengths, choice, workdir)
         _check_graph(path, bundle, bands, choice.precision)
-        return OnnxRuntimeRunner(path, choice.precision)
+        return OnnxRuntimeRunner(path, choice.precision, threads=cpu_threads)
     if choice.backend == "tensorrt":
         if engine is None:
             raise BackendError("tensorrt needs an engine file (`edge-had build`)")

@@ -160,14 +160,16 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     if enhanced:
         from edge_had.models.bundle import load_bundle
         from edge_had.runtime import choose_backend, enhancement_runner
-        from edge_had.stream.enhance import StreamEnhancer
+        from edge_had.stream.enhance import StreamEnhancer, runner_threads_beside_rx
 
         bundle = load_bundle(args.model).for_scorer(scorer)
         artifacts = {"onnx": args.onnx, "engine": args.engine, "device": args.device}
         backend = choose_backend(args.backend, args.net_precision, **artifacts)
-        runner = enhancement_runner(backend, bundle, bands, **artifacts).activate()
+        threads = runner_threads_beside_rx() if args.async_enhance else None  # a core left for RX
+        runner = enhancement_runner(backend, bundle, bands, cpu_threads=threads, **artifacts).activate()
         enhancer = StreamEnhancer(bundle, runner, asynchronous=args.async_enhance)
         detector["asynchronous_enhancement"] = args.async_enhance
+        detector["enhancement_cpu_threads"] = threads
         detector.update(model=str(bundle.directory), model_sha256=bundle.sha256, **bundle.config.to_dict())
         if bundle.training_scenes:  # a model folder without a training record: unknown (None)
             trained_on = source_sha256 in bundle.training_scenes  # a synthetic source: never
