@@ -9,9 +9,9 @@ events touching a ground-truth anomaly / events; recall = ground-truth objects, 
 touched by an event / objects), then the held-out scenes are reported with it: false events per
 1000 lines, object recall, precision. Two grids: ``pfa`` alone (``min_area`` 1), and ``pfa`` and
 ``min_area`` jointly. The scores are the stream's (the recorded configuration of
-``edge_had.stream.run``), per ``--detector`` as in ``edge-had stream``: plain RX on 32 bands
-(``rx``), hybrid RX (``hybrid-rx``, thresholded at :func:`~edge_had.stream.events.hybrid_threshold`),
-and the enhanced ones (``enhanced-rx``, ``enhanced-hybrid-rx``) with, for every scene, the
+``edge_had.stream.run``), per ``--detector`` as in ``edge-had stream``, thresholded as it does
+(:func:`~edge_had.stream.events.stream_threshold`): plain RX on 32 bands (``rx``), hybrid RX
+(``hybrid-rx``), and the enhanced ones (``enhanced-rx``, ``enhanced-hybrid-rx``) with, for every scene, the
 cross-validation fold model that did not see it and its alphas (``--cv``, ``--crossval``,
 ``--variant``; seed 0). For those, the rule of a fold is chosen on training scenes that were
 scored by *other* folds' models - models that saw the fold's held-out scenes, and whose alphas
@@ -35,26 +35,18 @@ import numpy as np
 from scipy import ndimage
 
 from edge_had import settings
-from edge_had.detectors.lrx import LocalRXSettings
 from edge_had.eval.crossval import fold_assignment
 from edge_had.eval.fold_models import held_out_model
 from edge_had.io import list_scenes, load_scene
 from edge_had.runtime.torch_runner import TorchRunner
 from edge_had.stream.command import STREAM_DETECTORS
 from edge_had.stream.enhance import StreamEnhancer
-from edge_had.stream.events import EventDetector, chi2_threshold, hybrid_threshold
-from edge_had.stream.run import DEFAULT_REDUCED_BANDS, stream_scene_scores
+from edge_had.stream.events import EventDetector, stream_threshold
+from edge_had.stream.run import stream_scene_scores
 
 PFA_GRID = (1e-6, 1e-8, 1e-10, 1e-12, 1e-14, 1e-16, 1e-20, 1e-25, 1e-30)
 MIN_AREA_GRID = (1, 2, 3, 4, 5, 6, 8)
 KEYS = ("false_per_1000_lines", "recall", "precision", "f1")
-
-
-def threshold(scorer: str, dims: int, pfa: float) -> float:
-    """The event threshold the stream uses for ``scorer`` on ``dims`` bands at false-alarm rate ``pfa``."""
-    if scorer == "hybrid":
-        return hybrid_threshold(dims, LocalRXSettings().n_components or dims, pfa)
-    return chi2_threshold(dims, pfa)
 
 
 def event_stats(scores: np.ndarray, gt: np.ndarray, level: float, min_area: int = 1) -> dict[str, float]:
@@ -123,13 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             bundle = held_out_model(args.cv, report, args.variant, name).for_scorer(scorer)
             with TorchRunner(bundle.model_for(cube.shape[2])) as runner:
                 enhancer = StreamEnhancer(bundle, runner)
-                scores = stream_scene_scores(cube, scene.valid, enhancer=enhancer, scorer=scorer)[0]
-            dims = bundle.config.k
+                scores, run = stream_scene_scores(cube, scene.valid, enhancer=enhancer, scorer=scorer)
         else:
-            scores = stream_scene_scores(cube, scene.valid, scorer=scorer)[0]
-            dims = DEFAULT_REDUCED_BANDS
-        stats[name] = {
-            (pfa, area): event_stats(scores, scene.gt, threshold(scorer, dims, pfa), area)
+            scores, run = stream_scene_scores(cube, scene.valid, scorer=scorer)
+        stats[name] = {  # thresholds as `edge-had stream` sets them, from the scorer that ran
+            (pfa, area): event_stats(scores, scene.gt, stream_threshold(scorer, run.pipeline.rx, pfa), area)
             for pfa, area in joint
         }
     results = {}

@@ -110,8 +110,6 @@ class CausalStatistics:
         if len(pixels) == 0:
             return
         n, s1, s2 = self.line_math.sums(pixels, self.shift)
-        if n == 0:
-            return
         kind = self.settings.statistics
         if kind == "exponential" and self.n > 0:
             keep, gain = 1.0 - self.settings.momentum, self.settings.momentum

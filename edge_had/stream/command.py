@@ -146,7 +146,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.io import sha256_file
     from edge_had.stream.causal import NUMPY_LINE_MATH
     from edge_had.stream.cuda_line_math import CudaLineMath
-    from edge_had.stream.events import EventDetector, chi2_threshold, hybrid_threshold
+    from edge_had.stream.events import EventDetector, stream_threshold
     from edge_had.stream.pipeline import StreamPipeline
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction, run_stream
 
@@ -195,16 +195,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     keep = not (args.source == "synthetic" and args.lines > KEEP_LINES)  # soak: counts only
     pfa, min_area = args.pfa, args.min_event_area
 
-    def threshold() -> float:  # for the bands RX scores now (a fallback to plain RX changes them)
-        rx = pipeline.rx
-        return (
-            chi2_threshold(rx.bands, pfa)
-            if scorer == "global"
-            else hybrid_threshold(rx.bands, rx.components, pfa)
-        )
-
-    events_detector = EventDetector(threshold(), min_area=min_area)
-    threshold_bands = {"bands": pipeline.rx.bands}
+    events_detector = EventDetector(stream_threshold(scorer, pipeline.rx, pfa), min_area=min_area)
+    threshold_bands = pipeline.rx.bands  # a fallback to plain RX changes the scored bands
     events: list[Any] = []
     video = _video(args, width) if keep else None
     events_file = None
@@ -216,9 +208,11 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     rss_curve: list[tuple[int, float | None]] = []
 
     def release(result: Any) -> None:
+        nonlocal threshold_bands
         if result.state == "scored":
-            if "plain-rx" in result.flags and pipeline.rx.bands != threshold_bands["bands"]:  # fell back
-                events_detector.threshold, threshold_bands["bands"] = threshold(), pipeline.rx.bands
+            if "plain-rx" in result.flags and pipeline.rx.bands != threshold_bands:  # fell back
+                events_detector.threshold = stream_threshold(scorer, pipeline.rx, pfa)
+                threshold_bands = pipeline.rx.bands
             finished = events_detector.add(result.index, result.scores, result.timestamp, result.meta)
             seen["events"] += len(finished)
             if events_file is not None:

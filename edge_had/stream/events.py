@@ -34,6 +34,15 @@ def hybrid_threshold(dof_global: int, dof_local: int, pfa: float = 1e-6) -> floa
     return float(np.sqrt(chi2_threshold(dof_global, pfa) * chi2_threshold(dof_local, pfa)))
 
 
+def stream_threshold(scorer: str, rx: Any, pfa: float) -> float:
+    """The event threshold for the scores of a pipeline's scorer ``rx`` (``pipeline.rx``) at
+    ``pfa``: :func:`chi2_threshold` of its bands for ``global`` causal RX, :func:`hybrid_threshold`
+    of its bands and local components for ``hybrid``."""
+    if scorer == "hybrid":
+        return hybrid_threshold(rx.bands, rx.components, pfa)
+    return chi2_threshold(rx.bands, pfa)
+
+
 @dataclass
 class Event:
     first_line: int
@@ -97,7 +106,7 @@ class EventDetector:
         finished: list[Event] = []
         cut = self._last_index is None or index != self._last_index + 1  # the line after a gap, or the first
         if self._last_index is not None and cut:
-            finished += self._close_all(truncated=True)  # a gap breaks connectivity
+            finished += self._close_all()  # a gap breaks connectivity
         self._last_index = index
         hot = np.nan_to_num(scores, nan=-np.inf) > self.threshold
         runs = _runs(hot)
@@ -123,12 +132,13 @@ class EventDetector:
         return self._large_enough(_unique(finished))
 
     def finish(self) -> list[Event]:
-        return self._large_enough(self._close_all(truncated=True))
+        return self._large_enough(self._close_all())
 
-    def _close_all(self, truncated: bool) -> list[Event]:
+    def _close_all(self) -> list[Event]:
+        """Close every open event: cut by a gap or by the end of the stream, so truncated."""
         events = _unique([event.root() for _, _, event in self._open])
         for event in events:
-            event.truncated = event.truncated or truncated
+            event.truncated = True
         self._open = []
         return events
 
