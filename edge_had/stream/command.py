@@ -266,7 +266,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         "backend": None if backend is None else backend.to_dict(),
         "rx_device": {"device": args.rx_device, "cuda": None if cuda_rx is None else cuda_rx.describe()},
         **run.pipeline.report(),
-        "look_ahead_ms": run.pipeline.report()["look_ahead_lines"] * 1e3 / rate,
+        "look_ahead_ms": run.pipeline.look_ahead_lines * 1e3 / rate,
         "events": {
             "threshold": events_detector.threshold,
             "threshold_rule": "chi-square" if scorer == "global" else "geometric mean of chi-square",
