@@ -11,7 +11,7 @@ from scipy.io import savemat
 from edge_had.cli import main
 from edge_had.io.synthetic import synthetic_scene
 from edge_had.models import load_bundle
-from edge_had.train.release import release
+from edge_had.train.release import model_card, release
 from edge_had.train.runner import TrainConfig
 
 TINY = {"epochs": 1, "steps_per_epoch": 2, "pretrain_epochs": 1, "tile": 16, "batch": 2, "k": 8, "hidden": 8}
@@ -47,6 +47,24 @@ def test_release_writes_a_sidecar_that_matches_the_weights(tmp_path):
     assert all(macs > 0 for macs in sidecar["macs_per_pixel"].values())
     assert "Intended use" in (out / "MODEL_CARD.md").read_text()
     assert load_bundle(out).training_scenes == {sha: name for name, sha in expected.items()}
+
+
+def test_model_card_says_how_the_labels_were_used():
+    sidecar = {
+        "training_scenes": [{"name": "a", "sha256": "0"}],
+        "k": 64,
+        "alpha_spe": 1.0,
+        "alpha_spa": 0.0,
+        "hybrid_alpha_spe": 1.0,
+        "macs_per_pixel": {"100": 1},
+        "recipe": {"encoder": "random", "ranking_epochs": 0},
+    }
+    background_only = model_card(sidecar)
+    assert "inpainted and excluded from every loss" in background_only and "rank these" not in background_only
+    sidecar["recipe"]["ranking_epochs"] = 4
+    ranked = model_card(sidecar)
+    assert "rank these scenes' ground-truth" in ranked and "ranking_epochs = 4" in ranked
+    assert "inpainted" not in ranked
 
 
 def test_eval_report_marks_trained_on_per_scene(tmp_path, capsys):

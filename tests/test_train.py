@@ -384,6 +384,7 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str) -> None:
         epochs=1,
         steps_per_epoch=2,
         pretrain_epochs=1,
+        ranking_epochs=1,  # one labelled scene per rank
         device="cpu",
     )
     result = train(config, scenes=_scenes(2))
@@ -410,4 +411,5 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert _identical(r0["weights"], r1["weights"])
     assert _losses(r0["history"]) == _losses(r1["history"])  # logged losses are averaged over ranks
     assert "bundle" in r0["writes"] and "checkpoint" in r0["writes"] and r1["writes"] == []
+    assert list(r0["history"]) == ["pretrain", "stage1", "ranking", "stage2"]
     assert load_bundle(tmp_path / "model").config.k == 16

@@ -2,7 +2,8 @@
 
 Honesty rules (docs/METHOD.md): no scene is ever both trained on and reported. The scenes, sorted
 by name, are split into ``folds`` folds (fold ``i`` holds scenes ``i, i + folds, ...``); for each
-fold and seed a model is trained on the other scenes (their ground-truth anomalies masked) and
+fold and seed a model is trained on the other scenes (their ground-truth anomalies masked, or, in
+the ``supervised-ranking`` variant's ranking phase, its targets) and
 every enhanced number of a scene comes from the model of the fold that held it out. The enhancement
 scales ``alpha_spe`` / ``alpha_spa`` are chosen per fold and seed on the fold's *training* scenes
 (best mean AUC over a fixed grid), never on the held-out ones; no checkpoint selection happens.
@@ -30,8 +31,8 @@ A training that diverges (NaN or Inf weights) is not scored: it is listed in
 ``diverged_trainings`` and its held-out scenes are averaged over the other seeds of that variant.
 
 Pooled shortfall removed against a baseline: ``1 - sum(1 - AUC) / sum(1 - AUC_baseline)`` over
-the scenes. Training runs are cached in ``out/models/<variant>/seed<S>/fold<F>`` and run in
-parallel worker processes (one thread each).
+the scenes. Training runs are cached in ``out/models/<variant>/seed<S>/fold<F>``; trainings and
+evaluations run in ``jobs`` parallel worker processes (one thread each).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the spectral body pretrained 12x longer as a masked / denoising autoencoder, then frozen with
     # its random head: no reverse distillation, no student (both measured not to help)
     "pretrained-encoder-only": {"reverse_distillation": False, "spatial": False, "pretrain_epochs": 120},
+    # no self-supervised phase for the spectral network: from its random init it learns to rank
+    # the training scenes' labelled anomalies above their background (supervised transfer); the
+    # student is trained on it as usual
+    "supervised-ranking": {"encoder": "random", "reverse_distillation": False, "ranking_epochs": 4},
 }
 ALPHA_SPE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 ALPHA_SPA_GRID = (0.0, 1.0, 4.0)
@@ -255,6 +260,45 @@ def _evaluate_model(
     return rows, (*alphas, hybrid_alpha)
 
 
+_WORKER_CACHE: SceneCache | None = None
+
+
+def _start_evaluation_worker(paths: Sequence[Path]) -> None:
+    import torch
+
+    global _WORKER_CACHE
+    torch.set_num_threads(1)
+    _WORKER_CACHE = SceneCache(paths)
+
+
+def _evaluation_job(job: dict[str, Any]) -> tuple[dict[str, dict[str, float]], tuple[float, float, float]]:
+    """Worker: the held-out rows and chosen alphas of one (model, seed, fold)."""
+    from edge_had.models.bundle import load_bundle
+
+    assert _WORKER_CACHE is not None, "evaluation worker not started"
+    bundle = _random_bundle(job["seed"], job["k"]) if job["model"] is None else load_bundle(job["model"])
+    return _evaluate_model(_WORKER_CACHE, bundle, job["train_names"], job["held_out"], job["label"])
+
+
+def _evaluate_all(
+    jobs: Sequence[dict[str, Any]], paths: Sequence[Path], config: CrossValConfig
+) -> list[tuple[dict[str, dict[str, float]], tuple[float, float, float]]]:
+    """Every evaluation job, in order, in ``config.jobs`` worker processes (one thread each)."""
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(
+        max_workers=max(1, config.jobs), initializer=_start_evaluation_worker, initargs=(list(paths),)
+    ) as pool:
+        return list(
+            tqdm(
+                pool.map(_evaluation_job, jobs),
+                total=len(jobs),
+                desc="evaluate models",
+                disable=not config.progress,
+            )
+        )
+
+
 def run_crossval(config: CrossValConfig) -> dict[str, Any]:
     """Train (cached) and evaluate every fold model; returns the ``crossval`` report."""
     from edge_had.models.bundle import load_bundle
@@ -282,23 +326,24 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
             cache.auc(name, resampled_hybrid.score(cube, valid, scene.detection_wavelengths()))
         ]
 
-    alphas: dict[str, dict[str, list[float]]] = {}
+    jobs: list[dict[str, Any]] = []
     diverged: list[dict[str, Any]] = []
     for seed, (index, held_out) in itertools.product(config.seeds, enumerate(folds)):
-        train_names = [name for name in names if name not in held_out]
-        models = {"random": _random_bundle(seed, k)}
+        job = {"seed": seed, "fold": index, "k": k, "held_out": held_out}
+        job["train_names"] = [name for name in names if name not in held_out]
+        jobs.append({**job, "label": "random", "model": None})
         for variant in config.variants:
-            bundle = load_bundle(_model_dir(Path(config.out), variant, seed, index))
-            if has_non_finite_weights(bundle):  # a diverged training: reported, not scored
+            directory = _model_dir(Path(config.out), variant, seed, index)
+            if has_non_finite_weights(load_bundle(directory)):  # a diverged training: reported, not scored
                 diverged.append({"variant": variant, "seed": seed, "fold": index, "held_out": held_out})
                 continue
-            models[variant] = bundle
-        for label, bundle in models.items():
-            rows, chosen = _evaluate_model(cache, bundle, train_names, held_out, label)
-            alphas.setdefault(label, {})[f"seed{seed}/fold{index}"] = list(chosen)
-            for name, row in rows.items():
-                for key, value in row.items():
-                    per_scene[name].setdefault(key, []).append(value)
+            jobs.append({**job, "label": variant, "model": str(directory)})
+    alphas: dict[str, dict[str, list[float]]] = {}
+    for job, (rows, chosen) in zip(jobs, _evaluate_all(jobs, paths, config), strict=True):
+        alphas.setdefault(job["label"], {})[f"seed{job['seed']}/fold{job['fold']}"] = list(chosen)
+        for name, row in rows.items():
+            for key, value in row.items():
+                per_scene[name].setdefault(key, []).append(value)
 
     report = {
         "schema_version": SCHEMA_VERSION,

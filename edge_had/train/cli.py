@@ -77,6 +77,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="train on ground-truth anomaly pixels too (default: they are inpainted and excluded)",
     )
     parser.add_argument(
+        "--ranking-epochs",
+        type=int,
+        default=d.ranking_epochs,
+        help="epochs of the supervised ranking phase after stage 1: the spectral network learns to "
+        "rank the training scenes' labelled anomalies above their background under global RX "
+        f"({d.ranking_epochs} = off)",
+    )
+    parser.add_argument(
         "--alpha-spe", type=float, default=d.alpha_spe, help=f"f_spe scale in the fusion ({d.alpha_spe})"
     )
     parser.add_argument(
@@ -107,6 +115,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     more.add_argument("--k", type=int, default=d.k, help=f"canonical bands ({d.k})")
     more.add_argument("--hidden", type=int, default=d.hidden, help=f"spectral width ({d.hidden})")
     more.add_argument("--blocks", type=int, default=d.blocks, help=f"spectral blocks ({d.blocks})")
+    more.add_argument(
+        "--ranking-lr", type=float, default=d.ranking_lr, help=f"ranking phase Adam lr ({d.ranking_lr})"
+    )
+    more.add_argument(
+        "--ranking-temperature",
+        type=float,
+        default=d.ranking_temperature,
+        help=f"ranking loss temperature in log-RX units ({d.ranking_temperature})",
+    )
+    more.add_argument(
+        "--ranking-alpha",
+        type=float,
+        default=d.ranking_alpha,
+        help=f"f_spe scale the ranking phase trains at ({d.ranking_alpha})",
+    )
     more.add_argument("--device", default=d.device, help=f"auto, cpu or cuda ({d.device})")
 
 
@@ -135,6 +158,10 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None)
         spatial=args.spatial,
         decorrelation_weight=args.decorrelation_weight,
         mask_anomalies=args.mask_anomalies,
+        ranking_epochs=args.ranking_epochs,
+        ranking_lr=args.ranking_lr,
+        ranking_temperature=args.ranking_temperature,
+        ranking_alpha=args.ranking_alpha,
         alpha_spe=args.alpha_spe,
         alpha_spa=args.alpha_spa,
         exclude=tuple(args.exclude),

@@ -49,6 +49,14 @@ class TrainConfig:
     relative_variance: bool = True
     restoration_width: int = 32
     mask_anomalies: bool = True
+    #: supervised ranking phase (0 = off): epochs, Adam lr, logistic temperature, the f_spe scale
+    #: it trains at, background pixels drawn per scene and step, largest crop side
+    ranking_epochs: int = 0
+    ranking_lr: float = 1e-3
+    ranking_temperature: float = 0.5
+    ranking_alpha: float = 1.0
+    ranking_negatives: int = 2048
+    ranking_crop: int = 256
     augment: bool = True
     alpha_spe: float = 1.0
     alpha_spa: float = 1.0
@@ -75,6 +83,10 @@ class TrainConfig:
                 raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.pretrain_epochs < 0 or self.blocks < 1:
             raise TrainError("need pretrain_epochs >= 0 and blocks >= 1")
+        if self.ranking_epochs < 0 or self.ranking_lr <= 0 or self.ranking_temperature <= 0:
+            raise TrainError("need ranking_epochs >= 0, ranking_lr > 0 and ranking_temperature > 0")
+        if self.ranking_negatives < 1 or self.ranking_crop < 8:
+            raise TrainError("need ranking_negatives >= 1 and ranking_crop >= 8")
         if self.stage == "2" and not self.spatial:
             raise TrainError("stage 2 trains the spatial student; with spatial off there is nothing to do")
 
@@ -112,6 +124,8 @@ class TrainConfig:
                 out.append(("pretrain", self.pretrain_epochs))
             if self.reverse_distillation:
                 out.append(("stage1", self.epochs))
+            if self.ranking_epochs > 0:
+                out.append(("ranking", self.ranking_epochs))
         if self.stage in ("2", "all") and self.spatial:
             out.append(("stage2", self.epochs))
         return out

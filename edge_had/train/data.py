@@ -30,6 +30,10 @@ resumed run continue the identical stream. Under data-parallel training every ra
 same *global* batch of ``batch * world_size`` tile positions and keeps only its own slice
 ``[rank * batch, (rank + 1) * batch)``: ranks see different tiles, and the union of all ranks'
 tiles is the batch a single process with ``batch * world_size`` would draw.
+
+The supervised ranking phase uses the training scenes differently: :func:`load_labelled_scenes`
+prepares them *without* inpainting and keeps their ground truth (the anomalies are its targets),
+and :class:`SceneSampler` hands it one crop of every labelled scene per step.
 """
 
 from __future__ import annotations
@@ -46,7 +50,18 @@ from edge_had.io import Scene, list_scenes, load_scene, sha256_file
 from edge_had.models.adapter import SpectralAdapter
 from edge_had.models.normalize import Normalization
 
-__all__ = ["TileBatch", "TileSampler", "TrainingScene", "load_training_scenes", "prepare_scene"]
+__all__ = [
+    "LabelledScene",
+    "SceneBatch",
+    "SceneCrop",
+    "SceneSampler",
+    "TileBatch",
+    "TileSampler",
+    "TrainingScene",
+    "load_labelled_scenes",
+    "load_training_scenes",
+    "prepare_scene",
+]
 
 _INPAINT_WINDOWS = (5, 9, 17, 33, 65)
 
@@ -133,18 +148,10 @@ def prepare_scene(
     )
 
 
-def load_training_scenes(
-    folder: str | Path | Iterable[Scene],
-    exclude: Sequence[str] = (),
-    k: int = 64,
-    mask_anomalies: bool = True,
-) -> list[TrainingScene]:
-    """Prepared scenes of ``folder`` (every scene file, sorted by name) or of in-memory scenes.
-
-    ``exclude`` holds scene names (file stems, or ``Scene.name``) to leave out, e.g. a
-    cross-validation fold's test scenes; an excluded name that matches nothing is an error (a typo
-    would otherwise silently train on the test scenes).
-    """
+def _scenes_of(folder: str | Path | Iterable[Scene], exclude: Sequence[str]) -> list[Scene]:
+    """The scenes of ``folder`` (every scene file, sorted by name) or the in-memory ones, less
+    ``exclude``; an excluded name that matches nothing is an error (a typo would otherwise
+    silently train on the test scenes)."""
     excluded = set(exclude)
     if isinstance(folder, (str, Path)):
         paths = list_scenes(folder)
@@ -159,11 +166,21 @@ def load_training_scenes(
         raise ValueError(f"--exclude names no scene: {unknown}; scenes are {sorted(names)}")
     if not sources:
         raise ValueError("no training scene left after --exclude")
-    prepared = []
-    for item in sources:
-        scene = load_scene(item) if isinstance(item, Path) else item
-        prepared.append(prepare_scene(scene, k, mask_anomalies=mask_anomalies))
-    return prepared
+    return [load_scene(item) if isinstance(item, Path) else item for item in sources]
+
+
+def load_training_scenes(
+    folder: str | Path | Iterable[Scene],
+    exclude: Sequence[str] = (),
+    k: int = 64,
+    mask_anomalies: bool = True,
+) -> list[TrainingScene]:
+    """Prepared scenes of ``folder`` (every scene file, sorted by name) or of in-memory scenes.
+
+    ``exclude`` holds scene names (file stems, or ``Scene.name``) to leave out, e.g. a
+    cross-validation fold's test scenes.
+    """
+    return [prepare_scene(scene, k, mask_anomalies=mask_anomalies) for scene in _scenes_of(folder, exclude)]
 
 
 @dataclass
@@ -250,4 +267,142 @@ class TileSampler:
         return self
 
     def __next__(self) -> TileBatch:
+        return self.sample()
+
+
+# --------------------------------------------------------------------------- labelled scenes
+
+
+@dataclass
+class LabelledScene:
+    """A training scene as a detector sees it, with its labels (the supervised ranking phase).
+
+    ``x``: ``K x H x W`` float32, prepared like :func:`prepare_scene` *without* inpainting (the
+    anomalies are in it: they are the targets); ``valid`` and ``anomalies``: ``H x W`` bool.
+    """
+
+    name: str
+    x: torch.Tensor
+    valid: torch.Tensor
+    anomalies: torch.Tensor
+
+
+def load_labelled_scenes(
+    folder: str | Path | Iterable[Scene], exclude: Sequence[str] = (), k: int = 64
+) -> list[LabelledScene]:
+    """The scenes of ``folder`` (less ``exclude``) that have ground truth with at least one valid
+    anomaly pixel and one valid background pixel; ``ValueError`` when none has."""
+    labelled = []
+    for scene in _scenes_of(folder, exclude):
+        if scene.gt is None:
+            continue
+        valid = np.asarray(scene.valid, dtype=bool)
+        anomalies = valid & np.asarray(scene.gt, dtype=bool)
+        if not anomalies.any() or anomalies.sum() == valid.sum():
+            continue
+        prepared = prepare_scene(scene, k, mask_anomalies=False)
+        labelled.append(
+            LabelledScene(scene.name, prepared.x, torch.from_numpy(valid), torch.from_numpy(anomalies))
+        )
+    if not labelled:
+        raise ValueError("no training scene has ground-truth anomalies: nothing to rank")
+    return labelled
+
+
+@dataclass
+class SceneCrop:
+    """One crop of a labelled scene and the uniform draws that pick its background pixels."""
+
+    x: torch.Tensor
+    valid: torch.Tensor
+    anomalies: torch.Tensor
+    negative_draws: torch.Tensor  # (negatives,) float64 in [0, 1)
+
+
+@dataclass
+class SceneBatch:
+    """This rank's crops; ``weight`` = world size / crops in the global batch (so that averaging
+    the ranks' gradients gives the mean loss over every crop)."""
+
+    crops: list[SceneCrop]
+    weight: float
+
+    def to(self, device: torch.device | str) -> SceneBatch:
+        crops = [
+            SceneCrop(c.x.to(device), c.valid.to(device), c.anomalies.to(device), c.negative_draws.to(device))
+            for c in self.crops
+        ]
+        return SceneBatch(crops, self.weight)
+
+
+class SceneSampler:
+    """One crop of every labelled scene per step (the whole scene when it fits in ``crop``).
+
+    A crop always holds an anomaly: its position is drawn uniformly among the positions that
+    contain one anomaly pixel picked at random. ``negatives`` background pixels are drawn with
+    replacement per crop. Under data-parallel training the global batch (all scenes) is drawn on
+    every rank and rank ``r`` keeps scenes ``r, r + world_size, ...``. Own generator, state_dict
+    and load_state_dict like :class:`TileSampler`.
+    """
+
+    def __init__(
+        self,
+        scenes: Sequence[LabelledScene],
+        crop: int = 256,
+        negatives: int = 2048,
+        seed: int = 0,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if crop < 8 or negatives < 1:
+            raise ValueError(f"need crop >= 8 and negatives >= 1, got crop={crop}, negatives={negatives}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        if len(scenes) < world_size:
+            raise ValueError(
+                f"the ranking phase gives every rank whole scenes: {len(scenes)} labelled scene(s) "
+                f"cannot feed {world_size} ranks"
+            )
+        self.scenes = list(scenes)
+        self.crop = crop
+        self.negatives = negatives
+        self.rank = rank
+        self.world_size = world_size
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def _window(self, size: int, length: int, anomaly_at: int, draw: float) -> slice:
+        if length <= size:
+            return slice(0, length)
+        first = max(0, anomaly_at - size + 1)
+        last = min(anomaly_at, length - size)
+        start = first + int(draw * (last - first + 1))
+        return slice(start, start + size)
+
+    def sample(self) -> SceneBatch:
+        g = self.generator
+        crops = []
+        for index, scene in enumerate(self.scenes):  # drawn for all scenes, kept for this rank's
+            rows, cols = torch.nonzero(scene.anomalies, as_tuple=True)
+            pick = int(torch.randint(0, rows.numel(), (1,), generator=g))
+            u = torch.rand(2, generator=g, dtype=torch.float64).tolist()
+            draws = torch.rand(self.negatives, generator=g, dtype=torch.float64)
+            if index % self.world_size != self.rank:
+                continue
+            h, w = scene.anomalies.shape
+            r = self._window(self.crop, h, int(rows[pick]), u[0])
+            c = self._window(self.crop, w, int(cols[pick]), u[1])
+            crops.append(SceneCrop(scene.x[:, r, c], scene.valid[r, c], scene.anomalies[r, c], draws))
+        return SceneBatch(crops, self.world_size / len(self.scenes))
+
+    def __iter__(self) -> SceneSampler:
+        return self
+
+    def __next__(self) -> SceneBatch:
         return self.sample()

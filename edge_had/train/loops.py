@@ -22,6 +22,14 @@ one-call versions. Every loss is taken on the sampler's background mask only.
   only). ``reverse_distillation=False`` skips
   stage 1 entirely: the head stays as it is (random), which is the training-free / pretrained-only
   ablation (the bottleneck and decoder would not change the shipped network anyway).
+* **Ranking** (optional transfer phase, ``ranking_epochs > 0``; after stage 1, before stage 2):
+  the whole spectral network is trained so that under global RX of ``x + ranking_alpha f_spe``
+  each training scene's labelled anomaly pixels outrank its background pixels
+  (:func:`~edge_had.train.losses.pairwise_ranking_loss` of
+  :func:`~edge_had.train.losses.log_global_rx`, one crop per scene and step from a
+  :class:`~edge_had.train.data.SceneSampler`). Unlike every other phase it uses the training
+  scenes' anomalies as targets (never a held-out scene's): supervised transfer across scenes.
+  Adam with its own lr and the usual betas (0.9, 0.999).
 * **Stage 2**: the teacher (spectral) is frozen; ``f_spe = spectral(x)``, ``f_spa = spatial(x)``,
   ``restored = RestorationNet(f_spa + f_spe)``; loss = ``stage2_loss(f_spe, f_spa, restored, x,
   weights, mask=background)``. ``Stage2Weights(decorrelation=0)`` is the decorrelation ablation.
@@ -49,8 +57,16 @@ from tqdm.auto import tqdm
 
 from edge_had.models.spatial import SpatialStudent
 from edge_had.models.spectral import SpectralEnhancer
-from edge_had.train.data import TileBatch, TileSampler
-from edge_had.train.losses import Stage1Weights, Stage2Weights, masked_mse, stage1_loss, stage2_loss
+from edge_had.train.data import SceneBatch, SceneSampler, TileBatch, TileSampler
+from edge_had.train.losses import (
+    Stage1Weights,
+    Stage2Weights,
+    log_global_rx,
+    masked_mse,
+    pairwise_ranking_loss,
+    stage1_loss,
+    stage2_loss,
+)
 from edge_had.train.modules import (
     FeatureDecoder,
     MaskedAutoencoderHead,
@@ -65,6 +81,7 @@ __all__ = [
     "DEFAULT_LR",
     "LossHistory",
     "PretrainTrainer",
+    "RankingTrainer",
     "Stage1Trainer",
     "Stage2Trainer",
     "pretrain_encoder",
@@ -73,6 +90,8 @@ __all__ = [
 ]
 
 DEFAULT_LR = 5e-3
+Batch = TileBatch | SceneBatch
+Sampler = TileSampler | SceneSampler
 DEFAULT_BETAS = (0.5, 0.999)
 
 
@@ -135,10 +154,10 @@ class _Trainer:
         self.optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(betas))  # type: ignore[arg-type]
 
     # subclasses: loss of one batch -> (total, {term: unweighted value})
-    def loss(self, batch: TileBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def step(self, batch: TileBatch) -> tuple[float, dict[str, float]]:
+    def step(self, batch: Batch) -> tuple[float, dict[str, float]]:
         self.net.train()
         batch = batch.to(self.device)
         total, parts = self.loss(batch)
@@ -159,7 +178,7 @@ class _Trainer:
         return numbers[0], dict(zip(parts.keys(), numbers[1:], strict=True))
 
     def run(
-        self, sampler: TileSampler, steps: int, *, progress: bool = True, desc: str | None = None
+        self, sampler: Sampler, steps: int, *, progress: bool = True, desc: str | None = None
     ) -> LossHistory:
         history = LossHistory()
         bar = tqdm(
@@ -408,6 +427,54 @@ def train_stage1(
     if pre is not None:
         history.parts["pretrain"] = list(pre)
     return history
+
+
+# --------------------------------------------------------------------------- ranking (transfer)
+
+RANKING_BETAS = (0.9, 0.999)
+
+
+class RankingTrainer(_Trainer):
+    """Supervised ranking of the training scenes' anomalies (module docstring)."""
+
+    name = "ranking"
+
+    def __init__(
+        self,
+        spectral: SpectralEnhancer,
+        *,
+        alpha: float = 1.0,
+        temperature: float = 0.5,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = RANKING_BETAS,
+        device: torch.device | str | None = None,
+        distributed: bool | None = None,
+        grad_clip: float | None = None,
+    ) -> None:
+        _set_trainable(spectral, True)
+        super().__init__(
+            spectral, lr=lr, betas=betas, device=device, distributed=distributed, grad_clip=grad_clip
+        )
+        self.alpha = float(alpha)
+        self.temperature = float(temperature)
+
+    def loss(self, batch: SceneBatch) -> tuple[torch.Tensor, dict[str, float]]:  # type: ignore[override]
+        terms = []
+        for crop in batch.crops:
+            z = crop.x + self.alpha * self.model(crop.x[None])[0]
+            scores = log_global_rx(z, crop.valid)
+            is_anomaly = crop.anomalies[crop.valid]
+            background = scores[~is_anomaly]
+            if background.numel() == 0:  # a crop of anomalies only: nothing to rank against
+                terms.append(scores.sum() * 0.0)
+                continue
+            picks = (crop.negative_draws * background.numel()).long().clamp_(max=background.numel() - 1)
+            terms.append(pairwise_ranking_loss(scores[is_anomaly], background[picks], self.temperature))
+        mean = torch.stack(terms).mean()
+        return torch.stack(terms).sum() * batch.weight, {"ranking": float(mean.detach())}
+
+    def finish(self, spectral: SpectralEnhancer) -> None:
+        _set_trainable(spectral, False)
 
 
 # --------------------------------------------------------------------------- stage 2

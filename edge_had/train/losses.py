@@ -10,6 +10,12 @@ Stage 2 (the spatial "rebellious student", docs/METHOD.md "Stage-2 loss"):
 :func:`reconstruction_loss` (MSE + 0.01 * :func:`ssim_loss`); combined by :func:`stage2_loss` with
 :class:`Stage2Weights`.
 
+Supervised ranking (the optional transfer phase, :class:`~edge_had.train.loops.RankingTrainer`):
+:func:`log_global_rx` (differentiable global RX of one scene) and :func:`pairwise_ranking_loss`
+(anomaly pixels of a *training* scene should outrank its background). These two take whole
+scenes and labels, not masks: they are the one place where ground-truth anomalies are used as
+targets instead of being masked out.
+
 Masks. Every loss takes an optional ``mask`` of shape ``N x 1 x H x W`` or ``N x H x W`` (a batch
 of 1 broadcasts), boolean or float, that *selects the pixels that count*: ``True`` / a positive
 weight = the pixel counts, ``False`` / 0 = it is ignored. Training scenes' ground-truth anomaly
@@ -49,8 +55,10 @@ __all__ = [
     "anti_similarity_loss",
     "cosine_distance",
     "decorrelation_loss",
+    "log_global_rx",
     "masked_mse",
     "multiscale_cosine",
+    "pairwise_ranking_loss",
     "published_alignment_loss",
     "reconstruction_loss",
     "resize_mask",
@@ -492,3 +500,41 @@ def stage2_loss(
         "total": float(total.detach()),
     }
     return total, parts
+
+
+# ----------------------------------------------------------------------------------------------------
+# supervised ranking (transfer phase)
+
+
+def log_global_rx(z: Tensor, valid: Tensor, ridge: float = 1e-9) -> Tensor:
+    """``log`` of global RX of the ``valid`` pixels of one ``K x H x W`` cube -> ``(n_valid,)``.
+
+    Differentiable in ``z``. Mean and covariance (divided by the pixel count, like
+    :func:`edge_had.detectors.rx.rx_reference`, plus ``ridge`` on the diagonal so a rank-deficient
+    cube still factorises) are taken over the valid pixels in float64; the Mahalanobis distance
+    comes from a Cholesky factor. The log turns the covariance's normalisation into a constant
+    shift, which a pairwise loss does not see.
+    """
+    if z.dim() != 3:
+        raise ValueError(f"log_global_rx expects K x H x W, got shape {tuple(z.shape)}")
+    pixels = z.reshape(z.shape[0], -1).T[valid.reshape(-1)].double()
+    if pixels.shape[0] < 2:
+        raise ValueError("log_global_rx needs at least 2 valid pixels")
+    centred = pixels - pixels.mean(0, keepdim=True)
+    eye = torch.eye(centred.shape[1], dtype=centred.dtype, device=centred.device)
+    cov = centred.T @ centred / centred.shape[0] + ridge * eye
+    whitened = torch.linalg.solve_triangular(torch.linalg.cholesky(cov), centred.T, upper=False)
+    return torch.log((whitened * whitened).sum(0) + 1e-12)
+
+
+def pairwise_ranking_loss(positive: Tensor, negative: Tensor, temperature: float = 0.5) -> Tensor:
+    """Mean logistic loss over all (positive, negative) pairs: ``softplus(-(p - n) / temperature)``.
+
+    A smooth stand-in for ``1 - AUC``: ``log 2`` per pair at a tie, towards 0 when every positive
+    outranks every negative by several ``temperature``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if positive.numel() == 0 or negative.numel() == 0:
+        raise ValueError("pairwise_ranking_loss needs at least one positive and one negative score")
+    return F.softplus(-(positive.reshape(-1, 1) - negative.reshape(1, -1)) / temperature).mean()

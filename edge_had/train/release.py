@@ -80,6 +80,10 @@ def release(
                 "spatial",
                 "decorrelation_weight",
                 "mask_anomalies",
+                "ranking_epochs",
+                "ranking_lr",
+                "ranking_temperature",
+                "ranking_alpha",
                 "seed",
             )
             if hasattr(config, name)
@@ -101,6 +105,13 @@ def release(
 
 def model_card(sidecar: dict[str, Any]) -> str:
     scenes = ", ".join(entry["name"] for entry in sidecar["training_scenes"])
+    if sidecar.get("recipe", {}).get("ranking_epochs", 0) > 0:
+        labels = (
+            "The spectral branch was trained (ranking phase) to rank these scenes' ground-truth",
+            "anomalies above their background under global RX; every other loss excluded them.",
+        )
+    else:
+        labels = ("Ground-truth", "anomalies were inpainted and excluded from every loss.")
     lines = [
         "# edge-had default enhancement model",
         "",
@@ -110,8 +121,8 @@ def model_card(sidecar: dict[str, Any]) -> str:
         "",
         f"**Training data.** {scenes} - the Airport-Beach-Urban (ABU) scenes (AVIRIS and ROSIS),",
         "distributed by X. Kang for research use with citation: Kang et al., IEEE TGRS 55(10),",
-        "5600-5611, 2017. No explicit licence: research use only, cite the data set. Ground-truth",
-        "anomalies were inpainted and excluded from every loss.",
+        "5600-5611, 2017. No explicit licence: research use only, cite the data set.",
+        *labels,
         "",
         "**Recipe.** "
         + ", ".join(f"{key} = {value}" for key, value in sidecar.get("recipe", {}).items())

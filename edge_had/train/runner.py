@@ -5,6 +5,9 @@ Phases, each run for its number of epochs of ``steps_per_epoch`` steps:
 * ``pretrain`` (stage 1 or all, ``encoder="pretrained"``): the spectral body as a masked /
   denoising autoencoder, ``pretrain_epochs`` epochs;
 * ``stage1`` (stage 1 or all, ``reverse_distillation=True``): reverse distillation, ``epochs``;
+* ``ranking`` (stage 1 or all, ``ranking_epochs > 0``): the spectral network trained so that the
+  training scenes' labelled anomalies outrank their background under global RX (supervised
+  transfer; off by default), ``ranking_epochs``;
 * ``stage2`` (stage 2 or all, ``spatial=True``): the spatial student, ``epochs``.
 
 ``--stage 2`` alone loads the stage-1 spectral network from the bundle already in ``out``.
@@ -88,8 +91,21 @@ from edge_had.models.normalize import Normalization
 from edge_had.models.spatial import SpatialStudent
 from edge_had.models.spectral import SpectralEnhancer
 from edge_had.train.config import TrainConfig, TrainError
-from edge_had.train.data import TileSampler, TrainingScene, load_training_scenes
-from edge_had.train.loops import LossHistory, PretrainTrainer, Stage1Trainer, Stage2Trainer
+from edge_had.train.data import (
+    SceneSampler,
+    TileSampler,
+    TrainingScene,
+    load_labelled_scenes,
+    load_training_scenes,
+)
+from edge_had.train.loops import (
+    RANKING_BETAS,
+    LossHistory,
+    PretrainTrainer,
+    RankingTrainer,
+    Stage1Trainer,
+    Stage2Trainer,
+)
 
 __all__ = ["MEASURED_FOLD_SECONDS", "TrainConfig", "TrainError", "train"]
 
@@ -100,7 +116,7 @@ TRAIN_CONFIG_FILE = "train_config.json"
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "latest.json"
 CHECKPOINT_FORMAT = "edge-had-checkpoint"
-_PHASE_ORDER = ("pretrain", "stage1", "stage2")
+_PHASE_ORDER = ("pretrain", "stage1", "ranking", "stage2")
 # fields that may change between a run and its resumption
 _RESUMABLE_CHANGES = (
     "resume",
@@ -399,22 +415,43 @@ def _run(
                 spatial.load_state_dict(checkpoint["spatial"])
         if phase in completed:
             continue
-        sampler = TileSampler(
-            data,
-            config.tile,
-            config.batch,
-            seed,
-            rank=ddp.rank,
-            world_size=ddp.world_size,
-            augment=config.augment,
-        )
-        trainer: PretrainTrainer | Stage1Trainer | Stage2Trainer
+        sampler: TileSampler | SceneSampler
+        if phase == "ranking":
+            try:
+                sampler = SceneSampler(
+                    load_labelled_scenes(source, config.exclude, config.k),
+                    config.ranking_crop,
+                    config.ranking_negatives,
+                    seed,
+                    rank=ddp.rank,
+                    world_size=ddp.world_size,
+                )
+            except ValueError as error:
+                raise TrainError(f"ranking phase: {error}") from error
+        else:
+            sampler = TileSampler(
+                data,
+                config.tile,
+                config.batch,
+                seed,
+                rank=ddp.rank,
+                world_size=ddp.world_size,
+                augment=config.augment,
+            )
+        trainer: PretrainTrainer | Stage1Trainer | RankingTrainer | Stage2Trainer
         if phase == "pretrain":
             trainer = PretrainTrainer(
                 spectral, seed=seed + 1, rank=ddp.rank, world_size=ddp.world_size, **common
             )
         elif phase == "stage1":
             trainer = Stage1Trainer(spectral, weights=config.stage1_weights(), **common)
+        elif phase == "ranking":
+            trainer = RankingTrainer(
+                spectral,
+                alpha=config.ranking_alpha,
+                temperature=config.ranking_temperature,
+                **{**common, "lr": config.ranking_lr, "betas": RANKING_BETAS},
+            )
         else:
             assert spatial is not None
             trainer = Stage2Trainer(

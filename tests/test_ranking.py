@@ -1,0 +1,247 @@
+"""The supervised ranking phase: its loss and differentiable RX (against the numpy oracle and hand
+values), labelled scenes, the scene sampler, the trainer, and the phase inside a training run.
+
+Tiny synthetic scenes (32 x 32 px, 24 bands, K = 16) on the CPU, like tests/test_train.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge_had.detectors.rx import rx_reference
+from edge_had.io import Scene
+from edge_had.io.synthetic import synthetic_scene
+from edge_had.models.spectral import SpectralEnhancer
+from edge_had.train.data import SceneSampler, load_labelled_scenes, prepare_scene
+from edge_had.train.loops import RankingTrainer
+from edge_had.train.losses import log_global_rx, pairwise_ranking_loss
+from edge_had.train.runner import CHECKPOINT_DIR, TRAIN_CONFIG_FILE, TrainConfig, TrainError, train
+
+SMALL = {"k": 16, "hidden": 8, "blocks": 2, "tile": 16, "batch": 4, "threads": 1, "progress": False}
+
+
+def _scenes(n: int = 2, size: int = 32) -> list[Scene]:
+    scenes = [synthetic_scene(seed=s, lines=size, width=size, bands=24) for s in range(n)]
+    return [dataclasses.replace(scene, name=f"s{i}") for i, scene in enumerate(scenes)]
+
+
+def _config(tmp_path: Path, name: str = "model", **overrides: object) -> TrainConfig:
+    values: dict[str, object] = {
+        **SMALL,
+        "out": str(tmp_path / name),
+        "encoder": "random",
+        "reverse_distillation": False,
+        "spatial": False,
+        "ranking_epochs": 2,
+        "steps_per_epoch": 3,
+        "epochs": 1,
+    }
+    values.update(overrides)
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_log_global_rx_matches_the_numpy_oracle_and_is_differentiable() -> None:
+    rng = np.random.default_rng(0)
+    cube = rng.normal(size=(12, 9, 5)) @ rng.normal(size=(5, 5))  # correlated bands
+    valid = np.ones((12, 9), dtype=bool)
+    valid[0, :3] = False
+    z = torch.tensor(cube.transpose(2, 0, 1), requires_grad=True)
+    scores = log_global_rx(z, torch.from_numpy(valid))
+    oracle = rx_reference(cube, mask=valid)[valid]
+    np.testing.assert_allclose(scores.exp().detach().numpy(), oracle, rtol=1e-6)  # the 1e-9 ridge
+    scores.sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    # RX is affine invariant: a scaled and shifted cube scores the same
+    again = log_global_rx(3.0 * z.detach() + 1.0, torch.from_numpy(valid))
+    np.testing.assert_allclose(again.numpy(), scores.detach().numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="K x H x W"):
+        log_global_rx(z.detach()[None], torch.from_numpy(valid))
+
+
+def test_pairwise_ranking_loss_hand_values() -> None:
+    # one pair, positive ahead by 2 at temperature 1: log(1 + e^-2)
+    loss = pairwise_ranking_loss(torch.tensor([2.0]), torch.tensor([0.0]), temperature=1.0)
+    assert float(loss) == pytest.approx(math.log1p(math.exp(-2.0)))
+    # a tie costs log 2 per pair; the mean runs over all 2 x 3 pairs
+    tie = pairwise_ranking_loss(torch.zeros(2), torch.zeros(3))
+    assert float(tie) == pytest.approx(math.log(2.0))
+    # the temperature scales the margin: ahead by 1 at 0.5 = ahead by 2 at 1
+    half = pairwise_ranking_loss(torch.tensor([1.0]), torch.tensor([0.0]), temperature=0.5)
+    assert float(half) == pytest.approx(float(loss))
+    # positives behind the negatives cost more than positives ahead
+    behind = pairwise_ranking_loss(torch.tensor([0.0]), torch.tensor([2.0]), temperature=1.0)
+    assert float(behind) > math.log(2.0) > float(loss)
+    with pytest.raises(ValueError, match="temperature"):
+        pairwise_ranking_loss(torch.ones(1), torch.zeros(1), temperature=0.0)
+    with pytest.raises(ValueError, match="at least one"):
+        pairwise_ranking_loss(torch.ones(0), torch.zeros(1))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_labelled_scenes_keep_the_anomalies_and_skip_unlabelled_scenes() -> None:
+    scenes = _scenes(3)
+    scenes[1] = dataclasses.replace(scenes[1], gt=None)
+    scenes[2] = dataclasses.replace(scenes[2], gt=np.zeros_like(scenes[2].gt))
+    labelled = load_labelled_scenes(scenes, k=16)
+    assert [s.name for s in labelled] == ["s0"]
+    scene = labelled[0]
+    assert scene.anomalies.sum() > 0 and torch.equal(scene.anomalies, torch.from_numpy(scenes[0].gt))
+    # not inpainted: the anomaly pixels are the detector's input, not their surroundings
+    assert torch.equal(scene.x, prepare_scene(scenes[0], 16, mask_anomalies=False).x)
+    inpainted = prepare_scene(scenes[0], 16).x
+    assert not torch.allclose(scene.x[:, scene.anomalies], inpainted[:, scene.anomalies])
+    with pytest.raises(ValueError, match="no training scene has ground-truth anomalies"):
+        load_labelled_scenes(scenes[1:], k=16)
+
+
+def test_scene_sampler_crops_hold_an_anomaly_and_ranks_split_the_scenes() -> None:
+    labelled = load_labelled_scenes(_scenes(3), k=16)
+    whole = SceneSampler(labelled, crop=64, negatives=10, seed=1).sample()
+    assert [c.x.shape for c in whole.crops] == [(16, 32, 32)] * 3  # smaller than the crop: whole
+    assert whole.weight == pytest.approx(1 / 3)
+    sampler = SceneSampler(labelled, crop=8, negatives=10, seed=1)
+    for _ in range(20):
+        batch = sampler.sample()
+        for crop in batch.crops:
+            assert crop.x.shape == (16, 8, 8) and crop.anomalies.any()
+            assert crop.negative_draws.shape == (10,)
+    # deterministic, resumable
+    a, b = SceneSampler(labelled, 8, 10, seed=2), SceneSampler(labelled, 8, 10, seed=2)
+    assert all(torch.equal(x.x, y.x) for x, y in zip(a.sample().crops, b.sample().crops, strict=True))
+    state = a.state_dict()
+    after = a.sample()
+    a.load_state_dict(state)
+    assert all(torch.equal(x.x, y.x) for x, y in zip(a.sample().crops, after.crops, strict=True))
+    # two ranks: scenes 0 and 2 on rank 0, scene 1 on rank 1, the same crops as one process
+    single = SceneSampler(labelled, 8, 10, seed=3).sample()
+    ranks = [SceneSampler(labelled, 8, 10, seed=3, rank=r, world_size=2).sample() for r in (0, 1)]
+    assert [len(r.crops) for r in ranks] == [2, 1]
+    assert torch.equal(ranks[1].crops[0].x, single.crops[1].x)
+    assert torch.equal(ranks[0].crops[1].negative_draws, single.crops[2].negative_draws)
+    assert ranks[0].weight == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="cannot feed"):
+        SceneSampler(labelled[:1], 8, 10, rank=0, world_size=2)
+
+
+# --------------------------------------------------------------------------- trainer and runner
+
+
+def test_ranking_trainer_lowers_the_loss_and_raises_the_training_auc() -> None:
+    torch.manual_seed(0)
+    labelled = load_labelled_scenes(_scenes(2), k=16)
+    spectral = SpectralEnhancer(16, 8, 2)
+    trainer = RankingTrainer(spectral, lr=1e-2, device="cpu", distributed=False)
+    sampler = SceneSampler(labelled, crop=64, negatives=256, seed=0)
+    fixed = sampler.sample()
+    before = trainer.loss(fixed)[0].item()
+    trainer.run(sampler, 30, progress=False)
+    after = trainer.loss(fixed)[0].item()
+    assert after < 0.9 * before
+    trainer.finish(spectral)
+    assert not any(p.requires_grad for p in spectral.parameters())
+
+
+def test_ranking_phase_in_a_training_run(tmp_path: Path) -> None:
+    scenes = _scenes(2)
+    assert ("ranking", 0) not in TrainConfig(data="", out="").phases()  # off by default
+    assert [p for p, _ in TrainConfig(data="", out="").phases()] == ["pretrain", "stage1", "stage2"]
+    config = _config(tmp_path, spatial=True)
+    assert [p for p, _ in config.phases()] == ["ranking", "stage2"]
+    result = train(config, scenes=scenes)
+    history = result["histories"]["ranking"]
+    assert len(history["loss"]) == 6 and history["epoch_mean"][-1] < history["epoch_mean"][0]
+    record = json.loads((Path(config.out) / TRAIN_CONFIG_FILE).read_text())
+    assert record["phases"] == ["ranking", "stage2"] and record["config"]["ranking_epochs"] == 2
+    # the ranking phase changes the spectral network: a run without it keeps the initial weights
+    plain = train(_config(tmp_path, "plain", spatial=True, ranking_epochs=0), scenes=scenes)
+    trained, untouched = result["networks"]["spectral"], plain["networks"]["spectral"]
+    assert not torch.equal(trained.head[0].weight, untouched.head[0].weight)
+
+
+def test_ranking_phase_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    scenes = _scenes(2)
+    full = train(_config(tmp_path, "full"), scenes=scenes)
+    config = _config(tmp_path, "cut", keep_all_checkpoints=True)
+    train(config, scenes=scenes)
+    folder = Path(config.out) / CHECKPOINT_DIR
+    (folder / "ranking-epoch002.pt").unlink()
+    (folder / "latest.json").write_text(
+        json.dumps({"file": "ranking-epoch001.pt", "phase": "ranking", "epoch": 1})
+    )
+    resumed = train(dataclasses.replace(config, resume=True), scenes=scenes)
+    a, b = full["networks"]["spectral"].state_dict(), resumed["networks"]["spectral"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ranking_config_and_data_errors(tmp_path: Path) -> None:
+    for bad in (
+        {"ranking_epochs": -1},
+        {"ranking_lr": 0.0},
+        {"ranking_temperature": 0.0},
+        {"ranking_crop": 4},
+    ):
+        with pytest.raises(TrainError):
+            _config(tmp_path, **bad)
+    unlabelled = [dataclasses.replace(s, gt=None) for s in _scenes(2)]
+    with pytest.raises(TrainError, match="ranking phase: no training scene has ground-truth"):
+        train(_config(tmp_path), scenes=unlabelled)
+
+
+# --------------------------------------------------------------------------- data parallel
+
+
+def _ranking_steps(rank: int, world: int, port: int, folder: str) -> None:
+    """The gradient of one ranking batch from the same init, in a ``world``-rank gloo group (or
+    alone). Gradients, not weights after some steps: Adam's first steps are ~lr * sign(gradient),
+    which float rounding flips on a near-zero gradient."""
+    import os
+
+    import torch.distributed as dist
+
+    if world > 1:
+        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    labelled = load_labelled_scenes(_scenes(3), k=16)
+    torch.manual_seed(0)
+    spectral = SpectralEnhancer(16, 8, 2)
+    trainer = RankingTrainer(spectral, lr=1e-2, device="cpu", distributed=world > 1)
+    batch = SceneSampler(labelled, 16, 64, seed=0, rank=rank, world_size=world).sample()
+    trainer.loss(batch)[0].backward()  # under DDP the backward averages the ranks' gradients
+    if rank == 0:
+        grads = {name: p.grad for name, p in spectral.named_parameters()}
+        torch.save(grads, Path(folder) / f"world{world}.pt")
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def test_ranking_data_parallel_equals_one_process(tmp_path: Path) -> None:
+    """Two ranks holding different scenes get the gradient of one process holding all three:
+    the batch weight (world size / scenes) turns DDP's gradient average into the mean over scenes."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    mp.spawn(_ranking_steps, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    _ranking_steps(0, 1, 0, str(tmp_path))
+    two, one = (torch.load(tmp_path / f"world{w}.pt", weights_only=True) for w in (2, 1))
+    assert one["head.0.weight"].abs().max() > 0
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, atol=1e-7 * float(value.abs().max()) + 1e-12, rtol=1e-5)
