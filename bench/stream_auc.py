@@ -10,7 +10,7 @@ only). AUC over all pixels, unscored pixels count as 0; every line is scored her
 late).
 
     python bench/stream_auc.py --cv CV_OUT --crossval bench/results/crossval.json \
-        --variant random-encoder --json bench/results/stream_auc.json
+        --variant supervised-ranking --json bench/results/stream_auc.json
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cv", required=True)
     parser.add_argument("--crossval", required=True)
-    parser.add_argument("--variant", default="random-encoder")
+    parser.add_argument("--variant", default="supervised-ranking")
     parser.add_argument("--data", default=str(settings.data_dir()))
     parser.add_argument("--json", required=True)
     args = parser.parse_args(argv)

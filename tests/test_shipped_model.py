@@ -49,7 +49,7 @@ def test_shipped_model_improves_rx_on_the_default_synthetic_scene() -> None:
         make_detector("resampled-rx").score(scene.cube, scene.valid, scene.wavelengths), scene.gt
     )
     assert plain == pytest.approx(0.9167, abs=1e-4) and resampled == pytest.approx(0.9355, abs=1e-4)
-    assert enhanced >= resampled + 0.03 and enhanced >= plain + 0.05  # measured at release: 0.9702
+    assert enhanced >= resampled + 0.03 and enhanced >= plain + 0.05  # measured at release: 0.9752
 
 
 def test_shipped_model_improves_hybrid_rx_on_the_default_synthetic_scene() -> None:
@@ -58,5 +58,5 @@ def test_shipped_model_improves_hybrid_rx_on_the_default_synthetic_scene() -> No
     def auc(name: str) -> float:
         return roc_auc(make_detector(name).score(scene.cube, scene.valid, scene.wavelengths), scene.gt)
 
-    # measured at release: 0.9819 without the networks, 0.9841 with them (and plain RX 0.9167)
-    assert auc("enhanced-hybrid-rx") >= auc("resampled-hybrid-rx") + 0.001
+    # measured at release: 0.9819 without the networks, 0.9885 with them (and plain RX 0.9167)
+    assert auc("enhanced-hybrid-rx") >= auc("resampled-hybrid-rx") + 0.004

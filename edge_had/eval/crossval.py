@@ -89,6 +89,8 @@ TABLE_ROWS = (
     "random:hybrid",
     "main:hybrid",
     "random-encoder:hybrid",
+    "supervised-ranking:feature",
+    "supervised-ranking:hybrid",
 )
 
 

@@ -141,10 +141,11 @@ def model_card(sidecar: dict[str, Any]) -> str:
         "did not see the scene), summarised in sidecar.json and in the README.",
         "",
         "**Known limits.** Trained on ten small airborne scenes from two sensors; band-index",
-        "resampling (the files carry no wavelengths); in cross-validation no training recipe beat",
-        "the untrained network of the same architecture, and the spatial student collapsed to a",
-        "nearly constant field (see the README), so the gain comes from the spectral branch and",
-        "its scale; not validated on satellite data or on sensors outside 400-2500 nm.",
+        "resampling (the files carry no wavelengths); in cross-validation no background-only",
+        "training recipe beat the untrained network of the same architecture (only the supervised",
+        "ranking phase did), and the spatial student collapsed to a nearly constant field (see the",
+        "README), so the gain comes from the spectral branch and its scale; not validated on",
+        "satellite data or on sensors outside 400-2500 nm.",
         "",
     ]
     return "\n".join(lines)
