@@ -66,6 +66,10 @@ def test_log_global_rx_matches_the_numpy_oracle_and_is_differentiable() -> None:
     np.testing.assert_allclose(again.numpy(), scores.detach().numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="K x H x W"):
         log_global_rx(z.detach()[None], torch.from_numpy(valid))
+    few = np.zeros((12, 9), dtype=bool)
+    few[0, :6] = True  # 6 pixels in 5 bands: every RX score would be n - 1, nothing to rank
+    with pytest.raises(ValueError, match="more than K"):
+        log_global_rx(z.detach(), torch.from_numpy(few))
 
 
 def test_pairwise_ranking_loss_hand_values() -> None:
@@ -91,9 +95,10 @@ def test_pairwise_ranking_loss_hand_values() -> None:
 
 
 def test_labelled_scenes_keep_the_anomalies_and_skip_unlabelled_scenes() -> None:
-    scenes = _scenes(3)
+    scenes = _scenes(4)
     scenes[1] = dataclasses.replace(scenes[1], gt=None)
     scenes[2] = dataclasses.replace(scenes[2], gt=np.zeros_like(scenes[2].gt))
+    scenes[3] = dataclasses.replace(scenes[3], gt=np.ones_like(scenes[3].gt))  # no background
     labelled = load_labelled_scenes(scenes, k=16)
     assert [s.name for s in labelled] == ["s0"]
     scene = labelled[0]
@@ -104,6 +109,28 @@ def test_labelled_scenes_keep_the_anomalies_and_skip_unlabelled_scenes() -> None
     assert not torch.allclose(scene.x[:, scene.anomalies], inpainted[:, scene.anomalies])
     with pytest.raises(ValueError, match="no training scene has ground-truth anomalies"):
         load_labelled_scenes(scenes[1:], k=16)
+
+
+def test_labelled_scenes_leave_out_the_excluded_ones() -> None:
+    """The honesty boundary of cross-validation: a held-out scene's labels never reach the phase."""
+    assert [s.name for s in load_labelled_scenes(_scenes(3), exclude=["s1"], k=16)] == ["s0", "s2"]
+    with pytest.raises(ValueError, match="names no scene"):
+        load_labelled_scenes(_scenes(3), exclude=["s9"], k=16)
+
+
+def test_crop_window_holds_the_pixel_and_reaches_every_start() -> None:
+    for length in range(1, 20):
+        for size in range(1, 12):
+            for at in range(length):
+                starts = {
+                    SceneSampler.crop_window(size, length, at, draw).start
+                    for draw in np.linspace(0, 1, 200, endpoint=False)
+                }
+                if length <= size:
+                    assert starts == {0}
+                    continue
+                expected = {s for s in range(length - size + 1) if s <= at < s + size}
+                assert starts == expected, (length, size, at)
 
 
 def test_scene_sampler_crops_hold_an_anomaly_and_ranks_split_the_scenes() -> None:
@@ -138,6 +165,18 @@ def test_scene_sampler_crops_hold_an_anomaly_and_ranks_split_the_scenes() -> Non
 # --------------------------------------------------------------------------- trainer and runner
 
 
+def _training_auc(spectral: SpectralEnhancer, labelled: list) -> float:
+    """Mean AUC of global RX of x + f_spe on the labelled scenes (numpy oracle, eval mode)."""
+    from edge_had.eval.metrics import roc_auc
+
+    aucs = []
+    with torch.no_grad():
+        for scene in labelled:
+            z = (scene.x + spectral(scene.x[None])[0]).numpy().transpose(1, 2, 0).astype(np.float64)
+            aucs.append(roc_auc(rx_reference(z, mask=scene.valid.numpy()), scene.anomalies.numpy()))
+    return float(np.mean(aucs))
+
+
 def test_ranking_trainer_lowers_the_loss_and_raises_the_training_auc() -> None:
     torch.manual_seed(0)
     labelled = load_labelled_scenes(_scenes(2), k=16)
@@ -145,19 +184,19 @@ def test_ranking_trainer_lowers_the_loss_and_raises_the_training_auc() -> None:
     trainer = RankingTrainer(spectral, lr=1e-2, device="cpu", distributed=False)
     sampler = SceneSampler(labelled, crop=64, negatives=256, seed=0)
     fixed = sampler.sample()
-    before = trainer.loss(fixed)[0].item()
+    before, auc_before = trainer.loss(fixed)[0].item(), _training_auc(spectral, labelled)
     trainer.run(sampler, 30, progress=False)
-    after = trainer.loss(fixed)[0].item()
+    after, auc_after = trainer.loss(fixed)[0].item(), _training_auc(spectral, labelled)
     assert after < 0.9 * before
+    assert auc_after > auc_before + 0.02  # the anomalies, not the background, moved up
     trainer.finish(spectral)
     assert not any(p.requires_grad for p in spectral.parameters())
 
 
 def test_ranking_phase_in_a_training_run(tmp_path: Path) -> None:
     scenes = _scenes(2)
-    assert ("ranking", 0) not in TrainConfig(data="", out="").phases()  # off by default
     assert [p for p, _ in TrainConfig(data="", out="").phases()] == ["pretrain", "stage1", "stage2"]
-    config = _config(tmp_path, spatial=True)
+    config = _config(tmp_path, spatial=True, ranking_lr=1e-2)
     assert [p for p, _ in config.phases()] == ["ranking", "stage2"]
     result = train(config, scenes=scenes)
     history = result["histories"]["ranking"]
@@ -187,6 +226,8 @@ def test_ranking_phase_resumes_to_the_same_weights(tmp_path: Path) -> None:
 
 def test_ranking_config_and_data_errors(tmp_path: Path) -> None:
     for bad in (
+        {"ranking_negatives": 0},
+        {"ranking_alpha": 0.0},
         {"ranking_epochs": -1},
         {"ranking_lr": 0.0},
         {"ranking_temperature": 0.0},
@@ -224,6 +265,7 @@ def _ranking_steps(rank: int, world: int, port: int, folder: str) -> None:
         grads = {name: p.grad for name, p in spectral.named_parameters()}
         torch.save(grads, Path(folder) / f"world{world}.pt")
     if world > 1:
+        dist.barrier()  # no rank tears the group down while another still uses it (gloo aborts)
         dist.destroy_process_group()
 
 
@@ -245,3 +287,23 @@ def test_ranking_data_parallel_equals_one_process(tmp_path: Path) -> None:
     assert one["head.0.weight"].abs().max() > 0
     for name, value in one.items():
         torch.testing.assert_close(two[name], value, atol=1e-7 * float(value.abs().max()) + 1e-12, rtol=1e-5)
+
+
+def test_resume_accepts_a_checkpoint_older_than_the_ranking_settings(tmp_path: Path) -> None:
+    """A checkpoint written before the ranking fields existed resumes (missing = the default)."""
+    import torch as _torch
+
+    scenes = _scenes(1)
+    config = _config(tmp_path, "old", ranking_epochs=0, spatial=True, epochs=2, keep_all_checkpoints=True)
+    full = train(config, scenes=scenes)
+    folder = Path(config.out) / CHECKPOINT_DIR
+    state = _torch.load(folder / "stage2-epoch001.pt", weights_only=True)
+    state["config"] = {k: v for k, v in state["config"].items() if not k.startswith("ranking_")}
+    _torch.save(state, folder / "stage2-epoch001.pt")
+    (folder / "stage2-epoch002.pt").unlink()
+    (folder / "latest.json").write_text(
+        json.dumps({"file": "stage2-epoch001.pt", "phase": "stage2", "epoch": 1})
+    )
+    resumed = train(dataclasses.replace(config, resume=True), scenes=scenes)
+    a, b = full["networks"]["spatial"].state_dict(), resumed["networks"]["spatial"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

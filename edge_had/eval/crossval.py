@@ -2,8 +2,8 @@
 
 Honesty rules (docs/METHOD.md): no scene is ever both trained on and reported. The scenes, sorted
 by name, are split into ``folds`` folds (fold ``i`` holds scenes ``i, i + folds, ...``); for each
-fold and seed a model is trained on the other scenes (their ground-truth anomalies masked, or, in
-the ``supervised-ranking`` variant's ranking phase, its targets) and
+fold and seed a model is trained on the other scenes (their ground-truth anomalies masked out of
+every loss, except the ``supervised-ranking`` variant's ranking phase, which uses them as targets) and
 every enhanced number of a scene comes from the model of the fold that held it out. The enhancement
 scales ``alpha_spe`` / ``alpha_spa`` are chosen per fold and seed on the fold's *training* scenes
 (best mean AUC over a fixed grid), never on the held-out ones; no checkpoint selection happens.

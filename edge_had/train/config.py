@@ -3,6 +3,7 @@ without importing torch) and :class:`TrainError`. The run itself is :func:`edge_
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -85,8 +86,13 @@ class TrainConfig:
             raise TrainError("need pretrain_epochs >= 0 and blocks >= 1")
         if self.ranking_epochs < 0 or self.ranking_lr <= 0 or self.ranking_temperature <= 0:
             raise TrainError("need ranking_epochs >= 0, ranking_lr > 0 and ranking_temperature > 0")
-        if self.ranking_negatives < 1 or self.ranking_crop < 8:
-            raise TrainError("need ranking_negatives >= 1 and ranking_crop >= 8")
+        if self.ranking_negatives < 1 or self.ranking_alpha <= 0:
+            raise TrainError("need ranking_negatives >= 1 and ranking_alpha > 0")
+        if self.ranking_crop**2 < 4 * self.k:
+            raise TrainError(
+                f"ranking_crop {self.ranking_crop} is too small for RX in {self.k} bands: a crop needs "
+                f"at least 4 K pixels (ranking_crop >= {math.ceil(math.sqrt(4 * self.k))})"
+            )
         if self.stage == "2" and not self.spatial:
             raise TrainError("stage 2 trains the spatial student; with spatial off there is nothing to do")
 

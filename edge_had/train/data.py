@@ -377,11 +377,15 @@ class SceneSampler:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state["generator"])
 
-    def _window(self, size: int, length: int, anomaly_at: int, draw: float) -> slice:
+    @staticmethod
+    def crop_window(size: int, length: int, anomaly_at: int, draw: float) -> slice:
+        """The ``size``-long window of an axis of ``length`` holding position ``anomaly_at``, its
+        start uniform over every start that does (``draw`` uniform in [0, 1)); the whole axis
+        when it is not longer than ``size``."""
         if length <= size:
             return slice(0, length)
-        first = max(0, anomaly_at - size + 1)
-        last = min(anomaly_at, length - size)
+        first = max(0, anomaly_at - size + 1)  # the last start before the window passes the pixel
+        last = min(anomaly_at, length - size)  # the last start that still fits in the axis
         start = first + int(draw * (last - first + 1))
         return slice(start, start + size)
 
@@ -396,8 +400,8 @@ class SceneSampler:
             if index % self.world_size != self.rank:
                 continue
             h, w = scene.anomalies.shape
-            r = self._window(self.crop, h, int(rows[pick]), u[0])
-            c = self._window(self.crop, w, int(cols[pick]), u[1])
+            r = self.crop_window(self.crop, h, int(rows[pick]), u[0])
+            c = self.crop_window(self.crop, w, int(cols[pick]), u[1])
             crops.append(SceneCrop(scene.x[:, r, c], scene.valid[r, c], scene.anomalies[r, c], draws))
         return SceneBatch(crops, self.world_size / len(self.scenes))
 

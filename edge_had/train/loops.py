@@ -90,9 +90,10 @@ __all__ = [
 ]
 
 DEFAULT_LR = 5e-3
+DEFAULT_BETAS = (0.5, 0.999)
+RANKING_BETAS = (0.9, 0.999)  # the ranking phase: Adam's usual betas, its own lr
 Batch = TileBatch | SceneBatch
 Sampler = TileSampler | SceneSampler
-DEFAULT_BETAS = (0.5, 0.999)
 
 
 class LossHistory(list):
@@ -431,8 +432,6 @@ def train_stage1(
 
 # --------------------------------------------------------------------------- ranking (transfer)
 
-RANKING_BETAS = (0.9, 0.999)
-
 
 class RankingTrainer(_Trainer):
     """Supervised ranking of the training scenes' anomalies (module docstring)."""
@@ -462,16 +461,18 @@ class RankingTrainer(_Trainer):
         terms = []
         for crop in batch.crops:
             z = crop.x + self.alpha * self.model(crop.x[None])[0]
-            scores = log_global_rx(z, crop.valid)
             is_anomaly = crop.anomalies[crop.valid]
-            background = scores[~is_anomaly]
-            if background.numel() == 0:  # a crop of anomalies only: nothing to rank against
-                terms.append(scores.sum() * 0.0)
+            if (~is_anomaly).sum() == 0 or is_anomaly.numel() <= z.shape[0] + 1:
+                # nothing to rank against, or too few pixels for RX to rank anything: a zero that
+                # still reaches every parameter (DistributedDataParallel expects all of them used)
+                terms.append(z.sum() * 0.0)
                 continue
+            scores = log_global_rx(z, crop.valid)
+            background = scores[~is_anomaly]
             picks = (crop.negative_draws * background.numel()).long().clamp_(max=background.numel() - 1)
             terms.append(pairwise_ranking_loss(scores[is_anomaly], background[picks], self.temperature))
-        mean = torch.stack(terms).mean()
-        return torch.stack(terms).sum() * batch.weight, {"ranking": float(mean.detach())}
+        total = torch.stack(terms).sum() * batch.weight  # summed over ranks: the mean over all crops
+        return total, {"ranking": float(total.detach())}
 
     def finish(self, spectral: SpectralEnhancer) -> None:
         _set_trainable(spectral, False)

@@ -518,8 +518,10 @@ def log_global_rx(z: Tensor, valid: Tensor, ridge: float = 1e-9) -> Tensor:
     if z.dim() != 3:
         raise ValueError(f"log_global_rx expects K x H x W, got shape {tuple(z.shape)}")
     pixels = z.reshape(z.shape[0], -1).T[valid.reshape(-1)].double()
-    if pixels.shape[0] < 2:
-        raise ValueError("log_global_rx needs at least 2 valid pixels")
+    if pixels.shape[0] <= z.shape[0] + 1:  # with n <= K + 1 pixels every RX score is n - 1
+        raise ValueError(
+            f"log_global_rx needs more than K + 1 = {z.shape[0] + 1} valid pixels, got {pixels.shape[0]}"
+        )
     centred = pixels - pixels.mean(0, keepdim=True)
     eye = torch.eye(centred.shape[1], dtype=centred.dtype, device=centred.device)
     cov = centred.T @ centred / centred.shape[0] + ridge * eye

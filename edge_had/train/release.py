@@ -71,23 +71,7 @@ def release(
         "alpha_selection": "best mean AUC on the training scenes over a fixed grid: of RX(x_k + a f_spe "
         "+ b f_spa) for alpha_spe / alpha_spa, of sqrt(RX * LRX)(x_k + a f_spe) for hybrid_alpha_spe",
         "k": model_config.k,
-        "recipe": {
-            name: getattr(config, name)
-            for name in (
-                "encoder",
-                "pretrain_epochs",
-                "reverse_distillation",
-                "spatial",
-                "decorrelation_weight",
-                "mask_anomalies",
-                "ranking_epochs",
-                "ranking_lr",
-                "ranking_temperature",
-                "ranking_alpha",
-                "seed",
-            )
-            if hasattr(config, name)
-        },
+        "recipe": recipe(config),
         "macs_per_pixel": macs_table(out),
         "train_seconds": record["wall_time_s"],
         "crossval": None
@@ -103,6 +87,17 @@ def release(
     return sidecar
 
 
+def recipe(config: TrainConfig) -> dict[str, Any]:
+    """The settings that define a training recipe (the ones that did not run are left out)."""
+    names = ["encoder", "reverse_distillation", "spatial", "decorrelation_weight", "mask_anomalies"]
+    if config.encoder == "pretrained":
+        names.insert(1, "pretrain_epochs")
+    names.append("ranking_epochs")
+    if config.ranking_epochs > 0:
+        names += ["ranking_lr", "ranking_temperature", "ranking_alpha", "ranking_negatives", "ranking_crop"]
+    return {name: getattr(config, name) for name in [*names, "seed"]}
+
+
 def model_card(sidecar: dict[str, Any]) -> str:
     scenes = ", ".join(entry["name"] for entry in sidecar["training_scenes"])
     if sidecar.get("recipe", {}).get("ranking_epochs", 0) > 0:
@@ -115,9 +110,9 @@ def model_card(sidecar: dict[str, Any]) -> str:
     lines = [
         "# edge-had default enhancement model",
         "",
-        "**Intended use.** Training-free background enhancement before RX for hyperspectral anomaly",
-        "detection on new scenes and sensors (100-450 bands), offline or per line on a pushbroom",
-        "camera. It scores nothing by itself and is not a target classifier.",
+        "**Intended use.** Background enhancement before RX for hyperspectral anomaly detection on",
+        "new scenes and sensors (100-450 bands), with no per-scene training or tuning, offline or",
+        "per line on a pushbroom camera. It scores nothing by itself and is not a target classifier.",
         "",
         f"**Training data.** {scenes} - the Airport-Beach-Urban (ABU) scenes (AVIRIS and ROSIS),",
         "distributed by X. Kang for research use with citation: Kang et al., IEEE TGRS 55(10),",

@@ -232,7 +232,8 @@ def _check_resumable(config: TrainConfig, checkpoint: dict[str, Any], data: Sequ
             "cannot resume: the training scenes (names, SHA-256, shapes) differ from the checkpoint's "
             f"({checkpoint.get('data')} -> {_data_identity(data)})"
         )
-    saved = checkpoint["config"]
+    defaults = TrainConfig(data="", out="").to_json()  # a checkpoint older than a field: its default
+    saved = {**defaults, **checkpoint["config"]}
     now = config.to_json()
     diffs = sorted(
         key
@@ -450,7 +451,11 @@ def _run(
                 spectral,
                 alpha=config.ranking_alpha,
                 temperature=config.ranking_temperature,
-                **{**common, "lr": config.ranking_lr, "betas": RANKING_BETAS},
+                lr=config.ranking_lr,
+                betas=RANKING_BETAS,
+                device=device,
+                distributed=ddp.active,
+                grad_clip=config.grad_clip,
             )
         else:
             assert spatial is not None
