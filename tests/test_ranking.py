@@ -209,19 +209,29 @@ def test_ranking_phase_in_a_training_run(tmp_path: Path) -> None:
     assert not torch.equal(trained.head[0].weight, untouched.head[0].weight)
 
 
+def _resume_after(config: TrainConfig, scenes: list[Scene], phase: str, epoch: int, drop: list[str]) -> dict:
+    """Rewind a finished run to the checkpoint of ``phase`` ``epoch`` (later ones dropped) and
+    resume it."""
+    folder = Path(config.out) / CHECKPOINT_DIR
+    for name in drop:
+        (folder / name).unlink()
+    pointer = {"file": f"{phase}-epoch{epoch:03d}.pt", "phase": phase, "epoch": epoch}
+    (folder / "latest.json").write_text(json.dumps(pointer))
+    return train(dataclasses.replace(config, resume=True), scenes=scenes)
+
+
+def _assert_same_network(a: dict, b: dict, network: str) -> None:
+    first, second = a["networks"][network].state_dict(), b["networks"][network].state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_ranking_phase_resumes_to_the_same_weights(tmp_path: Path) -> None:
     scenes = _scenes(2)
     full = train(_config(tmp_path, "full"), scenes=scenes)
     config = _config(tmp_path, "cut", keep_all_checkpoints=True)
     train(config, scenes=scenes)
-    folder = Path(config.out) / CHECKPOINT_DIR
-    (folder / "ranking-epoch002.pt").unlink()
-    (folder / "latest.json").write_text(
-        json.dumps({"file": "ranking-epoch001.pt", "phase": "ranking", "epoch": 1})
-    )
-    resumed = train(dataclasses.replace(config, resume=True), scenes=scenes)
-    a, b = full["networks"]["spectral"].state_dict(), resumed["networks"]["spectral"].state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    resumed = _resume_after(config, scenes, "ranking", 1, drop=["ranking-epoch002.pt"])
+    _assert_same_network(full, resumed, "spectral")
 
 
 def test_ranking_config_and_data_errors(tmp_path: Path) -> None:
@@ -291,19 +301,12 @@ def test_ranking_data_parallel_equals_one_process(tmp_path: Path) -> None:
 
 def test_resume_accepts_a_checkpoint_older_than_the_ranking_settings(tmp_path: Path) -> None:
     """A checkpoint written before the ranking fields existed resumes (missing = the default)."""
-    import torch as _torch
-
     scenes = _scenes(1)
     config = _config(tmp_path, "old", ranking_epochs=0, spatial=True, epochs=2, keep_all_checkpoints=True)
     full = train(config, scenes=scenes)
-    folder = Path(config.out) / CHECKPOINT_DIR
-    state = _torch.load(folder / "stage2-epoch001.pt", weights_only=True)
+    checkpoint = Path(config.out) / CHECKPOINT_DIR / "stage2-epoch001.pt"
+    state = torch.load(checkpoint, weights_only=True)
     state["config"] = {k: v for k, v in state["config"].items() if not k.startswith("ranking_")}
-    _torch.save(state, folder / "stage2-epoch001.pt")
-    (folder / "stage2-epoch002.pt").unlink()
-    (folder / "latest.json").write_text(
-        json.dumps({"file": "stage2-epoch001.pt", "phase": "stage2", "epoch": 1})
-    )
-    resumed = train(dataclasses.replace(config, resume=True), scenes=scenes)
-    a, b = full["networks"]["spatial"].state_dict(), resumed["networks"]["spatial"].state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.save(state, checkpoint)
+    resumed = _resume_after(config, scenes, "stage2", 1, drop=["stage2-epoch002.pt"])
+    _assert_same_network(full, resumed, "spatial")
