@@ -331,7 +331,7 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
     jobs: list[dict[str, Any]] = []
     diverged: list[dict[str, Any]] = []
     for seed, (index, held_out) in itertools.product(config.seeds, enumerate(folds)):
-        job = {"seed": seed, "fold": index, "k": k, "held_out": held_out}
+        job: dict[str, Any] = {"seed": seed, "fold": index, "k": k, "held_out": held_out}
         job["train_names"] = [name for name in names if name not in held_out]
         jobs.append({**job, "label": "random", "model": None})
         for variant in config.variants:

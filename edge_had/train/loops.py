@@ -154,8 +154,8 @@ class _Trainer:
             self.model = self.net
         self.optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(betas))  # type: ignore[arg-type]
 
-    # subclasses: loss of one batch -> (total, {term: unweighted value})
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    # subclasses: loss of one batch (their own batch type) -> (total, {term: unweighted value})
+    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
     def step(self, batch: Batch) -> tuple[float, dict[str, float]]:
@@ -457,7 +457,7 @@ class RankingTrainer(_Trainer):
         self.alpha = float(alpha)
         self.temperature = float(temperature)
 
-    def loss(self, batch: SceneBatch) -> tuple[torch.Tensor, dict[str, float]]:  # type: ignore[override]
+    def loss(self, batch: SceneBatch) -> tuple[torch.Tensor, dict[str, float]]:
         terms = []
         for crop in batch.crops:
             z = crop.x + self.alpha * self.model(crop.x[None])[0]
