@@ -31,8 +31,8 @@ A training that diverges (NaN or Inf weights) is not scored: it is listed in
 ``diverged_trainings`` and its held-out scenes are averaged over the other seeds of that variant.
 
 Pooled shortfall removed against a baseline: ``1 - sum(1 - AUC) / sum(1 - AUC_baseline)`` over
-the scenes. Training runs are cached in ``out/models/<variant>/seed<S>/fold<F>``; trainings and
-evaluations run in ``jobs`` parallel worker processes (one thread each).
+the scenes. Training runs are cached in ``out/models/<variant>/seed<S>/fold<F>`` and run in
+``jobs`` parallel worker processes (one thread each); the evaluation runs in this process.
 """
 
 from __future__ import annotations
@@ -262,43 +262,14 @@ def _evaluate_model(
     return rows, (*alphas, hybrid_alpha)
 
 
-_WORKER_CACHE: SceneCache | None = None
-
-
-def _start_evaluation_worker(paths: Sequence[Path]) -> None:
-    import torch
-
-    global _WORKER_CACHE
-    torch.set_num_threads(1)
-    _WORKER_CACHE = SceneCache(paths)
-
-
-def _evaluation_job(job: dict[str, Any]) -> tuple[dict[str, dict[str, float]], tuple[float, float, float]]:
-    """Worker: the held-out rows and chosen alphas of one (model, seed, fold)."""
+def _evaluation_job(
+    cache: SceneCache, job: dict[str, Any]
+) -> tuple[dict[str, dict[str, float]], tuple[float, float, float]]:
+    """The held-out rows and chosen alphas of one (model, seed, fold)."""
     from edge_had.models.bundle import load_bundle
 
-    assert _WORKER_CACHE is not None, "evaluation worker not started"
     bundle = _random_bundle(job["seed"], job["k"]) if job["model"] is None else load_bundle(job["model"])
-    return _evaluate_model(_WORKER_CACHE, bundle, job["train_names"], job["held_out"], job["label"])
-
-
-def _evaluate_all(
-    jobs: Sequence[dict[str, Any]], paths: Sequence[Path], config: CrossValConfig
-) -> list[tuple[dict[str, dict[str, float]], tuple[float, float, float]]]:
-    """Every evaluation job, in order, in ``config.jobs`` worker processes (one thread each)."""
-    from tqdm import tqdm
-
-    with ProcessPoolExecutor(
-        max_workers=max(1, config.jobs), initializer=_start_evaluation_worker, initargs=(list(paths),)
-    ) as pool:
-        return list(
-            tqdm(
-                pool.map(_evaluation_job, jobs),
-                total=len(jobs),
-                desc="evaluate models",
-                disable=not config.progress,
-            )
-        )
+    return _evaluate_model(cache, bundle, job["train_names"], job["held_out"], job["label"])
 
 
 def run_crossval(config: CrossValConfig) -> dict[str, Any]:
@@ -341,7 +312,13 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
                 continue
             jobs.append({**job, "label": variant, "model": str(directory)})
     alphas: dict[str, dict[str, list[float]]] = {}
-    for job, (rows, chosen) in zip(jobs, _evaluate_all(jobs, paths, config), strict=True):
+    # in this process, one model after another: numpy and torch use both cores here (evaluating in
+    # two worker processes measured no faster on 2 cores, and torch's thread count moves AUCs in
+    # the 4th decimal, so a parallel run would not reproduce the committed report digit for digit)
+    from tqdm import tqdm
+
+    for job in tqdm(jobs, desc="evaluate models", disable=not config.progress):
+        rows, chosen = _evaluation_job(cache, job)
         alphas.setdefault(job["label"], {})[f"seed{job['seed']}/fold{job['fold']}"] = list(chosen)
         for name, row in rows.items():
             for key, value in row.items():
