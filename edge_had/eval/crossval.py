@@ -262,16 +262,6 @@ def _evaluate_model(
     return rows, (*alphas, hybrid_alpha)
 
 
-def _evaluation_job(
-    cache: SceneCache, job: dict[str, Any]
-) -> tuple[dict[str, dict[str, float]], tuple[float, float, float]]:
-    """The held-out rows and chosen alphas of one (model, seed, fold)."""
-    from edge_had.models.bundle import load_bundle
-
-    bundle = _random_bundle(job["seed"], job["k"]) if job["model"] is None else load_bundle(job["model"])
-    return _evaluate_model(cache, bundle, job["train_names"], job["held_out"], job["label"])
-
-
 def run_crossval(config: CrossValConfig) -> dict[str, Any]:
     """Train (cached) and evaluate every fold model; returns the ``crossval`` report."""
     from edge_had.models.bundle import load_bundle
@@ -299,30 +289,26 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
             cache.auc(name, resampled_hybrid.score(cube, valid, scene.detection_wavelengths()))
         ]
 
-    jobs: list[dict[str, Any]] = []
+    # in this process, one model after another: numpy and torch use both cores here (two worker
+    # processes measured no faster on 2 cores, and torch's thread count moves AUCs in the 4th
+    # decimal, so a parallel run would not reproduce the committed report digit for digit)
+    alphas: dict[str, dict[str, list[float]]] = {}
     diverged: list[dict[str, Any]] = []
     for seed, (index, held_out) in itertools.product(config.seeds, enumerate(folds)):
-        job: dict[str, Any] = {"seed": seed, "fold": index, "k": k, "held_out": held_out}
-        job["train_names"] = [name for name in names if name not in held_out]
-        jobs.append({**job, "label": "random", "model": None})
+        train_names = [name for name in names if name not in held_out]
+        models = {"random": _random_bundle(seed, k)}
         for variant in config.variants:
-            directory = _model_dir(Path(config.out), variant, seed, index)
-            if has_non_finite_weights(load_bundle(directory)):  # a diverged training: reported, not scored
+            bundle = load_bundle(_model_dir(Path(config.out), variant, seed, index))
+            if has_non_finite_weights(bundle):  # a diverged training: reported, not scored
                 diverged.append({"variant": variant, "seed": seed, "fold": index, "held_out": held_out})
                 continue
-            jobs.append({**job, "label": variant, "model": str(directory)})
-    alphas: dict[str, dict[str, list[float]]] = {}
-    # in this process, one model after another: numpy and torch use both cores here (evaluating in
-    # two worker processes measured no faster on 2 cores, and torch's thread count moves AUCs in
-    # the 4th decimal, so a parallel run would not reproduce the committed report digit for digit)
-    from tqdm import tqdm
-
-    for job in tqdm(jobs, desc="evaluate models", disable=not config.progress):
-        rows, chosen = _evaluation_job(cache, job)
-        alphas.setdefault(job["label"], {})[f"seed{job['seed']}/fold{job['fold']}"] = list(chosen)
-        for name, row in rows.items():
-            for key, value in row.items():
-                per_scene[name].setdefault(key, []).append(value)
+            models[variant] = bundle
+        for label, bundle in models.items():
+            rows, chosen = _evaluate_model(cache, bundle, train_names, held_out, label)
+            alphas.setdefault(label, {})[f"seed{seed}/fold{index}"] = list(chosen)
+            for name, row in rows.items():
+                for key, value in row.items():
+                    per_scene[name].setdefault(key, []).append(value)
 
     report = {
         "schema_version": SCHEMA_VERSION,

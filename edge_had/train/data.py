@@ -365,6 +365,8 @@ class SceneSampler:
                 f"cannot feed {world_size} ranks"
             )
         self.scenes = list(scenes)
+        # (rows, cols) of every scene's anomaly pixels, the crops' anchors
+        self.anomaly_pixels = [torch.nonzero(scene.anomalies, as_tuple=True) for scene in self.scenes]
         self.crop = crop
         self.negatives = negatives
         self.rank = rank
@@ -392,8 +394,8 @@ class SceneSampler:
     def sample(self) -> SceneBatch:
         g = self.generator
         crops = []
-        for index, scene in enumerate(self.scenes):  # drawn for all scenes, kept for this rank's
-            rows, cols = torch.nonzero(scene.anomalies, as_tuple=True)
+        for index, (scene, (rows, cols)) in enumerate(zip(self.scenes, self.anomaly_pixels, strict=True)):
+            # drawn for all scenes, kept for this rank's
             pick = int(torch.randint(0, rows.numel(), (1,), generator=g))
             u = torch.rand(2, generator=g, dtype=torch.float64).tolist()
             draws = torch.rand(self.negatives, generator=g, dtype=torch.float64)

@@ -116,7 +116,6 @@ TRAIN_CONFIG_FILE = "train_config.json"
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "latest.json"
 CHECKPOINT_FORMAT = "edge-had-checkpoint"
-_PHASE_ORDER = ("pretrain", "stage1", "ranking", "stage2")
 # fields that may change between a run and its resumption
 _RESUMABLE_CHANGES = (
     "resume",
