@@ -136,15 +136,20 @@ def test_held_out_model_is_the_fold_that_did_not_see_the_scene(tmp_path) -> None
 
 
 def test_crossval_end_to_end(tmp_path) -> None:
-    """A tiny run (4 synthetic scenes, 2 folds, one seed, the ranking variant): every scene gets
+    """A tiny run (4 synthetic scenes, 2 folds, one seed, three variants): every scene gets
     rows from the model of the fold that held it out (the same rows and alphas as evaluating that
-    model directly), and each fold's alphas are recorded under its own key."""
+    model directly), each fold's alphas are recorded under its own key, and a variant that shares
+    another's first phases starts from its checkpoint with the same result."""
+    import json
+
     import numpy as np
+    import torch
     from scipy.io import savemat
 
     from edge_had.eval.crossval import CrossValConfig, SceneCache, _evaluate_model, run_crossval
     from edge_had.io.synthetic import synthetic_scene
     from edge_had.models.bundle import load_bundle
+    from edge_had.train.runner import TrainConfig, train
 
     data = tmp_path / "data"
     data.mkdir()
@@ -157,17 +162,29 @@ def test_crossval_end_to_end(tmp_path) -> None:
         out=str(tmp_path / "cv"),
         folds=2,
         seeds=(0,),
-        variants=("supervised-ranking",),
+        variants=("main", "no-decorrelation", "supervised-ranking"),
         jobs=2,
         train_overrides=tiny,
         progress=False,
     )
     report = run_crossval(config)
     assert report["folds"] == [["s0", "s2"], ["s1", "s3"]]
-    assert set(report["alphas"]) == {"random", "supervised-ranking"}
+    assert set(report["alphas"]) == {"random", "main", "no-decorrelation", "supervised-ranking"}
     assert list(report["alphas"]["supervised-ranking"]) == ["seed0/fold0", "seed0/fold1"]
     for row in report["scenes"].values():
         assert len(row["supervised-ranking:hybrid"]) == 1 and len(row["random:feature"]) == 1
+    # no-decorrelation took main's pretraining and reverse distillation (same seed and fold) and
+    # ends with the weights of training them itself
+    shared = tmp_path / "cv" / "models" / "no-decorrelation" / "seed0" / "fold1"
+    record = json.loads((shared / "train_config.json").read_text())
+    assert record["started_from"]["phases"] == ["pretrain", "stage1"]
+    assert "/main/seed0/fold1/checkpoints/stage1-epoch001.pt" in record["started_from"]["checkpoint"]
+    alone = {**record["config"], "out": str(tmp_path / "alone"), "start_from": None}
+    train(TrainConfig(**alone))
+    a, b = load_bundle(shared), load_bundle(tmp_path / "alone")
+    for net_a, net_b in ((a.spectral, b.spectral), (a.spatial, b.spatial)):
+        for (name, x), (_, y) in zip(net_a.state_dict().items(), net_b.state_dict().items(), strict=True):
+            assert torch.equal(x, y), name
     cache = SceneCache(sorted(data.glob("*.mat")))
     bundle = load_bundle(tmp_path / "cv" / "models" / "supervised-ranking" / "seed0" / "fold1")
     assert bundle.training_scenes and set(bundle.training_scenes.values()) == {"s0", "s2"}

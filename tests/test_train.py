@@ -235,6 +235,71 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, resume_from: str) -> No
         train(dataclasses.replace(config, resume=True), scenes=_scenes(2))
 
 
+@pytest.mark.parametrize(
+    ("changed", "taken"),
+    [
+        ({"decorrelation_weight": 0.0}, "stage1-epoch002.pt"),
+        ({"reverse_distillation": False}, "pretrain-epoch001.pt"),
+    ],
+)
+def test_start_from_another_runs_phases_equals_training_them(
+    tmp_path: Path, changed: dict, taken: str
+) -> None:
+    """An ablation that shares a run's first phases starts from its checkpoint (what
+    cross-validation does) and ends bit-identical to training everything itself."""
+    scenes = _scenes(1)
+    source = _config(tmp_path, "main", steps_per_epoch=3)
+    train(source, scenes=scenes)
+    alone = train(_config(tmp_path, "alone", steps_per_epoch=3, **changed), scenes=scenes)
+    start = str(Path(source.out) / CHECKPOINT_DIR / taken)
+    shared = train(_config(tmp_path, "shared", steps_per_epoch=3, start_from=start, **changed), scenes=scenes)
+    assert _identical(_weights(alone), _weights(shared))
+    assert _losses(alone["histories"]) == _losses(shared["histories"])
+    record = json.loads((tmp_path / "shared" / TRAIN_CONFIG_FILE).read_text())["started_from"]
+    assert record["checkpoint"] == start and record["phases"] == alone["phases"][:-1]
+    assert len(record["sha256"]) == 64
+
+
+def test_start_from_refuses_what_it_cannot_take(tmp_path: Path) -> None:
+    scenes = _scenes(1)
+    source = _config(tmp_path, "main", steps_per_epoch=2, keep_all_checkpoints=True)
+    train(source, scenes=scenes)
+    folder = Path(source.out) / CHECKPOINT_DIR
+    after_stage1 = str(folder / "stage1-epoch002.pt")
+    for changed, message in [
+        ({"lr": 1e-3}, "cannot take pretrain, stage1"),  # a setting every phase uses
+        ({"alignment_weight": 0.5}, "shared: pretrain"),  # a setting of a taken phase
+        ({"encoder": "random"}, "shared: none"),  # other phases
+    ]:
+        with pytest.raises(TrainError, match=message):
+            train(
+                _config(tmp_path, "x", steps_per_epoch=2, start_from=after_stage1, **changed), scenes=scenes
+            )
+    with pytest.raises(TrainError, match="middle of stage1"):
+        train(
+            _config(tmp_path, "x", steps_per_epoch=2, start_from=str(folder / "stage1-epoch001.pt")),
+            scenes=scenes,
+        )
+    with pytest.raises(TrainError, match="training scenes"):
+        train(_config(tmp_path, "x", steps_per_epoch=2, start_from=after_stage1), scenes=_scenes(2))
+    with pytest.raises(TrainError, match="cannot read"):
+        train(_config(tmp_path, "x", start_from=str(folder / "missing.pt")), scenes=scenes)
+
+
+def test_every_setting_is_classified_for_phase_sharing() -> None:
+    """A new TrainConfig field must say which phases it changes, or sharing could take a phase
+    computed with another value of it."""
+    from edge_had.train.config import BOOKKEEPING_SETTINGS, COMMON_SETTINGS, PHASE_SETTINGS
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    classified = set(COMMON_SETTINGS) | set(BOOKKEEPING_SETTINGS)
+    for names in PHASE_SETTINGS.values():
+        classified |= set(names)
+    assert classified == fields
+    assert not set(COMMON_SETTINGS) & set(BOOKKEEPING_SETTINGS)
+    assert set(PHASE_SETTINGS) == {"pretrain", "stage1", "ranking", "stage2"}
+
+
 def test_anomaly_masking_hides_anomaly_values_from_stage2(tmp_path: Path) -> None:
     scene = synthetic_scene(seed=3, lines=32, width=32, bands=24)
     assert scene.gt.sum() > 0

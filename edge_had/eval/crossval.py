@@ -131,8 +131,40 @@ def _train_job(job: dict[str, Any]) -> str:
 
     out = Path(job["out"])
     if not (out / "model.safetensors").is_file():
-        train(TrainConfig(**job["config"]))
+        settings = dict(job["config"])
+        start = settings.get("start_from")
+        if start is not None and not Path(start).is_file():  # e.g. a cached model without checkpoints
+            settings["start_from"] = None  # the same weights, only slower
+        train(TrainConfig(**settings))
     return str(out)
+
+
+def share_phases(jobs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split training jobs into two waves: in the second, each job starts from the checkpoint of a
+    first-wave job that computes its first phases identically (same seed, fold, scenes and
+    settings for them: :func:`edge_had.train.config.shared_phases`; the longest such prefix wins,
+    never all of a job's phases); its weights are bit-identical to training from scratch."""
+    from edge_had.train.config import TrainConfig, shared_phases
+    from edge_had.train.runner import checkpoint_path
+
+    first: list[dict[str, Any]] = []
+    second: list[dict[str, Any]] = []
+    for job in jobs:
+        config = TrainConfig(**job["config"])
+        best: tuple[int, dict[str, Any]] | None = None
+        for source in first:
+            source_config = TrainConfig(**source["config"])
+            taken = shared_phases(source_config.to_json(), config)
+            if 0 < len(taken) < len(config.phases()) and (best is None or len(taken) > best[0]):
+                best = (len(taken), source)
+        if best is None:
+            first.append(job)
+            continue
+        length, source = best
+        phase, epochs = TrainConfig(**source["config"]).phases()[length - 1]
+        start = str(checkpoint_path(source["out"], phase, epochs))
+        second.append({"out": job["out"], "config": {**job["config"], "start_from": start}})
+    return [first, second]
 
 
 def _model_dir(out: Path, variant: str, seed: int, fold: int) -> Path:
@@ -157,16 +189,20 @@ def train_fold_models(config: CrossValConfig, folds: list[list[str]]) -> None:
             **VARIANTS[variant],
         }
         jobs.append({"out": str(target), "config": settings})
-    todo = [job for job in jobs if not (Path(job["out"]) / "model.safetensors").is_file()]
-    if not todo:
+    waves = [
+        [job for job in wave if not (Path(job["out"]) / "model.safetensors").is_file()]
+        for wave in share_phases(jobs)
+    ]
+    if not any(waves):
         return
     from tqdm import tqdm
 
     with ProcessPoolExecutor(max_workers=config.jobs) as pool:
-        for _ in tqdm(
-            pool.map(_train_job, todo), total=len(todo), desc="train folds", disable=not config.progress
-        ):
-            pass
+        bar = tqdm(total=sum(map(len, waves)), desc="train folds", disable=not config.progress)
+        for wave in waves:  # the second starts from checkpoints the first wrote
+            for _ in pool.map(_train_job, wave):
+                bar.update()
+        bar.close()
 
 
 def _random_bundle(seed: int, k: int) -> Any:
@@ -193,18 +229,46 @@ class SceneCache:
         assert scene.gt is not None
         return roc_auc(scores, scene.gt, scene.valid)
 
-    def parts(self, bundle: Any, name: str) -> dict[str, np.ndarray]:
+    def parts(self, bundle: Any, name: str) -> EnhancedScene:
         scene = self.scenes[name]
-        return enhance_parts(bundle, scene.detection_cube(), scene.valid, scene.detection_wavelengths())
+        parts = enhance_parts(bundle, scene.detection_cube(), scene.valid, scene.detection_wavelengths())
+        return EnhancedScene(parts, scene.valid)
 
     def detect(self, name: str, scorer_name: str = "global") -> Callable[[np.ndarray], np.ndarray]:
         valid, score = self.scenes[name].valid, scorer(scorer_name)
         return lambda cube: score(cube, valid)
 
 
+class EnhancedScene:
+    """One model's enhanced parts of one scene and the score maps of ``x_k + a f_spe + b f_spa``,
+    each (scorer, a, b) computed once: choosing the global-RX alphas, the hybrid alpha and the
+    held-out rows ask for many of the same maps. Hybrid RX is the geometric mean of the global
+    and local maps, as :func:`edge_had.detectors.scoring.hybrid_rx` computes it."""
+
+    def __init__(self, parts: dict[str, np.ndarray], valid: np.ndarray | None) -> None:
+        self.parts = parts
+        self.valid = valid
+        self._maps: dict[tuple[str, float, float], np.ndarray] = {}
+
+    def score(self, scorer_name: str, alpha_spe: float, alpha_spa: float) -> np.ndarray:
+        key = (scorer_name, float(alpha_spe), float(alpha_spa))
+        if key not in self._maps:
+            if scorer_name == "hybrid":
+                scores = geometric_mean(
+                    self.score("global", alpha_spe, alpha_spa), self.score("local", alpha_spe, alpha_spa)
+                )
+            else:
+                score = scorer(scorer_name)
+                scores = fuse_parts(
+                    self.parts, alpha_spe, alpha_spa, "feature", lambda cube: score(cube, self.valid)
+                )
+            self._maps[key] = scores
+        return self._maps[key]
+
+
 def select_alphas(
     cache: SceneCache,
-    parts: dict[str, dict[str, np.ndarray]],
+    parts: dict[str, EnhancedScene],
     scorer_name: str = "global",
     alpha_spa_grid: Sequence[float] = ALPHA_SPA_GRID,
 ) -> tuple[float, float]:
@@ -215,10 +279,8 @@ def select_alphas(
         mean = float(
             np.mean(
                 [
-                    cache.auc(
-                        name, fuse_parts(p, alpha_spe, alpha_spa, "feature", cache.detect(name, scorer_name))
-                    )
-                    for name, p in parts.items()
+                    cache.auc(name, enhanced.score(scorer_name, alpha_spe, alpha_spa))
+                    for name, enhanced in parts.items()
                 ]
             )
         )
@@ -228,7 +290,7 @@ def select_alphas(
     return best[1], best[2]
 
 
-def select_hybrid_alpha(cache: SceneCache, parts: dict[str, dict[str, np.ndarray]]) -> float:
+def select_hybrid_alpha(cache: SceneCache, parts: dict[str, EnhancedScene]) -> float:
     """``alpha_spe`` for hybrid RX of ``x_k + a f_spe``, chosen like :func:`select_alphas`. The
     spatial branch is left out (alpha_spa = 0): it adds nothing measurable (README)."""
     return select_alphas(cache, parts, "hybrid", (0.0,))[0]
@@ -244,19 +306,18 @@ def _evaluate_model(
     hybrid_alpha = select_hybrid_alpha(cache, train_parts)
     rows: dict[str, dict[str, float]] = {}
     for name in test_names:
-        parts = cache.parts(bundle, name)
-        rx, lrx = cache.detect(name), cache.detect(name, "local")
+        enhanced = cache.parts(bundle, name)
         rows[name] = {
-            f"{prefix}:spectral": cache.auc(name, fuse_parts(parts, alphas[0], 0.0, "feature", rx)),
-            f"{prefix}:feature": cache.auc(name, fuse_parts(parts, *alphas, "feature", rx)),
-            f"{prefix}:product": cache.auc(name, fuse_parts(parts, *alphas, "product", rx)),
-            f"{prefix}:lrx": cache.auc(name, fuse_parts(parts, *alphas, "feature", lrx)),
+            f"{prefix}:spectral": cache.auc(name, enhanced.score("global", alphas[0], 0.0)),
+            f"{prefix}:feature": cache.auc(name, enhanced.score("global", *alphas)),
+            f"{prefix}:product": cache.auc(
+                name, fuse_parts(enhanced.parts, *alphas, "product", cache.detect(name))
+            ),
+            f"{prefix}:lrx": cache.auc(name, enhanced.score("local", *alphas)),
         }
-        for alpha in ALPHA_SPE_GRID:  # RX and LRX once per alpha; hybrid RX is their geometric mean
-            global_map = fuse_parts(parts, alpha, 0.0, "feature", rx)
-            local_map = fuse_parts(parts, alpha, 0.0, "feature", lrx)
-            rows[name][fixed_alpha_row(prefix, alpha)] = cache.auc(name, global_map)
-            hybrid = cache.auc(name, geometric_mean(global_map, local_map))
+        for alpha in ALPHA_SPE_GRID:
+            rows[name][fixed_alpha_row(prefix, alpha)] = cache.auc(name, enhanced.score("global", alpha, 0.0))
+            hybrid = cache.auc(name, enhanced.score("hybrid", alpha, 0.0))
             rows[name][fixed_alpha_row(prefix, alpha, "hybrid")] = hybrid
         rows[name][f"{prefix}:hybrid"] = rows[name][fixed_alpha_row(prefix, hybrid_alpha, "hybrid")]
     return rows, (*alphas, hybrid_alpha)

@@ -91,6 +91,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--alpha-spa", type=float, default=d.alpha_spa, help=f"f_spa scale in the fusion ({d.alpha_spa})"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument(
+        "--start-from",
+        metavar="CHECKPOINT",
+        default=None,
+        help="take the phases another run completed (its checkpoints/<phase>-epochNNN.pt at the end "
+        "of a phase, same scenes and settings for those phases) and run only the rest",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     more = parser.add_argument_group("more training options")
@@ -168,6 +175,7 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None)
         threads=args.threads,
         device=args.device,
         resume=args.resume,
+        start_from=args.start_from,
         progress=not args.quiet,
         command=list(sys.argv) if command is None else command,
     )

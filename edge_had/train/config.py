@@ -48,7 +48,9 @@ class TrainConfig:
     variance_weight: float = 0.1
     reconstruction_weight: float = 1.0
     relative_variance: bool = True
-    restoration_width: int = 32
+    #: width of stage 2's training-only restoration net (16: its 3x3 convolutions were 60 % of a
+    #: stage-2 step at 32; it never ships)
+    restoration_width: int = 16
     mask_anomalies: bool = True
     #: supervised ranking phase (0 = off): epochs, Adam lr, logistic temperature, the f_spe scale
     #: it trains at, background pixels drawn per scene and step, largest crop side
@@ -65,6 +67,9 @@ class TrainConfig:
     threads: int | None = None
     device: str = "auto"  # "auto", "cpu", "cuda"
     resume: bool = False
+    #: a checkpoint of another run saved at the end of a phase: its completed phases become this
+    #: run's first phases (see :func:`shared_phases`) and only the rest runs here
+    start_from: str | None = None
     keep_all_checkpoints: bool = False
     progress: bool = True
     command: list[str] | None = None
@@ -93,6 +98,8 @@ class TrainConfig:
                 f"ranking_crop {self.ranking_crop} is too small for RX in {self.k} bands: a crop needs "
                 f"at least 4 K pixels (ranking_crop >= {math.ceil(math.sqrt(4 * self.k))})"
             )
+        if self.start_from is not None and self.stage == "2":
+            raise TrainError("start_from takes the first phases of a run; --stage 2 has no earlier phase")
         if self.stage == "2" and not self.spatial:
             raise TrainError("stage 2 trains the spatial student; with spatial off there is nothing to do")
 
@@ -135,3 +142,85 @@ class TrainConfig:
         if self.stage in ("2", "all") and self.spatial:
             out.append(("stage2", self.epochs))
         return out
+
+
+#: Settings every phase depends on (besides the training scenes and the phases before it).
+COMMON_SETTINGS = (
+    "seed",
+    "k",
+    "hidden",
+    "blocks",
+    "tile",
+    "batch",
+    "steps_per_epoch",
+    "lr",
+    "betas",
+    "grad_clip",
+    "mask_anomalies",
+    "augment",
+    "exclude",
+    "threads",  # another thread count gives (slightly) different weights
+    "device",
+)
+#: Settings of one phase only (``epochs`` is both reverse distillation's and the student's).
+PHASE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("encoder", "pretrain_epochs"),
+    "stage1": (
+        "reverse_distillation",
+        "epochs",
+        "feature_cosine_weight",
+        "cube_mse_weight",
+        "alignment_weight",
+    ),
+    "ranking": (
+        "ranking_epochs",
+        "ranking_lr",
+        "ranking_temperature",
+        "ranking_alpha",
+        "ranking_negatives",
+        "ranking_crop",
+    ),
+    "stage2": (
+        "spatial",
+        "epochs",
+        "decorrelation_weight",
+        "anti_similarity_weight",
+        "variance_weight",
+        "reconstruction_weight",
+        "relative_variance",
+        "restoration_width",
+    ),
+}
+#: Settings that change no weight of any phase (where things go, how they are shown, the scales
+#: recorded in the bundle, which stages this invocation runs).
+BOOKKEEPING_SETTINGS = (
+    "data",
+    "out",
+    "stage",
+    "alpha_spe",
+    "alpha_spa",
+    "resume",
+    "start_from",
+    "keep_all_checkpoints",
+    "progress",
+    "command",
+)
+
+
+def shared_phases(source: dict[str, Any], target: TrainConfig) -> list[str]:
+    """The first phases of ``target`` that a run with config ``source`` (a ``to_json`` dict, e.g.
+    a checkpoint's) computes identically: the longest common prefix of both phase lists along
+    which every common and phase setting agrees. The training scenes must be checked apart."""
+    defaults = TrainConfig(data="", out="").to_json()  # a config older than a field: its default
+    before = TrainConfig(**{**defaults, **source, "out": "", "command": None, "start_from": None})
+    settings_a, settings_b = before.to_json(), target.to_json()
+    if any(settings_a[name] != settings_b[name] for name in COMMON_SETTINGS):
+        return []
+    shared: list[str] = []
+    for (phase_a, epochs_a), (phase_b, epochs_b) in zip(before.phases(), target.phases(), strict=False):
+        if phase_a != phase_b or epochs_a != epochs_b:
+            break
+        if any(settings_a[name] != settings_b[name] for name in PHASE_SETTINGS[phase_a]):
+            break
+        shared.append(phase_a)
+    return shared

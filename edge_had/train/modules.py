@@ -11,8 +11,8 @@
 * :func:`head_logits` - the spectral head's 1x1 conv without its ReLU (for the alignment term).
 * :class:`RestorationNet` - stage 2's restoration net R (docs/METHOD.md): 1x1 conv K -> width,
   three residual blocks with channel attention (conv3x3, ReLU, conv3x3, squeeze-excitation gate,
-  + skip), a final 1x1 conv width -> K. The published R works at full width; ``width`` (default 32)
-  keeps stage 2 affordable on a CPU.
+  + skip), a final 1x1 conv width -> K. The published R works at full width; ``width`` (training
+  default 16, ``TrainConfig.restoration_width``) keeps stage 2 affordable on a CPU.
 * :class:`MaskedAutoencoderHead` - 1x1 conv hidden -> K, reconstructing the clean cube from the
   spectral body's features during the optional self-supervised encoder pretraining.
 """

@@ -90,7 +90,7 @@ from edge_had.models.bundle import ModelConfig, load_bundle, save_bundle
 from edge_had.models.normalize import Normalization
 from edge_had.models.spatial import SpatialStudent
 from edge_had.models.spectral import SpectralEnhancer
-from edge_had.train.config import TrainConfig, TrainError
+from edge_had.train.config import TrainConfig, TrainError, shared_phases
 from edge_had.train.data import (
     SceneSampler,
     TileSampler,
@@ -107,7 +107,7 @@ from edge_had.train.loops import (
     Stage2Trainer,
 )
 
-__all__ = ["MEASURED_FOLD_SECONDS", "TrainConfig", "TrainError", "train"]
+__all__ = ["MEASURED_FOLD_SECONDS", "TrainConfig", "TrainError", "checkpoint_path", "train"]
 
 #: Measured wall time (s) of the defaults, ``--stage all``, one fold of 8 real scenes, 2 CPU cores.
 MEASURED_FOLD_SECONDS: float = 107.9
@@ -186,12 +186,17 @@ def _cpu_state(module: torch.nn.Module | None) -> dict[str, torch.Tensor] | None
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
+def checkpoint_path(out: str | Path, phase: str, epoch: int) -> Path:
+    """Where a run in ``out`` saves its checkpoint after ``epoch`` of ``phase``."""
+    return Path(out) / CHECKPOINT_DIR / f"{phase}-epoch{epoch:03d}.pt"
+
+
 def _save_checkpoint(
     out: Path, phase: str, epoch: int, state: dict[str, Any], *, keep_all: bool = False
 ) -> Path:
-    folder = out / CHECKPOINT_DIR
+    path = checkpoint_path(out, phase, epoch)
+    folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{phase}-epoch{epoch:03d}.pt"
     tmp = path.with_suffix(".pt.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -242,6 +247,44 @@ def _check_resumable(config: TrainConfig, checkpoint: dict[str, Any], data: Sequ
     if diffs:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diffs)
         raise TrainError(f"cannot resume: the config differs from the checkpoint's ({detail})")
+
+
+def _start_from(config: TrainConfig, data: Sequence[TrainingScene]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read ``config.start_from`` and check that this run may take its completed phases: the
+    checkpoint was saved at the end of a phase, the same scenes, and :func:`shared_phases` covers
+    every phase it completed. Returns the checkpoint and the record of where it came from."""
+    path = Path(str(config.start_from))
+    try:
+        raw = path.read_bytes()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise TrainError(f"start_from {path}: cannot read the checkpoint ({error})") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(f"start_from {path}: not an edge-had checkpoint")
+    completed = list(state["completed"])
+    if state["phase"] not in completed:
+        raise TrainError(
+            f"start_from {path}: saved in the middle of {state['phase']} (epoch {state['epoch']}); "
+            "take a checkpoint from the end of a phase"
+        )
+    if state.get("data") != _data_identity(data):
+        raise TrainError(
+            f"start_from {path}: the training scenes (names, SHA-256, shapes) differ from this run's "
+            f"({state.get('data')} -> {_data_identity(data)})"
+        )
+    shared = shared_phases(state["config"], config)
+    if shared[: len(completed)] != completed:
+        raise TrainError(
+            f"start_from {path}: this run cannot take {', '.join(completed)}: its phases or their "
+            f"settings differ (shared: {', '.join(shared) or 'none'})"
+        )
+    record = {
+        "checkpoint": str(path),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "phases": completed,
+        "elapsed_s": float(state["elapsed_s"]),
+    }
+    return state, record
 
 
 # --------------------------------------------------------------------------- the run
@@ -370,8 +413,14 @@ def _run(
     checkpoint = _load_latest_checkpoint(out) if config.resume else None
     if config.resume and checkpoint is None:
         say(f"no checkpoint in {out / CHECKPOINT_DIR}: starting from scratch")
+    started_from, started_state = None, None
     if checkpoint is not None:
         _check_resumable(config, checkpoint, data)
+        started_from = checkpoint.get("started_from")
+    elif config.start_from is not None:
+        checkpoint, started_from = _start_from(config, data)
+        started_state = checkpoint
+        say(f"taking {', '.join(started_from['phases'])} from {config.start_from}")
 
     previous = None
     spectral_source = None
@@ -394,10 +443,13 @@ def _run(
         spectral.load_state_dict(checkpoint["spectral"])
         histories = checkpoint["histories"]
         completed = list(checkpoint["completed"])
-        elapsed_before = float(checkpoint["elapsed_s"])
+        # a run started from another's checkpoint counts only its own time (the other run's is
+        # in that run's record)
+        elapsed_before = 0.0 if checkpoint is started_state else float(checkpoint["elapsed_s"])
         resume_phase, resume_epoch = checkpoint["phase"], int(checkpoint["epoch"])
         resume_trainer, resume_sampler = checkpoint["trainer"], checkpoint["sampler"]
-        say(f"resuming after {resume_phase} epoch {resume_epoch}")
+        if started_state is None:
+            say(f"resuming after {resume_phase} epoch {resume_epoch}")
 
     common = {
         "lr": config.lr,
@@ -510,6 +562,7 @@ def _run(
                         "sampler": sampler.state_dict(),
                         "histories": histories,
                         "elapsed_s": elapsed_before + time.perf_counter() - start,
+                        "started_from": started_from,
                     },
                     keep_all=config.keep_all_checkpoints,
                 )
@@ -545,6 +598,7 @@ def _run(
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "spectral_from_bundle_sha256": spectral_source,
+        "started_from": started_from,
         "previous_run": previous,
         "bundle": str(out),
     }
