@@ -243,6 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     scene = synthetic_scene(seed=args.seed)
+    assert scene.gt is not None  # the synthetic scene always comes with its anomaly map
     rows, cols, bands = scene.shape
     print(
         f"synthetic pushbroom scene (seed {args.seed}): {rows} lines x {cols} px x {bands} bands, "
@@ -259,12 +260,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         detector = make_detector(name, **settings)
         scores, seconds = score_scene(detector, scene)
         metrics = evaluate_map(scores, scene.gt, scene.valid)
+        pd_at_far: dict[str, float] = metrics["pd_at_far"]  # type: ignore[assignment]
         path = save_score_map_png(
             scores, out / f"demo_{name}_map.png", gt=scene.gt, title=f"{label}, synthetic scene"
         )
         print(
             f"{label}: {seconds * 1e3:.1f} ms, AUC {metrics['auc']:.4f}, "
-            f"Pd@FAR=1e-3 {metrics['pd_at_far']['0.001']:.3f} -> {path}"
+            f"Pd@FAR=1e-3 {pd_at_far['0.001']:.3f} -> {path}"
         )
     if not shipped:
         print(f"enhanced RX skipped: no shipped model in {default_model_dir()}")

@@ -146,6 +146,7 @@ def test_crossval_end_to_end(tmp_path) -> None:
     import torch
     from scipy.io import savemat
 
+    from edge_had.detectors.enhanced import fuse_parts
     from edge_had.eval.crossval import CrossValConfig, SceneCache, _evaluate_model, run_crossval
     from edge_had.io.synthetic import synthetic_scene
     from edge_had.models.bundle import load_bundle
@@ -186,6 +187,13 @@ def test_crossval_end_to_end(tmp_path) -> None:
         for (name, x), (_, y) in zip(net_a.state_dict().items(), net_b.state_dict().items(), strict=True):
             assert torch.equal(x, y), name
     cache = SceneCache(sorted(data.glob("*.mat")))
+    # a held-out hybrid row against hybrid RX computed directly from the model's parts
+    main = load_bundle(tmp_path / "cv" / "models" / "main" / "seed0" / "fold0")
+    hybrid_alpha = report["alphas"]["main"]["seed0/fold0"][2]
+    direct = fuse_parts(
+        cache.parts(main, "s2").parts, hybrid_alpha, 0.0, "feature", cache.detect("s2", "hybrid")
+    )
+    assert report["scenes"]["s2"]["main:hybrid"] == [cache.auc("s2", direct)]
     bundle = load_bundle(tmp_path / "cv" / "models" / "supervised-ranking" / "seed0" / "fold1")
     assert bundle.training_scenes and set(bundle.training_scenes.values()) == {"s0", "s2"}
     rows, chosen = _evaluate_model(cache, bundle, ["s0", "s2"], ["s1", "s3"], "supervised-ranking")
@@ -193,3 +201,59 @@ def test_crossval_end_to_end(tmp_path) -> None:
     for name in ("s1", "s3"):
         for key, value in rows[name].items():
             assert report["scenes"][name][key] == [value]
+
+
+def test_a_cached_model_is_reused_only_when_trained_as_asked(tmp_path) -> None:
+    """The fold model cache: an absent model is trained, a model whose record matches the job is
+    reused (settings of phases it does not run may differ), any other model is refused."""
+    import json
+
+    from edge_had.eval.crossval import _already_trained
+    from edge_had.train.config import TrainConfig, TrainError
+
+    asked = {
+        "data": "d",
+        "out": str(tmp_path / "m"),
+        "seed": 0,
+        "exclude": ("a",),
+        "threads": 1,
+        "spatial": False,
+    }
+    job = {"out": asked["out"], "config": asked}
+    assert not _already_trained(job)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(TrainError, match="training record"):
+        _already_trained(job)
+    saved = TrainConfig(**{**asked, "restoration_width": 32}).to_json()  # a stage-2 setting: no stage 2 here
+    (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": saved}))
+    assert _already_trained(job)
+    for other in ({"seed": 1}, {"spatial": True}, {"pretrain_epochs": 3}):
+        saved = TrainConfig(**{**asked, **other}).to_json()
+        (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": saved}))
+        with pytest.raises(TrainError, match="other settings"):
+            _already_trained(job)
+
+
+def test_a_job_whose_source_checkpoint_does_not_fit_trains_from_scratch(tmp_path) -> None:
+    import json
+
+    import numpy as np
+    from scipy.io import savemat
+
+    from edge_had.eval.crossval import _train_job
+    from edge_had.io.synthetic import synthetic_scene
+
+    data = tmp_path / "data"
+    data.mkdir()
+    scene = synthetic_scene(lines=24, width=24, bands=12, seed=0)
+    savemat(data / "s0.mat", {"data": scene.cube, "map": scene.gt.astype(np.uint8)})
+    tiny = {"data": str(data), "epochs": 1, "steps_per_epoch": 2, "tile": 16, "batch": 2, "k": 8, "hidden": 8}
+    tiny |= {"threads": 1, "progress": False, "encoder": "random"}
+    source = {**tiny, "out": str(tmp_path / "source"), "lr": 1e-3}  # every phase differs
+    _train_job({"out": source["out"], "config": source})
+    start = str(tmp_path / "source" / "checkpoints" / "stage1-epoch001.pt")
+    target = {**tiny, "out": str(tmp_path / "target"), "start_from": start}
+    _train_job({"out": target["out"], "config": target})
+    record = json.loads((tmp_path / "target" / "train_config.json").read_text())
+    assert record["started_from"] is None and record["phases"] == ["stage1", "stage2"]

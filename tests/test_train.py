@@ -240,6 +240,8 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, resume_from: str) -> No
     [
         ({"decorrelation_weight": 0.0}, "stage1-epoch002.pt"),
         ({"reverse_distillation": False}, "pretrain-epoch001.pt"),
+        ({"alignment_weight": 0.5}, "pretrain-epoch001.pt"),
+        ({"ranking_epochs": 1}, "stage1-epoch002.pt"),
     ],
 )
 def test_start_from_another_runs_phases_equals_training_them(
@@ -256,8 +258,34 @@ def test_start_from_another_runs_phases_equals_training_them(
     assert _identical(_weights(alone), _weights(shared))
     assert _losses(alone["histories"]) == _losses(shared["histories"])
     record = json.loads((tmp_path / "shared" / TRAIN_CONFIG_FILE).read_text())["started_from"]
-    assert record["checkpoint"] == start and record["phases"] == alone["phases"][:-1]
-    assert len(record["sha256"]) == 64
+    taken_phase = taken.split("-epoch")[0]
+    assert record["checkpoint"] == start and record["phases"][-1] == taken_phase
+    assert record["phases"] == alone["phases"][: len(record["phases"])] and len(record["sha256"]) == 64
+
+
+def test_a_started_run_resumes_like_any_other(tmp_path: Path) -> None:
+    scenes = _scenes(1)
+    source = _config(tmp_path, "main", steps_per_epoch=3)
+    train(source, scenes=scenes)
+    start = str(Path(source.out) / CHECKPOINT_DIR / "stage1-epoch002.pt")
+    config = _config(
+        tmp_path,
+        "shared",
+        steps_per_epoch=3,
+        start_from=start,
+        decorrelation_weight=0.0,
+        keep_all_checkpoints=True,
+    )
+    full = train(config, scenes=scenes)
+    folder = Path(config.out) / CHECKPOINT_DIR  # killed after the first epoch of stage 2
+    (folder / "stage2-epoch002.pt").unlink()
+    (folder / "latest.json").write_text(
+        json.dumps({"file": "stage2-epoch001.pt", "phase": "stage2", "epoch": 1})
+    )
+    resumed = train(dataclasses.replace(config, resume=True), scenes=scenes)
+    assert _identical(_weights(full), _weights(resumed))
+    record = json.loads((Path(config.out) / TRAIN_CONFIG_FILE).read_text())
+    assert record["started_from"]["checkpoint"] == start
 
 
 def test_start_from_refuses_what_it_cannot_take(tmp_path: Path) -> None:
@@ -297,6 +325,8 @@ def test_every_setting_is_classified_for_phase_sharing() -> None:
         classified |= set(names)
     assert classified == fields
     assert not set(COMMON_SETTINGS) & set(BOOKKEEPING_SETTINGS)
+    for names in PHASE_SETTINGS.values():
+        assert not set(names) & (set(COMMON_SETTINGS) | set(BOOKKEEPING_SETTINGS))
     assert set(PHASE_SETTINGS) == {"pretrain", "stage1", "ranking", "stage2"}
 
 
@@ -410,6 +440,10 @@ def test_cli_arguments_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
     config = config_from_args(args, command=["edge-had", "train", *argv])
     assert config.exclude == ("scene1",) and config.seed == 7 and not config.spatial and not config.progress
     assert parser.parse_args(["--out", "x"]).stage == "all"
+    assert config.start_from is None
+    assert (
+        config_from_args(parser.parse_args(["--out", "x", "--start-from", "r/c.pt"])).start_from == "r/c.pt"
+    )
     assert run_train(args) == 0
     printed = capsys.readouterr().out
     assert "stage1" in printed and str(out) in printed

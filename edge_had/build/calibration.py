@@ -56,8 +56,9 @@ class CalibrationSet:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"block_{i:03d}": block for i, block in enumerate(self.blocks)}
-        np.savez_compressed(path, manifest=np.array(json.dumps(self.manifest)), **arrays)
+        arrays: dict[str, Any] = {f"block_{i:03d}": block for i, block in enumerate(self.blocks)}
+        arrays["manifest"] = np.array(json.dumps(self.manifest))
+        np.savez_compressed(path, **arrays)
         path.with_suffix(".manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
         return path
 

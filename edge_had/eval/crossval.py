@@ -127,16 +127,36 @@ def pooled_shortfall_removed(aucs: Sequence[float], baseline: Sequence[float]) -
 
 def _train_job(job: dict[str, Any]) -> str:
     """Worker: train one (variant, seed, fold) model unless its bundle already exists."""
+    from edge_had.train.config import StartFromError
     from edge_had.train.runner import TrainConfig, train
 
     out = Path(job["out"])
     if not (out / "model.safetensors").is_file():
-        settings = dict(job["config"])
-        start = settings.get("start_from")
-        if start is not None and not Path(start).is_file():  # e.g. a cached model without checkpoints
-            settings["start_from"] = None  # the same weights, only slower
-        train(TrainConfig(**settings))
+        try:
+            train(TrainConfig(**job["config"]))
+        except StartFromError:  # e.g. a cached source model without (matching) checkpoints
+            train(TrainConfig(**{**job["config"], "start_from": None}))  # the same weights, slower
     return str(out)
+
+
+def _already_trained(job: dict[str, Any]) -> bool:
+    """Whether the job's folder holds its model. A model trained with other settings (e.g. an
+    older default) is refused rather than mixed into the table."""
+    from edge_had.train.config import TrainConfig, TrainError, trains_the_same
+
+    out = Path(job["out"])
+    if not (out / "model.safetensors").is_file():
+        return False
+    try:
+        saved = json.loads((out / "train_config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError) as error:
+        raise TrainError(f"{out}: a model without a readable training record ({error}); delete it") from error
+    if not trains_the_same(saved, TrainConfig(**job["config"])):
+        raise TrainError(
+            f"{out} holds a model trained with other settings than this run asks for (compare its "
+            "train_config.json with the variant): use another --out or delete that folder"
+        )
+    return True
 
 
 def share_phases(jobs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -189,10 +209,7 @@ def train_fold_models(config: CrossValConfig, folds: list[list[str]]) -> None:
             **VARIANTS[variant],
         }
         jobs.append({"out": str(target), "config": settings})
-    waves = [
-        [job for job in wave if not (Path(job["out"]) / "model.safetensors").is_file()]
-        for wave in share_phases(jobs)
-    ]
+    waves = [[job for job in wave if not _already_trained(job)] for wave in share_phases(jobs)]
     if not any(waves):
         return
     from tqdm import tqdm

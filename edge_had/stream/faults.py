@@ -102,7 +102,7 @@ def faulty_lines(
         meta["faults"] = applied
         out = replace(line, pixels=pixels, timestamp=stamp, meta=meta)
         if hit["drop"]:
-            out.meta["faults"] = [*applied, "drop"]
+            meta["faults"] = [*applied, "drop"]
             continue  # never arrives
         if held is not None:
             yield out
@@ -110,11 +110,11 @@ def faulty_lines(
             held = None
             continue
         if hit["reorder"]:
-            out.meta["faults"] = [*applied, "reorder"]
+            meta["faults"] = [*applied, "reorder"]
             held = out
             continue
         yield out
         if hit["duplicate"]:
-            yield replace(out, meta={**out.meta, "faults": [*applied, "duplicate"]})
+            yield replace(out, meta={**meta, "faults": [*applied, "duplicate"]})
     if held is not None:
         yield held

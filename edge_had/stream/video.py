@@ -47,7 +47,7 @@ class WaterfallVideo:
         self.frames = 0
         self.writer = None
         if path is not None:
-            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
             if not self.writer.isOpened():
                 raise OSError(f"{path}: OpenCV cannot write MP4 here")
         self.show = show

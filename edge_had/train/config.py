@@ -18,6 +18,10 @@ class TrainError(EdgeHadError, ValueError):
     """A training configuration or checkpoint problem (the message says what to change)."""
 
 
+class StartFromError(TrainError):
+    """``start_from`` names a checkpoint this run cannot take its first phases from."""
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (recorded in ``train_config.json``)."""
@@ -207,12 +211,23 @@ BOOKKEEPING_SETTINGS = (
 )
 
 
+def _recorded_config(source: dict[str, Any]) -> TrainConfig:
+    defaults = TrainConfig(data="", out="").to_json()  # a config older than a field: its default
+    return TrainConfig(**{**defaults, **source, "out": "", "command": None, "start_from": None})
+
+
+def trains_the_same(source: dict[str, Any], target: TrainConfig) -> bool:
+    """Whether a run with config ``source`` (a ``to_json`` dict) computes exactly the phases of
+    ``target`` with the same settings (the training scenes must be checked apart)."""
+    phases = [name for name, _ in target.phases()]
+    return len(_recorded_config(source).phases()) == len(phases) and shared_phases(source, target) == phases
+
+
 def shared_phases(source: dict[str, Any], target: TrainConfig) -> list[str]:
     """The first phases of ``target`` that a run with config ``source`` (a ``to_json`` dict, e.g.
     a checkpoint's) computes identically: the longest common prefix of both phase lists along
     which every common and phase setting agrees. The training scenes must be checked apart."""
-    defaults = TrainConfig(data="", out="").to_json()  # a config older than a field: its default
-    before = TrainConfig(**{**defaults, **source, "out": "", "command": None, "start_from": None})
+    before = _recorded_config(source)
     settings_a, settings_b = before.to_json(), target.to_json()
     if any(settings_a[name] != settings_b[name] for name in COMMON_SETTINGS):
         return []

@@ -90,6 +90,8 @@ def release(
 def recipe(config: TrainConfig) -> dict[str, Any]:
     """The settings that define a training recipe (the ones that did not run are left out)."""
     names = ["encoder", "reverse_distillation", "spatial", "decorrelation_weight", "mask_anomalies"]
+    if config.spatial:
+        names.insert(3, "restoration_width")
     if config.encoder == "pretrained":
         names.insert(1, "pretrain_epochs")
     names.append("ranking_epochs")

@@ -56,6 +56,9 @@ cross-validation uses, two jobs side by side) the first fold took 130.2 s (23.8 
 Results are bit-identical only for the same thread count: 1 and 2 threads give (slightly)
 different weights.
 Per step: pretraining ~0.03 s, stage 1 ~0.06 s, stage 2 ~0.11-0.14 s; data preparation ~1.5 s.
+(These were measured with the earlier 32-wide restoration net. At the current 16, stage 2 takes
+~0.12 s per step on one thread and a whole main training 89-110 s on one thread beside another
+one: cross-validation, commit 2ee77cb.)
 So one fold and one seed fit the 3-minute budget with ~1.7x headroom; ``MEASURED_FOLD_SECONDS``
 holds the slowest measurement. ``--encoder random`` drops the pretraining (~13 s).
 
@@ -90,7 +93,7 @@ from edge_had.models.bundle import ModelConfig, load_bundle, save_bundle
 from edge_had.models.normalize import Normalization
 from edge_had.models.spatial import SpatialStudent
 from edge_had.models.spectral import SpectralEnhancer
-from edge_had.train.config import TrainConfig, TrainError, shared_phases
+from edge_had.train.config import StartFromError, TrainConfig, TrainError, shared_phases
 from edge_had.train.data import (
     SceneSampler,
     TileSampler,
@@ -258,23 +261,23 @@ def _start_from(config: TrainConfig, data: Sequence[TrainingScene]) -> tuple[dic
         raw = path.read_bytes()
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, ValueError, RuntimeError) as error:
-        raise TrainError(f"start_from {path}: cannot read the checkpoint ({error})") from error
+        raise StartFromError(f"start_from {path}: cannot read the checkpoint ({error})") from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"start_from {path}: not an edge-had checkpoint")
+        raise StartFromError(f"start_from {path}: not an edge-had checkpoint")
     completed = list(state["completed"])
     if state["phase"] not in completed:
-        raise TrainError(
+        raise StartFromError(
             f"start_from {path}: saved in the middle of {state['phase']} (epoch {state['epoch']}); "
             "take a checkpoint from the end of a phase"
         )
     if state.get("data") != _data_identity(data):
-        raise TrainError(
+        raise StartFromError(
             f"start_from {path}: the training scenes (names, SHA-256, shapes) differ from this run's "
             f"({state.get('data')} -> {_data_identity(data)})"
         )
     shared = shared_phases(state["config"], config)
     if shared[: len(completed)] != completed:
-        raise TrainError(
+        raise StartFromError(
             f"start_from {path}: this run cannot take {', '.join(completed)}: its phases or their "
             f"settings differ (shared: {', '.join(shared) or 'none'})"
         )
@@ -438,7 +441,10 @@ def _run(
     histories: dict[str, Any] = {}
     completed: list[str] = []
     elapsed_before = 0.0
-    resume_phase, resume_epoch, resume_trainer, resume_sampler = None, 0, None, None
+    resume_phase: str | None = None
+    resume_epoch = 0
+    resume_trainer: Any = None  # the state dicts of the phase a resumed run continues
+    resume_sampler: Any = None
     if checkpoint is not None:
         spectral.load_state_dict(checkpoint["spectral"])
         histories = checkpoint["histories"]
@@ -451,7 +457,7 @@ def _run(
         if started_state is None:
             say(f"resuming after {resume_phase} epoch {resume_epoch}")
 
-    common = {
+    common: dict[str, Any] = {
         "lr": config.lr,
         "betas": config.betas,
         "device": device,
