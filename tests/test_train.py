@@ -310,6 +310,15 @@ def test_start_from_refuses_what_it_cannot_take(tmp_path: Path) -> None:
         )
     with pytest.raises(TrainError, match="training scenes"):
         train(_config(tmp_path, "x", steps_per_epoch=2, start_from=after_stage1), scenes=_scenes(2))
+    # the same settings as written, but the phases ran on another number of threads (threads=None
+    # on another machine): the weights would differ slightly
+    state = torch.load(after_stage1, weights_only=True)
+    assert state["threads_used"] == 1
+    state["threads_used"] = 7
+    other_machine = tmp_path / "other-machine.pt"
+    torch.save(state, other_machine)
+    with pytest.raises(TrainError, match="ran on 7 CPU thread"):
+        train(_config(tmp_path, "x", steps_per_epoch=2, start_from=str(other_machine)), scenes=scenes)
     with pytest.raises(TrainError, match="cannot read"):
         train(_config(tmp_path, "x", start_from=str(folder / "missing.pt")), scenes=scenes)
 

@@ -275,6 +275,12 @@ def _start_from(config: TrainConfig, data: Sequence[TrainingScene]) -> tuple[dic
             f"start_from {path}: the training scenes (names, SHA-256, shapes) differ from this run's "
             f"({state.get('data')} -> {_data_identity(data)})"
         )
+    used, now = state.get("threads_used"), torch.get_num_threads()
+    if used is not None and used != now:  # settings compare threads as written; None means torch's
+        raise StartFromError(
+            f"start_from {path}: its phases ran on {used} CPU thread(s), this run has {now}: "
+            "the weights would differ slightly (set --threads to match)"
+        )
     shared = shared_phases(state["config"], config)
     if shared[: len(completed)] != completed:
         raise StartFromError(
@@ -569,6 +575,7 @@ def _run(
                         "histories": histories,
                         "elapsed_s": elapsed_before + time.perf_counter() - start,
                         "started_from": started_from,
+                        "threads_used": torch.get_num_threads(),
                     },
                     keep_all=config.keep_all_checkpoints,
                 )
