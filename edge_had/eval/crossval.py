@@ -167,24 +167,23 @@ def share_phases(jobs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     from edge_had.train.config import TrainConfig, shared_phases
     from edge_had.train.runner import checkpoint_path
 
-    first: list[dict[str, Any]] = []
+    first: list[tuple[dict[str, Any], TrainConfig]] = []
     second: list[dict[str, Any]] = []
     for job in jobs:
         config = TrainConfig(**job["config"])
-        best: tuple[int, dict[str, Any]] | None = None
-        for source in first:
-            source_config = TrainConfig(**source["config"])
-            taken = shared_phases(source_config.to_json(), config)
-            if 0 < len(taken) < len(config.phases()) and (best is None or len(taken) > best[0]):
-                best = (len(taken), source)
+        best: tuple[int, dict[str, Any], TrainConfig] | None = None
+        for source, source_config in first:
+            taken = len(shared_phases(source["config"], config))
+            if 0 < taken < len(config.phases()) and (best is None or taken > best[0]):
+                best = (taken, source, source_config)
         if best is None:
-            first.append(job)
+            first.append((job, config))
             continue
-        length, source = best
-        phase, epochs = TrainConfig(**source["config"]).phases()[length - 1]
+        taken, source, source_config = best
+        phase, epochs = source_config.phases()[taken - 1]
         start = str(checkpoint_path(source["out"], phase, epochs))
         second.append({"out": job["out"], "config": {**job["config"], "start_from": start}})
-    return [first, second]
+    return [[job for job, _ in first], second]
 
 
 def _model_dir(out: Path, variant: str, seed: int, fold: int) -> Path:

@@ -211,9 +211,13 @@ BOOKKEEPING_SETTINGS = (
 )
 
 
+def with_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config (``to_json``) with every field it predates at its default."""
+    return {**TrainConfig(data="", out="").to_json(), **recorded}
+
+
 def _recorded_config(source: dict[str, Any]) -> TrainConfig:
-    defaults = TrainConfig(data="", out="").to_json()  # a config older than a field: its default
-    return TrainConfig(**{**defaults, **source, "out": "", "command": None, "start_from": None})
+    return TrainConfig(**{**with_defaults(source), "out": "", "command": None, "start_from": None})
 
 
 def trains_the_same(source: dict[str, Any], target: TrainConfig) -> bool:

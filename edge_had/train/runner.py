@@ -93,7 +93,7 @@ from edge_had.models.bundle import ModelConfig, load_bundle, save_bundle
 from edge_had.models.normalize import Normalization
 from edge_had.models.spatial import SpatialStudent
 from edge_had.models.spectral import SpectralEnhancer
-from edge_had.train.config import StartFromError, TrainConfig, TrainError, shared_phases
+from edge_had.train.config import StartFromError, TrainConfig, TrainError, shared_phases, with_defaults
 from edge_had.train.data import (
     SceneSampler,
     TileSampler,
@@ -239,8 +239,7 @@ def _check_resumable(config: TrainConfig, checkpoint: dict[str, Any], data: Sequ
             "cannot resume: the training scenes (names, SHA-256, shapes) differ from the checkpoint's "
             f"({checkpoint.get('data')} -> {_data_identity(data)})"
         )
-    defaults = TrainConfig(data="", out="").to_json()  # a checkpoint older than a field: its default
-    saved = {**defaults, **checkpoint["config"]}
+    saved = with_defaults(checkpoint["config"])  # a checkpoint older than a field: its default
     now = config.to_json()
     diffs = sorted(
         key
@@ -422,13 +421,13 @@ def _run(
     checkpoint = _load_latest_checkpoint(out) if config.resume else None
     if config.resume and checkpoint is None:
         say(f"no checkpoint in {out / CHECKPOINT_DIR}: starting from scratch")
-    started_from, started_state = None, None
+    started_from = None
+    resuming = checkpoint is not None  # else the checkpoint, if any, is another run's (start_from)
     if checkpoint is not None:
         _check_resumable(config, checkpoint, data)
         started_from = checkpoint.get("started_from")
     elif config.start_from is not None:
         checkpoint, started_from = _start_from(config, data)
-        started_state = checkpoint
         say(f"taking {', '.join(started_from['phases'])} from {config.start_from}")
 
     previous = None
@@ -457,10 +456,10 @@ def _run(
         completed = list(checkpoint["completed"])
         # a run started from another's checkpoint counts only its own time (the other run's is
         # in that run's record)
-        elapsed_before = 0.0 if checkpoint is started_state else float(checkpoint["elapsed_s"])
+        elapsed_before = float(checkpoint["elapsed_s"]) if resuming else 0.0
         resume_phase, resume_epoch = checkpoint["phase"], int(checkpoint["epoch"])
         resume_trainer, resume_sampler = checkpoint["trainer"], checkpoint["sampler"]
-        if started_state is None:
+        if resuming:
             say(f"resuming after {resume_phase} epoch {resume_epoch}")
 
     common: dict[str, Any] = {
