@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -194,7 +195,34 @@ class TileBatch:
         return TileBatch(self.x.to(device), self.mask.to(device))
 
 
-class TileSampler:
+class _SeededSampler:
+    """What both samplers share: this rank's place among ``world_size`` ranks, an own generator
+    whose state is the sampler's state (checkpoint + resume), and iteration by ``sample()``."""
+
+    def __init__(self, seed: int, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        self.rank = rank
+        self.world_size = world_size
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def sample(self) -> Any:
+        raise NotImplementedError
+
+    def __iter__(self) -> _SeededSampler:
+        return self
+
+    def __next__(self) -> Any:
+        return self.sample()
+
+
+class TileSampler(_SeededSampler):
     """Random augmented square tiles from prepared scenes (see the module docstring)."""
 
     def __init__(
@@ -212,8 +240,7 @@ class TileSampler:
             raise ValueError("TileSampler needs at least one scene")
         if tile < 1 or batch < 1:
             raise ValueError(f"need tile >= 1 and batch >= 1, got tile={tile}, batch={batch}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        super().__init__(seed, rank, world_size)
         small = [f"{s.name} ({s.x.shape[1]}x{s.x.shape[2]})" for s in scenes if min(s.x.shape[1:]) < tile]
         if small:
             raise ValueError(
@@ -223,18 +250,9 @@ class TileSampler:
         self.tile = tile
         self.batch = batch
         self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
         self.augment = augment
         weights = torch.tensor([s.pixels for s in self.scenes], dtype=torch.float64)
         self.weights = weights / weights.sum()
-        self.generator = torch.Generator().manual_seed(int(seed))
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.generator.set_state(state["generator"])
 
     def sample(self) -> TileBatch:
         """The next batch of this rank (the whole global batch is drawn, see the module docstring)."""
@@ -262,12 +280,6 @@ class TileSampler:
             xs.append(x)
             masks.append(m)
         return TileBatch(torch.stack(xs).contiguous(), torch.stack(masks).contiguous())
-
-    def __iter__(self) -> TileSampler:
-        return self
-
-    def __next__(self) -> TileBatch:
-        return self.sample()
 
 
 # --------------------------------------------------------------------------- labelled scenes
@@ -335,7 +347,7 @@ class SceneBatch:
         return SceneBatch(crops, self.weight)
 
 
-class SceneSampler:
+class SceneSampler(_SeededSampler):
     """One crop of every labelled scene per step (the whole scene when it fits in ``crop``).
 
     A crop always holds an anomaly: its position is drawn uniformly among the positions that
@@ -357,8 +369,7 @@ class SceneSampler:
     ) -> None:
         if crop < 8 or negatives < 1:
             raise ValueError(f"need crop >= 8 and negatives >= 1, got crop={crop}, negatives={negatives}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        super().__init__(seed, rank, world_size)
         if len(scenes) < world_size:
             raise ValueError(
                 f"the ranking phase gives every rank whole scenes: {len(scenes)} labelled scene(s) "
@@ -369,15 +380,6 @@ class SceneSampler:
         self.anomaly_pixels = [torch.nonzero(scene.anomalies, as_tuple=True) for scene in self.scenes]
         self.crop = crop
         self.negatives = negatives
-        self.rank = rank
-        self.world_size = world_size
-        self.generator = torch.Generator().manual_seed(int(seed))
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.generator.set_state(state["generator"])
 
     @staticmethod
     def crop_window(size: int, length: int, anomaly_at: int, draw: float) -> slice:
@@ -406,9 +408,3 @@ class SceneSampler:
             c = self.crop_window(self.crop, w, int(cols[pick]), u[1])
             crops.append(SceneCrop(scene.x[:, r, c], scene.valid[r, c], scene.anomalies[r, c], draws))
         return SceneBatch(crops, self.world_size / len(self.scenes))
-
-    def __iter__(self) -> SceneSampler:
-        return self
-
-    def __next__(self) -> SceneBatch:
-        return self.sample()
