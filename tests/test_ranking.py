@@ -19,7 +19,17 @@ from edge_had.detectors.rx import rx_reference
 from edge_had.io import Scene
 from edge_had.io.synthetic import synthetic_scene
 from edge_had.models.spectral import SpectralEnhancer
-from edge_had.train.data import SceneSampler, load_labelled_scenes, prepare_scene
+from edge_had.train.data import (
+    IMPLANT_FRACTION,
+    IMPLANT_OBJECTS,
+    IMPLANT_SIDES,
+    SceneSampler,
+    background_spectra,
+    implant_anomalies,
+    load_labelled_scenes,
+    load_training_scenes,
+    prepare_scene,
+)
 from edge_had.train.loops import RankingTrainer
 from edge_had.train.losses import log_global_rx, pairwise_ranking_loss
 from edge_had.train.runner import CHECKPOINT_DIR, TRAIN_CONFIG_FILE, TrainConfig, TrainError, train
@@ -162,6 +172,77 @@ def test_scene_sampler_crops_hold_an_anomaly_and_ranks_split_the_scenes() -> Non
         SceneSampler(labelled[:1], 8, 10, rank=0, world_size=2)
 
 
+def test_implanted_anomalies_mix_a_donor_spectrum_into_small_squares() -> None:
+    """Hand-checkable case: a zero crop and one donor spectrum of ones, so an implanted pixel
+    holds the mixing fraction f in every band (or a mix of two fractions where objects overlap,
+    still inside [f_min, 1])."""
+    x = torch.zeros(5, 20, 30)
+    labelled = torch.zeros(20, 30, dtype=torch.bool)
+    labelled[0, 0] = True
+    donors = [torch.ones(3, 5)]
+    sizes = set()
+    for seed in range(40):
+        out, mask = implant_anomalies(x, labelled, donors, torch.Generator().manual_seed(seed))
+        assert not x.any() and labelled.sum() == 1  # inputs untouched: a copy
+        assert mask[0, 0]  # the labelled anomaly stays marked
+        implanted = out.abs().sum(0) > 0
+        # every changed pixel is marked, and every marked pixel but the labelled one changed
+        assert bool((implanted <= mask).all()) and int((mask & ~implanted).sum()) <= 1
+        values = out[:, implanted]
+        assert torch.allclose(values, values[0:1].expand_as(values))  # the same in every band
+        assert float(values.min()) >= IMPLANT_FRACTION[0] - 1e-6 and float(values.max()) <= 1.0 + 1e-6
+        sizes.add(int(implanted.sum()))
+        assert 1 <= int(implanted.sum()) <= IMPLANT_OBJECTS[1] * IMPLANT_SIDES[1] ** 2
+    assert min(sizes) < IMPLANT_OBJECTS[0] * IMPLANT_SIDES[1] ** 2 < max(sizes)  # the draws vary
+    # deterministic in the generator
+    a = implant_anomalies(x, labelled, donors, torch.Generator().manual_seed(3))
+    b = implant_anomalies(x, labelled, donors, torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # a crop smaller than an object still works (the object is clipped)
+    small, small_mask = implant_anomalies(
+        torch.zeros(5, 1, 2), torch.zeros(1, 2, dtype=torch.bool), donors, torch.Generator().manual_seed(0)
+    )
+    assert small_mask.any() and small.shape == (5, 1, 2)
+    for bad in ([], [torch.ones(0, 5)], [torch.ones(3, 4)]):
+        with pytest.raises(ValueError, match="donor spectra"):
+            implant_anomalies(x, labelled, bad, torch.Generator())
+
+
+def test_scene_sampler_implants_spectra_of_the_other_scenes() -> None:
+    scenes = _scenes(3)
+    labelled = load_labelled_scenes(scenes, k=16)
+    backgrounds = load_training_scenes(scenes, k=16)
+    named = [(s.name, background_spectra(s)) for s in backgrounds]
+    assert named[0][1].shape == (int(backgrounds[0].background.sum()), 16)
+    sampler = SceneSampler(labelled, crop=64, negatives=10, seed=4, implant_from=named)
+    assert sampler.implant_donors is not None
+    for index, donors in enumerate(sampler.implant_donors):  # never the scene's own background
+        others = [pixels for i, (_, pixels) in enumerate(named) if i != index]
+        assert len(donors) == 2 and all(d is o for d, o in zip(donors, others, strict=True))
+    plain = SceneSampler(labelled, crop=64, negatives=10, seed=4).sample()
+    batch = sampler.sample()
+    for scene, crop, before in zip(labelled, batch.crops, plain.crops, strict=True):
+        changed = (crop.x != scene.x).any(0)
+        assert changed.any() and bool((changed <= crop.anomalies).all())
+        assert (
+            bool((scene.anomalies <= crop.anomalies).all()) and crop.anomalies.sum() > scene.anomalies.sum()
+        )
+        assert torch.equal(before.anomalies, scene.anomalies)  # off: the labelled anomalies only
+    # two ranks get one process's crops, implants included (drawn for every scene on every rank)
+    single = SceneSampler(labelled, 64, 10, seed=5, implant_from=named).sample()
+    ranks = [
+        SceneSampler(labelled, 64, 10, seed=5, rank=r, world_size=2, implant_from=named).sample()
+        for r in (0, 1)
+    ]
+    assert torch.equal(ranks[1].crops[0].x, single.crops[1].x)
+    assert torch.equal(ranks[0].crops[1].anomalies, single.crops[2].anomalies)
+    # one training scene: it donates to itself
+    alone = SceneSampler(labelled[:1], 64, 10, implant_from=named[:1])
+    assert alone.implant_donors == [[named[0][1]]]
+    with pytest.raises(ValueError, match="no donor"):
+        SceneSampler(labelled, 64, 10, implant_from=[])
+
+
 # --------------------------------------------------------------------------- trainer and runner
 
 
@@ -207,6 +288,13 @@ def test_ranking_phase_in_a_training_run(tmp_path: Path) -> None:
     plain = train(_config(tmp_path, "plain", spatial=True, ranking_epochs=0), scenes=scenes)
     trained, untouched = result["networks"]["spectral"], plain["networks"]["spectral"]
     assert not torch.equal(trained.head[0].weight, untouched.head[0].weight)
+    # implants change what the phase learns, and the record says they were on
+    implants = train(_config(tmp_path, "implants", ranking_lr=1e-2, ranking_implants=True), scenes=scenes)
+    assert (
+        implants["histories"]["ranking"]["epoch_mean"][-1] < implants["histories"]["ranking"]["epoch_mean"][0]
+    )
+    assert not torch.equal(implants["networks"]["spectral"].head[0].weight, trained.head[0].weight)
+    assert json.loads((tmp_path / "implants" / TRAIN_CONFIG_FILE).read_text())["config"]["ranking_implants"]
 
 
 def _resume_after(config: TrainConfig, scenes: list[Scene], phase: str, epoch: int, drop: list[str]) -> dict:

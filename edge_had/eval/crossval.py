@@ -70,6 +70,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the training scenes' labelled anomalies above their background (supervised transfer); the
     # student is trained on it as usual
     "supervised-ranking": {"encoder": "random", "reverse_distillation": False, "ranking_epochs": 4},
+    # the same with anomalies implanted into every ranking crop (spectra of the other training
+    # scenes' background): more kinds of anomaly to rank than the training scenes' labelled few
+    "supervised-ranking-implants": {
+        "encoder": "random",
+        "reverse_distillation": False,
+        "ranking_epochs": 4,
+        "ranking_implants": True,
+    },
 }
 ALPHA_SPE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 ALPHA_SPA_GRID = (0.0, 1.0, 4.0)

@@ -137,6 +137,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.ranking_alpha,
         help=f"f_spe scale the ranking phase trains at ({d.ranking_alpha})",
     )
+    more.add_argument(
+        "--ranking-implants",
+        action="store_true",
+        help="implant small anomalies (spectra of the other training scenes' background) into "
+        "every ranking crop besides its labelled ones (off)",
+    )
     more.add_argument("--device", default=d.device, help=f"auto, cpu or cuda ({d.device})")
 
 
@@ -169,6 +175,7 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None)
         ranking_lr=args.ranking_lr,
         ranking_temperature=args.ranking_temperature,
         ranking_alpha=args.ranking_alpha,
+        ranking_implants=args.ranking_implants,
         alpha_spe=args.alpha_spe,
         alpha_spa=args.alpha_spa,
         exclude=tuple(args.exclude),

@@ -64,6 +64,9 @@ class TrainConfig:
     ranking_alpha: float = 1.0
     ranking_negatives: int = 2048
     ranking_crop: int = 256
+    #: implanted anomalies in every ranking crop besides its labelled ones (see
+    #: :func:`edge_had.train.data.implant_anomalies`): more kinds of "rare in this scene" to rank
+    ranking_implants: bool = False
     augment: bool = True
     alpha_spe: float = 1.0
     alpha_spa: float = 1.0
@@ -183,6 +186,7 @@ PHASE_SETTINGS: dict[str, tuple[str, ...]] = {
         "ranking_alpha",
         "ranking_negatives",
         "ranking_crop",
+        "ranking_implants",
     ),
     "stage2": (
         "spatial",

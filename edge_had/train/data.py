@@ -33,7 +33,8 @@ tiles is the batch a single process with ``batch * world_size`` would draw.
 
 The supervised ranking phase uses the training scenes differently: :func:`load_labelled_scenes`
 prepares them *without* inpainting and keeps their ground truth (the anomalies are its targets),
-and :class:`SceneSampler` hands it one crop of every labelled scene per step.
+and :class:`SceneSampler` hands it one crop of every labelled scene per step, optionally with
+anomalies implanted into it (:func:`implant_anomalies`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ __all__ = [
     "TileBatch",
     "TileSampler",
     "TrainingScene",
+    "background_spectra",
+    "implant_anomalies",
     "load_labelled_scenes",
     "load_training_scenes",
     "prepare_scene",
@@ -321,6 +324,58 @@ def load_labelled_scenes(
     return labelled
 
 
+#: Implanted anomalies per crop (inclusive range), their square side in pixels (inclusive), and
+#: the fraction of the donor spectrum mixed into the pixels they cover (uniform)
+IMPLANT_OBJECTS = (4, 11)
+IMPLANT_SIDES = (1, 3)
+IMPLANT_FRACTION = (0.5, 1.0)
+
+
+def background_spectra(scene: TrainingScene) -> torch.Tensor:
+    """``(pixels, K)``: the spectra of a prepared scene's background pixels (implant donors)."""
+    k = scene.x.shape[0]
+    return scene.x.reshape(k, -1).T[scene.background.reshape(-1)]
+
+
+def implant_anomalies(
+    x: torch.Tensor,
+    anomalies: torch.Tensor,
+    donors: Sequence[torch.Tensor],
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A copy of the ``K x H x W`` crop ``x`` with :data:`IMPLANT_OBJECTS` small square objects
+    implanted, and ``anomalies`` (``H x W`` bool) with their pixels added.
+
+    Each object: a side of :data:`IMPLANT_SIDES` pixels at a uniform position inside the crop; a
+    donor set drawn uniformly from ``donors`` (``(n, K)`` spectra: the background of *other*
+    training scenes) and one spectrum of it drawn uniformly; every covered pixel becomes
+    ``(1 - f) x + f * spectrum`` with ``f`` uniform in :data:`IMPLANT_FRACTION` (sub-pixel to
+    full-pixel targets). A spectrum from another scene is rare in this one - what RX looks for -
+    without being any labelled anomaly type, so the ranking phase sees more kinds of anomaly than
+    the training scenes' few. Objects may overlap each other or labelled anomalies. The number of
+    draws depends only on the number of objects, never on the data.
+    """
+    if not donors or any(d.ndim != 2 or d.shape[0] == 0 or d.shape[1] != x.shape[0] for d in donors):
+        raise ValueError(f"implants need non-empty (n, {x.shape[0]}) donor spectra")
+    _, h, w = x.shape
+    x, anomalies = x.clone(), anomalies.clone()
+    low, high = IMPLANT_OBJECTS
+    for _ in range(int(torch.randint(low, high + 1, (1,), generator=generator))):
+        side = int(torch.randint(IMPLANT_SIDES[0], IMPLANT_SIDES[1] + 1, (1,), generator=generator))
+        tall, wide = min(side, h), min(side, w)  # a crop smaller than the object: clipped
+        top = int(torch.randint(0, h - tall + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - wide + 1, (1,), generator=generator))
+        rows, cols = slice(top, top + tall), slice(left, left + wide)
+        donor = donors[int(torch.randint(0, len(donors), (1,), generator=generator))]
+        spectrum = donor[int(torch.randint(0, donor.shape[0], (1,), generator=generator))]
+        share = IMPLANT_FRACTION[0] + (IMPLANT_FRACTION[1] - IMPLANT_FRACTION[0]) * float(
+            torch.rand(1, generator=generator, dtype=torch.float64)
+        )
+        x[:, rows, cols] = (1.0 - share) * x[:, rows, cols] + share * spectrum.to(x.dtype)[:, None, None]
+        anomalies[rows, cols] = True
+    return x, anomalies
+
+
 @dataclass
 class SceneCrop:
     """One crop of a labelled scene and the uniform draws that pick its background pixels."""
@@ -352,9 +407,12 @@ class SceneSampler(_SeededSampler):
 
     A crop always holds an anomaly: its position is drawn uniformly among the positions that
     contain one anomaly pixel picked at random. ``negatives`` background pixels are drawn with
-    replacement per crop. Under data-parallel training the global batch (all scenes) is drawn on
-    every rank and rank ``r`` keeps scenes ``r, r + world_size, ...``. Own generator, state_dict
-    and load_state_dict like :class:`TileSampler`.
+    replacement per crop. ``implant_from``: named background spectra (``(name, (n, K))``, e.g.
+    :func:`background_spectra` of every training scene); when given, every crop also gets
+    :func:`implant_anomalies` with the donors of the *other* scenes (its own when it is the only
+    one). Under data-parallel training the global batch (all scenes, implants included) is drawn
+    on every rank and rank ``r`` keeps scenes ``r, r + world_size, ...``. Own generator,
+    state_dict and load_state_dict like :class:`TileSampler`.
     """
 
     def __init__(
@@ -366,6 +424,7 @@ class SceneSampler(_SeededSampler):
         *,
         rank: int = 0,
         world_size: int = 1,
+        implant_from: Sequence[tuple[str, torch.Tensor]] | None = None,
     ) -> None:
         if crop < 8 or negatives < 1:
             raise ValueError(f"need crop >= 8 and negatives >= 1, got crop={crop}, negatives={negatives}")
@@ -380,6 +439,15 @@ class SceneSampler(_SeededSampler):
         self.anomaly_pixels = [torch.nonzero(scene.anomalies, as_tuple=True) for scene in self.scenes]
         self.crop = crop
         self.negatives = negatives
+        self.implant_donors: list[list[torch.Tensor]] | None = None
+        if implant_from is not None:
+            named = list(implant_from)
+            if not named:
+                raise ValueError("implant_from holds no donor scene")
+            self.implant_donors = [
+                [pixels for name, pixels in named if name != scene.name] or [pixels for _, pixels in named]
+                for scene in self.scenes
+            ]
 
     @staticmethod
     def crop_window(size: int, length: int, anomaly_at: int, draw: float) -> slice:
@@ -401,10 +469,13 @@ class SceneSampler(_SeededSampler):
             pick = int(torch.randint(0, rows.numel(), (1,), generator=g))
             u = torch.rand(2, generator=g, dtype=torch.float64).tolist()
             draws = torch.rand(self.negatives, generator=g, dtype=torch.float64)
-            if index % self.world_size != self.rank:
-                continue
             h, w = scene.anomalies.shape
             r = self.crop_window(self.crop, h, int(rows[pick]), u[0])
             c = self.crop_window(self.crop, w, int(cols[pick]), u[1])
-            crops.append(SceneCrop(scene.x[:, r, c], scene.valid[r, c], scene.anomalies[r, c], draws))
+            x, anomalies = scene.x[:, r, c], scene.anomalies[r, c]
+            if self.implant_donors is not None:  # drawn on every rank: the generators stay in step
+                x, anomalies = implant_anomalies(x, anomalies, self.implant_donors[index], g)
+            if index % self.world_size != self.rank:
+                continue
+            crops.append(SceneCrop(x, scene.valid[r, c], anomalies & scene.valid[r, c], draws))
         return SceneBatch(crops, self.world_size / len(self.scenes))

@@ -7,7 +7,8 @@ Phases, each run for its number of epochs of ``steps_per_epoch`` steps:
 * ``stage1`` (stage 1 or all, ``reverse_distillation=True``): reverse distillation, ``epochs``;
 * ``ranking`` (stage 1 or all, ``ranking_epochs > 0``): the spectral network trained so that the
   training scenes' labelled anomalies outrank their background under global RX (supervised
-  transfer; off by default), ``ranking_epochs``;
+  transfer; off by default), ``ranking_epochs``; with ``ranking_implants`` every crop also gets
+  implanted anomalies whose spectra come from the other training scenes' (inpainted) background;
 * ``stage2`` (stage 2 or all, ``spatial=True``): the spatial student, ``epochs``.
 
 ``--stage 2`` alone loads the stage-1 spectral network from the bundle already in ``out``.
@@ -98,6 +99,7 @@ from edge_had.train.data import (
     SceneSampler,
     TileSampler,
     TrainingScene,
+    background_spectra,
     load_labelled_scenes,
     load_training_scenes,
 )
@@ -488,6 +490,9 @@ def _run(
                     seed,
                     rank=ddp.rank,
                     world_size=ddp.world_size,
+                    implant_from=[(s.name, background_spectra(s)) for s in data]
+                    if config.ranking_implants
+                    else None,
                 )
             except ValueError as error:
                 raise TrainError(f"ranking phase: {error}") from error
