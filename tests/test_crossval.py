@@ -135,6 +135,36 @@ def test_held_out_model_is_the_fold_that_did_not_see_the_scene(tmp_path) -> None
         held_out_model(tmp_path, report, "v", "c")
 
 
+def test_fold_model_by_seed_and_fold_and_the_random_rows(tmp_path) -> None:
+    """fold_model: any (variant, seed, fold) of the report with its own alphas; "random" is the
+    untrained network cross-validation scored for that seed (the same weights)."""
+    import torch
+
+    from edge_had.errors import EdgeHadError
+    from edge_had.eval.crossval import random_bundle
+    from edge_had.eval.fold_models import fold_model
+    from edge_had.models import ModelConfig, save_bundle
+
+    report = {
+        "alphas": {"v": {"seed1/fold0": [0.3, 1.0, 3.0]}, "random": {"seed1/fold0": [1.0, 0.0, 10.0]}},
+        "train_overrides": {"k": 8},
+    }
+    config = ModelConfig(k=8, hidden=4, blocks=1)
+    save_bundle(tmp_path / "models" / "v" / "seed1" / "fold0", config, *config.build_networks())
+    model = fold_model(tmp_path, report, "v", 1, 0)
+    assert (model.config.alpha_spe, model.config.alpha_spa, model.config.hybrid_alpha_spe) == (0.3, 1.0, 3.0)
+    untrained = fold_model(tmp_path, report, "random", 1, 0)
+    assert (untrained.config.k, untrained.config.alpha_spe, untrained.config.hybrid_alpha_spe) == (
+        8,
+        1.0,
+        10.0,
+    )
+    again = random_bundle(1, 8).spectral.state_dict()
+    assert all(torch.equal(value, again[name]) for name, value in untrained.spectral.state_dict().items())
+    with pytest.raises(EdgeHadError, match="no v model for seed0/fold0"):
+        fold_model(tmp_path, report, "v", 0, 0)
+
+
 def test_crossval_end_to_end(tmp_path) -> None:
     """A tiny run (4 synthetic scenes, 2 folds, one seed, three variants): every scene gets
     rows from the model of the fold that held it out (the same rows and alphas as evaluating that

@@ -229,7 +229,8 @@ def train_fold_models(config: CrossValConfig, folds: list[list[str]]) -> None:
         bar.close()
 
 
-def _random_bundle(seed: int, k: int) -> Any:
+def random_bundle(seed: int, k: int) -> Any:
+    """The untrained network of the ``random`` rows: the default architecture seeded with ``seed``."""
     import torch
 
     from edge_had.models.bundle import ModelBundle, ModelConfig
@@ -381,7 +382,7 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
     diverged: list[dict[str, Any]] = []
     for seed, (index, held_out) in itertools.product(config.seeds, enumerate(folds)):
         train_names = [name for name in names if name not in held_out]
-        models = {"random": _random_bundle(seed, k)}
+        models = {"random": random_bundle(seed, k)}
         for variant in config.variants:
             bundle = load_bundle(_model_dir(Path(config.out), variant, seed, index))
             if has_non_finite_weights(bundle):  # a diverged training: reported, not scored

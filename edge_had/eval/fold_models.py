@@ -30,17 +30,31 @@ def held_out_model(
 ) -> Any:
     """The fold model of ``variant`` and ``seed`` that did not see ``scene``, with the alphas chosen
     on its training scenes (``config.alphas_for(scorer)`` / ``for_scorer`` pick global or hybrid)."""
-    from edge_had.models.bundle import load_bundle
-
     fold = held_out_fold(report, scene)
-    bundle = load_bundle(Path(cv_dir) / "models" / variant / f"seed{seed}" / f"fold{fold}")
+    bundle = fold_model(cv_dir, report, variant, seed, fold)
     if not bundle.training_scenes:
         raise EdgeHadError(
             f"fold {fold} of {variant} has no training record: cannot check it did not see {scene}"
         )
     if scene in bundle.training_scenes.values():
         raise EdgeHadError(f"fold {fold} of {variant} was trained on {scene}: not a held-out model")
-    alpha_spe, alpha_spa, hybrid_alpha = report["alphas"][variant][f"seed{seed}/fold{fold}"]
+    return bundle
+
+
+def fold_model(cv_dir: str | Path, report: dict[str, Any], variant: str, seed: int, fold: int) -> Any:
+    """The model of ``variant``, ``seed`` and ``fold`` with the alphas chosen on its training
+    scenes; ``variant="random"`` is the untrained network cross-validation scored for that seed."""
+    from edge_had.eval.crossval import random_bundle
+    from edge_had.models.bundle import load_bundle
+
+    key = f"seed{seed}/fold{fold}"
+    if key not in report["alphas"].get(variant, {}):
+        raise EdgeHadError(f"the cross-validation report has no {variant} model for {key}")
+    if variant == "random":
+        bundle = random_bundle(seed, int(report.get("train_overrides", {}).get("k", 64)))
+    else:
+        bundle = load_bundle(Path(cv_dir) / "models" / variant / f"seed{seed}" / f"fold{fold}")
+    alpha_spe, alpha_spa, hybrid_alpha = report["alphas"][variant][key]
     config = dataclasses.replace(
         bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa, hybrid_alpha_spe=hybrid_alpha
     )
