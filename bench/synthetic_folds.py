@@ -43,20 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     report = json.loads((Path(args.cv) / "crossval.json").read_text())
     scene = synthetic_scene()
+    cube, wavelengths = scene.detection_cube(), scene.detection_wavelengths()
+    unknown = sorted(set(args.variants) - set(report["alphas"]))
+    if unknown:
+        parser.error(f"no fold models of {unknown} in {args.cv}; the report has {sorted(report['alphas'])}")
 
     def auc(scores: np.ndarray) -> float:
         return roc_auc(scores, scene.gt, scene.valid)
 
-    baselines = {
-        name: auc(make_detector(name).score(scene.cube, scene.valid, scene.wavelengths)) for name in BASELINES
-    }
+    baselines = {name: auc(make_detector(name).score(cube, scene.valid, wavelengths)) for name in BASELINES}
     models: dict[str, dict[str, dict[str, float]]] = {}
     for variant in ["random", *args.variants]:
         models[variant] = {}
         for key in sorted(report["alphas"][variant]):
             seed, fold = (int(part[4:]) for part in key.split("/"))
             bundle = fold_model(args.cv, report, variant, seed, fold)
-            parts = enhance_parts(bundle, scene.cube, scene.valid, scene.wavelengths)
+            parts = enhance_parts(bundle, cube, scene.valid, wavelengths)
             enhanced = EnhancedScene(parts, scene.valid)
             config = bundle.config
             models[variant][key] = {
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         summary[variant] = {}
         for scorer in ("global", "hybrid"):
             values = np.array([row[scorer] for row in rows.values()])
-            summary[variant][scorer] = {"mean": float(values.mean()), "std": float(values.std(ddof=1))}
+            spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            summary[variant][scorer] = {"mean": float(values.mean()), "std": spread}
             if variant != "random":  # paired with the untrained network of the same seed and fold
                 diffs = values - np.array([models["random"][key][scorer] for key in rows])
                 summary[variant][scorer]["higher_than_random"] = int((diffs > 0).sum())

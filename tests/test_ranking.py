@@ -180,7 +180,7 @@ def test_implanted_anomalies_mix_a_donor_spectrum_into_small_squares() -> None:
     labelled = torch.zeros(20, 30, dtype=torch.bool)
     labelled[0, 0] = True
     donors = [torch.ones(3, 5)]
-    sizes = set()
+    sizes, lowest = set(), 1.0
     for seed in range(40):
         out, mask = implant_anomalies(x, labelled, donors, torch.Generator().manual_seed(seed))
         assert not x.any() and labelled.sum() == 1  # inputs untouched: a copy
@@ -192,8 +192,10 @@ def test_implanted_anomalies_mix_a_donor_spectrum_into_small_squares() -> None:
         assert torch.allclose(values, values[0:1].expand_as(values))  # the same in every band
         assert float(values.min()) >= IMPLANT_FRACTION[0] - 1e-6 and float(values.max()) <= 1.0 + 1e-6
         sizes.add(int(implanted.sum()))
+        lowest = min(lowest, float(values.min()))
         assert 1 <= int(implanted.sum()) <= IMPLANT_OBJECTS[1] * IMPLANT_SIDES[1] ** 2
     assert min(sizes) < IMPLANT_OBJECTS[0] * IMPLANT_SIDES[1] ** 2 < max(sizes)  # the draws vary
+    assert lowest < 0.6  # sub-pixel mixes happen, not only full replacement
     # deterministic in the generator
     a = implant_anomalies(x, labelled, donors, torch.Generator().manual_seed(3))
     b = implant_anomalies(x, labelled, donors, torch.Generator().manual_seed(3))
@@ -241,6 +243,24 @@ def test_scene_sampler_implants_spectra_of_the_other_scenes() -> None:
     assert alone.implant_donors == [[named[0][1]]]
     with pytest.raises(ValueError, match="no donor"):
         SceneSampler(labelled, 64, 10, implant_from=[])
+    with pytest.raises(ValueError, match="donor spectra"):  # refused up front, not mid-run
+        SceneSampler(labelled, 64, 10, implant_from=[("other", torch.ones(5, 15))])
+
+
+def test_scene_sampler_without_implants_draws_what_it_always_drew() -> None:
+    """Off, the sampler's random stream is the one recipes were trained with (bit-identical
+    retraining of existing fold models depends on it): per scene an anchor, two window draws and
+    the negatives, nothing else."""
+    labelled = load_labelled_scenes(_scenes(3), k=16)
+    sampler = SceneSampler(labelled, crop=8, negatives=10, seed=6)
+    replay = torch.Generator().manual_seed(6)
+    for _ in range(3):
+        batch = sampler.sample()
+        for scene, crop in zip(labelled, batch.crops, strict=True):
+            torch.randint(0, int(scene.anomalies.sum()), (1,), generator=replay)
+            torch.rand(2, generator=replay, dtype=torch.float64)
+            assert torch.equal(crop.negative_draws, torch.rand(10, generator=replay, dtype=torch.float64))
+    assert torch.equal(sampler.generator.get_state(), replay.get_state())
 
 
 # --------------------------------------------------------------------------- trainer and runner
@@ -288,12 +308,14 @@ def test_ranking_phase_in_a_training_run(tmp_path: Path) -> None:
     plain = train(_config(tmp_path, "plain", spatial=True, ranking_epochs=0), scenes=scenes)
     trained, untouched = result["networks"]["spectral"], plain["networks"]["spectral"]
     assert not torch.equal(trained.head[0].weight, untouched.head[0].weight)
-    # implants change what the phase learns, and the record says they were on
+    # implants change what the phase learns (against a run differing in nothing else), and the
+    # record says they were on
     implants = train(_config(tmp_path, "implants", ranking_lr=1e-2, ranking_implants=True), scenes=scenes)
-    assert (
-        implants["histories"]["ranking"]["epoch_mean"][-1] < implants["histories"]["ranking"]["epoch_mean"][0]
-    )
-    assert not torch.equal(implants["networks"]["spectral"].head[0].weight, trained.head[0].weight)
+    without = train(_config(tmp_path, "without", ranking_lr=1e-2), scenes=scenes)
+    epochs = implants["histories"]["ranking"]["epoch_mean"]
+    assert epochs[-1] < epochs[0]
+    with_head, without_head = (run["networks"]["spectral"].head[0].weight for run in (implants, without))
+    assert not torch.equal(with_head, without_head)
     assert json.loads((tmp_path / "implants" / TRAIN_CONFIG_FILE).read_text())["config"]["ranking_implants"]
 
 
@@ -330,6 +352,7 @@ def test_ranking_config_and_data_errors(tmp_path: Path) -> None:
         {"ranking_lr": 0.0},
         {"ranking_temperature": 0.0},
         {"ranking_crop": 4},
+        {"ranking_implants": True, "mask_anomalies": False},  # donors would hold anomalies
     ):
         with pytest.raises(TrainError):
             _config(tmp_path, **bad)

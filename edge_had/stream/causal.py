@@ -57,7 +57,8 @@ class NumpyLineMath:
 
     def sums(self, pixels: np.ndarray, shift: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         centred = np.asarray(pixels, dtype=np.float64) - shift
-        # the column sums as a product with ones: BLAS, 5x faster than sum(axis=0) on a line
+        # the column sums as a product with ones: BLAS (measured 4 vs 21 us for sum(axis=0) on a
+        # 1024 x 32 line)
         ones = np.ones(centred.shape[0])
         return float(centred.shape[0]), ones @ centred, centred.T @ centred
 

@@ -105,6 +105,11 @@ class TrainConfig:
                 f"ranking_crop {self.ranking_crop} is too small for RX in {self.k} bands: a crop needs "
                 f"at least 4 K pixels (ranking_crop >= {math.ceil(math.sqrt(4 * self.k))})"
             )
+        if self.ranking_implants and not self.mask_anomalies:
+            raise TrainError(
+                "ranking_implants takes its spectra from the training scenes' background, which "
+                "includes their anomalies when mask_anomalies is off: turn masking on"
+            )
         if self.start_from is not None and self.stage == "2":
             raise TrainError("start_from takes the first phases of a run; --stage 2 has no earlier phase")
         if self.stage == "2" and not self.spatial:

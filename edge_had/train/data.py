@@ -337,6 +337,11 @@ def background_spectra(scene: TrainingScene) -> torch.Tensor:
     return scene.x.reshape(k, -1).T[scene.background.reshape(-1)]
 
 
+def _check_donors(donors: Sequence[torch.Tensor], k: int) -> None:
+    if not donors or any(d.ndim != 2 or d.shape[0] == 0 or d.shape[1] != k for d in donors):
+        raise ValueError(f"implants need non-empty (n, {k}) donor spectra")
+
+
 def implant_anomalies(
     x: torch.Tensor,
     anomalies: torch.Tensor,
@@ -355,8 +360,7 @@ def implant_anomalies(
     the training scenes' few. Objects may overlap each other or labelled anomalies. The number of
     draws depends only on the number of objects, never on the data.
     """
-    if not donors or any(d.ndim != 2 or d.shape[0] == 0 or d.shape[1] != x.shape[0] for d in donors):
-        raise ValueError(f"implants need non-empty (n, {x.shape[0]}) donor spectra")
+    _check_donors(donors, x.shape[0])
     _, h, w = x.shape
     x, anomalies = x.clone(), anomalies.clone()
     low, high = IMPLANT_OBJECTS
@@ -448,6 +452,8 @@ class SceneSampler(_SeededSampler):
                 [pixels for name, pixels in named if name != scene.name] or [pixels for _, pixels in named]
                 for scene in self.scenes
             ]
+            for scene, donors in zip(self.scenes, self.implant_donors, strict=True):
+                _check_donors(donors, scene.x.shape[0])  # here, not in the middle of a run
 
     @staticmethod
     def crop_window(size: int, length: int, anomaly_at: int, draw: float) -> slice:

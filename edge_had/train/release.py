@@ -97,7 +97,7 @@ def recipe(config: TrainConfig) -> dict[str, Any]:
     names.append("ranking_epochs")
     if config.ranking_epochs > 0:
         names += ["ranking_lr", "ranking_temperature", "ranking_alpha", "ranking_negatives", "ranking_crop"]
-        names += ["ranking_implants"]
+        names += ["ranking_implants"]  # recorded even when off: the recipe says what ran
     return {name: getattr(config, name) for name in [*names, "seed"]}
 
 

@@ -8,7 +8,7 @@ Phases, each run for its number of epochs of ``steps_per_epoch`` steps:
 * ``ranking`` (stage 1 or all, ``ranking_epochs > 0``): the spectral network trained so that the
   training scenes' labelled anomalies outrank their background under global RX (supervised
   transfer; off by default), ``ranking_epochs``; with ``ranking_implants`` every crop also gets
-  implanted anomalies whose spectra come from the other training scenes' (inpainted) background;
+  implanted anomalies whose spectra come from the other training scenes' background pixels;
 * ``stage2`` (stage 2 or all, ``spatial=True``): the spatial student, ``epochs``.
 
 ``--stage 2`` alone loads the stage-1 spectral network from the bundle already in ``out``.
@@ -482,6 +482,8 @@ def _run(
             continue
         sampler: TileSampler | SceneSampler
         if phase == "ranking":
+            # implant donors: every training scene's background (anomalies inpainted and masked)
+            donors = [(s.name, background_spectra(s)) for s in data] if config.ranking_implants else None
             try:
                 sampler = SceneSampler(
                     load_labelled_scenes(source, config.exclude, config.k),
@@ -490,9 +492,7 @@ def _run(
                     seed,
                     rank=ddp.rank,
                     world_size=ddp.world_size,
-                    implant_from=[(s.name, background_spectra(s)) for s in data]
-                    if config.ranking_implants
-                    else None,
+                    implant_from=donors,
                 )
             except ValueError as error:
                 raise TrainError(f"ranking phase: {error}") from error
