@@ -449,7 +449,8 @@ def test_cli_arguments_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
     config = config_from_args(args, command=["edge-had", "train", *argv])
     assert config.exclude == ("scene1",) and config.seed == 7 and not config.spatial and not config.progress
     assert parser.parse_args(["--out", "x"]).stage == "all"
-    assert config.start_from is None
+    assert config.start_from is None and not config.ranking_implants
+    assert config_from_args(parser.parse_args(["--out", "x", "--ranking-implants"])).ranking_implants
     assert (
         config_from_args(parser.parse_args(["--out", "x", "--start-from", "r/c.pt"])).start_from == "r/c.pt"
     )

@@ -478,10 +478,11 @@ class SceneSampler(_SeededSampler):
             h, w = scene.anomalies.shape
             r = self.crop_window(self.crop, h, int(rows[pick]), u[0])
             c = self.crop_window(self.crop, w, int(cols[pick]), u[1])
-            x, anomalies = scene.x[:, r, c], scene.anomalies[r, c]
+            x, anomalies, valid = scene.x[:, r, c], scene.anomalies[r, c], scene.valid[r, c]
             if self.implant_donors is not None:  # drawn on every rank: the generators stay in step
                 x, anomalies = implant_anomalies(x, anomalies, self.implant_donors[index], g)
+                anomalies &= valid  # labelled anomalies are valid already; implants may not be
             if index % self.world_size != self.rank:
                 continue
-            crops.append(SceneCrop(x, scene.valid[r, c], anomalies & scene.valid[r, c], draws))
+            crops.append(SceneCrop(x, valid, anomalies, draws))
         return SceneBatch(crops, self.world_size / len(self.scenes))
