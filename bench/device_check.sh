@@ -7,9 +7,11 @@
 #   3 smoke     pycuda: driver up, nvcc-compiled kernel launched and checked (CuPy is the fallback)
 #   4 cmake     kernels built for sm_90 (-DEDGE_HAD_CUDA_ARCHS=90, warnings as errors)
 #   5 pytest    python3 -m pytest -m gpu tests   (both launchers; real scenes from $EDGE_HAD_DATA)
-#   6 bench     python3 bench/test_bench_gpu.py  (per-line p50/p99, batched lines/s, rooflines)
-#   7 summary   $OUT/device.json, then a short table, printed last
-# Every stage runs under `timeout` inside one overall budget (DEVICE_CHECK_BUDGET, default 330 s,
+#   6 stream    python3 -m edge_had stream on the GPU: FX10 lines (1024 x 224), torch FP16 enhancement
+#               and RX on the kernels, then plain RX on the kernels (lines/s, per-line latency, AUC)
+#   7 bench     python3 bench/test_bench_gpu.py  (per-line p50/p99, batched lines/s, rooflines)
+#   8 summary   $OUT/device.json, then a short table, printed last
+# Every stage runs under `timeout` inside one overall budget (DEVICE_CHECK_BUDGET, default 350 s,
 # the whole check must stay under 6 minutes) and the script goes on after a failed stage,
 # recording each stage's status. Nothing needs the internet. Exit status: 0 when the kernels
 # were built and every GPU test that ran passed, 1 otherwise.
@@ -18,7 +20,8 @@ cd "$(dirname "$0")/.."
 
 OUT=${OUT:-out/device-check}
 mkdir -p "$OUT"
-BUDGET=${DEVICE_CHECK_BUDGET:-330}
+BUDGET=${DEVICE_CHECK_BUDGET:-350}
+STREAM_LINES=${STREAM_LINES:-2048}
 BENCH_LINES=${BENCH_LINES:-10000}
 PY=${PYTHON:-python3}
 LOGS=$(mktemp -d)
@@ -114,11 +117,21 @@ fi
 stage pytest 150 $PY -m pytest -m gpu tests -q -rs -p no:cacheprovider --continue-on-collection-errors \
   --junitxml="$OUT/pytest-gpu.xml"
 
-# ---- 6 GPU benchmarks (the JSON is rewritten after each launcher: a timeout keeps what finished)
+# ---- 6 the line loop on the GPU, as a Jetson runs it (torch FP16 stands in for the TensorRT engine)
+stage stream 75 bash -c '
+  set -e
+  for detector in enhanced-hybrid-rx enhanced-rx; do
+    '"$PY"' -m edge_had stream --source synthetic --lines '"$STREAM_LINES"' --detector $detector \
+      --backend torch --device cuda --net-precision fp16 --rx-device cuda --json '"$OUT"'/stream_$detector.json
+  done
+  '"$PY"' -m edge_had stream --source synthetic --lines '"$STREAM_LINES"' --detector rx --rx-device cuda \
+    --json '"$OUT"'/stream_rx.json'
+
+# ---- 7 GPU benchmarks (the JSON is rewritten after each launcher: a timeout keeps what finished)
 stage bench 180 $PY bench/test_bench_gpu.py --json "$OUT/gpu_bench.json" --lines "$BENCH_LINES" \
   --launchers pycuda,cupy
 
-# ---- 7 device.json and the table, printed last
+# ---- 8 device.json and the table, printed last
 for name in "${STAGES[@]}"; do
   printf '%s\t%s\t%s\n' "$name" "${STATUS[$name]}" "${SECONDS_TAKEN[$name]}"
 done >"$LOGS/stages.tsv"
@@ -163,6 +176,21 @@ if junit.is_file():
             if re.search(rf"[\[-]{launcher}[\]-]", case.get("name", "")):
                 launchers[launcher][outcome] += 1
 
+streams = []
+for path in sorted(out.glob("stream_*.json")):
+    run = json.loads(path.read_text())
+    streams.append({
+        "detector": run["detector"]["name"],
+        "backend": f"{run['backend']['backend']} {run['backend']['precision']}" if run["backend"] else "none",
+        "rx_device": run["rx_device"]["device"],
+        "lines_per_second": run["lines_per_second"],
+        "budget_ms": run["sensor"]["budget_ms"],
+        "latency_ms": {stage: {k: v[k] for k in ("p50", "p99", "max")} for stage, v in run["latency_ms"].items()},
+        "deadline_misses": run["health"]["deadline_misses"],
+        "lines_scored": run["health"]["lines_scored"],
+        "auc": run.get("auc"),
+    })
+
 bench = {}
 bench_file = out / "gpu_bench.json"
 if bench_file.is_file():
@@ -187,6 +215,7 @@ report = {
     "datasheet_peaks": bench.get("datasheet"),
     "measured_peaks": bench.get("measured_peaks"),
     "benchmarks": bench.get("runs", []),
+    "streams": streams,
 }
 kernels_built = stages.get("cmake", {}).get("status") == "ok"
 report["ok"] = bool(kernels_built and junit.is_file() and tests["passed"] and not failures)
@@ -202,6 +231,13 @@ if collection_errors:
     print(f"  ({len(collection_errors)} test modules could not be imported here; they hold no GPU test)")
 for failure in failures[:10]:
     print(f"  FAILED {failure}")
+for run in streams:
+    total, enhance, rx = (run["latency_ms"].get(k, {}) for k in ("total", "enhance", "statistics+rx"))
+    print(f"stream {run['detector']:<18} {run['backend']}, rx {run['rx_device']}: {run['lines_per_second']:.0f} "
+          f"lines/s, total p50/p99 {total.get('p50', float('nan')):.2f}/{total.get('p99', float('nan')):.2f} ms "
+          f"(enhance p99 {enhance.get('p99', float('nan')):.2f}, rx p99 {rx.get('p99', float('nan')):.2f}; "
+          f"budget {run['budget_ms']:.2f}), misses {run['deadline_misses']}/{run['lines_scored']}, "
+          f"AUC {run['auc']:.4f}")
 for run in bench.get("runs", []):
     for record in run["per_line"]:
         floor = record.get("floor_datasheet") or {}

@@ -1,0 +1,104 @@
+"""The enhancement network on a CUDA GPU through torch, as ``stream --backend torch --device cuda``
+runs it, against the same model in FP32 on the CPU (the reference):
+
+* FP32 on the GPU (cuDNN may use TF32 for the convolutions: torch's default) and FP16 under
+  autocast (what the exported FP16 graph does: adapter and fusion FP32, the two networks FP16),
+  on the synthetic gate scenes of :mod:`edge_had.build.gate`, which the shipped model never saw:
+  each part's ``||gpu - cpu|| / ||cpu||`` and the enhanced-RX AUC within the FP16 gate's tolerance;
+* the whole line loop on the GPU (torch FP16 enhancement, causal RX on the CUDA kernels) against
+  the CPU loop (torch FP32, numpy RX): the same lines scored, the same AUC within the FP16 gate's
+  tolerance, and scores close.
+
+Marked ``gpu``: skipped, with the reason, where torch sees no CUDA device.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_had.build.gate import SYNTHETIC_GATE_SEEDS, TOLERANCES
+from edge_had.detectors import scoring
+from edge_had.detectors.enhanced import enhance_parts, fuse_parts
+from edge_had.eval.metrics import roc_auc
+from edge_had.io.synthetic import synthetic_scene
+from edge_had.models.bundle import load_bundle
+
+pytestmark = pytest.mark.gpu
+
+# ||gpu - cpu|| / ||cpu|| of each network output. TF32 and FP16 both keep 10 mantissa bits
+# (unit roundoff 4.9e-4); a few layers of rounding stay well under 1e-2. A wrong layout, a
+# missing branch or a stale weight gives errors of order 1.
+PART_REL_ERROR = {"fp32": 5e-3, "fp16": 1e-2}
+AUC_TOLERANCE = TOLERANCES["fp16"]  # the FP16 gate's |AUC - AUC_fp32|
+
+
+@pytest.fixture(scope="module")
+def cuda_device() -> str:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    return "cuda"
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+def enhanced_auc(bundle: Any, parts: dict[str, np.ndarray], scene: Any) -> float:
+    config = bundle.config
+    score = scoring.scorer("global")
+    scores = fuse_parts(parts, config.alpha_spe, config.alpha_spa, "feature", lambda x: score(x, scene.valid))
+    return roc_auc(scores, scene.gt, scene.valid)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_torch_on_the_gpu_enhances_like_the_cpu(cuda_device: str, precision: str) -> None:
+    from edge_had.runtime.torch_runner import TorchRunner
+
+    bundle = load_bundle()
+    for seed in SYNTHETIC_GATE_SEEDS:
+        scene = synthetic_scene(seed=seed)
+        cube, wavelengths = scene.detection_cube(), scene.detection_wavelengths()
+        reference = enhance_parts(bundle, cube, scene.valid, wavelengths)  # torch FP32 on the CPU
+        runner = TorchRunner(bundle.model_for(cube.shape[2], wavelengths), precision, cuda_device)
+        with runner:
+            parts = enhance_parts(bundle, cube, scene.valid, wavelengths, runner)
+        for name, want in reference.items():
+            if not np.any(want):
+                assert not np.any(parts[name]), (seed, name)
+                continue
+            error = relative_error(parts[name], want)
+            assert error <= PART_REL_ERROR[precision], (seed, precision, name, error)
+        auc_gpu, auc_cpu = enhanced_auc(bundle, parts, scene), enhanced_auc(bundle, reference, scene)
+        assert abs(auc_gpu - auc_cpu) <= AUC_TOLERANCE, (seed, precision, auc_gpu, auc_cpu)
+
+
+def test_the_line_loop_on_the_gpu_scores_like_the_cpu_loop(cuda_device: str, tmp_path: Path) -> None:
+    """``edge-had stream`` of the default synthetic scene with enhanced hybrid RX: torch FP16 and
+    the CUDA kernels against torch FP32 and numpy, from the command line."""
+    from edge_had.cli import main
+
+    base = ["stream", "--source", "synthetic", "--lines", "512", "--detector", "enhanced-hybrid-rx",
+            "--backend", "torch"]  # fmt: skip
+    runs = {
+        "cpu": ["--device", "cpu", "--net-precision", "fp32", "--rx-device", "cpu"],
+        "gpu": ["--device", cuda_device, "--net-precision", "fp16", "--rx-device", "cuda"],
+    }
+    reports, scores = {}, {}
+    for name, options in runs.items():
+        report, out = tmp_path / f"{name}.json", tmp_path / name
+        assert main([*base, *options, "--json", str(report), "--out", str(out)]) == 0, name
+        reports[name], scores[name] = json.loads(report.read_text()), np.load(out / "scores.npy")
+    cpu, gpu = reports["cpu"], reports["gpu"]
+    assert gpu["backend"]["precision"] == "fp16" and gpu["rx_device"]["cuda"]["launcher"]
+    assert gpu["health"]["accounting_ok"] and cpu["health"]["accounting_ok"]
+    assert gpu["health"]["lines_scored"] == cpu["health"]["lines_scored"] == 512
+    assert abs(gpu["auc"] - cpu["auc"]) <= AUC_TOLERANCE, (gpu["auc"], cpu["auc"])
+    both = np.isfinite(scores["cpu"]) & np.isfinite(scores["gpu"])
+    assert np.array_equal(np.isfinite(scores["cpu"]), np.isfinite(scores["gpu"]))
+    assert relative_error(scores["gpu"][both], scores["cpu"][both]) <= 2e-2
