@@ -8,10 +8,12 @@
 #   4 cmake     kernels built for sm_90 (-DEDGE_HAD_CUDA_ARCHS=90, warnings as errors)
 #   5 pytest    python3 -m pytest -m gpu tests   (both launchers; real scenes from $EDGE_HAD_DATA)
 #   6 stream    python3 -m edge_had stream on the GPU: FX10 lines (1024 x 224), torch FP16 enhancement
-#               and RX on the kernels, then plain RX on the kernels (lines/s, per-line latency, AUC)
-#   7 bench     python3 bench/test_bench_gpu.py  (per-line p50/p99, batched lines/s, rooflines)
-#   8 summary   $OUT/device.json, then a short table, printed last
-# Every stage runs under `timeout` inside one overall budget (DEVICE_CHECK_BUDGET, default 350 s,
+#               (in the loop and on a worker thread) and RX on the kernels, then plain global and
+#               hybrid RX (lines/s, per-line latency, AUC)
+#   7 profile   python3 bench/gpu_enhance_profile.py (one enhancement block: copies, network, runner)
+#   8 bench     python3 bench/test_bench_gpu.py  (per-line p50/p99, batched lines/s, rooflines)
+#   9 summary   $OUT/device.json, then a short table, printed last
+# Every stage runs under `timeout` inside one overall budget (DEVICE_CHECK_BUDGET, default 340 s,
 # the whole check must stay under 6 minutes) and the script goes on after a failed stage,
 # recording each stage's status. Nothing needs the internet. Exit status: 0 when the kernels
 # were built and every GPU test that ran passed, 1 otherwise.
@@ -20,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 OUT=${OUT:-out/device-check}
 mkdir -p "$OUT"
-BUDGET=${DEVICE_CHECK_BUDGET:-350}
+BUDGET=${DEVICE_CHECK_BUDGET:-340}
 STREAM_LINES=${STREAM_LINES:-2048}
 BENCH_LINES=${BENCH_LINES:-10000}
 PY=${PYTHON:-python3}
@@ -117,35 +119,43 @@ fi
 stage pytest 150 $PY -m pytest -m gpu tests -q -rs -p no:cacheprovider --continue-on-collection-errors \
   --junitxml="$OUT/pytest-gpu.xml"
 
-# ---- 6 the line loop on the GPU, as a Jetson runs it (torch FP16 stands in for the TensorRT engine)
-stage stream 75 bash -c '
+# ---- 6 the line loop on the GPU, as a Jetson runs it (torch FP16 stands in for the TensorRT engine):
+# each enhanced detector with the network in the loop and on a worker thread (--async-enhance), then
+# plain global and hybrid RX; the reports go to $LOGS/streams, device.json keeps their summary
+mkdir -p "$LOGS/streams"
+stage stream 150 bash -c '
   set -e
-  for detector in enhanced-hybrid-rx enhanced-rx; do
-    '"$PY"' -m edge_had stream --source synthetic --lines '"$STREAM_LINES"' --detector $detector \
-      --backend torch --device cuda --net-precision fp16 --rx-device cuda --json '"$OUT"'/stream_$detector.json
+  run() { '"$PY"' -m edge_had stream --source synthetic --lines '"$STREAM_LINES"' --rx-device cuda "$@"; }
+  for detector in enhanced-rx enhanced-hybrid-rx; do
+    for mode in sync async; do
+      run --detector $detector --backend torch --device cuda --net-precision fp16 \
+        $([ $mode = async ] && echo --async-enhance) --json '"$LOGS"'/streams/$detector-$mode.json
+    done
   done
-  '"$PY"' -m edge_had stream --source synthetic --lines '"$STREAM_LINES"' --detector rx --rx-device cuda \
-    --json '"$OUT"'/stream_rx.json'
+  for detector in rx hybrid-rx; do run --detector $detector --json '"$LOGS"'/streams/$detector.json; done'
 
-# ---- 7 GPU benchmarks (the JSON is rewritten after each launcher: a timeout keeps what finished)
+# ---- 7 where a block of enhancement goes on the GPU (copies, network, runner)
+stage profile 60 $PY bench/gpu_enhance_profile.py --json "$OUT/enhance_profile.json"
+
+# ---- 8 GPU benchmarks (the JSON is rewritten after each launcher: a timeout keeps what finished)
 stage bench 180 $PY bench/test_bench_gpu.py --json "$OUT/gpu_bench.json" --lines "$BENCH_LINES" \
   --launchers pycuda,cupy
 
-# ---- 8 device.json and the table, printed last
+# ---- 9 device.json and the table, printed last
 for name in "${STAGES[@]}"; do
   printf '%s\t%s\t%s\n' "$name" "${STATUS[$name]}" "${SECONDS_TAKEN[$name]}"
 done >"$LOGS/stages.tsv"
 for name in "${STAGES[@]}"; do
   [ -f "$LOGS/$name.log" ] && { echo "######## $name"; cat "$LOGS/$name.log"; }
 done >"$OUT/stages.log"
-$PY - "$LOGS/stages.tsv" "$OUT" "$SECONDS" <<'PY'
+$PY - "$LOGS/stages.tsv" "$OUT" "$SECONDS" "$LOGS/streams" <<'PY'
 import json
 import re
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-stages_file, out, elapsed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+stages_file, out, elapsed, stream_reports = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 stages = {}
 for line in stages_file.read_text().splitlines():
     name, status, seconds = line.split("\t")
@@ -177,10 +187,11 @@ if junit.is_file():
                 launchers[launcher][outcome] += 1
 
 streams = []
-for path in sorted(out.glob("stream_*.json")):
+for path in sorted(stream_reports.glob("*.json")):
     run = json.loads(path.read_text())
     streams.append({
         "detector": run["detector"]["name"],
+        "asynchronous": bool(run["detector"].get("asynchronous_enhancement")),
         "backend": f"{run['backend']['backend']} {run['backend']['precision']}" if run["backend"] else "none",
         "rx_device": run["rx_device"]["device"],
         "lines_per_second": run["lines_per_second"],
@@ -191,6 +202,7 @@ for path in sorted(out.glob("stream_*.json")):
         "auc": run.get("auc"),
     })
 
+profile_file = out / "enhance_profile.json"
 bench = {}
 bench_file = out / "gpu_bench.json"
 if bench_file.is_file():
@@ -216,6 +228,7 @@ report = {
     "measured_peaks": bench.get("measured_peaks"),
     "benchmarks": bench.get("runs", []),
     "streams": streams,
+    "enhance_profile": json.loads(profile_file.read_text()) if profile_file.is_file() else None,
 }
 kernels_built = stages.get("cmake", {}).get("status") == "ok"
 report["ok"] = bool(kernels_built and junit.is_file() and tests["passed"] and not failures)
@@ -233,11 +246,23 @@ for failure in failures[:10]:
     print(f"  FAILED {failure}")
 for run in streams:
     total, enhance, rx = (run["latency_ms"].get(k, {}) for k in ("total", "enhance", "statistics+rx"))
-    print(f"stream {run['detector']:<18} {run['backend']}, rx {run['rx_device']}: {run['lines_per_second']:.0f} "
+    mode = "async" if run["asynchronous"] else "sync"
+    print(f"stream {run['detector']:<18} {mode:<5} {run['backend']}, rx {run['rx_device']}: {run['lines_per_second']:.0f} "
           f"lines/s, total p50/p99 {total.get('p50', float('nan')):.2f}/{total.get('p99', float('nan')):.2f} ms "
           f"(enhance p99 {enhance.get('p99', float('nan')):.2f}, rx p99 {rx.get('p99', float('nan')):.2f}; "
           f"budget {run['budget_ms']:.2f}), misses {run['deadline_misses']}/{run['lines_scored']}, "
           f"AUC {run['auc']:.4f}")
+if report["enhance_profile"]:
+    profile = report["enhance_profile"]
+    h2d = profile["h2d"]
+    print(f"enhance block {profile['window']}: h2d pageable/pinned {h2d['pageable']['p50']:.2f}/{h2d['pinned']['p50']:.2f} ms")
+    for precision in ("fp32", "fp16"):
+        entry = profile[precision]
+        print(f"  {precision}: forward {entry['forward_cudnn_benchmark_off']['p50']:.2f} ms "
+              f"(cudnn.benchmark {entry['forward_cudnn_benchmark_on']['p50']:.2f}), d2h all/enhanced/pinned "
+              + "/".join(f"{v['p50']:.2f}" for v in entry["d2h"].values())
+              + f" ms, runner all/enhanced {entry['runner']['all_outputs']['p50']:.2f}/"
+              f"{entry['runner']['enhanced_only']['p50']:.2f} ms")
 for run in bench.get("runs", []):
     for record in run["per_line"]:
         floor = record.get("floor_datasheet") or {}

@@ -94,8 +94,11 @@ class EchoRunner(Runner):
     def activate_impl(self) -> None:
         self.events.append("activate")
 
-    def infer_impl(self, feed):
-        return {"out": feed["x"] * 2}
+    output_names = ("out", "negated")
+
+    def infer_impl(self, feed, outputs):
+        computed = {"out": feed["x"] * 2, "negated": -feed["x"]}
+        return {name: computed[name] for name in outputs}
 
     def deactivate_impl(self) -> None:
         self.events.append("deactivate")
@@ -109,9 +112,14 @@ def test_runner_contract_context_manager_and_timing() -> None:
         assert active.is_active
         out = active.infer({"x": np.arange(3, dtype=np.float64)})
         active.infer({"x": np.ones(2)})
+        assert list(active.infer({"x": np.ones(2)}, ["negated"])) == ["negated"]  # only what was asked
+        for wrong in (["sum"], []):
+            with pytest.raises(BackendError, match="asked for outputs"):
+                active.infer({"x": np.ones(2)}, wrong)
     assert out["out"].dtype == np.float32 and list(out["out"]) == [0, 2, 4]  # fed as float32
+    assert sorted(out) == ["negated", "out"]  # every output by default
     assert runner.events == ["activate", "deactivate"] and not runner.is_active
-    assert len(runner.inference_times) == 2 and runner.last_inference_time == runner.inference_times[-1] > 0
+    assert len(runner.inference_times) == 3 and runner.last_inference_time == runner.inference_times[-1] > 0
     assert runner.name == "torch-fp32"
 
 
@@ -124,7 +132,10 @@ def test_onnxruntime_and_torch_runners_agree(bundle_dir: Path, tmp_path: Path) -
         choice = choose_backend(backend, "fp32")
         with enhancement_runner(choice, bundle, 30, workdir=tmp_path) as runner:
             outputs[backend] = runner.infer(feed)
-            assert runner.backend == backend
+            assert runner.backend == backend and tuple(runner.output_names) == tuple(outputs[backend])
+            only = runner.infer(feed, ["enhanced"])  # one output asked for: that one, the same values
+            assert list(only) == ["enhanced"]
+            assert np.array_equal(only["enhanced"], outputs[backend]["enhanced"])
     for name, want in outputs["torch"].items():
         got = outputs["onnxruntime"][name]
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), name

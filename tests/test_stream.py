@@ -394,7 +394,7 @@ class _SlowRunner:
     def __init__(self, runner, seconds: float = 0.02, fail_at: int | None = None) -> None:
         self.runner, self.seconds, self.fail_at, self.calls, self.threads = runner, seconds, fail_at, 0, set()
 
-    def infer(self, feed):
+    def infer(self, feed, outputs=None):
         import threading
         import time
 
@@ -405,7 +405,7 @@ class _SlowRunner:
         before = feed["cube"].copy()
         time.sleep(self.seconds)
         assert np.array_equal(before, feed["cube"]), "the window changed during inference"
-        return self.runner.infer(feed)
+        return self.runner.infer(feed, outputs)
 
 
 def test_asynchronous_enhancement_gives_the_same_lines_in_order(untrained_bundle) -> None:
@@ -457,11 +457,11 @@ class _GatedRunner:
         self.runner, self.calls, self.timed_out = runner, 0, []
         self.gates = collections.defaultdict(threading.Event)
 
-    def infer(self, feed):
+    def infer(self, feed, outputs=None):
         self.calls += 1
         if self.calls >= 2 and not self.gates[self.calls].wait(timeout=2.0):
             self.timed_out.append(self.calls)
-        return self.runner.infer(feed)
+        return self.runner.infer(feed, outputs)
 
 
 def _enhancer_threads() -> list[str]:
@@ -618,11 +618,11 @@ def test_the_stream_command_goes_on_with_plain_rx_when_the_network_fails(monkeyp
             self.runner.activate()
             return self
 
-        def infer(self, feed):
+        def infer(self, feed, outputs=None):
             self.calls += 1
             if self.calls == 2:
                 raise RuntimeError("device lost")
-            return self.runner.infer(feed)
+            return self.runner.infer(feed, outputs)
 
     monkeypatch.setattr(runtime, "enhancement_runner", lambda *a, **k: Failing(real(*a, **k)))
     report_path = tmp_path / "report.json"

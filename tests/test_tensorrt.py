@@ -368,11 +368,13 @@ def test_runner_with_fakes_grows_buffers_and_frees_them(fakes: SimpleNamespace, 
             np.testing.assert_allclose(out["total"], cube.sum(axis=1, keepdims=True), rtol=1e-6)
             assert all(value.dtype == np.float32 for value in out.values())
         assert len(fakes.cuda.memory.blocks) == 3
+        only = runner.infer({"cube": cube}, ["total"])  # one output copied back, the same values
+        assert list(only) == ["total"] and np.array_equal(only["total"], out["total"])
         with pytest.raises(BackendError, match=r"outside the engine's profile \(1, 4, 2, 8\)"):
             runner.infer({"cube": np.zeros((1, 4, 2, 65), np.float32)})
         with pytest.raises(BackendError, match="takes inputs"):
             runner.infer({"image": cube})
-        assert len(runner.inference_times) == 4
+        assert len(runner.inference_times) == 5
     assert not fakes.cuda.memory.blocks
     assert fakes.cuda.retained == fakes.cuda.detached
 

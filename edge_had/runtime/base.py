@@ -1,17 +1,19 @@
 """The runner contract every inference backend implements (after Polygraphy's runners).
 
 A runner wraps one exported network. ``activate()`` loads it (sessions, engines, device buffers),
-``infer(feed)`` maps input names to float32 arrays and returns every output by name as a float32
-numpy array, ``deactivate()`` frees what ``activate`` took. Runners are context managers, and each
-records the wall time of its own last inference (``last_inference_time``, seconds) and all of them
-(``inference_times``), so profilers and benchmarks read one place.
+``infer(feed, outputs)`` maps input names to float32 arrays and returns the outputs named in
+``outputs`` (default: every output) by name as float32 numpy arrays, and ``deactivate()`` frees
+what ``activate`` took. A line loop that needs one output asks for that one, and no other is
+copied back from the device. Runners are context managers, and each records the wall time of its
+own last inference (``last_inference_time``, seconds) and all of them (``inference_times``), so
+profilers and benchmarks read one place.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import numpy as np
@@ -31,6 +33,8 @@ class Runner(ABC):
 
     #: Backend name, one of :data:`BACKENDS`.
     backend: str = ""
+    #: Every output of the network, in its order (known once active).
+    output_names: Sequence[str] = ()
 
     def __init__(self, precision: str) -> None:
         if precision not in PRECISIONS:
@@ -58,15 +62,25 @@ class Runner(ABC):
             self.deactivate_impl()
             self.is_active = False
 
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer(
+        self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         if not self.is_active:
             raise BackendError(f"{self.name}: infer() before activate()")
+        wanted = None if outputs is None else tuple(outputs)
+        if wanted is not None:
+            unknown = sorted(set(wanted) - set(self.output_names))
+            if unknown or not wanted:
+                raise BackendError(
+                    f"{self.name}: asked for outputs {list(wanted)}; it has {list(self.output_names)}"
+                )
         start = time.perf_counter()
-        outputs = self.infer_impl(
-            {name: np.ascontiguousarray(value, np.float32) for name, value in feed.items()}
+        result = self.infer_impl(
+            {name: np.ascontiguousarray(value, np.float32) for name, value in feed.items()},
+            wanted or tuple(self.output_names),
         )
         self.inference_times.append(time.perf_counter() - start)
-        return outputs
+        return result
 
     def __enter__(self) -> Runner:
         return self.activate()
@@ -83,9 +97,10 @@ class Runner(ABC):
     def activate_impl(self) -> None: ...
 
     @abstractmethod
-    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the network; ``feed`` holds C-contiguous float32 arrays. Synchronous: the outputs
-        are complete host arrays when it returns (so the recorded time covers the copies)."""
+    def infer_impl(self, feed: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Run the network and return ``outputs`` (known names, checked by :meth:`infer`);
+        ``feed`` holds C-contiguous float32 arrays. Synchronous: the outputs are complete host
+        arrays when it returns (so the recorded time covers the copies)."""
 
     @abstractmethod
     def deactivate_impl(self) -> None: ...

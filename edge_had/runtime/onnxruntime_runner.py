@@ -50,15 +50,16 @@ class OnnxRuntimeRunner(Runner):
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+            session = ort.InferenceSession(str(self.path), options, providers=self.providers)
         except Exception as error:  # onnxruntime raises its own exception types
             raise BackendError(f"{self.path}: ONNX Runtime cannot load it ({error})") from error
+        self.session = session
+        self.output_names = tuple(output.name for output in session.get_outputs())
 
-    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         assert self.session is not None
-        names = [output.name for output in self.session.get_outputs()]
-        values = self.session.run(names, feed)
-        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(names, values, strict=True)}
+        values = self.session.run(list(outputs), feed)
+        return {name: np.asarray(value, np.float32) for name, value in zip(outputs, values, strict=True)}
 
     def deactivate_impl(self) -> None:
         self.session = None

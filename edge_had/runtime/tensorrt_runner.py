@@ -44,7 +44,7 @@ class TensorRTRunner(Runner):
         #: The engine's key from its sidecar (None for an engine built without edge-had).
         self.key: EngineKey | None = None
         self.input_names: list[str] = []
-        self.output_names: list[str] = []
+        self.output_names: list[str] = []  # every output is bound; infer copies back those asked for
         self._device: CudaDevice | None = None
         self._runtime: trt.Runtime | None = None
         self._engine: trt.ICudaEngine | None = None
@@ -99,7 +99,7 @@ class TensorRTRunner(Runner):
                 raise BackendError(f"{self.name}: TensorRT refused the address of tensor {name!r}")
         return buffer
 
-    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         device, engine, context = self._device, self._engine, self._context
         assert device is not None and engine is not None and context is not None
         if sorted(feed) != sorted(self.input_names):
@@ -121,7 +121,7 @@ class TensorRTRunner(Runner):
                 self._bind(name, max(int(np.prod(shape)), 1))
             if not context.execute_async_v3(device.stream_handle):
                 raise BackendError(f"{self.name}: execute_async_v3 failed (see the TensorRT log)")
-            views = {name: device.download(self._buffers[name], shape) for name, shape in shapes.items()}
+            views = {name: device.download(self._buffers[name], shapes[name]) for name in outputs}
             device.synchronize()
             return {name: view.copy() for name, view in views.items()}
 

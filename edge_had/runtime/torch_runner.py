@@ -27,6 +27,7 @@ class TorchRunner(Runner):
             raise BackendError("torch FP16 needs a CUDA device; on a CPU use fp32")
         self.model = model
         self.device = device
+        self.output_names = tuple(model.output_names)
 
     def activate_impl(self) -> None:
         import torch
@@ -35,14 +36,14 @@ class TorchRunner(Runner):
             raise BackendError(f"torch on {self.device}: CUDA is not available")
         self.model = self.model.to(self.device).eval()
 
-    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, feed: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         import torch
 
-        (name,) = self.model.input_names
-        cube = torch.from_numpy(feed[name]).to(self.device)
+        (input_name,) = self.model.input_names
+        cube = torch.from_numpy(feed[input_name]).to(self.device)
         with torch.no_grad():
             if self.precision == "fp32":
-                outputs = self.model(cube)._asdict()
+                computed = self.model(cube)._asdict()
             else:
                 model = self.model
                 x_k = model.adapter(cube)
@@ -50,13 +51,13 @@ class TorchRunner(Runner):
                     f_spe = model.spectral(x_k)
                     f_spa = torch.zeros_like(x_k) if model.spatial is None else model.spatial(x_k)
                 f_spe, f_spa = f_spe.float(), f_spa.float()
-                outputs = {
+                computed = {
                     "x_k": x_k,
                     "f_spe": f_spe,
                     "f_spa": f_spa,
                     "enhanced": model.fuse(x_k, f_spe, f_spa),
                 }
-        return {key: value.float().cpu().numpy() for key, value in outputs.items()}
+        return {name: computed[name].float().cpu().numpy() for name in outputs}
 
     def deactivate_impl(self) -> None:
         if self.device.startswith("cuda"):

@@ -45,6 +45,8 @@ import numpy as np
 
 from edge_had.errors import EdgeHadError
 
+ENHANCED = ("enhanced",)  # the one output the loop uses: the others stay on the device
+
 
 def runner_threads_beside_rx() -> int:
     """CPU threads for an asynchronous enhancement runner: one core is left for RX."""
@@ -175,9 +177,9 @@ class StreamEnhancer:
         feed = {"cube": window[None]}
         if self._worker is None:
             run: Future = Future()
-            run.set_result(self.runner.infer(feed))
+            run.set_result(self.runner.infer(feed, ENHANCED))
         else:
-            run = self._worker.submit(self.runner.infer, feed)
+            run = self._worker.submit(self.runner.infer, feed, ENHANCED)
         self._in_flight.append((run, valid, -1 if used is None else used))
 
     def _finished(self, wait: bool) -> list[tuple[np.ndarray, np.ndarray]]:

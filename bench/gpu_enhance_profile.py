@@ -1,0 +1,153 @@
+"""Where one block of the line loop's enhancement goes on a CUDA GPU (torch, the shipped model).
+
+The stream runs the network on windows of ``2 context + block`` lines (22 at the defaults) of a
+1024-pixel FX10 line (224 bands): ``(1, 224, 22, 1024)`` float32 in, 20 MB, and ``(1, K, 22,
+1024)`` float32 out per output. For FP32 and FP16 (autocast, as :class:`TorchRunner`) it times:
+
+* ``h2d``: the window to the GPU from pageable memory (what the runner does) and from pinned;
+* ``forward``: the network alone (CUDA events), cuDNN autotuning off (torch's default) and on;
+* ``d2h``: the outputs back to pageable host memory, all four or ``enhanced`` alone, and
+  ``enhanced`` into pinned memory;
+* ``runner``: :meth:`TorchRunner.infer` as the stream calls it (wall), every output or
+  ``enhanced`` only.
+
+Prints a table and writes ``--json``. Run on the GPU machine (``bench/device_check.sh`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WINDOW = (1, 224, 22, 1024)  # (batch, bands, 2 * context + block lines, pixels)
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    return {
+        "p50": statistics.median(ordered),
+        "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "mean": statistics.fmean(ordered),
+    }
+
+
+def wall(call: Callable[[], Any], repeats: int, torch: Any) -> dict[str, float]:
+    """Host wall time of ``call`` with the GPU synchronised after it, in ms."""
+    for _ in range(3):
+        call()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        torch.cuda.synchronize()
+        samples.append(1e3 * (time.perf_counter() - start))
+    return percentiles(samples)
+
+
+def device(call: Callable[[], Any], repeats: int, torch: Any) -> dict[str, float]:
+    """GPU time of ``call`` between CUDA events, in ms."""
+    for _ in range(3):
+        call()
+    samples = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end))
+    return percentiles(samples)
+
+
+def profile(repeats: int) -> dict[str, Any]:
+    import torch
+
+    from edge_had.models.bundle import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import ENHANCED
+
+    bundle = load_bundle()
+    window = np.random.default_rng(0).uniform(-0.1, 1.1, WINDOW).astype(np.float32)
+    megabytes = window.nbytes / 2**20
+    results: dict[str, Any] = {"window": list(WINDOW), "window_mb": megabytes, "repeats": repeats}
+    pinned = torch.from_numpy(window).pin_memory()
+    on_gpu = torch.empty(WINDOW, device="cuda")
+    results["h2d"] = {
+        "pageable": wall(lambda: torch.from_numpy(window).to("cuda"), repeats, torch),
+        "pinned": wall(lambda: on_gpu.copy_(pinned, non_blocking=True), repeats, torch),
+    }
+    for precision in ("fp32", "fp16"):
+        model = bundle.model_for(WINDOW[1]).to("cuda").eval()
+        runner = TorchRunner(bundle.model_for(WINDOW[1]), precision, "cuda")
+        entry: dict[str, Any] = {}
+
+        def forward(model: Any = model, precision: str = precision) -> dict[str, Any]:
+            with torch.no_grad():
+                if precision == "fp32":
+                    return model(on_gpu)._asdict()  # type: ignore[no-any-return]
+                x_k = model.adapter(on_gpu)
+                with torch.autocast("cuda", dtype=torch.float16):
+                    f_spe, f_spa = model.spectral(x_k), model.spatial(x_k)
+                f_spe, f_spa = f_spe.float(), f_spa.float()
+                return {"x_k": x_k, "f_spe": f_spe, "f_spa": f_spa, "enhanced": model.fuse(x_k, f_spe, f_spa)}
+
+        for benchmark in (False, True):
+            torch.backends.cudnn.benchmark = benchmark
+            entry[f"forward_cudnn_benchmark_{'on' if benchmark else 'off'}"] = device(forward, repeats, torch)
+        torch.backends.cudnn.benchmark = False
+        outputs = forward()
+        host = torch.empty(outputs["enhanced"].shape, pin_memory=True)
+        entry["d2h"] = {
+            "all_four_pageable": wall(lambda o=outputs: [v.cpu() for v in o.values()], repeats, torch),
+            "enhanced_pageable": wall(lambda o=outputs: o["enhanced"].cpu(), repeats, torch),
+            "enhanced_pinned": wall(lambda o=outputs: host.copy_(o["enhanced"], non_blocking=True), repeats, torch),
+        }
+        feed = {"cube": window}
+        with runner:
+            entry["runner"] = {
+                "all_outputs": wall(lambda r=runner: r.infer(feed), repeats, torch),
+                "enhanced_only": wall(lambda r=runner: r.infer(feed, ENHANCED), repeats, torch),
+            }
+        results[precision] = entry
+    results["device"] = torch.cuda.get_device_name()
+    return results
+
+
+def print_table(results: dict[str, Any]) -> None:
+    def row(label: str, stats: dict[str, float]) -> None:
+        print(f"  {label:<38} p50 {stats['p50']:7.3f} ms  p99 {stats['p99']:7.3f} ms")
+
+    print(f"enhancement of one window {results['window']} ({results['window_mb']:.1f} MB) on {results['device']}")
+    for name, stats in results["h2d"].items():
+        row(f"h2d {name}", stats)
+    for precision in ("fp32", "fp16"):
+        entry = results[precision]
+        for key in ("forward_cudnn_benchmark_off", "forward_cudnn_benchmark_on"):
+            row(f"{precision} {key}", entry[key])
+        for name, stats in entry["d2h"].items():
+            row(f"{precision} d2h {name}", stats)
+        for name, stats in entry["runner"].items():
+            row(f"{precision} runner.infer {name}", stats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = profile(args.repeats)
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
