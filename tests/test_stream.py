@@ -408,6 +408,42 @@ class _SlowRunner:
         return self.runner.infer(feed, outputs)
 
 
+def test_warm_up_runs_one_zero_window_before_the_first_line_and_changes_nothing(untrained_bundle) -> None:
+    """``warm_up`` runs the network once, on a zero window of the stream's shape (asking for the
+    enhanced output alone, as every block does); the lines that follow are bit-identical to a
+    stream without it, and a warm-up after the first line is refused."""
+    from edge_had.io.synthetic import synthetic_scene
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import EnhancementError, StreamEnhancer
+
+    bundle = load_bundle(untrained_bundle(seed=0, k=16, hidden=8, blocks=2))
+    scene = synthetic_scene(lines=20, width=30, bands=50, seed=1)
+    feeds = []
+
+    class Recording:
+        def infer(self, feed, outputs=None):
+            feeds.append((feed["cube"].copy(), outputs))
+            return runner.infer(feed, outputs)
+
+    with TorchRunner(bundle.model_for(50)) as runner:
+        outputs = {}
+        for warm in (False, True):
+            enhancer = StreamEnhancer(bundle, Recording(), block=8, context=3, fit_lines=8)
+            if warm:
+                assert enhancer.warm_up(30, 50) > 0
+                window, asked = feeds[-1]
+                assert window.shape == (1, 50, 14, 30) and not window.any() and asked == ("enhanced",)
+            out = []
+            for line in scene.cube:
+                out += enhancer.push(line, np.ones(30, bool))
+            outputs[warm] = np.stack([line for line, _ in out + enhancer.flush()])
+            with pytest.raises(EnhancementError, match="before the first line"):
+                enhancer.warm_up(30, 50)
+    assert len(feeds) == 2 * 3 + 1  # 3 blocks a stream (20 lines in blocks of 8) and the warm-up
+    assert np.array_equal(outputs[True], outputs[False])
+
+
 def test_asynchronous_enhancement_gives_the_same_lines_in_order(untrained_bundle) -> None:
     from edge_had.io.synthetic import synthetic_scene
     from edge_had.models import load_bundle

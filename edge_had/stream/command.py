@@ -168,6 +168,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         threads = runner_threads_beside_rx() if args.async_enhance else None  # a core left for RX
         runner = enhancement_runner(backend, bundle, bands, cpu_threads=threads, **artifacts).activate()
         enhancer = StreamEnhancer(bundle, runner, asynchronous=args.async_enhance)
+        detector["warm_up_ms"] = 1e3 * enhancer.warm_up(width, bands)  # before the first line
         detector["asynchronous_enhancement"] = args.async_enhance
         detector["enhancement_cpu_threads"] = threads
         detector.update(model=str(bundle.directory), model_sha256=bundle.sha256, **bundle.config.to_dict())
