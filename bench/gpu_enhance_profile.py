@@ -67,17 +67,56 @@ def device(call: Callable[[], Any], repeats: int, torch: Any) -> dict[str, float
     return percentiles(samples)
 
 
+def forward_pass(model: Any, cube: Any, precision: str, torch: Any) -> dict[str, Any]:
+    """The network on a device tensor as :class:`TorchRunner` runs it (FP16: autocast networks)."""
+    with torch.no_grad():
+        if precision == "fp32":
+            return model(cube)._asdict()  # type: ignore[no-any-return]
+        x_k = model.adapter(cube)
+        with torch.autocast("cuda", dtype=torch.float16):
+            f_spe, f_spa = model.spectral(x_k), model.spatial(x_k)
+        f_spe, f_spa = f_spe.float(), f_spa.float()
+        return {"x_k": x_k, "f_spe": f_spe, "f_spa": f_spa, "enhanced": model.fuse(x_k, f_spe, f_spa)}
+
+
+def profile_precision(
+    bundle: Any, precision: str, window: np.ndarray, repeats: int, torch: Any
+) -> dict[str, Any]:
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import ENHANCED
+
+    model = bundle.model_for(WINDOW[1]).to("cuda").eval()
+    on_gpu = torch.from_numpy(window).to("cuda")
+    entry: dict[str, Any] = {}
+    for benchmark in (False, True):
+        torch.backends.cudnn.benchmark = benchmark
+        timing = device(lambda: forward_pass(model, on_gpu, precision, torch), repeats, torch)
+        entry[f"forward_cudnn_benchmark_{'on' if benchmark else 'off'}"] = timing
+    torch.backends.cudnn.benchmark = False
+    outputs = forward_pass(model, on_gpu, precision, torch)
+    host = torch.empty(outputs["enhanced"].shape, pin_memory=True)
+    entry["d2h"] = {
+        "all_four_pageable": wall(lambda: [value.cpu() for value in outputs.values()], repeats, torch),
+        "enhanced_pageable": wall(lambda: outputs["enhanced"].cpu(), repeats, torch),
+        "enhanced_pinned": wall(lambda: host.copy_(outputs["enhanced"], non_blocking=True), repeats, torch),
+    }
+    feed = {"cube": window}
+    with TorchRunner(bundle.model_for(WINDOW[1]), precision, "cuda") as runner:
+        entry["runner"] = {
+            "all_outputs": wall(lambda: runner.infer(feed), repeats, torch),
+            "enhanced_only": wall(lambda: runner.infer(feed, ENHANCED), repeats, torch),
+        }
+    return entry
+
+
 def profile(repeats: int) -> dict[str, Any]:
     import torch
 
     from edge_had.models.bundle import load_bundle
-    from edge_had.runtime.torch_runner import TorchRunner
-    from edge_had.stream.enhance import ENHANCED
 
     bundle = load_bundle()
     window = np.random.default_rng(0).uniform(-0.1, 1.1, WINDOW).astype(np.float32)
-    megabytes = window.nbytes / 2**20
-    results: dict[str, Any] = {"window": list(WINDOW), "window_mb": megabytes, "repeats": repeats}
+    results: dict[str, Any] = {"window": list(WINDOW), "window_mb": window.nbytes / 2**20, "repeats": repeats}
     pinned = torch.from_numpy(window).pin_memory()
     on_gpu = torch.empty(WINDOW, device="cuda")
     results["h2d"] = {
@@ -85,38 +124,7 @@ def profile(repeats: int) -> dict[str, Any]:
         "pinned": wall(lambda: on_gpu.copy_(pinned, non_blocking=True), repeats, torch),
     }
     for precision in ("fp32", "fp16"):
-        model = bundle.model_for(WINDOW[1]).to("cuda").eval()
-        runner = TorchRunner(bundle.model_for(WINDOW[1]), precision, "cuda")
-        entry: dict[str, Any] = {}
-
-        def forward(model: Any = model, precision: str = precision) -> dict[str, Any]:
-            with torch.no_grad():
-                if precision == "fp32":
-                    return model(on_gpu)._asdict()  # type: ignore[no-any-return]
-                x_k = model.adapter(on_gpu)
-                with torch.autocast("cuda", dtype=torch.float16):
-                    f_spe, f_spa = model.spectral(x_k), model.spatial(x_k)
-                f_spe, f_spa = f_spe.float(), f_spa.float()
-                return {"x_k": x_k, "f_spe": f_spe, "f_spa": f_spa, "enhanced": model.fuse(x_k, f_spe, f_spa)}
-
-        for benchmark in (False, True):
-            torch.backends.cudnn.benchmark = benchmark
-            entry[f"forward_cudnn_benchmark_{'on' if benchmark else 'off'}"] = device(forward, repeats, torch)
-        torch.backends.cudnn.benchmark = False
-        outputs = forward()
-        host = torch.empty(outputs["enhanced"].shape, pin_memory=True)
-        entry["d2h"] = {
-            "all_four_pageable": wall(lambda o=outputs: [v.cpu() for v in o.values()], repeats, torch),
-            "enhanced_pageable": wall(lambda o=outputs: o["enhanced"].cpu(), repeats, torch),
-            "enhanced_pinned": wall(lambda o=outputs: host.copy_(o["enhanced"], non_blocking=True), repeats, torch),
-        }
-        feed = {"cube": window}
-        with runner:
-            entry["runner"] = {
-                "all_outputs": wall(lambda r=runner: r.infer(feed), repeats, torch),
-                "enhanced_only": wall(lambda r=runner: r.infer(feed, ENHANCED), repeats, torch),
-            }
-        results[precision] = entry
+        results[precision] = profile_precision(bundle, precision, window, repeats, torch)
     results["device"] = torch.cuda.get_device_name()
     return results
 
@@ -125,7 +133,8 @@ def print_table(results: dict[str, Any]) -> None:
     def row(label: str, stats: dict[str, float]) -> None:
         print(f"  {label:<38} p50 {stats['p50']:7.3f} ms  p99 {stats['p99']:7.3f} ms")
 
-    print(f"enhancement of one window {results['window']} ({results['window_mb']:.1f} MB) on {results['device']}")
+    window, megabytes = results["window"], results["window_mb"]
+    print(f"enhancement of one window {window} ({megabytes:.1f} MB) on {results['device']}")
     for name, stats in results["h2d"].items():
         row(f"h2d {name}", stats)
     for precision in ("fp32", "fp16"):
