@@ -101,6 +101,7 @@ class StreamEnhancer:
 
         if self.blocks_run or self._in_flight or self._broken is not None:
             raise EnhancementError("warm_up() runs before the first line")
+
         def run_once() -> list[tuple[np.ndarray, np.ndarray]]:
             window = np.zeros((1, bands, 2 * self.context + self.block, width), np.float32)
             self.runner.infer({"cube": window}, ENHANCED)
