@@ -11,7 +11,10 @@ The stream runs the network on windows of ``2 context + block`` lines (22 at the
 * ``runner``: :meth:`TorchRunner.infer` as the stream calls it (wall), every output or
   ``enhanced`` only.
 
-Prints a table and writes ``--json``. Run on the GPU machine (``bench/device_check.sh`` does).
+Prints a table and writes ``--json``. Run on the GPU machine (``bench/device_check.sh`` does). Like
+the ``edge-had`` command, it first keeps freed memory (:mod:`edge_had.allocator`): with glibc's
+defaults every large host array is fresh pages, which made copying all four outputs back cost
+12-15 ms a block here (runs 2 and 3), where the command's loop paid a few ms.
 """
 
 from __future__ import annotations
@@ -148,11 +151,14 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    from edge_had.allocator import keep_freed_memory
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    results = profile(args.repeats)
+    results = {"keeps_freed_memory": keep_freed_memory()}  # as the edge-had command does at start
+    results.update(profile(args.repeats))
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -13,7 +13,8 @@ on synthetic scenes, which no model has seen. The fold tables in ``export/README
 cross-validation fold models instead (``export/gate_folds.py``).
 
 ONNX Runtime on a CPU runs many FP16 operators by casting to FP32, so the FP16 gate here mostly
-measures weight and activation rounding; rerun it with torch FP16 on CUDA where there is a GPU.
+measures weight and activation rounding; ``tests/test_gpu_torch.py`` checks FP16 arithmetic (torch
+on CUDA) against the same tolerance on the synthetic gate scenes where there is a GPU.
 """
 
 from __future__ import annotations
