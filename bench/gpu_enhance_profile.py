@@ -12,9 +12,10 @@ The stream runs the network on windows of ``2 context + block`` lines (22 at the
   ``enhanced`` only.
 
 Prints a table and writes ``--json``. Run on the GPU machine (``bench/device_check.sh`` does). Like
-the ``edge-had`` command, it first keeps freed memory (:mod:`edge_had.allocator`): with glibc's
-defaults every large host array is fresh pages, which made copying all four outputs back cost
-12-15 ms a block here (runs 2 and 3), where the command's loop paid a few ms.
+the ``edge-had`` command, it first keeps freed memory (:mod:`edge_had.allocator`; the JSON records
+whether it could). The H100 runs so far profiled with glibc's defaults, where copying all four
+outputs back cost 12-20 ms a block, more than the command's loop seemed to pay: fresh pages for
+every large host array are the likely reason, not yet checked on a GPU.
 """
 
 from __future__ import annotations
@@ -71,13 +72,15 @@ def device(call: Callable[[], Any], repeats: int, torch: Any) -> dict[str, float
 
 
 def forward_pass(model: Any, cube: Any, precision: str, torch: Any) -> dict[str, Any]:
-    """The network on a device tensor as :class:`TorchRunner` runs it (FP16: autocast networks)."""
+    """The network on a device tensor as :class:`TorchRunner` runs it (FP16: autocast networks);
+    its own copy, so that the profile times the network without the runner's copies."""
     with torch.no_grad():
         if precision == "fp32":
             return model(cube)._asdict()  # type: ignore[no-any-return]
         x_k = model.adapter(cube)
         with torch.autocast("cuda", dtype=torch.float16):
-            f_spe, f_spa = model.spectral(x_k), model.spatial(x_k)
+            f_spe = model.spectral(x_k)
+            f_spa = torch.zeros_like(x_k) if model.spatial is None else model.spatial(x_k)
         f_spe, f_spa = f_spe.float(), f_spa.float()
         return {"x_k": x_k, "f_spe": f_spe, "f_spa": f_spa, "enhanced": model.fuse(x_k, f_spe, f_spa)}
 
@@ -154,7 +157,7 @@ def main() -> None:
     from edge_had.allocator import keep_freed_memory
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results = {"keeps_freed_memory": keep_freed_memory()}  # as the edge-had command does at start

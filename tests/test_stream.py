@@ -408,10 +408,16 @@ class _SlowRunner:
         return self.runner.infer(feed, outputs)
 
 
-def test_warm_up_runs_one_zero_window_before_the_first_line_and_changes_nothing(untrained_bundle) -> None:
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_warm_up_runs_one_zero_window_before_the_first_line_and_changes_nothing(
+    untrained_bundle, asynchronous
+) -> None:
     """``warm_up`` runs the network once, on a zero window of the stream's shape (asking for the
-    enhanced output alone, as every block does); the lines that follow are bit-identical to a
-    stream without it, and a warm-up after the first line is refused."""
+    enhanced output alone, as every block does), on the thread the blocks run on (the worker when
+    asynchronous); the lines that follow are bit-identical to a stream without it, and a warm-up
+    once a line was pushed is refused."""
+    import threading
+
     from edge_had.io.synthetic import synthetic_scene
     from edge_had.models import load_bundle
     from edge_had.runtime.torch_runner import TorchRunner
@@ -423,24 +429,28 @@ def test_warm_up_runs_one_zero_window_before_the_first_line_and_changes_nothing(
 
     class Recording:
         def infer(self, feed, outputs=None):
-            feeds.append((feed["cube"].copy(), outputs))
+            feeds.append((feed["cube"].copy(), outputs, threading.current_thread().name))
             return runner.infer(feed, outputs)
 
     with TorchRunner(bundle.model_for(50)) as runner:
         outputs = {}
         for warm in (False, True):
-            enhancer = StreamEnhancer(bundle, Recording(), block=8, context=3, fit_lines=8)
+            enhancer = StreamEnhancer(
+                bundle, Recording(), block=8, context=3, fit_lines=8, asynchronous=asynchronous
+            )
             if warm:
                 assert enhancer.warm_up(30, 50) > 0
-                window, asked = feeds[-1]
+                window, asked, thread = feeds[-1]
                 assert window.shape == (1, 50, 14, 30) and not window.any() and asked == ("enhanced",)
-            out = []
-            for line in scene.cube:
+                assert thread.startswith("enhance") == asynchronous
+            out = enhancer.push(scene.cube[0], np.ones(30, bool))
+            with pytest.raises(EnhancementError, match="before the first line"):
+                enhancer.warm_up(30, 50)  # a line is held (for the normalisation fit)
+            for line in scene.cube[1:]:
                 out += enhancer.push(line, np.ones(30, bool))
             outputs[warm] = np.stack([line for line, _ in out + enhancer.flush()])
-            with pytest.raises(EnhancementError, match="before the first line"):
-                enhancer.warm_up(30, 50)
     assert len(feeds) == 2 * 3 + 1  # 3 blocks a stream (20 lines in blocks of 8) and the warm-up
+    assert {thread.startswith("enhance") for _, _, thread in feeds} == {asynchronous}
     assert np.array_equal(outputs[True], outputs[False])
 
 
@@ -635,8 +645,12 @@ def test_a_new_band_count_reinitialises_only_after_enough_lines(lines) -> None:
     assert health.lines_rejected == 5 and health.to_dict()["accounting_ok"]
 
 
-def test_the_stream_command_goes_on_with_plain_rx_when_the_network_fails(monkeypatch, tmp_path) -> None:
-    """The second network run raises: the command finishes, accounts for every line, counts the
+@pytest.mark.parametrize("fail_at", [3, 1])
+def test_the_stream_command_goes_on_with_plain_rx_when_the_network_fails(
+    monkeypatch, tmp_path, fail_at
+) -> None:
+    """Network run ``fail_at`` raises (1: the warm-up before the first line; 3: the second block,
+    after a block was enhanced): the command finishes, accounts for every line, counts the
     failure, and thresholds events for the 32 bands plain RX now scores."""
     import json
 
@@ -656,7 +670,7 @@ def test_the_stream_command_goes_on_with_plain_rx_when_the_network_fails(monkeyp
 
         def infer(self, feed, outputs=None):
             self.calls += 1
-            if self.calls == 2:
+            if self.calls == fail_at:
                 raise RuntimeError("device lost")
             return self.runner.infer(feed, outputs)
 
@@ -671,6 +685,14 @@ def test_the_stream_command_goes_on_with_plain_rx_when_the_network_fails(monkeyp
     assert health["flags"]["plain-rx"] > 60 and any(
         "network run failed" in reason for reason in health["reasons"]
     ), health
+    if fail_at == 1:
+        assert (
+            "device lost" in report["detector"]["warm_up_error"] and report["detector"]["warm_up_ms"] is None
+        )
+        assert health["flags"]["plain-rx"] == health["lines_scored"]  # plain RX from the first line
+    else:
+        assert report["detector"]["warm_up_ms"] > 0 and "warm_up_error" not in report["detector"]
+        assert health["flags"]["plain-rx"] < health["lines_scored"]  # some lines were enhanced first
     assert report["events"]["threshold"] == pytest.approx(chi2_threshold(32, 1e-6))
 
 

@@ -67,17 +67,12 @@ class Runner(ABC):
     ) -> dict[str, np.ndarray]:
         if not self.is_active:
             raise BackendError(f"{self.name}: infer() before activate()")
-        wanted = None if outputs is None else tuple(outputs)
-        if wanted is not None:
-            unknown = sorted(set(wanted) - set(self.output_names))
-            if unknown or not wanted:
-                raise BackendError(
-                    f"{self.name}: asked for outputs {list(wanted)}; it has {list(self.output_names)}"
-                )
+        wanted = tuple(self.output_names) if outputs is None else tuple(dict.fromkeys(outputs))
+        if not wanted or not set(wanted) <= set(self.output_names):
+            raise BackendError(f"{self.name}: asked for outputs {wanted}; it has {list(self.output_names)}")
         start = time.perf_counter()
         result = self.infer_impl(
-            {name: np.ascontiguousarray(value, np.float32) for name, value in feed.items()},
-            wanted or tuple(self.output_names),
+            {name: np.ascontiguousarray(value, np.float32) for name, value in feed.items()}, wanted
         )
         self.inference_times.append(time.perf_counter() - start)
         return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     if enhanced:
         from edge_had.models.bundle import load_bundle
         from edge_had.runtime import choose_backend, enhancement_runner
-        from edge_had.stream.enhance import StreamEnhancer, runner_threads_beside_rx
+        from edge_had.stream.enhance import EnhancementError, StreamEnhancer, runner_threads_beside_rx
 
         bundle = load_bundle(args.model).for_scorer(scorer)
         artifacts = {"onnx": args.onnx, "engine": args.engine, "device": args.device}
@@ -168,7 +169,11 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         threads = runner_threads_beside_rx() if args.async_enhance else None  # a core left for RX
         runner = enhancement_runner(backend, bundle, bands, cpu_threads=threads, **artifacts).activate()
         enhancer = StreamEnhancer(bundle, runner, asynchronous=args.async_enhance)
-        detector["warm_up_ms"] = 1e3 * enhancer.warm_up(width, bands)  # before the first line
+        try:
+            detector["warm_up_ms"] = 1e3 * enhancer.warm_up(width, bands)  # before the first line
+        except EnhancementError as error:  # the pipeline falls back to plain RX at the first line
+            detector["warm_up_ms"], detector["warm_up_error"] = None, str(error)
+            print(f"warning: the enhancement network failed its warm-up: {error}", file=sys.stderr)
         detector["asynchronous_enhancement"] = args.async_enhance
         detector["enhancement_cpu_threads"] = threads
         detector.update(model=str(bundle.directory), model_sha256=bundle.sha256, **bundle.config.to_dict())

@@ -31,12 +31,14 @@ on one core fewer than the machine has (:func:`runner_threads_beside_rx`), the o
 
 **Failures**: a run's error is raised (as :class:`EnhancementError`, the cause attached) by the
 call that collects it, the worker stops, and every later call raises again: an enhancer does not
-go on with a half-filled state (the pipeline then falls back to plain RX). ``push`` after
+go on with a half-filled state (the pipeline then falls back to plain RX). A failed warm-up breaks
+it the same way, so such a stream is plain RX from its first line. ``push`` after
 ``flush`` is an error too.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -96,15 +98,19 @@ class StreamEnhancer:
     def warm_up(self, width: int, bands: int) -> float:
         """Run the network once on a zero window of the stream's shape, before the first line, so
         that the backend's one-time start (cuDNN and cuBLAS handles, kernel selection, memory
-        pools: 0.7 s for torch on an H100) is not paid by the first block's lines; seconds taken."""
-        import time
-
-        if self.blocks_run or self._in_flight or self._broken is not None:
+        pools: 0.7 s for torch on an H100) is not paid by the first block's lines; seconds taken.
+        Asynchronous, it runs on the worker thread, where every block runs (torch keeps its
+        handles per thread). A failure breaks the enhancer like a failed block (raised here as
+        :class:`EnhancementError`; every later call raises again)."""
+        if self.blocks_run or self._in_flight or self._unfitted or self._windows or self._broken:
             raise EnhancementError("warm_up() runs before the first line")
 
         def run_once() -> list[tuple[np.ndarray, np.ndarray]]:
             window = np.zeros((1, bands, 2 * self.context + self.block, width), np.float32)
-            self.runner.infer({"cube": window}, ENHANCED)
+            if self._worker is None:
+                self.runner.infer({"cube": window}, ENHANCED)
+            else:
+                self._worker.submit(self.runner.infer, {"cube": window}, ENHANCED).result()
             return []
 
         start = time.perf_counter()
