@@ -5,12 +5,14 @@
 #   1 env       GPU, driver, python3, nvcc, cmake, packages
 #   2 pycuda    pip install --no-index --find-links .wheels pycuda (when pycuda is not importable)
 #   3 smoke     pycuda: driver up, nvcc-compiled kernel launched and checked (CuPy is the fallback)
-#   4 cmake     kernels built for sm_90 (-DEDGE_HAD_CUDA_ARCHS=90, warnings as errors)
-#   5 pytest    python3 -m pytest -m gpu on the test modules holding gpu/trt tests (both launchers;
+#   4 cmake     kernels built for this GPU (its compute capability, or $EDGE_HAD_CUDA_ARCH; warnings
+#               as errors)
+#   5 pytest    python3 -m pytest -m "gpu or trt" on the modules holding such tests (both launchers;
 #               real scenes from $EDGE_HAD_DATA; torch on CUDA; stream on the GPU vs the CPU)
 #   6 stream    python3 -m edge_had stream on the GPU: FX10 lines (1024 x 224), torch FP16 enhancement
 #               (in the loop and on a worker thread) and RX on the kernels, then plain global and
 #               hybrid RX (lines/s, per-line latency, AUC)
+#   6b tensorrt where TensorRT exists (a Jetson): FP16 ONNX export, engine build, enhanced-rx on it
 #   7 profile   python3 bench/gpu_enhance_profile.py (one enhancement block: copies, network, runner)
 #   8 bench     python3 bench/test_bench_gpu.py  (per-line p50/p99, batched lines/s, rooflines)
 #   9 summary   $OUT/device.json, then a short table, printed last
@@ -108,9 +110,15 @@ finally:
     context.detach()
 PY
 
-# ---- 4 kernels for the H100 with CMake
-BUILD=build/device-sm90
-stage cmake 120 bash -c "cmake -S . -B $BUILD -DEDGE_HAD_CUDA_ARCHS=90 -DEDGE_HAD_CUDA_WERROR=ON \
+# ---- 4 kernels for this GPU with CMake: $EDGE_HAD_CUDA_ARCH (e.g. 87 for an Orin), else the GPU's
+# compute capability (nvidia-smi, else pycuda), else 90 (H100 / H200)
+ARCH=${EDGE_HAD_CUDA_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ')}
+if [ -z "$ARCH" ]; then
+  ARCH=$($PY -c "import pycuda.driver as d; d.init(); print('%d%d' % d.Device(0).compute_capability())" 2>/dev/null)
+fi
+ARCH=${ARCH:-90}
+BUILD=build/device-sm$ARCH
+stage cmake 120 bash -c "cmake -S . -B $BUILD -DEDGE_HAD_CUDA_ARCHS=$ARCH -DEDGE_HAD_CUDA_WERROR=ON \
   && cmake --build $BUILD -j \$(nproc)"
 if [ -f "$BUILD/edge_had_kernels/rx_kernels.fatbin" ]; then
   export EDGE_HAD_CUDA_KERNELS="$PWD/$BUILD/edge_had_kernels"
@@ -119,7 +127,7 @@ fi
 # ---- 5 GPU tests: the modules that hold gpu/trt tests (others may need packages the GPU machine
 # lacks, e.g. `spectral`); a collection error there still must not stop the rest
 GPU_TEST_FILES=$(grep -l -E "pytest\.mark\.(gpu|trt)" tests/test_*.py)
-stage pytest 150 $PY -m pytest -m gpu $GPU_TEST_FILES -q -rs -p no:cacheprovider \
+stage pytest 150 $PY -m pytest -m "gpu or trt" $GPU_TEST_FILES -q -rs -p no:cacheprovider \
   --continue-on-collection-errors --junitxml="$OUT/pytest-gpu.xml"
 
 # ---- 6 the line loop on the GPU, as a Jetson runs it (torch FP16 stands in for the TensorRT engine):
@@ -149,6 +157,23 @@ RENDER
     done
   done
   exit $rc'
+
+# ---- 6b where TensorRT exists (a Jetson; not the lent H100): the shipped model exported to FP16 ONNX
+# for the FX10's 224 bands, an engine built from it, and enhanced-rx streamed on that engine
+if $PY -c "import tensorrt" >/dev/null 2>&1; then
+  stage tensorrt 240 bash -c '
+    set -e
+    '"$PY"' -m edge_had export --bands 224 --precision fp16 --no-gate --out '"$LOGS"'/trt
+    '"$PY"' -m edge_had build --onnx '"$LOGS"'/trt/model_fp16.onnx --out '"$LOGS"'/trt/engines
+    engine=$(ls '"$LOGS"'/trt/engines/*.engine | head -n 1)
+    for mode in sync async; do
+      '"$PY"' -m edge_had stream --source '"$LOGS"'/fx10.h5 --rx-device cuda --detector enhanced-rx \
+        --backend tensorrt --engine "$engine" --net-precision fp16 $([ $mode = async ] && echo --async-enhance) \
+        --json '"$LOGS"'/streams/enhanced-rx-tensorrt-$mode.json
+    done'
+else
+  STAGES+=(tensorrt); STATUS[tensorrt]="skipped: tensorrt is not importable"; SECONDS_TAKEN[tensorrt]=0
+fi
 
 # ---- 7 where a block of enhancement goes on the GPU (copies, network, runner)
 stage profile 60 $PY bench/gpu_enhance_profile.py --json "$OUT/enhance_profile.json"
