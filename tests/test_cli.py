@@ -111,3 +111,16 @@ def test_import_is_light():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_python_dash_m_runs_the_command_line():
+    """`python -m edge_had` is the `edge-had` command (the GPU check runs it so, with nothing
+    installed): same version line, and a usage error exits 2."""
+    import edge_had
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edge_had", *args], capture_output=True, text=True)
+
+    done, wrong = run("--version"), run("no-such-command")
+    assert done.returncode == 0 and edge_had.__version__ in done.stdout + done.stderr
+    assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
