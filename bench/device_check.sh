@@ -301,8 +301,11 @@ if report["enhance_profile"]:
     print(f"enhance block {profile['window']}: h2d pageable/pinned {h2d['pageable']['p50']:.2f}/{h2d['pinned']['p50']:.2f} ms")
     for precision in ("fp32", "fp16"):
         entry = profile[precision]
+        half = entry.get("forward_half_weights")
         print(f"  {precision}: forward {entry['forward_cudnn_benchmark_off']['p50']:.2f} ms "
-              f"(cudnn.benchmark {entry['forward_cudnn_benchmark_on']['p50']:.2f}), d2h all/enhanced/pinned "
+              f"(cudnn.benchmark {entry['forward_cudnn_benchmark_on']['p50']:.2f}"
+              + (f", FP16 weights {half['p50']:.2f}, vs autocast {entry['half_weights_vs_autocast']:.1e}" if half else "")
+              + "), d2h all/enhanced/pinned "
               + "/".join(f"{v['p50']:.2f}" for v in entry["d2h"].values())
               + f" ms, runner all/enhanced {entry['runner']['all_outputs']['p50']:.2f}/"
               f"{entry['runner']['enhanced_only']['p50']:.2f} ms")

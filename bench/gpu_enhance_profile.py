@@ -85,6 +85,30 @@ def forward_pass(model: Any, cube: Any, precision: str, torch: Any) -> dict[str,
         return {"x_k": x_k, "f_spe": f_spe, "f_spa": f_spa, "enhanced": model.fuse(x_k, f_spe, f_spa)}
 
 
+def half_networks(model: Any) -> tuple[Any, Any]:
+    """Copies of the model's two networks with FP16 weights (the spatial one may be None)."""
+    import copy
+
+    spatial = None if model.spatial is None else copy.deepcopy(model.spatial).half()
+    return copy.deepcopy(model.spectral).half(), spatial
+
+
+def half_weights_pass(model: Any, halves: tuple[Any, Any], cube: Any, torch: Any) -> dict[str, Any]:
+    """FP16 without autocast: the :func:`half_networks` run on an FP16 ``x_k`` (the exported FP16
+    graph's layout; not what :class:`TorchRunner` does today)."""
+    spectral, spatial = halves
+    with torch.no_grad():
+        x_k = model.adapter(cube)
+        half = x_k.half()
+        f_spe = spectral(half).float()
+        f_spa = torch.zeros_like(x_k) if spatial is None else spatial(half).float()
+        return {"x_k": x_k, "f_spe": f_spe, "f_spa": f_spa, "enhanced": model.fuse(x_k, f_spe, f_spa)}
+
+
+def relative_difference(got: Any, want: Any) -> float:
+    return float((got - want).norm() / want.norm())
+
+
 def profile_precision(
     bundle: Any, precision: str, window: np.ndarray, repeats: int, torch: Any
 ) -> dict[str, Any]:
@@ -99,6 +123,14 @@ def profile_precision(
         timing = device(lambda: forward_pass(model, on_gpu, precision, torch), repeats, torch)
         entry[f"forward_cudnn_benchmark_{'on' if benchmark else 'off'}"] = timing
     torch.backends.cudnn.benchmark = False
+    if precision == "fp16":  # the alternative to autocast: the two networks' weights cast once
+        halves = half_networks(model)
+        entry["forward_half_weights"] = device(
+            lambda: half_weights_pass(model, halves, on_gpu, torch), repeats, torch
+        )
+        half = half_weights_pass(model, halves, on_gpu, torch)["enhanced"]
+        autocast = forward_pass(model, on_gpu, "fp16", torch)["enhanced"]
+        entry["half_weights_vs_autocast"] = relative_difference(half, autocast)
     outputs = forward_pass(model, on_gpu, precision, torch)
     host = torch.empty(outputs["enhanced"].shape, pin_memory=True)
     entry["d2h"] = {
@@ -145,8 +177,12 @@ def print_table(results: dict[str, Any]) -> None:
         row(f"h2d {name}", stats)
     for precision in ("fp32", "fp16"):
         entry = results[precision]
-        for key in ("forward_cudnn_benchmark_off", "forward_cudnn_benchmark_on"):
-            row(f"{precision} {key}", entry[key])
+        for key in ("forward_cudnn_benchmark_off", "forward_cudnn_benchmark_on", "forward_half_weights"):
+            if key in entry:
+                row(f"{precision} {key}", entry[key])
+        if "half_weights_vs_autocast" in entry:
+            difference = entry["half_weights_vs_autocast"]
+            print(f"  fp16 half weights vs autocast: relative difference {difference:.1e}")
         for name, stats in entry["d2h"].items():
             row(f"{precision} d2h {name}", stats)
         for name, stats in entry["runner"].items():
