@@ -6,6 +6,9 @@ The stream runs the network on windows of ``2 context + block`` lines (22 at the
 
 * ``h2d``: the window to the GPU from pageable memory (what the runner does) and from pinned;
 * ``forward``: the network alone (CUDA events), cuDNN autotuning off (torch's default) and on;
+  for FP16 also with the two networks' weights cast to FP16 once instead of autocast
+  (``forward_half_weights``; ``half_weights_vs_autocast`` is the relative difference of the
+  enhanced outputs);
 * ``d2h``: the outputs back to pageable host memory, all four or ``enhanced`` alone, and
   ``enhanced`` into pinned memory;
 * ``runner``: :meth:`TorchRunner.infer` as the stream calls it (wall), every output or
