@@ -74,20 +74,6 @@ def device(call: Callable[[], Any], repeats: int, torch: Any) -> dict[str, float
     return percentiles(samples)
 
 
-def forward_pass(model: Any, cube: Any, precision: str, torch: Any) -> dict[str, Any]:
-    """The network on a device tensor as :class:`TorchRunner` runs it (FP16: autocast networks);
-    its own copy, so that the profile times the network without the runner's copies."""
-    with torch.no_grad():
-        if precision == "fp32":
-            return model(cube)._asdict()  # type: ignore[no-any-return]
-        x_k = model.adapter(cube)
-        with torch.autocast("cuda", dtype=torch.float16):
-            f_spe = model.spectral(x_k)
-            f_spa = torch.zeros_like(x_k) if model.spatial is None else model.spatial(x_k)
-        f_spe, f_spa = f_spe.float(), f_spa.float()
-        return {"x_k": x_k, "f_spe": f_spe, "f_spa": f_spa, "enhanced": model.fuse(x_k, f_spe, f_spa)}
-
-
 def half_networks(model: Any) -> tuple[Any, Any]:
     """Copies of the model's two networks with FP16 weights (the spatial one may be None)."""
     import copy
@@ -115,7 +101,7 @@ def relative_difference(got: Any, want: Any) -> float:
 def profile_precision(
     bundle: Any, precision: str, window: np.ndarray, repeats: int, torch: Any
 ) -> dict[str, Any]:
-    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.runtime.torch_runner import TorchRunner, run_on_device
     from edge_had.stream.enhance import ENHANCED
 
     model = bundle.model_for(WINDOW[1]).to("cuda").eval()
@@ -123,7 +109,7 @@ def profile_precision(
     entry: dict[str, Any] = {}
     for benchmark in (False, True):
         torch.backends.cudnn.benchmark = benchmark
-        timing = device(lambda: forward_pass(model, on_gpu, precision, torch), repeats, torch)
+        timing = device(lambda: run_on_device(model, on_gpu, precision), repeats, torch)
         entry[f"forward_cudnn_benchmark_{'on' if benchmark else 'off'}"] = timing
     torch.backends.cudnn.benchmark = False
     if precision == "fp16":  # the alternative to autocast: the two networks' weights cast once
@@ -132,9 +118,9 @@ def profile_precision(
             lambda: half_weights_pass(model, halves, on_gpu, torch), repeats, torch
         )
         half = half_weights_pass(model, halves, on_gpu, torch)["enhanced"]
-        autocast = forward_pass(model, on_gpu, "fp16", torch)["enhanced"]
+        autocast = run_on_device(model, on_gpu, "fp16")["enhanced"]
         entry["half_weights_vs_autocast"] = relative_difference(half, autocast)
-    outputs = forward_pass(model, on_gpu, precision, torch)
+    outputs = run_on_device(model, on_gpu, precision)
     host = torch.empty(outputs["enhanced"].shape, pin_memory=True)
     entry["d2h"] = {
         "all_four_pageable": wall(lambda: [value.cpu() for value in outputs.values()], repeats, torch),

@@ -41,22 +41,7 @@ class TorchRunner(Runner):
 
         (input_name,) = self.model.input_names
         cube = torch.from_numpy(feed[input_name]).to(self.device)
-        with torch.no_grad():
-            if self.precision == "fp32":
-                computed = self.model(cube)._asdict()
-            else:
-                model = self.model
-                x_k = model.adapter(cube)
-                with torch.autocast("cuda", dtype=torch.float16):
-                    f_spe = model.spectral(x_k)
-                    f_spa = torch.zeros_like(x_k) if model.spatial is None else model.spatial(x_k)
-                f_spe, f_spa = f_spe.float(), f_spa.float()
-                computed = {
-                    "x_k": x_k,
-                    "f_spe": f_spe,
-                    "f_spa": f_spa,
-                    "enhanced": model.fuse(x_k, f_spe, f_spa),
-                }
+        computed = run_on_device(self.model, cube, self.precision)
         return {name: computed[name].float().cpu().numpy() for name in outputs}
 
     def deactivate_impl(self) -> None:
@@ -65,3 +50,19 @@ class TorchRunner(Runner):
 
             self.model = self.model.to("cpu")
             torch.cuda.empty_cache()
+
+
+def run_on_device(model: Any, cube: Any, precision: str) -> dict[str, Any]:
+    """Every output of ``model`` on the tensor ``cube``, left where it was computed: FP32 as is,
+    FP16 with the two networks under ``torch.autocast(float16)`` (see the module docstring)."""
+    import torch
+
+    with torch.no_grad():
+        if precision == "fp32":
+            return dict(model(cube)._asdict())
+        x_k = model.adapter(cube)
+        with torch.autocast("cuda", dtype=torch.float16):
+            f_spe = model.spectral(x_k)
+            f_spa = torch.zeros_like(x_k) if model.spatial is None else model.spatial(x_k)
+        f_spe, f_spa = f_spe.float(), f_spa.float()
+        return {"x_k": x_k, "f_spe": f_spe, "f_spa": f_spa, "enhanced": model.fuse(x_k, f_spe, f_spa)}
