@@ -305,6 +305,31 @@ def covariance(
     return record
 
 
+def local_line(rx: CudaRX, scratch: Any, dims: int = 10, lines: int = 1000) -> dict[str, Any]:
+    """The hybrid stream's local RX of one 1024-pixel line (15 x 15 window, 5 x 5 guard, ``dims``
+    components; the ring already on the device): kernel time and the plan's end-to-end call
+    (launch, download, synchronise from Python)."""
+    slots = 15
+    plan = rx.local_plan(WIDTH, dims, slots)
+    rng = np.random.default_rng(4)
+    for position in range(slots):
+        plan.put(position, rng.standard_normal((dims, WIDTH)), np.ones(WIDTH, bool))
+    fallback, load = np.ones(dims), 1e-3
+    window = {"inner": 2, "outer": 7, "fallback": fallback, "load": load}
+    plan(7, 0, 14, **window)  # warm
+    times, end_to_end = [], []
+    for _ in range(lines):
+        rx.zero(scratch)
+        start = rx.record()
+        t0 = time.perf_counter()
+        plan(7, 0, 14, **window)
+        end_to_end.append(1e6 * (time.perf_counter() - t0))
+        times.append((start, rx.record()))
+    kernel_us = [1e3 * rx.elapsed_ms(start, stop) for start, stop in times]
+    return {"shape": f"{WIDTH}x{dims}", "window": "15x15-5x5", "kernel_us": percentiles(kernel_us),
+            "end_to_end_us": percentiles(end_to_end)}  # fmt: skip
+
+
 def measure(launcher: str, lines: int, measured: dict[str, Any] | None) -> dict[str, Any]:
     with CudaRX(launcher=launcher) as rx:
         started = time.perf_counter()
@@ -317,6 +342,7 @@ def measure(launcher: str, lines: int, measured: dict[str, Any] | None) -> dict[
             result["batched"].extend(batched(rx, scratch, bands, peaks))
         for bands, precision in ((BANDS, "fp64"), (BANDS, "fp32"), (REDUCED, "fp64")):
             result["covariance"].append(covariance(rx, scratch, bands, precision, peaks))
+        result["local"] = [local_line(rx, scratch)]
         result["seconds"] = time.perf_counter() - started
     return result
 
@@ -342,6 +368,12 @@ def summary_rows(result: dict[str, Any]) -> list[str]:
         rows.append(
             f"{launcher:6} cov {r['shape']:>8} {r['precision']} kernel p50/p99 "
             f"{r['kernel_us']['p50']:7.1f}/{r['kernel_us']['p99']:7.1f} us"
+        )
+    for r in result.get("local", []):
+        rows.append(
+            f"{launcher:6} local RX {r['shape']:>8} {r['window']} kernel p50/p99 "
+            f"{r['kernel_us']['p50']:7.1f}/{r['kernel_us']['p99']:7.1f} us  end-to-end p50/p99 "
+            f"{r['end_to_end_us']['p50']:7.1f}/{r['end_to_end_us']['p99']:7.1f} us"
         )
     return rows
 

@@ -55,6 +55,7 @@ from edge_had.cuda.rx_kernels import (
     score_splits,
 )
 from edge_had.detectors import calc_stats, rx_reference
+from edge_had.stream.causal_local import CausalHybridRX
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "edge_had" / "cuda" / "kernels"
@@ -266,22 +267,22 @@ static inline float eh_host_half_to_float(unsigned short h) {
 #include "rx_kernels.cu"
 
 template <typename F>
-static void launch(unsigned gx, unsigned gy, F kernel) {
+static void launch(unsigned gx, unsigned gy, F kernel, unsigned block = EH_THREADS) {
     eh_grid_dim = {gx, gy, 1};
     for (unsigned by = 0; by < gy; ++by)
         for (unsigned bx = 0; bx < gx; ++bx) {
             eh_block_idx = {bx, by, 0};
-            std::barrier<> barrier(EH_THREADS);
+            std::barrier<> barrier(block);
             eh_barrier = &barrier;
             std::vector<std::thread> threads;
-            for (unsigned t = 0; t < EH_THREADS; ++t)
+            for (unsigned t = 0; t < block; ++t)
                 threads.emplace_back([t, &kernel] { eh_thread_idx = {t, 0, 0}; kernel(); });
             for (auto& thread : threads) thread.join();
         }
 }
 
 template <typename T>
-static std::vector<T> load(const char* path, size_t count) {
+static std::vector<T> load_file(const char* path, size_t count) {
     std::vector<T> data(count);
     if (std::strcmp(path, "-") == 0) return data;
     FILE* f = std::fopen(path, "rb");
@@ -309,18 +310,18 @@ int main(int argc, char** argv) {
         const long long ldx = std::atoll(argv[5]);
         const int k = std::atoi(argv[6]), ldw = std::atoi(argv[7]);
         const int lower = std::atoi(argv[8]), splits = std::atoi(argv[9]);
-        auto mean = load<float>(argv[11], bands);
-        auto w = load<float>(argv[12], (size_t)k * ldw);
-        auto scores = load<float>(argv[13], n);
+        auto mean = load_file<float>(argv[11], bands);
+        auto w = load_file<float>(argv[12], (size_t)k * ldw);
+        auto scores = load_file<float>(argv[13], n);
         const unsigned gx = (n + EH_TILE - 1) / EH_TILE;
         const size_t elements = (size_t)(n - 1) * ldx + bands;
         if (half) {
-            auto x = load<unsigned short>(argv[10], elements);
+            auto x = load_file<unsigned short>(argv[10], elements);
             launch(gx, splits, [&] {
                 rx_score_f16(x.data(), ldx, mean.data(), w.data(), ldw, scores.data(), n, bands, k, lower);
             });
         } else {
-            auto x = load<float>(argv[10], elements);
+            auto x = load_file<float>(argv[10], elements);
             launch(gx, splits, [&] {
                 rx_score_f32(x.data(), ldx, mean.data(), w.data(), ldw, scores.data(), n, bands, k, lower);
             });
@@ -335,22 +336,22 @@ int main(int argc, char** argv) {
         const int n = std::atoi(argv[4]), bands = std::atoi(argv[5]);
         const long long ldx = std::atoll(argv[6]);
         const int chunk = std::atoi(argv[7]);
-        auto valid = load<unsigned char>(argv[8], n);
+        auto valid = load_file<unsigned char>(argv[8], n);
         const unsigned char* flags = std::strcmp(argv[8], "-") == 0 ? nullptr : valid.data();
-        auto shift = load<double>(argv[10], bands);
-        auto s1 = load<double>(argv[11], bands);
-        auto s2 = load<double>(argv[12], (size_t)bands * bands);
+        auto shift = load_file<double>(argv[10], bands);
+        auto s1 = load_file<double>(argv[11], bands);
+        auto s2 = load_file<double>(argv[12], (size_t)bands * bands);
         const unsigned tiles = (bands + EH_TILE - 1) / EH_TILE;
         const unsigned gx = tiles * (tiles + 1) / 2, gy = (n + chunk - 1) / chunk;
         const size_t elements = (size_t)(n - 1) * ldx + bands;
         if (half) {
-            auto x = load<unsigned short>(argv[9], elements);
+            auto x = load_file<unsigned short>(argv[9], elements);
             auto kernel = acc64 ? rx_cov_f16_acc64 : rx_cov_f16_acc32;
             launch(gx, gy, [&] {
                 kernel(x.data(), ldx, flags, shift.data(), n, bands, chunk, s1.data(), s2.data());
             });
         } else {
-            auto x = load<float>(argv[9], elements);
+            auto x = load_file<float>(argv[9], elements);
             auto kernel = acc64 ? rx_cov_f32_acc64 : rx_cov_f32_acc32;
             launch(gx, gy, [&] {
                 kernel(x.data(), ldx, flags, shift.data(), n, bands, chunk, s1.data(), s2.data());
@@ -360,7 +361,24 @@ int main(int argc, char** argv) {
         save(argv[12], s2);
         return 0;
     }
-    std::fprintf(stderr, "usage: emulator score|cov ...\n");
+    if (mode == "lrx" && argc == 15) {
+        // lrx slots width dims centre top bottom inner outer load y valid fallback scores(out)
+        const int slots = std::atoi(argv[2]), width = std::atoi(argv[3]), dims = std::atoi(argv[4]);
+        const long long centre = std::atoll(argv[5]), top = std::atoll(argv[6]), bottom = std::atoll(argv[7]);
+        const int inner = std::atoi(argv[8]), outer = std::atoi(argv[9]);
+        const float load = std::strtof(argv[10], nullptr);
+        auto y = load_file<float>(argv[11], (size_t)slots * dims * width);
+        auto valid = load_file<unsigned char>(argv[12], (size_t)slots * width);
+        auto fallback = load_file<float>(argv[13], dims);
+        std::vector<float> scores(width, 0.f);
+        launch((width + EH_LRX_THREADS - 1) / EH_LRX_THREADS, 1, [&] {
+            lrx_line_f32(y.data(), valid.data(), slots, width, dims, centre, top, bottom, inner, outer,
+                         fallback.data(), load, scores.data());
+        }, EH_LRX_THREADS);
+        save(argv[14], scores);
+        return 0;
+    }
+    std::fprintf(stderr, "usage: emulator score|cov|lrx ...\n");
     return 1;
 }
 """
@@ -402,6 +420,17 @@ class Emulator:
         self._run(["cov", kind, acc, n, bands, ldx, chunk, flags, self._file("x.bin", x),
                    self._file("shift.bin", shift.astype(np.float64)), p1, p2])  # fmt: skip
         return np.fromfile(p1), np.fromfile(p2).reshape(bands, bands)
+
+    def lrx(self, y: np.ndarray, valid: np.ndarray, fallback: np.ndarray, *, centre: int, top: int,
+            bottom: int, inner: int, outer: int, load: float) -> np.ndarray:  # fmt: skip
+        """Run lrx_line_f32 on a ring ``y`` ``(slots, dims, width)`` and ``valid`` ``(slots, width)``."""
+        slots, dims, width = y.shape
+        out = self.work / "lrx_scores.bin"
+        load_text = repr(float(np.float32(load)))
+        self._run(["lrx", slots, width, dims, centre, top, bottom, inner, outer, load_text,
+                   self._file("y.bin", y.astype(np.float32)), self._file("valid.bin", valid.astype(np.uint8)),
+                   self._file("fallback.bin", fallback.astype(np.float32)), out])  # fmt: skip
+        return np.fromfile(out, np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -511,6 +540,87 @@ def test_emulated_covariance_matches_float64(
         assert np.all(np.abs(s1 - expected1) <= 2 * chunk * 2.0**-24 * np.abs(c).sum(axis=0) + 1e-12)
 
 
+def local_rx_oracle(y: np.ndarray, valid: np.ndarray, fallback: np.ndarray, *, centre: int, top: int,
+                    bottom: int, inner: int, outer: int, load: float) -> np.ndarray:  # fmt: skip
+    """Float64 brute force of lrx_line_f32's definition: gather each pixel's window, its mean and
+    covariance (or the fallback), solve. ``y`` ``(slots, dims, width)`` holds position p at p % slots."""
+    slots, dims, width = y.shape
+    scores = np.empty(width)
+    for c in range(width):
+        window = [
+            y[p % slots, :, col].astype(np.float64)
+            for p in range(top, bottom + 1)
+            for col in range(max(c - outer, 0), min(c + outer, width - 1) + 1)
+            if valid[p % slots, col] and not (abs(p - centre) <= inner and abs(col - c) <= inner)
+        ]
+        if len(window) >= dims + 1:
+            pixels = np.array(window)
+            mean = pixels.mean(axis=0)
+            cov = (pixels - mean).T @ (pixels - mean) / len(pixels)
+        else:
+            mean, cov = np.zeros(dims), np.diag(fallback.astype(np.float64))
+        d = y[centre % slots, :, c] - mean
+        try:
+            scores[c] = d @ np.linalg.solve(cov + load * np.eye(dims), d)
+        except np.linalg.LinAlgError:  # exactly singular
+            scores[c] = np.nan
+    return scores
+
+
+LOCAL_MAX_REL = 5e-5  # max |s - s_ref| / max(s_ref); measured in the emulation: <= 4.5e-6
+LOCAL_P99_REL = 1e-4  # 99th percentile of |s - s_ref| / s_ref; measured: <= 5.2e-6
+
+
+@pytest.mark.parametrize(
+    ("dims", "width", "centre", "top", "bottom", "case"),
+    [
+        (10, 70, 27, 20, 34, "middle"),  # a full window, three blocks (the last partial), ring wraps
+        (10, 40, 2, 0, 9, "first lines"),  # window clipped at the stream's first line
+        (16, 33, 5, 0, 12, "max dims"),  # EH_LRX_MAX_DIMS, one pixel in a second block
+        (1, 20, 40, 33, 47, "one dim"),
+        (10, 12, 7, 0, 14, "fallback"),  # most pixels invalid: windows with <= dims pixels
+    ],
+)
+def test_emulated_local_rx_matches_float64(
+    emulator: Emulator, dims: int, width: int, centre: int, top: int, bottom: int, case: str
+) -> None:
+    slots = 15
+    rng = np.random.default_rng(dims * width)
+    mixing = rng.standard_normal((dims, dims)) * np.geomspace(30, 1, dims)[:, None]  # anisotropic
+    y = np.einsum("ab,sbw->saw", mixing, rng.standard_normal((slots, dims, width))) + 5.0
+    valid = rng.random((slots, width)) > 0.1
+    if case == "fallback":  # the left columns are empty but for the centre line: too few pixels there
+        valid[:, :8] = False
+        valid[centre % slots, :8] = True
+    y = np.where(valid[:, None], y, 0.0).astype(np.float32)  # as the stream stores them
+    fallback = rng.random(dims) * 100 + 1
+    load = 1e-3 * float(np.trace(mixing @ mixing.T)) / dims
+    args = {"centre": centre, "top": top, "bottom": bottom, "inner": 2, "outer": 7, "load": load}
+    got = emulator.lrx(y, valid, fallback, **args)
+    want = local_rx_oracle(y, valid, fallback, **args)
+    assert (got >= 0).all()  # nothing singular: the loading keeps every window invertible
+    worst, p99 = score_errors(got, want)
+    assert worst <= LOCAL_MAX_REL and p99 <= LOCAL_P99_REL, (worst, p99)
+    if case == "fallback":  # the left pixels take the fallback, the right ones their window
+        fallback_only = local_rx_oracle(y, valid, fallback, **args | {"top": centre, "bottom": centre})
+        assert got[0] == pytest.approx(fallback_only[0], rel=1e-5) and got[0] != pytest.approx(want[-1])
+
+
+def test_emulated_local_rx_marks_singular_windows(emulator: Emulator) -> None:
+    """Without loading, a component that is constant over a window makes its covariance singular:
+    the kernel marks those pixels -1 (the stream scores such a line in float64 numpy)."""
+    rng = np.random.default_rng(5)
+    y = rng.standard_normal((15, 4, 40)).astype(np.float32)
+    y[:, 2, :20] = 1.5  # constant in the left half
+    valid = np.ones((15, 40), bool)
+    args = {"centre": 7, "top": 0, "bottom": 14, "inner": 2, "outer": 7}
+    got = emulator.lrx(y, valid, np.ones(4), **args, load=0.0)
+    assert (got[:13] == -1).all()  # windows entirely in the constant half
+    assert (got[30:] >= 0).all()
+    want = local_rx_oracle(y, valid, np.ones(4), **args, load=0.0)
+    np.testing.assert_allclose(got[30:], want[30:], rtol=1e-3)
+
+
 # ---- the Python launchers (pycuda through CudaDevice, CuPy) over the emulated kernels
 #
 # Stand-ins for pycuda.driver / pycuda.compiler and cupy / cupyx keep device memory in numpy at
@@ -524,6 +634,16 @@ def run_kernel(
     """One kernel launch on made-up memory, checked against the launch rules of rx_kernels.cu."""
     assert len(args) == len(rx_kernels.SIGNATURES[name]), (name, args)
     assert len(grid) == 3 and grid[2] == 1
+    if name == rx_kernels.LOCAL_KERNEL:
+        y, valid, slots, width, dims, centre, top, bottom, inner, outer, fallback, load, scores = args
+        assert tuple(grid) == (math.ceil(width / rx_kernels.LOCAL_THREADS), 1, 1)
+        memory.view(scores, np.float32, width)[:] = emulator.lrx(
+            memory.view(y, np.float32, slots * dims * width).reshape(slots, dims, width),
+            memory.view(valid, np.uint8, slots * width).reshape(slots, width),
+            memory.view(fallback, np.float32, dims), centre=centre, top=top, bottom=bottom, inner=inner,
+            outer=outer, load=load,
+        )  # fmt: skip
+        return
     if name.startswith("rx_score"):
         x, ldx, mean, w, ldw, scores, n, bands, k, lower = args
         assert grid[0] == math.ceil(n / 64) and 1 <= grid[1] <= math.ceil(k / 64), (grid, n, k)
@@ -572,8 +692,9 @@ def fake_pycuda(memory: DeviceMemory, emulator: Emulator, *, broken: bool = Fals
         def prepared_async_call(self, grid: tuple[int, ...], block: tuple[int, ...], stream: Any,
                                 *args: Any, shared_size: int = 0) -> None:  # fmt: skip
             need_context()
-            assert block == (256, 1, 1) and self.signature == rx_kernels.SIGNATURES[self.name]
-            assert all(isinstance(value, int) for value in args), args
+            assert block == (rx_kernels.block_size(self.name), 1, 1)
+            assert self.signature == rx_kernels.SIGNATURES[self.name]
+            assert all(isinstance(value, int | float) for value in args), args
             calls.append(self.name)
             run_kernel(memory, emulator, self.name, grid, list(args))
 
@@ -653,12 +774,12 @@ def fake_cupy(memory: DeviceMemory, emulator: Emulator) -> dict[str, Any]:
             self.name = name
 
         def __call__(self, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
-            assert block == (256, 1, 1)
+            assert block == (rx_kernels.block_size(self.name), 1, 1)
             for code, value in zip(rx_kernels.SIGNATURES[self.name], args, strict=True):
-                assert isinstance(value, np.generic) and value.dtype == {"P": np.uint64, "q": np.int64,
-                                                                          "i": np.int32}[code]  # fmt: skip
+                dtypes = {"P": np.uint64, "q": np.int64, "i": np.int32, "f": np.float32}
+                assert isinstance(value, np.generic) and value.dtype == dtypes[code]
             calls.append(self.name)
-            run_kernel(memory, emulator, self.name, grid, [int(value) for value in args])
+            run_kernel(memory, emulator, self.name, grid, [value.item() for value in args])
 
     class RawModule:
         def __init__(
@@ -730,11 +851,12 @@ def test_launcher_scores_like_the_oracle(emulated_rx: Any) -> None:
 
 @pytest.mark.parametrize("scorer", ["global", "hybrid"])
 def test_the_stream_scores_with_the_kernels_as_with_numpy(emulated_rx: Any, scorer: str) -> None:
-    """The line loop with causal RX's per-line sums and scores on the (emulated) kernels: the same
-    lines scored, the same statistics (FP64 sums) and scores within the FP32 scoring bound of the
-    float64 numpy loop, invalid pixels NaN; the whitener goes up only when a refresh changed it."""
+    """The line loop with causal RX's per-line sums and scores on the (emulated) kernels (and, for
+    hybrid RX, its local part): the same lines scored, the same statistics (FP64 sums) and scores
+    within the FP32 scoring bound of the float64 numpy loop, invalid pixels NaN; the whitener goes
+    up only when a refresh changed it."""
     from edge_had.stream.causal import CausalSettings
-    from edge_had.stream.cuda_line_math import CudaLineMath
+    from edge_had.stream.cuda_line_math import CudaLineMath, CudaLocalMath
     from edge_had.stream.pipeline import StreamPipeline
 
     lines = correlated_pixels(24 * 30, 12, seed=8, condition=1e4).reshape(24, 30, 12).astype(np.float32)
@@ -753,7 +875,9 @@ def test_the_stream_scores_with_the_kernels_as_with_numpy(emulated_rx: Any, scor
     results = {}
     for name, line_math in (("numpy", None), ("cuda", CudaLineMath(emulated_rx))):
         finals: list[Any] = []
-        options = {} if line_math is None else {"line_math": line_math}
+        options: dict[str, Any] = {} if line_math is None else {"line_math": line_math}
+        if line_math is not None and scorer == "hybrid":
+            options["local_math"] = CudaLocalMath(emulated_rx)
         pipeline = StreamPipeline(
             30, 12, settings=settings, scorer=scorer, on_result=finals.append, **options
         )
@@ -773,7 +897,54 @@ def test_the_stream_scores_with_the_kernels_as_with_numpy(emulated_rx: Any, scor
     np.testing.assert_allclose(cuda_rx.statistics.s2, numpy_rx.statistics.s2, rtol=0, atol=COV64_REL * scale)
     calls = emulated_rx.fake_calls
     assert calls.count("rx_cov_f32_acc64") == 24 and calls.count("rx_score_f32") == 24
+    if scorer == "hybrid":  # every line's local part on the kernel, none left to numpy
+        assert calls.count("lrx_line_f32") == 24 and cuda_pipeline.rx.local_math.numpy_lines == 0
     assert len(uploads) == cuda_rx.refreshes < 24  # the background went up once per refresh
+
+
+@pytest.mark.parametrize("case", ["basis changes", "singular windows", "too many components"])
+def test_hybrid_rx_local_part_on_the_kernel_as_in_numpy(emulated_rx: Any, case: str) -> None:
+    """CausalHybridRX with its local part on the (emulated) lrx kernel against the float64 numpy
+    detector: a basis refreshed every 5 lines (the device ring is put again each time); windows
+    made singular by a dead band without loading (the kernel marks them and numpy scores those
+    lines); more components than the kernel holds (numpy throughout)."""
+    from edge_had.detectors.lrx import LocalRXSettings
+    from edge_had.stream.causal import CausalSettings
+    from edge_had.stream.cuda_line_math import CudaLocalMath
+
+    rng = np.random.default_rng(31)
+    bands = {"basis changes": 12, "singular windows": 4, "too many components": 20}[case]
+    lines = 50.0 + correlated_pixels(30 * 25, bands, seed=9, condition=1e3).reshape(30, 25, bands)
+    lines[11, 6:9] += 5.0 * rng.standard_normal(bands)  # a small target
+    lines[3, 2] = np.nan  # an invalid pixel
+    local = LocalRXSettings(n_components=None if case == "too many components" else 10)
+    if case == "singular windows":
+        lines[..., 1] = 50.0
+        local = LocalRXSettings(n_components=None, regularization=0.0)
+    settings = CausalSettings(warmup_lines=4)
+    scored, detectors = {}, {}
+    for name in ("numpy", "cuda"):
+        device = CudaLocalMath(emulated_rx) if name == "cuda" else None
+        detector = CausalHybridRX(bands, settings, local, basis_every=5, local_math=device)
+        valid = ~np.isnan(lines).any(axis=-1)
+        out = [r for line, v in zip(np.nan_to_num(lines), valid, strict=True) for r in detector.push(line, v)]
+        out += detector.flush()
+        scored[name] = np.stack([scores for _, scores, _ in sorted(out, key=lambda r: r[0])])
+        detectors[name] = detector
+    got, want = scored["cuda"], scored["numpy"]
+    assert got.shape == want.shape == (30, 25)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.isnan(got[3, 2])
+    finite = ~np.isnan(want)
+    worst, p99 = score_errors(got[finite], want[finite])
+    assert worst <= LOCAL_MAX_REL and p99 <= LOCAL_P99_REL, (worst, p99)
+    calls = emulated_rx.fake_calls.count("lrx_line_f32")
+    device = detectors["cuda"].local_math
+    if case == "too many components":
+        assert device is None and calls == 0
+    elif case == "singular windows":
+        assert calls == 30 and device.numpy_lines == 30  # every window: the dead band's component
+    else:
+        assert calls == 30 and device.numpy_lines == 0
 
 
 @pytest.mark.parametrize("case", ["dark warm-up", "rank-deficient"])
@@ -811,11 +982,13 @@ def test_the_kernels_score_awkward_statistics_as_numpy_does(emulated_rx: Any, ca
     assert worst <= SCORE_MAX_REL and np.array_equal(got == 0, want == 0)
 
 
+@pytest.mark.parametrize("detector", ["rx", "hybrid-rx"])
 def test_stream_rx_device_cuda_runs_the_kernels_from_the_command_line(
-    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, detector: str
 ) -> None:
     """``edge-had stream --rx-device cuda`` on the emulated kernels: the same events and AUC as
-    the numpy loop, and the report names the launcher; without a launcher it fails, saying why."""
+    the numpy loop, and the report names the launcher (and, for hybrid RX, that its local part ran
+    on the kernel); without a launcher it fails, saying why."""
     import sys
 
     from edge_had.cli import main
@@ -823,7 +996,7 @@ def test_stream_rx_device_cuda_runs_the_kernels_from_the_command_line(
     cube = 100.0 + correlated_pixels(40 * 24, 10, seed=4).reshape(40, 24, 10).astype(np.float32)
     cube[25:27, 10:12] += 40.0
     np.save(tmp_path / "scene.npy", cube)
-    base = ["stream", "--source", str(tmp_path / "scene.npy"), "--detector", "rx"]
+    base = ["stream", "--source", str(tmp_path / "scene.npy"), "--detector", detector]
     assert main([*base, "--rx-device", "cuda", "--json", str(tmp_path / "none.json")]) == 2
     memory = DeviceMemory()
     for name, module in {**fake_pycuda(memory, emulator), **fake_cupy(memory, emulator)}.items():
@@ -833,8 +1006,12 @@ def test_stream_rx_device_cuda_runs_the_kernels_from_the_command_line(
         path, out = tmp_path / f"{device}.json", tmp_path / device
         assert main([*base, "--rx-device", device, "--json", str(path), "--out", str(out)]) == 0
         reports[device], scores[device] = json.loads(path.read_text()), np.load(out / "scores.npy")
-    assert reports["cpu"]["rx_device"] == {"device": "cpu", "cuda": None}
+    hybrid = detector == "hybrid-rx"
+    local = {"device": "numpy", "numpy_lines": None} if hybrid else None
+    assert reports["cpu"]["rx_device"] == {"device": "cpu", "cuda": None, "local_rx": local}
     assert reports["cuda"]["rx_device"]["cuda"]["launcher"] == "pycuda"
+    local = {"device": "cuda", "numpy_lines": 0} if hybrid else None
+    assert reports["cuda"]["rx_device"]["local_rx"] == local
     assert reports["cuda"]["events"]["count"] == reports["cpu"]["events"]["count"] >= 1
     worst, _ = score_errors(scores["cuda"].ravel(), scores["cpu"].ravel())
     assert worst <= SCORE_MAX_REL
@@ -1119,22 +1296,50 @@ def test_gpu_c_library(tmp_path: Path) -> None:
 
 
 @pytest.mark.gpu
-def test_gpu_stream_loop_scores_like_numpy(gpu_rx: CudaRX) -> None:
+def test_gpu_local_rx_kernel(gpu_rx: CudaRX) -> None:
+    """lrx_line_f32 on the GPU at the FX10 width (1024 pixels, 10 components, a ring of 15 lines
+    that wraps) against the float64 brute force, with the emulation's bounds."""
+    rng = np.random.default_rng(17)
+    dims, width, slots = 10, 1024, 15
+    mixing = rng.standard_normal((dims, dims)) * np.geomspace(30, 1, dims)[:, None]
+    plan = gpu_rx.local_plan(width, dims, slots)
+    ring, valid = np.zeros((slots, dims, width), np.float32), np.ones((slots, width), bool)
+    for position in range(20, 35):
+        line = (mixing @ rng.standard_normal((dims, width)) + 5.0).astype(np.float32)
+        flags = rng.random(width) > 0.05
+        line[:, ~flags] = 0.0
+        plan.put(position, line, flags)
+        ring[position % slots], valid[position % slots] = line, flags
+    fallback, load = rng.random(dims) * 100 + 1, 1e-3 * float(np.trace(mixing @ mixing.T)) / dims
+    args = {"centre": 27, "top": 20, "bottom": 34, "inner": 2, "outer": 7}
+    got = plan(**args, fallback=fallback, load=load)
+    want = local_rx_oracle(ring, valid, fallback, **args, load=load)
+    worst, p99 = score_errors(got, want)
+    assert worst <= LOCAL_MAX_REL and p99 <= LOCAL_P99_REL, (gpu_rx.describe(), worst, p99)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scorer", ["global", "hybrid"])
+def test_gpu_stream_loop_scores_like_numpy(gpu_rx: CudaRX, scorer: str) -> None:
     """The line loop at the FX10 shape (1024 pixels, 224 bands reduced to 32) with causal RX's
-    per-line work on the GPU: scores within the FP32 bound of the numpy loop."""
-    from edge_had.stream.cuda_line_math import CudaLineMath
+    per-line work (and hybrid RX's local part) on the GPU: scores within the FP32 bound of the
+    numpy loop."""
+    from edge_had.stream.cuda_line_math import CudaLineMath, CudaLocalMath
     from edge_had.stream.pipeline import StreamPipeline
     from edge_had.stream.run import DEFAULT_SETTINGS, band_reduction
 
     lines = (1000.0 + correlated_pixels(64 * 1024, 224, seed=12, condition=1e4)).reshape(64, 1024, 224)
     scores = {}
-    for name, options in (("numpy", {}), ("cuda", {"line_math": CudaLineMath(gpu_rx)})):
+    local = CudaLocalMath(gpu_rx)
+    for name, options in (("numpy", {}), ("cuda", {"line_math": CudaLineMath(gpu_rx), "local_math": local})):
         finals: list[Any] = []
         pipeline = StreamPipeline(1024, 224, reduction=band_reduction(224), settings=DEFAULT_SETTINGS,
-                                  on_result=finals.append, **options)  # fmt: skip
+                                  on_result=finals.append, scorer=scorer, **options)  # fmt: skip
         for row, line in enumerate(lines.astype(np.float32)):
             pipeline.push(line, row, float(row))
         pipeline.finish()
         scores[name] = np.stack([r.scores for r in sorted(finals, key=lambda r: r.index)])
     worst, p99 = score_errors(scores["cuda"].ravel(), scores["numpy"].ravel())
     assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL, (gpu_rx.describe(), worst, p99)
+    if scorer == "hybrid":
+        assert local.numpy_lines == 0 and pipeline.rx.local_math is local

@@ -144,15 +144,18 @@ class CudaDevice:
             _release(buffer)
         self._buffers = [kept for kept in self._buffers if kept is not buffer]
 
-    def upload(self, buffer: Buffer, array: np.ndarray) -> None:
-        """Queue a copy of ``array`` into ``buffer`` on the stream (via its pinned host array)."""
+    def upload(self, buffer: Buffer, array: np.ndarray, *, offset: int = 0) -> None:
+        """Queue a copy of ``array`` into ``buffer`` from element ``offset`` on, on the stream (via
+        the same elements of its pinned host array)."""
         flat = np.ascontiguousarray(array, dtype=buffer.host.dtype).reshape(-1)
-        if flat.size > buffer.capacity:
-            raise ValueError(f"{flat.size} elements do not fit a buffer of {buffer.capacity}")
-        staged = buffer.host[: flat.size]
+        if offset < 0 or offset + flat.size > buffer.capacity:
+            raise ValueError(
+                f"elements {offset}..{offset + flat.size} do not fit a buffer of {buffer.capacity}"
+            )
+        staged = buffer.host[offset : offset + flat.size]
         staged[...] = flat
         with self.activated():
-            self._driver.memcpy_htod_async(buffer.device, staged, self._stream)
+            self._driver.memcpy_htod_async(int(buffer.device) + offset * flat.itemsize, staged, self._stream)
 
     def download(self, buffer: Buffer, shape: tuple[int, ...]) -> np.ndarray:
         """Queue a copy of the first ``prod(shape)`` elements of ``buffer`` to its pinned host array;

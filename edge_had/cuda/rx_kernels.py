@@ -61,9 +61,23 @@ COV_KERNELS = {
     ("float32", "fp32"): "rx_cov_f32_acc32",
     ("float16", "fp32"): "rx_cov_f16_acc32",
 }
-SIGNATURES = {name: SCORE_SIGNATURE for name in SCORE_KERNELS.values()} | {
-    name: COV_SIGNATURE for name in COV_KERNELS.values()
-}
+LOCAL_KERNEL = "lrx_line_f32"
+# y, valid, slots, width, dims, centre, top, bottom, inner, outer, fallback, load, scores
+LOCAL_SIGNATURE = "PPiiiqqqiiPfP"
+LOCAL_THREADS = 32  # EH_LRX_THREADS: one thread per pixel
+LOCAL_MAX_DIMS = 16  # EH_LRX_MAX_DIMS
+SIGNATURES = (
+    {name: SCORE_SIGNATURE for name in SCORE_KERNELS.values()}
+    | {name: COV_SIGNATURE for name in COV_KERNELS.values()}
+    | {LOCAL_KERNEL: LOCAL_SIGNATURE}
+)
+
+
+def block_size(kernel: str) -> int:
+    """Threads per block the kernel was written for (``EH_LRX_THREADS`` or ``EH_THREADS``)."""
+    return LOCAL_THREADS if kernel == LOCAL_KERNEL else THREADS
+
+
 COMPILE_OPTIONS = ("-O3", "-std=c++17")
 
 
@@ -167,7 +181,7 @@ class _Backend(Protocol):
     notes: list[str]
 
     def allocate(self, capacity: int, dtype: np.dtype[Any] | type) -> _Memory: ...
-    def upload(self, buffer: _Memory, array: np.ndarray) -> None: ...
+    def upload(self, buffer: _Memory, array: np.ndarray, offset: int = 0) -> None: ...
     def download(self, buffer: _Memory, shape: tuple[int, ...]) -> np.ndarray: ...
     def zero(self, buffer: _Memory, nbytes: int, offset: int = 0) -> None: ...
     def launch(self, name: str, grid: tuple[int, int, int], args: tuple[int | float, ...]) -> None: ...
@@ -216,12 +230,12 @@ class _PycudaBackend:
         self._buffers.append(buffer)
         return buffer
 
-    def upload(self, buffer: _Memory, array: np.ndarray) -> None:
+    def upload(self, buffer: _Memory, array: np.ndarray, offset: int = 0) -> None:
         # The copy reads the buffer's pinned host half asynchronously: restaging it while an
         # earlier copy may still be queued would race, so wait for the queue first.
         assert isinstance(buffer, Buffer)
         self.device.synchronize()
-        self.device.upload(buffer, array)
+        self.device.upload(buffer, array, offset=offset)
 
     def download(self, buffer: _Memory, shape: tuple[int, ...]) -> np.ndarray:
         assert isinstance(buffer, Buffer)
@@ -232,7 +246,7 @@ class _PycudaBackend:
         self.device.zero(buffer, nbytes, offset=offset)
 
     def launch(self, name: str, grid: tuple[int, int, int], args: tuple[int | float, ...]) -> None:
-        self.device.launch(self._kernels[name], grid, (THREADS, 1, 1), *args)
+        self.device.launch(self._kernels[name], grid, (block_size(name), 1, 1), *args)
 
     def synchronize(self) -> None:
         self.device.synchronize()
@@ -334,17 +348,19 @@ class _CupyBackend:
         self._buffers.append(buffer)
         return buffer
 
-    def upload(self, buffer: _Memory, array: np.ndarray) -> None:
+    def upload(self, buffer: _Memory, array: np.ndarray, offset: int = 0) -> None:
         flat = np.ascontiguousarray(array, dtype=buffer.host.dtype).reshape(-1)
-        if flat.size > buffer.capacity:
-            raise ValueError(f"{flat.size} elements do not fit a buffer of {buffer.capacity}")
+        if offset < 0 or offset + flat.size > buffer.capacity:
+            raise ValueError(
+                f"elements {offset}..{offset + flat.size} do not fit a buffer of {buffer.capacity}"
+            )
         self.synchronize()  # an earlier queued copy may still read the pinned host half
-        staged = buffer.host[: flat.size]
+        staged = buffer.host[offset : offset + flat.size]
         staged[...] = flat
         runtime = self._cupy.cuda.runtime
         with self._device:
             runtime.memcpyAsync(
-                buffer.address,
+                buffer.address + offset * flat.itemsize,
                 staged.ctypes.data,
                 staged.nbytes,
                 runtime.memcpyHostToDevice,
@@ -381,7 +397,7 @@ class _CupyBackend:
             _CUPY_ARGUMENT[code](value) for code, value in zip(SIGNATURES[name], args, strict=True)
         )
         with self._device, self._stream:
-            self._kernels[name](grid, (THREADS, 1, 1), values)
+            self._kernels[name](grid, (block_size(name), 1, 1), values)
 
     def synchronize(self) -> None:
         with self._device:
@@ -574,6 +590,74 @@ class CovPlan:
         return self.n, s1, s2
 
 
+class LocalRXPlan:
+    """The device ring of a stream's last ``slots`` lines projected on ``dims`` principal
+    components (``dims <= 16``), and the local (dual-window) RX of one of its lines with the
+    ``lrx_line_f32`` kernel (window rules and error in ``rx_kernels.cu``). The line at absolute
+    position ``p`` lives in slot ``p % slots``; :meth:`put` replaces what that slot held."""
+
+    def __init__(self, rx: CudaRX, width: int, dims: int, slots: int) -> None:
+        if width < 1 or slots < 1 or not 1 <= dims <= LOCAL_MAX_DIMS:
+            raise ValueError(
+                f"need width >= 1, slots >= 1 and 1 <= dims <= {LOCAL_MAX_DIMS}, got {width}, {slots}, {dims}"
+            )
+        self._backend = rx._backend
+        self.width, self.dims, self.slots = width, dims, slots
+        self.y = self._backend.allocate(slots * dims * width, np.float32)
+        self.valid = self._backend.allocate(slots * width, np.uint8)
+        self.fallback = self._backend.allocate(dims, np.float32)
+        self.scores = self._backend.allocate(width, np.float32)
+        self._held: dict[int, int] = {}  # slot -> position
+        self._fallback: np.ndarray | None = None
+
+    def holds(self, position: int) -> bool:
+        return self._held.get(position % self.slots) == position
+
+    def forget(self) -> None:
+        """Every slot counts as empty (the basis changed: lines must be put again)."""
+        self._held.clear()
+
+    def put(self, position: int, y: np.ndarray, valid: np.ndarray) -> None:
+        """Queue the upload of the line at ``position``: ``y`` ``(dims, width)`` (zero where not
+        valid) and ``valid`` ``(width,)``."""
+        y, valid = np.asarray(y), np.asarray(valid, dtype=bool)
+        if y.shape != (self.dims, self.width) or valid.shape != (self.width,):
+            raise ValueError(
+                f"expected y ({self.dims}, {self.width}) and valid ({self.width},), "
+                f"got {y.shape} and {valid.shape}"
+            )
+        slot = position % self.slots
+        self._backend.upload(self.y, y.astype(np.float32), slot * self.dims * self.width)
+        self._backend.upload(self.valid, valid.astype(np.uint8), slot * self.width)
+        self._held[slot] = position
+
+    def __call__(self, centre: int, top: int, bottom: int, *, inner: int, outer: int,
+                 fallback: np.ndarray, load: float) -> np.ndarray:  # fmt: skip
+        """Local RX (float32, ``(width,)``) of the line at ``centre`` with the window lines
+        ``top..bottom`` (all held), guard half-width ``inner`` and window half-width ``outer``;
+        ``fallback``: the diagonal covariance of windows with too few pixels; ``load``: added to
+        every covariance's diagonal. -1 marks a pixel whose window was singular (see the kernel)."""
+        if not top <= centre <= bottom or bottom - top + 1 > self.slots:
+            raise ValueError(f"window {top}..{bottom} around {centre} does not fit {self.slots} slots")
+        missing = [p for p in range(top, bottom + 1) if not self.holds(p)]
+        if missing:
+            raise ValueError(f"lines {missing} are not on the device: put() them first")
+        if not 0 <= inner < outer:
+            raise ValueError(f"need 0 <= inner < outer, got {inner}, {outer}")
+        fallback = np.asarray(fallback, dtype=np.float32)
+        if fallback.shape != (self.dims,):
+            raise ValueError(f"expected a ({self.dims},) fallback, got {fallback.shape}")
+        if self._fallback is None or not np.array_equal(fallback, self._fallback):
+            self._backend.upload(self.fallback, fallback)
+            self._fallback = fallback.copy()
+        args = (self.y.address, self.valid.address, self.slots, self.width, self.dims, centre, top, bottom,
+                inner, outer, self.fallback.address, float(load), self.scores.address)  # fmt: skip
+        self._backend.launch(LOCAL_KERNEL, (math.ceil(self.width / LOCAL_THREADS), 1, 1), args)
+        scores = self._backend.download(self.scores, (self.width,))
+        self._backend.synchronize()
+        return np.array(scores, copy=True)
+
+
 # --------------------------------------------------------------------------- the detector
 
 
@@ -721,6 +805,9 @@ class CudaRX:
         self, capacity: int, bands: int, *, dtype: type = np.float32, precision: str = "fp64"
     ) -> CovPlan:
         return CovPlan(self, capacity, bands, dtype=dtype, precision=precision)
+
+    def local_plan(self, width: int, dims: int, slots: int) -> LocalRXPlan:
+        return LocalRXPlan(self, width, dims, slots)
 
     def _score_plan(self, dtype: np.dtype[Any], n: int, bands: int, k: int) -> ScorePlan:
         key = (dtype.name, bands, k)

@@ -20,7 +20,7 @@ grows with the stream once the global warm-up is over (lines wait for it as in
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -43,6 +43,25 @@ def _along_line_box_sums(values: np.ndarray, halves: tuple[int, ...]) -> list[np
         - cumulative[..., pad - half : pad - half + width]
         for half in halves
     ]
+
+
+class LocalLineMath(Protocol):
+    """Where the local part's per-line work runs instead of numpy (the CUDA kernel:
+    :class:`edge_had.stream.cuda_line_math.CudaLocalMath`): the window's lines, in the current
+    basis, are ``put`` once each; ``scores`` returns a line's local RX, or ``None`` to leave that
+    line to numpy."""
+
+    name: str
+    max_dims: int
+
+    def holds(self, position: int) -> bool: ...
+
+    def forget(self) -> None: ...
+
+    def put(self, position: int, y: np.ndarray, valid: np.ndarray, slots: int) -> None: ...
+
+    def scores(self, centre: int, top: int, bottom: int, valid: np.ndarray, *, inner: int, outer: int,
+               fallback: np.ndarray, load: float) -> np.ndarray | None: ...  # fmt: skip
 
 
 class _LineFeatures(NamedTuple):
@@ -68,19 +87,26 @@ class CausalHybridRX:
         *,
         basis_every: int = 64,
         line_math: LineMath = NUMPY_LINE_MATH,
+        local_math: LocalLineMath | None = None,
     ) -> None:
         if basis_every < 1:
             raise ValueError(f"basis_every must be >= 1, got {basis_every}")
         self.bands = bands
-        self.global_rx = CausalRX(bands, settings, line_math)  # local RX stays in numpy
+        self.global_rx = CausalRX(bands, settings, line_math)
         self.settings = self.global_rx.settings
         self.local = local or LocalRXSettings()
         self.basis_every = basis_every
         components = self.local.n_components
         self.components = bands if components is None or components >= bands else components
         self.look_ahead_lines = self.local.outer // 2
+        # the local part on a device when one is given and the basis fits its kernel
+        fits = local_math is not None and self.components <= local_math.max_dims
+        self.local_math = local_math if fits else None
+        if self.local_math is not None:
+            self.local_math.forget()  # positions start again at 0: what it holds is another stream's
         self._lines: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # position -> (line, valid)
         self._projected: dict[int, _LineFeatures] = {}  # position -> features (see _features)
+        self._projections: dict[int, np.ndarray] = {}  # position -> y (see _projection)
         self._outer, self._inner = _RowWindow(), _RowWindow()
         self._global: dict[int, tuple[np.ndarray, bool]] = {}  # global RX waiting for its local part
         self._pushed = 0
@@ -121,6 +147,7 @@ class CausalHybridRX:
             for old in [p for p in self._lines if p < self._next - half - 1]:  # left every window
                 del self._lines[old]
                 self._projected.pop(old, None)
+                self._projections.pop(old, None)
         return out
 
     def _local_scores(self, position: int) -> np.ndarray:
@@ -129,6 +156,11 @@ class CausalHybridRX:
         last = self._pushed - 1
         c = self.components
         outer, inner = self.local.outer // 2, self.local.inner // 2
+        if self.local_math is not None:
+            top, bottom = max(position - outer, 0), min(position + outer, last)
+            scores = self._device_scores(position, top, bottom, eigenvalues)
+            if scores is not None:
+                return scores
         self._outer.move_to(
             max(position - outer, 0), min(position + outer, last), lambda p: self._features(p).outer
         )
@@ -147,6 +179,26 @@ class CausalHybridRX:
             self.local.regularization,
         )
 
+    def _device_scores(
+        self, position: int, top: int, bottom: int, eigenvalues: np.ndarray
+    ) -> np.ndarray | None:
+        """The local RX of ``position`` on :attr:`local_math` (the same window and loading as
+        numpy's), or ``None`` when it leaves the line to numpy."""
+        assert self.local_math is not None
+        for p in range(top, bottom + 1):
+            if not self.local_math.holds(p):
+                _, valid = self._lines[p]
+                self.local_math.put(p, self._projection(p), valid, self.local.outer)
+        _, valid = self._lines[position]
+        load = self.local.regularization * float(eigenvalues.sum()) / self.components
+        scores = self.local_math.scores(
+            position, top, bottom, valid, inner=self.local.inner // 2, outer=self.local.outer // 2,
+            fallback=eigenvalues, load=load,
+        )  # fmt: skip
+        if scores is not None:
+            scores[~valid] = np.nan
+        return scores
+
     def _current_basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean, leading eigenvectors and their eigenvalues of the causal statistics (refreshed
         every ``basis_every`` lines; the kept projections are dropped when it changes)."""
@@ -159,17 +211,27 @@ class CausalHybridRX:
             self._basis = (mean, vectors[:, order], np.maximum(values[order], 0.0))
             self._basis_age = 0
             self._projected.clear()
+            self._projections.clear()
             self._outer.reset()
             self._inner.reset()
+            if self.local_math is not None:
+                self.local_math.forget()
         return self._basis
+
+    def _projection(self, position: int) -> np.ndarray:
+        """The line at ``position`` in the current basis, ``(c, width)``, zero where not valid; cached."""
+        if position not in self._projections:
+            assert self._basis is not None
+            mean, basis, _ = self._basis
+            line, valid = self._lines[position]
+            self._projections[position] = np.where(valid, basis.T @ (line - mean).T, 0.0)
+        return self._projections[position]
 
     def _features(self, position: int) -> _LineFeatures:
         """The line at ``position`` in the current basis (:class:`_LineFeatures`); cached."""
         if position not in self._projected:
-            assert self._basis is not None
-            mean, basis, _ = self._basis
-            line, valid = self._lines[position]
-            y = np.where(valid, basis.T @ (line - mean).T, 0.0)
+            _, valid = self._lines[position]
+            y = self._projection(position)
             per_pixel = np.concatenate([valid[None].astype(np.float64), y, pair_products(y)])
             outer, inner = _along_line_box_sums(per_pixel, (self.local.outer // 2, self.local.inner // 2))
             self._projected[position] = _LineFeatures(y, outer, inner)

@@ -141,12 +141,24 @@ def run_stream_command(args: argparse.Namespace) -> int:
             cuda_rx.close()
 
 
+def _local_rx_device(scorer: Any) -> dict[str, Any] | None:
+    """Where the hybrid scorer's local RX ran (None for global RX) and how many lines the CUDA
+    kernel left to numpy (singular windows)."""
+    if not hasattr(scorer, "local_math"):
+        return None
+    device = scorer.local_math
+    return {
+        "device": "numpy" if device is None else device.name,
+        "numpy_lines": None if device is None else device.numpy_lines,
+    }
+
+
 def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
     from edge_had.io import sha256_file
     from edge_had.stream.causal import NUMPY_LINE_MATH
-    from edge_had.stream.cuda_line_math import CudaLineMath
+    from edge_had.stream.cuda_line_math import CudaLineMath, CudaLocalMath
     from edge_had.stream.events import EventDetector, stream_threshold
     from edge_had.stream.pipeline import StreamPipeline
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction, run_stream
@@ -193,6 +205,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         reorder_window=args.reorder_window,
         scorer=scorer,
         line_math=NUMPY_LINE_MATH if cuda_rx is None else CudaLineMath(cuda_rx),
+        local_math=None if cuda_rx is None else CudaLocalMath(cuda_rx),
     )
     if args.faults:
         from edge_had.stream.faults import faulty_lines, parse_faults
@@ -270,7 +283,11 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         "lines_per_second": run.lines_per_second,
         "detector": detector,
         "backend": None if backend is None else backend.to_dict(),
-        "rx_device": {"device": args.rx_device, "cuda": None if cuda_rx is None else cuda_rx.describe()},
+        "rx_device": {
+            "device": args.rx_device,
+            "cuda": None if cuda_rx is None else cuda_rx.describe(),
+            "local_rx": _local_rx_device(run.pipeline.rx),
+        },
         **run.pipeline.report(),
         "look_ahead_ms": run.pipeline.look_ahead_lines * 1e3 / rate,
         "events": {

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_had.cuda.rx_kernels import LOCAL_MAX_DIMS
 from edge_had.stream.causal import NUMPY_LINE_MATH
 
 FP32_LIMIT = 1e30  # larger whitener entries would overflow FP32 products
@@ -78,3 +79,42 @@ class CudaLineMath:
         if plan is None or plan.capacity < pixels:
             plan = plans[bands] = make(max(pixels, 2 * plan.capacity if plan else 1), bands)
         return plan
+
+
+class CudaLocalMath:
+    """The local half of hybrid RX (:class:`~edge_had.stream.causal_local.CausalHybridRX`) on the
+    ``lrx_line_f32`` kernel: the window's lines, projected on the principal basis by the host, go
+    up once each (a ring of ``slots`` lines, put again when the basis changes) and one launch
+    scores a line. A line with a singular window somewhere (the kernel marks it) is left to the
+    float64 numpy path (``None``); :attr:`numpy_lines` counts them. ``rx``: an open
+    :class:`~edge_had.cuda.rx_kernels.CudaRX` (the caller closes it)."""
+
+    name = "cuda"
+    max_dims = LOCAL_MAX_DIMS
+
+    def __init__(self, rx: Any) -> None:
+        self.rx = rx
+        self._plan: Any = None
+        self.numpy_lines = 0
+
+    def holds(self, position: int) -> bool:
+        return self._plan is not None and self._plan.holds(position)
+
+    def forget(self) -> None:
+        if self._plan is not None:
+            self._plan.forget()
+
+    def put(self, position: int, y: np.ndarray, valid: np.ndarray, slots: int) -> None:
+        dims, width = y.shape
+        plan = self._plan
+        if plan is None or (plan.dims, plan.width, plan.slots) != (dims, width, slots):
+            plan = self._plan = self.rx.local_plan(width, dims, slots)
+        plan.put(position, y, valid)
+
+    def scores(self, centre: int, top: int, bottom: int, valid: np.ndarray, *, inner: int, outer: int,
+               fallback: np.ndarray, load: float) -> np.ndarray | None:  # fmt: skip
+        scores = self._plan(centre, top, bottom, inner=inner, outer=outer, fallback=fallback, load=load)
+        if (scores[valid] < 0).any():
+            self.numpy_lines += 1
+            return None
+        return scores.astype(np.float64)

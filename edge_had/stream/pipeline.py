@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from edge_had.stream.causal import NUMPY_LINE_MATH, CausalRX, CausalSettings, LineMath
-from edge_had.stream.causal_local import CausalHybridRX
+from edge_had.stream.causal_local import CausalHybridRX, LocalLineMath
 from edge_had.stream.enhance import EnhancementError
 from edge_had.stream.profiler import TOTAL, StageProfiler
 
@@ -119,7 +119,8 @@ class StreamPipeline:
     ``scorer``: ``"global"`` (causal RX, scored on arrival) or ``"hybrid"`` (``sqrt(RX * LRX)``
     with a causal dual-window LRX, :mod:`edge_had.stream.causal_local`: 7 lines more look-ahead).
     ``line_math``: where causal RX's per-line sums and scores run (numpy, or the CUDA kernels:
-    :mod:`edge_had.stream.cuda_line_math`)."""
+    :mod:`edge_had.stream.cuda_line_math`); ``local_math``: where the hybrid scorer's local RX
+    runs (``None``: numpy)."""
 
     def __init__(
         self,
@@ -136,11 +137,13 @@ class StreamPipeline:
         reinit_after: int = 8,
         scorer: str = "global",
         line_math: LineMath = NUMPY_LINE_MATH,
+        local_math: LocalLineMath | None = None,
     ) -> None:
         if scorer not in SCORERS:
             raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
         self.scorer = scorer
         self.line_math = line_math
+        self.local_math = local_math
         self.width = width
         self._use_bands(bands, reduction)
         if self.reduction is not None and self.reduction.shape[1] != bands:
@@ -398,7 +401,7 @@ class StreamPipeline:
 
     def _new_scorer(self, bands: int) -> CausalRX | CausalHybridRX:
         if self.scorer == "hybrid":
-            return CausalHybridRX(bands, self.settings, line_math=self.line_math)
+            return CausalHybridRX(bands, self.settings, line_math=self.line_math, local_math=self.local_math)
         return CausalRX(bands, self.settings, self.line_math)
 
     def _deliver(self, scored: list[tuple[int, np.ndarray, bool]]) -> None:

@@ -1,10 +1,12 @@
-// edge-had CUDA kernels for global RX: fused Mahalanobis scoring and covariance accumulation.
+// edge-had CUDA kernels: global RX (fused Mahalanobis scoring, covariance accumulation) and the
+// local (dual-window) RX of one line of a line-scan stream.
 //
 // One source for every loader: nvcc (CMake builds a fatbin, per-architecture cubins and a C ABI
 // library from it), pycuda (module_from_file on the fatbin, or pycuda.compiler at run time) and
 // CuPy (RawModule on the fatbin, or NVRTC at run time). It therefore includes no header at all
 // (NVRTC has no system headers) and every entry point is `extern "C"` with plain pointer, int and
-// long long parameters. Launch every kernel with EH_THREADS (256) threads per block, 1-D.
+// long long parameters. Launch every global-RX kernel with EH_THREADS (256) threads per block and
+// the local-RX kernel with EH_LRX_THREADS (32), 1-D.
 //
 // Scoring  (rx_score_f32 / rx_score_f16)
 //   scores[i] = || W (x_i - mean) ||^2 for the n pixels x_i (rows of X, n x bands, row stride ldx
@@ -50,10 +52,37 @@
 //   (edge_had.cuda.rx_kernels does). Use it where the covariance is regularised well above that
 //   (e.g. K <= 32 reduced bands with loading 1e-6 trace / K is borderline: measure first).
 
+//
+// Local RX of one stream line  (lrx_line_f32)
+//   The stream's hybrid detector (edge_had.stream.causal_local) keeps its last `slots` lines,
+//   projected on dims <= EH_LRX_MAX_DIMS principal components, in a ring on the device: y (slots x
+//   dims x width float32; the line at absolute position p is slot p % slots, component-major:
+//   y[(slot * dims + d) * width + c]) and valid (slots x width, uint8). For pixel c of the line at
+//   position `centre` the background is every valid pixel of lines top..bottom (absolute positions,
+//   already clipped by the caller to the lines that exist), columns c-outer..c+outer clipped to the
+//   line, minus the guard: lines centre-inner..centre+inner, columns c-inner..c+inner. Its mean m
+//   and covariance C come in two passes over the window (the mean, then the centred products, so
+//   FP32 loses nothing to cancellation); windows with fewer than dims + 1 pixels use m = 0 and
+//   C = diag(fallback) (the causal statistics in this basis). load is added to C's diagonal.
+//   score = (y_c - m)^T C^-1 (y_c - m) by symmetric elimination without square roots (LDL^T on the
+//   packed upper triangle, d eliminated alongside), FP32. A pivot not above EH_LRX_SINGULAR times
+//   its diagonal entry (a singular or non-finite window) makes the score -1: the caller scores that
+//   line in float64 on the CPU (pseudo-inverse), as edge_had.detectors.lrx does.
+//   Grid: ceil(width / 32) blocks of 32 threads, one thread per pixel. The per-pixel state (136
+//   pair sums, mean, the current window pixel, the diagonal) lives in shared memory, one column per
+//   thread (bank-conflict free, and no local memory: the kernels build with -warn-lmem-usage).
+//   Error: FP32 sums of <= (2 outer + 1)^2 centred products (relative error ~ window u) and an
+//   elimination whose error grows with C's condition number (bounded by the loading); measured
+//   against the float64 oracle in tests/test_cuda_kernels.py.
+
 #define EH_THREADS 256
 #define EH_TILE 64
 #define EH_SLICE 16
 #define EH_PAD 4
+#define EH_LRX_THREADS 32
+#define EH_LRX_MAX_DIMS 16
+#define EH_LRX_PAIRS (EH_LRX_MAX_DIMS * (EH_LRX_MAX_DIMS + 1) / 2)
+#define EH_LRX_SINGULAR 1e-5f
 
 namespace edge_had_rx {
 
@@ -295,6 +324,100 @@ __device__ __forceinline__ void cov_block(const In* __restrict__ x, long long ld
     if (ti == tj && a0 + load_band < bands) atomicAdd(&s1[a0 + load_band], (double)sum_a);
 }
 
+
+// ---- local RX of one line ---------------------------------------------------------------------
+
+// Index of entry (a, b), a <= b, of a dims x dims symmetric matrix packed row by row (upper).
+__device__ __forceinline__ int packed(int a, int b, int dims) { return a * dims - a * (a - 1) / 2 + (b - a); }
+
+__device__ __forceinline__ void lrx_block(const float* __restrict__ y,
+                                          const unsigned char* __restrict__ valid, int slots,
+                                          int width, int dims, long long centre, long long top,
+                                          long long bottom, int inner, int outer,
+                                          const float* __restrict__ fallback, float load,
+                                          float* __restrict__ scores) {
+    __shared__ float pairs[EH_LRX_PAIRS][EH_LRX_THREADS];   // sums, then C, then its elimination
+    __shared__ float mean[EH_LRX_MAX_DIMS][EH_LRX_THREADS];
+    __shared__ float pixel[EH_LRX_MAX_DIMS][EH_LRX_THREADS];  // a window pixel, then y_c - m
+    __shared__ float diagonal[EH_LRX_MAX_DIMS][EH_LRX_THREADS];
+
+    const int t = threadIdx.x;
+    const int c = blockIdx.x * EH_LRX_THREADS + t;
+    if (c >= width) return;  // no barrier below: each thread owns its column of the shared arrays
+    const int n_pairs = dims * (dims + 1) / 2;
+    const int c0 = c - outer < 0 ? 0 : c - outer;
+    const int c1 = c + outer >= width ? width - 1 : c + outer;
+
+    // pass 1: count and mean
+    for (int a = 0; a < dims; ++a) mean[a][t] = 0.f;
+    int count = 0;
+    for (long long p = top; p <= bottom; ++p) {
+        const bool guard_row = p >= centre - inner && p <= centre + inner;
+        const long long slot = p % slots;
+        const float* row = y + slot * dims * (long long)width;
+        for (int col = c0; col <= c1; ++col) {
+            if (guard_row && col >= c - inner && col <= c + inner) continue;
+            if (valid[slot * width + col] == 0) continue;
+            ++count;
+            for (int a = 0; a < dims; ++a) mean[a][t] += row[(long long)a * width + col];
+        }
+    }
+    const bool enough = count >= dims + 1;
+    for (int a = 0; a < dims; ++a) mean[a][t] = enough ? mean[a][t] / (float)count : 0.f;
+
+    // pass 2: centred products (upper triangle)
+    for (int e = 0; e < n_pairs; ++e) pairs[e][t] = 0.f;
+    if (enough) {
+        for (long long p = top; p <= bottom; ++p) {
+            const bool guard_row = p >= centre - inner && p <= centre + inner;
+            const long long slot = p % slots;
+            const float* row = y + slot * dims * (long long)width;
+            for (int col = c0; col <= c1; ++col) {
+                if (guard_row && col >= c - inner && col <= c + inner) continue;
+                if (valid[slot * width + col] == 0) continue;
+                for (int a = 0; a < dims; ++a) pixel[a][t] = row[(long long)a * width + col] - mean[a][t];
+                int e = 0;
+                for (int a = 0; a < dims; ++a) {
+                    const float value = pixel[a][t];
+                    for (int b = a; b < dims; ++b, ++e) pairs[e][t] = fmaf(value, pixel[b][t], pairs[e][t]);
+                }
+            }
+        }
+        for (int e = 0; e < n_pairs; ++e) pairs[e][t] /= (float)count;
+    } else {
+        for (int a = 0; a < dims; ++a) pairs[packed(a, a, dims)][t] = fallback[a];
+    }
+    for (int a = 0; a < dims; ++a) {
+        const int e = packed(a, a, dims);
+        pairs[e][t] += load;
+        diagonal[a][t] = pairs[e][t];
+    }
+
+    // d = y_c - m, then the elimination: score = sum_k d_k'^2 / pivot_k
+    const long long centre_slot = centre % slots;
+    for (int a = 0; a < dims; ++a)
+        pixel[a][t] = y[(centre_slot * dims + a) * (long long)width + c] - mean[a][t];
+    float score = 0.f;
+    bool singular = false;
+    for (int k = 0; k < dims && !singular; ++k) {
+        const float pivot = pairs[packed(k, k, dims)][t];
+        if (!(pivot > EH_LRX_SINGULAR * diagonal[k][t])) {  // also NaN
+            singular = true;
+            break;
+        }
+        const float dk = pixel[k][t];
+        score = fmaf(dk, dk / pivot, score);
+        for (int i = k + 1; i < dims; ++i) {
+            const float factor = pairs[packed(k, i, dims)][t] / pivot;
+            pixel[i][t] = fmaf(-factor, dk, pixel[i][t]);
+            for (int j = i; j < dims; ++j)
+                pairs[packed(i, j, dims)][t] = fmaf(-factor, pairs[packed(k, j, dims)][t],
+                                                    pairs[packed(i, j, dims)][t]);
+        }
+    }
+    scores[c] = singular || !(score == score) ? -1.f : score;
+}
+
 }  // namespace edge_had_rx
 
 // ---- entry points -----------------------------------------------------------------------------
@@ -343,4 +466,13 @@ extern "C" __global__ void __launch_bounds__(EH_THREADS, 2)
                      int n, int bands, int chunk, double* __restrict__ s1,
                      double* __restrict__ s2) {
     edge_had_rx::cov_block<unsigned short, float>(x, ldx, valid, shift, n, bands, chunk, s1, s2);
+}
+
+extern "C" __global__ void __launch_bounds__(EH_LRX_THREADS)
+    lrx_line_f32(const float* __restrict__ y, const unsigned char* __restrict__ valid, int slots,
+                 int width, int dims, long long centre, long long top, long long bottom, int inner,
+                 int outer, const float* __restrict__ fallback, float load,
+                 float* __restrict__ scores) {
+    edge_had_rx::lrx_block(y, valid, slots, width, dims, centre, top, bottom, inner, outer,
+                           fallback, load, scores);
 }
