@@ -307,27 +307,33 @@ def covariance(
 
 def local_line(rx: CudaRX, scratch: Any, dims: int = 10, lines: int = 1000) -> dict[str, Any]:
     """The hybrid stream's local RX of one 1024-pixel line (15 x 15 window, 5 x 5 guard, ``dims``
-    components; the ring already on the device): kernel time and the plan's end-to-end call
-    (launch, download, synchronise from Python)."""
+    components): putting a line (upload of its projection, box-sum kernel, synchronise) and scoring
+    one (the window and score kernels' GPU time; end to end with the download, from Python)."""
     slots = 15
-    plan = rx.local_plan(WIDTH, dims, slots)
+    plan = rx.local_plan(WIDTH, dims, slots, inner=2, outer=7)
     rng = np.random.default_rng(4)
-    for position in range(slots):
-        plan.put(position, rng.standard_normal((dims, WIDTH)), np.ones(WIDTH, bool))
-    fallback, load = np.ones(dims), 1e-3
-    window = {"inner": 2, "outer": 7, "fallback": fallback, "load": load}
-    plan(7, 0, 14, **window)  # warm
+    line, valid = rng.standard_normal((dims, WIDTH)), np.ones(WIDTH, bool)
+    put_us, puts = [], slots + max(lines // 10, 10)
+    for position in range(puts):
+        t0 = time.perf_counter()
+        plan.put(position, line, valid)
+        rx.synchronize()
+        put_us.append(1e6 * (time.perf_counter() - t0))
+    last = puts - 1
+    window = {"centre": last - 7, "top": last - 14, "bottom": last, "fallback": np.ones(dims), "load": 1e-3}
+    plan(**window)  # warm
     times, end_to_end = [], []
     for _ in range(lines):
         rx.zero(scratch)
         start = rx.record()
-        t0 = time.perf_counter()
-        plan(7, 0, 14, **window)
-        end_to_end.append(1e6 * (time.perf_counter() - t0))
+        plan.launch(**window)
         times.append((start, rx.record()))
+        t0 = time.perf_counter()
+        plan(**window)
+        end_to_end.append(1e6 * (time.perf_counter() - t0))
     kernel_us = [1e3 * rx.elapsed_ms(start, stop) for start, stop in times]
     return {"shape": f"{WIDTH}x{dims}", "window": "15x15-5x5", "kernel_us": percentiles(kernel_us),
-            "end_to_end_us": percentiles(end_to_end)}  # fmt: skip
+            "end_to_end_us": percentiles(end_to_end), "put_us": percentiles(put_us[slots:])}  # fmt: skip
 
 
 def measure(launcher: str, lines: int, measured: dict[str, Any] | None) -> dict[str, Any]:
@@ -373,7 +379,8 @@ def summary_rows(result: dict[str, Any]) -> list[str]:
         rows.append(
             f"{launcher:6} local RX {r['shape']:>8} {r['window']} kernel p50/p99 "
             f"{r['kernel_us']['p50']:7.1f}/{r['kernel_us']['p99']:7.1f} us  end-to-end p50/p99 "
-            f"{r['end_to_end_us']['p50']:7.1f}/{r['end_to_end_us']['p99']:7.1f} us"
+            f"{r['end_to_end_us']['p50']:7.1f}/{r['end_to_end_us']['p99']:7.1f} us  put a line p50 "
+            f"{r['put_us']['p50']:7.1f} us"
         )
     return rows
 

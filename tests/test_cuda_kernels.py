@@ -213,7 +213,8 @@ def test_cmake_configures_without_nvcc(tmp_path: Path) -> None:
 # =========================================================================== host emulation (CPU)
 
 EMULATOR = r"""
-// Host emulation of rx_kernels.cu: a block is 256 std::threads, __syncthreads a std::barrier.
+// Host emulation of rx_kernels.cu: a block is 256 std::threads, __syncthreads a std::barrier (the
+// local-RX kernels have no barrier: their threads run in turn).
 #include <barrier>
 #include <cmath>
 #include <cstdio>
@@ -265,6 +266,20 @@ static inline float eh_host_half_to_float(unsigned short h) {
 }
 
 #include "rx_kernels.cu"
+
+// Kernels without a barrier (the local-RX ones) run their threads one after another.
+template <typename F>
+static void launch_serial(unsigned gx, unsigned gy, F kernel, unsigned block) {
+    eh_grid_dim = {gx, gy, 1};
+    for (unsigned by = 0; by < gy; ++by)
+        for (unsigned bx = 0; bx < gx; ++bx) {
+            eh_block_idx = {bx, by, 0};
+            for (unsigned t = 0; t < block; ++t) {
+                eh_thread_idx = {t, 0, 0};
+                kernel();
+            }
+        }
+}
 
 template <typename F>
 static void launch(unsigned gx, unsigned gy, F kernel, unsigned block = EH_THREADS) {
@@ -361,21 +376,46 @@ int main(int argc, char** argv) {
         save(argv[12], s2);
         return 0;
     }
-    if (mode == "lrx" && argc == 15) {
-        // lrx slots width dims centre top bottom inner outer load y valid fallback scores(out)
-        const int slots = std::atoi(argv[2]), width = std::atoi(argv[3]), dims = std::atoi(argv[4]);
+    if (mode == "lrx_put" && argc == 9) {
+        // lrx_put width dims inner outer y valid box(out)
+        const int width = std::atoi(argv[2]), dims = std::atoi(argv[3]);
+        const int inner = std::atoi(argv[4]), outer = std::atoi(argv[5]);
+        const int features = 1 + dims + dims * (dims + 1) / 2;
+        auto y = load_file<double>(argv[6], (size_t)dims * width);
+        auto valid = load_file<unsigned char>(argv[7], width);
+        std::vector<double> box((size_t)2 * features * width, 0.0);
+        launch_serial((width + EH_THREADS - 1) / EH_THREADS, features, [&] {
+            lrx_put_f64(y.data(), valid.data(), width, dims, inner, outer, box.data());
+        }, EH_THREADS);
+        save(argv[8], box);
+        return 0;
+    }
+    if (mode == "lrx_window" && argc == 11) {
+        // lrx_window slots width features centre top bottom inner box sums(out)
+        const int slots = std::atoi(argv[2]), width = std::atoi(argv[3]), features = std::atoi(argv[4]);
         const long long centre = std::atoll(argv[5]), top = std::atoll(argv[6]), bottom = std::atoll(argv[7]);
-        const int inner = std::atoi(argv[8]), outer = std::atoi(argv[9]);
-        const float load = std::strtof(argv[10], nullptr);
-        auto y = load_file<float>(argv[11], (size_t)slots * dims * width);
-        auto valid = load_file<unsigned char>(argv[12], (size_t)slots * width);
-        auto fallback = load_file<float>(argv[13], dims);
-        std::vector<float> scores(width, 0.f);
-        launch((width + EH_LRX_THREADS - 1) / EH_LRX_THREADS, 1, [&] {
-            lrx_line_f32(y.data(), valid.data(), slots, width, dims, centre, top, bottom, inner, outer,
-                         fallback.data(), load, scores.data());
+        const int inner = std::atoi(argv[8]);
+        auto box = load_file<double>(argv[9], (size_t)slots * 2 * features * width);
+        std::vector<double> sums((size_t)features * width, 0.0);
+        launch_serial((width + EH_THREADS - 1) / EH_THREADS, features, [&] {
+            lrx_window_f64(box.data(), slots, width, features, centre, top, bottom, inner, sums.data());
+        }, EH_THREADS);
+        save(argv[10], sums);
+        return 0;
+    }
+    if (mode == "lrx_score" && argc == 9) {
+        // lrx_score width dims load sums y fallback scores(out)
+        const int width = std::atoi(argv[2]), dims = std::atoi(argv[3]);
+        const double load = std::strtod(argv[4], nullptr);
+        const int features = 1 + dims + dims * (dims + 1) / 2;
+        auto sums = load_file<double>(argv[5], (size_t)features * width);
+        auto y = load_file<double>(argv[6], (size_t)dims * width);
+        auto fallback = load_file<double>(argv[7], dims);
+        std::vector<double> scores(width, 0.0);
+        launch_serial((width + EH_LRX_THREADS - 1) / EH_LRX_THREADS, 1, [&] {
+            lrx_score_f64(sums.data(), y.data(), width, dims, fallback.data(), load, scores.data());
         }, EH_LRX_THREADS);
-        save(argv[14], scores);
+        save(argv[8], scores);
         return 0;
     }
     std::fprintf(stderr, "usage: emulator score|cov|lrx ...\n");
@@ -421,16 +461,39 @@ class Emulator:
                    self._file("shift.bin", shift.astype(np.float64)), p1, p2])  # fmt: skip
         return np.fromfile(p1), np.fromfile(p2).reshape(bands, bands)
 
+    def lrx_put(self, y: np.ndarray, valid: np.ndarray, *, inner: int, outer: int) -> np.ndarray:
+        """Run lrx_put_f64 on one line: ``y`` ``(dims, width)``, ``valid`` ``(width,)`` -> its boxes."""
+        dims, width = y.shape
+        out = self.work / "box.bin"
+        self._run(["lrx_put", width, dims, inner, outer, self._file("y.bin", y.astype(np.float64)),
+                   self._file("valid.bin", valid.astype(np.uint8)), out])  # fmt: skip
+        return np.fromfile(out)
+
+    def lrx_window(self, box: np.ndarray, *, slots: int, width: int, features: int, centre: int, top: int,
+                   bottom: int, inner: int) -> np.ndarray:  # fmt: skip
+        out = self.work / "sums.bin"
+        self._run(["lrx_window", slots, width, features, centre, top, bottom, inner,
+                   self._file("boxes.bin", box.astype(np.float64)), out])  # fmt: skip
+        return np.fromfile(out)
+
+    def lrx_score(self, sums: np.ndarray, y: np.ndarray, fallback: np.ndarray, *, width: int, dims: int,
+                  load: float) -> np.ndarray:  # fmt: skip
+        out = self.work / "lrx_scores.bin"
+        inputs = (("sums.bin", sums), ("yc.bin", y), ("fallback.bin", fallback))
+        files = [self._file(name, array.astype(np.float64)) for name, array in inputs]
+        self._run(["lrx_score", width, dims, repr(float(load)), *files, out])
+        return np.fromfile(out)
+
     def lrx(self, y: np.ndarray, valid: np.ndarray, fallback: np.ndarray, *, centre: int, top: int,
             bottom: int, inner: int, outer: int, load: float) -> np.ndarray:  # fmt: skip
-        """Run lrx_line_f32 on a ring ``y`` ``(slots, dims, width)`` and ``valid`` ``(slots, width)``."""
+        """The three local-RX kernels in turn on a ring ``y`` ``(slots, dims, width)``, ``valid``
+        ``(slots, width)``: every slot put, the window of ``centre`` summed and scored."""
         slots, dims, width = y.shape
-        out = self.work / "lrx_scores.bin"
-        load_text = repr(float(np.float32(load)))
-        self._run(["lrx", slots, width, dims, centre, top, bottom, inner, outer, load_text,
-                   self._file("y.bin", y.astype(np.float32)), self._file("valid.bin", valid.astype(np.uint8)),
-                   self._file("fallback.bin", fallback.astype(np.float32)), out])  # fmt: skip
-        return np.fromfile(out, np.float32)
+        box = np.stack([self.lrx_put(y[i], valid[i], inner=inner, outer=outer) for i in range(slots)])
+        features = rx_kernels.local_features(dims)
+        sums = self.lrx_window(box, slots=slots, width=width, features=features, centre=centre, top=top,
+                               bottom=bottom, inner=inner)  # fmt: skip
+        return self.lrx_score(sums, y[centre % slots], fallback, width=width, dims=dims, load=load)
 
 
 @pytest.fixture(scope="module")
@@ -542,8 +605,9 @@ def test_emulated_covariance_matches_float64(
 
 def local_rx_oracle(y: np.ndarray, valid: np.ndarray, fallback: np.ndarray, *, centre: int, top: int,
                     bottom: int, inner: int, outer: int, load: float) -> np.ndarray:  # fmt: skip
-    """Float64 brute force of lrx_line_f32's definition: gather each pixel's window, its mean and
-    covariance (or the fallback), solve. ``y`` ``(slots, dims, width)`` holds position p at p % slots."""
+    """Float64 brute force of the local-RX kernels' definition: gather each pixel's window, its
+    mean and covariance (two passes; or the fallback), solve. ``y`` ``(slots, dims, width)`` holds
+    position p at p % slots."""
     slots, dims, width = y.shape
     scores = np.empty(width)
     for c in range(width):
@@ -567,8 +631,8 @@ def local_rx_oracle(y: np.ndarray, valid: np.ndarray, fallback: np.ndarray, *, c
     return scores
 
 
-LOCAL_MAX_REL = 5e-5  # max |s - s_ref| / max(s_ref); measured in the emulation: <= 4.5e-6
-LOCAL_P99_REL = 1e-4  # 99th percentile of |s - s_ref| / s_ref; measured: <= 5.2e-6
+LOCAL_MAX_REL = 1e-10  # max |s - s_ref| / max(s_ref); float64 throughout, emulated: <= 6.6e-15
+LOCAL_P99_REL = 1e-10  # 99th percentile of |s - s_ref| / s_ref; emulated: <= 7.3e-15
 
 
 @pytest.mark.parametrize(
@@ -634,14 +698,30 @@ def run_kernel(
     """One kernel launch on made-up memory, checked against the launch rules of rx_kernels.cu."""
     assert len(args) == len(rx_kernels.SIGNATURES[name]), (name, args)
     assert len(grid) == 3 and grid[2] == 1
-    if name == rx_kernels.LOCAL_KERNEL:
-        y, valid, slots, width, dims, centre, top, bottom, inner, outer, fallback, load, scores = args
-        assert tuple(grid) == (math.ceil(width / rx_kernels.LOCAL_THREADS), 1, 1)
-        memory.view(scores, np.float32, width)[:] = emulator.lrx(
-            memory.view(y, np.float32, slots * dims * width).reshape(slots, dims, width),
-            memory.view(valid, np.uint8, slots * width).reshape(slots, width),
-            memory.view(fallback, np.float32, dims), centre=centre, top=top, bottom=bottom, inner=inner,
-            outer=outer, load=load,
+    if name == "lrx_put_f64":
+        y, valid, width, dims, inner, outer, box = args
+        features = rx_kernels.local_features(dims)
+        assert tuple(grid) == (math.ceil(width / 256), features, 1)
+        memory.view(box, np.float64, 2 * features * width)[:] = emulator.lrx_put(
+            memory.view(y, np.float64, dims * width).reshape(dims, width),
+            memory.view(valid, np.uint8, width), inner=inner, outer=outer,
+        )  # fmt: skip
+        return
+    if name == "lrx_window_f64":
+        box, slots, width, features, centre, top, bottom, inner, sums = args
+        assert tuple(grid) == (math.ceil(width / 256), features, 1)
+        memory.view(sums, np.float64, features * width)[:] = emulator.lrx_window(
+            memory.view(box, np.float64, slots * 2 * features * width), slots=slots, width=width,
+            features=features, centre=centre, top=top, bottom=bottom, inner=inner,
+        )  # fmt: skip
+        return
+    if name == "lrx_score_f64":
+        sums, y, width, dims, fallback, load, scores = args
+        assert tuple(grid) == (math.ceil(width / rx_kernels.LOCAL_SCORE_THREADS), 1, 1)
+        features = rx_kernels.local_features(dims)
+        memory.view(scores, np.float64, width)[:] = emulator.lrx_score(
+            memory.view(sums, np.float64, features * width), memory.view(y, np.float64, dims * width),
+            memory.view(fallback, np.float64, dims), width=width, dims=dims, load=load,
         )  # fmt: skip
         return
     if name.startswith("rx_score"):
@@ -776,7 +856,7 @@ def fake_cupy(memory: DeviceMemory, emulator: Emulator) -> dict[str, Any]:
         def __call__(self, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
             assert block == (rx_kernels.block_size(self.name), 1, 1)
             for code, value in zip(rx_kernels.SIGNATURES[self.name], args, strict=True):
-                dtypes = {"P": np.uint64, "q": np.int64, "i": np.int32, "f": np.float32}
+                dtypes = {"P": np.uint64, "q": np.int64, "i": np.int32, "f": np.float32, "d": np.float64}
                 assert isinstance(value, np.generic) and value.dtype == dtypes[code]
             calls.append(self.name)
             run_kernel(memory, emulator, self.name, grid, [value.item() for value in args])
@@ -898,7 +978,7 @@ def test_the_stream_scores_with_the_kernels_as_with_numpy(emulated_rx: Any, scor
     calls = emulated_rx.fake_calls
     assert calls.count("rx_cov_f32_acc64") == 24 and calls.count("rx_score_f32") == 24
     if scorer == "hybrid":  # every line's local part on the kernel, none left to numpy
-        assert calls.count("lrx_line_f32") == 24 and cuda_pipeline.rx.local_math.numpy_lines == 0
+        assert calls.count("lrx_score_f64") == 24 and cuda_pipeline.rx.local_math.numpy_lines == 0
     assert len(uploads) == cuda_rx.refreshes < 24  # the background went up once per refresh
 
 
@@ -937,7 +1017,7 @@ def test_hybrid_rx_local_part_on_the_kernel_as_in_numpy(emulated_rx: Any, case: 
     finite = ~np.isnan(want)
     worst, p99 = score_errors(got[finite], want[finite])
     assert worst <= LOCAL_MAX_REL and p99 <= LOCAL_P99_REL, (worst, p99)
-    calls = emulated_rx.fake_calls.count("lrx_line_f32")
+    calls = emulated_rx.fake_calls.count("lrx_score_f64")
     device = detectors["cuda"].local_math
     if case == "too many components":
         assert device is None and calls == 0
@@ -1297,12 +1377,12 @@ def test_gpu_c_library(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_gpu_local_rx_kernel(gpu_rx: CudaRX) -> None:
-    """lrx_line_f32 on the GPU at the FX10 width (1024 pixels, 10 components, a ring of 15 lines
-    that wraps) against the float64 brute force, with the emulation's bounds."""
+    """The local-RX kernels on the GPU at the FX10 width (1024 pixels, 10 components, a ring of 15
+    lines that wraps) against the float64 brute force, with the emulation's bound."""
     rng = np.random.default_rng(17)
     dims, width, slots = 10, 1024, 15
     mixing = rng.standard_normal((dims, dims)) * np.geomspace(30, 1, dims)[:, None]
-    plan = gpu_rx.local_plan(width, dims, slots)
+    plan = gpu_rx.local_plan(width, dims, slots, inner=2, outer=7)
     ring, valid = np.zeros((slots, dims, width), np.float32), np.ones((slots, width), bool)
     for position in range(20, 35):
         line = (mixing @ rng.standard_normal((dims, width)) + 5.0).astype(np.float32)
@@ -1311,9 +1391,9 @@ def test_gpu_local_rx_kernel(gpu_rx: CudaRX) -> None:
         plan.put(position, line, flags)
         ring[position % slots], valid[position % slots] = line, flags
     fallback, load = rng.random(dims) * 100 + 1, 1e-3 * float(np.trace(mixing @ mixing.T)) / dims
-    args = {"centre": 27, "top": 20, "bottom": 34, "inner": 2, "outer": 7}
+    args = {"centre": 27, "top": 20, "bottom": 34}
     got = plan(**args, fallback=fallback, load=load)
-    want = local_rx_oracle(ring, valid, fallback, **args, load=load)
+    want = local_rx_oracle(ring, valid, fallback, **args, inner=2, outer=7, load=load)
     worst, p99 = score_errors(got, want)
     assert worst <= LOCAL_MAX_REL and p99 <= LOCAL_P99_REL, (gpu_rx.describe(), worst, p99)
 

@@ -3,7 +3,9 @@
 :class:`CudaRX` scores pixels, ``||W (x - mean)||^2``, in one fused kernel (centring, whitening
 GEMM, row norm; FP32 arithmetic, float32 or float16 pixels) and accumulates covariance sums,
 ``s1 += sum(x - shift)`` and ``s2 += sum((x - shift)(x - shift)^T)``, in float64 (or, on request,
-FP32 per-block sums; the error bounds are in the ``.cu`` file). Two launchers run the same kernels:
+FP32 per-block sums; the error bounds are in the ``.cu`` file). :class:`LocalRXPlan` runs the
+stream's local (dual-window) RX of one line in float64 (:mod:`edge_had.stream.cuda_line_math`).
+Two launchers run the same kernels:
 
 * ``pycuda`` - through :class:`edge_had.cuda.CudaDevice`, the one owner of the CUDA context and
   stream (this module never imports pycuda itself);
@@ -61,21 +63,29 @@ COV_KERNELS = {
     ("float32", "fp32"): "rx_cov_f32_acc32",
     ("float16", "fp32"): "rx_cov_f16_acc32",
 }
-LOCAL_KERNEL = "lrx_line_f32"
-# y, valid, slots, width, dims, centre, top, bottom, inner, outer, fallback, load, scores
-LOCAL_SIGNATURE = "PPiiiqqqiiPfP"
-LOCAL_THREADS = 32  # EH_LRX_THREADS: one thread per pixel
+# The local RX of a stream line (lrx_*_f64): put a line's box sums, sum a window, score it.
+LOCAL_KERNELS = {
+    "lrx_put_f64": "PPiiiiP",  # y, valid, width, dims, inner, outer, box
+    "lrx_window_f64": "PiiiqqqiP",  # box, slots, width, features, centre, top, bottom, inner, sums
+    "lrx_score_f64": "PPiiPdP",  # sums, y, width, dims, fallback, load, scores
+}
+LOCAL_SCORE_THREADS = 32  # EH_LRX_THREADS: lrx_score_f64's threads per block, one per pixel
 LOCAL_MAX_DIMS = 16  # EH_LRX_MAX_DIMS
 SIGNATURES = (
     {name: SCORE_SIGNATURE for name in SCORE_KERNELS.values()}
     | {name: COV_SIGNATURE for name in COV_KERNELS.values()}
-    | {LOCAL_KERNEL: LOCAL_SIGNATURE}
+    | LOCAL_KERNELS
 )
 
 
 def block_size(kernel: str) -> int:
     """Threads per block the kernel was written for (``EH_LRX_THREADS`` or ``EH_THREADS``)."""
-    return LOCAL_THREADS if kernel == LOCAL_KERNEL else THREADS
+    return LOCAL_SCORE_THREADS if kernel == "lrx_score_f64" else THREADS
+
+
+def local_features(dims: int) -> int:
+    """Per-pixel features of the local-RX kernels: ``[valid, y_a, y_a y_b (a <= b)]``."""
+    return 1 + dims + dims * (dims + 1) // 2
 
 
 COMPILE_OPTIONS = ("-O3", "-std=c++17")
@@ -592,21 +602,28 @@ class CovPlan:
 
 class LocalRXPlan:
     """The device ring of a stream's last ``slots`` lines projected on ``dims`` principal
-    components (``dims <= 16``), and the local (dual-window) RX of one of its lines with the
-    ``lrx_line_f32`` kernel (window rules and error in ``rx_kernels.cu``). The line at absolute
+    components (``dims <= 16``) with their along-line box sums, and the local (dual-window) RX of
+    one of its lines: ``lrx_put_f64`` when a line is :meth:`put`, ``lrx_window_f64`` and
+    ``lrx_score_f64`` per scored line (float64, numpy's algorithm; see ``rx_kernels.cu``).
+    ``inner`` and ``outer`` are the guard's and the window's half-widths. The line at absolute
     position ``p`` lives in slot ``p % slots``; :meth:`put` replaces what that slot held."""
 
-    def __init__(self, rx: CudaRX, width: int, dims: int, slots: int) -> None:
+    def __init__(self, rx: CudaRX, width: int, dims: int, slots: int, *, inner: int, outer: int) -> None:
         if width < 1 or slots < 1 or not 1 <= dims <= LOCAL_MAX_DIMS:
             raise ValueError(
                 f"need width >= 1, slots >= 1 and 1 <= dims <= {LOCAL_MAX_DIMS}, got {width}, {slots}, {dims}"
             )
+        if not 0 <= inner < outer:
+            raise ValueError(f"need 0 <= inner < outer, got {inner}, {outer}")
         self._backend = rx._backend
-        self.width, self.dims, self.slots = width, dims, slots
-        self.y = self._backend.allocate(slots * dims * width, np.float32)
+        self.width, self.dims, self.slots, self.inner, self.outer = width, dims, slots, inner, outer
+        self.features = local_features(dims)
+        self.y = self._backend.allocate(slots * dims * width, np.float64)
         self.valid = self._backend.allocate(slots * width, np.uint8)
-        self.fallback = self._backend.allocate(dims, np.float32)
-        self.scores = self._backend.allocate(width, np.float32)
+        self.box = self._backend.allocate(slots * 2 * self.features * width, np.float64)
+        self.sums = self._backend.allocate(self.features * width, np.float64)
+        self.fallback = self._backend.allocate(dims, np.float64)
+        self.scores = self._backend.allocate(width, np.float64)
         self._held: dict[int, int] = {}  # slot -> position
         self._fallback: np.ndarray | None = None
 
@@ -618,8 +635,8 @@ class LocalRXPlan:
         self._held.clear()
 
     def put(self, position: int, y: np.ndarray, valid: np.ndarray) -> None:
-        """Queue the upload of the line at ``position``: ``y`` ``(dims, width)`` (zero where not
-        valid) and ``valid`` ``(width,)``."""
+        """Queue the upload of the line at ``position`` - ``y`` ``(dims, width)`` (zero where not
+        valid) and ``valid`` ``(width,)`` - and its box sums."""
         y, valid = np.asarray(y), np.asarray(valid, dtype=bool)
         if y.shape != (self.dims, self.width) or valid.shape != (self.width,):
             raise ValueError(
@@ -627,35 +644,46 @@ class LocalRXPlan:
                 f"got {y.shape} and {valid.shape}"
             )
         slot = position % self.slots
-        self._backend.upload(self.y, y.astype(np.float32), slot * self.dims * self.width)
+        self._backend.upload(self.y, y.astype(np.float64), slot * self.dims * self.width)
         self._backend.upload(self.valid, valid.astype(np.uint8), slot * self.width)
+        args = (self.y.address + 8 * slot * self.dims * self.width, self.valid.address + slot * self.width,
+                self.width, self.dims, self.inner, self.outer,
+                self.box.address + 8 * slot * 2 * self.features * self.width)  # fmt: skip
+        self._backend.launch("lrx_put_f64", (math.ceil(self.width / THREADS), self.features, 1), args)
         self._held[slot] = position
 
-    def __call__(self, centre: int, top: int, bottom: int, *, inner: int, outer: int,
-                 fallback: np.ndarray, load: float) -> np.ndarray:  # fmt: skip
-        """Local RX (float32, ``(width,)``) of the line at ``centre`` with the window lines
-        ``top..bottom`` (all held), guard half-width ``inner`` and window half-width ``outer``;
-        ``fallback``: the diagonal covariance of windows with too few pixels; ``load``: added to
-        every covariance's diagonal. -1 marks a pixel whose window was singular (see the kernel)."""
+    def __call__(
+        self, centre: int, top: int, bottom: int, *, fallback: np.ndarray, load: float
+    ) -> np.ndarray:
+        """Local RX (float64, ``(width,)``) of the line at ``centre`` with the window lines
+        ``top..bottom`` (all held); ``fallback``: the diagonal covariance of windows with too few
+        pixels; ``load``: added to every covariance's diagonal. -1 marks a pixel whose window was
+        singular or not finite (see the kernel)."""
+        self.launch(centre, top, bottom, fallback=fallback, load=load)
+        scores = self._backend.download(self.scores, (self.width,))
+        self._backend.synchronize()
+        return np.array(scores, copy=True)
+
+    def launch(self, centre: int, top: int, bottom: int, *, fallback: np.ndarray, load: float) -> None:
+        """Queue :meth:`__call__`'s two kernels (the scores stay on the device)."""
         if not top <= centre <= bottom or bottom - top + 1 > self.slots:
             raise ValueError(f"window {top}..{bottom} around {centre} does not fit {self.slots} slots")
         missing = [p for p in range(top, bottom + 1) if not self.holds(p)]
         if missing:
             raise ValueError(f"lines {missing} are not on the device: put() them first")
-        if not 0 <= inner < outer:
-            raise ValueError(f"need 0 <= inner < outer, got {inner}, {outer}")
-        fallback = np.asarray(fallback, dtype=np.float32)
+        fallback = np.asarray(fallback, dtype=np.float64)
         if fallback.shape != (self.dims,):
             raise ValueError(f"expected a ({self.dims},) fallback, got {fallback.shape}")
         if self._fallback is None or not np.array_equal(fallback, self._fallback):
             self._backend.upload(self.fallback, fallback)
             self._fallback = fallback.copy()
-        args = (self.y.address, self.valid.address, self.slots, self.width, self.dims, centre, top, bottom,
-                inner, outer, self.fallback.address, float(load), self.scores.address)  # fmt: skip
-        self._backend.launch(LOCAL_KERNEL, (math.ceil(self.width / LOCAL_THREADS), 1, 1), args)
-        scores = self._backend.download(self.scores, (self.width,))
-        self._backend.synchronize()
-        return np.array(scores, copy=True)
+        window = (self.box.address, self.slots, self.width, self.features, centre, top, bottom, self.inner,
+                  self.sums.address)  # fmt: skip
+        self._backend.launch("lrx_window_f64", (math.ceil(self.width / THREADS), self.features, 1), window)
+        y = self.y.address + 8 * (centre % self.slots) * self.dims * self.width
+        score = (self.sums.address, y, self.width, self.dims, self.fallback.address, float(load),
+                 self.scores.address)  # fmt: skip
+        self._backend.launch("lrx_score_f64", (math.ceil(self.width / LOCAL_SCORE_THREADS), 1, 1), score)
 
 
 # --------------------------------------------------------------------------- the detector
@@ -806,8 +834,8 @@ class CudaRX:
     ) -> CovPlan:
         return CovPlan(self, capacity, bands, dtype=dtype, precision=precision)
 
-    def local_plan(self, width: int, dims: int, slots: int) -> LocalRXPlan:
-        return LocalRXPlan(self, width, dims, slots)
+    def local_plan(self, width: int, dims: int, slots: int, *, inner: int, outer: int) -> LocalRXPlan:
+        return LocalRXPlan(self, width, dims, slots, inner=inner, outer=outer)
 
     def _score_plan(self, dtype: np.dtype[Any], n: int, bands: int, k: int) -> ScorePlan:
         key = (dtype.name, bands, k)

@@ -12,6 +12,11 @@ The offline detector (:mod:`edge_had.detectors.scoring`) needs the whole scene; 
   projected lines kept for the window are recomputed with them), so the basis follows the scene
   as the statistics do.
 
+Where it runs: numpy by default; with ``local_math`` (``stream --rx-device cuda``:
+:class:`edge_had.stream.cuda_line_math.CudaLocalMath`) the window sums and the per-pixel solve run
+on the CUDA kernels in float64, the same algorithm, and a line with a singular window goes back to
+numpy. The projection on the basis stays on the host either way.
+
 Memory: the window's lines (``outer`` x width x K floats) and, per line, its components and their
 two along-line box sums (``outer`` x width x (c + 2 (1 + c + c (c + 1) / 2)) floats); nothing
 grows with the stream once the global warm-up is over (lines wait for it as in
@@ -58,10 +63,16 @@ class LocalLineMath(Protocol):
 
     def forget(self) -> None: ...
 
-    def put(self, position: int, y: np.ndarray, valid: np.ndarray, slots: int) -> None: ...
+    def put(
+        self, position: int, y: np.ndarray, valid: np.ndarray, *, slots: int, inner: int, outer: int
+    ) -> None:
+        """Keep the line at ``position`` (``slots`` lines are kept; ``inner`` and ``outer``: the
+        guard's and the window's half-widths)."""
+        ...
 
-    def scores(self, centre: int, top: int, bottom: int, valid: np.ndarray, *, inner: int, outer: int,
-               fallback: np.ndarray, load: float) -> np.ndarray | None: ...  # fmt: skip
+    def scores(
+        self, centre: int, top: int, bottom: int, valid: np.ndarray, *, fallback: np.ndarray, load: float
+    ) -> np.ndarray | None: ...
 
 
 class _LineFeatures(NamedTuple):
@@ -185,16 +196,14 @@ class CausalHybridRX:
         """The local RX of ``position`` on :attr:`local_math` (the same window and loading as
         numpy's), or ``None`` when it leaves the line to numpy."""
         assert self.local_math is not None
+        halves = {"inner": self.local.inner // 2, "outer": self.local.outer // 2}
         for p in range(top, bottom + 1):
             if not self.local_math.holds(p):
                 _, valid = self._lines[p]
-                self.local_math.put(p, self._projection(p), valid, self.local.outer)
+                self.local_math.put(p, self._projection(p), valid, slots=self.local.outer, **halves)
         _, valid = self._lines[position]
         load = self.local.regularization * float(eigenvalues.sum()) / self.components
-        scores = self.local_math.scores(
-            position, top, bottom, valid, inner=self.local.inner // 2, outer=self.local.outer // 2,
-            fallback=eigenvalues, load=load,
-        )  # fmt: skip
+        scores = self.local_math.scores(position, top, bottom, valid, fallback=eigenvalues, load=load)
         if scores is not None:
             scores[~valid] = np.nan
         return scores

@@ -83,11 +83,11 @@ class CudaLineMath:
 
 class CudaLocalMath:
     """The local half of hybrid RX (:class:`~edge_had.stream.causal_local.CausalHybridRX`) on the
-    ``lrx_line_f32`` kernel: the window's lines, projected on the principal basis by the host, go
-    up once each (a ring of ``slots`` lines, put again when the basis changes) and one launch
-    scores a line. A line with a singular window somewhere (the kernel marks it) is left to the
-    float64 numpy path (``None``); :attr:`numpy_lines` counts them. ``rx``: an open
-    :class:`~edge_had.cuda.rx_kernels.CudaRX` (the caller closes it)."""
+    ``lrx_*_f64`` kernels (float64, numpy's algorithm): the window's lines, projected on the
+    principal basis by the host, go up once each with their box sums (a ring of ``slots`` lines,
+    put again when the basis changes); two launches score a line. A line with a singular window
+    somewhere (the kernel marks it) is left to the numpy path (``None``); :attr:`numpy_lines`
+    counts them. ``rx``: an open :class:`~edge_had.cuda.rx_kernels.CudaRX` (the caller closes it)."""
 
     name = "cuda"
     max_dims = LOCAL_MAX_DIMS
@@ -104,17 +104,20 @@ class CudaLocalMath:
         if self._plan is not None:
             self._plan.forget()
 
-    def put(self, position: int, y: np.ndarray, valid: np.ndarray, slots: int) -> None:
+    def put(
+        self, position: int, y: np.ndarray, valid: np.ndarray, *, slots: int, inner: int, outer: int
+    ) -> None:
         dims, width = y.shape
-        plan = self._plan
-        if plan is None or (plan.dims, plan.width, plan.slots) != (dims, width, slots):
-            plan = self._plan = self.rx.local_plan(width, dims, slots)
+        plan, shape = self._plan, (width, dims, slots, inner, outer)
+        if plan is None or (plan.width, plan.dims, plan.slots, plan.inner, plan.outer) != shape:
+            plan = self._plan = self.rx.local_plan(width, dims, slots, inner=inner, outer=outer)
         plan.put(position, y, valid)
 
-    def scores(self, centre: int, top: int, bottom: int, valid: np.ndarray, *, inner: int, outer: int,
-               fallback: np.ndarray, load: float) -> np.ndarray | None:  # fmt: skip
-        scores = self._plan(centre, top, bottom, inner=inner, outer=outer, fallback=fallback, load=load)
+    def scores(
+        self, centre: int, top: int, bottom: int, valid: np.ndarray, *, fallback: np.ndarray, load: float
+    ) -> np.ndarray | None:
+        scores = self._plan(centre, top, bottom, fallback=fallback, load=load)
         if (scores[valid] < 0).any():
             self.numpy_lines += 1
             return None
-        return scores.astype(np.float64)
+        return scores

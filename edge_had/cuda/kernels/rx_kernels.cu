@@ -53,27 +53,31 @@
 //   (e.g. K <= 32 reduced bands with loading 1e-6 trace / K is borderline: measure first).
 
 //
-// Local RX of one stream line  (lrx_line_f32)
-//   The stream's hybrid detector (edge_had.stream.causal_local) keeps its last `slots` lines,
-//   projected on dims <= EH_LRX_MAX_DIMS principal components, in a ring on the device: y (slots x
-//   dims x width float32; the line at absolute position p is slot p % slots, component-major:
-//   y[(slot * dims + d) * width + c]) and valid (slots x width, uint8). For pixel c of the line at
-//   position `centre` the background is every valid pixel of lines top..bottom (absolute positions,
-//   already clipped by the caller to the lines that exist), columns c-outer..c+outer clipped to the
-//   line, minus the guard: lines centre-inner..centre+inner, columns c-inner..c+inner. Its mean m
-//   and covariance C come in two passes over the window (the mean, then the centred products, so
-//   FP32 loses nothing to cancellation); windows with fewer than dims + 1 pixels use m = 0 and
-//   C = diag(fallback) (the causal statistics in this basis). load is added to C's diagonal.
-//   score = (y_c - m)^T C^-1 (y_c - m) by symmetric elimination without square roots (LDL^T on the
-//   packed upper triangle, d eliminated alongside), FP32. A pivot not above EH_LRX_SINGULAR times
-//   its diagonal entry (a singular or non-finite window) makes the score -1: the caller scores that
-//   line in float64 on the CPU (pseudo-inverse), as edge_had.detectors.lrx does.
-//   Grid: ceil(width / 32) blocks of 32 threads, one thread per pixel. The per-pixel state (136
-//   pair sums, mean, the current window pixel, the diagonal) lives in shared memory, one column per
-//   thread (bank-conflict free, and no local memory: the kernels build with -warn-lmem-usage).
-//   Error: FP32 sums of <= (2 outer + 1)^2 centred products (relative error ~ window u) and an
-//   elimination whose error grows with C's condition number (bounded by the loading); measured
-//   against the float64 oracle in tests/test_cuda_kernels.py.
+// Local RX of one stream line  (lrx_put_f64, lrx_window_f64, lrx_score_f64)
+//   The algorithm of edge_had.detectors.lrx / edge_had.stream.causal_local, in float64 like it:
+//   the stream's hybrid detector keeps its last `slots` lines, projected on dims <= EH_LRX_MAX_DIMS
+//   principal components, in a ring on the device (the line at absolute position p in slot
+//   p % slots): y (slots x dims x width, zero at invalid pixels) and valid (slots x width, uint8).
+//   Per pixel the features are F = 1 + dims + dims (dims + 1) / 2 values: [valid, y_a, y_a y_b for
+//   a <= b] (row-major upper triangle), and a window's sums of them give its count, mean and
+//   covariance (cov = sum(y y^T) / n - m m^T, exact enough in FP64).
+//   lrx_put_f64      after a line is uploaded to its slot: the features summed along the line over
+//                    the outer (c-outer..c+outer) and the guard (c-inner..c+inner) columns, clipped
+//                    to the line, into box (slots x 2 x F x width). Grid (ceil(width/256), F).
+//   lrx_window_f64   the window sums of the line at `centre`: outer boxes of lines top..bottom
+//                    (absolute positions the caller clipped to the lines that exist) minus guard
+//                    boxes of lines max(top, centre-inner)..min(bottom, centre+inner), into sums
+//                    (F x width). Grid (ceil(width/256), F).
+//   lrx_score_f64    per pixel: windows with fewer than dims + 1 pixels use mean 0 and covariance
+//                    diag(fallback) (the causal statistics in this basis); `load` is added to the
+//                    diagonal; score = (y_c - m)^T C^-1 (y_c - m) by symmetric elimination without
+//                    square roots (LDL^T on the packed upper triangle, d eliminated alongside). A
+//                    pivot not above EH_LRX_SINGULAR (numpy's SINGULAR_PIVOT) times its diagonal
+//                    entry, or a non-finite score, gives -1: the caller scores that line with
+//                    numpy's pseudo-inverse, as edge_had.detectors.lrx does. Grid ceil(width/32)
+//                    blocks of EH_LRX_THREADS (32): the per-pixel matrix lives in shared memory,
+//                    one column per thread (no local memory: the build uses -warn-lmem-usage).
+//   Error: the float64 sums and elimination of numpy in another order (~1e-12 relative).
 
 #define EH_THREADS 256
 #define EH_TILE 64
@@ -82,7 +86,7 @@
 #define EH_LRX_THREADS 32
 #define EH_LRX_MAX_DIMS 16
 #define EH_LRX_PAIRS (EH_LRX_MAX_DIMS * (EH_LRX_MAX_DIMS + 1) / 2)
-#define EH_LRX_SINGULAR 1e-5f
+#define EH_LRX_SINGULAR 1e-12
 
 namespace edge_had_rx {
 
@@ -330,92 +334,104 @@ __device__ __forceinline__ void cov_block(const In* __restrict__ x, long long ld
 // Index of entry (a, b), a <= b, of a dims x dims symmetric matrix packed row by row (upper).
 __device__ __forceinline__ int packed(int a, int b, int dims) { return a * dims - a * (a - 1) / 2 + (b - a); }
 
-__device__ __forceinline__ void lrx_block(const float* __restrict__ y,
-                                          const unsigned char* __restrict__ valid, int slots,
-                                          int width, int dims, long long centre, long long top,
-                                          long long bottom, int inner, int outer,
-                                          const float* __restrict__ fallback, float load,
-                                          float* __restrict__ scores) {
-    __shared__ float pairs[EH_LRX_PAIRS][EH_LRX_THREADS];   // sums, then C, then its elimination
-    __shared__ float mean[EH_LRX_MAX_DIMS][EH_LRX_THREADS];
-    __shared__ float pixel[EH_LRX_MAX_DIMS][EH_LRX_THREADS];  // a window pixel, then y_c - m
-    __shared__ float diagonal[EH_LRX_MAX_DIMS][EH_LRX_THREADS];
+// Feature f of pixel col: 0 -> valid, 1..dims -> y_{f-1}, then the pairs y_a y_b (a <= b).
+__device__ __forceinline__ double lrx_feature(const double* __restrict__ y,
+                                              const unsigned char* __restrict__ valid, int width,
+                                              int dims, int f, int col) {
+    if (f == 0) return valid[col] != 0 ? 1.0 : 0.0;
+    if (f <= dims) return y[(long long)(f - 1) * width + col];
+    int pair = f - 1 - dims, a = 0;
+    while (pair >= dims - a) {
+        pair -= dims - a;
+        ++a;
+    }
+    return y[(long long)a * width + col] * y[(long long)(a + pair) * width + col];
+}
+
+__device__ __forceinline__ void lrx_put_block(const double* __restrict__ y,
+                                              const unsigned char* __restrict__ valid, int width,
+                                              int dims, int inner, int outer,
+                                              double* __restrict__ box) {
+    const int c = blockIdx.x * EH_THREADS + threadIdx.x;
+    const int f = blockIdx.y;
+    if (c >= width) return;
+    const int features = 1 + dims + dims * (dims + 1) / 2;
+    double outer_sum = 0.0, inner_sum = 0.0;
+    const int c0 = c - outer < 0 ? 0 : c - outer;
+    const int c1 = c + outer >= width ? width - 1 : c + outer;
+    for (int col = c0; col <= c1; ++col) {
+        const double value = lrx_feature(y, valid, width, dims, f, col);
+        outer_sum += value;
+        if (col >= c - inner && col <= c + inner) inner_sum += value;
+    }
+    box[(long long)f * width + c] = outer_sum;
+    box[((long long)features + f) * width + c] = inner_sum;
+}
+
+__device__ __forceinline__ void lrx_window_block(const double* __restrict__ box, int slots,
+                                                 int width, int features, long long centre,
+                                                 long long top, long long bottom, int inner,
+                                                 double* __restrict__ sums) {
+    const int c = blockIdx.x * EH_THREADS + threadIdx.x;
+    const int f = blockIdx.y;
+    if (c >= width) return;
+    const long long line = 2LL * features * width;  // one slot of box
+    double total = 0.0;
+    for (long long p = top; p <= bottom; ++p)
+        total += box[(p % slots) * line + (long long)f * width + c];
+    const long long g0 = centre - inner > top ? centre - inner : top;
+    const long long g1 = centre + inner < bottom ? centre + inner : bottom;
+    for (long long p = g0; p <= g1; ++p)
+        total -= box[(p % slots) * line + ((long long)features + f) * width + c];
+    sums[(long long)f * width + c] = total;
+}
+
+__device__ __forceinline__ void lrx_score_block(const double* __restrict__ sums,
+                                                const double* __restrict__ y, int width, int dims,
+                                                const double* __restrict__ fallback, double load,
+                                                double* __restrict__ scores) {
+    __shared__ double cov[EH_LRX_PAIRS][EH_LRX_THREADS];  // C, then its elimination
+    __shared__ double d[EH_LRX_MAX_DIMS][EH_LRX_THREADS];
+    __shared__ double diagonal[EH_LRX_MAX_DIMS][EH_LRX_THREADS];
 
     const int t = threadIdx.x;
     const int c = blockIdx.x * EH_LRX_THREADS + t;
     if (c >= width) return;  // no barrier below: each thread owns its column of the shared arrays
-    const int n_pairs = dims * (dims + 1) / 2;
-    const int c0 = c - outer < 0 ? 0 : c - outer;
-    const int c1 = c + outer >= width ? width - 1 : c + outer;
-
-    // pass 1: count and mean
-    for (int a = 0; a < dims; ++a) mean[a][t] = 0.f;
-    int count = 0;
-    for (long long p = top; p <= bottom; ++p) {
-        const bool guard_row = p >= centre - inner && p <= centre + inner;
-        const long long slot = p % slots;
-        const float* row = y + slot * dims * (long long)width;
-        for (int col = c0; col <= c1; ++col) {
-            if (guard_row && col >= c - inner && col <= c + inner) continue;
-            if (valid[slot * width + col] == 0) continue;
-            ++count;
-            for (int a = 0; a < dims; ++a) mean[a][t] += row[(long long)a * width + col];
-        }
-    }
+    const double count = sums[c];
     const bool enough = count >= dims + 1;
-    for (int a = 0; a < dims; ++a) mean[a][t] = enough ? mean[a][t] / (float)count : 0.f;
-
-    // pass 2: centred products (upper triangle)
-    for (int e = 0; e < n_pairs; ++e) pairs[e][t] = 0.f;
-    if (enough) {
-        for (long long p = top; p <= bottom; ++p) {
-            const bool guard_row = p >= centre - inner && p <= centre + inner;
-            const long long slot = p % slots;
-            const float* row = y + slot * dims * (long long)width;
-            for (int col = c0; col <= c1; ++col) {
-                if (guard_row && col >= c - inner && col <= c + inner) continue;
-                if (valid[slot * width + col] == 0) continue;
-                for (int a = 0; a < dims; ++a) pixel[a][t] = row[(long long)a * width + col] - mean[a][t];
-                int e = 0;
-                for (int a = 0; a < dims; ++a) {
-                    const float value = pixel[a][t];
-                    for (int b = a; b < dims; ++b, ++e) pairs[e][t] = fmaf(value, pixel[b][t], pairs[e][t]);
-                }
-            }
-        }
-        for (int e = 0; e < n_pairs; ++e) pairs[e][t] /= (float)count;
-    } else {
-        for (int a = 0; a < dims; ++a) pairs[packed(a, a, dims)][t] = fallback[a];
-    }
+    const double n = enough ? count : 1.0;
     for (int a = 0; a < dims; ++a) {
-        const int e = packed(a, a, dims);
-        pairs[e][t] += load;
-        diagonal[a][t] = pairs[e][t];
+        const double mean = enough ? sums[(long long)(1 + a) * width + c] / n : 0.0;
+        d[a][t] = y[(long long)a * width + c] - mean;
+        diagonal[a][t] = mean;  // kept here until the covariance is formed
     }
-
-    // d = y_c - m, then the elimination: score = sum_k d_k'^2 / pivot_k
-    const long long centre_slot = centre % slots;
+    int e = 0;
     for (int a = 0; a < dims; ++a)
-        pixel[a][t] = y[(centre_slot * dims + a) * (long long)width + c] - mean[a][t];
-    float score = 0.f;
+        for (int b = a; b < dims; ++b, ++e)
+            cov[e][t] = enough ? sums[(long long)(1 + dims + e) * width + c] / n - diagonal[a][t] * diagonal[b][t]
+                               : (a == b ? fallback[a] : 0.0);
+    for (int a = 0; a < dims; ++a) {
+        const int k = packed(a, a, dims);
+        cov[k][t] += load;
+        diagonal[a][t] = cov[k][t];
+    }
+    double score = 0.0;
     bool singular = false;
-    for (int k = 0; k < dims && !singular; ++k) {
-        const float pivot = pairs[packed(k, k, dims)][t];
+    for (int k = 0; k < dims; ++k) {
+        const double pivot = cov[packed(k, k, dims)][t];
         if (!(pivot > EH_LRX_SINGULAR * diagonal[k][t])) {  // also NaN
             singular = true;
             break;
         }
-        const float dk = pixel[k][t];
-        score = fmaf(dk, dk / pivot, score);
+        const double dk = d[k][t];
+        score += dk * (dk / pivot);
         for (int i = k + 1; i < dims; ++i) {
-            const float factor = pairs[packed(k, i, dims)][t] / pivot;
-            pixel[i][t] = fmaf(-factor, dk, pixel[i][t]);
-            for (int j = i; j < dims; ++j)
-                pairs[packed(i, j, dims)][t] = fmaf(-factor, pairs[packed(k, j, dims)][t],
-                                                    pairs[packed(i, j, dims)][t]);
+            const double factor = cov[packed(k, i, dims)][t] / pivot;
+            d[i][t] -= factor * dk;
+            for (int j = i; j < dims; ++j) cov[packed(i, j, dims)][t] -= factor * cov[packed(k, j, dims)][t];
         }
     }
-    scores[c] = singular || !(score == score) ? -1.f : score;
+    scores[c] = singular || !(score - score == 0.0) ? -1.0 : score;  // -1: singular or not finite
 }
 
 }  // namespace edge_had_rx
@@ -468,11 +484,22 @@ extern "C" __global__ void __launch_bounds__(EH_THREADS, 2)
     edge_had_rx::cov_block<unsigned short, float>(x, ldx, valid, shift, n, bands, chunk, s1, s2);
 }
 
+extern "C" __global__ void __launch_bounds__(EH_THREADS)
+    lrx_put_f64(const double* __restrict__ y, const unsigned char* __restrict__ valid, int width,
+                int dims, int inner, int outer, double* __restrict__ box) {
+    edge_had_rx::lrx_put_block(y, valid, width, dims, inner, outer, box);
+}
+
+extern "C" __global__ void __launch_bounds__(EH_THREADS)
+    lrx_window_f64(const double* __restrict__ box, int slots, int width, int features,
+                   long long centre, long long top, long long bottom, int inner,
+                   double* __restrict__ sums) {
+    edge_had_rx::lrx_window_block(box, slots, width, features, centre, top, bottom, inner, sums);
+}
+
 extern "C" __global__ void __launch_bounds__(EH_LRX_THREADS)
-    lrx_line_f32(const float* __restrict__ y, const unsigned char* __restrict__ valid, int slots,
-                 int width, int dims, long long centre, long long top, long long bottom, int inner,
-                 int outer, const float* __restrict__ fallback, float load,
-                 float* __restrict__ scores) {
-    edge_had_rx::lrx_block(y, valid, slots, width, dims, centre, top, bottom, inner, outer,
-                           fallback, load, scores);
+    lrx_score_f64(const double* __restrict__ sums, const double* __restrict__ y, int width,
+                  int dims, const double* __restrict__ fallback, double load,
+                  double* __restrict__ scores) {
+    edge_had_rx::lrx_score_block(sums, y, width, dims, fallback, load, scores);
 }
