@@ -982,6 +982,37 @@ def test_the_stream_scores_with_the_kernels_as_with_numpy(emulated_rx: Any, scor
     assert len(uploads) == cuda_rx.refreshes < 24  # the background went up once per refresh
 
 
+def test_local_rx_plan_ring_and_refusals(emulated_rx: Any) -> None:
+    """LocalRXPlan keeps the last ``slots`` lines (a put evicts the line ``slots`` earlier), scores
+    a window of held lines like the float64 brute force, and refuses what it cannot score: too many
+    components, a guard as wide as the window, a wrongly shaped line, a window with a line it no
+    longer holds, a window longer than the ring."""
+    with pytest.raises(ValueError, match="dims <= 16"):
+        emulated_rx.local_plan(10, 17, 15, inner=2, outer=7)
+    with pytest.raises(ValueError, match="inner < outer"):
+        emulated_rx.local_plan(10, 4, 15, inner=7, outer=7)
+    rng = np.random.default_rng(3)
+    plan = emulated_rx.local_plan(12, 3, 5, inner=1, outer=2)
+    with pytest.raises(ValueError, match="expected y"):
+        plan.put(0, np.zeros((2, 12)), np.ones(12, bool))
+    ring, valid = np.zeros((5, 3, 12)), np.ones((5, 12), bool)
+    for position in range(7):  # positions 5 and 6 replace 0 and 1
+        ring[position % 5] = rng.standard_normal((3, 12))
+        plan.put(position, ring[position % 5], valid[position % 5])
+    assert [plan.holds(p) for p in range(8)] == [False, False, True, True, True, True, True, False]
+    window = {"fallback": np.ones(3), "load": 1e-3}
+    with pytest.raises(ValueError, match=r"lines \[1\] are not on the device"):
+        plan(3, 1, 5, **window)
+    with pytest.raises(ValueError, match="does not fit"):
+        plan(4, 1, 7, **window)
+    got = plan(4, 2, 6, **window)
+    want = local_rx_oracle(ring, valid, np.ones(3), centre=4, top=2, bottom=6, inner=1, outer=2, load=1e-3)
+    worst, _ = score_errors(got, want)
+    assert worst <= LOCAL_MAX_REL
+    plan.forget()
+    assert not plan.holds(6)
+
+
 @pytest.mark.parametrize("case", ["basis changes", "singular windows", "too many components"])
 def test_hybrid_rx_local_part_on_the_kernel_as_in_numpy(emulated_rx: Any, case: str) -> None:
     """CausalHybridRX with its local part on the (emulated) lrx kernel against the float64 numpy
