@@ -269,16 +269,17 @@ static inline float eh_host_half_to_float(unsigned short h) {
 
 // Kernels without a barrier (the local-RX ones) run their threads one after another.
 template <typename F>
-static void launch_serial(unsigned gx, unsigned gy, F kernel, unsigned block) {
-    eh_grid_dim = {gx, gy, 1};
-    for (unsigned by = 0; by < gy; ++by)
-        for (unsigned bx = 0; bx < gx; ++bx) {
-            eh_block_idx = {bx, by, 0};
-            for (unsigned t = 0; t < block; ++t) {
-                eh_thread_idx = {t, 0, 0};
-                kernel();
+static void launch_serial(unsigned gx, unsigned gy, F kernel, unsigned block, unsigned gz = 1) {
+    eh_grid_dim = {gx, gy, gz};
+    for (unsigned bz = 0; bz < gz; ++bz)
+        for (unsigned by = 0; by < gy; ++by)
+            for (unsigned bx = 0; bx < gx; ++bx) {
+                eh_block_idx = {bx, by, bz};
+                for (unsigned t = 0; t < block; ++t) {
+                    eh_thread_idx = {t, 0, 0};
+                    kernel();
+                }
             }
-        }
 }
 
 template <typename F>
@@ -376,18 +377,18 @@ int main(int argc, char** argv) {
         save(argv[12], s2);
         return 0;
     }
-    if (mode == "lrx_put" && argc == 9) {
-        // lrx_put width dims inner outer y valid box(out)
-        const int width = std::atoi(argv[2]), dims = std::atoi(argv[3]);
-        const int inner = std::atoi(argv[4]), outer = std::atoi(argv[5]);
+    if (mode == "lrx_put" && argc == 10) {
+        // lrx_put lines width dims inner outer y valid box(out)
+        const int lines = std::atoi(argv[2]), width = std::atoi(argv[3]), dims = std::atoi(argv[4]);
+        const int inner = std::atoi(argv[5]), outer = std::atoi(argv[6]);
         const int features = 1 + dims + dims * (dims + 1) / 2;
-        auto y = load_file<double>(argv[6], (size_t)dims * width);
-        auto valid = load_file<unsigned char>(argv[7], width);
-        std::vector<double> box((size_t)2 * features * width, 0.0);
+        auto y = load_file<double>(argv[7], (size_t)lines * dims * width);
+        auto valid = load_file<unsigned char>(argv[8], (size_t)lines * width);
+        std::vector<double> box((size_t)lines * 2 * features * width, 0.0);
         launch_serial((width + EH_THREADS - 1) / EH_THREADS, features, [&] {
             lrx_put_f64(y.data(), valid.data(), width, dims, inner, outer, box.data());
-        }, EH_THREADS);
-        save(argv[8], box);
+        }, EH_THREADS, lines);
+        save(argv[9], box);
         return 0;
     }
     if (mode == "lrx_window" && argc == 11) {
@@ -462,10 +463,11 @@ class Emulator:
         return np.fromfile(p1), np.fromfile(p2).reshape(bands, bands)
 
     def lrx_put(self, y: np.ndarray, valid: np.ndarray, *, inner: int, outer: int) -> np.ndarray:
-        """Run lrx_put_f64 on one line: ``y`` ``(dims, width)``, ``valid`` ``(width,)`` -> its boxes."""
-        dims, width = y.shape
+        """Run lrx_put_f64 on lines ``y`` ``(lines, dims, width)``, ``valid`` ``(lines, width)``
+        (one launch, a line per blockIdx.z) -> their boxes, flat."""
+        lines, dims, width = y.shape
         out = self.work / "box.bin"
-        self._run(["lrx_put", width, dims, inner, outer, self._file("y.bin", y.astype(np.float64)),
+        self._run(["lrx_put", lines, width, dims, inner, outer, self._file("y.bin", y.astype(np.float64)),
                    self._file("valid.bin", valid.astype(np.uint8)), out])  # fmt: skip
         return np.fromfile(out)
 
@@ -489,7 +491,7 @@ class Emulator:
         """The three local-RX kernels in turn on a ring ``y`` ``(slots, dims, width)``, ``valid``
         ``(slots, width)``: every slot put, the window of ``centre`` summed and scored."""
         slots, dims, width = y.shape
-        box = np.stack([self.lrx_put(y[i], valid[i], inner=inner, outer=outer) for i in range(slots)])
+        box = self.lrx_put(y, valid, inner=inner, outer=outer)  # every slot in one launch
         features = rx_kernels.local_features(dims)
         sums = self.lrx_window(box, slots=slots, width=width, features=features, centre=centre, top=top,
                                bottom=bottom, inner=inner)  # fmt: skip
@@ -697,14 +699,14 @@ def run_kernel(
 ) -> None:
     """One kernel launch on made-up memory, checked against the launch rules of rx_kernels.cu."""
     assert len(args) == len(rx_kernels.SIGNATURES[name]), (name, args)
-    assert len(grid) == 3 and grid[2] == 1
+    assert len(grid) == 3 and (grid[2] == 1 or name == "lrx_put_f64")
     if name == "lrx_put_f64":
         y, valid, width, dims, inner, outer, box = args
-        features = rx_kernels.local_features(dims)
-        assert tuple(grid) == (math.ceil(width / 256), features, 1)
-        memory.view(box, np.float64, 2 * features * width)[:] = emulator.lrx_put(
-            memory.view(y, np.float64, dims * width).reshape(dims, width),
-            memory.view(valid, np.uint8, width), inner=inner, outer=outer,
+        features, lines = rx_kernels.local_features(dims), grid[2]
+        assert tuple(grid[:2]) == (math.ceil(width / 256), features) and lines >= 1
+        memory.view(box, np.float64, lines * 2 * features * width)[:] = emulator.lrx_put(
+            memory.view(y, np.float64, lines * dims * width).reshape(lines, dims, width),
+            memory.view(valid, np.uint8, lines * width).reshape(lines, width), inner=inner, outer=outer,
         )  # fmt: skip
         return
     if name == "lrx_window_f64":
@@ -994,11 +996,17 @@ def test_local_rx_plan_ring_and_refusals(emulated_rx: Any) -> None:
     rng = np.random.default_rng(3)
     plan = emulated_rx.local_plan(12, 3, 5, inner=1, outer=2)
     with pytest.raises(ValueError, match="expected y"):
-        plan.put(0, np.zeros((2, 12)), np.ones(12, bool))
+        plan.put([0], np.zeros((1, 2, 12)), np.ones((1, 12), bool))
+    with pytest.raises(ValueError, match="consecutive"):
+        plan.put([0, 2], np.zeros((2, 3, 12)), np.ones((2, 12), bool))
     ring, valid = np.zeros((5, 3, 12)), np.ones((5, 12), bool)
-    for position in range(7):  # positions 5 and 6 replace 0 and 1
-        ring[position % 5] = rng.standard_normal((3, 12))
-        plan.put(position, ring[position % 5], valid[position % 5])
+    valid[1, 4] = False
+    lines = rng.standard_normal((7, 3, 12))
+    lines[6, :, 4] = 0.0  # the invalid pixel, zero as the stream stores it
+    for position, line in enumerate(lines):
+        ring[position % 5] = line
+    plan.put([0, 1, 2, 3], lines[:4], np.ones((4, 12), bool))
+    plan.put([4, 5, 6], lines[4:], valid[[4, 0, 1]])  # slots 4, then 0 and 1: the ring wraps
     assert [plan.holds(p) for p in range(8)] == [False, False, True, True, True, True, True, False]
     window = {"fallback": np.ones(3), "load": 1e-3}
     with pytest.raises(ValueError, match=r"lines \[1\] are not on the device"):
@@ -1415,12 +1423,13 @@ def test_gpu_local_rx_kernel(gpu_rx: CudaRX) -> None:
     mixing = rng.standard_normal((dims, dims)) * np.geomspace(30, 1, dims)[:, None]
     plan = gpu_rx.local_plan(width, dims, slots, inner=2, outer=7)
     ring, valid = np.zeros((slots, dims, width), np.float32), np.ones((slots, width), bool)
-    for position in range(20, 35):
-        line = (mixing @ rng.standard_normal((dims, width)) + 5.0).astype(np.float32)
-        flags = rng.random(width) > 0.05
-        line[:, ~flags] = 0.0
-        plan.put(position, line, flags)
-        ring[position % slots], valid[position % slots] = line, flags
+    lines = np.einsum("ab,nbw->naw", mixing, rng.standard_normal((slots, dims, width))).astype(np.float32) + 5
+    flags = rng.random((slots, width)) > 0.05
+    lines *= flags[:, None]
+    positions = list(range(20, 35))  # slots 5..14, then 0..4: two launches of one put
+    plan.put(positions, lines, flags)
+    for i, position in enumerate(positions):
+        ring[position % slots], valid[position % slots] = lines[i], flags[i]
     fallback, load = rng.random(dims) * 100 + 1, 1e-3 * float(np.trace(mixing @ mixing.T)) / dims
     args = {"centre": 27, "top": 20, "bottom": 34}
     got = plan(**args, fallback=fallback, load=load)

@@ -634,23 +634,35 @@ class LocalRXPlan:
         """Every slot counts as empty (the basis changed: lines must be put again)."""
         self._held.clear()
 
-    def put(self, position: int, y: np.ndarray, valid: np.ndarray) -> None:
-        """Queue the upload of the line at ``position`` - ``y`` ``(dims, width)`` (zero where not
-        valid) and ``valid`` ``(width,)`` - and its box sums."""
+    def put(self, positions: list[int], y: np.ndarray, valid: np.ndarray) -> None:
+        """Queue the upload of the lines at consecutive ``positions`` - ``y`` ``(lines, dims,
+        width)`` (zero where not valid) and ``valid`` ``(lines, width)`` - and their box sums: one
+        upload of each and one launch per run of consecutive slots (two where the ring wraps)."""
         y, valid = np.asarray(y), np.asarray(valid, dtype=bool)
-        if y.shape != (self.dims, self.width) or valid.shape != (self.width,):
+        lines = len(positions)
+        if y.shape != (lines, self.dims, self.width) or valid.shape != (lines, self.width):
             raise ValueError(
-                f"expected y ({self.dims}, {self.width}) and valid ({self.width},), "
+                f"expected y ({lines}, {self.dims}, {self.width}) and valid ({lines}, {self.width}), "
                 f"got {y.shape} and {valid.shape}"
             )
-        slot = position % self.slots
-        self._backend.upload(self.y, y.astype(np.float64), slot * self.dims * self.width)
-        self._backend.upload(self.valid, valid.astype(np.uint8), slot * self.width)
-        args = (self.y.address + 8 * slot * self.dims * self.width, self.valid.address + slot * self.width,
-                self.width, self.dims, self.inner, self.outer,
-                self.box.address + 8 * slot * 2 * self.features * self.width)  # fmt: skip
-        self._backend.launch("lrx_put_f64", (math.ceil(self.width / THREADS), self.features, 1), args)
-        self._held[slot] = position
+        if lines > self.slots or list(positions) != list(range(positions[0], positions[0] + lines)):
+            raise ValueError(f"put at most {self.slots} consecutive positions at once, got {positions}")
+        start = 0
+        while start < lines:
+            slot = positions[start] % self.slots
+            count = min(lines - start, self.slots - slot)  # up to the end of the ring
+            run = slice(start, start + count)
+            self._backend.upload(self.y, y[run].astype(np.float64), slot * self.dims * self.width)
+            self._backend.upload(self.valid, valid[run].astype(np.uint8), slot * self.width)
+            y_at = self.y.address + 8 * slot * self.dims * self.width
+            box_at = self.box.address + 8 * slot * 2 * self.features * self.width
+            valid_at = self.valid.address + slot * self.width
+            args = (y_at, valid_at, self.width, self.dims, self.inner, self.outer, box_at)
+            grid = (math.ceil(self.width / THREADS), self.features, count)
+            self._backend.launch("lrx_put_f64", grid, args)
+            for position in positions[run]:
+                self._held[position % self.slots] = position
+            start += count
 
     def __call__(
         self, centre: int, top: int, bottom: int, *, fallback: np.ndarray, load: float

@@ -64,10 +64,11 @@ class LocalLineMath(Protocol):
     def forget(self) -> None: ...
 
     def put(
-        self, position: int, y: np.ndarray, valid: np.ndarray, *, slots: int, inner: int, outer: int
+        self, positions: list[int], y: np.ndarray, valid: np.ndarray, *, slots: int, inner: int, outer: int
     ) -> None:
-        """Keep the line at ``position`` (``slots`` lines are kept; ``inner`` and ``outer``: the
-        guard's and the window's half-widths)."""
+        """Keep the lines at consecutive ``positions`` (``y`` ``(lines, c, width)``, ``valid``
+        ``(lines, width)``; ``slots`` lines are kept; ``inner`` and ``outer``: the guard's and the
+        window's half-widths)."""
         ...
 
     def scores(
@@ -196,11 +197,13 @@ class CausalHybridRX:
         """The local RX of ``position`` on :attr:`local_math` (the same window and loading as
         numpy's), or ``None`` when it leaves the line to numpy."""
         assert self.local_math is not None
-        halves = {"inner": self.local.inner // 2, "outer": self.local.outer // 2}
-        for p in range(top, bottom + 1):
-            if not self.local_math.holds(p):
-                _, valid = self._lines[p]
-                self.local_math.put(p, self._projection(p), valid, slots=self.local.outer, **halves)
+        missing = [p for p in range(top, bottom + 1) if not self.local_math.holds(p)]
+        if missing:  # one line a call, or the whole window after a basis change: one batch
+            assert missing == list(range(missing[0], missing[-1] + 1))  # a window moves forward
+            ys = self._projections_of(missing)
+            valids = np.stack([self._lines[p][1] for p in missing])
+            halves = {"inner": self.local.inner // 2, "outer": self.local.outer // 2}
+            self.local_math.put(missing, ys, valids, slots=self.local.outer, **halves)
         _, valid = self._lines[position]
         load = self.local.regularization * float(eigenvalues.sum()) / self.components
         scores = self.local_math.scores(position, top, bottom, valid, fallback=eigenvalues, load=load)
@@ -235,6 +238,19 @@ class CausalHybridRX:
             line, valid = self._lines[position]
             self._projections[position] = np.where(valid, basis.T @ (line - mean).T, 0.0)
         return self._projections[position]
+
+    def _projections_of(self, positions: list[int]) -> np.ndarray:
+        """:meth:`_projection` of several lines, ``(lines, c, width)``, those not cached in one product."""
+        todo = [p for p in positions if p not in self._projections]
+        if todo:
+            assert self._basis is not None
+            mean, basis, _ = self._basis
+            lines = np.stack([self._lines[p][0] for p in todo])  # (n, width, bands)
+            valid = np.stack([self._lines[p][1] for p in todo])
+            projected = np.swapaxes((lines - mean) @ basis, 1, 2)  # (n, c, width)
+            for i, p in enumerate(todo):
+                self._projections[p] = np.where(valid[i], projected[i], 0.0)
+        return np.stack([self._projections[p] for p in positions])
 
     def _features(self, position: int) -> _LineFeatures:
         """The line at ``position`` in the current basis (:class:`_LineFeatures`); cached."""

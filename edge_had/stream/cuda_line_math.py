@@ -105,13 +105,13 @@ class CudaLocalMath:
             self._plan.forget()
 
     def put(
-        self, position: int, y: np.ndarray, valid: np.ndarray, *, slots: int, inner: int, outer: int
+        self, positions: list[int], y: np.ndarray, valid: np.ndarray, *, slots: int, inner: int, outer: int
     ) -> None:
-        dims, width = y.shape
+        _, dims, width = y.shape
         plan, shape = self._plan, (width, dims, slots, inner, outer)
         if plan is None or (plan.width, plan.dims, plan.slots, plan.inner, plan.outer) != shape:
             plan = self._plan = self.rx.local_plan(width, dims, slots, inner=inner, outer=outer)
-        plan.put(position, y, valid)
+        plan.put(positions, y, valid)
 
     def scores(
         self, centre: int, top: int, bottom: int, valid: np.ndarray, *, fallback: np.ndarray, load: float

@@ -61,9 +61,10 @@
 //   Per pixel the features are F = 1 + dims + dims (dims + 1) / 2 values: [valid, y_a, y_a y_b for
 //   a <= b] (row-major upper triangle), and a window's sums of them give its count, mean and
 //   covariance (cov = sum(y y^T) / n - m m^T, exact enough in FP64).
-//   lrx_put_f64      after a line is uploaded to its slot: the features summed along the line over
-//                    the outer (c-outer..c+outer) and the guard (c-inner..c+inner) columns, clipped
-//                    to the line, into box (slots x 2 x F x width). Grid (ceil(width/256), F).
+//   lrx_put_f64      after lines are uploaded to consecutive slots: each line's features summed
+//                    along it over the outer (c-outer..c+outer) and the guard (c-inner..c+inner)
+//                    columns, clipped to the line, into box (slots x 2 x F x width). Grid
+//                    (ceil(width/256), F, lines): blockIdx.z is the line, from the pointers given.
 //   lrx_window_f64   the window sums of the line at `centre`: outer boxes of lines top..bottom
 //                    (absolute positions the caller clipped to the lines that exist) minus guard
 //                    boxes of lines max(top, centre-inner)..min(bottom, centre+inner), into sums
@@ -356,6 +357,9 @@ __device__ __forceinline__ void lrx_put_block(const double* __restrict__ y,
     const int f = blockIdx.y;
     if (c >= width) return;
     const int features = 1 + dims + dims * (dims + 1) / 2;
+    y += (long long)blockIdx.z * dims * width;  // line z of this launch
+    valid += (long long)blockIdx.z * width;
+    box += (long long)blockIdx.z * 2 * features * width;
     double outer_sum = 0.0, inner_sum = 0.0;
     const int c0 = c - outer < 0 ? 0 : c - outer;
     const int c1 = c + outer >= width ? width - 1 : c + outer;
