@@ -233,23 +233,21 @@ class CausalHybridRX:
     def _projection(self, position: int) -> np.ndarray:
         """The line at ``position`` in the current basis, ``(c, width)``, zero where not valid; cached."""
         if position not in self._projections:
-            assert self._basis is not None
-            mean, basis, _ = self._basis
-            line, valid = self._lines[position]
-            self._projections[position] = np.where(valid, basis.T @ (line - mean).T, 0.0)
+            self._projections_of([position])
         return self._projections[position]
 
     def _projections_of(self, positions: list[int]) -> np.ndarray:
-        """:meth:`_projection` of several lines, ``(lines, c, width)``, those not cached in one product."""
+        """:meth:`_projection` of several lines, ``(lines, c, width)``; those not cached are
+        projected in one product."""
         todo = [p for p in positions if p not in self._projections]
         if todo:
             assert self._basis is not None
             mean, basis, _ = self._basis
-            lines = np.stack([self._lines[p][0] for p in todo])  # (n, width, bands)
-            valid = np.stack([self._lines[p][1] for p in todo])
-            projected = np.swapaxes((lines - mean) @ basis, 1, 2)  # (n, c, width)
+            pixels = np.concatenate([self._lines[p][0] for p in todo]) - mean  # (n width, bands)
+            # one 2-D product (BLAS): a stacked 3-D matmul took 6x longer for one line
+            projected = (basis.T @ pixels.T).reshape(basis.shape[1], len(todo), -1)  # (c, n, width)
             for i, p in enumerate(todo):
-                self._projections[p] = np.where(valid[i], projected[i], 0.0)
+                self._projections[p] = np.where(self._lines[p][1], projected[:, i], 0.0)
         return np.stack([self._projections[p] for p in positions])
 
     def _features(self, position: int) -> _LineFeatures:
