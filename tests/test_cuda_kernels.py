@@ -36,6 +36,7 @@ import math
 import os
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -776,7 +777,7 @@ def fake_pycuda(memory: DeviceMemory, emulator: Emulator, *, broken: bool = Fals
             need_context()
             assert block == (rx_kernels.block_size(self.name), 1, 1)
             assert self.signature == rx_kernels.SIGNATURES[self.name]
-            assert all(isinstance(value, int | float) for value in args), args
+            struct.pack(self.signature, *args)  # what pycuda packs: a float for an int fails here
             calls.append(self.name)
             run_kernel(memory, emulator, self.name, grid, list(args))
 
@@ -1019,6 +1020,30 @@ def test_local_rx_plan_ring_and_refusals(emulated_rx: Any) -> None:
     assert worst <= LOCAL_MAX_REL
     plan.forget()
     assert not plan.holds(6)
+    with pytest.raises(ValueError, match="start at 0"):
+        plan.put([-1], lines[:1], valid[:1])
+    with pytest.raises(ValueError, match="does not fit"):
+        plan(0, -1, 2, **window)
+
+
+def test_local_math_keeps_one_plan_per_shape(emulated_rx: Any) -> None:
+    """A stream whose band count changes back and forth reuses the device buffers of each shape
+    (no new allocation per switch), and a plan taken up again holds nothing of its last use."""
+    from edge_had.stream.cuda_line_math import CudaLocalMath
+
+    device = CudaLocalMath(emulated_rx)
+    made = []
+    original = emulated_rx.local_plan
+    emulated_rx.local_plan = lambda *a, **k: made.append(a) or original(*a, **k)
+    halves = {"slots": 5, "inner": 1, "outer": 2}
+    for dims in (3, 4, 3, 4):
+        device.put([0, 1], np.zeros((2, dims, 8)), np.ones((2, 8), bool), **halves)
+        assert device.holds(1)
+        device.put([2], np.zeros((1, dims, 8)), np.ones((1, 8), bool), **halves)
+        assert device.holds(0) and device.holds(2)
+    assert made == [(8, 3, 5), (8, 4, 5)]
+    device.put([3], np.zeros((1, 3, 8)), np.ones((1, 8), bool), **halves)
+    assert not device.holds(0) and device.holds(3)  # taken up again: forgotten
 
 
 @pytest.mark.parametrize("case", ["basis changes", "singular windows", "too many components"])

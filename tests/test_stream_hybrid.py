@@ -113,6 +113,45 @@ def test_running_window_sums_survive_basis_changes(cube, monkeypatch) -> None:
         np.testing.assert_allclose(local[row], want, rtol=1e-8, equal_nan=True)
 
 
+class RefusingLocalMath:
+    """A device for the local part that scores every line with a placeholder (ones) but hands
+    ``refused`` lines back to numpy, as the CUDA one does with singular windows."""
+
+    name, max_dims = "fake", 16
+
+    def __init__(self, refused: set[int]) -> None:
+        self.refused, self.held, self.numpy_lines = refused, set(), 0
+
+    def holds(self, position: int) -> bool:
+        return position in self.held
+
+    def forget(self) -> None:
+        self.held.clear()
+
+    def put(self, positions, y, valid, *, slots, inner, outer) -> None:  # noqa: ANN001
+        assert y.shape[0] == valid.shape[0] == len(positions) <= slots
+        self.held.update(positions)
+
+    def scores(self, centre, top, bottom, valid, *, fallback, load):  # noqa: ANN001
+        if centre in self.refused:
+            self.numpy_lines += 1
+            return None
+        return np.ones(valid.shape)
+
+
+def test_lines_a_device_hands_back_are_scored_by_numpy_as_without_it(cube) -> None:
+    """Lines 20 and 22 (a few lines apart, in one basis period) go back to numpy: their scores
+    equal the numpy detector's, although numpy's running windows skipped the lines between."""
+    valid = np.ones(cube.shape[:2], dtype=bool)
+    settings = CausalSettings(warmup_lines=4)
+    numpy_scores, _ = streamed(CausalHybridRX(12, settings), cube, valid)
+    device = RefusingLocalMath({20, 22})
+    scores, _ = streamed(CausalHybridRX(12, settings, local_math=device), cube, valid)
+    assert device.numpy_lines == 2
+    np.testing.assert_allclose(scores[[20, 22]], numpy_scores[[20, 22]], rtol=1e-12)
+    assert not np.allclose(scores[21], numpy_scores[21])  # the placeholder: the device did score it
+
+
 def test_each_line_is_released_once_in_order_after_its_look_ahead(cube) -> None:
     valid = np.ones(cube.shape[:2], dtype=bool)
     scorer = CausalHybridRX(12, CausalSettings(warmup_lines=5))

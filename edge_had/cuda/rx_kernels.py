@@ -645,8 +645,10 @@ class LocalRXPlan:
                 f"expected y ({lines}, {self.dims}, {self.width}) and valid ({lines}, {self.width}), "
                 f"got {y.shape} and {valid.shape}"
             )
-        if lines > self.slots or list(positions) != list(range(positions[0], positions[0] + lines)):
-            raise ValueError(f"put at most {self.slots} consecutive positions at once, got {positions}")
+        if not 0 < lines <= self.slots or list(positions) != list(range(positions[0], positions[0] + lines)):
+            raise ValueError(f"put 1 to {self.slots} consecutive positions at once, got {positions}")
+        if positions[0] < 0:
+            raise ValueError(f"positions start at 0, got {positions}")
         start = 0
         while start < lines:
             slot = positions[start] % self.slots
@@ -678,7 +680,7 @@ class LocalRXPlan:
 
     def launch(self, centre: int, top: int, bottom: int, *, fallback: np.ndarray, load: float) -> None:
         """Queue :meth:`__call__`'s two kernels (the scores stay on the device)."""
-        if not top <= centre <= bottom or bottom - top + 1 > self.slots:
+        if not 0 <= top <= centre <= bottom or bottom - top + 1 > self.slots:
             raise ValueError(f"window {top}..{bottom} around {centre} does not fit {self.slots} slots")
         missing = [p for p in range(top, bottom + 1) if not self.holds(p)]
         if missing:

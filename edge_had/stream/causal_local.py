@@ -173,6 +173,10 @@ class CausalHybridRX:
             scores = self._device_scores(position, top, bottom, eigenvalues)
             if scores is not None:
                 return scores
+            # numpy scores this line alone: its running windows did not follow the device's lines
+            # (they may still hold lines released since), so they start again here
+            self._outer.reset()
+            self._inner.reset()
         self._outer.move_to(
             max(position - outer, 0), min(position + outer, last), lambda p: self._features(p).outer
         )

@@ -94,7 +94,8 @@ class CudaLocalMath:
 
     def __init__(self, rx: Any) -> None:
         self.rx = rx
-        self._plan: Any = None
+        self._plans: dict[tuple[int, ...], Any] = {}  # one per shape: a stream that changes band
+        self._plan: Any = None  # count and back reuses its buffers instead of allocating again
         self.numpy_lines = 0
 
     def holds(self, position: int) -> bool:
@@ -108,9 +109,13 @@ class CudaLocalMath:
         self, positions: list[int], y: np.ndarray, valid: np.ndarray, *, slots: int, inner: int, outer: int
     ) -> None:
         _, dims, width = y.shape
-        plan, shape = self._plan, (width, dims, slots, inner, outer)
-        if plan is None or (plan.width, plan.dims, plan.slots, plan.inner, plan.outer) != shape:
-            plan = self._plan = self.rx.local_plan(width, dims, slots, inner=inner, outer=outer)
+        shape = (width, dims, slots, inner, outer)
+        plan = self._plans.get(shape)
+        if plan is None:
+            plan = self._plans[shape] = self.rx.local_plan(width, dims, slots, inner=inner, outer=outer)
+        if plan is not self._plan:  # what another shape's plan held is another stream's
+            plan.forget()
+            self._plan = plan
         plan.put(positions, y, valid)
 
     def scores(

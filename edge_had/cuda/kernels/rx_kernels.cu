@@ -5,8 +5,8 @@
 // library from it), pycuda (module_from_file on the fatbin, or pycuda.compiler at run time) and
 // CuPy (RawModule on the fatbin, or NVRTC at run time). It therefore includes no header at all
 // (NVRTC has no system headers) and every entry point is `extern "C"` with plain pointer, int and
-// long long parameters. Launch every global-RX kernel with EH_THREADS (256) threads per block and
-// the local-RX kernel with EH_LRX_THREADS (32), 1-D.
+// long long parameters. Launch every kernel with EH_THREADS (256) threads per block, 1-D, except
+// lrx_score_f64: EH_LRX_THREADS (32).
 //
 // Scoring  (rx_score_f32 / rx_score_f16)
 //   scores[i] = || W (x_i - mean) ||^2 for the n pixels x_i (rows of X, n x bands, row stride ldx
@@ -57,7 +57,7 @@
 //   The algorithm of edge_had.detectors.lrx / edge_had.stream.causal_local, in float64 like it:
 //   the stream's hybrid detector keeps its last `slots` lines, projected on dims <= EH_LRX_MAX_DIMS
 //   principal components, in a ring on the device (the line at absolute position p in slot
-//   p % slots): y (slots x dims x width, zero at invalid pixels) and valid (slots x width, uint8).
+//   p % slots, p >= 0): y (slots x dims x width) and valid (slots x width, uint8).
 //   Per pixel the features are F = 1 + dims + dims (dims + 1) / 2 values: [valid, y_a, y_a y_b for
 //   a <= b] (row-major upper triangle), and a window's sums of them give its count, mean and
 //   covariance (cov = sum(y y^T) / n - m m^T, exact enough in FP64).
@@ -339,7 +339,8 @@ __device__ __forceinline__ int packed(int a, int b, int dims) { return a * dims 
 __device__ __forceinline__ double lrx_feature(const double* __restrict__ y,
                                               const unsigned char* __restrict__ valid, int width,
                                               int dims, int f, int col) {
-    if (f == 0) return valid[col] != 0 ? 1.0 : 0.0;
+    if (valid[col] == 0) return 0.0;  // the caller zeroes y there too; an invalid pixel adds nothing
+    if (f == 0) return 1.0;
     if (f <= dims) return y[(long long)(f - 1) * width + col];
     int pair = f - 1 - dims, a = 0;
     while (pair >= dims - a) {
