@@ -55,8 +55,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "--rx-device",
         choices=("cpu", "cuda"),
         default="cpu",
-        help="where causal RX's per-line sums and scores run: numpy (cpu) or edge-had's CUDA kernels "
-        "(rx_kernels.cu through pycuda or CuPy: FP64 sums, FP32 scores)",
+        help="where causal RX's per-line sums and scores, and hybrid RX's local part, run: numpy (cpu) "
+        "or edge-had's CUDA kernels (rx_kernels.cu through pycuda or CuPy: FP64 sums, FP32 scores; "
+        "the local part in FP64)",
     )
     parser.add_argument(
         "--async-enhance",

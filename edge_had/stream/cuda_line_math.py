@@ -1,5 +1,6 @@
 """Causal RX's per-line arithmetic on the GPU: :class:`~edge_had.stream.causal.LineMath` over the
-CUDA kernels of :class:`edge_had.cuda.rx_kernels.CudaRX` (``stream --rx-device cuda``).
+CUDA kernels of :class:`edge_had.cuda.rx_kernels.CudaRX` (``stream --rx-device cuda``), and
+:class:`CudaLocalMath`, hybrid RX's local part on the local-RX kernels (at the end).
 
 Per line: the valid pixels go up once for the covariance kernel (FP64 sums of ``x - shift``; the
 sums come back, ``K x K`` float64, and the statistics stay on the CPU as with numpy, so all three
