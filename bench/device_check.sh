@@ -242,6 +242,7 @@ for path in sorted(stream_reports.glob("*.json")):
         "lines_scored": run["health"]["lines_scored"],
         "warm_up_ms": run["detector"].get("warm_up_ms"),
         "auc": run.get("auc"),
+        "local_rx": run["rx_device"].get("local_rx"),
     })
 
 profile_file = out / "enhance_profile.json"
@@ -294,7 +295,10 @@ for run in streams:
           f"(enhance p99 {enhance.get('p99', float('nan')):.2f}, rx p99 {rx.get('p99', float('nan')):.2f}; "
           f"budget {run['budget_ms']:.2f}), misses {run['deadline_misses']}/{run['lines_scored']}, "
           + (f"AUC {run['auc']:.4f}" if run["auc"] is not None else "no AUC")
-          + (f", warm-up {run['warm_up_ms']:.0f} ms" if run["warm_up_ms"] else ""))
+          + (f", warm-up {run['warm_up_ms']:.0f} ms" if run["warm_up_ms"] else "")
+          + (f", local RX on {run['local_rx']['device']}" if run.get("local_rx") else "")
+          + (f" ({run['local_rx']['numpy_lines']} lines to numpy)"
+             if (run.get("local_rx") or {}).get("numpy_lines") is not None else ""))
 if report["enhance_profile"]:
     profile = report["enhance_profile"]
     h2d = profile["h2d"]
@@ -327,6 +331,12 @@ for run in bench.get("runs", []):
     for record in run["covariance"]:
         print(f"{run['launcher']:<6} covariance {record['shape']} {record['precision']}: kernel p50 "
               f"{record['kernel_us']['p50']:.1f} us")
+    for record in run.get("local", []):
+        window = record.get("put_window_us", {}).get("p50", float("nan"))
+        print(f"{run['launcher']:<6} local RX {record['shape']} {record['window']}: kernels p50/p99 "
+              f"{record['kernel_us']['p50']:.1f}/{record['kernel_us']['p99']:.1f} us, end-to-end p50 "
+              f"{record['end_to_end_us']['p50']:.1f} us, put a line / the window p50 "
+              f"{record['put_us']['p50']:.1f} / {window:.1f} us")
 print(f"RESULT: {'ok' if report['ok'] else 'NOT OK'} (kernels built, GPU tests ran and none failed)")
 sys.exit(0 if report["ok"] else 1)
 PY
