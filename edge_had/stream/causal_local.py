@@ -237,22 +237,26 @@ class CausalHybridRX:
     def _projection(self, position: int) -> np.ndarray:
         """The line at ``position`` in the current basis, ``(c, width)``, zero where not valid; cached."""
         if position not in self._projections:
-            self._projections_of([position])
+            self._project([position])
         return self._projections[position]
 
     def _projections_of(self, positions: list[int]) -> np.ndarray:
-        """:meth:`_projection` of several lines, ``(lines, c, width)``; those not cached are
-        projected in one product."""
-        todo = [p for p in positions if p not in self._projections]
-        if todo:
-            assert self._basis is not None
-            mean, basis, _ = self._basis
-            pixels = np.concatenate([self._lines[p][0] for p in todo]) - mean  # (n width, bands)
-            # one 2-D product (BLAS): a stacked 3-D matmul took 6x longer for one line
-            projected = (basis.T @ pixels.T).reshape(basis.shape[1], len(todo), -1)  # (c, n, width)
-            for i, p in enumerate(todo):
-                self._projections[p] = np.where(self._lines[p][1], projected[:, i], 0.0)
+        """:meth:`_projection` of several lines, ``(lines, c, width)``."""
+        self._project([p for p in positions if p not in self._projections])
         return np.stack([self._projections[p] for p in positions])
+
+    def _project(self, positions: list[int]) -> None:
+        """Project these lines on the current basis into the cache, in one 2-D product (BLAS; a
+        stacked 3-D matmul took 6x longer for one line)."""
+        if not positions:
+            return
+        assert self._basis is not None
+        mean, basis, _ = self._basis
+        lines = [self._lines[p][0] for p in positions]
+        pixels = (lines[0] if len(lines) == 1 else np.concatenate(lines)) - mean  # (n width, bands)
+        projected = (basis.T @ pixels.T).reshape(basis.shape[1], len(positions), -1)  # (c, n, width)
+        for i, p in enumerate(positions):
+            self._projections[p] = np.where(self._lines[p][1], projected[:, i], 0.0)
 
     def _features(self, position: int) -> _LineFeatures:
         """The line at ``position`` in the current basis (:class:`_LineFeatures`); cached."""
