@@ -654,8 +654,9 @@ class LocalRXPlan:
             slot = positions[start] % self.slots
             count = min(lines - start, self.slots - slot)  # up to the end of the ring
             run = slice(start, start + count)
-            self._backend.upload(self.y, y[run].astype(np.float64), slot * self.dims * self.width)
-            self._backend.upload(self.valid, valid[run].astype(np.uint8), slot * self.width)
+            # the uploads cast to the buffers' float64 and uint8 as they stage
+            self._backend.upload(self.y, y[run], slot * self.dims * self.width)
+            self._backend.upload(self.valid, valid[run], slot * self.width)
             y_at = self.y.address + 8 * slot * self.dims * self.width
             box_at = self.box.address + 8 * slot * 2 * self.features * self.width
             valid_at = self.valid.address + slot * self.width

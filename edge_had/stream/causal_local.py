@@ -77,12 +77,11 @@ class LocalLineMath(Protocol):
 
 
 class _LineFeatures(NamedTuple):
-    """One line in the current principal basis: ``y`` ``(c, width)`` (zero at invalid pixels), and
-    ``[valid, y, y_i y_j (i <= j)]`` summed along the line over the outer and the inner window's
-    width (component-first, ``(1 + c + c (c + 1) / 2, width)``). Box sums are linear, so summing
-    these over the window's lines gives the window sums."""
+    """One line's ``[valid, y, y_i y_j (i <= j)]`` in the current principal basis (``y``: its
+    projection, :meth:`CausalHybridRX._projection`), summed along the line over the outer and the
+    inner window's width (component-first, ``(1 + c + c (c + 1) / 2, width)``). Box sums are
+    linear, so summing these over the window's lines gives the window sums."""
 
-    y: np.ndarray
     outer: np.ndarray
     inner: np.ndarray
 
@@ -187,7 +186,7 @@ class CausalHybridRX:
         window_sums = {"n": summed[0], "x": summed[1 : 1 + c], "xx": summed[1 + c :]}
         _, valid = self._lines[position]
         return scores_from_window_sums(
-            self._features(position).y,
+            self._projection(position),
             valid,
             window_sums,
             np.zeros(c),
@@ -265,7 +264,7 @@ class CausalHybridRX:
             y = self._projection(position)
             per_pixel = np.concatenate([valid[None].astype(np.float64), y, pair_products(y)])
             outer, inner = _along_line_box_sums(per_pixel, (self.local.outer // 2, self.local.inner // 2))
-            self._projected[position] = _LineFeatures(y, outer, inner)
+            self._projected[position] = _LineFeatures(outer, inner)
         return self._projected[position]
 
 
