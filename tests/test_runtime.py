@@ -141,6 +141,30 @@ def test_onnxruntime_and_torch_runners_agree(bundle_dir: Path, tmp_path: Path) -
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), name
 
 
+def test_a_graph_exported_on_the_fly_leaves_no_file_behind(
+    bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``workdir`` the graph goes to a temporary folder that is removed once the runner
+    holds it (each start of a detector or stream used to leave one in /tmp); the runner still
+    re-activates from memory, with the same outputs."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    feed = {"cube": (0.05 * np.random.default_rng(1).standard_normal((1, 30, 7, 11))).astype(np.float32)}
+    runner = enhancement_runner(choose_backend("onnxruntime", "fp32"), load_bundle(bundle_dir), 30)
+    assert list(scratch.iterdir()) == []
+    with runner:
+        first = runner.infer(feed)
+    with runner:  # a second session, built from the bytes the runner kept
+        again = runner.infer(feed)
+    assert list(scratch.iterdir()) == []
+    for name, values in first.items():
+        assert np.array_equal(values, again[name]), name
+
+
 def test_a_given_onnx_file_must_fit_the_model_sensor_and_precision(bundle_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     from edge_had.build.onnx_export import export_onnx

@@ -1,9 +1,12 @@
 """Build the runner that enhances one sensor's cubes (``bands``, optional wavelengths) with a
-model bundle on the chosen backend; FP32/FP16 ONNX graphs are exported on the fly into
-``workdir`` when no ONNX file is given."""
+model bundle on the chosen backend; FP32/FP16 ONNX graphs are exported on the fly when no ONNX
+file is given: into ``workdir`` (kept), or into a temporary folder removed once the runner holds
+the graph."""
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +35,11 @@ def enhancement_runner(
 
         return TorchRunner(bundle.model_for(bands, wavelengths), choice.precision, device)
     if choice.backend == "onnxruntime":
-        from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-        path = Path(onnx) if onnx is not None else _export_for(bundle, bands, wavelengths, choice, workdir)
-        _check_graph(path, bundle, bands, choice.precision)
-        return OnnxRuntimeRunner(path, choice.precision, threads=cpu_threads)
+        if onnx is not None:
+            return _onnxruntime_runner(Path(onnx), bundle, bands, choice.precision, cpu_threads)
+        with _export_folder(workdir) as folder:
+            graph = _export_for(bundle, bands, wavelengths, choice, folder)
+            return _onnxruntime_runner(graph, bundle, bands, choice.precision, cpu_threads)
     if choice.backend == "tensorrt":
         if engine is None:
             raise BackendError("tensorrt needs an engine file (`edge-had build`)")
@@ -47,18 +50,29 @@ def enhancement_runner(
     raise BackendError(f"unknown backend {choice.backend!r}")
 
 
-def _export_for(
-    bundle: Any, bands: int, wavelengths: np.ndarray | None, choice: BackendChoice, workdir: str | Path | None
-) -> Path:
-    import tempfile
+def _onnxruntime_runner(path: Path, bundle: Any, bands: int, precision: str, threads: int | None) -> Runner:
+    from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
+    _check_graph(path, bundle, bands, precision)
+    return OnnxRuntimeRunner(path, precision, threads=threads)  # it reads the graph now
+
+
+def _export_folder(workdir: str | Path | None) -> AbstractContextManager[str | Path]:
+    """``workdir`` (the graphs are kept), or a temporary folder removed on leaving."""
+    if workdir is not None:
+        return nullcontext(workdir)
+    return tempfile.TemporaryDirectory(prefix="edge-had-onnx-")
+
+
+def _export_for(
+    bundle: Any, bands: int, wavelengths: np.ndarray | None, choice: BackendChoice, folder: str | Path
+) -> Path:
     from edge_had.build.gate import GraphRecipe
 
     if choice.precision == "int8":
         raise BackendError("INT8 needs a quantized ONNX file (`edge-had export --precision int8`)")
-    folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edge-had-onnx-"))
-    graphs = GraphRecipe(bundle, ["fp32", choice.precision]).build(bands, folder / f"b{bands}", wavelengths)
-    return graphs[choice.precision]
+    recipe = GraphRecipe(bundle, ["fp32", choice.precision])
+    return recipe.build(bands, Path(folder) / f"b{bands}", wavelengths)[choice.precision]
 
 
 def _check_graph(path: Path, bundle: Any, bands: int, precision: str) -> None:

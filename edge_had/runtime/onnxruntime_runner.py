@@ -28,6 +28,9 @@ class OnnxRuntimeRunner(Runner):
         self.path = Path(path)
         if not self.path.is_file():
             raise BackendError(f"{self.path}: ONNX file not found (make one with `edge-had export`)")
+        # the graph is read once: sessions (a re-activation too) load it from memory, so the file
+        # may go away after this (a graph exported on the fly lives in a folder removed at once)
+        self.graph = self.path.read_bytes()
         if precision is None:
             from edge_had.build.onnx_export import read_metadata
 
@@ -50,7 +53,7 @@ class OnnxRuntimeRunner(Runner):
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
         try:
-            session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+            session = ort.InferenceSession(self.graph, options, providers=self.providers)
         except Exception as error:  # onnxruntime raises its own exception types
             raise BackendError(f"{self.path}: ONNX Runtime cannot load it ({error})") from error
         self.session = session
