@@ -55,7 +55,7 @@ from edge_had.cuda.rx_kernels import (
     find_fatbin,
     score_splits,
 )
-from edge_had.detectors import calc_stats, rx_reference
+from edge_had.detectors import calc_stats, local_rx_line_reference, rx_reference
 from edge_had.stream.causal_local import CausalHybridRX
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -608,30 +608,15 @@ def test_emulated_covariance_matches_float64(
 
 def local_rx_oracle(y: np.ndarray, valid: np.ndarray, fallback: np.ndarray, *, centre: int, top: int,
                     bottom: int, inner: int, outer: int, load: float) -> np.ndarray:  # fmt: skip
-    """Float64 brute force of the local-RX kernels' definition: gather each pixel's window, its
-    mean and covariance (two passes; or the fallback), solve. ``y`` ``(slots, dims, width)`` holds
-    position p at p % slots."""
-    slots, dims, width = y.shape
-    scores = np.empty(width)
-    for c in range(width):
-        window = [
-            y[p % slots, :, col].astype(np.float64)
-            for p in range(top, bottom + 1)
-            for col in range(max(c - outer, 0), min(c + outer, width - 1) + 1)
-            if valid[p % slots, col] and not (abs(p - centre) <= inner and abs(col - c) <= inner)
-        ]
-        if len(window) >= dims + 1:
-            pixels = np.array(window)
-            mean = pixels.mean(axis=0)
-            cov = (pixels - mean).T @ (pixels - mean) / len(pixels)
-        else:
-            mean, cov = np.zeros(dims), np.diag(fallback.astype(np.float64))
-        d = y[centre % slots, :, c] - mean
-        try:
-            scores[c] = d @ np.linalg.solve(cov + load * np.eye(dims), d)
-        except np.linalg.LinAlgError:  # exactly singular
-            scores[c] = np.nan
-    return scores
+    """The float64 oracle (:func:`local_rx_line_reference`) over ring positions ``top..bottom``:
+    ``y`` ``(slots, dims, width)`` holds position p at p % slots; ``fallback`` is the diagonal of
+    the fallback covariance (mean 0), ``inner``/``outer`` the windows' half-widths."""
+    rows = [p % len(y) for p in range(top, bottom + 1)]
+    diagonal = np.asarray(fallback, np.float64)
+    return local_rx_line_reference(
+        np.moveaxis(y[rows], 1, 2), valid[rows], centre - top, inner_half=inner, outer_half=outer,
+        load=load, fallback=(np.zeros_like(diagonal), np.diag(diagonal)),
+    )  # fmt: skip
 
 
 LOCAL_MAX_REL = 1e-10  # max |s - s_ref| / max(s_ref); float64 throughout, emulated: <= 6.6e-15

@@ -1,4 +1,4 @@
-"""Dual-window local RX against a slow, direct per-pixel implementation."""
+"""Dual-window local RX against the slow, direct per-pixel oracle (`local_rx_line_reference`)."""
 
 from __future__ import annotations
 
@@ -6,32 +6,23 @@ import numpy as np
 import pytest
 
 from edge_had.detectors import LocalRXSettings, calc_stats, local_rx
-from edge_had.detectors.lrx import principal_components
+from edge_had.detectors.lrx import local_rx_line_reference, principal_components
 
 
 def slow_local_rx(data, valid, inner, outer, regularization):
-    """Per pixel: gather the outer window minus the guard window, np.cov, solve."""
-    rows, cols, dims = data.shape
+    """Per line, the float64 loop oracle over the rows the outer window reaches (clipped at the
+    border), the global statistics as fallback; NaN where masked."""
+    rows, _, dims = data.shape
     global_stats = calc_stats(data, valid)
     load = regularization * np.trace(global_stats.cov) / dims
-    out = np.full((rows, cols), np.nan)
+    out = np.full(valid.shape, np.nan)
     for r in range(rows):
-        for c in range(cols):
-            if not valid[r, c]:
-                continue
-            background = []
-            for rr in range(max(0, r - outer // 2), min(rows, r + outer // 2 + 1)):
-                for cc in range(max(0, c - outer // 2), min(cols, c + outer // 2 + 1)):
-                    in_guard = abs(rr - r) <= inner // 2 and abs(cc - c) <= inner // 2
-                    if not in_guard and valid[rr, cc]:
-                        background.append(data[rr, cc])
-            if len(background) >= dims + 1:
-                pixels = np.array(background)
-                mean, cov = pixels.mean(axis=0), np.cov(pixels, rowvar=False, bias=True)
-            else:
-                mean, cov = global_stats.mean, global_stats.cov
-            d = data[r, c] - mean
-            out[r, c] = d @ np.linalg.solve(cov + load * np.eye(dims), d)
+        top, bottom = max(0, r - outer // 2), min(rows, r + outer // 2 + 1)
+        scores = local_rx_line_reference(
+            data[top:bottom], valid[top:bottom], r - top, inner_half=inner // 2, outer_half=outer // 2,
+            load=load, fallback=(global_stats.mean, global_stats.cov),
+        )  # fmt: skip
+        out[r] = np.where(valid[r], scores, np.nan)
     return out
 
 

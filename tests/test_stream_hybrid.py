@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_had.detectors.lrx import LocalRXSettings
+from edge_had.detectors.lrx import LocalRXSettings, local_rx_line_reference
 from edge_had.detectors.scoring import hybrid_rx
 from edge_had.eval.metrics import roc_auc
 from edge_had.io import list_scenes, load_scene, sha256_file
@@ -59,33 +59,17 @@ def test_with_the_whole_scene_as_warm_up_the_stream_equals_offline_hybrid_rx(cub
 def brute_force_local_rx(
     cube: np.ndarray, valid: np.ndarray, row: int, basis: tuple, settings: LocalRXSettings
 ) -> np.ndarray:
-    """Local RX of one line from explicit loops over every window pixel, projected with ``basis``
-    (mean, components, eigenvalues): no running sums, no box filters, one np.linalg.solve per pixel."""
+    """Local RX of one line by the float64 loop oracle (no running sums, no box filters) on the
+    cube projected with ``basis`` (mean, components, eigenvalues); NaN where invalid."""
     mean, components, eigenvalues = basis
-    lines, width = valid.shape
     outer, inner = settings.outer // 2, settings.inner // 2
-    c = components.shape[1]
-    load = settings.regularization * eigenvalues.sum() / c
-    scores = np.full(width, np.nan)
-    for col in range(width):
-        if not valid[row, col]:
-            continue
-        background = [
-            (cube[r, cc] - mean) @ components
-            for r in range(max(row - outer, 0), min(row + outer, lines - 1) + 1)
-            for cc in range(max(col - outer, 0), min(col + outer, width - 1) + 1)
-            if not (abs(r - row) <= inner and abs(cc - col) <= inner) and valid[r, cc]
-        ]
-        if len(background) >= c + 1:
-            window_mean, cov = (
-                np.mean(background, axis=0),
-                np.cov(np.array(background), rowvar=False, bias=True),
-            )
-        else:  # too few: the global statistics (in the principal axes)
-            window_mean, cov = np.zeros(c), np.diag(eigenvalues)
-        d = (cube[row, col] - mean) @ components - window_mean
-        scores[col] = d @ np.linalg.solve(cov + load * np.eye(c), d)
-    return scores
+    top, bottom = max(row - outer, 0), min(row + outer + 1, len(cube))
+    scores = local_rx_line_reference(
+        (cube[top:bottom] - mean) @ components, valid[top:bottom], row - top, inner_half=inner,
+        outer_half=outer, load=settings.regularization * eigenvalues.sum() / components.shape[1],
+        fallback=(np.zeros(components.shape[1]), np.diag(eigenvalues)),
+    )  # fmt: skip
+    return np.where(valid[row], scores, np.nan)
 
 
 def test_running_window_sums_survive_basis_changes(cube, monkeypatch) -> None:

@@ -108,6 +108,48 @@ def local_rx(
     )
 
 
+def local_rx_line_reference(
+    lines: np.ndarray,
+    valid: np.ndarray,
+    centre: int,
+    *,
+    inner_half: int,
+    outer_half: int,
+    load: float,
+    fallback: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Float64 oracle of one line's local RX, by explicit loops: no sums, no box filters.
+
+    ``lines`` ``(rows, width, dims)`` are the rows of the window (the caller clips them: at the
+    image border, or to what a stream holds) and ``centre`` indexes the scored one; ``valid``
+    ``(rows, width)``. Per column: every valid pixel within ``outer_half`` columns, minus the guard
+    (``inner_half`` rows and columns), gives the mean and covariance (two passes, divided by n);
+    with ``dims`` pixels or fewer, ``fallback`` (mean, cov) does. Score ``d^T (cov + load I)^-1 d``
+    for every column, valid or not; NaN where that matrix is exactly singular.
+    """
+    rows, width, dims = lines.shape
+    scores = np.empty(width)
+    for col in range(width):
+        window = [
+            lines[r, c].astype(np.float64)
+            for r in range(rows)
+            for c in range(max(col - outer_half, 0), min(col + outer_half, width - 1) + 1)
+            if valid[r, c] and not (abs(r - centre) <= inner_half and abs(c - col) <= inner_half)
+        ]
+        if len(window) >= dims + 1:
+            pixels = np.array(window)
+            mean = pixels.mean(axis=0)
+            cov = (pixels - mean).T @ (pixels - mean) / len(pixels)
+        else:
+            mean, cov = (np.asarray(value, np.float64) for value in fallback)
+        d = lines[centre, col].astype(np.float64) - mean
+        try:
+            scores[col] = d @ np.linalg.solve(cov + load * np.eye(dims), d)
+        except np.linalg.LinAlgError:
+            scores[col] = np.nan
+    return scores
+
+
 def scores_from_window_sums(
     data: np.ndarray,
     valid: np.ndarray,
