@@ -13,7 +13,7 @@ from edge_had.detectors.scoring import hybrid_rx
 from edge_had.eval.metrics import roc_auc
 from edge_had.io import list_scenes, load_scene, sha256_file
 from edge_had.stream.causal import CausalSettings
-from edge_had.stream.causal_local import CausalHybridRX
+from edge_had.stream.causal_local import CausalHybridRX, _AlongLineBoxSums
 from edge_had.stream.events import chi2_threshold, hybrid_threshold
 from edge_had.stream.pipeline import StreamPipeline
 from edge_had.stream.run import band_reduction, stream_scene_scores
@@ -70,6 +70,24 @@ def brute_force_local_rx(
         fallback=(np.zeros(components.shape[1]), np.diag(eigenvalues)),
     )  # fmt: skip
     return np.where(valid[row], scores, np.nan)
+
+
+@pytest.mark.parametrize("halves", [(7, 2), (0,), (3, 1), (6, 5, 0)])
+@pytest.mark.parametrize("width", [1, 4, 40])
+def test_along_line_box_sums_are_the_clipped_window_sums(halves, width) -> None:
+    """Against explicit sums over each pixel's neighbours (clipped at the line's ends), for boxes
+    wider than the line too, and twice in a row (the buffers are reused between lines)."""
+    rng = np.random.default_rng(width)
+    boxes = _AlongLineBoxSums(3, width, halves)
+    for _ in range(2):
+        values = rng.standard_normal((3, width))
+        boxes.line[:] = values
+        got = boxes()
+        for half, box in zip(halves, got, strict=True):
+            want = [values[:, max(x - half, 0) : x + half + 1].sum(axis=1) for x in range(width)]
+            np.testing.assert_allclose(box, np.array(want).T, rtol=0, atol=1e-12)
+    kept = [boxes.line, *got]  # each line's sums are kept for the window: new arrays each time
+    assert not any(np.shares_memory(a, b) for n, a in enumerate(kept) for b in kept[n + 1 :])
 
 
 def test_running_window_sums_survive_basis_changes(cube, monkeypatch) -> None:

@@ -206,14 +206,18 @@ def mahalanobis_from_pairs(cov_pairs: np.ndarray, centered: np.ndarray) -> np.nd
 
 
 def _bordered_elimination(cov_pairs: np.ndarray, centered: np.ndarray) -> np.ndarray:
-    """:func:`mahalanobis_from_pairs` for ``(pairs, n)`` and ``(dims, n)``."""
+    """:func:`mahalanobis_from_pairs` for ``(pairs, n)`` and ``(dims, n)``.
+
+    Only the lower triangle of the bordered matrix is updated, a row segment per operation, so
+    every temporary is a few rows of pixels. For one 1024-pixel line with 10 components that was
+    4.5x faster than updating the whole trailing block, whose temporaries came fresh from the
+    kernel each time under glibc's defaults (a library caller without :mod:`edge_had.allocator`),
+    and 1.35x with freed memory kept; the results are the same to the bit."""
     dims = centered.shape[0]
     i, j = symmetric_pairs(dims)
-    index = np.zeros((dims, dims), dtype=np.intp)
-    index[i, j] = index[j, i] = np.arange(len(i))
     bordered = np.empty((dims + 1, dims + 1, centered.shape[1]))
-    bordered[:dims, :dims] = cov_pairs[index]
-    bordered[:dims, dims] = bordered[dims, :dims] = centered
+    bordered[j, i] = cov_pairs  # i <= j: the lower triangle
+    bordered[dims, :dims] = centered
     bordered[dims, dims] = 0.0
     diagonal = cov_pairs[i == j]  # (dims, n), in diagonal order
     positive = np.ones(centered.shape[1], dtype=bool)
@@ -221,13 +225,16 @@ def _bordered_elimination(cov_pairs: np.ndarray, centered: np.ndarray) -> np.nda
         for k in range(dims):
             pivot = bordered[k, k]
             positive &= pivot > SINGULAR_PIVOT * diagonal[k]
-            column = bordered[k + 1 :, k]
-            bordered[k + 1 :, k + 1 :] -= column[:, None] * (column[None, :] / pivot)
+            scaled = bordered[k + 1 :, k] / pivot  # column k below the pivot, over the pivot
+            for row in range(k + 1, dims + 1):  # entry (row, c), k < c <= row: -= L[row, k] L[c, k] / pivot
+                bordered[row, k + 1 : row + 1] -= scaled[: row - k] * bordered[row, k]
     scores = -bordered[dims, dims]
     finite = np.isfinite(cov_pairs).all(axis=0) & np.isfinite(centered).all(axis=0)
     scores[~finite] = np.nan
     singular = ~positive & finite
     if singular.any():
+        index = np.zeros((dims, dims), dtype=np.intp)
+        index[i, j] = index[j, i] = np.arange(len(i))
         cov = np.moveaxis(cov_pairs[:, singular][index], -1, 0)  # (n, dims, dims)
         d = centered[:, singular].T
         scores[singular] = np.einsum("nk,nkj,nj->n", d, np.linalg.pinv(cov, hermitian=True), d)
