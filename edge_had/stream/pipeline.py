@@ -2,31 +2,46 @@
 local RX) -> results, with line accounting.
 
 ``StreamPipeline.push(pixels, index, timestamp, meta)`` takes one line ``(width, bands)`` and
-returns its :class:`LineResult`; it is safe to call from a camera SDK's thread (one lock). Every
-received line ends in exactly one state, reported once through ``on_result``:
+returns its :class:`LineResult`; it is safe to call from a camera SDK's thread (one lock; so are
+:meth:`~StreamPipeline.drop`, :meth:`~StreamPipeline.finish` and :meth:`~StreamPipeline.report`).
+The pipeline never keeps the caller's buffer past ``push`` (a line held by the reorder window is
+copied), so the SDK may reuse it. Every received line ends in exactly one state, reported once
+through ``on_result``:
 
 * ``scored`` - it has scores (warm-up lines are scored late, when the warm-up ends: flags
   ``warm-up`` and ``late``; their ``push`` returns state ``pending``);
-* ``rejected`` - bad input, with a reason (wrong pixel or band count, duplicate or
-  out-of-order index, no valid pixel). With ``reorder_window = R > 0`` a line that arrives after
-  a later one is held (up to R lines wait for a missing index) and processed in order with the
-  flag ``reordered``; only a line older than everything already released is rejected;
+* ``rejected`` - bad input, with a reason (wrong pixel or band count, values that are not
+  numbers, duplicate or out-of-order index, no valid pixel). With ``reorder_window = R > 0`` a
+  line that arrives after a later one is held (up to R lines wait for a missing index) and
+  processed in order with the flag ``reordered``; only a line older than everything already
+  released is rejected. The stream's first index is not known in advance, so its first lines wait
+  until R + 1 have arrived (they are in the statistics' warm-up anyway);
 * ``dropped`` - overload (:meth:`drop`, used by :func:`edge_had.stream.run.run_stream` when it
-  falls behind a paced sensor by more than its allowed lag).
+  falls behind a paced sensor by more than its allowed lag; a drop of an index already seen is
+  rejected as a duplicate instead).
+
+``on_result`` runs on the pushing thread under the pipeline's lock: it must not call ``push``,
+``drop`` or ``finish`` (a :class:`RuntimeError` says so; hand results to a queue instead). An
+exception it raises is caught and counted (``callback_errors`` in health, the first one logged and
+kept as ``first_callback_error``), so a faulty consumer cannot stop the stream or lose a line.
 
 So ``lines_in = lines_scored + lines_rejected + lines_dropped`` once :meth:`finish` has run.
 After ``reinit_after`` consecutive lines (default 8) of a new band count - each of them rejected -
 the statistics are re-initialised for it (``reinitialisations`` in health); a single odd line never
 does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
 anything else and never enter the statistics; ``deadline-miss``: from arrival to score the line
-took longer than the budget times 1 + its look-ahead lines, i.e. scoring fell behind). Gaps in the
+took longer than the budget times 1 + its look-ahead lines + the reorder window, i.e. scoring fell
+behind). Lines held in the reorder window when the band count changes are processed first, with
+the old statistics. Gaps in the
 indices are counted as ``missing_indices``; repeated ones as ``duplicates``. When the enhancement
 network fails, the stream goes on with plain RX (flag ``plain-rx``, ``enhancement_failures`` in
-health); the lines the enhancer held are rejected with the failure as the reason.
+health) from the line it failed on (from the first line when its warm-up failed); the lines the
+enhancer held are rejected with the failure as the reason.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -80,6 +95,8 @@ class Health:
     statistics_refreshes: int = 0
     reinitialisations: int = 0
     enhancement_failures: int = 0
+    callback_errors: int = 0
+    first_callback_error: str | None = None
     flags: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
 
@@ -161,6 +178,7 @@ class StreamPipeline:
         self.profiler = profiler or StageProfiler()
         self.health = Health()
         self._lock = threading.Lock()
+        self._callback_thread: int | None = None  # the thread inside on_result, if any
         self._finished = False
         self._last_index: int | None = None
         self._pending: dict[int, _Pending] = {}  # CausalRX position -> line waiting for its score
@@ -187,6 +205,7 @@ class StreamPipeline:
     ) -> LineResult:
         """``late``: the caller reached this line after its deadline (flag ``deadline-miss``)."""
         arrival = time.perf_counter()
+        self._refuse_from_callback("push")
         with self._lock:
             self.health.lines_in += 1
             result = LineResult(index, timestamp, "pending", meta=meta)
@@ -207,37 +226,39 @@ class StreamPipeline:
         """Reorder window: hold lines until their predecessors arrive or ``reorder_window`` lines
         are held; a line older than everything released is rejected (duplicate or too late)."""
         index = result.index
-        if self._last_index is None:
-            self._last_index = index - 1
-        if index <= self._last_index or index in self._held:
-            duplicate = index in self._held or index in self._released
-            if duplicate:
-                self.health.duplicates += 1
-                return self._finish(result, "rejected", reason="duplicate index")
-            return self._finish(
-                result,
-                "rejected",
-                reason=f"out-of-order index (beyond the reorder window, after {self._last_index})",
-            )
+        problem = self._reorder_problem(index)
+        if problem is not None:
+            return self._finish(result, "rejected", reason=problem)
         if index < self._max_seen:
             result.flags.append("reordered")
         self._max_seen = max(self._max_seen, index)
-        problem = self._check_shape(pixels)
-        self._held[index] = None if problem else (pixels, result, arrival)
+        problem = self._check_shape(pixels)  # may re-initialise, releasing every held line first
         if problem:
             self._finish(result, "rejected", reason=problem)
-        self._release(force=False)
+        if self._last_index is None or index > self._last_index:
+            # a copy: the caller may reuse its buffer before this line's turn comes
+            self._held[index] = None if problem else (np.array(pixels, copy=True), result, arrival)
+            self._release(force=False)
         return result
 
+    def _reorder_problem(self, index: int) -> str | None:
+        """Why ``index`` cannot enter the reorder window (seen before, or too late), or None."""
+        if index in self._held or index in self._released:
+            self.health.duplicates += 1
+            return "duplicate index"
+        if self._last_index is not None and index <= self._last_index:
+            return f"out-of-order index (beyond the reorder window, after {self._last_index})"
+        return None
+
     def _release(self, force: bool) -> None:
-        assert self._last_index is not None
         while self._held:
-            following = self._last_index + 1
+            following = None if self._last_index is None else self._last_index + 1
             if following not in self._held:
                 if not force and len(self._held) <= self.reorder_window:
                     return
                 following = min(self._held)  # give up waiting: the indices between are missing
-                self.health.missing_indices += following - self._last_index - 1
+                if self._last_index is not None:  # (before the first line: none are)
+                    self.health.missing_indices += following - self._last_index - 1
             entry = self._held.pop(following)
             self._last_index = following
             self._released.append(following)
@@ -245,51 +266,72 @@ class StreamPipeline:
                 self._process(*entry)
 
     def _process(self, pixels: np.ndarray, result: LineResult, arrival: float) -> None:
+        problem = self._check_shape(pixels, count_new_bands=False)  # e.g. held before a re-init
+        if problem is not None:
+            self._finish(result, "rejected", reason=problem)
+            return
         with self.profiler.stage("preprocess"):
-            line = np.asarray(pixels, dtype=np.float32)
-            # a NaN or Inf in any band makes the pixel's band sum non-finite; one product is 3x
-            # faster than isfinite().all() (only a finite-but-overflowing sum, > 3e38, also
-            # counts as invalid)
-            valid = np.isfinite(line @ self._ones)
-            if not valid.all():
-                result.flags.append("masked-pixels")
-                line = np.where(valid[:, None], line, np.float32(0.0))
-            if self._gather is not None:  # few bands per output band: gather, no GEMM
-                columns, weights = self._gather
-                line = np.einsum("wkn,kn->wk", line[:, columns], weights)
-            elif self._reduction32 is not None:  # float32 product: the rows are convex weights
-                line = line @ self._reduction32.T
-            line = line.astype(np.float64)  # the statistics are float64
+            line, valid = self._prepare(pixels)
         if not valid.any():
             self._finish(result, "rejected", reason="no valid pixel")
             return
-        if self.fallback_flag is not None:
-            result.flags.append(self.fallback_flag)
-        self._pending[self._position] = _Pending(result, arrival)
-        self._position += 1
+        if not valid.all():
+            result.flags.append("masked-pixels")
         lines = [(line, valid)]
         if self.enhancer is not None:
             with self.profiler.stage("enhance"):
                 lines = self._enhanced(self.enhancer.push, line, valid)
+            if self.enhancer is None:  # it failed at this line: plain RX from here, this line too
+                with self.profiler.stage("preprocess"):
+                    lines = [self._prepare(pixels)]
+        if self.fallback_flag is not None:
+            result.flags.append(self.fallback_flag)
+        self._pending[self._position] = _Pending(result, arrival)
+        self._position += 1
         self._score(lines)
+
+    def _prepare(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(line, valid)``: the line in float64 with its non-finite pixels zeroed and the band
+        reduction applied, and which pixels are valid."""
+        line = np.asarray(pixels, dtype=np.float32)
+        # a NaN or Inf in any band makes the pixel's band sum non-finite; one product is 3x
+        # faster than isfinite().all() (only a finite-but-overflowing sum, > 3e38, also
+        # counts as invalid)
+        valid = np.isfinite(line @ self._ones)
+        if not valid.all():
+            line = np.where(valid[:, None], line, np.float32(0.0))
+        if self._gather is not None:  # few bands per output band: gather, no GEMM
+            columns, weights = self._gather
+            line = np.einsum("wkn,kn->wk", line[:, columns], weights)
+        elif self._reduction32 is not None:  # float32 product: the rows are convex weights
+            line = line @ self._reduction32.T
+        return line.astype(np.float64), valid  # the statistics are float64
 
     def drop(
         self, index: int, timestamp: float, reason: str = "overload", meta: dict[str, Any] | None = None
     ) -> LineResult:
-        """Account for a line the caller could not process in time."""
+        """Account for a line the caller could not process in time (an index seen before, or one
+        beyond the reorder window, is rejected as :meth:`push` would reject it)."""
+        self._refuse_from_callback("drop")
         with self._lock:
             self.health.lines_in += 1
+            result = LineResult(index, timestamp, "pending", meta=meta)
             if self.reorder_window == 0:
-                self._check_index(index)
-            elif self._last_index is None or index > self._last_index:
-                self._held.setdefault(index, None)  # arrived (and dropped): nothing to wait for
-                self._max_seen = max(self._max_seen, index)
-                self._release(force=False)
-            return self._finish(LineResult(index, timestamp, "pending", meta=meta), "dropped", reason=reason)
+                problem = self._check_index(index)
+            else:
+                problem = self._reorder_problem(index)
+                if problem is None:
+                    self._held[index] = None  # arrived (and dropped): nothing to wait for
+                    self._max_seen = max(self._max_seen, index)
+                    self._release(force=False)
+            if problem is not None:
+                return self._finish(result, "rejected", reason=problem)
+            return self._finish(result, "dropped", reason=reason)
 
     def finish(self) -> None:
         """End of stream: lines still in warm-up are scored (late) if they can be, else rejected;
         lines pushed afterwards are rejected."""
+        self._refuse_from_callback("finish")
         with self._lock:
             if self._finished:
                 return
@@ -303,6 +345,10 @@ class StreamPipeline:
                 self._finish(self._pending.pop(position).result, "rejected", reason="stream ended in warm-up")
 
     def report(self) -> dict[str, Any]:
+        with self._lock:  # e.g. from a monitoring thread while lines arrive
+            return self._report()
+
+    def _report(self) -> dict[str, Any]:
         return {
             "health": self.health.to_dict(),
             "latency_ms": self.profiler.summary(),
@@ -338,16 +384,24 @@ class StreamPipeline:
         self._last_index = index
         return None
 
-    def _check_shape(self, pixels: np.ndarray) -> str | None:
+    def _check_shape(self, pixels: np.ndarray, count_new_bands: bool = True) -> str | None:
+        """Why the line cannot be scored by this stream's statistics (its shape or values), or
+        None. ``count_new_bands``: a line of another band count counts towards re-initialising."""
         shape = np.shape(pixels)
+        kind = getattr(pixels, "dtype", None) or np.asarray(pixels).dtype
+        if kind.kind not in "biuf":  # strings, objects, complex numbers
+            return f"pixels of type {kind} are not real numbers"
         if shape == (self.width, self.bands):
-            self._new_band_count = (0, 0)
+            if count_new_bands:
+                self._new_band_count = (0, 0)
             return None
-        if len(shape) == 2 and shape[0] == self.width and shape[1] >= 2 and self.reinit_after > 0:
+        another_band_count = len(shape) == 2 and shape[0] == self.width and shape[1] >= 2
+        if count_new_bands and another_band_count and self.reinit_after > 0:
             bands, count = self._new_band_count
             count = count + 1 if bands == shape[1] else 1
             self._new_band_count = (shape[1], count)
             if count >= self.reinit_after:
+                self._release(force=True)  # held lines of the old band count go first
                 self._reinitialise(shape[1])
         return f"line shape {shape}, expected ({self.width}, {self.bands})"
 
@@ -415,7 +469,8 @@ class StreamPipeline:
                 self.profiler.record(TOTAL, total)
                 # a line cannot be scored before its look-ahead lines have arrived: it is late
                 # when scoring takes longer than its own period plus theirs
-                allowed = None if self.budget_s is None else self.budget_s * (1 + self.look_ahead_lines)
+                waits = 1 + self.look_ahead_lines + self.reorder_window  # the reorder window may hold it
+                allowed = None if self.budget_s is None else self.budget_s * waits
                 slow = allowed is not None and total > allowed
                 if slow and "deadline-miss" not in pending.result.flags:
                     pending.result.flags.append("deadline-miss")
@@ -436,5 +491,21 @@ class StreamPipeline:
             self.health.reasons[reason.split(" (")[0]] += 1
         self.health.flags.update(result.flags)
         if self.on_result is not None:
-            self.on_result(result)
+            self._callback_thread = threading.get_ident()
+            try:
+                self.on_result(result)
+            except Exception as error:  # the consumer's fault: the stream and its accounting go on
+                self.health.callback_errors += 1
+                if self.health.first_callback_error is None:
+                    self.health.first_callback_error = f"line {result.index}: {type(error).__name__}: {error}"
+                    logging.getLogger(__name__).exception("on_result raised for line %s", result.index)
+            finally:
+                self._callback_thread = None
         return result
+
+    def _refuse_from_callback(self, name: str) -> None:
+        if self._callback_thread == threading.get_ident():
+            raise RuntimeError(
+                f"{name}() was called from on_result, which runs under the pipeline's lock; "
+                "hand the result to a queue and call it from another place"
+            )

@@ -1,0 +1,234 @@
+"""The line loop as a camera SDK drives it: callbacks that fail or call back in, reused buffers,
+indices that start late or repeat, a band-count change while lines wait in the reorder window, a
+monitoring thread, and a network that fails before the first line. Every line must end in exactly
+one state with its own scores (a review found each of these broken)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from edge_had.stream.causal import CausalSettings
+from edge_had.stream.pipeline import StreamPipeline
+from edge_had.stream.run import band_reduction
+
+WIDTH, BANDS = 24, 6
+SETTINGS = CausalSettings(warmup_lines=3)
+
+
+def make_lines(count: int, bands: int = BANDS, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (100.0 + rng.standard_normal((count, WIDTH, bands)) @ rng.standard_normal((bands, bands))).astype(
+        np.float32
+    )
+
+
+def reference_scores(lines: np.ndarray, indices: list[int], **options) -> dict[int, np.ndarray]:
+    """Scores of the same lines pushed in order into a pipeline with no callback and no reordering."""
+    out: dict[int, np.ndarray] = {}
+
+    def keep(result) -> None:
+        out[result.index] = result.scores
+
+    pipeline = StreamPipeline(WIDTH, lines.shape[2], settings=SETTINGS, on_result=keep, **options)
+    for index in indices:
+        pipeline.push(lines[index], index, float(index))
+    pipeline.finish()
+    return out
+
+
+def assert_each_line_once(results: list, pipeline: StreamPipeline, pushed: int) -> None:
+    assert Counter(r.index for r in results).most_common(1)[0][1] == 1, "a line was reported twice"
+    health = pipeline.health.to_dict()
+    assert health["lines_in"] == pushed == len(results) and health["accounting_ok"], health
+
+
+@pytest.mark.parametrize("scorer", ["global", "hybrid"])
+def test_a_failing_callback_neither_stops_the_stream_nor_moves_scores(scorer: str) -> None:
+    lines = make_lines(40)
+    results = []
+
+    def consumer(result) -> None:
+        results.append(result)
+        if result.index in (2, 17):
+            raise ValueError("consumer bug")
+
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS, on_result=consumer, scorer=scorer)
+    for index in range(40):
+        pipeline.push(lines[index], index, float(index))  # never raises
+    pipeline.finish()
+    assert_each_line_once(results, pipeline, 40)
+    assert all(r.state == "scored" for r in results)
+    want = reference_scores(lines, list(range(40)), scorer=scorer)
+    for result in results:
+        np.testing.assert_array_equal(result.scores, want[result.index], err_msg=f"line {result.index}")
+    health = pipeline.health
+    assert health.callback_errors == 2 and health.first_callback_error == "line 2: ValueError: consumer bug"
+
+
+def test_a_callback_that_calls_back_in_gets_an_error_not_a_deadlock() -> None:
+    lines = make_lines(8)
+
+    def consumer(result) -> None:
+        pipeline.push(lines[0], 100, 0.0)  # runs under the pipeline's lock
+
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS, on_result=consumer)
+
+    def stream() -> None:
+        for index in range(8):
+            pipeline.push(lines[index], index, float(index))
+
+    worker = threading.Thread(target=stream, daemon=True)  # a deadlock must fail, not hang, the test
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "push() from on_result deadlocked"
+    assert pipeline.health.callback_errors == 8 and "push() was called from on_result" in str(
+        pipeline.health.first_callback_error
+    )
+    assert pipeline.health.lines_in == 8  # the nested pushes were refused before counting
+
+
+def test_the_reorder_window_copies_a_line_the_caller_reuses() -> None:
+    lines = make_lines(20)
+    order = [0, 1, 2, 3, 4, 6, 5, *range(7, 20)]
+    results = []
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=3)
+    buffer = np.empty_like(lines[0])
+    for index in order:
+        buffer[:] = lines[index]  # one buffer, overwritten by the next line as SDKs do
+        pipeline.push(buffer, index, float(index))
+    pipeline.finish()
+    want = reference_scores(lines, list(range(20)))
+    for result in results:
+        np.testing.assert_array_equal(result.scores, want[result.index], err_msg=f"line {result.index}")
+
+
+def test_the_reorder_window_covers_the_first_lines() -> None:
+    lines = make_lines(20)
+    order = [1, 0, 3, 2, *range(4, 20)]
+    results = []
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=2)
+    for index in order:
+        pipeline.push(lines[index], index, float(index))
+    pipeline.finish()
+    assert_each_line_once(results, pipeline, 20)
+    assert [r.index for r in results if r.state == "scored"] == list(range(20))
+    assert pipeline.health.missing_indices == 0
+    want = reference_scores(lines, list(range(20)))
+    for result in results:
+        np.testing.assert_array_equal(result.scores, want[result.index])
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_drops_before_the_first_line_and_drops_of_seen_indices(window: int) -> None:
+    lines, results = make_lines(12), []
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+    )
+    pipeline.drop(0, 0.0)  # the first call of the stream
+    for index in range(1, 12):
+        pipeline.push(lines[index], index, float(index))
+    pipeline.drop(5, 5.0)  # already scored: a duplicate, not a second line 5
+    pipeline.finish()
+    states = [(r.index, r.state, r.reason) for r in results]
+    assert len(states) == 13  # one result per call
+    assert states[0] == (0, "dropped", "overload")
+    # without a reorder window only the last index is known, so an older one is out of order
+    reason = "duplicate index" if window else "out-of-order index (after 11)"
+    assert states[-1] == (5, "rejected", reason)
+    assert sum(r.state == "scored" for r in results) == 11
+    health = pipeline.health.to_dict()
+    assert health["duplicates"] == (1 if window else 0) and health["lines_dropped"] == 1
+    assert health["accounting_ok"]
+
+
+@pytest.mark.parametrize("scorer", ["global", "hybrid"])
+def test_a_band_count_change_while_lines_wait_in_the_reorder_window(scorer: str) -> None:
+    """Index 25 never comes, so lines 26.. wait in a 16-line window when the sensor switches to
+    48 bands at line 30; the re-initialisation (after 8 such lines) first releases the held lines
+    of the old band count, which are scored with the old statistics."""
+    old, new = make_lines(30, 32), make_lines(60, 48, seed=1)
+    results = []
+    pipeline = StreamPipeline(
+        WIDTH, 32, settings=SETTINGS, on_result=results.append, reorder_window=16, scorer=scorer,
+        reduction=band_reduction(32, 8),
+    )  # fmt: skip
+    pushed = [i for i in range(60) if i != 25]
+    for index in pushed:
+        pipeline.push(old[index] if index < 30 else new[index], index, float(index))
+    pipeline.finish()
+    assert_each_line_once(results, pipeline, len(pushed))
+    state = {r.index: r for r in results}
+    assert all(state[i].state == "scored" for i in pushed if i < 30)
+    assert all(state[i].state == "rejected" for i in range(30, 38))  # the 8 that decide the switch
+    assert pipeline.health.reinitialisations == 1 and pipeline.bands == 48
+    before = [i for i in range(30) if i != 25]
+    want = reference_scores(old, before, reduction=band_reduction(32, 8), scorer=scorer)
+    for index in want:
+        np.testing.assert_allclose(state[index].scores, want[index], rtol=1e-6, err_msg=f"line {index}")
+
+
+def test_lines_of_values_that_are_not_numbers_are_rejected() -> None:
+    lines, results = make_lines(10), []
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS, on_result=results.append)
+    for index in range(10):
+        pixels = np.full((WIDTH, BANDS), "x") if index == 6 else lines[index]
+        pipeline.push(pixels, index, float(index))
+    pipeline.push(lines[0].astype(np.complex64), 10, 10.0)
+    pipeline.finish()
+    assert_each_line_once(results, pipeline, 11)
+    reasons = {r.index: r.reason for r in results if r.state == "rejected"}
+    assert reasons == {
+        6: "pixels of type <U1 are not real numbers",
+        10: "pixels of type complex64 are not real numbers",
+    }
+
+
+def test_report_can_be_read_while_lines_arrive() -> None:
+    lines = make_lines(300)
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS)
+    errors, stop = [], threading.Event()
+
+    def monitor() -> None:
+        while not stop.is_set():
+            try:
+                pipeline.report()
+            except Exception as error:  # noqa: BLE001 - any error is the failure under test
+                errors.append(error)
+                return
+
+    thread = threading.Thread(target=monitor)
+    thread.start()
+    for index in range(300):
+        pipeline.push(lines[index], index, float(index))
+    stop.set()
+    thread.join()
+    assert not errors and pipeline.report()["health"]["lines_scored"] == 300
+
+
+def test_a_network_that_fails_before_the_first_line_costs_no_line(untrained_bundle) -> None:
+    """Its warm-up failed: the first line already goes to plain RX (flag plain-rx), as do the rest."""
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import EnhancementError, StreamEnhancer
+
+    bundle = load_bundle(untrained_bundle(k=8, hidden=4, blocks=1))
+
+    class Broken(TorchRunner):
+        def infer_impl(self, feed, outputs):
+            raise RuntimeError("device lost")
+
+    enhancer = StreamEnhancer(bundle, Broken(bundle.model_for(BANDS)).activate())
+    with pytest.raises(EnhancementError):
+        enhancer.warm_up(WIDTH, BANDS)
+    lines, results = make_lines(30), []
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS, on_result=results.append, enhancer=enhancer)
+    for index in range(30):
+        pipeline.push(lines[index], index, float(index))
+    pipeline.finish()
+    assert_each_line_once(results, pipeline, 30)
+    assert all(r.state == "scored" and "plain-rx" in r.flags for r in results)
+    assert pipeline.health.enhancement_failures == 1
