@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import edge_had
+from edge_had.cli_types import existing_file, integer_from, non_negative_number
 from edge_had.errors import EdgeHadError
 
 DESCRIPTION = """\
@@ -59,7 +60,7 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--regularization",
-        type=float,
+        type=non_negative_number,
         default=None,
         help="diagonal loading as a fraction of trace/bands (rx default 0, lrx default 1e-3)",
     )
@@ -78,14 +79,20 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
         help="precision of the enhancement networks (fp16: CUDA torch, onnxruntime or tensorrt; int8: "
         "a quantized --onnx file or a tensorrt engine). Default fp32",
     )
-    backend.add_argument("--onnx", help="exported ONNX graph to run (default: exported on the fly)")
-    backend.add_argument("--engine", help="TensorRT engine to run (`edge-had build`)")
+    backend.add_argument(
+        "--onnx", type=existing_file, help="exported ONNX graph to run (default: exported on the fly)"
+    )
+    backend.add_argument("--engine", type=existing_file, help="TensorRT engine to run (`edge-had build`)")
     backend.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
-    group.add_argument("--inner", type=int, default=5, help="(hybrid-)lrx: guard window (odd, default 5)")
-    group.add_argument("--outer", type=int, default=15, help="(hybrid-)lrx: outer window (odd, default 15)")
+    group.add_argument(
+        "--inner", type=integer_from(1), default=5, help="(hybrid-)lrx: guard window (odd, default 5)"
+    )
+    group.add_argument(
+        "--outer", type=integer_from(1), default=15, help="(hybrid-)lrx: outer window (odd, default 15)"
+    )
     group.add_argument(
         "--components",
-        type=int,
+        type=integer_from(0),
         default=10,
         help="(hybrid-)lrx: principal components before the local statistics (default 10; 0 = all)",
     )
@@ -207,15 +214,31 @@ def cmd_detect(args: argparse.Namespace) -> int:
     rows, cols, bands = scene.shape
     print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {int((~scene.valid).sum())} invalid px")
     print(f"{detector.name} {detector.settings}: {seconds:.3f} s")
-    if scene.gt is not None:
-        print(f"AUC {roc_auc(scores, scene.gt, scene.valid):.4f}")
-    if args.npy:
-        np.save(args.npy, scores)
-        print(f"scores -> {args.npy}")
+    if args.npy:  # the outputs first: a ground truth that gives no AUC must not cost them
+        path = Path(args.npy) if str(args.npy).endswith(".npy") else Path(f"{args.npy}.npy")
+        np.save(path, scores)
+        print(f"scores -> {path}")
     if args.out:
         save_score_map_png(scores, args.out, gt=scene.gt, title=f"{scene.name} - {detector.name}")
         print(f"map -> {args.out}")
+    if scene.gt is not None:
+        try:
+            print(f"AUC {roc_auc(scores, scene.gt, scene.valid):.4f}")
+        except ValueError as error:  # e.g. no anomaly pixel in the ground truth
+            print(f"AUC undefined: {error}")
+        if _trained_on(detector, args.scene):
+            print("note: the model was trained on this scene, so its AUC says nothing about unseen scenes")
     return 0
+
+
+def _trained_on(detector: Any, scene_path: str) -> bool:
+    """Whether an enhanced detector's model was trained on this file (by SHA-256)."""
+    training = getattr(detector, "training_scenes", None)
+    if not training:
+        return False
+    from edge_had.io import sha256_file
+
+    return sha256_file(scene_path) in training
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -464,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crossval.add_argument("--data", help="folder of scenes (default: $EDGE_HAD_DATA or ../shared/data)")
     crossval.add_argument("--out", required=True, help="folder for fold models and crossval.json")
-    crossval.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    crossval.add_argument("--folds", type=integer_from(2), default=5, help="number of folds (default 5)")
     crossval.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     crossval.add_argument(
         "--variants",
@@ -472,8 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=["main"],
         help="training variants: main and ablations (see edge_had.eval.crossval.VARIANTS)",
     )
-    crossval.add_argument("--epochs", type=int, help="override the training epochs (default: train's)")
-    crossval.add_argument("--jobs", type=int, default=2, help="parallel training processes (default 2)")
+    crossval.add_argument(
+        "--epochs", type=integer_from(0), help="override the training epochs (default: train's)"
+    )
+    crossval.add_argument(
+        "--jobs", type=integer_from(1), default=2, help="parallel training processes (default 2)"
+    )
     crossval.add_argument("--quiet", action="store_true", help="no progress bars")
     crossval.set_defaults(func=cmd_crossval)
 
@@ -484,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model -> ONNX for one sensor (fp32, fp16 or int8 Q/DQ), checked and accuracy-gated",
     )
     export.add_argument("--model", help="model folder (default: the shipped model)")
-    export.add_argument("--bands", type=int, required=True, help="the sensor's band count B")
+    export.add_argument("--bands", type=integer_from(2), required=True, help="the sensor's band count B")
     export.add_argument("--wavelengths", help="the sensor's band centres in nm (.txt, one per line, or .npy)")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
@@ -530,8 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--exclude", nargs="+", default=[], metavar="SCENE", help="scenes (names) to leave out"
     )
-    calibrate.add_argument("--blocks-per-scene", type=int, default=4, help="default 4")
-    calibrate.add_argument("--lines-per-block", type=int, default=16, help="default 16")
+    calibrate.add_argument("--blocks-per-scene", type=integer_from(1), default=4, help="default 4")
+    calibrate.add_argument("--lines-per-block", type=integer_from(1), default=16, help="default 16")
     calibrate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     calibrate.set_defaults(func=cmd_calibrate)
 
@@ -568,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     try:
         return int(args.func(args))
-    except (EdgeHadError, ValueError) as error:
+    except (EdgeHadError, ValueError, OSError) as error:  # OSError: e.g. an output path not writable
         print(f"edge-had {args.command}: error: {error}", file=sys.stderr)
         return 2
 

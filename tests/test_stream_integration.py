@@ -232,3 +232,24 @@ def test_a_network_that_fails_before_the_first_line_costs_no_line(untrained_bund
     assert_each_line_once(results, pipeline, 30)
     assert all(r.state == "scored" and "plain-rx" in r.flags for r in results)
     assert pipeline.health.enhancement_failures == 1
+
+
+def test_waiting_in_the_reorder_window_is_not_a_deadline_miss(monkeypatch) -> None:
+    """Index 5 never comes: lines 6-8 wait three line periods for it in a 3-line window. That wait
+    is the window the integrator chose, not scoring falling behind, so no line is flagged (scoring
+    that falls behind still is: tests/test_stream.py, waiting for the look-ahead)."""
+    import edge_had.stream.pipeline as pipeline_module
+
+    budget, now = 0.01, [0.0]
+    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: now[0])
+    lines, results = make_lines(14), []
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=3, budget_s=budget
+    )
+    for index in [i for i in range(14) if i != 5]:
+        now[0] += budget  # one line period per line; scoring itself takes no time
+        pipeline.push(lines[index], index, float(index))
+    pipeline.finish()
+    assert pipeline.health.missing_indices == 1
+    assert [r.index for r in results if r.state == "scored"] == [i for i in range(14) if i != 5]
+    assert not [r.index for r in results if "deadline-miss" in r.flags]

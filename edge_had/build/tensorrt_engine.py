@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_had.build.engine_cache import EngineKey, lookup, sha256_file, store, write_atomically
 from edge_had.build.onnx_export import INPUT_NAME
+from edge_had.cli_types import existing_file, integer_from
 from edge_had.cuda import CudaDevice, gpu_sm
 from edge_had.errors import EdgeHadError
 from edge_had.runtime.base import PRECISIONS, BackendError
@@ -258,36 +259,40 @@ def build_engine(
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``edge-had build``."""
     low, opt, high = DEFAULT_WIDTHS
-    parser.add_argument("--onnx", required=True, help="exported ONNX file (fp32, fp16 or int8 Q/DQ)")
+    parser.add_argument(
+        "--onnx", required=True, type=existing_file, help="exported ONNX file (fp32, fp16 or int8 Q/DQ)"
+    )
     parser.add_argument("--out", required=True, help="engine cache folder (engine + .json sidecar)")
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         help="the graph's precision (default: its edge_had.precision metadata)",
     )
-    parser.add_argument("--bands", type=int, help="check the graph takes this many bands")
+    parser.add_argument("--bands", type=integer_from(2), help="check the graph takes this many bands")
     parser.add_argument(
         "--lines",
-        type=int,
+        type=integer_from(1),
         default=22,
         help="lines per inference (default 22: a block of 16 new lines with 3 + 3 lines of context for "
         "the spectral branch's 7 x 7 receptive field, as in the edge budget count)",
     )
     parser.add_argument(
-        "--min-width", type=int, default=low, help=f"smallest pixels per line (default {low})"
+        "--min-width", type=integer_from(1), default=low, help=f"smallest pixels per line (default {low})"
     )
-    parser.add_argument("--opt-width", type=int, default=opt, help=f"width to tune for (default {opt})")
     parser.add_argument(
-        "--max-width", type=int, default=high, help=f"largest pixels per line (default {high})"
+        "--opt-width", type=integer_from(1), default=opt, help=f"width to tune for (default {opt})"
+    )
+    parser.add_argument(
+        "--max-width", type=integer_from(1), default=high, help=f"largest pixels per line (default {high})"
     )
     parser.add_argument(
         "--workspace-mib",
-        type=int,
+        type=integer_from(1),
         default=DEFAULT_WORKSPACE_BYTES >> 20,
         help=f"builder workspace limit in MiB (default {DEFAULT_WORKSPACE_BYTES >> 20})",
     )
     parser.add_argument("--timing-cache", help="timing cache file (default: in --out, per TensorRT and GPU)")
-    parser.add_argument("--gpu", type=int, default=0, help="CUDA device index (default 0)")
+    parser.add_argument("--gpu", type=integer_from(0), default=0, help="CUDA device index (default 0)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache has this engine")
 
 

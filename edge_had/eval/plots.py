@@ -87,6 +87,8 @@ def _stretch(scores: np.ndarray) -> np.ndarray:
     out = np.full(scores.shape, np.nan)
     finite = np.isfinite(scores)
     values = scores[finite]
+    if values.size == 0:  # nothing scored (e.g. a stream whose every line was rejected)
+        return out
     clipped = np.minimum(values, np.percentile(values, DISPLAY_PERCENTILE))
     out[finite] = minmax(clipped)
     return out

@@ -10,13 +10,18 @@ settings, the events summary, and the AUC and false events per 1000 lines when g
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_had.cli_types import existing_file, integer_from, open_probability, positive_number, probability
 from edge_had.errors import EdgeHadError
 from edge_had.stream.faults import FAULTS
 from edge_had.stream.presets import SENSORS, sensor
@@ -37,7 +42,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sensor", choices=sorted(SENSORS), default="fx10", help="sensor preset (default fx10)"
     )
-    parser.add_argument("--line-rate", type=float, help="line rate in Hz (default: the sensor's)")
+    parser.add_argument("--line-rate", type=positive_number, help="line rate in Hz (default: the sensor's)")
     parser.add_argument(
         "--detector",
         choices=list(STREAM_DETECTORS),
@@ -48,8 +53,8 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="enhanced-*: model folder (default: the shipped model)")
     parser.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"], default="auto")
     parser.add_argument("--net-precision", choices=["fp32", "fp16", "int8"], default="fp32")
-    parser.add_argument("--onnx", help="enhanced-rx: exported ONNX graph for the sensor")
-    parser.add_argument("--engine", help="enhanced-rx: TensorRT engine")
+    parser.add_argument("--onnx", type=existing_file, help="enhanced-rx: exported ONNX graph for the sensor")
+    parser.add_argument("--engine", type=existing_file, help="enhanced-rx: TensorRT engine")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
         "--rx-device",
@@ -66,28 +71,32 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "block (a GPU or ONNX Runtime's threads; a line may wait one block longer)",
     )
     parser.add_argument("--pace", action="store_true", help="replay at the line rate; late lines are dropped")
-    parser.add_argument("--lines", type=int, default=512, help="synthetic: number of lines (default 512)")
-    parser.add_argument("--width", type=int, help="synthetic: pixels per line (default: the sensor's)")
-    parser.add_argument("--bands", type=int, help="synthetic: bands (default: the sensor's)")
+    parser.add_argument(
+        "--lines", type=integer_from(1), default=512, help="synthetic: number of lines (default 512)"
+    )
+    parser.add_argument(
+        "--width", type=integer_from(1), help="synthetic: pixels per line (default: the sensor's)"
+    )
+    parser.add_argument("--bands", type=integer_from(2), help="synthetic: bands (default: the sensor's)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic: seed (default 0)")
     parser.add_argument(
-        "--pfa", type=float, default=1e-6, help="per-pixel false-alarm rate of the event threshold"
+        "--pfa", type=open_probability, default=1e-6, help="per-pixel false-alarm rate of the event threshold"
     )
     parser.add_argument(
         "--min-event-area",
-        type=int,
+        type=integer_from(1),
         default=1,
         help="drop events of fewer pixels, counted in the report (default 1: keep all; set it from "
         "your smallest target in pixels at your ground sampling distance)",
     )
     parser.add_argument("--faults", help="inject faults: 'all' or a comma list of " + ",".join(FAULTS))
     parser.add_argument(
-        "--fault-rate", type=float, default=0.01, help="probability per line of each fault (0.01)"
+        "--fault-rate", type=probability, default=0.01, help="probability per line of each fault (0.01)"
     )
     parser.add_argument("--fault-seed", type=int, default=0, help="fault seed (default 0)")
     parser.add_argument(
         "--reorder-window",
-        type=int,
+        type=integer_from(0),
         default=4,
         help="lines held to put late lines back in order (4; 0: reject them)",
     )
@@ -135,11 +144,42 @@ def run_stream_command(args: argparse.Namespace) -> int:
         from edge_had.cuda.rx_kernels import CudaRX
 
         cuda_rx = CudaRX()
+    if args.json:  # refused now, not after the whole stream has run
+        _check_writable(Path(args.json))
     try:
         return _run_stream(args, cuda_rx)
     finally:
         if cuda_rx is not None:
             cuda_rx.close()
+
+
+def _check_writable(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise EdgeHadError(f"--json {path}: is a folder, not a file")
+    if folder.exists() and not folder.is_dir():
+        raise EdgeHadError(f"--json {path}: {folder} is not a folder")
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C (SIGINT) sets ``stop``: the stream finishes the lines it has and writes
+    its outputs; a second one aborts as usual. Only the main thread can take signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("interrupted: finishing the lines received so far (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _local_rx_device(scorer: Any) -> dict[str, Any] | None:
@@ -259,9 +299,16 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
 
     from edge_had.stream.pipeline import current_rss_mb
 
-    run = run_stream(
-        lines, pipeline, max_lag_s=2.0 / rate if args.pace else None, on_result=on_result, keep_scores=keep
-    )
+    stop = threading.Event()
+    with _stop_on_interrupt(stop):
+        run = run_stream(
+            lines,
+            pipeline,
+            max_lag_s=2.0 / rate if args.pace else None,
+            on_result=on_result,
+            keep_scores=keep,
+            stop=stop,
+        )
     for index in sorted(waiting):  # after gaps in the indices
         release(waiting.pop(index))
     final = events_detector.finish()
@@ -282,6 +329,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         "trained_on": trained_on,
         "sensor": {"preset": preset.name, "line_rate_hz": rate, "budget_ms": 1e3 / rate},
         "lines_per_second": run.lines_per_second,
+        "interrupted": run.interrupted,
         "detector": detector,
         "backend": None if backend is None else backend.to_dict(),
         "rx_device": {
@@ -310,22 +358,26 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         false = [e for e in events if not gt[tuple(np.array(e.pixels).T)].any()]
         report["events"]["false"] = len(false)
         report["events"]["false_per_1000_lines"] = 1000.0 * len(false) / rows
+    if args.json:  # the report first: it holds what the run measured
+        from edge_had.eval.report import write_json
+
+        write_json(report, args.json)
     if args.out and keep:
         out = Path(args.out)
         np.save(out / "scores.npy", scores)
         from edge_had.eval.plots import save_score_map_png
 
+        outline = None if gt is None else gt[:rows]  # an interrupted stream has fewer rows
         save_score_map_png(
-            np.nan_to_num(scores, nan=0.0), out / "waterfall.png", gt=gt, title=f"stream: {args.source}"
+            np.nan_to_num(scores, nan=0.0), out / "waterfall.png", gt=outline, title=f"stream: {args.source}"
         )
-    if args.json:
-        from edge_had.eval.report import write_json
-
-        write_json(report, args.json)
     _print_summary(report)
     if not report["health"]["accounting_ok"]:
         raise EdgeHadError("line accounting does not add up (a bug): see the report's health object")
-    return 0
+    if report["health"]["callback_errors"]:
+        print(f"warning: writing results failed: {report['health']['first_callback_error']}", file=sys.stderr)
+        return 2
+    return 130 if run.interrupted else 0  # 128 + SIGINT, as a shell reports an interrupted command
 
 
 def _video(args: argparse.Namespace, width: int) -> Any:
@@ -333,7 +385,8 @@ def _video(args: argparse.Namespace, width: int) -> Any:
 
     show = bool(args.show)
     if show and (why := window_unavailable_reason()) is not None:
-        print(f"--show: no live window: {why}; the video is written to --out instead")
+        instead = "the video is written to --out instead" if args.out else "give --out to keep a video"
+        print(f"--show: no live window: {why}; {instead}")
         show = False
     if args.out is None and not show:
         return None
@@ -346,6 +399,8 @@ def _video(args: argparse.Namespace, width: int) -> Any:
 
 def _print_summary(report: dict[str, Any]) -> None:
     health, sensor_info = report["health"], report["sensor"]
+    if report["interrupted"]:
+        print("interrupted: the lines received until then were finished and are reported")
     print(
         f"{health['lines_in']} lines in: {health['lines_scored']} scored, "
         f"{health['lines_rejected']} rejected, {health['lines_dropped']} dropped; "

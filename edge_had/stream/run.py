@@ -15,6 +15,7 @@ drop is counted. Unpaced replays never drop.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class StreamRun:
     pipeline: StreamPipeline
     seconds: float
     scores: dict[int, np.ndarray] = field(default_factory=dict)
+    interrupted: bool = False  # ``stop`` was set: the lines after it were not read
 
     def score_map(self, rows: int, width: int) -> np.ndarray:
         """The kept score lines as a ``(rows, width)`` map; lines without scores are NaN."""
@@ -70,7 +72,11 @@ def run_stream(
     keep_scores: bool = True,
     on_result: Callable[[LineResult], None] | None = None,
     blas_threads: int | None = 1,
+    stop: threading.Event | None = None,
 ) -> StreamRun:
+    """Push every line into ``pipeline`` (dropping those more than ``max_lag_s`` behind ``clock``),
+    then finish it. ``stop``: when set, no further line is read and the stream finishes with the
+    lines received so far (``interrupted`` in the run), checked between lines, never inside one."""
     run = StreamRun(pipeline, 0.0)
     downstream = pipeline.on_result
 
@@ -88,6 +94,9 @@ def run_stream(
     start = time.perf_counter()
     with threadpool_limits(limits=blas_threads, user_api="blas"):
         for line in lines:
+            if stop is not None and stop.is_set():
+                run.interrupted = True
+                break
             lag = clock() - line.timestamp if max_lag_s is not None else 0.0
             if max_lag_s is not None and lag > max_lag_s:
                 pipeline.drop(line.index, line.timestamp, "overload", line.meta)

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from edge_had import settings
+from edge_had.cli_types import integer_from, non_negative_number, positive_number
 
 __all__ = ["add_train_arguments", "config_from_args", "run_train"]
 
@@ -33,11 +34,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="1: spectral teacher; 2: spatial student (loads stage 1 from --out); all: both (default)",
     )
     parser.add_argument(
-        "--epochs", type=int, default=d.epochs, help=f"epochs of stage 1 and of stage 2 ({d.epochs})"
+        "--epochs",
+        type=integer_from(0),
+        default=d.epochs,
+        help=f"epochs of stage 1 and of stage 2 ({d.epochs})",
     )
     parser.add_argument(
         "--steps-per-epoch",
-        type=int,
+        type=integer_from(1),
         default=d.steps_per_epoch,
         help=f"steps per epoch ({d.steps_per_epoch})",
     )
@@ -66,7 +70,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--decorrelation-weight",
-        type=float,
+        type=non_negative_number,
         default=d.decorrelation_weight,
         help=f"stage-2 decorrelation weight ({d.decorrelation_weight}; 0 = ablation)",
     )
@@ -78,17 +82,23 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ranking-epochs",
-        type=int,
+        type=integer_from(0),
         default=d.ranking_epochs,
         help="epochs of the supervised ranking phase after stage 1: the spectral network learns to "
         "rank the training scenes' labelled anomalies above their background under global RX "
         f"({d.ranking_epochs} = off)",
     )
     parser.add_argument(
-        "--alpha-spe", type=float, default=d.alpha_spe, help=f"f_spe scale in the fusion ({d.alpha_spe})"
+        "--alpha-spe",
+        type=non_negative_number,
+        default=d.alpha_spe,
+        help=f"f_spe scale in the fusion ({d.alpha_spe})",
     )
     parser.add_argument(
-        "--alpha-spa", type=float, default=d.alpha_spa, help=f"f_spa scale in the fusion ({d.alpha_spa})"
+        "--alpha-spa",
+        type=non_negative_number,
+        default=d.alpha_spa,
+        help=f"f_spa scale in the fusion ({d.alpha_spa})",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument(
@@ -99,17 +109,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "of a phase, same scenes and settings for those phases) and run only the rest",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=integer_from(1), default=None, help="torch CPU threads (default: torch's)"
+    )
     more = parser.add_argument_group("more training options")
     more.add_argument(
         "--pretrain-epochs",
-        type=int,
+        type=integer_from(0),
         default=d.pretrain_epochs,
         help=f"encoder pretraining epochs ({d.pretrain_epochs})",
     )
-    more.add_argument("--tile", type=int, default=d.tile, help=f"tile size in pixels ({d.tile})")
-    more.add_argument("--batch", type=int, default=d.batch, help=f"tiles per step and rank ({d.batch})")
-    more.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate ({d.lr})")
+    more.add_argument("--tile", type=integer_from(1), default=d.tile, help=f"tile size in pixels ({d.tile})")
+    more.add_argument(
+        "--batch", type=integer_from(1), default=d.batch, help=f"tiles per step and rank ({d.batch})"
+    )
+    more.add_argument("--lr", type=positive_number, default=d.lr, help=f"Adam learning rate ({d.lr})")
     more.add_argument(
         "--betas",
         type=float,
@@ -118,22 +132,29 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("B1", "B2"),
         help=f"Adam betas {d.betas}",
     )
-    more.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: off)")
-    more.add_argument("--k", type=int, default=d.k, help=f"canonical bands ({d.k})")
-    more.add_argument("--hidden", type=int, default=d.hidden, help=f"spectral width ({d.hidden})")
-    more.add_argument("--blocks", type=int, default=d.blocks, help=f"spectral blocks ({d.blocks})")
     more.add_argument(
-        "--ranking-lr", type=float, default=d.ranking_lr, help=f"ranking phase Adam lr ({d.ranking_lr})"
+        "--grad-clip", type=positive_number, default=None, help="clip the gradient norm (default: off)"
+    )
+    more.add_argument("--k", type=integer_from(2), default=d.k, help=f"canonical bands ({d.k})")
+    more.add_argument("--hidden", type=integer_from(1), default=d.hidden, help=f"spectral width ({d.hidden})")
+    more.add_argument(
+        "--blocks", type=integer_from(0), default=d.blocks, help=f"spectral blocks ({d.blocks})"
+    )
+    more.add_argument(
+        "--ranking-lr",
+        type=positive_number,
+        default=d.ranking_lr,
+        help=f"ranking phase Adam lr ({d.ranking_lr})",
     )
     more.add_argument(
         "--ranking-temperature",
-        type=float,
+        type=positive_number,
         default=d.ranking_temperature,
         help=f"ranking loss temperature in log-RX units ({d.ranking_temperature})",
     )
     more.add_argument(
         "--ranking-alpha",
-        type=float,
+        type=non_negative_number,
         default=d.ranking_alpha,
         help=f"f_spe scale the ranking phase trains at ({d.ranking_alpha})",
     )

@@ -1,0 +1,73 @@
+"""argparse types that refuse numbers out of range, and artifact files that do not exist, when
+the command line is read: a usage error naming the option, never a silent default, a NaN
+threshold, a fallback to another backend or a late traceback."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _parsed(text: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def integer_from(low: int) -> Callable[[str], int]:
+    """An integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        value = int(_parsed(text, int))
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0."""
+    value = _parsed(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not above 0")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    """A finite number >= 0."""
+    value = _parsed(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is below 0")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1]."""
+    value = _parsed(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not in [0, 1]")
+    return value
+
+
+def open_probability(text: str) -> float:
+    """A number strictly between 0 and 1 (a false-alarm rate: 0 and 1 give no threshold)."""
+    value = _parsed(text, float)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not strictly between 0 and 1")
+    return value
+
+
+def existing_file(text: str) -> str:
+    """A path to a file that exists (an artifact given by name must be used, not skipped)."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: no such file")
+    return text

@@ -1,0 +1,138 @@
+"""The command line under bad options, unwritable outputs, degenerate inputs and Ctrl-C: a clear
+usage error or message and the outputs kept, never a silent default or a traceback (a review
+found each of these broken)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_had.cli import main
+
+SMALL_STREAM = ["stream", "--source", "synthetic", "--detector", "rx", "--width", "32", "--bands", "16"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "says"),
+    [
+        ([*SMALL_STREAM, "--pfa", "2"], "--pfa", "not strictly between 0 and 1"),
+        ([*SMALL_STREAM, "--pfa", "0"], "--pfa", "not strictly between 0 and 1"),
+        ([*SMALL_STREAM, "--line-rate", "0"], "--line-rate", "not above 0"),
+        ([*SMALL_STREAM, "--line-rate", "-10"], "--line-rate", "not above 0"),
+        (["stream", "--source", "synthetic", "--width", "0"], "--width", "below 1"),
+        ([*SMALL_STREAM, "--fault-rate", "2"], "--fault-rate", "not in [0, 1]"),
+        ([*SMALL_STREAM, "--reorder-window", "-3"], "--reorder-window", "below 0"),
+        ([*SMALL_STREAM, "--lines", "ten"], "--lines", "is not an integer"),
+        (["detect", "x.npy", "--detector", "lrx", "--regularization", "-1"], "--regularization", "below 0"),
+        (
+            ["detect", "x.npy", "--detector", "rx", "--regularization", "nan"],
+            "--regularization",
+            "not a finite",
+        ),
+        (["detect", "x.npy", "--detector", "lrx", "--components", "-3"], "--components", "below 0"),
+        (["detect", "x.npy", "--onnx", "nope.onnx"], "--onnx", "no such file"),
+        ([*SMALL_STREAM, "--engine", "nope.engine"], "--engine", "no such file"),
+    ],
+)
+def test_out_of_range_options_are_usage_errors(argv, option, says, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {option}" in error and says in error, error
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "scene.npy"
+    np.save(path, rng.normal(100.0, 5.0, (20, 16, 8)))
+    return path
+
+
+def test_detect_names_the_file_np_save_wrote(scene: Path, tmp_path: Path, capsys) -> None:
+    assert main(["detect", str(scene), "--detector", "rx", "--npy", str(tmp_path / "noext")]) == 0
+    assert (tmp_path / "noext.npy").is_file()
+    assert f"scores -> {tmp_path / 'noext.npy'}" in capsys.readouterr().out
+
+
+def test_detect_keeps_its_outputs_when_the_ground_truth_gives_no_auc(
+    scene: Path, tmp_path: Path, capsys
+) -> None:
+    gt = tmp_path / "gt.npy"
+    np.save(gt, np.zeros((20, 16), np.uint8))  # no anomaly pixel
+    argv = ["detect", str(scene), "--gt", str(gt), "--detector", "rx"]
+    assert main([*argv, "--out", str(tmp_path / "map.png"), "--npy", str(tmp_path / "s.npy")]) == 0
+    assert (tmp_path / "map.png").is_file() and (tmp_path / "s.npy").is_file()
+    assert "AUC undefined: no anomaly pixel" in capsys.readouterr().out
+
+
+def test_an_unwritable_output_is_a_clear_error(scene: Path, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    assert main(["detect", str(scene), "--detector", "rx", "--out", str(blocker / "map.png")]) == 2
+    assert "edge-had detect: error:" in capsys.readouterr().err
+    assert main(["demo", "--out", str(blocker)]) == 2
+    assert "edge-had demo: error:" in capsys.readouterr().err
+
+
+def test_a_stream_report_that_cannot_be_written_is_refused_before_streaming(tmp_path: Path, capsys) -> None:
+    assert main([*SMALL_STREAM, "--lines", "20", "--json", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "is a folder, not a file" in captured.err and "lines in" not in captured.out
+
+
+@pytest.mark.parametrize(("faults", "lines_in"), [("short", 20), ("all", None)])
+def test_a_stream_with_no_scored_line_still_writes_its_report_and_map(
+    scene: Path, tmp_path: Path, faults: str, lines_in: int | None
+) -> None:
+    """Every line too short (all rejected), or every fault on every line (none even arrives)."""
+    out, report = tmp_path / "run", tmp_path / "report.json"
+    argv = ["stream", "--source", str(scene), "--detector", "rx", "--faults", faults, "--fault-rate", "1"]
+    assert main([*argv, "--out", str(out), "--json", str(report)]) == 0
+    health = json.loads(report.read_text())["health"]
+    assert health["lines_scored"] == 0 and health["accounting_ok"]
+    assert lines_in is None or health["lines_in"] == health["lines_rejected"] == lines_in
+    assert (out / "waterfall.png").is_file() and (out / "scores.npy").is_file()
+
+
+def test_ctrl_c_finishes_the_stream_and_writes_everything(tmp_path: Path, monkeypatch, capsys) -> None:
+    """SIGINT at line 60 of 400: the lines read so far are finished and reported, exit 130."""
+    import edge_had.stream.command as command
+
+    real_source = command._source
+
+    def interrupting_source(args):
+        lines, *rest = real_source(args)
+
+        def lines_then_ctrl_c():
+            for line in lines:
+                if line.index == 60:
+                    os.kill(os.getpid(), signal.SIGINT)
+                yield line
+
+        return (lines_then_ctrl_c(), *rest)
+
+    monkeypatch.setattr(command, "_source", interrupting_source)
+    out, report = tmp_path / "run", tmp_path / "report.json"
+    assert main([*SMALL_STREAM, "--lines", "400", "--out", str(out), "--json", str(report)]) == 130
+    written = json.loads(report.read_text())
+    assert written["interrupted"] and written["health"]["accounting_ok"]
+    assert (
+        60 <= written["health"]["lines_in"] <= 61
+        and written["health"]["lines_scored"] == written["health"]["lines_in"]
+    )
+    assert (out / "scores.npy").is_file() and (out / "events.jsonl").is_file()
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_detect_says_when_the_model_was_trained_on_the_scene(data_dir: Path, capsys) -> None:
+    scene = data_dir / "abu-beach-3.mat"  # one of the shipped model's training scenes
+    assert main(["detect", str(scene), "--detector", "enhanced-rx", "--backend", "torch"]) == 0
+    assert "note: the model was trained on this scene" in capsys.readouterr().out
