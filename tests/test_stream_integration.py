@@ -253,3 +253,26 @@ def test_waiting_in_the_reorder_window_is_not_a_deadline_miss(monkeypatch) -> No
     assert pipeline.health.missing_indices == 1
     assert [r.index for r in results if r.state == "scored"] == [i for i in range(14) if i != 5]
     assert not [r.index for r in results if "deadline-miss" in r.flags]
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_one_corrupted_line_counter_does_not_derail_the_stream(window: int) -> None:
+    """Line 8 arrives with index 70008 (a flipped bit): it is rejected and the stream keeps its
+    place. At line 20 the counter really jumps by 50000: the next line continues from there, so
+    the stream follows (the leaping line itself is lost) and counts the gap as missing."""
+    lines, results = make_lines(30), []
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+    )
+    indices = [i + 70000 if i == 8 else i + 50000 if i >= 20 else i for i in range(30)]
+    for line, index in zip(lines, indices, strict=True):
+        pipeline.push(line, index, 0.0)
+    pipeline.finish()
+    state = {r.index: r for r in results}
+    assert state[70008].state == "rejected" and state[70008].reason.startswith("implausible index jump")
+    assert state[50020].state == "rejected"  # the counter's real jump, before it was confirmed
+    scored = [r.index for r in results if r.state == "scored"]
+    assert scored == [i for i in indices if i not in (70008, 50020)]
+    health = pipeline.health.to_dict()
+    # index 8 never came (its line carried 70008); 20..50020 lie between 19 and 50021
+    assert health["missing_indices"] == 1 + 50001 and health["accounting_ok"]

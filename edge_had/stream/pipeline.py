@@ -32,8 +32,11 @@ does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixe
 anything else and never enter the statistics; ``deadline-miss``: from arrival to score the line
 took longer than the budget times 1 + its look-ahead lines + the reorder window, i.e. scoring fell
 behind). Lines held in the reorder window when the band count changes are processed first, with
-the old statistics. Gaps in the
-indices are counted as ``missing_indices``; repeated ones as ``duplicates``. When the enhancement
+the old statistics. Gaps in the indices are counted as ``missing_indices``; repeated ones as
+``duplicates``. An index more than
+``max_index_jump`` (1000) past the newest is taken for a corrupted counter and rejected, unless
+the next line continues from it (then it was a real jump, and the stream follows it): one bad
+counter value must not get every later line rejected as out of order. When the enhancement
 network fails, the stream goes on with plain RX (flag ``plain-rx``, ``enhancement_failures`` in
 health) from the line it failed on (from the first line when its warm-up failed); the lines the
 enhancer held are rejected with the failure as the reason.
@@ -152,6 +155,7 @@ class StreamPipeline:
         enhancer: Any = None,
         reorder_window: int = 0,
         reinit_after: int = 8,
+        max_index_jump: int | None = 1000,
         scorer: str = "global",
         line_math: LineMath = NUMPY_LINE_MATH,
         local_math: LocalLineMath | None = None,
@@ -185,6 +189,8 @@ class StreamPipeline:
         self._position = 0
         self._rx_base = 0  # pipeline position of the current statistics' first line
         self.reinit_after = reinit_after
+        self.max_index_jump = max_index_jump
+        self._jumped_to: int | None = None  # the index of the last line refused for leaping ahead
         self._new_band_count = (0, 0)  # (band count, consecutive lines) of lines with another count
         self.fallback_flag: str | None = None
         self.reorder_window = reorder_window
@@ -242,13 +248,28 @@ class StreamPipeline:
         return result
 
     def _reorder_problem(self, index: int) -> str | None:
-        """Why ``index`` cannot enter the reorder window (seen before, or too late), or None."""
+        """Why ``index`` cannot enter the reorder window (seen before, too late, or an implausible
+        leap ahead), or None."""
         if index in self._held or index in self._released:
             self.health.duplicates += 1
             return "duplicate index"
         if self._last_index is not None and index <= self._last_index:
             return f"out-of-order index (beyond the reorder window, after {self._last_index})"
-        return None
+        started = self._last_index is not None or bool(self._held)
+        return self._implausible_jump(index, self._max_seen if started else None)
+
+    def _implausible_jump(self, index: int, newest: int | None) -> str | None:
+        """A line whose index leaps more than ``max_index_jump`` past the newest one (a corrupted
+        line counter: one flipped bit) is rejected and the stream keeps its place, unless the
+        next line continues from it (the counter really jumped): then the stream follows it."""
+        if newest is None or self.max_index_jump is None or index <= newest + self.max_index_jump:
+            self._jumped_to = None
+            return None
+        if self._jumped_to == index - 1:  # the line before leapt here too: a real jump
+            self._jumped_to = None
+            return None
+        self._jumped_to = index
+        return f"implausible index jump (from {newest} to {index}, more than {self.max_index_jump})"
 
     def _release(self, force: bool) -> None:
         while self._held:
@@ -379,6 +400,8 @@ class StreamPipeline:
             if index == last:
                 self.health.duplicates += 1
             return "duplicate index" if index == last else f"out-of-order index (after {last})"
+        if (leap := self._implausible_jump(index, last)) is not None:
+            return leap
         if last is not None and index > last + 1:
             self.health.missing_indices += index - last - 1
         self._last_index = index
