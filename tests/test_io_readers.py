@@ -18,7 +18,8 @@ import spectral.io.envi as envi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_had.io import list_scenes, load_mask, load_scene, sha256_file
+from edge_had.errors import SceneError
+from edge_had.io import list_scenes, load_mask, load_scene, make_scene, sha256_file
 
 NO_DATA = -9999.0
 WAVELENGTHS = np.array([400.0, 450.5, 501.25, 552.0, 600.75, 650.0])
@@ -326,3 +327,62 @@ def test_real_checksums(data_dir: Path) -> None:
     assert sorted(listed) == sorted(REAL_SCENES)
     for file_name, digest in listed.items():
         assert sha256_file(data_dir / file_name) == digest
+
+
+# ---------------------------------------------------------------- units and values (review fixes)
+
+
+@pytest.mark.parametrize(
+    ("units", "values", "want"),
+    [
+        ("Angstroms", [4000.0, 5000.0, 6000.0], [400.0, 500.0, 600.0]),
+        ("Centimeters", [4e-5, 5e-5, 6e-5], [400.0, 500.0, 600.0]),
+        ("Wavenumber", [25000.0, 20000.0, 16667.0], None),  # not a length: no wavelengths
+        ("Index", [1.0, 2.0, 3.0], None),
+    ],
+)
+def test_envi_wavelength_units(tmp_path: Path, units: str, values: list[float], want) -> None:
+    header = tmp_path / "units.hdr"
+    write_envi(header, random_cube((3, 4, 3)), wavelength=values, **{"wavelength units": units})
+    scene = load_scene(header)
+    if want is None:
+        assert scene.wavelengths is None and scene.meta["wavelength_units"] == units
+    else:
+        np.testing.assert_allclose(scene.wavelengths, want)
+
+
+def test_container_wavelengths_are_in_nanometres_as_envi_ones(tmp_path: Path) -> None:
+    """A .mat has no unit: micrometre values (all below 30) are converted, as for ENVI without a
+    unit; an HDF5 attribute wavelength_units is honoured."""
+    cube, micrometres = random_cube((4, 3, 5)), np.linspace(0.4, 2.5, 5)
+    scipy.io.savemat(tmp_path / "um.mat", {"data": cube, "wavelength": micrometres[None]})
+    np.testing.assert_allclose(load_scene(tmp_path / "um.mat").wavelengths, micrometres * 1e3)
+    with h5py.File(tmp_path / "um.h5", "w") as handle:
+        dataset = handle.create_dataset("cube", data=cube)
+        dataset.attrs["wavelengths"] = micrometres * 1e4  # in angstroms
+        dataset.attrs["wavelength_units"] = "Angstroms"
+    scene = load_scene(tmp_path / "um.h5")
+    np.testing.assert_allclose(scene.wavelengths, micrometres * 1e3)
+    assert scene.meta["wavelength_units"] == "Angstroms"
+
+
+@pytest.mark.parametrize("values", [np.full((3, 4, 5), "x"), np.ones((3, 4, 5), np.complex64)])
+def test_a_cube_of_values_that_are_not_real_numbers_is_a_scene_error(tmp_path: Path, values) -> None:
+    np.save(tmp_path / "odd.npy", values)
+    with pytest.raises(SceneError, match="not real numbers"):
+        load_scene(tmp_path / "odd.npy")
+
+
+def test_ground_truth_with_nan_is_a_scene_error() -> None:
+    gt = np.zeros((3, 4))
+    gt[0, 0] = np.nan  # NaN != 0 would have made it an anomaly pixel
+    with pytest.raises(SceneError, match="not finite numbers"):
+        make_scene(random_cube((3, 4, 5)), gt=gt)
+
+
+def test_an_integer_no_data_value_is_compared_exactly() -> None:
+    """100000003 and 100000001 are the same float32: the comparison is made on the stored integers."""
+    cube = np.full((3, 4, 2), 100_000_001, dtype=np.int32)
+    cube[1, 2] = 100_000_003
+    scene = make_scene(cube, no_data_value=100_000_003)
+    assert not scene.valid[1, 2] and scene.valid.sum() == 11

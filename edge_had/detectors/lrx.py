@@ -38,6 +38,10 @@ class LocalRXSettings:
     def __post_init__(self) -> None:
         if self.inner < 1 or self.inner % 2 == 0 or self.outer % 2 == 0 or self.outer <= self.inner:
             raise ValueError(f"windows must be odd with outer > inner >= 1, got {self.inner}/{self.outer}")
+        if self.n_components is not None and self.n_components < 1:
+            raise ValueError(f"n_components must be >= 1 (or None: all bands), got {self.n_components}")
+        if not self.regularization >= 0:
+            raise ValueError(f"regularization must be >= 0, got {self.regularization}")
 
 
 def principal_components(cube: np.ndarray, mask: np.ndarray | None, n_components: int) -> np.ndarray:
@@ -93,10 +97,14 @@ def local_rx(
     settings = settings or LocalRXSettings()
     rows, cols, bands = cube.shape
     valid = np.ones((rows, cols), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if valid.shape != (rows, cols):
+        raise ValueError(f"mask shape {valid.shape} does not match the cube's pixels {(rows, cols)}")
     if settings.n_components is not None and settings.n_components < bands:
-        data = principal_components(cube, valid, settings.n_components)
+        data = principal_components(cube, valid, settings.n_components)  # centred on the mean
     else:
-        data = cube.astype(np.float64)
+        # centred as well: window sums of x x^T less the window mean's square cancel badly when
+        # the mean is large against the spread (raw radiances)
+        data = cube.astype(np.float64) - calc_stats(cube, valid).mean
     global_stats = calc_stats(data, valid)
     data = np.moveaxis(np.where(valid[..., None], data, 0.0), -1, 0)  # (dims, rows, cols)
     sums = {}

@@ -7,7 +7,9 @@
   (``MATLAB_class`` other than numeric/logical) are not numeric arrays.
 * plain HDF5 ``.h5``/``.hdf5``: every dataset (nested names like ``group/cube``) in the store
   convention (rows, cols, bands), no transpose. Wavelengths/fwhm may also come from an attribute
-  ``wavelength``/``wavelengths``/``fwhm`` of the cube dataset or of the file.
+  ``wavelength``/``wavelengths``/``fwhm`` of the cube dataset or of the file, in the unit of an
+  attribute ``wavelength_units`` (else nm, or micrometres when all are below 30; see
+  :mod:`edge_had.io.units`: .mat files carry no unit, so the same guess applies to them).
 
 Which arrays are the cube, ground truth and band vectors is decided by
 :mod:`edge_had.io.variables`.
@@ -26,6 +28,7 @@ import numpy as np
 import scipy.io
 
 from edge_had.io.raw import RawScene, reading
+from edge_had.io.units import nm_factor
 from edge_had.io.variables import Variable, select_mask, select_variables
 
 MATLAB_NUMERIC_CLASSES = frozenset(
@@ -33,6 +36,7 @@ MATLAB_NUMERIC_CLASSES = frozenset(
 )
 _NUMERIC_KINDS = "biuf"
 _WAVELENGTH_ATTRS = ("wavelength", "wavelengths")
+_UNIT_ATTRS = ("wavelength_units", "wavelength units", "units")
 _FWHM_ATTRS = ("fwhm",)
 
 
@@ -58,13 +62,20 @@ def read_container_scene(path: Path, *, cube_var: str | None = None, gt_var: str
             "wavelength_var": chosen.wavelengths,
             "fwhm_var": chosen.fwhm,
         }
-        meta = {"format": container.format, "dtype": str(cube.dtype)}
+        meta: dict[str, Any] = {"format": container.format, "dtype": str(cube.dtype)}
         meta.update({key: name for key, name in names.items() if name is not None})
+        wavelengths = _vector_or_attribute(container, chosen.wavelengths, attrs, _WAVELENGTH_ATTRS)
+        fwhm = _vector_or_attribute(container, chosen.fwhm, attrs, _FWHM_ATTRS)
+        units = next((attrs[key] for key in _UNIT_ATTRS if key in attrs), None)
+        if isinstance(units, bytes):
+            units = units.decode(errors="replace")
+        meta["wavelength_units"] = None if units is None else str(units)
+        factor = nm_factor(units, wavelengths)  # as ENVI's: the same units, the same guess
         return RawScene(
             cube=cube,
             gt=_load_optional(container, chosen.gt),
-            wavelengths=_vector_or_attribute(container, chosen.wavelengths, attrs, _WAVELENGTH_ATTRS),
-            fwhm=_vector_or_attribute(container, chosen.fwhm, attrs, _FWHM_ATTRS),
+            wavelengths=None if factor is None or wavelengths is None else wavelengths * factor,
+            fwhm=None if factor is None or fwhm is None else fwhm * factor,
             meta=meta,
         )
 

@@ -3,8 +3,9 @@
 The data file is memory-mapped (``open_memmap(interleave='bip')``), so the cube comes back as
 (lines, samples, bands) = (rows, cols, bands) in its stored dtype and byte order, whatever the
 file's interleave. From the header: ``wavelength`` and ``fwhm`` (converted to nm using
-``wavelength units``), ``bbl`` (bad-band list -> ``good_bands``) and ``data ignore value``
-(-> no-data value). A data file shorter than the header promises is reported as truncated.
+``wavelength units``, dropped when that unit is not a length: :mod:`edge_had.io.units`),
+``bbl`` (bad-band list -> ``good_bands``) and ``data ignore value`` (-> no-data value). A data
+file shorter than the header promises is reported as truncated.
 """
 
 from __future__ import annotations
@@ -17,24 +18,9 @@ import numpy as np
 
 from edge_had.errors import SceneError
 from edge_had.io.raw import RawScene, reading
+from edge_had.io.units import nm_factor
 
 HEADER_SUFFIXES = (".hdr", ".HDR")
-NM_PER_UNIT = {
-    "nanometers": 1.0,
-    "nanometer": 1.0,
-    "nm": 1.0,
-    "micrometers": 1e3,
-    "micrometer": 1e3,
-    "microns": 1e3,
-    "micron": 1e3,
-    "um": 1e3,
-    "µm": 1e3,
-    "millimeters": 1e6,
-    "mm": 1e6,
-}
-# A header without (or with "Unknown") wavelength units whose values are all below this is taken
-# to be in micrometres: imaging spectrometers cover ~0.35-14 um, i.e. 350-14000 nm.
-MICROMETRE_GUESS_BELOW = 30.0
 
 
 def header_beside(data_path: Path) -> Path | None:
@@ -55,8 +41,8 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
     factor, units = _nm_factor(metadata, source)
     return RawScene(
         cube=cube,
-        wavelengths=_header_floats(metadata, "wavelength", source, factor),
-        fwhm=_header_floats(metadata, "fwhm", source, factor),
+        wavelengths=None if factor is None else _header_floats(metadata, "wavelength", source, factor),
+        fwhm=None if factor is None else _header_floats(metadata, "fwhm", source, factor),
         good_bands=_good_bands(metadata, source),
         no_data_value=_no_data_value(metadata, source),
         meta={
@@ -110,16 +96,11 @@ def _header_floats(
     return values * scale
 
 
-def _nm_factor(metadata: Mapping[str, Any], source: Path) -> tuple[float, str | None]:
-    """Factor from the header's wavelength unit to nm, and the unit as written (None if absent)."""
+def _nm_factor(metadata: Mapping[str, Any], source: Path) -> tuple[float | None, str | None]:
+    """Factor from the header's wavelength unit to nm (None: not a length, see
+    :mod:`edge_had.io.units`), and the unit as written (None if absent)."""
     units = metadata.get("wavelength units")
-    key = None if units is None else str(units).strip().lower()
-    if key in NM_PER_UNIT:
-        return NM_PER_UNIT[key], str(units)
-    wavelengths = _header_floats(metadata, "wavelength", source)
-    if key in (None, "unknown") and wavelengths is not None and wavelengths.size:
-        return (1e3 if wavelengths.max() < MICROMETRE_GUESS_BELOW else 1.0), units
-    return 1.0, units
+    return nm_factor(units, _header_floats(metadata, "wavelength", source)), units
 
 
 def _good_bands(metadata: Mapping[str, Any], source: Path) -> np.ndarray | None:

@@ -66,11 +66,14 @@ def make_scene(
 ) -> Scene:
     """Validate and normalise arrays into a :class:`Scene` (float32 cube, boolean masks).
 
-    Raises :class:`SceneError` naming ``source`` for: not 3-D, fewer than 2 bands, ground truth
-    or mask of the wrong shape, fewer than 2 good bands, or no valid pixel.
+    Raises :class:`SceneError` naming ``source`` for: values that are not real numbers, not 3-D,
+    fewer than 2 bands, ground truth or mask of the wrong shape, a ground truth with NaN/Inf or
+    non-numeric values, fewer than 2 good bands, or no valid pixel.
     """
     path = None if source is None else Path(source)
     cube = np.asarray(cube)
+    if cube.dtype.kind not in "biuf":  # strings, objects; complex values would lose their imaginary part
+        raise SceneError(f"the cube holds {cube.dtype} values, not real numbers", path)
     if cube.ndim != 3:
         raise SceneError(f"expected a 3-D cube (rows, cols, bands), got shape {cube.shape}", path)
     rows, cols, bands = cube.shape
@@ -78,6 +81,7 @@ def make_scene(
         raise SceneError(f"cube has no pixels (shape {cube.shape})", path)
     if bands < 2:
         raise SceneError(f"cube has {bands} band(s); detection needs at least 2", path)
+    stored = cube  # its own dtype: an integer no-data value is compared exactly
     cube = np.ascontiguousarray(cube, dtype=np.float32)
 
     if good_bands is None:
@@ -92,7 +96,10 @@ def make_scene(
     kept = cube if good.all() else cube[:, :, good]
     ok = np.isfinite(kept).all(axis=2)
     if no_data_value is not None:
-        ok &= ~(kept == np.float32(no_data_value)).any(axis=2)
+        if stored.dtype.kind in "iu":  # compared as stored: float32 merges large integers
+            ok &= ~((stored if good.all() else stored[:, :, good]) == no_data_value).any(axis=2)
+        else:
+            ok &= ~(kept == np.float32(no_data_value)).any(axis=2)
     if valid is not None:
         valid = np.asarray(valid)
         if valid.shape != (rows, cols):
@@ -106,6 +113,8 @@ def make_scene(
         gt = np.asarray(gt)
         if gt.shape != (rows, cols):
             raise SceneError(f"ground-truth shape {gt.shape} does not match cube {(rows, cols)}", path)
+        if gt.dtype.kind not in "biuf" or (gt.dtype.kind == "f" and not np.isfinite(gt).all()):
+            raise SceneError(f"the ground truth ({gt.dtype}) holds values that are not finite numbers", path)
         gt_mask = gt != 0
 
     def _vector(values: np.ndarray | None, what: str) -> np.ndarray | None:
