@@ -113,3 +113,21 @@ def test_bad_shapes_are_clear_errors():
         rx(np.zeros((3, 3, 2)), mask=np.ones((2, 2), dtype=bool))
     with pytest.raises(ValueError, match="at least 2 pixels"):
         calc_stats(np.zeros((1, 1, 3)))
+
+
+def test_a_score_beyond_float32_is_its_largest_value_not_inf():
+    """A corrupt 1e20 pixel scored against clean statistics: the oracle gives ~1e41, which float32
+    cannot hold; the fast path ranks it first with float32's maximum, so the map's metrics (which
+    normalise by min and max) stay defined."""
+    from edge_had.eval.metrics import evaluate_map
+
+    rng = np.random.default_rng(3)
+    cube = rng.standard_normal((20, 20, 6)).astype(np.float32)
+    background = calc_stats(cube)
+    cube[4, 5] = 1e20
+    scores = RX(background)(cube)
+    assert np.isfinite(scores).all() and scores[4, 5] == np.finfo(np.float32).max
+    assert rx_reference(cube, background)[4, 5] > 1e39
+    gt = np.zeros((20, 20), bool)
+    gt[4, 5] = gt[10, 10] = True
+    assert evaluate_map(scores, gt)["auc"] > 0.5

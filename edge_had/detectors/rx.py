@@ -81,6 +81,10 @@ class RX:
             centered[~flat_mask] = 0.0
         whitened = centered.astype(np.float32) @ background.whitener.T.astype(np.float32)
         scores = np.einsum("ij,ij->i", whitened, whitened)
+        # a pixel so far out that its score overflows float32 (e.g. a corrupt 1e20 value) gets
+        # float32's largest value instead of Inf: it still ranks first, and every metric of the
+        # map stays defined (min-max normalisation needs finite values)
+        np.minimum(scores, np.finfo(np.float32).max, out=scores)
         return _scores_to_map(scores, cube, mask)
 
 
