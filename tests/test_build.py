@@ -147,9 +147,32 @@ def test_reduced_graphs_keep_the_resampled_cube_exact_and_stay_close(bundle, gra
             outputs[precision] = runner.infer(feed)
     for precision, tolerance in (("fp16", 2e-3), ("int8", 0.1)):
         np.testing.assert_array_equal(outputs[precision]["x_k"], outputs["fp32"]["x_k"])
-        for name in ("f_spe", "enhanced"):
+        for name in ("f_spe", "f_spa", "enhanced"):
             error = relative_error(outputs[precision][name], outputs["fp32"][name])
             assert 0 < error <= tolerance, (precision, name, error)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize(("lines", "width"), [(100, 100), (22, 100), (16, 50), (100, 30)])
+def test_int8_spatial_branch_stays_close_at_shapes_it_was_not_calibrated_on(
+    bundle, graphs, data_dir: Path, lines: int, width: int
+) -> None:
+    """The spatial branch pools with averaging matrices built from the input's size; in INT8 those
+    products stay float, so f_spa holds at any shape (it was 1.8x FP32 with entropy ranges, and
+    right only at the calibration width with MinMax)."""
+    feed = normalized_feed(bundle, load_scene(data_dir / "abu-urban-5.mat"))
+    feed = {"cube": np.ascontiguousarray(feed["cube"][:, :, :lines, :width])}
+    outputs = {}
+    for precision in ("fp32", "int8"):
+        with OnnxRuntimeRunner(graphs[precision]) as runner:
+            outputs[precision] = runner.infer(feed)
+    assert relative_error(outputs["int8"]["f_spa"], outputs["fp32"]["f_spa"]) <= 0.1
+    graph = onnx.load(str(graphs["int8"]))
+    dequantized = {
+        out for node in graph.graph.node if node.op_type == "DequantizeLinear" for out in node.output
+    }
+    pooling = [node for node in graph.graph.node if node.name.startswith("/spatial/MatMul")]
+    assert len(pooling) == 6 and not any(dequantized.intersection(node.input) for node in pooling)
 
 
 # --------------------------------------------------------------------------- INT8 Q/DQ

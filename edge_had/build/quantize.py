@@ -16,7 +16,8 @@ keep in FP32 (FP16 for INT8 graphs is not attempted: a node kept out of INT8 run
   (zero-point 0), per-channel weight scales, biases left in float (TensorRT fuses them), a
   dedicated Q/DQ pair per consumer (so the FP32 output ``x_k`` is not the de-quantized copy the
   spectral branch reads), ranges from the calibration set (:mod:`edge_had.build.calibration`)
-  with MinMax, Percentile or Entropy. The output heads stay FP32 (:data:`OUTPUT_HEAD_SCOPES`).
+  with MinMax, Percentile or Entropy. The output heads stay FP32 (:data:`OUTPUT_HEAD_SCOPES`), and
+  so do products of two activations (the spatial branch's pooling, :func:`activation_products`).
 * **Entropy** (TensorRT's KL-divergence calibration) is run here, not through ``quantize_static``:
   that one calls onnxruntime's entropy calibrator with its defaults, 128 histogram bins and 128
   quantized bins, which leaves exactly one candidate threshold - the MinMax range (measured: the
@@ -59,6 +60,23 @@ OUTPUT_HEAD_SCOPES = ("/spectral/head/", "/spatial/head/")
 def network_nodes(graph: Any) -> list[str]:
     """Names of the nodes inside the two networks (everything but adapter and fusion)."""
     return [node.name for node in graph.graph.node if node.name.startswith(NETWORK_SCOPES)]
+
+
+def activation_products(graph: Any) -> set[str]:
+    """Network MatMul/Gemm nodes with no weight among their inputs: in this model the spatial
+    branch's adaptive pooling, ``P_h^T @ x @ P_w`` with averaging matrices built from the input's
+    height and width. Always kept in float: one calibrated range cannot hold those matrices'
+    entries (1/n of a size that changes with the input), and quantizing them made f_spa 1.8x its
+    FP32 value at every shape with entropy ranges, and right only at the calibration width with
+    MinMax (a review measured both on the ABU scenes)."""
+    weights = {tensor.name for tensor in graph.graph.initializer}
+    return {
+        node.name
+        for node in graph.graph.node
+        if node.name.startswith(NETWORK_SCOPES)
+        and node.op_type in ("MatMul", "Gemm")
+        and not weights.intersection(node.input)
+    }
 
 
 #: Float operators that may run in FP16 inside the networks (shape arithmetic is integer and
@@ -311,7 +329,7 @@ def to_int8(
             "the calibration set was normalised differently from the model "
             f"({calibration.manifest['normalization']} vs {metadata['normalization']}); rebuild it"
         )
-    kept = set(keep_float)
+    kept = set(keep_float) | activation_products(graph)
     if not quantize_heads:
         kept |= {name for name in network_nodes(graph) if name.startswith(OUTPUT_HEAD_SCOPES)}
     quantized_nodes = sorted(set(network_nodes(graph)) - kept)
