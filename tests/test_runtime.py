@@ -185,6 +185,19 @@ def test_a_given_onnx_file_must_fit_the_model_sensor_and_precision(bundle_dir: P
     hybrid.config = dataclasses.replace(hybrid.config, alpha_spe=hybrid.config.alpha_spe * 2, alpha_spa=0.0)
     with pytest.raises(BackendError, match="it adds the features at alphas"):
         enhancement_runner(choice, hybrid, 30, onnx=graph)
+    # same band count, other resampling: a graph for band index is refused for a scene with
+    # wavelengths, and one exported for wavelengths for another set or for none
+    wavelengths = np.linspace(450.0, 2400.0, 30)
+    with pytest.raises(
+        BackendError, match="it resamples on band index, the scene needs on wavelengths 450-2400"
+    ):
+        enhancement_runner(choice, bundle, 30, wavelengths, onnx=graph)
+    on_wavelengths = export_onnx(bundle, 30, tmp_path / "w30.onnx", wavelengths=wavelengths)
+    enhancement_runner(choice, bundle, 30, wavelengths, onnx=on_wavelengths)  # fits
+    with pytest.raises(BackendError, match="the scene needs on band index"):
+        enhancement_runner(choice, bundle, 30, onnx=on_wavelengths)
+    with pytest.raises(BackendError, match="the scene needs on wavelengths 450-2000"):
+        enhancement_runner(choice, bundle, 30, np.linspace(450.0, 2000.0, 30), onnx=on_wavelengths)
 
 
 def test_an_engine_must_come_from_the_model_and_alphas_it_stands_for(

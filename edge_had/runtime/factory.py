@@ -8,12 +8,22 @@ from __future__ import annotations
 import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from edge_had.runtime.base import BackendError, Runner
 from edge_had.runtime.select import BackendChoice
+
+
+class _Needed(NamedTuple):
+    """What a detector needs of a graph or engine: this model, the sensor's band count and
+    wavelengths (None: resampled on band index), the precision."""
+
+    bundle: Any
+    bands: int
+    wavelengths: np.ndarray | None
+    precision: str
 
 
 def enhancement_runner(
@@ -34,27 +44,28 @@ def enhancement_runner(
         from edge_had.runtime.torch_runner import TorchRunner
 
         return TorchRunner(bundle.model_for(bands, wavelengths), choice.precision, device)
+    needed = _Needed(bundle, bands, wavelengths, choice.precision)
     if choice.backend == "onnxruntime":
         if onnx is not None:
-            return _onnxruntime_runner(Path(onnx), bundle, bands, choice.precision, cpu_threads)
+            return _onnxruntime_runner(Path(onnx), needed, cpu_threads)
         with _export_folder(workdir) as folder:
             graph = _export_for(bundle, bands, wavelengths, choice, folder)
-            return _onnxruntime_runner(graph, bundle, bands, choice.precision, cpu_threads)
+            return _onnxruntime_runner(graph, needed, cpu_threads)
     if choice.backend == "tensorrt":
         if engine is None:
             raise BackendError("tensorrt needs an engine file (`edge-had build`)")
-        _check_engine(Path(engine), bundle, bands, choice.precision)
+        _check_engine(Path(engine), needed)
         from edge_had.runtime.tensorrt_runner import TensorRTRunner
 
         return TensorRTRunner(engine, choice.precision)
     raise BackendError(f"unknown backend {choice.backend!r}")
 
 
-def _onnxruntime_runner(path: Path, bundle: Any, bands: int, precision: str, threads: int | None) -> Runner:
+def _onnxruntime_runner(path: Path, needed: _Needed, threads: int | None) -> Runner:
     from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
-    _check_graph(path, bundle, bands, precision)
-    return OnnxRuntimeRunner(path, precision, threads=threads)  # it reads the graph now
+    _check_graph(path, needed)
+    return OnnxRuntimeRunner(path, needed.precision, threads=threads)  # it reads the graph now
 
 
 def _export_folder(workdir: str | Path | None) -> AbstractContextManager[str | Path]:
@@ -75,8 +86,8 @@ def _export_for(
     return recipe.build(bands, Path(folder) / f"b{bands}", wavelengths)[choice.precision]
 
 
-def _check_graph(path: Path, bundle: Any, bands: int, precision: str) -> None:
-    """A given ONNX file must come from this model, for this band count and precision."""
+def _check_graph(path: Path, needed: _Needed) -> None:
+    """A given ONNX file must come from this model, for this sensor and precision."""
     from edge_had.build.onnx_export import read_metadata
 
     try:
@@ -86,12 +97,12 @@ def _check_graph(path: Path, bundle: Any, bands: int, precision: str) -> None:
             f"{path}: cannot be read as an edge-had ONNX graph ({type(error).__name__}: {error}); "
             "the file is corrupt, truncated or foreign - re-export it with `edge-had export`"
         ) from error
-    _check_source(path, meta, bundle, bands, precision, "re-export it with `edge-had export`")
+    _check_source(path, meta, needed, "re-export it with `edge-had export`")
 
 
-def _check_engine(path: Path, bundle: Any, bands: int, precision: str) -> None:
+def _check_engine(path: Path, needed: _Needed) -> None:
     """An engine built by `edge-had build` records its ONNX source's metadata in its sidecar: it
-    must come from this model, with these alphas, for this band count and precision. An engine
+    must come from this model, with these alphas, for this sensor and precision. An engine
     without that record (built elsewhere, or before it was recorded) is loaded unchecked, logged."""
     import logging
 
@@ -106,18 +117,18 @@ def _check_engine(path: Path, bundle: Any, bands: int, precision: str) -> None:
         logging.getLogger(__name__).warning(
             "%s: no record of the model it was built from; cannot check it against %s",
             path,
-            bundle.directory,
+            needed.bundle.directory,
         )
         return
     fix = "export the model's ONNX and rebuild the engine with `edge-had build`"
-    _check_source(path, source, bundle, bands, precision, fix)
+    _check_source(path, source, needed, fix)
 
 
-def _check_source(
-    path: Path, meta: dict[str, Any], bundle: Any, bands: int, precision: str, fix: str
-) -> None:
+def _check_source(path: Path, meta: dict[str, Any], needed: _Needed, fix: str) -> None:
     """Raise BackendError naming every way the artifact's recorded ``meta`` differs from what the
-    detector needs: the model's weights, its alphas, the sensor's band count, the precision."""
+    detector needs: the model's weights, its alphas, the sensor's band count and wavelengths, the
+    precision."""
+    bundle, bands, precision = needed.bundle, needed.bands, needed.precision
     problems = []
     if meta.get("weights_sha256") != bundle.sha256:
         problems.append(
@@ -131,7 +142,25 @@ def _check_source(
         )
     if meta.get("bands") != bands:
         problems.append(f"it takes {meta.get('bands')} bands, the scene has {bands}")
+    elif not _same_wavelengths(meta.get("wavelengths"), needed.wavelengths):
+        recorded, wanted = _resampling(meta.get("wavelengths")), _resampling(needed.wavelengths)
+        # same band count, another resampling: scores 60 % off in a review's test
+        problems.append(f"it resamples {recorded}, the scene needs {wanted}")
     if meta.get("precision") != precision:
         problems.append(f"its precision is {meta.get('precision')}, {precision} was asked for")
     if problems:
         raise BackendError(f"{path}: " + "; ".join(problems) + f" ({fix})")
+
+
+def _same_wavelengths(recorded: Any, wanted: np.ndarray | None) -> bool:
+    if recorded is None or wanted is None:
+        return recorded is None and wanted is None
+    recorded, wanted = np.asarray(recorded, np.float64), np.asarray(wanted, np.float64)
+    return recorded.shape == wanted.shape and bool(np.allclose(recorded, wanted, rtol=0, atol=1e-6))
+
+
+def _resampling(wavelengths: Any) -> str:
+    if wavelengths is None:
+        return "on band index"
+    values = np.asarray(wavelengths, np.float64)
+    return f"on wavelengths {values.min():g}-{values.max():g} nm"
