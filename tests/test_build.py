@@ -299,6 +299,9 @@ def test_calibration_set_samples_only_training_scenes_and_round_trips(
         assert len([f for f in archive.files if f.startswith("block_")]) == 4
     loaded = load_calibration_set(path)
     assert loaded.manifest == json.loads((tmp_path / "calib.manifest.json").read_text())
+    # without the suffix: the file numpy writes, and that path is what is returned (a review found
+    # `calibrate --out calib/noext` printing a path `--calibration` could not find)
+    assert built.save(tmp_path / "noext") == tmp_path / "noext.npz" and (tmp_path / "noext.npz").is_file()
     for a, b in zip(loaded.blocks, built.blocks, strict=True):
         np.testing.assert_array_equal(a, b)
         assert a.shape[1] == 8

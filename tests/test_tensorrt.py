@@ -303,7 +303,11 @@ def test_build_with_fakes_stores_then_hits_the_cache(fakes: SimpleNamespace, tmp
     widths = {"min_width": 8, "opt_width": 32, "max_width": 64, "lines": 2}
     engine = build_engine(onnx, tmp_path / "cache", precision="fp16", **widths)
     assert engine.read_bytes().startswith(b"FAKE ENGINE")
-    assert "fp16_trt10.3.0.30_sm_87_b4_w8-32-64" in engine.name
+    # lines vary too, 1..max_lines (the stream's last block is shorter), tuned for `lines`
+    assert b"('cube', [1, 4, 1, 8], [1, 4, 2, 32], [1, 4, 2, 64])" in engine.read_bytes()
+    assert "fp16_trt10.3.0.30_sm_87_b4_l1-2-2_w8-32-64" in engine.name
+    whole_scenes = build_engine(onnx, tmp_path / "cache", precision="fp16", max_lines=100, **widths)
+    assert b"[1, 4, 100, 64]" in whole_scenes.read_bytes() and whole_scenes != engine
     assert (tmp_path / "cache" / "timing_trt10.3.0.30_sm_87.cache").read_bytes() == b"timings"
     builds = fakes.trt.Builder.builds
     assert build_engine(onnx, tmp_path / "cache", precision="fp16", **widths) == engine

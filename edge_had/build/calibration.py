@@ -54,7 +54,11 @@ class CalibrationSet:
         return {entry["sha256"] for entry in self.manifest["scenes"]}
 
     def save(self, path: str | Path) -> Path:
+        """Write the set to ``path`` (``.npz`` appended when missing, as numpy would) and its
+        manifest beside it; the path written."""
         path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, Any] = {f"block_{i:03d}": block for i, block in enumerate(self.blocks)}
         arrays["manifest"] = np.array(json.dumps(self.manifest))

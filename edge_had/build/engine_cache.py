@@ -84,6 +84,7 @@ class EngineKey:
     opt_shape: Shape
     max_shape: Shape
     input_name: str = INPUT_NAME
+    gpu: str = ""  # the GPU's model name: boards of one SM (Orin Nano, NX, AGX) differ ("": not recorded)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[0-9a-f]{64}", self.onnx_sha256):
@@ -116,17 +117,24 @@ class EngineKey:
         opt_width: int,
         max_width: int,
         lines: int = 1,
+        min_lines: int | None = None,
+        max_lines: int | None = None,
         batch: int = 1,
+        gpu: str = "",
     ) -> EngineKey:
-        """The key of an engine whose only varying axis is the line width (pixels per line)."""
+        """The key of an engine whose varying axes are the line width (pixels per line) and the
+        number of lines, ``min_lines..max_lines`` (default: ``lines`` alone), tuned for ``lines``."""
+        low = lines if min_lines is None else min_lines
+        high = lines if max_lines is None else max_lines
         return cls(
             onnx_sha256,
             tensorrt_version,
             sm,
             precision,
-            (batch, bands, lines, min_width),
+            (batch, bands, low, min_width),
             (batch, bands, lines, opt_width),
-            (batch, bands, lines, max_width),
+            (batch, bands, high, max_width),
+            gpu=gpu,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,8 +156,9 @@ class EngineKey:
         """File stem: the readable parts, the ONNX checksum's head and the key's short hash."""
         version = re.sub(r"[^0-9.]", "-", self.tensorrt_version)
         widths = f"w{self.min_shape[3]}-{self.opt_shape[3]}-{self.max_shape[3]}"
+        lines = f"l{self.min_shape[2]}-{self.opt_shape[2]}-{self.max_shape[2]}"
         return (
-            f"{self.precision}_trt{version}_{self.sm}_b{self.opt_shape[1]}_{widths}"
+            f"{self.precision}_trt{version}_{self.sm}_b{self.opt_shape[1]}_{lines}_{widths}"
             f"_{self.onnx_sha256[:8]}_{self.digest[:12]}"
         )
 

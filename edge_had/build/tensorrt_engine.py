@@ -8,9 +8,12 @@ precision flag, no calibrator and no platform query is used (TensorRT 11 removed
 every network strongly typed and deprecated that flag, so it is not passed there.
 
 The engine has one optimisation profile for the input ``cube`` (batch, bands, lines, pixels) in
-which only the line width varies (``min_width..max_width``, tuned for ``opt_width``). Engines are
-cached under an :class:`~edge_had.build.engine_cache.EngineKey` (ONNX SHA-256, TensorRT version,
-GPU SM, precision, shapes); a build with an equal key returns the cached file. The builder's
+which the line width varies (``min_width..max_width``, tuned for ``opt_width``) and so does the
+number of lines (``1..max_lines``, tuned for ``lines``: the stream's last block holds fewer lines
+than the others, and offline detection feeds a whole scene, so build with ``--max-lines`` at least
+its rows for that). Engines are cached under an :class:`~edge_had.build.engine_cache.EngineKey`
+(ONNX SHA-256, TensorRT version, GPU SM and model name, precision, shapes); a build with an equal
+key returns the cached file (``force`` rebuilds, e.g. for another workspace limit). The builder's
 timing cache is kept next to the engines, so rebuilding for other widths is quick.
 
 ``tensorrt`` is imported inside the functions; without it they raise
@@ -208,6 +211,7 @@ def build_engine(
     max_width: int = DEFAULT_WIDTHS[2],
     bands: int | None = None,
     lines: int = 1,
+    max_lines: int | None = None,
     precision: str | None = None,
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
     timing_cache_path: str | Path | None = None,
@@ -217,9 +221,10 @@ def build_engine(
     """The engine file for ``onnx_path`` in ``cache_dir``, built unless an equal one is cached.
 
     ``precision`` defaults to the file's ``edge_had.precision`` metadata (both given must agree);
-    ``bands`` defaults to the graph's and is only checked when given. ``lines`` lines of
-    ``min_width..max_width`` pixels, batch 1. ``force`` rebuilds even on a cache hit. The timing
-    cache defaults to ``cache_dir/timing_trt<version>_<sm>.cache``.
+    ``bands`` defaults to the graph's and is only checked when given. ``1..max_lines`` lines
+    (default ``max_lines = lines``; tuned for ``lines``) of ``min_width..max_width`` pixels,
+    batch 1. ``force`` rebuilds even on a cache hit. The timing cache defaults to
+    ``cache_dir/timing_trt<version>_<sm>.cache``.
     """
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
@@ -242,6 +247,9 @@ def build_engine(
             precision,
             bands=graph_bands,
             lines=lines,
+            min_lines=1,
+            max_lines=max(lines, max_lines or lines),
+            gpu=device.name,
             min_width=min_width,
             opt_width=opt_width,
             max_width=max_width,
@@ -273,8 +281,14 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         "--lines",
         type=integer_from(1),
         default=22,
-        help="lines per inference (default 22: a block of 16 new lines with 3 + 3 lines of context for "
-        "the spectral branch's 7 x 7 receptive field, as in the edge budget count)",
+        help="lines per inference to tune for (default 22: a block of 16 new lines with 3 + 3 lines of "
+        "context for the spectral branch's 7 x 7 receptive field, as in the edge budget count)",
+    )
+    parser.add_argument(
+        "--max-lines",
+        type=integer_from(1),
+        help="most lines per inference (default: --lines; the engine takes 1 to this many): offline "
+        "`detect` feeds whole scenes, so give at least their rows",
     )
     parser.add_argument(
         "--min-width", type=integer_from(1), default=low, help=f"smallest pixels per line (default {low})"
@@ -306,6 +320,7 @@ def run_build(args: argparse.Namespace) -> int:
         max_width=args.max_width,
         bands=args.bands,
         lines=args.lines,
+        max_lines=args.max_lines,
         precision=args.precision,
         workspace_bytes=args.workspace_mib << 20,
         timing_cache_path=args.timing_cache,

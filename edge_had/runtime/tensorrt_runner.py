@@ -111,7 +111,8 @@ class TensorRTRunner(Runner):
                     low, _, high = (_shape(dims) for dims in engine.get_tensor_profile_shape(name, 0))
                     raise BackendError(
                         f"{self.name}: input {name!r} of shape {array.shape} is outside the engine's "
-                        f"profile {low}..{high}; {REBUILD_HINT} with wider --min-width/--max-width"
+                        f"profile {low}..{high} (batch, bands, lines, pixels); {REBUILD_HINT} with "
+                        "--max-lines / --min-width / --max-width covering it"
                     )
                 device.upload(self._bind(name, array.size), array)
             shapes = {name: _shape(context.get_tensor_shape(name)) for name in self.output_names}
