@@ -51,6 +51,10 @@ def test_auto_follows_the_priority_and_says_why_it_skipped(installed) -> None:
     choice = choose_backend("auto", "fp32")
     assert choice.backend == "torch" and set(choice.skipped) == {"tensorrt", "onnxruntime"}
     assert "pip install 'edge-had[onnx]'" in choice.skipped["onnxruntime"]
+    # --device cuda: ONNX Runtime (CPU provider here) is passed over for torch on the GPU, saying why
+    installed("onnx", "onnxruntime")
+    choice = choose_backend("auto", "fp32", device="cuda")
+    assert choice.backend == "torch" and "--device cuda asks for the GPU" in choice.skipped["onnxruntime"]
 
 
 def test_a_requested_backend_never_falls_back_silently(installed) -> None:

@@ -92,8 +92,11 @@ def choose_backend(
             raise BackendError(f"--backend {requested} was requested but cannot run {precision}: {reason}")
         return BackendChoice(requested, precision, "requested")
     skipped: dict[str, str] = {}
+    on_gpu = str(artifacts.get("device") or "cpu").startswith("cuda")
     for backend in PRIORITY:
         reason = (exclude or {}).get(backend) or unavailable_reason(backend, precision, **artifacts)
+        if reason is None and on_gpu and backend == "onnxruntime":  # its CPU provider is all it uses here
+            reason = "runs on the CPU; --device cuda asks for the GPU (torch or tensorrt)"
         if reason is None:
             return BackendChoice(
                 backend, precision, "auto: first available of " + " > ".join(PRIORITY), skipped
