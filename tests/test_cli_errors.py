@@ -95,7 +95,7 @@ def test_a_stream_with_no_scored_line_still_writes_its_report_and_map(
     out, report = tmp_path / "run", tmp_path / "report.json"
     argv = ["stream", "--source", str(scene), "--detector", "rx", "--faults", faults, "--fault-rate", "1"]
     assert main([*argv, "--out", str(out), "--json", str(report)]) == 0
-    health = json.loads(report.read_text())["health"]
+    health = strict_json(report.read_text())["health"]  # e.g. no latency to summarise: still JSON
     assert health["lines_scored"] == 0 and health["accounting_ok"]
     assert lines_in is None or health["lines_in"] == health["lines_rejected"] == lines_in
     assert (out / "waterfall.png").is_file() and (out / "scores.npy").is_file()
@@ -136,3 +136,21 @@ def test_detect_says_when_the_model_was_trained_on_the_scene(data_dir: Path, cap
     scene = data_dir / "abu-beach-3.mat"  # one of the shipped model's training scenes
     assert main(["detect", str(scene), "--detector", "enhanced-rx", "--backend", "torch"]) == 0
     assert "note: the model was trained on this scene" in capsys.readouterr().out
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN/Infinity, as non-Python readers do."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_reports_are_strict_json(tmp_path: Path) -> None:
+    from edge_had.eval.report import write_json
+
+    path = write_json(
+        {"auc": float("nan"), "rates": [1.5, float("inf"), -float("inf")], "n": 3}, tmp_path / "r.json"
+    )
+    assert strict_json(path.read_text()) == {"auc": None, "rates": [1.5, None, None], "n": 3}

@@ -9,7 +9,6 @@ with the table, after writing the report.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from edge_had.build.calibration import CalibrationSet
 from edge_had.build.calibration_methods import DEFAULT_CALIBRATION_METHOD
 from edge_had.build.gate import GraphRecipe, gate_scenes, run_gate
 from edge_had.build.onnx_export import ExportError, read_metadata
-from edge_had.eval.report import SCHEMA_VERSION, platform_info
+from edge_had.eval.report import SCHEMA_VERSION, json_text, platform_info
 
 TORCH_TOLERANCE = 1e-5  # max|onnx - torch| / max|torch| per output, FP32
 
@@ -102,7 +101,7 @@ def export_model(
         gate_report = run_gate(recipe, scenes)
         gate_report.excluded = excluded
         report["gate"] = gate_report.to_dict()
-    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "export_report.json").write_text(json_text(report) + "\n")
     if problems:
         raise ExportError(f"{final[precision]}: the graph fails its checks:\n  " + "\n  ".join(problems))
     if gate_report is not None and not gate_report.passed(precision):

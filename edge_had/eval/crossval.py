@@ -53,7 +53,7 @@ from edge_had.detectors.lrx import local_rx
 from edge_had.detectors.rx import rx_reference
 from edge_had.detectors.scoring import geometric_mean, scorer
 from edge_had.eval.metrics import roc_auc
-from edge_had.eval.report import SCHEMA_VERSION, platform_info
+from edge_had.eval.report import SCHEMA_VERSION, json_text, platform_info
 from edge_had.io import Scene, list_scenes, load_scene
 
 #: Training variants: TrainConfig overrides of each ablation ("main" = the defaults).
@@ -514,5 +514,5 @@ def alpha_table(report: dict[str, Any], scorer_name: str = "global") -> str:
 def write_report(report: dict[str, Any], out: str | Path) -> Path:
     path = Path(out) / "crossval.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.write_text(json_text(report) + "\n")
     return path

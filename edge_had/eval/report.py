@@ -13,6 +13,7 @@ Later versions add fields and never rename them. An evaluation report is::
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -163,8 +164,25 @@ def validate_eval_report(report: dict[str, Any]) -> None:
                 raise ValueError(f"eval report scene {index} lacks {field!r}")
 
 
+def json_text(value: Any, *, indent: int | None = 2) -> str:
+    """Strict JSON of ``value``: NaN and infinities (an undefined metric, a rate over zero
+    seconds) become ``null``, since ``NaN``/``Infinity`` are not JSON and strict parsers (jq,
+    JavaScript, most non-Python readers) refuse the whole file."""
+    return json.dumps(_finite_or_none(value), indent=indent, allow_nan=False)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    path.write_text(json_text(report) + "\n")
     return path

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ import numpy as np
 
 from edge_had.cli_types import existing_file, integer_from, open_probability, positive_number, probability
 from edge_had.errors import EdgeHadError
+from edge_had.eval.report import json_text
 from edge_had.stream.faults import FAULTS
 from edge_had.stream.presets import SENSORS, sensor
 
@@ -276,7 +276,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             finished = events_detector.add(result.index, result.scores, result.timestamp, result.meta)
             seen["events"] += len(finished)
             if events_file is not None:
-                events_file.writelines(json.dumps(event.to_json()) + "\n" for event in finished)
+                events_file.writelines(json_text(event.to_json(), indent=None) + "\n" for event in finished)
             if keep:
                 events.extend(finished)
             if video is not None:
@@ -315,7 +315,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     seen["events"] += len(final)
     events += final if keep else []
     if events_file is not None:
-        events_file.writelines(json.dumps(event.to_json()) + "\n" for event in final)
+        events_file.writelines(json_text(event.to_json(), indent=None) + "\n" for event in final)
         events_file.close()
     if video is not None:
         video.close()

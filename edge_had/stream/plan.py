@@ -41,6 +41,7 @@ import argparse
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edge_had.eval.report import json_text
 from edge_had.stream.command import STREAM_DETECTORS
 from edge_had.stream.presets import SENSORS, sensor
 
@@ -202,7 +203,6 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     result = plan(args.device, args.sensor, args.detector, model_dir=args.model)
@@ -231,5 +231,5 @@ def run_plan(args: argparse.Namespace) -> int:
     print(f"total: {totals}; lower bound {bound}")
     print(f"({result['caveat']})")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.json).write_text(json_text(result) + "\n")
     return 0
