@@ -3,7 +3,9 @@
 Device memory is numpy byte blocks at made-up addresses (:class:`DeviceMemory`); every driver
 call checks that a CUDA context is current on the calling thread - the rule real pycuda enforces,
 often with an error far from the cause - and the driver counts retained and detached primary
-contexts so a test can check that every context was released.
+contexts so a test can check that every context was released. Stream work (async copies, memsets
+and the kernels a test launches through :func:`enqueue`) waits, as on a GPU, until the stream or
+an event is synchronised or memory is freed: a missing synchronize reads stale results here too.
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ def fake_driver(memory: DeviceMemory) -> SimpleNamespace:
     (modules, kernels)."""
     local = threading.local()
     driver = SimpleNamespace(memory=memory, retained=0, detached=0)
+    pending: list[Any] = []  # the stream's queued work, in order
+
+    def enqueue(work: Any) -> None:
+        pending.append(work)
+
+    def finish_stream() -> None:
+        while pending:
+            pending.pop(0)()
 
     def need_context() -> None:
         assert getattr(local, "stack", []), "CUDA call without a current context on this thread"
@@ -96,6 +106,7 @@ def fake_driver(memory: DeviceMemory) -> SimpleNamespace:
 
         def free(self) -> None:
             need_context()
+            finish_stream()  # cuMemFree waits for the work that may still use the memory
             memory.free(self.address)
 
     class Pinned(np.ndarray):  # what pycuda puts behind a pagelocked array's .base
@@ -110,6 +121,7 @@ def fake_driver(memory: DeviceMemory) -> SimpleNamespace:
 
         def synchronize(self) -> None:
             need_context()
+            finish_stream()
 
     class Event:
         def __init__(self) -> None:
@@ -120,6 +132,7 @@ def fake_driver(memory: DeviceMemory) -> SimpleNamespace:
 
         def synchronize(self) -> None:
             need_context()
+            finish_stream()  # one stream: the recorded event completes with everything queued
 
         def time_till(self, other: Event) -> float:
             need_context()
@@ -129,20 +142,26 @@ def fake_driver(memory: DeviceMemory) -> SimpleNamespace:
         need_context()
         return Pinned(shape=(n,), dtype=dtype).view(np.ndarray)
 
+    # the host array is read (or written) when the copy runs, not when it is queued: as from
+    # pinned memory on a GPU
     def memcpy_htod_async(dest: DeviceAllocation, src: np.ndarray, stream: Stream) -> None:
         need_context()
-        memory.view(int(dest), np.uint8, src.nbytes)[:] = src.view(np.uint8)
+        address, source = int(dest), src.view(np.uint8)
+        enqueue(lambda: memory.view(address, np.uint8, source.nbytes).__setitem__(slice(None), source))
 
     def memcpy_dtoh_async(dest: np.ndarray, src: DeviceAllocation, stream: Stream) -> None:
         need_context()
-        dest.view(np.uint8)[:] = memory.view(int(src), np.uint8, dest.nbytes)
+        target, address = dest.view(np.uint8), int(src)
+        enqueue(lambda: target.__setitem__(slice(None), memory.view(address, np.uint8, target.nbytes)))
 
     def memset_d8_async(dest: int, value: int, count: int, stream: Stream) -> None:
         need_context()
-        memory.view(int(dest), np.uint8, count)[:] = value
+        address = int(dest)
+        enqueue(lambda: memory.view(address, np.uint8, count).__setitem__(slice(None), value))
 
     driver.__dict__.update(
         need_context=need_context,
+        enqueue=enqueue,
         init=lambda: None,
         Error=Error,
         Context=Context,

@@ -686,6 +686,7 @@ def run_kernel(
     """One kernel launch on made-up memory, checked against the launch rules of rx_kernels.cu."""
     assert len(args) == len(rx_kernels.SIGNATURES[name]), (name, args)
     assert len(grid) == 3 and (grid[2] == 1 or name == "lrx_put_f64")
+    assert max(grid[1:]) <= rx_kernels.MAX_GRID_Y, f"{name}: grid {grid} beyond CUDA's gridDim.y/z limit"
     if name == "lrx_put_f64":
         y, valid, width, dims, inner, outer, box = args
         features, lines = rx_kernels.local_features(dims), grid[2]
@@ -764,7 +765,8 @@ def fake_pycuda(memory: DeviceMemory, emulator: Emulator, *, broken: bool = Fals
             assert self.signature == rx_kernels.SIGNATURES[self.name]
             struct.pack(self.signature, *args)  # what pycuda packs: a float for an int fails here
             calls.append(self.name)
-            run_kernel(memory, emulator, self.name, grid, list(args))
+            launched = list(args)
+            driver.enqueue(lambda: run_kernel(memory, emulator, self.name, grid, launched))
 
     class Module:
         def get_function(self, name: str) -> Function:
@@ -1224,6 +1226,30 @@ def test_auto_launcher_falls_back_to_cupy(emulator: Emulator, monkeypatch: pytes
         assert worst <= SCORE_MAX_REL
 
 
+def test_a_gpu_that_refuses_its_context_is_unavailable_and_cupy_is_tried(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver error when taking the context (e.g. a GPU in exclusive-process mode held by another
+    process) is CudaUnavailableError, so `auto` goes on to CuPy and `--rx-device cuda` says why;
+    it escaped as pycuda's raw error."""
+    import sys
+
+    memory = DeviceMemory()
+    pycuda_modules = fake_pycuda(memory, emulator)
+    driver = pycuda_modules["pycuda.driver"]
+
+    def busy(self: Any) -> None:
+        raise driver.Error("cuDevicePrimaryCtxRetain failed: device is busy or unavailable")
+
+    monkeypatch.setattr(driver.Device, "retain_primary_context", busy)
+    for name, module in {**pycuda_modules, **fake_cupy(memory, emulator)}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    with pytest.raises(CudaUnavailableError, match="no context .*busy"):
+        CudaRX(launcher="pycuda", prebuilt=False)
+    with CudaRX(prebuilt=False) as rx:
+        assert rx.launcher == "cupy" and any("busy" in note for note in rx.notes)
+
+
 def test_prebuilt_fatbin_is_loaded_when_current(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -1283,10 +1309,34 @@ def test_kernel_source_is_self_contained() -> None:
     """NVRTC (CuPy's run-time compiler) has no system headers: the source includes nothing."""
     source = SOURCE.read_text()
     assert not re.search(r"^\s*#\s*include", source, flags=re.M)
-    for kernel in (*SCORE_KERNELS.values(), *COV_KERNELS.values()):
+    for kernel in rx_kernels.SIGNATURES:  # every kernel the launchers look up, the local ones too
         assert re.search(rf'extern "C" __global__ void __launch_bounds__\([^)]*\)\s+{kernel}\(', source), (
             kernel
         )
+
+
+def test_python_launch_constants_are_the_kernels_defines() -> None:
+    """Block sizes, tiles and the local kernel's dimension limit live in both files: they must agree
+    (a larger LOCAL_MAX_DIMS than EH_LRX_MAX_DIMS would overrun lrx_score_f64's shared arrays)."""
+    defines = dict(re.findall(r"^#define (EH_\w+) (\d+)$", SOURCE.read_text(), flags=re.M))
+    pairs = {
+        "EH_THREADS": rx_kernels.THREADS,
+        "EH_TILE": rx_kernels.TILE,
+        "EH_SLICE": rx_kernels.SLICE,
+        "EH_LRX_THREADS": rx_kernels.LOCAL_SCORE_THREADS,
+        "EH_LRX_MAX_DIMS": rx_kernels.LOCAL_MAX_DIMS,
+    }
+    assert {name: int(defines[name]) for name in pairs} == pairs
+
+
+def test_emulated_local_score_hands_back_a_line_with_too_many_dims(emulator: Emulator) -> None:
+    """A caller bypassing LocalRXPlan's check with dims > EH_LRX_MAX_DIMS gets -1 (numpy scores
+    the line), not writes past the kernel's shared arrays."""
+    dims, width = rx_kernels.LOCAL_MAX_DIMS + 1, 40
+    features = rx_kernels.local_features(dims)
+    sums = np.ones((features, width)) * 50.0
+    got = emulator.lrx_score(sums, np.zeros((dims, width)), np.ones(dims), width=width, dims=dims, load=0.1)
+    assert (got == -1).all()
 
 
 # =========================================================================== GPU
@@ -1473,3 +1523,23 @@ def test_gpu_stream_loop_scores_like_numpy(gpu_rx: CudaRX, scorer: str) -> None:
     assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL, (gpu_rx.describe(), worst, p99)
     if scorer == "hybrid":
         assert local.numpy_lines == 0 and pipeline.rx.local_math is local
+
+
+def test_covariance_beyond_the_grid_limit_is_split_into_launches(emulated_rx: Any, monkeypatch) -> None:
+    """gridDim.y (the pixel chunks) is at most 65535: 17 M pixels in FP32 chunks of 256 would
+    not launch. Over the limit the plan launches several times into the same sums (here with the
+    limit shrunk to 3 chunks of 7 pixels); same result as one launch."""
+    rng = np.random.default_rng(12)
+    pixels = rng.standard_normal((100, 9)) * 4 + 50
+    flags = rng.random(100) > 0.1
+    results = {}
+    for limit in (rx_kernels.MAX_GRID_Y, 3):
+        monkeypatch.setattr(rx_kernels, "MAX_GRID_Y", limit)
+        plan = emulated_rx.cov_plan(100, 9, precision="fp64")
+        plan.reset(pixels.mean(axis=0))
+        plan.add(pixels, flags, chunk=7)
+        results[limit] = plan.result()
+    (n, s1, s2), (n_split, s1_split, s2_split) = results.values()
+    assert n == n_split == flags.sum()
+    np.testing.assert_allclose(s1_split, s1, rtol=1e-12)
+    np.testing.assert_allclose(s2_split, s2, rtol=1e-12)

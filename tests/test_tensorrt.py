@@ -147,9 +147,14 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
         def execute_async_v3(self, stream_handle: int) -> bool:
             need_context()
             assert self.shape is not None and stream_handle == 0xC0FFEE
-            cube = memory.view(self.addresses["cube"], np.float32, np.prod(self.shape)).reshape(self.shape)
-            for name, value in (("double", 2 * cube), ("total", cube.sum(axis=1, keepdims=True))):
-                memory.view(self.addresses[name], np.float32, value.size)[:] = value.reshape(-1)
+            shape, addresses = self.shape, dict(self.addresses)
+
+            def run() -> None:  # on the stream, after the queued uploads
+                cube = memory.view(addresses["cube"], np.float32, np.prod(shape)).reshape(shape)
+                for name, value in (("double", 2 * cube), ("total", cube.sum(axis=1, keepdims=True))):
+                    memory.view(addresses[name], np.float32, value.size)[:] = value.reshape(-1)
+
+            cuda.enqueue(run)
             return True
 
     class Engine:

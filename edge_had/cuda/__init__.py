@@ -98,10 +98,18 @@ class CudaDevice:
         self.sm = f"sm_{major}{minor}"
         self._lock = threading.RLock()
         self._multiprocessors: int | None = None
-        self._context: Any = device.retain_primary_context()
         self._buffers: list[Buffer] = []
-        with self.activated():
-            self._stream: Any = self._driver.Stream()
+        try:  # e.g. a GPU in exclusive-process mode held by another process
+            self._context: Any = device.retain_primary_context()
+        except Exception as error:  # pycuda's driver errors: said as "unavailable", so callers fall back
+            raise CudaUnavailableError(f"GPU {index} ({self.name}): no context ({error})") from error
+        try:
+            with self.activated():
+                self._stream: Any = self._driver.Stream()
+        except Exception as error:
+            self._context.detach()
+            self._context = None
+            raise CudaUnavailableError(f"GPU {index} ({self.name}): no stream ({error})") from error
 
     @contextmanager
     def activated(self) -> Iterator[None]:

@@ -53,6 +53,7 @@ TILE = 64
 SLICE = 16
 MAX_FP32_CHUNK = 256  # pixels summed in FP32 per block at most (bounds the acc32 error)
 MIN_CHUNK = 64  # pixels per covariance block at least (fewer float64 atomics)
+MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y, which counts the covariance kernel's pixel chunks
 
 SCORE_SIGNATURE = "PqPPiPiiii"  # x, ldx, mean, w, ldw, scores, n, bands, k, lower
 COV_SIGNATURE = "PqPPiiiPP"  # x, ldx, valid, shift, n, bands, chunk, s1, s2
@@ -319,7 +320,12 @@ class _CupyBackend:
         if not 0 <= index < count:
             raise CudaUnavailableError(f"no GPU {index}: CuPy sees {count}")
         self._device = cupy.cuda.Device(index)
-        properties = runtime.getDeviceProperties(index)
+        try:  # CUDARuntimeError, e.g. a GPU in exclusive-process mode held elsewhere
+            properties = runtime.getDeviceProperties(index)
+            with self._device:
+                self._stream = cupy.cuda.Stream(non_blocking=True)
+        except Exception as error:
+            raise CudaUnavailableError(f"CuPy cannot use GPU {index}: {error}") from error
         name = properties["name"]
         self.device_name = name.decode() if isinstance(name, bytes) else str(name)
         self.sm = f"sm_{properties['major']}{properties['minor']}"
@@ -327,7 +333,6 @@ class _CupyBackend:
         self.notes = notes
         self._buffers: list[_CupyBuffer] = []
         with self._device:
-            self._stream = cupy.cuda.Stream(non_blocking=True)
             self._module, self._kernels, self.origin = self._load(fatbin)
 
     def _load(self, fatbin: Path | None) -> tuple[Any, dict[str, Any], str]:
@@ -580,10 +585,14 @@ class CovPlan:
             chunk = cov_chunk(m, self.bands, self._backend.multiprocessors, self.precision)
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
-        x = self.x.address + offset * self.bands * self.dtype.itemsize
-        args = (x, self.bands, valid_address, self.shift_buffer.address, m, self.bands, chunk,
-                self.s1.address, self.s2.address)  # fmt: skip
-        self._backend.launch(self.kernel, cov_grid(m, self.bands, chunk), args)
+        per_launch = chunk * MAX_GRID_Y  # more chunks than gridDim.y holds: several launches
+        for start in range(0, m, per_launch):  # (the kernel adds into the sums: same result)
+            count = min(per_launch, m - start)
+            x = self.x.address + (offset + start) * self.bands * self.dtype.itemsize
+            valid = valid_address + start if valid_address else 0  # one byte per pixel
+            args = (x, self.bands, valid, self.shift_buffer.address, count, self.bands, chunk,
+                    self.s1.address, self.s2.address)  # fmt: skip
+            self._backend.launch(self.kernel, cov_grid(count, self.bands, chunk), args)
 
     def result(self) -> tuple[int, np.ndarray, np.ndarray]:
         """``(n, s1, s2)`` so far, float64, ``s2`` symmetric (waits for the stream)."""

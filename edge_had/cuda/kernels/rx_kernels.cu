@@ -402,6 +402,10 @@ __device__ __forceinline__ void lrx_score_block(const double* __restrict__ sums,
     const int t = threadIdx.x;
     const int c = blockIdx.x * EH_LRX_THREADS + t;
     if (c >= width) return;  // no barrier below: each thread owns its column of the shared arrays
+    if (dims < 1 || dims > EH_LRX_MAX_DIMS) {  // beyond the shared arrays: hand the line back
+        scores[c] = -1.0;
+        return;
+    }
     const double count = sums[c];
     const bool enough = count >= dims + 1;
     const double n = enough ? count : 1.0;
