@@ -80,22 +80,31 @@ int edge_had_rx_cov(const void* x, int x_type, long long ldx, const unsigned cha
     const bool fp32 = accumulate_fp32 != 0;
     if (chunk <= 0) chunk = cov_chunk(n, bands, multiprocessors(), fp32);
     const int tiles = ceil_div(bands, EH_TILE);
-    const dim3 grid(tiles * (tiles + 1) / 2, ceil_div(n, chunk)), block(EH_THREADS);
     cudaStream_t s = static_cast<cudaStream_t>(stream);
-    if (x_type == EDGE_HAD_RX_FLOAT16) {
-        const unsigned short* h = static_cast<const unsigned short*>(x);
-        if (fp32)
-            rx_cov_f16_acc32<<<grid, block, 0, s>>>(h, ldx, valid, shift, n, bands, chunk, s1, s2);
-        else
-            rx_cov_f16_acc64<<<grid, block, 0, s>>>(h, ldx, valid, shift, n, bands, chunk, s1, s2);
-    } else {
-        const float* f = static_cast<const float*>(x);
-        if (fp32)
-            rx_cov_f32_acc32<<<grid, block, 0, s>>>(f, ldx, valid, shift, n, bands, chunk, s1, s2);
-        else
-            rx_cov_f32_acc64<<<grid, block, 0, s>>>(f, ldx, valid, shift, n, bands, chunk, s1, s2);
+    // gridDim.y counts the pixel chunks and holds at most 65535: more pixels take several
+    // launches into the same sums
+    const long long per_launch = static_cast<long long>(chunk) * 65535;
+    for (long long start = 0; start < n; start += per_launch) {
+        const int count = static_cast<int>(n - start < per_launch ? n - start : per_launch);
+        const dim3 grid(tiles * (tiles + 1) / 2, ceil_div(count, chunk)), block(EH_THREADS);
+        const unsigned char* v = valid ? valid + start : nullptr;
+        if (x_type == EDGE_HAD_RX_FLOAT16) {
+            const unsigned short* h = static_cast<const unsigned short*>(x) + start * ldx;
+            if (fp32)
+                rx_cov_f16_acc32<<<grid, block, 0, s>>>(h, ldx, v, shift, count, bands, chunk, s1, s2);
+            else
+                rx_cov_f16_acc64<<<grid, block, 0, s>>>(h, ldx, v, shift, count, bands, chunk, s1, s2);
+        } else {
+            const float* f = static_cast<const float*>(x) + start * ldx;
+            if (fp32)
+                rx_cov_f32_acc32<<<grid, block, 0, s>>>(f, ldx, v, shift, count, bands, chunk, s1, s2);
+            else
+                rx_cov_f32_acc64<<<grid, block, 0, s>>>(f, ldx, v, shift, count, bands, chunk, s1, s2);
+        }
+        const cudaError_t error = cudaGetLastError();
+        if (error != cudaSuccess) return error;
     }
-    return cudaGetLastError();
+    return cudaSuccess;
 }
 
 const char* edge_had_rx_error_string(int code) {
