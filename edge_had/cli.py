@@ -236,9 +236,9 @@ def _trained_on(detector: Any, scene_path: str) -> bool:
     training = getattr(detector, "training_scenes", None)
     if not training:
         return False
-    from edge_had.io import sha256_file
+    from edge_had.io import scene_sha256
 
-    return sha256_file(scene_path) in training
+    return scene_sha256(scene_path) in training
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -331,6 +331,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from edge_had import settings
     from edge_had.eval.crossval import (
         TABLE_ROWS,
+        VARIANTS,
         CrossValConfig,
         alpha_table,
         markdown_table,
@@ -338,7 +339,10 @@ def cmd_crossval(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    overrides = {"epochs": args.epochs} if args.epochs else {}
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        raise EdgeHadError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    overrides = {"epochs": args.epochs} if args.epochs is not None else {}
     config = CrossValConfig(
         data=str(args.data or settings.data_dir()),
         out=args.out,
@@ -496,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="training variants: main and ablations (see edge_had.eval.crossval.VARIANTS)",
     )
     crossval.add_argument(
-        "--epochs", type=integer_from(0), help="override the training epochs (default: train's)"
+        "--epochs", type=integer_from(1), help="override the training epochs (default: train's)"
     )
     crossval.add_argument(
         "--jobs", type=integer_from(1), default=2, help="parallel training processes (default 2)"

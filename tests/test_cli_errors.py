@@ -154,3 +154,13 @@ def test_reports_are_strict_json(tmp_path: Path) -> None:
         {"auc": float("nan"), "rates": [1.5, float("inf"), -float("inf")], "n": 3}, tmp_path / "r.json"
     )
     assert strict_json(path.read_text()) == {"auc": None, "rates": [1.5, None, None], "n": 3}
+
+
+def test_crossval_options_are_checked_before_anything_trains(tmp_path: Path, capsys) -> None:
+    assert (
+        main(["crossval", "--data", str(tmp_path), "--out", str(tmp_path / "cv"), "--variants", "bogus"]) == 2
+    )
+    assert "unknown variant(s) bogus; choose from main" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # 0 epochs used to mean "the default" silently
+        main(["crossval", "--out", str(tmp_path / "cv"), "--epochs", "0"])
+    assert "argument --epochs: 0 is below 1" in capsys.readouterr().err

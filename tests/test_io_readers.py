@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_had.errors import SceneError
-from edge_had.io import list_scenes, load_mask, load_scene, make_scene, sha256_file
+from edge_had.io import list_scenes, load_mask, load_scene, make_scene, scene_sha256, sha256_file
 
 NO_DATA = -9999.0
 WAVELENGTHS = np.array([400.0, 450.5, 501.25, 552.0, 600.75, 650.0])
@@ -386,3 +386,18 @@ def test_an_integer_no_data_value_is_compared_exactly() -> None:
     cube[1, 2] = 100_000_003
     scene = make_scene(cube, no_data_value=100_000_003)
     assert not scene.valid[1, 2] and scene.valid.sum() == 11
+
+
+def test_an_envi_scene_is_identified_by_its_data_too(tmp_path: Path) -> None:
+    """Two images with the same header and other pixels are different scenes (the header's hash
+    alone made a model 'trained on' an image it never saw); one image has one identity, from its
+    header or its data file; other formats keep their file's hash."""
+    first, second = tmp_path / "a" / "scene.hdr", tmp_path / "b" / "scene.hdr"
+    for header, seed in ((first, 0), (second, 1)):
+        header.parent.mkdir()
+        data = write_envi(header, random_cube((4, 3, 5), seed=seed))
+    assert first.read_bytes() == second.read_bytes()
+    assert scene_sha256(first) != scene_sha256(second)
+    assert scene_sha256(second) == scene_sha256(data)  # the image named by its data file
+    scipy.io.savemat(tmp_path / "s.mat", {"data": random_cube((4, 3, 5))})
+    assert scene_sha256(tmp_path / "s.mat") == sha256_file(tmp_path / "s.mat")

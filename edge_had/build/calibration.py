@@ -31,7 +31,7 @@ import numpy as np
 from edge_had.build.onnx_export import INPUT_NAME, ExportError
 from edge_had.detectors.enhanced import impute_invalid
 from edge_had.io import list_scenes, load_scene
-from edge_had.io.readers import sha256_file
+from edge_had.io.readers import scene_sha256
 from edge_had.models.normalize import Normalization
 
 CALIBRATION_FORMAT = "edge-had-calibration"
@@ -96,7 +96,7 @@ def build_calibration_set(
                 rows - length + 1, size=min(sampling.blocks_per_scene, rows - length + 1), replace=False
             )
         )
-        digest = sha256_file(path)
+        digest = scene_sha256(path)
         scenes.append({"name": scene.name, "sha256": digest, "bands": int(cube.shape[2])})
         for start in starts:
             blocks.append(np.ascontiguousarray(normalized[start : start + length].transpose(2, 0, 1)))

@@ -138,14 +138,14 @@ def gate_scenes(
 ) -> tuple[list[tuple[Scene, str]], dict[str, str]]:
     """The scenes a model may be gated on, each with its source ("real"/"synthetic"), and why the
     others were excluded."""
-    from edge_had.io.readers import sha256_file
+    from edge_had.io.readers import scene_sha256
     from edge_had.io.synthetic import synthetic_scene
 
     trained = set(bundle.training_scenes)
     calibrated = calibration.scene_hashes if calibration is not None else set()
     kept, excluded = [], {}
     for scene in scenes:
-        digest = sha256_file(scene.source) if scene.source is not None else ""
+        digest = scene_sha256(scene.source) if scene.source is not None else ""
         if digest in trained:
             excluded[scene.name] = "the model was trained on it"
         elif digest in calibrated:

@@ -18,7 +18,7 @@ from edge_had.detectors.registry import Detector
 from edge_had.errors import SceneError
 from edge_had.eval.metrics import evaluate_map, roc_curve
 from edge_had.eval.report import eval_report
-from edge_had.io import Scene, list_scenes, load_scene, sha256_file
+from edge_had.io import Scene, list_scenes, load_scene, scene_sha256
 
 
 def score_scene(detector: Detector, scene: Scene) -> tuple[np.ndarray, float]:
@@ -48,7 +48,7 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
     if macs is not None:
         entry["macs_per_pixel"] = macs(entry["bands"])
     if scene.source is not None:
-        entry["source_sha256"] = sha256_file(scene.source)
+        entry["source_sha256"] = scene_sha256(scene.source)
         training = getattr(detector, "training_scenes", None)
         if training is not None:
             entry["trained_on"] = entry["source_sha256"] in training

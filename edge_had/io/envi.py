@@ -32,6 +32,15 @@ def header_beside(data_path: Path) -> Path | None:
     return None
 
 
+def envi_files(path: Path) -> tuple[Path, Path]:
+    """``(header, data file)`` of an ENVI image given by either of them."""
+    header = path if path.suffix.lower() == ".hdr" else header_beside(path)
+    if header is None:
+        raise SceneError("no ENVI header (.hdr) beside this data file", path)
+    data = path if header != path else Path(_open_image(header, None, path).filename)
+    return header, data
+
+
 def read_envi(header: Path, data: Path | None = None, *, source: Path | None = None) -> RawScene:
     """The memory-mapped cube and band metadata of an ENVI image; errors name ``source`` (default: header)."""
     source = header if source is None else source

@@ -1,6 +1,7 @@
 """Load a scene file of any supported format into a validated :class:`~edge_had.io.scene.Scene`.
 
-Public entry points: :func:`load_scene`, :func:`load_mask`, :func:`list_scenes`, :func:`sha256_file`.
+Public entry points: :func:`load_scene`, :func:`load_mask`, :func:`list_scenes`, :func:`sha256_file`,
+:func:`scene_sha256`.
 The format follows the file name:
 
 * ``.mat``: MATLAB v5 or v7.3 (:mod:`edge_had.io.containers`);
@@ -22,7 +23,7 @@ import numpy as np
 
 from edge_had.errors import SceneError
 from edge_had.io.containers import read_container_mask, read_container_scene
-from edge_had.io.envi import header_beside, read_envi
+from edge_had.io.envi import envi_files, header_beside, read_envi
 from edge_had.io.raw import RawScene, reading
 from edge_had.io.scene import Scene, make_scene
 
@@ -107,6 +108,17 @@ def list_scenes(folder: str | Path) -> list[Path]:
     if not scenes:
         raise SceneError(f"no scene file ({', '.join(SCENE_SUFFIXES)}) in this folder", folder)
     return scenes
+
+
+def scene_sha256(path: str | Path) -> str:
+    """The SHA-256 that identifies a scene file's data (training records, ``trained_on``): the
+    file's own, or for an ENVI image one over its header's and its data file's (a header alone
+    names two images with other pixels alike)."""
+    path = Path(path)
+    if _kind(path) != "envi":
+        return sha256_file(path)
+    header, data = envi_files(path)
+    return hashlib.sha256(f"envi:{sha256_file(header)}:{sha256_file(data)}".encode()).hexdigest()
 
 
 def sha256_file(path: str | Path) -> str:

@@ -197,7 +197,7 @@ def _local_rx_device(scorer: Any) -> dict[str, Any] | None:
 def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
-    from edge_had.io import sha256_file
+    from edge_had.io import scene_sha256
     from edge_had.stream.causal import NUMPY_LINE_MATH
     from edge_had.stream.cuda_line_math import CudaLineMath, CudaLocalMath
     from edge_had.stream.events import EventDetector, stream_threshold
@@ -209,7 +209,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     rate = args.line_rate or preset.line_rate_hz
     enhancer, backend, detector = None, None, {"name": args.detector}
     enhanced, scorer = STREAM_DETECTORS[args.detector]
-    source_sha256 = None if args.source == "synthetic" else sha256_file(args.source)
+    source_sha256 = None if args.source == "synthetic" else scene_sha256(args.source)
     trained_on = None  # only an enhanced stream has a model that may have seen the source
     if enhanced:
         from edge_had.models.bundle import load_bundle

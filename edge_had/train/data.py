@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from edge_had.io import Scene, list_scenes, load_scene, sha256_file
+from edge_had.io import Scene, list_scenes, load_scene, scene_sha256
 from edge_had.models.adapter import SpectralAdapter
 from edge_had.models.normalize import Normalization
 
@@ -141,7 +141,7 @@ def prepare_scene(
         np.ascontiguousarray(resampled.reshape(cube.shape[0], cube.shape[1], k).transpose(2, 0, 1))
     )
     if sha256 is None and scene.source is not None and Path(scene.source).is_file():
-        sha256 = sha256_file(scene.source)
+        sha256 = scene_sha256(scene.source)
     return TrainingScene(
         name=scene.name,
         x=x,
