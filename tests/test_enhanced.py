@@ -156,3 +156,20 @@ def test_a_model_config_with_wrong_values_is_refused_when_loaded(bundle_dir, tmp
     (folder / "config.json").write_text("[]")
     with pytest.raises(ModelError, match="expected a JSON object"):
         load_bundle(folder)
+
+
+def test_a_stage_two_model_counts_the_scenes_stage_one_saw(bundle_dir, tmp_path):
+    """`train --stage 2` keeps the stage-1 record as previous_run; the spectral network saw those
+    scenes, so reports must call them trained on (only stage 2's were, before)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (folder / name).write_bytes((bundle_dir / name).read_bytes())
+    record = {
+        "data": [{"name": "beach-2", "sha256": "b" * 64}],
+        "previous_run": {
+            "data": [{"name": "airport-3", "sha256": "a" * 64}, {"name": "beach-2", "sha256": "b" * 64}]
+        },
+    }
+    (folder / "train_config.json").write_text(json.dumps(record))
+    assert load_bundle(folder).training_scenes == {"b" * 64: "beach-2", "a" * 64: "airport-3"}

@@ -221,13 +221,18 @@ def load_bundle(directory: str | Path | None = None) -> ModelBundle:
 
 def _training_scenes(directory: Path) -> dict[str, str]:
     """SHA-256 -> name of the scenes the bundle was trained on (from train_config.json or the
-    sidecar), so reports can say per scene whether the model saw it; empty when unrecorded."""
+    sidecar), so reports can say per scene whether the model saw it; empty when unrecorded. A
+    ``--stage 2`` run keeps the stage-1 run's record as ``previous_run``: its scenes count too
+    (the spectral network saw them, whatever scenes stage 2 trained on)."""
     for name, key in ((TRAIN_RECORD_FILE, "data"), (SIDECAR_FILE, "training_scenes")):
         path = directory / name
         if path.is_file():
             try:
-                entries = json.loads(path.read_text()).get(key, [])
-                return {entry["sha256"]: entry["name"] for entry in entries}
+                record, scenes = json.loads(path.read_text()), {}
+                while record:
+                    scenes.update({entry["sha256"]: entry["name"] for entry in record.get(key, [])})
+                    record = record.get("previous_run")
+                return scenes
             except (ValueError, KeyError, TypeError, AttributeError) as error:
                 raise ModelError(f"{path}: unreadable training record ({error})") from error
     return {}
