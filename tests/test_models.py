@@ -267,11 +267,25 @@ def test_macs_per_pixel_within_budget(bands: int) -> None:
     assert report["flop_counter_macs_per_pixel"] > 0
     assert report["hand_macs_per_pixel"] > 0
     assert report["total_macs_per_pixel"] <= BUDGET_MACS_PER_PIXEL and report["within_budget"]
-    assert report["adapter"]["flop_counter"] == pytest.approx(K * bands)
+    # the adapter gathers 2 sensor bands per canonical band: a multiply per tap and an add per tap
+    # in the hand count, on the 22-line window for 16 new lines - whatever the band count
+    assert report["adapter"]["total"] == pytest.approx(2 * 2 * K * 22 / 16)
     assert report["spatial"]["hand"]["upsample_bilinear2d"] > 0
     assert 0 < report["spectral_layer_cached"] < report["spectral"]["total"]
     parts = sum(report[s]["total"] for s in ("adapter", "spectral", "spatial", "fusion"))
     assert report["total_macs_per_pixel"] == pytest.approx(parts)
+
+
+def test_macs_per_pixel_are_what_the_stream_runs() -> None:
+    """The stages' sum equals the whole model counted on the stream's input: a 22-line window of
+    raw bands every 16 new lines (a review found the earlier count assumed an adapter run once per
+    line and a spatial student over a 64-line buffer, neither of which the stream had)."""
+    from edge_had.models.budget import _count
+
+    model = build_model(450)
+    report = count_macs_per_pixel(model, 450, width=64)
+    whole = _count(model, (torch.zeros(1, 450, 22, 64),), 16 * 64)
+    assert report["total_macs_per_pixel"] == pytest.approx(whole["total"], rel=1e-9)
 
 
 def test_macs_line_by_line_spectral_calls_cost_the_window() -> None:

@@ -38,7 +38,7 @@ def test_enhancement_flops_agree_with_an_independent_count_of_the_layers() -> No
     spectral, spatial = config.build_networks()
     model = EnhancementModel(SpectralAdapter.from_band_count(224, 64), spectral, spatial).eval()
     cost = plan_module.enhancement_cost(model, 224, 1024)
-    adapter = 64 * 224  # K x B, one 1 x 1 convolution per pixel
+    adapter = 2 * 64 * (16 + 3 + 3) / 16  # 2 sensor bands per canonical band, on the window
     spectral_as_run = independent_conv_macs_per_pixel(spectral) * (16 + 3 + 3) / 16
     floor = 2 * 1024 * (adapter + spectral_as_run)
     # the planner adds the amortised spatial student, bias adds, residuals and the fusion on top
@@ -96,7 +96,7 @@ def test_hybrid_plans_add_local_rx_and_drop_the_spatial_student(monkeypatch) -> 
     monkeypatch.setattr("edge_had.stream.boards.max_mode", lambda name: board)
     plain, hybrid = (plan_module.plan("test", "fx10", name) for name in ("rx", "hybrid-rx"))
     assert [row["name"] for row in hybrid["parts"]][:4] == [row["name"] for row in plain["parts"]]
-    assert len(hybrid["parts"]) == 8 and "no GPU kernel" in hybrid["caveat"]
+    assert len(hybrid["parts"]) == 8 and "FP64 local-RX kernels" in hybrid["caveat"]
     enhanced, enhanced_hybrid = (
         plan_module.plan("test", "fx10", n) for n in ("enhanced-rx", "enhanced-hybrid-rx")
     )

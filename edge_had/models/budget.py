@@ -15,37 +15,32 @@
   separately as ``nonlinear_ops``), padding, concatenation, reshapes, index arithmetic
   (data movement or integer work).
 
-Streaming model (the assumptions, returned in the dict):
+Streaming model (what :class:`edge_had.stream.enhance.StreamEnhancer` runs; the assumptions are
+returned in the dict): every ``lines_per_call`` new lines the whole graph - adapter, spectral
+branch, spatial student, fusion - runs on a window of those lines plus ``context_lines`` lines of
+context on each side (the spectral branch's receptive radius), so every stage costs its
+per-window work over ``lines_per_call`` lines of new pixels. The spectral branch's purely
+per-pixel (layer-cached) cost is reported too as ``spectral_layer_cached``.
 
-* adapter: once per new line (``1 x width``); the ring buffer holds adapted K-band lines.
-* spectral: every ``lines_per_call`` new lines, run on those lines plus ``context_lines`` lines of
-  context on each side (its receptive radius), so the cost per new pixel is the per-pixel cost
-  times ``(lines_per_call + 2*context_lines) / lines_per_call``; the purely per-pixel (layer-cached)
-  cost is reported too as ``spectral_layer_cached``.
-* spatial: every ``spatial_refresh_lines`` lines, over the ``spatial_buffer_lines`` ring buffer,
-  amortised over the new lines: cost of the whole buffer / (refresh lines x width).
-* fusion: ``x_k + a*f_spe + a*f_spa`` once per pixel.
+At the defaults (K = 64, hidden 32, 3 blocks; calls of 16 lines with 3 + 3 context lines, a
+22-line window; 1024 pixels per line) the measured totals, the same at every band count because
+the adapter gathers 2 sensor bands per canonical band (:func:`~edge_had.models.adapter.sparse_taps`),
+are
 
-At the defaults (K = 64, hidden 32, 3 blocks; spectral calls of 16 lines with 3 + 3 context lines;
-spatial every 16 lines on a 64-line buffer; 1024 pixels per line) the measured totals are
+=====================  ========
+adapter (2 taps)            352
+spectral (as run)        11 440
+spatial (as run)          2 266
+fusion                      352
+**total**                14 410
+=====================  ========
 
-=====================  ========  ========  ========  ========
-bands                       100       188       224       450
-adapter (K x B)           6 400    12 032    14 336    28 800
-spectral (as run)        11 440    11 440    11 440    11 440
-spatial (amortised)       6 298     6 298     6 298     6 298
-fusion                      256       256       256       256
-**total**                24 394    30 026    32 330    46 794
-=====================  ========  ========  ========  ========
-
-The spectral branch is 8 320 per pixel layer-cached (11 044 of it convolutions, plus 396 bias and
-residual adds, as run on a 22-line window for 16 lines); the spatial branch is 5 206 of
-convolutions and pooling matmuls plus 1 030 of bilinear upsampling (64 bands over the 64-line buffer
-every 16 lines) and ~62 of bias/gate arithmetic. The dense adapter dominates at high band counts:
-a linear-kernel matrix has only 2 non-zeros per row, so applying it as a 2-tap gather outside the
-graph would cost ~128 instead of K x B. Line-by-line spectral calls (``lines_per_call=1``)
-recompute a 7-line window per line, 58 240 for the spectral branch alone (79 k in total at 224
-bands, over budget): batch lines or cache per-layer activations.
+(2026-11-28. Before, the count assumed an adapter run once per line and a spatial student over a
+64-line buffer that the stream did not have, and the adapter was a dense K x B product: 24 394 /
+30 026 / 32 330 / 46 794 at 100 / 188 / 224 / 450 bands as counted, 22 858 / 30 602 / 33 770 /
+53 658 as the stream ran it, over budget at 450 bands; a review found the gap.)
+Line-by-line calls (``lines_per_call=1``) recompute a 7-line window per line, 58 240 for the
+spectral branch alone: batch lines or cache per-layer activations.
 """
 
 from __future__ import annotations
@@ -123,11 +118,10 @@ def count_macs_per_pixel(
     *,
     context_lines: int | None = None,
     lines_per_call: int = 16,
-    spatial_refresh_lines: int = 16,
-    spatial_buffer_lines: int = 64,
     budget: int = BUDGET_MACS_PER_PIXEL,
 ) -> dict[str, Any]:
-    """Multiply-adds per new pixel of ``model``'s inference path, with the breakdown (see module doc).
+    """Multiply-adds per new pixel of ``model``'s inference path as the stream runs it, with the
+    breakdown per stage (see the module doc).
 
     ``bands`` defaults to the model's adapter input; ``context_lines`` (per side) to the spectral
     branch's receptive radius.
@@ -135,10 +129,8 @@ def count_macs_per_pixel(
     bands = model.bands if bands is None else bands
     if bands != model.bands:
         raise ValueError(f"model's adapter takes {model.bands} bands, not {bands}")
-    if min(width, lines_per_call, spatial_refresh_lines, spatial_buffer_lines) < 1:
+    if min(width, lines_per_call) < 1:
         raise ValueError("width and line counts must be >= 1")
-    if spatial_refresh_lines > spatial_buffer_lines:
-        raise ValueError("spatial_refresh_lines cannot exceed spatial_buffer_lines")
     radius = model.spectral.receptive_radius
     context = radius if context_lines is None else context_lines
     if context < radius:
@@ -151,15 +143,15 @@ def count_macs_per_pixel(
         return torch.zeros(1, channels, lines, width, dtype=dtype, device=device)
 
     window = lines_per_call + 2 * context
+    new_pixels = lines_per_call * width  # each stage runs on the whole window for these
     stages: dict[str, dict[str, Any]] = {
-        "adapter": _count(model.adapter, (zeros(bands, 1),), width),
-        "spectral": _count(model.spectral, (zeros(k, window),), lines_per_call * width),
+        "adapter": _count(model.adapter, (zeros(bands, window),), new_pixels),
+        "spectral": _count(model.spectral, (zeros(k, window),), new_pixels),
     }
     spatial: nn.Module | None = model.spatial
     if spatial is not None:
-        stages["spatial"] = _count(spatial, (zeros(k, spatial_buffer_lines),), spatial_refresh_lines * width)
-    line = zeros(k, 1)
-    stages["fusion"] = _count(model.fuse, (line, line, line), width)
+        stages["spatial"] = _count(spatial, (zeros(k, window),), new_pixels)
+    stages["fusion"] = _count(model.fuse, (zeros(k, window),) * 3, new_pixels)
 
     flop_counter = sum(s["flop_counter"] for s in stages.values())
     hand = sum(sum(s["hand"].values()) for s in stages.values())
@@ -171,9 +163,7 @@ def count_macs_per_pixel(
         "assumptions": {
             "context_lines": context,
             "lines_per_call": lines_per_call,
-            "spectral_window_lines": window,
-            "spatial_refresh_lines": spatial_refresh_lines,
-            "spatial_buffer_lines": spatial_buffer_lines,
+            "window_lines": window,
         },
         **stages,
         "spectral_layer_cached": stages["spectral"]["total"] * lines_per_call / window,
