@@ -32,8 +32,10 @@ FUSIONS = ("feature", "product")
 def impute_invalid(cube: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     """A copy of the cube whose invalid pixels hold the mean valid spectrum (float32)."""
     cube = np.array(cube, dtype=np.float32, copy=True)
-    if valid is not None and not valid.all():
-        cube[~valid] = cube[valid].mean(axis=0)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)  # a 0/1 integer mask would index, not mask
+        if not valid.all():
+            cube[~valid] = cube[valid].mean(axis=0)
     return cube
 
 
@@ -62,7 +64,9 @@ class EnhancedDetector:
             raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
         self.lrx = lrx or LocalRXSettings()
         self._score = scoring.scorer(scorer, self.lrx)  # unknown names: ValueError
-        self.bundle = load_bundle(model)
+        # at the scorer's alphas: hybrid RX's has no spatial branch (alpha_spa 0), so it is
+        # neither run nor counted in macs_per_pixel, as in the stream
+        self.bundle = load_bundle(model).for_scorer(scorer)
         self.fusion = fusion
         self.scorer = scorer
         self.name = self.NAMES[scorer]
