@@ -4,8 +4,8 @@ bound of its time per line on a Jetson board, next to the sensor's line budget.
 Counts per line of ``W`` pixels and ``B`` bands (1 multiply-add = 2 FLOPs):
 
 * **enhancement** (``enhanced-rx``): the model's multiply-adds per pixel as the stream runs it
-  (:func:`edge_had.models.budget.count_macs_per_pixel`: spectral branch on 16 new lines + 3 + 3
-  context, spatial student amortised over its refresh) x ``W`` x 2. Bytes: the line in (FP32),
+  (:func:`edge_had.models.budget.count_macs_per_pixel`: the whole graph on 16 new lines + 3 + 3
+  context every 16 lines) x ``W`` x 2. Bytes: the line in (FP32),
   the enhanced ``K``-band line out (FP32), the weights once per 16-line block (FP16 on the GPU),
   and each layer's FP16 activations written once and read once - a lower bound that assumes no
   layer fusion beyond that.
@@ -25,8 +25,9 @@ Counts per line of ``W`` pixels and ``B`` bands (1 multiply-add = 2 FLOPs):
   (``9 D^3``) and the window's 15 lines again. Bytes (FP32 as a GPU would keep them): the line in,
   its components and both box sums out, each running sum read and written with the line that
   enters and the one that leaves it, the scores out.
-  scores out. **This part runs on the CPU in numpy
-  here** (no GPU kernel): its bound says what a GPU port could reach, not what runs.
+  scores out. It runs on the CPU in numpy, or with ``--rx-device cuda`` on the local-RX kernels
+  of ``rx_kernels.cu``, which compute in FP64: counted here at FP32 bytes and the FP32 peak, so
+  for those kernels the bound is optimistic (a Jetson's FP64 rate is a small fraction of FP32).
 
 The bound is ``max(FLOPs / peak, bytes / bandwidth)`` per part with the board's vendor peaks
 (:mod:`edge_had.stream.boards`): FP16 peak for the enhancement, FP32 peak for RX, the memory
@@ -184,8 +185,8 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
         "caveat": "vendor peaks: a lower bound on time, not a prediction; the FP64 covariance "
         "accumulation of the CUDA kernel is bounded here by the FP32 peak"
         + (
-            "; local RX has no GPU kernel in this package (it runs on the CPU in numpy, ~1.6-1.8 ms "
-            "per 1024-pixel line measured on a 2-core x86): its rows bound a GPU port"
+            "; local RX runs in numpy (~1.6-2 ms per 1024-pixel line on a 2-core x86) or on the "
+            "FP64 local-RX kernels (--rx-device cuda), counted here at FP32: optimistic for those"
             if scorer == "hybrid"
             else ""
         ),
