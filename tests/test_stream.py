@@ -314,6 +314,25 @@ def test_truncation_comes_from_the_first_line_and_survives_merging() -> None:
     assert results["small"] == ([(0, 1, 2, True)], 1)
 
 
+def test_an_event_carries_its_first_lines_timestamp_and_navigation_data() -> None:
+    """A U-shaped event whose arms start on different lines, and lines whose timestamps are not
+    increasing (clock jitter): the event is stamped with its first line's time and meta, not with
+    the smallest timestamp it touched (a review found a later line's GPS on an event)."""
+    from edge_had.stream.events import EventDetector
+
+    detector = EventDetector(threshold=1.0)
+    hot = {1: [6], 2: [2, 6], 3: [2, 6], 4: [2, 3, 4, 5, 6]}  # right arm from line 1, left from 2
+    stamps = {0: 0.0, 1: 0.05, 2: 0.006, 3: 0.009, 4: 0.012, 5: 0.015}  # line 1 stamped late
+    events = []
+    for index in range(6):
+        line = np.zeros(10)
+        line[hot.get(index, [])] = 5.0
+        events += detector.add(index, line, stamps[index], {"gps": index})
+    events += detector.finish()
+    assert len(events) == 1
+    assert (events[0].first_line, events[0].timestamp, events[0].meta) == (1, 0.05, {"gps": 1})
+
+
 def test_a_stream_with_an_implanted_anomaly_reports_an_event_at_its_place(tmp_path: Path) -> None:
     import json
 

@@ -69,6 +69,8 @@ class Event:
         return out
 
     def absorb(self, other: Event) -> None:
+        if other.first_line < self.first_line:  # the event's timestamp and meta: its first line's
+            self.timestamp, self.meta = other.timestamp, other.meta
         self.first_line, self.last_line = (
             min(self.first_line, other.first_line),
             max(self.last_line, other.last_line),
@@ -81,8 +83,6 @@ class Event:
         self.truncated = self.truncated or other.truncated
         self.area += other.area
         self.pixels += other.pixels
-        if other.timestamp < self.timestamp:
-            self.timestamp, self.meta = other.timestamp, other.meta
         other.merged_into = self
 
 
