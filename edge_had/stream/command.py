@@ -201,7 +201,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.stream.causal import NUMPY_LINE_MATH
     from edge_had.stream.cuda_line_math import CudaLineMath, CudaLocalMath
     from edge_had.stream.events import EventDetector, stream_threshold
-    from edge_had.stream.pipeline import StreamPipeline
+    from edge_had.stream.pipeline import INDEX_REJECTIONS, StreamPipeline
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction, run_stream
 
     lines, gt, valid, width, bands = _source(args)
@@ -287,8 +287,11 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
 
     def on_result(result: Any) -> None:
         # warm-up lines arrive late: release in line order, holding at most 64 results (a gap
-        # in the indices never fills, so the oldest is released past it)
-        waiting[result.index] = result
+        # in the indices never fills, so the oldest is released past it). A line rejected for
+        # its index (a duplicate) must not replace, or be released before, the line that owns it.
+        index_rejection = result.state == "rejected" and (result.reason or "").startswith(INDEX_REJECTIONS)
+        if not index_rejection:
+            waiting[result.index] = result
         while seen["next"] in waiting:
             release(waiting.pop(seen["next"]))
         while len(waiting) > 64:

@@ -60,6 +60,9 @@ from edge_had.stream.enhance import EnhancementError
 from edge_had.stream.profiler import TOTAL, StageProfiler
 
 STATES = ("scored", "rejected", "dropped")
+#: Rejections for the line's index rather than its pixels: the index repeats or comes too late, so
+#: the result stands for no line of its own and must not take that index's place downstream.
+INDEX_REJECTIONS = ("duplicate index", "out-of-order index", "implausible index jump")
 SCORERS = ("global", "hybrid")
 
 
