@@ -173,3 +173,18 @@ def test_a_stage_two_model_counts_the_scenes_stage_one_saw(bundle_dir, tmp_path)
     }
     (folder / "train_config.json").write_text(json.dumps(record))
     assert load_bundle(folder).training_scenes == {"b" * 64: "beach-2", "a" * 64: "airport-3"}
+
+
+def test_offline_hybrid_rx_runs_and_counts_no_spatial_branch(untrained_bundle):
+    """Hybrid RX fuses the spectral branch alone (alpha_spa 0): its model has no spatial student,
+    so it is neither run nor counted; and a 0/1 integer validity mask works like a boolean one."""
+    from edge_had.detectors.enhanced import impute_invalid
+
+    bundle_dir = untrained_bundle(seed=0, k=16, hidden=8, blocks=2, alpha_spa=0.5, hybrid_alpha_spe=1.0)
+    hybrid = make_detector("enhanced-hybrid-rx", model=bundle_dir, backend="torch")
+    global_rx = make_detector("enhanced-rx", model=bundle_dir, backend="torch")
+    assert hybrid.bundle.model_for(30).spatial is None and global_rx.bundle.model_for(30).spatial is not None
+    assert hybrid.macs_per_pixel(30) < global_rx.macs_per_pixel(30)
+    cube = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    mask = np.array([[1, 1, 0], [1, 1, 1]], dtype=np.uint8)
+    np.testing.assert_array_equal(impute_invalid(cube, mask), impute_invalid(cube, mask.astype(bool)))

@@ -150,3 +150,31 @@ def test_events_of_a_stream_with_drops_and_duplicates_cover_every_scored_line(tm
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert len(events) == components == report["events"]["count"]
     assert sum(event["area"] for event in events) == hot.sum()
+
+
+def test_a_stalled_line_arrives_late_and_a_paced_loop_drops_it() -> None:
+    """The stall fault stamps the line stall_s before it is delivered: delivered on time by the
+    clock, it is stall_s late, so a loop allowing 30 ms drops it (it used to stamp the line 50 ms
+    in the future: early, never late, so a paced stream never saw a stall)."""
+    from edge_had.stream.sources import Line
+
+    period = 0.01
+    base = [
+        Line(line.index, line.index * period, line.pixels)
+        for line in synthetic_lines(32, 16, lines=30, seed=7)
+    ]
+    lines = list(faulty_lines(base, ["stall"], rate=0.2, seed=3))
+    stalled = {line.index for line in lines if "stall" in line.meta["faults"]}
+    position = {"index": 0}
+
+    def source():
+        for line in lines:
+            position["index"] = line.index
+            yield line
+
+    pipeline = StreamPipeline(32, 16, settings=CausalSettings(warmup_lines=5), budget_s=period)
+    results = []
+    pipeline.on_result = results.append
+    run_stream(source(), pipeline, max_lag_s=3 * period, clock=lambda: position["index"] * period)
+    dropped = {r.index for r in results if r.state == "dropped"}
+    assert stalled and dropped == stalled

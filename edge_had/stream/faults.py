@@ -11,7 +11,8 @@ order), and recorded in the line's ``meta["faults"]`` so tests can count exactly
   twice), ``reorder`` (it arrives after the next line), ``short`` (some pixels missing), ``bands``
   (one band missing);
 * timing faults, on the line's timestamp (a simulated clock, so tests run fast): ``stall`` (the
-  line arrives ``stall_s`` late) and ``burst`` (it arrives together with the previous one).
+  line arrives ``stall_s`` late: its capture time is ``stall_s`` before its delivery) and ``burst``
+  (it arrives together with the previous one).
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def faulty_lines(
             pixels = pixels[:, : bands - 1]
             applied.append("bands")
         stamp = line.timestamp
-        if hit["stall"]:
-            stamp += stall_s
+        if hit["stall"]:  # captured stall_s before it is handed over: the loop sees it that late
+            stamp -= stall_s
             applied.append("stall")
         if hit["burst"] and previous_stamp is not None:
             stamp = previous_stamp
