@@ -26,3 +26,10 @@ def test_fusion_rejects_bad_input():
         fuse_scores([np.zeros(2), np.zeros(3)])
     with pytest.raises(ValueError, match="no finite"):
         normalize_minmax(np.array([np.nan]))
+
+
+def test_a_constant_map_is_neutral_in_a_product():
+    """A constant map ranks nothing; normalised it is zeros, which would erase the other map's
+    ranking in a product (a review): in a product it counts as ones instead."""
+    ranking = np.array([1.0, 3.0, 2.0, np.nan])
+    np.testing.assert_allclose(fuse_scores([ranking, np.full(4, 7.0)], "product"), [0.0, 1.0, 0.5, np.nan])

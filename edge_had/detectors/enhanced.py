@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edge_had.detectors import scoring
-from edge_had.detectors.fusion import normalize_minmax
+from edge_had.detectors.fusion import fuse_scores
 from edge_had.detectors.lrx import LocalRXSettings
 
 FUSIONS = ("feature", "product")
@@ -187,9 +187,7 @@ def fuse_parts(
     if fusion == "feature":
         return detect(x_k + alpha_spe * f_spe + alpha_spa * f_spa)
     if fusion == "product":
-        return normalize_minmax(detect(x_k + alpha_spa * f_spa)) * normalize_minmax(
-            detect(x_k + alpha_spe * f_spe)
-        )
+        return fuse_scores([detect(x_k + alpha_spa * f_spa), detect(x_k + alpha_spe * f_spe)], "product")
     raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
 
 

@@ -33,4 +33,12 @@ def fuse_scores(maps: Sequence[np.ndarray], method: str = "product") -> np.ndarr
     normalized = [normalize_minmax(m) for m in maps]
     if method == "sum":
         return np.sum(normalized, axis=0)
-    return np.prod(normalized, axis=0)
+    # a constant map ranks nothing: neutral (1) in a product, where its zeros would erase the
+    # ranking of every other map
+    return np.prod([_neutral_if_constant(m, n) for m, n in zip(maps, normalized, strict=True)], axis=0)
+
+
+def _neutral_if_constant(scores: np.ndarray, normalized: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(np.asarray(scores, dtype=np.float64))
+    values = np.asarray(scores, dtype=np.float64)[finite]
+    return np.where(finite, 1.0, np.nan) if values.min() == values.max() else normalized
