@@ -287,11 +287,15 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
 
     def on_result(result: Any) -> None:
         # warm-up lines arrive late: release in line order, holding at most 64 results (a gap
-        # in the indices never fills, so the oldest is released past it). A line rejected for
-        # its index (a duplicate) must not replace, or be released before, the line that owns it.
+        # in the indices never fills: a later line's scores, or the 65th result, release past
+        # it). A line rejected for its index (a duplicate) must not replace, or be released
+        # before, the line that owns it.
         index_rejection = result.state == "rejected" and (result.reason or "").startswith(INDEX_REJECTIONS)
         if not index_rejection:
             waiting[result.index] = result
+        if result.state == "scored":  # scores come in line order: every earlier line is settled,
+            for index in sorted(i for i in waiting if i <= result.index):  # so a gap waits no longer
+                release(waiting.pop(index))
         while seen["next"] in waiting:
             release(waiting.pop(seen["next"]))
         while len(waiting) > 64:
