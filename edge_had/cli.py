@@ -313,7 +313,9 @@ def _demo_stream(scene: Any, out: Path, detector: str) -> None:
     args = parser.parse_args(
         ["--source", source, "--detector", detector, "--out", str(stream_out), "--json", report]
     )
-    run_stream_command(args)
+    status = run_stream_command(args)
+    if status != 0:
+        raise EdgeHadError(f"the demo's stream ended with status {status} (report: {report})")
     scores = np.load(stream_out / "scores.npy")
     from edge_had.eval.metrics import roc_auc
 

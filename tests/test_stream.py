@@ -780,3 +780,27 @@ def test_async_enhance_leaves_a_core_for_rx(monkeypatch, tmp_path) -> None:
         assert main(argv) == 0
         assert json.loads(path.read_text())["detector"]["enhancement_cpu_threads"] == (5 if flags else None)
     assert seen == [(None, None), (5, 5)] and runner_threads_beside_rx() == 5
+
+
+def test_the_waterfall_boxes_events_on_their_own_rows_across_a_gap(monkeypatch) -> None:
+    """Lines 0-5, then 9-30 (three missing): an event on lines 4-5, before the gap, is boxed on the
+    rows that show those lines, and a frame comes every 8 lines shown (rows were taken as
+    contiguous indices, so the box sat 3 rows off, and line 7's frame never came)."""
+    pytest.importorskip("cv2", reason="OpenCV is not installed")
+    from edge_had.stream.events import Event
+    from edge_had.stream.video import WaterfallVideo
+
+    video = WaterfallVideo(None, 16)
+    boxes = []
+    monkeypatch.setattr(
+        video.cv2,
+        "rectangle",
+        lambda frame, low, high, *rest: boxes.append((low, high, video.indices.copy())),
+    )
+    video.add_events([Event(4, 5, 5, 6, 9.0, 4, 0.0)])
+    for index in [*range(6), *range(9, 31)]:
+        video.add_line(index, np.ones(16))
+    assert video.frames == 3  # after 8, 16 and 24 lines shown
+    for low, high, shown in boxes:  # each frame's box, with the rows then on screen
+        rows = {index: row for row, index in enumerate(shown) if index >= 0}
+        assert (low, high) == ((5 - 2, rows[4] - 2), (6 + 2, rows[5] + 2))

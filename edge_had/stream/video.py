@@ -45,6 +45,7 @@ class WaterfallVideo:
         self.events: list[Any] = []
         self.history: list[float] = []
         self.frames = 0
+        self.lines = 0  # lines added: a frame every `every` of them, whatever their indices
         self.writer = None
         if path is not None:
             self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
@@ -58,7 +59,8 @@ class WaterfallVideo:
         self.indices = np.roll(self.indices, -1)
         self.rows[-1], self.indices[-1] = values, index
         self.history.append(float(np.percentile(values, 99.5)))
-        if (index + 1) % self.every == 0:
+        self.lines += 1
+        if self.lines % self.every == 0:
             self._frame()
 
     def add_events(self, events: list[Any]) -> None:
@@ -69,11 +71,11 @@ class WaterfallVideo:
         scale = max(float(np.median(self.history[-512:])), 1e-6) * 1.5
         image = np.clip(self.rows / scale * 255, 0, 255).astype(np.uint8)
         frame = cv2.applyColorMap(image, cv2.COLORMAP_INFERNO)
-        first = int(self.indices[self.indices >= 0].min()) if (self.indices >= 0).any() else 0
-        offset = self.height - 1 - int(self.indices[-1])  # row of line i = i + offset
         for event in self.events:
-            if event.last_line >= first:
-                top, bottom = event.first_line + offset, event.last_line + offset
+            # the rows showing the event's lines (indices may have gaps: rows are lines shown)
+            rows = np.flatnonzero((self.indices >= event.first_line) & (self.indices <= event.last_line))
+            if rows.size:
+                top, bottom = int(rows[0]), int(rows[-1])
                 cv2.rectangle(
                     frame,
                     (event.first_pixel - 2, top - 2),
