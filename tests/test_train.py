@@ -522,3 +522,15 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert "bundle" in r0["writes"] and "checkpoint" in r0["writes"] and r1["writes"] == []
     assert list(r0["history"]) == ["pretrain", "stage1", "ranking", "stage2"]
     assert load_bundle(tmp_path / "model").config.k == 16
+
+
+def test_a_checkpoint_from_another_number_of_processes_is_refused() -> None:
+    """A 2-rank torchrun checkpoint drew a global batch of 2 x batch: resuming or starting from it
+    in one process would not reproduce it (a review found it accepted), as with another thread
+    count. Checkpoints from before the field was recorded are taken as before."""
+    from edge_had.train.runner import TrainError, _check_world_size
+
+    with pytest.raises(TrainError, match="its phases ran on 2 process"):
+        _check_world_size({"world_size_used": 2}, 1, "cannot resume")
+    _check_world_size({"world_size_used": 2}, 2, "cannot resume")
+    _check_world_size({}, 1, "cannot resume")

@@ -253,6 +253,17 @@ def _check_resumable(config: TrainConfig, checkpoint: dict[str, Any], data: Sequ
         raise TrainError(f"cannot resume: the config differs from the checkpoint's ({detail})")
 
 
+def _check_world_size(checkpoint: dict[str, Any], world_size: int, what: str) -> None:
+    """Phases trained on another number of processes drew other samples (the global batch is
+    ``batch x world size``): refused like another thread count (None: an older checkpoint)."""
+    used = checkpoint.get("world_size_used")
+    if used is not None and used != world_size:
+        raise TrainError(
+            f"{what}: its phases ran on {used} process(es), this run on {world_size}: the global "
+            "batch and the samples would differ (run with the same torchrun --nproc_per_node)"
+        )
+
+
 def _start_from(config: TrainConfig, data: Sequence[TrainingScene]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read ``config.start_from`` and check that this run may take its completed phases: the
     checkpoint was saved at the end of a phase, the same scenes, and :func:`shared_phases` covers
@@ -427,9 +438,11 @@ def _run(
     resuming = checkpoint is not None  # else the checkpoint, if any, is another run's (start_from)
     if checkpoint is not None:
         _check_resumable(config, checkpoint, data)
+        _check_world_size(checkpoint, ddp.world_size, "cannot resume")
         started_from = checkpoint.get("started_from")
     elif config.start_from is not None:
         checkpoint, started_from = _start_from(config, data)
+        _check_world_size(checkpoint, ddp.world_size, f"start_from {config.start_from}")
         say(f"taking {', '.join(started_from['phases'])} from {config.start_from}")
 
     previous = None
@@ -580,6 +593,7 @@ def _run(
                         "elapsed_s": elapsed_before + time.perf_counter() - start,
                         "started_from": started_from,
                         "threads_used": torch.get_num_threads(),
+                        "world_size_used": ddp.world_size,
                     },
                     keep_all=config.keep_all_checkpoints,
                 )
