@@ -65,6 +65,11 @@ def test_model_card_says_how_the_labels_were_used():
     ranked = model_card(sidecar)
     assert "rank these scenes' ground-truth" in ranked and "ranking_epochs = 4" in ranked
     assert "inpainted" not in ranked
+    # a user's own scenes: no ABU source, licence or limits claimed, the count as trained
+    assert "Kang" not in ranked and "their owner apply" in ranked and "all 1 of its scenes" in ranked
+    sidecar["training_scenes"] = [{"name": f"abu-urban-{i}", "sha256": str(i)} for i in range(1, 4)]
+    abu = model_card(sidecar)
+    assert "Airport-Beach-Urban (ABU)" in abu and "all 3 of its scenes" in abu and "Trained on 3 small" in abu
 
 
 def test_eval_report_marks_trained_on_per_scene(tmp_path, capsys):

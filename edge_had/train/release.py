@@ -102,7 +102,35 @@ def recipe(config: TrainConfig) -> dict[str, Any]:
 
 
 def model_card(sidecar: dict[str, Any]) -> str:
-    scenes = ", ".join(entry["name"] for entry in sidecar["training_scenes"])
+    """The card of a released model. The ABU data set's source, terms and limits are stated only
+    when the training scenes are ABU's; for other scenes their owner's terms apply."""
+    entries = sidecar["training_scenes"]
+    scenes, count = ", ".join(entry["name"] for entry in entries), len(entries)
+    abu = bool(entries) and all(entry["name"].startswith("abu-") for entry in entries)
+    if abu:
+        source = [
+            f"**Training data.** {scenes} - the Airport-Beach-Urban (ABU) scenes (AVIRIS and ROSIS),",
+            "distributed by X. Kang for research use with citation: Kang et al., IEEE TGRS 55(10),",
+            "5600-5611, 2017. No explicit licence: research use only, cite the data set.",
+        ]
+        limits = [
+            f"**Known limits.** Trained on {count} small airborne scenes from two sensors; band-index",
+            "resampling (the files carry no wavelengths); in cross-validation no background-only",
+            "training recipe beat the untrained network of the same architecture (only the supervised",
+            "ranking phase did), and the spatial student collapsed to a nearly constant field (see the",
+            "README), so the gain comes from the spectral branch and its scale; not validated on",
+            "satellite data or on sensors outside 400-2500 nm.",
+        ]
+    else:
+        source = [
+            f"**Training data.** {scenes} ({count} scene(s); their SHA-256 in sidecar.json); the terms",
+            "and citation of their owner apply.",
+        ]
+        limits = [
+            f"**Known limits.** Trained on {count} scene(s) named above; judge it on scenes it did not",
+            "see (`edge-had crossval` on your archive). The ABU cross-validation in the README is about",
+            "the shipped model's recipe on those scenes, not about this model.",
+        ]
     if sidecar.get("recipe", {}).get("ranking_epochs", 0) > 0:
         labels = (
             "The spectral branch was trained (ranking phase) to rank these scenes' ground-truth",
@@ -117,9 +145,7 @@ def model_card(sidecar: dict[str, Any]) -> str:
         "new scenes and sensors (100-450 bands), with no per-scene training or tuning, offline or",
         "per line on a pushbroom camera. It scores nothing by itself and is not a target classifier.",
         "",
-        f"**Training data.** {scenes} - the Airport-Beach-Urban (ABU) scenes (AVIRIS and ROSIS),",
-        "distributed by X. Kang for research use with citation: Kang et al., IEEE TGRS 55(10),",
-        "5600-5611, 2017. No explicit licence: research use only, cite the data set.",
+        *source,
         *labels,
         "",
         "**Recipe.** "
@@ -134,16 +160,12 @@ def model_card(sidecar: dict[str, Any]) -> str:
         + ", ".join(f"{bands}: {macs:,}" for bands, macs in sidecar["macs_per_pixel"].items())
         + ".",
         "",
-        "**Evaluation.** This model was trained on all ten scenes, so it is never evaluated on them.",
+        f"**Evaluation.** This model was trained on all {count} of its scenes, so it is never evaluated",
+        "on them.",
         "The accuracy of the method comes from leave-scenes-out cross-validation (fold models that",
         "did not see the scene), summarised in sidecar.json and in the README.",
         "",
-        "**Known limits.** Trained on ten small airborne scenes from two sensors; band-index",
-        "resampling (the files carry no wavelengths); in cross-validation no background-only",
-        "training recipe beat the untrained network of the same architecture (only the supervised",
-        "ranking phase did), and the spatial student collapsed to a nearly constant field (see the",
-        "README), so the gain comes from the spectral branch and its scale; not validated on",
-        "satellite data or on sensors outside 400-2500 nm.",
+        *limits,
         "",
     ]
     return "\n".join(lines)
