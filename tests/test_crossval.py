@@ -238,11 +238,18 @@ def test_a_cached_model_is_reused_only_when_trained_as_asked(tmp_path) -> None:
     reused (settings of phases it does not run may differ), any other model is refused."""
     import json
 
+    import numpy as np
+
     from edge_had.eval.crossval import _already_trained
+    from edge_had.io import scene_sha256
     from edge_had.train.config import TrainConfig, TrainError
 
+    data = tmp_path / "d"
+    data.mkdir()
+    for name in ("a", "b"):
+        np.save(data / f"{name}.npy", np.random.default_rng(len(name)).random((4, 4, 3)))
     asked = {
-        "data": "d",
+        "data": str(data),
         "out": str(tmp_path / "m"),
         "seed": 0,
         "exclude": ("a",),
@@ -256,13 +263,23 @@ def test_a_cached_model_is_reused_only_when_trained_as_asked(tmp_path) -> None:
     with pytest.raises(TrainError, match="training record"):
         _already_trained(job)
     saved = TrainConfig(**{**asked, "restoration_width": 32}).to_json()  # a stage-2 setting: no stage 2 here
-    (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": saved}))
+    scenes = [{"name": "b", "sha256": scene_sha256(data / "b.npy")}]
+    (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": saved, "data": scenes}))
     assert _already_trained(job)
     for other in ({"seed": 1}, {"spatial": True}, {"pretrain_epochs": 3}):
-        saved = TrainConfig(**{**asked, **other}).to_json()
-        (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": saved}))
+        changed = TrainConfig(**{**asked, **other}).to_json()
+        (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": changed, "data": scenes}))
         with pytest.raises(TrainError, match="other settings"):
             _already_trained(job)
+    # the same settings, other scene files: b replaced, or a scene added to the folder
+    (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": saved, "data": scenes}))
+    np.save(data / "c.npy", np.zeros((4, 4, 3)))
+    with pytest.raises(TrainError, match="other scene files"):
+        _already_trained(job)
+    (data / "c.npy").unlink()
+    np.save(data / "b.npy", np.ones((4, 4, 3)))
+    with pytest.raises(TrainError, match="other scene files"):
+        _already_trained(job)
 
 
 def test_a_job_whose_source_checkpoint_does_not_fit_trains_from_scratch(tmp_path) -> None:

@@ -37,6 +37,7 @@ the scenes. Training runs are cached in ``out/models/<variant>/seed<S>/fold<F>``
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import time
@@ -54,7 +55,7 @@ from edge_had.detectors.rx import rx_reference
 from edge_had.detectors.scoring import geometric_mean, scorer
 from edge_had.eval.metrics import roc_auc
 from edge_had.eval.report import SCHEMA_VERSION, json_text, platform_info
-from edge_had.io import Scene, list_scenes, load_scene
+from edge_had.io import Scene, list_scenes, load_scene, scene_sha256
 
 #: Training variants: TrainConfig overrides of each ablation ("main" = the defaults).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -156,7 +157,8 @@ def _already_trained(job: dict[str, Any]) -> bool:
     if not (out / "model.safetensors").is_file():
         return False
     try:
-        saved = json.loads((out / "train_config.json").read_text())["config"]
+        record = json.loads((out / "train_config.json").read_text())
+        saved = record["config"]
     except (OSError, ValueError, KeyError) as error:
         raise TrainError(f"{out}: a model without a readable training record ({error}); delete it") from error
     if not trains_the_same(saved, TrainConfig(**job["config"])):
@@ -164,7 +166,29 @@ def _already_trained(job: dict[str, Any]) -> bool:
             f"{out} holds a model trained with other settings than this run asks for (compare its "
             "train_config.json with the variant): use another --out or delete that folder"
         )
+    trained = {entry["name"]: entry["sha256"] for entry in record.get("data", [])}
+    wanted = _training_files(job["config"]["data"], job["config"].get("exclude", ()))
+    if trained != wanted:  # a scene file replaced or added since: not this fold's model any more
+        raise TrainError(
+            f"{out} holds a model trained on other scene files than this fold's now "
+            f"({sorted(trained)} vs {sorted(wanted)}, or their SHA-256): delete that folder"
+        )
     return True
+
+
+@functools.cache
+def _scene_file_sha256(path: str, modified_ns: int) -> str:
+    """:func:`scene_sha256`, once per file version (``modified_ns`` keys a changed file anew)."""
+    return scene_sha256(path)
+
+
+def _training_files(data: str, exclude: Sequence[str]) -> dict[str, str]:
+    """Name -> SHA-256 of the scene files a job trains on (every file of ``data`` but ``exclude``)."""
+    return {
+        path.stem: _scene_file_sha256(str(path), path.stat().st_mtime_ns)
+        for path in list_scenes(data)
+        if path.stem not in set(exclude)
+    }
 
 
 def share_phases(jobs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
