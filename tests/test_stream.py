@@ -804,3 +804,31 @@ def test_the_waterfall_boxes_events_on_their_own_rows_across_a_gap(monkeypatch) 
     for low, high, shown in boxes:  # each frame's box, with the rows then on screen
         rows = {index: row for row, index in enumerate(shown) if index >= 0}
         assert (low, high) == ((5 - 2, rows[4] - 2), (6 + 2, rows[5] + 2))
+
+
+def test_the_streams_first_and_last_lines_are_enhanced_as_offline() -> None:
+    """The context before the first line and after the last one repeats that line, as the model's
+    convolutions pad the scene's borders; it was zeros, and the first and last lines' enhanced
+    values were 4.7 % and 2.8 % off the offline ones (of the largest value), here <= 0.1 %."""
+    from edge_had.detectors.enhanced import enhance_parts
+    from edge_had.io.synthetic import synthetic_scene
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import StreamEnhancer
+
+    scene = synthetic_scene(seed=0, lines=64, width=48, bands=60)
+    bundle = load_bundle(None)
+    valid = np.ones(scene.cube.shape[:2], bool)
+    with TorchRunner(bundle.model_for(60)) as runner:
+        enhancer = StreamEnhancer(bundle, runner, fit_lines=64)  # normalised on the whole scene
+        out = []
+        for row in scene.cube:
+            out += enhancer.push(row, np.ones(48, bool))
+        out += enhancer.flush()
+        parts = enhance_parts(bundle, scene.cube, valid, None, runner)
+    streamed = np.stack([line for line, _ in out])
+    offline = (
+        parts["x_k"] + bundle.config.alpha_spe * parts["f_spe"] + bundle.config.alpha_spa * parts["f_spa"]
+    )
+    error = np.abs(streamed - offline).max(axis=(1, 2)) / np.abs(offline).max()
+    assert error.max() <= 1e-3, error[[0, 1, -2, -1]]
