@@ -1250,6 +1250,28 @@ def test_a_gpu_that_refuses_its_context_is_unavailable_and_cupy_is_tried(
         assert rx.launcher == "cupy" and any("busy" in note for note in rx.notes)
 
 
+def test_plans_of_a_closed_launcher_on_a_shared_device_refuse_to_run(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a device the caller keeps open, CudaRX.close() frees its buffers; a plan made before
+    must then refuse, not launch on freed addresses (a review)."""
+    import sys
+
+    from edge_had.cuda import CudaDevice
+
+    memory = DeviceMemory()
+    for name, module in fake_pycuda(memory, emulator).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    device = CudaDevice()
+    rx = CudaRX(launcher="pycuda", device=device, prebuilt=False)
+    plan = rx.cov_plan(10, 4)
+    plan.reset(np.zeros(4))
+    rx.close()
+    with pytest.raises(CudaUnavailableError, match="were closed"):
+        plan.add(np.ones((10, 4)))
+    device.close()
+
+
 def test_prebuilt_fatbin_is_loaded_when_current(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -209,6 +209,7 @@ class _PycudaBackend:
 
     def __init__(self, device: CudaDevice | None, index: int, fatbin: Path | None, notes: list[str]) -> None:
         self._owned = device is None
+        self.closed = False  # after close(), plans made before must not reach freed memory
         self.device = CudaDevice(index) if device is None else device
         self.device_name, self.sm = self.device.name, self.device.sm
         self.notes = notes
@@ -236,7 +237,12 @@ class _PycudaBackend:
             raise KernelLoadError(str(error)) from None
         return module, f"compiled at run time by nvcc (pycuda) for {self.sm}"
 
+    def _open(self) -> None:
+        if self.closed:  # a shared device is still open, but this launcher's buffers are freed
+            raise CudaUnavailableError("these CUDA kernels were closed: make a new CudaRX and new plans")
+
     def allocate(self, capacity: int, dtype: np.dtype[Any] | type) -> Buffer:
+        self._open()
         buffer = self.device.allocate(capacity, dtype)
         self._buffers.append(buffer)
         return buffer
@@ -245,18 +251,22 @@ class _PycudaBackend:
         # The copy reads the buffer's pinned host half asynchronously: restaging it while an
         # earlier copy may still be queued would race, so wait for the queue first.
         assert isinstance(buffer, Buffer)
+        self._open()
         self.device.synchronize()
         self.device.upload(buffer, array, offset=offset)
 
     def download(self, buffer: _Memory, shape: tuple[int, ...]) -> np.ndarray:
         assert isinstance(buffer, Buffer)
+        self._open()
         return self.device.download(buffer, shape)
 
     def zero(self, buffer: _Memory, nbytes: int, offset: int = 0) -> None:
         assert isinstance(buffer, Buffer)
+        self._open()
         self.device.zero(buffer, nbytes, offset=offset)
 
     def launch(self, name: str, grid: tuple[int, int, int], args: tuple[int | float, ...]) -> None:
+        self._open()
         self.device.launch(self._kernels[name], grid, (block_size(name), 1, 1), *args)
 
     def synchronize(self) -> None:
@@ -269,6 +279,7 @@ class _PycudaBackend:
         return self.device.elapsed_ms(start, end)
 
     def close(self) -> None:
+        self.closed = True
         if self._owned:
             self.device.close()  # frees every buffer too
         else:
