@@ -313,6 +313,8 @@ def test_build_with_fakes_stores_then_hits_the_cache(fakes: SimpleNamespace, tmp
     assert "fp16_trt10.3.0.30_sm_87_b4_l1-2-2_w8-32-64" in engine.name
     whole_scenes = build_engine(onnx, tmp_path / "cache", precision="fp16", max_lines=100, **widths)
     assert b"[1, 4, 100, 64]" in whole_scenes.read_bytes() and whole_scenes != engine
+    smaller = build_engine(onnx, tmp_path / "cache", precision="fp16", workspace_bytes=256 << 20, **widths)
+    assert smaller != engine  # another workspace limit allows other tactics: another engine
     assert (tmp_path / "cache" / "timing_trt10.3.0.30_sm_87.cache").read_bytes() == b"timings"
     builds = fakes.trt.Builder.builds
     assert build_engine(onnx, tmp_path / "cache", precision="fp16", **widths) == engine

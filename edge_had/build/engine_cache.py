@@ -85,6 +85,7 @@ class EngineKey:
     max_shape: Shape
     input_name: str = INPUT_NAME
     gpu: str = ""  # the GPU's model name: boards of one SM (Orin Nano, NX, AGX) differ ("": not recorded)
+    workspace_bytes: int = 0  # the builder's workspace limit: it bounds the tactics tried (0: not recorded)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[0-9a-f]{64}", self.onnx_sha256):
@@ -121,6 +122,7 @@ class EngineKey:
         max_lines: int | None = None,
         batch: int = 1,
         gpu: str = "",
+        workspace_bytes: int = 0,
     ) -> EngineKey:
         """The key of an engine whose varying axes are the line width (pixels per line) and the
         number of lines, ``min_lines..max_lines`` (default: ``lines`` alone), tuned for ``lines``."""
@@ -135,6 +137,7 @@ class EngineKey:
             (batch, bands, lines, opt_width),
             (batch, bands, high, max_width),
             gpu=gpu,
+            workspace_bytes=workspace_bytes,
         )
 
     def to_dict(self) -> dict[str, Any]:

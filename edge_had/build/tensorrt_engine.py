@@ -12,8 +12,8 @@ which the line width varies (``min_width..max_width``, tuned for ``opt_width``) 
 number of lines (``1..max_lines``, tuned for ``lines``: the stream's last block holds fewer lines
 than the others, and offline detection feeds a whole scene, so build with ``--max-lines`` at least
 its rows for that). Engines are cached under an :class:`~edge_had.build.engine_cache.EngineKey`
-(ONNX SHA-256, TensorRT version, GPU SM and model name, precision, shapes); a build with an equal
-key returns the cached file (``force`` rebuilds, e.g. for another workspace limit). The builder's
+(ONNX SHA-256, TensorRT version, GPU SM and model name, precision, shapes, workspace limit); a
+build with an equal key returns the cached file (``force`` rebuilds anyway). The builder's
 timing cache is kept next to the engines, so rebuilding for other widths is quick.
 
 ``tensorrt`` is imported inside the functions; without it they raise
@@ -250,6 +250,7 @@ def build_engine(
             min_lines=1,
             max_lines=max(lines, max_lines or lines),
             gpu=device.name,
+            workspace_bytes=workspace_bytes,
             min_width=min_width,
             opt_width=opt_width,
             max_width=max_width,
