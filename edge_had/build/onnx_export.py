@@ -95,8 +95,18 @@ def export_onnx(
     return path
 
 
+def graph_digest(graph: Any) -> str:
+    """SHA-256 of a ModelProto's graph (nodes, weights, inputs and outputs; not its metadata)."""
+    import hashlib
+
+    return hashlib.sha256(graph.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
 def set_metadata(graph: Any, values: dict[str, Any]) -> None:
-    """Write ``values`` (JSON-encoded) as ``edge_had.*`` metadata entries, replacing old ones."""
+    """Write ``values`` (JSON-encoded) as ``edge_had.*`` metadata entries, replacing old ones, and
+    ``graph_sha256`` (:func:`graph_digest`), so that a graph changed afterwards - a flipped byte in
+    a weight, an edit - is refused when loaded."""
+    values = {**values, "graph_sha256": graph_digest(graph)}
     keep = [entry for entry in graph.metadata_props if entry.key[len(METADATA_PREFIX) :] not in values]
     del graph.metadata_props[:]
     graph.metadata_props.extend(keep)

@@ -88,15 +88,24 @@ def _export_for(
 
 def _check_graph(path: Path, needed: _Needed) -> None:
     """A given ONNX file must come from this model, for this sensor and precision."""
-    from edge_had.build.onnx_export import read_metadata
+    import onnx
+
+    from edge_had.build.onnx_export import graph_digest, read_metadata
 
     try:
-        meta = read_metadata(path)
+        graph = onnx.load(str(path), load_external_data=False)
+        meta = read_metadata(graph)
     except Exception as error:  # protobuf's DecodeError and friends: a corrupt or truncated file
         raise BackendError(
             f"{path}: cannot be read as an edge-had ONNX graph ({type(error).__name__}: {error}); "
             "the file is corrupt, truncated or foreign - re-export it with `edge-had export`"
         ) from error
+    recorded = meta.get("graph_sha256")  # (graphs exported before it was recorded have none)
+    if recorded is not None and recorded != graph_digest(graph):
+        raise BackendError(
+            f"{path}: its nodes or weights differ from what was exported (graph checksum); the file "
+            "is corrupt or was edited - re-export it with `edge-had export`"
+        )
     _check_source(path, meta, needed, "re-export it with `edge-had export`")
 
 
