@@ -28,8 +28,10 @@ The model, in order:
    the difficulty the same for every seed and material: a pixel with fraction f moves about
    ``f * anomaly_contrast`` whitened units from the background. Full-pixel anomalies are small
    ellipses (radius ``anomaly_radius_range`` px, so 1-3 px across) at sub-pixel centres: a pixel's
-   fraction is its area coverage on an 8 x 8 supersampling grid, so the core is pure and the
-   border partly mixed; slivers under ``min_border_fraction`` are cut off the ellipse. Sub-pixel
+   fraction is its area coverage on an 8 x 8 supersampling grid, so a large blob has a pure core
+   and a partly mixed border, while the smallest ones (radius near 0.5 px off a pixel centre) may
+   have no pure pixel at all (4 of the 12 in the frozen default peak at fractions 0.64-0.98, a
+   review counted); slivers under ``min_border_fraction`` are cut off the ellipse. Sub-pixel
    anomalies are single pixels with fractions stratified over ``subpixel_fraction_range``. A
    pixel is ``(1 - f) * background + f * target`` and ``gt`` is exactly ``f > 0``. Anomalies keep
    ``anomaly_spacing`` px apart (never touching); very small scenes get as many as fit.
@@ -124,7 +126,8 @@ class SyntheticSettings:
         snr: signal-to-noise ratio of a 25 % reflector there (0.25 * peak_counts counts).
         shot_noise_share: share of that reference noise variance due to shot noise (0..1).
         column_gain_spread: std of the per-(column, band) relative detector gain.
-        full_pixel_anomalies: number of small blob anomalies (pure core, mixed border).
+        full_pixel_anomalies: number of small blob anomalies (mixed border; a pure core unless
+            the blob is smaller than a pixel).
         anomaly_radius_range: (min, max) blob radius, px.
         min_border_fraction: blob border slivers covering less of a pixel are cut off the blob.
         subpixel_anomalies: number of single-pixel anomalies with fraction < 1.
