@@ -401,3 +401,12 @@ def test_an_envi_scene_is_identified_by_its_data_too(tmp_path: Path) -> None:
     assert scene_sha256(second) == scene_sha256(data)  # the image named by its data file
     scipy.io.savemat(tmp_path / "s.mat", {"data": random_cube((4, 3, 5))})
     assert scene_sha256(tmp_path / "s.mat") == sha256_file(tmp_path / "s.mat")
+
+
+def test_a_data_units_attribute_is_not_the_wavelengths_unit(tmp_path: Path) -> None:
+    """An HDF5 cube's "units" attribute names its pixel values (reflectance), not its wavelengths':
+    the wavelengths stay (they were dropped as an unknown unit)."""
+    with h5py.File(tmp_path / "r.h5", "w") as handle:
+        handle.create_dataset("cube", data=random_cube((4, 3, 5))).attrs["units"] = "reflectance"
+        handle.create_dataset("wavelength", data=WAVELENGTHS[:5])
+    np.testing.assert_array_equal(load_scene(tmp_path / "r.h5").wavelengths, WAVELENGTHS[:5])

@@ -276,3 +276,25 @@ def test_one_corrupted_line_counter_does_not_derail_the_stream(window: int) -> N
     health = pipeline.health.to_dict()
     # index 8 never came (its line carried 70008); 20..50020 lie between 19 and 50021
     assert health["missing_indices"] == 1 + 50001 and health["accounting_ok"]
+
+
+def test_a_callback_may_read_the_report_and_lines_may_be_tensors() -> None:
+    """report() from on_result (the lock is held there) answers instead of hanging; a torch tensor
+    line is taken like the array it converts to (both broke in this session's first fixes)."""
+    import torch
+
+    lines, seen = make_lines(12), []
+
+    def consumer(result) -> None:
+        seen.append(pipeline.report()["health"]["lines_in"])
+
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS, on_result=consumer)
+    worker = threading.Thread(
+        target=lambda: [pipeline.push(torch.from_numpy(lines[i]), i, float(i)) for i in range(12)],
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "report() from on_result hung"
+    pipeline.finish()
+    assert pipeline.health.lines_scored == 12 and seen[-1] == 12

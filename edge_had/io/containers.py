@@ -36,7 +36,7 @@ MATLAB_NUMERIC_CLASSES = frozenset(
 )
 _NUMERIC_KINDS = "biuf"
 _WAVELENGTH_ATTRS = ("wavelength", "wavelengths")
-_UNIT_ATTRS = ("wavelength_units", "wavelength units", "units")
+_UNIT_ATTRS = ("wavelength_units", "wavelength units")  # not "units": that is the pixels' unit
 _FWHM_ATTRS = ("fwhm",)
 
 

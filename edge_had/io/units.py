@@ -24,7 +24,8 @@ NM_PER_UNIT = {
     "microns": 1e3,
     "micron": 1e3,
     "um": 1e3,
-    "µm": 1e3,
+    "µm": 1e3,  # micro sign U+00B5
+    "μm": 1e3,  # Greek mu U+03BC
     "millimeters": 1e6,
     "millimetres": 1e6,
     "mm": 1e6,

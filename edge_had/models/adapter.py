@@ -3,9 +3,10 @@
 One trained model has to serve sensors with 100-450 bands (and the real scenes' 188-207), so the
 model works on a fixed set of ``K`` canonical bands (default 64) and every sensor is resampled to
 them by a **fixed linear map**: a ``(K, B)`` matrix ``M`` built once in numpy (float64) when the
-adapter is constructed and applied per pixel, ``x_k = M @ x_b``. In the module it is a registered
-buffer used as a 1x1 convolution, so the ONNX export is one ``Conv`` with a static weight (no
-gather, no data-dependent indexing) and TensorRT sees an ordinary GEMM-like layer.
+adapter is constructed and applied per pixel, ``x_k = M @ x_b``. In the module it runs as a
+gather of each canonical band's few non-zero sensor bands (:class:`SpectralAdapter`; ONNX: a
+Gather with constant indices, Mul, ReduceSum - no data-dependent indexing), or, for rows with
+more than :data:`MAX_GATHER_TAPS` taps, as a 1 x 1 convolution with the static matrix.
 
 How the matrix is built (the choice, and why):
 
@@ -45,11 +46,13 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Kernel = Literal["linear", "triangle"]
 
 DEFAULT_K = 64
+MAX_GATHER_TAPS = 4  # sensor bands per canonical band up to which the adapter gathers them
 CANONICAL_RANGE_NM = (400.0, 2500.0)
 
 
@@ -169,6 +172,9 @@ class SpectralAdapter(nn.Module):
         self.canonical = None if canonical is None else np.asarray(canonical, dtype=np.float64)
         self.register_buffer("weight", torch.from_numpy(matrix.astype(np.float32))[:, :, None, None])
         columns, weights = sparse_taps(matrix)
+        # a few taps per band (linear: 2) run as a gather; wider rows (the triangle kernel's 8-15)
+        # as the dense 1 x 1 convolution, whose work does not grow a (N, K n, H, W) intermediate
+        self.gather = weights.shape[1] <= MAX_GATHER_TAPS
         self.register_buffer("taps", torch.from_numpy(columns.reshape(-1)), persistent=False)
         self.register_buffer("tap_weights", torch.from_numpy(weights.astype(np.float32))[:, :, None, None],
                              persistent=False)  # fmt: skip
@@ -205,6 +211,8 @@ class SpectralAdapter(nn.Module):
         return cls(_sensor_matrix(grid, positions, valid, kernel), canonical=grid, mode="band_index")
 
     def forward(self, cube: torch.Tensor) -> torch.Tensor:
+        if not self.gather:
+            return F.conv2d(cube, self.weight)
         batch, _, lines, pixels = cube.shape
         picked = cube.index_select(1, self.taps)  # (N, K n, H, W): each canonical band's taps
         picked = picked.reshape(batch, self.k, self.tap_weights.shape[1], lines, pixels)

@@ -152,20 +152,34 @@ def _check_source(path: Path, meta: dict[str, Any], needed: _Needed, fix: str) -
     if meta.get("bands") != bands:
         problems.append(f"it takes {meta.get('bands')} bands, the scene has {bands}")
     elif not _same_wavelengths(meta.get("wavelengths"), needed.wavelengths):
-        recorded, wanted = _resampling(meta.get("wavelengths")), _resampling(needed.wavelengths)
         # same band count, another resampling: scores 60 % off in a review's test
-        problems.append(f"it resamples {recorded}, the scene needs {wanted}")
+        problems.append(_resampling_difference(meta.get("wavelengths"), needed.wavelengths))
     if meta.get("precision") != precision:
         problems.append(f"its precision is {meta.get('precision')}, {precision} was asked for")
     if problems:
         raise BackendError(f"{path}: " + "; ".join(problems) + f" ({fix})")
 
 
+WAVELENGTH_TOLERANCE_NM = 0.01  # band centres this close are the same (files round them)
+
+
 def _same_wavelengths(recorded: Any, wanted: np.ndarray | None) -> bool:
     if recorded is None or wanted is None:
         return recorded is None and wanted is None
     recorded, wanted = np.asarray(recorded, np.float64), np.asarray(wanted, np.float64)
-    return recorded.shape == wanted.shape and bool(np.allclose(recorded, wanted, rtol=0, atol=1e-6))
+    close = np.allclose(recorded, wanted, rtol=0, atol=WAVELENGTH_TOLERANCE_NM)
+    return recorded.shape == wanted.shape and bool(close)
+
+
+def _resampling_difference(recorded: Any, wanted: np.ndarray | None) -> str:
+    if recorded is not None and wanted is not None:
+        recorded, wanted = np.asarray(recorded, np.float64), np.asarray(wanted, np.float64)
+        band = int(np.argmax(np.abs(recorded - wanted) > WAVELENGTH_TOLERANCE_NM))
+        return (
+            f"it resamples on other wavelengths: band {band} at {recorded[band]:g} nm, "
+            f"the scene's at {wanted[band]:g} nm"
+        )
+    return f"it resamples {_resampling(recorded)}, the scene needs {_resampling(wanted)}"
 
 
 def _resampling(wavelengths: Any) -> str:

@@ -139,13 +139,13 @@ def _source(args: argparse.Namespace) -> tuple[Any, np.ndarray | None, np.ndarra
 def run_stream_command(args: argparse.Namespace) -> int:
     if args.async_enhance and not STREAM_DETECTORS[args.detector][0]:
         raise EdgeHadError(f"--async-enhance runs the enhancement network: {args.detector} has none")
+    if args.json:  # refused now, not after the whole stream has run
+        _check_writable(Path(args.json))
     cuda_rx = None
     if args.rx_device == "cuda":  # fails here, saying why, without a GPU, pycuda or CuPy
         from edge_had.cuda.rx_kernels import CudaRX
 
         cuda_rx = CudaRX()
-    if args.json:  # refused now, not after the whole stream has run
-        _check_writable(Path(args.json))
     try:
         return _run_stream(args, cuda_rx)
     finally:

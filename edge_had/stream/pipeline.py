@@ -36,7 +36,8 @@ the old statistics. Gaps in the indices are counted as ``missing_indices``; repe
 ``duplicates``. An index more than
 ``max_index_jump`` (1000) past the newest is taken for a corrupted counter and rejected, unless
 the next line continues from it (then it was a real jump, and the stream follows it): one bad
-counter value must not get every later line rejected as out of order. When the enhancement
+counter value must not get every later line rejected as out of order. A sensor whose index is
+a tick counter stepping by more than that per line needs ``max_index_jump=None``. When the enhancement
 network fails, the stream goes on with plain RX (flag ``plain-rx``, ``enhancement_failures`` in
 health) from the line it failed on (from the first line when its warm-up failed); the lines the
 enhancer held are rejected with the failure as the reason.
@@ -365,6 +366,8 @@ class StreamPipeline:
                 self._finish(self._pending.pop(position).result, "rejected", reason="stream ended in warm-up")
 
     def report(self) -> dict[str, Any]:
+        if self._callback_thread == threading.get_ident():  # from on_result: the lock is held here
+            return self._report()
         with self._lock:  # e.g. from a monitoring thread while lines arrive
             return self._report()
 
@@ -410,7 +413,7 @@ class StreamPipeline:
         """Why the line cannot be scored by this stream's statistics (its shape or values), or
         None. ``count_new_bands``: a line of another band count counts towards re-initialising."""
         shape = np.shape(pixels)
-        kind = getattr(pixels, "dtype", None) or np.asarray(pixels).dtype
+        kind = np.asarray(pixels).dtype  # (a torch tensor's own dtype is no numpy dtype)
         if kind.kind not in "biuf":  # strings, objects, complex numbers
             return f"pixels of type {kind} are not real numbers"
         if shape == (self.width, self.bands):

@@ -94,15 +94,15 @@ def run_stream(
     start = time.perf_counter()
     with threadpool_limits(limits=blas_threads, user_api="blas"):
         for line in lines:
-            if stop is not None and stop.is_set():
-                run.interrupted = True
-                break
             lag = clock() - line.timestamp if max_lag_s is not None else 0.0
             if max_lag_s is not None and lag > max_lag_s:
                 pipeline.drop(line.index, line.timestamp, "overload", line.meta)
             else:
                 late = pipeline.budget_s is not None and lag > pipeline.budget_s
                 pipeline.push(line.pixels, line.index, line.timestamp, line.meta, late=late)
+            if stop is not None and stop.is_set():  # after the line it took: none is lost
+                run.interrupted = True
+                break
         pipeline.finish()
     run.seconds = time.perf_counter() - start
     pipeline.on_result = downstream
