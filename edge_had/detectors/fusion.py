@@ -35,10 +35,9 @@ def fuse_scores(maps: Sequence[np.ndarray], method: str = "product") -> np.ndarr
         return np.sum(normalized, axis=0)
     # a constant map ranks nothing: neutral (1) in a product, where its zeros would erase the
     # ranking of every other map
-    return np.prod([_neutral_if_constant(m, n) for m, n in zip(maps, normalized, strict=True)], axis=0)
+    return np.prod([_neutral_if_constant(n) for n in normalized], axis=0)
 
 
-def _neutral_if_constant(scores: np.ndarray, normalized: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(np.asarray(scores, dtype=np.float64))
-    values = np.asarray(scores, dtype=np.float64)[finite]
-    return np.where(finite, 1.0, np.nan) if values.min() == values.max() else normalized
+def _neutral_if_constant(normalized: np.ndarray) -> np.ndarray:
+    """Ones for a constant map (normalised, all its finite values are 0; any other map reaches 1)."""
+    return np.where(np.isfinite(normalized), 1.0, np.nan) if np.nanmax(normalized) == 0 else normalized

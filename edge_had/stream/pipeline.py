@@ -283,14 +283,16 @@ class StreamPipeline:
             entry = self._held.pop(following)
             self._last_index = following
             self._released.append(following)
-            if entry is not None:
-                self._process(*entry)
+            if entry is None:
+                continue
+            pixels, result, arrival = entry
+            problem = self._check_shape(pixels, count_new_bands=False)  # held across a re-init?
+            if problem is None:
+                self._process(pixels, result, arrival)
+            else:
+                self._finish(result, "rejected", reason=problem)
 
     def _process(self, pixels: np.ndarray, result: LineResult, arrival: float) -> None:
-        problem = self._check_shape(pixels, count_new_bands=False)  # e.g. held before a re-init
-        if problem is not None:
-            self._finish(result, "rejected", reason=problem)
-            return
         with self.profiler.stage("preprocess"):
             line, valid = self._prepare(pixels)
         if not valid.any():
