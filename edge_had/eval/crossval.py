@@ -184,10 +184,11 @@ def _scene_file_sha256(path: str, modified_ns: int) -> str:
 
 def _training_files(data: str, exclude: Sequence[str]) -> dict[str, str]:
     """Name -> SHA-256 of the scene files a job trains on (every file of ``data`` but ``exclude``)."""
+    from edge_had.train.data import training_files
+
     return {
         path.stem: _scene_file_sha256(str(path), path.stat().st_mtime_ns)
-        for path in list_scenes(data)
-        if path.stem not in set(exclude)
+        for path in training_files(data, exclude)
     }
 
 

@@ -152,15 +152,20 @@ def prepare_scene(
     )
 
 
+def training_files(folder: str | Path, exclude: Sequence[str]) -> list[Path]:
+    """The scene files of ``folder`` (sorted by name) a run trains on: all but ``exclude``."""
+    excluded = set(exclude)
+    return [path for path in list_scenes(folder) if path.stem not in excluded]
+
+
 def _scenes_of(folder: str | Path | Iterable[Scene], exclude: Sequence[str]) -> list[Scene]:
     """The scenes of ``folder`` (every scene file, sorted by name) or the in-memory ones, less
     ``exclude``; an excluded name that matches nothing is an error (a typo would otherwise
     silently train on the test scenes)."""
     excluded = set(exclude)
     if isinstance(folder, (str, Path)):
-        paths = list_scenes(folder)
-        names = {p.stem for p in paths}
-        sources: list[Scene | Path] = [p for p in paths if p.stem not in excluded]
+        names = {p.stem for p in list_scenes(folder)}
+        sources: list[Scene | Path] = list(training_files(folder, exclude))
     else:
         scenes = list(folder)
         names = {s.name for s in scenes}
