@@ -8,9 +8,13 @@ The offline detector (:mod:`edge_had.detectors.scoring`) needs the whole scene; 
   first line and, when the stream ends, at the last) needs ``outer // 2`` lines *after* a line
   (7 by default): each line's hybrid score is released that many lines later (its look-ahead);
 * **principal components**: offline LRX projects on the leading components of the whole scene;
-  here they come from the causal statistics, recomputed every ``basis_every`` lines (the
-  projected lines kept for the window are recomputed with them), so the basis follows the scene
-  as the statistics do.
+  here they come from the causal statistics, recomputed every ``basis_every`` lines, so the basis
+  follows the scene as the statistics do. A new basis is handed over without a pause: it is
+  computed when a line arrives, each line from that one on is projected on it as it arrives
+  (beside the current basis), and it scores from the first line whose whole window arrived after
+  it, ``outer // 2`` lines later. Re-projecting the window's ``outer`` lines at once made every
+  64th line 5-8x slower than the others (10 ms against 1.7 ms on the 2-core CPU, and the late
+  lines of hybrid RX on the GPU).
 
 Where it runs: numpy by default; with ``local_math`` (``stream --rx-device cuda``:
 :class:`edge_had.stream.cuda_line_math.CudaLocalMath`) the window sums and the per-pixel solve run
@@ -107,6 +111,23 @@ class _LineFeatures(NamedTuple):
     inner: np.ndarray
 
 
+class _Basis:
+    """One principal basis of the causal statistics - ``mean``, leading eigenvectors ``vectors``
+    ``(bands, c)`` and their ``eigenvalues`` - and the window's lines in it: their projections,
+    their :class:`_LineFeatures` and the running window sums (numpy's path). ``first``: the first
+    position it scores."""
+
+    def __init__(self, mean: np.ndarray, vectors: np.ndarray, eigenvalues: np.ndarray, first: int) -> None:
+        self.mean, self.vectors, self.eigenvalues, self.first = mean, vectors, eigenvalues, first
+        self.projections: dict[int, np.ndarray] = {}  # position -> y (CausalHybridRX._projection)
+        self.features: dict[int, _LineFeatures] = {}  # position -> features (CausalHybridRX._features)
+        self.outer, self.inner = _RowWindow(), _RowWindow()
+
+    def forget(self, position: int) -> None:
+        self.projections.pop(position, None)
+        self.features.pop(position, None)
+
+
 class CausalHybridRX:
     """Streaming hybrid RX with :class:`CausalRX`'s interface: ``push(line, valid)`` returns the
     lines whose scores became available as ``(position, scores, late)``; ``flush()`` at the end."""
@@ -137,16 +158,14 @@ class CausalHybridRX:
         if self.local_math is not None:
             self.local_math.forget()  # positions start again at 0: what it holds is another stream's
         self._lines: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # position -> (line, valid)
-        self._projected: dict[int, _LineFeatures] = {}  # position -> features (see _features)
-        self._projections: dict[int, np.ndarray] = {}  # position -> y (see _projection)
-        self._outer, self._inner = _RowWindow(), _RowWindow()
         self._pairs = symmetric_pairs(self.components)
         self._box_sums: _AlongLineBoxSums | None = None  # made at the first line (its width)
         self._global: dict[int, tuple[np.ndarray, bool]] = {}  # global RX waiting for its local part
         self._pushed = 0
         self._next = 0  # the next position to release
-        self._basis: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # mean, basis, eigenvalues
-        self._basis_age = 0
+        self._basis: _Basis | None = None  # the basis lines are scored in now
+        self._next_basis: _Basis | None = None  # the one handed over to (see the module's doc)
+        self._basis_age = 0  # lines pushed since the latest basis was computed
 
     @property
     def refreshes(self) -> int:
@@ -155,10 +174,12 @@ class CausalHybridRX:
     def push(self, line: np.ndarray, valid: np.ndarray | None = None) -> list[tuple[int, np.ndarray, bool]]:
         line = np.asarray(line, dtype=np.float64)
         valid = np.ones(line.shape[0], dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-        self._lines[self._pushed] = (line, valid)
+        position = self._pushed
+        self._lines[position] = (line, valid)
         self._pushed += 1
         self._basis_age += 1
         self._keep(self.global_rx.push(line, valid))
+        self._hand_over(position)
         return self._release(final=False)
 
     def flush(self) -> list[tuple[int, np.ndarray, bool]]:
@@ -180,111 +201,123 @@ class CausalHybridRX:
             self._next += 1
             for old in [p for p in self._lines if p < self._next - half - 1]:  # left every window
                 del self._lines[old]
-                self._projected.pop(old, None)
-                self._projections.pop(old, None)
+                for basis in (self._basis, self._next_basis):
+                    if basis is not None:
+                        basis.forget(old)
         return out
+
+    def _hand_over(self, position: int) -> None:
+        """Once the basis is ``basis_every`` lines old, compute the next one from the statistics
+        so far; until it scores, each new line (from ``position`` on) is projected on it too, as
+        it arrives (numpy's path: with its along-line sums; a device: the projection, put there
+        in one batch when the basis changes)."""
+        if self._next_basis is None and self._basis is not None and self._basis_age >= self.basis_every:
+            self._next_basis = self._new_basis(first=position + self.look_ahead_lines)
+        if self._next_basis is not None:
+            if self.local_math is None:
+                self._features(self._next_basis, position)
+            else:
+                self._projection(self._next_basis, position)
 
     def _local_scores(self, position: int) -> np.ndarray:
         """Dual-window RX of the line at ``position`` with the lines around it that exist."""
-        mean, basis, eigenvalues = self._current_basis()
+        basis = self._basis_for(position)
         last = self._pushed - 1
         c = self.components
         outer, inner = self.local.outer // 2, self.local.inner // 2
         if self.local_math is not None:
             top, bottom = max(position - outer, 0), min(position + outer, last)
-            scores = self._device_scores(position, top, bottom, eigenvalues)
+            scores = self._device_scores(basis, position, top, bottom)
             if scores is not None:
                 return scores
             # numpy scores this line alone: its running windows did not follow the device's lines
             # (they may still hold lines released since), so they start again here
-            self._outer.reset()
-            self._inner.reset()
-        self._outer.move_to(
-            max(position - outer, 0), min(position + outer, last), lambda p: self._features(p).outer
+            basis.outer.reset()
+            basis.inner.reset()
+        basis.outer.move_to(
+            max(position - outer, 0), min(position + outer, last), lambda p: self._features(basis, p).outer
         )
-        self._inner.move_to(
-            max(position - inner, 0), min(position + inner, last), lambda p: self._features(p).inner
+        basis.inner.move_to(
+            max(position - inner, 0), min(position + inner, last), lambda p: self._features(basis, p).inner
         )
-        summed = self._outer.total - self._inner.total
+        summed = basis.outer.total - basis.inner.total
         window_sums = {"n": summed[0], "x": summed[1 : 1 + c], "xx": summed[1 + c :]}
         _, valid = self._lines[position]
         return scores_from_window_sums(
-            self._projection(position),
+            self._projection(basis, position),
             valid,
             window_sums,
             np.zeros(c),
-            np.diag(eigenvalues),
+            np.diag(basis.eigenvalues),
             self.local.regularization,
         )
 
-    def _device_scores(
-        self, position: int, top: int, bottom: int, eigenvalues: np.ndarray
-    ) -> np.ndarray | None:
+    def _device_scores(self, basis: _Basis, position: int, top: int, bottom: int) -> np.ndarray | None:
         """The local RX of ``position`` on :attr:`local_math` (the same window and loading as
         numpy's), or ``None`` when it leaves the line to numpy."""
         assert self.local_math is not None
         missing = [p for p in range(top, bottom + 1) if not self.local_math.holds(p)]
         if missing:  # one line a call, or the whole window after a basis change: one batch
             assert missing == list(range(missing[0], missing[-1] + 1))  # a window moves forward
-            ys = self._projections_of(missing)
+            ys = self._projections_of(basis, missing)
             valids = np.stack([self._lines[p][1] for p in missing])
             halves = {"inner": self.local.inner // 2, "outer": self.local.outer // 2}
             self.local_math.put(missing, ys, valids, slots=self.local.outer, **halves)
         _, valid = self._lines[position]
-        load = self.local.regularization * float(eigenvalues.sum()) / self.components
-        scores = self.local_math.scores(position, top, bottom, valid, fallback=eigenvalues, load=load)
+        load = self.local.regularization * float(basis.eigenvalues.sum()) / self.components
+        scores = self.local_math.scores(position, top, bottom, valid, fallback=basis.eigenvalues, load=load)
         if scores is not None:
             scores[~valid] = np.nan
         return scores
 
-    def _current_basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean, leading eigenvectors and their eigenvalues of the causal statistics (refreshed
-        every ``basis_every`` lines; the kept projections are dropped when it changes)."""
-        if self._basis is None or self._basis_age >= self.basis_every:
-            statistics = self.global_rx.statistics
-            assert statistics is not None  # lines are released only after the warm-up
-            mean, cov = statistics.mean_and_covariance()
-            values, vectors = np.linalg.eigh(cov)
-            order = np.argsort(values)[::-1][: self.components]
-            self._basis = (mean, vectors[:, order], np.maximum(values[order], 0.0))
-            self._basis_age = 0
-            self._projected.clear()
-            self._projections.clear()
-            self._outer.reset()
-            self._inner.reset()
+    def _basis_for(self, position: int) -> _Basis:
+        """The basis that scores ``position``: the first one is computed here, when the first
+        line is released; later ones take over at their ``first`` position (:meth:`_hand_over`)."""
+        if self._basis is None:
+            self._basis = self._new_basis(first=position)
+        elif self._next_basis is not None and position >= self._next_basis.first:
+            self._basis, self._next_basis = self._next_basis, None
             if self.local_math is not None:
-                self.local_math.forget()
+                self.local_math.forget()  # it held the window in the old basis
         return self._basis
 
-    def _projection(self, position: int) -> np.ndarray:
-        """The line at ``position`` in the current basis, ``(c, width)``, zero where not valid; cached."""
-        if position not in self._projections:
-            self._project([position])
-        return self._projections[position]
+    def _new_basis(self, first: int) -> _Basis:
+        """Mean, leading eigenvectors and their eigenvalues of the causal statistics now."""
+        statistics = self.global_rx.statistics
+        assert statistics is not None  # lines are released only after the warm-up
+        mean, cov = statistics.mean_and_covariance()
+        values, vectors = np.linalg.eigh(cov)
+        order = np.argsort(values)[::-1][: self.components]
+        self._basis_age = 0
+        return _Basis(mean, vectors[:, order], np.maximum(values[order], 0.0), first)
 
-    def _projections_of(self, positions: list[int]) -> np.ndarray:
+    def _projection(self, basis: _Basis, position: int) -> np.ndarray:
+        """The line at ``position`` in ``basis``, ``(c, width)``, zero where not valid; cached."""
+        if position not in basis.projections:
+            self._project(basis, [position])
+        return basis.projections[position]
+
+    def _projections_of(self, basis: _Basis, positions: list[int]) -> np.ndarray:
         """:meth:`_projection` of several lines, ``(lines, c, width)``."""
-        self._project([p for p in positions if p not in self._projections])
-        return np.stack([self._projections[p] for p in positions])
+        self._project(basis, [p for p in positions if p not in basis.projections])
+        return np.stack([basis.projections[p] for p in positions])
 
-    def _project(self, positions: list[int]) -> None:
-        """Project these lines on the current basis into the cache, in one 2-D product (BLAS; a
-        stacked 3-D matmul took 6x longer for one line)."""
+    def _project(self, basis: _Basis, positions: list[int]) -> None:
+        """Project these lines on ``basis`` into its cache, in one 2-D product (BLAS; a stacked
+        3-D matmul took 6x longer for one line)."""
         if not positions:
             return
-        assert self._basis is not None
-        mean, basis, _ = self._basis
         lines = [self._lines[p][0] for p in positions]
-        pixels = (lines[0] if len(lines) == 1 else np.concatenate(lines)) - mean  # (n width, bands)
-        projected = (basis.T @ pixels.T).reshape(basis.shape[1], len(positions), -1)  # (c, n, width)
+        pixels = (lines[0] if len(lines) == 1 else np.concatenate(lines)) - basis.mean  # (n width, bands)
+        projected = (basis.vectors.T @ pixels.T).reshape(basis.vectors.shape[1], len(positions), -1)
         for i, p in enumerate(positions):
-            self._projections[p] = np.where(self._lines[p][1], projected[:, i], 0.0)
+            basis.projections[p] = np.where(self._lines[p][1], projected[:, i], 0.0)
 
-    def _features(self, position: int) -> _LineFeatures:
-        """The line at ``position`` in the current basis (:class:`_LineFeatures`); cached."""
-        if position not in self._projected:
+    def _features(self, basis: _Basis, position: int) -> _LineFeatures:
+        """The line at ``position`` in ``basis`` (:class:`_LineFeatures`); cached."""
+        if position not in basis.features:
             _, valid = self._lines[position]
-            y = self._projection(position)
+            y = self._projection(basis, position)
             halves = (self.local.outer // 2, self.local.inner // 2)
             if self._box_sums is None or self._box_sums.width != len(valid):
                 self._box_sums = _AlongLineBoxSums(1 + len(y) + len(self._pairs[0]), len(valid), halves)
@@ -292,8 +325,8 @@ class CausalHybridRX:
             per_pixel[0] = valid
             per_pixel[1 : 1 + len(y)] = y
             np.multiply(y[self._pairs[0]], y[self._pairs[1]], out=per_pixel[1 + len(y) :])
-            self._projected[position] = _LineFeatures(*self._box_sums())
-        return self._projected[position]
+            basis.features[position] = _LineFeatures(*self._box_sums())
+        return basis.features[position]
 
 
 class _RowWindow:
