@@ -1034,11 +1034,12 @@ def test_local_math_keeps_one_plan_per_shape(emulated_rx: Any) -> None:
 
 
 @pytest.mark.parametrize("case", ["basis changes", "singular windows", "too many components"])
-def test_hybrid_rx_local_part_on_the_kernel_as_in_numpy(emulated_rx: Any, case: str) -> None:
+def test_hybrid_rx_local_part_on_the_kernel_as_in_numpy(emulated_rx: Any, case: str, monkeypatch) -> None:
     """CausalHybridRX with its local part on the (emulated) lrx kernel against the float64 numpy
-    detector: a basis refreshed every 5 lines (the device ring is put again each time); windows
-    made singular by a dead band without loading (the kernel marks them and numpy scores those
-    lines); more components than the kernel holds (numpy throughout)."""
+    detector: a basis changing every 7 lines (asked every 5; a 7-line window hands a new one over
+    in 7 lines; the device ring is put again each time); windows made singular by a dead band
+    without loading (the kernel marks them and numpy scores those lines); more components than
+    the kernel holds (numpy throughout)."""
     from edge_had.detectors.lrx import LocalRXSettings
     from edge_had.stream.causal import CausalSettings
     from edge_had.stream.cuda_line_math import CudaLocalMath
@@ -1052,8 +1053,21 @@ def test_hybrid_rx_local_part_on_the_kernel_as_in_numpy(emulated_rx: Any, case: 
     if case == "singular windows":
         lines[..., 1] = 50.0
         local = LocalRXSettings(n_components=None, regularization=0.0)
+    if case == "basis changes":
+        local = LocalRXSettings(3, 7, n_components=10)
     settings = CausalSettings(warmup_lines=4)
     scored, detectors = {}, {}
+    bases: dict[int, list[Any]] = {}  # detector -> the bases that scored its lines, in order
+    original = CausalHybridRX._basis_for
+
+    def spy(self: CausalHybridRX, position: int) -> Any:
+        basis = original(self, position)
+        used = bases.setdefault(id(self), [])
+        if not used or used[-1] is not basis:
+            used.append(basis)
+        return basis
+
+    monkeypatch.setattr(CausalHybridRX, "_basis_for", spy)
     for name in ("numpy", "cuda"):
         device = CudaLocalMath(emulated_rx) if name == "cuda" else None
         detector = CausalHybridRX(bands, settings, local, basis_every=5, local_math=device)
@@ -1076,6 +1090,8 @@ def test_hybrid_rx_local_part_on_the_kernel_as_in_numpy(emulated_rx: Any, case: 
         assert calls == 30 and device.numpy_lines == 30  # every window: the dead band's component
     else:
         assert calls == 30 and device.numpy_lines == 0
+    if case == "basis changes":
+        assert len(bases[id(detectors["cuda"])]) >= 4  # first released at line 3, then 10, 17, 24
 
 
 @pytest.mark.parametrize("case", ["dark warm-up", "rank-deficient"])

@@ -122,22 +122,30 @@ def test_a_basis_change_projects_no_more_lines_at_once_than_any_other_line(cube,
     """The next basis is handed over line by line: no push projects more than two lines (the new
     line in the current and in the next basis). Re-projecting the window's lines at once made
     every basis change a latency spike (15 lines; 10 ms against 1.7 ms on the 2-core CPU)."""
-    projected: list[int] = []
-    original = CausalHybridRX._project
+    projected: list[int] = []  # per push: lines projected, and (numpy's path) their along-line sums
+    summed: list[int] = []
+    original_project, original_sums = CausalHybridRX._project, _AlongLineBoxSums.__call__
 
-    def counting(self, basis, positions):
+    def counting_project(self, basis, positions):
         projected[-1] += len(positions)
-        return original(self, basis, positions)
+        return original_project(self, basis, positions)
 
-    monkeypatch.setattr(CausalHybridRX, "_project", counting)
+    def counting_sums(self):
+        summed[-1] += 1
+        return original_sums(self)
+
+    monkeypatch.setattr(CausalHybridRX, "_project", counting_project)
+    monkeypatch.setattr(_AlongLineBoxSums, "__call__", counting_sums)
     local = LocalRXSettings(3, 7, n_components=4)
     scorer = CausalHybridRX(12, CausalSettings(warmup_lines=4), local, basis_every=6,
                             local_math=RefusingLocalMath(set()) if device else None)  # fmt: skip
     for row in range(cube.shape[0]):
         projected.append(0)
+        summed.append(0)
         scorer.push(cube[row])
     bases_changed = scorer._basis.first > 0
     assert bases_changed and max(projected[12:]) <= 2  # after the first basis (released at line 7)
+    assert max(summed[12:]) <= (0 if device else 2)  # a device sums the lines itself
 
 
 class RefusingLocalMath:

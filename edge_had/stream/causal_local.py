@@ -14,7 +14,9 @@ The offline detector (:mod:`edge_had.detectors.scoring`) needs the whole scene; 
   (beside the current basis), and it scores from the first line whose whole window arrived after
   it, ``outer // 2`` lines later. Re-projecting the window's ``outer`` lines at once made every
   64th line 5-8x slower than the others (10 ms against 1.7 ms on the 2-core CPU, and the late
-  lines of hybrid RX on the GPU).
+  lines of hybrid RX on the GPU). A basis now scores ``2 (outer // 2)`` lines later than when it
+  was put in at once (14 by default), and the next one is computed only once it scores, so the
+  basis changes every ``max(basis_every, outer)`` lines.
 
 Where it runs: numpy by default; with ``local_math`` (``stream --rx-device cuda``:
 :class:`edge_had.stream.cuda_line_math.CudaLocalMath`) the window sums and the per-pixel solve run
@@ -22,8 +24,9 @@ on the CUDA kernels in float64, the same algorithm, and a line with a singular w
 numpy. The projection on the basis stays on the host either way.
 
 Memory: the window's lines (``outer`` x width x K floats) and, per line, its components and their
-two along-line box sums (``outer`` x width x (c + 2 (1 + c + c (c + 1) / 2)) floats); nothing
-grows with the stream once the global warm-up is over (lines wait for it as in
+two along-line box sums (``outer`` x width x (c + 2 (1 + c + c (c + 1) / 2)) floats; up to
+``outer - 1`` lines more of them in the next basis during a hand-over); nothing grows with the
+stream once the global warm-up is over (lines wait for it as in
 :class:`CausalRX`; the pipeline rejects lines without a valid pixel).
 """
 
@@ -102,7 +105,7 @@ class LocalLineMath(Protocol):
 
 
 class _LineFeatures(NamedTuple):
-    """One line's ``[valid, y, y_i y_j (i <= j)]`` in the current principal basis (``y``: its
+    """One line's ``[valid, y, y_i y_j (i <= j)]`` in one principal basis (``y``: its
     projection, :meth:`CausalHybridRX._projection`), summed along the line over the outer and the
     inner window's width (component-first, ``(1 + c + c (c + 1) / 2, width)``). Box sums are
     linear, so summing these over the window's lines gives the window sums."""
