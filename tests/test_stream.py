@@ -557,6 +557,47 @@ def test_asynchronous_push_waits_only_for_the_older_run(untrained_bundle) -> Non
     assert _enhancer_threads() == []  # flush ended the worker
 
 
+class _HostArrayRunner:
+    """Hands out its own host arrays (as a runner on a CUDA device hands out page-locked ones) and
+    records what each inference read."""
+
+    def __init__(self, runner) -> None:
+        self.runner, self.given, self.read = runner, [], []
+
+    def host_array(self, shape):
+        self.given.append(np.zeros(shape, np.float32))
+        return self.given[-1]
+
+    def infer(self, feed, outputs=None):
+        self.read.append(feed["cube"])
+        return self.runner.infer(feed, outputs)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_the_enhancer_writes_lines_into_the_runners_host_arrays(untrained_bundle, asynchronous) -> None:
+    """Every block the network reads, the warm-up's too, lies in an array the runner handed out:
+    for torch on CUDA that is page-locked memory, which uploads a block 4x faster on an H100."""
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import StreamEnhancer
+
+    bundle = load_bundle(untrained_bundle(seed=0, k=16, hidden=8, blocks=2))
+    lines = np.random.default_rng(1).random((30, 12, 20)).astype(np.float32)
+    with TorchRunner(bundle.model_for(20)) as torch_runner:
+        runner = _HostArrayRunner(torch_runner)
+        enhancer = StreamEnhancer(bundle, runner, block=4, context=1, fit_lines=4, asynchronous=asynchronous)
+        enhancer.warm_up(12, 20)
+        out = []
+        for line in lines:
+            out += enhancer.push(line, np.ones(12, bool))
+        out += enhancer.flush()
+    assert len(out) == 30 and len(runner.given) == (3 if asynchronous else 2)  # warm-up + windows
+    blocks = runner.read[1:-1]  # the flush's last, partial block is a copy
+    assert len(blocks) >= 6
+    assert all(any(np.shares_memory(block, given) for given in runner.given[1:]) for block in blocks)
+    assert np.shares_memory(runner.read[0], runner.given[0])
+
+
 def test_an_asynchronous_run_error_is_raised_by_a_later_call_and_then_on(untrained_bundle) -> None:
     import functools
 

@@ -107,7 +107,7 @@ class StreamEnhancer:
             raise EnhancementError("warm_up() runs before the first line")
 
         def run_once() -> list[tuple[np.ndarray, np.ndarray]]:
-            window = np.zeros((1, bands, 2 * self.context + self.block, width), np.float32)
+            window = self._host_array((1, bands, 2 * self.context + self.block, width))
             if self._worker is None:
                 self.runner.infer({"cube": window}, ENHANCED)
             else:
@@ -180,7 +180,7 @@ class StreamEnhancer:
         if first:
             width, bands = line.shape
             shape = (bands, 2 * self.context + self.block, width)
-            self._windows = [np.zeros(shape, np.float32) for _ in range(2 if self.asynchronous else 1)]
+            self._windows = [self._host_array(shape) for _ in range(2 if self.asynchronous else 1)]
         window = self._windows[self._current]
         window[:, self._fill] = self.bundle.normalization.apply(line, *self.lo_hi).T
         if first:  # the context before the stream's first line repeats it, as the model pads
@@ -198,6 +198,12 @@ class StreamEnhancer:
         self._windows[following][:, :keep] = window[:, self.block : self.block + keep]
         self._current, self._fill = following, keep
         return out
+
+    def _host_array(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A zeroed float32 window from the runner's :meth:`~edge_had.runtime.base.Runner.host_array`
+        (page-locked memory for torch on CUDA), or numpy's for a runner without one."""
+        host_array = getattr(self.runner, "host_array", None)
+        return np.zeros(shape, np.float32) if host_array is None else host_array(shape)
 
     def _submit(self, window: np.ndarray, count: int, used: int | None) -> None:
         """Start the model on ``window`` (``context`` rows, then the lines, then look-ahead) for
