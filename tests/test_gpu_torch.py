@@ -121,9 +121,11 @@ def test_a_cuda_runner_hands_out_page_locked_host_arrays(cuda_device: str) -> No
     from edge_had.models.bundle import load_bundle as load
     from edge_had.runtime.torch_runner import TorchRunner
 
-    bundle = load(None)
-    model = bundle.model_for(32)
-    with TorchRunner(model, "fp32", cuda_device) as runner, TorchRunner(model, "fp32", "cpu") as cpu:
+    # a bundle each: a runner moves its networks to its device in place
+    with (
+        TorchRunner(load(None).model_for(32), "fp32", cuda_device) as runner,
+        TorchRunner(load(None).model_for(32), "fp32", "cpu") as cpu,
+    ):
         window = runner.host_array((1, 32, 22, 64))
         assert torch.from_numpy(window).is_pinned() and not window.any()
         window[:] = np.random.default_rng(0).random(window.shape, dtype=np.float32)
