@@ -20,7 +20,7 @@ were chosen with those scenes' ground truth: an indirect, weak leak, stated with
     python bench/event_threshold.py --json bench/results/event_threshold.json
     python bench/event_threshold.py --detector hybrid-rx --json bench/results/event_threshold_hybrid.json
     python bench/event_threshold.py --detector enhanced-rx --cv CV --crossval bench/results/crossval.json \
-        --json bench/results/event_threshold_enhanced.json
+        --json bench/results/event_threshold_enhanced.json   # --variant supervised-ranking (default)
 """
 
 from __future__ import annotations
@@ -96,13 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", choices=tuple(STREAM_DETECTORS), default="rx")
     parser.add_argument("--cv", help="enhanced detectors: the crossval output folder (fold models)")
     parser.add_argument("--crossval", help="enhanced detectors: its crossval.json (alphas per fold)")
-    parser.add_argument("--variant", default="random-encoder", help="enhanced detectors: the variant")
+    parser.add_argument(
+        "--variant",
+        default="supervised-ranking",
+        help="enhanced detectors: the variant (default: the shipped recipe)",
+    )
     parser.add_argument("--json", required=True)
     args = parser.parse_args(argv)
     enhanced, scorer = STREAM_DETECTORS[args.detector]
     if enhanced and not (args.cv and args.crossval):
         parser.error(f"--detector {args.detector} needs --cv and --crossval")
     report = json.loads(Path(args.crossval).read_text()) if enhanced else None
+    if report is not None and args.variant not in report["alphas"]:
+        parser.error(f"{args.crossval} has no {args.variant} models; it has {sorted(report['alphas'])}")
     scenes = {path.stem: load_scene(path) for path in list_scenes(args.data)}
     folds = fold_assignment(list(scenes), 5)  # the cross-validation's folds
     if report is not None and report["folds"] != folds:

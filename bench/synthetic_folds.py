@@ -8,7 +8,7 @@ its own training scenes (``crossval.json``); ``random`` is the untrained network
 seeds. Global RX of ``x_k + a f_spe + b f_spa`` and hybrid RX of ``x_k + a_h f_spe``.
 
     python bench/synthetic_folds.py --cv CV --variants supervised-ranking supervised-ranking-implants \\
-        --json bench/results/synthetic_folds.json
+        --seeds 0 1 2 --json bench/results/synthetic_folds.json
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cv", required=True, help="the --out folder of edge-had crossval")
     parser.add_argument("--variants", nargs="+", required=True)
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        help="the seeds' fold models to score (default: every seed in the report)",
+    )
     parser.add_argument("--json", required=True)
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -47,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.variants) - set(report["alphas"]))
     if unknown:
         parser.error(f"no fold models of {unknown} in {args.cv}; the report has {sorted(report['alphas'])}")
+    seeds = report["seeds"] if args.seeds is None else args.seeds
+    if not set(seeds) <= set(report["seeds"]):
+        parser.error(f"{args.cv} has fold models of seeds {report['seeds']}, not {sorted(set(seeds))}")
 
     def auc(scores: np.ndarray) -> float:
         return roc_auc(scores, scene.gt, scene.valid)
@@ -57,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         models[variant] = {}
         for key in sorted(report["alphas"][variant]):
             seed, fold = (int(part[4:]) for part in key.split("/"))
+            if seed not in seeds:
+                continue
             bundle = fold_model(args.cv, report, variant, seed, fold)
             parts = enhance_parts(bundle, cube, scene.valid, wavelengths)
             enhanced = EnhancedScene(parts, scene.valid)
@@ -81,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "kind": "synthetic_folds",
         "scene": "synthetic_scene() (default seed)",
         "crossval_seeds": report["seeds"],
+        "seeds": seeds,
         "baselines": baselines,
         "models": models,
         "summary": summary,

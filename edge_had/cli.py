@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import edge_had
-from edge_had.cli_types import existing_file, integer_from, non_negative_number
+from edge_had.cli_types import existing_file, integer_from, network_options_given, non_negative_number
 from edge_had.errors import EdgeHadError
 
 DESCRIPTION = """\
@@ -100,6 +100,11 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
 
 def _detector_from_args(args: argparse.Namespace) -> Any:
     from edge_had.detectors.registry import make_detector
+
+    if not args.detector.startswith("enhanced-") and (given := network_options_given(args)):
+        raise EdgeHadError(
+            f"{' '.join(given)}: only enhanced-* detectors use them; {args.detector} runs no network"
+        )
 
     if args.detector == "rx":
         return make_detector("rx", precision=args.precision, regularization=args.regularization or 0.0)
@@ -195,8 +200,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  --backend auto (fp32, no engine/onnx given) -> {choice.backend}; skipped: {skipped}")
     print(f"model:       {_shipped_model_status()}")
     folder = settings.data_dir()
-    found = len(list(folder.glob("*.mat"))) if folder.is_dir() else 0
-    print(f"data: {folder} ({found} .mat scenes; set {settings.DATA_ENV} to change)")
+    found = f"{len(list(folder.glob('*.mat')))} .mat scenes" if folder.is_dir() else "no such folder"
+    print(f"data: {folder} ({found}; set {settings.DATA_ENV} to change)")
     return 0
 
 
@@ -473,8 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train the enhancement model (stage 1 spectral teacher, stage 2 spatial student)",
-        description="Train the enhancement model on background: ground-truth anomalies of the training "
-        "scenes are masked out of every loss. Works under torchrun (DistributedDataParallel).",
+        description="Train the enhancement model. The defaults are METHOD.md's recipe, trained on "
+        "background (ground-truth anomalies of the training scenes are masked out of every loss): "
+        "frozen pretrained encoder, reverse distillation, then the spatial student. The shipped "
+        "recipe instead ranks the training scenes' labelled anomalies above their background: "
+        "--encoder random --no-reverse-distillation --ranking-epochs 4 (see the README). Works under "
+        "torchrun (DistributedDataParallel).",
     )
     from edge_had.train.cli import add_train_arguments
 
@@ -522,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--bands", type=integer_from(2), required=True, help="the sensor's band count B")
     export.add_argument("--wavelengths", help="the sensor's band centres in nm (.txt, one per line, or .npy)")
     export.add_argument("--out", required=True, help="output folder")
-    export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="default fp32")
     export.add_argument(
         "--scorer",
         choices=["global", "hybrid"],

@@ -71,3 +71,25 @@ def existing_file(text: str) -> str:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"{text!r}: no such file")
     return text
+
+
+#: Options that only the enhancement network reads, with their defaults.
+NETWORK_OPTIONS = {
+    "model": None,
+    "onnx": None,
+    "engine": None,
+    "backend": "auto",
+    "net_precision": "fp32",
+    "device": "cpu",
+    "fusion": "feature",
+}
+
+
+def network_options_given(args: argparse.Namespace) -> list[str]:
+    """The network-only options (:data:`NETWORK_OPTIONS`) set away from their defaults, as flags:
+    for a detector without a network they would be ignored silently."""
+    return [
+        "--" + name.replace("_", "-")
+        for name, default in NETWORK_OPTIONS.items()
+        if getattr(args, name, default) != default
+    ]

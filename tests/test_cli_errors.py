@@ -47,6 +47,31 @@ def test_out_of_range_options_are_usage_errors(argv, option, says, capsys) -> No
     assert f"argument {option}" in error and says in error, error
 
 
+@pytest.mark.parametrize(
+    ("command", "options", "named"),
+    [
+        ("detect", ["--detector", "rx", "--model", "my-model"], "--model"),
+        (
+            "detect",
+            ["--detector", "hybrid-rx", "--backend", "torch", "--fusion", "product"],
+            "--backend --fusion",
+        ),
+        ("eval", ["--detector", "lrx", "--net-precision", "fp16"], "--net-precision"),
+        ("stream", ["--detector", "rx", "--device", "cuda"], "--device"),
+        ("stream", ["--detector", "hybrid-rx", "--model", "m", "--async-enhance"], "--model --async-enhance"),
+    ],
+)
+def test_network_options_for_a_detector_without_a_network_are_refused(
+    command, options, named, scene: Path, tmp_path: Path, capsys
+) -> None:
+    """`detect --detector rx --model X` ran and ignored the model (found by an audit of the
+    README's commands); now every such option is named in the error."""
+    target = {"detect": [str(scene)], "eval": ["--data", str(tmp_path)], "stream": ["--source", "synthetic"]}
+    assert main([command, *target[command], *options]) == 2
+    error = capsys.readouterr().err
+    assert f"{named}: only enhanced-* detectors use them" in error, error
+
+
 @pytest.fixture
 def scene(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)

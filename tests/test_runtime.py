@@ -187,7 +187,9 @@ def test_a_given_onnx_file_must_fit_the_model_sensor_and_precision(bundle_dir: P
         enhancement_runner(choice, other, 30, onnx=graph)
     hybrid = load_bundle(bundle_dir)  # e.g. a hybrid-RX stream, which adds f_spe at its own alpha
     hybrid.config = dataclasses.replace(hybrid.config, alpha_spe=hybrid.config.alpha_spe * 2, alpha_spa=0.0)
-    with pytest.raises(BackendError, match="it adds the features at alphas"):
+    with pytest.raises(
+        BackendError, match="it adds the features at alphas.*`edge-had export --scorer hybrid`"
+    ):
         enhancement_runner(choice, hybrid, 30, onnx=graph)
     # same band count, other resampling: a graph for band index is refused for a scene with
     # wavelengths, and one exported for wavelengths for another set or for none

@@ -763,7 +763,9 @@ def test_async_enhance_without_a_network_is_refused(capsys) -> None:
     assert (
         main(["stream", "--source", "synthetic", "--lines", "20", "--detector", "rx", "--async-enhance"]) == 2
     )
-    assert "rx has none" in capsys.readouterr().err
+    assert (
+        "--async-enhance: only enhanced-* detectors use them; rx runs no network" in capsys.readouterr().err
+    )
 
 
 def test_lines_pushed_after_finish_are_rejected(lines) -> None:

@@ -147,7 +147,8 @@ def _check_source(path: Path, meta: dict[str, Any], needed: _Needed, fix: str) -
     if (meta.get("alpha_spe"), meta.get("alpha_spa")) != alphas:
         problems.append(  # e.g. a graph exported for global RX given to a hybrid-RX stream
             f"it adds the features at alphas ({meta.get('alpha_spe')}, {meta.get('alpha_spa')}), "
-            f"the detector needs {alphas}"
+            f"the detector needs {alphas}: each scorer has its own (`edge-had export --scorer hybrid` "
+            "for enhanced-hybrid-rx, `--scorer global`, the default, for enhanced-rx)"
         )
     if meta.get("bands") != bands:
         problems.append(f"it takes {meta.get('bands')} bands, the scene has {bands}")

@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from edge_had.cli_types import existing_file, integer_from, open_probability, positive_number, probability
+from edge_had.cli_types import (
+    existing_file,
+    integer_from,
+    network_options_given,
+    open_probability,
+    positive_number,
+    probability,
+)
 from edge_had.errors import EdgeHadError
 from edge_had.eval.report import json_text
 from edge_had.stream.faults import FAULTS
@@ -51,10 +58,22 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "resampled bands; *hybrid-rx: sqrt(RX * LRX) with a causal local RX, 7 lines more look-ahead",
     )
     parser.add_argument("--model", help="enhanced-*: model folder (default: the shipped model)")
-    parser.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"], default="auto")
-    parser.add_argument("--net-precision", choices=["fp32", "fp16", "int8"], default="fp32")
-    parser.add_argument("--onnx", type=existing_file, help="enhanced-rx: exported ONNX graph for the sensor")
-    parser.add_argument("--engine", type=existing_file, help="enhanced-rx: TensorRT engine")
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "tensorrt", "onnxruntime", "torch"],
+        default="auto",
+        help="enhanced-*: auto (default) takes the first available of tensorrt > onnxruntime > torch",
+    )
+    parser.add_argument(
+        "--net-precision", choices=["fp32", "fp16", "int8"], default="fp32", help="enhanced-*: default fp32"
+    )
+    parser.add_argument(
+        "--onnx",
+        type=existing_file,
+        help="enhanced-*: exported ONNX graph for the sensor (`edge-had export`; add --scorer hybrid "
+        "for enhanced-hybrid-rx)",
+    )
+    parser.add_argument("--engine", type=existing_file, help="enhanced-*: TensorRT engine (`edge-had build`)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
         "--rx-device",
@@ -80,7 +99,10 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bands", type=integer_from(2), help="synthetic: bands (default: the sensor's)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic: seed (default 0)")
     parser.add_argument(
-        "--pfa", type=open_probability, default=1e-6, help="per-pixel false-alarm rate of the event threshold"
+        "--pfa",
+        type=open_probability,
+        default=1e-6,
+        help="per-pixel false-alarm rate of the event threshold (default 1e-6)",
     )
     parser.add_argument(
         "--min-event-area",
@@ -137,8 +159,12 @@ def _source(args: argparse.Namespace) -> tuple[Any, np.ndarray | None, np.ndarra
 
 
 def run_stream_command(args: argparse.Namespace) -> int:
-    if args.async_enhance and not STREAM_DETECTORS[args.detector][0]:
-        raise EdgeHadError(f"--async-enhance runs the enhancement network: {args.detector} has none")
+    if not STREAM_DETECTORS[args.detector][0] and (
+        given := network_options_given(args) + (["--async-enhance"] if args.async_enhance else [])
+    ):
+        raise EdgeHadError(
+            f"{' '.join(given)}: only enhanced-* detectors use them; {args.detector} runs no network"
+        )
     if args.json:  # refused now, not after the whole stream has run
         _check_writable(Path(args.json))
     cuda_rx = None

@@ -196,7 +196,9 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     from edge_had.stream.boards import BOARDS
 
-    parser.add_argument("--sensor", choices=sorted(SENSORS), default="fx10")
+    parser.add_argument(
+        "--sensor", choices=sorted(SENSORS), default="fx10", help="sensor preset (default fx10)"
+    )
     parser.add_argument("--device", choices=sorted(BOARDS), required=True, help="Jetson board")
     parser.add_argument("--detector", choices=list(STREAM_DETECTORS), default="enhanced-rx")
     parser.add_argument("--model", help="enhanced-*: model folder (default: the shipped model)")
