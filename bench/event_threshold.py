@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     enhanced, scorer = STREAM_DETECTORS[args.detector]
     if enhanced and not (args.cv and args.crossval):
         parser.error(f"--detector {args.detector} needs --cv and --crossval")
+    if not enhanced and (args.cv or args.crossval):
+        parser.error(f"--cv and --crossval are for enhanced detectors; {args.detector} runs no network")
     report = json.loads(Path(args.crossval).read_text()) if enhanced else None
     if report is not None and args.variant not in report["alphas"]:
         parser.error(f"{args.crossval} has no {args.variant} models; it has {sorted(report['alphas'])}")

@@ -39,7 +39,7 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
         help="enhanced-*: the trained background enhancement (shipped model unless --model), then "
         "global RX / LRX / sqrt(RX * LRX) (enhanced-hybrid-rx is the most accurate offline; see the "
         "README); rx / lrx: classic global / dual-window RX on the native bands; hybrid-rx: "
-        "sqrt(RX * LRX); resampled-(hybrid-)rx: the same without the networks, on the model's K "
+        "sqrt(RX * LRX); resampled-(hybrid-)rx: the same without the networks, on K = 64 "
         "resampled bands (the enhancement's baselines). Default: enhanced-rx",
     )
     group.add_argument(

@@ -72,6 +72,19 @@ def test_network_options_for_a_detector_without_a_network_are_refused(
     assert f"{named}: only enhanced-* detectors use them" in error, error
 
 
+@pytest.mark.parametrize("command", ["detect", "eval", "stream"])
+def test_the_network_options_defaults_are_the_parsers(command) -> None:
+    """network_options_given compares with copied defaults: a parser default changed alone would
+    refuse every plain-RX run (or let a set option pass)."""
+    from edge_had.cli import build_parser
+    from edge_had.cli_types import NETWORK_OPTIONS
+
+    argv = {"detect": [command, "x.npy"], "eval": [command], "stream": [command, "--source", "synthetic"]}
+    args = build_parser().parse_args(argv[command])
+    for name, default in NETWORK_OPTIONS.items():
+        assert getattr(args, name, default) == default, (command, name)
+
+
 @pytest.fixture
 def scene(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)

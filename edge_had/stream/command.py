@@ -74,7 +74,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "for enhanced-hybrid-rx)",
     )
     parser.add_argument("--engine", type=existing_file, help="enhanced-*: TensorRT engine (`edge-had build`)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", default="cpu", help="enhanced-*: torch device (default cpu)")
     parser.add_argument(
         "--rx-device",
         choices=("cpu", "cuda"),
