@@ -1,0 +1,90 @@
+"""Numbers the documentation quotes agree with what produces them: the committed result files of
+the benchmarks and the code's own counts (an audit of the README found several that had drifted
+after the code changed: the event-threshold table, the plan's MFLOP, the install lists)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6): the dev extra installs tomli
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+RESULTS = ROOT / "bench" / "results"
+
+
+def table_row(text: str, first_cell: str) -> list[str]:
+    """The cells of the markdown table row whose first cell is ``first_cell``."""
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no table row {first_cell!r}")
+
+
+def test_streaming_auc_tables_are_the_committed_run() -> None:
+    means = json.loads((RESULTS / "stream_auc.json").read_text())["mean"]
+    tables = {
+        "| | offline RX (native) |": ["offline rx", "offline rx (32 bands)", "stream rx", "offline enhanced",
+                                      "stream enhanced"],
+        "| hybrid RX | offline (32 bands) |": ["offline hybrid (32 bands)", "stream hybrid",
+                                                "offline enhanced hybrid", "stream enhanced hybrid"],
+    }  # fmt: skip
+    for header, keys in tables.items():
+        cells = table_row(README[README.index(header) :], "mean AUC")
+        assert [cell.strip("*") for cell in cells[1:]] == [f"{means[key]:.4f}" for key in keys], header
+
+
+@pytest.mark.parametrize(
+    ("detector", "result"),
+    [
+        ("`rx`", "event_threshold.json"),
+        ("`hybrid-rx`", "event_threshold_hybrid.json"),
+        ("`enhanced-rx`", "event_threshold_enhanced.json"),
+        ("`enhanced-hybrid-rx`", "event_threshold_enhanced_hybrid.json"),
+    ],
+)
+def test_the_event_threshold_table_is_the_committed_run(detector: str, result: str) -> None:
+    record = json.loads((RESULTS / result).read_text())
+    section = README[README.index("| `stream --detector` | nominal (pfa 1e-6") :]
+    cells = table_row(section, detector)
+
+    def quoted(mean: dict[str, float]) -> str:
+        return f"{mean['false_per_1000_lines']:.0f} / {mean['recall']:.2f} / {mean['precision']:.2f}"
+
+    got = [cell.strip("*") for cell in cells[1:4]]
+    assert got == [
+        quoted(record["mean_at_nominal_1e-6"]),
+        quoted(record["pfa"]["mean_held_out"]),
+        quoted(record["pfa_and_min_area"]["mean_held_out"]),
+    ]
+
+
+def test_the_plan_figures_quoted_are_the_plans() -> None:
+    from edge_had.stream.plan import plan
+
+    for detector, phrase in (
+        ("enhanced-rx", "FX10 on an AGX Orin: {} MFLOP"),
+        ("enhanced-hybrid-rx", "hybrid RX {} MFLOP"),
+    ):
+        mflop = plan("agx-orin-64gb", "fx10", detector)["flops_per_line"] / 1e6
+        assert phrase.format(f"{mflop:.1f}") in " ".join(README.split()), (detector, mflop)
+
+
+def test_the_jetson_install_lines_hold_every_base_dependency_but_torch() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = {re.split(r"[<>=!~ ]", dep)[0] for dep in config["project"]["dependencies"]} - {"torch"}
+    readme_line = re.search(r"`pip install (numpy [^`]*)`", " ".join(README.split()))
+    assert readme_line is not None
+    tensorrt_md = (ROOT / "export" / "TENSORRT.md").read_text()
+    tensorrt_line = next(line for line in tensorrt_md.splitlines() if line.startswith("pip install numpy"))
+    for line in (readme_line.group(1), tensorrt_line.split("#")[0].removeprefix("pip install")):
+        assert set(line.split()) == wanted, line
