@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,3 +299,33 @@ def test_a_callback_may_read_the_report_and_lines_may_be_tensors() -> None:
     assert not worker.is_alive(), "report() from on_result hung"
     pipeline.finish()
     assert pipeline.health.lines_scored == 12 and seen[-1] == 12
+
+
+@pytest.mark.parametrize("detector", ["rx", "enhanced-hybrid-rx"])
+def test_a_camera_loop_on_build_pipeline_scores_as_edge_had_stream(detector: str, tmp_path: Path) -> None:
+    """The one-call factory a camera SDK uses (edge_had.stream.onboard.build_pipeline, pushing
+    lines from its own loop) gives the scores `edge-had stream` writes for the same lines."""
+    from edge_had.cli import main
+    from edge_had.io.synthetic import synthetic_scene
+    from edge_had.stream.onboard import build_pipeline
+
+    cube = synthetic_scene(seed=3, lines=48, width=40, bands=30).cube
+    np.save(tmp_path / "scene.npy", cube)
+    out = tmp_path / "out"
+    assert (
+        main(["stream", "--source", str(tmp_path / "scene.npy"), "--detector", detector, "--out", str(out)])
+        == 0
+    )
+    want = np.load(out / "scores.npy")
+    results: list = []
+    onboard = build_pipeline(40, 30, detector, on_result=results.append)
+    for index, line in enumerate(cube):
+        onboard.pipeline.push(line, index, index / 330.0)
+    onboard.pipeline.finish()
+    got = np.full(want.shape, np.nan)
+    for result in results:
+        if result.state == "scored":
+            got[result.index] = result.scores
+    assert np.isfinite(want).all() and onboard.detector["name"] == detector
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert (onboard.bundle is not None) == detector.startswith("enhanced")

@@ -31,15 +31,9 @@ from edge_had.cli_types import (
 from edge_had.errors import EdgeHadError
 from edge_had.eval.report import json_text
 from edge_had.stream.faults import FAULTS
+from edge_had.stream.onboard import STREAM_DETECTORS, build_pipeline
 from edge_had.stream.presets import SENSORS, sensor
 
-#: --detector -> (enhanced, scorer of :class:`~edge_had.stream.pipeline.StreamPipeline`)
-STREAM_DETECTORS = {
-    "enhanced-rx": (True, "global"),
-    "rx": (False, "global"),
-    "enhanced-hybrid-rx": (True, "hybrid"),
-    "hybrid-rx": (False, "hybrid"),
-}
 KEEP_LINES = 4096  # longer synthetic streams keep no per-line outputs in memory (soak runs)
 RSS_EVERY = 100_000  # lines between samples of the resident memory
 
@@ -224,56 +218,39 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
     from edge_had.io import scene_sha256
-    from edge_had.stream.causal import NUMPY_LINE_MATH
-    from edge_had.stream.cuda_line_math import CudaLineMath, CudaLocalMath
     from edge_had.stream.events import EventDetector, stream_threshold
-    from edge_had.stream.pipeline import INDEX_REJECTIONS, StreamPipeline
-    from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction, run_stream
+    from edge_had.stream.pipeline import INDEX_REJECTIONS
+    from edge_had.stream.run import run_stream
 
     lines, gt, valid, width, bands = _source(args)
     preset = sensor(args.sensor)
     rate = args.line_rate or preset.line_rate_hz
-    enhancer, backend, detector = None, None, {"name": args.detector}
     enhanced, scorer = STREAM_DETECTORS[args.detector]
     source_sha256 = None if args.source == "synthetic" else scene_sha256(args.source)
-    trained_on = None  # only an enhanced stream has a model that may have seen the source
-    if enhanced:
-        from edge_had.models.bundle import load_bundle
-        from edge_had.runtime import choose_backend, enhancement_runner
-        from edge_had.stream.enhance import EnhancementError, StreamEnhancer, runner_threads_beside_rx
-
-        bundle = load_bundle(args.model).for_scorer(scorer)
-        artifacts = {"onnx": args.onnx, "engine": args.engine, "device": args.device}
-        backend = choose_backend(args.backend, args.net_precision, **artifacts)
-        threads = runner_threads_beside_rx() if args.async_enhance else None  # a core left for RX
-        runner = enhancement_runner(backend, bundle, bands, cpu_threads=threads, **artifacts).activate()
-        enhancer = StreamEnhancer(bundle, runner, asynchronous=args.async_enhance)
-        try:
-            detector["warm_up_ms"] = 1e3 * enhancer.warm_up(width, bands)  # before the first line
-        except EnhancementError as error:  # the pipeline falls back to plain RX at the first line
-            detector["warm_up_ms"], detector["warm_up_error"] = None, str(error)
-            print(f"warning: the enhancement network failed its warm-up: {error}", file=sys.stderr)
-        detector["asynchronous_enhancement"] = args.async_enhance
-        detector["enhancement_cpu_threads"] = threads
-        detector.update(model=str(bundle.directory), model_sha256=bundle.sha256, **bundle.config.to_dict())
-        if bundle.training_scenes:  # a model folder without a training record: unknown (None)
-            trained_on = source_sha256 in bundle.training_scenes  # a synthetic source: never
-        reduction = None
-    else:
-        reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS)
-        detector["reduced_bands"] = DEFAULT_REDUCED_BANDS
-    pipeline = StreamPipeline(
+    onboard = build_pipeline(
         width,
         bands,
-        reduction=reduction,
-        settings=DEFAULT_SETTINGS,
-        budget_s=1.0 / rate,
-        enhancer=enhancer,
+        args.detector,
+        model=args.model,
+        backend=args.backend,
+        precision=args.net_precision,
+        onnx=args.onnx,
+        engine=args.engine,
+        device=args.device,
+        async_enhance=args.async_enhance,
+        line_rate_hz=rate,
         reorder_window=args.reorder_window,
-        scorer=scorer,
-        line_math=NUMPY_LINE_MATH if cuda_rx is None else CudaLineMath(cuda_rx),
-        local_math=None if cuda_rx is None else CudaLocalMath(cuda_rx),
+        cuda_rx=cuda_rx,
     )
+    pipeline, detector, backend = onboard.pipeline, onboard.detector, onboard.backend
+    if "warm_up_error" in detector:
+        print(
+            f"warning: the enhancement network failed its warm-up: {detector['warm_up_error']}",
+            file=sys.stderr,
+        )
+    trained_on = None  # only an enhanced stream has a model that may have seen the source
+    if onboard.bundle is not None and onboard.bundle.training_scenes:  # no training record: unknown
+        trained_on = source_sha256 in onboard.bundle.training_scenes  # a synthetic source: never
     if args.faults:
         from edge_had.stream.faults import faulty_lines, parse_faults
 

@@ -1,0 +1,141 @@
+"""The line loop ``edge-had stream`` runs, built in one call for a camera SDK's own loop.
+
+:func:`build_pipeline` makes the :class:`~edge_had.stream.pipeline.StreamPipeline` of a stream
+detector (``enhanced-rx``, ``rx``, ``enhanced-hybrid-rx``, ``hybrid-rx``) with the recorded
+causal-RX settings: for the enhanced ones it loads the model (default: the shipped one), picks
+and starts the backend (``auto``: tensorrt > onnxruntime > torch), warms the network up before
+the first line and plugs the enhancer in; for the plain ones it reduces the bands to 32. The
+caller then pushes lines (``push(line, index, timestamp, meta)``), takes results in
+``on_result`` and calls ``finish()`` at the end of the scan::
+
+    from edge_had.stream.onboard import build_pipeline
+
+    onboard = build_pipeline(1024, 224, "enhanced-rx", on_result=handle)  # handle(LineResult)
+    for index, (line, timestamp) in enumerate(camera):                     # (1024, 224) arrays
+        onboard.pipeline.push(line, index, timestamp)
+    onboard.pipeline.finish()
+
+RX's per-line work runs on the CUDA kernels when an open :class:`~edge_had.cuda.rx_kernels.CudaRX`
+is given as ``cuda_rx`` (the caller closes it after the stream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_had.stream.pipeline import LineResult, StreamPipeline
+
+#: stream detector -> (enhanced, scorer of :class:`~edge_had.stream.pipeline.StreamPipeline`)
+STREAM_DETECTORS = {
+    "enhanced-rx": (True, "global"),
+    "rx": (False, "global"),
+    "enhanced-hybrid-rx": (True, "hybrid"),
+    "hybrid-rx": (False, "hybrid"),
+}
+
+
+@dataclass
+class OnboardPipeline:
+    """What :func:`build_pipeline` made: the ``pipeline``, and for the report the ``detector``'s
+    record (name; enhanced: warm-up time or error, the model and its settings), the ``backend``
+    chosen (enhanced only) and the model ``bundle`` (enhanced only)."""
+
+    pipeline: StreamPipeline
+    detector: dict[str, Any] = field(default_factory=dict)
+    backend: Any = None
+    bundle: Any = None
+
+
+def build_pipeline(
+    width: int,
+    bands: int,
+    detector: str = "enhanced-rx",
+    *,
+    model: str | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    onnx: str | None = None,
+    engine: str | None = None,
+    device: str = "cpu",
+    async_enhance: bool = False,
+    line_rate_hz: float = 330.0,
+    reorder_window: int = 4,
+    cuda_rx: Any = None,
+    on_result: Callable[[LineResult], None] | None = None,
+) -> OnboardPipeline:
+    """The line loop of ``detector`` for ``width``-pixel lines of ``bands`` bands (the options
+    are ``edge-had stream``'s, same names). A network that fails its warm-up does not stop it:
+    the pipeline scores plain RX from the first line, flagged, and ``detector["warm_up_error"]``
+    says why (nothing is printed or logged: the caller decides)."""
+    from edge_had.stream.causal import NUMPY_LINE_MATH
+    from edge_had.stream.pipeline import StreamPipeline
+    from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction
+
+    if detector not in STREAM_DETECTORS:
+        raise ValueError(f"unknown stream detector {detector!r}; choose one of {list(STREAM_DETECTORS)}")
+    enhanced, scorer = STREAM_DETECTORS[detector]
+    record: dict[str, Any] = {"name": detector}
+    enhancer, choice, bundle, reduction = None, None, None, None
+    if enhanced:
+        artifacts: dict[str, Any] = {"onnx": onnx, "engine": engine, "device": device}
+        enhancer, choice, bundle = _enhancer(
+            record, scorer, bands, width, model, backend, precision, artifacts, async_enhance
+        )
+    else:
+        reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS)
+        record["reduced_bands"] = DEFAULT_REDUCED_BANDS
+    line_math: Any = NUMPY_LINE_MATH
+    local_math: Any = None
+    if cuda_rx is not None:
+        from edge_had.stream.cuda_line_math import CudaLineMath, CudaLocalMath
+
+        line_math, local_math = CudaLineMath(cuda_rx), CudaLocalMath(cuda_rx)
+    pipeline = StreamPipeline(
+        width,
+        bands,
+        reduction=reduction,
+        settings=DEFAULT_SETTINGS,
+        budget_s=1.0 / line_rate_hz,
+        on_result=on_result,
+        enhancer=enhancer,
+        reorder_window=reorder_window,
+        scorer=scorer,
+        line_math=line_math,
+        local_math=local_math,
+    )
+    return OnboardPipeline(pipeline, record, choice, bundle)
+
+
+def _enhancer(
+    record: dict[str, Any],
+    scorer: str,
+    bands: int,
+    width: int,
+    model: str | None,
+    backend: str,
+    precision: str,
+    artifacts: dict[str, Any],
+    asynchronous: bool,
+) -> tuple[Any, Any, Any]:
+    """The started, warmed-up enhancer of an enhanced detector, the backend chosen and the model;
+    ``record`` gets the warm-up and the model's record."""
+    from edge_had.models.bundle import load_bundle
+    from edge_had.runtime import choose_backend, enhancement_runner
+    from edge_had.stream.enhance import EnhancementError, StreamEnhancer, runner_threads_beside_rx
+
+    bundle = load_bundle(model).for_scorer(scorer)
+    choice = choose_backend(backend, precision, **artifacts)
+    threads = runner_threads_beside_rx() if asynchronous else None  # a core left for RX
+    runner = enhancement_runner(choice, bundle, bands, cpu_threads=threads, **artifacts).activate()
+    enhancer = StreamEnhancer(bundle, runner, asynchronous=asynchronous)
+    try:
+        record["warm_up_ms"] = 1e3 * enhancer.warm_up(width, bands)  # before the first line
+    except EnhancementError as error:  # the pipeline falls back to plain RX at the first line
+        record["warm_up_ms"], record["warm_up_error"] = None, str(error)
+    record["asynchronous_enhancement"] = asynchronous
+    record["enhancement_cpu_threads"] = threads
+    record.update(model=str(bundle.directory), model_sha256=bundle.sha256, **bundle.config.to_dict())
+    return enhancer, choice, bundle
