@@ -39,9 +39,9 @@ from edge_had.eval.crossval import fold_assignment
 from edge_had.eval.fold_models import held_out_model
 from edge_had.io import list_scenes, load_scene
 from edge_had.runtime.torch_runner import TorchRunner
-from edge_had.stream.command import STREAM_DETECTORS
 from edge_had.stream.enhance import StreamEnhancer
 from edge_had.stream.events import EventDetector, stream_threshold
+from edge_had.stream.onboard import STREAM_DETECTORS
 from edge_had.stream.run import stream_scene_scores
 
 PFA_GRID = (1e-6, 1e-8, 1e-10, 1e-12, 1e-14, 1e-16, 1e-20, 1e-25, 1e-30)

@@ -329,3 +329,58 @@ def test_a_camera_loop_on_build_pipeline_scores_as_edge_had_stream(detector: str
     assert np.isfinite(want).all() and onboard.detector["name"] == detector
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert (onboard.bundle is not None) == detector.startswith("enhanced")
+
+
+def _enhance_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("enhance")]
+
+
+def test_build_pipeline_releases_the_network_when_it_fails_or_closes(monkeypatch) -> None:
+    """A build that fails after the network started, and close() at the end of a scan, leave no
+    worker thread and no active runner (for TensorRT a runner holds the CUDA context)."""
+    from edge_had.runtime.base import Runner
+    from edge_had.stream import onboard as onboard_module
+
+    active: list[Runner] = []
+    original = Runner.activate
+
+    def tracked(self: Runner) -> Runner:
+        active.append(self)
+        return original(self)
+
+    monkeypatch.setattr(Runner, "activate", tracked)
+
+    def broken_pipeline(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise RuntimeError("no memory for the window")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("edge_had.stream.pipeline.StreamPipeline", broken_pipeline)
+        with pytest.raises(RuntimeError, match="no memory"):
+            onboard_module.build_pipeline(16, 12, "enhanced-rx", backend="torch", async_enhance=True)
+    assert active and not any(runner.is_active for runner in active) and _enhance_threads() == []
+    results: list = []
+    lines = np.random.default_rng(0).random((24, 16, 12)).astype(np.float32)
+    with onboard_module.build_pipeline(16, 12, "enhanced-rx", backend="torch", async_enhance=True,
+                                       on_result=results.append) as onboard:  # fmt: skip
+        for index, line in enumerate(lines):
+            onboard.pipeline.push(line, index, float(index))
+    assert [r.state for r in sorted(results, key=lambda r: r.index)] == ["scored"] * 24  # close() finished
+    assert not onboard.runner.is_active and _enhance_threads() == []
+    onboard.close()  # twice is fine
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"detector": "rx", "model": "m", "async_enhance": True}, "--model --async-enhance: only enhanced-*"),
+        ({"detector": "hybrid-rx", "precision": "fp16"}, "--net-precision: only enhanced-*"),
+        ({"detector": "rx", "line_rate_hz": 0.0}, "line_rate_hz must be > 0"),
+        ({"detector": "rx", "reorder_window": -1}, "reorder_window >= 0"),
+        ({"detector": "lrx"}, "unknown stream detector"),
+    ],
+)
+def test_build_pipeline_refuses_what_the_command_refuses(options: dict, says: str) -> None:
+    from edge_had.stream.onboard import build_pipeline
+
+    with pytest.raises(ValueError, match=says):
+        build_pipeline(16, 12, **options)

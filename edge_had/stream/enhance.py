@@ -134,6 +134,12 @@ class StreamEnhancer:
         self._broken = "flush() ended the stream"
         return out
 
+    def close(self) -> None:
+        """Stop the worker thread (asynchronous), cancelling runs not started; the runner is its
+        owner's to deactivate. Safe to call more than once, and after :meth:`flush`."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+
     def _guarded(self, call: Any, *args: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         if self._broken is not None:
             raise EnhancementError(f"the enhancer cannot be used: {self._broken}")

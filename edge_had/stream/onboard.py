@@ -5,18 +5,22 @@ detector (``enhanced-rx``, ``rx``, ``enhanced-hybrid-rx``, ``hybrid-rx``) with t
 causal-RX settings: for the enhanced ones it loads the model (default: the shipped one), picks
 and starts the backend (``auto``: tensorrt > onnxruntime > torch), warms the network up before
 the first line and plugs the enhancer in; for the plain ones it reduces the bands to 32. The
-caller then pushes lines (``push(line, index, timestamp, meta)``), takes results in
-``on_result`` and calls ``finish()`` at the end of the scan::
+caller pushes lines (``push(line, index, timestamp, meta)``), takes results in ``on_result``,
+and at the end of the scan leaves the ``with`` block (or calls :meth:`OnboardPipeline.close`),
+which finishes the pipeline and releases the network's runner (for TensorRT, its CUDA
+context)::
 
+    from threadpoolctl import threadpool_limits
     from edge_had.stream.onboard import build_pipeline
 
-    onboard = build_pipeline(1024, 224, "enhanced-rx", on_result=handle)  # handle(LineResult)
-    for index, (line, timestamp) in enumerate(camera):                     # (1024, 224) arrays
-        onboard.pipeline.push(line, index, timestamp)
-    onboard.pipeline.finish()
+    with build_pipeline(1024, 224, "enhanced-rx", on_result=handle) as onboard, threadpool_limits(1, "blas"):
+        for index, (line, timestamp) in enumerate(camera):  # (1024, 224) arrays
+            onboard.pipeline.push(line, index, timestamp)
 
-RX's per-line work runs on the CUDA kernels when an open :class:`~edge_had.cuda.rx_kernels.CudaRX`
-is given as ``cuda_rx`` (the caller closes it after the stream).
+numpy's BLAS on one thread is what ``edge-had stream`` runs its loop under
+(:func:`edge_had.stream.run.run_stream` says why); scores do not depend on it. RX's per-line work
+runs on the CUDA kernels when an open :class:`~edge_had.cuda.rx_kernels.CudaRX` is given as
+``cuda_rx`` (the caller closes it after the stream).
 """
 
 from __future__ import annotations
@@ -41,12 +45,29 @@ STREAM_DETECTORS = {
 class OnboardPipeline:
     """What :func:`build_pipeline` made: the ``pipeline``, and for the report the ``detector``'s
     record (name; enhanced: warm-up time or error, the model and its settings), the ``backend``
-    chosen (enhanced only) and the model ``bundle`` (enhanced only)."""
+    chosen and the model ``bundle``; the ``enhancer`` and its ``runner`` (enhanced only), which
+    :meth:`close` releases."""
 
     pipeline: StreamPipeline
     detector: dict[str, Any] = field(default_factory=dict)
     backend: Any = None
     bundle: Any = None
+    enhancer: Any = None
+    runner: Any = None
+
+    def close(self) -> None:
+        """Finish the pipeline (the lines still held are scored; a no-op if finished) and release
+        the network: the enhancer's worker thread and the runner. Safe to call more than once."""
+        try:
+            self.pipeline.finish()
+        finally:
+            _release(self.enhancer, self.runner)
+
+    def __enter__(self) -> OnboardPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def build_pipeline(
@@ -66,47 +87,68 @@ def build_pipeline(
     cuda_rx: Any = None,
     on_result: Callable[[LineResult], None] | None = None,
 ) -> OnboardPipeline:
-    """The line loop of ``detector`` for ``width``-pixel lines of ``bands`` bands (the options
-    are ``edge-had stream``'s, same names). A network that fails its warm-up does not stop it:
-    the pipeline scores plain RX from the first line, flagged, and ``detector["warm_up_error"]``
-    says why (nothing is printed or logged: the caller decides)."""
+    """The line loop of ``detector`` for ``width``-pixel lines of ``bands`` bands. The options
+    are ``edge-had stream``'s: ``precision`` is ``--net-precision``, ``line_rate_hz`` your
+    camera's line rate (``--line-rate``: it sets the deadline of the late-line flag; default the
+    FX10's 330 Hz), ``cuda_rx`` an open CudaRX for ``--rx-device cuda`` (yours to close). The
+    network-only ones (``model`` to ``async_enhance``) are refused for ``rx`` and ``hybrid-rx``,
+    as the command refuses them. A network that fails its warm-up does not stop the loop: the
+    pipeline scores plain RX from the first line, flagged, and ``detector["warm_up_error"]``
+    says why (nothing is printed or logged: the caller decides). If building fails after the
+    network started, the network is released before the error propagates."""
+    from argparse import Namespace
+
+    from edge_had.cli_types import network_options_given
     from edge_had.stream.causal import NUMPY_LINE_MATH
     from edge_had.stream.pipeline import StreamPipeline
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction
 
     if detector not in STREAM_DETECTORS:
         raise ValueError(f"unknown stream detector {detector!r}; choose one of {list(STREAM_DETECTORS)}")
+    if not line_rate_hz > 0 or reorder_window < 0:
+        raise ValueError(
+            f"line_rate_hz must be > 0 and reorder_window >= 0: got {line_rate_hz}, {reorder_window}"
+        )
     enhanced, scorer = STREAM_DETECTORS[detector]
+    options = Namespace(model=model, onnx=onnx, engine=engine, backend=backend, net_precision=precision,
+                              device=device)  # fmt: skip
+    given = network_options_given(options) + (["--async-enhance"] if async_enhance else [])
+    if not enhanced and given:
+        raise ValueError(f"{' '.join(given)}: only enhanced-* detectors use them; {detector} runs no network")
     record: dict[str, Any] = {"name": detector}
-    enhancer, choice, bundle, reduction = None, None, None, None
+    enhancer, runner, choice, bundle, reduction = None, None, None, None, None
     if enhanced:
         artifacts: dict[str, Any] = {"onnx": onnx, "engine": engine, "device": device}
-        enhancer, choice, bundle = _enhancer(
+        enhancer, runner, choice, bundle = _enhancer(
             record, scorer, bands, width, model, backend, precision, artifacts, async_enhance
         )
     else:
         reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS)
         record["reduced_bands"] = DEFAULT_REDUCED_BANDS
-    line_math: Any = NUMPY_LINE_MATH
-    local_math: Any = None
-    if cuda_rx is not None:
-        from edge_had.stream.cuda_line_math import CudaLineMath, CudaLocalMath
+    try:
+        line_math: Any = NUMPY_LINE_MATH
+        local_math: Any = None
+        if cuda_rx is not None:
+            from edge_had.stream.cuda_line_math import CudaLineMath, CudaLocalMath
 
-        line_math, local_math = CudaLineMath(cuda_rx), CudaLocalMath(cuda_rx)
-    pipeline = StreamPipeline(
-        width,
-        bands,
-        reduction=reduction,
-        settings=DEFAULT_SETTINGS,
-        budget_s=1.0 / line_rate_hz,
-        on_result=on_result,
-        enhancer=enhancer,
-        reorder_window=reorder_window,
-        scorer=scorer,
-        line_math=line_math,
-        local_math=local_math,
-    )
-    return OnboardPipeline(pipeline, record, choice, bundle)
+            line_math, local_math = CudaLineMath(cuda_rx), CudaLocalMath(cuda_rx)
+        pipeline = StreamPipeline(
+            width,
+            bands,
+            reduction=reduction,
+            settings=DEFAULT_SETTINGS,
+            budget_s=1.0 / line_rate_hz,
+            on_result=on_result,
+            enhancer=enhancer,
+            reorder_window=reorder_window,
+            scorer=scorer,
+            line_math=line_math,
+            local_math=local_math,
+        )
+    except BaseException:
+        _release(enhancer, runner)
+        raise
+    return OnboardPipeline(pipeline, record, choice, bundle, enhancer, runner)
 
 
 def _enhancer(
@@ -119,9 +161,10 @@ def _enhancer(
     precision: str,
     artifacts: dict[str, Any],
     asynchronous: bool,
-) -> tuple[Any, Any, Any]:
-    """The started, warmed-up enhancer of an enhanced detector, the backend chosen and the model;
-    ``record`` gets the warm-up and the model's record."""
+) -> tuple[Any, Any, Any, Any]:
+    """The started, warmed-up enhancer of an enhanced detector, its runner, the backend chosen and
+    the model; ``record`` gets the warm-up and the model's record. Released again if the warm-up
+    is interrupted (e.g. Ctrl-C)."""
     from edge_had.models.bundle import load_bundle
     from edge_had.runtime import choose_backend, enhancement_runner
     from edge_had.stream.enhance import EnhancementError, StreamEnhancer, runner_threads_beside_rx
@@ -135,7 +178,20 @@ def _enhancer(
         record["warm_up_ms"] = 1e3 * enhancer.warm_up(width, bands)  # before the first line
     except EnhancementError as error:  # the pipeline falls back to plain RX at the first line
         record["warm_up_ms"], record["warm_up_error"] = None, str(error)
+    except BaseException:
+        _release(enhancer, runner)
+        raise
     record["asynchronous_enhancement"] = asynchronous
     record["enhancement_cpu_threads"] = threads
     record.update(model=str(bundle.directory), model_sha256=bundle.sha256, **bundle.config.to_dict())
-    return enhancer, choice, bundle
+    return enhancer, runner, choice, bundle
+
+
+def _release(enhancer: Any, runner: Any) -> None:
+    """Stop the enhancer's worker thread, then deactivate its runner (either may be None)."""
+    try:
+        if enhancer is not None:
+            enhancer.close()
+    finally:
+        if runner is not None:
+            runner.deactivate()

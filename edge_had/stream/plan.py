@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edge_had.eval.report import json_text
-from edge_had.stream.command import STREAM_DETECTORS
+from edge_had.stream.onboard import STREAM_DETECTORS
 from edge_had.stream.presets import SENSORS, sensor
 
 
