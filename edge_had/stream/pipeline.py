@@ -115,15 +115,16 @@ class Health:
         return out
 
 
-def _sparse_rows(matrix: np.ndarray, most: int = 4) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(columns, weights)``, both ``(rows, n)``, when every row of ``matrix`` has at most ``most``
-    nonzeros (linear interpolation has 2): applying it is then a gather of ``n`` columns per output
+def _sparse_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(columns, weights)``, both ``(rows, n)``, when every row of ``matrix`` has at most
+    :data:`~edge_had.models.adapter.MAX_GATHER_TAPS` nonzeros (linear interpolation has 2), as the
+    adapter gathers them: applying it is then a gather of ``n`` columns per output
     band instead of a dense product (at 1024 x 224 -> 32: 65 k instead of 7.3 M multiply-adds)."""
-    from edge_had.models.adapter import sparse_taps  # (band_reduction built it there already)
+    from edge_had.models.adapter import MAX_GATHER_TAPS, sparse_taps
 
-    if (matrix != 0).sum(axis=1).max() > most:
-        return None
     columns, weights = sparse_taps(matrix)
+    if columns.shape[1] > MAX_GATHER_TAPS:  # as the adapter decides: wider rows are a product
+        return None
     return columns.astype(np.intp), weights.astype(np.float32)
 
 
