@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import edge_had
-from edge_had.cli_types import existing_file, integer_from, network_options_given, non_negative_number
+from edge_had.cli_types import existing_file, integer_from, non_negative_number, refuse_network_options
 from edge_had.errors import EdgeHadError
 
 DESCRIPTION = """\
@@ -101,10 +101,7 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
 def _detector_from_args(args: argparse.Namespace) -> Any:
     from edge_had.detectors.registry import make_detector
 
-    if not args.detector.startswith("enhanced-") and (given := network_options_given(args)):
-        raise EdgeHadError(
-            f"{' '.join(given)}: only enhanced-* detectors use them; {args.detector} runs no network"
-        )
+    refuse_network_options(args, args.detector, enhanced=args.detector.startswith("enhanced-"))
 
     if args.detector == "rx":
         return make_detector("rx", precision=args.precision, regularization=args.regularization or 0.0)

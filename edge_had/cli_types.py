@@ -73,7 +73,8 @@ def existing_file(text: str) -> str:
     return text
 
 
-#: Options that only the enhancement network reads, with their defaults.
+#: Options that only the enhancement network reads, with their defaults (a command without one
+#: of them counts as at its default).
 NETWORK_OPTIONS = {
     "model": None,
     "onnx": None,
@@ -82,6 +83,7 @@ NETWORK_OPTIONS = {
     "net_precision": "fp32",
     "device": "cpu",
     "fusion": "feature",
+    "async_enhance": False,
 }
 
 
@@ -93,3 +95,12 @@ def network_options_given(args: argparse.Namespace) -> list[str]:
         for name, default in NETWORK_OPTIONS.items()
         if getattr(args, name, default) != default
     ]
+
+
+def refuse_network_options(args: argparse.Namespace, detector: str, enhanced: bool) -> None:
+    """ValueError naming the network-only options set for ``detector`` when it runs no network
+    (``enhanced`` False): ``detect``, ``stream`` and :func:`edge_had.stream.onboard.build_pipeline`
+    refuse them alike."""
+    given = network_options_given(args)
+    if not enhanced and given:
+        raise ValueError(f"{' '.join(given)}: only enhanced-* detectors use them; {detector} runs no network")

@@ -23,10 +23,10 @@ import numpy as np
 from edge_had.cli_types import (
     existing_file,
     integer_from,
-    network_options_given,
     open_probability,
     positive_number,
     probability,
+    refuse_network_options,
 )
 from edge_had.errors import EdgeHadError
 from edge_had.eval.report import json_text
@@ -153,12 +153,8 @@ def _source(args: argparse.Namespace) -> tuple[Any, np.ndarray | None, np.ndarra
 
 
 def run_stream_command(args: argparse.Namespace) -> int:
-    if not STREAM_DETECTORS[args.detector][0] and (
-        given := network_options_given(args) + (["--async-enhance"] if args.async_enhance else [])
-    ):
-        raise EdgeHadError(
-            f"{' '.join(given)}: only enhanced-* detectors use them; {args.detector} runs no network"
-        )
+    # (build_pipeline refuses them too; here before a file is read or a CUDA context made)
+    refuse_network_options(args, args.detector, enhanced=STREAM_DETECTORS[args.detector][0])
     if args.json:  # refused now, not after the whole stream has run
         _check_writable(Path(args.json))
     cuda_rx = None

@@ -98,7 +98,7 @@ def build_pipeline(
     network started, the network is released before the error propagates."""
     from argparse import Namespace
 
-    from edge_had.cli_types import network_options_given
+    from edge_had.cli_types import refuse_network_options
     from edge_had.stream.causal import NUMPY_LINE_MATH
     from edge_had.stream.pipeline import StreamPipeline
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction
@@ -111,10 +111,8 @@ def build_pipeline(
         )
     enhanced, scorer = STREAM_DETECTORS[detector]
     options = Namespace(model=model, onnx=onnx, engine=engine, backend=backend, net_precision=precision,
-                              device=device)  # fmt: skip
-    given = network_options_given(options) + (["--async-enhance"] if async_enhance else [])
-    if not enhanced and given:
-        raise ValueError(f"{' '.join(given)}: only enhanced-* detectors use them; {detector} runs no network")
+                        device=device, async_enhance=async_enhance)  # fmt: skip
+    refuse_network_options(options, detector, enhanced)
     record: dict[str, Any] = {"name": detector}
     enhancer, runner, choice, bundle, reduction = None, None, None, None, None
     if enhanced:
