@@ -207,6 +207,40 @@ def test_a_given_onnx_file_must_fit_the_model_sensor_and_precision(bundle_dir: P
     enhancement_runner(choice, bundle, 30, wavelengths.round(2), onnx=on_wavelengths)  # rounded: the same
 
 
+def test_a_given_onnx_file_is_read_once_and_a_missing_one_named(
+    bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes the checks look at are the bytes the session runs: one read of the file, and
+    nothing read again when the runner starts (the file may be gone by then)."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import onnx
+
+    from edge_had.build.onnx_export import export_onnx
+
+    bundle = load_bundle(bundle_dir)
+    graph = export_onnx(bundle, 30, tmp_path / "b30.onnx")
+    reads: list[str] = []
+    read_bytes, load = Path.read_bytes, onnx.load
+
+    def counted_read_bytes(self: Path) -> bytes:
+        reads.append(str(self))
+        return read_bytes(self)
+
+    def counted_load(source: object, *args: object, **kwargs: object) -> object:
+        reads.append(str(source))
+        return load(source, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_bytes", counted_read_bytes)
+    monkeypatch.setattr(onnx, "load", counted_load)
+    runner = enhancement_runner(choose_backend("onnxruntime", "fp32"), bundle, 30, onnx=graph)
+    graph.unlink()
+    with runner:
+        runner.infer({"cube": np.zeros((1, 30, 4, 5), np.float32)})
+    assert reads == [str(graph)]
+    with pytest.raises(BackendError, match="b30.onnx: ONNX file not found"):
+        enhancement_runner(choose_backend("onnxruntime", "fp32"), bundle, 30, onnx=graph)
+
+
 def test_a_graph_changed_after_export_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
     """One flipped byte in a weight passed every metadata check and scored 162 % off (a review);
     the graph's checksum, recorded at export, catches it."""

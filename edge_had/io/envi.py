@@ -47,10 +47,12 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
     image = _open_image(header, data, source)
     cube = _memmap(image, source)
     metadata: Mapping[str, Any] = image.metadata
-    factor, units = _nm_factor(metadata, source)
+    raw_wavelengths = _header_floats(metadata, "wavelength", source)
+    units = metadata.get("wavelength units")
+    factor = nm_factor(units, raw_wavelengths)  # None: the unit is no length
     return RawScene(
         cube=cube,
-        wavelengths=None if factor is None else _header_floats(metadata, "wavelength", source, factor),
+        wavelengths=None if factor is None or raw_wavelengths is None else raw_wavelengths * factor,
         fwhm=None if factor is None else _header_floats(metadata, "fwhm", source, factor),
         good_bands=_good_bands(metadata, source),
         no_data_value=_no_data_value(metadata, source),
@@ -103,13 +105,6 @@ def _header_floats(
     except ValueError as exc:
         raise SceneError(f"cannot parse the ENVI header field {key!r} as numbers ({exc})", source) from exc
     return values * scale
-
-
-def _nm_factor(metadata: Mapping[str, Any], source: Path) -> tuple[float | None, str | None]:
-    """Factor from the header's wavelength unit to nm (None: not a length, see
-    :mod:`edge_had.io.units`), and the unit as written (None if absent)."""
-    units = metadata.get("wavelength units")
-    return nm_factor(units, _header_floats(metadata, "wavelength", source)), units
 
 
 def _good_bands(metadata: Mapping[str, Any], source: Path) -> np.ndarray | None:

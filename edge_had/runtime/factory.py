@@ -64,8 +64,14 @@ def enhancement_runner(
 def _onnxruntime_runner(path: Path, needed: _Needed, threads: int | None) -> Runner:
     from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
-    _check_graph(path, needed)
-    return OnnxRuntimeRunner(path, needed.precision, threads=threads)  # it reads the graph now
+    if not path.is_file():
+        raise BackendError(f"{path}: ONNX file not found (make one with `edge-had export`)")
+    try:
+        graph = path.read_bytes()  # read once: the bytes checked are the bytes run
+    except OSError as error:
+        raise BackendError(f"{path}: cannot read it ({error})") from error
+    _check_graph(path, graph, needed)
+    return OnnxRuntimeRunner(path, needed.precision, threads=threads, graph=graph)
 
 
 def _export_folder(workdir: str | Path | None) -> AbstractContextManager[str | Path]:
@@ -86,14 +92,15 @@ def _export_for(
     return recipe.build(bands, Path(folder) / f"b{bands}", wavelengths)[choice.precision]
 
 
-def _check_graph(path: Path, needed: _Needed) -> None:
-    """A given ONNX file must come from this model, for this sensor and precision."""
+def _check_graph(path: Path, data: bytes, needed: _Needed) -> None:
+    """A given ONNX file (``data``: its bytes) must come from this model, for this sensor and
+    precision."""
     import onnx
 
     from edge_had.build.onnx_export import graph_digest, read_metadata
 
     try:
-        graph = onnx.load(str(path), load_external_data=False)
+        graph = onnx.load_model_from_string(data)
         meta = read_metadata(graph)
     except Exception as error:  # protobuf's DecodeError and friends: a corrupt or truncated file
         raise BackendError(

@@ -24,17 +24,21 @@ class OnnxRuntimeRunner(Runner):
         precision: str | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         threads: int | None = None,
+        graph: bytes | None = None,
     ) -> None:
+        """``graph``: the file's bytes when the caller has read (and checked) them already."""
         self.path = Path(path)
-        if not self.path.is_file():
+        if graph is None and not self.path.is_file():
             raise BackendError(f"{self.path}: ONNX file not found (make one with `edge-had export`)")
         # the graph is read once: sessions (a re-activation too) load it from memory, so the file
         # may go away after this (a graph exported on the fly lives in a folder removed at once)
-        self.graph = self.path.read_bytes()
+        self.graph = self.path.read_bytes() if graph is None else graph
         if precision is None:
+            import onnx
+
             from edge_had.build.onnx_export import read_metadata
 
-            precision = str(read_metadata(self.path).get("precision", "fp32"))
+            precision = str(read_metadata(onnx.load_model_from_string(self.graph)).get("precision", "fp32"))
         super().__init__(precision)
         self.providers = list(providers)
         self.threads = threads

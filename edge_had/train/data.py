@@ -152,27 +152,33 @@ def prepare_scene(
     )
 
 
+def _check_excluded(names: Sequence[str], exclude: Sequence[str]) -> None:
+    """An excluded name that matches no scene is an error (a typo would otherwise silently train
+    on the test scenes)."""
+    unknown = sorted(set(exclude) - set(names))
+    if unknown:
+        raise ValueError(f"--exclude names no scene: {unknown}; scenes are {sorted(names)}")
+
+
 def training_files(folder: str | Path, exclude: Sequence[str]) -> list[Path]:
-    """The scene files of ``folder`` (sorted by name) a run trains on: all but ``exclude``."""
-    excluded = set(exclude)
-    return [path for path in list_scenes(folder) if path.stem not in excluded]
+    """The scene files of ``folder`` (sorted by name) a run trains on: all but ``exclude``, each
+    of which must name one of them."""
+    files, excluded = list_scenes(folder), set(exclude)
+    _check_excluded([path.stem for path in files], exclude)
+    return [path for path in files if path.stem not in excluded]
 
 
 def _scenes_of(folder: str | Path | Iterable[Scene], exclude: Sequence[str]) -> list[Scene]:
     """The scenes of ``folder`` (every scene file, sorted by name) or the in-memory ones, less
-    ``exclude``; an excluded name that matches nothing is an error (a typo would otherwise
-    silently train on the test scenes)."""
-    excluded = set(exclude)
+    ``exclude`` (each must name a scene)."""
+    sources: list[Scene | Path]
     if isinstance(folder, (str, Path)):
-        names = {p.stem for p in list_scenes(folder)}
-        sources: list[Scene | Path] = list(training_files(folder, exclude))
+        sources = list(training_files(folder, exclude))
     else:
         scenes = list(folder)
-        names = {s.name for s in scenes}
+        _check_excluded([s.name for s in scenes], exclude)
+        excluded = set(exclude)
         sources = [s for s in scenes if s.name not in excluded]
-    unknown = sorted(excluded - names)
-    if unknown:
-        raise ValueError(f"--exclude names no scene: {unknown}; scenes are {sorted(names)}")
     if not sources:
         raise ValueError("no training scene left after --exclude")
     return [load_scene(item) if isinstance(item, Path) else item for item in sources]
