@@ -344,6 +344,29 @@ def test_ranking_phase_resumes_to_the_same_weights(tmp_path: Path) -> None:
     _assert_same_network(full, resumed, "spectral")
 
 
+def test_a_ranking_run_reads_each_scene_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tile phases and the ranking phase prepare their views from one load of each file."""
+    from scipy.io import savemat
+
+    import edge_had.train.data as data_module
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for scene in _scenes(3):
+        savemat(folder / f"{scene.name}.mat", {"data": scene.cube, "map": scene.gt.astype(np.uint8)})
+    reads: list[str] = []
+    real_load = data_module.load_scene
+
+    def counting_load(path: object, *args: object, **kwargs: object) -> Scene:
+        reads.append(Path(str(path)).stem)
+        return real_load(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(data_module, "load_scene", counting_load)
+    result = train(_config(tmp_path, data=str(folder), exclude=("s1",), ranking_implants=True))
+    assert sorted(reads) == ["s0", "s2"]
+    assert len(result["histories"]["ranking"]["loss"]) == 6
+
+
 def test_ranking_config_and_data_errors(tmp_path: Path) -> None:
     for bad in (
         {"ranking_negatives": 0},

@@ -65,6 +65,7 @@ __all__ = [
     "load_labelled_scenes",
     "load_training_scenes",
     "prepare_scene",
+    "training_scenes",
 ]
 
 _INPAINT_WINDOWS = (5, 9, 17, 33, 65)
@@ -168,9 +169,10 @@ def training_files(folder: str | Path, exclude: Sequence[str]) -> list[Path]:
     return [path for path in files if path.stem not in excluded]
 
 
-def _scenes_of(folder: str | Path | Iterable[Scene], exclude: Sequence[str]) -> list[Scene]:
-    """The scenes of ``folder`` (every scene file, sorted by name) or the in-memory ones, less
-    ``exclude`` (each must name a scene)."""
+def training_scenes(folder: str | Path | Iterable[Scene], exclude: Sequence[str] = ()) -> list[Scene]:
+    """The scenes of ``folder`` (every scene file, sorted by name, each read once) or the
+    in-memory ones, less ``exclude`` (each must name a scene). A run loads them once and prepares
+    them for each phase (:func:`load_training_scenes`, :func:`load_labelled_scenes`)."""
     sources: list[Scene | Path]
     if isinstance(folder, (str, Path)):
         sources = list(training_files(folder, exclude))
@@ -195,7 +197,8 @@ def load_training_scenes(
     ``exclude`` holds scene names (file stems, or ``Scene.name``) to leave out, e.g. a
     cross-validation fold's test scenes.
     """
-    return [prepare_scene(scene, k, mask_anomalies=mask_anomalies) for scene in _scenes_of(folder, exclude)]
+    scenes = training_scenes(folder, exclude)
+    return [prepare_scene(scene, k, mask_anomalies=mask_anomalies) for scene in scenes]
 
 
 @dataclass
@@ -319,7 +322,7 @@ def load_labelled_scenes(
     """The scenes of ``folder`` (less ``exclude``) that have ground truth with at least one valid
     anomaly pixel and one valid background pixel; ``ValueError`` when none has."""
     labelled = []
-    for scene in _scenes_of(folder, exclude):
+    for scene in training_scenes(folder, exclude):
         if scene.gt is None:
             continue
         valid = np.asarray(scene.valid, dtype=bool)

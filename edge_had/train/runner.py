@@ -102,6 +102,7 @@ from edge_had.train.data import (
     background_spectra,
     load_labelled_scenes,
     load_training_scenes,
+    training_scenes,
 )
 from edge_had.train.loops import (
     RANKING_BETAS,
@@ -427,8 +428,9 @@ def _run(
     start: float,
 ) -> dict[str, Any]:
     out = Path(config.out)
-    source = scenes if scenes is not None else config.data
-    data = load_training_scenes(source, config.exclude, config.k, config.mask_anomalies)
+    # each scene file is read once; the phases prepare their own views of the scenes
+    source = training_scenes(scenes if scenes is not None else config.data, config.exclude)
+    data = load_training_scenes(source, (), config.k, config.mask_anomalies)
     say(f"training on {len(data)} scene(s): {', '.join(s.name for s in data)}")
 
     checkpoint = _load_latest_checkpoint(out) if config.resume else None
@@ -499,7 +501,7 @@ def _run(
             donors = [(s.name, background_spectra(s)) for s in data] if config.ranking_implants else None
             try:
                 sampler = SceneSampler(
-                    load_labelled_scenes(source, config.exclude, config.k),
+                    load_labelled_scenes(source, (), config.k),
                     config.ranking_crop,
                     config.ranking_negatives,
                     seed,
