@@ -202,3 +202,19 @@ def test_crossval_options_are_checked_before_anything_trains(tmp_path: Path, cap
     with pytest.raises(SystemExit):  # 0 epochs used to mean "the default" silently
         main(["crossval", "--out", str(tmp_path / "cv"), "--epochs", "0"])
     assert "argument --epochs: 0 is below 1" in capsys.readouterr().err
+
+
+def test_a_sensor_outside_the_models_wavelength_range_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    """A thermal-infrared file through the shipped model: named, not a near-constant cube scored."""
+    from spectral import envi
+
+    header = tmp_path / "thermal.hdr"
+    cube = np.random.default_rng(0).normal(size=(12, 10, 32)).astype(np.float32)
+    wavelengths = [f"{w:.1f}" for w in np.linspace(8000.0, 12000.0, 32)]
+    metadata = {"wavelength": wavelengths, "wavelength units": "nm"}
+    envi.save_image(str(header), cube, metadata=metadata, ext=".img")
+    assert main(["detect", str(header), "--detector", "enhanced-rx"]) == 2
+    error = capsys.readouterr().err
+    assert "8000-12000 nm, which holds none of the 64 canonical wavelengths" in error
+    assert "Traceback" not in error
+    assert main(["detect", str(header), "--detector", "rx"]) == 0  # plain RX needs no adapter

@@ -189,6 +189,40 @@ def test_adapter_order_duplicates_and_invalid_bands() -> None:
     np.testing.assert_allclose(dup.matrix @ spectrum, sorted_adapter.matrix @ spectrum[:120], atol=1e-12)
 
 
+def test_adapter_for_a_sensor_outside_the_canonical_range_is_an_error() -> None:
+    # a VNIR-only sensor keeps the default grid: canonical bands past its range copy its last band
+    vnir = SpectralAdapter.from_wavelengths(np.linspace(400.0, 1000.0, 224), K)
+    assert vnir.canonical is not None
+    inside = vnir.canonical <= 1000.0
+    assert 0 < inside.sum() < K
+    assert np.all(vnir.matrix[~inside, -1] == 1.0)
+    # thermal infrared holds no canonical wavelength: every canonical band would be one band
+    with pytest.raises(ValueError, match=r"span 8000-12000 nm, which holds none of the"):
+        SpectralAdapter.from_wavelengths(np.linspace(8000.0, 12000.0, 100), K)
+    # bands between two canonical wavelengths, or whose valid bands are, likewise
+    between = np.linspace(400.0, 2500.0, K)[10] + np.array([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="holds none"):
+        SpectralAdapter.from_wavelengths(between, K)
+    wl = np.r_[np.linspace(8000.0, 9000.0, 10), np.linspace(400.0, 2500.0, 10)]
+    with pytest.raises(ValueError, match="holds none"):
+        SpectralAdapter.from_wavelengths(wl, K, valid=np.arange(20) < 10)
+    # ... unless lo/hi are set inside the sensor's range
+    thermal = np.linspace(8000.0, 12000.0, 100)
+    assert SpectralAdapter.from_wavelengths(thermal, K, lo=8000.0, hi=12000.0).k == K
+
+
+def test_adapter_for_a_sensor_chooses_wavelength_or_band_index() -> None:
+    wl = np.linspace(420.0, 2450.0, 150)
+    by_wavelength = SpectralAdapter.for_sensor(150, wl, K)
+    assert by_wavelength.mode == "wavelength"
+    np.testing.assert_array_equal(by_wavelength.matrix, SpectralAdapter.from_wavelengths(wl, K).matrix)
+    by_index = SpectralAdapter.for_sensor(150, None, K)
+    assert by_index.mode == "band_index"
+    np.testing.assert_array_equal(by_index.matrix, SpectralAdapter.from_band_count(150, K).matrix)
+    with pytest.raises(ValueError, match="149 wavelengths for 150 bands"):
+        SpectralAdapter.for_sensor(150, wl[:-1], K)
+
+
 def test_adapter_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="micrometres"):
         SpectralAdapter.from_wavelengths(np.linspace(0.4, 2.5, 100))

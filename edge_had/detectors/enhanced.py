@@ -213,10 +213,6 @@ class ResampledRXDetector:
     ) -> np.ndarray:
         from edge_had.models.adapter import SpectralAdapter
 
-        bands = cube.shape[2]
-        if wavelengths is not None:
-            adapter = SpectralAdapter.from_wavelengths(wavelengths, self.k)
-        else:
-            adapter = SpectralAdapter.from_band_count(bands, self.k)
+        adapter = SpectralAdapter.for_sensor(cube.shape[2], wavelengths, self.k)
         resampled = np.asarray(cube, dtype=np.float64) @ adapter.matrix.T
         return self._score(resampled, valid)

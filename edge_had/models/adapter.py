@@ -16,7 +16,14 @@ How the matrix is built (the choice, and why):
   sensor bands around it. Canonical wavelengths outside the sensor's range take the nearest sensor
   band (clamp, as :func:`numpy.interp`), so such rows are copies of the first or last band: for a
   VNIR-only or SWIR-only sensor pass ``lo``/``hi`` inside its range, or expect duplicated bands
-  (a singular covariance for RX downstream: regularise or use a pseudo-inverse). Sensor bands may
+  (a singular covariance for RX downstream: regularise or use a pseudo-inverse). The package keeps
+  the default range for such sensors, by measurement: on four synthetic 400-1000 nm, 224-band
+  scenes (128 x 128, seeds 0-3) with the shipped model, the default grid (19 canonical bands
+  inside the sensor's range, the rest copies of its last band) gave global RX on the resampled
+  cube 0.9450 and ``enhanced-rx`` 0.9825 mean AUC, a grid on the sensor's own 400-1000 nm 0.9321
+  and 0.9710 (hybrid RX 0.9895 vs 0.9905). A sensor whose bands hold *no* canonical wavelength
+  (wholly outside ``[lo, hi]``, e.g. thermal infrared) is an error: every canonical band would copy
+  one sensor band. Sensor bands may
   come in any order; bands at identical wavelengths are averaged; bands flagged invalid (water
   absorption, dead) get zero weight and are interpolated across.
 * **Wavelengths unknown** (:meth:`SpectralAdapter.from_band_count`): the same interpolation on the
@@ -197,7 +204,30 @@ class SpectralAdapter(nn.Module):
                 f"wavelengths look like micrometres (max {np.nanmax(wl):g}); pass nanometres (x 1000)"
             )
         grid = canonical_wavelengths(k, lo, hi)
-        return cls(_sensor_matrix(grid, wl, valid, kernel), canonical=grid, mode="wavelength")
+        matrix = _sensor_matrix(grid, wl, valid, kernel)  # checks the wavelengths and the mask
+        used = wl if valid is None else wl[np.asarray(valid, dtype=bool).ravel()]
+        if not ((grid >= used.min()) & (grid <= used.max())).any():
+            raise ValueError(
+                f"the sensor's bands span {used.min():g}-{used.max():g} nm, which holds none of the "
+                f"{k} canonical wavelengths on [{lo:g}, {hi:g}] nm: every canonical band would copy "
+                "one sensor band. Resample on band index (from_band_count; a file without "
+                "wavelengths gets it) or give lo/hi inside the sensor's range"
+            )
+        return cls(matrix, canonical=grid, mode="wavelength")
+
+    @classmethod
+    def for_sensor(
+        cls, bands: int, wavelengths: Sequence[float] | np.ndarray | None = None, k: int = DEFAULT_K
+    ) -> SpectralAdapter:
+        """The adapter the package uses for a sensor (training, detection, export and streaming
+        alike): in wavelength when the sensor's ``bands`` wavelengths (nm) are known, on band index
+        otherwise."""
+        if wavelengths is None:
+            return cls.from_band_count(bands, k)
+        wl = np.asarray(wavelengths, dtype=np.float64).ravel()
+        if wl.size != bands:
+            raise ValueError(f"{wl.size} wavelengths for {bands} bands")
+        return cls.from_wavelengths(wl, k)
 
     @classmethod
     def from_band_count(

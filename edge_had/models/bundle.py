@@ -123,9 +123,7 @@ class ModelBundle:
 
     def adapter_for(self, bands: int, wavelengths: np.ndarray | None = None) -> SpectralAdapter:
         """Resample on wavelengths when the file has them, on band index otherwise."""
-        if wavelengths is not None:
-            return SpectralAdapter.from_wavelengths(wavelengths, self.config.k)
-        return SpectralAdapter.from_band_count(bands, self.config.k)
+        return SpectralAdapter.for_sensor(bands, wavelengths, self.config.k)
 
     def for_scorer(self, scorer: str) -> ModelBundle:
         """This bundle (same networks) fusing at the alphas ``scorer`` uses (``config.alphas_for``):

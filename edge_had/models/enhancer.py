@@ -96,12 +96,11 @@ def build_model(
     alpha_spa: float = 1.0,
 ) -> EnhancementModel:
     """Default-sized model for a sensor given by its wavelengths (nm) or, failing that, its band count."""
-    if wavelengths is not None:
-        adapter = SpectralAdapter.from_wavelengths(wavelengths, k)
-    elif bands is not None:
-        adapter = SpectralAdapter.from_band_count(bands, k)
-    else:
-        raise ValueError("give the sensor's wavelengths or its band count")
+    if bands is None:
+        if wavelengths is None:
+            raise ValueError("give the sensor's wavelengths or its band count")
+        bands = np.asarray(wavelengths).size
+    adapter = SpectralAdapter.for_sensor(bands, wavelengths, k)
     return EnhancementModel(
         adapter,
         SpectralEnhancer(k, hidden, blocks),

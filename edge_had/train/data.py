@@ -133,10 +133,7 @@ def prepare_scene(
     lo, hi = normalization.fit(cube, valid)
     cube = normalization.apply(cube, lo, hi)
     wavelengths = scene.detection_wavelengths()
-    if wavelengths is not None:
-        adapter = SpectralAdapter.from_wavelengths(wavelengths, k)
-    else:
-        adapter = SpectralAdapter.from_band_count(cube.shape[2], k)
+    adapter = SpectralAdapter.for_sensor(cube.shape[2], wavelengths, k)
     resampled = (cube.reshape(-1, cube.shape[2]) @ adapter.matrix.T.astype(np.float32)).astype(np.float32)
     x = torch.from_numpy(
         np.ascontiguousarray(resampled.reshape(cube.shape[0], cube.shape[1], k).transpose(2, 0, 1))
