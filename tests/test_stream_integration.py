@@ -257,6 +257,37 @@ def test_waiting_in_the_reorder_window_is_not_a_deadline_miss(monkeypatch) -> No
 
 
 @pytest.mark.parametrize("window", [0, 3])
+def test_scoring_that_falls_behind_is_a_deadline_miss_with_or_without_a_reorder_window(
+    monkeypatch, window: int
+) -> None:
+    """Lines arrive in order one period apart and each takes two periods to score: every scored
+    line is late, whether or not a reorder window is on (it held none of them, so it excuses
+    none; a window of 3 used to add 3 periods to every line's allowance)."""
+    import edge_had.stream.pipeline as pipeline_module
+
+    budget, now = 0.01, [0.0]
+    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: now[0])
+    lines, results = make_lines(14), []
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window, budget_s=budget
+    )
+    score = pipeline._score
+
+    def slow_score(batch):  # the scoring of a line takes two line periods
+        now[0] += 2 * budget
+        return score(batch)
+
+    monkeypatch.setattr(pipeline, "_score", slow_score)
+    for index in range(14):
+        now[0] += budget
+        pipeline.push(lines[index], index, float(index))
+    pipeline.finish()
+    on_time = [r.index for r in results if r.state == "scored" and "warm-up" not in r.flags]
+    assert len(on_time) > 5
+    assert [r.index for r in results if "deadline-miss" in r.flags] == on_time
+
+
+@pytest.mark.parametrize("window", [0, 3])
 def test_one_corrupted_line_counter_does_not_derail_the_stream(window: int) -> None:
     """Line 8 arrives with index 70008 (a flipped bit): it is rejected and the stream keeps its
     place. At line 20 the counter really jumps by 50000: the next line continues from there, so

@@ -95,7 +95,9 @@ def build_pipeline(
     as the command refuses them. A network that fails its warm-up does not stop the loop: the
     pipeline scores plain RX from the first line, flagged, and ``detector["warm_up_error"]``
     says why (nothing is printed or logged: the caller decides). If building fails after the
-    network started, the network is released before the error propagates."""
+    network started, the network is released before the error propagates. ``push(line, index,
+    timestamp)`` takes the line's number as ``index`` (consecutive lines differ by 1) and any
+    clock, e.g. the camera's tick counter, as ``timestamp``."""
     from argparse import Namespace
 
     from edge_had.cli_types import refuse_network_options

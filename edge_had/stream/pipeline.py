@@ -29,15 +29,18 @@ So ``lines_in = lines_scored + lines_rejected + lines_dropped`` once :meth:`fini
 After ``reinit_after`` consecutive lines (default 8) of a new band count - each of them rejected -
 the statistics are re-initialised for it (``reinitialisations`` in health); a single odd line never
 does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
-anything else and never enter the statistics; ``deadline-miss``: from arrival to score the line
-took longer than the budget times 1 + its look-ahead lines + the reorder window, i.e. scoring fell
-behind). Lines held in the reorder window when the band count changes are processed first, with
-the old statistics. Gaps in the indices are counted as ``missing_indices``; repeated ones as
-``duplicates``. An index more than
-``max_index_jump`` (1000) past the newest is taken for a corrupted counter and rejected, unless
+anything else and never enter the statistics; ``deadline-miss``: from arrival to score, less the
+time the reorder window held it for a missing index, the line took longer than the budget times
+1 + its look-ahead lines, i.e. scoring fell behind). Lines held in the reorder window when the
+band count changes are processed first, with the old statistics. Gaps in the indices are counted
+as ``missing_indices``; repeated ones as ``duplicates``. An index more than ``max_index_jump``
+(1000) past the newest is taken for a corrupted counter and rejected, unless
 the next line continues from it (then it was a real jump, and the stream follows it): one bad
-counter value must not get every later line rejected as out of order. A sensor whose index is
-a tick counter stepping by more than that per line needs ``max_index_jump=None``. When the enhancement
+counter value must not get every later line rejected as out of order. The index counts lines
+(the line after ``i`` is ``i + 1``; a gap is counted as missing lines, and the reorder window
+waits for it): a camera that stamps its lines with a clock tick passes the tick as the timestamp
+and numbers the lines itself (``enumerate``), or every line would count as a gap or an
+implausible jump. When the enhancement
 network fails, the stream goes on with plain RX (flag ``plain-rx``, ``enhancement_failures`` in
 health) from the line it failed on (from the first line when its warm-up failed); the lines the
 enhancer held are rejected with the failure as the reason.
@@ -132,6 +135,7 @@ def _sparse_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 class _Pending:
     result: LineResult
     arrival: float
+    held_s: float = 0.0  # how long the reorder window held the line before processing it
 
 
 class StreamPipeline:
@@ -289,11 +293,11 @@ class StreamPipeline:
             pixels, result, arrival = entry
             problem = self._check_shape(pixels, count_new_bands=False)  # held across a re-init?
             if problem is None:
-                self._process(pixels, result, arrival)
+                self._process(pixels, result, arrival, held_s=time.perf_counter() - arrival)
             else:
                 self._finish(result, "rejected", reason=problem)
 
-    def _process(self, pixels: np.ndarray, result: LineResult, arrival: float) -> None:
+    def _process(self, pixels: np.ndarray, result: LineResult, arrival: float, held_s: float = 0.0) -> None:
         with self.profiler.stage("preprocess"):
             line, valid = self._prepare(pixels)
         if not valid.any():
@@ -310,7 +314,7 @@ class StreamPipeline:
                     lines = [self._prepare(pixels)]
         if self.fallback_flag is not None:
             result.flags.append(self.fallback_flag)
-        self._pending[self._position] = _Pending(result, arrival)
+        self._pending[self._position] = _Pending(result, arrival, held_s)
         self._position += 1
         self._score(lines)
 
@@ -496,10 +500,10 @@ class StreamPipeline:
                 total = now - pending.arrival
                 self.profiler.record(TOTAL, total)
                 # a line cannot be scored before its look-ahead lines have arrived: it is late
-                # when scoring takes longer than its own period plus theirs
-                waits = 1 + self.look_ahead_lines + self.reorder_window  # the reorder window may hold it
-                allowed = None if self.budget_s is None else self.budget_s * waits
-                slow = allowed is not None and total > allowed
+                # when scoring takes longer than its own period plus theirs. The time the reorder
+                # window held it (waiting for a missing index) is the window's, not scoring's.
+                allowed = None if self.budget_s is None else self.budget_s * (1 + self.look_ahead_lines)
+                slow = allowed is not None and total - pending.held_s > allowed
                 if slow and "deadline-miss" not in pending.result.flags:
                     pending.result.flags.append("deadline-miss")
                     self.health.deadline_misses += 1
