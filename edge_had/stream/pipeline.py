@@ -30,8 +30,9 @@ After ``reinit_after`` consecutive lines (default 8) of a new band count - each 
 the statistics are re-initialised for it (``reinitialisations`` in health); a single odd line never
 does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
 anything else and never enter the statistics; ``deadline-miss``: from arrival to score, less the
-time the reorder window held it for a missing index, the line took longer than the budget times
-1 + its look-ahead lines, i.e. scoring fell behind). Lines held in the reorder window when the
+time the reorder window had waited for a late or missing index when it released the line or the
+line completing its look-ahead, the line took longer than the budget times 1 + its look-ahead
+lines, i.e. scoring fell behind). Lines held in the reorder window when the
 band count changes are processed first, with the old statistics. Gaps in the indices are counted
 as ``missing_indices``; repeated ones as ``duplicates``. An index more than ``max_index_jump``
 (1000) past the newest is taken for a corrupted counter and rejected, unless
@@ -135,7 +136,7 @@ def _sparse_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 class _Pending:
     result: LineResult
     arrival: float
-    held_s: float = 0.0  # how long the reorder window held the line before processing it
+    window_wait_s: float = 0.0  # how long the reorder window had waited when it released the line
 
 
 class StreamPipeline:
@@ -183,6 +184,7 @@ class StreamPipeline:
         self.settings = settings or CausalSettings()
         self.rx = self._new_scorer(reduced_bands)
         self.budget_s = budget_s
+        self._window_wait_in_process_s = 0.0  # the reorder window's wait when it released the line in process
         self.on_result = on_result
         self.profiler = profiler or StageProfiler()
         self.health = Health()
@@ -277,6 +279,11 @@ class StreamPipeline:
         return f"implausible index jump (from {newest} to {index}, more than {self.max_index_jump})"
 
     def _release(self, force: bool) -> None:
+        # how long the window has been waiting for a late or missing index: the oldest line it
+        # holds arrived that long ago. Lines released now (and earlier lines whose look-ahead
+        # they complete) were delayed that much by the window, not by scoring.
+        now = time.perf_counter()
+        window_wait = max((now - entry[2] for entry in self._held.values() if entry is not None), default=0.0)
         while self._held:
             following = None if self._last_index is None else self._last_index + 1
             if following not in self._held:
@@ -293,11 +300,13 @@ class StreamPipeline:
             pixels, result, arrival = entry
             problem = self._check_shape(pixels, count_new_bands=False)  # held across a re-init?
             if problem is None:
-                self._process(pixels, result, arrival, held_s=time.perf_counter() - arrival)
+                self._process(pixels, result, arrival, window_wait_s=window_wait)
             else:
                 self._finish(result, "rejected", reason=problem)
 
-    def _process(self, pixels: np.ndarray, result: LineResult, arrival: float, held_s: float = 0.0) -> None:
+    def _process(
+        self, pixels: np.ndarray, result: LineResult, arrival: float, window_wait_s: float = 0.0
+    ) -> None:
         with self.profiler.stage("preprocess"):
             line, valid = self._prepare(pixels)
         if not valid.any():
@@ -314,9 +323,13 @@ class StreamPipeline:
                     lines = [self._prepare(pixels)]
         if self.fallback_flag is not None:
             result.flags.append(self.fallback_flag)
-        self._pending[self._position] = _Pending(result, arrival, held_s)
+        self._pending[self._position] = _Pending(result, arrival, window_wait_s)
         self._position += 1
-        self._score(lines)
+        self._window_wait_in_process_s = window_wait_s  # this line may complete earlier lines' look-ahead
+        try:
+            self._score(lines)
+        finally:
+            self._window_wait_in_process_s = 0.0
 
     def _prepare(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(line, valid)``: the line in float64 with its non-finite pixels zeroed and the band
@@ -501,9 +514,11 @@ class StreamPipeline:
                 self.profiler.record(TOTAL, total)
                 # a line cannot be scored before its look-ahead lines have arrived: it is late
                 # when scoring takes longer than its own period plus theirs. The time the reorder
-                # window held it (waiting for a missing index) is the window's, not scoring's.
+                # window had waited for a late or missing index when it released this line or the
+                # line that completed its look-ahead is the window's, not scoring's.
                 allowed = None if self.budget_s is None else self.budget_s * (1 + self.look_ahead_lines)
-                slow = allowed is not None and total - pending.held_s > allowed
+                excused = max(pending.window_wait_s, self._window_wait_in_process_s)
+                slow = allowed is not None and total - excused > allowed
                 if slow and "deadline-miss" not in pending.result.flags:
                     pending.result.flags.append("deadline-miss")
                     self.health.deadline_misses += 1
