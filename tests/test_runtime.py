@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_had.build.onnx_export import ExportError
 from edge_had.detectors.enhanced import EnhancedDetector
 from edge_had.eval.metrics import roc_auc
 from edge_had.io.synthetic import synthetic_scene
@@ -327,3 +328,27 @@ def test_auto_falls_back_past_a_corrupt_onnx_and_says_so(bundle_dir: Path, tmp_p
     assert backend["backend"] == "torch" and "failed to load" in backend["skipped"]["onnxruntime"]
     with pytest.raises(BackendError, match="corrupt.onnx"):  # asked for by name: no fallback
         EnhancedDetector(bundle_dir, backend="onnxruntime", onnx=corrupt).score(scene.cube, scene.valid, None)
+
+
+def test_a_foreign_onnx_is_refused_in_a_short_line_naming_it(bundle_dir: Path, tmp_path: Path) -> None:
+    """An ONNX file from elsewhere (no edge-had metadata), given to the runner or to the factory:
+    the error names the file and why, and does not dump the graph (it once quoted the whole
+    protobuf, 13,635 characters for this small model)."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import onnx
+
+    from edge_had.build.onnx_export import export_onnx
+    from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+    graph = onnx.load(str(export_onnx(load_bundle(bundle_dir), 30, tmp_path / "good.onnx")))
+    del graph.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(graph, str(foreign))
+    scene = synthetic_scene(lines=24, width=20, bands=30, seed=2)
+    detector = EnhancedDetector(bundle_dir, backend="onnxruntime", onnx=foreign)
+    for attempt in (lambda: OnnxRuntimeRunner(foreign), lambda: detector.score(scene.cube, scene.valid)):
+        with pytest.raises((BackendError, ExportError)) as caught:
+            attempt()
+        message = str(caught.value)
+        assert str(foreign) in message and "not an edge-had export" in message
+        assert len(message) < 400 and "ir_version" not in message and message.count(str(foreign)) == 1

@@ -115,16 +115,20 @@ def set_metadata(graph: Any, values: dict[str, Any]) -> None:
         entry.key, entry.value = METADATA_PREFIX + key, json.dumps(value)
 
 
-def read_metadata(source: str | Path | Any) -> dict[str, Any]:
-    """The ``edge_had.*`` metadata of an ONNX file (or loaded ModelProto), JSON-decoded."""
+def read_metadata(source: str | Path | Any, name: str | Path | None = None) -> dict[str, Any]:
+    """The ``edge_had.*`` metadata of an ONNX file (or loaded ModelProto), JSON-decoded.
+    ``name``: what an error calls a loaded graph (its file; default: the path, or "the ONNX graph")."""
     import onnx
 
-    graph = onnx.load(str(source), load_external_data=False) if isinstance(source, (str, Path)) else source
+    is_path = isinstance(source, (str, Path))
+    graph = onnx.load(str(source), load_external_data=False) if is_path else source
+    if name is None:
+        name = source if is_path else "the ONNX graph"
     found = {
         entry.key[len(METADATA_PREFIX) :]: json.loads(entry.value)
         for entry in graph.metadata_props
         if entry.key.startswith(METADATA_PREFIX)
     }
     if "bands" not in found:
-        raise ExportError(f"{source}: not an edge-had export (no {METADATA_PREFIX}bands metadata)")
+        raise ExportError(f"{name}: not an edge-had export (no {METADATA_PREFIX}bands metadata)")
     return found

@@ -100,7 +100,7 @@ def to_fp16(source: str | Path, target: str | Path, *, keep_float: Sequence[str]
     from onnx import TensorProto, helper, numpy_helper, shape_inference
 
     graph = onnx.load(str(source))
-    metadata = read_metadata(graph)
+    metadata = read_metadata(graph, name=source)
     typed = shape_inference.infer_shapes(graph)
     dtype = {
         value.name: value.type.tensor_type.elem_type
@@ -323,7 +323,7 @@ def to_int8(
     if method not in CALIBRATION_METHODS:
         raise ExportError(f"unknown calibration method {method!r}; choose one of {CALIBRATION_METHODS}")
     graph = onnx.load(str(source))
-    metadata = read_metadata(graph)
+    metadata = read_metadata(graph, name=source)
     if calibration.manifest["normalization"] != metadata["normalization"]:
         raise ExportError(
             "the calibration set was normalised differently from the model "

@@ -97,16 +97,19 @@ def _check_graph(path: Path, data: bytes, needed: _Needed) -> None:
     precision."""
     import onnx
 
-    from edge_had.build.onnx_export import graph_digest, read_metadata
+    from edge_had.build.onnx_export import ExportError, graph_digest, read_metadata
 
     try:
         graph = onnx.load_model_from_string(data)
-        meta = read_metadata(graph)
     except Exception as error:  # protobuf's DecodeError and friends: a corrupt or truncated file
         raise BackendError(
-            f"{path}: cannot be read as an edge-had ONNX graph ({type(error).__name__}: {error}); "
-            "the file is corrupt, truncated or foreign - re-export it with `edge-had export`"
+            f"{path}: cannot be read as an ONNX graph ({type(error).__name__}: {error}); "
+            "the file is corrupt or truncated - re-export it with `edge-had export`"
         ) from error
+    try:
+        meta = read_metadata(graph, name=path)
+    except ExportError as error:
+        raise BackendError(f"{error}; export this model with `edge-had export`") from error
     recorded = meta.get("graph_sha256")  # (graphs exported before it was recorded have none)
     if recorded is not None and recorded != graph_digest(graph):
         raise BackendError(

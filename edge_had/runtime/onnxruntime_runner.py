@@ -38,7 +38,8 @@ class OnnxRuntimeRunner(Runner):
 
             from edge_had.build.onnx_export import read_metadata
 
-            precision = str(read_metadata(onnx.load_model_from_string(self.graph)).get("precision", "fp32"))
+            metadata = read_metadata(onnx.load_model_from_string(self.graph), name=self.path)
+            precision = str(metadata.get("precision", "fp32"))
         super().__init__(precision)
         self.providers = list(providers)
         self.threads = threads
