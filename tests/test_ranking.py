@@ -345,7 +345,8 @@ def test_ranking_phase_resumes_to_the_same_weights(tmp_path: Path) -> None:
 
 
 def test_a_ranking_run_reads_each_scene_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tile phases and the ranking phase prepare their views from one load of each file."""
+    """The tile phases and the ranking phase prepare their views from one load of each file, and
+    the file's checksum (for the training record) is computed once too."""
     from scipy.io import savemat
 
     import edge_had.train.data as data_module
@@ -361,9 +362,23 @@ def test_a_ranking_run_reads_each_scene_file_once(tmp_path: Path, monkeypatch: p
         reads.append(Path(str(path)).stem)
         return real_load(path, *args, **kwargs)  # type: ignore[arg-type]
 
+    hashed: list[str] = []
+    real_checksum = data_module.scene_sha256
+
+    def counting_checksum(path: object) -> str:
+        hashed.append(Path(str(path)).stem)
+        return real_checksum(path)  # type: ignore[arg-type]
+
     monkeypatch.setattr(data_module, "load_scene", counting_load)
-    result = train(_config(tmp_path, data=str(folder), exclude=("s1",), ranking_implants=True))
-    assert sorted(reads) == ["s0", "s2"]
+    monkeypatch.setattr(data_module, "scene_sha256", counting_checksum)
+    config = _config(tmp_path, data=str(folder), exclude=("s1",), ranking_implants=True)
+    result = train(config)
+    assert sorted(reads) == ["s0", "s2"] and sorted(hashed) == ["s0", "s2"]
+    record = json.loads((Path(config.out) / TRAIN_CONFIG_FILE).read_text())
+    assert [entry["sha256"] for entry in record["data"]] == [
+        real_checksum(folder / "s0.mat"),
+        real_checksum(folder / "s2.mat"),
+    ]
     assert len(result["histories"]["ranking"]["loss"]) == 6
 
 

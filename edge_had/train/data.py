@@ -115,8 +115,11 @@ def prepare_scene(
     mask_anomalies: bool = True,
     normalization: Normalization | None = None,
     sha256: str | None = None,
+    checksum: bool = True,
 ) -> TrainingScene:
-    """Impute, normalise and resample one scene to K canonical bands (see the module docstring)."""
+    """Impute, normalise and resample one scene to K canonical bands (see the module docstring).
+    ``sha256``: the scene file's, when known; otherwise it is computed from the file (a second
+    read) when ``checksum`` - the training record needs it, the ranking phase does not."""
     normalization = Normalization() if normalization is None else normalization
     cube = np.array(scene.detection_cube(), dtype=np.float32, copy=True)
     valid = np.asarray(scene.valid, dtype=bool)
@@ -138,7 +141,7 @@ def prepare_scene(
     x = torch.from_numpy(
         np.ascontiguousarray(resampled.reshape(cube.shape[0], cube.shape[1], k).transpose(2, 0, 1))
     )
-    if sha256 is None and scene.source is not None and Path(scene.source).is_file():
+    if checksum and sha256 is None and scene.source is not None and Path(scene.source).is_file():
         sha256 = scene_sha256(scene.source)
     return TrainingScene(
         name=scene.name,
@@ -326,7 +329,7 @@ def load_labelled_scenes(
         anomalies = valid & np.asarray(scene.gt, dtype=bool)
         if not anomalies.any() or anomalies.sum() == valid.sum():
             continue
-        prepared = prepare_scene(scene, k, mask_anomalies=False)
+        prepared = prepare_scene(scene, k, mask_anomalies=False, checksum=False)
         labelled.append(
             LabelledScene(scene.name, prepared.x, torch.from_numpy(valid), torch.from_numpy(anomalies))
         )
