@@ -272,13 +272,16 @@ def test_waiting_in_the_reorder_window_is_not_a_deadline_miss(
     assert not [r.index for r in results if "deadline-miss" in r.flags]
 
 
-@pytest.mark.parametrize("window", [0, 3])
+@pytest.mark.parametrize("window, stuck", [(0, False), (3, False), (3, True)])
 def test_scoring_that_falls_behind_is_a_deadline_miss_with_or_without_a_reorder_window(
-    monkeypatch, window: int
+    monkeypatch, window: int, stuck: bool
 ) -> None:
     """Lines arrive in order one period apart and each takes two periods to score: every scored
     line is late, whether or not a reorder window is on (it held none of them, so it excuses
-    none; a window of 3 used to add 3 periods to every line's allowance)."""
+    none; a window of 3 used to add 3 periods to every line's allowance). ``stuck``: line 4's
+    index reads 504 (under the jump limit), so the window holds it to the end; that wait is no
+    excuse for the lines released meanwhile (it once excused one more period line after line).
+    The lines scored at ``finish`` without their look-ahead are not judged."""
     import edge_had.stream.pipeline as pipeline_module
 
     budget, now = 0.01, [0.0]
@@ -296,11 +299,12 @@ def test_scoring_that_falls_behind_is_a_deadline_miss_with_or_without_a_reorder_
     monkeypatch.setattr(pipeline, "_score", slow_score)
     for index in range(14):
         now[0] += budget
-        pipeline.push(lines[index], index, float(index))
+        pipeline.push(lines[index], index + 500 if stuck and index == 4 else index, float(index))
+    scored_before_finish = [r.index for r in results if r.state == "scored" and "warm-up" not in r.flags]
     pipeline.finish()
-    on_time = [r.index for r in results if r.state == "scored" and "warm-up" not in r.flags]
-    assert len(on_time) > 5
-    assert [r.index for r in results if "deadline-miss" in r.flags] == on_time
+    assert len(scored_before_finish) > 5
+    stuck_line = [504] if stuck else []  # released by finish, held past the window and slow too
+    assert [r.index for r in results if "deadline-miss" in r.flags] == scored_before_finish + stuck_line
 
 
 @pytest.mark.parametrize("window", [0, 3])
@@ -431,3 +435,34 @@ def test_build_pipeline_refuses_what_the_command_refuses(options: dict, says: st
 
     with pytest.raises(ValueError, match=says):
         build_pipeline(16, 12, **options)
+
+
+@pytest.mark.parametrize("scorer", ["global", "hybrid"])
+@pytest.mark.parametrize("window", [0, 3])
+def test_missing_lines_and_a_late_finish_are_no_deadline_miss(monkeypatch, scorer: str, window: int) -> None:
+    """The clock runs one period per index, so a missing line still takes its period: lines 20,
+    21 and 24 never come. With the hybrid scorer a line's look-ahead then spans more periods than
+    its 7 lines, and the last lines are scored only by ``finish``, three periods after the last
+    line (their look-ahead never came). Scoring takes no time: no line is late (both once were)."""
+    import edge_had.stream.pipeline as pipeline_module
+
+    budget, now = 0.01, [0.0]
+    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: now[0])
+    lines, results = make_lines(36), []
+    pipeline = StreamPipeline(
+        WIDTH,
+        BANDS,
+        settings=SETTINGS,
+        on_result=results.append,
+        reorder_window=window,
+        budget_s=budget,
+        scorer=scorer,
+    )
+    for index in range(36):
+        now[0] += budget
+        if index not in (20, 21, 24):
+            pipeline.push(lines[index], index, float(index))
+    now[0] += 3 * budget
+    pipeline.finish()
+    assert pipeline.health.lines_scored == 33
+    assert not [r.index for r in results if "deadline-miss" in r.flags]

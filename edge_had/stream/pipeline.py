@@ -31,8 +31,10 @@ the statistics are re-initialised for it (``reinitialisations`` in health); a si
 does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
 anything else and never enter the statistics; ``deadline-miss``: from arrival to score, less the
 time the reorder window had waited for a late or missing index when it released the line or the
-line completing its look-ahead, the line took longer than the budget times 1 + its look-ahead
-lines, i.e. scoring fell behind). Lines held in the reorder window when the
+line completing its look-ahead (at most its length plus the missing lines it gave up on, in line
+periods), the line took longer than the budget times 1 + the line periods its look-ahead spans,
+missing lines included, i.e. scoring fell behind; lines scored by a flush, at ``finish`` or a
+re-initialisation, are not judged). Lines held in the reorder window when the
 band count changes are processed first, with the old statistics. Gaps in the indices are counted
 as ``missing_indices``; repeated ones as ``duplicates``. An index more than ``max_index_jump``
 (1000) past the newest is taken for a corrupted counter and rejected, unless
@@ -184,7 +186,9 @@ class StreamPipeline:
         self.settings = settings or CausalSettings()
         self.rx = self._new_scorer(reduced_bands)
         self.budget_s = budget_s
-        self._window_wait_in_process_s = 0.0  # the reorder window's wait when it released the line in process
+        # (index, reorder window's wait) of the line in process: it completes earlier lines'
+        # look-ahead; None while the scorer flushes (finish, re-initialisation)
+        self._completing: tuple[int, float] | None = None
         self.on_result = on_result
         self.profiler = profiler or StageProfiler()
         self.health = Health()
@@ -279,30 +283,40 @@ class StreamPipeline:
         return f"implausible index jump (from {newest} to {index}, more than {self.max_index_jump})"
 
     def _release(self, force: bool) -> None:
-        # how long the window has been waiting for a late or missing index: the oldest line it
-        # holds arrived that long ago. Lines released now (and earlier lines whose look-ahead
-        # they complete) were delayed that much by the window, not by scoring.
-        now = time.perf_counter()
-        window_wait = max((now - entry[2] for entry in self._held.values() if entry is not None), default=0.0)
+        released, given_up = [], 0
         while self._held:
             following = None if self._last_index is None else self._last_index + 1
             if following not in self._held:
                 if not force and len(self._held) <= self.reorder_window:
-                    return
+                    break
                 following = min(self._held)  # give up waiting: the indices between are missing
                 if self._last_index is not None:  # (before the first line: none are)
+                    given_up += following - self._last_index - 1
                     self.health.missing_indices += following - self._last_index - 1
             entry = self._held.pop(following)
             self._last_index = following
             self._released.append(following)
-            if entry is None:
-                continue
-            pixels, result, arrival = entry
+            if entry is not None:
+                released.append(entry)
+        window_wait = self._window_wait(released, given_up)
+        for pixels, result, arrival in released:
             problem = self._check_shape(pixels, count_new_bands=False)  # held across a re-init?
             if problem is None:
                 self._process(pixels, result, arrival, window_wait_s=window_wait)
             else:
                 self._finish(result, "rejected", reason=problem)
+
+    def _window_wait(self, released: list[tuple[np.ndarray, LineResult, float]], given_up: int) -> float:
+        """How long the window delayed the lines it releases now (waiting for a late or missing
+        index): the age of the oldest, at most the line periods the window may wait - its length
+        plus the missing lines it gave up on now (they took their periods too). Those lines, and
+        earlier lines whose look-ahead they complete, were delayed that much by the window, not
+        by scoring."""
+        if not released or self.budget_s is None:
+            return 0.0
+        now = time.perf_counter()
+        oldest = max(now - arrival for _, _, arrival in released)
+        return min(oldest, (self.reorder_window + given_up) * self.budget_s)
 
     def _process(
         self, pixels: np.ndarray, result: LineResult, arrival: float, window_wait_s: float = 0.0
@@ -325,11 +339,11 @@ class StreamPipeline:
             result.flags.append(self.fallback_flag)
         self._pending[self._position] = _Pending(result, arrival, window_wait_s)
         self._position += 1
-        self._window_wait_in_process_s = window_wait_s  # this line may complete earlier lines' look-ahead
+        self._completing = (result.index, window_wait_s)
         try:
             self._score(lines)
         finally:
-            self._window_wait_in_process_s = 0.0
+            self._completing = None
 
     def _prepare(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(line, valid)``: the line in float64 with its non-finite pixels zeroed and the band
@@ -512,17 +526,24 @@ class StreamPipeline:
             else:
                 total = now - pending.arrival
                 self.profiler.record(TOTAL, total)
-                # a line cannot be scored before its look-ahead lines have arrived: it is late
-                # when scoring takes longer than its own period plus theirs. The time the reorder
-                # window had waited for a late or missing index when it released this line or the
-                # line that completed its look-ahead is the window's, not scoring's.
-                allowed = None if self.budget_s is None else self.budget_s * (1 + self.look_ahead_lines)
-                excused = max(pending.window_wait_s, self._window_wait_in_process_s)
-                slow = allowed is not None and total - excused > allowed
-                if slow and "deadline-miss" not in pending.result.flags:
+                if self._is_late(pending, total) and "deadline-miss" not in pending.result.flags:
                     pending.result.flags.append("deadline-miss")
                     self.health.deadline_misses += 1
             self._finish(pending.result, "scored", scores=scores.astype(np.float32))
+
+    def _is_late(self, pending: _Pending, total: float) -> bool:
+        """A line cannot be scored before its look-ahead lines have arrived: it is late when
+        scoring takes longer than its own period plus theirs - the line periods up to the line
+        that completed its look-ahead (missing lines in between still took their periods). The
+        time the reorder window had waited for a late or missing index when it released this
+        line or that one is the window's, not scoring's. A line the scorer flushes (at finish or
+        a re-initialisation: its look-ahead never came) is not judged."""
+        if self.budget_s is None or self._completing is None:
+            return False
+        completing_index, completing_wait = self._completing
+        periods = 1 + max(self.look_ahead_lines, completing_index - pending.result.index)
+        excused = max(pending.window_wait_s, completing_wait)
+        return total - excused > self.budget_s * periods
 
     def _finish(
         self, result: LineResult, state: str, *, reason: str | None = None, scores: np.ndarray | None = None
