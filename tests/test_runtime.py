@@ -352,3 +352,27 @@ def test_a_foreign_onnx_is_refused_in_a_short_line_naming_it(bundle_dir: Path, t
         message = str(caught.value)
         assert str(foreign) in message and "not an edge-had export" in message
         assert len(message) < 400 and "ir_version" not in message and message.count(str(foreign)) == 1
+
+
+def test_damaged_edge_had_metadata_is_a_clear_error_and_auto_falls_back(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """A hand-edited file whose edge_had.* value no longer parses: the error names the file and
+    the key, and `auto` goes on with torch (a bare JSONDecodeError once escaped both)."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import onnx
+
+    from edge_had.build.onnx_export import export_onnx
+
+    graph = onnx.load(str(export_onnx(load_bundle(bundle_dir), 30, tmp_path / "good.onnx")))
+    for entry in graph.metadata_props:
+        if entry.key == "edge_had.bands":
+            entry.value = "[30"
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(graph, str(damaged))
+    scene = synthetic_scene(lines=24, width=20, bands=30, seed=2)
+    with pytest.raises(BackendError, match=r"damaged\.onnx: its edge_had\.bands metadata is damaged"):
+        EnhancedDetector(bundle_dir, backend="onnxruntime", onnx=damaged).score(scene.cube, scene.valid)
+    detector = EnhancedDetector(bundle_dir, onnx=damaged)
+    assert np.isfinite(detector.score(scene.cube, scene.valid)).all()
+    assert detector.settings["backend"]["backend"] == "torch"

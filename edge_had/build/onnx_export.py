@@ -124,11 +124,13 @@ def read_metadata(source: str | Path | Any, name: str | Path | None = None) -> d
     graph = onnx.load(str(source), load_external_data=False) if is_path else source
     if name is None:
         name = source if is_path else "the ONNX graph"
-    found = {
-        entry.key[len(METADATA_PREFIX) :]: json.loads(entry.value)
-        for entry in graph.metadata_props
-        if entry.key.startswith(METADATA_PREFIX)
-    }
+    found = {}
+    for entry in graph.metadata_props:
+        if entry.key.startswith(METADATA_PREFIX):
+            try:
+                found[entry.key[len(METADATA_PREFIX) :]] = json.loads(entry.value)
+            except ValueError as error:
+                raise ExportError(f"{name}: its {entry.key} metadata is damaged ({error})") from error
     if "bands" not in found:
         raise ExportError(f"{name}: not an edge-had export (no {METADATA_PREFIX}bands metadata)")
     return found
