@@ -788,7 +788,7 @@ def test_a_refresh_of_corrupt_statistics_gives_nan_scores_not_an_error(monkeypat
     from edge_had.stream.causal import CausalRX
 
     rng = np.random.default_rng(0)
-    rx = CausalRX(5, CausalSettings(warmup_lines=2))
+    rx = CausalRX(5, CausalSettings(warmup_lines=2, outlier_sigma=None))  # no gate: NaN gets in
     rx.push(rng.random((20, 5)))
     rx.push(rng.random((20, 5)))
     monkeypatch.setattr(lapack, "dpotrf", lambda a, **k: (a, 1))  # as reference LAPACK on NaN
@@ -796,6 +796,12 @@ def test_a_refresh_of_corrupt_statistics_gives_nan_scores_not_an_error(monkeypat
     bad[3, 2] = np.nan  # marked valid: reaches the statistics
     [(_, scores, _)] = rx.push(bad)
     assert np.isnan(scores).all()
+    monkeypatch.undo()
+    gated = CausalRX(5, CausalSettings(warmup_lines=2))  # the outlier gate keeps the NaN out
+    gated.push(rng.random((20, 5)))
+    gated.push(rng.random((20, 5)))
+    [(_, scores, _)] = gated.push(bad)
+    assert gated.screened == [(2, 1)] and np.isfinite(np.delete(scores, 3)).all()
 
 
 def test_async_enhance_leaves_a_core_for_rx(monkeypatch, tmp_path) -> None:

@@ -174,6 +174,15 @@ class CausalHybridRX:
     def refreshes(self) -> int:
         return self.global_rx.refreshes
 
+    @property
+    def restarts(self) -> int:
+        return self.global_rx.restarts
+
+    @property
+    def screened(self) -> list[tuple[int, int]]:
+        """The global statistics' outlier gate in the latest push (:class:`CausalRX`)."""
+        return self.global_rx.screened
+
     def push(self, line: np.ndarray, valid: np.ndarray | None = None) -> list[tuple[int, np.ndarray, bool]]:
         line = np.asarray(line, dtype=np.float64)
         valid = np.ones(line.shape[0], dtype=bool) if valid is None else np.asarray(valid, dtype=bool)

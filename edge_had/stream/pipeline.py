@@ -29,7 +29,10 @@ So ``lines_in = lines_scored + lines_rejected + lines_dropped`` once :meth:`fini
 After ``reinit_after`` consecutive lines (default 8) of a new band count - each of them rejected -
 the statistics are re-initialised for it (``reinitialisations`` in health); a single odd line never
 does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
-anything else and never enter the statistics; ``deadline-miss``: from arrival to score, less the
+anything else and never enter the statistics; ``outlier-pixels``: the statistics' outlier gate kept
+pixels of the line out of them - a corrupt sample of finite value, e.g. - though they are scored
+(``outlier_pixels`` and ``statistics_restarts`` in health: :mod:`edge_had.stream.causal`);
+``deadline-miss``: from arrival to score, less the
 time the reorder window had waited for a late or missing index when it released the line or the
 line completing its look-ahead (at most its length plus the missing lines it gave up on, in line
 periods), the line took longer than the budget times 1 + the line periods its look-ahead spans,
@@ -106,6 +109,8 @@ class Health:
     duplicates: int = 0
     deadline_misses: int = 0
     statistics_refreshes: int = 0
+    outlier_pixels: int = 0
+    statistics_restarts: int = 0
     reinitialisations: int = 0
     enhancement_failures: int = 0
     callback_errors: int = 0
@@ -395,7 +400,7 @@ class StreamPipeline:
                 self._release(force=True)
             if self.enhancer is not None:
                 self._score(self._enhanced(self.enhancer.flush))
-            self._deliver(self.rx.flush())
+            self._deliver_flushed()
             for position in sorted(self._pending):
                 self._finish(self._pending.pop(position).result, "rejected", reason="stream ended in warm-up")
 
@@ -425,10 +430,18 @@ class StreamPipeline:
     def _score(self, lines: list[tuple[np.ndarray, np.ndarray]]) -> None:
         for line, valid in lines:
             with self.profiler.stage("statistics+rx"):
-                refreshes = self.rx.refreshes
+                refreshes, restarts = self.rx.refreshes, self.rx.restarts
                 scored = self.rx.push(line, valid)
                 self.health.statistics_refreshes += self.rx.refreshes - refreshes
+                self.health.statistics_restarts += self.rx.restarts - restarts
+            self._flag_outliers()
             self._deliver(scored)
+
+    def _flag_outliers(self) -> None:
+        """Flag the lines whose pixels the statistics' outlier gate kept out (they are scored)."""
+        for position, pixels in self.rx.screened:
+            self._pending[self._rx_base + position].result.flags.append("outlier-pixels")
+            self.health.outlier_pixels += pixels
 
     def _check_index(self, index: int) -> str | None:
         last = self._last_index
@@ -504,7 +517,7 @@ class StreamPipeline:
         from edge_had.stream.run import DEFAULT_REDUCED_BANDS, band_reduction
 
         reduced = self.reduction.shape[0] if self.reduction is not None else DEFAULT_REDUCED_BANDS
-        self._deliver(self.rx.flush())
+        self._deliver_flushed()
         for position in sorted(self._pending):  # still in the old warm-up or in the enhancer
             self._finish(self._pending.pop(position).result, "rejected", reason=reason)
         self._rx_base = self._position  # the new statistics count lines from here
@@ -516,6 +529,11 @@ class StreamPipeline:
         if self.scorer == "hybrid":
             return CausalHybridRX(bands, self.settings, line_math=self.line_math, local_math=self.local_math)
         return CausalRX(bands, self.settings, self.line_math)
+
+    def _deliver_flushed(self) -> None:
+        scored = self.rx.flush()
+        self._flag_outliers()  # a warm-up ended by the flush
+        self._deliver(scored)
 
     def _deliver(self, scored: list[tuple[int, np.ndarray, bool]]) -> None:
         now = time.perf_counter()

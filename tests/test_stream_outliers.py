@@ -1,0 +1,135 @@
+"""The causal statistics' outlier gate: one corrupt sample or line stays out of the statistics
+(scored, flagged, counted), a new background restarts them, and ordinary data is untouched.
+References: a float64 recomputation of the gate from the admitted pixels, and the same stream
+without the corrupt input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_had.eval.metrics import roc_auc
+from edge_had.io.synthetic import synthetic_scene
+from edge_had.stream.causal import CausalRX, CausalSettings
+from edge_had.stream.pipeline import StreamPipeline
+from edge_had.stream.run import run_stream, stream_scene_scores
+from edge_had.stream.sources import scene_lines
+
+UNGATED = CausalSettings(outlier_sigma=None)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return synthetic_scene(lines=160, width=96, bands=40, seed=3)
+
+
+def spiked(cube: np.ndarray, row: int, value: float) -> np.ndarray:
+    cube = cube.copy()
+    cube[row, 17, 5] = value
+    return cube
+
+
+@pytest.mark.parametrize("row", [4, 40], ids=["in-warm-up", "after-warm-up"])
+def test_one_huge_sample_no_longer_flattens_the_rest_of_the_stream(scene, row: int) -> None:
+    """A 1e8 in data of range 0-1100: without the gate it stays in the cumulative statistics and
+    RX after it is flat; with it, the lines after it score as without the spike, and the pixel
+    itself is scored (the line's highest), flagged and counted."""
+    cube = spiked(scene.cube, row, 1e8)
+    after = slice(row + 1, None)
+    clean, _ = stream_scene_scores(scene.cube)
+    gated, run = stream_scene_scores(cube)
+    ungated, _ = stream_scene_scores(cube, settings=UNGATED)
+    clean_auc = roc_auc(clean[after], scene.gt[after])
+    assert roc_auc(ungated[after], scene.gt[after]) < clean_auc - 0.2  # the failure this fixes
+    assert abs(roc_auc(gated[after], scene.gt[after]) - clean_auc) < 0.002
+    assert np.nanargmax(gated[row]) == 17
+    health = run.pipeline.health
+    assert health.outlier_pixels == 1 and health.flags["outlier-pixels"] == 1
+    assert health.statistics_restarts == 0 and health.to_dict()["accounting_ok"]
+
+
+def test_a_corrupt_line_is_kept_out_as_if_it_never_came(scene) -> None:
+    """Every pixel of line 50 a million times too large: scored and flagged, no restart, and the
+    later lines score exactly as in the stream without that line."""
+    cube = scene.cube.astype(np.float64)
+    corrupt = cube.copy()
+    corrupt[50] *= 1e6
+    rx, without = CausalRX(40), CausalRX(40)
+    scores, expected = {}, {}
+    for row, line in enumerate(corrupt):
+        scores.update((position, value) for position, value, _ in rx.push(line))
+        if row == 50:
+            assert rx.screened == [(50, cube.shape[1])] and np.isfinite(scores[50]).all()
+        else:
+            expected.update((row, value) for _, value, _ in without.push(line))
+    for row in range(51, len(cube)):
+        np.testing.assert_allclose(scores[row], expected[row], rtol=1e-9)
+    assert rx.restarts == 0
+
+
+def test_a_new_background_restarts_the_statistics_instead_of_locking_them_out(scene) -> None:
+    """The scene moves 1000 deviations away (a shutter opening, a new terrain): after
+    ``warmup_lines`` lines mostly beyond the gate, the statistics restart from them, and the
+    lines after score like a background (a locked-out gate would score them all huge)."""
+    settings = CausalSettings(warmup_lines=10)
+    cube = scene.cube.astype(np.float64).copy()
+    spread = cube[:60].reshape(-1, cube.shape[2]).std(axis=0)
+    cube[60:] += 1000 * spread
+    rx = CausalRX(40, settings)
+    out = {}
+    for line in cube:
+        for position, scores, _ in rx.push(line):
+            out[position] = scores
+    assert rx.restarts == 1
+    background = ~scene.gt.astype(bool)
+    assert np.median(out[75][background[75]]) < 3 * np.median(out[30][background[30]])
+    assert np.median(out[65][background[65]]) > 1e4  # before the restart: scored as anomalous
+
+
+def test_the_gate_keeps_out_exactly_the_pixels_beyond_it() -> None:
+    """Planted deviations of 60-140 background deviations in random bands: the pixels screened
+    are those more than 100 deviations from the mean of the pixels admitted before, in float64
+    (each deviation floored at 1 % of their root-mean-square)."""
+    rng = np.random.default_rng(7)
+    bands, width = 6, 30
+    mixing = rng.standard_normal((bands, bands))
+    rx = CausalRX(bands, CausalSettings(warmup_lines=3))
+    admitted = []
+    for position in range(40):
+        line = 50.0 + rng.standard_normal((width, bands)) @ mixing
+        if position >= 3:
+            history = np.concatenate(admitted)
+            mean, deviation = history.mean(axis=0), history.std(axis=0)
+            deviation = np.maximum(deviation, 0.01 * np.sqrt(np.mean(deviation**2)))
+            for pixel in rng.choice(width, size=4, replace=False):
+                band = rng.integers(bands)
+                line[pixel, band] = mean[band] + rng.uniform(60, 140) * deviation[band] * rng.choice([-1, 1])
+            beyond = (np.abs(line - mean) > 100 * deviation).any(axis=1)
+        rx.push(line)
+        if position >= 3:
+            assert rx.screened == ([(position, int(beyond.sum()))] if beyond.any() else [])
+            admitted.append(line[~beyond])
+        else:
+            admitted.append(line)
+    assert rx.restarts == 0
+
+
+def test_ordinary_data_streams_exactly_as_without_the_gate(scene) -> None:
+    gated, run = stream_scene_scores(scene.cube, scorer="hybrid")
+    ungated, _ = stream_scene_scores(scene.cube, settings=UNGATED, scorer="hybrid")
+    np.testing.assert_array_equal(gated, ungated)
+    assert run.pipeline.health.outlier_pixels == 0
+
+
+def test_the_hybrid_pipeline_flags_the_line_whose_pixel_it_screened(scene) -> None:
+    cube = spiked(scene.cube, 40, 1e8)
+    finals = []
+    pipeline = StreamPipeline(96, 40, scorer="hybrid", on_result=finals.append)
+    run_stream(scene_lines(cube), pipeline)
+    flagged = [result.index for result in finals if "outlier-pixels" in result.flags]
+    assert flagged == [40] and pipeline.report()["health"]["outlier_pixels"] == 1
+
+
+def test_outlier_sigma_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="outlier_sigma"):
+        CausalSettings(outlier_sigma=0.0)
