@@ -146,7 +146,8 @@ def test_ctrl_c_finishes_the_stream_and_writes_everything(tmp_path: Path, monkey
     real_source = command._source
 
     def interrupting_source(args):
-        lines, *rest = real_source(args)
+        source = real_source(args)
+        lines = source.lines
 
         def lines_then_ctrl_c():
             for line in lines:
@@ -154,7 +155,8 @@ def test_ctrl_c_finishes_the_stream_and_writes_everything(tmp_path: Path, monkey
                     os.kill(os.getpid(), signal.SIGINT)
                 yield line
 
-        return (lines_then_ctrl_c(), *rest)
+        source.lines = lines_then_ctrl_c()
+        return source
 
     monkeypatch.setattr(command, "_source", interrupting_source)
     out, report = tmp_path / "run", tmp_path / "report.json"

@@ -133,3 +133,15 @@ def test_the_hybrid_pipeline_flags_the_line_whose_pixel_it_screened(scene) -> No
 def test_outlier_sigma_must_be_positive() -> None:
     with pytest.raises(ValueError, match="outlier_sigma"):
         CausalSettings(outlier_sigma=0.0)
+
+
+def test_the_gate_changes_no_plain_rx_score_on_the_real_scenes(data_dir) -> None:
+    """README: no pixel of the ten scenes is beyond the gate of plain streaming RX (32 bands)."""
+    from edge_had.io import list_scenes, load_scene
+
+    for path in list_scenes(data_dir):
+        cube = load_scene(path).detection_cube()
+        gated, run = stream_scene_scores(cube)
+        ungated, _ = stream_scene_scores(cube, settings=UNGATED)
+        np.testing.assert_array_equal(gated, ungated, err_msg=path.name)
+        assert run.pipeline.health.outlier_pixels == 0, path.name

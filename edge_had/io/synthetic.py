@@ -166,6 +166,10 @@ class SyntheticSettings:
     anomaly_spacing: float = 6.0
     seed: int = 0
 
+    def band_centres(self) -> np.ndarray:
+        """The bands' centre wavelengths in nm, evenly spaced over ``wavelength_range``."""
+        return np.linspace(self.wavelength_range[0], self.wavelength_range[1], self.bands)
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -620,10 +624,6 @@ class _Model:
     shot_k: float
 
 
-def _wavelengths(s: SyntheticSettings) -> np.ndarray:
-    return np.linspace(s.wavelength_range[0], s.wavelength_range[1], s.bands)
-
-
 def _make_background(s: SyntheticSettings, wl: np.ndarray) -> _Background:
     endmembers = _library(wl, s.seed, 0, s.endmembers, _BACKGROUND)
     variability = s.endmember_variability * endmembers[:, None, :] * _variability_shapes(wl, s)
@@ -658,7 +658,7 @@ def _blend_targets(
 
 
 def _build_model(s: SyntheticSettings) -> _Model:
-    wl = _wavelengths(s)
+    wl = s.band_centres()
     background = _make_background(s, wl)
     sensor = _sensor_gain(wl, s)
     reference = _REFERENCE_REFLECTANCE * s.peak_counts

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from edge_had.stream.onboard import STREAM_DETECTORS, build_pipeline
 from edge_had.stream.presets import SENSORS, sensor
 
 KEEP_LINES = 4096  # longer synthetic streams keep no per-line outputs in memory (soak runs)
+DEFAULT_SYNTHETIC_LINES = 512
 RSS_EVERY = 100_000  # lines between samples of the resident memory
 
 
@@ -84,14 +86,12 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "block (a GPU or ONNX Runtime's threads; a line may wait one block longer)",
     )
     parser.add_argument("--pace", action="store_true", help="replay at the line rate; late lines are dropped")
-    parser.add_argument(
-        "--lines", type=integer_from(1), default=512, help="synthetic: number of lines (default 512)"
-    )
+    parser.add_argument("--lines", type=integer_from(1), help="synthetic: number of lines (default 512)")
     parser.add_argument(
         "--width", type=integer_from(1), help="synthetic: pixels per line (default: the sensor's)"
     )
     parser.add_argument("--bands", type=integer_from(2), help="synthetic: bands (default: the sensor's)")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic: seed (default 0)")
+    parser.add_argument("--seed", type=int, help="synthetic: seed (default 0)")
     parser.add_argument(
         "--pfa",
         type=open_probability,
@@ -123,33 +123,46 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write the JSON report here")
 
 
-def _source(args: argparse.Namespace) -> tuple[Any, np.ndarray | None, np.ndarray | None, int, int]:
-    """(lines, ground truth, validity, width, bands)."""
+SYNTHETIC_ONLY = ("lines", "width", "bands", "seed")  # options that shape a synthetic source
+
+
+@dataclass
+class _Source:
+    lines: Any  # an iterable of Line
+    gt: np.ndarray | None
+    valid: np.ndarray | None
+    width: int
+    bands: int
+    wavelengths: np.ndarray | None  # band centres in nm, when known
+
+
+def _source(args: argparse.Namespace) -> _Source:
     from edge_had.stream.sources import scene_lines, synthetic_lines
 
     preset = sensor(args.sensor)
     rate = args.line_rate or preset.line_rate_hz
     if args.source == "synthetic":
-        from edge_had.io.synthetic import synthetic_scene
+        from edge_had.io.synthetic import SyntheticSettings, synthetic_scene
 
         width, bands = args.width or preset.width, args.bands or preset.bands
-        if args.lines <= KEEP_LINES:  # bounded: one scene, so its ground truth is known
-            scene = synthetic_scene(seed=args.seed, lines=args.lines, width=width, bands=bands)
-            return scene_lines(scene.cube, rate, args.pace), scene.gt, scene.valid, width, bands
-        return (
-            synthetic_lines(width, bands, args.lines, args.seed, line_rate=rate, pace=args.pace),
-            None,
-            None,
-            width,
-            bands,
-        )
+        count, seed = args.lines or DEFAULT_SYNTHETIC_LINES, args.seed or 0
+        if count <= KEEP_LINES:  # bounded: one scene, so its ground truth is known
+            scene = synthetic_scene(seed=seed, lines=count, width=width, bands=bands)
+            lines = scene_lines(scene.cube, rate, args.pace)
+            return _Source(lines, scene.gt, scene.valid, width, bands, scene.wavelengths)
+        lines = synthetic_lines(width, bands, count, seed, line_rate=rate, pace=args.pace)
+        return _Source(lines, None, None, width, bands, SyntheticSettings(bands=bands).band_centres())
+    given = [f"--{name}" for name in SYNTHETIC_ONLY if getattr(args, name) is not None]
+    if given:  # a file has its own lines, width, bands: the options would be ignored
+        raise EdgeHadError(f"{', '.join(given)}: only for --source synthetic; a file streams as it is")
     from edge_had.io import load_scene
 
     scene = load_scene(args.source)
     cube = scene.detection_cube()
     if not scene.valid.all():
         cube = np.where(scene.valid[..., None], cube, np.nan).astype(np.float32)
-    return scene_lines(cube, rate, args.pace), scene.gt, scene.valid, cube.shape[1], cube.shape[2]
+    lines = scene_lines(cube, rate, args.pace)
+    return _Source(lines, scene.gt, scene.valid, cube.shape[1], cube.shape[2], scene.detection_wavelengths())
 
 
 def run_stream_command(args: argparse.Namespace) -> int:
@@ -218,7 +231,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.stream.pipeline import INDEX_REJECTIONS
     from edge_had.stream.run import run_stream
 
-    lines, gt, valid, width, bands = _source(args)
+    source = _source(args)
+    lines, gt, valid, width, bands = source.lines, source.gt, source.valid, source.width, source.bands
     preset = sensor(args.sensor)
     rate = args.line_rate or preset.line_rate_hz
     enhanced, scorer = STREAM_DETECTORS[args.detector]
@@ -237,6 +251,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         line_rate_hz=rate,
         reorder_window=args.reorder_window,
         cuda_rx=cuda_rx,
+        wavelengths=source.wavelengths,
     )
     pipeline, detector, backend = onboard.pipeline, onboard.detector, onboard.backend
     if "warm_up_error" in detector:
@@ -251,7 +266,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         from edge_had.stream.faults import faulty_lines, parse_faults
 
         lines = faulty_lines(lines, parse_faults(args.faults), rate=args.fault_rate, seed=args.fault_seed)
-    keep = not (args.source == "synthetic" and args.lines > KEEP_LINES)  # soak: counts only
+    keep = not (args.source == "synthetic" and (args.lines or DEFAULT_SYNTHETIC_LINES) > KEEP_LINES)
     pfa, min_area = args.pfa, args.min_event_area
 
     events_detector = EventDetector(stream_threshold(scorer, pipeline.rx, pfa), min_area=min_area)

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from edge_had.stream.pipeline import LineResult, StreamPipeline
 
@@ -86,6 +88,7 @@ def build_pipeline(
     reorder_window: int = 4,
     cuda_rx: Any = None,
     on_result: Callable[[LineResult], None] | None = None,
+    wavelengths: Any = None,
 ) -> OnboardPipeline:
     """The line loop of ``detector`` for ``width``-pixel lines of ``bands`` bands. The options
     are ``edge-had stream``'s: ``precision`` is ``--net-precision``, ``line_rate_hz`` your
@@ -95,7 +98,11 @@ def build_pipeline(
     as the command refuses them. A network that fails its warm-up does not stop the loop: the
     pipeline scores plain RX from the first line, flagged, and ``detector["warm_up_error"]``
     says why (nothing is printed or logged: the caller decides). If building fails after the
-    network started, the network is released before the error propagates. ``push(line, index,
+    network started, the network is released before the error propagates. ``wavelengths``: the
+    sensor's ``bands`` band centres in nm, when known - the bands are then resampled on them, as
+    ``detect`` does (the model's adapter, or the 32 bands of plain RX), else on band index; an
+    ONNX graph or engine given must have been exported for the same (``edge-had export
+    --wavelengths``). ``push(line, index,
     timestamp)`` takes the line's number as ``index`` (consecutive lines differ by 1) and any
     clock, e.g. the camera's tick counter, as ``timestamp``."""
     from argparse import Namespace
@@ -115,15 +122,20 @@ def build_pipeline(
     options = Namespace(model=model, onnx=onnx, engine=engine, backend=backend, net_precision=precision,
                         device=device, async_enhance=async_enhance)  # fmt: skip
     refuse_network_options(options, detector, enhanced)
-    record: dict[str, Any] = {"name": detector}
+    if wavelengths is not None:
+        wavelengths = np.asarray(wavelengths, dtype=np.float64).ravel()
+    record: dict[str, Any] = {
+        "name": detector,
+        "resampling": "band_index" if wavelengths is None else "wavelength",
+    }
     enhancer, runner, choice, bundle, reduction = None, None, None, None, None
     if enhanced:
         artifacts: dict[str, Any] = {"onnx": onnx, "engine": engine, "device": device}
         enhancer, runner, choice, bundle = _enhancer(
-            record, scorer, bands, width, model, backend, precision, artifacts, async_enhance
+            record, scorer, bands, width, wavelengths, model, backend, precision, artifacts, async_enhance
         )
     else:
-        reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS)
+        reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS, wavelengths)
         record["reduced_bands"] = DEFAULT_REDUCED_BANDS
     try:
         line_math: Any = NUMPY_LINE_MATH
@@ -144,6 +156,7 @@ def build_pipeline(
             scorer=scorer,
             line_math=line_math,
             local_math=local_math,
+            wavelengths=wavelengths,
         )
     except BaseException:
         _release(enhancer, runner)
@@ -156,6 +169,7 @@ def _enhancer(
     scorer: str,
     bands: int,
     width: int,
+    wavelengths: Any,
     model: str | None,
     backend: str,
     precision: str,
@@ -172,7 +186,9 @@ def _enhancer(
     bundle = load_bundle(model).for_scorer(scorer)
     choice = choose_backend(backend, precision, **artifacts)
     threads = runner_threads_beside_rx() if asynchronous else None  # a core left for RX
-    runner = enhancement_runner(choice, bundle, bands, cpu_threads=threads, **artifacts).activate()
+    runner = enhancement_runner(
+        choice, bundle, bands, wavelengths, cpu_threads=threads, **artifacts
+    ).activate()
     enhancer = StreamEnhancer(bundle, runner, asynchronous=asynchronous)
     try:
         record["warm_up_ms"] = 1e3 * enhancer.warm_up(width, bands)  # before the first line

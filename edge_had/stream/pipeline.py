@@ -153,7 +153,9 @@ class StreamPipeline:
     with a causal dual-window LRX, :mod:`edge_had.stream.causal_local`: 7 lines more look-ahead).
     ``line_math``: where causal RX's per-line sums and scores run (numpy, or the CUDA kernels:
     :mod:`edge_had.stream.cuda_line_math`); ``local_math``: where the hybrid scorer's local RX
-    runs (``None``: numpy)."""
+    runs (``None``: numpy). ``wavelengths``: the sensor's band centres (nm), if known, for the
+    32-band reduction of the plain RX a failed enhancement falls back to (as ``reduction``, it
+    resamples on them; a re-initialisation for another band count resamples on band index)."""
 
     def __init__(
         self,
@@ -172,6 +174,7 @@ class StreamPipeline:
         scorer: str = "global",
         line_math: LineMath = NUMPY_LINE_MATH,
         local_math: LocalLineMath | None = None,
+        wavelengths: np.ndarray | None = None,
     ) -> None:
         if scorer not in SCORERS:
             raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
@@ -179,6 +182,7 @@ class StreamPipeline:
         self.line_math = line_math
         self.local_math = local_math
         self.width = width
+        self.wavelengths = wavelengths
         self._use_bands(bands, reduction)
         if self.reduction is not None and self.reduction.shape[1] != bands:
             raise ValueError(f"reduction takes {self.reduction.shape[1]} bands, the sensor has {bands}")
@@ -521,7 +525,8 @@ class StreamPipeline:
         for position in sorted(self._pending):  # still in the old warm-up or in the enhancer
             self._finish(self._pending.pop(position).result, "rejected", reason=reason)
         self._rx_base = self._position  # the new statistics count lines from here
-        self._use_bands(bands, band_reduction(bands, reduced))
+        known = self.wavelengths is not None and len(self.wavelengths) == bands
+        self._use_bands(bands, band_reduction(bands, reduced, self.wavelengths if known else None))
         self.rx = self._new_scorer(bands if self.reduction is None else self.reduction.shape[0])
         self._new_band_count = (0, 0)
 

@@ -54,13 +54,25 @@ class StreamRun:
         return self.pipeline.health.lines_in / self.seconds if self.seconds > 0 else float("inf")
 
 
-def band_reduction(bands: int, k: int | None = DEFAULT_REDUCED_BANDS) -> np.ndarray | None:
-    """The ``(k, bands)`` band-index resampling matrix (None: no reduction, or k >= bands)."""
+def band_reduction(
+    bands: int, k: int | None = DEFAULT_REDUCED_BANDS, wavelengths: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The ``(k, bands)`` resampling matrix of plain causal RX (None: no reduction, or k >= bands):
+    on ``wavelengths`` (nm) when known - ``k`` bands evenly spaced over the sensor's own range, so
+    a VNIR or thermal sensor keeps ``k`` distinct bands (the model's canonical grid is for the
+    model: a 400-1000 nm sensor would fill most of its bands with copies of the last one) - on
+    band index otherwise."""
     from edge_had.models.adapter import SpectralAdapter
 
     if k is None or k >= bands:
         return None
-    return SpectralAdapter.from_band_count(bands, k).matrix
+    if wavelengths is None:
+        return SpectralAdapter.from_band_count(bands, k).matrix
+    centres = np.asarray(wavelengths, dtype=np.float64).ravel()
+    if centres.size != bands:
+        raise ValueError(f"{centres.size} wavelengths for {bands} bands")
+    lo, hi = float(np.min(centres)), float(np.max(centres))
+    return SpectralAdapter.from_wavelengths(centres, k, lo=lo, hi=hi).matrix
 
 
 def run_stream(
@@ -117,16 +129,18 @@ def stream_scene_scores(
     settings: CausalSettings = DEFAULT_SETTINGS,
     enhancer: Any = None,
     scorer: str = "global",
+    wavelengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, StreamRun]:
     """Stream a cube's rows through causal RX (``scorer`` global or hybrid) - plain on ``k``
-    reduced bands, or after the ``enhancer`` (a :class:`~edge_had.stream.enhance.StreamEnhancer`)
+    reduced bands (resampled on ``wavelengths`` when given: :func:`band_reduction`), or after the
+    ``enhancer`` (a :class:`~edge_had.stream.enhance.StreamEnhancer`)
     - and return the ``(rows, cols)`` score map (unscored lines: NaN) and the run. Invalid pixels (``valid``
     False) are set to NaN before streaming."""
     cube = np.asarray(cube, dtype=np.float32)
     if valid is not None and not valid.all():
         cube = np.where(valid[..., None], cube, np.nan).astype(np.float32)
     rows, cols, bands = cube.shape
-    reduction = None if enhancer is not None else band_reduction(bands, k)
+    reduction = None if enhancer is not None else band_reduction(bands, k, wavelengths)
     pipeline = StreamPipeline(
         cols, bands, reduction=reduction, settings=settings, enhancer=enhancer, scorer=scorer
     )

@@ -1,0 +1,95 @@
+"""A stream resamples a file's bands on its wavelengths, as detect does: plain RX on 32 bands
+evenly spaced over the sensor's own range, an enhanced stream through the model's adapter (so an
+ONNX graph exported with --wavelengths fits, and a sensor outside the model's range is refused as
+detect refuses it). Only a synthetic source takes --lines/--width/--bands/--seed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from spectral import envi
+
+from edge_had.cli import main
+from edge_had.io.synthetic import synthetic_scene
+from edge_had.stream.run import band_reduction, stream_scene_scores
+
+#: 40 bands: 30 dense in the VNIR, 10 sparse beyond (band index and wavelength resample apart)
+UNEVEN = np.concatenate([np.linspace(400.0, 1000.0, 30), np.linspace(1100.0, 2400.0, 10)]).round(2)
+
+
+def envi_file(folder: Path, wavelengths: np.ndarray, name: str = "scene") -> tuple[Path, np.ndarray]:
+    cube = synthetic_scene(lines=48, width=24, bands=len(wavelengths), seed=5).cube
+    header = folder / f"{name}.hdr"
+    metadata = {"wavelength": [f"{w:.2f}" for w in wavelengths], "wavelength units": "nm"}
+    envi.save_image(str(header), cube, metadata=metadata, ext=".img", force=True)
+    return header, cube
+
+
+def test_plain_rx_stream_resamples_on_the_files_wavelengths(tmp_path: Path) -> None:
+    header, cube = envi_file(tmp_path, UNEVEN)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    argv = ["stream", "--source", str(header), "--detector", "rx", "--reorder-window", "0"]
+    assert main([*argv, "--out", str(out), "--json", str(report)]) == 0
+    streamed = np.load(out / "scores.npy")
+    on_wavelengths, _ = stream_scene_scores(cube, wavelengths=UNEVEN)
+    on_index, _ = stream_scene_scores(cube)
+    np.testing.assert_allclose(streamed, on_wavelengths, rtol=1e-5)
+    assert not np.allclose(streamed, on_index, rtol=1e-2)  # the choice matters for this sensor
+    assert json.loads(report.read_text())["detector"]["resampling"] == "wavelength"
+
+
+def test_plain_rx_reduction_spans_the_sensors_own_range() -> None:
+    """A VNIR sensor keeps 32 distinct bands (the model's 400-2500 nm grid would copy its last
+    band into most of them), and a thermal one is reduced too: plain RX needs no canonical grid."""
+    vnir = band_reduction(60, 32, np.linspace(400.0, 1000.0, 60))
+    assert np.linalg.matrix_rank(vnir) == 32
+    assert band_reduction(60, 32, np.linspace(8000.0, 12000.0, 60)).shape == (32, 60)
+    with pytest.raises(ValueError, match="59 wavelengths for 60 bands"):
+        band_reduction(60, 32, np.linspace(400.0, 1000.0, 59))
+
+
+def test_a_graph_exported_for_the_wavelengths_streams_and_one_without_is_refused(
+    tmp_path: Path, untrained_bundle, capsys
+) -> None:
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    model = untrained_bundle(seed=1, k=16, hidden=8, blocks=2)
+    header, _ = envi_file(tmp_path, UNEVEN)
+    centres = tmp_path / "centres.txt"
+    centres.write_text("\n".join(f"{w:.2f}" for w in UNEVEN))
+    fitted, plain = tmp_path / "fitted", tmp_path / "plain"  # export folders
+    export = ["export", "--model", str(model), "--bands", "40"]
+    assert main([*export, "--out", str(fitted), "--wavelengths", str(centres)]) == 0
+    assert main([*export, "--out", str(plain)]) == 0
+    stream = ["stream", "--source", str(header), "--model", str(model), "--backend", "onnxruntime"]
+    report = tmp_path / "report.json"
+    assert main([*stream, "--onnx", str(fitted / "model_fp32.onnx"), "--json", str(report)]) == 0
+    written = json.loads(report.read_text())
+    assert (
+        written["backend"]["backend"] == "onnxruntime" and written["detector"]["resampling"] == "wavelength"
+    )
+    capsys.readouterr()
+    assert main([*stream, "--onnx", str(plain / "model_fp32.onnx")]) == 2
+    assert "it resamples on band index, the scene needs on wavelengths 400-2400 nm" in capsys.readouterr().err
+
+
+def test_an_enhanced_stream_refuses_a_sensor_outside_the_models_range_as_detect_does(
+    tmp_path: Path, capsys
+) -> None:
+    header, _ = envi_file(tmp_path, np.linspace(8000.0, 12000.0, 32), "thermal")
+    assert main(["stream", "--source", str(header)]) == 2  # enhanced-rx, the shipped model
+    error = capsys.readouterr().err
+    assert (
+        "8000-12000 nm, which holds none of the 64 canonical wavelengths" in error
+        and "Traceback" not in error
+    )
+    assert main(["stream", "--source", str(header), "--detector", "rx"]) == 0  # plain RX needs no grid
+
+
+@pytest.mark.parametrize("option", [["--lines", "10"], ["--width", "8"], ["--bands", "4"], ["--seed", "3"]])
+def test_synthetic_only_options_are_refused_for_a_file(tmp_path: Path, capsys, option: list[str]) -> None:
+    header, _ = envi_file(tmp_path, UNEVEN)
+    assert main(["stream", "--source", str(header), "--detector", "rx", *option]) == 2
+    assert f"{option[0]}: only for --source synthetic" in capsys.readouterr().err
