@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import edge_had
-from edge_had.cli_types import existing_file, integer_from, non_negative_number, refuse_network_options
+from edge_had.cli_types import (
+    check_output_file,
+    existing_file,
+    integer_from,
+    non_negative_number,
+    refuse_network_options,
+)
 from edge_had.errors import EdgeHadError
 
 DESCRIPTION = """\
@@ -26,6 +32,30 @@ model ('enhanced-rx', 'enhanced-lrx', 'enhanced-hybrid-rx'); 'enhanced-rx' is th
 TensorRT artifacts; `plan` bounds the time per line on a Jetson. Start with `edge-had demo`,
 which needs no data.
 """
+
+
+#: the local window's settings: every detector with a local RX part takes them
+LOCAL_RX_DETECTORS = ("lrx", "hybrid-rx", "enhanced-lrx", "enhanced-hybrid-rx", "resampled-hybrid-rx")
+#: scorer option -> (its default, the detectors that use it); another detector would ignore it
+SCORER_OPTIONS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "precision": ("float64", ("rx",)),
+    "regularization": (None, ("rx", *LOCAL_RX_DETECTORS)),
+    "inner": (5, LOCAL_RX_DETECTORS),
+    "outer": (15, LOCAL_RX_DETECTORS),
+    "components": (10, LOCAL_RX_DETECTORS),
+}
+
+
+def _refuse_unused_scorer_options(args: argparse.Namespace) -> None:
+    """ValueError naming the scorer options set (away from their defaults) for a detector that
+    does not use them: `--detector lrx --precision float32` ran and ignored it."""
+    unused = [
+        f"--{name} ({'/'.join(users) if len(users) < 3 else 'detectors with a local RX part'} only)"
+        for name, (default, users) in SCORER_OPTIONS.items()
+        if getattr(args, name, default) != default and args.detector not in users
+    ]
+    if unused:
+        raise ValueError(f"{args.detector} does not use {', '.join(unused)}")
 
 
 def _add_detector_options(parser: argparse.ArgumentParser) -> None:
@@ -55,14 +85,15 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--precision",
         choices=["float64", "float32"],
-        default="float64",
+        default=SCORER_OPTIONS["precision"][0],
         help="rx only: float64 numpy reference (default) or the fast float32-scoring path",
     )
     group.add_argument(
         "--regularization",
         type=non_negative_number,
         default=None,
-        help="diagonal loading as a fraction of trace/bands (rx default 0, lrx default 1e-3)",
+        help="diagonal loading as a fraction of trace/bands: rx (default 0) and the local RX part of "
+        "the others (default 1e-3)",
     )
     backend = parser.add_argument_group("enhancement backend (enhanced-* detectors)")
     backend.add_argument(
@@ -85,16 +116,23 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     backend.add_argument("--engine", type=existing_file, help="TensorRT engine to run (`edge-had build`)")
     backend.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     group.add_argument(
-        "--inner", type=integer_from(1), default=5, help="(hybrid-)lrx: guard window (odd, default 5)"
+        "--inner",
+        type=integer_from(1),
+        default=SCORER_OPTIONS["inner"][0],
+        help="detectors with a local RX part (*lrx, *hybrid-rx): guard window (odd, default 5)",
     )
     group.add_argument(
-        "--outer", type=integer_from(1), default=15, help="(hybrid-)lrx: outer window (odd, default 15)"
+        "--outer",
+        type=integer_from(1),
+        default=SCORER_OPTIONS["outer"][0],
+        help="detectors with a local RX part: outer window (odd, default 15)",
     )
     group.add_argument(
         "--components",
         type=integer_from(0),
-        default=10,
-        help="(hybrid-)lrx: principal components before the local statistics (default 10; 0 = all)",
+        default=SCORER_OPTIONS["components"][0],
+        help="detectors with a local RX part: principal components before the local statistics "
+        "(default 10; 0 = all)",
     )
 
 
@@ -102,17 +140,20 @@ def _detector_from_args(args: argparse.Namespace) -> Any:
     from edge_had.detectors.registry import make_detector
 
     refuse_network_options(args, args.detector, enhanced=args.detector.startswith("enhanced-"))
+    _refuse_unused_scorer_options(args)
+    from edge_had.detectors.lrx import LocalRXSettings
 
     if args.detector == "rx":
         return make_detector("rx", precision=args.precision, regularization=args.regularization or 0.0)
-    if args.detector in ("resampled-rx", "resampled-hybrid-rx"):
+    if args.detector == "resampled-rx":
         return make_detector(args.detector)
     lrx: dict[str, Any] = {"inner": args.inner, "outer": args.outer, "n_components": args.components or None}
     if args.regularization is not None:
         lrx["regularization"] = args.regularization
     if args.detector in ("lrx", "hybrid-rx"):
         return make_detector(args.detector, **lrx)
-    from edge_had.detectors.lrx import LocalRXSettings
+    if args.detector == "resampled-hybrid-rx":  # the baseline of enhanced-hybrid-rx: same windows
+        return make_detector(args.detector, lrx=LocalRXSettings(**lrx))
 
     return make_detector(
         args.detector,
@@ -210,9 +251,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from edge_had.eval.protocol import score_scene
     from edge_had.io import load_scene
 
+    if args.out:  # refused before the scene is read and scored
+        check_output_file(args.out, "--out", suffix=".png")
+    if args.npy:
+        check_output_file(args.npy, "--npy")
     scene = load_scene(args.scene, cube_var=args.cube_var, gt_var=args.gt_var, gt_path=args.gt)
     detector = _detector_from_args(args)
     scores, seconds = score_scene(detector, scene)
+    _warn_fallbacks(detector)
     rows, cols, bands = scene.shape
     print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {int((~scene.valid).sum())} invalid px")
     print(f"{detector.name} {detector.settings}: {seconds:.3f} s")
@@ -233,6 +279,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_fallbacks(detector: Any) -> None:
+    """`--backend auto` went past a backend that could not run (e.g. an --onnx graph for another
+    band count): say so on stderr, not only in the report's settings."""
+    ran = getattr(getattr(detector, "backend", None), "backend", None)
+    for backend, why in getattr(detector, "fallbacks", {}).items():
+        print(f"warning: {backend} did not run, {ran} ran instead: {why}", file=sys.stderr)
+
+
 def _trained_on(detector: Any, scene_path: str) -> bool:
     """Whether an enhanced detector's model was trained on this file (by SHA-256)."""
     training = getattr(detector, "training_scenes", None)
@@ -249,8 +303,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edge_had.eval.report import write_json
 
     folder = Path(args.data) if args.data else settings.data_dir()
+    if args.json:  # refused now, not after every scene has been scored
+        check_output_file(args.json, "--json")
     detector = _detector_from_args(args)
     report = evaluate_folder(detector, folder, progress=not args.quiet, plots_dir=args.plots)
+    _warn_fallbacks(detector)
     print(format_table(report))
     if args.json:
         print(f"report -> {write_json(report, args.json)}")

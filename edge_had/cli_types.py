@@ -104,3 +104,19 @@ def refuse_network_options(args: argparse.Namespace, detector: str, enhanced: bo
     given = network_options_given(args)
     if not enhanced and given:
         raise ValueError(f"{' '.join(given)}: only enhanced-* detectors use them; {detector} runs no network")
+
+
+def check_output_file(path: str | Path, option: str, suffix: str | None = None) -> None:
+    """Refuse an output file that cannot be written, before the run that makes it: a folder, a
+    parent that is a file, or a name without ``suffix`` (the file's format: a ``.jpg`` name
+    would hold PNG bytes). A parent folder that does not exist yet is made when writing."""
+    from edge_had.errors import EdgeHadError
+
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise EdgeHadError(f"{option} {path}: is a folder, not a file")
+    if folder.exists() and not folder.is_dir():
+        raise EdgeHadError(f"{option} {path}: {folder} is not a folder")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise EdgeHadError(f"{option} {path}: the file is written as {suffix[1:].upper()}; name it {suffix}")

@@ -220,3 +220,85 @@ def test_a_sensor_outside_the_models_wavelength_range_is_a_clear_error(tmp_path:
     assert "8000-12000 nm, which holds none of the 64 canonical wavelengths" in error
     assert "Traceback" not in error
     assert main(["detect", str(header), "--detector", "rx"]) == 0  # plain RX needs no adapter
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--detector", "lrx", "--precision", "float32"], "lrx does not use --precision (rx only)"),
+        (["--detector", "rx", "--components", "3"], "rx does not use --components (detectors with a local"),
+        (
+            ["--detector", "enhanced-rx", "--regularization", "0.01"],
+            "enhanced-rx does not use --regularization",
+        ),
+        (["--detector", "resampled-rx", "--outer", "9", "--inner", "3"], "does not use --inner (detectors"),
+    ],
+)
+def test_scorer_options_a_detector_ignores_are_refused(options, says, scene: Path, capsys) -> None:
+    """`detect --detector lrx --precision float32` ran and ignored the precision (an audit)."""
+    assert main(["detect", str(scene), *options]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_the_resampled_hybrid_baseline_takes_the_local_window(scene: Path, capsys) -> None:
+    """resampled-hybrid-rx is enhanced-hybrid-rx's baseline: the window options now reach it."""
+    from edge_had.detectors.enhanced import ResampledRXDetector
+    from edge_had.detectors.lrx import LocalRXSettings
+
+    scores = scene.parent / "scores.npy"
+    assert (
+        main(
+            ["detect", str(scene), "--detector", "resampled-hybrid-rx", "--outer", "9", "--npy", str(scores)]
+        )
+        == 0
+    )
+    assert "'outer': 9" in capsys.readouterr().out
+    cube = np.load(scene)
+    expected = ResampledRXDetector(scorer="hybrid", lrx=LocalRXSettings(outer=9)).score(cube)
+    np.testing.assert_allclose(np.load(scores), expected, rtol=1e-4)  # (the file is read as float32)
+    assert not np.allclose(ResampledRXDetector(scorer="hybrid").score(cube), expected, rtol=1e-3)
+
+
+def test_output_paths_are_checked_before_the_run(scene: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A `.jpg` map name (PNG bytes were written into it) or a folder as the JSON report is
+    refused before anything is scored (eval used to find out after the whole folder)."""
+    import edge_had.eval.protocol as protocol
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("scored before the output path was checked")
+
+    monkeypatch.setattr(protocol, "evaluate_folder", must_not_run)
+    monkeypatch.setattr(protocol, "score_scene", must_not_run)
+    assert main(["detect", str(scene), "--detector", "rx", "--out", str(tmp_path / "map.jpg")]) == 2
+    assert "map.jpg: the file is written as PNG; name it .png" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tmp_path), "--detector", "rx", "--json", str(tmp_path)]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err
+
+
+def test_a_given_onnx_that_does_not_fit_is_warned_about_when_auto_goes_on_without_it(
+    scene: Path, tmp_path: Path, untrained_bundle, capsys
+) -> None:
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from edge_had.build.onnx_export import export_onnx
+    from edge_had.models import load_bundle
+
+    model = untrained_bundle(seed=1, k=16, hidden=8, blocks=2)
+    graph = export_onnx(load_bundle(model), 12, tmp_path / "b12.onnx")  # the scene has 8 bands
+    assert main(["detect", str(scene), "--model", str(model), "--onnx", str(graph)]) == 0
+    error = capsys.readouterr().err
+    assert "warning: onnxruntime did not run, torch ran instead" in error
+    assert "it takes 12 bands, the scene has 8" in error
+
+
+def test_a_line_index_that_is_not_an_integer_is_a_type_error_and_not_counted() -> None:
+    from edge_had.stream.pipeline import StreamPipeline
+
+    pipeline = StreamPipeline(4, 3)
+    pipeline.push(np.ones((4, 3)), np.int64(0), 0.0)
+    with pytest.raises(TypeError, match="index must be an integer .* got str '24'"):
+        pipeline.push(np.ones((4, 3)), "24", 0.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got float 2.0"):
+        pipeline.drop(2.0, 0.0)  # type: ignore[arg-type]
+    pipeline.finish()
+    health = pipeline.report()["health"]
+    assert health["lines_in"] == 1 and health["accounting_ok"]

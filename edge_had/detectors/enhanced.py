@@ -75,6 +75,8 @@ class EnhancedDetector:
         self.requested_backend = backend
         self.backend = choose_backend(backend, precision, **self.artifacts)
         self._runners: dict[tuple[int, bytes], Any] = {}
+        #: backend -> why it could not run and `auto` went on without it (the CLI warns)
+        self.fallbacks: dict[str, str] = {}
 
     def runner_for(self, bands: int, wavelengths: np.ndarray | None = None) -> Any:
         """The active runner for a sensor (one per band count and wavelength set, kept)."""
@@ -92,6 +94,7 @@ class EnhancedDetector:
                 if self.requested_backend != "auto":
                     raise
                 failed[self.backend.backend] = f"failed to load: {error}"
+                self.fallbacks[self.backend.backend] = str(error)
                 self.backend = choose_backend(
                     "auto", self.backend.precision, exclude=failed, **self.artifacts
                 )
@@ -198,15 +201,18 @@ class ResampledRXDetector:
 
     NAMES = {"global": "resampled-rx", "local": "resampled-lrx", "hybrid": "resampled-hybrid-rx"}
 
-    def __init__(self, k: int = 64, scorer: str = "global") -> None:
-        self._score = scoring.scorer(scorer)  # unknown names: ValueError
+    def __init__(self, k: int = 64, scorer: str = "global", lrx: LocalRXSettings | None = None) -> None:
+        self.lrx = lrx or LocalRXSettings()  # the local part of local and hybrid RX
+        self._score = scoring.scorer(scorer, self.lrx)  # unknown names: ValueError
         self.k = k
         self.scorer = scorer
         self.name = self.NAMES[scorer]
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"k": self.k}
+        if self.scorer == "global":
+            return {"k": self.k}
+        return {"k": self.k, "lrx": asdict(self.lrx)}
 
     def score(
         self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge_had.cli_types import (
+    check_output_file,
     existing_file,
     integer_from,
     open_probability,
@@ -169,7 +170,7 @@ def run_stream_command(args: argparse.Namespace) -> int:
     # (build_pipeline refuses them too; here before a file is read or a CUDA context made)
     refuse_network_options(args, args.detector, enhanced=STREAM_DETECTORS[args.detector][0])
     if args.json:  # refused now, not after the whole stream has run
-        _check_writable(Path(args.json))
+        check_output_file(args.json, "--json")
     cuda_rx = None
     if args.rx_device == "cuda":  # fails here, saying why, without a GPU, pycuda or CuPy
         from edge_had.cuda.rx_kernels import CudaRX
@@ -180,14 +181,6 @@ def run_stream_command(args: argparse.Namespace) -> int:
     finally:
         if cuda_rx is not None:
             cuda_rx.close()
-
-
-def _check_writable(path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise EdgeHadError(f"--json {path}: is a folder, not a file")
-    if folder.exists() and not folder.is_dir():
-        raise EdgeHadError(f"--json {path}: {folder} is not a folder")
 
 
 @contextlib.contextmanager

@@ -55,6 +55,7 @@ enhancer held are rejected with the failure as the reason.
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 import time
 from collections import Counter, deque
@@ -137,6 +138,15 @@ def _sparse_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if columns.shape[1] > MAX_GATHER_TAPS:  # as the adapter decides: wider rows are a product
         return None
     return columns.astype(np.intp), weights.astype(np.float32)
+
+
+def _line_index(index: Any) -> int:
+    """``index`` as an int (Python's or numpy's integers; not a bool, a float or a string)."""
+    if isinstance(index, numbers.Integral) and not isinstance(index, bool | np.bool_):
+        return int(index)
+    raise TypeError(
+        f"a line's index must be an integer (its line number), got {type(index).__name__} {index!r}"
+    )
 
 
 @dataclass
@@ -229,9 +239,12 @@ class StreamPipeline:
         *,
         late: bool = False,
     ) -> LineResult:
-        """``late``: the caller reached this line after its deadline (flag ``deadline-miss``)."""
+        """``late``: the caller reached this line after its deadline (flag ``deadline-miss``).
+        An ``index`` that is not an integer is the caller's bug: a TypeError, the line not
+        counted (it has no place in the stream to be rejected from)."""
         arrival = time.perf_counter()
         self._refuse_from_callback("push")
+        index = _line_index(index)
         with self._lock:
             self.health.lines_in += 1
             result = LineResult(index, timestamp, "pending", meta=meta)
@@ -377,6 +390,7 @@ class StreamPipeline:
         """Account for a line the caller could not process in time (an index seen before, or one
         beyond the reorder window, is rejected as :meth:`push` would reject it)."""
         self._refuse_from_callback("drop")
+        index = _line_index(index)
         with self._lock:
             self.health.lines_in += 1
             result = LineResult(index, timestamp, "pending", meta=meta)
