@@ -248,7 +248,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.plots import save_score_map_png
-    from edge_had.eval.protocol import score_scene
+    from edge_had.eval.protocol import far_outlier_check, score_scene
     from edge_had.io import load_scene
 
     if args.out:  # refused before the scene is read and scored
@@ -259,6 +259,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     detector = _detector_from_args(args)
     scores, seconds = score_scene(detector, scene)
     _warn_fallbacks(detector)
+    if (warning := far_outlier_check(scene)[1]) is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     rows, cols, bands = scene.shape
     print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {int((~scene.valid).sum())} invalid px")
     print(f"{detector.name} {detector.settings}: {seconds:.3f} s")
@@ -308,6 +310,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     detector = _detector_from_args(args)
     report = evaluate_folder(detector, folder, progress=not args.quiet, plots_dir=args.plots)
     _warn_fallbacks(detector)
+    for scene in report["scenes"]:
+        if scene.get("far_outlier_pixels"):
+            print(
+                f"warning: {scene['name']}: {scene['far_outlier_pixels']} pixel(s) look like corrupt "
+                "samples (far_outlier_pixels in the report; `edge-had detect` names the first)",
+                file=sys.stderr,
+            )
     print(format_table(report))
     if args.json:
         print(f"report -> {write_json(report, args.json)}")

@@ -5,6 +5,8 @@ without the corrupt input."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -136,12 +138,48 @@ def test_outlier_sigma_must_be_positive() -> None:
 
 
 def test_the_gate_changes_no_plain_rx_score_on_the_real_scenes(data_dir) -> None:
-    """README: no pixel of the ten scenes is beyond the gate of plain streaming RX (32 bands)."""
+    """README: no pixel of the ten scenes is beyond the gate of plain streaming RX (32 bands), and
+    none is taken for a corrupt sample offline."""
+    from edge_had.detectors.stats import far_outliers
     from edge_had.io import list_scenes, load_scene
 
     for path in list_scenes(data_dir):
-        cube = load_scene(path).detection_cube()
+        scene = load_scene(path)
+        cube = scene.detection_cube()
+        assert not far_outliers(cube, scene.valid).any(), path.name
         gated, run = stream_scene_scores(cube)
         ungated, _ = stream_scene_scores(cube, settings=UNGATED)
         np.testing.assert_array_equal(gated, ungated, err_msg=path.name)
         assert run.pipeline.health.outlier_pixels == 0, path.name
+
+
+def test_offline_detect_and_eval_name_a_corrupt_sample(tmp_path, capsys) -> None:
+    """Offline detectors take every valid pixel into their statistics, so one 1e12 ruins them
+    (synthetic: resampled RX 0.92 -> 0.37, LRX 0.99 -> 0.76, enhanced RX 0.97 -> 0.75); detect
+    warns and names the pixel, eval counts it per scene, and a clean scene gives neither."""
+    from scipy.io import savemat
+
+    from edge_had.cli import main
+    from edge_had.detectors.registry import make_detector
+    from edge_had.detectors.stats import far_outliers
+
+    clean = synthetic_scene(lines=48, width=40, bands=24, seed=9)
+    cube = clean.cube.copy()
+    cube[30, 7, 4] = 1e12
+    for name in ("resampled-rx", "lrx"):
+        detector = make_detector(name)
+        assert roc_auc(detector.score(cube), clean.gt) < roc_auc(detector.score(clean.cube), clean.gt) - 0.1
+    np.testing.assert_array_equal(np.argwhere(far_outliers(cube)), [[30, 7]])
+    assert not far_outliers(clean.cube).any()
+    for name, data in (("clean", clean.cube), ("corrupt", cube)):
+        savemat(tmp_path / f"{name}.mat", {"data": data, "map": clean.gt.astype(np.uint8)})
+    assert main(["detect", str(tmp_path / "corrupt.mat"), "--detector", "rx"]) == 0
+    error = capsys.readouterr().err
+    assert "1 pixel(s) more than 1000 robust deviations" in error and "the first at line 30, pixel 7" in error
+    assert main(["detect", str(tmp_path / "clean.mat"), "--detector", "rx"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--data", str(tmp_path), "--detector", "rx", "--quiet", "--json", str(report)]) == 0
+    counts = {s["name"]: s["far_outlier_pixels"] for s in json.loads(report.read_text())["scenes"]}
+    assert counts == {"clean": 0, "corrupt": 1}
+    assert "corrupt: 1 pixel(s) look like corrupt samples" in capsys.readouterr().err

@@ -108,3 +108,51 @@ def calc_stats(
 ) -> GaussianStats:
     """Mean and covariance (divide by N, float64) of the pixels selected by ``mask`` (all if None)."""
     return stats_and_centered(pixels_of(cube), mask, regularization=regularization)[0]
+
+
+# ------------------------------------------------------------------- robust spread, far outliers
+
+#: The 1-99 % percentile range of a normal distribution, in standard deviations.
+NORMAL_PERCENTILE_RANGE = 4.65
+#: No band's deviation is taken below this fraction of their root-mean-square (a band constant in
+#: the data would otherwise put every other value of it beyond any gate).
+DEVIATION_FLOOR = 0.01
+#: Robust deviations from the median beyond which a pixel is taken for a corrupt sample offline:
+#: far past any real target (the ten ABU scenes, native bands: at most 175, abu-urban-4's).
+FAR_OUTLIER_SIGMA = 1000.0
+
+
+def floored(deviation: np.ndarray) -> np.ndarray:
+    """Per-band deviations, none below :data:`DEVIATION_FLOOR` of their root-mean-square."""
+    return np.maximum(deviation, DEVIATION_FLOOR * np.sqrt(np.mean(deviation**2)))
+
+
+def robust_spread(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per band of finite ``(n, bands)`` pixels: the median, and the 1-99 % percentile range as
+    a normal's standard deviation (``range / 4.65``, :func:`floored`). Outliers under 1 % of
+    the pixels move neither, where one corrupt sample dominates a mean and a standard deviation."""
+    low, median, high = np.percentile(pixels, [1.0, 50.0, 99.0], axis=0)
+    return median, floored((high - low) / NORMAL_PERCENTILE_RANGE)
+
+
+def within(pixels: np.ndarray, centre: np.ndarray, deviation: np.ndarray, sigma: float) -> np.ndarray:
+    """Which ``(n, bands)`` pixels are within ``sigma`` deviations of ``centre`` in every band
+    (a non-finite value never is)."""
+    return (np.abs(pixels - centre) <= sigma * deviation).all(axis=1)
+
+
+def far_outliers(
+    cube: np.ndarray, valid: np.ndarray | None = None, sigma: float = FAR_OUTLIER_SIGMA
+) -> np.ndarray:
+    """``(rows, cols)``: the valid pixels more than ``sigma`` robust deviations
+    (:func:`robust_spread` of the valid pixels) from the median in some band - corrupt samples of
+    finite value (a ``1e12`` in counts of 0-1600), which dominate any whole-scene covariance."""
+    rows, cols, bands = np.shape(cube)
+    pixels = pixels_of(cube)
+    keep = np.ones(rows * cols, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).ravel()
+    keep &= np.isfinite(pixels).all(axis=1)
+    far = np.zeros(rows * cols, dtype=bool)
+    if keep.sum() >= 2:
+        centre, deviation = robust_spread(pixels[keep].astype(np.float64))
+        far[keep] = ~within(pixels[keep], centre, deviation, sigma)
+    return far.reshape(rows, cols)

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_had.detectors.registry import Detector
+from edge_had.detectors.stats import FAR_OUTLIER_SIGMA, far_outliers
 from edge_had.errors import SceneError
 from edge_had.eval.metrics import evaluate_map, roc_curve
 from edge_had.eval.report import eval_report
@@ -27,6 +28,23 @@ def score_scene(detector: Detector, scene: Scene) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     scores = detector.score(cube, scene.valid, scene.detection_wavelengths())
     return scores, time.perf_counter() - start
+
+
+def far_outlier_check(scene: Scene) -> tuple[int, str | None]:
+    """How many valid pixels of the scene look like corrupt samples
+    (:func:`~edge_had.detectors.stats.far_outliers`), and a warning naming the first (None if
+    none): an offline detector's whole-scene statistics take them in, as the stream's do not."""
+    far = far_outliers(scene.detection_cube(), scene.valid)
+    count = int(far.sum())
+    if count == 0:
+        return 0, None
+    row, col = (int(i) for i in np.argwhere(far)[0])
+    return count, (
+        f"{scene.name}: {count} pixel(s) more than {FAR_OUTLIER_SIGMA:g} robust deviations from the "
+        f"scene's median in some band (the first at line {row}, pixel {col}) - corrupt samples? Each "
+        "dominates the background statistics of every offline detector: mask it in the file, or "
+        "stream the scene (the stream keeps such pixels out of its statistics)"
+    )
 
 
 def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np.ndarray]:
@@ -43,6 +61,7 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         **evaluate_map(scores, scene.gt, scene.valid),
         "seconds": seconds,
         "valid_pixels": int(scene.valid.sum()),
+        "far_outlier_pixels": far_outlier_check(scene)[0],
     }
     macs = getattr(detector, "macs_per_pixel", None)
     if macs is not None:

@@ -6,7 +6,7 @@ Later versions add fields and never rename them. An evaluation report is::
      "detector": {"name": ..., <every setting>},
      "scenes": [{"name", "bands", "rows", "cols", "auc", "auc_dtau", "auc_ftau",
                  "pd_at_far": {"0.001": .., "0.0001": ..}, "seconds", "valid_pixels",
-                 "source_sha256"}],
+                 "far_outlier_pixels" (likely corrupt samples), "source_sha256"}],
      "mean_auc": ..., "platform": {...}}
 """
 

@@ -57,6 +57,8 @@ from typing import Any, Protocol
 import numpy as np
 from scipy.linalg import lapack
 
+from edge_had.detectors.stats import DEVIATION_FLOOR, robust_spread, within
+
 STATISTICS = ("cumulative", "exponential", "sliding")
 
 
@@ -171,12 +173,6 @@ class CausalStatistics:
         mean_c = self.s1 / self.n
         cov = self.s2 / self.n - np.outer(mean_c, mean_c)
         return mean_c + self.shift, (cov + cov.T) / 2
-
-
-#: The 1-99 % percentile range of a normal distribution, in standard deviations (warm-up gate).
-NORMAL_PERCENTILE_RANGE = 4.65
-#: Floor of a band's deviation in the gate, relative to the root-mean-square over the bands.
-DEVIATION_FLOOR = 0.01
 
 
 class CausalRX:
@@ -310,9 +306,8 @@ class CausalRX:
         finite = np.isfinite(pixels).all(axis=1)  # (the pipeline marks the others invalid)
         if not finite.any():
             return finite
-        low, median, high = np.percentile(pixels[finite], [1.0, 50.0, 99.0], axis=0)
-        deviation = _floored((high - low) / NORMAL_PERCENTILE_RANGE)
-        return finite & (np.abs(pixels - median) <= self.settings.outlier_sigma * deviation).all(axis=1)
+        centre, deviation = robust_spread(pixels[finite])
+        return finite & within(pixels, centre, deviation, self.settings.outlier_sigma)
 
     def _gate_of(
         self, mean: np.ndarray, variance: np.ndarray, trace: float
@@ -365,9 +360,3 @@ class CausalRX:
         if self.statistics is None and self._pending:
             return self._end_warmup(self._pushed - 1)
         return []
-
-
-def _floored(deviation: np.ndarray) -> np.ndarray:
-    """Per-band deviations, none below :data:`DEVIATION_FLOOR` of their root-mean-square (a band
-    that was constant would otherwise put every later pixel beyond the gate)."""
-    return np.maximum(deviation, DEVIATION_FLOOR * np.sqrt(np.mean(deviation**2)))
