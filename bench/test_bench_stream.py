@@ -1,7 +1,8 @@
 """The line loop on the CPU at the Specim FX10 shape (1024 px x 224 bands, budget 3.03 ms/line).
 
 * plain causal RX (band reduction to 32, cumulative statistics, factor refreshed every line:
-  the recorded streaming configuration, ``edge_had.stream.run.DEFAULT_SETTINGS``);
+  the recorded streaming configuration, ``edge_had.stream.run.DEFAULT_SETTINGS``), and again
+  without its outlier gate (the gate's cost, within one run);
 * the full pipeline: block enhancement (16 lines + 3 + 3 context, a seeded untrained model of
   the shipped architecture: speed does not depend on the weights) on each backend, then causal
   RX in the model's K = 64 bands;
@@ -56,7 +57,7 @@ def _record(benchmark, pipeline: StreamPipeline, name: str) -> None:
         budget_ms=FX10.budget_s * 1e3,
         latency_ms=pipeline.profiler.summary(),
         health=pipeline.health.to_dict(),
-        causal_settings=DEFAULT_SETTINGS.to_dict(),
+        causal_settings=pipeline.settings.to_dict(),
     )
 
 
@@ -87,6 +88,17 @@ def test_plain_causal_rx(benchmark, cube, bench_threads, scorer):
         )
 
     _time_rounds(benchmark, cube, make, f"plain {SCORER_LABELS[scorer]}, K={DEFAULT_REDUCED_BANDS}")
+
+
+def test_plain_causal_rx_without_the_outlier_gate(benchmark, cube, bench_threads):
+    """The outlier gate's cost: the global row above against this one, in the same run."""
+    reduction = band_reduction(FX10.bands, DEFAULT_REDUCED_BANDS)
+    ungated = dataclasses.replace(DEFAULT_SETTINGS, outlier_sigma=None)
+
+    def make():
+        return StreamPipeline(FX10.width, FX10.bands, reduction=reduction, settings=ungated)
+
+    _time_rounds(benchmark, cube, make, f"plain causal RX, K={DEFAULT_REDUCED_BANDS}, no outlier gate")
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,25 @@ def test_streaming_auc_tables_are_the_committed_run() -> None:
         assert [cell.strip("*") for cell in cells[1:]] == [f"{means[key]:.4f}" for key in keys], header
 
 
+def test_the_detector_choice_table_quotes_the_committed_stream_speed_run() -> None:
+    """The lines/s of the README's detector table (first number of each cell) are the medians of
+    bench/results/stream_cpu.json."""
+    benchmarks = json.loads((RESULTS / "stream_cpu.json").read_text())["benchmarks"]
+    speed = {
+        bench["extra_info"]["pipeline"]: bench["extra_info"]["lines_per_round"] / bench["stats"]["median"]
+        for bench in benchmarks
+    }
+    rows = {
+        "`rx` (32 bands)": "plain causal RX, K=32",
+        "`enhanced-rx` (default)": "enhancement (onnxruntime fp32) + causal RX, K=64",
+        "`hybrid-rx` (32 bands)": "plain causal hybrid RX, K=32",
+        "`enhanced-hybrid-rx`": "enhancement (onnxruntime fp32) + causal hybrid RX, K=64",
+    }
+    for row, pipeline in rows.items():
+        quoted = re.search(r"[\d,]+", table_row(README, row)[2])
+        assert quoted is not None and quoted.group() == f"{speed[pipeline]:,.0f}", row
+
+
 @pytest.mark.parametrize(
     ("detector", "result"),
     [
