@@ -449,11 +449,25 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def _read_wavelengths(path: str | None) -> Any:
+    """Band centres in nm from a list (``.npy``; ``.txt``, one per line) or from a scene file
+    (ENVI header, .mat, HDF5): the wavelengths of its good bands, as detect and stream resample
+    that file."""
     if path is None:
         return None
     import numpy as np
 
-    values = np.load(path, allow_pickle=False) if path.endswith(".npy") else np.loadtxt(path, ndmin=1)
+    from edge_had.io.envi import header_beside
+    from edge_had.io.readers import CONTAINER_SUFFIXES
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".hdr" or suffix in CONTAINER_SUFFIXES or header_beside(Path(path)) is not None:
+        from edge_had.io import load_scene
+
+        centres = load_scene(path).detection_wavelengths()
+        if centres is None:
+            raise EdgeHadError(f"--wavelengths {path}: the file records no wavelengths")
+        return centres
+    values = np.load(path, allow_pickle=False) if suffix == ".npy" else np.loadtxt(path, ndmin=1)
     return np.asarray(values, dtype=np.float64).ravel()
 
 
@@ -592,7 +606,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--model", help="model folder (default: the shipped model)")
     export.add_argument("--bands", type=integer_from(2), required=True, help="the sensor's band count B")
-    export.add_argument("--wavelengths", help="the sensor's band centres in nm (.txt, one per line, or .npy)")
+    export.add_argument(
+        "--wavelengths",
+        help="the sensor's band centres in nm (.txt, one per line, or .npy), or a scene file of the "
+        "sensor (.hdr, .mat, .h5) whose good bands' wavelengths to use",
+    )
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="default fp32")
     export.add_argument(

@@ -51,9 +51,11 @@ def test_plain_rx_reduction_spans_the_sensors_own_range() -> None:
         band_reduction(60, 32, np.linspace(400.0, 1000.0, 59))
 
 
+@pytest.mark.parametrize("given", ["list", "scene file"])
 def test_a_graph_exported_for_the_wavelengths_streams_and_one_without_is_refused(
-    tmp_path: Path, untrained_bundle, capsys
+    tmp_path: Path, untrained_bundle, capsys, given: str
 ) -> None:
+    """`export --wavelengths` takes a list (.txt) or the sensor's scene file itself (its header)."""
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     model = untrained_bundle(seed=1, k=16, hidden=8, blocks=2)
     header, _ = envi_file(tmp_path, UNEVEN)
@@ -61,7 +63,8 @@ def test_a_graph_exported_for_the_wavelengths_streams_and_one_without_is_refused
     centres.write_text("\n".join(f"{w:.2f}" for w in UNEVEN))
     fitted, plain = tmp_path / "fitted", tmp_path / "plain"  # export folders
     export = ["export", "--model", str(model), "--bands", "40"]
-    assert main([*export, "--out", str(fitted), "--wavelengths", str(centres)]) == 0
+    source = centres if given == "list" else header
+    assert main([*export, "--out", str(fitted), "--wavelengths", str(source)]) == 0
     assert main([*export, "--out", str(plain)]) == 0
     stream = ["stream", "--source", str(header), "--model", str(model), "--backend", "onnxruntime"]
     report = tmp_path / "report.json"
@@ -93,3 +96,12 @@ def test_synthetic_only_options_are_refused_for_a_file(tmp_path: Path, capsys, o
     header, _ = envi_file(tmp_path, UNEVEN)
     assert main(["stream", "--source", str(header), "--detector", "rx", *option]) == 2
     assert f"{option[0]}: only for --source synthetic" in capsys.readouterr().err
+
+
+def test_export_refuses_a_scene_file_without_wavelengths(tmp_path: Path, capsys) -> None:
+    mat = tmp_path / "bare.mat"
+    from scipy.io import savemat
+
+    savemat(mat, {"data": np.zeros((4, 4, 40), np.float32)})
+    assert main(["export", "--bands", "40", "--out", str(tmp_path / "x"), "--wavelengths", str(mat)]) == 2
+    assert "bare.mat: the file records no wavelengths" in capsys.readouterr().err

@@ -37,8 +37,9 @@ between ordinary lines (a corrupt line) stays out. A background beyond the gate 
 of every line is scored as anomalous for as long as it lasts. A constant background (dark frames)
 has no scale to judge by: no gate until the statistics vary. Cost: a line's sums bound its
 largest deviation (its mean's distance from the centre plus the root of its sum of squares about
-its mean), so an ordinary line needs no pixel-by-pixel check: ~10 us a line, 5 % of the plain
-pipeline at 1024 x 224 -> 32 bands (measured in one run, 4,200 against 4,440 lines/s).
+its mean), so an ordinary line needs no pixel-by-pixel check: a few microseconds (bench/README.md:
+per-line p50 0.220 ms with and without the gate at 1024 x 224 -> 32 bands; a 256-line round 0.91x,
+mostly the warm-up's one-time robust spread, ~3 ms).
 
 **Where the per-line arithmetic runs** (``line_math``): the two products that grow with the line
 - its sums ``n, s1, s2`` and the scores ``||W (x - mean)||^2`` - go through a :class:`LineMath`:
