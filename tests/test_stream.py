@@ -801,7 +801,7 @@ def test_a_refresh_of_corrupt_statistics_gives_nan_scores_not_an_error(monkeypat
     gated.push(rng.random((20, 5)))
     gated.push(rng.random((20, 5)))
     [(_, scores, _)] = gated.push(bad)
-    assert gated.screened == [(2, 1)] and np.isfinite(np.delete(scores, 3)).all()
+    assert gated.screened == [(2, 1, False)] and np.isfinite(np.delete(scores, 3)).all()
 
 
 def test_async_enhance_leaves_a_core_for_rx(monkeypatch, tmp_path) -> None:

@@ -25,21 +25,28 @@ of the stream (synthetic scene: AUC of the lines after it 0.983 -> 0.39; with th
 tests/test_stream_outliers.py). The gate uses the statistics of the last refresh (the standard
 deviations floored at 1 % of their root-mean-square, for a band that was constant); in the
 warm-up, which has no statistics yet, the median and the 1-99 % percentile range of the warm-up
-pixels (per band, ``range / 4.65``: a normal's standard deviation), which one bad pixel cannot
-move. On the ten ABU scenes plain RX (32 bands) has no pixel beyond 75 deviations, so the gate
-changes no score there; the enhanced stream (shipped model) keeps 6 pixels of abu-beach-1 out
-(AUC 0.9980 -> 0.9982 with enhanced-rx, 0.9997 -> 0.9996 with enhanced-hybrid-rx).
+pixels (:func:`edge_had.detectors.stats.robust_spread`), which one bad pixel cannot move once
+the warm-up holds some hundred pixels (with fewer, the percentiles reach into the extremes). On
+the ten ABU scenes streamed in their row order plain RX (32 bands) has no pixel beyond 75
+deviations, so the gate changes no score there (streamed flipped, abu-urban-4 has a target pixel
+at 117: order matters, AUC moves by ~0.002); the enhanced stream (shipped model) keeps 6 pixels of
+abu-beach-1 out (AUC 0.9980 -> 0.9982 with enhanced-rx, 0.9997 -> 0.9996 with enhanced-hybrid-rx).
 
-The gate never locks the statistics out of a new background: when most valid pixels of
-``warmup_lines`` lines in a row are beyond it (a shutter opening, a dark start, a new terrain),
-the statistics restart from those lines (:attr:`CausalRX.restarts`); a line mostly beyond it
-between ordinary lines (a corrupt line) stays out. A background beyond the gate in less than half
-of every line is scored as anomalous for as long as it lasts. A constant background (dark frames)
-has no scale to judge by: no gate until the statistics vary. Cost: a line's sums bound its
-largest deviation (its mean's distance from the centre plus the root of its sum of squares about
-its mean), so an ordinary line needs no pixel-by-pixel check: a few microseconds (bench/README.md:
-per-line p50 0.220 ms with and without the gate at 1024 x 224 -> 32 bands; a 256-line round 0.91x,
-mostly the warm-up's one-time robust spread, ~3 ms).
+**A new background is not locked out**: when most valid pixels of ``warmup_lines`` lines in a row
+are beyond the gate (a shutter opening, a noisy dark start, a new terrain), the statistics restart
+from those lines (:attr:`CausalRX.restarts`). Those lines were scored against the old background
+(every pixel high) and are flagged ``background-change`` by the pipeline. A burst of corrupt lines
+looks the same, so a restart is on probation for ``PROBATION_WARMUPS`` (4) warm-ups: the first line
+that fits the replaced statistics again brings them back (:attr:`CausalRX.restarts_undone`; a
+12-line burst a million times too large then leaves the later scores exactly as without it). A
+background beyond the gate in less than half of every line is scored as anomalous for as long as
+it lasts, and with sliding or exponential statistics a terrain that alternates may restart them at
+each change. A constant background (an exact dark frame) has no scale to judge by: no gate until
+the statistics vary, and the dark lines stay in cumulative statistics as they would without it.
+Cost: a line's sums bound its largest deviation (its mean's distance from the centre plus the
+root of its sum of squares about its mean), so an ordinary line needs no pixel-by-pixel check: a
+few microseconds (bench/README.md: per-line p50 0.220 ms with and without the gate at 1024 x 224 ->
+32 bands; a 256-line round 0.91x, mostly the warm-up's one-time robust spread, ~2-4 ms).
 
 **Where the per-line arithmetic runs** (``line_math``): the two products that grow with the line
 - its sums ``n, s1, s2`` and the scores ``||W (x - mean)||^2`` - go through a :class:`LineMath`:
@@ -176,15 +183,22 @@ class CausalStatistics:
         return mean_c + self.shift, (cov + cov.T) / 2
 
 
+#: After a restart, the background it replaced comes back if a line fits it again within this many
+#: warm-ups (40 lines by default): a burst of corrupt lines restarts the statistics like a new
+#: background, and is undone when the old one returns.
+PROBATION_WARMUPS = 4
+
+
 class CausalRX:
     """Streaming global RX over lines ``(width, bands)`` with a per-pixel validity mask.
 
     ``push(line, valid)`` returns the lines whose scores became available, as ``(position,
     scores, late)`` with ``position`` counting pushed lines from 0: nothing during warm-up, then
     every warm-up line (late) and the current one, then one line per push. After each push,
-    :attr:`screened` lists ``(position, pixels)`` for the lines of that push whose pixels the
-    outlier gate kept out of the statistics, and :attr:`restarts` counts the statistics' restarts
-    on a new background (the module docstring).
+    :attr:`screened` lists ``(position, pixels, most)`` for the lines of that push whose pixels the
+    outlier gate kept out of the statistics (``most``: more than half of the line's), and
+    :attr:`restarts` / :attr:`restarts_undone` count the statistics' restarts on a new background
+    and those undone when the old one came back (the module docstring).
     """
 
     look_ahead_lines = 0  # a line is scored when it arrives (after the warm-up)
@@ -204,9 +218,14 @@ class CausalRX:
         # (centre, centre - shift, half-width) per band: see _refresh
         self._gate: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._beyond: list[np.ndarray] = []  # valid pixels of consecutive lines mostly beyond it
+        # after a restart, for PROBATION_WARMUPS x warmup_lines lines: what it replaced
+        # (statistics, mean, whitener, gate), back if a line fits it again
+        self._replaced: tuple[Any, ...] | None = None
+        self._probation = 0
         self.refreshes = 0
         self.restarts = 0
-        self.screened: list[tuple[int, int]] = []
+        self.restarts_undone = 0
+        self.screened: list[tuple[int, int, bool]] = []
 
     def push(self, line: np.ndarray, valid: np.ndarray | None = None) -> list[tuple[int, np.ndarray, bool]]:
         line = np.asarray(line, dtype=np.float64)
@@ -237,10 +256,37 @@ class CausalRX:
         """The sums of the line's pixels that enter the statistics (None: none, or the line
         restarted them and is in already), after the outlier gate."""
         assert self.statistics is not None
-        sums = self.statistics.line_sums(background)
-        if self._gate is None:
+        if self._replaced is not None:
+            self._undo_restart_if_back(background)
+        sums, ordinary = self._screen(background, self.statistics, self._gate)
+        if ordinary is None:
+            self._beyond.clear()
             return sums
-        centre, offset, half_width = self._gate
+        outliers = len(background) - int(np.count_nonzero(ordinary))
+        most = 2 * outliers > len(background)
+        self.screened.append((position, outliers, most))
+        if not most:
+            self._beyond.clear()
+        else:  # a corrupt line, or the start of a new background
+            self._beyond.append(background)
+            if len(self._beyond) >= self.settings.warmup_lines:
+                self._replaced = (self.statistics, self._mean, self._whitener, self._gate)
+                self._probation = PROBATION_WARMUPS * self.settings.warmup_lines
+                self._start_statistics(self._beyond, first=None)
+                self.restarts += 1
+                return None
+        kept = background[ordinary]
+        return self.statistics.line_sums(kept) if len(kept) else None
+
+    def _screen(
+        self, background: np.ndarray, statistics: CausalStatistics, gate: tuple[np.ndarray, ...] | None
+    ) -> tuple[tuple[float, np.ndarray, np.ndarray], np.ndarray | None]:
+        """The line's sums about ``statistics``' shift, and which of its pixels are within
+        ``gate`` (None: all of them, or no gate)."""
+        sums = statistics.line_sums(background)
+        if gate is None:
+            return sums, None
+        centre, offset, half_width = gate
         n, s1, s2 = sums
         # no pixel is further from the centre than the line's mean is, plus the root of the line's
         # sum of squares about its mean: an ordinary line needs no pixel-by-pixel check (NaN, from
@@ -248,24 +294,26 @@ class CausalRX:
         line_mean = s1 / n  # about the shift
         spread = np.sqrt(np.abs(np.diagonal(s2) - s1 * line_mean))
         if (spread + np.abs(line_mean - offset) <= half_width).all():
-            self._beyond.clear()
-            return sums
+            return sums, None
         ordinary = (np.abs(background - centre) <= half_width).all(axis=1)
-        outliers = len(background) - int(np.count_nonzero(ordinary))
-        if outliers == 0:
-            self._beyond.clear()
-            return sums
-        self.screened.append((position, outliers))
-        if 2 * outliers <= len(background):
-            self._beyond.clear()
-        else:  # most of the line: a corrupt line, or the start of a new background
-            self._beyond.append(background)
-            if len(self._beyond) >= self.settings.warmup_lines:
-                self._start_statistics(self._beyond, first=None)
-                self.restarts += 1
-                return None
-        kept = background[ordinary]
-        return self.statistics.line_sums(kept) if len(kept) else None
+        return sums, None if ordinary.all() else ordinary
+
+    def _undo_restart_if_back(self, background: np.ndarray) -> None:
+        """On probation after a restart: a line that fits the background the restart replaced
+        (most of its pixels within that gate) brings it back - the lines that restarted the
+        statistics were a burst of corrupt lines, not a new background."""
+        assert self._replaced is not None
+        statistics, _, _, gate = self._replaced
+        _, ordinary = self._screen(background, statistics, gate)
+        if ordinary is None or 2 * np.count_nonzero(ordinary) >= len(background):
+            self.statistics, self._mean, self._whitener, self._gate = self._replaced
+            self._replaced = None
+            self._since_refresh = 0
+            self.restarts_undone += 1
+            return
+        self._probation -= 1
+        if self._probation == 0:
+            self._replaced = None
 
     def _end_warmup(self, position: int) -> list[tuple[int, np.ndarray, bool]]:
         lines = self._pending
@@ -292,7 +340,7 @@ class CausalRX:
             start += len(background)
             outliers = len(background) - int(np.count_nonzero(kept))
             if outliers and first is not None:
-                self.screened.append((first + offset, outliers))
+                self.screened.append((first + offset, outliers, 2 * outliers > len(background)))
             statistics.add_line(background[kept])
         self.statistics = statistics
         self._beyond = []

@@ -179,7 +179,11 @@ class CausalHybridRX:
         return self.global_rx.restarts
 
     @property
-    def screened(self) -> list[tuple[int, int]]:
+    def restarts_undone(self) -> int:
+        return self.global_rx.restarts_undone
+
+    @property
+    def screened(self) -> list[tuple[int, int, bool]]:
         """The global statistics' outlier gate in the latest push (:class:`CausalRX`)."""
         return self.global_rx.screened
 

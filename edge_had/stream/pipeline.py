@@ -30,8 +30,10 @@ After ``reinit_after`` consecutive lines (default 8) of a new band count - each 
 the statistics are re-initialised for it (``reinitialisations`` in health); a single odd line never
 does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
 anything else and never enter the statistics; ``outlier-pixels``: the statistics' outlier gate kept
-pixels of the line out of them - a corrupt sample of finite value, e.g. - though they are scored
-(``outlier_pixels`` and ``statistics_restarts`` in health: :mod:`edge_had.stream.causal`);
+pixels of the line out of them - a corrupt sample of finite value, e.g. - though they are scored;
+``background-change``: most of the line, a corrupt line or a new background, scored against the
+old one (``outlier_pixels``, ``statistics_restarts`` and ``statistics_restarts_undone`` in
+health: :mod:`edge_had.stream.causal`);
 ``deadline-miss``: from arrival to score, less the
 time the reorder window had waited for a late or missing index when it released the line or the
 line completing its look-ahead (at most its length plus the missing lines it gave up on, in line
@@ -112,6 +114,7 @@ class Health:
     statistics_refreshes: int = 0
     outlier_pixels: int = 0
     statistics_restarts: int = 0
+    statistics_restarts_undone: int = 0
     reinitialisations: int = 0
     enhancement_failures: int = 0
     callback_errors: int = 0
@@ -448,17 +451,19 @@ class StreamPipeline:
     def _score(self, lines: list[tuple[np.ndarray, np.ndarray]]) -> None:
         for line, valid in lines:
             with self.profiler.stage("statistics+rx"):
-                refreshes, restarts = self.rx.refreshes, self.rx.restarts
+                refreshes, restarts, undone = self.rx.refreshes, self.rx.restarts, self.rx.restarts_undone
                 scored = self.rx.push(line, valid)
                 self.health.statistics_refreshes += self.rx.refreshes - refreshes
                 self.health.statistics_restarts += self.rx.restarts - restarts
+                self.health.statistics_restarts_undone += self.rx.restarts_undone - undone
             self._flag_outliers()
             self._deliver(scored)
 
     def _flag_outliers(self) -> None:
         """Flag the lines whose pixels the statistics' outlier gate kept out (they are scored)."""
-        for position, pixels in self.rx.screened:
-            self._pending[self._rx_base + position].result.flags.append("outlier-pixels")
+        for position, pixels, most in self.rx.screened:
+            flags = self._pending[self._rx_base + position].result.flags
+            flags += ["outlier-pixels", "background-change"] if most else ["outlier-pixels"]
             self.health.outlier_pixels += pixels
 
     def _check_index(self, index: int) -> str | None:
