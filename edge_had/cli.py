@@ -414,6 +414,8 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     unknown = [name for name in args.variants if name not in VARIANTS]
     if unknown:
         raise EdgeHadError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if len(set(args.seeds)) != len(args.seeds):  # a seed twice would count its models twice
+        raise EdgeHadError(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
     overrides = {"epochs": args.epochs} if args.epochs is not None else {}
     config = CrossValConfig(
         data=str(args.data or settings.data_dir()),
@@ -434,12 +436,21 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    import json
-
     from edge_had.train.cli import config_from_args
-    from edge_had.train.release import release
+    from edge_had.train.config import TrainConfig
+    from edge_had.train.release import read_crossval_summary, release
 
-    crossval = json.loads(Path(args.crossval).read_text()) if args.crossval else None
+    defaults = TrainConfig(data="", out="")
+    alphas = ("alpha_spe", "alpha_spa")
+    given = [
+        "--" + name.replace("_", "-") for name in alphas if getattr(args, name) != getattr(defaults, name)
+    ]
+    if given:  # release picks them on the training scenes: they would be ignored
+        raise EdgeHadError(
+            f"{', '.join(given)}: release chooses the alphas on the training scenes (alpha_selection in "
+            "the sidecar); set them with `edge-had train`, or edit config.json after the release"
+        )
+    crossval = read_crossval_summary(args.crossval) if args.crossval else None  # before training
     sidecar = release(config_from_args(args), crossval, command=sys.argv)
     print(
         f"released -> {args.out}: alpha_spe {sidecar['alpha_spe']}, alpha_spa {sidecar['alpha_spa']}, "

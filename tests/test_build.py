@@ -434,3 +434,17 @@ def test_int8_export_needs_a_calibration_set(bundle_dir: Path, tmp_path: Path, c
         == 2
     )
     assert "--calibration" in capsys.readouterr().err
+
+
+def test_a_calibration_set_of_more_than_1000_blocks_loads_in_order(tmp_path: Path) -> None:
+    """block_1000 sorted before block_101 as text: 400 of 1050 blocks disagreed with their
+    manifest entries (an audit)."""
+    import numpy as np
+
+    from edge_had.build.calibration import CALIBRATION_FORMAT, CalibrationSet, load_calibration_set
+
+    blocks = [np.full((2, 1, 1), i, dtype=np.float32) for i in range(1050)]
+    manifest = {"format": CALIBRATION_FORMAT, "blocks": [{"index": i} for i in range(1050)]}
+    path = CalibrationSet(blocks, manifest).save(tmp_path / "calib.npz")
+    loaded = load_calibration_set(path)
+    assert [int(block[0, 0, 0]) for block in loaded.blocks] == list(range(1050))

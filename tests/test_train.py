@@ -534,3 +534,50 @@ def test_a_checkpoint_from_another_number_of_processes_is_refused() -> None:
         _check_world_size({"world_size_used": 2}, 1, "cannot resume")
     _check_world_size({"world_size_used": 2}, 2, "cannot resume")
     _check_world_size({}, 1, "cannot resume")
+
+
+def test_resume_refuses_another_thread_count(tmp_path: Path) -> None:
+    """Phases run on 1 thread continued on 2 give other weights (an audit: f8a66b... against
+    cadeff...): refused as --start-from refuses it."""
+    scenes = _scenes(1)
+    config = _config(tmp_path, steps_per_epoch=2)
+    train(config, scenes=scenes)
+    with pytest.raises(TrainError, match="ran on 1 CPU thread"):
+        train(dataclasses.replace(config, resume=True, threads=2), scenes=scenes)
+
+
+@pytest.mark.parametrize(
+    ("pointer", "content", "says"),
+    [
+        ({"file": "x.pt"}, bytes(range(64)), "UnpicklingError"),
+        ({"file": "x.pt"}, b"", "EOFError"),
+        ({"file": 3}, None, "cannot read the latest checkpoint"),
+        (["x"], None, "TypeError"),
+    ],
+    ids=["random bytes", "empty file", "a number for the file", "a list for the pointer"],
+)
+def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path: Path, pointer, content, says: str) -> None:
+    """Random bytes, an empty file or a mangled latest.json under --resume: a TrainError naming
+    the file, not an UnpicklingError, EOFError or TypeError traceback (an audit)."""
+    config = _config(tmp_path, resume=True)
+    folder = Path(config.out) / CHECKPOINT_DIR
+    folder.mkdir(parents=True)
+    (folder / "latest.json").write_text(json.dumps(pointer))
+    if content is not None:
+        (folder / "x.pt").write_bytes(content)
+    with pytest.raises(TrainError, match=says) as caught:
+        train(config, scenes=_scenes(1))
+    assert "latest.json" in str(caught.value) and "start over" in str(caught.value)
+
+
+def test_a_checkpoint_that_is_not_a_dict_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path, resume=True)
+    folder = Path(config.out) / CHECKPOINT_DIR
+    folder.mkdir(parents=True)
+    torch.save([1, 2, 3], folder / "x.pt")
+    (folder / "latest.json").write_text(json.dumps({"file": "x.pt"}))
+    with pytest.raises(TrainError, match="not an edge-had checkpoint"):
+        train(config, scenes=_scenes(1))
+    with pytest.raises(TrainError, match="EOFError"):
+        (tmp_path / "empty.pt").write_bytes(b"")
+        train(_config(tmp_path, "other", start_from=str(tmp_path / "empty.pt")), scenes=_scenes(1))

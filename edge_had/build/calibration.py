@@ -118,7 +118,11 @@ def load_calibration_set(path: str | Path) -> CalibrationSet:
     try:
         with np.load(path, allow_pickle=False) as archive:
             manifest = json.loads(str(archive["manifest"]))
-            names = sorted(name for name in archive.files if name.startswith("block_"))
+            # in numeric order: past block_999 the names grow a digit, and text order would put
+            # block_1000 before block_101 (blocks then disagreed with their manifest entries)
+            names = sorted(
+                (name for name in archive.files if name.startswith("block_")), key=lambda name: int(name[6:])
+            )
             blocks = [np.asarray(archive[name], dtype=np.float32) for name in names]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise ExportError(f"{path}: not a readable calibration set ({error})") from error

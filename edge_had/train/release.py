@@ -19,6 +19,7 @@ from edge_had.eval.crossval import SceneCache, select_alphas, select_hybrid_alph
 from edge_had.io import list_scenes
 from edge_had.models.budget import count_macs_per_pixel
 from edge_had.models.bundle import CONFIG_FILE, SIDECAR_FILE, ModelConfig, load_bundle
+from edge_had.train.config import TrainError
 from edge_had.train.runner import TrainConfig, train
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
@@ -26,11 +27,45 @@ BUDGET_BANDS = (100, 188, 224, 450)
 
 
 def git_commit() -> str:
+    """The commit of the package's own checkout (not of the folder the command runs in), with
+    ``+dirty`` when its tracked files have changes; ``unknown`` outside a git checkout."""
+    package = Path(__file__).resolve().parents[1]
+
+    def git(*arguments: str) -> str:
+        command = ["git", "-C", str(package), *arguments]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        if top != package.parent:  # an installed package inside some other repository
+            return "unknown"
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return out.stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+
+
+def read_crossval_summary(path: str | Path) -> dict[str, Any]:
+    """The parts of a crossval.json the sidecar quotes; a clear error, before any training, for a
+    file that is not a cross-validation report."""
+    try:
+        report = json.loads(Path(path).read_text())
+        return {key: report[key] for key in ("folds", "seeds", "summary")}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TrainError(
+            f"--crossval {path}: not a crossval.json report ({type(error).__name__}: {error})"
+        ) from error
+
+
+def all_training_scenes(record: dict[str, Any]) -> list[dict[str, str]]:
+    """Name and SHA-256 of every scene a run's networks saw: a ``--stage 2`` run's own and those of
+    the stage-1 run it continued (``previous_run``), each once."""
+    scenes: dict[str, str] = {}
+    while record:
+        scenes.update({entry["sha256"]: entry["name"] for entry in record.get("data", [])})
+        record = record.get("previous_run") or {}
+    return [{"name": name, "sha256": sha256} for sha256, name in scenes.items()]
 
 
 def macs_table(out: Path) -> dict[str, Any]:
@@ -46,7 +81,8 @@ def macs_table(out: Path) -> dict[str, Any]:
 def release(
     config: TrainConfig, crossval: dict[str, Any] | None = None, command: list[str] | None = None
 ) -> dict[str, Any]:
-    """Train ``config`` on all its scenes, set the alphas, write sidecar.json and MODEL_CARD.md."""
+    """Train ``config`` on all its scenes, set the alphas, write sidecar.json and MODEL_CARD.md.
+    ``crossval``: the summary :func:`read_crossval_summary` read, quoted in the sidecar."""
     out = Path(config.out)
     record = train(config)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # resumable state, not part of the model
@@ -66,7 +102,7 @@ def release(
         "git_commit": git_commit(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "weights_sha256": bundle.sha256,
-        "training_scenes": [{"name": d["name"], "sha256": d["sha256"]} for d in record["data"]],
+        "training_scenes": all_training_scenes(record),
         **chosen,
         "alpha_selection": "best mean AUC on the training scenes over a fixed grid: of RX(x_k + a f_spe "
         "+ b f_spa) for alpha_spe / alpha_spa, of sqrt(RX * LRX)(x_k + a f_spe) for hybrid_alpha_spe",
@@ -74,13 +110,7 @@ def release(
         "recipe": recipe(config),
         "macs_per_pixel": macs_table(out),
         "train_seconds": record["wall_time_s"],
-        "crossval": None
-        if crossval is None
-        else {
-            "folds": crossval["folds"],
-            "seeds": crossval["seeds"],
-            "summary": crossval["summary"],
-        },
+        "crossval": crossval,
     }
     (out / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
     (out / MODEL_CARD_FILE).write_text(model_card(sidecar))

@@ -79,6 +79,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -221,15 +222,31 @@ def _load_latest_checkpoint(out: Path) -> dict[str, Any] | None:
         return None
     try:
         pointer = json.loads(latest.read_text())
-        path = out / CHECKPOINT_DIR / pointer["file"]
+        path = out / CHECKPOINT_DIR / str(pointer["file"])
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except (*UNREADABLE_CHECKPOINT, KeyError, TypeError) as error:  # TypeError: a pointer not a dict
         raise TrainError(
-            f"{latest}: cannot read the latest checkpoint ({error}); delete it to start over"
+            f"{latest}: cannot read the latest checkpoint ({type(error).__name__}: {error}); "
+            "delete the checkpoints folder to start over"
         ) from error
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"{path}: not an edge-had checkpoint")
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(f"{path}: not an edge-had checkpoint; delete the checkpoints folder to start over")
     return state
+
+
+#: what torch.load raises on a file that is not a whole checkpoint: truncated or empty (EOFError),
+#: random bytes (pickle's UnpicklingError), a refused type under weights_only (RuntimeError)
+UNREADABLE_CHECKPOINT = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError)
+
+
+def _check_threads(checkpoint: dict[str, Any], what: str) -> None:
+    """Phases run on another number of CPU threads give (slightly) other weights: refused."""
+    used, now = checkpoint.get("threads_used"), torch.get_num_threads()
+    if used is not None and used != now:  # None: an older checkpoint, which did not record it
+        raise TrainError(
+            f"{what}: its phases ran on {used} CPU thread(s), this run has {now}: "
+            "the weights would differ slightly (set --threads to match)"
+        )
 
 
 def _data_identity(data: Sequence[TrainingScene]) -> list[list[Any]]:
@@ -273,8 +290,10 @@ def _start_from(config: TrainConfig, data: Sequence[TrainingScene]) -> tuple[dic
     try:
         raw = path.read_bytes()
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise StartFromError(f"start_from {path}: cannot read the checkpoint ({error})") from error
+    except UNREADABLE_CHECKPOINT as error:
+        raise StartFromError(
+            f"start_from {path}: cannot read the checkpoint ({type(error).__name__}: {error})"
+        ) from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise StartFromError(f"start_from {path}: not an edge-had checkpoint")
     completed = list(state["completed"])
@@ -288,12 +307,10 @@ def _start_from(config: TrainConfig, data: Sequence[TrainingScene]) -> tuple[dic
             f"start_from {path}: the training scenes (names, SHA-256, shapes) differ from this run's "
             f"({state.get('data')} -> {_data_identity(data)})"
         )
-    used, now = state.get("threads_used"), torch.get_num_threads()
-    if used is not None and used != now:  # settings compare threads as written; None means torch's
-        raise StartFromError(
-            f"start_from {path}: its phases ran on {used} CPU thread(s), this run has {now}: "
-            "the weights would differ slightly (set --threads to match)"
-        )
+    try:
+        _check_threads(state, f"start_from {path}")
+    except TrainError as error:
+        raise StartFromError(str(error)) from None
     shared = shared_phases(state["config"], config)
     if shared[: len(completed)] != completed:
         raise StartFromError(
@@ -441,6 +458,7 @@ def _run(
     if checkpoint is not None:
         _check_resumable(config, checkpoint, data)
         _check_world_size(checkpoint, ddp.world_size, "cannot resume")
+        _check_threads(checkpoint, "cannot resume")
         started_from = checkpoint.get("started_from")
     elif config.start_from is not None:
         checkpoint, started_from = _start_from(config, data)
