@@ -420,8 +420,6 @@ def test_cli_arguments_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
         "1",
         "--steps-per-epoch",
         "2",
-        "--pretrain-epochs",
-        "1",
         "--exclude",
         "scene1",
         "--seed",
@@ -450,7 +448,8 @@ def test_cli_arguments_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert config.exclude == ("scene1",) and config.seed == 7 and not config.spatial and not config.progress
     assert parser.parse_args(["--out", "x"]).stage == "all"
     assert config.start_from is None and not config.ranking_implants
-    assert config_from_args(parser.parse_args(["--out", "x", "--ranking-implants"])).ranking_implants
+    implants = ["--out", "x", "--ranking-epochs", "1", "--ranking-implants"]
+    assert config_from_args(parser.parse_args(implants)).ranking_implants
     assert (
         config_from_args(parser.parse_args(["--out", "x", "--start-from", "r/c.pt"])).start_from == "r/c.pt"
     )
@@ -581,3 +580,36 @@ def test_a_checkpoint_that_is_not_a_dict_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="EOFError"):
         (tmp_path / "empty.pt").write_bytes(b"")
         train(_config(tmp_path, "other", start_from=str(tmp_path / "empty.pt")), scenes=_scenes(1))
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--ranking-lr", "0.5"], "--ranking-lr"),
+        (["--encoder", "random", "--pretrain-epochs", "5"], "--pretrain-epochs"),
+        (["--no-spatial", "--decorrelation-weight", "0"], "--decorrelation-weight"),
+        (["--stage", "2", "--ranking-epochs", "3"], "--ranking-epochs"),
+        (["--stage", "1", "--decorrelation-weight", "2"], "--decorrelation-weight"),
+    ],
+)
+def test_train_refuses_options_no_phase_reads(tmp_path: Path, capsys, options: list[str], named: str) -> None:
+    """Accepted, recorded in train_config.json, and changing nothing (an audit): refused, naming
+    the option and the run's phases, before any scene is read."""
+    from edge_had.cli import main
+
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), *options]) == 2
+    error = capsys.readouterr().err
+    assert f"{named}: no phase of this run reads them" in error and "its phases:" in error
+
+
+def test_two_files_of_one_scene_name_are_refused(tmp_path: Path, capsys) -> None:
+    """abu-beach-2.mat and a copy as .npy trained twice, the copy without its anomaly mask."""
+    from edge_had.cli import main
+
+    np.save(tmp_path / "scene.npy", np.zeros((4, 4, 3), np.float32))
+    (tmp_path / "scene.mat").write_bytes(b"")
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert (
+        "more than one file per scene name (scene.mat, scene.npy); keep one of each"
+        in capsys.readouterr().err
+    )

@@ -168,10 +168,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, command: list[str] | None = None):  # type: ignore[no-untyped-def]
-    """The :class:`TrainConfig` of parsed ``train`` arguments."""
+    """The :class:`TrainConfig` of parsed ``train`` arguments; options no phase of the run reads
+    are refused (they would be recorded and change nothing)."""
     from edge_had.train.config import TrainConfig
 
-    return TrainConfig(
+    config = TrainConfig(
         data=args.data,
         out=args.out,
         stage=args.stage,
@@ -207,6 +208,11 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None)
         progress=not args.quiet,
         command=list(sys.argv) if command is None else command,
     )
+    unused = config.unused_settings()
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise ValueError(f"{flags}: no phase of this run reads them (its phases: {config.phases_text()})")
+    return config
 
 
 def run_train(args: argparse.Namespace) -> int:

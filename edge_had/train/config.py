@@ -141,6 +141,39 @@ class TrainConfig:
             relative_variance=self.relative_variance,
         )
 
+    def unused_settings(self) -> list[str]:
+        """Phase settings changed from their defaults that no phase of this run reads (recorded,
+        but changing nothing: ``--ranking-lr`` without ranking epochs, ``--pretrain-epochs`` with
+        a random encoder, ``--decorrelation-weight`` without a student or at ``--stage 1``). A
+        setting that keeps a phase of this stage from running (``--ranking-epochs 0``,
+        ``--no-spatial``, ...) is used."""
+        default = TrainConfig(data=self.data, out=self.out)
+        running = {phase for phase, _ in self.phases()}
+        in_stage = {"pretrain", "stage1", "ranking"} if self.stage in ("1", "all") else set()
+        in_stage |= {"stage2"} if self.stage in ("2", "all") else set()
+        turns_off = {
+            "encoder": self.encoder != "pretrained",
+            "pretrain_epochs": self.pretrain_epochs == 0,
+            "reverse_distillation": not self.reverse_distillation,
+            "ranking_epochs": self.ranking_epochs == 0,
+            "spatial": not self.spatial,
+        }
+        unused = set()
+        for phase, names in PHASE_SETTINGS.items():
+            for name in names:
+                if getattr(self, name) == getattr(default, name):
+                    continue
+                if any(name in PHASE_SETTINGS[other] for other in running):
+                    continue
+                if phase in in_stage and turns_off.get(name, False):
+                    continue
+                unused.add(name)
+        return sorted(unused)
+
+    def phases_text(self) -> str:
+        """The phases as ``stage1 (8 epochs), stage2 (8 epochs)``, or ``none``."""
+        return ", ".join(f"{phase} ({epochs} epochs)" for phase, epochs in self.phases()) or "none"
+
     def phases(self) -> list[tuple[str, int]]:
         """``[(phase, epochs), ..]`` in order."""
         out: list[tuple[str, int]] = []

@@ -165,7 +165,12 @@ def training_files(folder: str | Path, exclude: Sequence[str]) -> list[Path]:
     """The scene files of ``folder`` (sorted by name) a run trains on: all but ``exclude``, each
     of which must name one of them."""
     files, excluded = list_scenes(folder), set(exclude)
-    _check_excluded([path.stem for path in files], exclude)
+    stems = [path.stem for path in files]
+    twice = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if twice:  # a scene is named by its stem (--exclude, records): two files would train it twice
+        names = ", ".join(path.name for path in files if path.stem in twice)
+        raise ValueError(f"{folder}: more than one file per scene name ({names}); keep one of each")
+    _check_excluded(stems, exclude)
     return [path for path in files if path.stem not in excluded]
 
 
