@@ -613,3 +613,8 @@ def test_two_files_of_one_scene_name_are_refused(tmp_path: Path, capsys) -> None
         "more than one file per scene name (scene.mat, scene.npy); keep one of each"
         in capsys.readouterr().err
     )
+
+
+def test_resume_without_a_checkpoint_says_so_even_when_quiet(tmp_path: Path, capsys) -> None:
+    train(_config(tmp_path, resume=True, steps_per_epoch=1, epochs=1, pretrain_epochs=1), scenes=_scenes(1))
+    assert "--resume: no checkpoint in" in capsys.readouterr().err

@@ -80,6 +80,7 @@ import hashlib
 import json
 import os
 import pickle
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -451,8 +452,8 @@ def _run(
     say(f"training on {len(data)} scene(s): {', '.join(s.name for s in data)}")
 
     checkpoint = _load_latest_checkpoint(out) if config.resume else None
-    if config.resume and checkpoint is None:
-        say(f"no checkpoint in {out / CHECKPOINT_DIR}: starting from scratch")
+    if config.resume and checkpoint is None and ddp.main:  # said even with --quiet: not progress
+        print(f"--resume: no checkpoint in {out / CHECKPOINT_DIR}: starting from scratch", file=sys.stderr)
     started_from = None
     resuming = checkpoint is not None  # else the checkpoint, if any, is another run's (start_from)
     if checkpoint is not None:
