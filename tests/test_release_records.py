@@ -74,3 +74,33 @@ def test_crossval_refuses_a_seed_given_twice(tmp_path: Path, capsys) -> None:
         main(["crossval", "--data", str(tmp_path), "--out", str(tmp_path / "cv"), "--seeds", "0", "0"]) == 2
     )
     assert "--seeds 0 0: each seed once" in capsys.readouterr().err
+
+
+def test_a_stage_2_recipe_takes_the_spectral_settings_of_its_stage_1_run() -> None:
+    """release --stage 2 recorded encoder pretrained and reverse distillation on, the defaults,
+    though the stage-1 run had trained a random encoder without it (a review)."""
+    from edge_had.train.config import TrainConfig
+    from edge_had.train.release import recipe
+
+    stage1 = TrainConfig(
+        data="", out="", stage="1", encoder="random", reverse_distillation=False, ranking_epochs=1
+    )
+    stage2 = TrainConfig(data="", out="", stage="2")
+    written = recipe(stage2, stage1.to_json())
+    assert (written["encoder"], written["reverse_distillation"], written["ranking_epochs"]) == (
+        "random",
+        False,
+        1,
+    )
+    assert recipe(stage2)["encoder"] == "pretrained"
+
+
+def test_exclude_given_twice_leaves_out_both() -> None:
+    import argparse
+
+    from edge_had.train.cli import add_train_arguments
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = parser.parse_args(["--out", "x", "--exclude", "a", "--exclude", "b", "c"])
+    assert args.exclude == ["a", "b", "c"]

@@ -187,6 +187,9 @@ class CausalStatistics:
 #: warm-ups (40 lines by default): a burst of corrupt lines restarts the statistics like a new
 #: background, and is undone when the old one returns.
 PROBATION_WARMUPS = 4
+#: The share of a line's pixels within the replaced statistics' gate that undoes a restart: the
+#: old background whole again (a few anomalies aside), not a boundary across the swath.
+UNDO_FIT = 0.9
 
 
 class CausalRX:
@@ -270,7 +273,8 @@ class CausalRX:
         else:  # a corrupt line, or the start of a new background
             self._beyond.append(background)
             if len(self._beyond) >= self.settings.warmup_lines:
-                self._replaced = (self.statistics, self._mean, self._whitener, self._gate)
+                if self._replaced is None:  # a restart on probation keeps what the first replaced
+                    self._replaced = (self.statistics, self._mean, self._whitener, self._gate)
                 self._probation = PROBATION_WARMUPS * self.settings.warmup_lines
                 self._start_statistics(self._beyond, first=None)
                 self.restarts += 1
@@ -300,12 +304,15 @@ class CausalRX:
 
     def _undo_restart_if_back(self, background: np.ndarray) -> None:
         """On probation after a restart: a line that fits the background the restart replaced
-        (most of its pixels within that gate) brings it back - the lines that restarted the
-        statistics were a burst of corrupt lines, not a new background."""
+        (:data:`UNDO_FIT` of its pixels within that gate) brings it back - the lines that
+        restarted the statistics were a burst of corrupt lines, not a new background (a line
+        half old, half new, as along a boundary in the swath, does not)."""
         assert self._replaced is not None
+        if len(background) == 0:
+            return
         statistics, _, _, gate = self._replaced
         _, ordinary = self._screen(background, statistics, gate)
-        if ordinary is None or 2 * np.count_nonzero(ordinary) >= len(background):
+        if ordinary is None or np.count_nonzero(ordinary) >= UNDO_FIT * len(background):
             self.statistics, self._mean, self._whitener, self._gate = self._replaced
             self._replaced = None
             self._since_refresh = 0

@@ -169,6 +169,7 @@ class CausalHybridRX:
         self._basis: _Basis | None = None  # the basis lines are scored in now
         self._next_basis: _Basis | None = None  # the one handed over to (see the module's doc)
         self._basis_age = 0  # lines pushed since the latest basis was computed
+        self._stale = False  # the statistics restarted (or a restart was undone) since then
 
     @property
     def refreshes(self) -> int:
@@ -194,7 +195,10 @@ class CausalHybridRX:
         self._lines[position] = (line, valid)
         self._pushed += 1
         self._basis_age += 1
+        changes = self.global_rx.restarts + self.global_rx.restarts_undone
         self._keep(self.global_rx.push(line, valid))
+        if self.global_rx.restarts + self.global_rx.restarts_undone != changes:
+            self._stale = True  # the statistics were replaced wholesale: hand over to a new basis
         self._hand_over(position)
         return self._release(final=False)
 
@@ -227,8 +231,10 @@ class CausalHybridRX:
         so far; until it scores, each new line (from ``position`` on) is projected on it too, as
         it arrives (numpy's path: with its along-line sums; a device: the projection, put there
         in one batch when the basis changes)."""
-        if self._next_basis is None and self._basis is not None and self._basis_age >= self.basis_every:
+        due = self._basis_age >= self.basis_every or self._stale
+        if self._next_basis is None and self._basis is not None and due:
             self._next_basis = self._new_basis(first=position + self.look_ahead_lines)
+            self._stale = False
         if self._next_basis is not None:
             if self.local_math is None:
                 self._features(self._next_basis, position)

@@ -48,6 +48,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exclude",
         nargs="+",
+        action="extend",  # --exclude a --exclude b leaves out both (the last one alone, before)
         default=[],
         metavar="SCENE",
         help="scene names (file stems) to leave out, e.g. a fold's test scenes",

@@ -8,6 +8,7 @@ method on the ten real scenes comes from the cross-validation fold models (see
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import shutil
@@ -84,6 +85,9 @@ def release(
     """Train ``config`` on all its scenes, set the alphas, write sidecar.json and MODEL_CARD.md.
     ``crossval``: the summary :func:`read_crossval_summary` read, quoted in the sidecar."""
     out = Path(config.out)
+    commit = (
+        git_commit()
+    )  # before training rewrites the weights (tracked files, when --out is the shipped folder)
     record = train(config)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # resumable state, not part of the model
     paths = [path for path in list_scenes(config.data) if path.stem not in set(config.exclude)]
@@ -99,7 +103,7 @@ def release(
     bundle = load_bundle(out)
     sidecar = {
         "command": command,
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "weights_sha256": bundle.sha256,
         "training_scenes": all_training_scenes(record),
@@ -107,7 +111,7 @@ def release(
         "alpha_selection": "best mean AUC on the training scenes over a fixed grid: of RX(x_k + a f_spe "
         "+ b f_spa) for alpha_spe / alpha_spa, of sqrt(RX * LRX)(x_k + a f_spe) for hybrid_alpha_spe",
         "k": model_config.k,
-        "recipe": recipe(config),
+        "recipe": recipe(config, (record.get("previous_run") or {}).get("config")),
         "macs_per_pixel": macs_table(out),
         "train_seconds": record["wall_time_s"],
         "crossval": crossval,
@@ -117,8 +121,15 @@ def release(
     return sidecar
 
 
-def recipe(config: TrainConfig) -> dict[str, Any]:
-    """The settings that define a training recipe (the ones that did not run are left out)."""
+def recipe(config: TrainConfig, stage1: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings that define a training recipe (the ones that did not run are left out).
+    ``stage1``: the config of the stage-1 run a ``--stage 2`` run continued - its spectral
+    settings are what trained the spectral network."""
+    if config.stage == "2" and stage1 is not None:
+        spectral = ("encoder", "pretrain_epochs", "reverse_distillation", "ranking_epochs", "ranking_lr",
+                    "ranking_temperature", "ranking_alpha", "ranking_negatives", "ranking_crop",
+                    "ranking_implants")  # fmt: skip
+        config = dataclasses.replace(config, **{name: stage1[name] for name in spectral if name in stage1})
     names = ["encoder", "reverse_distillation", "spatial", "decorrelation_weight", "mask_anomalies"]
     if config.spatial:
         names.insert(3, "restoration_width")
