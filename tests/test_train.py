@@ -618,3 +618,21 @@ def test_two_files_of_one_scene_name_are_refused(tmp_path: Path, capsys) -> None
 def test_resume_without_a_checkpoint_says_so_even_when_quiet(tmp_path: Path, capsys) -> None:
     train(_config(tmp_path, resume=True, steps_per_epoch=1, epochs=1, pretrain_epochs=1), scenes=_scenes(1))
     assert "--resume: no checkpoint in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("broken", [{"config": "oops"}, {"config": None}, {"drop": "completed"}])
+def test_a_checkpoint_with_parts_missing_is_a_clear_error(tmp_path: Path, broken: dict) -> None:
+    """The right format, a part missing or damaged: a KeyError or TypeError traceback before."""
+    scenes = _scenes(1)
+    config = _config(tmp_path, steps_per_epoch=1, epochs=1, pretrain_epochs=1)
+    train(config, scenes=scenes)
+    folder = Path(config.out) / CHECKPOINT_DIR
+    name = json.loads((folder / "latest.json").read_text())["file"]
+    state = torch.load(folder / name, weights_only=True)
+    if "drop" in broken:
+        del state[broken["drop"]]
+    else:
+        state.update(broken)
+    torch.save(state, folder / name)
+    with pytest.raises(TrainError, match="incomplete or damaged checkpoint"):
+        train(dataclasses.replace(config, resume=True), scenes=scenes)

@@ -230,9 +230,24 @@ def _load_latest_checkpoint(out: Path) -> dict[str, Any] | None:
             f"{latest}: cannot read the latest checkpoint ({type(error).__name__}: {error}); "
             "delete the checkpoints folder to start over"
         ) from error
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"{path}: not an edge-had checkpoint; delete the checkpoints folder to start over")
+    _check_checkpoint(state, f"{path}", "delete the checkpoints folder to start over")
     return state
+
+
+#: what every checkpoint holds (saved at the end of each epoch)
+CHECKPOINT_KEYS = ("config", "data", "phase", "epoch", "completed", "spectral", "trainer", "histories")
+
+
+def _check_checkpoint(state: Any, name: str, fix: str) -> None:
+    """A loaded checkpoint is an edge-had one with every part a run reads (a clear TrainError, not
+    a KeyError or TypeError later)."""
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(f"{name}: not an edge-had checkpoint; {fix}")
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing or not isinstance(state["config"], dict):
+        raise TrainError(
+            f"{name}: an incomplete or damaged checkpoint (missing {missing or ['a config']}); {fix}"
+        )
 
 
 #: what torch.load raises on a file that is not a whole checkpoint: truncated or empty (EOFError),
@@ -295,8 +310,10 @@ def _start_from(config: TrainConfig, data: Sequence[TrainingScene]) -> tuple[dic
         raise StartFromError(
             f"start_from {path}: cannot read the checkpoint ({type(error).__name__}: {error})"
         ) from error
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise StartFromError(f"start_from {path}: not an edge-had checkpoint")
+    try:
+        _check_checkpoint(state, f"start_from {path}", "take one a run saved")
+    except TrainError as error:
+        raise StartFromError(str(error)) from None
     completed = list(state["completed"])
     if state["phase"] not in completed:
         raise StartFromError(
