@@ -590,6 +590,8 @@ def test_a_checkpoint_that_is_not_a_dict_is_refused(tmp_path: Path) -> None:
         (["--no-spatial", "--decorrelation-weight", "0"], "--decorrelation-weight"),
         (["--stage", "2", "--ranking-epochs", "3"], "--ranking-epochs"),
         (["--stage", "1", "--decorrelation-weight", "2"], "--decorrelation-weight"),
+        (["--no-spatial", "--alpha-spa", "4"], "--alpha-spa"),
+        (["--stage", "2", "--no-reverse-distillation"], "--no-reverse-distillation"),
     ],
 )
 def test_train_refuses_options_no_phase_reads(tmp_path: Path, capsys, options: list[str], named: str) -> None:

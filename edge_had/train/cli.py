@@ -211,7 +211,8 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None)
     )
     unused = config.unused_settings()
     if unused:
-        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        switches = {"reverse_distillation", "spatial", "mask_anomalies"}  # given as --no-...
+        flags = ", ".join(("--no-" if name in switches else "--") + name.replace("_", "-") for name in unused)
         raise ValueError(f"{flags}: no phase of this run reads them (its phases: {config.phases_text()})")
     return config
 

@@ -168,6 +168,8 @@ class TrainConfig:
                 if phase in in_stage and turns_off.get(name, False):
                     continue
                 unused.add(name)
+        if not self.spatial and self.alpha_spa != default.alpha_spa:  # no student: f_spa is zero
+            unused.add("alpha_spa")
         return sorted(unused)
 
     def phases_text(self) -> str:
