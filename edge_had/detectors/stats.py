@@ -134,14 +134,14 @@ def floored(deviation: np.ndarray) -> np.ndarray:
 SPREAD_SAMPLES = 4096
 
 
-def robust_spread(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def robust_spread(pixels: np.ndarray, samples: int = SPREAD_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
     """Per band of finite ``(n, bands)`` pixels: the median, and the 1-99 % percentile range as
-    a normal's standard deviation (``range / 4.65``, :func:`floored`), from at most
-    :data:`SPREAD_SAMPLES` of them. Outliers under 1 % of the pixels move neither, where one
+    a normal's standard deviation (``range / 4.65``, :func:`floored`), from at most ``samples``
+    of them. Outliers under 1 % of the pixels move neither, where one
     corrupt sample dominates a mean and a standard deviation - given some hundred pixels: the
     percentiles of fewer interpolate into their extremes (under ~100, one outlier gets in)."""
-    if len(pixels) > SPREAD_SAMPLES:
-        pixels = pixels[np.random.default_rng(0).integers(0, len(pixels), SPREAD_SAMPLES)]
+    if len(pixels) > samples:
+        pixels = pixels[np.random.default_rng(0).integers(0, len(pixels), samples)]
     low, median, high = np.percentile(pixels, [1.0, 50.0, 99.0], axis=0)
     return median, floored((high - low) / NORMAL_PERCENTILE_RANGE)
 
