@@ -46,9 +46,9 @@ it lasts, and with sliding or exponential statistics a terrain that alternates m
 each change. A constant background (an exact dark frame) has no scale to judge by: no gate until
 the statistics vary, and the dark lines stay in cumulative statistics as they would without it.
 Cost: a line's sums bound its largest deviation (its mean's distance from the centre plus the
-root of its sum of squares about its mean), so an ordinary line needs no pixel-by-pixel check: ~10 us a line, and ~6 ms once at the
-end of the warm-up (bench/README.md, 1024 x 224 -> 32 bands: per-line p50 0.232 against 0.222 ms
-without the gate; a 256-line round 0.88x).
+root of its sum of squares about its mean), so an ordinary line needs no pixel-by-pixel check:
+~10 us a line, and ~6 ms once at the end of the warm-up (bench/README.md, 1024 x 224 -> 32 bands:
+per-line p50 0.232 against 0.222 ms without the gate; a 256-line round 0.88x).
 
 **Where the per-line arithmetic runs** (``line_math``): the two products that grow with the line
 - its sums ``n, s1, s2`` and the scores ``||W (x - mean)||^2`` - go through a :class:`LineMath`:
