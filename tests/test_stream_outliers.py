@@ -306,3 +306,31 @@ def test_a_corrupt_line_in_the_warm_up_is_kept_out(scene) -> None:
     assert abs(roc_auc(corrupt[after], scene.gt[after]) - roc_auc(clean[after], scene.gt[after])) < 0.002
     assert run.pipeline.health.outlier_pixels == scene.cube.shape[1]
     assert run.pipeline.health.statistics_restarts == 0
+
+
+def test_an_enhanced_stream_refits_its_normalisation_after_a_dark_start(monkeypatch) -> None:
+    """16 zero lines first: the enhancer fitted lo/hi on them for good, every later value hundreds
+    of units out (AUC 0.61 from the 60th line on, against 0.979 from a clean start). It fits them
+    again once the data has left them for 4 lines: 0.94 (the rest: the lines enhanced before the
+    refit are in the statistics the RX restart takes). The ten scenes never trigger a refit
+    (measured, either scan direction)."""
+    import edge_had.stream.enhance as enhance
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+
+    small = synthetic_scene(lines=160, width=64, bands=40, seed=4)
+    counts = small.cube * 10  # a 16-bit sensor's range: after a zero fit, most values beyond 50
+    dark = np.concatenate([np.zeros((16, 64, 40), np.float32), counts])
+    later = slice(16 + 60, None)  # past the restart of the RX statistics
+    bundle = load_bundle(None)
+    with TorchRunner(bundle.model_for(40)) as runner:
+        clean, _ = stream_scene_scores(counts, enhancer=enhance.StreamEnhancer(bundle, runner))
+        enhancer = enhance.StreamEnhancer(bundle, runner)
+        refitted, run = stream_scene_scores(dark, enhancer=enhancer)
+        monkeypatch.setattr(enhance, "REFIT_LINES", 10**9)
+        frozen, _ = stream_scene_scores(dark, enhancer=enhance.StreamEnhancer(bundle, runner))
+    assert enhancer.refits == 1 and run.pipeline.health.normalisation_refits == 1
+    gt = small.gt[60:]
+    target = roc_auc(clean[60:], gt)
+    assert roc_auc(refitted[later], gt) > target - 0.06
+    assert roc_auc(frozen[later], gt) < roc_auc(refitted[later], gt) - 0.2  # what the refit fixes

@@ -115,6 +115,7 @@ class Health:
     outlier_pixels: int = 0
     statistics_restarts: int = 0
     statistics_restarts_undone: int = 0
+    normalisation_refits: int = 0  # an enhanced stream's lo/hi fitted again (edge_had.stream.enhance)
     reinitialisations: int = 0
     enhancement_failures: int = 0
     callback_errors: int = 0
@@ -526,7 +527,9 @@ class StreamPipeline:
         (flag ``plain-rx``): the lines the enhancer held, and those of an unfinished warm-up, are
         rejected with the failure as the reason, and the statistics start again."""
         try:
-            return call(*args)
+            lines = call(*args)
+            self.health.normalisation_refits = self.enhancer.refits if self.enhancer is not None else 0
+            return lines
         except EnhancementError as error:
             self.enhancer = None
             self.fallback_flag = "plain-rx"
