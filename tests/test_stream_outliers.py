@@ -334,3 +334,47 @@ def test_an_enhanced_stream_refits_its_normalisation_after_a_dark_start(monkeypa
     target = roc_auc(clean[60:], gt)
     assert roc_auc(refitted[later], gt) > target - 0.06
     assert roc_auc(frozen[later], gt) < roc_auc(refitted[later], gt) - 0.2  # what the refit fixes
+
+
+def test_a_restart_basis_still_queued_is_dropped_when_the_restart_is_undone() -> None:
+    """The restart computed a principal basis from the burst's statistics at once; the undo came
+    before it took over, and it then scored the next lines (AUC 0.375 on lines 74-108 against 1.0
+    clean; a review). A queued basis of replaced statistics is dropped now."""
+    from edge_had.detectors.lrx import LocalRXSettings
+    from edge_had.stream.causal_local import CausalHybridRX
+
+    scene = synthetic_scene(lines=240, width=96, bands=40, seed=3)
+    burst = scene.cube.astype(np.float64).copy()
+    burst[62:74] *= 1e6
+    rx = CausalHybridRX(40, CausalSettings(), local=LocalRXSettings(outer=15, inner=5))
+    scores = {}
+    for line in burst:
+        scores.update((position, value) for position, value, _ in rx.push(line))
+    scores.update((position, value) for position, value, _ in rx.flush())
+    assert (rx.restarts, rx.restarts_undone) == (1, 1)
+    lines = slice(74, 109)
+    assert roc_auc(np.stack([scores[i] for i in range(240)])[lines], scene.gt[lines]) > 0.95
+
+
+def test_a_normalisation_refit_on_a_corrupt_burst_is_undone() -> None:
+    """12 lines a million times too large refit the enhancer's normalisation like the end of a dark
+    start, and fixed it on the burst for good (AUC after it 0.52 against 0.99; a review). The refit
+    is on probation: the first line that fits the old lo/hi brings them back."""
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import StreamEnhancer
+
+    small = synthetic_scene(lines=200, width=64, bands=40, seed=3)
+    burst = small.cube.copy()
+    burst[80:92] *= 1e6
+    bundle = load_bundle(None)
+    with TorchRunner(bundle.model_for(40)) as runner:
+        clean, _ = stream_scene_scores(small.cube, enhancer=StreamEnhancer(bundle, runner))
+        first = StreamEnhancer(bundle, runner)
+        stream_scene_scores(small.cube[:40], enhancer=first)
+        enhancer = StreamEnhancer(bundle, runner)
+        scores, run = stream_scene_scores(burst, enhancer=enhancer)
+    assert (enhancer.refits, enhancer.refits_undone) == (1, 1) and enhancer.lo_hi == first.lo_hi
+    assert run.pipeline.health.normalisation_refits_undone == 1
+    after = slice(112, None)
+    assert abs(roc_auc(scores[after], small.gt[after]) - roc_auc(clean[after], small.gt[after])) < 0.005

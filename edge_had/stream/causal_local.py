@@ -120,8 +120,11 @@ class _Basis:
     their :class:`_LineFeatures` and the running window sums (numpy's path). ``first``: the first
     position it scores."""
 
-    def __init__(self, mean: np.ndarray, vectors: np.ndarray, eigenvalues: np.ndarray, first: int) -> None:
+    def __init__(
+        self, mean: np.ndarray, vectors: np.ndarray, eigenvalues: np.ndarray, first: int, generation: int = 0
+    ) -> None:
         self.mean, self.vectors, self.eigenvalues, self.first = mean, vectors, eigenvalues, first
+        self.generation = generation  # of the statistics it came from (CausalHybridRX._generation)
         self.projections: dict[int, np.ndarray] = {}  # position -> y (CausalHybridRX._projection)
         self.features: dict[int, _LineFeatures] = {}  # position -> features (CausalHybridRX._features)
         self.outer, self.inner = _RowWindow(), _RowWindow()
@@ -169,7 +172,7 @@ class CausalHybridRX:
         self._basis: _Basis | None = None  # the basis lines are scored in now
         self._next_basis: _Basis | None = None  # the one handed over to (see the module's doc)
         self._basis_age = 0  # lines pushed since the latest basis was computed
-        self._stale = False  # the statistics restarted (or a restart was undone) since then
+        self._stale = False  # the basis in use is from statistics replaced since (_generation)
 
     @property
     def refreshes(self) -> int:
@@ -195,10 +198,11 @@ class CausalHybridRX:
         self._lines[position] = (line, valid)
         self._pushed += 1
         self._basis_age += 1
-        changes = self.global_rx.restarts + self.global_rx.restarts_undone
         self._keep(self.global_rx.push(line, valid))
-        if self.global_rx.restarts + self.global_rx.restarts_undone != changes:
-            self._stale = True  # the statistics were replaced wholesale: hand over to a new basis
+        generation = self._generation()
+        if self._next_basis is not None and self._next_basis.generation != generation:
+            self._next_basis = None  # from statistics replaced since (a restart, or its undo)
+        self._stale = self._basis is not None and self._basis.generation != generation
         self._hand_over(position)
         return self._release(final=False)
 
@@ -234,7 +238,6 @@ class CausalHybridRX:
         due = self._basis_age >= self.basis_every or self._stale
         if self._next_basis is None and self._basis is not None and due:
             self._next_basis = self._new_basis(first=position + self.look_ahead_lines)
-            self._stale = False
         if self._next_basis is not None:
             if self.local_math is None:
                 self._features(self._next_basis, position)
@@ -311,7 +314,13 @@ class CausalHybridRX:
         values, vectors = np.linalg.eigh(cov)
         order = np.argsort(values)[::-1][: self.components]
         self._basis_age = 0
-        return _Basis(mean, vectors[:, order], np.maximum(values[order], 0.0), first)
+        return _Basis(mean, vectors[:, order], np.maximum(values[order], 0.0), first, self._generation())
+
+    def _generation(self) -> int:
+        """How many times the global statistics were replaced wholesale (restarts and undone
+        restarts): a basis from another generation is handed over at once, and one still queued
+        is dropped (a restart's basis must not take over after the restart is undone)."""
+        return self.global_rx.restarts + self.global_rx.restarts_undone
 
     def _projection(self, basis: _Basis, position: int) -> np.ndarray:
         """The line at ``position`` in ``basis``, ``(c, width)``, zero where not valid; cached."""

@@ -13,18 +13,21 @@ mean RX 178 instead of 109 on abu-urban-1). A whole scene pushed as one block wi
 ``context=0`` equals offline enhancement (a test); with context the first and last lines are
 close to offline, not equal: the model replicates at every layer, the stream once at its input.
 
-**Normalisation** cannot see the whole image in a stream: its ``lo``/``hi`` are fitted on the
-first ``fit_lines`` lines (held back until then) and kept - unless the data leaves them: when most
-of a line lies beyond ``REFIT_BOUND`` (50) normalised units (250x the fitted range, where the
-networks' input clip at 100 begins to bite; the ten ABU scenes stay under 1.5 and never refit,
-either scan direction) for ``REFIT_LINES`` (4) lines in a row, ``lo``/``hi`` are fitted again on
-those lines (:attr:`StreamEnhancer.refits`). A stream that starts on an exact dark frame fitted
-its normalisation on it for good: abu-urban-1 behind 16 zero lines scored 0.887 (0.951 from its
-40th line on) against 0.998 from a clean start; with the refit 0.937 (0.998 from line 40; the rest
-is the lines scored before the RX statistics restart; a synthetic stream in 16-bit counts: 0.61
-frozen, 0.94 refitted, 0.979 clean, from its 60th line). Noisy dark starts (values up to ~190)
-scored as well without a refit as with one at a lower bound, so they keep their fit. The check
-reads every 16th pixel of a line. **Latency**: a line waits for the
+**Normalisation** cannot see the whole image in a stream: its ``lo``/``hi`` are fitted on the first
+``fit_lines`` lines (held back until then) and kept - unless the data leaves them: when most of a
+line lies beyond ``REFIT_BOUND`` (50) normalised units (250x the fitted range, where the networks'
+input clip at 100 begins to bite; the ten ABU scenes stay under 1.5 and never refit, either scan
+direction) for ``REFIT_LINES`` (4) lines in a row, ``lo``/``hi`` are fitted again on those lines
+(:attr:`StreamEnhancer.refits`). A burst of corrupt lines looks the same, so a refit is on probation
+for ``REFIT_PROBATION`` (64) lines: a line that fits the replaced ``lo``/``hi`` again brings them
+back (:attr:`StreamEnhancer.refits_undone`; a 12-line x1e6 burst had fixed the normalisation on
+itself for good, AUC 0.52 after it against 0.99). A stream that starts on an exact dark frame fitted
+its normalisation on it for good: abu-urban-1 behind 16 zero lines scored 0.887 (0.951 from its 40th
+line on) against 0.998 from a clean start; with the refit 0.937 (0.998 from line 40; the rest is the
+lines scored before the RX statistics restart; a synthetic stream in 16-bit counts: 0.61 frozen,
+0.94 refitted, 0.979 clean, from its 60th line). Noisy dark starts (values up to ~190) scored as
+well without a refit as with one at a lower bound, so they keep their fit. The check reads every
+16th pixel of a line. **Latency**: a line waits for the
 rest of its block and the look-ahead: up to ``block - 1 + context`` line periods.
 
 **Asynchronous** (``asynchronous=True``): a full block goes to one worker thread and ``push``
@@ -64,6 +67,9 @@ ENHANCED = ("enhanced",)  # the one output the loop uses: the others stay on the
 REFIT_BOUND = 50.0
 #: consecutive such lines before lo/hi are fitted again
 REFIT_LINES = 4
+#: lines after a refit in which a line that fits the replaced lo/hi again brings them back: a burst
+#: of corrupt lines refits like a dark start ends, and fixed lo/hi on the burst for good (a review)
+REFIT_PROBATION = 64
 
 
 def runner_threads_beside_rx() -> int:
@@ -107,8 +113,11 @@ class StreamEnhancer:
         self._broken: str | None = None  # why the enhancer cannot be used any more
         # the consecutive lines mostly beyond the fitted normalisation (lo/hi are fitted on them)
         self._beyond_range: list[tuple[np.ndarray, np.ndarray]] = []
+        self._before_refit: tuple[float, float] | None = None  # the fit a refit on probation replaced
+        self._probation = 0
         self.blocks_run = 0
         self.refits = 0
+        self.refits_undone = 0
 
     @property
     def asynchronous(self) -> bool:
@@ -228,17 +237,34 @@ class StreamEnhancer:
         """Fit ``lo``/``hi`` again on the last :data:`REFIT_LINES` lines when each of them was
         mostly beyond :data:`REFIT_BOUND` (the module docstring)."""
         assert self.lo_hi is not None
-        sample = self.bundle.normalization.apply(line[::16], *self.lo_hi)
-        if np.count_nonzero(np.abs(sample) > REFIT_BOUND) <= sample.size / 2:
+        if self._before_refit is not None:  # on probation: a burst of corrupt lines ended?
+            if not self._beyond(line, self._before_refit):
+                self.lo_hi, self._before_refit = self._before_refit, None
+                self.refits_undone += 1
+                self._beyond_range.clear()
+                return
+            self._probation -= 1
+            if self._probation == 0:
+                self._before_refit = None
+        if not self._beyond(line, self.lo_hi):
             self._beyond_range.clear()
             return
         self._beyond_range.append((line.copy(), valid.copy()))  # (only while such a run lasts)
         if len(self._beyond_range) >= REFIT_LINES:
             lines, valids = zip(*self._beyond_range, strict=True)
             if np.any(valids):
+                if self._before_refit is None:  # a refit on probation keeps the first fit
+                    self._before_refit = self.lo_hi
+                self._probation = REFIT_PROBATION
                 self.lo_hi = self.bundle.normalization.fit(np.stack(lines), np.stack(valids))
                 self.refits += 1
             self._beyond_range.clear()
+
+    def _beyond(self, line: np.ndarray, lo_hi: tuple[float, float]) -> bool:
+        """Whether most of the line (every 16th pixel) lies beyond :data:`REFIT_BOUND` under
+        ``lo_hi``."""
+        sample = self.bundle.normalization.apply(line[::16], *lo_hi)
+        return bool(np.count_nonzero(np.abs(sample) > REFIT_BOUND) > sample.size / 2)
 
     def _host_array(self, shape: tuple[int, ...]) -> np.ndarray:
         """A zeroed float32 window from the runner's :meth:`~edge_had.runtime.base.Runner.host_array`

@@ -116,6 +116,7 @@ class Health:
     statistics_restarts: int = 0
     statistics_restarts_undone: int = 0
     normalisation_refits: int = 0  # an enhanced stream's lo/hi fitted again (edge_had.stream.enhance)
+    normalisation_refits_undone: int = 0
     reinitialisations: int = 0
     enhancement_failures: int = 0
     callback_errors: int = 0
@@ -528,7 +529,9 @@ class StreamPipeline:
         rejected with the failure as the reason, and the statistics start again."""
         try:
             lines = call(*args)
-            self.health.normalisation_refits = self.enhancer.refits if self.enhancer is not None else 0
+            if self.enhancer is not None:
+                self.health.normalisation_refits = self.enhancer.refits
+                self.health.normalisation_refits_undone = self.enhancer.refits_undone
             return lines
         except EnhancementError as error:
             self.enhancer = None
