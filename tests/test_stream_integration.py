@@ -41,6 +41,30 @@ def reference_scores(lines: np.ndarray, indices: list[int], **options) -> dict[i
     return out
 
 
+BUDGET = 0.01  # a line period, seconds, of the deadline tests (their clock is a list they move)
+
+
+def clocked_pipeline(
+    monkeypatch, *, reorder_window: int, scorer: str = "global"
+) -> tuple[StreamPipeline, list[float], list]:
+    """A pipeline with a budget of :data:`BUDGET` whose clock (``time.perf_counter``) is ``now[0]``,
+    moved by the test; and the results it delivers."""
+    import edge_had.stream.pipeline as pipeline_module
+
+    now, results = [0.0], []
+    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: now[0])
+    pipeline = StreamPipeline(
+        WIDTH,
+        BANDS,
+        settings=SETTINGS,
+        on_result=results.append,
+        reorder_window=reorder_window,
+        budget_s=BUDGET,
+        scorer=scorer,
+    )
+    return pipeline, now, results
+
+
 def assert_each_line_once(results: list, pipeline: StreamPipeline, pushed: int) -> None:
     assert Counter(r.index for r in results).most_common(1)[0][1] == 1, "a line was reported twice"
     health = pipeline.health.to_dict()
@@ -249,22 +273,10 @@ def test_waiting_in_the_reorder_window_is_not_a_deadline_miss(
     falling behind, so no line is flagged - neither the lines held nor, with the hybrid scorer
     (7 lines of look-ahead), the earlier lines whose look-ahead they complete (scoring that falls
     behind still is: the test below, and waiting for the look-ahead: tests/test_stream_hybrid.py)."""
-    import edge_had.stream.pipeline as pipeline_module
-
-    budget, now = 0.01, [0.0]
-    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: now[0])
-    lines, results = make_lines(30), []
-    pipeline = StreamPipeline(
-        WIDTH,
-        BANDS,
-        settings=SETTINGS,
-        on_result=results.append,
-        reorder_window=3,
-        budget_s=budget,
-        scorer=scorer,
-    )
+    lines = make_lines(30)
+    pipeline, now, results = clocked_pipeline(monkeypatch, reorder_window=3, scorer=scorer)
     for index in order:
-        now[0] += budget  # one line period per line; scoring itself takes no time
+        now[0] += BUDGET  # one line period per line; scoring itself takes no time
         pipeline.push(lines[index], index, float(index))
     pipeline.finish()
     assert pipeline.health.missing_indices == 30 - len(order)
@@ -282,23 +294,17 @@ def test_scoring_that_falls_behind_is_a_deadline_miss_with_or_without_a_reorder_
     index reads 504 (under the jump limit), so the window holds it to the end; that wait is no
     excuse for the lines released meanwhile (it once excused one more period line after line).
     The lines scored at ``finish`` without their look-ahead are not judged."""
-    import edge_had.stream.pipeline as pipeline_module
-
-    budget, now = 0.01, [0.0]
-    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: now[0])
-    lines, results = make_lines(14), []
-    pipeline = StreamPipeline(
-        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window, budget_s=budget
-    )
+    lines = make_lines(14)
+    pipeline, now, results = clocked_pipeline(monkeypatch, reorder_window=window)
     score = pipeline._score
 
     def slow_score(batch):  # the scoring of a line takes two line periods
-        now[0] += 2 * budget
+        now[0] += 2 * BUDGET
         return score(batch)
 
     monkeypatch.setattr(pipeline, "_score", slow_score)
     for index in range(14):
-        now[0] += budget
+        now[0] += BUDGET
         pipeline.push(lines[index], index + 500 if stuck and index == 4 else index, float(index))
     scored_before_finish = [r.index for r in results if r.state == "scored" and "warm-up" not in r.flags]
     pipeline.finish()
@@ -444,25 +450,13 @@ def test_missing_lines_and_a_late_finish_are_no_deadline_miss(monkeypatch, score
     21 and 24 never come. With the hybrid scorer a line's look-ahead then spans more periods than
     its 7 lines, and the last lines are scored only by ``finish``, three periods after the last
     line (their look-ahead never came). Scoring takes no time: no line is late (both once were)."""
-    import edge_had.stream.pipeline as pipeline_module
-
-    budget, now = 0.01, [0.0]
-    monkeypatch.setattr(pipeline_module.time, "perf_counter", lambda: now[0])
-    lines, results = make_lines(36), []
-    pipeline = StreamPipeline(
-        WIDTH,
-        BANDS,
-        settings=SETTINGS,
-        on_result=results.append,
-        reorder_window=window,
-        budget_s=budget,
-        scorer=scorer,
-    )
+    lines = make_lines(36)
+    pipeline, now, results = clocked_pipeline(monkeypatch, reorder_window=window, scorer=scorer)
     for index in range(36):
-        now[0] += budget
+        now[0] += BUDGET
         if index not in (20, 21, 24):
             pipeline.push(lines[index], index, float(index))
-    now[0] += 3 * budget
+    now[0] += 3 * BUDGET
     pipeline.finish()
     assert pipeline.health.lines_scored == 33
     assert not [r.index for r in results if "deadline-miss" in r.flags]
