@@ -146,10 +146,10 @@ def robust_spread(pixels: np.ndarray, samples: int = SPREAD_SAMPLES) -> tuple[np
     return median, floored((high - low) / NORMAL_PERCENTILE_RANGE)
 
 
-def within(pixels: np.ndarray, centre: np.ndarray, deviation: np.ndarray, sigma: float) -> np.ndarray:
-    """Which ``(n, bands)`` pixels are within ``sigma`` deviations of ``centre`` in every band
-    (a non-finite value never is)."""
-    return (np.abs(pixels - centre) <= sigma * deviation).all(axis=1)
+def within(pixels: np.ndarray, centre: np.ndarray, half_width: np.ndarray) -> np.ndarray:
+    """Which ``(n, bands)`` pixels are within ``half_width`` of ``centre`` in every band (a
+    non-finite value never is)."""
+    return (np.abs(pixels - centre) <= half_width).all(axis=1)
 
 
 def far_outliers(
@@ -165,5 +165,5 @@ def far_outliers(
     far = np.zeros(rows * cols, dtype=bool)
     if keep.sum() >= 2:
         centre, deviation = robust_spread(pixels[keep].astype(np.float64))
-        far[keep] = ~within(pixels[keep], centre, deviation, sigma)
+        far[keep] = ~within(pixels[keep], centre, sigma * deviation)
     return far.reshape(rows, cols)

@@ -226,14 +226,20 @@ def _training_scenes(directory: Path) -> dict[str, str]:
         path = directory / name
         if path.is_file():
             try:
-                record, scenes = json.loads(path.read_text()), {}
-                while record:
-                    scenes.update({entry["sha256"]: entry["name"] for entry in record.get(key, [])})
-                    record = record.get("previous_run")
-                return scenes
+                return scenes_of_record(json.loads(path.read_text()), key)
             except (ValueError, KeyError, TypeError, AttributeError) as error:
                 raise ModelError(f"{path}: unreadable training record ({error})") from error
     return {}
+
+
+def scenes_of_record(record: dict[str, Any] | None, key: str = "data") -> dict[str, str]:
+    """SHA-256 -> name of the scenes listed under ``key`` in a training record and in the
+    ``previous_run`` records it continues (each once)."""
+    scenes: dict[str, str] = {}
+    while record:
+        scenes.update({entry["sha256"]: entry["name"] for entry in record.get(key, [])})
+        record = record.get("previous_run")
+    return scenes
 
 
 def _load_part(module: Any, tensors: dict[str, Any], prefix: str) -> None:

@@ -303,7 +303,7 @@ class CausalRX:
         spread = np.sqrt(np.abs(np.diagonal(s2) - s1 * line_mean))
         if (spread + np.abs(line_mean - offset) <= half_width).all():
             return sums, None
-        ordinary = (np.abs(background - centre) <= half_width).all(axis=1)
+        ordinary = within(background, centre, half_width)
         return sums, None if ordinary.all() else ordinary
 
     def _undo_restart_if_back(self, background: np.ndarray) -> None:
@@ -378,8 +378,7 @@ class CausalRX:
         centres = np.array([centre for centre, _ in spreads.values()])
         centre = np.median(centres, axis=0)
         deviation = floored(np.median([deviation for _, deviation in spreads.values()], axis=0))
-        within_lines = (np.abs(centres - centre) <= self.settings.outlier_sigma * deviation).all(axis=1)
-        kept[list(spreads)] = within_lines
+        kept[list(spreads)] = within(centres, centre, self.settings.outlier_sigma * deviation)
         return kept
 
     def _warmup_ordinary(self, pixels: np.ndarray) -> np.ndarray:
@@ -391,7 +390,7 @@ class CausalRX:
         if not finite.any():
             return finite
         centre, deviation = robust_spread(pixels[finite])
-        return finite & within(pixels, centre, deviation, self.settings.outlier_sigma)
+        return finite & within(pixels, centre, self.settings.outlier_sigma * deviation)
 
     def _gate_of(
         self, mean: np.ndarray, variance: np.ndarray, trace: float

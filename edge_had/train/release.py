@@ -19,7 +19,7 @@ from typing import Any
 from edge_had.eval.crossval import SceneCache, select_alphas, select_hybrid_alpha
 from edge_had.io import list_scenes
 from edge_had.models.budget import count_macs_per_pixel
-from edge_had.models.bundle import CONFIG_FILE, SIDECAR_FILE, ModelConfig, load_bundle
+from edge_had.models.bundle import CONFIG_FILE, SIDECAR_FILE, ModelConfig, load_bundle, scenes_of_record
 from edge_had.train.config import TrainError
 from edge_had.train.runner import TrainConfig, train
 
@@ -62,11 +62,7 @@ def read_crossval_summary(path: str | Path) -> dict[str, Any]:
 def all_training_scenes(record: dict[str, Any]) -> list[dict[str, str]]:
     """Name and SHA-256 of every scene a run's networks saw: a ``--stage 2`` run's own and those of
     the stage-1 run it continued (``previous_run``), each once."""
-    scenes: dict[str, str] = {}
-    while record:
-        scenes.update({entry["sha256"]: entry["name"] for entry in record.get("data", [])})
-        record = record.get("previous_run") or {}
-    return [{"name": name, "sha256": sha256} for sha256, name in scenes.items()]
+    return [{"name": name, "sha256": sha256} for sha256, name in scenes_of_record(record).items()]
 
 
 def macs_table(out: Path) -> dict[str, Any]:
