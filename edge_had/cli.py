@@ -12,6 +12,7 @@ from typing import Any
 
 import edge_had
 from edge_had.cli_types import (
+    changed_options,
     check_output_file,
     existing_file,
     integer_from,
@@ -49,11 +50,15 @@ SCORER_OPTIONS: dict[str, tuple[Any, tuple[str, ...]]] = {
 def _refuse_unused_scorer_options(args: argparse.Namespace) -> None:
     """ValueError naming the scorer options set (away from their defaults) for a detector that
     does not use them: `--detector lrx --precision float32` ran and ignored it."""
-    unused = [
-        f"--{name} ({'/'.join(users) if len(users) < 3 else 'detectors with a local RX part'} only)"
-        for name, (default, users) in SCORER_OPTIONS.items()
-        if getattr(args, name, default) != default and args.detector not in users
-    ]
+    foreign = {
+        name: default for name, (default, users) in SCORER_OPTIONS.items() if args.detector not in users
+    }
+    unused = []
+    for flag in changed_options(args, foreign):
+        users = SCORER_OPTIONS[flag[2:].replace("-", "_")][1]
+        unused.append(
+            f"{flag} ({'/'.join(users) if len(users) < 3 else 'detectors with a local RX part'} only)"
+        )
     if unused:
         raise ValueError(f"{args.detector} does not use {', '.join(unused)}")
 
@@ -441,10 +446,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     from edge_had.train.release import read_crossval_summary, release
 
     defaults = TrainConfig(data="", out="")
-    alphas = ("alpha_spe", "alpha_spa")
-    given = [
-        "--" + name.replace("_", "-") for name in alphas if getattr(args, name) != getattr(defaults, name)
-    ]
+    given = changed_options(args, {name: getattr(defaults, name) for name in ("alpha_spe", "alpha_spa")})
     if given:  # release picks them on the training scenes: they would be ignored
         raise EdgeHadError(
             f"{', '.join(given)}: release chooses the alphas on the training scenes (alpha_selection in "

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 
 def _parsed(text: str, kind: type[int] | type[float]) -> float:
@@ -87,14 +88,20 @@ NETWORK_OPTIONS = {
 }
 
 
+def changed_options(args: argparse.Namespace, defaults: Mapping[str, Any]) -> list[str]:
+    """The options of ``defaults`` (destination -> default) that ``args`` sets to another value, as
+    flags (``alpha_spe`` -> ``--alpha-spe``): what a command refuses where they would be ignored."""
+    return [
+        "--" + name.replace("_", "-")
+        for name, default in defaults.items()
+        if getattr(args, name, default) != default
+    ]
+
+
 def network_options_given(args: argparse.Namespace) -> list[str]:
     """The network-only options (:data:`NETWORK_OPTIONS`) set away from their defaults, as flags:
     for a detector without a network they would be ignored silently."""
-    return [
-        "--" + name.replace("_", "-")
-        for name, default in NETWORK_OPTIONS.items()
-        if getattr(args, name, default) != default
-    ]
+    return changed_options(args, NETWORK_OPTIONS)
 
 
 def refuse_network_options(args: argparse.Namespace, detector: str, enhanced: bool) -> None:
