@@ -38,3 +38,14 @@ def test_scripts_folders_are_not_installed_packages():
     assert config["tool"]["setuptools"]["packages"]["find"]["include"] == ["edge_had*"]
     assert config["project"]["scripts"]["edge-had"] == "edge_had.cli:main"
     assert config["project"]["requires-python"] == ">=3.10"
+
+
+def test_relative_links_in_the_docs_point_at_files_that_exist():
+    """A doc moved or renamed leaves no dangling ``[text](path)`` link in the project's Markdown."""
+    docs = [ROOT / "README.md", *sorted(ROOT.glob("*/*.md"))]
+    dangling = []
+    for doc in docs:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" not in target and not (doc.parent / target).exists():
+                dangling.append(f"{doc.relative_to(ROOT)} -> {target}")
+    assert not dangling, dangling
