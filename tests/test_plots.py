@@ -61,6 +61,15 @@ def test_save_score_map_png_tolerates_nan_and_empty_gt(tmp_path: Path) -> None:
     assert_png(save_score_map_png(scores, tmp_path / "nan.png", gt=np.zeros((5, 6), bool)))
 
 
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("shape", [(0, 16), (16, 0)])
+def test_save_score_map_png_of_an_empty_map_says_so_without_a_warning(tmp_path: Path, shape) -> None:
+    """A stream with no line scored writes a waterfall too: a PNG that says nothing was scored,
+    not matplotlib's singular-limits warning on the user's terminal."""
+    assert_png(save_score_map_png(np.zeros(shape), tmp_path / "empty.png"))
+    assert_png(save_score_map_png(np.zeros(shape), tmp_path / "empty_gt.png", gt=np.zeros(shape, bool)))
+
+
 def test_save_score_map_png_rejects_bad_shapes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="2-D"):
         save_score_map_png(np.zeros((2, 3, 4)), tmp_path / "x.png")

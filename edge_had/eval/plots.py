@@ -114,10 +114,13 @@ def save_score_map_png(
         raise ValueError(f"gt shape {mask.shape} differs from score map shape {s.shape}")
     fig = _new_figure(9.0 if mask is not None else 5.0, 4.5)
     axes = fig.subplots(1, 1 if mask is None else 2, squeeze=False)[0]
-    image = axes[0].imshow(_stretch(s), cmap="inferno", vmin=0.0, vmax=1.0, interpolation="nearest")
-    fig.colorbar(image, ax=axes[0], shrink=0.8, label=f"score (clipped at {DISPLAY_PERCENTILE} pct)")
+    if s.size:
+        image = axes[0].imshow(_stretch(s), cmap="inferno", vmin=0.0, vmax=1.0, interpolation="nearest")
+        fig.colorbar(image, ax=axes[0], shrink=0.8, label=f"score (clipped at {DISPLAY_PERCENTILE} pct)")
+    else:  # e.g. a stream whose every line was rejected: imshow would warn of singular limits
+        axes[0].text(0.5, 0.5, f"nothing scored ({s.shape[0]} x {s.shape[1]})", ha="center", va="center")
     axes[0].set_title("score map")
-    if mask is not None:
+    if mask is not None and mask.size:
         _draw_outline(axes[0], mask)
         axes[1].imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axes[1].set_title("ground truth")
