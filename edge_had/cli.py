@@ -486,6 +486,7 @@ def _read_wavelengths(path: str | None) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from edge_had.build.calibration import load_calibration_set
+    from edge_had.build.calibration_methods import DEFAULT_CALIBRATION_METHOD
     from edge_had.build.export_model import export_model
     from edge_had.io import list_scenes, load_scene
     from edge_had.models.bundle import load_bundle
@@ -494,12 +495,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     calibration = load_calibration_set(args.calibration) if args.calibration else None
     if args.precision == "int8" and calibration is None:
         raise EdgeHadError("--precision int8 needs --calibration FILE (make one with `edge-had calibrate`)")
+    unused: dict[str, Any] = {"method": DEFAULT_CALIBRATION_METHOD} if args.precision != "int8" else {}
+    if args.precision == "fp32":
+        unused["keep_float"] = []  # every node is float already
+    ignored = changed_options(args, unused)
+    if ignored:
+        raise EdgeHadError(f"{' '.join(ignored)}: not used by a --precision {args.precision} export")
     gate_scenes = []
     if args.precision != "fp32" and not args.no_gate and args.gate_data != "synthetic":
         from edge_had import settings
 
+        # a --gate-data folder that is not there is an error (a typo must not gate on synthetic
+        # scenes); without the option, the data folder when there is one
         folder = Path(args.gate_data) if args.gate_data else settings.data_dir()
-        gate_scenes = [load_scene(path) for path in list_scenes(folder)] if folder.is_dir() else []
+        if args.gate_data or folder.is_dir():
+            gate_scenes = [load_scene(path) for path in list_scenes(folder)]
     report = export_model(
         bundle,
         args.bands,
@@ -642,7 +652,11 @@ def build_parser() -> argparse.ArgumentParser:
         "2048 bins per sign, about a minute), minmax or percentile (99.999)",
     )
     export.add_argument(
-        "--keep-float", nargs="+", default=[], metavar="NODE", help="ONNX nodes to keep in FP32"
+        "--keep-float",
+        nargs="+",
+        default=[],
+        metavar="NODE",
+        help="ONNX nodes to keep in FP32 (fp16/int8; the names: the export report's metadata, reduced_nodes)",
     )
     export.add_argument(
         "--gate-data",

@@ -413,7 +413,65 @@ def test_export_command_fails_with_the_table_when_the_gate_fails(
     assert code == 2
     err = capsys.readouterr().err
     assert "accuracy gate failed" in err and err.count("FAIL") == 3
-    assert json.loads((tmp_path / "export_report.json").read_text())["gate"]["passed"] == {"fp16": False}
+    report = json.loads((tmp_path / "export_report.json").read_text())
+    assert report["gate"]["passed"] == {"fp16": False}
+    # the refused graph is kept to look at, never under the name a runtime is pointed at; the
+    # FP32 graph it came from passed its own check and is deployable
+    assert not (tmp_path / "model_fp16.onnx").exists() and (tmp_path / "model_fp16.rejected.onnx").is_file()
+    assert report["graphs"] == {
+        "fp32": str(tmp_path / "model_fp32.onnx"),
+        "fp16": str(tmp_path / "model_fp16.rejected.onnx"),
+    }
+    # the hint's list: every node --keep-float can keep in FP32 is named in the report
+    reduced = report["metadata"]["reduced_nodes"]
+    assert len(reduced) == report["metadata"]["fp16_nodes"] and "/spectral/stem/stem.0/Conv" in reduced
+    assert "reduced_nodes" in err
+    # a passing export later replaces the rejected graph
+    monkeypatch.setitem(gate_module.TOLERANCES, "fp16", 1.0)
+    assert main(["export", "--model", str(bundle_dir), "--bands", "120", "--precision", "fp16",
+                 "--out", str(tmp_path), "--gate-data", "synthetic"]) == 0  # fmt: skip
+    assert (tmp_path / "model_fp16.onnx").is_file() and not (tmp_path / "model_fp16.rejected.onnx").exists()
+
+
+def test_export_leaves_the_output_folders_other_files_alone(bundle_dir: Path, tmp_path: Path) -> None:
+    """The graphs are built in a scratch folder of their own: a work/ folder of the user's in
+    --out was deleted with the export's scratch files."""
+    own = tmp_path / "work" / "notes.txt"
+    own.parent.mkdir()
+    own.write_text("mine")
+    assert main(["export", "--model", str(bundle_dir), "--bands", "20", "--out", str(tmp_path)]) == 0
+    assert own.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export_report.json", "model_fp32.onnx", "work"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--precision", "fp16", "--keep-float", "/spectral/stem/stem0/Conv"], "no network node named"),
+        (["--precision", "fp16", "--gate-data", "no-such-folder"], "does not exist"),
+        (["--keep-float", "/spectral/stem/stem.0/Conv"], "--keep-float: not used by a --precision fp32"),
+        (["--precision", "fp16", "--method", "minmax"], "--method: not used by a --precision fp16"),
+    ],
+)
+def test_export_refuses_options_it_would_ignore_or_mistake(
+    bundle_dir: Path, tmp_path: Path, capsys, options: list[str], message: str
+) -> None:
+    """A typo in a node name left the graph as without the option; a missing --gate-data folder
+    gated on synthetic scenes instead; --method and --keep-float where nothing reads them."""
+    code = main(
+        ["export", "--model", str(bundle_dir), "--bands", "20", "--out", str(tmp_path / "o"), *options]
+    )
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o" / "model_fp16.onnx").exists()
+
+
+def test_keep_float_names_are_checked_for_int8_too(
+    graphs: dict[str, Path], calibration, tmp_path: Path
+) -> None:
+    with pytest.raises(ExportError, match="no network node named 'spectral.stem.0'"):
+        to_int8(
+            graphs["fp32"], tmp_path / "k.onnx", calibration, method="minmax", keep_float=["spectral.stem.0"]
+        )
 
 
 def test_int8_export_needs_a_calibration_set(bundle_dir: Path, tmp_path: Path, capsys) -> None:

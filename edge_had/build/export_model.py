@@ -4,12 +4,14 @@ Steps: export FP32 for ``bands`` (on ``wavelengths`` when given) and compare it 
 the FP16 or INT8 graph; check it (:mod:`edge_had.build.graph_checks`); run the accuracy gate
 (:mod:`edge_had.build.gate`) unless told not to; write ``model_<precision>.onnx`` (plus the FP32
 graph it came from) and ``export_report.json``. A failed check or gate raises :class:`ExportError`
-with the table, after writing the report.
+with the table, after writing the report; the graph it refused is written as
+``model_<precision>.rejected.onnx``, never under the name a runtime is given.
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,21 +71,29 @@ def export_model(
     out.mkdir(parents=True, exist_ok=True)
     precisions = ["fp32"] if precision == "fp32" else ["fp32", precision]
     recipe = GraphRecipe(bundle, precisions, calibration, method, keep_float, scorer)
-    graphs = recipe.build(bands, out / "work", wavelengths)
-    final = {name: out / f"model_{name}.onnx" for name in graphs}
-    for name, path in graphs.items():
-        shutil.move(str(path), final[name])
-    shutil.rmtree(out / "work", ignore_errors=True)
-    agreement = torch_agreement(bundle, final["fp32"], bands, wavelengths)
-    problems = [
-        f"FP32 {name}: ONNX Runtime vs torch {error:.2e} > {TORCH_TOLERANCE}"
-        for name, error in agreement.items()
-        if error > TORCH_TOLERANCE
-    ]
-    if precision == "fp16":
-        problems += fp16_problems(onnx.load(str(final["fp16"])))
-    if precision == "int8":
-        problems += qdq_problems(onnx.load(str(final["int8"])))
+    # built in a scratch folder of its own (the user's folder may hold anything, a work/ too) and
+    # moved to their deployable names only once checked and gated
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as scratch:
+        graphs = recipe.build(bands, Path(scratch), wavelengths)
+        agreement = torch_agreement(bundle, graphs["fp32"], bands, wavelengths)
+        problems = [
+            f"FP32 {name}: ONNX Runtime vs torch {error:.2e} > {TORCH_TOLERANCE}"
+            for name, error in agreement.items()
+            if error > TORCH_TOLERANCE
+        ]
+        fp32_problems = bool(problems)
+        if precision == "fp16":
+            problems += fp16_problems(onnx.load(str(graphs["fp16"])))
+        if precision == "int8":
+            problems += qdq_problems(onnx.load(str(graphs["int8"])))
+        gate_report = None
+        if gate and precision != "fp32" and not problems:
+            scenes, excluded = gate_scenes(bundle, gate_data, calibration, bands)
+            gate_report = run_gate(recipe, scenes)
+            gate_report.excluded = excluded
+        passed = not problems and (gate_report is None or gate_report.passed(precision))
+        accepted = {"fp32": not fp32_problems, precision: passed}
+        final = {name: _place(path, out / f"model_{name}", accepted[name]) for name, path in graphs.items()}
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "export",
@@ -95,20 +105,29 @@ def export_model(
         "graph_problems": problems,
         "platform": platform_info(),
     }
-    gate_report = None
-    if gate and precision != "fp32" and not problems:
-        scenes, excluded = gate_scenes(bundle, gate_data, calibration, bands)
-        gate_report = run_gate(recipe, scenes)
-        gate_report.excluded = excluded
+    if gate_report is not None:
         report["gate"] = gate_report.to_dict()
     (out / "export_report.json").write_text(json_text(report) + "\n")
     if problems:
         raise ExportError(f"{final[precision]}: the graph fails its checks:\n  " + "\n  ".join(problems))
-    if gate_report is not None and not gate_report.passed(precision):
+    if not passed:
+        assert gate_report is not None
         raise ExportError(
             f"{final[precision]}: accuracy gate failed (report: {out / 'export_report.json'}):\n"
             + gate_report.table()
-            + "\nkeep failing layers in float with --keep-float NODE (node names: the report's metadata)"
+            + "\nkeep failing layers in float with --keep-float NODE (the nodes it can keep: the "
+            "report's metadata, reduced_nodes)"
         )
     report["gate_table"] = None if gate_report is None else gate_report.table()
     return report
+
+
+def _place(graph: Path, stem: Path, accepted: bool) -> Path:
+    """Move a built graph to ``<stem>.onnx``, or to ``<stem>.rejected.onnx`` (kept to look at;
+    runtimes are only ever pointed at the first) when it failed its checks or the gate; a
+    rejected graph of an earlier run under the accepted name's stem is removed."""
+    target = stem.with_name(stem.name + (".onnx" if accepted else ".rejected.onnx"))
+    if accepted:
+        stem.with_name(stem.name + ".rejected.onnx").unlink(missing_ok=True)
+    shutil.move(str(graph), target)
+    return target

@@ -62,6 +62,21 @@ def network_nodes(graph: Any) -> list[str]:
     return [node.name for node in graph.graph.node if node.name.startswith(NETWORK_SCOPES)]
 
 
+def check_keep_float(graph: Any, keep_float: Sequence[str]) -> None:
+    """Refuse ``keep_float`` names that are no network node of ``graph``: a typo (or a torch
+    module name) would otherwise leave the graph as if the option had not been given."""
+    known = network_nodes(graph)
+    unknown = sorted(set(keep_float) - set(known))
+    if unknown:
+        raise ExportError(
+            f"--keep-float: no network node named {', '.join(map(repr, unknown))}; the nodes are "
+            "ONNX node names, e.g. "
+            + ", ".join([name for name in known if name.endswith("/Conv")][:3])
+            + " (all: the export report's "
+            "metadata, reduced_nodes)"
+        )
+
+
 def activation_products(graph: Any) -> set[str]:
     """Network MatMul/Gemm nodes with no weight among their inputs: in this model the spatial
     branch's adaptive pooling, ``P_h^T @ x @ P_w`` with averaging matrices built from the input's
@@ -108,6 +123,7 @@ def to_fp16(source: str | Path, target: str | Path, *, keep_float: Sequence[str]
     }
     dtype.update({init.name: init.data_type for init in graph.graph.initializer})
     initializers = {init.name: init for init in graph.graph.initializer}
+    check_keep_float(graph, keep_float)
     candidates = set(network_nodes(graph)) - set(keep_float)
     reduced = {
         node.name
@@ -169,7 +185,14 @@ def to_fp16(source: str | Path, target: str | Path, *, keep_float: Sequence[str]
         node.name for node in graph.graph.node if node.name not in reduced and node.op_type != "Cast"
     )
     set_metadata(
-        graph, {**metadata, "precision": "fp16", "fp16_nodes": len(reduced), "fp32_nodes": fp32_nodes}
+        graph,
+        {
+            **metadata,
+            "precision": "fp16",
+            "fp16_nodes": len(reduced),
+            "fp32_nodes": fp32_nodes,
+            "reduced_nodes": sorted(reduced),  # what --keep-float can keep in FP32
+        },
     )
     onnx.checker.check_model(graph)
     onnx.save(graph, str(target))
@@ -329,6 +352,7 @@ def to_int8(
             "the calibration set was normalised differently from the model "
             f"({calibration.manifest['normalization']} vs {metadata['normalization']}); rebuild it"
         )
+    check_keep_float(graph, keep_float)
     kept = set(keep_float) | activation_products(graph)
     if not quantize_heads:
         kept |= {name for name in network_nodes(graph) if name.startswith(OUTPUT_HEAD_SCOPES)}
@@ -380,6 +404,7 @@ def to_int8(
                 "sampling": calibration.manifest["sampling"],
             },
             "fp32_nodes": sorted({node.name for node in graph.graph.node} - set(quantized_nodes)),
+            "reduced_nodes": quantized_nodes,  # what --keep-float can keep in FP32
         },
     )
     onnx.checker.check_model(result)
