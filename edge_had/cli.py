@@ -543,7 +543,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     calibration = build_calibration_set(args.data, exclude=args.exclude, sampling=sampling)
     path = calibration.save(args.out)
     scenes = ", ".join(scene["name"] for scene in calibration.manifest["scenes"])
-    print(f"{len(calibration.blocks)} blocks of {sampling.lines_per_block} lines from {scenes} -> {path}")
+    lines = sorted({block.shape[1] for block in calibration.blocks})
+    print(f"{len(calibration.blocks)} blocks of {'/'.join(map(str, lines))} lines from {scenes} -> {path}")
+    for note in calibration.shortfalls():
+        print(f"warning: {note}", file=sys.stderr)
+    if len(lines) > 1:
+        print(f"warning: quantizing crops every block to its shortest, {lines[0]} lines", file=sys.stderr)
     return 0
 
 

@@ -319,6 +319,24 @@ def test_calibration_set_samples_only_training_scenes_and_round_trips(
     assert all(feed["cube"].shape[:2] == (1, 224) for feed in feeds)
 
 
+def test_calibrate_says_when_scenes_are_too_short_for_the_blocks_asked(
+    calibration_folder: Path, tmp_path: Path, capsys
+) -> None:
+    """4 blocks of 120 lines from 100- and 150-line scenes: 1 block of 100 or 150 lines each, which
+    the command printed as '3 blocks of 120 lines' without a word (a review)."""
+    argv = ["calibrate", "--data", str(calibration_folder), "--out", str(tmp_path / "c.npz")]
+    assert main([*argv, "--lines-per-block", "120", "--blocks-per-scene", "4"]) == 0
+    out, err = capsys.readouterr()
+    blocks = load_calibration_set(tmp_path / "c.npz").manifest["blocks"]
+    lines = sorted(entry["lines"] for entry in blocks)
+    assert lines[0] < 120 and f"blocks of {'/'.join(map(str, sorted(set(lines))))} lines" in out
+    short = {entry["scene"] for entry in blocks if entry["lines"] < 120}
+    assert {line.split(":")[1].strip() for line in err.splitlines() if "too short" in line} == short
+    assert f"crops every block to its shortest, {lines[0]} lines" in err
+    assert main([*argv, "--lines-per-block", "16", "--blocks-per-scene", "4"]) == 0
+    assert "warning" not in capsys.readouterr().err  # every scene holds 4 blocks of 16
+
+
 def test_calibration_errors_are_clear(calibration_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="names no scene"):
         build_calibration_set(calibration_folder, exclude=["no-such-scene"])

@@ -53,6 +53,22 @@ class CalibrationSet:
     def scene_hashes(self) -> set[str]:
         return {entry["sha256"] for entry in self.manifest["scenes"]}
 
+    def shortfalls(self) -> list[str]:
+        """The scenes too short for the sampling asked: fewer blocks, or shorter ones (a scene
+        shorter than a block gives one block of all its lines), one sentence each."""
+        asked = CalibrationSampling(**self.manifest["sampling"])
+        notes = []
+        for scene in self.manifest["scenes"]:
+            lines = [
+                entry["lines"] for entry in self.manifest["blocks"] if entry["sha256"] == scene["sha256"]
+            ]
+            if len(lines) < asked.blocks_per_scene or min(lines) < asked.lines_per_block:
+                notes.append(
+                    f"{scene['name']}: {len(lines)} block(s) of {min(lines)} lines "
+                    f"(asked {asked.blocks_per_scene} of {asked.lines_per_block}: the scene is too short)"
+                )
+        return notes
+
     def save(self, path: str | Path) -> Path:
         """Write the set to ``path`` (``.npz`` appended when missing, as numpy would) and its
         manifest beside it; the path written."""
