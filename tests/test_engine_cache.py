@@ -182,6 +182,18 @@ def test_verify_names_the_file_and_the_fix(tmp_path: Path, runtime: dict[str, st
     assert str(path) in str(raised.value) and "edge-had build" in str(raised.value)
 
 
+def test_verify_checks_the_gpu_model_when_both_are_known(tmp_path: Path) -> None:
+    """Boards of one SM differ (Orin Nano, NX, AGX): the cache key recorded the GPU, but an engine
+    given by path was loaded on another board unchecked (a review)."""
+    runtime = {"tensorrt_version": "10.3.0.30", "sm": "sm_87", "precision": "int8"}
+    path = store(tmp_path, _key(gpu="Orin (AGX)"), ENGINE)
+    with pytest.raises(EngineCacheError, match=r"built on Orin \(AGX\), this GPU is Orin \(Nano\)"):
+        verify_engine(path, **runtime, gpu="Orin (Nano)")
+    assert verify_engine(path, **runtime, gpu="Orin (AGX)") == _key(gpu="Orin (AGX)")
+    unrecorded = store(tmp_path / "old", _key(), ENGINE)  # a sidecar from before the GPU was recorded
+    assert verify_engine(unrecorded, **runtime, gpu="Orin (Nano)") == _key()
+
+
 def test_verify_rejects_a_corrupt_engine(tmp_path: Path) -> None:
     path = store(tmp_path, _key(), ENGINE)
     path.write_bytes(ENGINE[:-1])

@@ -376,3 +376,22 @@ def test_damaged_edge_had_metadata_is_a_clear_error_and_auto_falls_back(
     detector = EnhancedDetector(bundle_dir, onnx=damaged)
     assert np.isfinite(detector.score(scene.cube, scene.valid)).all()
     assert detector.settings["backend"]["backend"] == "torch"
+
+
+@pytest.mark.parametrize(("device", "index"), [("cuda:1", 1), ("cuda", 0), ("cpu", 0), ("cuda:x", None)])
+def test_a_tensorrt_engine_runs_on_the_gpu_device_names(
+    bundle_dir: Path, tmp_path: Path, device, index
+) -> None:
+    """--device cuda:1 reached the torch runner only: an engine ran on GPU 0 whatever it said (a
+    review). Constructing the runner needs no TensorRT (an engine without a sidecar is unchecked)."""
+    from edge_had.runtime.select import BackendChoice
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine")
+    choice = BackendChoice("tensorrt", "fp16", "requested")
+    build = lambda: enhancement_runner(choice, load_bundle(bundle_dir), 30, engine=engine, device=device)  # noqa: E731
+    if index is None:
+        with pytest.raises(BackendError, match="runs on cuda or cuda:N"):
+            build()
+    else:
+        assert build().device_index == index

@@ -255,9 +255,16 @@ def store(cache_dir: str | Path, key: EngineKey, engine: bytes, source: dict[str
 
 
 def verify_engine(
-    engine_path: str | Path, *, tensorrt_version: str, sm: str, precision: str | None = None
+    engine_path: str | Path,
+    *,
+    tensorrt_version: str,
+    sm: str,
+    precision: str | None = None,
+    gpu: str | None = None,
 ) -> EngineKey | None:
     """Check an engine given by path against the running TensorRT, GPU and wanted precision.
+    ``gpu``: the running GPU's model name, checked against the one the engine was built on when
+    both are known (boards of one SM - Orin Nano, NX, AGX - get different tactics).
 
     Returns the key from its sidecar, or None when it has none (built outside edge-had, e.g. with
     ``trtexec``). Raises :class:`EngineCacheError` naming the file and the fix when the engine is
@@ -280,6 +287,8 @@ def verify_engine(
         problems.append(f"built with TensorRT {key.tensorrt_version}, this is TensorRT {tensorrt_version}")
     if key.sm != sm:
         problems.append(f"built for {key.sm}, this GPU is {sm}")
+    elif gpu and key.gpu and key.gpu != gpu:
+        problems.append(f"built on {key.gpu}, this GPU is {gpu}")
     if precision is not None and key.precision != precision:
         problems.append(f"its precision is {key.precision}, {precision} was asked for")
     if not problems and sha256_file(engine) != record["engine_sha256"]:

@@ -57,8 +57,19 @@ def enhancement_runner(
         _check_engine(Path(engine), needed)
         from edge_had.runtime.tensorrt_runner import TensorRTRunner
 
-        return TensorRTRunner(engine, choice.precision)
+        return TensorRTRunner(engine, choice.precision, device_index=gpu_index(device))
     raise BackendError(f"unknown backend {choice.backend!r}")
+
+
+def gpu_index(device: str) -> int:
+    """The GPU a TensorRT engine runs on, from a torch-style ``device``: ``cuda:N`` -> N; ``cuda``
+    and the default ``cpu`` (an engine runs on a GPU whatever the flag) -> 0."""
+    if device in ("cpu", "cuda"):
+        return 0
+    index = device.removeprefix("cuda:")
+    if index == device or not index.isdigit():
+        raise BackendError(f"--device {device!r}: a TensorRT engine runs on cuda or cuda:N")
+    return int(index)
 
 
 def _onnxruntime_runner(path: Path, needed: _Needed, threads: int | None) -> Runner:

@@ -58,7 +58,11 @@ class TensorRTRunner(Runner):
         device = CudaDevice(self.device_index)
         try:
             self.key = verify_engine(
-                self.engine_path, tensorrt_version=trt.__version__, sm=device.sm, precision=self.precision
+                self.engine_path,
+                tensorrt_version=trt.__version__,
+                sm=device.sm,
+                precision=self.precision,
+                gpu=device.name,
             )
             with device.activated():
                 runtime = trt.Runtime(trt_logger())
