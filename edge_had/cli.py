@@ -538,9 +538,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from edge_had.build.calibration import CalibrationSampling, build_calibration_set
+    from edge_had.models.bundle import load_bundle
 
     sampling = CalibrationSampling(args.blocks_per_scene, args.lines_per_block, args.seed)
-    calibration = build_calibration_set(args.data, exclude=args.exclude, sampling=sampling)
+    normalization = load_bundle(args.model).normalization  # export refuses a set normalised otherwise
+    calibration = build_calibration_set(
+        args.data, exclude=args.exclude, sampling=sampling, normalization=normalization
+    )
     path = calibration.save(args.out)
     scenes = ", ".join(scene["name"] for scene in calibration.manifest["scenes"])
     lines = sorted({block.shape[1] for block in calibration.blocks})
@@ -690,6 +694,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--blocks-per-scene", type=integer_from(1), default=4, help="default 4")
     calibrate.add_argument("--lines-per-block", type=integer_from(1), default=16, help="default 16")
     calibrate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    calibrate.add_argument(
+        "--model",
+        help="model the set calibrates, whose normalisation the blocks get (default: the shipped model)",
+    )
     calibrate.set_defaults(func=cmd_calibrate)
 
     from edge_had.stream.command import add_stream_arguments, run_stream_command

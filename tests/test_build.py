@@ -337,6 +337,29 @@ def test_calibrate_says_when_scenes_are_too_short_for_the_blocks_asked(
     assert "warning" not in capsys.readouterr().err  # every scene holds 4 blocks of 16
 
 
+def test_calibrate_normalises_like_the_model_it_calibrates(
+    calibration_folder: Path, tmp_path: Path, capsys
+) -> None:
+    """A model with its own normalisation could not be exported to INT8: calibrate always used the
+    default one, and export's 'rebuild it' named no way to (a review)."""
+    import torch
+
+    from edge_had.models import ModelConfig, save_bundle
+
+    torch.manual_seed(0)
+    config = ModelConfig(normalization={"low_percentile": 2.0, "high_percentile": 98.0, "scale": 0.1})
+    save_bundle(tmp_path / "model", config, *config.build_networks())
+    export = ["export", "--model", str(tmp_path / "model"), "--bands", "20", "--precision", "int8",
+              "--method", "minmax", "--no-gate", "--out", str(tmp_path / "out"), "--calibration"]  # fmt: skip
+    calibrate = ["calibrate", "--data", str(calibration_folder), "--blocks-per-scene", "1", "--out"]
+    assert main([*calibrate, str(tmp_path / "default.npz")]) == 0
+    assert main([*export, str(tmp_path / "default.npz")]) == 2
+    assert "edge-had calibrate --model" in capsys.readouterr().err
+    assert main([*calibrate, str(tmp_path / "own.npz"), "--model", str(tmp_path / "model")]) == 0
+    assert load_calibration_set(tmp_path / "own.npz").manifest["normalization"] == config.normalization
+    assert main([*export, str(tmp_path / "own.npz")]) == 0
+
+
 def test_calibration_errors_are_clear(calibration_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="names no scene"):
         build_calibration_set(calibration_folder, exclude=["no-such-scene"])

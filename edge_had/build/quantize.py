@@ -350,7 +350,8 @@ def to_int8(
     if calibration.manifest["normalization"] != metadata["normalization"]:
         raise ExportError(
             "the calibration set was normalised differently from the model "
-            f"({calibration.manifest['normalization']} vs {metadata['normalization']}); rebuild it"
+            f"({calibration.manifest['normalization']} vs {metadata['normalization']}); rebuild it "
+            "with `edge-had calibrate --model MODEL`"
         )
     check_keep_float(graph, keep_float)
     kept = set(keep_float) | activation_products(graph)
