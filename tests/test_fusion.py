@@ -33,3 +33,9 @@ def test_a_constant_map_is_neutral_in_a_product():
     ranking in a product (a review): in a product it counts as ones instead."""
     ranking = np.array([1.0, 3.0, 2.0, np.nan])
     np.testing.assert_allclose(fuse_scores([ranking, np.full(4, 7.0)], "product"), [0.0, 1.0, 0.5, np.nan])
+
+
+def test_normalize_minmax_scales_over_the_finite_values_only():
+    out = normalize_minmax(np.array([0.0, 1.0, 2.0, np.inf, np.nan]))
+    np.testing.assert_allclose(out[:3], [0.0, 0.5, 1.0])
+    assert np.isnan(out[4])

@@ -21,6 +21,8 @@ from edge_had.models import (
     build_model,
     count_macs_per_pixel,
 )
+from edge_had.models.adapter import canonical_wavelengths
+from edge_had.models.normalize import Normalization
 
 K = 64
 LINES = 9
@@ -342,3 +344,27 @@ def test_the_adapter_gathers_few_taps_and_convolves_wide_rows() -> None:
         assert adapter.gather is gathered
         want = np.einsum("kb,nbhw->nkhw", adapter.matrix, cube.numpy())
         np.testing.assert_allclose(adapter(cube).numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_one_canonical_band_is_refused():
+    with pytest.raises(ValueError, match="at least 2 canonical bands"):
+        canonical_wavelengths(1)
+
+
+def test_an_adapter_band_mask_of_the_wrong_length_is_refused():
+    with pytest.raises(ValueError, match="valid mask has 9 entries for 10 bands"):
+        SpectralAdapter.from_band_count(10, 4, valid=np.ones(9, dtype=bool))
+
+
+def test_normalization_is_the_documented_percentile_map_of_the_valid_pixels():
+    """x_n = 0.1 * (2 (x - lo) / (hi - lo) - 1), lo/hi the 1st/99th percentiles of the valid
+    pixels' values (module docstring); invalid pixels (here huge) do not move lo/hi."""
+    rng = np.random.default_rng(4)
+    cube = rng.uniform(0.0, 1600.0, size=(30, 30, 5))
+    valid = np.ones((30, 30), dtype=bool)
+    valid[:3] = False
+    cube[:3] = 1e6
+    lo, hi = np.percentile(cube[valid], [1.0, 99.0])
+    expected = np.clip(0.1 * (2.0 * (cube - lo) / (hi - lo) - 1.0), -100.0, 100.0)
+    np.testing.assert_allclose(Normalization().fit(cube, valid), (lo, hi), rtol=1e-12)
+    np.testing.assert_allclose(Normalization()(cube, valid), expected, rtol=1e-5, atol=1e-6)

@@ -131,3 +131,26 @@ def test_a_score_beyond_float32_is_its_largest_value_not_inf():
     gt = np.zeros((20, 20), bool)
     gt[4, 5] = gt[10, 10] = True
     assert evaluate_map(scores, gt)["auc"] > 0.5
+
+
+def numpy_rx(cube: np.ndarray, regularization: float = 0.0) -> np.ndarray:
+    """Textbook float64 RX with diagonal loading eps * trace(cov) / B (cov divides by N)."""
+    x = cube.reshape(-1, cube.shape[-1]).astype(np.float64)
+    xc = x - x.mean(axis=0)
+    cov = xc.T @ xc / len(x)
+    cov += regularization * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    return np.einsum("ij,jk,ik->i", xc, np.linalg.inv(cov), xc).reshape(cube.shape[:-1])
+
+
+def test_rx_regularization_reaches_the_statistics_in_every_entry_point():
+    """`--regularization` goes through rx / rx_reference (detectors/registry.py); each must load
+    the diagonal of the cube's own covariance."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(16, 16, 1))
+    cube = np.concatenate([base, base + 1e-3 * rng.normal(size=base.shape), rng.normal(size=base.shape)], -1)
+    eps = 0.1
+    expected = numpy_rx(cube, eps)
+    assert not np.allclose(expected, numpy_rx(cube), rtol=0.1)  # loading matters on this cube
+    np.testing.assert_allclose(rx_reference(cube, regularization=eps), expected, rtol=1e-9)
+    np.testing.assert_allclose(rx(cube, regularization=eps), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(RX(regularization=eps)(cube), expected, rtol=1e-4, atol=1e-5)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from edge_had.detectors import local_rx, rx_reference
+from edge_had.detectors.lrx import LocalRXSettings
 from edge_had.detectors.registry import make_detector
-from edge_had.detectors.scoring import SCORERS, hybrid_rx, scorer
+from edge_had.detectors.scoring import SCORERS, geometric_mean, hybrid_rx, scorer
 from edge_had.io.synthetic import synthetic_scene
 from edge_had.models import SpectralAdapter
 
@@ -89,4 +90,23 @@ def test_enhanced_hybrid_is_the_geometric_mean_of_enhanced_rx_and_enhanced_lrx(u
     assert hybrid.name == "enhanced-hybrid-rx" and "lrx" in hybrid.settings
     np.testing.assert_allclose(
         scores("enhanced-hybrid-rx"), np.sqrt(scores("enhanced-rx") * scores("enhanced-lrx")), rtol=1e-6
+    )
+
+
+def test_geometric_mean_clips_rounding_below_zero():
+    """A score rounded to -1e-15 is 0 in the hybrid map, not NaN (metrics refuse NaN scores)."""
+    out = geometric_mean(np.array([-1e-15, 4.0, 2.0]), np.array([9.0, 9.0, 8.0]))
+    np.testing.assert_array_equal(out, [0.0, 6.0, 4.0])
+
+
+def test_scorers_use_the_local_rx_settings_they_are_given():
+    """enhanced.py builds its scorer with the detector's LRX settings; they must be used."""
+    rng = np.random.default_rng(1)
+    cube = rng.normal(size=(12, 12, 4))
+    settings = LocalRXSettings(inner=1, outer=5, n_components=None, regularization=0.05)
+    local = local_rx(cube, None, settings)
+    assert not np.allclose(local, local_rx(cube, None))  # the settings change the map
+    np.testing.assert_allclose(scorer("local", settings)(cube, None), local, rtol=1e-12)
+    np.testing.assert_allclose(
+        scorer("hybrid", settings)(cube, None), np.sqrt(rx_reference(cube) * local), rtol=1e-9
     )

@@ -3,7 +3,9 @@ and streaming RX on the real scenes against offline RX on the same band-reduced 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from edge_had.detectors.rx import rx_reference
 from edge_had.eval.metrics import roc_auc
 from edge_had.io import list_scenes, load_scene
 from edge_had.stream.causal import CausalRX, CausalSettings
+from edge_had.stream.events import chi2_threshold, stream_threshold
 from edge_had.stream.pipeline import StreamPipeline
 from edge_had.stream.presets import SENSORS, sensor
 from edge_had.stream.run import band_reduction, run_stream, stream_scene_scores
@@ -881,3 +884,26 @@ def test_the_streams_first_and_last_lines_are_enhanced_as_offline() -> None:
     )
     error = np.abs(streamed - offline).max(axis=(1, 2)) / np.abs(offline).max()
     assert error.max() <= 1e-3, error[[0, 1, -2, -1]]
+
+
+def test_chi2_threshold_default_pfa_is_one_in_a_million():
+    """Chi-square with 2 dof: P(X > t) = exp(-t / 2), so t = -2 ln(pfa)."""
+    assert chi2_threshold(2) == pytest.approx(-2.0 * math.log(1e-6), rel=1e-9)
+    assert chi2_threshold(2, 1e-3) == pytest.approx(-2.0 * math.log(1e-3), rel=1e-9)
+
+
+def _chi2_isf_4(pfa: float) -> float:
+    """Chi-square with 4 dof: P(X > t) = exp(-t / 2) (1 + t / 2); solved by bisection."""
+    lo, hi = 0.0, 1000.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if math.exp(-mid / 2) * (1 + mid / 2) > pfa else (lo, mid)
+    return (lo + hi) / 2
+
+
+def test_stream_threshold_takes_the_local_part_on_its_components():
+    pfa = 1e-6
+    pipeline_rx = SimpleNamespace(bands=4, components=2)
+    t4, t2 = _chi2_isf_4(pfa), -2.0 * math.log(pfa)
+    assert stream_threshold("global", pipeline_rx, pfa) == pytest.approx(t4, rel=1e-9)
+    assert stream_threshold("hybrid", pipeline_rx, pfa) == pytest.approx(math.sqrt(t4 * t2), rel=1e-9)

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from edge_had.detectors.stats import far_outliers, robust_spread
 from edge_had.eval.metrics import roc_auc
 from edge_had.io.synthetic import synthetic_scene
 from edge_had.stream.causal import CausalRX, CausalSettings
@@ -378,3 +379,22 @@ def test_a_normalisation_refit_on_a_corrupt_burst_is_undone() -> None:
     assert run.pipeline.health.normalisation_refits_undone == 1
     after = slice(112, None)
     assert abs(roc_auc(scores[after], small.gt[after]) - roc_auc(clean[after], small.gt[after])) < 0.005
+
+
+def test_robust_spread_is_the_standard_deviation_of_a_normal():
+    """Docstring: the 1-99 % range as a normal's standard deviation; 2 * Phi^-1(0.99) = 4.6527."""
+    rng = np.random.default_rng(2)
+    pixels = rng.normal(loc=[5.0, -2.0], scale=[3.0, 0.5], size=(100_000, 2))
+    median, deviation = robust_spread(pixels)
+    np.testing.assert_allclose(median, [5.0, -2.0], atol=0.1)
+    np.testing.assert_allclose(deviation, [3.0, 0.5], rtol=0.08)
+
+
+def test_far_outliers_skips_non_finite_pixels_even_without_a_valid_mask():
+    rng = np.random.default_rng(3)
+    cube = rng.normal(size=(20, 20, 3))
+    cube[2, 3, 1] = np.nan
+    cube[7, 8, 0] = 1e12
+    expected = np.zeros((20, 20), dtype=bool)
+    expected[7, 8] = True
+    np.testing.assert_array_equal(far_outliers(cube), expected)
