@@ -302,3 +302,35 @@ def test_a_line_index_that_is_not_an_integer_is_a_type_error_and_not_counted() -
     pipeline.finish()
     health = pipeline.report()["health"]
     assert health["lines_in"] == 1 and health["accounting_ok"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--fault-rate", "0.5"], "--fault-rate: only with --faults"),
+        (["--fault-seed", "3"], "--fault-seed: only with --faults"),
+        (["--faults", "bands,typo"], "--faults: unknown faults ['typo']"),
+    ],
+)
+def test_stream_fault_options_are_checked_before_anything_runs(capsys, monkeypatch, options, message) -> None:
+    """Fault options without --faults gave a clean run and "faults": null; an unknown fault name
+    was refused only after the source was drawn and the model built (a review)."""
+    import edge_had.stream.command as command
+
+    monkeypatch.setattr(command, "_run_stream", lambda *a: pytest.fail("the stream started"))
+    assert main(["stream", "--source", "synthetic", "--lines", "40", "--detector", "rx", *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_stream_event_threshold_follows_a_new_band_count(tmp_path: Path) -> None:
+    """A plain-RX stream whose lines change band count restarts its statistics in the new count;
+    the event threshold kept the old degrees of freedom (chi2(16) for 15 scored bands)."""
+    from edge_had.stream.events import chi2_threshold
+
+    report = tmp_path / "r.json"
+    argv = ["stream", "--source", "synthetic", "--lines", "200", "--width", "64", "--bands", "16",
+            "--detector", "rx", "--faults", "bands", "--fault-rate", "1", "--json", str(report)]  # fmt: skip
+    main(argv)
+    result = json.loads(report.read_text())
+    assert result["health"]["reinitialisations"] >= 1 and result["reduced_bands"] != 16
+    assert result["events"]["threshold"] == pytest.approx(chi2_threshold(result["reduced_bands"]), rel=1e-12)

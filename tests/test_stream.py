@@ -858,6 +858,29 @@ def test_the_waterfall_boxes_events_on_their_own_rows_across_a_gap(monkeypatch) 
         assert (low, high) == ((5 - 2, rows[4] - 2), (6 + 2, rows[5] + 2))
 
 
+def test_the_waterfall_forgets_events_off_screen_and_shows_the_last_lines(monkeypatch) -> None:
+    """Every frame drew every event ever seen (3 ms a line after 10 000 events), and the lines
+    after the last full frame - with the events the stream's end closed - were never shown."""
+    pytest.importorskip("cv2", reason="OpenCV is not installed")
+    from edge_had.stream.events import Event
+    from edge_had.stream.video import WaterfallVideo
+
+    video = WaterfallVideo(None, 16, height=8, every=8)
+    drawn = []
+    monkeypatch.setattr(video.cv2, "rectangle", lambda frame, low, high, *rest: drawn.append(low))
+    video.add_events([Event(0, 1, 2, 3, 9.0, 4, 0.0), Event(10, 11, 2, 3, 9.0, 4, 0.0)])
+    for index in range(16):
+        video.add_line(index, np.ones(16))
+    assert [event.first_line for event in video.events] == [10]  # lines 8-15 on screen
+    for index in range(16, 19):
+        video.add_line(index, np.ones(16))
+    video.add_events([Event(17, 18, 5, 6, 9.0, 4, 0.0)])  # closed by the stream's end
+    drawn.clear()
+    video.close()
+    # a last frame: lines 11-18 on screen, line 11 of the older event on row 0, the late one on rows 6-7
+    assert video.frames == 3 and drawn == [(2 - 2, 0 - 2), (5 - 2, 6 - 2)]
+
+
 def test_the_streams_first_and_last_lines_are_enhanced_as_offline() -> None:
     """The context before the first line and after the last one repeats that line, as the model's
     convolutions pad the scene's borders; it was zeros, and the first and last lines' enhanced

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge_had.cli_types import (
+    changed_options,
     check_output_file,
     existing_file,
     integer_from,
@@ -32,7 +33,7 @@ from edge_had.cli_types import (
 )
 from edge_had.errors import EdgeHadError
 from edge_had.eval.report import json_text
-from edge_had.stream.faults import FAULTS
+from edge_had.stream.faults import FAULTS, parse_faults
 from edge_had.stream.onboard import STREAM_DETECTORS, build_pipeline
 from edge_had.stream.presets import SENSORS, sensor
 
@@ -108,9 +109,14 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--faults", help="inject faults: 'all' or a comma list of " + ",".join(FAULTS))
     parser.add_argument(
-        "--fault-rate", type=probability, default=0.01, help="probability per line of each fault (0.01)"
+        "--fault-rate",
+        type=probability,
+        default=FAULT_OPTION_DEFAULTS["fault_rate"],
+        help="probability per line of each fault (0.01)",
     )
-    parser.add_argument("--fault-seed", type=int, default=0, help="fault seed (default 0)")
+    parser.add_argument(
+        "--fault-seed", type=int, default=FAULT_OPTION_DEFAULTS["fault_seed"], help="fault seed (default 0)"
+    )
     parser.add_argument(
         "--reorder-window",
         type=integer_from(0),
@@ -124,6 +130,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write the JSON report here")
 
 
+FAULT_OPTION_DEFAULTS = {"fault_rate": 0.01, "fault_seed": 0}  # refused without --faults
 SYNTHETIC_ONLY = ("lines", "width", "bands", "seed")  # options that shape a synthetic source
 
 
@@ -171,6 +178,13 @@ def run_stream_command(args: argparse.Namespace) -> int:
     refuse_network_options(args, args.detector, enhanced=STREAM_DETECTORS[args.detector][0])
     if args.json:  # refused now, not after the whole stream has run
         check_output_file(args.json, "--json")
+    if args.faults:  # an unknown name, now rather than after the model is built
+        try:
+            parse_faults(args.faults)
+        except ValueError as error:
+            raise EdgeHadError(f"--faults: {error}") from None
+    elif given := changed_options(args, FAULT_OPTION_DEFAULTS):
+        raise EdgeHadError(f"{' '.join(given)}: only with --faults")
     cuda_rx = None
     if args.rx_device == "cuda":  # fails here, saying why, without a GPU, pycuda or CuPy
         from edge_had.cuda.rx_kernels import CudaRX
@@ -256,7 +270,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     if onboard.bundle is not None and onboard.bundle.training_scenes:  # no training record: unknown
         trained_on = source_sha256 in onboard.bundle.training_scenes  # a synthetic source: never
     if args.faults:
-        from edge_had.stream.faults import faulty_lines, parse_faults
+        from edge_had.stream.faults import faulty_lines
 
         lines = faulty_lines(lines, parse_faults(args.faults), rate=args.fault_rate, seed=args.fault_seed)
     keep = not (args.source == "synthetic" and (args.lines or DEFAULT_SYNTHETIC_LINES) > KEEP_LINES)
@@ -277,7 +291,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     def release(result: Any) -> None:
         nonlocal threshold_bands
         if result.state == "scored":
-            if "plain-rx" in result.flags and pipeline.rx.bands != threshold_bands:  # fell back
+            if pipeline.rx.bands != threshold_bands:  # a fallback to plain RX, or a new band count
                 events_detector.threshold = stream_threshold(scorer, pipeline.rx, pfa)
                 threshold_bands = pipeline.rx.bands
             finished = events_detector.add(result.index, result.scores, result.timestamp, result.meta)
@@ -332,6 +346,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         events_file.writelines(json_text(event.to_json(), indent=None) + "\n" for event in final)
         events_file.close()
     if video is not None:
+        video.add_events(final)  # events the end of the stream closed get their boxes too
         video.close()
     rows = seen["rows"]
     scores = run.score_map(rows if keep else 0, width)
