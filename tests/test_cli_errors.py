@@ -334,3 +334,21 @@ def test_stream_event_threshold_follows_a_new_band_count(tmp_path: Path) -> None
     result = json.loads(report.read_text())
     assert result["health"]["reinitialisations"] >= 1 and result["reduced_bands"] != 16
     assert result["events"]["threshold"] == pytest.approx(chi2_threshold(result["reduced_bands"]), rel=1e-12)
+
+
+def test_a_long_synthetic_stream_writes_its_video_and_says_what_it_does_not_write(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Past KEEP_LINES no score map is kept: scores.npy, waterfall.png and waterfall.mp4 were all
+    skipped without a word (the video streams and needs none), and an earlier run's map stayed."""
+    pytest.importorskip("cv2", reason="OpenCV is not installed")
+    import edge_had.stream.command as command
+
+    monkeypatch.setattr(command, "KEEP_LINES", 40)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "scores.npy").write_bytes(b"an earlier run's")
+    argv = ["stream", "--source", "synthetic", "--lines", "64", "--width", "32", "--bands", "8"]
+    assert main([*argv, "--detector", "rx", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["events.jsonl", "waterfall.mp4"]
+    assert "keeps no score map" in capsys.readouterr().out

@@ -279,10 +279,17 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     events_detector = EventDetector(stream_threshold(scorer, pipeline.rx, pfa), min_area=min_area)
     threshold_bands = pipeline.rx.bands  # a fallback to plain RX changes the scored bands
     events: list[Any] = []
-    video = _video(args, width) if keep else None
+    video = _video(args, width)  # streams frame by frame: long streams get one too
     events_file = None
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
+        if not keep:  # no score map is kept: say so, and leave no earlier run's map beside this one
+            for stale in ("scores.npy", "waterfall.png"):
+                (Path(args.out) / stale).unlink(missing_ok=True)
+            print(
+                f"note: a synthetic stream of over {KEEP_LINES} lines keeps no score map (bounded "
+                "memory): --out gets events.jsonl and waterfall.mp4, not scores.npy or waterfall.png"
+            )
         events_file = open(Path(args.out) / "events.jsonl", "w")  # noqa: SIM115 - closed below
     waiting: dict[int, Any] = {}
     seen = {"next": 0, "rows": 0, "results": 0, "events": 0}
