@@ -352,3 +352,30 @@ def test_a_long_synthetic_stream_writes_its_video_and_says_what_it_does_not_writ
     assert main([*argv, "--detector", "rx", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["events.jsonl", "waterfall.mp4"]
     assert "keeps no score map" in capsys.readouterr().out
+
+
+def test_a_stream_that_loses_its_last_line_still_reports_its_auc(tmp_path: Path) -> None:
+    """The AUC and false-event count vanished from the report when the one line lost was the
+    last (the map's rows were counted up to the last line seen), not when any other was."""
+    from edge_had.stream.faults import faulty_lines
+    from edge_had.stream.sources import scene_lines
+
+    lines = 60
+    seed = next(  # a fault seed whose drops take the last line
+        s
+        for s in range(200)
+        if lines - 1
+        not in [
+            line.index
+            for line in faulty_lines(
+                scene_lines(np.zeros((lines, 1, 1)), 330.0), ("drop",), rate=0.05, seed=s
+            )
+        ]
+    )
+    report = tmp_path / "r.json"
+    argv = ["stream", "--source", "synthetic", "--lines", str(lines), "--width", "64", "--bands", "16"]
+    faults = ["--faults", "drop", "--fault-rate", "0.05", "--fault-seed", str(seed)]
+    assert main([*argv, "--detector", "rx", *faults, "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["health"]["lines_in"] < lines and 0.5 < result["auc"] <= 1.0
+    assert "false" in result["events"]

@@ -356,6 +356,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         video.add_events(final)  # events the end of the stream closed get their boxes too
         video.close()
     rows = seen["rows"]
+    if gt is not None and keep and not run.interrupted:  # a lost last line is a missing line too
+        rows = gt.shape[0]
     scores = run.score_map(rows if keep else 0, width)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
