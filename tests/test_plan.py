@@ -104,3 +104,17 @@ def test_hybrid_plans_add_local_rx_and_drop_the_spatial_student(monkeypatch) -> 
     assert enhanced_hybrid["parts"][0]["flops"] < enhanced["parts"][0]["flops"]
     with pytest.raises(ValueError, match="unknown detector"):
         plan_module.plan("test", "fx10", "lrx")
+
+
+def test_plan_refuses_what_stream_refuses_and_writes_its_json_into_a_new_folder(tmp_path, capsys) -> None:
+    """--model with a plain detector was accepted (stream refuses it), and --json into a folder
+    that did not exist failed after the table was printed (a review)."""
+    import json
+
+    from edge_had.cli import main
+
+    assert main(["plan", "--device", "agx-orin-64gb", "--detector", "rx", "--model", "x"]) == 2
+    assert "--model: only enhanced-* detectors" in capsys.readouterr().err
+    target = tmp_path / "new" / "plan.json"
+    assert main(["plan", "--device", "agx-orin-64gb", "--detector", "rx", "--json", str(target)]) == 0
+    assert json.loads(target.read_text())["detector"]

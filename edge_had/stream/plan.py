@@ -42,7 +42,6 @@ import argparse
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edge_had.eval.report import json_text
 from edge_had.stream.onboard import STREAM_DETECTORS
 from edge_had.stream.presets import SENSORS, sensor
 
@@ -206,8 +205,14 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from edge_had.cli_types import check_output_file
+    from edge_had.errors import EdgeHadError
+    from edge_had.eval.report import write_json
 
+    if args.model is not None and not STREAM_DETECTORS[args.detector][0]:  # refused as stream refuses it
+        raise EdgeHadError(f"--model: only enhanced-* detectors use it; {args.detector} runs no network")
+    if args.json:  # before the table, not after it
+        check_output_file(args.json, "--json")
     result = plan(args.device, args.sensor, args.detector, model_dir=args.model)
     board, preset = result["board"], result["sensor"]
     peaks = f"FP16/FP32 {board['fp16_tflops']}/{board['fp32_tflops']} TFLOP/s, {board['bandwidth_gbs']} GB/s"
@@ -234,5 +239,5 @@ def run_plan(args: argparse.Namespace) -> int:
     print(f"total: {totals}; lower bound {bound}")
     print(f"({result['caveat']})")
     if args.json:
-        Path(args.json).write_text(json_text(result) + "\n")
+        write_json(result, args.json)
     return 0
