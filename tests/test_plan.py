@@ -20,6 +20,13 @@ def test_rx_costs_match_a_hand_count() -> None:
     assert scoring.bytes == 4 * 10 * 4 + 4 * 10 + 4 * 16
     reduction = plan_module.reduction_cost(width=10, bands=20, dims=4)
     assert reduction.flops == 2 * 10 * 20 * 4
+    # as the pipeline applies it: a gather of 2 sensor bands per reduced band (it was counted as
+    # the dense product, 112x the work at 1024 x 224 -> 32)
+    assert plan_module.reduction_taps(224, 32) == 2
+    assert plan_module.reduction_cost(width=10, bands=20, dims=4, taps=2).flops == 2 * 10 * 4 * 2
+    planned = plan_module.plan("agx-orin-64gb", "fx10", "rx")
+    reduction_part = next(part for part in planned["parts"] if part["name"] == "band reduction")
+    assert reduction_part["flops"] == 2 * 1024 * 32 * 2
 
 
 def independent_conv_macs_per_pixel(module: torch.nn.Module) -> float:

@@ -9,8 +9,9 @@ Counts per line of ``W`` pixels and ``B`` bands (1 multiply-add = 2 FLOPs):
   the enhanced ``K``-band line out (FP32), the weights once per 16-line block (FP16 on the GPU),
   and each layer's FP16 activations written once and read once - a lower bound that assumes no
   layer fusion beyond that.
-* **band reduction** (plain ``rx``): ``W x B x D`` multiply-adds to ``D`` bands; bytes: the line in,
-  the reduced line out.
+* **band reduction** (plain ``rx``): a gather of the 2 sensor bands each of the ``D`` bands
+  interpolates, ``2 W D`` multiply-adds, as the pipeline applies it (a dense ``W x B x D`` product
+  only where a row has more than 4 taps); bytes: the line in, the reduced line out.
 * **causal RX** in ``D`` dimensions: statistics update ``W x D^2`` (the product as computed),
   scoring ``W x D^2 + W x D``, factor refresh ``D^3 / 3 + D^3`` (Cholesky + triangular inverse)
   every ``refresh_every`` lines; bytes: the line in and the scores out (FP32), the ``D x D``
@@ -88,13 +89,34 @@ def local_rx_costs(
     return [new_line, sums, solve, basis]
 
 
-def reduction_cost(width: int, bands: int, dims: int) -> PartCost:
+def reduction_cost(width: int, bands: int, dims: int, taps: int | None = None) -> PartCost:
+    """The band reduction to ``dims`` bands: a gather of ``taps`` sensor bands per output band,
+    as the pipeline applies a linear interpolation (2 taps), or a dense product (None)."""
+    if taps is not None:
+        return PartCost(
+            "band reduction",
+            2.0 * width * dims * taps,
+            4.0 * width * (bands + dims) + 8.0 * dims * taps,
+            "fp32",
+        )
     return PartCost(
         "band reduction",
         2.0 * width * bands * dims,
         4.0 * width * (bands + dims) + 4.0 * bands * dims,
         "fp32",
     )
+
+
+def reduction_taps(bands: int, dims: int) -> int | None:
+    """Sensor bands per reduced band as the pipeline applies its band reduction (None: a dense
+    product; :func:`edge_had.stream.pipeline._sparse_rows` decides the same way)."""
+    from edge_had.models.adapter import MAX_GATHER_TAPS, sparse_taps
+    from edge_had.stream.run import band_reduction
+
+    matrix = band_reduction(bands, dims)
+    assert matrix is not None
+    columns, _ = sparse_taps(matrix)
+    return int(columns.shape[1]) if columns.shape[1] <= MAX_GATHER_TAPS else None
 
 
 def enhancement_cost(model: Any, bands: int, width: int, block: int = 16) -> PartCost:
@@ -151,8 +173,10 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
         parts.append(enhancement_cost(model, preset.bands, preset.width))
         dims = model.k
     else:
-        parts.append(reduction_cost(preset.width, preset.bands, reduced_bands))
-        dims = reduced_bands
+        dims = min(reduced_bands, preset.bands)
+        if dims < preset.bands:
+            taps = reduction_taps(preset.bands, dims)
+            parts.append(reduction_cost(preset.width, preset.bands, dims, taps))
     parts += rx_costs(preset.width, dims, refresh_every)
     if scorer == "hybrid":
         parts += local_rx_costs(preset.width, dims)
