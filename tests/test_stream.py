@@ -930,3 +930,21 @@ def test_stream_threshold_takes_the_local_part_on_its_components():
     t4, t2 = _chi2_isf_4(pfa), -2.0 * math.log(pfa)
     assert stream_threshold("global", pipeline_rx, pfa) == pytest.approx(t4, rel=1e-9)
     assert stream_threshold("hybrid", pipeline_rx, pfa) == pytest.approx(math.sqrt(t4 * t2), rel=1e-9)
+
+
+def test_the_waterfall_video_keeps_every_pixel_of_an_odd_width_line(tmp_path) -> None:
+    """MPEG-4 wants even frame sides: a 33-pixel line came back 32 pixels wide (a review)."""
+    cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed")
+    from edge_had.stream.video import WaterfallVideo
+
+    video = WaterfallVideo(tmp_path / "w.mp4", 33, height=16, every=4)
+    for index in range(8):
+        scores = np.zeros(33)
+        scores[-1] = 1e6  # the last pixel bright
+        video.add_line(index, scores)
+    video.close()
+    capture = cv2.VideoCapture(str(tmp_path / "w.mp4"))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok and frame.shape[1] >= 33
+    assert frame[-4:, 32].mean() > frame[-4:, 16].mean() + 50  # the last column is there

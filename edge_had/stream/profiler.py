@@ -3,7 +3,10 @@
 Each stage's durations go into a fixed-size ring (the most recent ``capacity`` lines), so memory
 stays flat on an endless stream; ``max`` and ``count`` cover the whole run. ``total`` is measured
 independently - from a line's arrival in ``push`` to its score - and :meth:`summary` reports the
-gap between it and the sum of the stages (the unprofiled glue: validation, bookkeeping, calls).
+gap between it and the sum of the stages: the unprofiled glue (validation, bookkeeping, calls)
+and, with an enhancement's look-ahead, the time a line waits for the later lines its block needs
+(then the gap is mostly that wait: ~3.5 ms against ~0.2 ms of stages for enhanced-rx at 330
+lines/s, where the look-ahead is 18 lines; about 0.005 ms for plain rx).
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ class StageProfiler:
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per stage (and ``total``): p50 / p99 / max / mean in milliseconds and the count; plus
-        ``stage_sum_gap_ms``: mean total minus the sum of the stages' means."""
+        ``stage_sum_gap_ms``: mean total minus the sum of the stages' means (glue, and the
+        look-ahead wait: the module docstring)."""
         out: dict[str, dict[str, float]] = {}
         for name, ring in self._rings.items():
             recent = ring.recent()

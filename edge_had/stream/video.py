@@ -48,7 +48,10 @@ class WaterfallVideo:
         self.lines = 0  # lines added: a frame every `every` of them, whatever their indices
         self.writer = None
         if path is not None:
-            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+            # MPEG-4 frames have even sides: an odd line width gets a black column, not one cut off
+            self.writer = cv2.VideoWriter(
+                str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width + width % 2, height + height % 2)
+            )
             if not self.writer.isOpened():
                 raise OSError(f"{path}: OpenCV cannot write MP4 here")
         self.show = show
@@ -94,7 +97,7 @@ class WaterfallVideo:
                     1,
                 )
         if self.writer is not None:
-            self.writer.write(frame)
+            self.writer.write(np.pad(frame, ((0, self.height % 2), (0, self.width % 2), (0, 0))))
         if self.show:
             cv2.imshow("edge-had waterfall", frame)
             cv2.waitKey(1)
