@@ -72,8 +72,7 @@ def check_keep_float(graph: Any, keep_float: Sequence[str]) -> None:
             f"--keep-float: no network node named {', '.join(map(repr, unknown))}; the nodes are "
             "ONNX node names, e.g. "
             + ", ".join([name for name in known if name.endswith("/Conv")][:3])
-            + " (all: the export report's "
-            "metadata, reduced_nodes)"
+            + " (all: the export report's metadata, reduced_nodes)"
         )
 
 

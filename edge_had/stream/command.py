@@ -40,6 +40,7 @@ from edge_had.stream.presets import SENSORS, sensor
 KEEP_LINES = 4096  # longer synthetic streams keep no per-line outputs in memory (soak runs)
 DEFAULT_SYNTHETIC_LINES = 512
 RSS_EVERY = 100_000  # lines between samples of the resident memory
+FAULT_OPTION_DEFAULTS = {"fault_rate": 0.01, "fault_seed": 0}  # refused without --faults
 
 
 def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +131,6 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write the JSON report here")
 
 
-FAULT_OPTION_DEFAULTS = {"fault_rate": 0.01, "fault_seed": 0}  # refused without --faults
 SYNTHETIC_ONLY = ("lines", "width", "bands", "seed")  # options that shape a synthetic source
 
 

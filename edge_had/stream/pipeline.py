@@ -132,7 +132,7 @@ class Health:
         return out
 
 
-def _sparse_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def sparse_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """``(columns, weights)``, both ``(rows, n)``, when every row of ``matrix`` has at most
     :data:`~edge_had.models.adapter.MAX_GATHER_TAPS` nonzeros (linear interpolation has 2), as the
     adapter gathers them: applying it is then a gather of ``n`` columns per output
@@ -507,7 +507,7 @@ class StreamPipeline:
         self.bands = bands
         self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
         self._reduction32 = None if self.reduction is None else self.reduction.astype(np.float32)
-        self._gather = None if self.reduction is None else _sparse_rows(self.reduction)
+        self._gather = None if self.reduction is None else sparse_rows(self.reduction)
         self._ones = np.ones(bands, dtype=np.float32)
 
     def _reinitialise(self, bands: int) -> None:

@@ -108,15 +108,15 @@ def reduction_cost(width: int, bands: int, dims: int, taps: int | None = None) -
 
 
 def reduction_taps(bands: int, dims: int) -> int | None:
-    """Sensor bands per reduced band as the pipeline applies its band reduction (None: a dense
-    product; :func:`edge_had.stream.pipeline._sparse_rows` decides the same way)."""
-    from edge_had.models.adapter import MAX_GATHER_TAPS, sparse_taps
+    """Sensor bands per reduced band as the pipeline applies its band reduction
+    (:func:`edge_had.stream.pipeline.sparse_rows`; None: a dense product)."""
+    from edge_had.stream.pipeline import sparse_rows
     from edge_had.stream.run import band_reduction
 
     matrix = band_reduction(bands, dims)
     assert matrix is not None
-    columns, _ = sparse_taps(matrix)
-    return int(columns.shape[1]) if columns.shape[1] <= MAX_GATHER_TAPS else None
+    gather = sparse_rows(matrix)
+    return None if gather is None else int(gather[0].shape[1])
 
 
 def enhancement_cost(model: Any, bands: int, width: int, block: int = 16) -> PartCost:
