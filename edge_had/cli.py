@@ -50,15 +50,12 @@ SCORER_OPTIONS: dict[str, tuple[Any, tuple[str, ...]]] = {
 def _refuse_unused_scorer_options(args: argparse.Namespace) -> None:
     """ValueError naming the scorer options set (away from their defaults) for a detector that
     does not use them: `--detector lrx --precision float32` ran and ignored it."""
-    foreign = {
-        name: default for name, (default, users) in SCORER_OPTIONS.items() if args.detector not in users
-    }
-    unused = []
-    for flag in changed_options(args, foreign):
-        users = SCORER_OPTIONS[flag[2:].replace("-", "_")][1]
-        unused.append(
-            f"{flag} ({'/'.join(users) if len(users) < 3 else 'detectors with a local RX part'} only)"
-        )
+    unused = [
+        f"{flag} ({'/'.join(users) if len(users) < 3 else 'detectors with a local RX part'} only)"
+        for name, (default, users) in SCORER_OPTIONS.items()
+        if args.detector not in users
+        for flag in changed_options(args, {name: default})
+    ]
     if unused:
         raise ValueError(f"{args.detector} does not use {', '.join(unused)}")
 
