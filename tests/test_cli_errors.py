@@ -354,6 +354,33 @@ def test_a_long_synthetic_stream_writes_its_video_and_says_what_it_does_not_writ
     assert "keeps no score map" in capsys.readouterr().out
 
 
+def test_a_long_synthetic_stream_renders_a_bounded_set_of_strips_before_it_starts(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A long synthetic stream rendered each new strip inside the timed, paced loop (~1,500
+    instead of ~8,000 lines/s at 256 x 64; at FX10 size a strip takes longer than its lines'
+    budget, and the paced drops were blamed on overload). Now: a bounded set, rendered first."""
+    import edge_had.stream.command as command
+    import edge_had.stream.sources as sources
+
+    monkeypatch.setattr(command, "KEEP_LINES", 40)
+    monkeypatch.setattr(command, "SOAK_STRIP_LINES", 16)
+    monkeypatch.setattr(command, "SOAK_STRIP_BYTES", 3 * 16 * 32 * 8 * 4)  # room for three strips
+    made = []
+    real = sources.synthetic_lines
+    monkeypatch.setattr(sources, "synthetic_lines", lambda *a, **k: made.append(k) or real(*a, **k))
+    report = tmp_path / "r.json"
+    argv = ["stream", "--source", "synthetic", "--lines", "100", "--width", "32", "--bands", "8"]
+    assert main([*argv, "--detector", "rx", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["synthetic_strips"] == {"distinct": 3, "lines": 16, "rendered_before_the_stream": True}
+    assert made[0]["distinct_strips"] == 3 and result["health"]["lines_in"] == 100
+    assert "3 synthetic strip(s) of 16 lines rendered first" in capsys.readouterr().out
+    monkeypatch.setattr(command, "SOAK_STRIP_BYTES", 1)  # not even one strip fits: one, still
+    assert main([*argv, "--lines", "41", "--detector", "rx", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["synthetic_strips"]["distinct"] == 1
+
+
 def test_a_stream_that_loses_its_last_line_still_reports_its_auc(tmp_path: Path) -> None:
     """The AUC and false-event count vanished from the report when the one line lost was the
     last (the map's rows were counted up to the last line seen), not when any other was."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -183,6 +184,48 @@ def test_synthetic_sensor_streams_strips_of_the_requested_shape() -> None:
     assert len(out) == 70 and [line.index for line in out] == list(range(70))
     assert out[0].pixels.shape == (16, 12) and out[0].pixels.dtype == np.float32
     assert not np.array_equal(out[0].pixels, out[32].pixels)  # a new strip
+
+
+def test_pre_rendered_synthetic_strips_are_drawn_before_the_paced_clock_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Rendering a strip takes a second of (fake) time here. Pre-rendered strips cost it before
+    # the stream starts, so every paced line is produced on time and the strips then repeat.
+    import edge_had.io.synthetic as synthetic
+
+    now = [0.0]
+    real_scene = synthetic.synthetic_scene
+
+    def slow_scene(**kwargs: Any) -> Any:
+        now[0] += 1.0
+        return real_scene(**kwargs)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(synthetic, "synthetic_scene", slow_scene)
+    source = synthetic_lines(
+        8,
+        6,
+        lines=50,
+        strip_lines=10,
+        line_rate=100.0,
+        pace=True,
+        clock=lambda: now[0],
+        sleep=sleep,
+        distinct_strips=2,
+    )
+    assert now[0] == 2.0  # both strips rendered when the source is made
+    late = []
+    for line in source:
+        late.append(now[0] - line.timestamp)
+        if line.index == 0:
+            first = line.pixels
+        if line.index == 20:
+            np.testing.assert_array_equal(line.pixels, first)  # strip 2 is strip 0 again
+    assert len(late) == 50 and max(late) <= 1e-9 and now[0] == 2.0 + 49 / 100.0
+    with pytest.raises(ValueError, match="distinct_strips"):
+        synthetic_lines(8, 6, lines=5, distinct_strips=0)
 
 
 def test_envi_bil_file_is_read_line_by_line(tmp_path: Path) -> None:

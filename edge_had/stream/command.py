@@ -41,6 +41,9 @@ KEEP_LINES = 4096  # longer synthetic streams keep no per-line outputs in memory
 DEFAULT_SYNTHETIC_LINES = 512
 RSS_EVERY = 100_000  # lines between samples of the resident memory
 FAULT_OPTION_DEFAULTS = {"fault_rate": 0.01, "fault_seed": 0}  # refused without --faults
+SOAK_STRIP_LINES = 256  # a long synthetic stream cycles strips of this many lines, rendered before it
+SOAK_STRIPS = 8  # ... at most this many distinct strips
+SOAK_STRIP_BYTES = 256 * 2**20  # ... holding at most this much together (at least one strip)
 
 
 def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,6 +145,7 @@ class _Source:
     width: int
     bands: int
     wavelengths: np.ndarray | None  # band centres in nm, when known
+    distinct_strips: int | None = None  # a long synthetic stream: the strips it cycles
 
 
 def _source(args: argparse.Namespace) -> _Source:
@@ -158,8 +162,28 @@ def _source(args: argparse.Namespace) -> _Source:
             scene = synthetic_scene(seed=seed, lines=count, width=width, bands=bands)
             lines = scene_lines(scene.cube, rate, args.pace)
             return _Source(lines, scene.gt, scene.valid, width, bands, scene.wavelengths)
-        lines = synthetic_lines(width, bands, count, seed, line_rate=rate, pace=args.pace)
-        return _Source(lines, None, None, width, bands, SyntheticSettings(bands=bands).band_centres())
+        strip_bytes = SOAK_STRIP_LINES * width * bands * 4  # float32
+        distinct = max(1, min(SOAK_STRIPS, -(-count // SOAK_STRIP_LINES), SOAK_STRIP_BYTES // strip_bytes))
+        lines = synthetic_lines(
+            width,
+            bands,
+            count,
+            seed,
+            SOAK_STRIP_LINES,
+            line_rate=rate,
+            pace=args.pace,
+            distinct_strips=distinct,
+        )
+        print(f"note: {distinct} synthetic strip(s) of {SOAK_STRIP_LINES} lines rendered first, then cycled")
+        return _Source(
+            lines,
+            None,
+            None,
+            width,
+            bands,
+            SyntheticSettings(bands=bands).band_centres(),
+            distinct_strips=distinct,
+        )
     given = [f"--{name}" for name in SYNTHETIC_ONLY if getattr(args, name) is not None]
     if given:  # a file has its own lines, width, bands: the options would be ignored
         raise EdgeHadError(f"{', '.join(given)}: only for --source synthetic; a file streams as it is")
@@ -368,6 +392,13 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         "sensor": {"preset": preset.name, "line_rate_hz": rate, "budget_ms": 1e3 / rate},
         "lines_per_second": run.lines_per_second,
         "interrupted": run.interrupted,
+        "synthetic_strips": None
+        if source.distinct_strips is None
+        else {
+            "distinct": source.distinct_strips,
+            "lines": SOAK_STRIP_LINES,
+            "rendered_before_the_stream": True,
+        },
         "detector": detector,
         "backend": None if backend is None else backend.to_dict(),
         "rx_device": {

@@ -78,25 +78,26 @@ def synthetic_lines(
     distinct_strips: int | None = None,
 ) -> Iterator[Line]:
     """The synthetic sensor: ``lines`` lines (None: endless), strips of ``strip_lines``.
-    ``distinct_strips``: render only that many strips and cycle through them (rendering costs
-    ~0.7 ms per line at 256 x 64, more than the pipeline: long soaks cycle)."""
+
+    ``distinct_strips``: render that many strips *now*, before the stream's clock starts, and cycle
+    through them. Rendering costs ~1 ms per line at 256 x 64 and ~7 ms at 1024 x 224 (the FX10,
+    whose line budget is 3 ms): a strip rendered inside the stream would be counted in its line
+    rate and, paced, make lines late. Without it every strip is new ground, rendered as it is
+    reached (for tests and offline use)."""
     from edge_had.io.synthetic import synthetic_scene
 
-    rendered: dict[int, np.ndarray] = {}
+    def render(key: int) -> np.ndarray:
+        return synthetic_scene(seed=seed + key, lines=strip_lines, width=width, bands=bands).cube
 
-    def strip_cube(strip: int) -> np.ndarray:
-        key = strip if distinct_strips is None else strip % distinct_strips
-        if key in rendered:
-            return rendered[key]
-        cube = synthetic_scene(seed=seed + key, lines=strip_lines, width=width, bands=bands).cube
-        if distinct_strips is not None:
-            rendered[key] = cube
-        return cube
+    if distinct_strips is not None and distinct_strips < 1:
+        raise ValueError(f"distinct_strips must be >= 1, got {distinct_strips}")
+    rendered = [render(key) for key in range(distinct_strips or 0)]
 
     def rows() -> Iterator[np.ndarray]:
         produced, strip = 0, 0
         while lines is None or produced < lines:
-            for row in strip_cube(strip):
+            cube = rendered[strip % len(rendered)] if rendered else render(strip)
+            for row in cube:
                 if lines is not None and produced >= lines:
                     return
                 yield row
