@@ -673,6 +673,25 @@ def test_emulated_local_rx_marks_singular_windows(emulator: Emulator) -> None:
     np.testing.assert_allclose(got[30:], want[30:], rtol=1e-3)
 
 
+def test_emulated_local_rx_marks_singular_windows_after_a_small_pivot(emulator: Emulator) -> None:
+    """Whole numbers near 10^4 (exact in float32 and in the window sums), component 2 = component 0
+    + component 1 and component 1 = 3 x component 0 + a little: every window is singular, but the
+    mean's square cancelling leaves rounding in C that a small second pivot magnifies in the
+    last. Against its own diagonal entry alone that pivot looked regular in about a third of the
+    windows, which the kernel scored with it; now it hands them back (-1), as numpy decides
+    (edge_had.detectors.lrx.PIVOT_ROUNDING)."""
+    rng = np.random.default_rng(11)
+    base = rng.integers(-50, 51, (15, 400)).astype(np.float64)
+    y = np.stack([base, 3 * base + rng.integers(-1, 2, (15, 400)), np.zeros_like(base)], axis=1) + 1e4
+    y[:, 2] = y[:, 0] + y[:, 1]
+    off = np.arange(0, 400, 8)  # centre pixels that leave the range, none in another's window
+    y[7, 2, off] += 1.0
+    valid = np.ones((15, 400), bool)
+    args = {"centre": 7, "top": 0, "bottom": 14, "inner": 2, "outer": 7}
+    got = emulator.lrx(y.astype(np.float32), valid, np.ones(3), **args, load=0.0)
+    assert (got[off] == -1).all(), got[off]
+
+
 # ---- the Python launchers (pycuda through CudaDevice, CuPy) over the emulated kernels
 #
 # Stand-ins for pycuda.driver / pycuda.compiler and cupy / cupyx keep device memory in numpy at

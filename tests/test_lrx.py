@@ -95,6 +95,24 @@ def test_mahalanobis_from_pairs_matches_a_solve_and_falls_back_to_the_pseudo_inv
     assert abs(got[0, 1] - got[1, 2]) > 1e-3 and got[1, 3] == 0.0
 
 
+@pytest.mark.parametrize(("dims", "pixels"), [(3, 100_000), (10, 4000)])
+def test_singular_windows_are_found_whatever_the_rounding_of_earlier_pivots(dims: int, pixels: int):
+    """Rank dims - 1 windows with d outside their range: the pseudo-inverse's value, not 1e15. A
+    small early pivot leaves rounding of ~eps x largest^2 / pivot in the last one, which a test
+    against the diagonal entry alone took for a regular pivot (3 x 3: ~1 in 500 pixels; 10 x 10:
+    ~1 in 100)."""
+    from edge_had.detectors.lrx import mahalanobis_from_pairs, symmetric_pairs
+
+    rng = np.random.default_rng(dims)
+    factors = rng.standard_normal((pixels, dims, dims - 1))
+    covs = factors @ np.swapaxes(factors, -1, -2)
+    d = rng.standard_normal((pixels, dims))
+    i, j = symmetric_pairs(dims)
+    got = mahalanobis_from_pairs(covs[:, i, j].T, d.T)
+    expected = np.einsum("nk,nkj,nj->n", d, np.linalg.pinv(covs, hermitian=True), d)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
 def test_a_window_with_exactly_dims_plus_one_pixels_is_local():
     """Corners of a 3 x 3 window minus the centre hold 3 pixels: 2 dimensions + 1, the fewest
     that still give a local covariance (the slow reference agrees)."""

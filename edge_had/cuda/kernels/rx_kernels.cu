@@ -73,9 +73,10 @@
 //                    diag(fallback) (the causal statistics in this basis); `load` is added to the
 //                    diagonal; score = (y_c - m)^T C^-1 (y_c - m) by symmetric elimination without
 //                    square roots (LDL^T on the packed upper triangle, d eliminated alongside). A
-//                    pivot not above EH_LRX_SINGULAR (numpy's SINGULAR_PIVOT) times its diagonal
-//                    entry, or a non-finite score, gives -1: the caller scores that line with
-//                    numpy's pseudo-inverse, as edge_had.detectors.lrx does. Grid ceil(width/32)
+//                    pivot that numpy's test calls zero (edge_had.detectors.lrx: SINGULAR_PIVOT and
+//                    PIVOT_ROUNDING against the largest diagonal entry), or a non-finite score,
+//                    gives -1: the caller scores that line with numpy's pseudo-inverse, as
+//                    edge_had.detectors.lrx does. Grid ceil(width/32)
 //                    blocks of EH_LRX_THREADS (32): the per-pixel matrix lives in shared memory,
 //                    one column per thread (no local memory: the build uses -warn-lmem-usage).
 //   Error: the float64 sums and elimination of numpy in another order (~1e-12 relative).
@@ -87,7 +88,8 @@
 #define EH_LRX_THREADS 32
 #define EH_LRX_MAX_DIMS 16
 #define EH_LRX_PAIRS (EH_LRX_MAX_DIMS * (EH_LRX_MAX_DIMS + 1) / 2)
-#define EH_LRX_SINGULAR 1e-12
+#define EH_LRX_SINGULAR 1e-12                     // edge_had.detectors.lrx.SINGULAR_PIVOT
+#define EH_LRX_PIVOT_ROUNDING (64 * 2.220446049250313e-16)  // ... PIVOT_ROUNDING
 
 namespace edge_had_rx {
 
@@ -397,7 +399,7 @@ __device__ __forceinline__ void lrx_score_block(const double* __restrict__ sums,
                                                 double* __restrict__ scores) {
     __shared__ double cov[EH_LRX_PAIRS][EH_LRX_THREADS];  // C, then its elimination
     __shared__ double d[EH_LRX_MAX_DIMS][EH_LRX_THREADS];
-    __shared__ double diagonal[EH_LRX_MAX_DIMS][EH_LRX_THREADS];
+    __shared__ double means[EH_LRX_MAX_DIMS][EH_LRX_THREADS];
 
     const int t = threadIdx.x;
     const int c = blockIdx.x * EH_LRX_THREADS + t;
@@ -412,26 +414,30 @@ __device__ __forceinline__ void lrx_score_block(const double* __restrict__ sums,
     for (int a = 0; a < dims; ++a) {
         const double mean = enough ? sums[(long long)(1 + a) * width + c] / n : 0.0;
         d[a][t] = y[(long long)a * width + c] - mean;
-        diagonal[a][t] = mean;  // kept here until the covariance is formed
+        means[a][t] = mean;
     }
     int e = 0;
     for (int a = 0; a < dims; ++a)
         for (int b = a; b < dims; ++b, ++e)
-            cov[e][t] = enough ? sums[(long long)(1 + dims + e) * width + c] / n - diagonal[a][t] * diagonal[b][t]
+            cov[e][t] = enough ? sums[(long long)(1 + dims + e) * width + c] / n - means[a][t] * means[b][t]
                                : (a == b ? fallback[a] : 0.0);
+    double largest = 0.0;  // diagonal entry (numpy's max; a NaN pivot is caught below either way)
     for (int a = 0; a < dims; ++a) {
         const int k = packed(a, a, dims);
         cov[k][t] += load;
-        diagonal[a][t] = cov[k][t];
+        largest = a == 0 ? cov[k][t] : fmax(largest, cov[k][t]);
     }
     double score = 0.0;
+    double smallest = 1.0;  // of the pivots so far over `largest`
     bool singular = false;
     for (int k = 0; k < dims; ++k) {
         const double pivot = cov[packed(k, k, dims)][t];
-        if (!(pivot > EH_LRX_SINGULAR * diagonal[k][t])) {  // also NaN
+        const double relative = pivot / largest;
+        if (!(relative > EH_LRX_SINGULAR && relative * smallest > EH_LRX_PIVOT_ROUNDING)) {  // also NaN
             singular = true;
             break;
         }
+        smallest = fmin(smallest, relative);
         const double dk = d[k][t];
         score += dk * (dk / pivot);
         for (int i = k + 1; i < dims; ++i) {
