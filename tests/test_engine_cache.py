@@ -136,6 +136,22 @@ def test_store_replaces_a_stale_entry(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_full_disk_while_caching_an_engine_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    real = Path.write_bytes
+
+    def full_disk(self: Path, data: bytes) -> int:
+        real(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        store(tmp_path, _key(), ENGINE)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == [] and lookup(tmp_path, _key()) is None
+
+
 def test_empty_engine_is_refused(tmp_path: Path) -> None:
     with pytest.raises(EngineCacheError, match="empty"):
         store(tmp_path, _key(), b"")

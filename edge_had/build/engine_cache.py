@@ -33,12 +33,12 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_had.atomic_files import write_bytes_atomically
 from edge_had.build.onnx_export import INPUT_NAME
 from edge_had.errors import EdgeHadError
 from edge_had.runtime.base import PRECISIONS
@@ -223,12 +223,6 @@ def lookup(cache_dir: str | Path, key: EngineKey) -> Path | None:
     return engine
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def store(cache_dir: str | Path, key: EngineKey, engine: bytes, source: dict[str, Any] | None = None) -> Path:
     """Write ``engine`` and its sidecar for ``key`` (replacing any old entry); returns the engine path.
     ``source``: the source ONNX file's edge-had metadata (weights, alphas, bands), recorded so a
@@ -241,7 +235,7 @@ def store(cache_dir: str | Path, key: EngineKey, engine: bytes, source: dict[str
     engine_path, sidecar = entry_paths(cache_dir, key)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     sidecar.unlink(missing_ok=True)
-    write_atomically(engine_path, engine)
+    write_bytes_atomically(engine_path, engine)
     record = {
         "format": SIDECAR_FORMAT,
         "key": key.to_dict(),
@@ -250,7 +244,7 @@ def store(cache_dir: str | Path, key: EngineKey, engine: bytes, source: dict[str
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source": source,
     }
-    write_atomically(sidecar, (json.dumps(record, indent=2) + "\n").encode())
+    write_bytes_atomically(sidecar, (json.dumps(record, indent=2) + "\n").encode())
     return engine_path
 
 

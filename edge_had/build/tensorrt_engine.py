@@ -29,7 +29,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_had.build.engine_cache import EngineKey, lookup, sha256_file, store, write_atomically
+from edge_had.atomic_files import write_bytes_atomically
+from edge_had.build.engine_cache import EngineKey, lookup, sha256_file, store
 from edge_had.build.onnx_export import INPUT_NAME
 from edge_had.cli_types import existing_file, integer_from
 from edge_had.cuda import CudaDevice, gpu_sm
@@ -198,7 +199,7 @@ def _build(
     if serialized is None:
         raise EngineBuildError(f"TensorRT could not build {key.name} (its messages above say why)")
     timing.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(timing, bytes(config.get_timing_cache().serialize()))
+    write_bytes_atomically(timing, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
 
 

@@ -90,6 +90,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from edge_had.atomic_files import replace_via_temporary, write_bytes_atomically
 from edge_had.errors import EdgeHadError
 from edge_had.io import Scene
 from edge_had.models.bundle import ModelConfig, load_bundle, save_bundle
@@ -205,13 +206,9 @@ def _save_checkpoint(
     path = checkpoint_path(out, phase, epoch)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    latest = folder / LATEST_FILE
-    tmp_latest = latest.with_suffix(".json.tmp")
-    tmp_latest.write_text(json.dumps({"file": path.name, "phase": phase, "epoch": epoch}) + "\n")
-    os.replace(tmp_latest, latest)
+    replace_via_temporary(path, lambda temporary: torch.save(state, temporary))
+    latest = json.dumps({"file": path.name, "phase": phase, "epoch": epoch}) + "\n"
+    write_bytes_atomically(folder / LATEST_FILE, latest.encode())
     if not keep_all and epoch > 1:  # only the newest epoch of each phase is kept
         (folder / f"{phase}-epoch{epoch - 1:03d}.pt").unlink(missing_ok=True)
     return path
