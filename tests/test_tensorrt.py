@@ -16,6 +16,7 @@ import json
 import re
 import sys
 import warnings
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -213,12 +214,16 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
             return self.errors[index]
 
     class TimingCache:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
         def serialize(self) -> bytes:
-            return b"timings"
+            return b"timings" if not self.data else self.data + b"+"
 
     class Config:
         def __init__(self) -> None:
             self.profiles: list[Any] = []
+            self.timing_cache: Any = None
 
         def set_memory_pool_limit(self, pool: str, size: int) -> None:
             assert pool == "WORKSPACE" and size > 0
@@ -227,14 +232,13 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
             self.profiles.append(profile)
             return len(self.profiles) - 1
 
-        def create_timing_cache(self, data: bytes) -> TimingCache:
-            return TimingCache()
+        def create_timing_cache(self, data: bytes) -> TimingCache | None:
+            return TimingCache(data) if not data or data.startswith(b"timings") else None  # unreadable
 
         def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
+            assert isinstance(cache, TimingCache)
+            self.timing_cache = weakref.ref(cache)  # TensorRT does not own it: the caller must
             return True
-
-        def get_timing_cache(self) -> TimingCache:
-            return TimingCache()
 
     class Profile:
         def set_shape(self, name: str, low: Any, opt: Any, high: Any) -> None:
@@ -242,9 +246,16 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
 
     class Builder:
         builds = 0
+        freed_without_context = 0
 
         def __init__(self, logger: object) -> None:
             need_context()
+
+        def __del__(self) -> None:  # a real builder frees device memory then
+            try:
+                need_context()
+            except AssertionError:
+                Builder.freed_without_context += 1
 
         def create_network(self, flags: int) -> Network:
             return Network(flags)
@@ -257,6 +268,7 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
 
         def build_serialized_network(self, network: Network, config: Config) -> bytes:
             need_context()
+            assert config.timing_cache is not None and config.timing_cache() is not None, "timing cache freed"
             Builder.builds += 1
             assert config.profiles[0].shapes[0] == "cube"
             return b"FAKE ENGINE " + repr(config.profiles[0].shapes).encode()
@@ -315,7 +327,7 @@ def test_build_with_fakes_stores_then_hits_the_cache(fakes: SimpleNamespace, tmp
     assert b"[1, 4, 100, 64]" in whole_scenes.read_bytes() and whole_scenes != engine
     smaller = build_engine(onnx, tmp_path / "cache", precision="fp16", workspace_bytes=256 << 20, **widths)
     assert smaller != engine  # another workspace limit allows other tactics: another engine
-    assert (tmp_path / "cache" / "timing_trt10.3.0.30_sm_87.cache").read_bytes() == b"timings"
+    assert (tmp_path / "cache" / "timing_trt10.3.0.30_sm_87.cache").read_bytes() == b"timings++"  # 3 builds
     builds = fakes.trt.Builder.builds
     assert build_engine(onnx, tmp_path / "cache", precision="fp16", **widths) == engine
     assert fakes.trt.Builder.builds == builds  # cache hit: nothing rebuilt
@@ -328,6 +340,42 @@ def test_build_with_fakes_stores_then_hits_the_cache(fakes: SimpleNamespace, tmp
     with pytest.raises(EngineBuildError, match="pass --precision"):
         build_engine(onnx, tmp_path / "cache", **widths)
     assert fakes.cuda.retained == fakes.cuda.detached  # every context released
+    assert fakes.trt.Builder.freed_without_context == 0  # ... after the TensorRT objects in it
+
+
+def test_a_build_frees_tensorrt_objects_in_its_context_even_when_it_fails(
+    fakes: SimpleNamespace, tmp_path: Path
+) -> None:
+    """The builder, network and parser outlived the device context (freed when build_engine's frame
+    went, after the context was popped and released), and a failed build kept them alive in its
+    traceback for as long as the caller held the exception."""
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"an onnx file")
+    widths = {"min_width": 8, "opt_width": 32, "max_width": 64, "lines": 2}
+    build_engine(onnx, tmp_path / "cache", precision="fp16", **widths)  # built
+    build_engine(onnx, tmp_path / "cache", precision="fp16", **widths)  # a cache hit
+    with pytest.raises(EngineBuildError, match="224 were given") as failed:
+        build_engine(onnx, tmp_path / "cache", precision="fp16", bands=224, **widths)
+    del failed  # the caller lets go of the exception, long after the context went
+    assert fakes.trt.Builder.freed_without_context == 0
+
+
+def test_an_unreadable_timing_cache_is_replaced_not_fatal(
+    fakes: SimpleNamespace, tmp_path: Path, caplog
+) -> None:
+    """A truncated timing cache (TensorRT cannot read it: create_timing_cache gives None) made
+    set_timing_cache fail on None, so every later build failed until the file was removed by hand."""
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"an onnx file")
+    timing = tmp_path / "cache" / "timing_trt10.3.0.30_sm_87.cache"
+    timing.parent.mkdir()
+    timing.write_bytes(b"tim")  # cut short
+    widths = {"min_width": 8, "opt_width": 32, "max_width": 64, "lines": 2}
+    with caplog.at_level("WARNING"):
+        assert build_engine(onnx, tmp_path / "cache", precision="fp16", **widths).is_file()
+    assert "unreadable" in caplog.text and timing.read_bytes() == b"timings"  # a new one, whole
+    build_engine(onnx, tmp_path / "cache", precision="fp16", force=True, **widths)
+    assert timing.read_bytes() == b"timings+"  # read back and extended by the next build
 
 
 def test_the_engine_sidecar_records_the_model_it_was_built_from(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,11 +176,23 @@ def _check_io(network: trt.INetworkDefinition, onnx_path: Path) -> int:
     return int(shape[1])
 
 
-def _use_timing_cache(config: trt.IBuilderConfig, path: Path) -> None:
+def _use_timing_cache(config: trt.IBuilderConfig, path: Path) -> trt.ITimingCache:
+    """Attach the timing cache in ``path`` to ``config`` (a new one when there is none, or when
+    TensorRT cannot read it or it comes from another TensorRT or GPU) and return it: the caller
+    holds it until the build is over (TensorRT's rule: it must not be destroyed before that)."""
     data = path.read_bytes() if path.is_file() else b""
-    if not config.set_timing_cache(config.create_timing_cache(data), False):
-        log.warning("timing cache %s does not fit this TensorRT and GPU; starting a new one", path)
-        config.set_timing_cache(config.create_timing_cache(b""), False)
+    if data:
+        try:
+            cache: trt.ITimingCache | None = config.create_timing_cache(data)
+        except Exception as error:  # a truncated or foreign blob: TensorRT may raise or return None
+            log.warning("timing cache %s cannot be read (%s)", path, error)
+            cache = None
+        if cache is not None and config.set_timing_cache(cache, False):
+            return cache
+        log.warning("timing cache %s is unreadable or from another TensorRT or GPU; starting a new one", path)
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, False)
+    return cache
 
 
 def _build(
@@ -194,12 +207,12 @@ def _build(
     profile.set_shape(key.input_name, low, opt, high)
     if config.add_optimization_profile(profile) < 0:
         raise EngineBuildError(f"TensorRT rejected the optimisation profile {key.min_shape}..{key.max_shape}")
-    _use_timing_cache(config, timing)
+    timing_cache = _use_timing_cache(config, timing)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT could not build {key.name} (its messages above say why)")
     timing.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomically(timing, bytes(config.get_timing_cache().serialize()))
+    write_bytes_atomically(timing, bytes(timing_cache.serialize()))  # replaces an unreadable one
     return bytes(serialized)
 
 
@@ -236,34 +249,69 @@ def build_engine(
 
     version = str(trt.__version__)
     with CudaDevice(device_index) as device, device.activated():
-        builder = trt.Builder(trt_logger())
-        network, _parser = _parse(builder, onnx_path)  # _parser keeps the network's weights alive
-        graph_bands = _check_io(network, onnx_path)
-        if bands is not None and bands != graph_bands:
-            raise EngineBuildError(f"{onnx_path}: the graph takes {graph_bands} bands, {bands} were given")
-        key = EngineKey.for_line_widths(
-            sha256_file(onnx_path),
-            version,
-            device.sm,
-            precision,
-            bands=graph_bands,
-            lines=lines,
-            min_lines=1,
-            max_lines=max(lines, max_lines or lines),
-            gpu=device.name,
-            workspace_bytes=workspace_bytes,
-            min_width=min_width,
-            opt_width=opt_width,
-            max_width=max_width,
-        )
-        cached = lookup(cache_dir, key)
-        if cached is not None and not force:
-            log.info("engine cache hit: %s", cached)
-            return cached
-        timing = Path(timing_cache_path or Path(cache_dir) / f"timing_trt{version}_{device.sm}.cache")
-        log.info("building %s on %s (%s); this takes minutes on a Jetson", key.name, device.name, device.sm)
-        engine = _build(builder, network, key, workspace_bytes, timing)
-    return store(cache_dir, key, engine, source=_source_metadata(onnx_path))
+        try:
+            key, found = _find_or_build(
+                onnx_path, cache_dir, device, version=version, precision=precision, bands=bands,
+                lines=lines, max_lines=max(lines, max_lines or lines),
+                widths=(min_width, opt_width, max_width), workspace_bytes=workspace_bytes,
+                timing_cache_path=timing_cache_path, force=force,
+            )  # fmt: skip
+        except BaseException as error:  # its frames hold TensorRT objects: free them in the context
+            traceback.clear_frames(error.__traceback__)
+            raise
+    if isinstance(found, Path):
+        return found
+    return store(cache_dir, key, found, source=_source_metadata(onnx_path))
+
+
+def _find_or_build(
+    onnx_path: Path,
+    cache_dir: str | Path,
+    device: CudaDevice,
+    *,
+    version: str,
+    precision: str,
+    bands: int | None,
+    lines: int,
+    max_lines: int,
+    widths: tuple[int, int, int],
+    workspace_bytes: int,
+    timing_cache_path: str | Path | None,
+    force: bool,
+) -> tuple[EngineKey, Path | bytes]:
+    """:func:`build_engine`'s work in its device context: the key and the cached engine's path,
+    or the engine built. Its TensorRT objects (builder, network, parser, config) are freed when it
+    returns, while that context is current; freed after it, they freed into no context."""
+    import tensorrt as trt
+
+    min_width, opt_width, max_width = widths
+    builder = trt.Builder(trt_logger())
+    network, _parser = _parse(builder, onnx_path)  # _parser keeps the network's weights alive
+    graph_bands = _check_io(network, onnx_path)
+    if bands is not None and bands != graph_bands:
+        raise EngineBuildError(f"{onnx_path}: the graph takes {graph_bands} bands, {bands} were given")
+    key = EngineKey.for_line_widths(
+        sha256_file(onnx_path),
+        version,
+        device.sm,
+        precision,
+        bands=graph_bands,
+        lines=lines,
+        min_lines=1,
+        max_lines=max_lines,
+        gpu=device.name,
+        workspace_bytes=workspace_bytes,
+        min_width=min_width,
+        opt_width=opt_width,
+        max_width=max_width,
+    )
+    cached = lookup(cache_dir, key)
+    if cached is not None and not force:
+        log.info("engine cache hit: %s", cached)
+        return key, cached
+    timing = Path(timing_cache_path or Path(cache_dir) / f"timing_trt{version}_{device.sm}.cache")
+    log.info("building %s on %s (%s); this takes minutes on a Jetson", key.name, device.name, device.sm)
+    return key, _build(builder, network, key, workspace_bytes, timing)
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
