@@ -452,12 +452,20 @@ def test_runner_with_fakes_works_from_worker_threads(fakes: SimpleNamespace, tmp
         np.testing.assert_array_equal(total, np.full((1, 1, 2, 32), 4, np.float32))
 
 
-def test_runner_refuses_stale_or_foreign_engines(fakes: SimpleNamespace, tmp_path: Path) -> None:
+def test_runner_refuses_stale_or_foreign_engines(
+    fakes: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = _fake_engine(fakes, tmp_path)
     with pytest.raises(EngineCacheError, match="precision is fp32, int8 was asked for"):
         TensorRTRunner(engine, "int8").activate()
     fakes.trt.__version__ = "10.13.0.35"
     with pytest.raises(EngineCacheError, match="built with TensorRT 10.3.0.30, this is TensorRT 10.13"):
+        TensorRTRunner(engine, "fp32").activate()
+    fakes.trt.__version__ = "10.3.0.30"
+    built_on = json.loads(sidecar_path(engine).read_text())["key"]["gpu"]
+    assert built_on == "Fake Orin, 3 SMs"  # Jetson boards of one SM version may share a name
+    monkeypatch.setattr(fakes.cuda.Device, "get_attribute", lambda self, attribute: 8)
+    with pytest.raises(EngineCacheError, match="built on Fake Orin, 3 SMs, this GPU is Fake Orin, 8 SMs"):
         TensorRTRunner(engine, "fp32").activate()
     other = tmp_path / "other.engine"
     other.write_bytes(b"not an engine")  # no sidecar: TensorRT's own check decides

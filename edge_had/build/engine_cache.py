@@ -84,7 +84,7 @@ class EngineKey:
     opt_shape: Shape
     max_shape: Shape
     input_name: str = INPUT_NAME
-    gpu: str = ""  # the GPU's model name: boards of one SM (Orin Nano, NX, AGX) differ ("": not recorded)
+    gpu: str = ""  # CudaDevice.model, name and SM count: boards of one SM version differ ("": not recorded)
     workspace_bytes: int = 0  # the builder's workspace limit: it bounds the tactics tried (0: not recorded)
 
     def __post_init__(self) -> None:
@@ -257,8 +257,9 @@ def verify_engine(
     gpu: str | None = None,
 ) -> EngineKey | None:
     """Check an engine given by path against the running TensorRT, GPU and wanted precision.
-    ``gpu``: the running GPU's model name, checked against the one the engine was built on when
-    both are known (boards of one SM - Orin Nano, NX, AGX - get different tactics).
+    ``gpu``: the running GPU's :attr:`~edge_had.cuda.CudaDevice.model` (name and SM count), checked
+    against the one the engine was built on when both are known (Jetson boards of one SM version -
+    AGX Orin, Orin NX, Orin Nano - get different tactics).
 
     Returns the key from its sidecar, or None when it has none (built outside edge-had, e.g. with
     ``trtexec``). Raises :class:`EngineCacheError` naming the file and the fix when the engine is

@@ -299,7 +299,7 @@ def _find_or_build(
         lines=lines,
         min_lines=1,
         max_lines=max_lines,
-        gpu=device.name,
+        gpu=device.model,
         workspace_bytes=workspace_bytes,
         min_width=min_width,
         opt_width=opt_width,

@@ -132,6 +132,12 @@ class CudaDevice:
         return self._multiprocessors
 
     @property
+    def model(self) -> str:
+        """The GPU's name and SM count, e.g. ``Orin, 8 SMs``: Jetson boards of one SM version can
+        share a name (an engine tuned on an AGX Orin's 16 SMs is not one for an Orin Nano's 4-8)."""
+        return f"{self.name}, {self.multiprocessors} SMs"
+
+    @property
     def stream_handle(self) -> int:
         """The stream's handle, as TensorRT's ``execute_async_v3`` takes it."""
         return int(self._stream.handle)

@@ -62,7 +62,7 @@ class TensorRTRunner(Runner):
                 tensorrt_version=trt.__version__,
                 sm=device.sm,
                 precision=self.precision,
-                gpu=device.name,
+                gpu=device.model,
             )
             with device.activated():
                 runtime = trt.Runtime(trt_logger())
