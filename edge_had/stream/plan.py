@@ -5,10 +5,10 @@ Counts per line of ``W`` pixels and ``B`` bands (1 multiply-add = 2 FLOPs):
 
 * **enhancement** (``enhanced-rx``): the model's multiply-adds per pixel as the stream runs it
   (:func:`edge_had.models.budget.count_macs_per_pixel`: the whole graph on 16 new lines + 3 + 3
-  context every 16 lines) x ``W`` x 2. Bytes: the line in (FP32),
-  the enhanced ``K``-band line out (FP32), the weights once per 16-line block (FP16 on the GPU),
-  and each layer's FP16 activations written once and read once - a lower bound that assumes no
-  layer fusion beyond that.
+  context every 16 lines) x ``W`` x 2. Bytes, on that window too (22 lines in per 16 new): the
+  line in (FP32), the enhanced ``K``-band line out (FP32; new lines only), the weights once per
+  16-line block (FP16 on the GPU), and each layer's FP16 activations written once and read once -
+  a lower bound that assumes no layer fusion beyond that.
 * **band reduction** (plain ``rx``): a gather of the 2 sensor bands each of the ``D`` bands
   interpolates, ``2 W D`` multiply-adds, as the pipeline applies it (a dense ``W x B x D`` product
   only where a row has more than 4 taps); bytes: the line in, the reduced line out.
@@ -122,12 +122,13 @@ def reduction_taps(bands: int, dims: int) -> int | None:
 def enhancement_cost(model: Any, bands: int, width: int, block: int = 16) -> PartCost:
     from edge_had.models.budget import count_macs_per_pixel
 
-    counted = count_macs_per_pixel(model, bands, width)
+    counted = count_macs_per_pixel(model, bands, width, lines_per_call=block)
     flops = 2.0 * counted["total_macs_per_pixel"] * width
     weights = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
-    activations = _activation_elements_per_pixel(model, bands) * width
+    rerun = counted["assumptions"]["window_lines"] / block  # every call runs its context lines again
+    activations = _activation_elements_per_pixel(model, bands) * width * rerun
     k = counted["k"]
-    data = 4.0 * width * bands + 4.0 * width * k + 2.0 * 2 * activations + 2.0 * weights / block
+    data = 4.0 * width * bands * rerun + 4.0 * width * k + 2.0 * 2 * activations + 2.0 * weights / block
     return PartCost("enhancement", flops, data, "fp16")
 
 
