@@ -130,6 +130,34 @@ def test_envi_round_trip(tmp_path: Path, interleave: str) -> None:
         assert scene.meta["interleave"] == interleave
 
 
+@pytest.mark.parametrize("written", ["Bip", "Bil", " bsq ", "Bsq"])
+def test_envi_interleave_in_any_case_is_read_as_written(tmp_path: Path, written: str) -> None:
+    """spectral reads any interleave but exactly bil/BIL/bip/BIP as BSQ: a 'Bip' header gave a
+    scrambled cube while meta said 'bip'. Unknown values are refused."""
+    cube = random_cube((4, 3, 5))
+    header = tmp_path / "scene.hdr"
+    write_envi(header, cube, written.strip().lower())
+    text = header.read_text()
+    header.write_text(text.replace(f"interleave = {written.strip().lower()}", f"interleave = {written}"))
+    scene = load_scene(header)
+    np.testing.assert_array_equal(scene.cube, cube)
+    assert scene.meta["interleave"] == written.strip().lower()
+    header.write_text(text.replace(f"interleave = {written.strip().lower()}", "interleave = bli"))
+    with pytest.raises(SceneError, match="unknown ENVI interleave 'bli'"):
+        load_scene(header)
+
+
+def test_an_envi_data_file_larger_than_its_header_says_is_refused(tmp_path: Path) -> None:
+    """A float64 file under a header saying float32 ('data type = 4') loaded as garbage (values
+    near 3e38, most pixels 'valid'): only a short file was refused."""
+    cube = random_cube((4, 3, 5)).astype(np.float64)
+    header = tmp_path / "scene.hdr"
+    write_envi(header, cube, "bsq")
+    header.write_text(header.read_text().replace("data type = 5", "data type = 4"))
+    with pytest.raises(SceneError, match="larger than its header describes: 480 bytes, the header needs 240"):
+        load_scene(header)
+
+
 def test_envi_big_endian_int16_micrometres(tmp_path: Path) -> None:
     cube = np.arange(4 * 3 * 5, dtype=np.int16).reshape(4, 3, 5) - 20
     header = tmp_path / "counts.hdr"

@@ -228,11 +228,16 @@ def test_pre_rendered_synthetic_strips_are_drawn_before_the_paced_clock_starts(
         synthetic_lines(8, 6, lines=5, distinct_strips=0)
 
 
-def test_envi_bil_file_is_read_line_by_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("written", ["bil", "Bip"])  # spectral read 'Bip' as BSQ: scrambled lines
+def test_envi_file_is_read_line_by_line(tmp_path: Path, written: str) -> None:
     envi = pytest.importorskip("spectral.io.envi")
     cube = np.random.default_rng(2).random((9, 7, 5)).astype(np.float32)
-    envi.save_image(str(tmp_path / "s.hdr"), cube, interleave="bil", force=True)
-    out = list(envi_lines(tmp_path / "s.hdr"))
+    envi.save_image(str(tmp_path / "s.hdr"), cube, interleave=written.lower(), force=True)
+    header = tmp_path / "s.hdr"
+    header.write_text(
+        header.read_text().replace(f"interleave = {written.lower()}", f"interleave = {written}")
+    )
+    out = list(envi_lines(header))
     np.testing.assert_array_equal(np.stack([line.pixels for line in out]), cube)
 
 

@@ -1,11 +1,12 @@
 """Read ENVI images (``.hdr`` header + raw data file, BIL/BIP/BSQ) through the ``spectral`` package.
 
-The data file is memory-mapped (``open_memmap(interleave='bip')``), so the cube comes back as
-(lines, samples, bands) = (rows, cols, bands) in its stored dtype and byte order, whatever the
-file's interleave. From the header: ``wavelength`` and ``fwhm`` (converted to nm using
-``wavelength units``, dropped when that unit is not a length: :mod:`edge_had.io.units`),
-``bbl`` (bad-band list -> ``good_bands``) and ``data ignore value`` (-> no-data value). A data
-file shorter than the header promises is reported as truncated.
+The data file is memory-mapped (``numpy.memmap`` in its storage order, viewed as (lines, samples,
+bands) = (rows, cols, bands)) in its stored dtype and byte order, whatever the file's interleave
+(bsq, bil or bip, any case; spectral parses the header). From the header: ``wavelength`` and
+``fwhm`` (converted to nm using ``wavelength units``, dropped when that unit is not a length:
+:mod:`edge_had.io.units`), ``bbl`` (bad-band list -> ``good_bands``) and ``data ignore value``
+(-> no-data value). A data file shorter than the header promises is reported as truncated, a
+longer one as misdescribed.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
     """The memory-mapped cube and band metadata of an ENVI image; errors name ``source`` (default: header)."""
     source = header if source is None else source
     image = _open_image(header, data, source)
-    cube = _memmap(image, source)
     metadata: Mapping[str, Any] = image.metadata
+    interleave = _interleave(metadata, source)
+    cube = _memmap(image, interleave, source)
     raw_wavelengths = _header_floats(metadata, "wavelength", source)
     units = metadata.get("wavelength units")
     factor = nm_factor(units, raw_wavelengths)  # None: the unit is no length
@@ -59,7 +61,7 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
         meta={
             "format": "envi",
             "dtype": str(np.dtype(image.dtype)),
-            "interleave": str(metadata.get("interleave", "")).lower(),
+            "interleave": interleave,
             "byte_order": "big" if int(metadata.get("byte order", 0)) == 1 else "little",
             "header": str(header),
             "data_file": str(image.filename),
@@ -78,21 +80,48 @@ def _open_image(header: Path, data: Path | None, source: Path) -> Any:
     return image
 
 
-def _memmap(image: Any, source: Path) -> np.ndarray:
-    """Map the data file as (rows, cols, bands) after checking it holds every sample the header promises."""
-    rows, cols, bands = image.shape
-    expected = image.offset + rows * cols * bands * np.dtype(image.dtype).itemsize
-    actual = Path(image.filename).stat().st_size
-    if actual < expected:
+#: The file's axes in storage order for each interleave, and the transpose to (rows, cols, bands).
+_LAYOUTS = {
+    "bsq": ("bands", "rows", "cols"),
+    "bil": ("rows", "bands", "cols"),
+    "bip": ("rows", "cols", "bands"),
+}
+
+
+def _interleave(metadata: Mapping[str, Any], source: Path) -> str:
+    """The header's interleave, case and spaces aside (spectral itself reads anything but exactly
+    'bil'/'BIL'/'bip'/'BIP' as BSQ: a 'Bip' file came back scrambled)."""
+    value = str(metadata.get("interleave", "bsq")).strip().lower()
+    if value not in _LAYOUTS:
         raise SceneError(
-            f"ENVI data file {image.filename} is truncated: {actual} bytes, the header needs {expected}",
+            f"unknown ENVI interleave {metadata.get('interleave')!r}: expected bsq, bil or bip", source
+        )
+    return value
+
+
+def _memmap(image: Any, interleave: str, source: Path) -> np.ndarray:
+    """Map the data file as a (rows, cols, bands) view after checking it holds exactly the samples
+    the header describes (a larger file means a wrong data type, size or offset: its samples would
+    be misread, not merely extra)."""
+    rows, cols, bands = image.shape
+    dtype = np.dtype(image.dtype)  # with the header's byte order
+    expected = image.offset + rows * cols * bands * dtype.itemsize
+    actual = Path(image.filename).stat().st_size
+    if actual != expected:
+        problem = "is truncated" if actual < expected else "is larger than its header describes"
+        hint = (
+            "" if actual < expected else " (check 'data type', 'lines', 'samples', 'bands', 'header offset')"
+        )
+        raise SceneError(
+            f"ENVI data file {image.filename} {problem}: {actual} bytes, the header needs {expected}{hint}",
             source,
         )
+    sizes = {"rows": rows, "cols": cols, "bands": bands}
+    stored = _LAYOUTS[interleave]
     with reading(source, "ENVI data file"):
-        cube = image.open_memmap(interleave="bip")
-    if cube is None:  # spectral returns None when numpy cannot map the file
-        raise SceneError(f"cannot memory-map ENVI data file {image.filename}", source)
-    return cube
+        data = np.memmap(image.filename, dtype=dtype, mode="r", offset=image.offset,
+                         shape=tuple(sizes[axis] for axis in stored))  # fmt: skip
+    return data.transpose(tuple(stored.index(axis) for axis in ("rows", "cols", "bands")))
 
 
 def _header_floats(

@@ -114,14 +114,9 @@ def envi_lines(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[Line]:
-    """An ENVI file (``.hdr``) line by line from a memory map (nothing read ahead)."""
-    from edge_had.errors import SceneError
+    """An ENVI file (``.hdr``) line by line from a memory map (nothing read ahead), read as
+    :func:`edge_had.io.load_scene` reads it (interleave in any case, the file's size checked)."""
+    from edge_had.io.envi import read_envi
 
-    try:
-        import spectral.io.envi as envi
-
-        image = envi.open(str(header))
-        cube = image.open_memmap(writable=False)  # (lines, samples, bands) view of the file
-    except Exception as error:  # spectral raises several types for bad headers/files
-        raise SceneError(f"cannot open as an ENVI line source ({error})", header) from error
+    cube = read_envi(Path(header)).cube  # (lines, samples, bands) view of the file
     return _stamped((cube[i] for i in range(cube.shape[0])), line_rate, pace, clock, sleep)
