@@ -268,6 +268,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     print(f"{detector.name} {detector.settings}: {seconds:.3f} s")
     if args.npy:  # the outputs first: a ground truth that gives no AUC must not cost them
         path = Path(args.npy) if str(args.npy).endswith(".npy") else Path(f"{args.npy}.npy")
+        path.parent.mkdir(parents=True, exist_ok=True)  # as check_output_file promised
         np.save(path, scores)
         print(f"scores -> {path}")
     if args.out:

@@ -99,6 +99,13 @@ def test_detect_names_the_file_np_save_wrote(scene: Path, tmp_path: Path, capsys
     assert f"scores -> {tmp_path / 'noext.npy'}" in capsys.readouterr().out
 
 
+def test_detect_makes_the_folder_of_its_npy_as_of_its_png(scene: Path, tmp_path: Path) -> None:
+    """`--npy new/s.npy` failed after scoring (no such folder), and the PNG was lost with it."""
+    argv = ["detect", str(scene), "--detector", "rx", "--npy", str(tmp_path / "new" / "s.npy")]
+    assert main([*argv, "--out", str(tmp_path / "other" / "map.png")]) == 0
+    assert (tmp_path / "new" / "s.npy").is_file() and (tmp_path / "other" / "map.png").is_file()
+
+
 def test_detect_keeps_its_outputs_when_the_ground_truth_gives_no_auc(
     scene: Path, tmp_path: Path, capsys
 ) -> None:
