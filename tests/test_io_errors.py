@@ -169,6 +169,17 @@ def test_no_valid_pixel_through_no_data(tmp_path: Path) -> None:
     scene_error(tmp_path / "nodata.hdr", "no valid pixel")
 
 
+def test_one_dead_band_is_named_when_it_leaves_no_valid_pixel(tmp_path: Path) -> None:
+    """A band of no-data on every pixel invalidates every pixel; the error said only "no valid
+    pixel", not which band to mark bad."""
+    counts = np.random.default_rng(1).integers(100, 4000, (4, 3, 5)).astype(np.uint16)
+    counts[:, :, 3] = 0
+    save_envi(tmp_path / "dead.hdr", counts, **{"data ignore value": 0})
+    scene_error(tmp_path / "dead.hdr", r"1 band\(s\) are NaN/Inf or no-data on every pixel \(0-based: 3\)")
+    save_envi(tmp_path / "kept.hdr", counts, **{"data ignore value": 0, "bbl": [1, 1, 1, 0, 1]})
+    assert load_scene(tmp_path / "kept.hdr").valid.all()  # what the message suggests works
+
+
 def test_single_band(tmp_path: Path) -> None:
     np.save(tmp_path / "one.npy", cube((4, 3, 1)))
     scene_error(tmp_path / "one.npy", "1 band")

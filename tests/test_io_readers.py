@@ -232,6 +232,27 @@ def test_matlab_variable_names_choose_among_candidates(tmp_path: Path) -> None:
     assert scene.name == "chosen"
 
 
+def test_a_map_that_fits_the_cube_only_turned_around_is_an_error_not_a_lost_ground_truth(
+    tmp_path: Path,
+) -> None:
+    """A cube saved (bands, rows, cols) loaded as a 5-line scene of 4 bands, and a transposed map
+    was dropped: both gave a scene without ground truth, and no AUC, without a word."""
+    cube, gt = random_cube((5, 4, 6)), random_gt((5, 4))
+    scipy.io.savemat(tmp_path / "bands_first.mat", {"data": np.moveaxis(cube, -1, 0), "map": gt})
+    with pytest.raises(SceneError, match=r"looks stored \(bands, rows, cols\): map \(5x4\) fits"):
+        load_scene(tmp_path / "bands_first.mat")
+    scipy.io.savemat(tmp_path / "transposed.mat", {"data": cube, "map": gt.T})
+    with pytest.raises(SceneError, match=r"ground truth map \(4x5\) is transposed against the cube's 5x4"):
+        load_scene(tmp_path / "transposed.mat")
+    scipy.io.savemat(tmp_path / "cropped.mat", {"data": cube, "map": random_gt((7, 3))})
+    scene = load_scene(tmp_path / "cropped.mat")  # another grid altogether: loads, and says so
+    assert scene.gt is None and scene.meta["notes"] == [
+        "2-D array map (7x3) does not fit the cube's 5x4 pixels: not used as ground truth"
+    ]
+    scipy.io.savemat(tmp_path / "fine.mat", {"data": cube, "map": gt, "gt2": gt})
+    assert load_scene(tmp_path / "fine.mat", gt_var="gt2").meta["notes"] == []  # fits, only not chosen
+
+
 # ------------------------------------------------------------------------------------- npy and HDF5
 
 
@@ -365,18 +386,48 @@ def test_real_checksums(data_dir: Path) -> None:
     [
         ("Angstroms", [4000.0, 5000.0, 6000.0], [400.0, 500.0, 600.0]),
         ("Centimeters", [4e-5, 5e-5, 6e-5], [400.0, 500.0, 600.0]),
-        ("Wavenumber", [25000.0, 20000.0, 16667.0], None),  # not a length: no wavelengths
-        ("Index", [1.0, 2.0, 3.0], None),
+        ("Wavenumber", [25000.0, 20000.0, 12500.0], [400.0, 500.0, 800.0]),  # 1e7 / (cm^-1); was dropped
+        ("cm-1", [1000.0, 800.0, 2000.0], [10000.0, 12500.0, 5000.0]),
+        ("Index", [1.0, 2.0, 3.0], None),  # no length: dropped, and said
     ],
 )
 def test_envi_wavelength_units(tmp_path: Path, units: str, values: list[float], want) -> None:
     header = tmp_path / "units.hdr"
-    write_envi(header, random_cube((3, 4, 3)), wavelength=values, **{"wavelength units": units})
+    fwhm = [10.0, 10.0, 10.0]
+    write_envi(header, random_cube((3, 4, 3)), wavelength=values, fwhm=fwhm, **{"wavelength units": units})
     scene = load_scene(header)
     if want is None:
         assert scene.wavelengths is None and scene.meta["wavelength_units"] == units
+        assert scene.meta["notes"] == [
+            "band centres in 'Index', which is no length or wavenumber: ignored (band index used)"
+        ]
     else:
         np.testing.assert_allclose(scene.wavelengths, want)
+        assert scene.meta["notes"] == []
+    if units == "cm-1":  # a band's width through d(1e7 / k) = 1e7 dk / k^2
+        np.testing.assert_allclose(scene.fwhm, [100.0, 156.25, 25.0])
+
+
+def test_hdf5_band_centre_units_as_their_writers_store_them(tmp_path: Path) -> None:
+    """A 1-element array attribute ([b'micrometers']) was not recognised (wavelengths dropped), and
+    a `units` attribute of the wavelength dataset itself was ignored (cm^-1 read as nm)."""
+    cube = random_cube((3, 4, 3))
+    with h5py.File(tmp_path / "a.h5", "w") as handle:
+        handle["cube"] = cube
+        handle["cube"].attrs["wavelength_units"] = np.array([b"micrometers"])
+        handle["wavelength"] = np.array([0.5, 1.0, 2.0])
+    np.testing.assert_allclose(load_scene(tmp_path / "a.h5").wavelengths, [500.0, 1000.0, 2000.0])
+    with h5py.File(tmp_path / "b.h5", "w") as handle:
+        handle.attrs["units"] = "reflectance"  # the file's pixels: not the band centres' unit
+        handle["cube"] = cube
+        handle["wavelength"] = np.array([25000.0, 20000.0, 12500.0])
+        handle["wavelength"].attrs["units"] = "cm-1"
+    np.testing.assert_allclose(load_scene(tmp_path / "b.h5").wavelengths, [400.0, 500.0, 800.0])
+    with h5py.File(tmp_path / "c.h5", "w") as handle:
+        handle.attrs["units"] = "reflectance"
+        handle["cube"] = cube
+        handle["wavenumber"] = np.array([25000.0, 20000.0, 12500.0])  # named so, no unit
+    np.testing.assert_allclose(load_scene(tmp_path / "c.h5").wavelengths, [400.0, 500.0, 800.0])
 
 
 def test_container_wavelengths_are_in_nanometres_as_envi_ones(tmp_path: Path) -> None:

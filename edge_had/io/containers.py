@@ -28,7 +28,7 @@ import numpy as np
 import scipy.io
 
 from edge_had.io.raw import RawScene, reading
-from edge_had.io.units import nm_factor
+from edge_had.io.units import band_centres_nm, unit_text
 from edge_had.io.variables import Variable, select_mask, select_variables
 
 MATLAB_NUMERIC_CLASSES = frozenset(
@@ -47,7 +47,8 @@ class Container:
     format: str
     variables: list[Variable]
     load: Callable[[str], np.ndarray]
-    attributes: Callable[[str], Mapping[str, Any]]
+    attributes: Callable[[str], Mapping[str, Any]]  # a variable's, with the file's
+    own_attributes: Callable[[str], Mapping[str, Any]] = lambda name: {}  # a variable's alone
 
 
 def read_container_scene(path: Path, *, cube_var: str | None = None, gt_var: str | None = None) -> RawScene:
@@ -66,18 +67,27 @@ def read_container_scene(path: Path, *, cube_var: str | None = None, gt_var: str
         meta.update({key: name for key, name in names.items() if name is not None})
         wavelengths = _vector_or_attribute(container, chosen.wavelengths, attrs, _WAVELENGTH_ATTRS)
         fwhm = _vector_or_attribute(container, chosen.fwhm, attrs, _FWHM_ATTRS)
-        units = next((attrs[key] for key in _UNIT_ATTRS if key in attrs), None)
-        if isinstance(units, bytes):
-            units = units.decode(errors="replace")
-        meta["wavelength_units"] = None if units is None else str(units)
-        factor = nm_factor(units, wavelengths)  # as ENVI's: the same units, the same guess
+        units = unit_text(_wavelength_units(container, chosen.wavelengths, attrs))
+        meta["wavelength_units"] = units
+        wavelengths, fwhm, note = band_centres_nm(wavelengths, fwhm, units)  # as ENVI's: the same rules
+        meta["notes"] = [*chosen.notes, *([] if note is None else [note])]
         return RawScene(
-            cube=cube,
-            gt=_load_optional(container, chosen.gt),
-            wavelengths=None if factor is None or wavelengths is None else wavelengths * factor,
-            fwhm=None if factor is None or fwhm is None else fwhm * factor,
-            meta=meta,
+            cube=cube, gt=_load_optional(container, chosen.gt), wavelengths=wavelengths, fwhm=fwhm, meta=meta
         )
+
+
+def _wavelength_units(container: Container, variable: str | None, cube_attrs: Mapping[str, Any]) -> object:
+    """The band centres' unit: an attribute of their own dataset (``units`` there, since it
+    describes that dataset), else a ``wavelength_units`` attribute of the cube or the file; a
+    vector named like "wavenumber" without one is in cm^-1."""
+    own = {} if variable is None else container.own_attributes(variable)
+    for key in (*_UNIT_ATTRS, "units", "unit"):
+        if key in own:
+            return own[key]
+    found = next((cube_attrs[key] for key in _UNIT_ATTRS if key in cube_attrs), None)
+    if found is None and variable is not None and "wavenumber" in variable.lower():
+        return "cm-1"
+    return found
 
 
 def read_container_mask(
@@ -136,10 +146,16 @@ def _hdf5(handle: h5py.File) -> Container:
     handle.visititems(collect)
     variables = [Variable(name, ds.shape, ds.dtype.kind in _NUMERIC_KINDS) for name, ds in datasets.items()]
 
-    def attributes(name: str) -> dict[str, Any]:
+    def attributes(name: str) -> dict[str, Any]:  # the file's, overridden by the dataset's own
         return {**handle.attrs, **datasets[name].attrs}
 
-    return Container("hdf5", variables, lambda name: np.asarray(datasets[name][()]), attributes)
+    return Container(
+        "hdf5",
+        variables,
+        lambda name: np.asarray(datasets[name][()]),
+        attributes,
+        lambda name: datasets[name].attrs,
+    )
 
 
 def _is_numeric_array(value: object) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_had.errors import SceneError
 from edge_had.io.raw import RawScene, reading
-from edge_had.io.units import nm_factor
+from edge_had.io.units import band_centres_nm
 
 HEADER_SUFFIXES = (".hdr", ".HDR")
 
@@ -49,13 +49,14 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
     metadata: Mapping[str, Any] = image.metadata
     interleave = _interleave(metadata, source)
     cube = _memmap(image, interleave, source)
-    raw_wavelengths = _header_floats(metadata, "wavelength", source)
     units = metadata.get("wavelength units")
-    factor = nm_factor(units, raw_wavelengths)  # None: the unit is no length
+    wavelengths, fwhm, note = band_centres_nm(
+        _header_floats(metadata, "wavelength", source), _header_floats(metadata, "fwhm", source), units
+    )
     return RawScene(
         cube=cube,
-        wavelengths=None if factor is None or raw_wavelengths is None else raw_wavelengths * factor,
-        fwhm=None if factor is None else _header_floats(metadata, "fwhm", source, factor),
+        wavelengths=wavelengths,
+        fwhm=fwhm,
         good_bands=_good_bands(metadata, source),
         no_data_value=_no_data_value(metadata, source),
         meta={
@@ -66,6 +67,7 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
             "header": str(header),
             "data_file": str(image.filename),
             "wavelength_units": units,
+            "notes": [] if note is None else [note],
         },
     )
 
@@ -124,16 +126,13 @@ def _memmap(image: Any, interleave: str, source: Path) -> np.ndarray:
     return data.transpose(tuple(stored.index(axis) for axis in ("rows", "cols", "bands")))
 
 
-def _header_floats(
-    metadata: Mapping[str, Any], key: str, source: Path, scale: float = 1.0
-) -> np.ndarray | None:
+def _header_floats(metadata: Mapping[str, Any], key: str, source: Path) -> np.ndarray | None:
     if key not in metadata:
         return None
     try:
-        values = np.asarray([float(value) for value in _as_list(metadata[key])], dtype=np.float64)
+        return np.asarray([float(value) for value in _as_list(metadata[key])], dtype=np.float64)
     except ValueError as exc:
         raise SceneError(f"cannot parse the ENVI header field {key!r} as numbers ({exc})", source) from exc
-    return values * scale
 
 
 def _good_bands(metadata: Mapping[str, Any], source: Path) -> np.ndarray | None:

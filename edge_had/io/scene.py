@@ -17,6 +17,8 @@ import numpy as np
 
 from edge_had.errors import SceneError
 
+_VALIDITY_ROWS = 64  # rows per block when the valid mask is computed
+
 
 @dataclass
 class Scene:
@@ -29,6 +31,9 @@ class Scene:
     fwhm: np.ndarray | None = None
     source: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    _good_cube: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -40,10 +45,15 @@ class Scene:
         return int(self.cube.shape[2])
 
     def detection_cube(self) -> np.ndarray:
-        """The cube restricted to good bands, (rows, cols, good bands) float32."""
+        """The cube restricted to good bands, (rows, cols, good bands) float32: made once (each call
+        copied the cube again, and detect and eval call it several times per scene)."""
         if bool(self.good_bands.all()):
             return self.cube
-        return self.cube[:, :, self.good_bands]
+        cached = self._good_cube
+        if cached is None or cached[0] is not self.cube or not np.array_equal(cached[1], self.good_bands):
+            cached = (self.cube, self.good_bands.copy(), self.cube[:, :, self.good_bands])
+            self._good_cube = cached
+        return cached[2]
 
     def detection_wavelengths(self) -> np.ndarray | None:
         if self.wavelengths is None:
@@ -94,19 +104,24 @@ def make_scene(
         raise SceneError(f"only {int(good.sum())} good band(s) after the bad-band list", path)
 
     kept = cube if good.all() else cube[:, :, good]
-    ok = np.isfinite(kept).all(axis=2)
-    if no_data_value is not None:
-        if stored.dtype.kind in "iu":  # compared as stored: float32 merges large integers
-            ok &= ~((stored if good.all() else stored[:, :, good]) == no_data_value).any(axis=2)
-        else:
-            ok &= ~(kept == np.float32(no_data_value)).any(axis=2)
+    ok = np.empty((rows, cols), dtype=bool)
+    for start in range(0, rows, _VALIDITY_ROWS):  # in row blocks: no cube-sized boolean temporaries
+        block = slice(start, start + _VALIDITY_ROWS)
+        ok[block] = np.isfinite(kept[block]).all(axis=2)
+        if no_data_value is not None:
+            if stored.dtype.kind in "iu":  # compared as stored: float32 merges large integers
+                samples = stored[block] if good.all() else stored[block][:, :, good]
+                ok[block] &= ~(samples == no_data_value).any(axis=2)
+            else:
+                ok[block] &= ~(kept[block] == np.float32(no_data_value)).any(axis=2)
     if valid is not None:
         valid = np.asarray(valid)
         if valid.shape != (rows, cols):
             raise SceneError(f"validity mask shape {valid.shape} does not match cube {(rows, cols)}", path)
         ok &= valid.astype(bool)
     if not ok.any():
-        raise SceneError("no valid pixel (all pixels are NaN/Inf, no-data or masked)", path)
+        hint = _dead_bands(stored, good, no_data_value)
+        raise SceneError(f"no valid pixel (all pixels are NaN/Inf, no-data or masked){hint}", path)
 
     gt_mask = None
     if gt is not None:
@@ -135,4 +150,25 @@ def make_scene(
         fwhm=_vector(fwhm, "fwhm list"),
         source=path,
         meta=dict(meta or {}),
+        _good_cube=None if good.all() else (cube, good.copy(), kept),
+    )
+
+
+def _dead_bands(stored: np.ndarray, good: np.ndarray, no_data_value: float | None) -> str:
+    """A hint naming the good bands that are NaN/Inf or no-data on every pixel: one such band
+    invalidates every pixel, and marking it bad (ENVI ``bbl``) keeps the rest of the scene."""
+    dead = []
+    for band in np.flatnonzero(good):
+        values = stored[:, :, band]
+        unusable = ~np.isfinite(values) if values.dtype.kind == "f" else np.zeros(values.shape, bool)
+        if no_data_value is not None:
+            unusable |= values == (no_data_value if values.dtype.kind in "iu" else np.float32(no_data_value))
+        if unusable.all():
+            dead.append(int(band))
+    if not dead:
+        return ""
+    listed = ", ".join(map(str, dead[:10])) + (" ..." if len(dead) > 10 else "")
+    return (
+        f"; {len(dead)} band(s) are NaN/Inf or no-data on every pixel (0-based: {listed}): "
+        "mark them bad (ENVI 'bbl') to keep the other bands"
     )

@@ -1,10 +1,13 @@
 """Band centres in nanometres, whatever unit a file gives them in.
 
-A unit that is a length is converted (``NM_PER_UNIT``). Values without a unit (or "Unknown") that
-are all below :data:`MICROMETRE_GUESS_BELOW` are taken for micrometres: imaging spectrometers cover
-~0.35-14 um, i.e. 350-14000 nm. A unit that is not a length (wavenumber, GHz, band index) cannot
-be resampled on as wavelengths: those values are dropped, and the spectral adapter resamples on
-band index, as for a file without wavelengths.
+A unit that is a length is converted (``NM_PER_UNIT``). A wavenumber (cm^-1, as thermal and FTIR
+instruments write them) is converted exactly: nm = 1e7 / wavenumber (the bands then run from long
+to short wavelengths, which the adapter takes as they come), its fwhm through the derivative,
+1e7 x fwhm / wavenumber^2. Values without a unit (or "Unknown") that are all below
+:data:`MICROMETRE_GUESS_BELOW` are taken for micrometres: imaging spectrometers cover ~0.35-14 um,
+i.e. 350-14000 nm. Any other unit (GHz, band index) gives no wavelengths: they are dropped, with a
+note saying so (``Scene.meta["notes"]``), and the spectral adapter resamples on band index, as for
+a file without wavelengths.
 """
 
 from __future__ import annotations
@@ -41,10 +44,26 @@ NM_PER_UNIT = {
 MICROMETRE_GUESS_BELOW = 30.0
 
 
+WAVENUMBER_UNITS = frozenset(
+    {"wavenumber", "wavenumbers", "cm-1", "cm^-1", "cm**-1", "1/cm", "cm⁻¹", "inverse centimeters",
+     "inverse centimetres", "reciprocal centimeters", "reciprocal centimetres"}
+)  # fmt: skip
+
+
+def unit_text(units: object) -> str | None:
+    """A unit as text: HDF5 attributes come as bytes or as 1-element arrays of them."""
+    if isinstance(units, np.ndarray) and units.size == 1:
+        units = units.ravel()[0]
+    if isinstance(units, (bytes, np.bytes_)):
+        units = units.decode(errors="replace")
+    return None if units is None else str(units)
+
+
 def nm_factor(units: object, wavelengths: np.ndarray | None) -> float | None:
     """Factor from ``units`` (as the file writes it; None: not given) to nm; None when the unit is
-    not a length (the values are then no wavelengths)."""
-    key = None if units is None else str(units).strip().lower()
+    not a length (a wavenumber included: see :func:`band_centres_nm`)."""
+    text = unit_text(units)
+    key = None if text is None else text.strip().lower()
     if key in NM_PER_UNIT:
         return NM_PER_UNIT[key]
     if key in (None, "", "unknown"):
@@ -53,3 +72,28 @@ def nm_factor(units: object, wavelengths: np.ndarray | None) -> float | None:
         )
         return 1e3 if guess else 1.0
     return None
+
+
+def band_centres_nm(
+    wavelengths: np.ndarray | None, fwhm: np.ndarray | None, units: object
+) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """Band centres and widths in nm from the file's values in ``units``, and a note when the
+    values had to be dropped (None otherwise)."""
+    text = unit_text(units)
+    if text is not None and text.strip().lower() in WAVENUMBER_UNITS:
+        if wavelengths is None:
+            return None, None, None
+        if not (np.isfinite(wavelengths).all() and (wavelengths > 0).all()):
+            return None, None, f"band centres in {text} that are not all positive: ignored (band index used)"
+        return 1e7 / wavelengths, None if fwhm is None else 1e7 * fwhm / wavelengths**2, None
+    factor = nm_factor(text, wavelengths)
+    if factor is None:
+        note = None
+        if wavelengths is not None:
+            note = f"band centres in {text!r}, which is no length or wavenumber: ignored (band index used)"
+        return None, None, note
+    return (
+        None if wavelengths is None else wavelengths * factor,
+        None if fwhm is None else fwhm * factor,
+        None,
+    )

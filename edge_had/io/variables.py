@@ -4,7 +4,10 @@ MATLAB and HDF5 files hold several named arrays. The rules, shared by every such
 
 * cube: the only 3-D numeric array, unless ``cube_var`` names it;
 * ground truth: the only 2-D numeric array shaped like the cube's first two axes, unless
-  ``gt_var`` names it; none is fine (the scene then has no ground truth);
+  ``gt_var`` names it; none is fine (the scene then has no ground truth). A 2-D array that fits
+  the cube only turned around is an error, not a scene without ground truth: shaped like the
+  cube's last two axes (a cube stored (bands, rows, cols)), or (cols, rows) (a transposed map).
+  Other 2-D arrays are left out with a note (``Selection.notes``);
 * wavelengths / fwhm: an optional numeric vector of length ``bands`` whose name looks like
   "wavelength(s)" / "fwhm".
 
@@ -46,6 +49,7 @@ class Selection:
     gt: str | None = None
     wavelengths: str | None = None
     fwhm: str | None = None
+    notes: tuple[str, ...] = ()  # what the reader left out, for the user
 
 
 def select_variables(
@@ -59,12 +63,43 @@ def select_variables(
     else:
         shaped = [v for v in variables if v.numeric and v.shape == (rows, cols)]
         gt = _only(shaped, path, "ground-truth", option="gt_var")
+    unused = [  # 2-D arrays that fit no pixel grid of the cube's
+        v
+        for v in variables
+        if v.numeric and len(v.shape) == 2 and min(v.shape) > 1 and v.shape != (rows, cols)
+    ]
+    if gt is None:
+        _refuse_turned_maps(unused, cube, path)
     return Selection(
         cube=cube.name,
         gt=None if gt is None else gt.name,
         wavelengths=band_vector(variables, bands, WAVELENGTH_NAME),
         fwhm=band_vector(variables, bands, FWHM_NAME),
+        notes=tuple(
+            f"2-D array {v.describe()} does not fit the cube's {rows}x{cols} pixels: not used as ground truth"
+            for v in unused
+        ),
     )
+
+
+def _refuse_turned_maps(maps: Sequence[Variable], cube: Variable, path: Path) -> None:
+    """A file without a fitting ground truth whose 2-D array fits the cube turned around: said, not
+    read as a scene without ground truth (it was, and its anomalies were silently lost)."""
+    rows, cols, bands = cube.shape
+    for candidate in maps:
+        if candidate.shape == (cols, bands):
+            raise SceneError(
+                f"the cube {cube.describe()} looks stored (bands, rows, cols): {candidate.describe()} fits "
+                "its last two axes. Cubes are read as (rows, cols, bands): save it with the bands last "
+                "(numpy.moveaxis(cube, 0, -1)), or name the ground truth with gt_var=... if that is not it",
+                path,
+            )
+        if candidate.shape == (cols, rows):
+            raise SceneError(
+                f"ground truth {candidate.describe()} is transposed against the cube's {rows}x{cols} "
+                "pixels: save it as rows x cols (or name another with gt_var=...)",
+                path,
+            )
 
 
 def _cube(variables: Sequence[Variable], path: Path, cube_var: str | None) -> Variable:
