@@ -263,6 +263,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     _warn_fallbacks(detector)
     if (warning := far_outlier_check(scene)[1]) is not None:
         print(f"warning: {warning}", file=sys.stderr)
+    anomalies = 0 if scene.gt is None else int(scene.gt.sum())
+    invalid_anomalies = 0 if scene.gt is None else int((scene.gt & ~scene.valid).sum())
+    for note in _scene_notes(scene.meta.get("notes", []), anomalies, invalid_anomalies):
+        print(f"warning: {scene.name}: {note}", file=sys.stderr)
     rows, cols, bands = scene.shape
     print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {int((~scene.valid).sum())} invalid px")
     print(f"{detector.name} {detector.settings}: {seconds:.3f} s")
@@ -282,6 +286,17 @@ def cmd_detect(args: argparse.Namespace) -> int:
         if _trained_on(detector, args.scene):
             print("note: the model was trained on this scene, so its AUC says nothing about unseen scenes")
     return 0
+
+
+def _scene_notes(notes: list[str], anomalies: int, invalid_anomalies: int) -> list[str]:
+    """What the reader left out, and ground-truth pixels the AUC cannot count (they are invalid)."""
+    if invalid_anomalies:
+        notes = [
+            *notes,
+            f"{invalid_anomalies} of {anomalies} ground-truth pixels are invalid (NaN, Inf or no-data): "
+            "left out of the AUC",
+        ]
+    return notes
 
 
 def _warn_fallbacks(detector: Any) -> None:
@@ -320,6 +335,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 "samples (far_outlier_pixels in the report; `edge-had detect` names the first)",
                 file=sys.stderr,
             )
+        for note in _scene_notes(scene["notes"], scene["anomaly_pixels"], scene["anomaly_pixels_invalid"]):
+            print(f"warning: {scene['name']}: {note}", file=sys.stderr)
+    for skipped in report["skipped"]:
+        print(f"warning: not evaluated: {skipped['error']}", file=sys.stderr)
     print(format_table(report))
     if args.json:
         print(f"report -> {write_json(report, args.json)}")

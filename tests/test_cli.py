@@ -90,6 +90,46 @@ def test_eval_writes_versioned_report_for_every_scene(tmp_path, capsys):
     assert "scene-1" in table and "mean" in table
 
 
+def test_eval_skips_what_it_cannot_evaluate_and_says_why(tmp_path, capsys):
+    """One unusable file (no anomaly in its map, no ground truth, a scores.npy left by `detect`)
+    failed the whole run with no report; two files of one stem overwrote each other's plots; and
+    ground-truth pixels on invalid pixels left the AUC without a word."""
+    import h5py
+
+    cube, gt = small_scene(1)
+    cube[0, :, :] = np.nan  # a NaN first line ...
+    gt[0, 4] = 1  # ... holding one ground-truth pixel
+    savemat(tmp_path / "x.mat", {"data": cube, "map": gt})
+    with h5py.File(tmp_path / "x.h5", "w") as handle:  # the same stem, another file
+        handle["cube"], handle["gt"] = small_scene(2)
+    savemat(tmp_path / "empty.mat", {"data": small_scene(3)[0], "map": np.zeros_like(gt)})
+    np.save(tmp_path / "nogt.npy", small_scene(4)[0])
+    np.save(tmp_path / "scores.npy", np.zeros((24, 20)))
+    out = tmp_path / "report.json"
+    argv = ["eval", "--data", str(tmp_path), "--detector", "rx", "--quiet", "--json", str(out)]
+    assert main([*argv, "--plots", str(tmp_path / "plots")]) == 0
+    report = json.loads(out.read_text())
+    assert [(scene["name"], scene["file"]) for scene in report["scenes"]] == [("x", "x.h5"), ("x", "x.mat")]
+    assert [s["file"] for s in report["skipped"]] == ["empty.mat", "nogt.npy", "scores.npy"]
+    errors = {s["file"]: s["error"] for s in report["skipped"]}
+    assert "empty.mat: cannot evaluate: no anomaly pixel" in errors["empty.mat"]
+    assert "nogt.npy: no ground truth" in errors["nogt.npy"]
+    entry = report["scenes"][1]
+    assert (entry["anomaly_pixels"], entry["anomaly_pixels_invalid"]) == (3, 1)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "roc.png",
+        "x.h5_rx.png",
+        "x.mat_rx.png",
+    ]
+    err = capsys.readouterr().err
+    assert "warning: x: 1 of 3 ground-truth pixels are invalid" in err
+    assert err.count("warning: not evaluated:") == 3
+    for name in ("x.mat", "x.h5", "empty.mat"):
+        (tmp_path / name).unlink()
+    assert main(argv) == 2  # nothing left to evaluate: an error, with each reason
+    assert "no scene could be evaluated" in capsys.readouterr().err
+
+
 def test_eval_of_a_folder_without_scenes_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", "--data", str(tmp_path), "--quiet"]) == 2
     assert str(tmp_path) in capsys.readouterr().err

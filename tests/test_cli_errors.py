@@ -99,6 +99,24 @@ def test_detect_names_the_file_np_save_wrote(scene: Path, tmp_path: Path, capsys
     assert f"scores -> {tmp_path / 'noext.npy'}" in capsys.readouterr().out
 
 
+def test_detect_warns_of_what_the_reader_left_out(tmp_path: Path, capsys) -> None:
+    """A 2-D array that fits no pixel grid of the cube, and ground-truth pixels on invalid pixels,
+    vanished from detect's output without a word."""
+    from scipy.io import savemat
+
+    cube = np.random.default_rng(0).normal(100.0, 5.0, (20, 16, 8))
+    cube[0] = np.nan
+    gt = np.zeros((20, 16), np.uint8)
+    gt[0, 3] = gt[9, 9] = 1
+    savemat(tmp_path / "s.mat", {"data": cube, "map": gt, "crop_map": np.zeros((7, 3))})
+    assert main(["detect", str(tmp_path / "s.mat"), "--detector", "rx"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: s: 2-D array crop_map (7x3) does not fit the cube's 20x16 pixels" in err
+    assert (
+        "warning: s: 1 of 2 ground-truth pixels are invalid (NaN, Inf or no-data): left out of the AUC" in err
+    )
+
+
 def test_detect_makes_the_folder_of_its_npy_as_of_its_png(scene: Path, tmp_path: Path) -> None:
     """`--npy new/s.npy` failed after scoring (no such folder), and the PNG was lost with it."""
     argv = ["detect", str(scene), "--detector", "rx", "--npy", str(tmp_path / "new" / "s.npy")]

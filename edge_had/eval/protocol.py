@@ -48,20 +48,31 @@ def far_outlier_check(scene: Scene) -> tuple[int, str | None]:
 
 
 def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np.ndarray]:
-    """One scene's entry of the eval report (needs ground truth), and its score map."""
+    """One scene's entry of the eval report (needs ground truth), and its score map.
+
+    ``anomaly_pixels_invalid`` counts ground-truth pixels on invalid pixels (NaN, no-data): the
+    AUC leaves them out. ``notes``: what the reader left out (``Scene.meta["notes"]``)."""
     if scene.gt is None:
         raise SceneError("no ground truth: cannot evaluate", scene.source)
     scores, seconds = score_scene(detector, scene)
     rows, cols, _ = scene.shape
+    try:
+        metrics = evaluate_map(scores, scene.gt, scene.valid)
+    except ValueError as error:  # e.g. no anomaly pixel: say which scene
+        raise SceneError(f"cannot evaluate: {error}", scene.source) from error
     entry: dict[str, Any] = {
         "name": scene.name,
+        "file": None if scene.source is None else scene.source.name,
         "bands": int(scene.detection_cube().shape[2]),
         "rows": rows,
         "cols": cols,
-        **evaluate_map(scores, scene.gt, scene.valid),
+        **metrics,
         "seconds": seconds,
         "valid_pixels": int(scene.valid.sum()),
+        "anomaly_pixels": int(scene.gt.sum()),
+        "anomaly_pixels_invalid": int((scene.gt & ~scene.valid).sum()),
         "far_outlier_pixels": far_outlier_check(scene)[0],
+        "notes": list(scene.meta.get("notes", [])),
     }
     macs = getattr(detector, "macs_per_pixel", None)
     if macs is not None:
@@ -85,25 +96,34 @@ def evaluate_scenes(
     With ``plots_dir``: one score map PNG per scene and ``roc.png`` with every scene's curve.
     """
     paths = list(paths)
-    entries = []
+    stems = [path.stem for path in paths]
+    entries, skipped = [], []
     curves = {}
     for path in tqdm(paths, desc=f"eval {detector.name}", unit="scene", disable=not progress):
-        scene = load_scene(path)
-        entry, scores = evaluate_scene(detector, scene)
+        try:  # one unusable file (no ground truth, no anomaly, not a cube) must not cost the others
+            scene = load_scene(path)
+            entry, scores = evaluate_scene(detector, scene)
+        except SceneError as error:
+            skipped.append({"file": path.name, "error": str(error)})
+            continue
         entries.append(entry)
         if plots_dir is not None:
             from edge_had.eval.plots import save_score_map_png
 
-            title = f"{scene.name} - {detector.name} (AUC {entry['auc']:.4f})"
-            save_score_map_png(scores, Path(plots_dir) / f"{scene.name}_{detector.name}.png", scene.gt, title)
+            label = scene.name if stems.count(path.stem) == 1 else path.name  # x.mat and x.h5 apart
+            title = f"{label} - {detector.name} (AUC {entry['auc']:.4f})"
+            save_score_map_png(scores, Path(plots_dir) / f"{label}_{detector.name}.png", scene.gt, title)
             assert scene.gt is not None  # evaluate_scene checked it
             fpr, tpr, _ = roc_curve(scores, scene.gt, scene.valid)
-            curves[scene.name] = (fpr, tpr, entry["auc"])
+            curves[label] = (fpr, tpr, entry["auc"])
+    if not entries:
+        reasons = "; ".join(f"{s['error']}" for s in skipped) or "no scene files"
+        raise SceneError(f"no scene could be evaluated: {reasons}")
     if plots_dir is not None:
         from edge_had.eval.plots import save_roc_png
 
         save_roc_png(curves, Path(plots_dir) / "roc.png", title=f"ROC - {detector.name}", log_far=True)
-    return eval_report({"name": detector.name, **detector.settings}, entries)
+    return eval_report({"name": detector.name, **detector.settings}, entries, skipped=skipped)
 
 
 def evaluate_folder(

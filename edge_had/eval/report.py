@@ -126,8 +126,11 @@ def _clocks_pinned(show: str) -> bool:
     return all(f.get("CurrentFreq") == f.get("MaxFreq") for f in fields)
 
 
-def eval_report(detector: dict[str, Any], scenes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Assemble an evaluation report; ``mean_auc`` is the mean of the per-scene AUCs.
+def eval_report(
+    detector: dict[str, Any], scenes: list[dict[str, Any]], skipped: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """Assemble an evaluation report; ``mean_auc`` is the mean of the per-scene AUCs; ``skipped``
+    lists the files that could not be evaluated (``file``, ``error``).
 
     When the detector's model was trained on some of the scenes (``trained_on``), the report adds
     ``held_out_mean_auc``: the mean over the other scenes only (None when there are none), the only
@@ -141,6 +144,7 @@ def eval_report(detector: dict[str, Any], scenes: list[dict[str, Any]]) -> dict[
         "edge_had_version": edge_had.__version__,
         "detector": detector,
         "scenes": scenes,
+        "skipped": list(skipped or []),
         "mean_auc": float(np.mean([scene["auc"] for scene in scenes])),
         "platform": platform_info(),
     }
