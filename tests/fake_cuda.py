@@ -25,8 +25,10 @@ class DeviceMemory:
         self.next_address = 1 << 20
 
     def allocate(self, nbytes: int) -> int:
+        """Fresh memory holds garbage, as cudaMalloc's does: 0xFF bytes (NaN as floats), so code
+        that reads memory it never wrote fails here too."""
         address = self.next_address
-        self.blocks[address] = np.zeros(max(int(nbytes), 1), np.uint8)
+        self.blocks[address] = np.full(max(int(nbytes), 1), 0xFF, np.uint8)
         self.next_address += nbytes + 4096
         return address
 

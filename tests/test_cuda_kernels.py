@@ -1202,6 +1202,27 @@ def test_launcher_splits_output_tiles_and_zeroes_first(emulated_rx: Any) -> None
     assert worst <= SCORE_MAX_REL
 
 
+def test_a_fresh_covariance_plan_starts_from_zero_sums(emulated_rx: Any) -> None:
+    """A new plan looked ready (shift 0, n 0) but its sums were whatever the fresh device memory
+    held: add() without a reset() summed onto garbage (the emulation zero-filled allocations and
+    hid it; it now fills them with 0xFF, as real memory may hold anything). Flags follow the
+    pixels at an offset too."""
+    pixels = (np.random.default_rng(4).standard_normal((30, 6)) + 3.0).astype(np.float32)
+    exact = pixels.astype(np.float64)  # float64 sums of float32 pixels
+    plan = emulated_rx.cov_plan(30, 6)
+    plan.add(pixels)
+    n, s1, s2 = plan.result()
+    assert n == 30
+    np.testing.assert_allclose(s1, exact.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(s2, exact.T @ exact, rtol=1e-12)
+    plan.reset(np.zeros(6))
+    flags = np.arange(30) % 3 != 0
+    plan._backend.upload(plan.valid, flags.astype(np.uint8))
+    plan.launch(10, offset=20, valid_address=plan.valid.address)  # pixels 20..29 with their own flags
+    _, s1, _ = plan.result()
+    np.testing.assert_allclose(s1, exact[20:][flags[20:]].sum(axis=0), rtol=1e-12)
+
+
 def test_launcher_accumulates_like_causal_statistics(emulated_rx: Any) -> None:
     from edge_had.stream.causal import CausalSettings, CausalStatistics
 
@@ -1259,6 +1280,28 @@ def test_auto_launcher_falls_back_to_cupy(emulator: Emulator, monkeypatch: pytes
         stats = calc_stats(pixels)
         worst, _ = score_errors(rx.score(pixels, stats.mean, stats.whitener), rx_reference(pixels, stats))
         assert worst <= SCORE_MAX_REL
+
+
+@pytest.mark.parametrize("failing", ["get_attribute", "name", "compute_capability", "count"])
+def test_a_driver_error_asking_the_gpu_about_itself_lets_auto_try_cupy(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """pycuda's driver.Error from the device queries (count, name, compute capability, SM count)
+    escaped as it was, so `auto` never went on to CuPy and `--rx-device cuda` failed outright."""
+    import sys
+
+    memory = DeviceMemory()
+    modules = {**fake_pycuda(memory, emulator), **fake_cupy(memory, emulator)}
+    driver = modules["pycuda.driver"]
+
+    def fails(*args: Any) -> Any:
+        raise driver.Error(f"cuDevice {failing} failed: unknown error")
+
+    monkeypatch.setattr(driver.Device, failing, staticmethod(fails) if failing == "count" else fails)
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    with CudaRX(launcher="auto", prebuilt=False) as rx:
+        assert rx.launcher == "cupy" and any(f"{failing} failed" in note for note in rx.notes)
 
 
 def test_a_gpu_that_refuses_its_context_is_unavailable_and_cupy_is_tried(

@@ -46,18 +46,32 @@ def _driver() -> Any:
 
 
 def _device(driver: Any, index: int) -> Any:
-    count = driver.Device.count()
-    if count == 0:
-        raise CudaUnavailableError("the CUDA driver sees no GPU")
-    if not 0 <= index < count:
-        raise CudaUnavailableError(f"no GPU {index}: the CUDA driver sees {count} (0..{count - 1})")
-    return driver.Device(index)
+    with _unavailable_on_driver_error(driver, f"GPU {index}"):
+        count = driver.Device.count()
+        if count == 0:
+            raise CudaUnavailableError("the CUDA driver sees no GPU")
+        if not 0 <= index < count:
+            raise CudaUnavailableError(f"no GPU {index}: the CUDA driver sees {count} (0..{count - 1})")
+        return driver.Device(index)
+
+
+@contextmanager
+def _unavailable_on_driver_error(driver: Any, what: str) -> Iterator[None]:
+    """A CUDA driver error while asking a device about itself means this launcher cannot run:
+    :class:`CudaUnavailableError`, which callers choosing a launcher take to try the next (CuPy)."""
+    try:
+        yield
+    except driver.Error as error:
+        raise CudaUnavailableError(f"{what}: the CUDA driver failed ({error})") from error
 
 
 def gpu_sm(index: int = 0) -> str:
     """The compute capability of GPU ``index`` as TensorRT engines depend on it, e.g. ``"sm_87"``
     (Jetson Orin). Creates no context."""
-    major, minor = _device(_driver(), index).compute_capability()
+    driver = _driver()
+    device = _device(driver, index)
+    with _unavailable_on_driver_error(driver, f"GPU {index}"):
+        major, minor = device.compute_capability()
     return f"sm_{major}{minor}"
 
 
@@ -93,8 +107,9 @@ class CudaDevice:
         self._driver = _driver()
         device = _device(self._driver, index)
         self.index = index
-        self.name = str(device.name())
-        major, minor = device.compute_capability()
+        with _unavailable_on_driver_error(self._driver, f"GPU {index}"):
+            self.name = str(device.name())
+            major, minor = device.compute_capability()
         self.sm = f"sm_{major}{minor}"
         self._lock = threading.RLock()
         self._multiprocessors: int | None = None
@@ -127,8 +142,9 @@ class CudaDevice:
     def multiprocessors(self) -> int:
         """The GPU's streaming multiprocessor count (asked of the driver on first use)."""
         if self._multiprocessors is None:
-            attribute = self._driver.device_attribute.MULTIPROCESSOR_COUNT
-            self._multiprocessors = int(self._driver.Device(self.index).get_attribute(attribute))
+            with _unavailable_on_driver_error(self._driver, f"GPU {self.index} ({self.name})"):
+                attribute = self._driver.device_attribute.MULTIPROCESSOR_COUNT
+                self._multiprocessors = int(self._driver.Device(self.index).get_attribute(attribute))
         return self._multiprocessors
 
     @property
@@ -241,7 +257,8 @@ class CudaDevice:
                 function = module.get_function(name)
             except self._driver.Error as error:
                 raise CudaUnavailableError(f"the loaded module has no kernel {name!r}: {error}") from None
-            function.prepare(signature)
+            with _unavailable_on_driver_error(self._driver, f"kernel {name!r}"):
+                function.prepare(signature)
         return function
 
     def launch(

@@ -554,8 +554,7 @@ class CovPlan:
         self.shift_buffer = self._backend.allocate(bands, np.float64)
         self.s1 = self._backend.allocate(bands, np.float64)
         self.s2 = self._backend.allocate(bands * bands, np.float64)
-        self.shift = np.zeros(bands)
-        self.n = 0
+        self.reset(np.zeros(bands))  # fresh device memory holds garbage: the sums start at zero
 
     def reset(self, shift: np.ndarray) -> None:
         """Zero the sums and centre the next pixels on ``shift`` (float64)."""
@@ -591,7 +590,8 @@ class CovPlan:
         self.launch(m, valid_address=valid_address, chunk=chunk)
 
     def launch(self, m: int, offset: int = 0, *, valid_address: int = 0, chunk: int | None = None) -> None:
-        """Queue the accumulation of uploaded pixels ``offset .. offset + m`` (the caller counts n)."""
+        """Queue the accumulation of uploaded pixels ``offset .. offset + m`` (the caller counts n);
+        ``valid_address``: one flag byte per uploaded pixel, indexed as the pixels are."""
         if chunk is None:
             chunk = cov_chunk(m, self.bands, self._backend.multiprocessors, self.precision)
         if chunk < 1:
@@ -600,7 +600,7 @@ class CovPlan:
         for start in range(0, m, per_launch):  # (the kernel adds into the sums: same result)
             count = min(per_launch, m - start)
             x = self.x.address + (offset + start) * self.bands * self.dtype.itemsize
-            valid = valid_address + start if valid_address else 0  # one byte per pixel
+            valid = valid_address + offset + start if valid_address else 0  # one byte per pixel
             args = (x, self.bands, valid, self.shift_buffer.address, count, self.bands, chunk,
                     self.s1.address, self.s2.address)  # fmt: skip
             self._backend.launch(self.kernel, cov_grid(count, self.bands, chunk), args)
