@@ -49,6 +49,50 @@ def test_release_writes_a_sidecar_that_matches_the_weights(tmp_path):
     assert load_bundle(out).training_scenes == {sha: name for name, sha in expected.items()}
 
 
+def test_a_release_without_labelled_scenes_is_refused_before_training(tmp_path):
+    """Alpha selection needs labels: it failed with a bare AssertionError after training, having
+    deleted the checkpoints, and left new weights with placeholder alphas beside the previous
+    release's sidecar and card (which detect then trusted)."""
+    import pytest
+
+    from edge_had.train.config import TrainError
+
+    data, out = tmp_path / "data", tmp_path / "model"
+    data.mkdir()
+    np.save(data / "unlabelled.npy", synthetic_scene(lines=24, width=24, bands=12, seed=3).cube)
+    out.mkdir()
+    (out / "sidecar.json").write_text('{"weights_sha256": "old"}')
+    with pytest.raises(TrainError, match="none of the 1 .* has ground truth with anomalies"):
+        release(TrainConfig(data=str(data), out=str(out), progress=False, threads=1, **TINY))
+    assert not (out / "model.safetensors").exists() and (out / "sidecar.json").is_file()  # nothing trained
+    write_scene(data / "labelled.mat", 1)  # one labelled scene: its alphas; all scenes trained
+    sidecar = release(TrainConfig(data=str(data), out=str(out), progress=False, threads=1, **TINY))
+    assert sidecar["alpha_scenes"] == ["labelled"] and len(sidecar["training_scenes"]) == 2
+    assert not (out / "checkpoints").exists()
+
+
+def test_the_recipe_records_what_trained_the_networks(tmp_path):
+    """A `--stage 1` release recorded a spatial student and its settings; a stage 2 run twice over
+    recorded the defaults of the stage-2 run before it instead of the spectral run's recipe."""
+    from edge_had.train.release import recipe, spectral_run_config
+
+    stage1 = TrainConfig(
+        data="d", out="o", stage="1", encoder="random", reverse_distillation=False, ranking_epochs=1
+    )
+    stage2 = TrainConfig(data="d", out="o", stage="2")
+    record = {
+        "config": stage2.to_json(),
+        "previous_run": {"config": stage2.to_json(), "previous_run": {"config": stage1.to_json()}},
+    }
+    found = recipe(stage2, spectral_run_config(record), spatial=True)
+    assert (found["encoder"], found["reverse_distillation"], found["ranking_epochs"]) == ("random", False, 1)
+    assert "pretrain_epochs" not in found and found["spatial"] is True and "decorrelation_weight" in found
+    alone = recipe(stage1, spectral_run_config({"config": stage1.to_json()}), spatial=False)
+    assert (
+        alone["spatial"] is False and "decorrelation_weight" not in alone and "restoration_width" not in alone
+    )
+
+
 def test_model_card_says_how_the_labels_were_used():
     sidecar = {
         "training_scenes": [{"name": "a", "sha256": "0"}],

@@ -197,6 +197,51 @@ def test_bundle_and_train_config_written(tmp_path: Path) -> None:
     ]
 
 
+def test_a_model_folder_is_written_whole_readable_and_never_described_by_a_stale_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The weights came out 0600 (safetensors' private temporary file), a release's sidecar and
+    card stayed beside weights trained over them (and detect trusted them), and a full disk gave a
+    raw torch RuntimeError traceback."""
+    import edge_had.train.runner as runner
+
+    config = _config(tmp_path, steps_per_epoch=1, epochs=1, stage="1")
+    out = Path(config.out)
+    out.mkdir()
+    (out / "sidecar.json").write_text('{"weights_sha256": "of other weights"}')
+    (out / "MODEL_CARD.md").write_text("about other weights")
+    train(config, scenes=_scenes(1))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not (out / "sidecar.json").exists() and not (out / "MODEL_CARD.md").exists()
+    load_bundle(out)
+    (out / "sidecar.json").write_text('{"weights_sha256": "of other weights"}')  # weights replaced later
+    with pytest.raises(Exception, match="the weights were replaced after the release"):
+        load_bundle(out)
+
+    def full_disk(state: object, path: object) -> None:
+        Path(str(path)).write_bytes(b"part")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file"
+        )
+
+    monkeypatch.setattr(runner.torch, "save", full_disk)
+    with pytest.raises(TrainError, match="cannot write the checkpoint .* is the disk full"):
+        train(_config(tmp_path, "other", steps_per_epoch=1, epochs=1, stage="1"), scenes=_scenes(1))
+    assert not list((tmp_path / "other" / CHECKPOINT_DIR).glob(".*.tmp"))  # no part left behind
+
+
+def test_the_ranking_phase_is_checked_before_the_phases_before_it(tmp_path: Path) -> None:
+    """With no labelled scene (or fewer than processes), the run failed only when the ranking
+    phase began, after pretraining and stage 1 had run."""
+    unlabelled = [dataclasses.replace(scene, gt=None) for scene in _scenes(1)]
+    config = _config(tmp_path, ranking_epochs=1)
+    with pytest.raises(TrainError, match="no training scene has ground-truth anomalies"):
+        train(config, scenes=unlabelled)
+    assert not (Path(config.out) / CHECKPOINT_DIR).exists()  # no phase ran
+
+
 def test_same_seed_identical_different_seed_differs(tmp_path: Path) -> None:
     scenes = _scenes(1)
     a = train(_config(tmp_path, "a", steps_per_epoch=2), scenes=scenes)

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_had.atomic_files import replace_via_temporary, write_bytes_atomically
 from edge_had.errors import EdgeHadError
 from edge_had.models.adapter import SpectralAdapter
 from edge_had.models.enhancer import EnhancementModel
@@ -29,6 +31,7 @@ from edge_had.models.spectral import SpectralEnhancer
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SIDECAR_FILE = "sidecar.json"
+MODEL_CARD_FILE = "MODEL_CARD.md"  # written by edge_had.train.release beside the sidecar
 TRAIN_RECORD_FILE = "train_config.json"
 BUNDLE_FORMAT = "edge-had-model"
 BUNDLE_FORMAT_VERSION = 1
@@ -172,9 +175,27 @@ def save_bundle(
             {f"spatial.{name}": value.detach().contiguous() for name, value in spatial.state_dict().items()}
         )
     weights = directory / WEIGHTS_FILE
-    save_file(tensors, str(weights), metadata={"format": BUNDLE_FORMAT})
-    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    try:  # each file whole or not at all (a full disk left half a config beside new weights)
+        replace_via_temporary(
+            weights, lambda temporary: save_file(tensors, str(temporary), metadata={"format": BUNDLE_FORMAT})
+        )
+        _readable_as_umask_allows(weights)
+        write_bytes_atomically(
+            directory / CONFIG_FILE, (json.dumps(config.to_dict(), indent=2) + "\n").encode()
+        )
+    except Exception as error:  # safetensors says a full disk in its own error type
+        raise ModelError(
+            f"cannot write the model to {directory} ({type(error).__name__}: {error}): is the disk full?"
+        ) from error
     return weights
+
+
+def _readable_as_umask_allows(path: Path) -> None:
+    """safetensors writes through a private (0600) temporary file: give the weights the mode a new
+    file gets (e.g. 0644), so a service account can read the model."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_bundle(directory: str | Path | None = None) -> ModelBundle:
@@ -212,9 +233,27 @@ def load_bundle(directory: str | Path | None = None) -> ModelBundle:
     spectral.eval()
     if spatial is not None:
         spatial.eval()
-    return ModelBundle(
-        config, spectral, spatial, file_sha256(weights_path), directory, _training_scenes(directory)
-    )
+    sha256 = file_sha256(weights_path)
+    _check_sidecar(directory, sha256)
+    return ModelBundle(config, spectral, spatial, sha256, directory, _training_scenes(directory))
+
+
+def _check_sidecar(directory: Path, weights_sha256: str) -> None:
+    """A release sidecar describes one set of weights: refuse a folder whose weights were replaced
+    under it (its alphas, scenes and metrics would be reported for other weights)."""
+    path = directory / SIDECAR_FILE
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text()).get("weights_sha256")
+    except (ValueError, AttributeError) as error:
+        raise ModelError(f"{path}: unreadable release record ({error})") from error
+    if recorded is not None and recorded != weights_sha256:
+        raise ModelError(
+            f"{path} describes weights {recorded[:12]}..., but {directory / WEIGHTS_FILE} is "
+            f"{weights_sha256[:12]}...: the weights were replaced after the release. Remove the "
+            f"stale {SIDECAR_FILE} and {MODEL_CARD_FILE}, or release again (`edge-had release`)"
+        )
 
 
 def _training_scenes(directory: Path) -> dict[str, str]:

@@ -321,6 +321,16 @@ class LabelledScene:
     anomalies: torch.Tensor
 
 
+def rankable(scene: Scene) -> bool:
+    """Whether the ranking phase can use ``scene``: ground truth with at least one valid anomaly
+    pixel and one valid background pixel."""
+    if scene.gt is None:
+        return False
+    valid = np.asarray(scene.valid, dtype=bool)
+    anomalies = int((valid & np.asarray(scene.gt, dtype=bool)).sum())
+    return 0 < anomalies < int(valid.sum())
+
+
 def load_labelled_scenes(
     folder: str | Path | Iterable[Scene], exclude: Sequence[str] = (), k: int = 64
 ) -> list[LabelledScene]:
@@ -328,12 +338,10 @@ def load_labelled_scenes(
     anomaly pixel and one valid background pixel; ``ValueError`` when none has."""
     labelled = []
     for scene in training_scenes(folder, exclude):
-        if scene.gt is None:
+        if not rankable(scene):
             continue
         valid = np.asarray(scene.valid, dtype=bool)
         anomalies = valid & np.asarray(scene.gt, dtype=bool)
-        if not anomalies.any() or anomalies.sum() == valid.sum():
-            continue
         prepared = prepare_scene(scene, k, mask_anomalies=False, checksum=False)
         labelled.append(
             LabelledScene(scene.name, prepared.x, torch.from_numpy(valid), torch.from_numpy(anomalies))

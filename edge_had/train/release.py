@@ -16,14 +16,22 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from edge_had.atomic_files import write_bytes_atomically
 from edge_had.eval.crossval import SceneCache, select_alphas, select_hybrid_alpha
-from edge_had.io import list_scenes
+from edge_had.io import list_scenes, load_scene
 from edge_had.models.budget import count_macs_per_pixel
-from edge_had.models.bundle import CONFIG_FILE, SIDECAR_FILE, ModelConfig, load_bundle, scenes_of_record
+from edge_had.models.bundle import (
+    CONFIG_FILE,
+    MODEL_CARD_FILE,
+    SIDECAR_FILE,
+    ModelConfig,
+    load_bundle,
+    scenes_of_record,
+)
 from edge_had.train.config import TrainError
+from edge_had.train.data import rankable
 from edge_had.train.runner import TrainConfig, train
 
-MODEL_CARD_FILE = "MODEL_CARD.md"
 BUDGET_BANDS = (100, 188, 224, 450)
 
 
@@ -81,13 +89,10 @@ def release(
     """Train ``config`` on all its scenes, set the alphas, write sidecar.json and MODEL_CARD.md.
     ``crossval``: the summary :func:`read_crossval_summary` read, quoted in the sidecar."""
     out = Path(config.out)
-    commit = (
-        git_commit()
-    )  # before training rewrites the weights (tracked files, when --out is the shipped folder)
-    record = train(config)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # resumable state, not part of the model
-    paths = [path for path in list_scenes(config.data) if path.stem not in set(config.exclude)]
-    cache = SceneCache(paths)
+    commit = git_commit()  # before training rewrites the weights (tracked, when --out is the shipped folder)
+    labelled = labelled_scene_files(config)  # before training: the alphas need labels
+    record = train(config)  # removes the sidecar and card of the weights it replaces
+    cache = SceneCache(labelled)
     bundle = load_bundle(out)
     parts = {name: cache.parts(bundle, name) for name in cache.scenes}
     alpha_spe, alpha_spa = select_alphas(cache, parts)
@@ -106,29 +111,62 @@ def release(
         **chosen,
         "alpha_selection": "best mean AUC on the training scenes over a fixed grid: of RX(x_k + a f_spe "
         "+ b f_spa) for alpha_spe / alpha_spa, of sqrt(RX * LRX)(x_k + a f_spe) for hybrid_alpha_spe",
+        "alpha_scenes": sorted(cache.scenes),
         "k": model_config.k,
-        "recipe": recipe(config, (record.get("previous_run") or {}).get("config")),
+        "recipe": recipe(config, spectral_run_config(record), spatial=model_config.spatial),
         "macs_per_pixel": macs_table(out),
         "train_seconds": record["wall_time_s"],
         "crossval": crossval,
     }
-    (out / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
-    (out / MODEL_CARD_FILE).write_text(model_card(sidecar))
+    write_bytes_atomically(out / SIDECAR_FILE, (json.dumps(sidecar, indent=2) + "\n").encode())
+    write_bytes_atomically(out / MODEL_CARD_FILE, model_card(sidecar).encode())
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # resumable state, kept until the release is whole
     return sidecar
 
 
-def recipe(config: TrainConfig, stage1: dict[str, Any] | None = None) -> dict[str, Any]:
+def labelled_scene_files(config: TrainConfig) -> list[Path]:
+    """The training scene files with ground truth holding anomalies and background, on which the
+    release chooses its alphas; a :class:`TrainError` before any training when there is none (it
+    failed after training, leaving new weights with placeholder alphas and no checkpoints)."""
+    paths = [path for path in list_scenes(config.data) if path.stem not in set(config.exclude)]
+    labelled = [path for path in paths if rankable(load_scene(path))]
+    if not labelled:
+        raise TrainError(
+            f"release chooses the alphas on labelled training scenes: none of the {len(paths)} in "
+            f"{config.data} has ground truth with anomalies and background"
+        )
+    return labelled
+
+
+def spectral_run_config(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The config of the run that trained the spectral network a ``--stage 2`` run continued: the
+    first run back along ``previous_run`` that was not itself a stage-2 run (None for a run that
+    trained it itself)."""
+    if record.get("config", {}).get("stage") != "2":
+        return None
+    previous = record.get("previous_run")
+    while previous and previous.get("config", {}).get("stage") == "2" and previous.get("previous_run"):
+        previous = previous["previous_run"]
+    return None if previous is None else previous.get("config")
+
+
+def recipe(
+    config: TrainConfig, stage1: dict[str, Any] | None = None, *, spatial: bool | None = None
+) -> dict[str, Any]:
     """The settings that define a training recipe (the ones that did not run are left out).
-    ``stage1``: the config of the stage-1 run a ``--stage 2`` run continued - its spectral
-    settings are what trained the spectral network."""
+    ``stage1``: the config of the run that trained the spectral network a ``--stage 2`` run
+    continued (:func:`spectral_run_config`) - its spectral settings are the recipe's. ``spatial``:
+    whether the model has a spatial student (a ``--stage 1`` run has none, whatever its config)."""
     if config.stage == "2" and stage1 is not None:
         spectral = ("encoder", "pretrain_epochs", "reverse_distillation", "ranking_epochs", "ranking_lr",
                     "ranking_temperature", "ranking_alpha", "ranking_negatives", "ranking_crop",
                     "ranking_implants")  # fmt: skip
         config = dataclasses.replace(config, **{name: stage1[name] for name in spectral if name in stage1})
-    names = ["encoder", "reverse_distillation", "spatial", "decorrelation_weight", "mask_anomalies"]
-    if config.spatial:
-        names.insert(3, "restoration_width")
+    if spatial is not None:
+        config = dataclasses.replace(config, spatial=spatial)
+    names = ["encoder", "reverse_distillation", "spatial", "mask_anomalies"]
+    if config.spatial:  # stage 2's settings, when a student was trained
+        names[3:3] = ["restoration_width", "decorrelation_weight"]
     if config.encoder == "pretrained":
         names.insert(1, "pretrain_epochs")
     names.append("ranking_epochs")

@@ -93,7 +93,14 @@ import torch.distributed as dist
 from edge_had.atomic_files import replace_via_temporary, write_bytes_atomically
 from edge_had.errors import EdgeHadError
 from edge_had.io import Scene
-from edge_had.models.bundle import ModelConfig, load_bundle, save_bundle
+from edge_had.models.bundle import (
+    MODEL_CARD_FILE,
+    SIDECAR_FILE,
+    ModelConfig,
+    ModelError,
+    load_bundle,
+    save_bundle,
+)
 from edge_had.models.normalize import Normalization
 from edge_had.models.spatial import SpatialStudent
 from edge_had.models.spectral import SpectralEnhancer
@@ -105,6 +112,7 @@ from edge_had.train.data import (
     background_spectra,
     load_labelled_scenes,
     load_training_scenes,
+    rankable,
     training_scenes,
 )
 from edge_had.train.loops import (
@@ -206,9 +214,15 @@ def _save_checkpoint(
     path = checkpoint_path(out, phase, epoch)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    replace_via_temporary(path, lambda temporary: torch.save(state, temporary))
     latest = json.dumps({"file": path.name, "phase": phase, "epoch": epoch}) + "\n"
-    write_bytes_atomically(folder / LATEST_FILE, latest.encode())
+    try:
+        replace_via_temporary(path, lambda temporary: torch.save(state, temporary))
+        write_bytes_atomically(folder / LATEST_FILE, latest.encode())
+    except (OSError, RuntimeError) as error:  # torch.save says a full disk as a RuntimeError
+        raise TrainError(
+            f"cannot write the checkpoint {path} ({type(error).__name__}: {str(error).splitlines()[0]}): "
+            "is the disk full? Free space and run again with --resume"
+        ) from error
     if not keep_all and epoch > 1:  # only the newest epoch of each phase is kept
         (folder / f"{phase}-epoch{epoch - 1:03d}.pt").unlink(missing_ok=True)
     return path
@@ -451,6 +465,24 @@ def train(
             dist.destroy_process_group()
 
 
+def _check_rankable(config: TrainConfig, scenes: Sequence[Scene], world_size: int) -> None:
+    """The ranking phase's needs, checked before any phase runs: labelled scenes, and whole ones
+    for every process (as :class:`SceneSampler` would find out after the phases before it)."""
+    if not any(phase == "ranking" for phase, _ in config.phases()):
+        return
+    labelled = sum(rankable(scene) for scene in scenes)
+    if labelled == 0:
+        raise TrainError(
+            "ranking phase: no training scene has ground-truth anomalies (and background): nothing to "
+            "rank; give labelled scenes or --ranking-epochs 0"
+        )
+    if labelled < world_size:
+        raise TrainError(
+            f"ranking phase: every process ranks whole scenes: {labelled} labelled scene(s) cannot feed "
+            f"{world_size} processes"
+        )
+
+
 def _run(
     config: TrainConfig,
     scenes: Sequence[Scene] | None,
@@ -464,6 +496,7 @@ def _run(
     source = training_scenes(scenes if scenes is not None else config.data, config.exclude)
     data = load_training_scenes(source, (), config.k, config.mask_anomalies)
     say(f"training on {len(data)} scene(s): {', '.join(s.name for s in data)}")
+    _check_rankable(config, source, ddp.world_size)  # now, not after the phases before ranking
 
     checkpoint = _load_latest_checkpoint(out) if config.resume else None
     if config.resume and checkpoint is None and ddp.main:  # said even with --quiet: not progress
@@ -669,8 +702,13 @@ def _run(
         "bundle": str(out),
     }
     if ddp.main:
-        save_bundle(out, model_config, spectral_cpu, spatial_cpu)
-        (out / TRAIN_CONFIG_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        for stale in (SIDECAR_FILE, MODEL_CARD_FILE):  # they describe the weights replaced now
+            (out / stale).unlink(missing_ok=True)
+        try:
+            save_bundle(out, model_config, spectral_cpu, spatial_cpu)
+            write_bytes_atomically(out / TRAIN_CONFIG_FILE, (json.dumps(result, indent=2) + "\n").encode())
+        except ModelError as error:
+            raise TrainError(f"{error}; the checkpoints are kept: run again with --resume") from error
     result["rank"] = ddp.rank
     result["networks"] = {"spectral": spectral_cpu, "spatial": spatial_cpu}
     return result
