@@ -368,6 +368,35 @@ def test_start_from_refuses_what_it_cannot_take(tmp_path: Path) -> None:
         train(_config(tmp_path, "x", start_from=str(folder / "missing.pt")), scenes=scenes)
 
 
+def test_settings_that_train_the_same_are_not_refused(tmp_path: Path) -> None:
+    """`--exclude b a` after `--exclude a b`, and `--threads` unset where the run used the same
+    one thread, were refused as other configs ("shared: none"), though the weights are identical."""
+    scenes = _scenes(3)
+    config = _config(
+        tmp_path, steps_per_epoch=2, keep_all_checkpoints=True, exclude=("synthetic-s1", "synthetic-s2")
+    )
+    full = train(config, scenes=scenes)
+    reordered = dataclasses.replace(config, exclude=("synthetic-s2", "synthetic-s1"), resume=True)
+    assert _identical(_weights(full), _weights(train(reordered, scenes=scenes)))  # resumed at its end
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        after_stage1 = str(Path(config.out) / CHECKPOINT_DIR / "stage1-epoch002.pt")
+        unset = _config(
+            tmp_path,
+            "unset",
+            steps_per_epoch=2,
+            threads=None,
+            exclude=config.exclude,
+            start_from=after_stage1,
+        )
+        started = train(unset, scenes=scenes)
+    finally:
+        torch.set_num_threads(threads)
+    assert started["started_from"]["phases"] == ["pretrain", "stage1"]
+    assert _identical(_weights(full), _weights(started))
+
+
 def test_every_setting_is_classified_for_phase_sharing() -> None:
     """A new TrainConfig field must say which phases it changes, or sharing could take a phase
     computed with another value of it."""

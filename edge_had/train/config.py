@@ -205,8 +205,8 @@ COMMON_SETTINGS = (
     "grad_clip",
     "mask_anomalies",
     "augment",
-    "exclude",
-    "threads",  # another thread count gives (slightly) different weights
+    "exclude",  # in any order (same_setting)
+    "threads",  # another thread count gives (slightly) different weights: the count used is compared
     "device",
 )
 #: Settings of one phase only (``epochs`` is both reverse distillation's and the student's).
@@ -255,6 +255,18 @@ BOOKKEEPING_SETTINGS = (
 )
 
 
+#: Settings compared by what they mean rather than as written: the excluded scenes in any order
+#: (the training scenes themselves are compared apart, by name and SHA-256), and no thread count
+#: (the count a run actually used is compared apart: ``--threads`` unset may mean the same one).
+_MEANING = {"exclude": lambda value: sorted(value or []), "threads": lambda value: None}
+
+
+def same_setting(name: str, recorded: Any, now: Any) -> bool:
+    """Whether setting ``name`` recorded as ``recorded`` trains as it does with ``now``."""
+    meaning = _MEANING.get(name, lambda value: value)
+    return bool(meaning(recorded) == meaning(now))
+
+
 def with_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
     """A recorded config (``to_json``) with every field it predates at its default."""
     return {**TrainConfig(data="", out="").to_json(), **recorded}
@@ -277,13 +289,15 @@ def shared_phases(source: dict[str, Any], target: TrainConfig) -> list[str]:
     which every common and phase setting agrees. The training scenes must be checked apart."""
     before = _recorded_config(source)
     settings_a, settings_b = before.to_json(), target.to_json()
-    if any(settings_a[name] != settings_b[name] for name in COMMON_SETTINGS):
+
+    def agree(names: tuple[str, ...]) -> bool:
+        return all(same_setting(name, settings_a[name], settings_b[name]) for name in names)
+
+    if not agree(COMMON_SETTINGS):
         return []
     shared: list[str] = []
     for (phase_a, epochs_a), (phase_b, epochs_b) in zip(before.phases(), target.phases(), strict=False):
-        if phase_a != phase_b or epochs_a != epochs_b:
-            break
-        if any(settings_a[name] != settings_b[name] for name in PHASE_SETTINGS[phase_a]):
+        if phase_a != phase_b or epochs_a != epochs_b or not agree(PHASE_SETTINGS[phase_a]):
             break
         shared.append(phase_a)
     return shared

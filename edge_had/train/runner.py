@@ -104,7 +104,14 @@ from edge_had.models.bundle import (
 from edge_had.models.normalize import Normalization
 from edge_had.models.spatial import SpatialStudent
 from edge_had.models.spectral import SpectralEnhancer
-from edge_had.train.config import StartFromError, TrainConfig, TrainError, shared_phases, with_defaults
+from edge_had.train.config import (
+    StartFromError,
+    TrainConfig,
+    TrainError,
+    same_setting,
+    shared_phases,
+    with_defaults,
+)
 from edge_had.train.data import (
     SceneSampler,
     TileSampler,
@@ -291,7 +298,7 @@ def _check_resumable(config: TrainConfig, checkpoint: dict[str, Any], data: Sequ
     diffs = sorted(
         key
         for key in set(now) | set(saved)
-        if key not in _RESUMABLE_CHANGES and now.get(key) != saved.get(key)
+        if key not in _RESUMABLE_CHANGES and not same_setting(key, saved.get(key), now.get(key))
     )
     if diffs:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diffs)
