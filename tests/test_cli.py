@@ -116,6 +116,7 @@ def test_eval_skips_what_it_cannot_evaluate_and_says_why(tmp_path, capsys):
     assert "nogt.npy: no ground truth" in errors["nogt.npy"]
     entry = report["scenes"][1]
     assert (entry["anomaly_pixels"], entry["anomaly_pixels_invalid"]) == (3, 1)
+    assert entry["wavelengths_known"] is False  # a .mat without band centres: band index
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "roc.png",
         "x.h5_rx.png",

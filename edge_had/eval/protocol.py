@@ -72,6 +72,7 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         "anomaly_pixels": int(scene.gt.sum()),
         "anomaly_pixels_invalid": int((scene.gt & ~scene.valid).sum()),
         "far_outlier_pixels": far_outlier_check(scene)[0],
+        "wavelengths_known": scene.wavelengths is not None,  # resampling detectors: else on band index
         "notes": list(scene.meta.get("notes", [])),
     }
     macs = getattr(detector, "macs_per_pixel", None)
