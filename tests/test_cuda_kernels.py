@@ -1202,6 +1202,21 @@ def test_launcher_splits_output_tiles_and_zeroes_first(emulated_rx: Any) -> None
     assert worst <= SCORE_MAX_REL
 
 
+def test_a_line_whose_fp32_scores_overflow_is_scored_in_float64(emulated_rx: Any) -> None:
+    """Whitener entries below FP32_LIMIT can still square past FP32's range (a degenerate refresh):
+    the kernel gave inf where float64 numpy gives a finite score."""
+    from edge_had.stream.causal import NUMPY_LINE_MATH
+    from edge_had.stream.cuda_line_math import CudaLineMath
+
+    whitener = np.eye(4) * 1e20
+    line = np.ones((5, 4), np.float32)
+    line[2] = np.nan  # stays NaN either way
+    got = CudaLineMath(emulated_rx).scores(line, np.zeros(4), whitener)
+    want = NUMPY_LINE_MATH.scores(line, np.zeros(4), whitener)
+    np.testing.assert_allclose(got[[0, 1, 3, 4]], want[[0, 1, 3, 4]], rtol=1e-12)
+    assert np.isfinite(got[[0, 1, 3, 4]]).all() and np.isnan(got[2])
+
+
 def test_a_fresh_covariance_plan_starts_from_zero_sums(emulated_rx: Any) -> None:
     """A new plan looked ready (shift 0, n 0) but its sums were whatever the fresh device memory
     held: add() without a reset() summed onto garbage (the emulation zero-filled allocations and

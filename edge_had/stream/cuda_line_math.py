@@ -29,7 +29,8 @@ import numpy as np
 from edge_had.cuda.rx_kernels import LOCAL_MAX_DIMS
 from edge_had.stream.causal import NUMPY_LINE_MATH
 
-FP32_LIMIT = 1e30  # larger whitener entries would overflow FP32 products
+FP32_LIMIT = 1e30  # larger whitener entries would overflow FP32 products (smaller ones still
+# may, in the squares of a line far off: such a line is scored again in numpy)
 
 
 class CudaLineMath:
@@ -71,7 +72,10 @@ class CudaLineMath:
             square[: whitener.shape[0]] = whitener
             plan.set_background(mean, square)
             self._background[bands] = (plan, mean, whitener)
-        return plan(line.astype(np.float32)).astype(np.float64)
+        scores = plan(line.astype(np.float32)).astype(np.float64)
+        if not np.isfinite(scores[np.isfinite(line).all(axis=1)]).all():  # FP32 overflowed: float64 does not
+            return NUMPY_LINE_MATH.scores(line, mean, whitener)
+        return scores
 
     @staticmethod
     def _plan(plans: dict[int, Any], shape: tuple[int, ...], make: Any) -> Any:
