@@ -118,8 +118,9 @@ def fake_driver(memory: DeviceMemory) -> SimpleNamespace:
     class Stream:
         handle = 0xC0FFEE
 
-        def __init__(self) -> None:
+        def __init__(self, flags: int = 0) -> None:
             need_context()
+            driver.stream_flags = flags
 
         def synchronize(self) -> None:
             need_context()

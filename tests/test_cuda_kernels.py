@@ -1319,6 +1319,23 @@ def test_a_driver_error_asking_the_gpu_about_itself_lets_auto_try_cupy(
         assert rx.launcher == "cupy" and any(f"{failing} failed" in note for note in rx.notes)
 
 
+def test_the_pycuda_stream_does_not_wait_on_the_legacy_default_stream(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blocking stream (flags 0) waits for torch's network on the legacy default stream, so under
+    --async-enhance the RX kernels queued behind it; CuPy's stream already was non-blocking."""
+    import sys
+
+    from edge_had.cuda import STREAM_NON_BLOCKING, CudaDevice
+
+    memory = DeviceMemory()
+    modules = fake_pycuda(memory, emulator)
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    with CudaDevice():
+        assert modules["pycuda.driver"].stream_flags == STREAM_NON_BLOCKING == 1
+
+
 def test_a_gpu_that_refuses_its_context_is_unavailable_and_cupy_is_tried(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,6 +29,9 @@ class CudaUnavailableError(BackendError):
     """pycuda is not installed, the CUDA driver cannot start, or there is no such GPU."""
 
 
+STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING
+
+
 def _driver() -> Any:
     """``pycuda.driver``, initialised; :class:`CudaUnavailableError` saying why it cannot be."""
     try:
@@ -120,7 +123,10 @@ class CudaDevice:
             raise CudaUnavailableError(f"GPU {index} ({self.name}): no context ({error})") from error
         try:
             with self.activated():
-                self._stream: Any = self._driver.Stream()
+                # non-blocking: no implicit wait on the legacy default stream, where torch queues the
+                # network's kernels (from the enhancement worker thread, under --async-enhance); this
+                # stream touches only its own buffers and is synchronised explicitly (as CuPy's is)
+                self._stream: Any = self._driver.Stream(flags=STREAM_NON_BLOCKING)
         except Exception as error:
             self._context.detach()
             self._context = None
@@ -169,8 +175,10 @@ class CudaDevice:
         return buffer
 
     def free(self, buffer: Buffer) -> None:
-        """Release ``buffer`` now (not whenever the garbage collector gets to it)."""
+        """Release ``buffer`` now (not whenever the garbage collector gets to it), once the work
+        queued on the stream, which may still read it, has finished."""
         with self.activated():
+            self._stream.synchronize()
             _release(buffer)
         self._buffers = [kept for kept in self._buffers if kept is not buffer]
 
