@@ -750,6 +750,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     try:
         return int(args.func(args))
+    except ImportError as error:
+        name = error.name or ""
+        if not (name == "torch" or name.startswith("torch.") or "torch" in str(error).split()):
+            raise  # not a missing torch: a bug, with its traceback
+        print(
+            f"edge-had {args.command}: error: this needs torch, which is not importable ({error}): the "
+            "enhanced detectors, training and export run the model's networks in it. Install it "
+            "(`pip install torch`; on a Jetson, NVIDIA's wheel), or use a plain detector (rx, "
+            "hybrid-rx, lrx), which needs no torch",
+            file=sys.stderr,
+        )
+        return 2
     except (EdgeHadError, ValueError, OSError) as error:  # OSError: e.g. an output path not writable
         print(f"edge-had {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -142,6 +142,31 @@ def test_demo_runs_on_synthetic_data(tmp_path, capsys):
     assert "AUC" in capsys.readouterr().out
 
 
+def test_plain_detectors_run_without_torch_and_enhanced_ones_say_they_need_it(tmp_path):
+    """On a Jetson without torch (TensorRT alone), plain `stream --detector rx` crashed with an
+    ImportError traceback: the band reduction imported the torch adapter for its numpy matrix."""
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from edge_had.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    stream = ["stream", "--source", "synthetic", "--lines", "40", "--width", "16", "--bands", "12"]
+    for detector in ("rx", "hybrid-rx"):
+        done = subprocess.run([sys.executable, "-c", blocker, *stream, "--detector", detector],
+                              capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0 and "AUC" in done.stdout, done.stderr[-600:]
+    done = subprocess.run(
+        [sys.executable, "-c", blocker, *stream], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "this needs torch" in done.stderr and "hybrid-rx" in done.stderr
+
+
 def test_import_is_light():
     """`import edge_had`, its CPU modules and the CLI's parser never pull torch, ONNX Runtime,
     TensorRT or pycuda (so `edge-had --help`, `info` and plain RX start fast on a Jetson)."""

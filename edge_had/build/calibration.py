@@ -151,7 +151,7 @@ def calibration_feeds(calibration: CalibrationSet, bands: int) -> Iterator[dict[
     """One ``{"cube": (1, bands, lines, pixels)}`` feed per block, resampled on band index and
     cropped to the narrowest block's central pixels (ONNX Runtime's histogram calibrators,
     Entropy and Percentile, stack every feed's activations, so all feeds need one shape)."""
-    from edge_had.models.adapter import SpectralAdapter
+    from edge_had.band_resampling import band_index_matrix
 
     width = min(block.shape[2] for block in calibration.blocks)
     lines = min(block.shape[1] for block in calibration.blocks)
@@ -160,6 +160,6 @@ def calibration_feeds(calibration: CalibrationSet, bands: int) -> Iterator[dict[
         block = block[:, :lines, left : left + width]
         native = block.shape[0]
         if native != bands:
-            matrix = SpectralAdapter.from_band_count(native, bands).matrix.astype(np.float32)
+            matrix = band_index_matrix(native, bands)[0].astype(np.float32)
             block = np.einsum("kb,bhw->khw", matrix, block)
         yield {INPUT_NAME: np.ascontiguousarray(block[None], dtype=np.float32)}

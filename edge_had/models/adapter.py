@@ -49,104 +49,32 @@ multiply-adds per pixel at 224 bands and 28 800 at 450.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Kernel = Literal["linear", "triangle"]
+from edge_had.band_resampling import (  # re-exported: the adapter's public names
+    CANONICAL_RANGE_NM,
+    DEFAULT_K,
+    MAX_GATHER_TAPS,
+    Kernel,
+    band_index_matrix,
+    canonical_wavelengths,
+    sparse_taps,
+    wavelength_matrix,
+)
 
-DEFAULT_K = 64
-MAX_GATHER_TAPS = 4  # sensor bands per canonical band up to which the adapter gathers them
-CANONICAL_RANGE_NM = (400.0, 2500.0)
-
-
-def canonical_wavelengths(
-    k: int = DEFAULT_K, lo: float = CANONICAL_RANGE_NM[0], hi: float = CANONICAL_RANGE_NM[1]
-) -> np.ndarray:
-    """``k`` evenly spaced canonical wavelengths on ``[lo, hi]`` (float64)."""
-    if k < 2:
-        raise ValueError(f"need at least 2 canonical bands, got k={k}")
-    if not hi > lo:
-        raise ValueError(f"canonical range must have hi > lo, got [{lo}, {hi}]")
-    return np.linspace(lo, hi, k)
-
-
-def _interp_rows(grid: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """(len(grid), len(positions)) linear-interpolation matrix; positions strictly increasing.
-
-    Row ``i`` holds the weights of ``np.interp(grid[i], positions, y)`` over ``y`` (clamped at
-    both ends), built column by column from unit vectors.
-    """
-    eye = np.eye(len(positions))
-    return np.stack([np.interp(grid, positions, eye[j]) for j in range(len(positions))], axis=1)
-
-
-def _local_linear_rows(grid: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Triangle-window local linear regression weights (see the module docstring)."""
-    n = len(positions)
-    out = np.zeros((len(grid), n))
-    spacing = (grid[-1] - grid[0]) / max(len(grid) - 1, 1)
-    for i, g in enumerate(grid):
-        if g <= positions[0] or g >= positions[-1] or n == 1:
-            out[i, 0 if g <= positions[0] else n - 1] = 1.0
-            continue
-        right = int(np.searchsorted(positions, g, side="right"))
-        gap = positions[right] - positions[right - 1]
-        half = max(spacing, 1.5 * gap)
-        d = positions - g
-        w = np.clip(1.0 - np.abs(d) / half, 0.0, None)
-        # weighted least squares for a + b*d; the estimate at g is a = e0^T (X^T W X)^-1 X^T W y
-        s0, s1, s2 = w.sum(), (w * d).sum(), (w * d * d).sum()
-        det = s0 * s2 - s1 * s1
-        out[i] = w * (s2 - s1 * d) / det
-    return out
-
-
-def _sensor_matrix(
-    grid: np.ndarray, positions: np.ndarray, valid: np.ndarray | None, kernel: Kernel
-) -> np.ndarray:
-    """(K, B) resampling matrix from sensor band positions (any order, duplicates averaged)."""
-    positions = np.asarray(positions, dtype=np.float64).ravel()
-    n_bands = positions.size
-    if not np.all(np.isfinite(positions)):
-        raise ValueError("band positions (wavelengths) must be finite")
-    keep = np.ones(n_bands, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).ravel()
-    if keep.shape != (n_bands,):
-        raise ValueError(f"valid mask has {keep.size} entries for {n_bands} bands")
-    if keep.sum() < 2:
-        raise ValueError(f"need at least 2 valid bands, got {int(keep.sum())}")
-    columns = np.flatnonzero(keep)
-    unique, inverse = np.unique(positions[columns], return_inverse=True)
-    if unique.size < 2:
-        raise ValueError("need at least 2 distinct band positions")
-    # (U, B): average of the bands sharing one position
-    merge = np.zeros((unique.size, n_bands))
-    merge[inverse, columns] = 1.0
-    merge /= merge.sum(axis=1, keepdims=True)
-    if kernel == "linear":
-        rows = _interp_rows(grid, unique)
-    elif kernel == "triangle":
-        rows = _local_linear_rows(grid, unique)
-    else:
-        raise ValueError(f"unknown kernel {kernel!r}; use 'linear' or 'triangle'")
-    return rows @ merge
-
-
-def sparse_taps(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(columns, weights)``, both ``(rows, n)`` with ``n`` the most non-zeros of any row: row
-    ``r`` of ``matrix @ x`` is ``sum_t weights[r, t] * x[columns[r, t]]`` (short rows padded with
-    column 0 at weight 0). Linear interpolation has n = 2."""
-    matrix = np.asarray(matrix)
-    n = max(int((matrix != 0).sum(axis=1).max()), 1)
-    columns = np.zeros((matrix.shape[0], n), dtype=np.int64)
-    weights = np.zeros((matrix.shape[0], n), dtype=matrix.dtype)
-    for row, values in enumerate(matrix):
-        nonzero = np.flatnonzero(values)
-        columns[row, : nonzero.size], weights[row, : nonzero.size] = nonzero, values[nonzero]
-    return columns, weights
+__all__ = [
+    "CANONICAL_RANGE_NM",
+    "DEFAULT_K",
+    "MAX_GATHER_TAPS",
+    "Kernel",
+    "SpectralAdapter",
+    "canonical_wavelengths",
+    "sparse_taps",
+]
 
 
 class SpectralAdapter(nn.Module):
@@ -198,21 +126,7 @@ class SpectralAdapter(nn.Module):
         kernel: Kernel = "linear",
     ) -> SpectralAdapter:
         """Interpolate in wavelength (nm) onto ``k`` canonical bands evenly spaced on ``[lo, hi]``."""
-        wl = np.asarray(wavelengths, dtype=np.float64).ravel()
-        if wl.size and np.nanmax(wl) < 100.0:
-            raise ValueError(
-                f"wavelengths look like micrometres (max {np.nanmax(wl):g}); pass nanometres (x 1000)"
-            )
-        grid = canonical_wavelengths(k, lo, hi)
-        matrix = _sensor_matrix(grid, wl, valid, kernel)  # checks the wavelengths and the mask
-        used = wl if valid is None else wl[np.asarray(valid, dtype=bool).ravel()]
-        if not ((grid >= used.min()) & (grid <= used.max())).any():
-            raise ValueError(
-                f"the sensor's bands span {used.min():g}-{used.max():g} nm, which holds none of the "
-                f"{k} canonical wavelengths on [{lo:g}, {hi:g}] nm: every canonical band would copy "
-                "one sensor band. Resample on band index (from_band_count; a file without "
-                "wavelengths gets it) or give lo/hi inside the sensor's range"
-            )
+        matrix, grid = wavelength_matrix(wavelengths, k, lo=lo, hi=hi, valid=valid, kernel=kernel)
         return cls(matrix, canonical=grid, mode="wavelength")
 
     @classmethod
@@ -234,11 +148,8 @@ class SpectralAdapter(nn.Module):
         cls, b: int, k: int = DEFAULT_K, *, valid: np.ndarray | None = None, kernel: Kernel = "linear"
     ) -> SpectralAdapter:
         """Interpolate on the normalised band index: sensor ``b/(B-1)`` against canonical ``k/(K-1)``."""
-        if b < 2:
-            raise ValueError(f"need at least 2 sensor bands, got b={b}")
-        grid = canonical_wavelengths(k, 0.0, 1.0)
-        positions = np.arange(b, dtype=np.float64) / (b - 1)
-        return cls(_sensor_matrix(grid, positions, valid, kernel), canonical=grid, mode="band_index")
+        matrix, grid = band_index_matrix(b, k, valid=valid, kernel=kernel)
+        return cls(matrix, canonical=grid, mode="band_index")
 
     def forward(self, cube: torch.Tensor) -> torch.Tensor:
         if not self.gather:

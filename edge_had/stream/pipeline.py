@@ -137,7 +137,7 @@ def sparse_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     :data:`~edge_had.models.adapter.MAX_GATHER_TAPS` nonzeros (linear interpolation has 2), as the
     adapter gathers them: applying it is then a gather of ``n`` columns per output
     band instead of a dense product (at 1024 x 224 -> 32: 65 k instead of 7.3 M multiply-adds)."""
-    from edge_had.models.adapter import MAX_GATHER_TAPS, sparse_taps
+    from edge_had.band_resampling import MAX_GATHER_TAPS, sparse_taps
 
     columns, weights = sparse_taps(matrix)
     if columns.shape[1] > MAX_GATHER_TAPS:  # as the adapter decides: wider rows are a product

@@ -62,17 +62,17 @@ def band_reduction(
     a VNIR or thermal sensor keeps ``k`` distinct bands (the model's canonical grid is for the
     model: a 400-1000 nm sensor would fill most of its bands with copies of the last one) - on
     band index otherwise."""
-    from edge_had.models.adapter import SpectralAdapter
+    from edge_had.band_resampling import band_index_matrix, wavelength_matrix  # numpy: no torch
 
     if k is None or k >= bands:
         return None
     if wavelengths is None:
-        return SpectralAdapter.from_band_count(bands, k).matrix
+        return band_index_matrix(bands, k)[0]
     centres = np.asarray(wavelengths, dtype=np.float64).ravel()
     if centres.size != bands:
         raise ValueError(f"{centres.size} wavelengths for {bands} bands")
     lo, hi = float(np.min(centres)), float(np.max(centres))
-    return SpectralAdapter.from_wavelengths(centres, k, lo=lo, hi=hi).matrix
+    return wavelength_matrix(centres, k, lo=lo, hi=hi)[0]
 
 
 def run_stream(
