@@ -108,9 +108,9 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     backend.add_argument(
         "--net-precision",
         choices=["fp32", "fp16", "int8"],
-        default="fp32",
         help="precision of the enhancement networks (fp16: CUDA torch, onnxruntime or tensorrt; int8: "
-        "a quantized --onnx file or a tensorrt engine). Default fp32",
+        "a quantized --onnx file or a tensorrt engine). Default: what the --engine or --onnx file "
+        "records, else fp32",
     )
     backend.add_argument(
         "--onnx", type=existing_file, help="exported ONNX graph to run (default: exported on the fly)"
@@ -156,6 +156,7 @@ def _detector_from_args(args: argparse.Namespace) -> Any:
         return make_detector(args.detector, **lrx)
     if args.detector == "resampled-hybrid-rx":  # the baseline of enhanced-hybrid-rx: same windows
         return make_detector(args.detector, lrx=LocalRXSettings(**lrx))
+    from edge_had.runtime.factory import net_precision
 
     return make_detector(
         args.detector,
@@ -163,7 +164,7 @@ def _detector_from_args(args: argparse.Namespace) -> Any:
         fusion=args.fusion,
         lrx=LocalRXSettings(**lrx),
         backend=args.backend,
-        precision=args.net_precision,
+        precision=net_precision(args.net_precision, args.onnx, args.engine),
         onnx=args.onnx,
         engine=args.engine,
         device=args.device,

@@ -81,7 +81,7 @@ NETWORK_OPTIONS = {
     "onnx": None,
     "engine": None,
     "backend": "auto",
-    "net_precision": "fp32",
+    "net_precision": None,  # fp32, or what an --onnx / --engine records
     "device": "cpu",
     "fusion": "feature",
     "async_enhance": False,

@@ -419,6 +419,22 @@ def test_export_command_writes_checked_gated_graphs(bundle_dir: Path, tmp_path: 
     assert [row["source"] for row in report["gate"]["rows"]] == ["synthetic"] * 3
     assert (out / "model_fp16.onnx").is_file() and (out / "model_fp32.onnx").is_file()
     assert "accuracy gate" in capsys.readouterr().out
+    # the graph's own precision is the default --net-precision (fp32 was assumed, and refused)
+    graph = ["--model", str(bundle_dir), "--backend", "onnxruntime", "--onnx", str(out / "model_fp16.onnx")]
+    np.save(
+        tmp_path / "scan.npy", np.random.default_rng(0).normal(100.0, 5.0, (40, 24, 120))
+    )  # no wavelengths
+    stream = ["stream", "--source", str(tmp_path / "scan.npy")]
+    assert main([*stream, *graph]) == 0 and "onnxruntime fp16" in capsys.readouterr().out
+    assert main([*stream, *graph, "--net-precision", "fp32"]) == 2  # said otherwise: refused, as before
+    assert "its precision is fp16, fp32 was asked for" in capsys.readouterr().err
+    from edge_had.runtime.factory import net_precision
+
+    engine = tmp_path / "x.engine"
+    engine.with_suffix(".json").write_text(
+        json.dumps({"format": 1, "key": {"precision": "int8"}, "engine_sha256": ""})
+    )
+    assert net_precision(None, engine=engine) == "int8" and net_precision(None) == "fp32"
 
 
 def test_export_for_hybrid_rx_bakes_in_the_hybrid_alphas_and_gates_with_hybrid_rx(

@@ -67,7 +67,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         help="enhanced-*: auto (default) takes the first available of tensorrt > onnxruntime > torch",
     )
     parser.add_argument(
-        "--net-precision", choices=["fp32", "fp16", "int8"], default="fp32", help="enhanced-*: default fp32"
+        "--net-precision",
+        choices=["fp32", "fp16", "int8"],
+        help="enhanced-*: default: what the --engine or --onnx file records, else fp32",
     )
     parser.add_argument(
         "--onnx",

@@ -79,7 +79,7 @@ def build_pipeline(
     *,
     model: str | None = None,
     backend: str = "auto",
-    precision: str = "fp32",
+    precision: str | None = None,
     onnx: str | None = None,
     engine: str | None = None,
     device: str = "cpu",
@@ -91,7 +91,8 @@ def build_pipeline(
     wavelengths: Any = None,
 ) -> OnboardPipeline:
     """The line loop of ``detector`` for ``width``-pixel lines of ``bands`` bands. The options
-    are ``edge-had stream``'s: ``precision`` is ``--net-precision``, ``line_rate_hz`` your
+    are ``edge-had stream``'s: ``precision`` is ``--net-precision`` (None: what ``engine`` or
+    ``onnx`` records, else fp32), ``line_rate_hz`` your
     camera's line rate (``--line-rate``: it sets the deadline of the late-line flag; default the
     FX10's 330 Hz), ``cuda_rx`` an open CudaRX for ``--rx-device cuda`` (yours to close). The
     network-only ones (``model`` to ``async_enhance``) are refused for ``rx`` and ``hybrid-rx``,
@@ -108,6 +109,7 @@ def build_pipeline(
     from argparse import Namespace
 
     from edge_had.cli_types import refuse_network_options
+    from edge_had.runtime.factory import net_precision
     from edge_had.stream.causal import NUMPY_LINE_MATH
     from edge_had.stream.pipeline import StreamPipeline
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction
@@ -132,7 +134,16 @@ def build_pipeline(
     if enhanced:
         artifacts: dict[str, Any] = {"onnx": onnx, "engine": engine, "device": device}
         enhancer, runner, choice, bundle = _enhancer(
-            record, scorer, bands, width, wavelengths, model, backend, precision, artifacts, async_enhance
+            record,
+            scorer,
+            bands,
+            width,
+            wavelengths,
+            model,
+            backend,
+            net_precision(precision, onnx, engine),
+            artifacts,
+            async_enhance,
         )
     else:
         reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS, wavelengths)
