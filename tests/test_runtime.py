@@ -69,6 +69,32 @@ def test_a_requested_backend_never_falls_back_silently(installed) -> None:
     assert choose_backend("torch", "fp32").reason == "requested"
 
 
+def test_a_file_given_by_name_is_run_or_the_user_is_told(installed, bundle_dir: Path, capsys) -> None:
+    """`--backend torch --onnx X` ran torch and ignored the graph, as did `--backend onnxruntime
+    --engine Y`; under `auto` with onnxruntime missing, an --onnx graph was passed over in silence."""
+    from edge_had.cli import main
+
+    installed("onnx", "onnxruntime")
+    with pytest.raises(
+        BackendError, match="torch runs the model itself: the --onnx/--engine given would not be used"
+    ):
+        choose_backend("torch", "fp32", onnx="model.onnx")
+    with pytest.raises(BackendError, match="the --engine given is TensorRT's: onnxruntime would not use it"):
+        choose_backend("onnxruntime", "fp32", engine="model.engine")
+    assert choose_backend("onnxruntime", "fp32", onnx="m.onnx", engine="m.engine").backend == "onnxruntime"
+    installed()  # no onnxruntime: auto runs torch, and says the graph is not used
+    scene = synthetic_scene(lines=16, width=16, bands=24, seed=0)
+    np.save(bundle_dir.parent / "scene.npy", scene.cube)
+    graph = bundle_dir.parent / "given.onnx"
+    graph.write_bytes(b"a graph")
+    argv = ["detect", str(bundle_dir.parent / "scene.npy"), "--model", str(bundle_dir), "--onnx", str(graph)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert (
+        "warning: onnxruntime did not run, torch ran instead" in err and "the --onnx given is not used" in err
+    )
+
+
 def test_int8_needs_a_quantized_graph_everywhere(installed) -> None:
     installed("onnx", "onnxruntime")
     with pytest.raises(BackendError) as error:

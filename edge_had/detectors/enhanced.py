@@ -59,6 +59,7 @@ class EnhancedDetector:
     ) -> None:
         from edge_had.models.bundle import load_bundle
         from edge_had.runtime import choose_backend
+        from edge_had.runtime.select import passed_over_files
 
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
@@ -76,7 +77,7 @@ class EnhancedDetector:
         self.backend = choose_backend(backend, precision, **self.artifacts)
         self._runners: dict[tuple[int, bytes], Any] = {}
         #: backend -> why it could not run and `auto` went on without it (the CLI warns)
-        self.fallbacks: dict[str, str] = {}
+        self.fallbacks: dict[str, str] = passed_over_files(self.backend, **self.artifacts)
 
     def runner_for(self, bands: int, wavelengths: np.ndarray | None = None) -> Any:
         """The active runner for a sensor (one per band count and wavelength set, kept)."""

@@ -75,6 +75,39 @@ def unavailable_reason(
     raise BackendError(f"unknown backend {backend!r}; choose auto or one of {BACKENDS}")
 
 
+def _unused_artifact(
+    backend: str, *, onnx: str | Path | None = None, engine: str | Path | None = None, **_: Any
+) -> str | None:
+    """Why ``backend`` asked for by name would leave a given file unused (None when it would not):
+    a file given by name is to be run, not skipped (torch runs the model itself; onnxruntime runs
+    --onnx, not an --engine)."""
+    if backend == "torch" and (onnx is not None or engine is not None):
+        return (
+            "torch runs the model itself: the --onnx/--engine given would not be used (drop it, or "
+            "use --backend onnxruntime/tensorrt)"
+        )
+    if backend == "onnxruntime" and engine is not None and onnx is None:
+        return (
+            "the --engine given is TensorRT's: onnxruntime would not use it (use --backend tensorrt, "
+            "or give --onnx)"
+        )
+    return None
+
+
+def passed_over_files(
+    choice: BackendChoice, *, onnx: Any = None, engine: Any = None, **_: Any
+) -> dict[str, str]:
+    """Under ``auto``: backend -> why it did not run, for each backend whose file was given
+    (``--engine``: tensorrt, ``--onnx``: onnxruntime) but passed over, so that file is not used;
+    empty when the file's backend runs. Said as a warning, never silently."""
+    files = {"tensorrt": ("--engine", engine), "onnxruntime": ("--onnx", onnx)}
+    return {
+        name: f"{choice.skipped[name]} (the {flag} given is not used)"
+        for name, (flag, given) in files.items()
+        if given is not None and name in choice.skipped
+    }
+
+
 def choose_backend(
     requested: str = "auto",
     precision: str = "fp32",
@@ -87,7 +120,9 @@ def choose_backend(
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if requested != "auto":
-        reason = unavailable_reason(requested, precision, **artifacts)
+        reason = unavailable_reason(requested, precision, **artifacts) or _unused_artifact(
+            requested, **artifacts
+        )
         if reason is not None:
             raise BackendError(f"--backend {requested} was requested but cannot run {precision}: {reason}")
         return BackendChoice(requested, precision, "requested")

@@ -292,6 +292,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             f"warning: the enhancement network failed its warm-up: {detector['warm_up_error']}",
             file=sys.stderr,
         )
+    for name, why in detector.get("files_not_used", {}).items():
+        print(f"warning: {name} did not run, {backend.backend} ran instead: {why}", file=sys.stderr)
     trained_on = None  # only an enhanced stream has a model that may have seen the source
     if onboard.bundle is not None and onboard.bundle.training_scenes:  # no training record: unknown
         trained_on = source_sha256 in onboard.bundle.training_scenes  # a synthetic source: never

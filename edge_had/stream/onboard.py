@@ -192,10 +192,13 @@ def _enhancer(
     is interrupted (e.g. Ctrl-C)."""
     from edge_had.models.bundle import load_bundle
     from edge_had.runtime import choose_backend, enhancement_runner
+    from edge_had.runtime.select import passed_over_files
     from edge_had.stream.enhance import EnhancementError, StreamEnhancer, runner_threads_beside_rx
 
     bundle = load_bundle(model).for_scorer(scorer)
     choice = choose_backend(backend, precision, **artifacts)
+    if passed_over := passed_over_files(choice, **artifacts):  # files given but not run: said
+        record["files_not_used"] = passed_over
     threads = runner_threads_beside_rx() if asynchronous else None  # a core left for RX
     runner = enhancement_runner(
         choice, bundle, bands, wavelengths, cpu_threads=threads, **artifacts
