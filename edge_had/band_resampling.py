@@ -17,6 +17,9 @@ Kernel = Literal["linear", "triangle"]
 DEFAULT_K = 64
 MAX_GATHER_TAPS = 4  # sensor bands per canonical band up to which the adapter gathers them
 CANONICAL_RANGE_NM = (400.0, 2500.0)
+#: Sensor bands outside the canonical range get no weight; more than this share of them is refused
+#: (a 400-5000 nm sensor lost its 2500-5000 nm targets in silence: AUC 0.99 -> 0.52)
+MAX_OUTSIDE_FRACTION = 0.25
 
 
 def canonical_wavelengths(
@@ -128,8 +131,16 @@ def wavelength_matrix(
         raise ValueError(
             f"the sensor's bands span {used.min():g}-{used.max():g} nm, which holds none of the "
             f"{k} canonical wavelengths on [{lo:g}, {hi:g}] nm: every canonical band would copy "
-            "one sensor band. Resample on band index (from_band_count; a file without "
-            "wavelengths gets it) or give lo/hi inside the sensor's range"
+            "one sensor band. Use a plain detector (rx, hybrid-rx: every band as it is), or resample "
+            "on band index (a file without wavelengths is)"
+        )
+    outside = int(((used < lo) | (used > hi)).sum())
+    if outside > MAX_OUTSIDE_FRACTION * used.size:
+        raise ValueError(
+            f"{outside} of the sensor's {used.size} bands lie outside the model's {lo:g}-{hi:g} nm "
+            "and would get no weight (targets seen only there would be lost). Use a plain detector "
+            "(rx, hybrid-rx: every band as it is), or resample on band index (a file without "
+            "wavelengths is)"
         )
     return matrix, grid
 

@@ -131,6 +131,27 @@ def test_eval_skips_what_it_cannot_evaluate_and_says_why(tmp_path, capsys):
     assert "no scene could be evaluated" in capsys.readouterr().err
 
 
+def test_eval_skips_a_sensor_the_model_cannot_resample(tmp_path, capsys):
+    """A thermal file among the scenes (no canonical wavelength in 8-12 um) stopped the whole
+    enhanced eval with an error naming no file."""
+    import h5py
+
+    cube, gt = small_scene(1)
+    savemat(tmp_path / "vnir.mat", {"data": cube, "map": gt})
+    with h5py.File(tmp_path / "thermal.h5", "w") as handle:
+        handle["cube"], handle["gt"] = small_scene(2)
+        handle["wavelength"] = np.linspace(8000.0, 12000.0, 8)
+    out = tmp_path / "report.json"
+    assert (
+        main(["eval", "--data", str(tmp_path), "--detector", "enhanced-rx", "--quiet", "--json", str(out)])
+        == 0
+    )
+    report = json.loads(out.read_text())
+    assert [scene["file"] for scene in report["scenes"]] == ["vnir.mat"]
+    (skipped,) = report["skipped"]
+    assert skipped["file"] == "thermal.h5" and "thermal.h5: cannot score with enhanced-rx" in skipped["error"]
+
+
 def test_eval_of_a_folder_without_scenes_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", "--data", str(tmp_path), "--quiet"]) == 2
     assert str(tmp_path) in capsys.readouterr().err

@@ -388,7 +388,7 @@ def test_real_checksums(data_dir: Path) -> None:
         ("Centimeters", [4e-5, 5e-5, 6e-5], [400.0, 500.0, 600.0]),
         ("Wavenumber", [25000.0, 20000.0, 12500.0], [400.0, 500.0, 800.0]),  # 1e7 / (cm^-1); was dropped
         ("cm-1", [1000.0, 800.0, 2000.0], [10000.0, 12500.0, 5000.0]),
-        ("Index", [1.0, 2.0, 3.0], None),  # no length: dropped, and said
+        ("Index", [5.0, 9.0, 13.0], None),  # no length: dropped, and said
     ],
 )
 def test_envi_wavelength_units(tmp_path: Path, units: str, values: list[float], want) -> None:
@@ -406,6 +406,25 @@ def test_envi_wavelength_units(tmp_path: Path, units: str, values: list[float], 
         assert scene.meta["notes"] == []
     if units == "cm-1":  # a band's width through d(1e7 / k) = 1e7 dk / k^2
         np.testing.assert_allclose(scene.fwhm, [100.0, 156.25, 25.0])
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        ([0.0] * 4, "all 0"),
+        ([1.0, 2.0, 3.0, 4.0], "are the band numbers 1..4"),
+        ([0.0, 1.0, 2.0, 3.0], "are the band numbers 0..3"),
+    ],
+)
+def test_band_centres_that_writers_fill_in_are_no_wavelengths(tmp_path: Path, values, said) -> None:
+    """Zeros or the band numbers in an ENVI `wavelength` field (writers without wavelengths fill it
+    so) were taken for wavelengths: the enhanced detectors then failed ("look like micrometres (max
+    0)", or no canonical wavelength in 1-4 nm) where band-index resampling works."""
+    header = tmp_path / "filled.hdr"
+    write_envi(header, random_cube((3, 4, 4)), wavelength=values)
+    scene = load_scene(header)
+    assert scene.wavelengths is None
+    assert scene.meta["notes"] == [f"band centres {said}: no wavelengths (band index used)"]
 
 
 def test_hdf5_band_centre_units_as_their_writers_store_them(tmp_path: Path) -> None:

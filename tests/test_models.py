@@ -199,6 +199,13 @@ def test_adapter_for_a_sensor_outside_the_canonical_range_is_an_error() -> None:
     assert 0 < inside.sum() < K
     assert np.all(vnir.matrix[~inside, -1] == 1.0)
     # thermal infrared holds no canonical wavelength: every canonical band would be one band
+    with pytest.raises(
+        ValueError, match=r"163 of the sensor's 300 bands lie outside the model's 400-2500 nm"
+    ):
+        SpectralAdapter.from_wavelengths(np.linspace(400.0, 5000.0, 300), K)  # its targets beyond 2500: lost
+    assert (
+        SpectralAdapter.from_wavelengths(np.linspace(350.0, 2600.0, 224), K).k == K
+    )  # a few bands out: fine
     with pytest.raises(ValueError, match=r"span 8000-12000 nm, which holds none of the"):
         SpectralAdapter.from_wavelengths(np.linspace(8000.0, 12000.0, 100), K)
     # bands between two canonical wavelengths, or whose valid bands are, likewise

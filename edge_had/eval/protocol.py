@@ -54,7 +54,12 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
     AUC leaves them out. ``notes``: what the reader left out (``Scene.meta["notes"]``)."""
     if scene.gt is None:
         raise SceneError("no ground truth: cannot evaluate", scene.source)
-    scores, seconds = score_scene(detector, scene)
+    try:
+        scores, seconds = score_scene(detector, scene)
+    except SceneError:
+        raise
+    except ValueError as error:  # e.g. a sensor the model's resampling cannot take: this scene only
+        raise SceneError(f"cannot score with {detector.name}: {error}", scene.source) from error
     rows, cols, _ = scene.shape
     try:
         metrics = evaluate_map(scores, scene.gt, scene.valid)

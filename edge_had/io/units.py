@@ -80,6 +80,8 @@ def band_centres_nm(
     """Band centres and widths in nm from the file's values in ``units``, and a note when the
     values had to be dropped (None otherwise)."""
     text = unit_text(units)
+    if wavelengths is not None and (placeholder := _placeholder(wavelengths)) is not None:
+        return None, None, f"band centres {placeholder}: no wavelengths (band index used)"
     if text is not None and text.strip().lower() in WAVENUMBER_UNITS:
         if wavelengths is None:
             return None, None, None
@@ -97,3 +99,17 @@ def band_centres_nm(
         None if fwhm is None else fwhm * factor,
         None,
     )
+
+
+def _placeholder(values: np.ndarray) -> str | None:
+    """How band centres that are no wavelengths look, as writers fill the field when they have
+    none (all one value, e.g. zeros; the band numbers 0..B-1 or 1..B); None for real ones."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size < 2:
+        return None
+    if np.all(values == values[0]):
+        return f"all {values[0]:g}"
+    numbers = np.arange(values.size, dtype=np.float64)
+    if np.array_equal(values, numbers) or np.array_equal(values, numbers + 1):
+        return f"are the band numbers {values[0]:g}..{values[-1]:g}"
+    return None
