@@ -14,6 +14,7 @@ import edge_had
 from edge_had.cli_types import (
     changed_options,
     check_output_file,
+    compute_device,
     existing_file,
     integer_from,
     non_negative_number,
@@ -116,7 +117,12 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
         "--onnx", type=existing_file, help="exported ONNX graph to run (default: exported on the fly)"
     )
     backend.add_argument("--engine", type=existing_file, help="TensorRT engine to run (`edge-had build`)")
-    backend.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    backend.add_argument(
+        "--device",
+        type=compute_device,
+        default="cpu",
+        help="cpu (default), cuda or cuda:N: where the network runs",
+    )
     group.add_argument(
         "--inner",
         type=integer_from(1),

@@ -67,6 +67,15 @@ def open_probability(text: str) -> float:
     return value
 
 
+def compute_device(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``: the devices the networks run on (``gpu`` or ``mps`` ran
+    into a torch traceback, or onnxruntime on the CPU in silence)."""
+    device = text.strip().lower()
+    if device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        return device
+    raise argparse.ArgumentTypeError(f"{text!r}: choose cpu, cuda or cuda:N (N: the GPU's index)")
+
+
 def existing_file(text: str) -> str:
     """A path to a file that exists (an artifact given by name must be used, not skipped)."""
     if not Path(text).is_file():

@@ -71,7 +71,8 @@ def test_a_requested_backend_never_falls_back_silently(installed) -> None:
 
 def test_a_file_given_by_name_is_run_or_the_user_is_told(installed, bundle_dir: Path, capsys) -> None:
     """`--backend torch --onnx X` ran torch and ignored the graph, as did `--backend onnxruntime
-    --engine Y`; under `auto` with onnxruntime missing, an --onnx graph was passed over in silence."""
+    --engine Y` (and `--device cuda` with onnxruntime ran on the CPU); under `auto` with
+    onnxruntime missing, an --onnx graph was passed over in silence. Devices are checked."""
     from edge_had.cli import main
 
     installed("onnx", "onnxruntime")
@@ -82,6 +83,14 @@ def test_a_file_given_by_name_is_run_or_the_user_is_told(installed, bundle_dir: 
     with pytest.raises(BackendError, match="the --engine given is TensorRT's: onnxruntime would not use it"):
         choose_backend("onnxruntime", "fp32", engine="model.engine")
     assert choose_backend("onnxruntime", "fp32", onnx="m.onnx", engine="m.engine").backend == "onnxruntime"
+    with pytest.raises(
+        BackendError, match="onnxruntime runs on the CPU here: --device cuda"
+    ):  # it ran on the CPU
+        choose_backend("onnxruntime", "fp32", device="cuda")
+    for device in ("gpu", "mps", "cuda:x"):  # a torch traceback, or the CPU in silence
+        with pytest.raises(SystemExit):
+            main(["detect", "x.mat", "--device", device])
+        assert "choose cpu, cuda or cuda:N" in capsys.readouterr().err
     installed()  # no onnxruntime: auto runs torch, and says the graph is not used
     scene = synthetic_scene(lines=16, width=16, bands=24, seed=0)
     np.save(bundle_dir.parent / "scene.npy", scene.cube)

@@ -75,17 +75,19 @@ def unavailable_reason(
     raise BackendError(f"unknown backend {backend!r}; choose auto or one of {BACKENDS}")
 
 
-def _unused_artifact(
-    backend: str, *, onnx: str | Path | None = None, engine: str | Path | None = None, **_: Any
+def _not_as_requested(
+    backend: str, *, onnx: str | Path | None = None, engine: str | Path | None = None, device: str = "cpu"
 ) -> str | None:
-    """Why ``backend`` asked for by name would leave a given file unused (None when it would not):
-    a file given by name is to be run, not skipped (torch runs the model itself; onnxruntime runs
-    --onnx, not an --engine)."""
+    """Why ``backend`` asked for by name would not run as the other options say (None when it
+    would): a file given by name is to be run, not skipped (torch runs the model itself;
+    onnxruntime runs --onnx, not an --engine), and onnxruntime here runs on the CPU only."""
     if backend == "torch" and (onnx is not None or engine is not None):
         return (
             "torch runs the model itself: the --onnx/--engine given would not be used (drop it, or "
             "use --backend onnxruntime/tensorrt)"
         )
+    if backend == "onnxruntime" and str(device).startswith("cuda"):
+        return "onnxruntime runs on the CPU here: --device cuda asks for the GPU (torch or tensorrt)"
     if backend == "onnxruntime" and engine is not None and onnx is None:
         return (
             "the --engine given is TensorRT's: onnxruntime would not use it (use --backend tensorrt, "
@@ -120,7 +122,7 @@ def choose_backend(
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if requested != "auto":
-        reason = unavailable_reason(requested, precision, **artifacts) or _unused_artifact(
+        reason = unavailable_reason(requested, precision, **artifacts) or _not_as_requested(
             requested, **artifacts
         )
         if reason is not None:

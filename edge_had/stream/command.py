@@ -24,6 +24,7 @@ import numpy as np
 from edge_had.cli_types import (
     changed_options,
     check_output_file,
+    compute_device,
     existing_file,
     integer_from,
     open_probability,
@@ -78,7 +79,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "for enhanced-hybrid-rx)",
     )
     parser.add_argument("--engine", type=existing_file, help="enhanced-*: TensorRT engine (`edge-had build`)")
-    parser.add_argument("--device", default="cpu", help="enhanced-*: torch device (default cpu)")
+    parser.add_argument(
+        "--device", type=compute_device, default="cpu", help="enhanced-*: cpu (default), cuda or cuda:N"
+    )
     parser.add_argument(
         "--rx-device",
         choices=("cpu", "cuda"),
