@@ -104,6 +104,32 @@ def test_a_file_given_by_name_is_run_or_the_user_is_told(installed, bundle_dir: 
     )
 
 
+def test_a_broken_onnx_install_lets_auto_go_on_to_torch(
+    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnx present but failing to import (a numpy ABI mismatch): auto chose onnxruntime (the
+    package is found) and the on-the-fly export crashed the command with an ImportError traceback."""
+    import builtins
+    import sys
+
+    pytest.importorskip("onnxruntime", reason="auto chooses onnxruntime only where it is installed")
+    real_import = builtins.__import__
+
+    def broken(name: str, *args: object, **kwargs: object) -> object:
+        if name == "onnx" or name.startswith("onnx."):
+            raise ImportError("numpy.core.multiarray failed to import")
+        return real_import(name, *args, **kwargs)
+
+    for name in [m for m in sys.modules if m == "onnx" or m.startswith("onnx.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(builtins, "__import__", broken)
+    detector = EnhancedDetector(model=str(bundle_dir))
+    scene = synthetic_scene(lines=16, width=16, bands=24, seed=0)
+    detector.score(scene.cube, scene.valid, None)
+    assert detector.backend.backend == "torch"
+    assert "installed but cannot be imported" in detector.fallbacks["onnxruntime"]
+
+
 def test_int8_needs_a_quantized_graph_everywhere(installed) -> None:
     installed("onnx", "onnxruntime")
     with pytest.raises(BackendError) as error:

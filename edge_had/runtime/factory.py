@@ -65,11 +65,14 @@ def enhancement_runner(
         return TorchRunner(bundle.model_for(bands, wavelengths), choice.precision, device)
     needed = _Needed(bundle, bands, wavelengths, choice.precision)
     if choice.backend == "onnxruntime":
-        if onnx is not None:
-            return _onnxruntime_runner(Path(onnx), needed, cpu_threads)
-        with _export_folder(workdir) as folder:
-            graph = _export_for(bundle, bands, wavelengths, choice, folder)
-            return _onnxruntime_runner(graph, needed, cpu_threads)
+        try:
+            if onnx is not None:
+                return _onnxruntime_runner(Path(onnx), needed, cpu_threads)
+            with _export_folder(workdir) as folder:
+                graph = _export_for(bundle, bands, wavelengths, choice, folder)
+                return _onnxruntime_runner(graph, needed, cpu_threads)
+        except ImportError as error:  # installed (so `auto` chose it) but broken, e.g. a numpy ABI
+            raise BackendError(f"onnx / onnxruntime is installed but cannot be imported ({error})") from error
     if choice.backend == "tensorrt":
         if engine is None:
             raise BackendError("tensorrt needs an engine file (`edge-had build`)")
