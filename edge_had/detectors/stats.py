@@ -152,6 +152,9 @@ def within(pixels: np.ndarray, centre: np.ndarray, half_width: np.ndarray) -> np
     return (np.abs(pixels - centre) <= half_width).all(axis=1)
 
 
+OUTLIER_BLOCK_PIXELS = 65536  # pixels per block of far_outliers' checks
+
+
 def far_outliers(
     cube: np.ndarray, valid: np.ndarray | None = None, sigma: float = FAR_OUTLIER_SIGMA
 ) -> np.ndarray:
@@ -161,9 +164,18 @@ def far_outliers(
     rows, cols, bands = np.shape(cube)
     pixels = pixels_of(cube)
     keep = np.ones(rows * cols, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).ravel()
-    keep &= np.isfinite(pixels).all(axis=1)
+    for start in range(0, len(pixels), OUTLIER_BLOCK_PIXELS):  # in blocks: no cube-sized temporaries
+        block = slice(start, start + OUTLIER_BLOCK_PIXELS)
+        keep[block] &= np.isfinite(pixels[block]).all(axis=1)
     far = np.zeros(rows * cols, dtype=bool)
-    if keep.sum() >= 2:
-        centre, deviation = robust_spread(pixels[keep].astype(np.float64))
-        far[keep] = ~within(pixels[keep], centre, sigma * deviation)
+    kept = np.flatnonzero(keep)
+    if kept.size >= 2:
+        if kept.size > SPREAD_SAMPLES:  # the rows robust_spread would draw from pixels[keep]
+            kept_sample = kept[np.random.default_rng(0).integers(0, kept.size, SPREAD_SAMPLES)]
+        else:
+            kept_sample = kept
+        centre, deviation = robust_spread(pixels[kept_sample].astype(np.float64))
+        for start in range(0, kept.size, OUTLIER_BLOCK_PIXELS):
+            rows_here = kept[start : start + OUTLIER_BLOCK_PIXELS]
+            far[rows_here] = ~within(pixels[rows_here], centre, sigma * deviation)
     return far.reshape(rows, cols)
