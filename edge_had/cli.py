@@ -257,7 +257,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.plots import save_score_map_png
-    from edge_had.eval.protocol import far_outlier_check, score_scene
+    from edge_had.eval.protocol import constant_scores_note, far_outlier_check, score_scene
     from edge_had.io import load_scene
 
     if args.out:  # refused before the scene is read and scored
@@ -272,7 +272,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     anomalies = 0 if scene.gt is None else int(scene.gt.sum())
     invalid_anomalies = 0 if scene.gt is None else int((scene.gt & ~scene.valid).sum())
-    for note in _scene_notes(scene.meta.get("notes", []), anomalies, invalid_anomalies):
+    notes = [*scene.meta.get("notes", []), *filter(None, [constant_scores_note(scores, scene.valid)])]
+    for note in _scene_notes(notes, anomalies, invalid_anomalies):
         print(f"warning: {scene.name}: {note}", file=sys.stderr)
     rows, cols, bands = scene.shape
     print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {int((~scene.valid).sum())} invalid px")

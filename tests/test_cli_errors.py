@@ -117,6 +117,20 @@ def test_detect_warns_of_what_the_reader_left_out(tmp_path: Path, capsys) -> Non
     )
 
 
+def test_detect_warns_when_no_pixel_can_stand_out(tmp_path: Path, capsys) -> None:
+    """64 pixels of 100 bands: a singular covariance, every pixel (the anomaly too) scored the same,
+    and nothing said."""
+    rng = np.random.default_rng(0)
+    cube = rng.normal(100.0, 5.0, (8, 8, 100))
+    cube[3, 3] = cube[3, 3][::-1] * 3
+    np.save(tmp_path / "tiny.npy", cube)
+    assert main(["detect", str(tmp_path / "tiny.npy"), "--detector", "rx"]) == 0
+    assert "warning: tiny: every one of the 64 valid pixels scored 63" in capsys.readouterr().err
+    np.save(tmp_path / "fine.npy", rng.normal(100.0, 5.0, (20, 20, 8)))
+    assert main(["detect", str(tmp_path / "fine.npy"), "--detector", "rx"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_detect_makes_the_folder_of_its_npy_as_of_its_png(scene: Path, tmp_path: Path) -> None:
     """`--npy new/s.npy` failed after scoring (no such folder), and the PNG was lost with it."""
     argv = ["detect", str(scene), "--detector", "rx", "--npy", str(tmp_path / "new" / "s.npy")]

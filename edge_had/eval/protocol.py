@@ -30,6 +30,19 @@ def score_scene(detector: Detector, scene: Scene) -> tuple[np.ndarray, float]:
     return scores, time.perf_counter() - start
 
 
+def constant_scores_note(scores: np.ndarray, valid: np.ndarray) -> str | None:
+    """A note when every valid pixel scored the same (None otherwise): a scene with no more valid
+    pixels than the detector has dimensions (K = 64 for the enhanced detectors) gives a singular
+    covariance, and every pixel the same score - the anomaly included."""
+    counted = scores[valid & np.isfinite(scores)]
+    if counted.size < 2 or np.ptp(counted) > 1e-9 * max(float(np.abs(counted).max()), 1e-300):
+        return None
+    return (
+        f"every one of the {counted.size} valid pixels scored {float(counted[0]):.6g}: too few pixels for "
+        "the detector's dimensions to estimate a covariance (no pixel stands out)"
+    )
+
+
 def far_outlier_check(scene: Scene) -> tuple[int, str | None]:
     """How many valid pixels of the scene look like corrupt samples
     (:func:`~edge_had.detectors.stats.far_outliers`), and a warning naming the first (None if
@@ -78,7 +91,7 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         "anomaly_pixels_invalid": int((scene.gt & ~scene.valid).sum()),
         "far_outlier_pixels": far_outlier_check(scene)[0],
         "wavelengths_known": scene.wavelengths is not None,  # resampling detectors: else on band index
-        "notes": list(scene.meta.get("notes", [])),
+        "notes": [*scene.meta.get("notes", []), *filter(None, [constant_scores_note(scores, scene.valid)])],
     }
     macs = getattr(detector, "macs_per_pixel", None)
     if macs is not None:
