@@ -130,6 +130,17 @@ def test_a_broken_onnx_install_lets_auto_go_on_to_torch(
     assert "installed but cannot be imported" in detector.fallbacks["onnxruntime"]
 
 
+def test_messages_name_the_actual_cause(tmp_path: Path) -> None:
+    """A --model folder that does not exist was reported as its config.json missing."""
+    from edge_had.models import ModelError
+
+    with pytest.raises(ModelError, match="no such model folder"):
+        load_bundle(tmp_path / "typo")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="config.json: missing"):
+        load_bundle(tmp_path / "empty")
+
+
 def test_int8_needs_a_quantized_graph_everywhere(installed) -> None:
     installed("onnx", "onnxruntime")
     with pytest.raises(BackendError) as error:

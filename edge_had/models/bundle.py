@@ -202,6 +202,11 @@ def load_bundle(directory: str | Path | None = None) -> ModelBundle:
     """Load a bundle (default: the weights shipped inside the package)."""
     directory = default_model_dir() if directory is None else Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not directory.is_dir():
+        raise ModelError(
+            f"{directory}: no such model folder (train one with `edge-had train`, or omit --model for the "
+            "shipped one)"
+        )
     for path in (config_path, weights_path):
         if not path.is_file():
             raise ModelError(

@@ -200,6 +200,8 @@ def _check_source(path: Path, meta: dict[str, Any], needed: _Needed, fix: str) -
         problems.append(_resampling_difference(meta.get("wavelengths"), needed.wavelengths))
     if meta.get("precision") != precision:
         problems.append(f"its precision is {meta.get('precision')}, {precision} was asked for")
+        if len(problems) == 1:  # the file is fine: the option is what differs
+            fix = f"drop --net-precision (the file's own is the default) or pass {meta.get('precision')}"
     if problems:
         raise BackendError(f"{path}: " + "; ".join(problems) + f" ({fix})")
 

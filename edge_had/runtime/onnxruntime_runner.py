@@ -49,7 +49,9 @@ class OnnxRuntimeRunner(Runner):
         try:
             import onnxruntime as ort
         except ImportError as error:
-            raise BackendError("onnxruntime is not installed (pip install 'edge-had[onnx]')") from error
+            raise BackendError(
+                f"onnxruntime cannot be imported ({error}): pip install 'edge-had[onnx]', or repair it"
+            ) from error
         options = ort.SessionOptions()
         # no busy-waiting between runs: in the line loop numpy's BLAS threads run right after
         # each inference, and spinning ORT threads took their cores (measured: causal RX went
