@@ -402,6 +402,23 @@ def test_auto_falls_back_past_a_corrupt_onnx_and_says_so(bundle_dir: Path, tmp_p
         EnhancedDetector(bundle_dir, backend="onnxruntime", onnx=corrupt).score(scene.cube, scene.valid, None)
 
 
+def test_each_scene_records_the_backend_that_enhanced_it(bundle_dir: Path, tmp_path: Path) -> None:
+    """A 30-band graph over scenes of 30, 24 and 30 bands: onnxruntime, torch (the graph does not
+    fit), onnxruntime again; the eval report said torch for all three."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from edge_had.build.onnx_export import export_onnx
+    from edge_had.eval.protocol import evaluate_scene
+
+    graph = export_onnx(load_bundle(bundle_dir), 30, tmp_path / "b30.onnx")
+    detector = EnhancedDetector(bundle_dir, onnx=graph)
+    ran = []
+    for bands in (30, 24, 30):
+        scene = synthetic_scene(lines=16, width=16, bands=bands, seed=bands)
+        scene.wavelengths = None  # the graph resamples on band index
+        ran.append(evaluate_scene(detector, scene)[0]["backend"])
+    assert ran == ["onnxruntime fp32", "torch fp32", "onnxruntime fp32"]
+
+
 def test_a_foreign_onnx_is_refused_in_a_short_line_naming_it(bundle_dir: Path, tmp_path: Path) -> None:
     """An ONNX file from elsewhere (no edge-had metadata), given to the runner or to the factory:
     the error names the file and why, and does not dump the graph (it once quoted the whole

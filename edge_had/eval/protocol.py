@@ -93,6 +93,9 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         "wavelengths_known": scene.wavelengths is not None,  # resampling detectors: else on band index
         "notes": [*scene.meta.get("notes", []), *filter(None, [constant_scores_note(scores, scene.valid)])],
     }
+    ran_on = getattr(detector, "last_backend", None)  # a scene may run on another backend than the first
+    if ran_on is not None:
+        entry["backend"] = f"{ran_on.backend} {ran_on.precision}"
     macs = getattr(detector, "macs_per_pixel", None)
     if macs is not None:
         entry["macs_per_pixel"] = macs(entry["bands"])
