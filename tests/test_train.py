@@ -382,15 +382,10 @@ def test_settings_that_train_the_same_are_not_refused(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     try:
         after_stage1 = str(Path(config.out) / CHECKPOINT_DIR / "stage1-epoch002.pt")
-        unset = _config(
-            tmp_path,
-            "unset",
-            steps_per_epoch=2,
-            threads=None,
-            exclude=config.exclude,
-            start_from=after_stage1,
+        unset = dataclasses.replace(
+            config, out=str(tmp_path / "unset"), threads=None, start_from=after_stage1
         )
-        started = train(unset, scenes=scenes)
+        started = train(dataclasses.replace(unset, keep_all_checkpoints=False), scenes=scenes)
     finally:
         torch.set_num_threads(threads)
     assert started["started_from"]["phases"] == ["pretrain", "stage1"]

@@ -49,6 +49,7 @@ multiply-adds per pixel at 224 bands and 28 800 at 450.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,17 +117,11 @@ class SpectralAdapter(nn.Module):
 
     @classmethod
     def from_wavelengths(
-        cls,
-        wavelengths: Sequence[float] | np.ndarray,
-        k: int = DEFAULT_K,
-        *,
-        lo: float = CANONICAL_RANGE_NM[0],
-        hi: float = CANONICAL_RANGE_NM[1],
-        valid: np.ndarray | None = None,
-        kernel: Kernel = "linear",
+        cls, wavelengths: Sequence[float] | np.ndarray, k: int = DEFAULT_K, **options: Any
     ) -> SpectralAdapter:
-        """Interpolate in wavelength (nm) onto ``k`` canonical bands evenly spaced on ``[lo, hi]``."""
-        matrix, grid = wavelength_matrix(wavelengths, k, lo=lo, hi=hi, valid=valid, kernel=kernel)
+        """Interpolate in wavelength (nm) onto ``k`` canonical bands evenly spaced on ``[lo, hi]``
+        (``options``: ``lo``, ``hi``, ``valid``, ``kernel`` of :func:`wavelength_matrix`)."""
+        matrix, grid = wavelength_matrix(wavelengths, k, **options)
         return cls(matrix, canonical=grid, mode="wavelength")
 
     @classmethod
