@@ -257,7 +257,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.plots import save_score_map_png
-    from edge_had.eval.protocol import constant_scores_note, far_outlier_check, score_scene
+    from edge_had.eval.protocol import constant_scores_note, far_outlier_check, same_name_note, score_scene
     from edge_had.io import load_scene
 
     if args.out:  # refused before the scene is read and scored
@@ -293,6 +293,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
             print(f"AUC undefined: {error}")
         if _trained_on(detector, args.scene):
             print("note: the model was trained on this scene, so its AUC says nothing about unseen scenes")
+        elif getattr(detector, "training_scenes", None):
+            from edge_had.io import scene_sha256
+
+            note = same_name_note(detector.training_scenes, scene_sha256(args.scene), scene.name)
+            if note is not None:
+                print(f"note: {note}")
     return 0
 
 

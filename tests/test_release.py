@@ -165,3 +165,17 @@ def test_eval_report_marks_trained_on_per_scene(tmp_path, capsys):
     assert f"mean of the others: {auc['unseen']:.4f}" in table
     assert report["detector"]["model_sha256"] == load_bundle(out).sha256
     assert all(0 < scene["macs_per_pixel"] < 50_000 for scene in report["scenes"])
+    # the training scene re-saved (same arrays, other bytes) read as unseen without a word
+    from scipy.io import loadmat
+
+    arrays = loadmat(data / "seen.mat")
+    (data / "seen.mat").unlink()
+    savemat(data / "seen.mat", {"data": arrays["data"], "map": arrays["map"]}, do_compression=True)
+    assert main([*argv, "--json", str(report_path)]) == 0
+    seen = next(scene for scene in json.loads(report_path.read_text())["scenes"] if scene["name"] == "seen")
+    assert (
+        seen["trained_on"] is False
+        and "was among the model's training scenes, in another file" in seen["notes"][-1]
+    )
+    assert main(["detect", str(data / "seen.mat"), "--model", str(out)]) == 0
+    assert "note: a scene named seen was among the model's training scenes" in capsys.readouterr().out

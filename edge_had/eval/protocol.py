@@ -43,6 +43,19 @@ def constant_scores_note(scores: np.ndarray, valid: np.ndarray) -> str | None:
     )
 
 
+def same_name_note(training: dict[str, str] | None, sha256: str | None, name: str) -> str | None:
+    """A note when ``name`` was a training scene's but the file's SHA-256 is not one of theirs
+    (``trained_on`` is decided by file content, so a re-saved or converted training scene reads
+    as unseen); None otherwise."""
+    if not training or sha256 in training or name not in training.values():
+        return None
+    return (
+        f"a scene named {name} was among the model's training scenes, in another file (re-saved or "
+        "converted?): trained_on goes by the file's SHA-256 and says false - if it is that scene, "
+        "its AUC is not a held-out one"
+    )
+
+
 def far_outlier_check(scene: Scene) -> tuple[int, str | None]:
     """How many valid pixels of the scene look like corrupt samples
     (:func:`~edge_had.detectors.stats.far_outliers`), and a warning naming the first (None if
@@ -104,6 +117,8 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         training = getattr(detector, "training_scenes", None)
         if training is not None:
             entry["trained_on"] = entry["source_sha256"] in training
+            if (note := same_name_note(training, entry["source_sha256"], scene.name)) is not None:
+                entry["notes"].append(note)
     return entry, scores
 
 
