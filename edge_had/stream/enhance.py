@@ -22,7 +22,8 @@ direction) for ``REFIT_LINES`` (4) lines in a row, ``lo``/``hi`` are fitted agai
 for ``REFIT_PROBATION`` (64) lines: a line that fits the replaced ``lo``/``hi`` again brings them
 back (:attr:`StreamEnhancer.refits_undone`; a 12-line x1e6 burst had fixed the normalisation on
 itself for good, AUC 0.52 after it against 0.99). A stream that starts on an exact dark frame fitted
-its normalisation on it for good: abu-urban-1 behind 16 zero lines scored 0.887 (0.951 from its 40th
+its normalisation on it for good: abu-urban-1 (a training scene of the shipped model used here:
+a robustness check, not an accuracy figure) behind 16 zero lines scored 0.887 (0.951 from its 40th
 line on) against 0.998 from a clean start; with the refit 0.937 (0.998 from line 40; the rest is the
 lines scored before the RX statistics restart; a synthetic stream in 16-bit counts: 0.61 frozen,
 0.94 refitted, 0.979 clean, from its 60th line). Noisy dark starts (values up to ~190) scored as
