@@ -179,3 +179,5 @@ def test_eval_report_marks_trained_on_per_scene(tmp_path, capsys):
     )
     assert main(["detect", str(data / "seen.mat"), "--model", str(out)]) == 0
     assert "note: a scene named seen was among the model's training scenes" in capsys.readouterr().out
+    assert main(["stream", "--source", str(data / "seen.mat"), "--model", str(out)]) == 0
+    assert "note: a scene named seen was among the model's training scenes" in capsys.readouterr().out

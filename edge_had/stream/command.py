@@ -261,6 +261,7 @@ def _local_rx_device(scorer: Any) -> dict[str, Any] | None:
 
 def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.eval.metrics import roc_auc
+    from edge_had.eval.protocol import same_name_note
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
     from edge_had.io import scene_sha256
     from edge_had.stream.events import EventDetector, stream_threshold
@@ -300,6 +301,10 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     trained_on = None  # only an enhanced stream has a model that may have seen the source
     if onboard.bundle is not None and onboard.bundle.training_scenes:  # no training record: unknown
         trained_on = source_sha256 in onboard.bundle.training_scenes  # a synthetic source: never
+        if source_sha256 is not None:
+            note = same_name_note(onboard.bundle.training_scenes, source_sha256, Path(args.source).stem)
+            if note is not None:
+                print(f"note: {note}")
     if args.faults:
         from edge_had.stream.faults import faulty_lines
 
