@@ -242,6 +242,7 @@ def test_a_cached_model_is_reused_only_when_trained_as_asked(tmp_path) -> None:
 
     from edge_had.eval.crossval import _already_trained
     from edge_had.io import scene_sha256
+    from edge_had.provenance import package_commit
     from edge_had.train.config import TrainConfig, TrainError
 
     data = tmp_path / "d"
@@ -257,29 +258,34 @@ def test_a_cached_model_is_reused_only_when_trained_as_asked(tmp_path) -> None:
         "spatial": False,
     }
     job = {"out": asked["out"], "config": asked}
-    assert not _already_trained(job)
+    other_code: list[str] = []
+    assert not _already_trained(job, other_code)
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.safetensors").write_bytes(b"")
     with pytest.raises(TrainError, match="training record"):
-        _already_trained(job)
+        _already_trained(job, other_code)
     saved = TrainConfig(**{**asked, "restoration_width": 32}).to_json()  # a stage-2 setting: no stage 2 here
     scenes = [{"name": "b", "sha256": scene_sha256(data / "b.npy")}]
     (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": saved, "data": scenes}))
-    assert _already_trained(job)
+    assert _already_trained(job, other_code) and other_code == [f"{tmp_path / 'm'} (None)"]  # code unrecorded
+    record = {"config": saved, "data": scenes, "package_commit": package_commit()}
+    (tmp_path / "m" / "train_config.json").write_text(json.dumps(record))
+    other_code.clear()
+    assert _already_trained(job, other_code) and other_code == []  # trained by this code
     for other in ({"seed": 1}, {"spatial": True}, {"pretrain_epochs": 3}):
         changed = TrainConfig(**{**asked, **other}).to_json()
         (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": changed, "data": scenes}))
         with pytest.raises(TrainError, match="other settings"):
-            _already_trained(job)
+            _already_trained(job, other_code)
     # the same settings, other scene files: b replaced, or a scene added to the folder
     (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": saved, "data": scenes}))
     np.save(data / "c.npy", np.zeros((4, 4, 3)))
     with pytest.raises(TrainError, match="other scene files"):
-        _already_trained(job)
+        _already_trained(job, other_code)
     (data / "c.npy").unlink()
     np.save(data / "b.npy", np.ones((4, 4, 3)))
     with pytest.raises(TrainError, match="other scene files"):
-        _already_trained(job)
+        _already_trained(job, other_code)
 
 
 def test_a_job_whose_source_checkpoint_does_not_fit_trains_from_scratch(tmp_path) -> None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -56,6 +57,7 @@ from edge_had.detectors.scoring import geometric_mean, scorer
 from edge_had.eval.metrics import roc_auc
 from edge_had.eval.report import SCHEMA_VERSION, json_text, platform_info
 from edge_had.io import Scene, list_scenes, load_scene, scene_sha256
+from edge_had.provenance import package_commit
 
 #: Training variants: TrainConfig overrides of each ablation ("main" = the defaults).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -148,9 +150,10 @@ def _train_job(job: dict[str, Any]) -> str:
     return str(out)
 
 
-def _already_trained(job: dict[str, Any]) -> bool:
+def _already_trained(job: dict[str, Any], other_code: list[str]) -> bool:
     """Whether the job's folder holds its model. A model trained with other settings (e.g. an
-    older default) is refused rather than mixed into the table."""
+    older default) is refused rather than mixed into the table; one trained by other code (another
+    package commit) is reused and listed in ``other_code``, to be said."""
     from edge_had.train.config import TrainConfig, TrainError, trains_the_same
 
     out = Path(job["out"])
@@ -173,6 +176,8 @@ def _already_trained(job: dict[str, Any]) -> bool:
             f"{out} holds a model trained on other scene files than this fold's now "
             f"({sorted(trained)} vs {sorted(wanted)}, or their SHA-256): delete that folder"
         )
+    if record.get("package_commit") != package_commit():  # a change with no setting behind it
+        other_code.append(f"{out} ({str(record.get('package_commit'))[:12]})")  # would not be in it
     return True
 
 
@@ -241,7 +246,14 @@ def train_fold_models(config: CrossValConfig, folds: list[list[str]]) -> None:
             **VARIANTS[variant],
         }
         jobs.append({"out": str(target), "config": settings})
-    waves = [[job for job in wave if not _already_trained(job)] for wave in share_phases(jobs)]
+    other_code: list[str] = []
+    waves = [[job for job in wave if not _already_trained(job, other_code)] for wave in share_phases(jobs)]
+    if other_code:
+        print(
+            f"note: {len(other_code)} cached fold model(s) reused were trained by other code than this "
+            f"({package_commit()[:12]}), e.g. {other_code[0]}: a fresh --out trains them again",
+            file=sys.stderr,
+        )
     if not any(waves):
         return
     from tqdm import tqdm

@@ -12,7 +12,6 @@ import dataclasses
 import datetime
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from edge_had.models.bundle import (
     load_bundle,
     scenes_of_record,
 )
+from edge_had.provenance import package_commit
 from edge_had.train.config import TrainError
 from edge_had.train.data import rankable
 from edge_had.train.runner import TrainConfig, train
@@ -36,23 +36,10 @@ BUDGET_BANDS = (100, 188, 224, 450)
 
 
 def git_commit() -> str:
-    """The commit of the package's own checkout (not of the folder the command runs in), with
-    ``+dirty`` when its tracked files have changes; ``unknown`` outside a git checkout."""
-    package = Path(__file__).resolve().parents[1]
-
-    def git(*arguments: str) -> str:
-        command = ["git", "-C", str(package), *arguments]
-        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
-
-    try:
-        top = Path(git("rev-parse", "--show-toplevel")).resolve()
-        if top != package.parent:  # an installed package inside some other repository
-            return "unknown"
-        commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
+    """The package's commit as a release records it (:func:`edge_had.provenance.package_commit`,
+    asked afresh: training may change tracked files)."""
+    package_commit.cache_clear()
+    return package_commit()
 
 
 def read_crossval_summary(path: str | Path) -> dict[str, Any]:

@@ -104,6 +104,7 @@ from edge_had.models.bundle import (
 from edge_had.models.normalize import Normalization
 from edge_had.models.spatial import SpatialStudent
 from edge_had.models.spectral import SpectralEnhancer
+from edge_had.provenance import package_commit
 from edge_had.train.config import (
     StartFromError,
     TrainConfig,
@@ -703,6 +704,7 @@ def _run(
         "world_size": ddp.world_size,
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
+        "package_commit": package_commit(),  # which code trained it (crossval's cache says so)
         "spectral_from_bundle_sha256": spectral_source,
         "started_from": started_from,
         "previous_run": previous,
