@@ -467,6 +467,17 @@ def test_config_validation() -> None:
         TrainConfig(stage="2", spatial=False)
 
 
+def test_a_stage2_resume_before_its_first_checkpoint_starts_stage2_afresh(tmp_path: Path, capsys) -> None:
+    """`--stage 2 --resume` right after `--stage 1` (stage 2 interrupted before its first checkpoint)
+    took the stage-1 run's checkpoint for its own and refused the config diff (stage 1 -> 2)."""
+    scenes = _scenes(1)
+    train(_config(tmp_path, stage="1", steps_per_epoch=2), scenes=scenes)
+    resumed = train(_config(tmp_path, stage="2", steps_per_epoch=2, resume=True), scenes=scenes)
+    assert "no stage-2 checkpoint" in capsys.readouterr().err
+    again = train(_config(tmp_path, stage="2", steps_per_epoch=2), scenes=scenes)  # the same run, not resumed
+    assert _identical(_weights(resumed), _weights(again))
+
+
 def test_stage2_alone_without_bundle_fails(tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="stage-1 bundle"):
         train(_config(tmp_path, stage="2"), scenes=_scenes(1))

@@ -507,8 +507,11 @@ def _run(
     _check_rankable(config, source, ddp.world_size)  # now, not after the phases before ranking
 
     checkpoint = _load_latest_checkpoint(out) if config.resume else None
+    if config.stage == "2" and checkpoint is not None and checkpoint.get("phase") != "stage2":
+        checkpoint = None  # the stage-1 run's, which this run continues from its bundle: nothing to resume
     if config.resume and checkpoint is None and ddp.main:  # said even with --quiet: not progress
-        print(f"--resume: no checkpoint in {out / CHECKPOINT_DIR}: starting from scratch", file=sys.stderr)
+        what = "stage-2 checkpoint" if config.stage == "2" else "checkpoint"
+        print(f"--resume: no {what} in {out / CHECKPOINT_DIR}: starting from scratch", file=sys.stderr)
     started_from = None
     resuming = checkpoint is not None  # else the checkpoint, if any, is another run's (start_from)
     if checkpoint is not None:
