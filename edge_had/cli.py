@@ -162,15 +162,13 @@ def _detector_from_args(args: argparse.Namespace) -> Any:
         return make_detector(args.detector, **lrx)
     if args.detector == "resampled-hybrid-rx":  # the baseline of enhanced-hybrid-rx: same windows
         return make_detector(args.detector, lrx=LocalRXSettings(**lrx))
-    from edge_had.runtime.factory import net_precision
-
     return make_detector(
         args.detector,
         model=args.model,
         fusion=args.fusion,
         lrx=LocalRXSettings(**lrx),
         backend=args.backend,
-        precision=net_precision(args.net_precision, args.onnx, args.engine),
+        precision=args.net_precision,  # None: what the --engine / --onnx file records, else fp32
         onnx=args.onnx,
         engine=args.engine,
         device=args.device,

@@ -428,7 +428,7 @@ def test_export_command_writes_checked_gated_graphs(bundle_dir: Path, tmp_path: 
     assert main([*stream, *graph]) == 0 and "onnxruntime fp16" in capsys.readouterr().out
     assert main([*stream, *graph, "--net-precision", "fp32"]) == 2  # said otherwise: refused, as before
     assert "its precision is fp16, fp32 was asked for (drop --net-precision" in capsys.readouterr().err
-    from edge_had.runtime.factory import net_precision
+    from edge_had.runtime.select import net_precision
 
     engine = tmp_path / "x.engine"
     engine.with_suffix(".json").write_text(

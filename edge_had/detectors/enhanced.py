@@ -52,7 +52,7 @@ class EnhancedDetector:
         lrx: LocalRXSettings | None = None,
         *,
         backend: str = "auto",
-        precision: str = "fp32",
+        precision: str | None = "fp32",  # None: what the --onnx / --engine records, else fp32
         onnx: str | Path | None = None,
         engine: str | Path | None = None,
         device: str = "cpu",

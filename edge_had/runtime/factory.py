@@ -26,25 +26,6 @@ class _Needed(NamedTuple):
     precision: str
 
 
-def net_precision(asked: str | None, onnx: str | Path | None = None, engine: str | Path | None = None) -> str:
-    """``--net-precision``: as given, else the precision an ``--engine``'s sidecar or an ``--onnx``
-    graph's metadata records (a graph runs at the precision it was exported at: naming it again
-    was required, and fp32 was refused for an fp16 engine), else fp32."""
-    if asked is not None:
-        return asked
-    recorded = None
-    if engine is not None:
-        from edge_had.build.engine_cache import read_sidecar, sidecar_path
-
-        sidecar = sidecar_path(engine)
-        recorded = read_sidecar(sidecar).get("key", {}).get("precision") if sidecar.is_file() else None
-    elif onnx is not None:
-        from edge_had.build.tensorrt_engine import metadata_precision
-
-        recorded = metadata_precision(Path(onnx))
-    return str(recorded) if recorded in ("fp32", "fp16", "int8") else "fp32"
-
-
 def enhancement_runner(
     choice: BackendChoice,
     bundle: Any,

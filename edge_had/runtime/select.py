@@ -110,15 +110,37 @@ def passed_over_files(
     }
 
 
+def net_precision(asked: str | None, onnx: Any = None, engine: Any = None) -> str:
+    """``--net-precision``: as given, else the precision an ``--engine``'s sidecar or an ``--onnx``
+    graph's metadata records (a graph runs at the precision it was exported at: naming it again
+    was required, and fp32 was refused for an fp16 engine), else fp32. :func:`choose_backend`
+    asks it, so every caller gets the same default."""
+    if asked is not None:
+        return asked
+    recorded = None
+    if engine is not None:
+        from edge_had.build.engine_cache import read_sidecar, sidecar_path
+
+        sidecar = sidecar_path(engine)
+        recorded = read_sidecar(sidecar).get("key", {}).get("precision") if sidecar.is_file() else None
+    elif onnx is not None:
+        from edge_had.build.tensorrt_engine import metadata_precision
+
+        recorded = metadata_precision(Path(onnx))
+    return str(recorded) if recorded in PRECISIONS else "fp32"
+
+
 def choose_backend(
     requested: str = "auto",
-    precision: str = "fp32",
+    precision: str | None = None,
     *,
     exclude: dict[str, str] | None = None,
     **artifacts: Any,
 ) -> BackendChoice:
     """The backend that will run (see the module docstring); ``artifacts`` as :func:`unavailable_reason`.
-    ``exclude``: backends already tried under ``auto`` that failed to load, with why (skipped)."""
+    ``precision`` None: :func:`net_precision`'s default. ``exclude``: backends already tried under
+    ``auto`` that failed to load, with why (skipped)."""
+    precision = net_precision(precision, artifacts.get("onnx"), artifacts.get("engine"))
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if requested != "auto":

@@ -109,7 +109,6 @@ def build_pipeline(
     from argparse import Namespace
 
     from edge_had.cli_types import refuse_network_options
-    from edge_had.runtime.factory import net_precision
     from edge_had.stream.causal import NUMPY_LINE_MATH
     from edge_had.stream.pipeline import StreamPipeline
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction
@@ -141,7 +140,7 @@ def build_pipeline(
             wavelengths,
             model,
             backend,
-            net_precision(precision, onnx, engine),
+            precision,
             artifacts,
             async_enhance,
         )
@@ -183,7 +182,7 @@ def _enhancer(
     wavelengths: Any,
     model: str | None,
     backend: str,
-    precision: str,
+    precision: str | None,
     artifacts: dict[str, Any],
     asynchronous: bool,
 ) -> tuple[Any, Any, Any, Any]:
