@@ -255,7 +255,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.plots import save_score_map_png
-    from edge_had.eval.protocol import constant_scores_note, far_outlier_check, same_name_note, score_scene
+    from edge_had.eval.protocol import far_outlier_check, same_name_note, scene_notes, score_scene
     from edge_had.io import load_scene
 
     if args.out:  # refused before the scene is read and scored
@@ -270,8 +270,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     anomalies = 0 if scene.gt is None else int(scene.gt.sum())
     invalid_anomalies = 0 if scene.gt is None else int((scene.gt & ~scene.valid).sum())
-    notes = [*scene.meta.get("notes", []), *filter(None, [constant_scores_note(scores, scene.valid)])]
-    for note in _scene_notes(notes, anomalies, invalid_anomalies):
+    for note in _scene_notes(scene_notes(scene, scores), anomalies, invalid_anomalies):
         print(f"warning: {scene.name}: {note}", file=sys.stderr)
     rows, cols, bands = scene.shape
     print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {int((~scene.valid).sum())} invalid px")
@@ -289,13 +288,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
             print(f"AUC {roc_auc(scores, scene.gt, scene.valid):.4f}")
         except ValueError as error:  # e.g. no anomaly pixel in the ground truth
             print(f"AUC undefined: {error}")
-        if _trained_on(detector, args.scene):
-            print("note: the model was trained on this scene, so its AUC says nothing about unseen scenes")
-        elif getattr(detector, "training_scenes", None):
+        training = getattr(detector, "training_scenes", None)
+        if training:  # by the file's SHA-256, read once
             from edge_had.io import scene_sha256
 
-            note = same_name_note(detector.training_scenes, scene_sha256(args.scene), scene.name)
-            if note is not None:
+            sha256 = scene_sha256(args.scene)
+            if sha256 in training:
+                print(
+                    "note: the model was trained on this scene, so its AUC says nothing about unseen scenes"
+                )
+            elif (note := same_name_note(training, sha256, scene.name)) is not None:
                 print(f"note: {note}")
     return 0
 
@@ -317,16 +319,6 @@ def _warn_fallbacks(detector: Any) -> None:
     ran = getattr(getattr(detector, "backend", None), "backend", None)
     for backend, why in getattr(detector, "fallbacks", {}).items():
         print(f"warning: {backend} did not run, {ran} ran instead: {why}", file=sys.stderr)
-
-
-def _trained_on(detector: Any, scene_path: str) -> bool:
-    """Whether an enhanced detector's model was trained on this file (by SHA-256)."""
-    training = getattr(detector, "training_scenes", None)
-    if not training:
-        return False
-    from edge_had.io import scene_sha256
-
-    return scene_sha256(scene_path) in training
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

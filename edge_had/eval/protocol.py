@@ -43,6 +43,13 @@ def constant_scores_note(scores: np.ndarray, valid: np.ndarray) -> str | None:
     )
 
 
+def scene_notes(scene: Scene, scores: np.ndarray) -> list[str]:
+    """What a user should know of a scored scene: what its reader left out (``meta["notes"]``),
+    and a score map with no pixel standing out (:func:`constant_scores_note`)."""
+    constant = constant_scores_note(scores, scene.valid)
+    return [*scene.meta.get("notes", []), *([] if constant is None else [constant])]
+
+
 def same_name_note(training: dict[str, str] | None, sha256: str | None, name: str) -> str | None:
     """A note when ``name`` was a training scene's but the file's SHA-256 is not one of theirs
     (``trained_on`` is decided by file content, so a re-saved or converted training scene reads
@@ -104,7 +111,7 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         "anomaly_pixels_invalid": int((scene.gt & ~scene.valid).sum()),
         "far_outlier_pixels": far_outlier_check(scene)[0],
         "wavelengths_known": scene.wavelengths is not None,  # resampling detectors: else on band index
-        "notes": [*scene.meta.get("notes", []), *filter(None, [constant_scores_note(scores, scene.valid)])],
+        "notes": scene_notes(scene, scores),
     }
     ran_on = getattr(detector, "last_backend", None)  # a scene may run on another backend than the first
     if ran_on is not None:
