@@ -75,8 +75,7 @@ class EnhancedDetector:
         self.artifacts: dict[str, Any] = {"onnx": onnx, "engine": engine, "device": device}
         self.requested_backend = backend
         self.backend = choose_backend(backend, precision, **self.artifacts)
-        self._runners: dict[tuple[int, bytes], Any] = {}
-        self._ran_on: dict[tuple[int, bytes], Any] = {}  # the BackendChoice of each runner
+        self._runners: dict[tuple[int, bytes], tuple[Any, Any]] = {}  # (runner, its BackendChoice)
         self.last_backend = self.backend
         #: backend -> why it could not run and `auto` went on without it (the CLI warns)
         self.fallbacks: dict[str, str] = passed_over_files(self.backend, **self.artifacts)
@@ -90,8 +89,7 @@ class EnhancedDetector:
         while key not in self._runners:
             try:
                 runner = enhancement_runner(self.backend, self.bundle, bands, wavelengths, **self.artifacts)
-                self._runners[key] = runner.activate()
-                self._ran_on[key] = self.backend
+                self._runners[key] = (runner.activate(), self.backend)
             except BackendError as error:
                 # a corrupt or mismatched artifact: `auto` falls back to the next backend and
                 # says so in the report; a backend asked for by name fails here
@@ -102,8 +100,8 @@ class EnhancedDetector:
                 self.backend = choose_backend(
                     "auto", self.backend.precision, exclude=failed, **self.artifacts
                 )
-        self.last_backend = self._ran_on[key]  # what enhanced this sensor's cubes (eval records it)
-        return self._runners[key]
+        runner, self.last_backend = self._runners[key]  # what enhances this sensor's cubes (eval records it)
+        return runner
 
     def macs_per_pixel(self, bands: int) -> int:
         """Multiply-adds per pixel of the inference path for a sensor of ``bands`` bands (one
