@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_had.detectors.stats import calc_stats, pixels_of
+from edge_had.detectors.stats import calc_stats, centered_float64, pixel_blocks, pixels_of
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,10 @@ def principal_components(cube: np.ndarray, mask: np.ndarray | None, n_components
     stats = calc_stats(cube, mask)
     _, vectors = np.linalg.eigh(stats.cov)
     basis = vectors[:, ::-1][:, :n_components]
-    projected = (pixels_of(cube).astype(np.float64) - stats.mean) @ basis
+    pixels = pixels_of(cube)
+    projected = np.empty((len(pixels), basis.shape[1]))
+    for block in pixel_blocks(len(pixels), pixels.shape[1]):  # no float64 copy of the whole cube
+        projected[block] = centered_float64(pixels[block], stats.mean) @ basis
     return projected.reshape(*cube.shape[:2], basis.shape[1])
 
 

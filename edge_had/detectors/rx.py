@@ -4,9 +4,12 @@ Two implementations with one definition:
 
 * :func:`rx_reference` - float64 numpy, ``(x - mu)^T S^-1 (x - mu)`` with an explicit inverse.
   It is the oracle every other implementation (float32, torch, CUDA, streaming) is tested against.
-* :func:`rx` / :class:`RX` - the fast path: float64 statistics (one ``X^T X`` product) on pixels
-  centred once, a Cholesky whitener, then float32 scoring (one GEMM and a row norm); no
-  per-pixel Python loop.
+* :func:`rx` / :class:`RX` - the fast path: float64 statistics, a Cholesky whitener, then
+  float32 scoring (a GEMM and a row norm); no per-pixel Python loop.
+
+Both compute the statistics and the scores in blocks of pixels
+(:func:`~edge_had.detectors.stats.pixel_blocks`): memory beyond the cube and its score map stays
+bounded whatever the cube's size.
 
 Cubes are (rows, cols, bands); pixels where ``mask`` is False are left out of the statistics and
 scored NaN.
@@ -16,13 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_had.detectors.stats import (
-    GaussianStats,
-    calc_stats,
-    centered_float64,
-    pixels_of,
-    stats_and_centered,
-)
+from edge_had.detectors.stats import GaussianStats, calc_stats, centered_float64, pixel_blocks, pixels_of
 
 
 def _pixel_mask(cube: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
@@ -52,17 +49,21 @@ def rx_reference(
     mask = _pixel_mask(cube, mask)
     if background is None:
         background = calc_stats(cube, mask, regularization=regularization)
-    centered = pixels_of(cube).astype(np.float64) - background.mean
-    scores = np.sum((centered @ background.inv_cov) * centered, axis=1)
+    pixels = pixels_of(cube)
+    scores = np.empty(len(pixels))
+    for block in pixel_blocks(len(pixels), pixels.shape[1]):
+        centered = centered_float64(pixels[block], background.mean)
+        scores[block] = np.sum((centered @ background.inv_cov) * centered, axis=1)
     return _scores_to_map(scores, cube, mask)
 
 
 class RX:
     """Fast global RX, SPy-like: ``RX(background)(cube)``; statistics from the cube when None.
 
-    Statistics and centring are float64 (see :mod:`edge_had.detectors.stats`); scoring is one
-    float32 GEMM with the whitener and a row norm. On the ten ABU scenes: max |score - oracle| /
-    max(oracle) about 1e-6 and the same AUC to 4 decimals (tests/test_real_scenes.py bounds it).
+    Statistics and centring are float64 (see :mod:`edge_had.detectors.stats`); scoring is a
+    float32 GEMM with the whitener and a row norm per block of pixels. On the ten ABU scenes:
+    max |score - oracle| / max(oracle) about 1e-6 and the same AUC to 4 decimals
+    (tests/test_real_scenes.py bounds it).
     """
 
     def __init__(self, background: GaussianStats | None = None, *, regularization: float = 0.0) -> None:
@@ -73,14 +74,17 @@ class RX:
         mask = _pixel_mask(cube, mask)
         pixels = pixels_of(cube)
         flat_mask = None if mask is None else mask.ravel()
-        if self.background is None:
-            background, centered = stats_and_centered(pixels, flat_mask, regularization=self.regularization)
-        else:
-            background, centered = self.background, centered_float64(pixels, self.background.mean)
-        if flat_mask is not None:
-            centered[~flat_mask] = 0.0
-        whitened = centered.astype(np.float32) @ background.whitener.T.astype(np.float32)
-        scores = np.einsum("ij,ij->i", whitened, whitened)
+        background = self.background
+        if background is None:
+            background = calc_stats(pixels, flat_mask, regularization=self.regularization)
+        whitener = background.whitener.T.astype(np.float32)
+        scores = np.empty(len(pixels), dtype=np.float32)
+        for block in pixel_blocks(len(pixels), pixels.shape[1]):
+            centered = centered_float64(pixels[block], background.mean)
+            if flat_mask is not None:
+                centered[~flat_mask[block]] = 0.0  # masked pixels (NaN, Inf) out of the GEMM
+            whitened = centered.astype(np.float32) @ whitener
+            scores[block] = np.einsum("ij,ij->i", whitened, whitened)
         # a pixel so far out that its score overflows float32 (e.g. a corrupt 1e20 value) gets
         # float32's largest value instead of Inf: it still ranks first, and every metric of the
         # map stays defined (min-max normalisation needs finite values)
