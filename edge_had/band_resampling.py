@@ -20,6 +20,18 @@ CANONICAL_RANGE_NM = (400.0, 2500.0)
 #: Sensor bands outside the canonical range get no weight; more than this share of them is refused
 #: (a 400-5000 nm sensor lost its 2500-5000 nm targets in silence: AUC 0.99 -> 0.52)
 MAX_OUTSIDE_FRACTION = 0.25
+#: How a sensor's bands are resampled to the canonical ones: on the file's wavelengths when it
+#: records them (on band index when it does not), or on band index whatever the file records
+#: (band centres known to be wrong, a sensor outside the canonical range).
+RESAMPLE_CHOICES = ("wavelength", "band-index")
+
+
+def wavelengths_to_use(resample: str, wavelengths: np.ndarray | None) -> np.ndarray | None:
+    """The band centres a resampling step gets under ``resample`` (:data:`RESAMPLE_CHOICES`):
+    the file's (None when it has none) for ``wavelength``, None (band index) for ``band-index``."""
+    if resample not in RESAMPLE_CHOICES:
+        raise ValueError(f"unknown resampling {resample!r}; choose one of {RESAMPLE_CHOICES}")
+    return None if resample == "band-index" else wavelengths
 
 
 def canonical_wavelengths(
@@ -132,15 +144,15 @@ def wavelength_matrix(
             f"the sensor's bands span {used.min():g}-{used.max():g} nm, which holds none of the "
             f"{k} canonical wavelengths on [{lo:g}, {hi:g}] nm: every canonical band would copy "
             "one sensor band. Use a plain detector (rx, hybrid-rx: every band as it is), or resample "
-            "on band index (a file without wavelengths is)"
+            "on band index (--resample band-index)"
         )
     outside = int(((used < lo) | (used > hi)).sum())
     if outside > MAX_OUTSIDE_FRACTION * used.size:
         raise ValueError(
             f"{outside} of the sensor's {used.size} bands lie outside the model's {lo:g}-{hi:g} nm "
             "and would get no weight (targets seen only there would be lost). Use a plain detector "
-            "(rx, hybrid-rx: every band as it is), or resample on band index (a file without "
-            "wavelengths is)"
+            "(rx, hybrid-rx: every band as it is), or resample on band index (--resample "
+            "band-index)"
         )
     return matrix, grid
 

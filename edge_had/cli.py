@@ -12,6 +12,7 @@ from typing import Any
 
 import edge_had
 from edge_had.cli_types import (
+    add_resample_option,
     changed_options,
     check_output_file,
     compute_device,
@@ -38,6 +39,14 @@ which needs no data.
 
 #: the local window's settings: every detector with a local RX part takes them
 LOCAL_RX_DETECTORS = ("lrx", "hybrid-rx", "enhanced-lrx", "enhanced-hybrid-rx", "resampled-hybrid-rx")
+#: the detectors that resample the sensor's bands to the model's K canonical ones
+RESAMPLING_DETECTORS = (
+    "enhanced-rx",
+    "enhanced-lrx",
+    "enhanced-hybrid-rx",
+    "resampled-rx",
+    "resampled-hybrid-rx",
+)
 #: scorer option -> (its default, the detectors that use it); another detector would ignore it
 SCORER_OPTIONS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "precision": ("float64", ("rx",)),
@@ -45,14 +54,25 @@ SCORER_OPTIONS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "inner": (5, LOCAL_RX_DETECTORS),
     "outer": (15, LOCAL_RX_DETECTORS),
     "components": (10, LOCAL_RX_DETECTORS),
+    "resample": ("wavelength", RESAMPLING_DETECTORS),
 }
+#: how an error names a group of detectors
+DETECTOR_GROUPS = {
+    LOCAL_RX_DETECTORS: "detectors with a local RX part",
+    ("rx", *LOCAL_RX_DETECTORS): "rx and the detectors with a local RX part",
+    RESAMPLING_DETECTORS: "the enhanced-* and resampled-* detectors",
+}
+
+
+def _detectors_named(users: tuple[str, ...]) -> str:
+    return DETECTOR_GROUPS.get(users, "/".join(users))
 
 
 def _refuse_unused_scorer_options(args: argparse.Namespace) -> None:
     """ValueError naming the scorer options set (away from their defaults) for a detector that
     does not use them: `--detector lrx --precision float32` ran and ignored it."""
     unused = [
-        f"{flag} ({'/'.join(users) if len(users) < 3 else 'detectors with a local RX part'} only)"
+        f"{flag} ({_detectors_named(users)} only)"
         for name, (default, users) in SCORER_OPTIONS.items()
         if args.detector not in users
         for flag in changed_options(args, {name: default})
@@ -142,6 +162,7 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
         help="detectors with a local RX part: principal components before the local statistics "
         "(default 10; 0 = all)",
     )
+    add_resample_option(group, "enhanced-* and resampled-*: ")
 
 
 def _detector_from_args(args: argparse.Namespace) -> Any:
@@ -154,14 +175,14 @@ def _detector_from_args(args: argparse.Namespace) -> Any:
     if args.detector == "rx":
         return make_detector("rx", precision=args.precision, regularization=args.regularization or 0.0)
     if args.detector == "resampled-rx":
-        return make_detector(args.detector)
+        return make_detector(args.detector, resample=args.resample)
     lrx: dict[str, Any] = {"inner": args.inner, "outer": args.outer, "n_components": args.components or None}
     if args.regularization is not None:
         lrx["regularization"] = args.regularization
     if args.detector in ("lrx", "hybrid-rx"):
         return make_detector(args.detector, **lrx)
     if args.detector == "resampled-hybrid-rx":  # the baseline of enhanced-hybrid-rx: same windows
-        return make_detector(args.detector, lrx=LocalRXSettings(**lrx))
+        return make_detector(args.detector, lrx=LocalRXSettings(**lrx), resample=args.resample)
     return make_detector(
         args.detector,
         model=args.model,
@@ -172,6 +193,7 @@ def _detector_from_args(args: argparse.Namespace) -> Any:
         onnx=args.onnx,
         engine=args.engine,
         device=args.device,
+        resample=args.resample,
     )
 
 

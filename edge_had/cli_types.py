@@ -136,3 +136,18 @@ def check_output_file(path: str | Path, option: str, suffix: str | None = None) 
         raise EdgeHadError(f"{option} {path}: {folder} is not a folder")
     if suffix is not None and path.suffix.lower() != suffix:
         raise EdgeHadError(f"{option} {path}: the file is written as {suffix[1:].upper()}; name it {suffix}")
+
+
+def add_resample_option(parser: Any, users: str = "") -> None:
+    """``--resample`` (:data:`edge_had.band_resampling.RESAMPLE_CHOICES`) for detect, eval and
+    stream; ``users`` prefixes the help with the detectors that take it."""
+    from edge_had.band_resampling import RESAMPLE_CHOICES
+
+    parser.add_argument(
+        "--resample",
+        choices=RESAMPLE_CHOICES,
+        default=RESAMPLE_CHOICES[0],
+        help=f"{users}how the sensor's bands are resampled: on the file's wavelengths (default; on "
+        "band index when the file records none) or on band index whatever the file records (band "
+        "centres known to be wrong, or a sensor outside 400-2500 nm)",
+    )

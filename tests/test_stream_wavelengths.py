@@ -105,3 +105,55 @@ def test_export_refuses_a_scene_file_without_wavelengths(tmp_path: Path, capsys)
     savemat(mat, {"data": np.zeros((4, 4, 40), np.float32)})
     assert main(["export", "--bands", "40", "--out", str(tmp_path / "x"), "--wavelengths", str(mat)]) == 2
     assert "bare.mat: the file records no wavelengths" in capsys.readouterr().err
+
+
+def test_resample_band_index_ignores_the_files_wavelengths_in_a_stream(tmp_path: Path) -> None:
+    header, cube = envi_file(tmp_path, UNEVEN)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    argv = ["stream", "--source", str(header), "--detector", "rx", "--reorder-window", "0"]
+    assert main([*argv, "--resample", "band-index", "--out", str(out), "--json", str(report)]) == 0
+    on_index, _ = stream_scene_scores(cube)
+    np.testing.assert_allclose(np.load(out / "scores.npy"), on_index, rtol=1e-5)
+    assert json.loads(report.read_text())["detector"]["resampling"] == "band_index"
+
+
+@pytest.mark.parametrize("command", ["stream", "detect"])
+def test_a_sensor_outside_the_models_range_runs_on_band_index_when_asked(
+    tmp_path: Path, capsys, command: str
+) -> None:
+    """The refusal names the way out, and `--resample band-index` takes it: the same scores as the
+    cube in a file without wavelengths."""
+    header, cube = envi_file(tmp_path, np.linspace(8000.0, 12000.0, 32), "thermal")
+    bare = tmp_path / "bare.npy"
+    np.save(bare, cube)
+    source = ["--source"] if command == "stream" else []
+    outputs = tmp_path / "with", tmp_path / "bare"
+    save = (
+        (lambda folder: ["--out", str(folder)])
+        if command == "stream"
+        else (lambda folder: ["--npy", str(folder / "scores.npy")])
+    )
+    assert main([command, *source, str(header)]) == 2
+    assert "resample on band index (--resample band-index)" in capsys.readouterr().err
+    assert main([command, *source, str(header), "--resample", "band-index", *save(outputs[0])]) == 0
+    assert main([command, *source, str(bare), *save(outputs[1])]) == 0
+    np.testing.assert_array_equal(np.load(outputs[0] / "scores.npy"), np.load(outputs[1] / "scores.npy"))
+
+
+@pytest.mark.parametrize("detector", ["enhanced-hybrid-rx", "resampled-rx"])
+def test_detect_resamples_on_band_index_when_asked(tmp_path: Path, capsys, detector: str) -> None:
+    header, cube = envi_file(tmp_path, UNEVEN)
+    bare = tmp_path / "bare.npy"
+    np.save(bare, cube)
+    scores = {}
+    for name, scene, extra in [
+        ("wavelength", header, []),
+        ("band-index", header, ["--resample", "band-index"]),
+        ("bare", bare, []),
+    ]:
+        npy = tmp_path / f"{name}.npy"
+        assert main(["detect", str(scene), "--detector", detector, "--npy", str(npy), *extra]) == 0
+        scores[name] = np.load(npy)
+    assert "'resample': 'band-index'" in capsys.readouterr().out
+    np.testing.assert_array_equal(scores["band-index"], scores["bare"])
+    assert not np.allclose(scores["band-index"], scores["wavelength"], rtol=1e-2)

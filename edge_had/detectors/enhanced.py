@@ -56,13 +56,17 @@ class EnhancedDetector:
         onnx: str | Path | None = None,
         engine: str | Path | None = None,
         device: str = "cpu",
+        resample: str = "wavelength",
     ) -> None:
+        from edge_had.band_resampling import wavelengths_to_use
         from edge_had.models.bundle import load_bundle
         from edge_had.runtime import choose_backend
         from edge_had.runtime.select import passed_over_files
 
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
+        wavelengths_to_use(resample, None)  # unknown choices: ValueError
+        self.resample = resample
         self.lrx = lrx or LocalRXSettings()
         self._score = scoring.scorer(scorer, self.lrx)  # unknown names: ValueError
         # at the scorer's alphas: hybrid RX's has no spatial branch (alpha_spa 0), so it is
@@ -129,6 +133,7 @@ class EnhancedDetector:
             "alpha_spe": config.alphas_for(self.scorer)[0],
             "alpha_spa": config.alphas_for(self.scorer)[1],
             "spatial_branch": config.spatial,
+            "resample": self.resample,
             "normalization": dict(config.normalization),
             "backend": self.backend.to_dict(),
         }
@@ -139,7 +144,11 @@ class EnhancedDetector:
     def enhance(
         self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """Unscaled ``x_k``, ``f_spe``, ``f_spa`` as (rows, cols, K) float64 arrays."""
+        """Unscaled ``x_k``, ``f_spe``, ``f_spa`` as (rows, cols, K) float64 arrays; resampled on
+        ``wavelengths`` (nm) unless the detector resamples on band index."""
+        from edge_had.band_resampling import wavelengths_to_use
+
+        wavelengths = wavelengths_to_use(self.resample, wavelengths)
         return enhance_parts(
             self.bundle, cube, valid, wavelengths, self.runner_for(cube.shape[2], wavelengths)
         )
@@ -205,7 +214,17 @@ class ResampledRXDetector:
 
     NAMES = {"global": "resampled-rx", "local": "resampled-lrx", "hybrid": "resampled-hybrid-rx"}
 
-    def __init__(self, k: int = 64, scorer: str = "global", lrx: LocalRXSettings | None = None) -> None:
+    def __init__(
+        self,
+        k: int = 64,
+        scorer: str = "global",
+        lrx: LocalRXSettings | None = None,
+        resample: str = "wavelength",
+    ) -> None:
+        from edge_had.band_resampling import wavelengths_to_use
+
+        wavelengths_to_use(resample, None)  # unknown choices: ValueError
+        self.resample = resample
         self.lrx = lrx or LocalRXSettings()  # the local part of local and hybrid RX
         self._score = scoring.scorer(scorer, self.lrx)  # unknown names: ValueError
         self.k = k
@@ -215,14 +234,16 @@ class ResampledRXDetector:
     @property
     def settings(self) -> dict[str, Any]:
         if self.scorer == "global":
-            return {"k": self.k}
-        return {"k": self.k, "lrx": asdict(self.lrx)}
+            return {"k": self.k, "resample": self.resample}
+        return {"k": self.k, "resample": self.resample, "lrx": asdict(self.lrx)}
 
     def score(
         self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
     ) -> np.ndarray:
+        from edge_had.band_resampling import wavelengths_to_use
         from edge_had.models.adapter import SpectralAdapter
 
+        wavelengths = wavelengths_to_use(self.resample, wavelengths)
         adapter = SpectralAdapter.for_sensor(cube.shape[2], wavelengths, self.k)
         resampled = np.asarray(cube, dtype=np.float64) @ adapter.matrix.T
         return self._score(resampled, valid)

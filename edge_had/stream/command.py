@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_had.band_resampling import wavelengths_to_use
 from edge_had.cli_types import (
+    add_resample_option,
     changed_options,
     check_output_file,
     compute_device,
@@ -132,6 +134,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="lines held to put late lines back in order (4; 0: reject them)",
     )
+    add_resample_option(parser, "every detector (plain RX streams on 32 resampled bands): ")
     parser.add_argument("--out", help="folder for events.jsonl, scores.npy, waterfall.png and waterfall.mp4")
     parser.add_argument(
         "--show", action="store_true", help="live waterfall window (needs a GUI OpenCV and a display)"
@@ -288,7 +291,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         line_rate_hz=rate,
         reorder_window=args.reorder_window,
         cuda_rx=cuda_rx,
-        wavelengths=source.wavelengths,
+        wavelengths=wavelengths_to_use(args.resample, source.wavelengths),
     )
     pipeline, detector, backend = onboard.pipeline, onboard.detector, onboard.backend
     if "warm_up_error" in detector:
