@@ -12,6 +12,7 @@ from typing import Any
 
 import edge_had
 from edge_had.cli_types import (
+    add_interleave_option,
     add_resample_option,
     changed_options,
     check_output_file,
@@ -284,7 +285,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         check_output_file(args.out, "--out", suffix=".png")
     if args.npy:
         check_output_file(args.npy, "--npy")
-    scene = load_scene(args.scene, cube_var=args.cube_var, gt_var=args.gt_var, gt_path=args.gt)
+    scene = load_scene(
+        args.scene, cube_var=args.cube_var, gt_var=args.gt_var, gt_path=args.gt, interleave=args.interleave
+    )
     detector = _detector_from_args(args)
     scores, seconds = score_scene(detector, scene)
     _warn_fallbacks(detector)
@@ -352,7 +355,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:  # refused now, not after every scene has been scored
         check_output_file(args.json, "--json")
     detector = _detector_from_args(args)
-    report = evaluate_folder(detector, folder, progress=not args.quiet, plots_dir=args.plots)
+    report = evaluate_folder(
+        detector, folder, progress=not args.quiet, plots_dir=args.plots, interleave=args.interleave
+    )
     _warn_fallbacks(detector)
     for scene in report["scenes"]:
         if scene.get("far_outlier_pixels"):
@@ -616,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--cube-var", help="variable/dataset name of the cube (default: found by shape)")
     detect.add_argument("--gt-var", help="variable/dataset name of the ground truth (default: by shape)")
     detect.add_argument("--gt", help="separate ground-truth file (2-D array)")
+    add_interleave_option(detect)
     _add_detector_options(detect)
     detect.set_defaults(func=cmd_detect)
 
@@ -624,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="write the versioned JSON report here")
     evaluate.add_argument("--plots", help="folder for a score map PNG per scene and roc.png")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_interleave_option(evaluate)
     _add_detector_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 

@@ -151,3 +151,19 @@ def add_resample_option(parser: Any, users: str = "") -> None:
         "band index when the file records none) or on band index whatever the file records (band "
         "centres known to be wrong, or a sensor outside 400-2500 nm)",
     )
+
+
+#: the interleaves the readers know (:data:`edge_had.io.raw.LAYOUTS`; not imported here: reading
+#: the command line imports no file reader)
+INTERLEAVES = ("bip", "bil", "bsq")
+
+
+def add_interleave_option(parser: Any) -> None:
+    """``--interleave``: how the cube of a MATLAB, HDF5 or ``.npy`` file is stored
+    (:data:`edge_had.io.raw.LAYOUTS`); detect, eval and stream."""
+    parser.add_argument(
+        "--interleave",
+        choices=INTERLEAVES,
+        help="how the cube of a .mat, .h5 or .npy file is stored: bip = rows x cols x bands (the "
+        "default), bil = rows x bands x cols, bsq = bands x rows x cols. ENVI headers say their own",
+    )

@@ -211,3 +211,41 @@ def test_python_dash_m_runs_the_command_line():
     done, wrong = run("--version"), run("no-such-command")
     assert done.returncode == 0 and edge_had.__version__ in done.stdout + done.stderr
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
+
+
+def test_detect_eval_and_stream_read_a_bands_first_file_with_interleave(tmp_path, capsys):
+    """A .mat cube stored (bands, rows, cols) is refused with the way out; with --interleave bsq
+    it scores as the same cube stored bands-last (detect, eval and stream alike)."""
+    cube, gt = small_scene(2)
+    savemat(tmp_path / "last.mat", {"data": cube, "map": gt})
+    folder = tmp_path / "first"
+    folder.mkdir()
+    savemat(folder / "first.mat", {"data": np.moveaxis(cube, -1, 0), "map": gt})
+    first, last = str(folder / "first.mat"), str(tmp_path / "last.mat")
+    assert main(["detect", first, "--detector", "rx"]) == 2
+    assert "--interleave bsq" in capsys.readouterr().err
+    for path, extra in [(first, ["--interleave", "bsq"]), (last, [])]:
+        npy = tmp_path / f"{len(extra)}.npy"
+        assert main(["detect", path, "--detector", "rx", "--npy", str(npy), *extra]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "2.npy"), np.load(tmp_path / "0.npy"))
+    report = tmp_path / "eval.json"
+    argv = ["eval", "--data", str(folder), "--detector", "rx", "--quiet", "--json", str(report)]
+    assert main([*argv, "--interleave", "bsq"]) == 0
+    expected = roc_auc(np.load(tmp_path / "0.npy"), gt != 0)
+    assert json.loads(report.read_text())["scenes"][0]["auc"] == pytest.approx(expected, abs=1e-12)
+    stream = ["stream", "--detector", "rx", "--reorder-window", "0"]
+    for path, extra in [(first, ["--interleave", "bsq"]), (last, [])]:
+        assert main([*stream, "--source", path, "--out", str(tmp_path / f"s{len(extra)}"), *extra]) == 0
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "s2" / "scores.npy"), np.load(tmp_path / "s0" / "scores.npy")
+    )
+    capsys.readouterr()
+    assert main(["stream", "--source", "synthetic", "--lines", "8", "--interleave", "bsq"]) == 2
+    assert "--interleave: only for a file --source" in capsys.readouterr().err
+
+
+def test_the_interleave_choices_are_the_readers_layouts():
+    from edge_had.cli_types import INTERLEAVES
+    from edge_had.io.raw import LAYOUTS
+
+    assert sorted(INTERLEAVES) == sorted(LAYOUTS)

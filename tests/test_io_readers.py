@@ -253,6 +253,59 @@ def test_a_map_that_fits_the_cube_only_turned_around_is_an_error_not_a_lost_grou
     assert load_scene(tmp_path / "fine.mat", gt_var="gt2").meta["notes"] == []  # fits, only not chosen
 
 
+STORED_AXES = {"bsq": (2, 0, 1), "bil": (0, 2, 1), "bip": (0, 1, 2)}  # (rows, cols, bands) -> stored
+
+
+@pytest.mark.parametrize("interleave", ["bsq", "bil", "bip"])
+@pytest.mark.parametrize("kind", ["matlab-v5", "matlab-v7.3", "hdf5", "npy"])
+def test_a_cube_stored_in_another_order_is_read_with_its_interleave(
+    tmp_path: Path, kind: str, interleave: str
+) -> None:
+    """bands-first (bsq) and bands-in-the-middle (bil, PRISMA-like) cubes come back as
+    (rows, cols, bands), with the ground truth that fits their pixels found by shape."""
+    cube, gt = random_cube((5, 4, 6)), random_gt((5, 4))
+    stored = cube.transpose(STORED_AXES[interleave])
+    wavelengths = np.linspace(450.0, 900.0, 6)
+    path = tmp_path / ("scene.npy" if kind == "npy" else "scene.h5" if kind == "hdf5" else "scene.mat")
+    arrays = {"data": stored, "map": gt, "wavelength": wavelengths}
+    if kind == "npy":
+        np.save(path, stored)
+    elif kind == "matlab-v5":
+        scipy.io.savemat(path, arrays)
+    elif kind == "matlab-v7.3":
+        write_matlab_v73(path, arrays)
+    else:
+        with h5py.File(path, "w") as handle:
+            for name, value in arrays.items():
+                handle.create_dataset(name, data=value)
+    scene = load_scene(path, interleave=interleave)
+    np.testing.assert_array_equal(scene.cube, cube)
+    assert scene.meta["interleave"] == interleave
+    if kind != "npy":
+        np.testing.assert_array_equal(scene.gt, gt.astype(bool))
+        np.testing.assert_allclose(scene.wavelengths, wavelengths)
+
+
+def test_interleave_is_refused_for_an_envi_file_and_checked(tmp_path: Path) -> None:
+    cube = random_cube((5, 4, 6))
+    write_envi(tmp_path / "scene.hdr", cube, interleave="bil")
+    with pytest.raises(SceneError, match="interleave bsq given for an ENVI file: its header says"):
+        load_scene(tmp_path / "scene.hdr", interleave="bsq")
+    np.save(tmp_path / "scene.npy", cube)
+    with pytest.raises(SceneError, match="unknown interleave 'bands-first'"):
+        load_scene(tmp_path / "scene.npy", interleave="bands-first")
+
+
+def test_the_bands_first_refusal_names_the_option_that_reads_the_file(tmp_path: Path) -> None:
+    cube, gt = random_cube((5, 4, 6)), random_gt((5, 4))
+    scipy.io.savemat(tmp_path / "bands_first.mat", {"data": np.moveaxis(cube, -1, 0), "map": gt})
+    with pytest.raises(SceneError, match="Read it with --interleave bsq"):
+        load_scene(tmp_path / "bands_first.mat")
+    np.testing.assert_array_equal(
+        load_scene(tmp_path / "bands_first.mat", interleave="bsq").gt, gt.astype(bool)
+    )
+
+
 # ------------------------------------------------------------------------------------- npy and HDF5
 
 
@@ -266,7 +319,7 @@ def test_npy_round_trip(tmp_path: Path) -> None:
     expected_valid = np.ones((6, 4), dtype=bool)
     expected_valid[1, 2] = False
     np.testing.assert_array_equal(scene.valid, expected_valid)
-    assert scene.meta == {"format": "npy", "dtype": "float32"}
+    assert scene.meta == {"format": "npy", "dtype": "float32", "interleave": "bip"}
 
 
 def test_hdf5_round_trip(tmp_path: Path) -> None:

@@ -134,10 +134,13 @@ def evaluate_scenes(
     paths: Iterable[Path],
     progress: bool = True,
     plots_dir: str | Path | None = None,
+    interleave: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate every scene file and return the versioned eval report.
 
     With ``plots_dir``: one score map PNG per scene and ``roc.png`` with every scene's curve.
+    ``interleave``: how the cubes of MATLAB, HDF5 and ``.npy`` files are stored
+    (:func:`~edge_had.io.load_scene`; an ENVI file given one is skipped with the reason).
     """
     paths = list(paths)
     stems = [path.stem for path in paths]
@@ -145,7 +148,7 @@ def evaluate_scenes(
     curves = {}
     for path in tqdm(paths, desc=f"eval {detector.name}", unit="scene", disable=not progress):
         try:  # one unusable file (no ground truth, no anomaly, not a cube) must not cost the others
-            scene = load_scene(path)
+            scene = load_scene(path, interleave=interleave)
             entry, scores = evaluate_scene(detector, scene)
         except SceneError as error:
             skipped.append({"file": path.name, "error": str(error)})
@@ -171,9 +174,15 @@ def evaluate_scenes(
 
 
 def evaluate_folder(
-    detector: Detector, folder: str | Path, progress: bool = True, plots_dir: str | Path | None = None
+    detector: Detector,
+    folder: str | Path,
+    progress: bool = True,
+    plots_dir: str | Path | None = None,
+    interleave: str | None = None,
 ) -> dict[str, Any]:
-    return evaluate_scenes(detector, list_scenes(folder), progress=progress, plots_dir=plots_dir)
+    return evaluate_scenes(
+        detector, list_scenes(folder), progress=progress, plots_dir=plots_dir, interleave=interleave
+    )
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -11,8 +11,10 @@
   attribute ``wavelength_units`` (else nm, or micrometres when all are below 30; see
   :mod:`edge_had.io.units`: .mat files carry no unit, so the same guess applies to them).
 
-Which arrays are the cube, ground truth and band vectors is decided by
-:mod:`edge_had.io.variables`.
+In every format the cube is read as stored in ``interleave`` order (default ``bip``: rows, cols,
+bands; ``bil`` rows, bands, cols - PRISMA's cubes, for one -; ``bsq`` bands first), then
+transposed to (rows, cols, bands). Which arrays are the cube, ground truth and band vectors is
+decided by :mod:`edge_had.io.variables`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import h5py
 import numpy as np
 import scipy.io
 
-from edge_had.io.raw import RawScene, reading
+from edge_had.io.raw import RawScene, reading, to_rows_cols_bands
 from edge_had.io.units import band_centres_nm, unit_text
 from edge_had.io.variables import Variable, select_mask, select_variables
 
@@ -51,11 +53,16 @@ class Container:
     own_attributes: Callable[[str], Mapping[str, Any]] = lambda name: {}  # a variable's alone
 
 
-def read_container_scene(path: Path, *, cube_var: str | None = None, gt_var: str | None = None) -> RawScene:
-    """The cube, ground truth and band vectors of a MATLAB or HDF5 file."""
+def read_container_scene(
+    path: Path, *, cube_var: str | None = None, gt_var: str | None = None, interleave: str = "bip"
+) -> RawScene:
+    """The cube, ground truth and band vectors of a MATLAB or HDF5 file; the cube stored in
+    ``interleave`` order (:data:`~edge_had.io.raw.LAYOUTS`), returned as (rows, cols, bands)."""
     with open_container(path) as container:
-        chosen = select_variables(container.variables, path, cube_var=cube_var, gt_var=gt_var)
-        cube = container.load(chosen.cube)
+        chosen = select_variables(
+            container.variables, path, cube_var=cube_var, gt_var=gt_var, interleave=interleave
+        )
+        cube = container.load(chosen.cube).transpose(to_rows_cols_bands(interleave))
         attrs = container.attributes(chosen.cube)
         names = {
             "cube_var": chosen.cube,
@@ -64,6 +71,7 @@ def read_container_scene(path: Path, *, cube_var: str | None = None, gt_var: str
             "fwhm_var": chosen.fwhm,
         }
         meta: dict[str, Any] = {"format": container.format, "dtype": str(cube.dtype)}
+        meta["interleave"] = interleave
         meta.update({key: name for key, name in names.items() if name is not None})
         wavelengths = _vector_or_attribute(container, chosen.wavelengths, attrs, _WAVELENGTH_ATTRS)
         fwhm = _vector_or_attribute(container, chosen.fwhm, attrs, _FWHM_ATTRS)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_had.errors import SceneError
-from edge_had.io.raw import RawScene, reading
+from edge_had.io.raw import LAYOUTS, RawScene, reading, to_rows_cols_bands
 from edge_had.io.units import band_centres_nm
 
 HEADER_SUFFIXES = (".hdr", ".HDR")
@@ -82,19 +82,11 @@ def _open_image(header: Path, data: Path | None, source: Path) -> Any:
     return image
 
 
-#: The file's axes in storage order for each interleave, and the transpose to (rows, cols, bands).
-_LAYOUTS = {
-    "bsq": ("bands", "rows", "cols"),
-    "bil": ("rows", "bands", "cols"),
-    "bip": ("rows", "cols", "bands"),
-}
-
-
 def _interleave(metadata: Mapping[str, Any], source: Path) -> str:
     """The header's interleave, case and spaces aside (spectral itself reads anything but exactly
     'bil'/'BIL'/'bip'/'BIP' as BSQ: a 'Bip' file came back scrambled)."""
     value = str(metadata.get("interleave", "bsq")).strip().lower()
-    if value not in _LAYOUTS:
+    if value not in LAYOUTS:
         raise SceneError(
             f"unknown ENVI interleave {metadata.get('interleave')!r}: expected bsq, bil or bip", source
         )
@@ -119,11 +111,11 @@ def _memmap(image: Any, interleave: str, source: Path) -> np.ndarray:
             source,
         )
     sizes = {"rows": rows, "cols": cols, "bands": bands}
-    stored = _LAYOUTS[interleave]
+    stored = LAYOUTS[interleave]
     with reading(source, "ENVI data file"):
         data = np.memmap(image.filename, dtype=dtype, mode="r", offset=image.offset,
                          shape=tuple(sizes[axis] for axis in stored))  # fmt: skip
-    return data.transpose(tuple(stored.index(axis) for axis in ("rows", "cols", "bands")))
+    return data.transpose(to_rows_cols_bands(interleave))
 
 
 def _header_floats(metadata: Mapping[str, Any], key: str, source: Path) -> np.ndarray | None:

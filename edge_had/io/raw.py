@@ -18,6 +18,21 @@ import numpy as np
 
 from edge_had.errors import SceneError
 
+#: A cube's axes in storage order for each interleave (ENVI's names; .mat, HDF5 and .npy files
+#: are read as ``bip`` unless told otherwise).
+LAYOUTS = {
+    "bsq": ("bands", "rows", "cols"),
+    "bil": ("rows", "bands", "cols"),
+    "bip": ("rows", "cols", "bands"),
+}
+
+
+def to_rows_cols_bands(interleave: str) -> tuple[int, int, int]:
+    """The transpose that turns a cube stored in ``interleave`` order into (rows, cols, bands)."""
+    stored = LAYOUTS[interleave]
+    rows, cols, bands = (stored.index(axis) for axis in ("rows", "cols", "bands"))
+    return rows, cols, bands
+
 
 @dataclass
 class RawScene:

@@ -24,7 +24,7 @@ import numpy as np
 from edge_had.errors import SceneError
 from edge_had.io.containers import read_container_mask, read_container_scene
 from edge_had.io.envi import envi_files, header_beside, read_envi
-from edge_had.io.raw import RawScene, reading
+from edge_had.io.raw import LAYOUTS, RawScene, reading, to_rows_cols_bands
 from edge_had.io.scene import Scene, make_scene
 
 SCENE_SUFFIXES = (".mat", ".hdr", ".npy", ".h5", ".hdf5")
@@ -40,16 +40,22 @@ def load_scene(
     gt_var: str | None = None,
     gt_path: str | Path | None = None,
     name: str | None = None,
+    interleave: str | None = None,
 ) -> Scene:
     """Read and validate one scene.
 
     ``cube_var`` / ``gt_var`` name the cube / ground-truth variable of a MATLAB or HDF5 file
-    when the shape rules cannot find it alone. ``gt_path`` reads the ground truth from another
+    when the shape rules cannot find it alone. ``interleave`` (``bip``, ``bil``, ``bsq``;
+    :data:`~edge_had.io.raw.LAYOUTS`): how the cube of a MATLAB, HDF5 or ``.npy`` file is stored,
+    ``bip`` (rows, cols, bands) when None; an ENVI header says its own, so giving it there is an
+    error. ``gt_path`` reads the ground truth from another
     file (see :func:`load_mask`); ``gt_var`` then names the mask variable inside that file.
     ``name`` defaults to the file name without its suffix.
     """
     path = Path(path)
-    raw = _read_raw(path, cube_var=cube_var, gt_var=None if gt_path is not None else gt_var)
+    raw = _read_raw(
+        path, cube_var=cube_var, gt_var=None if gt_path is not None else gt_var, interleave=interleave
+    )
     if gt_path is not None:
         pixels = (raw.cube.shape[0], raw.cube.shape[1]) if raw.cube.ndim == 3 else None
         raw.gt = load_mask(gt_path, var=gt_var, shape=pixels)
@@ -132,14 +138,23 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _read_raw(path: Path, *, cube_var: str | None, gt_var: str | None) -> RawScene:
+def _read_raw(path: Path, *, cube_var: str | None, gt_var: str | None, interleave: str | None) -> RawScene:
     kind = _kind(path)
+    if interleave is not None and interleave not in LAYOUTS:
+        raise SceneError(f"unknown interleave {interleave!r}: expected one of {', '.join(LAYOUTS)}", path)
+    if kind == "envi" and interleave is not None:
+        raise SceneError(
+            f"interleave {interleave} given for an ENVI file: its header says how it is stored", path
+        )
+    stored = interleave or "bip"
     if kind == "container":
-        return read_container_scene(path, cube_var=cube_var, gt_var=gt_var)
+        return read_container_scene(path, cube_var=cube_var, gt_var=gt_var, interleave=stored)
     _refuse_variable_names(path, kind, cube_var=cube_var, gt_var=gt_var)
     if kind == "npy":
         cube = _read_npy(path)
-        return RawScene(cube=cube, meta={"format": "npy", "dtype": str(cube.dtype)})
+        if cube.ndim == 3:  # another shape is make_scene's error
+            cube = cube.transpose(to_rows_cols_bands(stored))
+        return RawScene(cube=cube, meta={"format": "npy", "dtype": str(cube.dtype), "interleave": stored})
     return _read_envi_file(path)
 
 

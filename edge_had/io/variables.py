@@ -2,7 +2,8 @@
 
 MATLAB and HDF5 files hold several named arrays. The rules, shared by every such format:
 
-* cube: the only 3-D numeric array, unless ``cube_var`` names it;
+* cube: the only 3-D numeric array, unless ``cube_var`` names it; stored (rows, cols, bands)
+  unless ``interleave`` says otherwise (``bsq``: bands first, ``bil``: bands in the middle);
 * ground truth: the only 2-D numeric array shaped like the cube's first two axes, unless
   ``gt_var`` names it; none is fine (the scene then has no ground truth). A 2-D array that fits
   the cube only turned around is an error, not a scene without ground truth: shaped like the
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_had.errors import SceneError
+from edge_had.io.raw import to_rows_cols_bands
 
 WAVELENGTH_NAME = re.compile(r"wave|^wl$|^wvl|^lambda", re.IGNORECASE)
 FWHM_NAME = re.compile(r"fwhm|bandwidth", re.IGNORECASE)
@@ -53,10 +55,17 @@ class Selection:
 
 
 def select_variables(
-    variables: Sequence[Variable], path: Path, *, cube_var: str | None = None, gt_var: str | None = None
+    variables: Sequence[Variable],
+    path: Path,
+    *,
+    cube_var: str | None = None,
+    gt_var: str | None = None,
+    interleave: str = "bip",
 ) -> Selection:
     """Choose the cube, ground truth and band vectors (see the module docstring for the rules)."""
-    cube = _cube(variables, path, cube_var)
+    stored = _cube(variables, path, cube_var)
+    as_read = tuple(stored.shape[axis] for axis in to_rows_cols_bands(interleave))
+    cube = Variable(stored.name, as_read, stored.numeric)
     rows, cols, bands = cube.shape
     if gt_var is not None:
         gt: Variable | None = named_variable(variables, gt_var, path)
@@ -69,7 +78,7 @@ def select_variables(
         if v.numeric and len(v.shape) == 2 and min(v.shape) > 1 and v.shape != (rows, cols)
     ]
     if gt is None:
-        _refuse_turned_maps(unused, cube, path)
+        _refuse_turned_maps(unused, cube, path, interleave)
     return Selection(
         cube=cube.name,
         gt=None if gt is None else gt.name,
@@ -82,16 +91,17 @@ def select_variables(
     )
 
 
-def _refuse_turned_maps(maps: Sequence[Variable], cube: Variable, path: Path) -> None:
+def _refuse_turned_maps(maps: Sequence[Variable], cube: Variable, path: Path, interleave: str) -> None:
     """A file without a fitting ground truth whose 2-D array fits the cube turned around: said, not
     read as a scene without ground truth (it was, and its anomalies were silently lost)."""
     rows, cols, bands = cube.shape
     for candidate in maps:
         if candidate.shape == (cols, bands):
             raise SceneError(
-                f"the cube {cube.describe()} looks stored (bands, rows, cols): {candidate.describe()} fits "
-                "its last two axes. Cubes are read as (rows, cols, bands): save it with the bands last "
-                "(numpy.moveaxis(cube, 0, -1)), or name the ground truth with gt_var=... if that is not it",
+                f"the cube {cube.describe()} (read as {interleave}: rows x cols x bands) looks stored "
+                f"(bands, rows, cols): {candidate.describe()} fits its last two axes. Read it with "
+                "--interleave bsq (load_scene(..., interleave='bsq')), or name the ground truth with "
+                "gt_var=... if that is not it",
                 path,
             )
         if candidate.shape == (cols, rows):

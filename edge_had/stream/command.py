@@ -23,6 +23,7 @@ import numpy as np
 
 from edge_had.band_resampling import wavelengths_to_use
 from edge_had.cli_types import (
+    add_interleave_option,
     add_resample_option,
     changed_options,
     check_output_file,
@@ -135,6 +136,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         help="lines held to put late lines back in order (4; 0: reject them)",
     )
     add_resample_option(parser, "every detector (plain RX streams on 32 resampled bands): ")
+    add_interleave_option(parser)
     parser.add_argument("--out", help="folder for events.jsonl, scores.npy, waterfall.png and waterfall.mp4")
     parser.add_argument(
         "--show", action="store_true", help="live waterfall window (needs a GUI OpenCV and a display)"
@@ -143,6 +145,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 SYNTHETIC_ONLY = ("lines", "width", "bands", "seed")  # options that shape a synthetic source
+FILE_ONLY = ("interleave",)  # options that say how a file is read
 
 
 @dataclass
@@ -163,6 +166,10 @@ def _source(args: argparse.Namespace) -> _Source:
     rate = args.line_rate or preset.line_rate_hz
     if args.source == "synthetic":
         from edge_had.io.synthetic import SyntheticSettings, synthetic_scene
+
+        given = [f"--{name}" for name in FILE_ONLY if getattr(args, name) is not None]
+        if given:  # the synthetic scene is rendered, not read
+            raise EdgeHadError(f"{', '.join(given)}: only for a file --source")
 
         width, bands = args.width or preset.width, args.bands or preset.bands
         count, seed = args.lines or DEFAULT_SYNTHETIC_LINES, args.seed or 0
@@ -197,7 +204,7 @@ def _source(args: argparse.Namespace) -> _Source:
         raise EdgeHadError(f"{', '.join(given)}: only for --source synthetic; a file streams as it is")
     from edge_had.io import load_scene
 
-    scene = load_scene(args.source)
+    scene = load_scene(args.source, interleave=args.interleave)
     cube = scene.detection_cube()
     if not scene.valid.all():
         cube = np.where(scene.valid[..., None], cube, np.nan).astype(np.float32)
