@@ -9,7 +9,7 @@ local RX, :mod:`edge_had.stream.causal_local`; enhanced: the fold's hybrid alpha
 only). AUC over all pixels, unscored pixels count as 0; every line is scored here (warm-up lines
 late).
 
-    python bench/stream_auc.py --cv CV_OUT --crossval bench/results/crossval.json \
+    python bench/stream_auc.py --cv CV_OUT --crossval CV_OUT/crossval.json \
         --variant supervised-ranking --json bench/results/stream_auc.json
 """
 

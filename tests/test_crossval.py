@@ -144,6 +144,7 @@ def test_fold_model_by_seed_and_fold_and_the_random_rows(tmp_path) -> None:
     from edge_had.eval.crossval import random_bundle
     from edge_had.eval.fold_models import fold_model
     from edge_had.models import ModelConfig, save_bundle
+    from edge_had.models.bundle import load_bundle
 
     report = {
         "alphas": {"v": {"seed1/fold0": [0.3, 1.0, 3.0]}, "random": {"seed1/fold0": [1.0, 0.0, 10.0]}},
@@ -163,6 +164,14 @@ def test_fold_model_by_seed_and_fold_and_the_random_rows(tmp_path) -> None:
     assert all(torch.equal(value, again[name]) for name, value in untrained.spectral.state_dict().items())
     with pytest.raises(EdgeHadError, match="no v model for seed0/fold0"):
         fold_model(tmp_path, report, "v", 0, 0)
+    # a report records the weights its alphas were chosen for: other weights in the folder (trained
+    # again on a machine that computes differently) are refused, the recorded ones taken
+    folder = tmp_path / "models" / "v" / "seed1" / "fold0"
+    recorded = {**report, "weights_sha256": {"v": {"seed1/fold0": load_bundle(folder).sha256}}}
+    assert fold_model(tmp_path, recorded, "v", 1, 0).config.alpha_spe == 0.3
+    other = {**report, "weights_sha256": {"v": {"seed1/fold0": "0" * 64}}}
+    with pytest.raises(EdgeHadError, match="holds other weights .* than the report's alphas were chosen for"):
+        fold_model(tmp_path, other, "v", 1, 0)
 
 
 def test_crossval_end_to_end(tmp_path) -> None:
@@ -202,6 +211,10 @@ def test_crossval_end_to_end(tmp_path) -> None:
     assert report["folds"] == [["s0", "s2"], ["s1", "s3"]]
     assert set(report["alphas"]) == {"random", "main", "no-decorrelation", "supervised-ranking"}
     assert list(report["alphas"]["supervised-ranking"]) == ["seed0/fold0", "seed0/fold1"]
+    assert (
+        report["weights_sha256"]["main"]["seed0/fold1"]
+        == load_bundle(tmp_path / "cv" / "models" / "main" / "seed0" / "fold1").sha256
+    )
     for row in report["scenes"].values():
         assert len(row["supervised-ranking:hybrid"]) == 1 and len(row["random:feature"]) == 1
     # no-decorrelation took main's pretraining and reverse distillation (same seed and fold) and
@@ -244,6 +257,7 @@ def test_a_cached_model_is_reused_only_when_trained_as_asked(tmp_path) -> None:
     from edge_had.io import scene_sha256
     from edge_had.provenance import package_commit
     from edge_had.train.config import TrainConfig, TrainError
+    from edge_had.train.numerics import fingerprint_at
 
     data = tmp_path / "d"
     data.mkdir()
@@ -259,33 +273,42 @@ def test_a_cached_model_is_reused_only_when_trained_as_asked(tmp_path) -> None:
     }
     job = {"out": asked["out"], "config": asked}
     other_code: list[str] = []
-    assert not _already_trained(job, other_code)
+    other_numerics: list[str] = []
+    assert not _already_trained(job, other_code, other_numerics)
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.safetensors").write_bytes(b"")
     with pytest.raises(TrainError, match="training record"):
-        _already_trained(job, other_code)
+        _already_trained(job, other_code, other_numerics)
     saved = TrainConfig(**{**asked, "restoration_width": 32}).to_json()  # a stage-2 setting: no stage 2 here
     scenes = [{"name": "b", "sha256": scene_sha256(data / "b.npy")}]
     (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": saved, "data": scenes}))
-    assert _already_trained(job, other_code) and other_code == [f"{tmp_path / 'm'} (None)"]  # code unrecorded
+    assert _already_trained(job, other_code, other_numerics) and other_code == [
+        f"{tmp_path / 'm'} (None)"
+    ]  # code unrecorded
     record = {"config": saved, "data": scenes, "package_commit": package_commit()}
     (tmp_path / "m" / "train_config.json").write_text(json.dumps(record))
     other_code.clear()
-    assert _already_trained(job, other_code) and other_code == []  # trained by this code
+    assert _already_trained(job, other_code, other_numerics) and other_code == []  # trained by this code
+    assert other_numerics == []  # no fingerprint recorded: nothing to compare
+    here = {"fingerprint": fingerprint_at(1), "threads": 1, "cpu_capability": "AVX2"}
+    elsewhere = {**here, "fingerprint": "0123456789abcdef"}
+    for numerics, said in ((here, []), (elsewhere, [f"{tmp_path / 'm'} (0123456789abcdef)"])):
+        (tmp_path / "m" / "train_config.json").write_text(json.dumps({**record, "numerics": numerics}))
+        assert _already_trained(job, other_code, other_numerics) and other_numerics == said
     for other in ({"seed": 1}, {"spatial": True}, {"pretrain_epochs": 3}):
         changed = TrainConfig(**{**asked, **other}).to_json()
         (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": changed, "data": scenes}))
         with pytest.raises(TrainError, match="other settings"):
-            _already_trained(job, other_code)
+            _already_trained(job, other_code, other_numerics)
     # the same settings, other scene files: b replaced, or a scene added to the folder
     (tmp_path / "m" / "train_config.json").write_text(json.dumps({"config": saved, "data": scenes}))
     np.save(data / "c.npy", np.zeros((4, 4, 3)))
     with pytest.raises(TrainError, match="other scene files"):
-        _already_trained(job, other_code)
+        _already_trained(job, other_code, other_numerics)
     (data / "c.npy").unlink()
     np.save(data / "b.npy", np.ones((4, 4, 3)))
     with pytest.raises(TrainError, match="other scene files"):
-        _already_trained(job, other_code)
+        _already_trained(job, other_code, other_numerics)
 
 
 def test_a_job_whose_source_checkpoint_does_not_fit_trains_from_scratch(tmp_path) -> None:

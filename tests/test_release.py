@@ -69,6 +69,9 @@ def test_a_release_without_labelled_scenes_is_refused_before_training(tmp_path):
     sidecar = release(TrainConfig(data=str(data), out=str(out), progress=False, threads=1, **TINY))
     assert sidecar["alpha_scenes"] == ["labelled"] and len(sidecar["training_scenes"]) == 2
     assert not (out / "checkpoints").exists()
+    from edge_had.train.numerics import fingerprint_at
+
+    assert sidecar["numerics"]["fingerprint"] == fingerprint_at(1)  # where retraining gives these bits
 
 
 def test_the_recipe_records_what_trained_the_networks(tmp_path):

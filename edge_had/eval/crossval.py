@@ -150,10 +150,12 @@ def _train_job(job: dict[str, Any]) -> str:
     return str(out)
 
 
-def _already_trained(job: dict[str, Any], other_code: list[str]) -> bool:
+def _already_trained(job: dict[str, Any], other_code: list[str], other_numerics: list[str]) -> bool:
     """Whether the job's folder holds its model. A model trained with other settings (e.g. an
     older default) is refused rather than mixed into the table; one trained by other code (another
-    package commit) is reused and listed in ``other_code``, to be said."""
+    package commit) is reused and listed in ``other_code``, one trained where training computes
+    differently (another numerics fingerprint: :mod:`edge_had.train.numerics`) in
+    ``other_numerics``, to be said."""
     from edge_had.train.config import TrainConfig, TrainError, trains_the_same
 
     out = Path(job["out"])
@@ -178,7 +180,17 @@ def _already_trained(job: dict[str, Any], other_code: list[str]) -> bool:
         )
     if record.get("package_commit") != package_commit():  # a change with no setting behind it
         other_code.append(f"{out} ({str(record.get('package_commit'))[:12]})")  # would not be in it
+    numerics = record.get("numerics") or {}
+    if "fingerprint" in numerics and numerics["fingerprint"] != _fingerprint_at(numerics["threads"]):
+        other_numerics.append(f"{out} ({numerics['fingerprint']})")  # trained on another machine
     return True
+
+
+@functools.cache
+def _fingerprint_at(threads: int) -> str:
+    from edge_had.train.numerics import fingerprint_at
+
+    return fingerprint_at(threads)
 
 
 @functools.cache
@@ -247,11 +259,22 @@ def train_fold_models(config: CrossValConfig, folds: list[list[str]]) -> None:
         }
         jobs.append({"out": str(target), "config": settings})
     other_code: list[str] = []
-    waves = [[job for job in wave if not _already_trained(job, other_code)] for wave in share_phases(jobs)]
+    other_numerics: list[str] = []
+    waves = [
+        [job for job in wave if not _already_trained(job, other_code, other_numerics)]
+        for wave in share_phases(jobs)
+    ]
     if other_code:
         print(
             f"note: {len(other_code)} cached fold model(s) reused were trained by other code than this "
             f"({package_commit()[:12]}), e.g. {other_code[0]}: a fresh --out trains them again",
+            file=sys.stderr,
+        )
+    if other_numerics:
+        print(
+            f"note: {len(other_numerics)} cached fold model(s) reused were trained on a machine that "
+            f"computes training differently (numerics fingerprint), e.g. {other_numerics[0]}: trained "
+            "here their weights would differ like another seed's (a fresh --out trains them here)",
             file=sys.stderr,
         )
     if not any(waves):
@@ -416,6 +439,7 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
     # processes measured no faster on 2 cores, and torch's thread count moves AUCs in the 4th
     # decimal, so a parallel run would not reproduce the committed report digit for digit)
     alphas: dict[str, dict[str, list[float]]] = {}
+    weights: dict[str, dict[str, str]] = {}  # the weights the alphas were chosen for
     diverged: list[dict[str, Any]] = []
     for seed, (index, held_out) in itertools.product(config.seeds, enumerate(folds)):
         train_names = [name for name in names if name not in held_out]
@@ -426,6 +450,7 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
                 diverged.append({"variant": variant, "seed": seed, "fold": index, "held_out": held_out})
                 continue
             models[variant] = bundle
+            weights.setdefault(variant, {})[f"seed{seed}/fold{index}"] = bundle.sha256
         for label, bundle in models.items():
             rows, chosen = _evaluate_model(cache, bundle, train_names, held_out, label)
             alphas.setdefault(label, {})[f"seed{seed}/fold{index}"] = list(chosen)
@@ -442,6 +467,7 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
         "train_overrides": config.train_overrides,
         "alpha_grid": {"alpha_spe": list(ALPHA_SPE_GRID), "alpha_spa": list(ALPHA_SPA_GRID)},
         "alphas": alphas,
+        "weights_sha256": weights,
         "diverged_trainings": diverged,
         "scenes": per_scene,
         "summary": summarize(per_scene),

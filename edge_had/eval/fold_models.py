@@ -4,8 +4,9 @@ on it.
 
 ``edge-had crossval --out CV`` caches its fold models in ``CV/models/<variant>/seed<S>/fold<F>``
 and writes, per fold, the alphas chosen on that fold's training scenes into its report
-(``alphas[variant]["seed<S>/fold<F>"] = [alpha_spe, alpha_spa, hybrid alpha_spe]``) and the
-scenes each fold held out (``folds``).
+(``alphas[variant]["seed<S>/fold<F>"] = [alpha_spe, alpha_spa, hybrid alpha_spe]``), the SHA-256
+of the weights they were chosen for (``weights_sha256``, same keys; a report of other weights is
+refused) and the scenes each fold held out (``folds``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,16 @@ def fold_model(cv_dir: str | Path, report: dict[str, Any], variant: str, seed: i
     if variant == "random":
         bundle = random_bundle(seed, int(report.get("train_overrides", {}).get("k", 64)))
     else:
-        bundle = load_bundle(Path(cv_dir) / "models" / variant / f"seed{seed}" / f"fold{fold}")
+        folder = Path(cv_dir) / "models" / variant / f"seed{seed}" / f"fold{fold}"
+        bundle = load_bundle(folder)
+        chosen_for = report.get("weights_sha256", {}).get(variant, {}).get(key)  # None: an older report
+        if chosen_for is not None and chosen_for != bundle.sha256:
+            raise EdgeHadError(
+                f"{folder} holds other weights ({bundle.sha256[:12]}...) than the report's alphas were "
+                f"chosen for ({chosen_for[:12]}...): trained again, or on another machine (training "
+                "is bit-identical only where it computes the same: edge_had/train/numerics.py)? Use "
+                "the crossval.json written with these models"
+            )
     alpha_spe, alpha_spa, hybrid_alpha = report["alphas"][variant][key]
     config = dataclasses.replace(
         bundle.config, alpha_spe=alpha_spe, alpha_spa=alpha_spa, hybrid_alpha_spe=hybrid_alpha

@@ -103,6 +103,8 @@ def release(
         "recipe": recipe(config, spectral_run_config(record), spatial=model_config.spatial),
         "macs_per_pixel": macs_table(out),
         "train_seconds": record["wall_time_s"],
+        # bit-identical retraining needs the same fingerprint (edge_had/train/numerics.py)
+        "numerics": record.get("numerics"),
         "crossval": crossval,
     }
     write_bytes_atomically(out / SIDECAR_FILE, (json.dumps(sidecar, indent=2) + "\n").encode())

@@ -131,6 +131,7 @@ from edge_had.train.loops import (
     Stage1Trainer,
     Stage2Trainer,
 )
+from edge_had.train.numerics import numerics_note, numerics_record
 
 __all__ = ["MEASURED_FOLD_SECONDS", "TrainConfig", "TrainError", "checkpoint_path", "train"]
 
@@ -523,6 +524,16 @@ def _run(
         checkpoint, started_from = _start_from(config, data)
         _check_world_size(checkpoint, ddp.world_size, f"start_from {config.start_from}")
         say(f"taking {', '.join(started_from['phases'])} from {config.start_from}")
+    numerics = numerics_record(device)  # this machine's arithmetic (edge_had/train/numerics.py)
+    numerics_changed_from = None
+    if checkpoint is not None:
+        saved = checkpoint.get("numerics_fingerprint")
+        what = "the checkpoint resumed" if resuming else f"start_from {config.start_from}"
+        note = numerics_note(saved, numerics["fingerprint"], what)
+        if note is not None:
+            numerics_changed_from = saved
+            if ddp.main:  # said even with --quiet: the weights' provenance, not progress
+                print(note, file=sys.stderr)
 
     previous = None
     spectral_source = None
@@ -673,6 +684,7 @@ def _run(
                         "started_from": started_from,
                         "threads_used": torch.get_num_threads(),
                         "world_size_used": ddp.world_size,
+                        "numerics_fingerprint": numerics["fingerprint"],
                     },
                     keep_all=config.keep_all_checkpoints,
                 )
@@ -706,6 +718,8 @@ def _run(
         "device": str(device),
         "world_size": ddp.world_size,
         "threads": torch.get_num_threads(),
+        "numerics": numerics,  # weights are bit-identical only where this fingerprint is the same
+        "numerics_changed_from": numerics_changed_from,  # a checkpoint taken from another machine's
         "torch_version": torch.__version__,
         "package_commit": package_commit(),  # which code trained it (crossval's cache says so)
         "spectral_from_bundle_sha256": spectral_source,
