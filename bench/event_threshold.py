@@ -11,15 +11,17 @@ touched by an event / objects), then the held-out scenes are reported with it: f
 ``min_area`` jointly. The scores are the stream's (the recorded configuration of
 ``edge_had.stream.run``), per ``--detector`` as in ``edge-had stream``, thresholded as it does
 (:func:`~edge_had.stream.events.stream_threshold`): plain RX on 32 bands (``rx``), hybrid RX
-(``hybrid-rx``), and the enhanced ones (``enhanced-rx``, ``enhanced-hybrid-rx``) with, for every scene, the
-cross-validation fold model that did not see it and its alphas (``--cv``, ``--crossval``,
-``--variant``; seed 0). For those, the rule of a fold is chosen on training scenes that were
-scored by *other* folds' models - models that saw the fold's held-out scenes, and whose alphas
-were chosen with those scenes' ground truth: an indirect, weak leak, stated with the results.
+(``hybrid-rx``), and the enhanced ones (``enhanced-rx``, ``enhanced-hybrid-rx``) with each
+fold's own cross-validation model and its alphas (``--cv``, ``--crossval``, ``--variant``; seed
+0): a fold's rule is chosen on its training scenes scored by its model (the scenes it was trained
+on, as the rule would be set before a mission) and reported on its held-out scenes scored by the
+same model, which never saw them - every scene is scored five times. (Until 2026-11-29 the
+training scenes were scored by the models that held *them* out, which had seen the fold's
+held-out scenes: a weak indirect leak.)
 
     python bench/event_threshold.py --json bench/results/event_threshold.json
     python bench/event_threshold.py --detector hybrid-rx --json bench/results/event_threshold_hybrid.json
-    python bench/event_threshold.py --detector enhanced-rx --cv CV --crossval bench/results/crossval.json \
+    python bench/event_threshold.py --detector enhanced-rx --cv CV --crossval CV/crossval.json \
         --json bench/results/event_threshold_enhanced.json   # --variant supervised-ranking (default)
 """
 
@@ -36,7 +38,7 @@ from scipy import ndimage
 
 from edge_had import settings
 from edge_had.eval.crossval import fold_assignment
-from edge_had.eval.fold_models import held_out_model
+from edge_had.eval.fold_models import fold_model, held_out_fold
 from edge_had.io import list_scenes, load_scene
 from edge_had.runtime.torch_runner import TorchRunner
 from edge_had.stream.enhance import StreamEnhancer
@@ -69,23 +71,38 @@ def event_stats(scores: np.ndarray, gt: np.ndarray, level: float, min_area: int 
             "precision": precision, "recall": recall, "f1": f1}  # fmt: skip
 
 
+SceneStats = dict[str, dict[tuple[float, int], dict[str, float]]]  # scene -> rule -> event stats
+
+
 def choose_per_fold(
-    stats: dict[str, dict[tuple[float, int], dict[str, float]]],
+    fold_stats: list[SceneStats],
     grid: list[tuple[float, int]],
     folds: list[list[str]],
 ) -> tuple[dict[str, dict[str, object]], dict[int, tuple[float, int]]]:
     """Per fold: the rule of ``grid`` with the best mean F1 on its training scenes (ties: the first
-    in grid order), and the held-out scenes' rows with it."""
+    in grid order), and the held-out scenes' rows with it; ``fold_stats[i]`` holds every scene as
+    fold ``i`` scores it (its model, for the enhanced detectors)."""
     rows: dict[str, dict[str, object]] = {}
     chosen = {}
-    names = list(stats)
     for index, held in enumerate(folds):
-        training = [name for name in names if name not in held]
+        stats = fold_stats[index]
+        training = [name for name in stats if name not in held]
         best = max(grid, key=lambda rule: np.mean([stats[name][rule]["f1"] for name in training]))
         chosen[index] = best
         for name in held:
             rows[name] = {"fold": index, "pfa": best[0], "min_area": best[1], **stats[name][best]}
     return rows, chosen
+
+
+def scene_stats(
+    scene, scores: np.ndarray, run, scorer: str, rules
+) -> dict[tuple[float, int], dict[str, float]]:
+    """Event statistics of one scored scene under every rule, thresholds as `edge-had stream` sets
+    them from the scorer that ran."""
+    return {
+        (pfa, area): event_stats(scores, scene.gt, stream_threshold(scorer, run.pipeline.rx, pfa), area)
+        for pfa, area in rules
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,23 +133,29 @@ def main(argv: list[str] | None = None) -> int:
     if report is not None and report["folds"] != folds:
         parser.error("the cross-validation report's folds are not the 5 folds of these scenes")
     joint = list(itertools.product(PFA_GRID, MIN_AREA_GRID))
-    stats = {}
-    for name, scene in scenes.items():
-        cube = scene.detection_cube()
-        if enhanced:
-            bundle = held_out_model(args.cv, report, args.variant, name).for_scorer(scorer)
-            with TorchRunner(bundle.model_for(cube.shape[2])) as runner:
-                enhancer = StreamEnhancer(bundle, runner)
-                scores, run = stream_scene_scores(cube, scene.valid, enhancer=enhancer, scorer=scorer)
-        else:
-            scores, run = stream_scene_scores(cube, scene.valid, scorer=scorer)
-        stats[name] = {  # thresholds as `edge-had stream` sets them, from the scorer that ran
-            (pfa, area): event_stats(scores, scene.gt, stream_threshold(scorer, run.pipeline.rx, pfa), area)
-            for pfa, area in joint
-        }
+    if enhanced:  # every scene as each fold's model scores it
+        fold_stats = []
+        for fold in range(len(folds)):
+            bundle = fold_model(args.cv, report, args.variant, 0, fold).for_scorer(scorer)
+            stats_of_fold = {}
+            for name, scene in scenes.items():
+                cube = scene.detection_cube()
+                with TorchRunner(bundle.model_for(cube.shape[2])) as runner:
+                    enhancer = StreamEnhancer(bundle, runner)
+                    scores, run = stream_scene_scores(cube, scene.valid, enhancer=enhancer, scorer=scorer)
+                stats_of_fold[name] = scene_stats(scene, scores, run, scorer, joint)
+            fold_stats.append(stats_of_fold)
+    else:  # no model: every fold scores a scene alike
+        plain = {}
+        for name, scene in scenes.items():
+            scores, run = stream_scene_scores(scene.detection_cube(), scene.valid, scorer=scorer)
+            plain[name] = scene_stats(scene, scores, run, scorer, joint)
+        fold_stats = [plain] * len(folds)
+    # each scene as the fold that held it out scores it (its model never saw it)
+    stats = {name: fold_stats[held_out_fold(report or {"folds": folds}, name)][name] for name in scenes}
     results = {}
     for label, grid in (("pfa", [(pfa, 1) for pfa in PFA_GRID]), ("pfa_and_min_area", joint)):
-        rows, chosen = choose_per_fold(stats, grid, folds)
+        rows, chosen = choose_per_fold(fold_stats, grid, folds)
         on_all = max(grid, key=lambda rule: np.mean([stats[name][rule]["f1"] for name in scenes]))
         results[label] = {
             "chosen_per_fold": {str(k): list(v) for k, v in chosen.items()},
