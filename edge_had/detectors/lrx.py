@@ -5,6 +5,8 @@ window (``inner`` x ``inner``), both centred on the pixel and clipped at the ima
 sums of x and of the distinct products x_i x_j (i <= j) come from summed-area tables, so the cost
 does not depend on the window size; each pixel's quadratic form comes from a symmetric elimination
 vectorised over the pixels (:func:`mahalanobis_from_pairs`, pseudo-inverse for singular windows).
+A large scene is done in strips of rows (:data:`STRIP_BYTES`), each with the rows its windows
+reach, so no temporary is scene-sized.
 
 Defaults, and why (chosen on the synthetic scenes, not on the real ones):
 
@@ -110,13 +112,47 @@ def local_rx(
         data = cube.astype(np.float64) - calc_stats(cube, valid).mean
     global_stats = calc_stats(data, valid)
     data = np.moveaxis(np.where(valid[..., None], data, 0.0), -1, 0)  # (dims, rows, cols)
+    dims, reach = data.shape[0], settings.outer // 2
+    scores = np.empty((rows, cols))
+    for top in range(0, rows, strip_rows(dims, cols)):
+        # a strip of rows with the rows its windows reach above and below: the window sums of
+        # its own rows are those of the whole image, and no temporary is image-sized
+        bottom = min(top + strip_rows(dims, cols), rows)
+        first, last = max(0, top - reach), min(rows, bottom + reach)
+        sums = window_sums(data[:, first:last], valid[first:last], settings)
+        own = slice(top - first, bottom - first)
+        scores[top:bottom] = scores_from_window_sums(
+            data[:, first:last][:, own],
+            valid[first:last][own],
+            {name: values[..., own, :] for name, values in sums.items()},
+            global_stats.mean,
+            global_stats.cov,
+            settings.regularization,
+        )
+    return scores
+
+
+#: Bytes of float64 window sums (count, components, their products) one strip of local RX holds:
+#: each of the several image-sized temporaries of the summed-area tables is this size at most.
+#: The ten ABU scenes (at most 150 x 150, 10 components) are one strip each.
+STRIP_BYTES = 16 << 20
+
+
+def strip_rows(dims: int, cols: int) -> int:
+    """Rows of one strip of :func:`local_rx` for ``dims`` components and ``cols`` columns."""
+    per_row = 8 * cols * (1 + dims + dims * (dims + 1) // 2)
+    return max(1, STRIP_BYTES // per_row)
+
+
+def window_sums(data: np.ndarray, valid: np.ndarray, settings: LocalRXSettings) -> dict[str, np.ndarray]:
+    """Per pixel, over its background window (outer minus guard, clipped at the border): the
+    count of valid pixels ``n``, the sums of the components ``x`` and of their products ``xx``
+    (:func:`symmetric_pairs`); ``data`` ``(dims, rows, cols)``, zero where not ``valid``."""
     sums = {}
     for name, values in (("n", valid.astype(np.float64)), ("x", data), ("xx", pair_products(data))):
         table = _summed_area(values)
         sums[name] = _box_sums(table, settings.outer // 2) - _box_sums(table, settings.inner // 2)
-    return scores_from_window_sums(
-        data, valid, sums, global_stats.mean, global_stats.cov, settings.regularization
-    )
+    return sums
 
 
 def local_rx_line_reference(
