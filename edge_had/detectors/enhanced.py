@@ -144,7 +144,7 @@ class EnhancedDetector:
     def enhance(
         self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """Unscaled ``x_k``, ``f_spe``, ``f_spa`` as (rows, cols, K) float64 arrays; resampled on
+        """Unscaled ``x_k``, ``f_spe``, ``f_spa`` as (rows, cols, K) float32 arrays; resampled on
         ``wavelengths`` (nm) unless the detector resamples on band index."""
         from edge_had.band_resampling import wavelengths_to_use
 
@@ -172,12 +172,17 @@ def enhance_parts(
     runner: Any = None,
 ) -> dict[str, np.ndarray]:
     """Run a :class:`~edge_had.models.bundle.ModelBundle` on a (rows, cols, bands) cube: unscaled
-    ``x_k``, ``f_spe`` and ``f_spa`` (zeros without a spatial branch), (rows, cols, K) float64.
+    ``x_k``, ``f_spe`` and ``f_spa`` (zeros without a spatial branch), (rows, cols, K) float32 as
+    the networks compute them (:func:`fuse_parts` sums them in float64).
     ``runner``: an active :class:`~edge_had.runtime.Runner` of the bundle for this sensor
     (default: torch FP32 on the CPU)."""
-    normalized = bundle.normalization(impute_invalid(cube, valid), valid)
-    feed = {"cube": np.ascontiguousarray(normalized.transpose(2, 0, 1)[None])}
-    del normalized  # the feed holds its own copy: a scene's worth of memory less at the peak
+    imputed = impute_invalid(cube, valid)  # a float32 copy of our own
+    lo, hi = bundle.normalization.fit(imputed, valid)
+    rows, cols, bands = imputed.shape
+    feed = {"cube": np.empty((1, bands, rows, cols), dtype=np.float32)}
+    feed["cube"][0] = imputed.transpose(2, 0, 1)  # bands first, as the networks take it
+    del imputed  # one scene-sized copy at a time: it, then the feed normalised in place
+    bundle.normalization.apply(feed["cube"], lo, hi, out=feed["cube"])
     wanted = ("x_k", "f_spe", "f_spa")  # not the fused output: the scorers fuse at their alphas
     if runner is None:
         from edge_had.runtime.torch_runner import TorchRunner
@@ -187,7 +192,7 @@ def enhance_parts(
     else:
         outputs = runner.infer(feed, wanted)
     del feed
-    return {name: outputs.pop(name)[0].transpose(1, 2, 0).astype(np.float64) for name in wanted}
+    return {name: np.ascontiguousarray(outputs.pop(name)[0].transpose(1, 2, 0)) for name in wanted}
 
 
 def fuse_parts(
@@ -198,13 +203,28 @@ def fuse_parts(
     detect: Callable[[np.ndarray], np.ndarray],
 ) -> np.ndarray:
     """Score enhanced parts: ``detect(x_k + a f_spe + b f_spa)`` (feature) or the product of the
-    min-max normalised ``detect(x_k + b f_spa)`` and ``detect(x_k + a f_spe)`` (product)."""
+    min-max normalised ``detect(x_k + b f_spa)`` and ``detect(x_k + a f_spe)`` (product); the
+    sums in float64."""
     x_k, f_spe, f_spa = parts["x_k"], parts["f_spe"], parts["f_spa"]
     if fusion == "feature":
-        return detect(x_k + alpha_spe * f_spe + alpha_spa * f_spa)
+        return detect(weighted_sum(x_k, (alpha_spe, f_spe), (alpha_spa, f_spa)))
     if fusion == "product":
-        return fuse_scores([detect(x_k + alpha_spa * f_spa), detect(x_k + alpha_spe * f_spe)], "product")
+        return fuse_scores(
+            [detect(weighted_sum(x_k, (alpha_spa, f_spa))), detect(weighted_sum(x_k, (alpha_spe, f_spe)))],
+            "product",
+        )
     raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
+
+
+def weighted_sum(base: np.ndarray, *terms: tuple[float, np.ndarray]) -> np.ndarray:
+    """``base + a1 t1 + a2 t2 ...`` in float64, left to right - the same bits as on float64 copies
+    of the parts, with one scene-sized temporary instead of a copy of each part and of each sum."""
+    (first_weight, first), *rest = terms
+    total = np.multiply(first, first_weight, dtype=np.float64)
+    np.add(base, total, out=total, dtype=np.float64)  # base + a1 t1: addition commutes exactly
+    for weight, term in rest:
+        total += np.multiply(term, weight, dtype=np.float64)
+    return total
 
 
 class ResampledRXDetector:

@@ -41,13 +41,19 @@ class Normalization:
     def fit(self, cube: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float]:
         """``(lo, hi)`` from the valid pixels of a (rows, cols, bands) cube."""
         values = cube if valid is None else cube[np.asarray(valid, dtype=bool)]
-        lo, hi = np.percentile(values, [self.low_percentile, self.high_percentile])
+        # the selected pixels are a copy of our own, which the percentiles may reorder in place
+        # (the same values: a scene's worth of memory less); the cube itself is left as it is
+        lo, hi = np.percentile(
+            values, [self.low_percentile, self.high_percentile], overwrite_input=values is not cube
+        )
         if not np.isfinite([lo, hi]).all() or hi <= lo:
             hi = lo + 1.0
         return float(lo), float(hi)
 
-    def apply(self, cube: np.ndarray, lo: float, hi: float) -> np.ndarray:
-        out = (np.asarray(cube, dtype=np.float32) - np.float32(lo)) * np.float32(2.0 / (hi - lo))
+    def apply(self, cube: np.ndarray, lo: float, hi: float, out: np.ndarray | None = None) -> np.ndarray:
+        """The normalised float32 cube; into ``out`` (e.g. ``cube`` itself, when float32) if given."""
+        out = np.subtract(np.asarray(cube, dtype=np.float32), np.float32(lo), out=out, dtype=np.float32)
+        out *= np.float32(2.0 / (hi - lo))
         out -= np.float32(1.0)
         out *= np.float32(self.scale)
         np.clip(out, -self.clip, self.clip, out=out)
