@@ -239,7 +239,7 @@ def test_a_map_that_fits_the_cube_only_turned_around_is_an_error_not_a_lost_grou
     was dropped: both gave a scene without ground truth, and no AUC, without a word."""
     cube, gt = random_cube((5, 4, 6)), random_gt((5, 4))
     scipy.io.savemat(tmp_path / "bands_first.mat", {"data": np.moveaxis(cube, -1, 0), "map": gt})
-    with pytest.raises(SceneError, match=r"looks stored \(bands, rows, cols\): map \(5x4\) fits"):
+    with pytest.raises(SceneError, match=r"looks stored bsq \(bands x rows x cols\): map \(5x4\) fit"):
         load_scene(tmp_path / "bands_first.mat")
     scipy.io.savemat(tmp_path / "transposed.mat", {"data": cube, "map": gt.T})
     with pytest.raises(SceneError, match=r"ground truth map \(4x5\) is transposed against the cube's 5x4"):
@@ -299,11 +299,40 @@ def test_interleave_is_refused_for_an_envi_file_and_checked(tmp_path: Path) -> N
 def test_the_bands_first_refusal_names_the_option_that_reads_the_file(tmp_path: Path) -> None:
     cube, gt = random_cube((5, 4, 6)), random_gt((5, 4))
     scipy.io.savemat(tmp_path / "bands_first.mat", {"data": np.moveaxis(cube, -1, 0), "map": gt})
-    with pytest.raises(SceneError, match="Read it with --interleave bsq"):
+    with pytest.raises(SceneError, match="Read it as bsq \\(--interleave bsq of detect, eval and stream"):
         load_scene(tmp_path / "bands_first.mat")
     np.testing.assert_array_equal(
         load_scene(tmp_path / "bands_first.mat", interleave="bsq").gt, gt.astype(bool)
     )
+
+
+@pytest.mark.parametrize(
+    ("stored", "given"), [("bip", "bsq"), ("bip", "bil"), ("bil", "bsq"), ("bsq", "bil")]
+)
+def test_a_wrong_interleave_is_refused_naming_the_one_that_fits(
+    tmp_path: Path, stored: str, given: str
+) -> None:
+    """Read in the wrong order the cube has another pixel grid, and its map fitted none: a review
+    found a warning, exit 0 and a scrambled cube without ground truth (e.g. an ABU scene with
+    --interleave bsq). The order whose grid the map fits is named."""
+    cube, gt = random_cube((5, 4, 6)), random_gt((5, 4))
+    scipy.io.savemat(tmp_path / "scene.mat", {"data": cube.transpose(STORED_AXES[stored]), "map": gt})
+    with pytest.raises(SceneError, match=f"read as {given} gives no ground truth; it looks stored {stored}"):
+        load_scene(tmp_path / "scene.mat", interleave=given)
+    np.testing.assert_array_equal(load_scene(tmp_path / "scene.mat", interleave=stored).cube, cube)
+
+
+def test_wavelengths_that_fit_only_another_order_are_refused_too(tmp_path: Path) -> None:
+    """A PRISMA-like cube (rows x bands x cols) with wavelengths and no map, read as the default:
+    the review found it scrambled with its wavelengths silently dropped."""
+    cube = random_cube((5, 4, 6))
+    arrays = {"data": cube.transpose(STORED_AXES["bil"]), "wavelength": np.linspace(450.0, 900.0, 6)}
+    scipy.io.savemat(tmp_path / "prisma_like.mat", arrays)
+    with pytest.raises(SceneError, match=r"looks stored bil .* the wavelengths wavelength \(6\) fit"):
+        load_scene(tmp_path / "prisma_like.mat")
+    scene = load_scene(tmp_path / "prisma_like.mat", interleave="bil")
+    np.testing.assert_array_equal(scene.cube, cube)
+    assert scene.wavelengths is not None
 
 
 # ------------------------------------------------------------------------------------- npy and HDF5

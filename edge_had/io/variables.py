@@ -6,8 +6,10 @@ MATLAB and HDF5 files hold several named arrays. The rules, shared by every such
   unless ``interleave`` says otherwise (``bsq``: bands first, ``bil``: bands in the middle);
 * ground truth: the only 2-D numeric array shaped like the cube's first two axes, unless
   ``gt_var`` names it; none is fine (the scene then has no ground truth). A 2-D array that fits
-  the cube only turned around is an error, not a scene without ground truth: shaped like the
-  cube's last two axes (a cube stored (bands, rows, cols)), or (cols, rows) (a transposed map).
+  the cube only turned around is an error, not a scene without ground truth: one that fits the
+  pixel grid of the cube read in another order (``interleave``: a cube stored bands first or in
+  the middle; a wavelength vector that fits only that way says the same), or (cols, rows) (a
+  transposed map).
   Other 2-D arrays are left out with a note (``Selection.notes``);
 * wavelengths / fwhm: an optional numeric vector of length ``bands`` whose name looks like
   "wavelength(s)" / "fwhm".
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_had.errors import SceneError
-from edge_had.io.raw import to_rows_cols_bands
+from edge_had.io.raw import LAYOUTS, to_rows_cols_bands
 
 WAVELENGTH_NAME = re.compile(r"wave|^wl$|^wvl|^lambda", re.IGNORECASE)
 FWHM_NAME = re.compile(r"fwhm|bandwidth", re.IGNORECASE)
@@ -77,12 +79,14 @@ def select_variables(
         for v in variables
         if v.numeric and len(v.shape) == 2 and min(v.shape) > 1 and v.shape != (rows, cols)
     ]
+    wavelengths = band_vector(variables, bands, WAVELENGTH_NAME)
     if gt is None:
-        _refuse_turned_maps(unused, cube, path, interleave)
+        _refuse_other_layouts(variables, unused, stored, interleave, wavelengths is not None, path)
+        _refuse_turned_maps(unused, cube, path)
     return Selection(
         cube=cube.name,
         gt=None if gt is None else gt.name,
-        wavelengths=band_vector(variables, bands, WAVELENGTH_NAME),
+        wavelengths=wavelengths,
         fwhm=band_vector(variables, bands, FWHM_NAME),
         notes=tuple(
             f"2-D array {v.describe()} does not fit the cube's {rows}x{cols} pixels: not used as ground truth"
@@ -91,19 +95,43 @@ def select_variables(
     )
 
 
-def _refuse_turned_maps(maps: Sequence[Variable], cube: Variable, path: Path, interleave: str) -> None:
-    """A file without a fitting ground truth whose 2-D array fits the cube turned around: said, not
-    read as a scene without ground truth (it was, and its anomalies were silently lost)."""
-    rows, cols, bands = cube.shape
-    for candidate in maps:
-        if candidate.shape == (cols, bands):
+def _refuse_other_layouts(
+    variables: Sequence[Variable],
+    maps: Sequence[Variable],
+    stored: Variable,
+    interleave: str,
+    wavelengths_fit: bool,
+    path: Path,
+) -> None:
+    """A file without a fitting ground truth whose cube, read in another order, would fit one of
+    its 2-D arrays (or, without fitting wavelengths, a wavelength vector): the cube is stored in
+    that order. Said, not read scrambled without its ground truth (a bands-first cube read as
+    rows x cols x bands was, and its anomalies were silently lost)."""
+    for other in LAYOUTS:
+        if other == interleave:
+            continue
+        rows, cols, bands = (stored.shape[axis] for axis in to_rows_cols_bands(other))
+        fitting = [m.describe() for m in maps if m.shape == (rows, cols)]
+        if not wavelengths_fit and (vector := band_vector(variables, bands, WAVELENGTH_NAME)) is not None:
+            fitting.append(f"the wavelengths {vector} ({bands})")
+        if fitting:
+            order = " x ".join(LAYOUTS[other])
+            verb = "fits" if len(fitting) == 1 else "fit"
             raise SceneError(
-                f"the cube {cube.describe()} (read as {interleave}: rows x cols x bands) looks stored "
-                f"(bands, rows, cols): {candidate.describe()} fits its last two axes. Read it with "
-                "--interleave bsq (load_scene(..., interleave='bsq')), or name the ground truth with "
+                f"the cube {stored.describe()} read as {interleave} gives no ground truth; it looks stored "
+                f"{other} ({order}): {' and '.join(fitting)} {verb} it read that way. Read it as {other} "
+                f"(--interleave {other} of detect, eval and stream; load_scene(..., interleave='{other}')) "
+                "or store it rows x cols x bands for the other commands; or name the ground truth with "
                 "gt_var=... if that is not it",
                 path,
             )
+
+
+def _refuse_turned_maps(maps: Sequence[Variable], cube: Variable, path: Path) -> None:
+    """A file without a fitting ground truth whose 2-D array is the pixel grid transposed: said,
+    not read as a scene without ground truth (its anomalies were silently lost)."""
+    rows, cols, _ = cube.shape
+    for candidate in maps:
         if candidate.shape == (cols, rows):
             raise SceneError(
                 f"ground truth {candidate.describe()} is transposed against the cube's {rows}x{cols} "
