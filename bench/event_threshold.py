@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from edge_had import settings
 from edge_had.eval.crossval import fold_assignment
-from edge_had.eval.fold_models import fold_model, held_out_fold
+from edge_had.eval.fold_models import checked_fold_model, held_out_fold
 from edge_had.io import list_scenes, load_scene
 from edge_had.runtime.torch_runner import TorchRunner
 from edge_had.stream.enhance import StreamEnhancer
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if enhanced:  # every scene as each fold's model scores it
         fold_stats = []
         for fold in range(len(folds)):
-            bundle = fold_model(args.cv, report, args.variant, 0, fold).for_scorer(scorer)
+            # checked: its training record holds none of the fold's held-out scenes
+            bundle = checked_fold_model(args.cv, report, args.variant, 0, fold).for_scorer(scorer)
             stats_of_fold = {}
             for name, scene in scenes.items():
                 cube = scene.detection_cube()

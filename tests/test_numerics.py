@@ -88,6 +88,17 @@ def test_a_run_records_its_numerics_and_a_checkpoint_from_elsewhere_is_said(tmp_
 
 def test_the_note_is_said_only_for_another_known_fingerprint() -> None:
     assert numerics_note(None, "a", "x") is None  # a checkpoint from before fingerprints
+    assert numerics_note("a", None, "x") is None  # a run on a GPU: no bits to compare
     assert numerics_note("a", "a", "x") is None
     assert "numerics fingerprint b, here a" in str(numerics_note("b", "a", "the checkpoint resumed"))
     assert numerics_fingerprint() == numerics_fingerprint()
+
+
+def test_a_gpu_run_records_no_fingerprint() -> None:
+    """CUDA training is not bit-reproducible even on one device: no fingerprint to compare (a
+    review: every GPU-trained cached fold model would have been called another machine's). Nothing
+    runs on the device here."""
+    from edge_had.train.numerics import numerics_record
+
+    assert numerics_record("cuda")["fingerprint"] is None
+    assert numerics_record("cpu")["fingerprint"] == numerics_fingerprint()

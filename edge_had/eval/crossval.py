@@ -181,8 +181,9 @@ def _already_trained(job: dict[str, Any], other_code: list[str], other_numerics:
     if record.get("package_commit") != package_commit():  # a change with no setting behind it
         other_code.append(f"{out} ({str(record.get('package_commit'))[:12]})")  # would not be in it
     numerics = record.get("numerics") or {}
-    if "fingerprint" in numerics and numerics["fingerprint"] != _fingerprint_at(numerics["threads"]):
-        other_numerics.append(f"{out} ({numerics['fingerprint']})")  # trained on another machine
+    fingerprint = numerics.get("fingerprint")  # None: trained on a GPU, or before fingerprints
+    if fingerprint is not None and fingerprint != _fingerprint_at(numerics["threads"]):
+        other_numerics.append(f"{out} ({fingerprint})")  # trained on another machine
     return True
 
 

@@ -12,6 +12,7 @@ refused) and the scenes each fold held out (``folds``).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,21 @@ def held_out_model(
 ) -> Any:
     """The fold model of ``variant`` and ``seed`` that did not see ``scene``, with the alphas chosen
     on its training scenes (``config.alphas_for(scorer)`` / ``for_scorer`` pick global or hybrid)."""
-    fold = held_out_fold(report, scene)
+    return checked_fold_model(cv_dir, report, variant, seed, held_out_fold(report, scene))
+
+
+def checked_fold_model(cv_dir: str | Path, report: dict[str, Any], variant: str, seed: int, fold: int) -> Any:
+    """:func:`fold_model`, refused unless its training record shows none of the fold's held-out
+    scenes (``report["folds"][fold]``) among its training scenes."""
     bundle = fold_model(cv_dir, report, variant, seed, fold)
     if not bundle.training_scenes:
         raise EdgeHadError(
-            f"fold {fold} of {variant} has no training record: cannot check it did not see {scene}"
+            f"fold {fold} of {variant} has no training record: cannot check it did not see the fold's "
+            "held-out scenes"
         )
-    if scene in bundle.training_scenes.values():
-        raise EdgeHadError(f"fold {fold} of {variant} was trained on {scene}: not a held-out model")
+    seen = sorted(set(report["folds"][fold]) & set(bundle.training_scenes.values()))
+    if seen:
+        raise EdgeHadError(f"fold {fold} of {variant} was trained on {', '.join(seen)}: not a held-out model")
     return bundle
 
 
@@ -56,8 +64,15 @@ def fold_model(cv_dir: str | Path, report: dict[str, Any], variant: str, seed: i
     else:
         folder = Path(cv_dir) / "models" / variant / f"seed{seed}" / f"fold{fold}"
         bundle = load_bundle(folder)
-        chosen_for = report.get("weights_sha256", {}).get(variant, {}).get(key)  # None: an older report
-        if chosen_for is not None and chosen_for != bundle.sha256:
+        chosen_for = report.get("weights_sha256", {}).get(variant, {}).get(key)
+        if chosen_for is None:  # a report from before they were recorded
+            warnings.warn(
+                f"the cross-validation report does not record which weights its {variant} {key} alphas "
+                f"were chosen for: cannot check that {folder} holds them (weights retrained, e.g. on "
+                "another machine, would be scored with alphas chosen for others)",
+                stacklevel=2,
+            )
+        elif chosen_for != bundle.sha256:
             raise EdgeHadError(
                 f"{folder} holds other weights ({bundle.sha256[:12]}...) than the report's alphas were "
                 f"chosen for ({chosen_for[:12]}...): trained again, or on another machine (training "

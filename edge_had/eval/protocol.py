@@ -110,7 +110,8 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         "anomaly_pixels": int(scene.gt.sum()),
         "anomaly_pixels_invalid": int((scene.gt & ~scene.valid).sum()),
         "far_outlier_pixels": far_outlier_check(scene)[0],
-        "wavelengths_known": scene.wavelengths is not None,  # resampling detectors: else on band index
+        # a fact of the file; what a resampling detector did with it is its settings' "resample"
+        "wavelengths_known": scene.wavelengths is not None,
         "notes": scene_notes(scene, scores),
     }
     ran_on = getattr(detector, "last_backend", None)  # a scene may run on another backend than the first

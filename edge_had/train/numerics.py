@@ -65,18 +65,22 @@ def fingerprint_at(threads: int) -> str:
 
 def numerics_record(device: str | torch.device = "cpu") -> dict[str, Any]:
     """What a training record keeps of the machine's arithmetic: the fingerprint, the thread count
-    it was taken with, and torch's CPU capability (the instruction set its own kernels use)."""
+    it was taken with, and torch's CPU capability (the instruction set its own kernels use). On a
+    GPU the fingerprint is None: CUDA training is not bit-reproducible even on one device (cuDNN's
+    backward passes), so there are no bits to compare."""
+    on_cpu = torch.device(device).type == "cpu"
     return {
-        "fingerprint": numerics_fingerprint(device),
+        "fingerprint": numerics_fingerprint(device) if on_cpu else None,
         "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
-def numerics_note(saved: str | None, here: str, what: str) -> str | None:
+def numerics_note(saved: str | None, here: str | None, what: str) -> str | None:
     """The note a resumed or continued run prints when its checkpoint was made on a machine with
-    another fingerprint (None when they agree or the checkpoint predates fingerprints)."""
-    if saved is None or saved == here:
+    another fingerprint (None when they agree, or either has none: a checkpoint from before
+    fingerprints, or a GPU run)."""
+    if saved is None or here is None or saved == here:
         return None
     return (
         f"note: {what} was made where training computes differently (numerics fingerprint {saved}, "
