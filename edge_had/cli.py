@@ -267,6 +267,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     skipped = "; ".join(f"{name}: {why}" for name, why in choice.skipped.items()) or "none"
     print(f"  --backend auto (fp32, no engine/onnx given) -> {choice.backend}; skipped: {skipped}")
     print(f"model:       {_shipped_model_status()}")
+    if torch_version != "missing":  # whether a retraining here reproduces another machine's bits
+        from edge_had.train.numerics import fingerprint_at
+
+        print(
+            f"training numerics: fingerprint {fingerprint_at(1)} at 1 thread (CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}): weights retrain bit for bit only where a "
+            "training record's numerics match (edge_had/train/numerics.py)"
+        )
     folder = settings.data_dir()
     found = f"{len(list(folder.glob('*.mat')))} .mat scenes" if folder.is_dir() else "no such folder"
     print(f"data: {folder} ({found}; set {settings.DATA_ENV} to change)")

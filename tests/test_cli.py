@@ -40,6 +40,9 @@ def test_info_reports_backends_and_why_not(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "backends:" in out and "tensorrt" in out and "data:" in out
+    from edge_had.train.numerics import fingerprint_at
+
+    assert f"training numerics: fingerprint {fingerprint_at(1)} at 1 thread" in out
 
 
 def test_detect_writes_map_and_scores_equal_to_the_oracle(tmp_path, capsys):
