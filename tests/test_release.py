@@ -72,6 +72,8 @@ def test_a_release_without_labelled_scenes_is_refused_before_training(tmp_path):
     from edge_had.train.numerics import fingerprint_at
 
     assert sidecar["numerics"]["fingerprint"] == fingerprint_at(1)  # where retraining gives these bits
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"prints the training numerics fingerprint {fingerprint_at(1)}" in card
 
 
 def test_the_recipe_records_what_trained_the_networks(tmp_path):

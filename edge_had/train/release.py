@@ -231,5 +231,23 @@ def model_card(sidecar: dict[str, Any]) -> str:
         "",
         *limits,
         "",
+        *_reproduction(sidecar),
     ]
     return "\n".join(lines)
+
+
+def _reproduction(sidecar: dict[str, Any]) -> list[str]:
+    """The card's word on retraining: bit for bit only where training computes as it did here."""
+    numerics = sidecar.get("numerics") or {}
+    where = (
+        f"where `edge-had info` prints the training numerics fingerprint {numerics['fingerprint']} "
+        f"(CPU capability {numerics.get('cpu_capability')})"
+        if numerics.get("fingerprint")
+        else "on the machine that released it (no numerics fingerprint was recorded)"
+    )
+    return [
+        f"**Reproduction.** The command in sidecar.json gives these weights bit for bit only {where};",
+        "elsewhere the math libraries round differently and the weights differ like another seed's",
+        "(README, \"Across machines\").",
+        "",
+    ]
