@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from edge_had import settings
 from edge_had.eval.crossval import fold_assignment
-from edge_had.eval.fold_models import checked_fold_model, held_out_fold
+from edge_had.eval.fold_models import checked_fold_model
 from edge_had.io import list_scenes, load_scene
 from edge_had.runtime.torch_runner import TorchRunner
 from edge_had.stream.enhance import StreamEnhancer
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             plain[name] = scene_stats(scene, scores, run, scorer, joint)
         fold_stats = [plain] * len(folds)
     # each scene as the fold that held it out scores it (its model never saw it)
-    stats = {name: fold_stats[held_out_fold(report or {"folds": folds}, name)][name] for name in scenes}
+    stats = {name: fold_stats[fold][name] for fold, held in enumerate(folds) for name in held}
     results = {}
     for label, grid in (("pfa", [(pfa, 1) for pfa in PFA_GRID]), ("pfa_and_min_area", joint)):
         rows, chosen = choose_per_fold(fold_stats, grid, folds)

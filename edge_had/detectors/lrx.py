@@ -112,18 +112,18 @@ def local_rx(
         data = cube.astype(np.float64) - calc_stats(cube, valid).mean
     global_stats = calc_stats(data, valid)
     data = np.moveaxis(np.where(valid[..., None], data, 0.0), -1, 0)  # (dims, rows, cols)
-    dims, reach = data.shape[0], settings.outer // 2
+    step, reach = strip_rows(data.shape[0], cols), settings.outer // 2
     scores = np.empty((rows, cols))
-    for top in range(0, rows, strip_rows(dims, cols)):
+    for top in range(0, rows, step):
         # a strip of rows with the rows its windows reach above and below: the window sums of
         # its own rows are those of the whole image, and no temporary is image-sized
-        bottom = min(top + strip_rows(dims, cols), rows)
+        bottom = min(top + step, rows)
         first, last = max(0, top - reach), min(rows, bottom + reach)
         sums = window_sums(data[:, first:last], valid[first:last], settings)
-        own = slice(top - first, bottom - first)
+        own = slice(top - first, bottom - first)  # the strip's rows among those summed
         scores[top:bottom] = scores_from_window_sums(
-            data[:, first:last][:, own],
-            valid[first:last][own],
+            data[:, top:bottom],
+            valid[top:bottom],
             {name: values[..., own, :] for name, values in sums.items()},
             global_stats.mean,
             global_stats.cov,

@@ -170,9 +170,6 @@ def within(pixels: np.ndarray, centre: np.ndarray, half_width: np.ndarray) -> np
     return (np.abs(pixels - centre) <= half_width).all(axis=1)
 
 
-OUTLIER_BLOCK_PIXELS = 65536  # pixels per block of far_outliers' checks
-
-
 def far_outliers(
     cube: np.ndarray, valid: np.ndarray | None = None, sigma: float = FAR_OUTLIER_SIGMA
 ) -> np.ndarray:
@@ -182,8 +179,7 @@ def far_outliers(
     rows, cols, bands = np.shape(cube)
     pixels = pixels_of(cube)
     keep = np.ones(rows * cols, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).ravel()
-    for start in range(0, len(pixels), OUTLIER_BLOCK_PIXELS):  # in blocks: no cube-sized temporaries
-        block = slice(start, start + OUTLIER_BLOCK_PIXELS)
+    for block in pixel_blocks(len(pixels), bands):  # no cube-sized temporaries
         keep[block] &= np.isfinite(pixels[block]).all(axis=1)
     far = np.zeros(rows * cols, dtype=bool)
     kept = np.flatnonzero(keep)
@@ -193,7 +189,7 @@ def far_outliers(
         else:
             kept_sample = kept
         centre, deviation = robust_spread(pixels[kept_sample].astype(np.float64))
-        for start in range(0, kept.size, OUTLIER_BLOCK_PIXELS):
-            rows_here = kept[start : start + OUTLIER_BLOCK_PIXELS]
+        for block in pixel_blocks(kept.size, bands):
+            rows_here = kept[block]
             far[rows_here] = ~within(pixels[rows_here], centre, sigma * deviation)
     return far.reshape(rows, cols)

@@ -248,6 +248,6 @@ def _reproduction(sidecar: dict[str, Any]) -> list[str]:
     return [
         f"**Reproduction.** The command in sidecar.json gives these weights bit for bit only {where};",
         "elsewhere the math libraries round differently and the weights differ like another seed's",
-        "(README, \"Across machines\").",
+        '(README, "Across machines").',
         "",
     ]
