@@ -281,6 +281,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_score_image(header: str, scores: Any, scene: Any, detector: str) -> None:
+    """``detect --envi``: the scores as an ENVI image, on the scene's map when it has one."""
+    from edge_had.io.score_image import georeference_of, write_score_image
+
+    from_envi = scene.meta.get("format") == "envi"
+    georeference = georeference_of(scene.meta["header"]) if from_envi else {}
+    data = write_score_image(
+        header,
+        scores,
+        band_name=f"{detector} score",
+        description=f"edge-had {detector} scores of {scene.source or scene.name}; NaN: invalid pixels",
+        georeference=georeference,
+    )
+    where = (
+        f"map information of {scene.meta['header']} copied ({', '.join(georeference)})"
+        if georeference
+        else f"no map information: {'its header has none' if from_envi else 'the scene is not an ENVI file'}"
+    )
+    print(f"scores -> {header} + {data.name} ({where})")
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -293,6 +314,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         check_output_file(args.out, "--out", suffix=".png")
     if args.npy:
         check_output_file(args.npy, "--npy")
+    if args.envi:
+        check_output_file(args.envi, "--envi", suffix=".hdr")
     scene = load_scene(
         args.scene, cube_var=args.cube_var, gt_var=args.gt_var, gt_path=args.gt, interleave=args.interleave
     )
@@ -313,6 +336,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)  # as check_output_file promised
         np.save(path, scores)
         print(f"scores -> {path}")
+    if args.envi:
+        _save_score_image(args.envi, scores, scene, detector.name)
     if args.out:
         save_score_map_png(scores, args.out, gt=scene.gt, title=f"{scene.name} - {detector.name}")
         print(f"map -> {args.out}")
@@ -626,6 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("scene", help="scene file (.mat, .hdr, .npy, .h5)")
     detect.add_argument("--out", help="score map PNG to write (with the ground truth outlined if known)")
     detect.add_argument("--npy", help="also save the raw scores as .npy")
+    detect.add_argument(
+        "--envi",
+        metavar="SCORES.hdr",
+        help="also save the scores as an ENVI image (.hdr + .img, float64, invalid pixels NaN); from an "
+        "ENVI scene its map information is copied, so GIS tools overlay the scores on the scene",
+    )
     detect.add_argument("--cube-var", help="variable/dataset name of the cube (default: found by shape)")
     detect.add_argument("--gt-var", help="variable/dataset name of the ground truth (default: by shape)")
     detect.add_argument("--gt", help="separate ground-truth file (2-D array)")

@@ -1,7 +1,9 @@
 """``edge-had stream``: a line source through the pipeline, with events, sinks and a JSON report.
 
 Sinks in ``--out``: ``events.jsonl`` (one event per line), ``scores.npy`` (the score lines,
-unscored ones NaN), ``waterfall.png`` (score map with the ground truth outlined when known). The
+unscored ones NaN), ``waterfall.png`` (score map with the ground truth outlined when known) and,
+from an ENVI file, ``scores.hdr`` + ``scores.img`` (the scores on the file's map:
+:mod:`edge_had.io.score_image`). The
 report (schema_version 1, ``kind: "stream"``) holds lines/s, the health counters, per-stage latency
 p50/p99/max, the look-ahead, the line budget, the backend/precision that ran, the detector
 settings, the events summary, and the AUC and false events per 1000 lines when ground truth exists.
@@ -137,7 +139,11 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_resample_option(parser, "every detector (plain RX streams on 32 resampled bands): ")
     add_interleave_option(parser)
-    parser.add_argument("--out", help="folder for events.jsonl, scores.npy, waterfall.png and waterfall.mp4")
+    parser.add_argument(
+        "--out",
+        help="folder for events.jsonl, scores.npy, waterfall.png and waterfall.mp4 (from an ENVI file "
+        "also scores.hdr + scores.img, on the file's map)",
+    )
     parser.add_argument(
         "--show", action="store_true", help="live waterfall window (needs a GUI OpenCV and a display)"
     )
@@ -157,6 +163,7 @@ class _Source:
     bands: int
     wavelengths: np.ndarray | None  # band centres in nm, when known
     distinct_strips: int | None = None  # a long synthetic stream: the strips it cycles
+    envi_header: str | None = None  # an ENVI file's header: --out gets scores.hdr on its map
 
 
 def _source(args: argparse.Namespace) -> _Source:
@@ -209,7 +216,11 @@ def _source(args: argparse.Namespace) -> _Source:
     if not scene.valid.all():
         cube = np.where(scene.valid[..., None], cube, np.nan).astype(np.float32)
     lines = scene_lines(cube, rate, args.pace)
-    return _Source(lines, scene.gt, scene.valid, cube.shape[1], cube.shape[2], scene.detection_wavelengths())
+    _, width, bands = cube.shape
+    source = _Source(lines, scene.gt, scene.valid, width, bands, scene.detection_wavelengths())
+    if scene.meta.get("format") == "envi":
+        source.envi_header = scene.meta["header"]
+    return source
 
 
 def run_stream_command(args: argparse.Namespace) -> int:
@@ -329,9 +340,13 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     events_file = None
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        if not keep:  # no score map is kept: say so, and leave no earlier run's map beside this one
-            for stale in ("scores.npy", "waterfall.png"):
-                (Path(args.out) / stale).unlink(missing_ok=True)
+        # leave no earlier run's outputs beside this one's when this one writes none of them
+        stale = ([] if keep else ["scores.npy", "waterfall.png"]) + (
+            ["scores.hdr", "scores.img"] if not keep or source.envi_header is None else []
+        )
+        for name in stale:
+            (Path(args.out) / name).unlink(missing_ok=True)
+        if not keep:  # no score map is kept: say so
             print(
                 f"note: a synthetic stream of over {KEEP_LINES} lines keeps no score map (bounded "
                 "memory): --out gets events.jsonl and waterfall.mp4, not scores.npy or waterfall.png"
@@ -456,6 +471,16 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     if args.out and keep:
         out = Path(args.out)
         np.save(out / "scores.npy", scores)
+        if source.envi_header is not None:  # the streamed lines are the file's first ones
+            from edge_had.io.score_image import georeference_of, write_score_image
+
+            write_score_image(
+                out / "scores.hdr",
+                scores,
+                band_name=f"{args.detector} score",
+                description=f"edge-had stream {args.detector} scores of {args.source}; NaN: not scored",
+                georeference=georeference_of(source.envi_header),
+            )
         from edge_had.eval.plots import save_score_map_png
 
         outline = None if gt is None else gt[:rows]  # an interrupted stream has fewer rows
