@@ -218,6 +218,30 @@ def test_onnxruntime_and_torch_runners_agree(bundle_dir: Path, tmp_path: Path) -
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), name
 
 
+def test_a_whole_scene_leaves_no_working_memory_in_the_runner(bundle_dir: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's arena kept a whole scene's intermediates (~0.8 GB on a 512 x 1024 x 224
+    scene) through the scoring and until the next scene; after each scene a new session frees it
+    (peak RSS of `detect --detector enhanced-rx`: bench/test_bench_memory.py)."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    bundle = load_bundle(bundle_dir)
+    feed = {"cube": (0.05 * np.random.default_rng(1).standard_normal((1, 30, 9, 21))).astype(np.float32)}
+    with enhancement_runner(choose_backend("onnxruntime", "fp32"), bundle, 30, workdir=tmp_path) as runner:
+        before, session = runner.infer(feed), runner.session
+        runner.free_working_memory()
+        assert runner.is_active and runner.session is not None and runner.session is not session
+        after = runner.infer(feed)
+    assert all(np.array_equal(after[name], before[name]) for name in before)
+
+    scene = synthetic_scene(lines=24, width=20, bands=30, seed=2)
+    detector = EnhancedDetector(bundle_dir, backend="onnxruntime")
+    scores = detector.score(scene.cube, scene.valid, scene.wavelengths)
+    runner = detector.runner_for(30, scene.wavelengths)
+    session = runner.session
+    again = detector.score(scene.cube, scene.valid, scene.wavelengths)
+    assert runner.session is not session  # the scene's session was let go after it
+    assert np.array_equal(again, scores)
+
+
 def test_a_graph_exported_on_the_fly_leaves_no_file_behind(
     bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -103,6 +103,7 @@ def test_stream_out_puts_the_scores_of_an_envi_file_on_its_map_and_removes_stale
     assert f"map info = {MAP_INFO}\n" in text and "lines = 12\n" in text and "samples = 9\n" in text
 
     np.save(tmp_path / "other.npy", cube)  # a later run of a file without a map, into the same folder
-    assert main(["stream", "--source", str(tmp_path / "other.npy"), "--detector", "rx", "--out", str(out)]) == 0
+    other = str(tmp_path / "other.npy")
+    assert main(["stream", "--source", other, "--detector", "rx", "--out", str(out)]) == 0
     assert (out / "scores.npy").exists()
     assert not (out / "scores.hdr").exists() and not (out / "scores.img").exists()

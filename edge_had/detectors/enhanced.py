@@ -149,9 +149,11 @@ class EnhancedDetector:
         from edge_had.band_resampling import wavelengths_to_use
 
         wavelengths = wavelengths_to_use(self.resample, wavelengths)
-        return enhance_parts(
-            self.bundle, cube, valid, wavelengths, self.runner_for(cube.shape[2], wavelengths)
-        )
+        runner = self.runner_for(cube.shape[2], wavelengths)
+        try:
+            return enhance_parts(self.bundle, cube, valid, wavelengths, runner)
+        finally:  # not held through the scoring, nor until the next scene
+            runner.free_working_memory()
 
     def detect(self, cube: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         return self._score(cube, valid)

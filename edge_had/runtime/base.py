@@ -77,6 +77,12 @@ class Runner(ABC):
         self.inference_times.append(time.perf_counter() - start)
         return result
 
+    def free_working_memory(self) -> None:
+        """Hand back what the backend keeps between inferences, sized by the largest one (its
+        intermediates' pools), when no inference follows soon - after a whole scene. The runner
+        stays active. Default: nothing is kept."""
+        return None
+
     def host_array(self, shape: tuple[int, ...]) -> np.ndarray:
         """A zeroed float32 array to build feeds in, in the host memory this runner uploads
         fastest from: plain numpy here; page-locked for torch on a CUDA device

@@ -71,5 +71,13 @@ class OnnxRuntimeRunner(Runner):
         values = self.session.run(list(outputs), feed)
         return {name: np.asarray(value, np.float32) for name, value in zip(outputs, values, strict=True)}
 
+    def free_working_memory(self) -> None:
+        """ONNX Runtime's CPU arena keeps the largest run's intermediates until its session goes
+        (~0.8 GB after a 512 x 1024 x 224 scene; the arena-shrinkage run option freed nothing
+        here): a new session from the graph in memory, ~35 ms."""
+        if self.session is not None:
+            self.session = None
+            self.activate_impl()
+
     def deactivate_impl(self) -> None:
         self.session = None

@@ -56,6 +56,14 @@ class TorchRunner(Runner):
         computed = run_on_device(self.model, cube, self.precision)
         return {name: computed[name].float().cpu().numpy() for name in outputs}
 
+    def free_working_memory(self) -> None:
+        """On a CUDA device, the caching allocator's unused blocks (on the CPU, freed tensors go
+        back to malloc)."""
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
     def deactivate_impl(self) -> None:
         if self.device.startswith("cuda"):
             import torch
