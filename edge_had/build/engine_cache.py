@@ -86,6 +86,9 @@ class EngineKey:
     input_name: str = INPUT_NAME
     gpu: str = ""  # CudaDevice.model, name and SM count: boards of one SM version differ ("": not recorded)
     workspace_bytes: int = 0  # the builder's workspace limit: it bounds the tactics tried (0: not recorded)
+    # FP32 layers allowed TF32 (inputs rounded to 10 mantissa bits): TensorRT's default, which
+    # `edge-had build` turns off; True for engines recorded before it did
+    tf32: bool = True
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[0-9a-f]{64}", self.onnx_sha256):
@@ -123,6 +126,7 @@ class EngineKey:
         batch: int = 1,
         gpu: str = "",
         workspace_bytes: int = 0,
+        tf32: bool = True,
     ) -> EngineKey:
         """The key of an engine whose varying axes are the line width (pixels per line) and the
         number of lines, ``min_lines..max_lines`` (default: ``lines`` alone), tuned for ``lines``."""
@@ -138,6 +142,7 @@ class EngineKey:
             (batch, bands, high, max_width),
             gpu=gpu,
             workspace_bytes=workspace_bytes,
+            tf32=tf32,
         )
 
     def to_dict(self) -> dict[str, Any]:

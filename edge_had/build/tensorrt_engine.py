@@ -3,7 +3,10 @@
 One code path for TensorRT 10.x (JetPack 6: 10.3) and 11.x. The ONNX file is already explicitly
 typed - FP32, FP16 weights and ops, or INT8 Q/DQ (:mod:`edge_had.build.quantize`) - and the network
 is built *strongly typed*: the graph alone decides what runs in which precision, so no builder
-precision flag, no calibrator and no platform query is used (TensorRT 11 removed all three). On
+precision flag, no calibrator and no platform query is used (TensorRT 11 removed all three). The
+one math flag that still changes FP32 layers, ``TF32`` (on by default: inputs rounded to 10
+mantissa bits on Ampere and later, Orin and Thor included), is cleared, so FP32 parts of a graph
+compute in FP32 as the accuracy gate measured them; the engine key records it. On
 10.x strong typing is requested with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``; 11.x builds
 every network strongly typed and deprecated that flag, so it is not passed there.
 
@@ -99,14 +102,20 @@ def network_flags() -> int:
 
 
 def _source_metadata(onnx_path: Path) -> dict[str, Any] | None:
-    """The edge-had metadata of an exported ONNX file (recorded in the engine's sidecar); None when
-    the ``onnx`` package is missing (a bare Jetson install) or the file is no edge-had export or
-    unreadable (TensorRT's parser then says what is wrong with it)."""
+    """The edge-had metadata of an exported ONNX file, recorded in the engine's sidecar (the runner
+    checks an engine's model, alphas, bands and wavelengths against it). None when the file is no
+    edge-had export or unreadable (TensorRT's parser then says what is wrong with it); without the
+    ``onnx`` package it cannot be read at all, and :class:`EngineBuildError` says so."""
     from edge_had.build.onnx_export import read_metadata
 
     try:
         return read_metadata(onnx_path)
-    except Exception as error:  # ImportError, ExportError, or onnx's own parse errors
+    except ImportError as error:  # reading it as "no metadata" gave a false message and unchecked engines
+        raise EngineBuildError(
+            f"{onnx_path}: reading its edge-had metadata needs the onnx package ({error}); "
+            "install it (`pip install onnx`, export/TENSORRT.md) and build again"
+        ) from None
+    except Exception as error:  # ExportError, or onnx's own parse errors
         log.debug("%s: no edge-had metadata read (%s)", onnx_path, error)
         return None
 
@@ -126,7 +135,10 @@ def _resolve_precision(onnx_path: Path, asked: str | None) -> str:
         )
     precision = asked or recorded
     if precision is None:
-        raise EngineBuildError(f"{onnx_path}: no edge_had.precision metadata; pass --precision")
+        raise EngineBuildError(
+            f"{onnx_path}: not an edge-had export (no edge_had.precision metadata); pass --precision "
+            "for a graph from elsewhere (its engine is then loaded without the model checks)"
+        )
     if precision not in PRECISIONS:
         raise EngineBuildError(f"{onnx_path}: unknown precision {precision!r}; choose one of {PRECISIONS}")
     return precision
@@ -202,6 +214,8 @@ def _build(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    if not key.tf32:  # on by default (also strongly typed): FP32 layers would round their inputs
+        config.clear_flag(trt.BuilderFlag.TF32)  # to 10 mantissa bits on Orin and Thor
     profile = builder.create_optimization_profile()
     low, opt, high = (trt.Dims(list(shape)) for shape in (key.min_shape, key.opt_shape, key.max_shape))
     profile.set_shape(key.input_name, low, opt, high)
@@ -301,6 +315,7 @@ def _find_or_build(
         max_lines=max_lines,
         gpu=device.model,
         workspace_bytes=workspace_bytes,
+        tf32=False,
         min_width=min_width,
         opt_width=opt_width,
         max_width=max_width,

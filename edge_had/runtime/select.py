@@ -124,9 +124,12 @@ def net_precision(asked: str | None, onnx: Any = None, engine: Any = None) -> st
         sidecar = sidecar_path(engine)
         recorded = read_sidecar(sidecar).get("key", {}).get("precision") if sidecar.is_file() else None
     elif onnx is not None:
-        from edge_had.build.tensorrt_engine import metadata_precision
+        from edge_had.build.tensorrt_engine import EngineBuildError, metadata_precision
 
-        recorded = metadata_precision(Path(onnx))
+        try:
+            recorded = metadata_precision(Path(onnx))
+        except EngineBuildError:  # no onnx package: the runner that reads the file says so
+            recorded = None
     return str(recorded) if recorded in PRECISIONS else "fp32"
 
 
