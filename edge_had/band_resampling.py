@@ -167,3 +167,24 @@ def band_index_matrix(
     grid = canonical_wavelengths(k, 0.0, 1.0)
     positions = np.arange(b, dtype=np.float64) / (b - 1)
     return _sensor_matrix(grid, positions, valid, kernel), grid
+
+
+def sensor_to_sensor_matrix(
+    from_bands: int,
+    from_wavelengths: np.ndarray | None,
+    to_bands: int,
+    to_wavelengths: np.ndarray | None,
+) -> np.ndarray:
+    """``(to_bands, from_bands)`` linear interpolation of one sensor's bands onto another's: on
+    wavelengths when both record them (target bands beyond the source's range repeat its edge
+    band), else on the normalised band index. Used to show a scene to a graph made for another
+    sensor (the accuracy gate of ``edge-had export``)."""
+    if from_wavelengths is not None and to_wavelengths is not None:
+        grid = np.asarray(to_wavelengths, dtype=np.float64).ravel()
+        positions = np.asarray(from_wavelengths, dtype=np.float64).ravel()
+    else:
+        grid = canonical_wavelengths(to_bands, 0.0, 1.0) if to_bands > 1 else np.zeros(1)
+        positions = np.arange(from_bands, dtype=np.float64) / max(from_bands - 1, 1)
+    if grid.size != to_bands or positions.size != from_bands:
+        raise ValueError(f"{grid.size} / {positions.size} band centres for {to_bands} / {from_bands} bands")
+    return _sensor_matrix(grid, positions, None, "linear")

