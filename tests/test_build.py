@@ -536,6 +536,31 @@ def test_keep_float_names_are_checked_for_int8_too(
         )
 
 
+def test_int8_metadata_names_the_layers_that_run_int8_and_keep_float_takes_only_them(
+    graphs: dict[str, Path], calibration, tmp_path: Path
+) -> None:
+    """reduced_nodes listed every node asked to be quantized (370 for the shipped model), most of
+    them folded away or running FP32 (Relu, Add, Pad...), and --keep-float took any of them and
+    changed nothing."""
+    graph = onnx.load(str(graphs["int8"]))
+    producers = {output: node for node in graph.graph.node for output in node.output}
+    dequantized_weights = sorted(
+        node.name
+        for node in graph.graph.node
+        if len(node.input) > 1
+        and node.input[1] in producers
+        and producers[node.input[1]].op_type == "DequantizeLinear"
+    )
+    reduced = read_metadata(graphs["int8"])["reduced_nodes"]
+    assert reduced == dequantized_weights and len(reduced) >= 5
+    assert all(name.endswith(("/Conv", "/MatMul")) or "MatMul" in name for name in reduced)
+    relu = next(
+        node.name for node in graph.graph.node if node.op_type == "Relu" and "/spectral/" in node.name
+    )
+    with pytest.raises(ExportError, match="run in FP32 in an INT8 graph anyway"):
+        to_int8(graphs["fp32"], tmp_path / "k.onnx", calibration, method="minmax", keep_float=[relu])
+
+
 def test_int8_export_needs_a_calibration_set(bundle_dir: Path, tmp_path: Path, capsys) -> None:
     assert (
         main(

@@ -353,6 +353,13 @@ def to_int8(
             "with `edge-had calibrate --model MODEL`"
         )
     check_keep_float(graph, keep_float)
+    op_types = {node.name: node.op_type for node in graph.graph.node}
+    not_layers = sorted(name for name in keep_float if op_types[name] not in INT8_OP_TYPES)
+    if not_layers:  # they would be accepted and change nothing
+        raise ExportError(
+            f"--keep-float: {', '.join(map(repr, not_layers))} run in FP32 in an INT8 graph anyway; only "
+            f"{'/'.join(sorted(INT8_OP_TYPES))} layers are quantized (the export report's reduced_nodes)"
+        )
     kept = set(keep_float) | activation_products(graph)
     if not quantize_heads:
         kept |= {name for name in network_nodes(graph) if name.startswith(OUTPUT_HEAD_SCOPES)}
@@ -393,6 +400,12 @@ def to_int8(
         )
     result = onnx.load(str(target))
     _unquantize_outputs(result.graph)
+    # what runs in INT8: the layers whose weights are dequantized (quantize_static leaves out what
+    # it could not quantize, and quant_pre_process folds nodes away), not the names asked for
+    producers = {output: node for node in result.graph.node for output in node.output}
+    int8_layers = sorted(
+        node.name for node in result.graph.node if _is_quantized_layer_input(node, 0, producers)
+    )
     set_metadata(
         result,
         {
@@ -403,8 +416,8 @@ def to_int8(
                 "scenes": calibration.manifest["scenes"],
                 "sampling": calibration.manifest["sampling"],
             },
-            "fp32_nodes": sorted({node.name for node in graph.graph.node} - set(quantized_nodes)),
-            "reduced_nodes": quantized_nodes,  # what --keep-float can keep in FP32
+            "fp32_nodes": sorted({node.name for node in graph.graph.node} - set(int8_layers)),
+            "reduced_nodes": int8_layers,  # what --keep-float can keep in FP32
         },
     )
     onnx.checker.check_model(result)
