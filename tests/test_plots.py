@@ -70,6 +70,30 @@ def test_save_score_map_png_of_an_empty_map_says_so_without_a_warning(tmp_path: 
     assert_png(save_score_map_png(np.zeros(shape), tmp_path / "empty_gt.png", gt=np.zeros(shape, bool)))
 
 
+@pytest.mark.parametrize(
+    ("shape", "target"), [((1, 5), (0, 2)), ((6, 1), (4, 0)), ((1, 1), (0, 0)), ((3, 4), (0, 3))]
+)
+def test_a_target_is_outlined_on_a_map_one_pixel_thin(tmp_path: Path, shape, target) -> None:
+    """A 1-line stream, 1-pixel-wide lines or a stream stopped after its first line: contour refuses
+    maps under 2 x 2, and ``stream`` crashed after its run without a waterfall. The outline of one
+    target pixel spans that pixel's square (half way to its neighbours' centres), on any map; the
+    view stays on the map."""
+    from edge_had.eval.plots import _draw_outline, _new_figure
+
+    gt = np.zeros(shape, bool)
+    gt[target] = True
+    assert_png(save_score_map_png(np.ones(shape), tmp_path / "thin.png", gt=gt))
+    ax = _new_figure(4.0, 4.0).add_subplot()
+    ax.imshow(np.zeros(shape))
+    view = ax.get_xlim(), ax.get_ylim()
+    _draw_outline(ax, gt)
+    points = np.concatenate([path.vertices for path in ax.collections[-1].get_paths()])
+    row, col = target
+    np.testing.assert_allclose(points.min(axis=0), [col - 0.5, row - 0.5])
+    np.testing.assert_allclose(points.max(axis=0), [col + 0.5, row + 0.5])
+    assert (ax.get_xlim(), ax.get_ylim()) == view == ((-0.5, shape[1] - 0.5), (shape[0] - 0.5, -0.5))
+
+
 def test_save_score_map_png_rejects_bad_shapes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="2-D"):
         save_score_map_png(np.zeros((2, 3, 4)), tmp_path / "x.png")

@@ -418,6 +418,30 @@ def test_a_stream_with_an_implanted_anomaly_reports_an_event_at_its_place(tmp_pa
     assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (48, 256)
 
 
+@pytest.mark.parametrize(("lines", "width"), [(1, 64), (30, 1)])
+def test_a_stream_one_line_or_one_pixel_wide_writes_its_waterfall(tmp_path: Path, lines, width) -> None:
+    """Its ground truth is 1 x 64 or 30 x 1, with a target: drawing the outline crashed after the
+    run (exit 1, no waterfall.png)."""
+    from edge_had.cli import main
+    from edge_had.io.synthetic import synthetic_scene
+
+    assert synthetic_scene(seed=0, lines=lines, width=width, bands=40).gt.any()  # an outline to draw
+    argv = [
+        "stream",
+        "--source",
+        "synthetic",
+        "--detector",
+        "rx",
+        "--lines",
+        str(lines),
+        "--width",
+        str(width),
+    ]
+    assert main([*argv, "--bands", "40", "--out", str(tmp_path)]) == 0
+    assert np.load(tmp_path / "scores.npy").shape == (lines, width)
+    assert (tmp_path / "waterfall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_show_says_why_there_is_no_window(monkeypatch) -> None:
     from edge_had.stream import video
 

@@ -95,8 +95,19 @@ def _stretch(scores: np.ndarray) -> np.ndarray:
 
 
 def _draw_outline(ax: Axes, gt: np.ndarray) -> None:
-    if gt.any() and not gt.all():
-        ax.contour(gt.astype(np.float64), levels=[0.5], colors="cyan", linewidths=0.8)
+    """Outline the targets half way between target and background pixel centres. The mask gets a
+    border of background first: contour needs at least 2 x 2 values (a 1-line stream, 1-pixel-wide
+    lines, a stream interrupted after its first line), and a target on the map's edge is closed."""
+    if not gt.any():
+        return
+    rows, cols = gt.shape
+    limits = ax.get_xlim(), ax.get_ylim()
+    padded = np.pad(gt.astype(np.float64), 1)
+    ax.contour(
+        np.arange(-1, cols + 1), np.arange(-1, rows + 1), padded, levels=[0.5], colors="cyan", linewidths=0.8
+    )
+    ax.set_xlim(limits[0])  # the border is not shown
+    ax.set_ylim(limits[1])
 
 
 def save_score_map_png(
