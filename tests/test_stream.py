@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edge_had.detectors.rx import rx_reference
+from edge_had.errors import SceneError
 from edge_had.eval.metrics import roc_auc
 from edge_had.io import list_scenes, load_scene
 from edge_had.stream.causal import CausalRX, CausalSettings
@@ -20,6 +21,7 @@ from edge_had.stream.pipeline import StreamPipeline
 from edge_had.stream.presets import SENSORS, sensor
 from edge_had.stream.run import band_reduction, run_stream, stream_scene_scores
 from edge_had.stream.sources import envi_lines, scene_lines, synthetic_lines
+from tests.test_io_readers import write_envi
 
 
 def direct_rx(history: np.ndarray, line: np.ndarray, regularization: float) -> np.ndarray:
@@ -239,6 +241,40 @@ def test_envi_file_is_read_line_by_line(tmp_path: Path, written: str) -> None:
     )
     out = list(envi_lines(header))
     np.testing.assert_array_equal(np.stack([line.pixels for line in out]), cube)
+
+
+def test_envi_lines_keep_the_good_bands_and_mask_no_data_pixels(tmp_path: Path) -> None:
+    """As load_scene: the bbl's bad bands are left out, and a pixel with the 'data ignore value' in
+    a good band is NaN in every band (an integer file compared as stored: 2**24 is not 2**24 + 1,
+    though float32 makes them equal), one with it only in a bad band is kept."""
+    no_data = 2**24 + 1
+    rng = np.random.default_rng(3)
+    cube = rng.integers(900, 1100, (6, 5, 7)).astype(np.int32)
+    cube[1, 2, 3] = no_data  # a good band: the pixel is invalid
+    cube[2, 0, 0] = no_data  # a bad band only: the pixel stays
+    cube[3, 4, 2] = 2**24  # not no-data
+    cube[4, :, 5] = no_data  # a whole line's pixels
+    good = np.array([0, 1, 1, 1, 1, 1, 0], bool)
+    header = tmp_path / "int.hdr"
+    write_envi(header, cube, "bil", **{"data ignore value": no_data, "bbl": good.astype(int).tolist()})
+    expected = cube[:, :, good].astype(np.float32)
+    expected[1, 2] = expected[4] = np.nan
+    got = np.stack([line.pixels for line in envi_lines(header)])
+    np.testing.assert_array_equal(got, expected)
+    assert got[3, 4, 1] == np.float32(2**24)
+
+    floats = rng.normal(0.0, 1.0, (4, 3, 5)).astype(np.float32)
+    floats[0, 1, 2], floats[2, 2, 4], floats[3, 0, 1] = np.nan, np.inf, -9999.0
+    header = tmp_path / "float.hdr"
+    write_envi(header, floats, "bsq", **{"data ignore value": -9999, "bbl": [1, 1, 1, 1, 0]})
+    expected = floats[:, :, :4].copy()
+    expected[0, 1] = expected[3, 0] = np.nan  # NaN and no-data in good bands; Inf in the bad band: kept
+    np.testing.assert_array_equal(np.stack([line.pixels for line in envi_lines(header)]), expected)
+
+    header = tmp_path / "one.hdr"
+    write_envi(header, floats, "bip", bbl=[0, 0, 1, 0, 0])
+    with pytest.raises(SceneError, match="only 1 good band"):  # before any line, as load_scene says it
+        envi_lines(header)
 
 
 def test_sensor_presets() -> None:

@@ -81,39 +81,16 @@ def make_scene(
     non-numeric values, fewer than 2 good bands, or no valid pixel.
     """
     path = None if source is None else Path(source)
-    cube = np.asarray(cube)
-    if cube.dtype.kind not in "biuf":  # strings, objects; complex values would lose their imaginary part
-        raise SceneError(f"the cube holds {cube.dtype} values, not real numbers", path)
-    if cube.ndim != 3:
-        raise SceneError(f"expected a 3-D cube (rows, cols, bands), got shape {cube.shape}", path)
-    rows, cols, bands = cube.shape
-    if rows < 1 or cols < 1:
-        raise SceneError(f"cube has no pixels (shape {cube.shape})", path)
-    if bands < 2:
-        raise SceneError(f"cube has {bands} band(s); detection needs at least 2", path)
-    stored = cube  # its own dtype: an integer no-data value is compared exactly
-    cube = np.ascontiguousarray(cube, dtype=np.float32)
-
-    if good_bands is None:
-        good = np.ones(bands, dtype=bool)
-    else:
-        good = np.asarray(good_bands).astype(bool).ravel()
-        if good.shape != (bands,):
-            raise SceneError(f"bad-band list has {good.size} entries for {bands} bands", path)
-    if int(good.sum()) < 2:
-        raise SceneError(f"only {int(good.sum())} good band(s) after the bad-band list", path)
+    stored = np.asarray(cube)  # its own dtype: an integer no-data value is compared exactly
+    good = check_cube(stored, good_bands, path)
+    rows, cols, bands = stored.shape
+    cube = np.ascontiguousarray(stored, dtype=np.float32)
 
     kept = cube if good.all() else cube[:, :, good]
     ok = np.empty((rows, cols), dtype=bool)
     for start in range(0, rows, _VALIDITY_ROWS):  # in row blocks: no cube-sized boolean temporaries
         block = slice(start, start + _VALIDITY_ROWS)
-        ok[block] = np.isfinite(kept[block]).all(axis=2)
-        if no_data_value is not None:
-            if stored.dtype.kind in "iu":  # compared as stored: float32 merges large integers
-                samples = stored[block] if good.all() else stored[block][:, :, good]
-                ok[block] &= ~(samples == no_data_value).any(axis=2)
-            else:
-                ok[block] &= ~(kept[block] == np.float32(no_data_value)).any(axis=2)
+        ok[block] = valid_pixels(stored[block], kept[block], good, no_data_value)
     if valid is not None:
         valid = np.asarray(valid)
         if valid.shape != (rows, cols):
@@ -152,6 +129,47 @@ def make_scene(
         meta=dict(meta or {}),
         _good_cube=None if good.all() else (cube, good.copy(), kept),
     )
+
+
+def check_cube(cube: np.ndarray, good_bands: np.ndarray | None, path: Path | None) -> np.ndarray:
+    """The good-band mask of a cube (rows, cols, bands) as stored (all True when ``good_bands`` is
+    None), after checking what its shape and dtype alone tell: :class:`SceneError` naming ``path``
+    for values that are not real numbers, not 3-D, no pixel, fewer than 2 bands, a bad-band list
+    of another length or leaving fewer than 2 good bands. Reads no pixel (a memory map stays unread)."""
+    if cube.dtype.kind not in "biuf":  # strings, objects; complex values would lose their imaginary part
+        raise SceneError(f"the cube holds {cube.dtype} values, not real numbers", path)
+    if cube.ndim != 3:
+        raise SceneError(f"expected a 3-D cube (rows, cols, bands), got shape {cube.shape}", path)
+    rows, cols, bands = cube.shape
+    if rows < 1 or cols < 1:
+        raise SceneError(f"cube has no pixels (shape {cube.shape})", path)
+    if bands < 2:
+        raise SceneError(f"cube has {bands} band(s); detection needs at least 2", path)
+    if good_bands is None:
+        return np.ones(bands, dtype=bool)
+    good = np.asarray(good_bands).astype(bool).ravel()
+    if good.shape != (bands,):
+        raise SceneError(f"bad-band list has {good.size} entries for {bands} bands", path)
+    if int(good.sum()) < 2:
+        raise SceneError(f"only {int(good.sum())} good band(s) after the bad-band list", path)
+    return good
+
+
+def valid_pixels(
+    stored: np.ndarray, values: np.ndarray, good: np.ndarray, no_data_value: float | None
+) -> np.ndarray:
+    """Which pixels are usable (``Scene.valid``): ``stored`` holds pixels (..., bands) as the file
+    stores them, ``values`` the same pixels' good bands in float32. A pixel is invalid when a good
+    band is NaN/Inf (in float32: a float64 beyond its range too) or equals the no-data value, which
+    an integer file is compared with as stored (float32 merges large integers)."""
+    ok = np.isfinite(values).all(axis=-1)
+    if no_data_value is not None:
+        if stored.dtype.kind in "iu":
+            samples = stored if good.all() else stored[..., good]
+            ok &= ~(samples == no_data_value).any(axis=-1)
+        else:
+            ok &= ~(values == np.float32(no_data_value)).any(axis=-1)
+    return ok
 
 
 def _dead_bands(stored: np.ndarray, good: np.ndarray, no_data_value: float | None) -> str:

@@ -8,7 +8,8 @@ optional ``meta``), in acquisition order:
   synthetic strips of ``strip_lines`` lines with successive seeds (a new strip is a new stretch of
   ground, as when a drone turns);
 * :func:`envi_lines` - an ENVI file on disk read line by line through a memory map (BIL is the
-  natural pushbroom layout; BIP/BSQ work, slower).
+  natural pushbroom layout; BIP/BSQ work, slower), each line's good bands in float32 with its
+  invalid pixels (NaN/Inf, no-data) NaN, as :func:`edge_had.io.load_scene` reads the file.
 
 Timestamps: ``t0 + index / line_rate`` when a line rate is given (the sensor clock), else the
 monotonic clock when the line is produced. ``pace=True`` sleeps until each line is due.
@@ -114,9 +115,27 @@ def envi_lines(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[Line]:
-    """An ENVI file (``.hdr``) line by line from a memory map (nothing read ahead), read as
-    :func:`edge_had.io.load_scene` reads it (interleave in any case, the file's size checked)."""
+    """An ENVI file (``.hdr``) line by line from a memory map (nothing read ahead), each line what
+    :func:`edge_had.io.load_scene` makes of the file (interleave in any case, the file's size
+    checked): its good bands (``bbl``) in float32, a pixel NaN in every band where a good band is
+    NaN/Inf or the ``data ignore value`` (the pipeline masks it: flag ``masked-pixels``)."""
     from edge_had.io.envi import read_envi
+    from edge_had.io.scene import check_cube
 
-    cube = read_envi(Path(header)).cube  # (lines, samples, bands) view of the file
-    return _stamped((cube[i] for i in range(cube.shape[0])), line_rate, pace, clock, sleep)
+    header = Path(header)
+    raw = read_envi(header)  # (lines, samples, bands) view of the file
+    good = check_cube(raw.cube, raw.good_bands, header)  # a bad-band list of another length: now
+    return _stamped(_detection_rows(raw.cube, good, raw.no_data_value), line_rate, pace, clock, sleep)
+
+
+def _detection_rows(cube: np.ndarray, good: np.ndarray, no_data_value: float | None) -> Iterator[np.ndarray]:
+    """The rows of a (rows, cols, bands) cube as stored, each as the scene's detection cube holds
+    it (:class:`~edge_had.io.scene.Scene`): its good bands in float32, NaN throughout an invalid
+    pixel (:func:`~edge_had.io.scene.valid_pixels`, load_scene's rule)."""
+    from edge_had.io.scene import valid_pixels
+
+    every_band = bool(good.all())
+    for stored in cube:  # one line of a memory map is read here, not before
+        values = np.array(stored if every_band else stored[:, good], dtype=np.float32)  # a copy
+        values[~valid_pixels(stored, values, good, no_data_value)] = np.nan
+        yield values
