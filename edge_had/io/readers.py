@@ -1,7 +1,7 @@
 """Load a scene file of any supported format into a validated :class:`~edge_had.io.scene.Scene`.
 
 Public entry points: :func:`load_scene`, :func:`load_mask`, :func:`list_scenes`, :func:`sha256_file`,
-:func:`scene_sha256`.
+:func:`scene_sha256`, and :func:`read_raw` (a file's arrays before validation, for streaming).
 The format follows the file name:
 
 * ``.mat``: MATLAB v5 or v7.3 (:mod:`edge_had.io.containers`);
@@ -53,7 +53,7 @@ def load_scene(
     ``name`` defaults to the file name without its suffix.
     """
     path = Path(path)
-    raw = _read_raw(
+    raw = read_raw(
         path, cube_var=cube_var, gt_var=None if gt_path is not None else gt_var, interleave=interleave
     )
     if gt_path is not None:
@@ -138,7 +138,17 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _read_raw(path: Path, *, cube_var: str | None, gt_var: str | None, interleave: str | None) -> RawScene:
+def read_raw(
+    path: str | Path,
+    *,
+    cube_var: str | None = None,
+    gt_var: str | None = None,
+    interleave: str | None = None,
+) -> RawScene:
+    """A scene file's arrays as stored, not yet validated (options as :func:`load_scene`'s): an
+    ENVI or ``.npy`` cube is a memory map, nothing of it read yet (``edge-had stream`` converts
+    it line by line: :func:`edge_had.stream.sources.file_lines`); a MATLAB/HDF5 cube is in memory."""
+    path = Path(path)
     kind = _kind(path)
     if interleave is not None and interleave not in LAYOUTS:
         raise SceneError(f"unknown interleave {interleave!r}: expected one of {', '.join(LAYOUTS)}", path)

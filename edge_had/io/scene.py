@@ -109,22 +109,14 @@ def make_scene(
             raise SceneError(f"the ground truth ({gt.dtype}) holds values that are not finite numbers", path)
         gt_mask = gt != 0
 
-    def _vector(values: np.ndarray | None, what: str) -> np.ndarray | None:
-        if values is None:
-            return None
-        arr = np.asarray(values, dtype=np.float64).ravel()
-        if arr.shape != (bands,):
-            raise SceneError(f"{what} has {arr.size} entries for {bands} bands", path)
-        return arr
-
     return Scene(
         cube=cube,
         valid=ok,
         good_bands=good,
         name=name,
         gt=gt_mask,
-        wavelengths=_vector(wavelengths, "wavelength list"),
-        fwhm=_vector(fwhm, "fwhm list"),
+        wavelengths=band_vector(wavelengths, bands, "wavelength list", path),
+        fwhm=band_vector(fwhm, bands, "fwhm list", path),
         source=path,
         meta=dict(meta or {}),
         _good_cube=None if good.all() else (cube, good.copy(), kept),
@@ -162,7 +154,10 @@ def valid_pixels(
     stores them, ``values`` the same pixels' good bands in float32. A pixel is invalid when a good
     band is NaN/Inf (in float32: a float64 beyond its range too) or equals the no-data value, which
     an integer file is compared with as stored (float32 merges large integers)."""
-    ok = np.isfinite(values).all(axis=-1)
+    if stored.dtype.kind == "f":
+        ok = np.isfinite(values).all(axis=-1)
+    else:  # integers and booleans are finite in float32 too
+        ok = np.ones(values.shape[:-1], dtype=bool)
     if no_data_value is not None:
         if stored.dtype.kind in "iu":
             samples = stored if good.all() else stored[..., good]
@@ -170,6 +165,16 @@ def valid_pixels(
         else:
             ok &= ~(values == np.float32(no_data_value)).any(axis=-1)
     return ok
+
+
+def band_vector(values: np.ndarray | None, bands: int, what: str, path: Path | None) -> np.ndarray | None:
+    """One float64 value per band (wavelengths, fwhm), or None; :class:`SceneError` for another length."""
+    if values is None:
+        return None
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if arr.shape != (bands,):
+        raise SceneError(f"{what} has {arr.size} entries for {bands} bands", path)
+    return arr
 
 
 def _dead_bands(stored: np.ndarray, good: np.ndarray, no_data_value: float | None) -> str:

@@ -167,7 +167,7 @@ class _Source:
 
 
 def _source(args: argparse.Namespace) -> _Source:
-    from edge_had.stream.sources import scene_lines, synthetic_lines
+    from edge_had.stream.sources import file_lines, scene_lines, synthetic_lines
 
     preset = sensor(args.sensor)
     rate = args.line_rate or preset.line_rate_hz
@@ -209,17 +209,23 @@ def _source(args: argparse.Namespace) -> _Source:
     given = [f"--{name}" for name in SYNTHETIC_ONLY if getattr(args, name) is not None]
     if given:  # a file has its own lines, width, bands: the options would be ignored
         raise EdgeHadError(f"{', '.join(given)}: only for --source synthetic; a file streams as it is")
-    from edge_had.io import load_scene
+    from edge_had.io.readers import CONTAINER_SUFFIXES
 
-    scene = load_scene(args.source, interleave=args.interleave)
-    cube = scene.detection_cube()
-    if not scene.valid.all():
-        cube = np.where(scene.valid[..., None], cube, np.nan).astype(np.float32)
-    lines = scene_lines(cube, rate, args.pace)
-    _, width, bands = cube.shape
-    source = _Source(lines, scene.gt, scene.valid, width, bands, scene.detection_wavelengths())
-    if scene.meta.get("format") == "envi":
-        source.envi_header = scene.meta["header"]
+    if Path(args.source).suffix.lower() in CONTAINER_SUFFIXES:  # read whole: it may hold a ground truth
+        from edge_had.io import load_scene
+
+        scene = load_scene(args.source, interleave=args.interleave)
+        cube = scene.detection_cube()
+        if not scene.valid.all():
+            cube = np.where(scene.valid[..., None], cube, np.nan).astype(np.float32)
+        lines = scene_lines(cube, rate, args.pace)
+        _, width, bands = cube.shape
+        return _Source(lines, scene.gt, scene.valid, width, bands, scene.detection_wavelengths())
+    # ENVI, .npy: one line at a time from the memory map, converted as load_scene converts the cube
+    stream = file_lines(args.source, interleave=args.interleave, line_rate=rate, pace=args.pace)
+    source = _Source(stream.lines, None, None, stream.width, stream.bands, stream.wavelengths)
+    if stream.meta.get("format") == "envi":
+        source.envi_header = stream.meta["header"]
     return source
 
 

@@ -7,9 +7,9 @@ optional ``meta``), in acquisition order:
 * :func:`synthetic_lines` - the synthetic sensor as an endless (or bounded) stream: consecutive
   synthetic strips of ``strip_lines`` lines with successive seeds (a new strip is a new stretch of
   ground, as when a drone turns);
-* :func:`envi_lines` - an ENVI file on disk read line by line through a memory map (BIL is the
-  natural pushbroom layout; BIP/BSQ work, slower), each line's good bands in float32 with its
-  invalid pixels (NaN/Inf, no-data) NaN, as :func:`edge_had.io.load_scene` reads the file.
+* :func:`file_lines` - a scene file on disk line by line, ENVI and ``.npy`` through their memory
+  map in bounded memory, each line's good bands in float32 with its invalid pixels (NaN/Inf,
+  no-data) NaN, as :func:`edge_had.io.load_scene` reads the file (:func:`envi_lines`: its lines).
 
 Timestamps: ``t0 + index / line_rate`` when a line rate is given (the sensor clock), else the
 monotonic clock when the line is produced. ``pace=True`` sleeps until each line is due.
@@ -17,6 +17,7 @@ monotonic clock when the line is produced. ``pace=True`` sleeps until each line 
 
 from __future__ import annotations
 
+import mmap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -108,6 +109,52 @@ def synthetic_lines(
     return _stamped(rows(), line_rate, pace, clock, sleep)
 
 
+@dataclass
+class FileLines:
+    """A scene file as a stream (:func:`file_lines`)."""
+
+    lines: Iterator[Line]
+    width: int
+    bands: int  # the good bands, which each line holds
+    wavelengths: np.ndarray | None  # their centres in nm, when the file gives them
+    meta: dict[str, Any]  # the reader's: format, interleave, an ENVI file's header, ...
+
+
+def file_lines(
+    path: str | Path,
+    *,
+    interleave: str | None = None,
+    line_rate: float | None = None,
+    pace: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FileLines:
+    """A scene file line by line, each line what :func:`edge_had.io.load_scene` makes of the file:
+    its good bands (ENVI ``bbl``) in float32, NaN throughout a pixel that is NaN/Inf or the no-data
+    value in a good band (the pipeline masks it: flag ``masked-pixels``).
+
+    ENVI and ``.npy`` files are read from their memory map one line at a time (BIL and rows x cols
+    x bands ``.npy`` are the natural pushbroom layouts; the others work, slower), and the map's
+    pages are handed back every :data:`RELEASE_BYTES` read, so memory stays bounded whatever the
+    file's length. A MATLAB/HDF5 cube is read whole first (those formats are not mapped; its ground
+    truth is not streamed: ``edge-had stream`` reads such files with load_scene). What the file's
+    header and shape tell (interleave, size, dtype, bands, bad-band list, wavelengths) is checked
+    now, as load_scene checks it; the pixels only as they stream: a file with no valid pixel is a
+    stream of lines rejected for it here (``no valid pixel``), not load_scene's error."""
+    from edge_had.io.readers import read_raw
+    from edge_had.io.scene import band_vector, check_cube
+
+    path = Path(path)
+    raw = read_raw(path, interleave=interleave)
+    good = check_cube(raw.cube, raw.good_bands, path)
+    _, width, bands = raw.cube.shape
+    wavelengths = band_vector(raw.wavelengths, bands, "wavelength list", path)
+    rows = _stamped(_detection_rows(raw.cube, good, raw.no_data_value), line_rate, pace, clock, sleep)
+    return FileLines(
+        rows, width, int(good.sum()), None if wavelengths is None else wavelengths[good], raw.meta
+    )
+
+
 def envi_lines(
     header: str | Path,
     line_rate: float | None = None,
@@ -115,27 +162,38 @@ def envi_lines(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[Line]:
-    """An ENVI file (``.hdr``) line by line from a memory map (nothing read ahead), each line what
-    :func:`edge_had.io.load_scene` makes of the file (interleave in any case, the file's size
-    checked): its good bands (``bbl``) in float32, a pixel NaN in every band where a good band is
-    NaN/Inf or the ``data ignore value`` (the pipeline masks it: flag ``masked-pixels``)."""
-    from edge_had.io.envi import read_envi
-    from edge_had.io.scene import check_cube
+    """The lines of an ENVI file (``.hdr``): :func:`file_lines`."""
+    return file_lines(header, line_rate=line_rate, pace=pace, clock=clock, sleep=sleep).lines
 
-    header = Path(header)
-    raw = read_envi(header)  # (lines, samples, bands) view of the file
-    good = check_cube(raw.cube, raw.good_bands, header)  # a bad-band list of another length: now
-    return _stamped(_detection_rows(raw.cube, good, raw.no_data_value), line_rate, pace, clock, sleep)
+
+RELEASE_BYTES = 16 * 2**20  # a memory map's pages are handed back each time about this much was read
 
 
 def _detection_rows(cube: np.ndarray, good: np.ndarray, no_data_value: float | None) -> Iterator[np.ndarray]:
     """The rows of a (rows, cols, bands) cube as stored, each as the scene's detection cube holds
     it (:class:`~edge_had.io.scene.Scene`): its good bands in float32, NaN throughout an invalid
-    pixel (:func:`~edge_had.io.scene.valid_pixels`, load_scene's rule)."""
+    pixel (:func:`~edge_had.io.scene.valid_pixels`, load_scene's rule).
+
+    A memory map's pages stay resident once read (they count in the process's memory until the
+    map is closed): every :data:`RELEASE_BYTES` they are handed back (``MADV_DONTNEED``; the data
+    stays in the page cache), as each line is copied out first."""
     from edge_had.io.scene import valid_pixels
 
     every_band = bool(good.all())
-    for stored in cube:  # one line of a memory map is read here, not before
-        values = np.array(stored if every_band else stored[:, good], dtype=np.float32)  # a copy
+    mapping = _memory_map_of(cube)
+    release_every = max(1, RELEASE_BYTES // cube[0].nbytes)
+    for index, stored in enumerate(cube):  # one line of a memory map is read here, not before
+        values = np.array(stored if every_band else stored[:, good], dtype=np.float32, order="C")  # a copy
         values[~valid_pixels(stored, values, good, no_data_value)] = np.nan
+        if mapping is not None and (index + 1) % release_every == 0:
+            mapping.madvise(mmap.MADV_DONTNEED)
         yield values
+
+
+def _memory_map_of(cube: np.ndarray) -> mmap.mmap | None:
+    """The ``mmap`` under a memory-mapped array or a view of one (``np.memmap``, ``np.load(...,
+    mmap_mode=)``), where its pages can be handed back; None for an array in memory."""
+    base: Any = cube
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") else None
