@@ -44,7 +44,7 @@ def test_enhancement_flops_agree_with_an_independent_count_of_the_layers() -> No
     config = ModelConfig()
     spectral, spatial = config.build_networks()
     model = EnhancementModel(SpectralAdapter.from_band_count(224, 64), spectral, spatial).eval()
-    cost = plan_module.enhancement_cost(model, 224, 1024)
+    cost = plan_module.enhancement_cost(model, 224, 1024, precision="fp16")
     adapter = 2 * 64 * (16 + 3 + 3) / 16  # 2 sensor bands per canonical band, on the window
     spectral_as_run = independent_conv_macs_per_pixel(spectral) * (16 + 3 + 3) / 16
     floor = 2 * 1024 * (adapter + spectral_as_run)
@@ -57,6 +57,13 @@ def test_enhancement_flops_agree_with_an_independent_count_of_the_layers() -> No
     weights = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
     expected = 4 * 1024 * 224 * window + 4 * 1024 * 64 + 2 * 2 * channels * 1024 * window + 2 * weights / 16
     assert cost.bytes == pytest.approx(expected, rel=1e-12)
+    # FP32 networks (the default: what the shipped model deploys at) move 4 bytes per value
+    fp32 = plan_module.enhancement_cost(model, 224, 1024)
+    expected_fp32 = (
+        4 * 1024 * 224 * window + 4 * 1024 * 64 + 4 * 2 * channels * 1024 * window + 4 * weights / 16
+    )
+    assert fp32.bytes == pytest.approx(expected_fp32, rel=1e-12) and fp32.precision == "fp32"
+    assert fp32.flops == cost.flops
 
 
 def test_roofline_bound_is_the_slower_of_compute_and_memory(monkeypatch) -> None:
@@ -70,9 +77,13 @@ def test_roofline_bound_is_the_slower_of_compute_and_memory(monkeypatch) -> None
     assert result["lower_bound_s"] == pytest.approx(sum(row["bound_s"] for row in result["parts"]))
     assert result["budget_fraction"] == pytest.approx(result["lower_bound_s"] * 330.0)
     assert result["flops_per_line"] == pytest.approx(sum(row["flops"] for row in result["parts"]))
-    enhanced = plan_module.plan("test", "fx10", "enhanced-rx")  # no FP16 peak known: memory bound only
+    enhanced = plan_module.plan(
+        "test", "fx10", "enhanced-rx", net_precision="fp16"
+    )  # no FP16 peak: memory only
     assert enhanced["parts"][0]["compute_s"] is None
     assert enhanced["parts"][0]["bound_s"] == pytest.approx(enhanced["parts"][0]["bytes"] / 100.0e9)
+    at_fp32 = plan_module.plan("test", "fx10", "enhanced-rx")["parts"][0]  # the FP32 peak bounds it
+    assert at_fp32["compute_s"] == pytest.approx(at_fp32["flops"] / 5.0e12)
 
 
 def test_every_board_has_a_sourced_maximum_mode() -> None:

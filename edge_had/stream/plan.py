@@ -119,7 +119,11 @@ def reduction_taps(bands: int, dims: int) -> int | None:
     return None if gather is None else int(gather[0].shape[1])
 
 
-def enhancement_cost(model: Any, bands: int, width: int, block: int = 16) -> PartCost:
+def enhancement_cost(
+    model: Any, bands: int, width: int, block: int = 16, precision: str = "fp32"
+) -> PartCost:
+    """The networks on one line at ``precision`` (``fp32`` or ``fp16``: the bytes of each
+    activation and weight, and the peak that bounds the arithmetic); FP32 input and outputs."""
     from edge_had.models.budget import count_macs_per_pixel
 
     counted = count_macs_per_pixel(model, bands, width, lines_per_call=block)
@@ -128,8 +132,11 @@ def enhancement_cost(model: Any, bands: int, width: int, block: int = 16) -> Par
     rerun = counted["assumptions"]["window_lines"] / block  # every call runs its context lines again
     activations = _activation_elements_per_pixel(model, bands) * width * rerun
     k = counted["k"]
-    data = 4.0 * width * bands * rerun + 4.0 * width * k + 2.0 * 2 * activations + 2.0 * weights / block
-    return PartCost("enhancement", flops, data, "fp16")
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"the plan counts fp32 or fp16 networks, not {precision!r}")
+    value = 2.0 if precision == "fp16" else 4.0  # bytes of an activation or weight
+    data = 4.0 * width * bands * rerun + 4.0 * width * k + value * 2 * activations + value * weights / block
+    return PartCost("enhancement", flops, data, precision)
 
 
 def _activation_elements_per_pixel(model: Any, bands: int) -> float:
@@ -155,9 +162,10 @@ def _activation_elements_per_pixel(model: Any, bands: int) -> float:
 
 
 def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_dir: str | None = None,
-         reduced_bands: int = 32, refresh_every: int = 1) -> dict[str, Any]:  # fmt: skip
+         reduced_bands: int = 32, refresh_every: int = 1,
+         net_precision: str = "fp32") -> dict[str, Any]:  # fmt: skip
     """The plan for ``detector`` (enhanced: the model in ``model_dir``, default the shipped one,
-    at the alphas its scorer uses)."""
+    at the alphas its scorer uses, its networks at ``net_precision``)."""
     from edge_had.stream.boards import max_mode
 
     preset = sensor(sensor_name)
@@ -171,7 +179,7 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
 
         bundle = load_bundle(model_dir).for_scorer(scorer)
         model = bundle.model_for(preset.bands)  # hybrid: alpha_spa 0, no spatial student
-        parts.append(enhancement_cost(model, preset.bands, preset.width))
+        parts.append(enhancement_cost(model, preset.bands, preset.width, precision=net_precision))
         dims = model.k
     else:
         dims = min(reduced_bands, preset.bands)
@@ -226,6 +234,12 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=sorted(BOARDS), required=True, help="Jetson board")
     parser.add_argument("--detector", choices=list(STREAM_DETECTORS), default="enhanced-rx")
     parser.add_argument("--model", help="enhanced-*: model folder (default: the shipped model)")
+    parser.add_argument(
+        "--net-precision",
+        choices=["fp32", "fp16"],
+        help="enhanced-*: the networks' precision (default fp32, what the shipped model deploys at: "
+        "its FP16 graph fails the accuracy gate, export/README.md)",
+    )
     parser.add_argument("--json", help="write the plan here")
 
 
@@ -234,11 +248,18 @@ def run_plan(args: argparse.Namespace) -> int:
     from edge_had.errors import EdgeHadError
     from edge_had.eval.report import write_json
 
-    if args.model is not None and not STREAM_DETECTORS[args.detector][0]:  # refused as stream refuses it
-        raise EdgeHadError(f"--model: only enhanced-* detectors use it; {args.detector} runs no network")
+    for option, value in (("--model", args.model), ("--net-precision", args.net_precision)):
+        if value is not None and not STREAM_DETECTORS[args.detector][0]:  # refused as stream refuses it
+            raise EdgeHadError(f"{option}: only enhanced-* detectors use it; {args.detector} runs no network")
     if args.json:  # before the table, not after it
         check_output_file(args.json, "--json")
-    result = plan(args.device, args.sensor, args.detector, model_dir=args.model)
+    result = plan(
+        args.device,
+        args.sensor,
+        args.detector,
+        model_dir=args.model,
+        net_precision=args.net_precision or "fp32",
+    )
     board, preset = result["board"], result["sensor"]
     peaks = f"FP16/FP32 {board['fp16_tflops']}/{board['fp32_tflops']} TFLOP/s, {board['bandwidth_gbs']} GB/s"
     print(f"{board['board']} ({board['mode']}): {peaks}  [{board['source']}]")
