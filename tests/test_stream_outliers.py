@@ -211,6 +211,23 @@ def test_a_burst_of_corrupt_lines_restarts_the_statistics_then_is_undone(scene) 
         np.testing.assert_allclose(scores[row], expected[row], rtol=1e-9)
 
 
+def test_a_saturation_burst_longer_than_the_probation_is_kept_out(scene) -> None:
+    """60 lines of 65535 in every pixel and band: they restarted the statistics, which then had
+    no variance, hence no gate, and the probation ran out before the scene came back; the lines
+    after them went into statistics of saturated lines for good (AUC after them 0.86 against 0.98;
+    a review). Lines of one value never restart the statistics now: each is scored, flagged and
+    kept out, and the later lines score exactly as in the stream without the burst."""
+    cube = scene.cube.astype(np.float64)
+    burst = cube.copy()
+    burst[50:110] = 65535.0
+    rx, scores, expected, screened = beside_clean(burst, range(50, 110))
+    flagged = [position for pushed in screened.values() for position, _, most in pushed if most]
+    assert rx.restarts == 0 and flagged == list(range(50, 110))
+    assert all(np.isfinite(scores[row]).all() for row in range(50, 110))
+    for row in range(110, len(cube)):
+        np.testing.assert_allclose(scores[row], expected[row], rtol=1e-9)
+
+
 def test_the_warm_up_gate_reads_every_column_of_a_two_tap_sensor() -> None:
     """Odd columns 200 noise deviations off the even ones (another readout tap), 640 pixels: a
     strided subsample of the warm-up read the even columns only, and the odd half of every line
