@@ -41,9 +41,10 @@ periods), the line took longer than the budget times 1 + the line periods its lo
 missing lines included, i.e. scoring fell behind; lines scored by a flush, at ``finish`` or a
 re-initialisation, are not judged). Lines held in the reorder window when the
 band count changes are processed first, with the old statistics. Gaps in the indices are counted
-as ``missing_indices``; repeated ones as ``duplicates``. An index more than ``max_index_jump``
-(1000) past the newest is taken for a corrupted counter and rejected, unless
-the next line continues from it (then it was a real jump, and the stream follows it): one bad
+as ``missing_indices`` (an index that arrives after all, too late and rejected, is not missing:
+the latest :data:`GIVEN_UP_MEMORY` given up are remembered); repeated ones as ``duplicates``. An
+index more than ``max_index_jump`` (1000) past the newest is taken for a corrupted counter and
+rejected, unless the next line continues from it (then it was a real jump, and the stream follows it): one bad
 counter value must not get every later line rejected as out of order. The index counts lines
 (the line after ``i`` is ``i + 1``; a gap is counted as missing lines, and the reorder window
 waits for it): a camera that stamps its lines with a clock tick passes the tick as the timestamp
@@ -77,6 +78,9 @@ STATES = ("scored", "rejected", "dropped")
 #: the result stands for no line of its own and must not take that index's place downstream.
 INDEX_REJECTIONS = ("duplicate index", "out-of-order index", "implausible index jump")
 SCORERS = ("global", "hybrid")
+#: The latest indices given up as missing that are remembered, so one arriving after all (too
+#: late, rejected) is not counted missing as well.
+GIVEN_UP_MEMORY = 256
 
 
 @dataclass
@@ -232,6 +236,7 @@ class StreamPipeline:
         self._held: dict[int, tuple[np.ndarray, LineResult, float] | None] = {}  # None: arrived, rejected
         self._released: deque[int] = deque(maxlen=4 * reorder_window + 16)
         self._max_seen = -(2**62)
+        self._given_up: deque[int] = deque(maxlen=GIVEN_UP_MEMORY)  # see _give_up
 
     # ------------------------------------------------------------------ entry points
 
@@ -292,6 +297,7 @@ class StreamPipeline:
             self.health.duplicates += 1
             return "duplicate index"
         if self._last_index is not None and index <= self._last_index:
+            self._arrived_late(index)
             return f"out-of-order index (beyond the reorder window, after {self._last_index})"
         started = self._last_index is not None or bool(self._held)
         return self._implausible_jump(index, self._max_seen if started else None)
@@ -319,7 +325,7 @@ class StreamPipeline:
                 following = min(self._held)  # give up waiting: the indices between are missing
                 if self._last_index is not None:  # (before the first line: none are)
                     given_up += following - self._last_index - 1
-                    self.health.missing_indices += following - self._last_index - 1
+                    self._give_up(self._last_index + 1, following)
             entry = self._held.pop(following)
             self._last_index = following
             self._released.append(following)
@@ -470,16 +476,30 @@ class StreamPipeline:
 
     def _check_index(self, index: int) -> str | None:
         last = self._last_index
-        if last is not None and index <= last:
-            if index == last:
-                self.health.duplicates += 1
-            return "duplicate index" if index == last else f"out-of-order index (after {last})"
+        if last is not None and index == last:
+            self.health.duplicates += 1
+            return "duplicate index"
+        if last is not None and index < last:
+            self._arrived_late(index)
+            return f"out-of-order index (after {last})"
         if (leap := self._implausible_jump(index, last)) is not None:
             return leap
         if last is not None and index > last + 1:
-            self.health.missing_indices += index - last - 1
+            self._give_up(last + 1, index)
         self._last_index = index
         return None
+
+    def _give_up(self, first: int, stop: int) -> None:
+        """Indices ``first`` to ``stop - 1`` will not be processed: missing, unless one arrives
+        after all (:meth:`_arrived_late`; the latest :data:`GIVEN_UP_MEMORY` are remembered)."""
+        self.health.missing_indices += stop - first
+        self._given_up.extend(range(max(first, stop - GIVEN_UP_MEMORY), stop))
+
+    def _arrived_late(self, index: int) -> None:
+        """A line too late to be processed (rejected): its index, if given up on, is not missing."""
+        if index in self._given_up:
+            self._given_up.remove(index)
+            self.health.missing_indices -= 1
 
     def _check_shape(self, pixels: np.ndarray, count_new_bands: bool = True) -> str | None:
         """Why the line cannot be scored by this stream's statistics (its shape or values), or
