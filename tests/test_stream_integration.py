@@ -336,6 +336,33 @@ def test_one_corrupted_line_counter_does_not_derail_the_stream(window: int) -> N
     assert health["missing_indices"] == 1 + 50001 and health["accounting_ok"]
 
 
+@pytest.mark.parametrize("window", [0, 3])
+def test_a_line_counter_that_restarts_is_followed(window: int) -> None:
+    """Lines 0-39 (38 lost, so 39 may wait in the reorder window), then the camera's counter
+    restarts at 0 (an SDK reconnect): its first line is rejected as out of order and the stream
+    follows the counter from the next, as after a leap ahead; every later line was rejected until
+    the index passed its old maximum (a review: 500 of the next 2000). The lines score as the same
+    lines numbered on, in arrival order."""
+    lines, results = make_lines(79), []
+    indices = [*range(38), 39, *range(40)]
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+    )
+    for line, index in zip(lines, indices, strict=True):
+        pipeline.push(line, index, 0.0)
+    pipeline.finish()
+    rejected = [(r.index, r.reason.split(" (")[0]) for r in results if r.state == "rejected"]
+    assert rejected == [(0, "out-of-order index")]
+    health = pipeline.health.to_dict()
+    assert (health["counter_resets"], health["missing_indices"], health["duplicates"]) == (1, 1, 0)
+    assert health["lines_scored"] == 78 and health["accounting_ok"]
+    kept = np.delete(lines, 39, axis=0)  # the restarted counter's first line
+    want = reference_scores(kept, list(range(78)))
+    scored = [r.scores for r in results if r.state == "scored"]
+    for position, scores in enumerate(scored):
+        np.testing.assert_array_equal(scores, want[position], err_msg=f"line {position}")
+
+
 def test_a_callback_may_read_the_report_and_lines_may_be_tensors() -> None:
     """report() from on_result (the lock is held there) answers instead of hanging; a torch tensor
     line is taken like the array it converts to (both broke in this session's first fixes)."""

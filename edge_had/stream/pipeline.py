@@ -44,8 +44,11 @@ band count changes are processed first, with the old statistics. Gaps in the ind
 as ``missing_indices`` (an index that arrives after all, too late and rejected, is not missing:
 the latest :data:`GIVEN_UP_MEMORY` given up are remembered); repeated ones as ``duplicates``. An
 index more than ``max_index_jump`` (1000) past the newest is taken for a corrupted counter and
-rejected, unless the next line continues from it (then it was a real jump, and the stream follows it): one bad
-counter value must not get every later line rejected as out of order. The index counts lines
+rejected, unless the next line continues from it (then it was a real jump, and the stream
+follows it): one bad counter value must not get every later line rejected as out of order. So is a
+counter that goes back (an SDK restarted, a counter wrapped): a line going back to an index seen
+before is rejected, and if the next line continues from it the stream follows the counter from
+there (``counter_resets`` in health; indices then repeat earlier ones). The index counts lines
 (the line after ``i`` is ``i + 1``; a gap is counted as missing lines, and the reorder window
 waits for it): a camera that stamps its lines with a clock tick passes the tick as the timestamp
 and numbers the lines itself (``enumerate``), or every line would count as a gap or an
@@ -122,6 +125,7 @@ class Health:
     normalisation_refits: int = 0  # an enhanced stream's lo/hi fitted again (edge_had.stream.enhance)
     normalisation_refits_undone: int = 0
     reinitialisations: int = 0
+    counter_resets: int = 0  # the line counter went back and the stream followed it
     enhancement_failures: int = 0
     callback_errors: int = 0
     first_callback_error: str | None = None
@@ -230,6 +234,7 @@ class StreamPipeline:
         self.reinit_after = reinit_after
         self.max_index_jump = max_index_jump
         self._jumped_to: int | None = None  # the index of the last line refused for leaping ahead
+        self._went_back: int | None = None  # that of the line before, if refused for going back
         self._new_band_count = (0, 0)  # (band count, consecutive lines) of lines with another count
         self.fallback_flag: str | None = None
         self.reorder_window = reorder_window
@@ -293,11 +298,13 @@ class StreamPipeline:
     def _reorder_problem(self, index: int) -> str | None:
         """Why ``index`` cannot enter the reorder window (seen before, too late, or an implausible
         leap ahead), or None."""
-        if index in self._held or index in self._released:
-            self.health.duplicates += 1
-            return "duplicate index"
-        if self._last_index is not None and index <= self._last_index:
-            self._arrived_late(index)
+        went_back, self._went_back = self._went_back, None
+        seen = index in self._held or index in self._released
+        late = self._last_index is not None and index <= self._last_index
+        if (seen or late) and not self._counter_restarted(index, went_back):
+            if seen:
+                self.health.duplicates += 1
+                return "duplicate index"
             return f"out-of-order index (beyond the reorder window, after {self._last_index})"
         started = self._last_index is not None or bool(self._held)
         return self._implausible_jump(index, self._max_seen if started else None)
@@ -475,13 +482,15 @@ class StreamPipeline:
             self.health.outlier_pixels += pixels
 
     def _check_index(self, index: int) -> str | None:
+        went_back, self._went_back = self._went_back, None
         last = self._last_index
-        if last is not None and index == last:
-            self.health.duplicates += 1
-            return "duplicate index"
-        if last is not None and index < last:
-            self._arrived_late(index)
-            return f"out-of-order index (after {last})"
+        if last is not None and index <= last:
+            if not self._counter_restarted(index, went_back):
+                if index == last:
+                    self.health.duplicates += 1
+                    return "duplicate index"
+                return f"out-of-order index (after {last})"
+            last = None
         if (leap := self._implausible_jump(index, last)) is not None:
             return leap
         if last is not None and index > last + 1:
@@ -491,15 +500,31 @@ class StreamPipeline:
 
     def _give_up(self, first: int, stop: int) -> None:
         """Indices ``first`` to ``stop - 1`` will not be processed: missing, unless one arrives
-        after all (:meth:`_arrived_late`; the latest :data:`GIVEN_UP_MEMORY` are remembered)."""
+        after all (:meth:`_counter_restarted`)."""
         self.health.missing_indices += stop - first
         self._given_up.extend(range(max(first, stop - GIVEN_UP_MEMORY), stop))
 
-    def _arrived_late(self, index: int) -> None:
-        """A line too late to be processed (rejected): its index, if given up on, is not missing."""
+    def _counter_restarted(self, index: int, went_back: int | None) -> bool:
+        """Whether a line whose index is not past the stream's restarts the line counter.
+        An index given up on is a line too late (rejected, not missing after all: the latest
+        :data:`GIVEN_UP_MEMORY`). Any other was seen before: a restarted counter when the line
+        before went back too, to the index before (``went_back``). The stream then follows it
+        from this line, as after a leap ahead (the first line is lost); lines held in the reorder
+        window go first. Else it is rejected, and its index kept in case the next continues it."""
         if index in self._given_up:
             self._given_up.remove(index)
             self.health.missing_indices -= 1
+            return False
+        if went_back != index - 1:
+            self._went_back = index
+            return False
+        self.health.counter_resets += 1
+        if self._held:
+            self._release(force=True)
+        self._last_index, self._max_seen = None, -(2**62)
+        self._released.clear()
+        self._given_up.clear()
+        return True
 
     def _check_shape(self, pixels: np.ndarray, count_new_bands: bool = True) -> str | None:
         """Why the line cannot be scored by this stream's statistics (its shape or values), or
