@@ -212,6 +212,32 @@ def test_lines_of_values_that_are_not_numbers_are_rejected() -> None:
     }
 
 
+@pytest.mark.parametrize("window", [0, 3])
+def test_pixels_numpy_cannot_read_are_a_rejected_line(window: int) -> None:
+    """A ragged list and a torch tensor that requires grad: numpy raised after the line was
+    counted, so it ended in no state and the accounting failed (a review). Each is rejected with
+    numpy's reason now, and the stream scores the other lines as without them."""
+    import torch
+
+    lines, results = make_lines(12), []
+    bad = {5: [[1.0] * BANDS] * (WIDTH - 1) + [[1.0]], 8: torch.ones((WIDTH, BANDS), requires_grad=True)}
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+    )
+    for index in range(12):
+        pipeline.push(bad.get(index, lines[index]), index, float(index))
+    pipeline.finish()
+    assert_each_line_once(results, pipeline, 12)
+    reasons = {r.index: r.reason for r in results if r.state == "rejected"}
+    assert sorted(reasons) == [5, 8]
+    assert reasons[5].startswith("pixels are not an array (ValueError: setting an array element")
+    assert reasons[8].startswith("pixels are not an array (RuntimeError: Can't call numpy()")
+    want = reference_scores(lines, [i for i in range(12) if i not in bad])
+    for result in results:
+        if result.state == "scored":
+            np.testing.assert_array_equal(result.scores, want[result.index])
+
+
 def test_report_can_be_read_while_lines_arrive() -> None:
     lines = make_lines(300)
     pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS)

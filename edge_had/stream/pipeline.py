@@ -11,11 +11,11 @@ through ``on_result``:
 * ``scored`` - it has scores (warm-up lines are scored late, when the warm-up ends: flags
   ``warm-up`` and ``late``; their ``push`` returns state ``pending``);
 * ``rejected`` - bad input, with a reason (wrong pixel or band count, values that are not
-  numbers, duplicate or out-of-order index, no valid pixel). With ``reorder_window = R > 0`` a
-  line that arrives after a later one is held (up to R lines wait for a missing index) and
-  processed in order with the flag ``reordered``; only a line older than everything already
-  released is rejected. The stream's first index is not known in advance, so its first lines wait
-  until R + 1 have arrived (they are in the statistics' warm-up anyway);
+  numbers or not an array numpy can read, duplicate or out-of-order index, no valid pixel). With
+  ``reorder_window = R > 0`` a line that arrives after a later one is held (up to R lines wait for
+  a missing index) and processed in order with the flag ``reordered``; only a line older than
+  everything already released is rejected. The stream's first index is not known in advance, so
+  its first lines wait until R + 1 have arrived (they are in the statistics' warm-up anyway);
 * ``dropped`` - overload (:meth:`drop`, used by :func:`edge_had.stream.run.run_stream` when it
   falls behind a paced sensor by more than its allowed lag; a drop of an index already seen is
   rejected as a duplicate instead).
@@ -529,8 +529,11 @@ class StreamPipeline:
     def _check_shape(self, pixels: np.ndarray, count_new_bands: bool = True) -> str | None:
         """Why the line cannot be scored by this stream's statistics (its shape or values), or
         None. ``count_new_bands``: a line of another band count counts towards re-initialising."""
-        shape = np.shape(pixels)
-        kind = np.asarray(pixels).dtype  # (a torch tensor's own dtype is no numpy dtype)
+        try:  # (a torch tensor's own dtype is no numpy dtype)
+            array = np.asarray(pixels)
+        except Exception as error:  # a ragged list, a tensor that requires grad: the line is rejected
+            return f"pixels are not an array ({type(error).__name__}: {str(error)[:120]})"
+        shape, kind = array.shape, array.dtype
         if kind.kind not in "biuf":  # strings, objects, complex numbers
             return f"pixels of type {kind} are not real numbers"
         if shape == (self.width, self.bands):
