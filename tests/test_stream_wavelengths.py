@@ -41,6 +41,26 @@ def test_plain_rx_stream_resamples_on_the_files_wavelengths(tmp_path: Path) -> N
     assert json.loads(report.read_text())["detector"]["resampling"] == "wavelength"
 
 
+@pytest.mark.parametrize("bands", [12, 32, 40])
+@pytest.mark.parametrize("known", [False, True], ids=["no-wavelengths", "wavelengths"])
+def test_the_detector_record_says_what_plain_rx_did_to_the_bands(bands: int, known: bool) -> None:
+    """A sensor of 32 bands or fewer is scored on its own bands: the record said 32 bands
+    resampled (on wavelength when known) all the same (a review). It now says what the line
+    loop does: checked against the pipeline's own reduction and scored bands."""
+    from edge_had.stream.onboard import build_pipeline
+
+    wavelengths = np.linspace(400.0, 1000.0, bands) if known else None
+    with build_pipeline(16, bands, "rx", wavelengths=wavelengths) as onboard:
+        reduction, scored = onboard.pipeline.reduction, onboard.pipeline.rx.bands
+        record = onboard.detector
+    assert (reduction is None) == (bands <= 32)
+    assert record["reduced_bands"] == scored == min(bands, 32)
+    if reduction is None:
+        assert record["resampling"] == "none"
+    else:
+        assert record["resampling"] == ("wavelength" if known else "band_index")
+
+
 def test_plain_rx_reduction_spans_the_sensors_own_range() -> None:
     """A VNIR sensor keeps 32 distinct bands (the model's 400-2500 nm grid would copy its last
     band into most of them), and a thermal one is reduced too: plain RX needs no canonical grid."""

@@ -146,7 +146,9 @@ def build_pipeline(
         )
     else:
         reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS, wavelengths)
-        record["reduced_bands"] = DEFAULT_REDUCED_BANDS
+        if reduction is None:  # 32 bands or fewer: scored as they are
+            record["resampling"] = "none"
+        record["reduced_bands"] = bands if reduction is None else reduction.shape[0]
     try:
         line_math: Any = NUMPY_LINE_MATH
         local_math: Any = None
