@@ -163,17 +163,18 @@ RENDER
   done
   exit $rc'
 
-# ---- 6b where TensorRT exists (a Jetson; not the lent H100): the shipped model exported to FP16 ONNX
-# for the FX10's 224 bands, an engine built from it, and enhanced-rx streamed on that engine
+# ---- 6b where TensorRT exists (a Jetson; not the lent H100): the shipped model exported as it deploys
+# (FP32: its global-RX FP16 graph fails the accuracy gate) for the FX10's 224 bands, an engine built
+# from it, and enhanced-rx streamed on that engine
 if $PY -c "import tensorrt" >/dev/null 2>&1; then
   stage tensorrt 240 bash -c '
     set -e
-    '"$PY"' -m edge_had export --bands 224 --precision fp16 --no-gate --out '"$LOGS"'/trt
-    '"$PY"' -m edge_had build --onnx '"$LOGS"'/trt/model_fp16.onnx --out '"$LOGS"'/trt/engines
+    '"$PY"' -m edge_had export --bands 224 --precision fp32 --out '"$LOGS"'/trt
+    '"$PY"' -m edge_had build --onnx '"$LOGS"'/trt/model_fp32.onnx --out '"$LOGS"'/trt/engines
     engine=$(ls '"$LOGS"'/trt/engines/*.engine | head -n 1)
     for mode in sync async; do
       '"$PY"' -m edge_had stream --source '"$LOGS"'/fx10.h5 --rx-device cuda --detector enhanced-rx \
-        --backend tensorrt --engine "$engine" --net-precision fp16 $([ $mode = async ] && echo --async-enhance) \
+        --backend tensorrt --engine "$engine" $([ $mode = async ] && echo --async-enhance) \
         --json '"$LOGS"'/streams/enhanced-rx-tensorrt-$mode.json
     done'
 else

@@ -608,7 +608,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"exported {args.precision} for {args.bands} bands -> {report['graphs'][args.precision]}")
     print(f"FP32 graph vs torch: max relative error {worst:.1e}")
     if report.get("gate_table"):
-        print("accuracy gate (enhanced-RX AUC through ONNX Runtime, passed):")
+        scored = "enhanced hybrid-RX" if args.scorer == "hybrid" else "enhanced-RX"
+        print(f"accuracy gate ({scored} AUC through ONNX Runtime, FP16 arithmetic emulated, passed):")
         print(report["gate_table"])
         excluded = report["gate"]["excluded"]
         if excluded:

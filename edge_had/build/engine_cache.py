@@ -5,7 +5,7 @@ with, and only for the input shapes its optimisation profile covers. :class:`Eng
 of them together with the SHA-256 of the source ONNX file and the precision. Its
 :attr:`~EngineKey.name` carries the readable parts plus a short hash of the whole key (like
 jetson-inference's cached engine names), e.g.
-``int8_trt10.3.0.30_sm_87_b224_w256-1024-2048_3fa8c2d1_9b1e0c7d4a2f``.
+``fp32_trt10.3.0.30_sm_87_b224_l1-22-22_w256-1024-2048_3fa8c2d1_9b1e0c7d4a2f``.
 
 Layout of a cache directory, one pair of files per engine::
 

@@ -115,8 +115,9 @@ def export_model(
         raise ExportError(
             f"{final[precision]}: accuracy gate failed (report: {out / 'export_report.json'}):\n"
             + gate_report.table()
-            + "\nkeep failing layers in float with --keep-float NODE (the nodes it can keep: the "
-            "report's metadata, reduced_nodes)"
+            + "\ndeploy FP32 (--precision fp32), or for FP16 the hybrid-RX graph (--scorer hybrid) if it "
+            "passes; --keep-float NODE keeps named layers in float (the nodes: the report's metadata, "
+            "reduced_nodes; it did not rescue the shipped model: export/README.md)"
         )
     report["gate_table"] = None if gate_report is None else gate_report.table()
     return report

@@ -1,8 +1,9 @@
 """The accuracy gate of reduced-precision graphs, on detection (enhanced-RX AUC), not on tensors.
 
 For every gate scene the enhanced-RX AUC (feature fusion with the model's alphas, float64 RX
-oracle) is computed through ONNX Runtime with the FP32 graph and with each reduced graph; a
-reduced graph passes when ``|AUC - AUC_fp32| <=`` :data:`TOLERANCES` on every scene.
+oracle; hybrid RX for a ``--scorer hybrid`` graph) is computed through ONNX Runtime with the
+FP32 graph and with each reduced graph; a reduced graph passes when ``|AUC - AUC_fp32| <=``
+:data:`TOLERANCES` on every scene.
 
 Which graphs: ``edge-had export`` gates the very files it writes, made for one sensor: each gate
 scene is first resampled to that sensor's bands (:func:`on_sensor_bands`; on wavelengths when both

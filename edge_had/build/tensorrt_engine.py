@@ -15,7 +15,7 @@ which the line width varies (``min_width..max_width``, tuned for ``opt_width``) 
 number of lines (``1..max_lines``, tuned for ``lines``: the stream's last block holds fewer lines
 than the others, and offline detection feeds a whole scene, so build with ``--max-lines`` at least
 its rows for that). Engines are cached under an :class:`~edge_had.build.engine_cache.EngineKey`
-(ONNX SHA-256, TensorRT version, GPU SM and model name, precision, shapes, workspace limit); a
+(ONNX SHA-256, TensorRT version, GPU SM and model name, precision, shapes, workspace limit, TF32); a
 build with an equal key returns the cached file (``force`` rebuilds anyway). The builder's
 timing cache is kept next to the engines, so rebuilding for other widths is quick.
 

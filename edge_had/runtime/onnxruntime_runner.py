@@ -1,8 +1,9 @@
 """Runner over an ONNX file in ONNX Runtime (CPU execution provider unless told otherwise).
 
-On a CPU, ONNX Runtime computes many FP16 operators by casting to FP32 and back, so an FP16 graph
-there mostly measures the rounding of weights and of the values between layers, not FP16
-arithmetic; INT8 Q/DQ graphs run real int8 kernels for Conv/MatMul.
+On a CPU, ONNX Runtime runs an FP16 graph's operators in FP32 and drops the casts between them,
+so values pass between layers unrounded: an FP16 graph there shows little more than the rounding
+of its weights (the accuracy gate scores :mod:`edge_had.build.fp16_emulation` instead). INT8 Q/DQ
+graphs run real int8 kernels for Conv/MatMul.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """``edge-had stream``: a line source through the pipeline, with events, sinks and a JSON report.
 
 Sinks in ``--out``: ``events.jsonl`` (one event per line), ``scores.npy`` (the score lines,
-unscored ones NaN), ``waterfall.png`` (score map with the ground truth outlined when known) and,
-from an ENVI file, ``scores.hdr`` + ``scores.img`` (the scores on the file's map:
-:mod:`edge_had.io.score_image`). The
+unscored ones NaN), ``waterfall.png`` (score map with the ground truth outlined when known),
+``waterfall.mp4`` (one frame every 8 lines) and, from an ENVI file, ``scores.hdr`` +
+``scores.img`` (the scores on the file's map: :mod:`edge_had.io.score_image`). The
 report (schema_version 1, ``kind: "stream"``) holds lines/s, the health counters, per-stage latency
 p50/p99/max, the look-ahead, the line budget, the backend/precision that ran, the detector
 settings, the events summary, and the AUC and false events per 1000 lines when ground truth exists.
@@ -62,8 +62,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "--detector",
         choices=list(STREAM_DETECTORS),
         default="enhanced-rx",
-        help="enhanced-rx (default): the shipped enhancement, then causal RX; rx: causal RX on 32 "
-        "resampled bands; *hybrid-rx: sqrt(RX * LRX) with a causal local RX, 7 lines more look-ahead",
+        help="enhanced-rx (default): the shipped enhancement, then causal RX; rx: causal RX on the "
+        "sensor's bands resampled to 32 (kept as they are at 32 or fewer); *hybrid-rx: sqrt(RX * LRX) "
+        "with a causal local RX, 7 lines more look-ahead",
     )
     parser.add_argument("--model", help="enhanced-*: model folder (default: the shipped model)")
     parser.add_argument(
@@ -137,7 +138,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="lines held to put late lines back in order (4; 0: reject them)",
     )
-    add_resample_option(parser, "every detector (plain RX streams on 32 resampled bands): ")
+    add_resample_option(parser, "every detector (plain RX resamples to 32 bands when it has more): ")
     add_interleave_option(parser)
     parser.add_argument(
         "--out",

@@ -7,8 +7,9 @@ Counts per line of ``W`` pixels and ``B`` bands (1 multiply-add = 2 FLOPs):
   (:func:`edge_had.models.budget.count_macs_per_pixel`: the whole graph on 16 new lines + 3 + 3
   context every 16 lines) x ``W`` x 2. Bytes, on that window too (22 lines in per 16 new): the
   line in (FP32), the enhanced ``K``-band line out (FP32; new lines only), the weights once per
-  16-line block (FP16 on the GPU), and each layer's FP16 activations written once and read once -
-  a lower bound that assumes no layer fusion beyond that.
+  16-line block and each layer's activations written once and read once, at the networks'
+  precision (``--net-precision``, default fp32: 4 bytes; fp16: 2) - a lower bound that assumes no
+  layer fusion beyond that.
 * **band reduction** (plain ``rx``): a gather of the 2 sensor bands each of the ``D`` bands
   interpolates, ``2 W D`` multiply-adds, as the pipeline applies it (a dense ``W x B x D`` product
   only where a row has more than 4 taps); bytes: the line in, the reduced line out.
@@ -31,7 +32,8 @@ Counts per line of ``W`` pixels and ``B`` bands (1 multiply-add = 2 FLOPs):
   for those kernels the bound is optimistic (a Jetson's FP64 rate is a small fraction of FP32).
 
 The bound is ``max(FLOPs / peak, bytes / bandwidth)`` per part with the board's vendor peaks
-(:mod:`edge_had.stream.boards`): FP16 peak for the enhancement, FP32 peak for RX, the memory
+(:mod:`edge_had.stream.boards`): the networks' precision's peak for the enhancement (FP32 by
+default), FP32 peak for RX, the memory
 bandwidth for the bytes. Peaks are upper bounds, so this is a lower bound on time, not a
 prediction; the covariance update runs FP64 in the CUDA kernel by default, which the FP32 peak
 does not cover (stated in the output).
@@ -141,7 +143,8 @@ def enhancement_cost(
 
 def _activation_elements_per_pixel(model: Any, bands: int) -> float:
     """Output elements per pixel of every conv layer of the spectral branch (one write + one read
-    each in FP16); the spatial student's are negligible after amortisation and left out."""
+    each, at the networks' precision); the spatial student's are negligible after amortisation and
+    left out."""
     import torch
 
     counts = []
