@@ -18,6 +18,7 @@ from edge_had.build import gate as gate_module  # noqa: E402
 from edge_had.build import quantize  # noqa: E402
 from edge_had.build.calibration import (  # noqa: E402
     CalibrationSampling,
+    CalibrationSet,
     build_calibration_set,
     calibration_feeds,
     load_calibration_set,
@@ -317,6 +318,11 @@ def test_calibration_set_samples_only_training_scenes_and_round_trips(
     assert other.manifest["blocks"] != built.manifest["blocks"]
     feeds = list(calibration_feeds(loaded, 224))  # resampled on band index to the sensor
     assert all(feed["cube"].shape[:2] == (1, 224) for feed in feeds)
+    # blocks of other widths are cropped to the narrowest block's central pixels
+    narrow, wide = np.ones((3, 2, 4), np.float32), np.arange(3 * 2 * 8, dtype=np.float32).reshape(3, 2, 8)
+    mixed = CalibrationSet([narrow, wide], {**loaded.manifest, "blocks": [{}, {}]})
+    cropped = [feed["cube"][0] for feed in calibration_feeds(mixed, 3)]
+    np.testing.assert_array_equal(cropped[1], wide[:, :, 2:6])
 
 
 def test_calibrate_says_when_scenes_are_too_short_for_the_blocks_asked(

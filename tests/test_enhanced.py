@@ -105,6 +105,8 @@ def test_registry_builds_enhanced_detectors_with_their_settings(bundle_dir):
         and settings["alpha_spe"] == 2.0
         and len(settings["model_sha256"]) == 64
     )
+    config = detector.bundle.config  # each alpha reported from its own field
+    assert (settings["alpha_spe"], settings["alpha_spa"]) == config.alphas_for("local") != (2.0, 2.0)
     with pytest.raises(ValueError, match="unknown fusion"):
         make_detector("enhanced-rx", model=bundle_dir, fusion="max")
 
@@ -188,6 +190,10 @@ def test_offline_hybrid_rx_runs_and_counts_no_spatial_branch(untrained_bundle):
     cube = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     mask = np.array([[1, 1, 0], [1, 1, 1]], dtype=np.uint8)
     np.testing.assert_array_equal(impute_invalid(cube, mask), impute_invalid(cube, mask.astype(bool)))
+    # the invalid pixel holds the valid pixels' mean spectrum (its neighbours see background, not 0)
+    imputed = impute_invalid(cube, mask)
+    np.testing.assert_allclose(imputed[0, 2], cube[mask.astype(bool)].mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(imputed[mask.astype(bool)], cube[mask.astype(bool)])
 
 
 def test_enhancement_holds_one_scene_sized_copy_at_a_time():

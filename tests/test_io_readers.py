@@ -537,6 +537,9 @@ def test_container_wavelengths_are_in_nanometres_as_envi_ones(tmp_path: Path) ->
     cube, micrometres = random_cube((4, 3, 5)), np.linspace(0.4, 2.5, 5)
     scipy.io.savemat(tmp_path / "um.mat", {"data": cube, "wavelength": micrometres[None]})
     np.testing.assert_allclose(load_scene(tmp_path / "um.mat").wavelengths, micrometres * 1e3)
+    thermal = np.linspace(8.0, 12.5, 5)  # long-wave infrared, micrometres (below 30: still taken as such)
+    scipy.io.savemat(tmp_path / "lwir.mat", {"data": cube, "wavelength": thermal[None]})
+    np.testing.assert_allclose(load_scene(tmp_path / "lwir.mat").wavelengths, thermal * 1e3)
     with h5py.File(tmp_path / "um.h5", "w") as handle:
         dataset = handle.create_dataset("cube", data=cube)
         dataset.attrs["wavelengths"] = micrometres * 1e4  # in angstroms

@@ -427,3 +427,16 @@ def test_a_returning_background_with_a_few_anomalies_undoes_a_burst() -> None:
     assert (rx.restarts, rx.restarts_undone) == (1, 1)
     for row in range(42, len(stream)):
         np.testing.assert_allclose(scores[row], expected[row], rtol=1e-9)
+
+
+def test_far_outliers_are_looked_for_among_valid_pixels_only() -> None:
+    """An invalid pixel (no-data, NaN elsewhere) holding a huge value is no corrupt sample of the
+    scene: it is masked already, and counting it would warn about a scene that has none."""
+    from edge_had.detectors.stats import far_outliers
+
+    cube = np.random.default_rng(3).normal(100.0, 5.0, (20, 15, 6))
+    cube[4, 7, 2] = 1e12
+    valid = np.ones((20, 15), dtype=bool)
+    assert np.argwhere(far_outliers(cube, valid)).tolist() == [[4, 7]]
+    valid[4, 7] = False
+    assert not far_outliers(cube, valid).any()
