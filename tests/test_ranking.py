@@ -402,17 +402,16 @@ def test_ranking_config_and_data_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- data parallel
 
 
-def _ranking_steps(rank: int, world: int, port: int, folder: str) -> None:
+def _ranking_steps(rank: int, world: int, folder: str) -> None:
     """The gradient of one ranking batch from the same init, in a ``world``-rank gloo group (or
     alone). Gradients, not weights after some steps: Adam's first steps are ~lr * sign(gradient),
-    which float rounding flips on a near-zero gradient."""
-    import os
-
+    which float rounding flips on a near-zero gradient. The group meets through a file, not a
+    port (a free port found first could be taken by another test run before gloo bound it)."""
     import torch.distributed as dist
 
     if world > 1:
-        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        rendezvous = f"file://{Path(folder) / 'rendezvous'}"
+        dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     torch.set_num_threads(1)
     labelled = load_labelled_scenes(_scenes(3), k=16)
     torch.manual_seed(0)
@@ -431,17 +430,12 @@ def _ranking_steps(rank: int, world: int, port: int, folder: str) -> None:
 def test_ranking_data_parallel_equals_one_process(tmp_path: Path) -> None:
     """Two ranks holding different scenes get the gradient of one process holding all three:
     the batch weight (world size / scenes) turns DDP's gradient average into the mean over scenes."""
-    import socket
-
     import torch.multiprocessing as mp
 
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    mp.spawn(_ranking_steps, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    _ranking_steps(0, 1, 0, str(tmp_path))
+    mp.spawn(_ranking_steps, args=(2, str(tmp_path)), nprocs=2, join=True)
+    _ranking_steps(0, 1, str(tmp_path))
     two, one = (torch.load(tmp_path / f"world{w}.pt", weights_only=True) for w in (2, 1))
     assert one["head.0.weight"].abs().max() > 0
     for name, value in one.items():
