@@ -440,3 +440,35 @@ def test_far_outliers_are_looked_for_among_valid_pixels_only() -> None:
     assert np.argwhere(far_outliers(cube, valid)).tolist() == [[4, 7]]
     valid[4, 7] = False
     assert not far_outliers(cube, valid).any()
+
+
+def test_a_refit_needs_four_lines_in_a_row_beyond_the_range() -> None:
+    """REFIT_LINES (4): three lines out of range and back are a short burst, not a new range."""
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import StreamEnhancer
+
+    small = synthetic_scene(lines=80, width=32, bands=40, seed=3)
+    bundle = load_bundle(None)
+    refits = {}
+    with TorchRunner(bundle.model_for(40)) as runner:
+        for length in (3, 4):
+            burst = small.cube.copy()
+            burst[40 : 40 + length] *= 1e6
+            enhancer = StreamEnhancer(bundle, runner)
+            stream_scene_scores(burst, enhancer=enhancer)
+            refits[length] = enhancer.refits
+    assert refits == {3: 0, 4: 1}
+
+
+def test_the_stream_imputes_invalid_pixels_with_the_line_mean() -> None:
+    """As offline: an invalid pixel holds the mean valid spectrum of its line (0 when none is valid)."""
+    from edge_had.stream.enhance import _impute
+
+    line = np.random.default_rng(1).normal(5.0, 1.0, (6, 4)).astype(np.float32)
+    valid = np.array([True, False, True, True, False, True])
+    imputed = _impute(line, valid)
+    mean = line[valid].mean(axis=0)
+    np.testing.assert_allclose(imputed[~valid], np.stack([mean, mean]), rtol=1e-6)
+    np.testing.assert_array_equal(imputed[valid], line[valid])
+    assert not _impute(line, np.zeros(6, dtype=bool)).any()

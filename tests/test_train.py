@@ -84,6 +84,23 @@ def test_prepare_scene_shapes_background_and_imputation() -> None:
     assert float(prepared.x.abs().max()) < 0.3
 
 
+def test_training_normalisation_is_fitted_on_every_valid_pixel(monkeypatch) -> None:
+    """As in detection: lo/hi come from the valid pixels, the (inpainted) anomaly pixels included,
+    not from the background alone (the data module's step 4)."""
+    from edge_had.models.normalize import Normalization
+
+    scene = _scenes(1)[0]
+    scene.valid[0, :5] = False
+    assert (scene.valid & scene.gt).any()
+    masks = []
+    original = Normalization.fit
+    monkeypatch.setattr(
+        Normalization, "fit", lambda self, cube, valid: masks.append(valid) or original(self, cube, valid)
+    )
+    prepare_scene(scene, k=16)
+    assert len(masks) == 1 and np.array_equal(masks[0], scene.valid)
+
+
 def test_load_training_scenes_from_folder_exclude_and_sha(tmp_path: Path) -> None:
     for i, scene in enumerate(_scenes(3)):
         np.save(tmp_path / f"s{i}.npy", scene.cube)
