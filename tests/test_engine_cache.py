@@ -183,6 +183,17 @@ def test_verify_accepts_a_matching_engine(tmp_path: Path) -> None:
     assert verify_engine(path, tensorrt_version="10.3.0.30", sm="sm_87", precision="int8") == _key()
 
 
+def test_an_engine_built_with_tf32_loads_with_a_warning(tmp_path: Path, caplog) -> None:
+    """Engines built before `edge-had build` cleared TF32 (keys without the field read tf32 true)
+    still load, saying their FP32 layers ran TF32 and how to rebuild; new ones say nothing."""
+    runtime = {"tensorrt_version": "10.3.0.30", "sm": "sm_87", "precision": "int8"}
+    with caplog.at_level("WARNING"):
+        verify_engine(store(tmp_path / "new", _key(tf32=False), ENGINE), **runtime)
+        assert "TF32" not in caplog.text
+        verify_engine(store(tmp_path / "old", _key(), ENGINE), **runtime)
+    assert "built with TF32 allowed" in caplog.text and "rebuild" in caplog.text.lower()
+
+
 @pytest.mark.parametrize(
     ("runtime", "message"),
     [

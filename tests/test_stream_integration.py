@@ -389,6 +389,25 @@ def test_a_line_counter_that_restarts_is_followed(window: int) -> None:
         np.testing.assert_array_equal(scores, want[position], err_msg=f"line {position}")
 
 
+@pytest.mark.parametrize("window", [0, 3])
+def test_a_resent_pair_of_lines_is_no_counter_restart(window: int) -> None:
+    """Lines 38 and 39 sent again after 39 went back to the index before, one after the other, as
+    a restarted counter does: the second was scored twice and counted as a reset (a review). Lines
+    processed lately are duplicates, whatever follows."""
+    lines, results = make_lines(47), []
+    indices = [*range(40), 38, 39, *range(40, 45)]
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+    )
+    for line, index in zip(lines, indices, strict=True):
+        pipeline.push(line, index, 0.0)
+    pipeline.finish()
+    scored = [r.index for r in results if r.state == "scored"]
+    assert scored == list(range(45))
+    health = pipeline.health.to_dict()
+    assert health["counter_resets"] == 0 and health["lines_rejected"] == 2 and health["accounting_ok"]
+
+
 def test_a_callback_may_read_the_report_and_lines_may_be_tensors() -> None:
     """report() from on_result (the lock is held there) answers instead of hanging; a torch tensor
     line is taken like the array it converts to (both broke in this session's first fixes)."""

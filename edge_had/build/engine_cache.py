@@ -295,4 +295,11 @@ def verify_engine(
         problems.append("its SHA-256 differs from the one its sidecar recorded (corrupt or truncated)")
     if problems:
         raise EngineCacheError(f"{engine}: " + "; ".join(problems) + f"; {REBUILD_HINT}")
+    if key.tf32:  # built before `edge-had build` cleared TF32: still a working engine
+        log.warning(
+            "%s was built with TF32 allowed: its FP32 layers round their inputs to 10 mantissa bits, "
+            "which the accuracy gate did not measure; %s",
+            engine,
+            REBUILD_HINT,
+        )
     return key

@@ -354,16 +354,19 @@ def to_int8(
         )
     check_keep_float(graph, keep_float)
     op_types = {node.name: node.op_type for node in graph.graph.node}
-    not_layers = sorted(name for name in keep_float if op_types[name] not in INT8_OP_TYPES)
-    if not_layers:  # they would be accepted and change nothing
-        raise ExportError(
-            f"--keep-float: {', '.join(map(repr, not_layers))} run in FP32 in an INT8 graph anyway; only "
-            f"{'/'.join(sorted(INT8_OP_TYPES))} layers are quantized (the export report's reduced_nodes)"
-        )
-    kept = set(keep_float) | activation_products(graph)
+    always_float = activation_products(graph)
     if not quantize_heads:
-        kept |= {name for name in network_nodes(graph) if name.startswith(OUTPUT_HEAD_SCOPES)}
-    quantized_nodes = sorted(set(network_nodes(graph)) - kept)
+        always_float |= {name for name in network_nodes(graph) if name.startswith(OUTPUT_HEAD_SCOPES)}
+    # names that would be accepted and change nothing
+    unchanged = sorted(
+        name for name in keep_float if op_types[name] not in INT8_OP_TYPES or name in always_float
+    )
+    if unchanged:
+        raise ExportError(
+            f"--keep-float: {', '.join(map(repr, unchanged))} run in FP32 in an INT8 graph anyway; only "
+            f"the {'/'.join(sorted(INT8_OP_TYPES))} layers of the export report's reduced_nodes are quantized"
+        )
+    quantized_nodes = sorted(set(network_nodes(graph)) - set(keep_float) - always_float)
     feeds = list(calibration_feeds(calibration, int(metadata["bands"])))
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"

@@ -496,6 +496,7 @@ class StreamPipeline:
         if last is not None and index > last + 1:
             self._give_up(last + 1, index)
         self._last_index = index
+        self._released.append(index)  # (a resend of it is a duplicate: _counter_restarted)
         return None
 
     def _give_up(self, first: int, stop: int) -> None:
@@ -508,14 +509,16 @@ class StreamPipeline:
         """Whether a line whose index is not past the stream's restarts the line counter.
         An index given up on is a line too late (rejected, not missing after all: the latest
         :data:`GIVEN_UP_MEMORY`). Any other was seen before: a restarted counter when the line
-        before went back too, to the index before (``went_back``). The stream then follows it
+        before went back too, to the index before (``went_back``), and neither is a line processed
+        lately (a resent pair of lines is two duplicates, not a restart). The stream then follows it
         from this line, as after a leap ahead (the first line is lost); lines held in the reorder
         window go first. Else it is rejected, and its index kept in case the next continues it."""
         if index in self._given_up:
             self._given_up.remove(index)
             self.health.missing_indices -= 1
             return False
-        if went_back != index - 1:
+        resent = index in self._released or index in self._held
+        if went_back != index - 1 or resent:
             self._went_back = index
             return False
         self.health.counter_resets += 1
