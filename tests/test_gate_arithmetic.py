@@ -105,3 +105,26 @@ def test_export_gates_the_graphs_it_writes_with_fp16_arithmetic(
     # three synthetic scenes of the synthetic sensor's own bands, each seen through the 48 bands
     assert [bands for _, bands in scored] == [48] * 6
     assert {name for name, _ in scored} == {"model_fp32.onnx", "model_fp16_fp16_storage.onnx"}
+
+
+def test_a_gate_scene_that_does_not_cover_the_sensor_is_left_out(untrained_bundle, tmp_path: Path) -> None:
+    """Sensor bands beyond a gate scene's range copy its edge band: a 400-1000 nm sensor shown a
+    430-860 nm scene gets 9 of 30 bands copied, a near-singular covariance. Such a scene is not
+    gated on, and says why; a gate with no scene left fails."""
+    from edge_had.build.onnx_export import ExportError
+    from edge_had.models import load_bundle
+
+    bundle = load_bundle(untrained_bundle(seed=1))
+    recipe = gate_module.GraphRecipe(bundle, ["fp32", "fp16"])
+    sensor_nm = np.linspace(400.0, 1000.0, 30)
+    graphs = recipe.build(30, tmp_path / "g", sensor_nm)
+    wide = synthetic_scene(lines=40, width=32, bands=40, seed=7)  # 400-2500 nm
+    narrow = synthetic_scene(lines=40, width=32, bands=40, seed=8)
+    narrow.wavelengths = np.linspace(430.0, 860.0, 40)
+    assert gate_module.sensor_coverage(wide, sensor_nm) == 1.0
+    assert gate_module.sensor_coverage(narrow, sensor_nm) == pytest.approx(21 / 30)  # 430-860 of 30 bands
+    report = gate_module.run_gate(recipe, [(wide, "real"), (narrow, "real")], sensor=(30, sensor_nm, graphs))
+    assert [row.scene for row in report.rows] == [wide.name]
+    assert "cover 70% of the sensor's" in report.excluded[narrow.name]
+    with pytest.raises(ExportError, match="no gate scene covers the sensor's bands"):
+        gate_module.run_gate(recipe, [(narrow, "real")], sensor=(30, sensor_nm, graphs))

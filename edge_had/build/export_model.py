@@ -90,7 +90,7 @@ def export_model(
         if gate and precision != "fp32" and not problems:
             scenes, excluded = gate_scenes(bundle, gate_data, calibration, bands)
             gate_report = run_gate(recipe, scenes, sensor=(bands, wavelengths, graphs))
-            gate_report.excluded = excluded
+            gate_report.excluded = {**excluded, **gate_report.excluded}
         passed = not problems and (gate_report is None or gate_report.passed(precision))
         accepted = {"fp32": not fp32_problems, precision: passed}
         final = {name: _place(path, out / f"model_{name}", accepted[name]) for name, path in graphs.items()}

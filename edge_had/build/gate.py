@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_had.band_resampling import MAX_OUTSIDE_FRACTION
 from edge_had.build.calibration import CalibrationSet
 from edge_had.build.calibration_methods import DEFAULT_CALIBRATION_METHOD
 from edge_had.build.onnx_export import ExportError, export_onnx
@@ -180,6 +181,16 @@ def enhanced_rx_auc(bundle: Any, graph: Path, scene: Scene, scorer: str = "globa
     return roc_auc(scores, scene.gt, scene.valid)
 
 
+def sensor_coverage(scene: Scene, wavelengths: np.ndarray | None) -> float:
+    """The share of the sensor's bands inside the scene's wavelength range (1 when either records
+    no wavelengths: then both are resampled on band index)."""
+    own = scene.detection_wavelengths()
+    if own is None or wavelengths is None:
+        return 1.0
+    centres = np.asarray(wavelengths, dtype=np.float64)
+    return float(((centres >= np.min(own)) & (centres <= np.max(own))).mean())
+
+
 def on_sensor_bands(scene: Scene, bands: int, wavelengths: np.ndarray | None) -> Scene:
     """The scene as a sensor of ``bands`` bands (centred on ``wavelengths`` when known) would see
     it: its good bands linearly interpolated onto the sensor's (on wavelengths when both record
@@ -231,6 +242,13 @@ def run_gate(
             if scene.gt is None:
                 raise ExportError(f"{scene.name}: the gate needs scenes with ground truth")
             if sensor is not None:
+                coverage = sensor_coverage(scene, wavelengths)
+                if coverage < 1.0 - MAX_OUTSIDE_FRACTION:  # the rest would copy its edge bands
+                    report.excluded[scene.name] = (
+                        f"its bands cover {coverage:.0%} of the sensor's (the others would repeat its "
+                        "edge bands)"
+                    )
+                    continue
                 scene, scored = on_sensor_bands(scene, bands, wavelengths), shared
             else:
                 own_bands, own_wavelengths = scene.detection_cube().shape[2], scene.detection_wavelengths()
@@ -244,4 +262,6 @@ def run_gate(
                 for precision, path in scored.items()
             }
             report.rows.append(GateRow(scene.name, scene.detection_cube().shape[2], source, aucs))
+    if not report.rows:
+        raise ExportError(f"no gate scene covers the sensor's bands: {report.excluded}")
     return report
