@@ -179,12 +179,10 @@ def sensor_to_sensor_matrix(
     wavelengths when both record them (target bands beyond the source's range repeat its edge
     band), else on the normalised band index. Used to show a scene to a graph made for another
     sensor (the accuracy gate of ``edge-had export``)."""
-    if from_wavelengths is not None and to_wavelengths is not None:
-        grid = np.asarray(to_wavelengths, dtype=np.float64).ravel()
-        positions = np.asarray(from_wavelengths, dtype=np.float64).ravel()
-    else:
-        grid = canonical_wavelengths(to_bands, 0.0, 1.0) if to_bands > 1 else np.zeros(1)
-        positions = np.arange(from_bands, dtype=np.float64) / max(from_bands - 1, 1)
+    if from_wavelengths is None or to_wavelengths is None:
+        return band_index_matrix(from_bands, to_bands)[0]
+    grid = np.asarray(to_wavelengths, dtype=np.float64).ravel()
+    positions = np.asarray(from_wavelengths, dtype=np.float64).ravel()
     if grid.size != to_bands or positions.size != from_bands:
         raise ValueError(f"{grid.size} / {positions.size} band centres for {to_bands} / {from_bands} bands")
     return _sensor_matrix(grid, positions, None, "linear")

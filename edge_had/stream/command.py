@@ -347,11 +347,11 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     events_file = None
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        # leave no earlier run's outputs beside this one's when this one writes none of them
-        stale = ([] if keep else ["scores.npy", "waterfall.png"]) + (
-            ["scores.hdr", "scores.img"] if not keep or source.envi_header is None else []
-        )
-        for name in stale:
+        # no earlier run's score map may stay beside this run's outputs: remove what it will not write
+        writes = {"scores.npy", "waterfall.png"} if keep else set()
+        if keep and source.envi_header is not None:
+            writes |= {"scores.hdr", "scores.img"}
+        for name in {"scores.npy", "waterfall.png", "scores.hdr", "scores.img"} - writes:
             (Path(args.out) / name).unlink(missing_ok=True)
         if not keep:  # no score map is kept: say so
             print(

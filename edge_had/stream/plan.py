@@ -128,15 +128,15 @@ def enhancement_cost(
     activation and weight, and the peak that bounds the arithmetic); FP32 input and outputs."""
     from edge_had.models.budget import count_macs_per_pixel
 
+    if precision not in ("fp32", "fp16"):  # before the counting, which runs the model
+        raise ValueError(f"the plan counts fp32 or fp16 networks, not {precision!r}")
+    value = 2.0 if precision == "fp16" else 4.0  # bytes of an activation or weight
     counted = count_macs_per_pixel(model, bands, width, lines_per_call=block)
     flops = 2.0 * counted["total_macs_per_pixel"] * width
     weights = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     rerun = counted["assumptions"]["window_lines"] / block  # every call runs its context lines again
     activations = _activation_elements_per_pixel(model, bands) * width * rerun
     k = counted["k"]
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"the plan counts fp32 or fp16 networks, not {precision!r}")
-    value = 2.0 if precision == "fp16" else 4.0  # bytes of an activation or weight
     data = 4.0 * width * bands * rerun + 4.0 * width * k + value * 2 * activations + value * weights / block
     return PartCost("enhancement", flops, data, precision)
 
