@@ -38,8 +38,12 @@ Optimiser: Adam with the published lr 5e-3 and betas (0.5, 0.999), both configur
 ``grad_clip`` (off by default, as published) clips the global gradient norm of each step.
 
 Data parallel: pass ``distributed=True`` (the runner does under torchrun) and the trainable
-container is wrapped in ``DistributedDataParallel`` (gradients averaged over ranks every step);
-the logged loss of every step is the mean over ranks. The per-step random corruption of the
+container is wrapped in ``DistributedDataParallel`` (gradients averaged over ranks every step).
+The tile phases take their loss over the *global* batch (:meth:`_Trainer.whole_batch` gathers every
+rank's outputs with their gradient), so N ranks at batch b compute the gradient of one process at
+batch N x b: stage 2's decorrelation is a statistic of the whole batch, and the masked means divide
+by the background pixels of the whole batch. The ranking phase gets the same from its batch weight.
+The logged loss of every step is the mean over ranks. The per-step random corruption of the
 pretraining is drawn for the *global* batch from a generator seeded identically on every rank,
 and each rank keeps its slice, so all ranks' generators stay in step (one checkpoint serves all).
 """
@@ -123,6 +127,28 @@ def _distributed_active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def gather_global_batch(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of the global batch -> the whole global batch (the ranks' parts in rank
+    order along dim 0, as the samplers slice it), the same on every rank.
+
+    Differentiable: ``torch.distributed.nn``'s ``all_gather`` sends each part's gradient back to
+    the rank that computed it, summed over the ranks. Every rank takes the same loss of the global
+    batch, so that sum is ``world_size`` times the part's gradient, and DDP's average over the ranks
+    turns it back into the gradient of the one global loss: what one process holding the global
+    batch gets. A tensor without gradient (inputs, masks) is gathered plainly (bool via uint8:
+    gloo has no bool).
+    """
+    world = dist.get_world_size()
+    if tensor.requires_grad:
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(tensor), dim=0)
+    wire = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.contiguous()
+    parts = [torch.empty_like(wire) for _ in range(world)]
+    dist.all_gather(parts, wire)
+    return torch.cat(parts, dim=0).to(tensor.dtype)
+
+
 class _Trainer:
     """Shared machinery: the (optionally DDP-wrapped) container, Adam, the step loop, state."""
 
@@ -157,6 +183,15 @@ class _Trainer:
     # subclasses: loss of one batch (their own batch type) -> (total, {term: unweighted value})
     def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
+
+    def whole_batch(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """The global batch of each tensor under data parallelism (:func:`gather_global_batch`),
+        the tensors themselves in one process: the tile losses are taken over the global batch, so
+        N ranks at batch b train like one process at batch N x b (a batch statistic such as stage
+        2's decorrelation, and masked means over unequal background counts, need all of it)."""
+        if not self.distributed:
+            return list(tensors)
+        return [gather_global_batch(t) for t in tensors]
 
     def step(self, batch: Batch) -> tuple[float, dict[str, float]]:
         self.net.train()
@@ -271,8 +306,8 @@ class PretrainTrainer(_Trainer):
         return (x + noise) * keep
 
     def loss(self, batch: TileBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        recon = self.model(self.corrupt(batch.x))
-        mse = masked_mse(recon, batch.x, batch.mask)
+        recon, x, mask = self.whole_batch(self.model(self.corrupt(batch.x)), batch.x, batch.mask)
+        mse = masked_mse(recon, x, mask)
         return mse, {"mse": float(mse.detach())}
 
     def extra_state(self) -> dict[str, Any]:
@@ -375,16 +410,19 @@ class Stage1Trainer(_Trainer):
 
     def loss(self, batch: TileBatch) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.model(batch.x)
-        return stage1_loss(
-            out["decoded"],
-            out["encoded"],
+        n_dec, n_enc = len(out["decoded"]), len(out["encoded"])
+        gathered = self.whole_batch(
+            *out["decoded"],
+            *out["encoded"],
             out["cube_hat"],
             batch.x,
             out["logits"],
             out["target_logits"],
-            self.weights,
-            mask=batch.mask,
+            batch.mask,
         )
+        decoded, encoded = gathered[:n_dec], gathered[n_dec : n_dec + n_enc]
+        cube_hat, x, logits, target_logits, mask = gathered[n_dec + n_enc :]
+        return stage1_loss(decoded, encoded, cube_hat, x, logits, target_logits, self.weights, mask=mask)
 
     def finish(self, spectral: SpectralEnhancer) -> None:
         _set_trainable(spectral, False)
@@ -538,8 +576,8 @@ class Stage2Trainer(_Trainer):
         self.weights = Stage2Weights() if weights is None else weights
 
     def loss(self, batch: TileBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        f_spe, f_spa, restored = self.model(batch.x)
-        return stage2_loss(f_spe, f_spa, restored, batch.x, self.weights, mask=batch.mask)
+        f_spe, f_spa, restored, x, mask = self.whole_batch(*self.model(batch.x), batch.x, batch.mask)
+        return stage2_loss(f_spe, f_spa, restored, x, self.weights, mask=mask)
 
     def evaluate(self, batch: TileBatch) -> tuple[float, dict[str, float]]:
         """The loss of one batch without training (no gradient, no optimiser step)."""
