@@ -358,8 +358,10 @@ def test_one_corrupted_line_counter_does_not_derail_the_stream(window: int) -> N
     scored = [r.index for r in results if r.state == "scored"]
     assert scored == [i for i in indices if i not in (70008, 50020)]
     health = pipeline.health.to_dict()
-    # index 8 never came (its line carried 70008); 20..50020 lie between 19 and 50021
-    assert health["missing_indices"] == 1 + 50001 and health["accounting_ok"]
+    # index 8 never came (its line carried 70008); 20..50019 lie between 19 and the leaping line
+    # 50020, which arrived and is counted rejected - it was counted missing as well (a review)
+    assert health["missing_indices"] == 1 + 50000 and health["lines_rejected"] == 2
+    assert health["accounting_ok"]
 
 
 @pytest.mark.parametrize("window", [0, 3])
@@ -532,3 +534,117 @@ def test_missing_lines_and_a_late_finish_are_no_deadline_miss(monkeypatch, score
     pipeline.finish()
     assert pipeline.health.lines_scored == 33
     assert not [r.index for r in results if "deadline-miss" in r.flags]
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_a_resend_of_lines_older_than_the_recent_memory_is_no_counter_restart(window: int) -> None:
+    """Lines 30-32 sent again after line 99, older than the indices the stream remembers (the
+    last 4 x window + 16): 31 followed 30, so the pair was taken for a restarted counter - a reset
+    counted, line 31 scored a second time and 33-99 then counted missing. A counter restart needs
+    evidence (an index near 0, or a long consecutive run): these are late lines, rejected."""
+    lines, results = make_lines(113), []
+    indices = [*range(100), 30, 31, 32, *range(100, 110)]
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+    )
+    for line, index in zip(lines, indices, strict=True):
+        pipeline.push(line, index, 0.0)
+    pipeline.finish()
+    rejected = [(r.index, r.reason.split(" (")[0]) for r in results if r.state == "rejected"]
+    assert rejected == [(30, "out-of-order index"), (31, "out-of-order index"), (32, "out-of-order index")]
+    health = pipeline.health.to_dict()
+    assert (health["counter_resets"], health["missing_indices"], health["duplicates"]) == (0, 0, 0)
+    assert [r.index for r in results if r.state == "scored"] == list(range(110))
+    assert health["accounting_ok"] and health["lines_in"] == 113
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_a_counter_restarting_elsewhere_than_near_0_is_followed_after_a_long_run(window: int) -> None:
+    """A counter that goes back to 500 (not near 0: evidence needed) is followed once
+    COUNTER_RESTART_CONFIRM_LINES consecutive lines continue from it; those are rejected, not
+    every later line until the index passes its old maximum."""
+    from edge_had.stream.pipeline import COUNTER_RESTART_CONFIRM_LINES as confirm
+
+    lines, results = make_lines(1000 + confirm + 20), []
+    indices = [*range(1000), *range(500, 500 + confirm + 20)]
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+    )
+    for line, index in zip(lines, indices, strict=True):
+        pipeline.push(line, index, 0.0)
+    pipeline.finish()
+    health = pipeline.health.to_dict()
+    assert health["counter_resets"] == 1 and health["missing_indices"] == 0
+    assert health["lines_rejected"] == confirm - 1 and health["lines_scored"] == 1000 + 21
+    assert health["accounting_ok"]
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_lines_after_a_counter_restart_keep_their_own_rows(window: int) -> None:
+    """Indices repeat after a restarted counter: the score map, keyed by index, had the second
+    segment's rows overwrite the first's. Each line now has a segment (restarts followed before it)
+    and a row along track (its index, shifted past the rows before the restart): no two scored
+    lines share a row, and row r of the map holds the r-th line along track."""
+    from edge_had.stream.run import run_stream
+    from edge_had.stream.sources import Line
+
+    lines = make_lines(79)
+    indices = [*range(38), 39, *range(40)]  # 38 lost; the counter restarts at 0 (that line is lost)
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS, reorder_window=window)
+    results: list = []
+    run = run_stream(
+        (Line(i, 0.0, line) for i, line in zip(indices, lines, strict=True)),
+        pipeline,
+        on_result=results.append,
+    )
+    scored = [r for r in results if r.state == "scored"]
+    assert len({r.row for r in scored}) == len(scored) == 78
+    assert [(r.segment, r.row - r.index) for r in scored] == [(0, 0)] * 39 + [(1, 40)] * 39
+    assert sorted(r.sequence for r in results) == list(range(79))
+    # rows 0-39 the first segment (38 missing), 40 its restart's lost line 0, 41-79 the new lines 1-39
+    score_map = run.score_map(80, WIDTH)
+    assert np.isnan(score_map[[38, 40]]).all() and np.isfinite(score_map[np.r_[0:38, 39, 41:80]]).all()
+    want = reference_scores(np.delete(lines, 39, axis=0), list(range(78)))
+    for position, row in enumerate([*range(38), 39, *range(41, 80)]):
+        np.testing.assert_array_equal(score_map[row], want[position], err_msg=f"row {row}")
+
+
+def test_the_stream_command_writes_both_counter_segments(monkeypatch, tmp_path: Path) -> None:
+    """edge-had stream over a source whose counter restarts: scores.npy held the second segment
+    over the first (39 rows overwritten) and an event of each segment on the same lines. Every
+    scored line has its own row, and each event its segment and sensor index."""
+    import json
+
+    import edge_had.stream.command as command
+    from edge_had.cli import main
+    from edge_had.stream.sources import Line
+
+    cube = make_lines(120, bands=BANDS, seed=4)
+    cube[20, 5] += 400.0  # a bright pixel in each segment, on the same sensor index 20
+    cube[80, 9] += 400.0
+    indices = [*range(60), *range(60)]
+    real_source = command._source
+
+    def restarted(args):
+        source = real_source(args)
+        source.lines = (Line(i, i / 330.0, line) for i, line in zip(indices, cube, strict=True))
+        source.gt = source.valid = source.wavelengths = None
+        source.width, source.bands = WIDTH, BANDS
+        return source
+
+    monkeypatch.setattr(command, "_source", restarted)
+    out = tmp_path / "out"
+    argv = ["stream", "--source", "synthetic", "--lines", "120", "--detector", "rx", "--reorder-window", "0"]
+    assert main([*argv, "--out", str(out), "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["health"]["counter_resets"] == 1 and report["health"]["lines_scored"] == 119
+    scores = np.load(out / "scores.npy")
+    assert scores.shape == (120, WIDTH)  # rows 0-59, 60 (the restart's lost line 0), 61-119
+    assert np.isfinite(scores).all(axis=1).sum() == 119 and np.isnan(scores[60]).all()
+    events = [json.loads(text) for text in (out / "events.jsonl").read_text().splitlines()]
+    bright = sorted(
+        (e["first_line"], e["first_pixel"], e["segment"], e["first_index"])
+        for e in events
+        if e["first_pixel"] in (5, 9) and e["first_line"] in (20, 80)
+    )
+    assert bright == [(20, 5, 0, 20), (80, 9, 1, 20)]

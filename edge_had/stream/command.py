@@ -293,7 +293,6 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
     from edge_had.io import scene_sha256
     from edge_had.stream.events import EventDetector, stream_threshold
-    from edge_had.stream.pipeline import INDEX_REJECTIONS
     from edge_had.stream.run import run_stream
 
     source = _source(args)
@@ -369,7 +368,14 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             if pipeline.rx.bands != threshold_bands:  # a fallback to plain RX, or a new band count
                 events_detector.threshold = stream_threshold(scorer, pipeline.rx, pfa)
                 threshold_bands = pipeline.rx.bands
-            finished = events_detector.add(result.index, result.scores, result.timestamp, result.meta)
+            finished = events_detector.add(
+                result.row,
+                result.scores,
+                result.timestamp,
+                result.meta,
+                segment=result.segment,
+                index=result.index,
+            )
             seen["events"] += len(finished)
             if events_file is not None:
                 events_file.writelines(json_text(event.to_json(), indent=None) + "\n" for event in finished)
@@ -377,21 +383,21 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
                 events.extend(finished)
             if video is not None:
                 video.add_events(finished)
-                video.add_line(result.index, result.scores)
-        seen["rows"] = max(seen["rows"], result.index + 1)
-        seen["next"] = max(seen["next"], result.index + 1)
+                video.add_line(result.row, result.scores)
+        seen["rows"] = max(seen["rows"], result.row + 1)
+        seen["next"] = max(seen["next"], result.row + 1)
 
     def on_result(result: Any) -> None:
-        # warm-up lines arrive late: release in line order, holding at most 64 results (a gap
-        # in the indices never fills: a later line's scores, or the 65th result, release past
-        # it). A line rejected for its index (a duplicate) must not replace, or be released
-        # before, the line that owns it.
-        index_rejection = result.state == "rejected" and (result.reason or "").startswith(INDEX_REJECTIONS)
-        if not index_rejection:
-            waiting[result.index] = result
-        if result.state == "scored":  # scores come in line order: every earlier line is settled,
-            for index in sorted(i for i in waiting if i <= result.index):  # so a gap waits no longer
-                release(waiting.pop(index))
+        # warm-up lines arrive late: release in row order (the line's place along track, unique
+        # even when the sensor's counter restarts), holding at most 64 results (a gap in the rows
+        # never fills: a later line's scores, or the 65th result, release past it). A line with no
+        # row - rejected for its index (a duplicate), or after finish - must not replace, or be
+        # released before, the line that owns it.
+        if result.row is not None:
+            waiting[result.row] = result
+        if result.state == "scored":  # scores come in row order: every earlier line is settled,
+            for row in sorted(r for r in waiting if r <= result.row):  # so a gap waits no longer
+                release(waiting.pop(row))
         while seen["next"] in waiting:
             release(waiting.pop(seen["next"]))
         while len(waiting) > 64:
@@ -412,8 +418,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             keep_scores=keep,
             stop=stop,
         )
-    for index in sorted(waiting):  # after gaps in the indices
-        release(waiting.pop(index))
+    for row in sorted(waiting):  # after gaps in the rows
+        release(waiting.pop(row))
     final = events_detector.finish()
     seen["events"] += len(final)
     events += final if keep else []

@@ -5,7 +5,11 @@ continues it.
 The threshold is parameter-free: the chi-square quantile of the RX statistic with ``dof`` degrees
 of freedom (the scored bands) at false-alarm probability ``pfa`` per pixel (default 1e-6), which
 holds for Gaussian background and is not fitted on any scene. Events carry the line range, pixel
-range, peak score, area, the first line's timestamp and its ``meta`` (navigation data).
+range, peak score, area, the first line's timestamp and its ``meta`` (navigation data). Lines are
+numbered by their row along track (:attr:`~edge_had.stream.pipeline.LineResult.row`: the sensor's
+index until its line counter restarts, then shifted past the rows before): ``first_line`` and
+``last_line`` are rows of the score map, and ``segment`` and ``first_index`` say which counter
+segment and which sensor index the first line had.
 
 ``min_area`` (default 1: every component) drops finished components of fewer pixels and counts
 them in ``suppressed`` - isolated hot pixels are most false events on real scenes (bench
@@ -53,6 +57,8 @@ class Event:
     area: int
     timestamp: float
     meta: dict[str, Any] | None = None
+    segment: int = 0  # the line counter's segment of the first line (restarts before it)
+    first_index: int | None = None  # the sensor's index of the first line (None: its row)
     truncated: bool = False  # it touches a gap in the line indices, or the first or last line
     pixels: list[tuple[int, int]] = field(default_factory=list, repr=False)
     merged_into: Event | None = field(default=None, repr=False)
@@ -71,6 +77,7 @@ class Event:
     def absorb(self, other: Event) -> None:
         if other.first_line < self.first_line:  # the event's timestamp and meta: its first line's
             self.timestamp, self.meta = other.timestamp, other.meta
+            self.segment, self.first_index = other.segment, other.first_index
         self.first_line, self.last_line = (
             min(self.first_line, other.first_line),
             max(self.last_line, other.last_line),
@@ -87,7 +94,7 @@ class Event:
 
 
 class EventDetector:
-    """Feed scored lines in index order with :meth:`add`; collect finished events."""
+    """Feed scored lines in row order with :meth:`add`; collect finished events."""
 
     def __init__(self, threshold: float, min_area: int = 1) -> None:
         if min_area < 1:
@@ -98,24 +105,36 @@ class EventDetector:
         self._open: list[
             tuple[int, int, Event]
         ] = []  # (first pixel, last pixel, event) runs of the last line
-        self._last_index: int | None = None
+        self._last_row: int | None = None
 
     def add(
-        self, index: int, scores: np.ndarray, timestamp: float, meta: dict[str, Any] | None = None
+        self,
+        row: int,
+        scores: np.ndarray,
+        timestamp: float,
+        meta: dict[str, Any] | None = None,
+        *,
+        segment: int = 0,
+        index: int | None = None,
     ) -> list[Event]:
+        """The line of ``row`` (its sensor ``index`` in counter ``segment``, when they differ)."""
         finished: list[Event] = []
-        cut = self._last_index is None or index != self._last_index + 1  # the line after a gap, or the first
-        if self._last_index is not None and cut:
+        cut = self._last_row is None or row != self._last_row + 1  # the line after a gap, or the first
+        if self._last_row is not None and cut:
             finished += self._close_all()  # a gap breaks connectivity
-        self._last_index = index
+        self._last_row = row
         hot = np.nan_to_num(scores, nan=-np.inf) > self.threshold
         runs = _runs(hot)
         new_open: list[tuple[int, int, Event]] = []
         continued: set[int] = set()
         for start, stop in runs:
             peak = float(np.nanmax(scores[start : stop + 1]))
-            pixels = [(index, p) for p in range(start, stop + 1)]
-            event = Event(index, index, start, stop, peak, stop - start + 1, timestamp, meta, cut, pixels)
+            pixels = [(row, p) for p in range(start, stop + 1)]
+            first_index = row if index is None else index
+            area = stop - start + 1
+            event = Event(
+                row, row, start, stop, peak, area, timestamp, meta, segment, first_index, cut, pixels
+            )
             for k, (a, b, previous) in enumerate(self._open):
                 if a <= stop + 1 and start <= b + 1:  # touching, diagonals included
                     continued.add(k)

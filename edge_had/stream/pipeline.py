@@ -45,10 +45,23 @@ as ``missing_indices`` (an index that arrives after all, too late and rejected, 
 the latest :data:`GIVEN_UP_MEMORY` given up are remembered); repeated ones as ``duplicates``. An
 index more than ``max_index_jump`` (1000) past the newest is taken for a corrupted counter and
 rejected, unless the next line continues from it (then it was a real jump, and the stream
-follows it): one bad counter value must not get every later line rejected as out of order. So is a
-counter that goes back (an SDK restarted, a counter wrapped): a line going back to an index seen
-before is rejected, and if the next line continues from it the stream follows the counter from
-there (``counter_resets`` in health; indices then repeat earlier ones). The index counts lines
+follows it; the leaping line is counted rejected, not missing: only the indices it leapt over
+are): one bad counter value must not get every later line rejected as out of order. A line going
+back (an index not past the newest processed) is rejected: a ``duplicate index`` when that index
+was processed lately (the last ``4 x reorder_window + 16``) or is held in the window, else an
+``out-of-order index`` - a line too late or a stale resend, too old to tell which (one given up
+as missing is not missing after all). A counter that restarts (an SDK reconnect, a counter that
+wraps) goes back too, and is followed only on evidence: the line went back to an index near 0
+(at most :data:`COUNTER_RESTART_MAX_INDEX`: a counter starts again at 0 or 1, its first lines
+perhaps lost) and the next line continues from it - the first is lost - or
+:data:`COUNTER_RESTART_CONFIRM_LINES` consecutive lines continued from another index - those are
+lost (a resend of old lines is shorter; a counter restarted elsewhere must not get every later
+line rejected until it passes its old maximum). Lines processed lately are never a restart (a
+resent pair is two duplicates). One case stays ambiguous: a resend of the stream's first lines
+(indices up to 16) older than the lines remembered is taken for a restart. A restart followed is
+``counter_resets`` in health; indices then repeat earlier ones, so each result carries its
+counter ``segment`` and a ``row`` along track that no other line has (:class:`LineResult`: score
+maps and events are keyed by it). The index counts lines
 (the line after ``i`` is ``i + 1``; a gap is counted as missing lines, and the reorder window
 waits for it): a camera that stamps its lines with a clock tick passes the tick as the timestamp
 and numbers the lines itself (``enumerate``), or every line would count as a gap or an
@@ -77,17 +90,28 @@ from edge_had.stream.enhance import EnhancementError
 from edge_had.stream.profiler import TOTAL, StageProfiler
 
 STATES = ("scored", "rejected", "dropped")
-#: Rejections for the line's index rather than its pixels: the index repeats or comes too late, so
-#: the result stands for no line of its own and must not take that index's place downstream.
-INDEX_REJECTIONS = ("duplicate index", "out-of-order index", "implausible index jump")
 SCORERS = ("global", "hybrid")
 #: The latest indices given up as missing that are remembered, so one arriving after all (too
 #: late, rejected) is not counted missing as well.
 GIVEN_UP_MEMORY = 256
+#: A restarted line counter starts again at 0 (or 1): going back to an index up to this one (its
+#: first lines may have been lost), continued by the next line, is a restart.
+COUNTER_RESTART_MAX_INDEX = 16
+#: Going back to any other index is a stale resend or a late line, unless this many consecutive
+#: lines continue from it (a counter restarted elsewhere; a resend of old lines is shorter).
+COUNTER_RESTART_CONFIRM_LINES = 64
 
 
 @dataclass
 class LineResult:
+    """One line's outcome. ``index`` is the sensor's line number, which repeats after a restarted
+    counter; ``segment`` counts the counter restarts the stream had followed when the line came
+    (0 before any), and ``row`` is the line's place along track, unique in the stream: its index
+    shifted past the rows before the restart (the index itself until the first restart; a
+    restart's lost lines keep their rows, unscored). ``row`` is None for a line rejected for its
+    index (a duplicate, a late line, an implausible leap: it owns no place) or after ``finish``.
+    ``sequence`` numbers the results in the order their lines were pushed or dropped (0, 1, ...)."""
+
     index: int
     timestamp: float
     state: str
@@ -95,6 +119,9 @@ class LineResult:
     flags: list[str] = field(default_factory=list)
     reason: str | None = None
     meta: dict[str, Any] | None = None
+    segment: int = 0
+    row: int | None = None
+    sequence: int = -1
 
 
 def current_rss_mb() -> float | None:
@@ -234,7 +261,10 @@ class StreamPipeline:
         self.reinit_after = reinit_after
         self.max_index_jump = max_index_jump
         self._jumped_to: int | None = None  # the index of the last line refused for leaping ahead
-        self._went_back: int | None = None  # that of the line before, if refused for going back
+        # (first index, lines) of the consecutive lines just refused for going back, if any
+        self._back_run: tuple[int, int] | None = None
+        self._segment = 0  # counter restarts followed
+        self._row_offset = 0  # row - index in this segment
         self._new_band_count = (0, 0)  # (band count, consecutive lines) of lines with another count
         self.fallback_flag: str | None = None
         self.reorder_window = reorder_window
@@ -261,8 +291,7 @@ class StreamPipeline:
         self._refuse_from_callback("push")
         index = _line_index(index)
         with self._lock:
-            self.health.lines_in += 1
-            result = LineResult(index, timestamp, "pending", meta=meta)
+            result = self._received(index, timestamp, meta)
             if late:
                 result.flags.append("deadline-miss")
                 self.health.deadline_misses += 1
@@ -270,11 +299,23 @@ class StreamPipeline:
                 return self._finish(result, "rejected", reason="stream finished (finish() was called)")
             if self.reorder_window > 0:
                 return self._admit(pixels, result, arrival)
-            problem = self._check_index(index) or self._check_shape(pixels)
+            problem = self._check_index(index)
+            if problem is None:
+                self._place(result)
+                problem = self._check_shape(pixels)
             if problem is not None:
                 return self._finish(result, "rejected", reason=problem)
             self._process(pixels, result, arrival)
             return result
+
+    def _received(self, index: int, timestamp: float, meta: dict[str, Any] | None) -> LineResult:
+        """A new line's result, counted in ``lines_in`` and numbered in arrival order."""
+        self.health.lines_in += 1
+        return LineResult(index, timestamp, "pending", meta=meta, sequence=self.health.lines_in - 1)
+
+    def _place(self, result: LineResult) -> None:
+        """The line's index is the stream's: give it its counter segment and its row along track."""
+        result.segment, result.row = self._segment, result.index + self._row_offset
 
     def _admit(self, pixels: np.ndarray, result: LineResult, arrival: float) -> LineResult:
         """Reorder window: hold lines until their predecessors arrive or ``reorder_window`` lines
@@ -283,6 +324,7 @@ class StreamPipeline:
         problem = self._reorder_problem(index)
         if problem is not None:
             return self._finish(result, "rejected", reason=problem)
+        self._place(result)
         if index < self._max_seen:
             result.flags.append("reordered")
         self._max_seen = max(self._max_seen, index)
@@ -298,10 +340,10 @@ class StreamPipeline:
     def _reorder_problem(self, index: int) -> str | None:
         """Why ``index`` cannot enter the reorder window (seen before, too late, or an implausible
         leap ahead), or None."""
-        went_back, self._went_back = self._went_back, None
+        back_run, self._back_run = self._back_run, None
         seen = index in self._held or index in self._released
         late = self._last_index is not None and index <= self._last_index
-        if (seen or late) and not self._counter_restarted(index, went_back):
+        if (seen or late) and not self._counter_restarted(index, back_run, seen):
             if seen:
                 self.health.duplicates += 1
                 return "duplicate index"
@@ -318,9 +360,18 @@ class StreamPipeline:
             return None
         if self._jumped_to == index - 1:  # the line before leapt here too: a real jump
             self._jumped_to = None
+            self._leapt_line_arrived(index - 1)
             return None
         self._jumped_to = index
         return f"implausible index jump (from {newest} to {index}, more than {self.max_index_jump})"
+
+    def _leapt_line_arrived(self, index: int) -> None:
+        """The line that leapt to ``index`` was rejected before the jump was confirmed: it arrived,
+        so its index is no gap (only those it leapt over are missing)."""
+        if self.reorder_window > 0:
+            self._held[index] = None  # arrived, rejected: the window passes it
+        else:
+            self._advance_to(index)
 
     def _release(self, force: bool) -> None:
         released, given_up = [], 0
@@ -410,8 +461,7 @@ class StreamPipeline:
         self._refuse_from_callback("drop")
         index = _line_index(index)
         with self._lock:
-            self.health.lines_in += 1
-            result = LineResult(index, timestamp, "pending", meta=meta)
+            result = self._received(index, timestamp, meta)
             if self.reorder_window == 0:
                 problem = self._check_index(index)
             else:
@@ -422,6 +472,7 @@ class StreamPipeline:
                     self._release(force=False)
             if problem is not None:
                 return self._finish(result, "rejected", reason=problem)
+            self._place(result)
             return self._finish(result, "dropped", reason=reason)
 
     def finish(self) -> None:
@@ -482,10 +533,10 @@ class StreamPipeline:
             self.health.outlier_pixels += pixels
 
     def _check_index(self, index: int) -> str | None:
-        went_back, self._went_back = self._went_back, None
+        back_run, self._back_run = self._back_run, None
         last = self._last_index
         if last is not None and index <= last:
-            if not self._counter_restarted(index, went_back):
+            if not self._counter_restarted(index, back_run, index in self._released):
                 if index == last:
                     self.health.duplicates += 1
                     return "duplicate index"
@@ -493,11 +544,16 @@ class StreamPipeline:
             last = None
         if (leap := self._implausible_jump(index, last)) is not None:
             return leap
-        if last is not None and index > last + 1:
-            self._give_up(last + 1, index)
+        self._advance_to(index)
+        return None
+
+    def _advance_to(self, index: int) -> None:
+        """Without a reorder window: ``index`` is the stream's newest line; those between the
+        newest before and it are given up."""
+        if self._last_index is not None and index > self._last_index + 1:
+            self._give_up(self._last_index + 1, index)
         self._last_index = index
         self._released.append(index)  # (a resend of it is a duplicate: _counter_restarted)
-        return None
 
     def _give_up(self, first: int, stop: int) -> None:
         """Indices ``first`` to ``stop - 1`` will not be processed: missing, unless one arrives
@@ -505,25 +561,33 @@ class StreamPipeline:
         self.health.missing_indices += stop - first
         self._given_up.extend(range(max(first, stop - GIVEN_UP_MEMORY), stop))
 
-    def _counter_restarted(self, index: int, went_back: int | None) -> bool:
-        """Whether a line whose index is not past the stream's restarts the line counter.
+    def _counter_restarted(self, index: int, back_run: tuple[int, int] | None, seen: bool) -> bool:
+        """Whether a line whose index is not past the stream's restarts the line counter (the rule
+        is the module docstring's). ``back_run``: (first index, lines) of the consecutive lines
+        just before that went back; ``seen``: the index was processed lately or is held.
         An index given up on is a line too late (rejected, not missing after all: the latest
-        :data:`GIVEN_UP_MEMORY`). Any other was seen before: a restarted counter when the line
-        before went back too, to the index before (``went_back``), and neither is a line processed
-        lately (a resent pair of lines is two duplicates, not a restart). The stream then follows it
-        from this line, as after a leap ahead (the first line is lost); lines held in the reorder
-        window go first. Else it is rejected, and its index kept in case the next continues it."""
+        :data:`GIVEN_UP_MEMORY`). On a restart the stream follows the counter from this line, as
+        after a leap ahead (the lines of the run before are lost), in a new segment whose rows
+        continue past the rows before; lines held in the reorder window go first. Else the line
+        is rejected, and the run it continues kept in case the next line continues it."""
         if index in self._given_up:
             self._given_up.remove(index)
             self.health.missing_indices -= 1
             return False
-        resent = index in self._released or index in self._held
-        if went_back != index - 1 or resent:
-            self._went_back = index
+        if seen:  # a resend of a line processed lately, whatever follows
+            return False
+        continues = back_run is not None and index == back_run[0] + back_run[1]
+        first, lines = (back_run[0], back_run[1] + 1) if back_run is not None and continues else (index, 1)
+        near_zero = first <= COUNTER_RESTART_MAX_INDEX and lines >= 2
+        if not near_zero and lines < COUNTER_RESTART_CONFIRM_LINES:
+            self._back_run = (first, lines)
             return False
         self.health.counter_resets += 1
         if self._held:
             self._release(force=True)
+        newest_row = self._row_offset + (self._last_index if self._last_index is not None else -1)
+        self._segment += 1
+        self._row_offset = newest_row + 1 - first  # the run's first line takes the next row
         self._last_index, self._max_seen = None, -(2**62)
         self._released.clear()
         self._given_up.clear()

@@ -39,14 +39,16 @@ DEFAULT_SETTINGS = CausalSettings()
 class StreamRun:
     pipeline: StreamPipeline
     seconds: float
-    scores: dict[int, np.ndarray] = field(default_factory=dict)
+    scores: dict[int, np.ndarray] = field(default_factory=dict)  # row along track -> scores
     interrupted: bool = False  # ``stop`` was set: the lines after it were not read
 
     def score_map(self, rows: int, width: int) -> np.ndarray:
-        """The kept score lines as a ``(rows, width)`` map; lines without scores are NaN."""
+        """The kept score lines as a ``(rows, width)`` map, row ``r`` the line whose
+        :attr:`~edge_had.stream.pipeline.LineResult.row` is ``r`` (its index until the line counter
+        first restarts); lines without scores are NaN."""
         scores = np.full((rows, width), np.nan, dtype=np.float32)
-        for index, line_scores in self.scores.items():
-            scores[index] = line_scores
+        for row, line_scores in self.scores.items():
+            scores[row] = line_scores
         return scores
 
     @property
@@ -94,7 +96,9 @@ def run_stream(
 
     def collect(result: LineResult) -> None:
         if keep_scores and result.state == "scored" and result.scores is not None:
-            run.scores[result.index] = result.scores
+            if result.row in run.scores:  # a row is one line's: never overwritten
+                raise RuntimeError(f"row {result.row} (line {result.index}) was scored twice (a bug)")
+            run.scores[result.row] = result.scores
         if downstream is not None:
             downstream(result)
         if on_result is not None:
