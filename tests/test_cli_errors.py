@@ -375,6 +375,27 @@ def test_stream_event_threshold_follows_a_new_band_count(tmp_path: Path) -> None
     assert result["events"]["threshold"] == pytest.approx(chi2_threshold(result["reduced_bands"]), rel=1e-12)
 
 
+@pytest.mark.parametrize("detector", ["rx", "enhanced-rx"])
+def test_the_reports_detector_record_follows_a_new_band_count(tmp_path: Path, detector: str) -> None:
+    """Every line of a 40-band synthetic stream loses its last band: after 8 such lines the stream
+    re-initialises for 39 bands (plain RX on 32 of them, resampled on band index: the 40
+    wavelengths no longer fit). The report's detector record kept describing the 40-band start."""
+    report = tmp_path / "r.json"
+    argv = ["stream", "--source", "synthetic", "--lines", "60", "--width", "32", "--bands", "40",
+            "--detector", detector, "--backend", "torch", "--faults", "bands", "--fault-rate", "1",
+            "--json", str(report)]  # fmt: skip
+    if detector == "rx":
+        argv.remove("--backend"), argv.remove("torch")
+    assert main(argv) == 0
+    result = json.loads(report.read_text())
+    record = result["detector"]
+    assert result["health"]["reinitialisations"] == 1 and record["name"] == detector
+    change = {"sequence": 7, "bands": 39, "reduced_bands": 32, "resampling": "band_index"}
+    assert record["band_changes"] == [change]
+    assert (record["sensor_bands"], record["reduced_bands"], record["resampling"]) == (39, 32, "band_index")
+    assert result["reduced_bands"] == 32
+
+
 def test_a_long_synthetic_stream_writes_its_video_and_says_what_it_does_not_write(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:

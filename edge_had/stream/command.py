@@ -449,7 +449,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             "lines": SOAK_STRIP_LINES,
             "rendered_before_the_stream": True,
         },
-        "detector": detector,
+        "detector": onboard.detector_record(),  # a band-count change mid-stream updates it
         "backend": None if backend is None else backend.to_dict(),
         "rx_device": {
             "device": args.rx_device,

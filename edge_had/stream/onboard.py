@@ -57,6 +57,23 @@ class OnboardPipeline:
     enhancer: Any = None
     runner: Any = None
 
+    def detector_record(self) -> dict[str, Any]:
+        """The ``detector`` record as the stream stands now: after the sensor changed its band
+        count mid-stream (the pipeline re-initialised: plain RX on the new bands), its
+        ``sensor_bands``, ``reduced_bands`` and ``resampling`` are the new ones, and
+        ``band_changes`` lists each change (:attr:`StreamPipeline.band_changes`)."""
+        record = dict(self.detector)
+        changes = self.pipeline.band_changes
+        if changes:
+            latest = changes[-1]
+            record.update(
+                sensor_bands=latest["bands"],
+                reduced_bands=latest["reduced_bands"],
+                resampling=latest["resampling"],
+                band_changes=[dict(change) for change in changes],
+            )
+        return record
+
     def close(self) -> None:
         """Finish the pipeline (the lines still held are scored; a no-op if finished) and release
         the network: the enhancer's worker thread and the runner. Safe to call more than once."""
@@ -127,6 +144,7 @@ def build_pipeline(
         wavelengths = np.asarray(wavelengths, dtype=np.float64).ravel()
     record: dict[str, Any] = {
         "name": detector,
+        "sensor_bands": bands,
         "resampling": "band_index" if wavelengths is None else "wavelength",
     }
     enhancer, runner, choice, bundle, reduction = None, None, None, None, None

@@ -266,6 +266,9 @@ class StreamPipeline:
         self._segment = 0  # counter restarts followed
         self._row_offset = 0  # row - index in this segment
         self._new_band_count = (0, 0)  # (band count, consecutive lines) of lines with another count
+        #: each re-initialisation for a new band count: the ``sequence`` of the line that decided it,
+        #: the new ``bands``, the ``reduced_bands`` scored and their ``resampling``
+        self.band_changes: list[dict[str, Any]] = []
         self.fallback_flag: str | None = None
         self.reorder_window = reorder_window
         self._held: dict[int, tuple[np.ndarray, LineResult, float] | None] = {}  # None: arrived, rejected
@@ -635,8 +638,15 @@ class StreamPipeline:
                 self._score(lines)
                 self.enhancer = None
                 self.fallback_flag = "plain-rx"
+        known = self.wavelengths is not None and len(self.wavelengths) == bands
         self._restart(bands, "statistics re-initialised")
         self.health.reinitialisations += 1
+        self.band_changes.append({
+            "sequence": self.health.lines_in - 1,  # the line being pushed decided it
+            "bands": bands,
+            "reduced_bands": self.rx.bands,
+            "resampling": "none" if self.reduction is None else "wavelength" if known else "band_index",
+        })  # fmt: skip
 
     def _enhanced(self, call: Callable[..., Any], *args: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         """``enhancer.push`` / ``flush``; when the network fails, the stream goes on with plain RX
