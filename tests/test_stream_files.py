@@ -95,3 +95,47 @@ def test_a_streamed_envi_file_scores_as_its_pixels_read_whole(tmp_path: Path) ->
     np.testing.assert_array_equal(scores["scene.hdr"], scores["scene.h5"])
     assert np.isnan(scores["scene.hdr"][:, :4]).all() and np.isnan(scores["scene.hdr"][50, 20])
     assert np.isfinite(scores["scene.hdr"][:, 4:]).sum() == 80 * 36 - 1
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".hdr"])
+def test_a_file_with_no_valid_pixel_gives_load_scenes_error_before_the_stream(
+    tmp_path: Path, suffix: str, capsys
+) -> None:
+    """Band 3 is NaN throughout, so no pixel is valid: the stream rejected every line ('no valid
+    pixel') where detect says which band kills them. file_lines now raises load_scene's error
+    before the first line, found in one pass over the memory map in bounded memory."""
+    from edge_had.errors import SceneError
+    from edge_had.io import load_scene
+
+    cube = int16_cube(1500, 64, 120).astype(np.float32)  # 46 MB
+    cube[:, :, 3] = np.nan
+    path = tmp_path / f"dead{suffix}"
+    if suffix == ".npy":
+        np.save(path, cube)
+    else:
+        write_envi(path, cube, "bil")
+    with pytest.raises(SceneError) as whole:
+        load_scene(path)
+    assert "0-based: 3" in str(whole.value)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SceneError) as streamed:
+            file_lines(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(streamed.value) == str(whole.value)
+    assert peak < cube.nbytes / 8, f"peak {peak / 2**20:.1f} MiB for a {cube.nbytes / 2**20:.0f} MiB cube"
+    assert main(["stream", "--source", str(path), "--detector", "rx"]) == 2
+    assert "no valid pixel" in capsys.readouterr().err
+
+
+def test_a_file_whose_first_lines_are_dead_still_streams(tmp_path: Path) -> None:
+    """The check stops at the first valid pixel: a file whose first 30 lines are NaN streams, those
+    lines rejected as 'no valid pixel' and the rest scored."""
+    cube = int16_cube(60, 16, 12).astype(np.float32)
+    cube[:30] = np.nan
+    np.save(tmp_path / "scene.npy", cube)
+    stream = file_lines(tmp_path / "scene.npy")
+    lines = list(stream.lines)
+    assert len(lines) == 60 and np.isnan(lines[29].pixels).all() and np.isfinite(lines[30].pixels).all()

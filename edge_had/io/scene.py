@@ -97,8 +97,7 @@ def make_scene(
             raise SceneError(f"validity mask shape {valid.shape} does not match cube {(rows, cols)}", path)
         ok &= valid.astype(bool)
     if not ok.any():
-        hint = _dead_bands(stored, good, no_data_value)
-        raise SceneError(f"no valid pixel (all pixels are NaN/Inf, no-data or masked){hint}", path)
+        raise no_valid_pixel_error(stored, good, no_data_value, path)
 
     gt_mask = None
     if gt is not None:
@@ -177,21 +176,33 @@ def band_vector(values: np.ndarray | None, bands: int, what: str, path: Path | N
     return arr
 
 
+def no_valid_pixel_error(
+    stored: np.ndarray, good: np.ndarray, no_data_value: float | None, path: Path | None
+) -> SceneError:
+    """The error for a cube (rows, cols, bands, as stored) with no valid pixel, naming the good
+    bands that are NaN/Inf or no-data on every pixel (a pass over the cube in row blocks: a memory
+    map is read once, in bounded memory)."""
+    hint = _dead_bands(stored, good, no_data_value)
+    return SceneError(f"no valid pixel (all pixels are NaN/Inf, no-data or masked){hint}", path)
+
+
 def _dead_bands(stored: np.ndarray, good: np.ndarray, no_data_value: float | None) -> str:
     """A hint naming the good bands that are NaN/Inf or no-data on every pixel: one such band
     invalidates every pixel, and marking it bad (ENVI ``bbl``) keeps the rest of the scene."""
-    dead = []
-    for band in np.flatnonzero(good):
-        values = stored[:, :, band]
+    bands = np.flatnonzero(good)
+    dead = np.ones(bands.size, dtype=bool)
+    for start in range(0, stored.shape[0], _VALIDITY_ROWS):  # row blocks: bounded temporaries
+        values = stored[start : start + _VALIDITY_ROWS][..., bands]
         unusable = ~np.isfinite(values) if values.dtype.kind == "f" else np.zeros(values.shape, bool)
         if no_data_value is not None:
             unusable |= values == (no_data_value if values.dtype.kind in "iu" else np.float32(no_data_value))
-        if unusable.all():
-            dead.append(int(band))
-    if not dead:
+        dead &= unusable.all(axis=(0, 1))
+        if not dead.any():
+            break
+    if not dead.any():
         return ""
-    listed = ", ".join(map(str, dead[:10])) + (" ..." if len(dead) > 10 else "")
+    listed = ", ".join(map(str, bands[dead][:10])) + (" ..." if dead.sum() > 10 else "")
     return (
-        f"; {len(dead)} band(s) are NaN/Inf or no-data on every pixel (0-based: {listed}): "
+        f"; {int(dead.sum())} band(s) are NaN/Inf or no-data on every pixel (0-based: {listed}): "
         "mark them bad (ENVI 'bbl') to keep the other bands"
     )

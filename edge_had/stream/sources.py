@@ -139,16 +139,21 @@ def file_lines(
     file's length. A MATLAB/HDF5 cube is read whole first (those formats are not mapped; its ground
     truth is not streamed: ``edge-had stream`` reads such files with load_scene). What the file's
     header and shape tell (interleave, size, dtype, bands, bad-band list, wavelengths) is checked
-    now, as load_scene checks it; the pixels only as they stream: a file with no valid pixel is a
-    stream of lines rejected for it here (``no valid pixel``), not load_scene's error."""
+    now, as load_scene checks it, and so is that some pixel is valid: the lines are read until the
+    first valid pixel (one line, usually; a file with none is read once, its map's pages handed
+    back as it goes) and a file without one is load_scene's :class:`~edge_had.errors.SceneError`
+    naming the bands that are invalid throughout. A line of the stream with no valid pixel is
+    rejected for it (``no valid pixel``)."""
     from edge_had.io.readers import read_raw
-    from edge_had.io.scene import band_vector, check_cube
+    from edge_had.io.scene import band_vector, check_cube, no_valid_pixel_error
 
     path = Path(path)
     raw = read_raw(path, interleave=interleave)
     good = check_cube(raw.cube, raw.good_bands, path)
     _, width, bands = raw.cube.shape
     wavelengths = band_vector(raw.wavelengths, bands, "wavelength list", path)
+    if not any(np.isfinite(line[:, 0]).any() for line in _detection_rows(raw.cube, good, raw.no_data_value)):
+        raise no_valid_pixel_error(raw.cube, good, raw.no_data_value, path)  # (NaN: an invalid pixel)
     rows = _stamped(_detection_rows(raw.cube, good, raw.no_data_value), line_rate, pace, clock, sleep)
     return FileLines(
         rows, width, int(good.sum()), None if wavelengths is None else wavelengths[good], raw.meta
