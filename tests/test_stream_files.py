@@ -139,3 +139,19 @@ def test_a_file_whose_first_lines_are_dead_still_streams(tmp_path: Path) -> None
     stream = file_lines(tmp_path / "scene.npy")
     lines = list(stream.lines)
     assert len(lines) == 60 and np.isnan(lines[29].pixels).all() and np.isfinite(lines[30].pixels).all()
+
+
+def test_scene_lines_stream_invalid_pixels_as_nan_without_touching_the_cube() -> None:
+    """A .mat/.h5 scene streams its detection cube with Scene.valid applied line by line (the
+    helper file streaming uses), not a masked copy of the whole cube."""
+    from edge_had.io.scene import make_scene
+    from edge_had.stream.sources import scene_lines
+
+    cube = int16_cube(6, 5, 4).astype(np.float32)
+    cube[2, 3, 1] = np.inf  # one sample: the pixel is invalid in every band
+    scene = make_scene(cube)
+    lines = [line.pixels for line in scene_lines(scene.detection_cube(), valid=scene.valid)]
+    want = cube.copy()
+    want[2, 3] = np.nan
+    np.testing.assert_array_equal(np.stack(lines), want)
+    assert np.isinf(scene.cube[2, 3, 1])  # the scene's own cube is left as it was

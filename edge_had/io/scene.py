@@ -166,6 +166,14 @@ def valid_pixels(
     return ok
 
 
+def invalid_as_nan(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``values`` (..., bands), float, with each pixel that is not ``valid`` (:func:`valid_pixels`,
+    ``Scene.valid``) set to NaN throughout, in place: how a line of a scene is streamed (the
+    stream masks such pixels). Returns ``values``."""
+    values[~valid] = np.nan
+    return values
+
+
 def band_vector(values: np.ndarray | None, bands: int, what: str, path: Path | None) -> np.ndarray | None:
     """One float64 value per band (wavelengths, fwhm), or None; :class:`SceneError` for another length."""
     if values is None:

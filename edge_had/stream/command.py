@@ -217,9 +217,7 @@ def _source(args: argparse.Namespace) -> _Source:
 
         scene = load_scene(args.source, interleave=args.interleave)
         cube = scene.detection_cube()
-        if not scene.valid.all():
-            cube = np.where(scene.valid[..., None], cube, np.nan).astype(np.float32)
-        lines = scene_lines(cube, rate, args.pace)
+        lines = scene_lines(cube, rate, args.pace, valid=scene.valid)  # invalid pixels NaN, line by line
         _, width, bands = cube.shape
         return _Source(lines, scene.gt, scene.valid, width, bands, scene.detection_wavelengths())
     # ENVI, .npy: one line at a time from the memory map, converted as load_scene converts the cube

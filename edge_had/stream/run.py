@@ -141,14 +141,12 @@ def stream_scene_scores(
     - and return the ``(rows, cols)`` score map (unscored lines: NaN) and the run. Invalid pixels (``valid``
     False) are set to NaN before streaming."""
     cube = np.asarray(cube, dtype=np.float32)
-    if valid is not None and not valid.all():
-        cube = np.where(valid[..., None], cube, np.nan).astype(np.float32)
     rows, cols, bands = cube.shape
     reduction = None if enhancer is not None else band_reduction(bands, k, wavelengths)
     pipeline = StreamPipeline(
         cols, bands, reduction=reduction, settings=settings, enhancer=enhancer, scorer=scorer
     )
-    run = run_stream(scene_lines(cube), pipeline)
+    run = run_stream(scene_lines(cube, valid=valid), pipeline)
     return run.score_map(rows, cols), run
 
 

@@ -62,9 +62,18 @@ def scene_lines(
     pace: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    *,
+    valid: np.ndarray | None = None,
 ) -> Iterator[Line]:
-    """The rows of a ``(lines, width, bands)`` cube as a stream."""
-    return _stamped(iter(cube), line_rate, pace, clock, sleep)
+    """The rows of a ``(lines, width, bands)`` cube as a stream. ``valid``: the ``(lines, width)``
+    mask of usable pixels (``Scene.valid``): the others are streamed NaN throughout, each line a
+    float32 copy (the cube is not copied whole)."""
+    from edge_had.io.scene import invalid_as_nan
+
+    if valid is None or valid.all():
+        return _stamped(iter(cube), line_rate, pace, clock, sleep)
+    rows = (invalid_as_nan(np.array(row, dtype=np.float32), ok) for row, ok in zip(cube, valid, strict=True))
+    return _stamped(rows, line_rate, pace, clock, sleep)
 
 
 def synthetic_lines(
@@ -182,14 +191,14 @@ def _detection_rows(cube: np.ndarray, good: np.ndarray, no_data_value: float | N
     A memory map's pages stay resident once read (they count in the process's memory until the
     map is closed): every :data:`RELEASE_BYTES` they are handed back (``MADV_DONTNEED``; the data
     stays in the page cache), as each line is copied out first."""
-    from edge_had.io.scene import valid_pixels
+    from edge_had.io.scene import invalid_as_nan, valid_pixels
 
     every_band = bool(good.all())
     mapping = _memory_map_of(cube)
     release_every = max(1, RELEASE_BYTES // cube[0].nbytes)
     for index, stored in enumerate(cube):  # one line of a memory map is read here, not before
         values = np.array(stored if every_band else stored[:, good], dtype=np.float32, order="C")  # a copy
-        values[~valid_pixels(stored, values, good, no_data_value)] = np.nan
+        invalid_as_nan(values, valid_pixels(stored, values, good, no_data_value))
         if mapping is not None and (index + 1) % release_every == 0:
             mapping.madvise(mmap.MADV_DONTNEED)
         yield values
