@@ -142,3 +142,34 @@ def test_plan_refuses_what_stream_refuses_and_writes_its_json_into_a_new_folder(
     target = tmp_path / "new" / "plan.json"
     assert main(["plan", "--device", "agx-orin-64gb", "--detector", "rx", "--json", str(target)]) == 0
     assert json.loads(target.read_text())["detector"]
+
+
+def test_plan_takes_a_power_mode_and_the_sensor_figures_a_deployment_changes() -> None:
+    """A binned FX10 at another frame rate on a lower power mode could not be planned (a review):
+    the preset's width, bands and line rate and the board's fastest mode were fixed."""
+    from edge_had.stream.boards import board_modes, max_mode
+
+    modes = board_modes("orin-nano-8gb")
+    slower = next(mode for mode in modes if mode != max_mode("orin-nano-8gb"))
+    base = plan_module.plan("orin-nano-8gb", "fx10", "rx")
+    custom = plan_module.plan(
+        "orin-nano-8gb",
+        "fx10",
+        "rx",
+        power_mode=slower.mode.upper(),
+        width=512,
+        bands=100,
+        line_rate_hz=100.0,
+    )
+    assert custom["board"]["mode"] == slower.mode and base["board"]["mode"] != slower.mode
+    assert custom["sensor"] | {"preset": "fx10"} == {
+        "preset": "fx10", "width": 512, "bands": 100, "line_rate_hz": 100.0, "budget_s": 0.01
+    }  # fmt: skip
+    update = next(row for row in custom["parts"] if row["name"] == "statistics update")
+    assert update["flops"] == 2 * 512 * 32 * 32  # X^T X of a 512 x 32 line (100 bands -> 32)
+    assert custom["budget_fraction"] == pytest.approx(custom["lower_bound_s"] * 100.0)
+    assert "host side is not counted" in custom["caveat"]
+    with pytest.raises(ValueError, match="no power mode 'turbo'; its sourced modes: " + modes[0].mode):
+        plan_module.plan("orin-nano-8gb", "fx10", "rx", power_mode="turbo")
+    with pytest.raises(ValueError, match="need width >= 1"):
+        plan_module.plan("orin-nano-8gb", "fx10", "rx", line_rate_hz=0.0)

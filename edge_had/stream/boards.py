@@ -74,7 +74,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BOARDS", "BoardMode", "board_modes", "max_mode"]
+__all__ = ["BOARDS", "BoardMode", "board_mode", "board_modes", "max_mode"]
 
 
 @dataclass(frozen=True)
@@ -273,6 +273,16 @@ def board_modes(name: str) -> list[BoardMode]:
     except KeyError:
         valid = ", ".join(sorted(BOARDS))
         raise ValueError(f"unknown board {name!r}; valid boards: {valid}") from None
+
+
+def board_mode(name: str, mode: str) -> BoardMode:
+    """The mode of ``name`` called ``mode`` (case-insensitive); ValueError listing its modes."""
+    modes = board_modes(name)
+    for candidate in modes:
+        if candidate.mode.lower() == mode.lower():
+            return candidate
+    listed = "; ".join(candidate.mode for candidate in modes)
+    raise ValueError(f"board {name!r} has no power mode {mode!r}; its sourced modes: {listed}")
 
 
 def max_mode(name: str) -> BoardMode:

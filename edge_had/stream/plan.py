@@ -42,7 +42,7 @@ does not cover (stated in the output).
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from edge_had.stream.onboard import STREAM_DETECTORS
@@ -164,15 +164,29 @@ def _activation_elements_per_pixel(model: Any, bands: int) -> float:
     return float(sum(counts))
 
 
-def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_dir: str | None = None,
-         reduced_bands: int = 32, refresh_every: int = 1,
-         net_precision: str = "fp32") -> dict[str, Any]:  # fmt: skip
-    """The plan for ``detector`` (enhanced: the model in ``model_dir``, default the shipped one,
-    at the alphas its scorer uses, its networks at ``net_precision``)."""
-    from edge_had.stream.boards import max_mode
+HOST_CAVEAT = (
+    "the host side is not counted - the Python loop, copies and each network call: it limited "
+    "every GPU run so far (on an H100 host enhanced-rx streamed 267-353 lines/s while this bound "
+    "said microseconds, bench/GPU.md); measure on the board with bench/device_check.sh"
+)
 
-    preset = sensor(sensor_name)
-    mode = max_mode(board)
+
+def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_dir: str | None = None,
+         reduced_bands: int = 32, refresh_every: int = 1, net_precision: str = "fp32",
+         power_mode: str | None = None, width: int | None = None, bands: int | None = None,
+         line_rate_hz: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """The plan for ``detector`` (enhanced: the model in ``model_dir``, default the shipped one,
+    at the alphas its scorer uses, its networks at ``net_precision``) on ``board`` in
+    ``power_mode`` (default its fastest sourced mode), for the sensor preset with ``width``,
+    ``bands`` and ``line_rate_hz`` overriding its figures (e.g. spatial binning, another frame
+    rate)."""
+    from edge_had.stream.boards import board_mode, max_mode
+
+    overrides = {"width": width, "bands": bands, "line_rate_hz": line_rate_hz}
+    preset = replace(sensor(sensor_name), **{k: v for k, v in overrides.items() if v is not None})
+    if preset.width < 1 or preset.bands < 2 or not preset.line_rate_hz > 0:
+        raise ValueError(f"need width >= 1, bands >= 2 and a positive line rate, got {preset}")
+    mode = max_mode(board) if power_mode is None else board_mode(board, power_mode)
     if detector not in STREAM_DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; choose one of {list(STREAM_DETECTORS)}")
     parts: list[PartCost] = []
@@ -217,8 +231,10 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
         "bytes_per_line": sum(part.bytes for part in parts),
         "lower_bound_s": total,
         "budget_fraction": total / preset.budget_s,
-        "caveat": "vendor peaks: a lower bound on time, not a prediction; the FP64 covariance "
-        "accumulation of the CUDA kernel is bounded here by the FP32 peak"
+        "caveat": "vendor peaks: a lower bound on the GPU's time, not a prediction; "
+        + HOST_CAVEAT
+        + "; the FP64 covariance accumulation of the CUDA kernel is bounded here by the FP32 peak "
+        "(a Jetson's FP64 rate is a small fraction of it)"
         + (
             "; local RX runs in numpy (~1.6-2 ms per 1024-pixel line on a 2-core x86) or on the "
             "FP64 local-RX kernels (--rx-device cuda), counted here at FP32: optimistic for those"
@@ -229,12 +245,21 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_had.cli_types import integer_from, positive_number
     from edge_had.stream.boards import BOARDS
 
     parser.add_argument(
         "--sensor", choices=sorted(SENSORS), default="fx10", help="sensor preset (default fx10)"
     )
     parser.add_argument("--device", choices=sorted(BOARDS), required=True, help="Jetson board")
+    parser.add_argument(
+        "--power-mode",
+        help="nvpmodel power mode as listed for the board (default: its fastest sourced mode; an "
+        "unknown name lists them)",
+    )
+    parser.add_argument("--width", type=integer_from(1), help="pixels per line (default: the sensor's)")
+    parser.add_argument("--bands", type=integer_from(2), help="bands per pixel (default: the sensor's)")
+    parser.add_argument("--line-rate", type=positive_number, help="line rate in Hz (default: the sensor's)")
     parser.add_argument("--detector", choices=list(STREAM_DETECTORS), default="enhanced-rx")
     parser.add_argument("--model", help="enhanced-*: model folder (default: the shipped model)")
     parser.add_argument(
@@ -262,6 +287,10 @@ def run_plan(args: argparse.Namespace) -> int:
         args.detector,
         model_dir=args.model,
         net_precision=args.net_precision or "fp32",
+        power_mode=args.power_mode,
+        width=args.width,
+        bands=args.bands,
+        line_rate_hz=args.line_rate,
     )
     board, preset = result["board"], result["sensor"]
     peaks = f"FP16/FP32 {board['fp16_tflops']}/{board['fp32_tflops']} TFLOP/s, {board['bandwidth_gbs']} GB/s"
