@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import edge_had
+from edge_had.band_resampling import RESAMPLE_CHOICES
 from edge_had.cli_types import (
     add_interleave_option,
     add_resample_option,
@@ -55,7 +56,7 @@ SCORER_OPTIONS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "inner": (5, LOCAL_RX_DETECTORS),
     "outer": (15, LOCAL_RX_DETECTORS),
     "components": (10, LOCAL_RX_DETECTORS),
-    "resample": ("wavelength", RESAMPLING_DETECTORS),
+    "resample": (RESAMPLE_CHOICES[0], RESAMPLING_DETECTORS),  # add_resample_option's default
 }
 #: how an error names a group of detectors
 DETECTOR_GROUPS = {
