@@ -49,10 +49,12 @@ RESAMPLING_DETECTORS = (
     "resampled-rx",
     "resampled-hybrid-rx",
 )
+#: the detectors whose score is global RX alone (of the native, enhanced or resampled cube)
+GLOBAL_RX_DETECTORS = ("rx", "enhanced-rx", "resampled-rx")
 #: scorer option -> (its default, the detectors that use it); another detector would ignore it
 SCORER_OPTIONS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "precision": ("float64", ("rx",)),
-    "regularization": (None, ("rx", *LOCAL_RX_DETECTORS)),
+    "regularization": (None, (*GLOBAL_RX_DETECTORS, *LOCAL_RX_DETECTORS)),
     "inner": (5, LOCAL_RX_DETECTORS),
     "outer": (15, LOCAL_RX_DETECTORS),
     "components": (10, LOCAL_RX_DETECTORS),
@@ -61,7 +63,6 @@ SCORER_OPTIONS: dict[str, tuple[Any, tuple[str, ...]]] = {
 #: how an error names a group of detectors
 DETECTOR_GROUPS = {
     LOCAL_RX_DETECTORS: "detectors with a local RX part",
-    ("rx", *LOCAL_RX_DETECTORS): "rx and the detectors with a local RX part",
     RESAMPLING_DETECTORS: "the enhanced-* and resampled-* detectors",
 }
 
@@ -117,8 +118,9 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
         "--regularization",
         type=non_negative_number,
         default=None,
-        help="diagonal loading as a fraction of trace/bands: rx (default 0) and the local RX part of "
-        "the others (default 1e-3)",
+        help="diagonal loading as a fraction of trace/bands: of global RX in rx, enhanced-rx and "
+        "resampled-rx (default 0), of the local RX part of the others (default 1e-3; the global part "
+        "of a hybrid is not loaded)",
     )
     backend = parser.add_argument_group("enhancement backend (enhanced-* detectors)")
     backend.add_argument(
@@ -174,28 +176,32 @@ def _detector_from_args(args: argparse.Namespace) -> Any:
     _refuse_unused_scorer_options(args)
     from edge_had.detectors.lrx import LocalRXSettings
 
-    if args.detector == "rx":
-        return make_detector("rx", precision=args.precision, regularization=args.regularization or 0.0)
-    if args.detector == "resampled-rx":
-        return make_detector(args.detector, resample=args.resample)
     lrx: dict[str, Any] = {"inner": args.inner, "outer": args.outer, "n_components": args.components or None}
     if args.regularization is not None:
         lrx["regularization"] = args.regularization
+    # --regularization loads global RX in a global-RX detector, the local RX part in the others
+    scorer: dict[str, Any] = (
+        {"regularization": args.regularization or 0.0}
+        if args.detector in GLOBAL_RX_DETECTORS
+        else {"lrx": LocalRXSettings(**lrx)}
+    )
+    if args.detector == "rx":
+        return make_detector("rx", precision=args.precision, **scorer)
     if args.detector in ("lrx", "hybrid-rx"):
         return make_detector(args.detector, **lrx)
-    if args.detector == "resampled-hybrid-rx":  # the baseline of enhanced-hybrid-rx: same windows
-        return make_detector(args.detector, lrx=LocalRXSettings(**lrx), resample=args.resample)
+    if args.detector.startswith("resampled-"):  # the baselines of the enhanced detectors: same scorer
+        return make_detector(args.detector, resample=args.resample, **scorer)
     return make_detector(
         args.detector,
         model=args.model,
         fusion=args.fusion,
-        lrx=LocalRXSettings(**lrx),
         backend=args.backend,
         precision=args.net_precision,  # None: what the --engine / --onnx file records, else fp32
         onnx=args.onnx,
         engine=args.engine,
         device=args.device,
         resample=args.resample,
+        **scorer,
     )
 
 

@@ -266,10 +266,6 @@ def test_a_sensor_outside_the_models_wavelength_range_is_a_clear_error(tmp_path:
     [
         (["--detector", "lrx", "--precision", "float32"], "lrx does not use --precision (rx only)"),
         (["--detector", "rx", "--components", "3"], "rx does not use --components (detectors with a local"),
-        (
-            ["--detector", "enhanced-rx", "--regularization", "0.01"],
-            "enhanced-rx does not use --regularization",
-        ),
         (["--detector", "resampled-rx", "--outer", "9", "--inner", "3"], "does not use --inner (detectors"),
     ],
 )

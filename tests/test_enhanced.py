@@ -231,3 +231,56 @@ def test_fused_parts_are_the_float64_sums_bit_for_bit():
     x64, f64, g64 = (part.astype(np.float64) for part in (x, f, g))
     np.testing.assert_array_equal(weighted_sum(x, (0.3, f), (4.0, g)), x64 + 0.3 * f64 + 4.0 * g64)
     np.testing.assert_array_equal(weighted_sum(x, (3.0, f)), x64 + 3.0 * f64)
+
+
+def regularized_rx_oracle(cube: np.ndarray, regularization: float) -> np.ndarray:
+    """Global RX in float64 numpy, written out here: mean and covariance over every pixel (divided
+    by N), the covariance loaded with ``regularization * trace / bands`` on its diagonal."""
+    pixels = cube.reshape(-1, cube.shape[2]).astype(np.float64)
+    centred = pixels - pixels.mean(axis=0)
+    cov = centred.T @ centred / len(pixels)
+    cov += regularization * np.trace(cov) / len(cov) * np.eye(len(cov))
+    return np.einsum("ij,jk,ik->i", centred, np.linalg.inv(cov), centred).reshape(cube.shape[:2])
+
+
+def test_enhanced_and_resampled_rx_take_the_regularization_of_global_rx(bundle_dir, scene, tmp_path, capsys):
+    """`--regularization` was refused for enhanced-rx and resampled-rx, whose scores are global RX
+    of the enhanced / resampled cube: it now loads that RX, as it loads rx's, and is recorded."""
+    from scipy.io import savemat
+
+    from edge_had.cli import main
+
+    savemat(
+        tmp_path / "scene.mat",
+        {"data": scene.cube, "wavelength": scene.wavelengths, "map": scene.gt.astype(np.uint8)},
+    )
+    x_k, f_spe, f_spa = direct_parts(bundle_dir, scene)
+    fused = x_k + 2.0 * f_spe + 0.5 * f_spa
+    loaded, plain = regularized_rx_oracle(fused, 0.05), regularized_rx_oracle(fused, 0.0)
+    assert not np.allclose(loaded, plain, rtol=1e-2)  # the loading changes the map
+    common = ["--model", str(bundle_dir), "--backend", "torch", "--regularization", "0.05"]
+    npy = tmp_path / "scores" / "enhanced.npy"
+    argv = ["detect", str(tmp_path / "scene.mat"), "--detector", "enhanced-rx", "--npy", str(npy)]
+    assert main([*argv, *common]) == 0
+    np.testing.assert_allclose(np.load(npy), loaded, rtol=1e-4)
+    report = tmp_path / "eval.json"
+    argv = ["eval", "--data", str(tmp_path), "--detector", "enhanced-rx", "--quiet", "--json", str(report)]
+    assert main([*argv, *common]) == 0
+    assert json.loads(report.read_text())["detector"]["regularization"] == 0.05
+
+    adapter = SpectralAdapter.from_wavelengths(scene.wavelengths, 64)
+    argv = ["detect", str(tmp_path / "scene.mat"), "--detector", "resampled-rx", "--npy", str(npy)]
+    assert main([*argv, "--regularization", "0.05"]) == 0
+    assert "'regularization': 0.05" in capsys.readouterr().out
+    expected = regularized_rx_oracle(scene.cube.astype(np.float64) @ adapter.matrix.T, 0.05)
+    np.testing.assert_allclose(np.load(npy), expected, rtol=1e-6)
+
+
+def test_a_global_rx_loading_given_to_a_local_or_hybrid_scorer_is_refused(bundle_dir):
+    """The local part of enhanced-lrx / -hybrid-rx takes its loading from LocalRXSettings (what
+    `--regularization` sets for them); a second one for global RX would be ignored there."""
+    with pytest.raises(ValueError, match="regularization 0.1 is global RX's; the hybrid scorer"):
+        EnhancedDetector(bundle_dir, scorer="hybrid", regularization=0.1)
+    with pytest.raises(ValueError, match="regularization must be a finite number >= 0"):
+        ResampledRXDetector(16, regularization=-1.0)
+    assert EnhancedDetector(bundle_dir, regularization=0.1).settings["regularization"] == 0.1

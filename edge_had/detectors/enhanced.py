@@ -57,6 +57,7 @@ class EnhancedDetector:
         engine: str | Path | None = None,
         device: str = "cpu",
         resample: str = "wavelength",
+        regularization: float = 0.0,
     ) -> None:
         from edge_had.band_resampling import wavelengths_to_use
         from edge_had.models.bundle import load_bundle
@@ -68,7 +69,8 @@ class EnhancedDetector:
         wavelengths_to_use(resample, None)  # unknown choices: ValueError
         self.resample = resample
         self.lrx = lrx or LocalRXSettings()
-        self._score = scoring.scorer(scorer, self.lrx)  # unknown names: ValueError
+        self.regularization = regularization  # global RX's loading (the local part's: lrx)
+        self._score = scoring.scorer(scorer, self.lrx, regularization)  # unknown names: ValueError
         # at the scorer's alphas: hybrid RX's has no spatial branch (alpha_spa 0), so it is
         # neither run nor counted in macs_per_pixel, as in the stream
         self.bundle = load_bundle(model).for_scorer(scorer)
@@ -137,7 +139,9 @@ class EnhancedDetector:
             "normalization": dict(config.normalization),
             "backend": self.backend.to_dict(),
         }
-        if self.scorer != "global":
+        if self.scorer == "global":
+            settings["regularization"] = self.regularization
+        else:
             settings["lrx"] = asdict(self.lrx)
         return settings
 
@@ -242,13 +246,15 @@ class ResampledRXDetector:
         scorer: str = "global",
         lrx: LocalRXSettings | None = None,
         resample: str = "wavelength",
+        regularization: float = 0.0,
     ) -> None:
         from edge_had.band_resampling import wavelengths_to_use
 
         wavelengths_to_use(resample, None)  # unknown choices: ValueError
         self.resample = resample
         self.lrx = lrx or LocalRXSettings()  # the local part of local and hybrid RX
-        self._score = scoring.scorer(scorer, self.lrx)  # unknown names: ValueError
+        self.regularization = regularization  # global RX's loading, as enhanced-rx's
+        self._score = scoring.scorer(scorer, self.lrx, regularization)  # unknown names: ValueError
         self.k = k
         self.scorer = scorer
         self.name = self.NAMES[scorer]
@@ -256,7 +262,7 @@ class ResampledRXDetector:
     @property
     def settings(self) -> dict[str, Any]:
         if self.scorer == "global":
-            return {"k": self.k, "resample": self.resample}
+            return {"k": self.k, "resample": self.resample, "regularization": self.regularization}
         return {"k": self.k, "resample": self.resample, "lrx": asdict(self.lrx)}
 
     def score(

@@ -14,6 +14,7 @@ drops out of the ranking), so it is the same on a tile as on the full scene.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -37,11 +38,22 @@ def hybrid_rx(
 
 
 def scorer(
-    name: str, lrx: LocalRXSettings | None = None
+    name: str, lrx: LocalRXSettings | None = None, regularization: float = 0.0
 ) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
-    """The scorer ``name`` as ``score(cube, valid) -> map``; unknown names raise ValueError."""
+    """The scorer ``name`` as ``score(cube, valid) -> map``; unknown names raise ValueError.
+    ``regularization``: global RX's diagonal loading (a fraction of trace / bands, as
+    :func:`~edge_had.detectors.rx.rx_reference` takes it); the local and hybrid scorers take
+    theirs from ``lrx`` (hybrid RX's global part is not loaded, as ``hybrid-rx``'s), so a loading
+    given to them is refused rather than ignored."""
+    if not (math.isfinite(regularization) and regularization >= 0):
+        raise ValueError(f"regularization must be a finite number >= 0, got {regularization}")
+    if regularization and name != "global":
+        raise ValueError(
+            f"regularization {regularization:g} is global RX's; the {name} scorer's local RX takes its "
+            "own (LocalRXSettings.regularization)"
+        )
     if name == "global":
-        return lambda cube, valid: rx_reference(cube, mask=valid)
+        return lambda cube, valid: rx_reference(cube, mask=valid, regularization=regularization)
     if name == "local":
         return lambda cube, valid: local_rx(cube, valid, lrx)
     if name == "hybrid":
