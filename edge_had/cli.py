@@ -519,6 +519,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         train_overrides=overrides,
         progress=not args.quiet,
+        interleave=args.interleave,
     )
     report = run_crossval(config)
     print(markdown_table(report, [row for row in TABLE_ROWS if row in report["summary"]]))
@@ -549,10 +550,10 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_wavelengths(path: str | None) -> Any:
+def _read_wavelengths(path: str | None, interleave: str | None = None) -> Any:
     """Band centres in nm from a list (``.npy``; ``.txt``, one per line) or from a scene file
-    (ENVI header, .mat, HDF5): the wavelengths of its good bands, as detect and stream resample
-    that file."""
+    (ENVI header, .mat, HDF5; its cube stored in ``interleave`` order): the wavelengths of its good
+    bands, as detect and stream resample that file."""
     if path is None:
         return None
     import numpy as np
@@ -564,7 +565,7 @@ def _read_wavelengths(path: str | None) -> Any:
     if suffix == ".hdr" or suffix in CONTAINER_SUFFIXES or header_beside(Path(path)) is not None:
         from edge_had.io import load_scene
 
-        centres = load_scene(path).detection_wavelengths()
+        centres = load_scene(path, interleave=interleave).detection_wavelengths()
         if centres is None:
             raise EdgeHadError(f"--wavelengths {path}: the file records no wavelengths")
         return centres
@@ -597,19 +598,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         # scenes); without the option, the data folder when there is one
         folder = Path(args.gate_data) if args.gate_data else settings.data_dir()
         if args.gate_data or folder.is_dir():
-            gate_scenes = [load_scene(path) for path in list_scenes(folder)]
+            gate_scenes = [load_scene(path, interleave=args.interleave) for path in list_scenes(folder)]
     report = export_model(
         bundle,
         args.bands,
         args.out,
         precision=args.precision,
-        wavelengths=_read_wavelengths(args.wavelengths),
+        wavelengths=_read_wavelengths(args.wavelengths, args.interleave),
         calibration=calibration,
         method=args.method,
         keep_float=args.keep_float,
         gate_data=gate_scenes,
         gate=not args.no_gate,
         scorer=args.scorer,
+        interleave=args.interleave,
     )
     worst = max(report["torch_vs_onnxruntime_fp32"].values())
     print(f"exported {args.precision} for {args.bands} bands -> {report['graphs'][args.precision]}")
@@ -632,7 +634,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     sampling = CalibrationSampling(args.blocks_per_scene, args.lines_per_block, args.seed)
     normalization = load_bundle(args.model).normalization  # export refuses a set normalised otherwise
     calibration = build_calibration_set(
-        args.data, exclude=args.exclude, sampling=sampling, normalization=normalization
+        args.data,
+        exclude=args.exclude,
+        sampling=sampling,
+        normalization=normalization,
+        interleave=args.interleave,
     )
     path = calibration.save(args.out)
     scenes = ", ".join(scene["name"] for scene in calibration.manifest["scenes"])
@@ -725,6 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=integer_from(1), default=2, help="parallel training processes (default 2)"
     )
     crossval.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_interleave_option(crossval)
     crossval.set_defaults(func=cmd_crossval)
 
     from edge_had.build.calibration_methods import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
@@ -770,6 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrated on are skipped; 'synthetic' or no scene left: synthetic scenes)",
     )
     export.add_argument("--no-gate", action="store_true", help="skip the accuracy gate")
+    add_interleave_option(export)  # the gate scenes' and a --wavelengths scene file's
     export.set_defaults(func=cmd_export)
 
     from edge_had.build.tensorrt_engine import add_build_arguments, run_build
@@ -795,6 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         help="model the set calibrates, whose normalisation the blocks get (default: the shipped model)",
     )
+    add_interleave_option(calibrate)
     calibrate.set_defaults(func=cmd_calibrate)
 
     from edge_had.stream.command import add_stream_arguments, run_stream_command

@@ -160,10 +160,13 @@ INTERLEAVES = ("bip", "bil", "bsq")
 
 def add_interleave_option(parser: Any) -> None:
     """``--interleave``: how the cube of a MATLAB, HDF5 or ``.npy`` file is stored
-    (:data:`edge_had.io.raw.LAYOUTS`); detect, eval and stream."""
+    (:data:`edge_had.io.raw.LAYOUTS`), for every command that reads scene files (detect, eval,
+    stream, train, release, crossval, export, calibrate): it goes to ``load_scene(...,
+    interleave=)`` of each, and what the command writes records it."""
     parser.add_argument(
         "--interleave",
         choices=INTERLEAVES,
-        help="how the cube of a .mat, .h5 or .npy file is stored: bip = rows x cols x bands (the "
-        "default), bil = rows x bands x cols, bsq = bands x rows x cols. ENVI headers say their own",
+        help="how the cube of each .mat, .h5 or .npy scene file is stored: bip = rows x cols x bands "
+        "(the default), bil = rows x bands x cols, bsq = bands x rows x cols. ENVI headers say their "
+        "own: an ENVI file given it is an error (eval skips it, saying so)",
     )

@@ -299,7 +299,7 @@ def test_interleave_is_refused_for_an_envi_file_and_checked(tmp_path: Path) -> N
 def test_the_bands_first_refusal_names_the_option_that_reads_the_file(tmp_path: Path) -> None:
     cube, gt = random_cube((5, 4, 6)), random_gt((5, 4))
     scipy.io.savemat(tmp_path / "bands_first.mat", {"data": np.moveaxis(cube, -1, 0), "map": gt})
-    with pytest.raises(SceneError, match="Read it as bsq \\(--interleave bsq of detect, eval and stream"):
+    with pytest.raises(SceneError, match="Read it as bsq \\(--interleave bsq of the commands that read"):
         load_scene(tmp_path / "bands_first.mat")
     np.testing.assert_array_equal(
         load_scene(tmp_path / "bands_first.mat", interleave="bsq").gt, gt.astype(bool)

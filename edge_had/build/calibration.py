@@ -89,8 +89,11 @@ def build_calibration_set(
     exclude: Sequence[str] = (),
     sampling: CalibrationSampling = CalibrationSampling(),
     normalization: Normalization | None = None,
+    interleave: str | None = None,
 ) -> CalibrationSet:
-    """Sample the calibration blocks from every scene of ``data`` whose name is not in ``exclude``."""
+    """Sample the calibration blocks from every scene of ``data`` whose name is not in ``exclude``,
+    each file's cube read as stored in ``interleave`` order (:func:`~edge_had.io.load_scene`;
+    recorded in the manifest)."""
     paths = [path for path in list_scenes(data) if path.stem not in set(exclude)]
     unknown = set(exclude) - {path.stem for path in list_scenes(data)}
     if unknown:
@@ -102,7 +105,7 @@ def build_calibration_set(
     blocks: list[np.ndarray] = []
     scenes, entries = [], []
     for path in paths:
-        scene = load_scene(path)
+        scene = load_scene(path, interleave=interleave)
         cube = scene.detection_cube()
         normalized = normalization(impute_invalid(cube, scene.valid), scene.valid)
         rows = cube.shape[0]
@@ -120,6 +123,7 @@ def build_calibration_set(
     manifest = {
         "format": CALIBRATION_FORMAT,
         "sampling": asdict(sampling),
+        "interleave": interleave,
         "normalization": normalization.to_dict(),
         "scenes": scenes,
         "blocks": entries,

@@ -57,10 +57,13 @@ def export_model(
     gate_data: Sequence[Any] = (),
     gate: bool = True,
     scorer: str = "global",
+    interleave: str | None = None,
 ) -> dict[str, Any]:
     """Run the export (see the module docstring); returns the report it wrote. ``scorer``: the RX
     the graph will feed - ``hybrid`` bakes in the model's hybrid alphas (spectral branch alone) and
-    gates with hybrid RX, as ``stream --detector enhanced-hybrid-rx`` needs."""
+    gates with hybrid RX, as ``stream --detector enhanced-hybrid-rx`` needs. ``interleave``: how
+    the gate scenes' (and a ``--wavelengths`` scene file's) cubes were read, recorded in the
+    report (None: each file's own)."""
     import onnx
 
     bundle = bundle.for_scorer(scorer)
@@ -99,6 +102,7 @@ def export_model(
         "kind": "export",
         "model": {"directory": str(bundle.directory), "sha256": bundle.sha256},
         "scorer": scorer,
+        "interleave": interleave,
         "graphs": {name: str(path) for name, path in final.items()},
         "metadata": read_metadata(final[precision]),
         "torch_vs_onnxruntime_fp32": agreement,

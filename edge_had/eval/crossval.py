@@ -115,6 +115,9 @@ class CrossValConfig:
     jobs: int = 2
     train_overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    #: how the scene files' cubes are stored (``load_scene(..., interleave=)``), for training and
+    #: evaluation alike; None: each file's own
+    interleave: str | None = None
 
 
 def fold_assignment(names: Sequence[str], folds: int) -> list[list[str]]:
@@ -253,6 +256,7 @@ def train_fold_models(config: CrossValConfig, folds: list[list[str]]) -> None:
             "out": str(target),
             "seed": seed,
             "exclude": tuple(held_out),
+            "interleave": config.interleave,
             "threads": 1,
             "progress": False,
             **config.train_overrides,
@@ -307,8 +311,8 @@ def random_bundle(seed: int, k: int) -> Any:
 class SceneCache:
     """Scenes loaded once, with their resampled-RX baseline and enhanced parts per model."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.scenes: dict[str, Scene] = {path.stem: load_scene(path) for path in paths}
+    def __init__(self, paths: Sequence[Path], interleave: str | None = None) -> None:
+        self.scenes: dict[str, Scene] = {path.stem: load_scene(path, interleave=interleave) for path in paths}
 
     def auc(self, name: str, scores: np.ndarray) -> float:
         scene = self.scenes[name]
@@ -418,7 +422,7 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
     names = [path.stem for path in paths]
     folds = fold_assignment(names, config.folds)
     train_fold_models(config, folds)
-    cache = SceneCache(paths)
+    cache = SceneCache(paths, config.interleave)
     k = int(config.train_overrides.get("k", 64))
 
     per_scene: dict[str, dict[str, list[float]]] = {name: {} for name in names}
@@ -466,6 +470,7 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
         "seeds": list(config.seeds),
         "variants": {name: VARIANTS[name] for name in config.variants},
         "train_overrides": config.train_overrides,
+        "interleave": config.interleave,
         "alpha_grid": {"alpha_spe": list(ALPHA_SPE_GRID), "alpha_spa": list(ALPHA_SPA_GRID)},
         "alphas": alphas,
         "weights_sha256": weights,

@@ -120,9 +120,8 @@ def _refuse_other_layouts(
             raise SceneError(
                 f"the cube {stored.describe()} read as {interleave} gives no ground truth; it looks stored "
                 f"{other} ({order}): {' and '.join(fitting)} {verb} it read that way. Read it as {other} "
-                f"(--interleave {other} of detect, eval and stream; load_scene(..., interleave='{other}')) "
-                "or store it rows x cols x bands for the other commands; or name the ground truth with "
-                "gt_var=... if that is not it",
+                f"(--interleave {other} of the commands that read scenes; load_scene(..., "
+                f"interleave='{other}')), or name the ground truth with gt_var=... if that is not it",
                 path,
             )
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from edge_had import settings
-from edge_had.cli_types import integer_from, non_negative_number, positive_number
+from edge_had.cli_types import add_interleave_option, integer_from, non_negative_number, positive_number
 
 __all__ = ["add_train_arguments", "config_from_args", "run_train"]
 
@@ -53,6 +53,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SCENE",
         help="scene names (file stems) to leave out, e.g. a fold's test scenes",
     )
+    add_interleave_option(parser)
     parser.add_argument("--seed", type=int, default=d.seed, help=f"random seed ({d.seed})")
     parser.add_argument(
         "--encoder",
@@ -202,6 +203,7 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None)
         alpha_spe=args.alpha_spe,
         alpha_spa=args.alpha_spa,
         exclude=tuple(args.exclude),
+        interleave=args.interleave,
         threads=args.threads,
         device=args.device,
         resume=args.resume,

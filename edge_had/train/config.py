@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edge_had import settings
+from edge_had.cli_types import INTERLEAVES  # the readers' layouts, without importing a reader
 from edge_had.errors import EdgeHadError
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ class TrainConfig:
     alpha_spe: float = 1.0
     alpha_spa: float = 1.0
     exclude: tuple[str, ...] = ()
+    #: how the training scene files' cubes are stored (``load_scene(..., interleave=)``; None:
+    #: each file's own, rows x cols x bands for .mat / .h5 / .npy)
+    interleave: str | None = None
     threads: int | None = None
     device: str = "auto"  # "auto", "cpu", "cuda"
     resume: bool = False
@@ -87,6 +91,10 @@ class TrainConfig:
         self.exclude = tuple(str(name) for name in self.exclude)
         self.data = str(self.data)
         self.out = str(self.out)
+        if self.interleave is not None and self.interleave not in INTERLEAVES:
+            raise TrainError(
+                f"interleave must be one of {', '.join(INTERLEAVES)} or None, got {self.interleave!r}"
+            )
         if self.stage not in ("1", "2", "all"):
             raise TrainError(f"stage must be '1', '2' or 'all', got {self.stage!r}")
         if self.encoder not in ("random", "pretrained"):
@@ -206,6 +214,7 @@ COMMON_SETTINGS = (
     "mask_anomalies",
     "augment",
     "exclude",  # in any order (same_setting)
+    "interleave",  # how the scenes were read: another order is other training data
     "threads",  # another thread count gives (slightly) different weights: the count used is compared
     "device",
 )

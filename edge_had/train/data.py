@@ -174,13 +174,18 @@ def training_files(folder: str | Path, exclude: Sequence[str]) -> list[Path]:
     return [path for path in files if path.stem not in excluded]
 
 
-def training_scenes(folder: str | Path | Iterable[Scene], exclude: Sequence[str] = ()) -> list[Scene]:
-    """The scenes of ``folder`` (every scene file, sorted by name, each read once) or the
-    in-memory ones, less ``exclude`` (each must name a scene). A run loads them once and prepares
-    them for each phase (:func:`load_training_scenes`, :func:`load_labelled_scenes`)."""
+def training_scenes(
+    folder: str | Path | Iterable[Scene], exclude: Sequence[str] = (), interleave: str | None = None
+) -> list[Scene]:
+    """The scenes of ``folder`` (every scene file, sorted by name, each read once, its cube as
+    stored in ``interleave`` order: :func:`~edge_had.io.load_scene`) or the in-memory ones, less
+    ``exclude`` (each must name a scene). A run loads them once and prepares them for each phase
+    (:func:`load_training_scenes`, :func:`load_labelled_scenes`)."""
     sources: list[Scene | Path]
     if isinstance(folder, (str, Path)):
         sources = list(training_files(folder, exclude))
+    elif interleave is not None:  # in-memory scenes are (rows, cols, bands) already
+        raise ValueError(f"interleave {interleave} is for scene files; in-memory scenes were given")
     else:
         scenes = list(folder)
         _check_excluded([s.name for s in scenes], exclude)
@@ -188,7 +193,7 @@ def training_scenes(folder: str | Path | Iterable[Scene], exclude: Sequence[str]
         sources = [s for s in scenes if s.name not in excluded]
     if not sources:
         raise ValueError("no training scene left after --exclude")
-    return [load_scene(item) if isinstance(item, Path) else item for item in sources]
+    return [load_scene(item, interleave=interleave) if isinstance(item, Path) else item for item in sources]
 
 
 def load_training_scenes(
@@ -196,13 +201,15 @@ def load_training_scenes(
     exclude: Sequence[str] = (),
     k: int = 64,
     mask_anomalies: bool = True,
+    interleave: str | None = None,
 ) -> list[TrainingScene]:
     """Prepared scenes of ``folder`` (every scene file, sorted by name) or of in-memory scenes.
 
     ``exclude`` holds scene names (file stems, or ``Scene.name``) to leave out, e.g. a
-    cross-validation fold's test scenes.
+    cross-validation fold's test scenes; ``interleave``: how the files' cubes are stored
+    (:func:`training_scenes`).
     """
-    scenes = training_scenes(folder, exclude)
+    scenes = training_scenes(folder, exclude, interleave)
     return [prepare_scene(scene, k, mask_anomalies=mask_anomalies) for scene in scenes]
 
 

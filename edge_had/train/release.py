@@ -79,7 +79,7 @@ def release(
     commit = git_commit()  # before training rewrites the weights (tracked, when --out is the shipped folder)
     labelled = labelled_scene_files(config)  # before training: the alphas need labels
     record = train(config)  # removes the sidecar and card of the weights it replaces
-    cache = SceneCache(labelled)
+    cache = SceneCache(labelled, interleave=config.interleave)
     bundle = load_bundle(out)
     parts = {name: cache.parts(bundle, name) for name in cache.scenes}
     alpha_spe, alpha_spa = select_alphas(cache, parts)
@@ -95,6 +95,7 @@ def release(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "weights_sha256": bundle.sha256,
         "training_scenes": all_training_scenes(record),
+        "interleave": config.interleave,  # how the scene files were read (None: each file's own)
         **chosen,
         "alpha_selection": "best mean AUC on the training scenes over a fixed grid: of RX(x_k + a f_spe "
         "+ b f_spa) for alpha_spe / alpha_spa, of sqrt(RX * LRX)(x_k + a f_spe) for hybrid_alpha_spe",
@@ -118,7 +119,7 @@ def labelled_scene_files(config: TrainConfig) -> list[Path]:
     release chooses its alphas; a :class:`TrainError` before any training when there is none (it
     failed after training, leaving new weights with placeholder alphas and no checkpoints)."""
     paths = [path for path in list_scenes(config.data) if path.stem not in set(config.exclude)]
-    labelled = [path for path in paths if rankable(load_scene(path))]
+    labelled = [path for path in paths if rankable(load_scene(path, interleave=config.interleave))]
     if not labelled:
         raise TrainError(
             f"release chooses the alphas on labelled training scenes: none of the {len(paths)} in "

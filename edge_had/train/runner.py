@@ -502,7 +502,7 @@ def _run(
 ) -> dict[str, Any]:
     out = Path(config.out)
     # each scene file is read once; the phases prepare their own views of the scenes
-    source = training_scenes(scenes if scenes is not None else config.data, config.exclude)
+    source = training_scenes(scenes if scenes is not None else config.data, config.exclude, config.interleave)
     data = load_training_scenes(source, (), config.k, config.mask_anomalies)
     say(f"training on {len(data)} scene(s): {', '.join(s.name for s in data)}")
     _check_rankable(config, source, ddp.world_size)  # now, not after the phases before ranking
