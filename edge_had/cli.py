@@ -550,12 +550,11 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_wavelengths(path: str | None, interleave: str | None = None) -> Any:
+def _read_wavelengths(path: str, interleave: str | None = None) -> tuple[Any, str]:
     """Band centres in nm from a list (``.npy``; ``.txt``, one per line) or from a scene file
     (ENVI header, .mat, HDF5; its cube stored in ``interleave`` order): the wavelengths of its good
-    bands, as detect and stream resample that file."""
-    if path is None:
-        return None
+    bands, as detect and stream resample that file. Also returns what a band count that differs
+    from them should be told (a scene file's bands left out, and why)."""
     import numpy as np
 
     from edge_had.io.envi import header_beside
@@ -565,12 +564,35 @@ def _read_wavelengths(path: str | None, interleave: str | None = None) -> Any:
     if suffix == ".hdr" or suffix in CONTAINER_SUFFIXES or header_beside(Path(path)) is not None:
         from edge_had.io import load_scene
 
-        centres = load_scene(path, interleave=interleave).detection_wavelengths()
+        scene = load_scene(path, interleave=interleave)
+        centres = scene.detection_wavelengths()
         if centres is None:
             raise EdgeHadError(f"--wavelengths {path}: the file records no wavelengths")
-        return centres
+        stored, left_out = len(scene.good_bands), int((~scene.good_bands).sum())
+        why = (
+            f"the file has {stored} bands, {left_out} of them bad (bbl) or dead, and detect and stream feed "
+        )
+        return centres, (why + f"its {len(centres)} good ones") if left_out else ""
     values = np.load(path, allow_pickle=False) if suffix == ".npy" else np.loadtxt(path, ndmin=1)
-    return np.asarray(values, dtype=np.float64).ravel()
+    return np.asarray(values, dtype=np.float64).ravel(), ""
+
+
+def _export_sensor(args: argparse.Namespace) -> tuple[int, Any]:
+    """The sensor's band count and wavelengths: ``--bands``, or the count ``--wavelengths`` gives;
+    both given and different is refused with the count to use (a review: an FX10 header with a
+    ``bbl`` holds 224 bands of which detect and stream feed 216)."""
+    if args.wavelengths is None:
+        if args.bands is None:
+            raise EdgeHadError("give --bands B (the sensor's band count), or --wavelengths to take it from")
+        return args.bands, None
+    wavelengths, why = _read_wavelengths(args.wavelengths, args.interleave)
+    if args.bands is not None and args.bands != len(wavelengths):
+        because = f" ({why})" if why else ""
+        raise EdgeHadError(
+            f"--bands {args.bands}, but --wavelengths {args.wavelengths} gives {len(wavelengths)} band "
+            f"centres{because}: pass --bands {len(wavelengths)} or leave --bands out"
+        )
+    return len(wavelengths), wavelengths
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -599,12 +621,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         folder = Path(args.gate_data) if args.gate_data else settings.data_dir()
         if args.gate_data or folder.is_dir():
             gate_scenes = [load_scene(path, interleave=args.interleave) for path in list_scenes(folder)]
+    bands, wavelengths = _export_sensor(args)
     report = export_model(
         bundle,
-        args.bands,
+        bands,
         args.out,
         precision=args.precision,
-        wavelengths=_read_wavelengths(args.wavelengths, args.interleave),
+        wavelengths=wavelengths,
         calibration=calibration,
         method=args.method,
         keep_float=args.keep_float,
@@ -614,7 +637,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         interleave=args.interleave,
     )
     worst = max(report["torch_vs_onnxruntime_fp32"].values())
-    print(f"exported {args.precision} for {args.bands} bands -> {report['graphs'][args.precision]}")
+    print(f"exported {args.precision} for {bands} bands -> {report['graphs'][args.precision]}")
     print(f"FP32 graph vs torch: max relative error {worst:.1e}")
     if report.get("gate_table"):
         scored = "enhanced hybrid-RX" if args.scorer == "hybrid" else "enhanced-RX"
@@ -741,11 +764,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="model -> ONNX for one sensor (fp32, fp16 or int8 Q/DQ), checked and accuracy-gated",
     )
     export.add_argument("--model", help="model folder (default: the shipped model)")
-    export.add_argument("--bands", type=integer_from(2), required=True, help="the sensor's band count B")
+    export.add_argument(
+        "--bands",
+        type=integer_from(2),
+        help="the sensor's band count B as detect and stream feed it (default: what --wavelengths gives)",
+    )
     export.add_argument(
         "--wavelengths",
         help="the sensor's band centres in nm (.txt, one per line, or .npy), or a scene file of the "
-        "sensor (.hdr, .mat, .h5) whose good bands' wavelengths to use",
+        "sensor (.hdr, .mat, .h5) whose good bands' wavelengths to use (bands in its bbl, and dead ones, "
+        "left out as detect and stream leave them out)",
     )
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="default fp32")

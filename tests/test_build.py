@@ -14,6 +14,7 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 import onnx  # noqa: E402
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
+from edge_had import cli as cli_module  # noqa: E402
 from edge_had.build import gate as gate_module  # noqa: E402
 from edge_had.build import quantize  # noqa: E402
 from edge_had.build.calibration import (  # noqa: E402
@@ -28,6 +29,7 @@ from edge_had.build.graph_checks import fp16_problems, qdq_problems  # noqa: E40
 from edge_had.build.onnx_export import ExportError, export_onnx, read_metadata  # noqa: E402
 from edge_had.build.quantize import to_fp16, to_int8  # noqa: E402
 from edge_had.cli import main  # noqa: E402
+from edge_had.errors import EdgeHadError  # noqa: E402
 from edge_had.io import list_scenes, load_scene  # noqa: E402
 from edge_had.io.readers import sha256_file  # noqa: E402
 from edge_had.models import load_bundle  # noqa: E402
@@ -602,3 +604,35 @@ def test_a_calibration_set_of_more_than_1000_blocks_loads_in_order(tmp_path: Pat
     path = CalibrationSet(blocks, manifest).save(tmp_path / "calib.npz")
     loaded = load_calibration_set(path)
     assert [int(block[0, 0, 0]) for block in loaded.blocks] == list(range(1050))
+
+
+def test_export_takes_the_band_count_detect_feeds_from_a_header_with_a_bbl(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """The documented `export --bands 224 --wavelengths scan.hdr` failed on an FX10 header whose bbl
+    marks 8 bands bad ("216 wavelengths given for 224 bands") and left an empty folder (a review):
+    the count detect and stream feed comes from the file, and a different --bands says which."""
+    from spectral.io import envi
+
+    bands, bad = 30, [0, 1, 29]
+    cube = np.random.default_rng(3).normal(1000.0, 50.0, (6, 8, bands)).astype(np.float32)
+    good = np.ones(bands, dtype=int)
+    good[bad] = 0
+    wavelengths = np.linspace(400.0, 1000.0, bands)
+    header = tmp_path / "scan.hdr"
+    metadata = {"wavelength": wavelengths.tolist(), "wavelength units": "nm", "bbl": good.tolist()}
+    envi.save_image(str(header), cube, interleave="bil", metadata=metadata, ext=".img", force=True)
+    refused = tmp_path / "refused"
+    export = ["export", "--model", str(bundle_dir), "--wavelengths", str(header), "--precision", "fp32"]
+    said = r"--bands 30, but .* gives 27 band centres \(the file has 30 bands, 3 of them bad \(bbl\) or dead"
+    with pytest.raises(EdgeHadError, match=said + ".*pass --bands 27 or leave --bands out"):
+        cli_module.cmd_export(
+            cli_module.build_parser().parse_args([*export, "--bands", "30", "--out", str(refused)])
+        )
+    assert not refused.exists()
+    out = tmp_path / "export"
+    assert main([*export, "--out", str(out)]) == 0
+    graph = onnx.load(str(out / "model_fp32.onnx"))
+    assert graph.graph.input[0].type.tensor_type.shape.dim[1].dim_value == bands - len(bad)
+    with pytest.raises(EdgeHadError, match="give --bands B"):
+        cli_module.cmd_export(cli_module.build_parser().parse_args(["export", "--out", str(refused)]))

@@ -70,6 +70,8 @@ def export_model(
 
     from edge_had.build.graph_checks import fp16_problems, qdq_problems
 
+    if wavelengths is not None and len(wavelengths) != bands:  # before the folder is made
+        raise ExportError(f"{len(wavelengths)} wavelengths given for {bands} bands")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     precisions = ["fp32"] if precision == "fp32" else ["fp32", precision]
