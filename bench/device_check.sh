@@ -9,15 +9,19 @@
 #               as errors)
 #   5 pytest    python3 -m pytest -m "gpu or trt" on the modules holding such tests (both launchers;
 #               real scenes from $EDGE_HAD_DATA; torch on CUDA; stream on the GPU vs the CPU)
-#   6 stream    python3 -m edge_had stream on the GPU: FX10 lines (1024 x 224), torch FP16 enhancement
-#               (in the loop and on a worker thread) and RX on the kernels, then plain global and
-#               hybrid RX (lines/s, per-line latency, AUC)
-#   6b tensorrt where TensorRT exists (a Jetson): FP16 ONNX export, engine build, enhanced-rx on it
+#   6 render    one synthetic FX10 scene (1024 x 224) for the stream stages
+#   6a tensorrt where TensorRT exists (a Jetson): FP32 ONNX export, engine build, enhanced-rx on it
+#               (before the torch streams: on a Jetson it is the stage that matters most)
+#   6b stream   python3 -m edge_had stream on the GPU: plain global and hybrid RX, then torch FP16
+#               enhancement (in the loop and on a worker thread), RX on the kernels (lines/s,
+#               per-line latency, AUC)
 #   7 profile   python3 bench/gpu_enhance_profile.py (one enhancement block: copies, network, runner)
 #   8 bench     python3 bench/test_bench_gpu.py  (per-line p50/p99, batched lines/s, rooflines)
 #   9 summary   $OUT/device.json, then a short table, printed last
 # Every stage runs under `timeout` inside one overall budget (DEVICE_CHECK_BUDGET, default 340 s,
-# the whole check must stay under 6 minutes) and the script goes on after a failed stage,
+# the whole check must stay under 6 minutes on the lent H100; each stage's own cap grows with the
+# budget, so DEVICE_CHECK_BUDGET=1800 on a Jetson gives every stage 1800/340 x its time) and the
+# script goes on after a failed stage,
 # recording each stage's status. Nothing needs the internet. Exit status: 0 when the kernels
 # were built, every module holding GPU tests was collected, the tests ran to the end and none
 # failed, and at least one launcher passed all its kernel tests; 1 otherwise. Results of an earlier
@@ -48,9 +52,10 @@ fi
 STAGES=()
 declare -A STATUS SECONDS_TAKEN
 
-# stage NAME CAP_SECONDS COMMAND...: run under the smaller of CAP and what is left of the budget.
+# stage NAME CAP_SECONDS COMMAND...: run under the smaller of CAP (for the default budget, scaled
+# with DEVICE_CHECK_BUDGET) and what is left of the budget.
 stage() {
-  local name=$1 cap=$2
+  local name=$1 cap=$(($2 * BUDGET / 340))
   shift 2
   local left=$((BUDGET - SECONDS)) limit rc begin=$SECONDS
   limit=$((cap < left ? cap : left))
@@ -87,6 +92,9 @@ if $PY -c "import pycuda" >/dev/null 2>&1; then
   STAGES+=(pycuda); STATUS[pycuda]="ok (already installed)"; SECONDS_TAKEN[pycuda]=0
 elif [ -d .wheels ]; then
   stage pycuda 90 $PY -m pip install --no-index --find-links .wheels pycuda
+elif [ -f /etc/nv_tegra_release ]; then  # a Jetson: pycuda builds against JetPack's CUDA
+  STAGES+=(pycuda); STATUS[pycuda]="failed: pycuda is not installed (export PATH=/usr/local/cuda/bin:\$PATH; pip install pycuda - export/TENSORRT.md)"
+  SECONDS_TAKEN[pycuda]=0
 else
   STAGES+=(pycuda); STATUS[pycuda]="failed: no .wheels folder (copy ../shared/wheels/cp312 and carry it)"
   SECONDS_TAKEN[pycuda]=0
@@ -135,14 +143,10 @@ GPU_TEST_FILES=$(grep -l -E "pytest\.mark\.(gpu|trt)" tests/test_*.py)
 stage pytest 150 $PY -m pytest -m "gpu or trt" $GPU_TEST_FILES -q -rs -p no:cacheprovider \
   --continue-on-collection-errors --junitxml="$OUT/pytest-gpu.xml"
 
-# ---- 6 the line loop on the GPU, as a Jetson runs it (torch FP16 stands in for the TensorRT engine):
-# plain global and hybrid RX first (fast), then each enhanced detector with the network in the loop
-# and on a worker thread (--async-enhance), all on one synthetic FX10 scene rendered once (rendering
-# costs more than streaming it); a failed run does not stop the others; the reports go to
-# $LOGS/streams, device.json keeps their summary
+# ---- 6 one synthetic FX10 scene (STREAM_LINES lines) rendered once into HDF5 for the streams below
+# (rendering costs more than streaming it)
 mkdir -p "$LOGS/streams"
-stage stream 150 bash -c '
-  '"$PY"' - '"$LOGS"'/fx10.h5 '"$STREAM_LINES"' <<"RENDER" || exit 1
+stage render 60 $PY - "$LOGS/fx10.h5" "$STREAM_LINES" <<'RENDER'
 import sys
 import h5py
 from edge_had.io.synthetic import synthetic_scene
@@ -152,18 +156,8 @@ scene = synthetic_scene(seed=0, lines=int(sys.argv[2]), width=fx10.width, bands=
 with h5py.File(sys.argv[1], "w") as store:
     store["cube"], store["map"] = scene.cube, scene.gt.astype("uint8")
 RENDER
-  rc=0
-  run() { '"$PY"' -m edge_had stream --source '"$LOGS"'/fx10.h5 --rx-device cuda "$@" || rc=1; }
-  for detector in rx hybrid-rx; do run --detector $detector --json '"$LOGS"'/streams/$detector.json; done
-  for detector in enhanced-rx enhanced-hybrid-rx; do
-    for mode in sync async; do
-      run --detector $detector --backend torch --device cuda --net-precision fp16 \
-        $([ $mode = async ] && echo --async-enhance) --json '"$LOGS"'/streams/$detector-$mode.json
-    done
-  done
-  exit $rc'
 
-# ---- 6b where TensorRT exists (a Jetson; not the lent H100): the shipped model exported as it deploys
+# ---- 6a where TensorRT exists (a Jetson; not the lent H100): the shipped model exported as it deploys
 # (FP32: its global-RX FP16 graph fails the accuracy gate) for the FX10's 224 bands, an engine built
 # from it, and enhanced-rx streamed on that engine
 if $PY -c "import tensorrt" >/dev/null 2>&1; then
@@ -180,6 +174,22 @@ if $PY -c "import tensorrt" >/dev/null 2>&1; then
 else
   STAGES+=(tensorrt); STATUS[tensorrt]="skipped: tensorrt is not importable"; SECONDS_TAKEN[tensorrt]=0
 fi
+
+# ---- 6b the line loop on the GPU, as a Jetson runs it (torch FP16 stands in for the TensorRT engine):
+# plain global and hybrid RX first (fast), then each enhanced detector with the network in the loop
+# and on a worker thread (--async-enhance), on the rendered scene; a failed run does not stop the
+# others; the reports go to $LOGS/streams, device.json keeps their summary
+stage stream 150 bash -c '
+  rc=0
+  run() { '"$PY"' -m edge_had stream --source '"$LOGS"'/fx10.h5 --rx-device cuda "$@" || rc=1; }
+  for detector in rx hybrid-rx; do run --detector $detector --json '"$LOGS"'/streams/$detector.json; done
+  for detector in enhanced-rx enhanced-hybrid-rx; do
+    for mode in sync async; do
+      run --detector $detector --backend torch --device cuda --net-precision fp16 \
+        $([ $mode = async ] && echo --async-enhance) --json '"$LOGS"'/streams/$detector-$mode.json
+    done
+  done
+  exit $rc'
 
 # ---- 7 where a block of enhancement goes on the GPU (copies, network, runner)
 stage profile 60 $PY bench/gpu_enhance_profile.py --json "$OUT/enhance_profile.json"
