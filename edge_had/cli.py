@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import time
@@ -247,6 +248,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from edge_had.eval.report import platform_info
 
     print(f"edge-had {edge_had.__version__}")
+    with contextlib.suppress(Exception):  # the platform record reads torch's threads and GPU once loaded
+        import torch  # noqa: F401
     for key, value in platform_info().items():
         print(f"  {key:12s} {value}")
     print("packages:")

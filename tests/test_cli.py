@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -40,6 +41,12 @@ def test_info_reports_backends_and_why_not(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "backends:" in out and "tensorrt" in out and "data:" in out
+    # the platform record reads torch's threads only once torch is loaded: a fresh `edge-had info`
+    # printed None (a review); in a process of its own, as a user runs it
+    fresh = subprocess.run(
+        [sys.executable, "-m", "edge_had", "info"], capture_output=True, text=True, check=True
+    )
+    assert re.search(r"torch_threads +[1-9][0-9]*\n", fresh.stdout), fresh.stdout
     from edge_had.train.numerics import fingerprint_at
 
     assert f"training numerics: fingerprint {fingerprint_at(1)} at 1 thread" in out
