@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_had.detectors import scoring
+from edge_had.detectors import enhance_tiles, scoring
 from edge_had.detectors.fusion import fuse_scores
 from edge_had.detectors.lrx import LocalRXSettings
 
@@ -166,8 +166,27 @@ class EnhancedDetector:
         self, cube: np.ndarray, valid: np.ndarray | None = None, wavelengths: np.ndarray | None = None
     ) -> np.ndarray:
         alphas = self.bundle.config.alphas_for(self.scorer)
+        if self.fusion == "feature":
+            return self.detect(self.enhanced_cube(cube, valid, wavelengths, alphas), valid)
         parts = self.enhance(cube, valid, wavelengths)
         return fuse_parts(parts, *alphas, self.fusion, lambda x: self.detect(x, valid))
+
+    def enhanced_cube(
+        self,
+        cube: np.ndarray,
+        valid: np.ndarray | None,
+        wavelengths: np.ndarray | None,
+        alphas: tuple[float, float],
+    ) -> np.ndarray:
+        """The feature-fused float64 cube RX scores (:func:`enhanced_feature_cube`)."""
+        from edge_had.band_resampling import wavelengths_to_use
+
+        wavelengths = wavelengths_to_use(self.resample, wavelengths)
+        runner = self.runner_for(cube.shape[2], wavelengths)
+        try:
+            return enhanced_feature_cube(self.bundle, cube, valid, wavelengths, runner, alphas)
+        finally:  # not held through the scoring, nor until the next scene
+            runner.free_working_memory()
 
 
 def enhance_parts(
@@ -176,12 +195,83 @@ def enhance_parts(
     valid: np.ndarray | None = None,
     wavelengths: np.ndarray | None = None,
     runner: Any = None,
+    *,
+    tile_lines: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Run a :class:`~edge_had.models.bundle.ModelBundle` on a (rows, cols, bands) cube: unscaled
     ``x_k``, ``f_spe`` and ``f_spa`` (zeros without a spatial branch), (rows, cols, K) float32 as
     the networks compute them (:func:`fuse_parts` sums them in float64).
     ``runner``: an active :class:`~edge_had.runtime.Runner` of the bundle for this sensor
-    (default: torch FP32 on the CPU)."""
+    (default: torch FP32 on the CPU). Run in bands of ``tile_lines`` lines where the runner
+    allows (:mod:`edge_had.detectors.enhance_tiles`), on the whole scene otherwise."""
+    if runner is None:
+        from edge_had.runtime.torch_runner import TorchRunner
+
+        with TorchRunner(bundle.model_for(cube.shape[2], wavelengths)) as default_runner:
+            return enhance_parts(bundle, cube, valid, wavelengths, default_runner, tile_lines=tile_lines)
+    spatial = enhance_tiles.spatial_branch(runner, bundle)
+    if spatial is None:
+        return enhance_whole_scene(bundle, cube, valid, runner)
+    feed = enhance_tiles.SceneFeed(bundle, cube, valid)
+    rows, cols = cube.shape[:2]
+    parts = {name: np.empty((rows, cols, bundle.config.k), np.float32) for name in ("x_k", "f_spe")}
+    for lines, outputs in enhance_tiles.line_bands(
+        feed, runner, bundle.spectral.receptive_radius, tuple(parts), tile_lines
+    ):
+        for name, part in parts.items():
+            part[lines] = outputs[name]
+    if not enhance_tiles.has_spatial(bundle):
+        parts["f_spa"] = np.zeros_like(parts["x_k"])
+        return parts
+    f_spa = spatial(np.ascontiguousarray(parts["x_k"].transpose(2, 0, 1)[None]))
+    parts["f_spa"] = np.ascontiguousarray(f_spa[0].transpose(1, 2, 0))
+    return parts
+
+
+def enhanced_feature_cube(
+    bundle: Any,
+    cube: np.ndarray,
+    valid: np.ndarray | None,
+    wavelengths: np.ndarray | None,
+    runner: Any,
+    alphas: tuple[float, float],
+    *,
+    tile_lines: int | None = None,
+) -> np.ndarray:
+    """``x_k + alpha_spe f_spe + alpha_spa f_spa`` in float64, the bits :func:`fuse_parts` sums
+    from :func:`enhance_parts`, without the scene-sized parts: each band of lines is added up as
+    it comes; only ``x_k`` is kept, bands first, for the spatial student, which then runs once."""
+    (alpha_spe, alpha_spa), k = alphas, bundle.config.k
+    spatial = enhance_tiles.spatial_branch(runner, bundle)
+    if spatial is None:
+        parts = enhance_parts(bundle, cube, valid, wavelengths, runner)
+        return weighted_sum(parts["x_k"], (alpha_spe, parts["f_spe"]), (alpha_spa, parts["f_spa"]))
+    feed = enhance_tiles.SceneFeed(bundle, cube, valid)
+    rows, cols = cube.shape[:2]
+    total = np.empty((rows, cols, k), np.float64)
+    x_k = np.empty((1, k, rows, cols), np.float32) if enhance_tiles.has_spatial(bundle) else None
+    for lines, outputs in enhance_tiles.line_bands(
+        feed, runner, bundle.spectral.receptive_radius, ("x_k", "f_spe"), tile_lines
+    ):
+        weighted_sum(outputs["x_k"], (alpha_spe, outputs["f_spe"]), out=total[lines])
+        if x_k is not None:
+            x_k[0, :, lines] = outputs["x_k"].transpose(2, 0, 1)
+    if x_k is None:  # f_spa is zeros: adding 0 * 0 changes no bit
+        return total
+    runner.free_working_memory()  # the bands' intermediates (~0.15 GB in ONNX Runtime's arena)
+    f_spa = spatial(x_k)[0]
+    del x_k
+    for start in range(0, rows, 64):  # float64 products of 64 lines at a time
+        lines = slice(start, start + 64)
+        total[lines] += np.multiply(f_spa[:, lines].transpose(1, 2, 0), alpha_spa, dtype=np.float64)
+    return total
+
+
+def enhance_whole_scene(
+    bundle: Any, cube: np.ndarray, valid: np.ndarray | None, runner: Any
+) -> dict[str, np.ndarray]:
+    """:func:`enhance_parts` with the whole scene in one run of ``runner`` (the reference the
+    bands of lines are checked against, and the path of runners that cannot split the graph)."""
     imputed = impute_invalid(cube, valid)  # a float32 copy of our own
     lo, hi = bundle.normalization.fit(imputed, valid)
     rows, cols, bands = imputed.shape
@@ -190,13 +280,7 @@ def enhance_parts(
     del imputed  # one scene-sized copy at a time: it, then the feed normalised in place
     bundle.normalization.apply(feed["cube"], lo, hi, out=feed["cube"])
     wanted = ("x_k", "f_spe", "f_spa")  # not the fused output: the scorers fuse at their alphas
-    if runner is None:
-        from edge_had.runtime.torch_runner import TorchRunner
-
-        with TorchRunner(bundle.model_for(cube.shape[2], wavelengths)) as default_runner:
-            outputs = default_runner.infer(feed, wanted)
-    else:
-        outputs = runner.infer(feed, wanted)
+    outputs = runner.infer(feed, wanted)
     del feed
     return {name: np.ascontiguousarray(outputs.pop(name)[0].transpose(1, 2, 0)) for name in wanted}
 
@@ -222,11 +306,14 @@ def fuse_parts(
     raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}")
 
 
-def weighted_sum(base: np.ndarray, *terms: tuple[float, np.ndarray]) -> np.ndarray:
+def weighted_sum(
+    base: np.ndarray, *terms: tuple[float, np.ndarray], out: np.ndarray | None = None
+) -> np.ndarray:
     """``base + a1 t1 + a2 t2 ...`` in float64, left to right - the same bits as on float64 copies
-    of the parts, with one scene-sized temporary instead of a copy of each part and of each sum."""
+    of the parts, with one scene-sized temporary instead of a copy of each part and of each sum;
+    into ``out`` (float64, the parts' shape) if given."""
     (first_weight, first), *rest = terms
-    total = np.multiply(first, first_weight, dtype=np.float64)
+    total = np.multiply(first, first_weight, out=out, dtype=np.float64)
     np.add(base, total, out=total, dtype=np.float64)  # base + a1 t1: addition commutes exactly
     for weight, term in rest:
         total += np.multiply(term, weight, dtype=np.float64)
