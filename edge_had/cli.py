@@ -16,6 +16,7 @@ from edge_had.band_resampling import RESAMPLE_CHOICES
 from edge_had.cli_types import (
     add_interleave_option,
     add_resample_option,
+    add_saturation_option,
     changed_options,
     check_output_file,
     compute_device,
@@ -319,6 +320,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from edge_had.eval.plots import save_score_map_png
     from edge_had.eval.protocol import far_outlier_check, same_name_note, scene_notes, score_scene
     from edge_had.io import load_scene
+    from edge_had.io.scene import masked_summary
 
     if args.out:  # refused before the scene is read and scored
         check_output_file(args.out, "--out", suffix=".png")
@@ -327,7 +329,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.envi:
         check_output_file(args.envi, "--envi", suffix=".hdr")
     scene = load_scene(
-        args.scene, cube_var=args.cube_var, gt_var=args.gt_var, gt_path=args.gt, interleave=args.interleave
+        args.scene,
+        cube_var=args.cube_var,
+        gt_var=args.gt_var,
+        gt_path=args.gt,
+        interleave=args.interleave,
+        saturation=args.saturation,
     )
     detector = _detector_from_args(args)
     scores, seconds = score_scene(detector, scene)
@@ -339,7 +346,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     for note in _scene_notes(scene_notes(scene, scores), anomalies, invalid_anomalies):
         print(f"warning: {scene.name}: {note}", file=sys.stderr)
     rows, cols, bands = scene.shape
-    print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {int((~scene.valid).sum())} invalid px")
+    print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {masked_summary(scene.masked)}")
     print(f"{detector.name} {detector.settings}: {seconds:.3f} s")
     if args.npy:  # the outputs first: a ground truth that gives no AUC must not cost them
         path = Path(args.npy) if str(args.npy).endswith(".npy") else Path(f"{args.npy}.npy")
@@ -701,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--gt-var", help="variable/dataset name of the ground truth (default: by shape)")
     detect.add_argument("--gt", help="separate ground-truth file (2-D array)")
     add_interleave_option(detect)
+    add_saturation_option(detect)
     _add_detector_options(detect)
     detect.set_defaults(func=cmd_detect)
 

@@ -170,3 +170,20 @@ def add_interleave_option(parser: Any) -> None:
         "(the default), bil = rows x bands x cols, bsq = bands x rows x cols. ENVI headers say their "
         "own: an ENVI file given it is an error (eval skips it, saying so)",
     )
+
+
+def finite_number(text: str) -> float:
+    """A finite number."""
+    return _parsed(text, float)
+
+
+def add_saturation_option(parser: Any) -> None:
+    """``--saturation``: the sensor's saturation level (detect and stream); none by default."""
+    parser.add_argument(
+        "--saturation",
+        type=finite_number,
+        metavar="VALUE",
+        help="the sensor's saturation level in the file's units (e.g. 4095 for a 12-bit camera): a "
+        "pixel with any good band at or above it is masked like a no-data pixel - not scored (NaN), "
+        "kept out of the statistics, counted. Default: none (no standard ENVI header field holds it)",
+    )

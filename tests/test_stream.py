@@ -20,7 +20,7 @@ from edge_had.stream.events import chi2_threshold, stream_threshold
 from edge_had.stream.pipeline import StreamPipeline
 from edge_had.stream.presets import SENSORS, sensor
 from edge_had.stream.run import band_reduction, run_stream, stream_scene_scores
-from edge_had.stream.sources import envi_lines, scene_lines, synthetic_lines
+from edge_had.stream.sources import envi_lines, file_lines, scene_lines, synthetic_lines
 from tests.test_io_readers import write_envi
 
 
@@ -243,10 +243,12 @@ def test_envi_file_is_read_line_by_line(tmp_path: Path, written: str) -> None:
     np.testing.assert_array_equal(np.stack([line.pixels for line in out]), cube)
 
 
-def test_envi_lines_keep_the_good_bands_and_mask_no_data_pixels(tmp_path: Path) -> None:
-    """As load_scene: the bbl's bad bands are left out, and a pixel with the 'data ignore value' in
-    a good band is NaN in every band (an integer file compared as stored: 2**24 is not 2**24 + 1,
-    though float32 makes them equal), one with it only in a bad band is kept."""
+def test_envi_lines_come_as_stored_with_the_rule_that_masks_them_as_load_scene(tmp_path: Path) -> None:
+    """An ENVI file streams as a camera sends: each line as stored (its dtype, every band), with
+    the header's good bands and no-data value for the pipeline, whose rule (PixelRule) masks what
+    load_scene masks: a pixel with the 'data ignore value' in a good band (an integer file
+    compared as stored: 2**24 is not 2**24 + 1, though float32 makes them equal), not one with it
+    only in a bad band; NaN in a good band, not Inf in a bad one."""
     no_data = 2**24 + 1
     rng = np.random.default_rng(3)
     cube = rng.integers(900, 1100, (6, 5, 7)).astype(np.int32)
@@ -257,24 +259,49 @@ def test_envi_lines_keep_the_good_bands_and_mask_no_data_pixels(tmp_path: Path) 
     good = np.array([0, 1, 1, 1, 1, 1, 0], bool)
     header = tmp_path / "int.hdr"
     write_envi(header, cube, "bil", **{"data ignore value": no_data, "bbl": good.astype(int).tolist()})
-    expected = cube[:, :, good].astype(np.float32)
-    expected[1, 2] = expected[4] = np.nan
-    got = np.stack([line.pixels for line in envi_lines(header)])
-    np.testing.assert_array_equal(got, expected)
-    assert got[3, 4, 1] == np.float32(2**24)
+    stream = file_lines(header)
+    got = np.stack([line.pixels for line in stream.lines])
+    assert got.dtype == np.int32 and stream.bands == 7 and stream.no_data_value == no_data
+    np.testing.assert_array_equal(got, cube)
+    np.testing.assert_array_equal(stream.good_bands, good)
+    want = np.ones((6, 5), bool)
+    want[1, 2] = False
+    want[4] = False
+    np.testing.assert_array_equal(masked_by_the_pipelines_rule(stream, got), ~want)
+    assert load_scene(header).valid.tolist() == want.tolist()
 
     floats = rng.normal(0.0, 1.0, (4, 3, 5)).astype(np.float32)
     floats[0, 1, 2], floats[2, 2, 4], floats[3, 0, 1] = np.nan, np.inf, -9999.0
     header = tmp_path / "float.hdr"
     write_envi(header, floats, "bsq", **{"data ignore value": -9999, "bbl": [1, 1, 1, 1, 0]})
-    expected = floats[:, :, :4].copy()
-    expected[0, 1] = expected[3, 0] = np.nan  # NaN and no-data in good bands; Inf in the bad band: kept
-    np.testing.assert_array_equal(np.stack([line.pixels for line in envi_lines(header)]), expected)
+    stream = file_lines(header)
+    got = np.stack([line.pixels for line in stream.lines])
+    np.testing.assert_array_equal(got, floats)
+    want = np.ones((4, 3), bool)
+    want[0, 1] = want[3, 0] = False  # NaN and no-data in good bands; Inf in the bad band: kept
+    np.testing.assert_array_equal(masked_by_the_pipelines_rule(stream, got), ~want)
+    assert load_scene(header).valid.tolist() == want.tolist()
 
     header = tmp_path / "one.hdr"
     write_envi(header, floats, "bip", bbl=[0, 0, 1, 0, 0])
     with pytest.raises(SceneError, match="only 1 good band"):  # before any line, as load_scene says it
         envi_lines(header)
+
+
+def masked_by_the_pipelines_rule(stream: Any, lines: np.ndarray) -> np.ndarray:
+    """Which pixels of ``lines`` a pipeline given the file's good bands and no-data value masks."""
+    pipeline = StreamPipeline(
+        stream.width,
+        stream.bands,
+        settings=CausalSettings(warmup_lines=1),
+        good_bands=stream.good_bands,
+        no_data_value=stream.no_data_value,
+    )
+    masked = []
+    for index, line in enumerate(lines):
+        result = pipeline.push(line, index, float(index))
+        masked.append(np.ones(stream.width, bool) if result.scores is None else np.isnan(result.scores))
+    return np.array(masked)
 
 
 def test_sensor_presets() -> None:

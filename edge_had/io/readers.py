@@ -41,6 +41,7 @@ def load_scene(
     gt_path: str | Path | None = None,
     name: str | None = None,
     interleave: str | None = None,
+    saturation: float | None = None,
 ) -> Scene:
     """Read and validate one scene.
 
@@ -50,7 +51,10 @@ def load_scene(
     ``bip`` (rows, cols, bands) when None; an ENVI header says its own, so giving it there is an
     error. ``gt_path`` reads the ground truth from another
     file (see :func:`load_mask`); ``gt_var`` then names the mask variable inside that file.
-    ``name`` defaults to the file name without its suffix.
+    ``name`` defaults to the file name without its suffix. ``saturation``: the sensor's
+    saturation level (e.g. 4095 for 12 bits; None, the default: none known): a pixel with a good
+    band at or above it is masked (``Scene.valid``, counted in ``Scene.masked``). No standard ENVI
+    header field holds it, so it is never read from the file.
     """
     path = Path(path)
     raw = read_raw(
@@ -68,6 +72,7 @@ def load_scene(
         fwhm=raw.fwhm,
         good_bands=raw.good_bands,
         no_data_value=raw.no_data_value,
+        saturation=saturation,
         source=path,
         meta=raw.meta,
     )
@@ -146,7 +151,7 @@ def read_raw(
     interleave: str | None = None,
 ) -> RawScene:
     """A scene file's arrays as stored, not yet validated (options as :func:`load_scene`'s): an
-    ENVI or ``.npy`` cube is a memory map, nothing of it read yet (``edge-had stream`` converts
+    ENVI or ``.npy`` cube is a memory map, nothing of it read yet (``edge-had stream`` reads
     it line by line: :func:`edge_had.stream.sources.file_lines`); a MATLAB/HDF5 cube is in memory."""
     path = Path(path)
     kind = _kind(path)

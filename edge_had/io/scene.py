@@ -1,8 +1,10 @@
 """The one in-memory convention for a hyperspectral scene.
 
 ``cube`` is (rows, cols, bands) float32, rows are along-track lines (the pushbroom direction).
-``valid`` marks usable pixels: False where the file's no-data value, NaN or Inf occurs in any
-good band. ``good_bands`` marks bands kept for detection (False for bands in an ENVI ``bbl``
+``valid`` marks usable pixels: False where the file's no-data value, NaN or Inf - or, when a
+saturation level is given, a value at or above it - occurs in any good band (:class:`PixelRule`:
+RX needs a whole spectrum, so one bad band masks the whole pixel; ``masked`` counts them by
+reason). ``good_bands`` marks bands kept for detection (False for bands in an ENVI ``bbl``
 bad-band list). Invalid pixels stay in the cube (their values are not trusted) and are masked
 by detectors and evaluation; they are never fatal.
 """
@@ -19,6 +21,11 @@ from edge_had.errors import SceneError
 
 _VALIDITY_ROWS = 64  # rows per block when the valid mask is computed
 
+#: Why a pixel is masked, in the order a pixel with several of them is counted under the first:
+#: a NaN/Inf in a good band, the file's no-data value in a good band, a good band at or above the
+#: saturation level.
+MASK_REASONS = ("non_finite", "no_data", "saturated")
+
 
 @dataclass
 class Scene:
@@ -31,6 +38,8 @@ class Scene:
     fwhm: np.ndarray | None = None
     source: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the pixels masked, by reason (:data:`MASK_REASONS`, each pixel under its first reason)
+    masked: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MASK_REASONS, 0))
     _good_cube: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
         default=None, repr=False, compare=False
     )
@@ -70,11 +79,14 @@ def make_scene(
     fwhm: np.ndarray | None = None,
     good_bands: np.ndarray | None = None,
     no_data_value: float | None = None,
+    saturation: float | None = None,
     valid: np.ndarray | None = None,
     source: str | Path | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Scene:
     """Validate and normalise arrays into a :class:`Scene` (float32 cube, boolean masks).
+    ``no_data_value`` and ``saturation`` (None: no level known) mask pixels as :class:`PixelRule`
+    says; ``valid`` masks more (counted in no reason of ``Scene.masked``).
 
     Raises :class:`SceneError` naming ``source`` for: values that are not real numbers, not 3-D,
     fewer than 2 bands, ground truth or mask of the wrong shape, a ground truth with NaN/Inf or
@@ -87,17 +99,22 @@ def make_scene(
     cube = np.ascontiguousarray(stored, dtype=np.float32)
 
     kept = cube if good.all() else cube[:, :, good]
+    rule = PixelRule(good, no_data_value, saturation)
     ok = np.empty((rows, cols), dtype=bool)
+    masked = dict.fromkeys(MASK_REASONS, 0)
     for start in range(0, rows, _VALIDITY_ROWS):  # in row blocks: no cube-sized boolean temporaries
         block = slice(start, start + _VALIDITY_ROWS)
-        ok[block] = valid_pixels(stored[block], kept[block], good, no_data_value)
+        problems = rule.problems(stored[block], kept[block])
+        ok[block] = rule.valid_from(problems, kept[block].shape[:-1])
+        for reason, count in rule.counts(problems).items():
+            masked[reason] += count
     if valid is not None:
         valid = np.asarray(valid)
         if valid.shape != (rows, cols):
             raise SceneError(f"validity mask shape {valid.shape} does not match cube {(rows, cols)}", path)
         ok &= valid.astype(bool)
     if not ok.any():
-        raise no_valid_pixel_error(stored, good, no_data_value, path)
+        raise no_valid_pixel_error(stored, rule, path)
 
     gt_mask = None
     if gt is not None:
@@ -118,6 +135,7 @@ def make_scene(
         fwhm=band_vector(fwhm, bands, "fwhm list", path),
         source=path,
         meta=dict(meta or {}),
+        masked=masked,
         _good_cube=None if good.all() else (cube, good.copy(), kept),
     )
 
@@ -146,24 +164,103 @@ def check_cube(cube: np.ndarray, good_bands: np.ndarray | None, path: Path | Non
     return good
 
 
+@dataclass(frozen=True)
+class PixelRule:
+    """Which pixels are usable - one rule for ``Scene.valid``, a file streamed line by line and a
+    live camera's lines (:class:`~edge_had.stream.pipeline.StreamPipeline`). ``good``: the
+    bands kept (ENVI ``bbl``; None: all); a pixel is masked when a good band is NaN/Inf (in
+    float32: a float64 beyond its range too), equals ``no_data_value`` or is at or above
+    ``saturation`` (None: no such value). RX needs the whole spectrum, so one such band masks
+    the whole pixel. ``stored`` holds pixels (..., bands) as the file or the camera stores them
+    (an integer file is compared as stored: float32 merges large integers), ``values`` the same
+    pixels' good bands in float32."""
+
+    good: np.ndarray | None = None
+    no_data_value: float | None = None
+    saturation: float | None = None
+
+    @property
+    def checks_values(self) -> bool:
+        """Whether the rule looks at more than NaN/Inf (a no-data value or a saturation level)."""
+        return self.no_data_value is not None or self.saturation is not None
+
+    def good_values(self, stored: np.ndarray) -> np.ndarray:
+        """The good bands of ``stored`` (..., bands) in float32 (``stored`` itself when it is that
+        already: not to be written to)."""
+        return np.asarray(self._samples(stored), dtype=np.float32)
+
+    def problems(
+        self, stored: np.ndarray, values: np.ndarray, non_finite: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """The (...,) maps of the pixels masked for each reason that can occur
+        (:data:`MASK_REASONS`; a pixel in the map of its first reason only). ``non_finite``: the
+        NaN/Inf map when the caller has it already."""
+        problems: dict[str, np.ndarray] = {}
+        taken = non_finite
+        if taken is None and stored.dtype.kind == "f":  # integers are finite in float32 too
+            taken = ~np.isfinite(values).all(axis=-1)
+        if taken is not None:
+            problems["non_finite"] = taken
+        # an integer file is compared as stored (float32 merges large integers), a float one in float32
+        as_stored = stored.dtype.kind in "iu"
+        samples = self._samples(stored) if as_stored else values
+        for reason, level, hit in (
+            ("no_data", self.no_data_value, np.equal),
+            ("saturated", self.saturation, np.greater_equal),
+        ):
+            if level is None:
+                continue
+            found = hit(samples, level if as_stored else np.float32(level)).any(axis=-1)
+            problems[reason] = found if taken is None else found & ~taken
+            taken = found if taken is None else taken | found
+        return problems
+
+    def valid(self, stored: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Which pixels (...,) are usable."""
+        return self.valid_from(self.problems(stored, values), values.shape[:-1])
+
+    @staticmethod
+    def valid_from(problems: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        valid = np.ones(shape, dtype=bool)
+        for found in problems.values():
+            valid &= ~found
+        return valid
+
+    @staticmethod
+    def counts(problems: dict[str, np.ndarray]) -> dict[str, int]:
+        """Pixels masked for each of :data:`MASK_REASONS` (0 for a reason that cannot occur)."""
+        return {reason: int(problems[reason].sum()) if reason in problems else 0 for reason in MASK_REASONS}
+
+    def _samples(self, stored: np.ndarray) -> np.ndarray:
+        return stored if self.good is None or self.good.all() else stored[..., self.good]
+
+
 def valid_pixels(
-    stored: np.ndarray, values: np.ndarray, good: np.ndarray, no_data_value: float | None
+    stored: np.ndarray,
+    values: np.ndarray,
+    good: np.ndarray,
+    no_data_value: float | None,
+    saturation: float | None = None,
 ) -> np.ndarray:
-    """Which pixels are usable (``Scene.valid``): ``stored`` holds pixels (..., bands) as the file
-    stores them, ``values`` the same pixels' good bands in float32. A pixel is invalid when a good
-    band is NaN/Inf (in float32: a float64 beyond its range too) or equals the no-data value, which
-    an integer file is compared with as stored (float32 merges large integers)."""
-    if stored.dtype.kind == "f":
-        ok = np.isfinite(values).all(axis=-1)
-    else:  # integers and booleans are finite in float32 too
-        ok = np.ones(values.shape[:-1], dtype=bool)
-    if no_data_value is not None:
-        if stored.dtype.kind in "iu":
-            samples = stored if good.all() else stored[..., good]
-            ok &= ~(samples == no_data_value).any(axis=-1)
-        else:
-            ok &= ~(values == np.float32(no_data_value)).any(axis=-1)
-    return ok
+    """Which pixels are usable (``Scene.valid``): :class:`PixelRule`'s ``valid``."""
+    return PixelRule(good, no_data_value, saturation).valid(stored, values)
+
+
+#: how a summary line names each of MASK_REASONS
+_REASON_WORDS = {"non_finite": "NaN/Inf", "no_data": "no-data value", "saturated": "saturated"}
+
+
+def masked_summary(masked: dict[str, int]) -> str:
+    """A summary line's words for the pixels masked, by reason (``Scene.masked``,
+    ``health.masked_pixels``): why pixels were lost, and that one band loses the whole pixel."""
+    total = sum(masked.values())
+    if total == 0:
+        return "0 masked px"
+    reasons = ", ".join(f"{_REASON_WORDS[name]} {masked[name]}" for name in MASK_REASONS if masked[name])
+    return (
+        f"{total} masked px ({reasons} in some good band; RX needs whole spectra, "
+        "so one band masks the pixel)"
+    )
 
 
 def invalid_as_nan(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -184,33 +281,34 @@ def band_vector(values: np.ndarray | None, bands: int, what: str, path: Path | N
     return arr
 
 
-def no_valid_pixel_error(
-    stored: np.ndarray, good: np.ndarray, no_data_value: float | None, path: Path | None
-) -> SceneError:
-    """The error for a cube (rows, cols, bands, as stored) with no valid pixel, naming the good
-    bands that are NaN/Inf or no-data on every pixel (a pass over the cube in row blocks: a memory
-    map is read once, in bounded memory)."""
-    hint = _dead_bands(stored, good, no_data_value)
-    return SceneError(f"no valid pixel (all pixels are NaN/Inf, no-data or masked){hint}", path)
+def no_valid_pixel_error(stored: np.ndarray, rule: PixelRule, path: Path | None) -> SceneError:
+    """The error for a cube (rows, cols, bands, as stored) with no valid pixel under ``rule``,
+    naming the good bands that are unusable on every pixel (a pass over the cube in row blocks: a
+    memory map is read once, in bounded memory)."""
+    hint = _dead_bands(stored, rule)
+    saturated = "" if rule.saturation is None else f", saturated (>= {rule.saturation:g})"
+    return SceneError(f"no valid pixel (all pixels are NaN/Inf, no-data{saturated} or masked){hint}", path)
 
 
-def _dead_bands(stored: np.ndarray, good: np.ndarray, no_data_value: float | None) -> str:
-    """A hint naming the good bands that are NaN/Inf or no-data on every pixel: one such band
-    invalidates every pixel, and marking it bad (ENVI ``bbl``) keeps the rest of the scene."""
+def _dead_bands(stored: np.ndarray, rule: PixelRule) -> str:
+    """A hint naming the good bands that are NaN/Inf, no-data or saturated on every pixel: one
+    such band invalidates every pixel, and marking it bad (ENVI ``bbl``) keeps the rest of the
+    scene."""
+    good = np.ones(stored.shape[-1], dtype=bool) if rule.good is None else rule.good
     bands = np.flatnonzero(good)
     dead = np.ones(bands.size, dtype=bool)
+    per_band = PixelRule(None, rule.no_data_value, rule.saturation)  # each band as a one-band pixel
     for start in range(0, stored.shape[0], _VALIDITY_ROWS):  # row blocks: bounded temporaries
-        values = stored[start : start + _VALIDITY_ROWS][..., bands]
-        unusable = ~np.isfinite(values) if values.dtype.kind == "f" else np.zeros(values.shape, bool)
-        if no_data_value is not None:
-            unusable |= values == (no_data_value if values.dtype.kind in "iu" else np.float32(no_data_value))
+        samples = stored[start : start + _VALIDITY_ROWS][..., bands][..., None]
+        unusable = ~per_band.valid(samples, per_band.good_values(samples))
         dead &= unusable.all(axis=(0, 1))
         if not dead.any():
             break
     if not dead.any():
         return ""
     listed = ", ".join(map(str, bands[dead][:10])) + (" ..." if dead.sum() > 10 else "")
+    unusable = "NaN/Inf or no-data" if rule.saturation is None else "NaN/Inf, no-data or saturated"
     return (
-        f"; {int(dead.sum())} band(s) are NaN/Inf or no-data on every pixel (0-based: {listed}): "
+        f"; {int(dead.sum())} band(s) are {unusable} on every pixel (0-based: {listed}): "
         "mark them bad (ENVI 'bbl') to keep the other bands"
     )

@@ -27,6 +27,7 @@ from edge_had.band_resampling import wavelengths_to_use
 from edge_had.cli_types import (
     add_interleave_option,
     add_resample_option,
+    add_saturation_option,
     changed_options,
     check_output_file,
     compute_device,
@@ -140,6 +141,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_resample_option(parser, "every detector (plain RX resamples to 32 bands when it has more): ")
     add_interleave_option(parser)
+    add_saturation_option(parser)
     parser.add_argument(
         "--out",
         help="folder for events.jsonl, scores.npy, waterfall.png and waterfall.mp4 (from an ENVI file "
@@ -157,17 +159,23 @@ FILE_ONLY = ("interleave",)  # options that say how a file is read
 
 @dataclass
 class _Source:
+    """Lines as the sensor (or the file) gives them, and what is known of them: what a camera
+    loop passes to build_pipeline."""
+
     lines: Any  # an iterable of Line
     gt: np.ndarray | None
-    valid: np.ndarray | None
+    valid: np.ndarray | None  # the pixels the AUC counts (with the ground truth)
     width: int
-    bands: int
+    bands: int  # each line's, good and bad
     wavelengths: np.ndarray | None  # band centres in nm, when known
+    good_bands: np.ndarray | None = None  # ENVI bbl (None: all good)
+    no_data_value: float | None = None  # ENVI 'data ignore value'
     distinct_strips: int | None = None  # a long synthetic stream: the strips it cycles
     envi_header: str | None = None  # an ENVI file's header: --out gets scores.hdr on its map
 
 
 def _source(args: argparse.Namespace) -> _Source:
+    from edge_had.io.scene import PixelRule
     from edge_had.stream.sources import file_lines, scene_lines, synthetic_lines
 
     preset = sensor(args.sensor)
@@ -184,7 +192,10 @@ def _source(args: argparse.Namespace) -> _Source:
         if count <= KEEP_LINES:  # bounded: one scene, so its ground truth is known
             scene = synthetic_scene(seed=seed, lines=count, width=width, bands=bands)
             lines = scene_lines(scene.cube, rate, args.pace)
-            return _Source(lines, scene.gt, scene.valid, width, bands, scene.wavelengths)
+            valid = scene.valid
+            if args.saturation is not None:  # the AUC counts the pixels the pipeline scores
+                valid = valid & PixelRule(saturation=args.saturation).valid(scene.cube, scene.cube)
+            return _Source(lines, scene.gt, valid, width, bands, scene.wavelengths)
         strip_bytes = SOAK_STRIP_LINES * width * bands * 4  # float32
         distinct = max(1, min(SOAK_STRIPS, -(-count // SOAK_STRIP_LINES), SOAK_STRIP_BYTES // strip_bytes))
         lines = synthetic_lines(
@@ -215,14 +226,24 @@ def _source(args: argparse.Namespace) -> _Source:
     if Path(args.source).suffix.lower() in CONTAINER_SUFFIXES:  # read whole: it may hold a ground truth
         from edge_had.io import load_scene
 
-        scene = load_scene(args.source, interleave=args.interleave)
-        cube = scene.detection_cube()
-        lines = scene_lines(cube, rate, args.pace, valid=scene.valid)  # invalid pixels NaN, line by line
-        _, width, bands = cube.shape
-        return _Source(lines, scene.gt, scene.valid, width, bands, scene.detection_wavelengths())
-    # ENVI, .npy: one line at a time from the memory map, converted as load_scene converts the cube
-    stream = file_lines(args.source, interleave=args.interleave, line_rate=rate, pace=args.pace)
-    source = _Source(stream.lines, None, None, stream.width, stream.bands, stream.wavelengths)
+        scene = load_scene(args.source, interleave=args.interleave, saturation=args.saturation)
+        lines = scene_lines(scene.cube, rate, args.pace)  # every band; the pipeline masks (no-data: none)
+        _, width, bands = scene.cube.shape
+        return _Source(lines, scene.gt, scene.valid, width, bands, scene.wavelengths, scene.good_bands)
+    # ENVI, .npy: one line at a time from the memory map, as stored; the pipeline masks as load_scene
+    stream = file_lines(
+        args.source, interleave=args.interleave, line_rate=rate, pace=args.pace, saturation=args.saturation
+    )
+    source = _Source(
+        stream.lines,
+        None,
+        None,
+        stream.width,
+        stream.bands,
+        stream.wavelengths,
+        stream.good_bands,
+        stream.no_data_value,
+    )
     if stream.meta.get("format") == "envi":
         source.envi_header = stream.meta["header"]
     return source
@@ -314,6 +335,9 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         reorder_window=args.reorder_window,
         cuda_rx=cuda_rx,
         wavelengths=wavelengths_to_use(args.resample, source.wavelengths),
+        good_bands=source.good_bands,
+        no_data_value=source.no_data_value,
+        saturation=args.saturation,
     )
     pipeline, detector, backend = onboard.pipeline, onboard.detector, onboard.backend
     if "warm_up_error" in detector:
@@ -333,7 +357,9 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     if args.faults:
         from edge_had.stream.faults import faulty_lines
 
-        lines = faulty_lines(lines, parse_faults(args.faults), rate=args.fault_rate, seed=args.fault_seed)
+        at = {} if args.saturation is None else {"saturation": args.saturation}  # 'saturate' clips there
+        faults = parse_faults(args.faults)
+        lines = faulty_lines(lines, faults, rate=args.fault_rate, seed=args.fault_seed, **at)
     keep = not (args.source == "synthetic" and (args.lines or DEFAULT_SYNTHETIC_LINES) > KEEP_LINES)
     pfa, min_area = args.pfa, args.min_event_area
 
@@ -525,6 +551,8 @@ def _video(args: argparse.Namespace, width: int) -> Any:
 
 
 def _print_summary(report: dict[str, Any]) -> None:
+    from edge_had.io.scene import masked_summary
+
     health, sensor_info = report["health"], report["sensor"]
     if report["interrupted"]:
         print("interrupted: the lines received until then were finished and are reported")
@@ -538,6 +566,7 @@ def _print_summary(report: dict[str, Any]) -> None:
     print("|---|---|---|---|")
     for stage, stats in report["latency_ms"].items():
         print(f"| {stage} | {stats['p50']:.3f} | {stats['p99']:.3f} | {stats['max']:.3f} |")
+    print(f"pixels: {masked_summary(health['masked_pixels'])}")
     print(f"look-ahead: {report['look_ahead_lines']} lines ({report['look_ahead_ms']:.1f} ms)")
     backend = report["backend"]
     if backend:

@@ -75,7 +75,8 @@ def faulty_lines(
         width, bands = pixels.shape
         hit = {name: name in faults and rng.random() < rate for name in FAULTS}
         if hit["nan"] or hit["inf"] or hit["saturate"] or hit["dead"] or dead_columns:
-            pixels = pixels.copy()
+            # a copy, in floating point: a file's lines come as stored (integers take no NaN)
+            pixels = pixels.astype(np.promote_types(pixels.dtype, np.float32))
         if hit["dead"]:
             dead_columns.append(int(rng.integers(width)))
             del dead_columns[:-max_dead]  # a few dead elements at a time: the oldest recovers

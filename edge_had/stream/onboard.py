@@ -13,9 +13,15 @@ context)::
     from threadpoolctl import threadpool_limits
     from edge_had.stream.onboard import build_pipeline
 
-    with build_pipeline(1024, 224, "enhanced-rx", on_result=handle) as onboard, threadpool_limits(1, "blas"):
-        for index, (line, timestamp) in enumerate(camera):  # (1024, 224) arrays
+    with build_pipeline(1024, 224, "enhanced-rx", wavelengths=centres, good_bands=bbl, no_data_value=0,
+                        saturation=4095, on_result=handle) as onboard, threadpool_limits(1, "blas"):
+        for index, (line, timestamp) in enumerate(camera):  # (1024, 224) arrays, as the camera gives them
             onboard.pipeline.push(line, index, timestamp)
+
+``wavelengths``, ``good_bands`` and ``no_data_value`` are what the sensor's ENVI header says
+(``wavelength``, ``bbl``, ``data ignore value``): given the same, the live loop scores a line as
+``edge-had stream --source FILE.hdr`` scores the file's line (that command is this loop fed
+with :func:`~edge_had.stream.sources.file_lines`).
 
 numpy's BLAS on one thread is what ``edge-had stream`` runs its loop under
 (:func:`edge_had.stream.run.run_stream` says why); scores do not depend on it. RX's per-line work
@@ -106,6 +112,9 @@ def build_pipeline(
     cuda_rx: Any = None,
     on_result: Callable[[LineResult], None] | None = None,
     wavelengths: Any = None,
+    good_bands: Any = None,
+    no_data_value: float | None = None,
+    saturation: float | None = None,
 ) -> OnboardPipeline:
     """The line loop of ``detector`` for ``width``-pixel lines of ``bands`` bands. The options
     are ``edge-had stream``'s: ``precision`` is ``--net-precision`` (None: what ``engine`` or
@@ -120,14 +129,21 @@ def build_pipeline(
     sensor's ``bands`` band centres in nm, when known - the bands are then resampled on them, as
     ``detect`` does (the model's adapter, or the 32 bands of plain RX), else on band index; an
     ONNX graph or engine given must have been exported for the same (``edge-had export
-    --wavelengths``). ``push(line, index,
+    --wavelengths``; of the good bands, when some are bad). ``good_bands``: a mask of the sensor's
+    ``bands`` (bool or 0/1, ENVI's ``bbl``; None: all good), only the good ones scored - the
+    network and the band reduction are built for them. ``no_data_value`` (ENVI's ``data ignore
+    value``) and ``saturation`` (the sensor's saturation level, e.g. 4095 for 12 bits): a pixel
+    holding the one, or at or above the other, in a good band is masked - scored NaN, kept out of
+    the statistics, counted in ``health.masked_pixels`` by reason, the line flagged
+    ``masked-pixels`` (and ``saturated``) - as for a NaN/Inf pixel; None (the default): no such
+    value. ``push(line, index,
     timestamp)`` takes the line's number as ``index`` (consecutive lines differ by 1) and any
     clock, e.g. the camera's tick counter, as ``timestamp``."""
     from argparse import Namespace
 
     from edge_had.cli_types import refuse_network_options
     from edge_had.stream.causal import NUMPY_LINE_MATH
-    from edge_had.stream.pipeline import StreamPipeline
+    from edge_had.stream.pipeline import StreamPipeline, sensor_good_bands
     from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction
 
     if detector not in STREAM_DETECTORS:
@@ -140,11 +156,22 @@ def build_pipeline(
     options = Namespace(model=model, onnx=onnx, engine=engine, backend=backend, net_precision=precision,
                         device=device, async_enhance=async_enhance)  # fmt: skip
     refuse_network_options(options, detector, enhanced)
+    good = sensor_good_bands(good_bands, bands)  # (ValueError for a mask that does not fit)
+    scored = bands if good is None else int(good.sum())
     if wavelengths is not None:
         wavelengths = np.asarray(wavelengths, dtype=np.float64).ravel()
+        if wavelengths.size != bands:
+            raise ValueError(f"{wavelengths.size} wavelengths for {bands} bands")
+    good_wavelengths = wavelengths if wavelengths is None or good is None else wavelengths[good]
+    for name, value in (("no_data_value", no_data_value), ("saturation", saturation)):
+        if value is not None and not np.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
     record: dict[str, Any] = {
         "name": detector,
         "sensor_bands": bands,
+        "good_bands": scored,
+        "no_data_value": no_data_value,
+        "saturation": saturation,
         "resampling": "band_index" if wavelengths is None else "wavelength",
     }
     enhancer, runner, choice, bundle, reduction = None, None, None, None, None
@@ -153,9 +180,9 @@ def build_pipeline(
         enhancer, runner, choice, bundle = _enhancer(
             record,
             scorer,
-            bands,
+            scored,
             width,
-            wavelengths,
+            good_wavelengths,
             model,
             backend,
             precision,
@@ -163,10 +190,10 @@ def build_pipeline(
             async_enhance,
         )
     else:
-        reduction = band_reduction(bands, DEFAULT_REDUCED_BANDS, wavelengths)
+        reduction = band_reduction(scored, DEFAULT_REDUCED_BANDS, good_wavelengths)
         if reduction is None:  # 32 bands or fewer: scored as they are
             record["resampling"] = "none"
-        record["reduced_bands"] = bands if reduction is None else reduction.shape[0]
+        record["reduced_bands"] = scored if reduction is None else reduction.shape[0]
     try:
         line_math: Any = NUMPY_LINE_MATH
         local_math: Any = None
@@ -187,6 +214,9 @@ def build_pipeline(
             line_math=line_math,
             local_math=local_math,
             wavelengths=wavelengths,
+            good_bands=good,
+            no_data_value=no_data_value,
+            saturation=saturation,
         )
     except BaseException:
         _release(enhancer, runner)

@@ -28,8 +28,11 @@ kept as ``first_callback_error``), so a faulty consumer cannot stop the stream o
 So ``lines_in = lines_scored + lines_rejected + lines_dropped`` once :meth:`finish` has run.
 After ``reinit_after`` consecutive lines (default 8) of a new band count - each of them rejected -
 the statistics are re-initialised for it (``reinitialisations`` in health); a single odd line never
-does. Flags annotate without changing the state (``masked-pixels``: NaN/Inf pixels are masked before
-anything else and never enter the statistics; ``outlier-pixels``: the statistics' outlier gate kept
+does. Flags annotate without changing the state (``masked-pixels``: pixels that are NaN/Inf, or
+hold the no-data value or reach the saturation level when the pipeline is given them, in a good
+band, are masked before anything else - scored NaN, never in the statistics - and counted by
+reason in ``masked_pixels`` (:data:`~edge_had.io.scene.MASK_REASONS`); ``saturated``: some of
+them reached the saturation level; ``outlier-pixels``: the statistics' outlier gate kept
 pixels of the line out of them - a corrupt sample of finite value, e.g. - though they are scored;
 ``background-change``: most of the line, a corrupt line or a new background, scored against the
 old one (``outlier_pixels``, ``statistics_restarts`` and ``statistics_restarts_undone`` in
@@ -79,11 +82,12 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from edge_had.io.scene import MASK_REASONS, PixelRule
 from edge_had.stream.causal import NUMPY_LINE_MATH, CausalRX, CausalSettings, LineMath
 from edge_had.stream.causal_local import CausalHybridRX, LocalLineMath
 from edge_had.stream.enhance import EnhancementError
@@ -154,6 +158,9 @@ class Health:
     reinitialisations: int = 0
     counter_resets: int = 0  # the line counter went back and the stream followed it
     enhancement_failures: int = 0
+    #: pixels masked (not scored, out of the statistics) on the lines screened, by reason: each
+    #: pixel under the first of MASK_REASONS it has (a line rejected as 'no valid pixel' counts too)
+    masked_pixels: Counter = field(default_factory=lambda: Counter(dict.fromkeys(MASK_REASONS, 0)))
     callback_errors: int = 0
     first_callback_error: str | None = None
     flags: Counter = field(default_factory=Counter)
@@ -163,6 +170,7 @@ class Health:
         out = dict(self.__dict__)
         out["rss_mb"] = current_rss_mb()
         out["flags"], out["reasons"] = dict(self.flags), dict(self.reasons)
+        out["masked_pixels"] = dict(self.masked_pixels)
         out["accounting_ok"] = self.lines_in == self.lines_scored + self.lines_rejected + self.lines_dropped
         return out
 
@@ -178,6 +186,24 @@ def sparse_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if columns.shape[1] > MAX_GATHER_TAPS:  # as the adapter decides: wider rows are a product
         return None
     return columns.astype(np.intp), weights.astype(np.float32)
+
+
+def sensor_good_bands(good_bands: Any, bands: int) -> np.ndarray | None:
+    """``good_bands`` as a bool mask over the sensor's ``bands`` (None when every band is good);
+    ValueError for another length, values other than 0/1 (a list of band numbers, e.g.) or
+    fewer than 2 good bands."""
+    if good_bands is None:
+        return None
+    mask = np.asarray(good_bands)
+    if mask.shape != (bands,) or mask.dtype.kind not in "biu" or not np.isin(mask, (0, 1)).all():
+        raise ValueError(
+            f"good_bands must be a mask of {bands} booleans (0/1: ENVI's bbl), one per sensor band; "
+            f"got {mask.dtype} of shape {mask.shape}"
+        )
+    good = mask.astype(bool)
+    if good.sum() < 2:
+        raise ValueError(f"good_bands leaves {int(good.sum())} good band(s); detection needs at least 2")
+    return None if good.all() else good
 
 
 def _line_index(index: Any) -> int:
@@ -203,9 +229,15 @@ class StreamPipeline:
     with a causal dual-window LRX, :mod:`edge_had.stream.causal_local`: 7 lines more look-ahead).
     ``line_math``: where causal RX's per-line sums and scores run (numpy, or the CUDA kernels:
     :mod:`edge_had.stream.cuda_line_math`); ``local_math``: where the hybrid scorer's local RX
-    runs (``None``: numpy). ``wavelengths``: the sensor's band centres (nm), if known, for the
-    32-band reduction of the plain RX a failed enhancement falls back to (as ``reduction``, it
-    resamples on them; a re-initialisation for another band count resamples on band index)."""
+    runs (``None``: numpy). ``wavelengths``: the sensor's band centres (nm, one per band), if
+    known, for the 32-band reduction of the plain RX a failed enhancement falls back to (as
+    ``reduction``, it resamples on them; a re-initialisation for another band count resamples on
+    band index). ``good_bands`` (a bool mask over the sensor's ``bands``; None: all),
+    ``no_data_value`` and ``saturation`` (None: none) say which pixels are masked
+    (:class:`~edge_had.io.scene.PixelRule`, as ``load_scene`` masks a file's): only the good bands
+    are scored (``reduction`` and an ``enhancer`` take them), and a pixel is masked when one of
+    them is NaN/Inf, the no-data value, or at or above the saturation level. After a
+    re-initialisation for another band count every band is good; the values still apply."""
 
     def __init__(
         self,
@@ -225,6 +257,9 @@ class StreamPipeline:
         line_math: LineMath = NUMPY_LINE_MATH,
         local_math: LocalLineMath | None = None,
         wavelengths: np.ndarray | None = None,
+        good_bands: np.ndarray | None = None,
+        no_data_value: float | None = None,
+        saturation: float | None = None,
     ) -> None:
         if scorer not in SCORERS:
             raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
@@ -232,14 +267,22 @@ class StreamPipeline:
         self.line_math = line_math
         self.local_math = local_math
         self.width = width
-        self.wavelengths = wavelengths
-        self._use_bands(bands, reduction)
-        if self.reduction is not None and self.reduction.shape[1] != bands:
-            raise ValueError(f"reduction takes {self.reduction.shape[1]} bands, the sensor has {bands}")
+        self.wavelengths = None if wavelengths is None else np.asarray(wavelengths, dtype=np.float64).ravel()
+        if self.wavelengths is not None and self.wavelengths.size != bands:
+            raise ValueError(f"{self.wavelengths.size} wavelengths for {bands} bands")
+        self._given_good_bands = sensor_good_bands(good_bands, bands)
+        self.pixel_rule = PixelRule(self._given_good_bands, no_data_value, saturation)
+        self._use_sensor_bands(bands)
+        self._use_reduction(reduction)
+        scored = self.detection_bands
+        if self.reduction is not None and self.reduction.shape[1] != scored:
+            raise ValueError(
+                f"reduction takes {self.reduction.shape[1]} bands, the sensor has {scored} good ones"
+            )
         if enhancer is not None and self.reduction is not None:
             raise ValueError("an enhanced stream is scored in the model's K bands: give no reduction")
         self.enhancer = enhancer
-        reduced_bands = bands if self.reduction is None else self.reduction.shape[0]
+        reduced_bands = scored if self.reduction is None else self.reduction.shape[0]
         if enhancer is not None:
             reduced_bands = enhancer.bundle.config.k
         self.settings = settings or CausalSettings()
@@ -416,19 +459,18 @@ class StreamPipeline:
         self, pixels: np.ndarray, result: LineResult, arrival: float, window_wait_s: float = 0.0
     ) -> None:
         with self.profiler.stage("preprocess"):
-            line, valid = self._prepare(pixels)
+            values, valid = self._screen(pixels, result)
+            line = self._reduce(values)
         if not valid.any():
             self._finish(result, "rejected", reason="no valid pixel")
             return
-        if not valid.all():
-            result.flags.append("masked-pixels")
         lines = [(line, valid)]
         if self.enhancer is not None:
             with self.profiler.stage("enhance"):
                 lines = self._enhanced(self.enhancer.push, line, valid)
             if self.enhancer is None:  # it failed at this line: plain RX from here, this line too
                 with self.profiler.stage("preprocess"):
-                    lines = [self._prepare(pixels)]
+                    lines = [(self._reduce(values), valid)]
         if self.fallback_flag is not None:
             result.flags.append(self.fallback_flag)
         self._pending[self._position] = _Pending(result, arrival, window_wait_s)
@@ -439,22 +481,39 @@ class StreamPipeline:
         finally:
             self._completing = None
 
-    def _prepare(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(line, valid)``: the line in float64 with its non-finite pixels zeroed and the band
-        reduction applied, and which pixels are valid."""
-        line = np.asarray(pixels, dtype=np.float32)
+    def _screen(self, pixels: np.ndarray, result: LineResult) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, valid)``: the line's good bands in float32 with its masked pixels zeroed,
+        and which pixels are valid (:attr:`pixel_rule`). The masked ones are counted by reason
+        and flag a line that keeps a valid pixel (``masked-pixels``; ``saturated`` when some
+        reached the level; a line with none is rejected, unflagged)."""
+        stored = np.asarray(pixels)
+        values = self.pixel_rule.good_values(stored)
         # a NaN or Inf in any band makes the pixel's band sum non-finite; one product is 3x
         # faster than isfinite().all() (only a finite-but-overflowing sum, > 3e38, also
-        # counts as invalid)
-        valid = np.isfinite(line @ self._ones)
+        # counts as invalid, as non-finite)
+        valid = np.isfinite(values @ self._ones)
+        problems = {"non_finite": ~valid}
+        if self.pixel_rule.checks_values:
+            problems = self.pixel_rule.problems(stored, values, non_finite=~valid)
+            valid = PixelRule.valid_from(problems, valid.shape)
         if not valid.all():
-            line = np.where(valid[:, None], line, np.float32(0.0))
+            values = np.where(valid[:, None], values, np.float32(0.0))
+            self.health.masked_pixels.update(PixelRule.counts(problems))
+            if valid.any():
+                result.flags.append("masked-pixels")
+                if "saturated" in problems and problems["saturated"].any():
+                    result.flags.append("saturated")
+        return values, valid
+
+    def _reduce(self, values: np.ndarray) -> np.ndarray:
+        """The band reduction applied to a screened line, in float64 (the statistics' type)."""
+        line = values
         if self._gather is not None:  # few bands per output band: gather, no GEMM
             columns, weights = self._gather
             line = np.einsum("wkn,kn->wk", line[:, columns], weights)
         elif self._reduction32 is not None:  # float32 product: the rows are convex weights
             line = line @ self._reduction32.T
-        return line.astype(np.float64), valid  # the statistics are float64
+        return line.astype(np.float64)
 
     def drop(
         self, index: int, timestamp: float, reason: str = "overload", meta: dict[str, Any] | None = None
@@ -620,13 +679,33 @@ class StreamPipeline:
                 self._reinitialise(shape[1])
         return f"line shape {shape}, expected ({self.width}, {self.bands})"
 
-    def _use_bands(self, bands: int, reduction: np.ndarray | None) -> None:
-        """The sensor's band count and the band reduction applied to each line (None: none)."""
+    def _use_sensor_bands(self, bands: int) -> None:
+        """The sensor's band count; the good-band mask given applies to lines of its length only
+        (at another count every band is good), the no-data value and saturation level to all."""
         self.bands = bands
+        given = self._given_good_bands
+        fits = given is not None and given.size == bands
+        self.pixel_rule = replace(self.pixel_rule, good=given if fits else None)
+        self._ones = np.ones(self.detection_bands, dtype=np.float32)
+
+    def _use_reduction(self, reduction: np.ndarray | None) -> None:
+        """The band reduction applied to each line's good bands (None: none)."""
         self.reduction = None if reduction is None else np.asarray(reduction, dtype=np.float64)
         self._reduction32 = None if self.reduction is None else self.reduction.astype(np.float32)
         self._gather = None if self.reduction is None else sparse_rows(self.reduction)
-        self._ones = np.ones(bands, dtype=np.float32)
+
+    @property
+    def detection_bands(self) -> int:
+        """The bands scored of each line: the sensor's good bands."""
+        good = self.pixel_rule.good
+        return self.bands if good is None else int(good.sum())
+
+    def detection_wavelengths(self) -> np.ndarray | None:
+        """The good bands' centres (nm), when the wavelengths given fit the sensor's bands now."""
+        if self.wavelengths is None or self.wavelengths.size != self.bands:
+            return None
+        good = self.pixel_rule.good
+        return self.wavelengths if good is None else self.wavelengths[good]
 
     def _reinitialise(self, bands: int) -> None:
         """The sensor now sends ``bands`` bands (``reinit_after`` lines in a row): start new
@@ -638,8 +717,8 @@ class StreamPipeline:
                 self._score(lines)
                 self.enhancer = None
                 self.fallback_flag = "plain-rx"
-        known = self.wavelengths is not None and len(self.wavelengths) == bands
         self._restart(bands, "statistics re-initialised")
+        known = self.detection_wavelengths() is not None
         self.health.reinitialisations += 1
         self.band_changes.append({
             "sequence": self.health.lines_in - 1,  # the line being pushed decided it
@@ -675,9 +754,10 @@ class StreamPipeline:
         for position in sorted(self._pending):  # still in the old warm-up or in the enhancer
             self._finish(self._pending.pop(position).result, "rejected", reason=reason)
         self._rx_base = self._position  # the new statistics count lines from here
-        known = self.wavelengths is not None and len(self.wavelengths) == bands
-        self._use_bands(bands, band_reduction(bands, reduced, self.wavelengths if known else None))
-        self.rx = self._new_scorer(bands if self.reduction is None else self.reduction.shape[0])
+        self._use_sensor_bands(bands)
+        scored = self.detection_bands
+        self._use_reduction(band_reduction(scored, reduced, self.detection_wavelengths()))
+        self.rx = self._new_scorer(scored if self.reduction is None else self.reduction.shape[0])
         self._new_band_count = (0, 0)
 
     def _new_scorer(self, bands: int) -> CausalRX | CausalHybridRX:

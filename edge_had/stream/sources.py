@@ -1,15 +1,17 @@
 """Line sources: where a pushbroom stream's lines come from.
 
-Every source yields :class:`Line` objects (index, timestamp, ``(width, bands)`` float32 pixels,
-optional ``meta``), in acquisition order:
+Every source yields :class:`Line` objects (index, timestamp, ``(width, bands)`` pixels - float32,
+or a file's lines as stored -, optional ``meta``), in acquisition order:
 
 * :func:`scene_lines` - replay a cube (rows are lines), as fast as possible or paced at a line rate;
 * :func:`synthetic_lines` - the synthetic sensor as an endless (or bounded) stream: consecutive
   synthetic strips of ``strip_lines`` lines with successive seeds (a new strip is a new stretch of
   ground, as when a drone turns);
 * :func:`file_lines` - a scene file on disk line by line, ENVI and ``.npy`` through their memory
-  map in bounded memory, each line's good bands in float32 with its invalid pixels (NaN/Inf,
-  no-data) NaN, as :func:`edge_had.io.load_scene` reads the file (:func:`envi_lines`: its lines).
+  map in bounded memory, each line as the file stores it (every band, its dtype), as a camera
+  hands it over, with what the file says about its pixels - good bands (``bbl``), no-data value,
+  wavelengths - for :func:`~edge_had.stream.onboard.build_pipeline`, which masks them as
+  :func:`edge_had.io.load_scene` does (:func:`envi_lines`: its lines).
 
 Timestamps: ``t0 + index / line_rate`` when a line rate is given (the sensor clock), else the
 monotonic clock when the line is produced. ``pace=True`` sleeps until each line is due.
@@ -41,7 +43,9 @@ def _stamped(
     pace: bool,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    dtype: Any = np.float32,
 ) -> Iterator[Line]:
+    """``rows`` as stamped lines, each a contiguous array of ``dtype`` (None: its own)."""
     start = clock()
     for index, pixels in enumerate(rows):
         if line_rate:
@@ -53,7 +57,7 @@ def _stamped(
             stamp = due
         else:
             stamp = clock()
-        yield Line(index, stamp, np.ascontiguousarray(pixels, dtype=np.float32))
+        yield Line(index, stamp, np.ascontiguousarray(pixels, dtype=dtype))
 
 
 def scene_lines(
@@ -120,12 +124,15 @@ def synthetic_lines(
 
 @dataclass
 class FileLines:
-    """A scene file as a stream (:func:`file_lines`)."""
+    """A scene file as a stream (:func:`file_lines`): its lines as stored and what the file says
+    about them, which :func:`~edge_had.stream.onboard.build_pipeline` takes as a camera's."""
 
     lines: Iterator[Line]
     width: int
-    bands: int  # the good bands, which each line holds
+    bands: int  # the bands each line holds: all of the file's
     wavelengths: np.ndarray | None  # their centres in nm, when the file gives them
+    good_bands: np.ndarray  # the bands kept for detection (ENVI bbl; all True without one)
+    no_data_value: float | None  # ENVI 'data ignore value'
     meta: dict[str, Any]  # the reader's: format, interleave, an ENVI file's header, ...
 
 
@@ -137,10 +144,15 @@ def file_lines(
     pace: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    saturation: float | None = None,
 ) -> FileLines:
-    """A scene file line by line, each line what :func:`edge_had.io.load_scene` makes of the file:
-    its good bands (ENVI ``bbl``) in float32, NaN throughout a pixel that is NaN/Inf or the no-data
-    value in a good band (the pipeline masks it: flag ``masked-pixels``).
+    """A scene file line by line, each line as the file stores it - every band, its dtype - as a
+    camera hands its lines over, with the file's good bands (ENVI ``bbl``), no-data value and
+    wavelengths: given to :func:`~edge_had.stream.onboard.build_pipeline` (``good_bands=``,
+    ``no_data_value=``, ``wavelengths=``), the pipeline scores what
+    :func:`edge_had.io.load_scene` makes of the file - its good bands in float32, a pixel that
+    is NaN/Inf or the no-data value in a good band (or ``saturation`` or above) masked
+    (:class:`~edge_had.io.scene.PixelRule`; flag ``masked-pixels``, counted by reason).
 
     ENVI and ``.npy`` files are read from their memory map one line at a time (BIL and rows x cols
     x bands ``.npy`` are the natural pushbroom layouts; the others work, slower), and the map's
@@ -148,25 +160,25 @@ def file_lines(
     file's length. A MATLAB/HDF5 cube is read whole first (those formats are not mapped; its ground
     truth is not streamed: ``edge-had stream`` reads such files with load_scene). What the file's
     header and shape tell (interleave, size, dtype, bands, bad-band list, wavelengths) is checked
-    now, as load_scene checks it, and so is that some pixel is valid: the lines are read until the
-    first valid pixel (one line, usually; a file with none is read once, its map's pages handed
-    back as it goes) and a file without one is load_scene's :class:`~edge_had.errors.SceneError`
-    naming the bands that are invalid throughout. A line of the stream with no valid pixel is
-    rejected for it (``no valid pixel``)."""
+    now, as load_scene checks it, and so is that some pixel is valid (under ``saturation`` too:
+    the level the pipeline will be given): the lines are read until the first valid pixel (one
+    line, usually; a file with none is read once, its map's pages handed back as it goes) and a
+    file without one is load_scene's :class:`~edge_had.errors.SceneError` naming the bands that
+    are invalid throughout. A line of the stream with no valid pixel is rejected for it (``no
+    valid pixel``)."""
     from edge_had.io.readers import read_raw
-    from edge_had.io.scene import band_vector, check_cube, no_valid_pixel_error
+    from edge_had.io.scene import PixelRule, band_vector, check_cube, no_valid_pixel_error
 
     path = Path(path)
     raw = read_raw(path, interleave=interleave)
     good = check_cube(raw.cube, raw.good_bands, path)
     _, width, bands = raw.cube.shape
     wavelengths = band_vector(raw.wavelengths, bands, "wavelength list", path)
-    if not any(np.isfinite(line[:, 0]).any() for line in _detection_rows(raw.cube, good, raw.no_data_value)):
-        raise no_valid_pixel_error(raw.cube, good, raw.no_data_value, path)  # (NaN: an invalid pixel)
-    rows = _stamped(_detection_rows(raw.cube, good, raw.no_data_value), line_rate, pace, clock, sleep)
-    return FileLines(
-        rows, width, int(good.sum()), None if wavelengths is None else wavelengths[good], raw.meta
-    )
+    rule = PixelRule(good, raw.no_data_value, saturation)
+    if not any(rule.valid(line, rule.good_values(line)).any() for line in _stored_rows(raw.cube)):
+        raise no_valid_pixel_error(raw.cube, rule, path)
+    rows = _stamped(_stored_rows(raw.cube), line_rate, pace, clock, sleep, dtype=None)
+    return FileLines(rows, width, bands, wavelengths, good, raw.no_data_value, raw.meta)
 
 
 def envi_lines(
@@ -183,22 +195,16 @@ def envi_lines(
 RELEASE_BYTES = 16 * 2**20  # a memory map's pages are handed back each time about this much was read
 
 
-def _detection_rows(cube: np.ndarray, good: np.ndarray, no_data_value: float | None) -> Iterator[np.ndarray]:
-    """The rows of a (rows, cols, bands) cube as stored, each as the scene's detection cube holds
-    it (:class:`~edge_had.io.scene.Scene`): its good bands in float32, NaN throughout an invalid
-    pixel (:func:`~edge_had.io.scene.valid_pixels`, load_scene's rule).
+def _stored_rows(cube: np.ndarray) -> Iterator[np.ndarray]:
+    """The rows of a (rows, cols, bands) cube, each a copy as stored (its dtype, every band).
 
     A memory map's pages stay resident once read (they count in the process's memory until the
     map is closed): every :data:`RELEASE_BYTES` they are handed back (``MADV_DONTNEED``; the data
     stays in the page cache), as each line is copied out first."""
-    from edge_had.io.scene import invalid_as_nan, valid_pixels
-
-    every_band = bool(good.all())
     mapping = _memory_map_of(cube)
     release_every = max(1, RELEASE_BYTES // cube[0].nbytes)
     for index, stored in enumerate(cube):  # one line of a memory map is read here, not before
-        values = np.array(stored if every_band else stored[:, good], dtype=np.float32, order="C")  # a copy
-        invalid_as_nan(values, valid_pixels(stored, values, good, no_data_value))
+        values = np.array(stored, order="C")  # a copy
         if mapping is not None and (index + 1) % release_every == 0:
             mapping.madvise(mmap.MADV_DONTNEED)
         yield values

@@ -1,0 +1,232 @@
+"""Which pixels are masked - a live camera's as a file's - and why: a camera loop on
+build_pipeline given the header's wavelengths, good bands (bbl) and no-data value scores as
+`edge-had stream --source FILE.hdr`; a saturation level (`--saturation`, build_pipeline's
+``saturation``) masks saturated pixels in detect and stream, against float64 RX oracles on the
+unsaturated pixels; the masked pixels are counted by reason (detect's summary, the stream
+report's ``health.masked_pixels``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_had.cli import main
+from edge_had.io import load_scene
+from edge_had.io.synthetic import synthetic_scene
+from edge_had.stream.onboard import build_pipeline
+from tests.test_io_readers import write_envi
+from tests.test_stream import direct_rx
+
+#: 40 bands: 30 dense in the VNIR, 10 sparse beyond (band index and wavelength resample apart)
+UNEVEN = np.concatenate([np.linspace(400.0, 1000.0, 30), np.linspace(1100.0, 2400.0, 10)]).round(2)
+FULL_SCALE = 4095  # a 12-bit camera
+
+
+def counts_cube(lines: int, width: int, bands: int, seed: int) -> np.ndarray:
+    """A synthetic scene in 12-bit counts (uint16), none at 0 or at full scale."""
+    cube = synthetic_scene(lines=lines, width=width, bands=bands, seed=seed).cube
+    scaled = 200.0 + 3000.0 * (cube - cube.min()) / (cube.max() - cube.min())
+    return np.rint(scaled).astype(np.uint16)
+
+
+def stored_lines(data_file: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """A BIL uint16 file's lines read with numpy alone: (lines, width, bands), as a camera gives them."""
+    lines, width, bands = shape
+    return np.fromfile(data_file, dtype="<u2").reshape(lines, bands, width).transpose(0, 2, 1)
+
+
+def camera_scores(onboard_args: dict, lines: np.ndarray, detector: str) -> tuple[np.ndarray, dict, list]:
+    """A camera loop on build_pipeline: the score map (rows x width, NaN unscored), the detector
+    record and the results."""
+    results: list = []
+    _, width, bands = lines.shape
+    with build_pipeline(width, bands, detector, on_result=results.append, **onboard_args) as onboard:
+        for index, line in enumerate(lines):
+            onboard.pipeline.push(line, index, index / 330.0)
+    scores = np.full(lines.shape[:2], np.nan)
+    for result in results:
+        if result.state == "scored":
+            scores[result.row] = result.scores
+    return scores, onboard.detector, results
+
+
+@pytest.mark.parametrize("detector", ["rx", "enhanced-rx"])
+def test_a_camera_loop_given_the_headers_masks_scores_as_stream_of_the_file(
+    tmp_path: Path, detector: str
+) -> None:
+    """Reviewer (FX10): build_pipeline resampled on band index and had no way to pass the bbl or
+    the no-data value, so a live feed scored bad bands and dead (0) pixels that `stream --source
+    FILE.hdr` masks. Given the header's wavelengths, good bands and no-data value, the lines
+    read from the file with numpy score as the command scores the file, and the masked pixels
+    are those an independent numpy rule names (0 in a good band; 0 in a bad band only: kept)."""
+    shape = (48, 24, 40)
+    cube = counts_cube(*shape, seed=7)
+    cube[:, :2] = 0  # dead edge pixels
+    cube[30, 10, 17] = 0  # one good band at the no-data value
+    good = np.ones(40, bool)
+    good[[0, 1, 38]] = False
+    cube[12, 5, 0] = 0  # a bad band only: the pixel stays
+    header = tmp_path / "fx.hdr"
+    metadata = {"data ignore value": 0, "bbl": good.astype(int).tolist(), "wavelength": UNEVEN.tolist()}
+    data = write_envi(header, cube, "bil", **metadata, **{"wavelength units": "nm"})
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    argv = ["stream", "--source", str(header), "--detector", detector, "--reorder-window", "4"]
+    assert main([*argv, "--out", str(out), "--json", str(report)]) == 0
+    want = np.load(out / "scores.npy")
+
+    lines = stored_lines(data, shape)
+    given = {"wavelengths": UNEVEN, "good_bands": good, "no_data_value": 0}
+    got, record, _ = camera_scores(given, lines, detector)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    masked = (lines[:, :, good] == 0).any(axis=2)
+    np.testing.assert_array_equal(np.isnan(got), masked)
+    assert masked.sum() == 48 * 2 + 1 and not masked[12, 5]
+    assert record["resampling"] == "wavelength" and record["good_bands"] == 37
+    written = json.loads(report.read_text())
+    assert written["detector"]["resampling"] == "wavelength"
+    assert written["health"]["masked_pixels"] == {"non_finite": 0, "no_data": 97, "saturated": 0}
+
+    bare, bare_record, _ = camera_scores({}, lines, detector)  # what the README's snippet did
+    assert bare_record["resampling"] == "band_index" and np.isfinite(bare[:, :2]).all()
+
+
+def test_build_pipeline_refuses_masks_that_do_not_fit_the_sensor() -> None:
+    with pytest.raises(ValueError, match="good_bands must be a mask of 12 booleans"):
+        build_pipeline(16, 12, "rx", good_bands=np.arange(4, 12))  # band numbers, not a mask
+    with pytest.raises(ValueError, match="11 wavelengths for 12 bands"):
+        build_pipeline(16, 12, "rx", wavelengths=np.linspace(400, 1000, 11))
+    with pytest.raises(ValueError, match="saturation must be a finite number"):
+        build_pipeline(16, 12, "rx", saturation=float("nan"))
+
+
+def saturated_scene(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
+    """A 12-bit BIL ENVI file (40 x 24 x 12, band 11 bad) with glints: pixels at full scale in
+    some good bands (one in the warm-up), and one at full scale in the bad band only (kept).
+    Returns the header, the stored cube, the good bands and the saturated pixels."""
+    cube = counts_cube(40, 24, 12, seed=11)
+    good = np.ones(12, bool)
+    good[11] = False
+    glints = [(3, 4), (15, 7), (15, 8), (22, 20), (33, 1)]
+    for row, col in glints:
+        cube[row, col, 2:6] = FULL_SCALE
+    cube[27, 12, 11] = FULL_SCALE  # the bad band only
+    header = tmp_path / "glint.hdr"
+    write_envi(header, cube, "bil", bbl=good.astype(int).tolist())
+    saturated = np.zeros(cube.shape[:2], bool)
+    saturated[tuple(np.array(glints).T)] = True
+    return header, cube, good, saturated
+
+
+def test_detect_masks_saturated_pixels_as_rx_on_the_unsaturated_pixels_only(tmp_path: Path, capsys) -> None:
+    """Glints were the top scores and in the background statistics. With --saturation they are
+    NaN and out of the statistics: the other pixels score as a float64 RX oracle computed on the
+    unsaturated pixels only; the summary line counts them."""
+    header, cube, good, saturated = saturated_scene(tmp_path)
+    argv = ["detect", str(header), "--detector", "rx"]
+    assert main([*argv, "--npy", str(tmp_path / "plain.npy")]) == 0
+    plain = np.load(tmp_path / "plain.npy")
+    assert set(np.argsort(plain, axis=None)[-5:]) == set(np.flatnonzero(saturated))  # before: the top 5
+    capsys.readouterr()
+    assert main([*argv, "--saturation", "4095", "--npy", str(tmp_path / "masked.npy")]) == 0
+    summary = capsys.readouterr().out
+    got = np.load(tmp_path / "masked.npy")
+
+    pixels = cube[:, :, good].astype(np.float64)
+    background = pixels[~saturated]
+    mean = background.mean(axis=0)
+    cov = (background - mean).T @ (background - mean) / background.shape[0]
+    diff = pixels - mean
+    want = np.einsum("...i,ij,...j->...", diff, np.linalg.inv(cov), diff)
+    np.testing.assert_allclose(got[~saturated], want[~saturated], rtol=1e-6)
+    assert np.isnan(got[saturated]).all()
+    assert "5 masked px (saturated 5 in some good band" in summary
+    assert load_scene(header, saturation=FULL_SCALE).masked == {"non_finite": 0, "no_data": 0, "saturated": 5}
+
+
+def test_stream_masks_saturated_pixels_as_causal_rx_on_the_unsaturated_pixels_only(tmp_path: Path) -> None:
+    """The stream scores each line against the float64 statistics of the unsaturated pixels of
+    the lines so far (the warm-up lines: of the warm-up block), saturated pixels NaN; the lines
+    holding them are flagged 'saturated', health.masked_pixels counts them, and events.jsonl
+    reports none of them (before, every glint was an event)."""
+    header, cube, good, saturated = saturated_scene(tmp_path)
+    argv = ["stream", "--source", str(header), "--detector", "rx", "--reorder-window", "0"]
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    assert main([*argv, "--saturation", "4095", "--out", str(out), "--json", str(report)]) == 0
+    got = np.load(out / "scores.npy")
+
+    pixels = cube[:, :, good].astype(np.float64)
+    warmup = 10
+    for t in range(len(pixels)):
+        seen = slice(0, max(t, warmup - 1) + 1)
+        history = pixels[seen][~saturated[seen]]
+        want = direct_rx(history, pixels[t], 1e-6)
+        np.testing.assert_allclose(got[t][~saturated[t]], want[~saturated[t]], rtol=1e-6)
+    assert np.isnan(got[saturated]).all() and np.isfinite(got[~saturated]).all()
+
+    written = json.loads(report.read_text())
+    assert written["health"]["masked_pixels"] == {"non_finite": 0, "no_data": 0, "saturated": 5}
+    assert written["health"]["flags"]["saturated"] == 4  # lines 3, 15, 22, 33
+    assert written["detector"]["saturation"] == 4095
+    assert not any(covers(event, saturated) for event in events_of(out))
+
+    plain = tmp_path / "plain"
+    assert main([*argv, "--out", str(plain)]) == 0
+    assert sum(covers(event, saturated) for event in events_of(plain)) >= 4  # each glint an event
+
+
+def events_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+
+
+def covers(event: dict, pixels: np.ndarray) -> bool:
+    """Whether ``event``'s box holds any of ``pixels`` (a rows x cols mask)."""
+    rows = slice(event["first_line"], event["last_line"] + 1)
+    cols = slice(event["first_pixel"], event["last_pixel"] + 1)
+    return bool(pixels[rows, cols].any())
+
+
+def test_the_camera_loop_flags_the_lines_holding_saturated_pixels(tmp_path: Path) -> None:
+    _, cube, good, saturated = saturated_scene(tmp_path)
+    scores, record, results = camera_scores({"good_bands": good, "saturation": FULL_SCALE}, cube, "rx")
+    flagged = sorted(result.row for result in results if "saturated" in result.flags)
+    assert flagged == sorted(set(np.flatnonzero(saturated.any(axis=1)))) == [3, 15, 22, 33]
+    np.testing.assert_array_equal(np.isnan(scores), saturated)
+    assert record["saturation"] == FULL_SCALE
+
+
+def test_masked_pixels_are_counted_by_reason_in_detect_and_stream(tmp_path: Path, capsys) -> None:
+    """Reviewer: one band at the 'data ignore value' over 20 lines x 60 px lost 1200 pixels and
+    nothing said why. Each masked pixel is now counted under its first reason (NaN/Inf, no-data,
+    saturated) in detect's summary and the stream report; the counts are made here with numpy."""
+    rng = np.random.default_rng(5)
+    cube = (1000.0 + 30.0 * rng.standard_normal((40, 30, 12))).astype(np.float32)
+    cube[5:15, 10:20, 7] = 0.0  # one band at the no-data value: 100 pixels
+    cube[20, 3, 2] = np.nan
+    cube[21, 4, 5] = np.inf
+    cube[25, 6:9, 1] = 4095.0  # saturated: 3 pixels
+    cube[26, 9, [0, 4]] = [np.nan, 4095.0]  # NaN and saturated: counted NaN/Inf
+    cube[7, 12, 3] = 4095.0  # no-data and saturated: counted no-data
+    header = tmp_path / "lost.hdr"
+    write_envi(header, cube, "bil", **{"data ignore value": 0})
+    non_finite = ~np.isfinite(cube).all(axis=2)
+    no_data = (cube == 0).any(axis=2) & ~non_finite
+    saturated = (cube >= 4095).any(axis=2) & ~non_finite & ~no_data
+    want = {
+        "non_finite": int(non_finite.sum()),
+        "no_data": int(no_data.sum()),
+        "saturated": int(saturated.sum()),
+    }
+    assert want == {"non_finite": 3, "no_data": 100, "saturated": 3}
+
+    assert main(["detect", str(header), "--detector", "rx", "--saturation", "4095"]) == 0
+    summary = capsys.readouterr().out
+    assert "106 masked px (NaN/Inf 3, no-data value 100, saturated 3 in some good band" in summary
+    assert "one band masks the pixel" in summary
+    report = tmp_path / "report.json"
+    argv = ["stream", "--source", str(header), "--detector", "rx", "--saturation", "4095"]
+    assert main([*argv, "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["health"]["masked_pixels"] == want
+    assert "106 masked px" in capsys.readouterr().out
