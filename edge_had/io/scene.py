@@ -235,17 +235,6 @@ class PixelRule:
         return stored if self.good is None or self.good.all() else stored[..., self.good]
 
 
-def valid_pixels(
-    stored: np.ndarray,
-    values: np.ndarray,
-    good: np.ndarray,
-    no_data_value: float | None,
-    saturation: float | None = None,
-) -> np.ndarray:
-    """Which pixels are usable (``Scene.valid``): :class:`PixelRule`'s ``valid``."""
-    return PixelRule(good, no_data_value, saturation).valid(stored, values)
-
-
 #: how a summary line names each of MASK_REASONS
 _REASON_WORDS = {"non_finite": "NaN/Inf", "no_data": "no-data value", "saturated": "saturated"}
 
@@ -264,7 +253,7 @@ def masked_summary(masked: dict[str, int]) -> str:
 
 
 def invalid_as_nan(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``values`` (..., bands), float, with each pixel that is not ``valid`` (:func:`valid_pixels`,
+    """``values`` (..., bands), float, with each pixel that is not ``valid`` (:meth:`PixelRule.valid`,
     ``Scene.valid``) set to NaN throughout, in place: how a line of a scene is streamed (the
     stream masks such pixels). Returns ``values``."""
     values[~valid] = np.nan
