@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,7 @@ class _Source:
     no_data_value: float | None = None  # ENVI 'data ignore value'
     distinct_strips: int | None = None  # a long synthetic stream: the strips it cycles
     envi_header: str | None = None  # an ENVI file's header: --out gets scores.hdr on its map
+    notes: list[str] = field(default_factory=list)  # what the reader noted (a file read as detect reads it)
 
 
 def _source(args: argparse.Namespace) -> _Source:
@@ -229,7 +230,10 @@ def _source(args: argparse.Namespace) -> _Source:
         scene = load_scene(args.source, interleave=args.interleave, saturation=args.saturation)
         lines = scene_lines(scene.cube, rate, args.pace)  # every band; the pipeline masks (no-data: none)
         _, width, bands = scene.cube.shape
-        return _Source(lines, scene.gt, scene.valid, width, bands, scene.wavelengths, scene.good_bands)
+        notes = list(scene.meta.get("notes", []))
+        return _Source(
+            lines, scene.gt, scene.valid, width, bands, scene.wavelengths, scene.good_bands, notes=notes
+        )
     # ENVI, .npy: one line at a time from the memory map, as stored; the pipeline masks as load_scene
     stream = file_lines(
         args.source, interleave=args.interleave, line_rate=rate, pace=args.pace, saturation=args.saturation
@@ -243,6 +247,7 @@ def _source(args: argparse.Namespace) -> _Source:
         stream.wavelengths,
         stream.good_bands,
         stream.no_data_value,
+        notes=list(stream.meta.get("notes", [])),
     )
     if stream.meta.get("format") == "envi":
         source.envi_header = stream.meta["header"]
@@ -316,6 +321,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
 
     source = _source(args)
     lines, gt, valid, width, bands = source.lines, source.gt, source.valid, source.width, source.bands
+    for note in source.notes:  # as detect prints a scene's notes; the report carries them
+        print(f"warning: {Path(args.source).stem}: {note}", file=sys.stderr)
     preset = sensor(args.sensor)
     rate = args.line_rate or preset.line_rate_hz
     enhanced, scorer = STREAM_DETECTORS[args.detector]
@@ -490,6 +497,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             "count": seen["events"],
             "suppressed_small": events_detector.suppressed,
         },
+        "notes": source.notes,
         "faults": None
         if not args.faults
         else {"faults": args.faults, "rate": args.fault_rate, "seed": args.fault_seed},
