@@ -146,7 +146,7 @@ def wavelength_matrix(
             "one sensor band. Use a plain detector (rx, hybrid-rx: every band as it is), or resample "
             "on band index (--resample band-index)"
         )
-    outside = int(((used < lo) | (used > hi)).sum())
+    outside = int(((used < lo) | (used > hi)).sum())  # up to the fraction: ignored_bands_note
     if outside > MAX_OUTSIDE_FRACTION * used.size:
         raise ValueError(
             f"{outside} of the sensor's {used.size} bands lie outside the model's {lo:g}-{hi:g} nm "
@@ -155,6 +155,31 @@ def wavelength_matrix(
             "band-index)"
         )
     return matrix, grid
+
+
+def ignored_bands_note(
+    wavelengths: Sequence[float] | np.ndarray | None,
+    *,
+    lo: float = CANONICAL_RANGE_NM[0],
+    hi: float = CANONICAL_RANGE_NM[1],
+) -> str | None:
+    """A note naming the sensor bands (``wavelengths`` in nm: those resampled on) that lie outside
+    ``[lo, hi]``, which :func:`wavelength_matrix` gives no weight - up to
+    :data:`MAX_OUTSIDE_FRACTION` of them; more are refused - how many and where; None when every
+    band lies inside, or the resampling is on band index (``wavelengths`` None)."""
+    if wavelengths is None:
+        return None
+    wl = np.asarray(wavelengths, dtype=np.float64).ravel()
+    sides = [side for side in (wl < lo, wl > hi) if side.any()]
+    if not sides:
+        return None
+    spans = [(int(side.sum()), f"{wl[side].min():.1f}", f"{wl[side].max():.1f}") for side in sides]
+    where = ", ".join(f"{n} at {low if n == 1 else f'{low}-{high}'} nm" for n, low, high in spans)
+    return (
+        f"{int(sum(side.sum() for side in sides))} of the sensor's {wl.size} bands lie outside the "
+        f"model's {lo:g}-{hi:g} nm and get no weight ({where}): targets seen only there are missed. To "
+        "use them, resample on band index (--resample band-index) or use a plain detector (rx, hybrid-rx)"
+    )
 
 
 def band_index_matrix(

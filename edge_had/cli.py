@@ -343,7 +343,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     anomalies = 0 if scene.gt is None else int(scene.gt.sum())
     invalid_anomalies = 0 if scene.gt is None else int((scene.gt & ~scene.valid).sum())
-    for note in _scene_notes(scene_notes(scene, scores), anomalies, invalid_anomalies):
+    for note in _scene_notes(scene_notes(scene, scores, detector), anomalies, invalid_anomalies):
         print(f"warning: {scene.name}: {note}", file=sys.stderr)
     rows, cols, bands = scene.shape
     print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {masked_summary(scene.masked)}")

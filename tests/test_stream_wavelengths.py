@@ -177,3 +177,33 @@ def test_detect_resamples_on_band_index_when_asked(tmp_path: Path, capsys, detec
     assert "'resample': 'band-index'" in capsys.readouterr().out
     np.testing.assert_array_equal(scores["band-index"], scores["bare"])
     assert not np.allclose(scores["band-index"], scores["wavelength"], rtol=1e-2)
+
+
+def test_bands_outside_the_models_range_are_named_where_they_are_left_out(tmp_path: Path, capsys) -> None:
+    """Up to a quarter of a sensor's bands outside the model's 400-2500 nm get no weight in the
+    canonical resampling, and nothing said so (a 350-1050 nm file lost 16 bands in silence): detect
+    prints a note naming how many and where, the eval entry and the stream report carry it; a
+    sensor inside the range, or one resampled on band index, gets none."""
+    from edge_had.detectors.registry import make_detector
+    from edge_had.eval.protocol import evaluate_scene
+    from edge_had.io import load_scene
+
+    header, _ = envi_file(tmp_path, np.linspace(350.0, 1050.0, 40), "wide")
+    inside, _ = envi_file(tmp_path, UNEVEN, "inside")
+    note = (
+        "3 of the sensor's 40 bands lie outside the model's 400-2500 nm and get no weight (3 at "
+        "350.0-385.9 nm): targets seen only there are missed. To use them, resample on band index "
+        "(--resample band-index) or use a plain detector (rx, hybrid-rx)"
+    )
+    report = tmp_path / "report.json"
+    assert main(["stream", "--source", str(header), "--json", str(report)]) == 0  # enhanced-rx
+    assert note in json.loads(report.read_text())["notes"]
+    assert main(["detect", str(header), "--detector", "resampled-rx"]) == 0
+    assert capsys.readouterr().err.count(f"warning: wide: {note}\n") == 2  # stream, detect
+    scene = load_scene(header)
+    scene.gt = np.zeros(scene.valid.shape, dtype=bool)
+    scene.gt[0, 0] = True
+    assert note in evaluate_scene(make_detector("resampled-rx"), scene)[0]["notes"]
+    assert main(["detect", str(inside), "--detector", "resampled-rx"]) == 0
+    assert main(["detect", str(header), "--detector", "resampled-rx", "--resample", "band-index"]) == 0
+    assert "get no weight" not in capsys.readouterr().err

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edge_had.band_resampling import ignored_bands_note, wavelengths_to_use
 from edge_had.detectors.registry import Detector
 from edge_had.detectors.stats import FAR_OUTLIER_SIGMA, far_outliers
 from edge_had.errors import SceneError
@@ -43,11 +44,18 @@ def constant_scores_note(scores: np.ndarray, valid: np.ndarray) -> str | None:
     )
 
 
-def scene_notes(scene: Scene, scores: np.ndarray) -> list[str]:
+def scene_notes(scene: Scene, scores: np.ndarray, detector: Detector | None = None) -> list[str]:
     """What a user should know of a scored scene: what its reader left out (``meta["notes"]``),
-    and a score map with no pixel standing out (:func:`constant_scores_note`)."""
+    the sensor bands a detector resampling onto the model's canonical bands (one with a
+    ``resample`` setting: the enhanced and resampled detectors) gave no weight
+    (:func:`~edge_had.band_resampling.ignored_bands_note`), and a score map with no pixel standing
+    out (:func:`constant_scores_note`)."""
+    resample = getattr(detector, "resample", None)
+    ignored = None
+    if resample is not None:
+        ignored = ignored_bands_note(wavelengths_to_use(resample, scene.detection_wavelengths()))
     constant = constant_scores_note(scores, scene.valid)
-    return [*scene.meta.get("notes", []), *([] if constant is None else [constant])]
+    return [*scene.meta.get("notes", []), *(note for note in (ignored, constant) if note is not None)]
 
 
 def same_name_note(training: dict[str, str] | None, sha256: str | None, name: str) -> str | None:
@@ -112,7 +120,7 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         "far_outlier_pixels": far_outlier_check(scene)[0],
         # a fact of the file; what a resampling detector did with it is its settings' "resample"
         "wavelengths_known": scene.wavelengths is not None,
-        "notes": scene_notes(scene, scores),
+        "notes": scene_notes(scene, scores, detector),
     }
     ran_on = getattr(detector, "last_backend", None)  # a scene may run on another backend than the first
     if ran_on is not None:

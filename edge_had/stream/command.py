@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_had.band_resampling import wavelengths_to_use
+from edge_had.band_resampling import ignored_bands_note, wavelengths_to_use
 from edge_had.cli_types import (
     add_interleave_option,
     add_resample_option,
@@ -327,6 +327,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     rate = args.line_rate or preset.line_rate_hz
     enhanced, scorer = STREAM_DETECTORS[args.detector]
     source_sha256 = None if args.source == "synthetic" else scene_sha256(args.source)
+    resampled_on = wavelengths_to_use(args.resample, source.wavelengths)
     onboard = build_pipeline(
         width,
         bands,
@@ -341,11 +342,18 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         line_rate_hz=rate,
         reorder_window=args.reorder_window,
         cuda_rx=cuda_rx,
-        wavelengths=wavelengths_to_use(args.resample, source.wavelengths),
+        wavelengths=resampled_on,
         good_bands=source.good_bands,
         no_data_value=source.no_data_value,
         saturation=args.saturation,
     )
+    # the model's adapter resamples the good bands only, as detect does
+    good_on = (
+        resampled_on if resampled_on is None or source.good_bands is None else resampled_on[source.good_bands]
+    )
+    if enhanced and (ignored := ignored_bands_note(good_on)) is not None:
+        print(f"warning: {Path(args.source).stem}: {ignored}", file=sys.stderr)
+        source.notes.append(ignored)
     pipeline, detector, backend = onboard.pipeline, onboard.detector, onboard.backend
     if "warm_up_error" in detector:
         print(
