@@ -124,8 +124,8 @@ def spectral_share(
     if cols > runs * run:
         starts = np.linspace(0, cols - run, runs).astype(np.int64)
         pixels = np.unique((starts[:, None] + np.arange(run)).ravel())
-    spectra = np.asarray(cube[np.ix_(lines, pixels)], dtype=np.float64).reshape(-1, bands)[:, good]
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # byte-swapped floats: signalling NaNs, 1e38s
+        spectra = np.asarray(cube[np.ix_(lines, pixels)], dtype=np.float64).reshape(-1, bands)[:, good]
         keep = np.isfinite(spectra).all(axis=1)
         if no_data_value is not None:
             keep &= ~(spectra == no_data_value).any(axis=1)
