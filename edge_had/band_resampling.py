@@ -26,6 +26,18 @@ MAX_OUTSIDE_FRACTION = 0.25
 RESAMPLE_CHOICES = ("wavelength", "band-index")
 
 
+class WavelengthRangeError(ValueError):
+    """Band centres :func:`wavelength_matrix` cannot resample (ranges, units): ``problem`` says
+    what is wrong, the message adds the fix; ``micrometres``: they look like micrometres, so the
+    fix is the unit the file gives them (:func:`edge_had.io.units.naming_the_file` says so where
+    the file is known)."""
+
+    def __init__(self, problem: str, fix: str, *, micrometres: bool = False) -> None:
+        super().__init__(f"{problem}{fix}")
+        self.problem = problem
+        self.micrometres = micrometres
+
+
 def wavelengths_to_use(resample: str, wavelengths: np.ndarray | None) -> np.ndarray | None:
     """The band centres a resampling step gets under ``resample`` (:data:`RESAMPLE_CHOICES`):
     the file's (None when it has none) for ``wavelength``, None (band index) for ``band-index``."""
@@ -133,26 +145,29 @@ def wavelength_matrix(
     bands evenly spaced on ``[lo, hi]``."""
     wl = np.asarray(wavelengths, dtype=np.float64).ravel()
     if wl.size and np.nanmax(wl) < 100.0:
-        raise ValueError(
-            f"wavelengths look like micrometres (max {np.nanmax(wl):g}); pass nanometres (x 1000)"
+        raise WavelengthRangeError(
+            f"wavelengths look like micrometres (max {np.nanmax(wl):g})",
+            "; pass nanometres (x 1000)",
+            micrometres=True,
         )
     grid = canonical_wavelengths(k, lo, hi)
     matrix = _sensor_matrix(grid, wl, valid, kernel)  # checks the wavelengths and the mask
     used = wl if valid is None else wl[np.asarray(valid, dtype=bool).ravel()]
     if not ((grid >= used.min()) & (grid <= used.max())).any():
-        raise ValueError(
+        raise WavelengthRangeError(
             f"the sensor's bands span {used.min():g}-{used.max():g} nm, which holds none of the "
             f"{k} canonical wavelengths on [{lo:g}, {hi:g}] nm: every canonical band would copy "
-            "one sensor band. Use a plain detector (rx, hybrid-rx: every band as it is), or resample "
-            "on band index (--resample band-index)"
+            "one sensor band",
+            ". Use a plain detector (rx, hybrid-rx: every band as it is), or resample on band index "
+            "(--resample band-index)",
         )
     outside = int(((used < lo) | (used > hi)).sum())  # up to the fraction: ignored_bands_note
     if outside > MAX_OUTSIDE_FRACTION * used.size:
-        raise ValueError(
+        raise WavelengthRangeError(
             f"{outside} of the sensor's {used.size} bands lie outside the model's {lo:g}-{hi:g} nm "
-            "and would get no weight (targets seen only there would be lost). Use a plain detector "
-            "(rx, hybrid-rx: every band as it is), or resample on band index (--resample "
-            "band-index)"
+            "and would get no weight (targets seen only there would be lost)",
+            ". Use a plain detector (rx, hybrid-rx: every band as it is), or resample on band index "
+            "(--resample band-index)",
         )
     return matrix, grid
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from spectral import envi
@@ -207,3 +208,67 @@ def test_bands_outside_the_models_range_are_named_where_they_are_left_out(tmp_pa
     assert main(["detect", str(inside), "--detector", "resampled-rx"]) == 0
     assert main(["detect", str(header), "--detector", "resampled-rx", "--resample", "band-index"]) == 0
     assert "get no weight" not in capsys.readouterr().err
+
+
+def hdf5_file(folder: Path, wavelengths: np.ndarray, units: str) -> Path:
+    path = folder / "scene.h5"
+    with h5py.File(path, "w") as handle:
+        handle["cube"] = synthetic_scene(lines=48, width=24, bands=len(wavelengths), seed=5).cube
+        handle["wavelength"] = wavelengths
+        handle["wavelength"].attrs["units"] = units
+    return path
+
+
+RESAMPLING_ERRORS = {  # case: (band centres, file kind, the error after the file name)
+    "ENVI micrometres labelled nm": (
+        np.linspace(0.4, 1.0, 40),
+        "envi",
+        "wavelengths look like micrometres (max 1), but the header says `wavelength units = nm`: fix "
+        "`wavelength units` in {path} (to Micrometers), or resample on band index (--resample band-index)",
+    ),
+    "HDF5 micrometres labelled nm": (
+        np.linspace(0.4, 1.0, 40),
+        "hdf5",
+        "wavelengths look like micrometres (max 1), but the file gives their unit as 'nm': fix the unit "
+        "the file gives them (`wavelength_units`, or the wavelength dataset's `units`) (to Micrometers), "
+        "or resample on band index (--resample band-index)",
+    ),
+    "over a quarter outside the model's range": (
+        np.linspace(150.0, 1000.0, 40),
+        "envi",
+        "12 of the sensor's 40 bands lie outside the model's 400-2500 nm and would get no weight",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["detect", "eval", "stream"])
+@pytest.mark.parametrize("case", sorted(RESAMPLING_ERRORS))
+def test_band_centres_a_resampling_cannot_take_are_an_error_naming_the_file_and_the_fix(
+    tmp_path: Path, capsys, command: str, case: str
+) -> None:
+    """A header saying nanometres over micrometre values failed with 'wavelengths look like
+    micrometres (max 0.99294); pass nanometres (x 1000)' - no file, and a fix for a caller of
+    the function, not for the file's owner; '62 of the sensor's 216 bands lie outside ...' named
+    no file either. Each now names the file, and a mislabelled unit the field to fix."""
+    from edge_had.detectors.registry import make_detector
+    from edge_had.errors import SceneError
+    from edge_had.eval.protocol import evaluate_scene
+    from edge_had.io import load_scene
+
+    wavelengths, kind, expected = RESAMPLING_ERRORS[case]
+    path = envi_file(tmp_path, wavelengths)[0] if kind == "envi" else hdf5_file(tmp_path, wavelengths, "nm")
+    expected = f"{path}: {expected.format(path=path)}"
+    if command == "eval":  # the eval command's scenes go through evaluate_scene
+        scene = load_scene(path)
+        scene.gt = np.zeros(scene.valid.shape, dtype=bool)
+        scene.gt[0, 0] = True
+        with pytest.raises(SceneError) as raised:
+            evaluate_scene(make_detector("resampled-rx"), scene)
+        assert str(raised.value).startswith(expected), str(raised.value)
+        return
+    # plain RX's stream reduces 40 bands to 32 on the sensor's own range: a unit is its problem too
+    detector = "resampled-rx" if command == "detect" else "rx" if "micrometres" in case else "enhanced-rx"
+    argv = [command, *(["--source"] if command == "stream" else []), str(path), "--detector", detector]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"edge-had {command}: error: {expected}"), error

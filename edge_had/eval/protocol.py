@@ -21,13 +21,17 @@ from edge_had.errors import SceneError
 from edge_had.eval.metrics import evaluate_map, roc_curve
 from edge_had.eval.report import eval_report
 from edge_had.io import Scene, list_scenes, load_scene, scene_sha256
+from edge_had.io.units import naming_the_file
 
 
 def score_scene(detector: Detector, scene: Scene) -> tuple[np.ndarray, float]:
-    """The detector's score map of a scene and the seconds it took."""
+    """The detector's score map of a scene and the seconds it took. Band centres the detector's
+    resampling cannot take are a :class:`SceneError` naming the scene's file (and, for a unit
+    mislabelled, the header field to fix: :func:`~edge_had.io.units.naming_the_file`)."""
     cube = scene.detection_cube()
     start = time.perf_counter()
-    scores = detector.score(cube, scene.valid, scene.detection_wavelengths())
+    with naming_the_file(scene.source, scene.meta):
+        scores = detector.score(cube, scene.valid, scene.detection_wavelengths())
     return scores, time.perf_counter() - start
 
 

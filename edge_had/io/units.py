@@ -12,7 +12,15 @@ a file without wavelengths.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+
+from edge_had.band_resampling import WavelengthRangeError
+from edge_had.errors import SceneError
 
 NM_PER_UNIT = {
     "nanometers": 1.0,
@@ -113,3 +121,29 @@ def _placeholder(values: np.ndarray) -> str | None:
     if np.array_equal(values, numbers) or np.array_equal(values, numbers + 1):
         return f"are the band numbers {values[0]:g}..{values[-1]:g}"
     return None
+
+
+@contextmanager
+def naming_the_file(source: str | Path | None, meta: Mapping[str, Any]) -> Iterator[None]:
+    """Re-raise a :class:`~edge_had.band_resampling.WavelengthRangeError` of the block (band
+    centres a resampling cannot take) as a :class:`~edge_had.errors.SceneError` naming ``source``,
+    the file they came from (``meta``: its reader's); for band centres that look like micrometres,
+    with the unit the file gives them and where to fix it - an ENVI header's ``wavelength units``,
+    a container's ``wavelength_units`` attribute - or ``--resample band-index``."""
+    try:
+        yield
+    except WavelengthRangeError as error:
+        if not error.micrometres:
+            raise SceneError(str(error), source) from error
+        units = meta.get("wavelength_units")
+        if meta.get("format") == "envi":
+            said = f"the header says `wavelength units = {units}`" if units else "the header gives no unit"
+            where = f"`wavelength units` in {meta.get('header', source)}"
+        else:
+            said = f"the file gives their unit as {units!r}" if units else "the file gives no unit"
+            where = "the unit the file gives them (`wavelength_units`, or the wavelength dataset's `units`)"
+        raise SceneError(
+            f"{error.problem}, but {said}: fix {where} (to Micrometers), or resample on band index "
+            "(--resample band-index)",
+            source,
+        ) from error

@@ -40,6 +40,7 @@ from edge_had.cli_types import (
 )
 from edge_had.errors import EdgeHadError
 from edge_had.eval.report import json_text
+from edge_had.io.units import naming_the_file
 from edge_had.stream.faults import FAULTS, parse_faults
 from edge_had.stream.onboard import STREAM_DETECTORS, build_pipeline
 from edge_had.stream.presets import SENSORS, sensor
@@ -172,6 +173,7 @@ class _Source:
     no_data_value: float | None = None  # ENVI 'data ignore value'
     distinct_strips: int | None = None  # a long synthetic stream: the strips it cycles
     envi_header: str | None = None  # an ENVI file's header: --out gets scores.hdr on its map
+    meta: dict[str, Any] = field(default_factory=dict)  # a file's reader's (format, header, units)
     notes: list[str] = field(default_factory=list)  # what the reader noted (a file read as detect reads it)
 
 
@@ -232,7 +234,15 @@ def _source(args: argparse.Namespace) -> _Source:
         _, width, bands = scene.cube.shape
         notes = list(scene.meta.get("notes", []))
         return _Source(
-            lines, scene.gt, scene.valid, width, bands, scene.wavelengths, scene.good_bands, notes=notes
+            lines,
+            scene.gt,
+            scene.valid,
+            width,
+            bands,
+            scene.wavelengths,
+            scene.good_bands,
+            meta=scene.meta,
+            notes=notes,
         )
     # ENVI, .npy: one line at a time from the memory map, as stored; the pipeline masks as load_scene
     stream = file_lines(
@@ -247,6 +257,7 @@ def _source(args: argparse.Namespace) -> _Source:
         stream.wavelengths,
         stream.good_bands,
         stream.no_data_value,
+        meta=stream.meta,
         notes=list(stream.meta.get("notes", [])),
     )
     if stream.meta.get("format") == "envi":
@@ -328,25 +339,26 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     enhanced, scorer = STREAM_DETECTORS[args.detector]
     source_sha256 = None if args.source == "synthetic" else scene_sha256(args.source)
     resampled_on = wavelengths_to_use(args.resample, source.wavelengths)
-    onboard = build_pipeline(
-        width,
-        bands,
-        args.detector,
-        model=args.model,
-        backend=args.backend,
-        precision=args.net_precision,
-        onnx=args.onnx,
-        engine=args.engine,
-        device=args.device,
-        async_enhance=args.async_enhance,
-        line_rate_hz=rate,
-        reorder_window=args.reorder_window,
-        cuda_rx=cuda_rx,
-        wavelengths=resampled_on,
-        good_bands=source.good_bands,
-        no_data_value=source.no_data_value,
-        saturation=args.saturation,
-    )
+    with naming_the_file(None if args.source == "synthetic" else args.source, source.meta):
+        onboard = build_pipeline(
+            width,
+            bands,
+            args.detector,
+            model=args.model,
+            backend=args.backend,
+            precision=args.net_precision,
+            onnx=args.onnx,
+            engine=args.engine,
+            device=args.device,
+            async_enhance=args.async_enhance,
+            line_rate_hz=rate,
+            reorder_window=args.reorder_window,
+            cuda_rx=cuda_rx,
+            wavelengths=resampled_on,
+            good_bands=source.good_bands,
+            no_data_value=source.no_data_value,
+            saturation=args.saturation,
+        )
     # the model's adapter resamples the good bands only, as detect does
     good_on = (
         resampled_on if resampled_on is None or source.good_bands is None else resampled_on[source.good_bands]
