@@ -257,17 +257,18 @@ def test_band_centres_a_resampling_cannot_take_are_an_error_naming_the_file_and_
 
     wavelengths, kind, expected = RESAMPLING_ERRORS[case]
     path = envi_file(tmp_path, wavelengths)[0] if kind == "envi" else hdf5_file(tmp_path, wavelengths, "nm")
-    expected = f"{path}: {expected.format(path=path)}"
+    # plain RX's stream reduces 40 bands to 32 on the sensor's own range: a unit is its problem too
+    detector = "resampled-rx" if command != "stream" else "rx" if "micrometres" in case else "enhanced-rx"
+    doing = f"cannot stream with {detector}" if command == "stream" else f"cannot score with {detector}"
+    expected = f"{path}: {doing}: {expected.format(path=path)}"
     if command == "eval":  # the eval command's scenes go through evaluate_scene
         scene = load_scene(path)
         scene.gt = np.zeros(scene.valid.shape, dtype=bool)
         scene.gt[0, 0] = True
         with pytest.raises(SceneError) as raised:
-            evaluate_scene(make_detector("resampled-rx"), scene)
+            evaluate_scene(make_detector(detector), scene)
         assert str(raised.value).startswith(expected), str(raised.value)
         return
-    # plain RX's stream reduces 40 bands to 32 on the sensor's own range: a unit is its problem too
-    detector = "resampled-rx" if command == "detect" else "rx" if "micrometres" in case else "enhanced-rx"
     argv = [command, *(["--source"] if command == "stream" else []), str(path), "--detector", detector]
     assert main(argv) == 2
     error = capsys.readouterr().err

@@ -30,7 +30,7 @@ def score_scene(detector: Detector, scene: Scene) -> tuple[np.ndarray, float]:
     mislabelled, the header field to fix: :func:`~edge_had.io.units.naming_the_file`)."""
     cube = scene.detection_cube()
     start = time.perf_counter()
-    with naming_the_file(scene.source, scene.meta):
+    with naming_the_file(scene.source, scene.meta, f"cannot score with {detector.name}"):
         scores = detector.score(cube, scene.valid, scene.detection_wavelengths())
     return scores, time.perf_counter() - start
 

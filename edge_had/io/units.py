@@ -124,17 +124,18 @@ def _placeholder(values: np.ndarray) -> str | None:
 
 
 @contextmanager
-def naming_the_file(source: str | Path | None, meta: Mapping[str, Any]) -> Iterator[None]:
+def naming_the_file(source: str | Path | None, meta: Mapping[str, Any], doing: str) -> Iterator[None]:
     """Re-raise a :class:`~edge_had.band_resampling.WavelengthRangeError` of the block (band
     centres a resampling cannot take) as a :class:`~edge_had.errors.SceneError` naming ``source``,
-    the file they came from (``meta``: its reader's); for band centres that look like micrometres,
-    with the unit the file gives them and where to fix it - an ENVI header's ``wavelength units``,
-    a container's ``wavelength_units`` attribute - or ``--resample band-index``."""
+    the file they came from (``meta``: its reader's), and what failed (``doing``, e.g. "cannot
+    score with enhanced-rx"); for band centres that look like micrometres, with the unit the file
+    gives them and where to fix it - an ENVI header's ``wavelength units``, a container's
+    ``wavelength_units`` attribute - or ``--resample band-index``."""
     try:
         yield
     except WavelengthRangeError as error:
         if not error.micrometres:
-            raise SceneError(str(error), source) from error
+            raise SceneError(f"{doing}: {error}", source) from error
         units = meta.get("wavelength_units")
         if meta.get("format") == "envi":
             said = f"the header says `wavelength units = {units}`" if units else "the header gives no unit"
@@ -143,7 +144,7 @@ def naming_the_file(source: str | Path | None, meta: Mapping[str, Any]) -> Itera
             said = f"the file gives their unit as {units!r}" if units else "the file gives no unit"
             where = "the unit the file gives them (`wavelength_units`, or the wavelength dataset's `units`)"
         raise SceneError(
-            f"{error.problem}, but {said}: fix {where} (to Micrometers), or resample on band index "
-            "(--resample band-index)",
+            f"{doing}: {error.problem}, but {said}: fix {where} (to Micrometers), or resample on band "
+            "index (--resample band-index)",
             source,
         ) from error

@@ -339,7 +339,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     enhanced, scorer = STREAM_DETECTORS[args.detector]
     source_sha256 = None if args.source == "synthetic" else scene_sha256(args.source)
     resampled_on = wavelengths_to_use(args.resample, source.wavelengths)
-    with naming_the_file(None if args.source == "synthetic" else args.source, source.meta):
+    file = None if args.source == "synthetic" else args.source
+    with naming_the_file(file, source.meta, f"cannot stream with {args.detector}"):
         onboard = build_pipeline(
             width,
             bands,
