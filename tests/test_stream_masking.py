@@ -230,3 +230,53 @@ def test_masked_pixels_are_counted_by_reason_in_detect_and_stream(tmp_path: Path
     assert main([*argv, "--json", str(report)]) == 0
     assert json.loads(report.read_text())["health"]["masked_pixels"] == want
     assert "106 masked px" in capsys.readouterr().out
+
+
+def test_the_stream_report_says_how_the_file_was_masked(tmp_path: Path, capsys) -> None:
+    """The report's detector record counted the good bands but not which were left out: now
+    ``bad_bands`` lists the 0-based bands the header's bbl leaves out, beside the no-data value
+    (the header's ``data ignore value``) and the saturation level (``--saturation``), None when
+    there is none; the summary prints them."""
+    cube = counts_cube(24, 12, 10, seed=5)
+    bbl = [0, 1, 1, 1, 1, 1, 1, 1, 0, 0]  # as a FX10 header marks its noisy ends
+    masked = tmp_path / "masked.hdr"
+    write_envi(masked, cube, "bil", bbl=bbl, **{"data ignore value": 0})
+    report = tmp_path / "report.json"
+    argv = ["stream", "--detector", "rx", "--json", str(report)]
+    assert main([*argv, "--source", str(masked), "--saturation", "4095"]) == 0
+    record = json.loads(report.read_text())["detector"]
+    assert (record["sensor_bands"], record["good_bands"], record["bad_bands"]) == (10, 7, [0, 8, 9])
+    assert (record["no_data_value"], record["saturation"]) == (0, 4095)
+    out = capsys.readouterr().out
+    assert "masking: 7 of 10 bands scored (left out: 0, 8, 9); no-data value 0, saturation 4095" in out
+
+    plain = tmp_path / "plain.hdr"
+    write_envi(plain, cube, "bil")
+    assert main([*argv, "--source", str(plain)]) == 0
+    record = json.loads(report.read_text())["detector"]
+    assert (record["good_bands"], record["bad_bands"]) == (10, [])
+    assert record["no_data_value"] is None and record["saturation"] is None
+    assert "masking: 10 of 10 bands scored (left out: none); no-data value none, saturation none" in (
+        capsys.readouterr().out
+    )
+
+
+def test_the_masking_record_follows_a_new_band_count() -> None:
+    """The bbl is a mask of the sensor's 12 bands; when the sensor switches to 11 bands the mask no
+    longer applies (every band good) and the record said 10 good bands, 2 left out, still."""
+    good = np.ones(12, bool)
+    good[[0, 11]] = False
+    rng = np.random.default_rng(2)
+    with build_pipeline(16, 12, "rx", good_bands=good, no_data_value=0) as onboard:
+        assert (onboard.detector_record()["good_bands"], onboard.detector_record()["bad_bands"]) == (
+            10,
+            [0, 11],
+        )
+        for index in range(40):
+            bands = 12 if index < 10 else 11
+            onboard.pipeline.push(
+                rng.normal(100.0, 5.0, (16, bands)).astype(np.float32), index, index / 330.0
+            )
+    record = onboard.detector_record()
+    assert record["band_changes"] and record["sensor_bands"] == 11
+    assert (record["good_bands"], record["bad_bands"], record["no_data_value"]) == (11, [], 0)

@@ -6,7 +6,8 @@ unscored ones NaN), ``waterfall.png`` (score map with the ground truth outlined 
 ``scores.img`` (the scores on the file's map: :mod:`edge_had.io.score_image`). The
 report (schema_version 1, ``kind: "stream"``) holds lines/s, the health counters, per-stage latency
 p50/p99/max, the look-ahead, the line budget, the backend/precision that ran, the detector
-settings, the events summary, and the AUC and false events per 1000 lines when ground truth exists.
+settings (with the masking: good and bad bands, no-data value, saturation level), the
+events summary, and the AUC and false events per 1000 lines when ground truth exists.
 """
 
 from __future__ import annotations
@@ -596,6 +597,13 @@ def _print_summary(report: dict[str, Any]) -> None:
     for stage, stats in report["latency_ms"].items():
         print(f"| {stage} | {stats['p50']:.3f} | {stats['p99']:.3f} | {stats['max']:.3f} |")
     print(f"pixels: {masked_summary(health['masked_pixels'])}")
+    detector = report["detector"]
+    left_out = ", ".join(map(str, detector["bad_bands"])) or "none"
+    print(
+        f"masking: {detector['good_bands']} of {detector['sensor_bands']} bands scored (left out: "
+        f"{left_out}); no-data value {_value_or_none(detector['no_data_value'])}, saturation "
+        f"{_value_or_none(detector['saturation'])}"
+    )
     print(f"look-ahead: {report['look_ahead_lines']} lines ({report['look_ahead_ms']:.1f} ms)")
     backend = report["backend"]
     if backend:
@@ -611,3 +619,7 @@ def _print_summary(report: dict[str, Any]) -> None:
     print(line)
     if report["trained_on"]:
         print("note: the model was trained on this scene, so its AUC says nothing about unseen scenes")
+
+
+def _value_or_none(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"

@@ -67,13 +67,17 @@ class OnboardPipeline:
         """The ``detector`` record as the stream stands now: after the sensor changed its band
         count mid-stream (the pipeline re-initialised: plain RX on the new bands), its
         ``sensor_bands``, ``reduced_bands`` and ``resampling`` are the new ones, and
-        ``band_changes`` lists each change (:attr:`StreamPipeline.band_changes`)."""
+        ``band_changes`` lists each change (:attr:`StreamPipeline.band_changes`), and its
+        ``good_bands`` and ``bad_bands`` those of the new count (at a count other than the mask's,
+        every band is good)."""
         record = dict(self.detector)
         changes = self.pipeline.band_changes
         if changes:
             latest = changes[-1]
             record.update(
                 sensor_bands=latest["bands"],
+                good_bands=self.pipeline.detection_bands,
+                bad_bands=bad_band_indices(self.pipeline.pixel_rule.good),
                 reduced_bands=latest["reduced_bands"],
                 resampling=latest["resampling"],
                 band_changes=[dict(change) for change in changes],
@@ -136,7 +140,8 @@ def build_pipeline(
     holding the one, or at or above the other, in a good band is masked - scored NaN, kept out of
     the statistics, counted in ``health.masked_pixels`` by reason, the line flagged
     ``masked-pixels`` (and ``saturated``) - as for a NaN/Inf pixel; None (the default): no such
-    value. ``push(line, index,
+    value. The ``detector`` record says so: ``good_bands`` (the count scored), ``bad_bands``
+    (0-based, the ones left out), ``no_data_value``, ``saturation``. ``push(line, index,
     timestamp)`` takes the line's number as ``index`` (consecutive lines differ by 1) and any
     clock, e.g. the camera's tick counter, as ``timestamp``."""
     from argparse import Namespace
@@ -170,6 +175,7 @@ def build_pipeline(
         "name": detector,
         "sensor_bands": bands,
         "good_bands": scored,
+        "bad_bands": bad_band_indices(good),
         "no_data_value": no_data_value,
         "saturation": saturation,
         "resampling": "band_index" if wavelengths is None else "wavelength",
@@ -264,6 +270,11 @@ def _enhancer(
     record["enhancement_cpu_threads"] = threads
     record.update(model=str(bundle.directory), model_sha256=bundle.sha256, **bundle.config.to_dict())
     return enhancer, runner, choice, bundle
+
+
+def bad_band_indices(good: np.ndarray | None) -> list[int]:
+    """The 0-based indices of the bands a good-band mask leaves out (ENVI ``bbl`` 0; None: none)."""
+    return [] if good is None else [int(band) for band in np.flatnonzero(~np.asarray(good, dtype=bool))]
 
 
 def _release(enhancer: Any, runner: Any) -> None:
