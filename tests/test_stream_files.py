@@ -3,6 +3,7 @@ memory, each line as load_scene reads the file."""
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -155,3 +156,70 @@ def test_scene_lines_stream_invalid_pixels_as_nan_without_touching_the_cube() ->
     want[2, 3] = np.nan
     np.testing.assert_array_equal(np.stack(lines), want)
     assert np.isinf(scene.cube[2, 3, 1])  # the scene's own cube is left as it was
+
+
+@pytest.mark.parametrize("count", [10, 15])
+def test_lines_replays_the_first_lines_of_a_file_as_the_full_replay_scores_them(
+    tmp_path: Path, count: int
+) -> None:
+    """`stream --lines N` was refused for a file. It replays the file's first N lines: causal RX
+    scores them as the full replay scores its first N lines (bit for bit), the score map and the
+    ENVI score image hold those lines only (on the file's map, which starts at its first line), and
+    the report says how many lines were requested, replayed and in the file."""
+    cube = int16_cube(40, 12, 10, seed=3)
+    header = tmp_path / "scan.hdr"
+    write_envi(header, cube, "bil")
+    text = header.read_text()
+    header.write_text(text + "map info = {UTM, 1, 1, 500.0, 800.0, 1.0, 1.0, 33, North, WGS-84}\n")
+    argv = ["stream", "--source", str(header), "--detector", "rx"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main([*argv, "--out", str(full)]) == 0
+    report = tmp_path / "part.json"
+    assert main([*argv, "--lines", str(count), "--out", str(part), "--json", str(report)]) == 0
+    whole, first = np.load(full / "scores.npy"), np.load(part / "scores.npy")
+    assert whole.shape == (40, 12) and first.shape == (count, 12)
+    np.testing.assert_array_equal(first, whole[:count])
+    image = np.fromfile(part / "scores.img", dtype="<f8").reshape(count, 12)
+    np.testing.assert_array_equal(image, whole[:count])
+    assert f"lines = {count}\n" in (part / "scores.hdr").read_text()
+    written = json.loads(report.read_text())
+    assert written["replay"] == {"lines_in_file": 40, "lines_requested": count, "lines_replayed": count}
+    assert written["health"]["lines_in"] == count
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".mat"])
+def test_lines_past_the_end_of_a_file_replays_it_all_and_says_so(tmp_path: Path, suffix: str, capsys) -> None:
+    cube = int16_cube(24, 8, 10, seed=4)
+    path = tmp_path / f"scan{suffix}"
+    if suffix == ".npy":
+        np.save(path, cube)
+    else:
+        from scipy.io import savemat
+
+        savemat(path, {"data": cube.astype(np.float32)})
+    report = tmp_path / "report.json"
+    argv = ["stream", "--source", str(path), "--detector", "rx", "--json", str(report)]
+    assert main([*argv, "--lines", "100"]) == 0
+    assert "--lines 100: the file has 24 lines; all of them are replayed" in capsys.readouterr().out
+    written = json.loads(report.read_text())
+    assert written["replay"] == {"lines_in_file": 24, "lines_requested": 100, "lines_replayed": 24}
+    assert written["health"]["lines_in"] == 24
+    assert main([*argv, "--lines", "12"]) == 0
+    assert json.loads(report.read_text())["health"]["lines_in"] == 12
+
+
+def test_file_lines_streams_the_first_lines_and_checks_only_those(tmp_path: Path) -> None:
+    """The valid-pixel check covers the lines to be streamed: a file alive only past them fails,
+    saying so."""
+    from edge_had.errors import SceneError
+
+    cube = int16_cube(30, 8, 6).astype(np.float32)
+    cube[:10] = np.nan
+    path = tmp_path / "late.npy"
+    np.save(path, cube)
+    stream = file_lines(path, lines=20)
+    got = np.stack([line.pixels for line in stream.lines])
+    np.testing.assert_array_equal(got, cube[:20])
+    assert stream.lines_in_file == 30
+    with pytest.raises(SceneError, match="in its first 10 of 30 lines: no valid pixel"):
+        file_lines(path, lines=10)

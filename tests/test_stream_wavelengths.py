@@ -112,7 +112,7 @@ def test_an_enhanced_stream_refuses_a_sensor_outside_the_models_range_as_detect_
     assert main(["stream", "--source", str(header), "--detector", "rx"]) == 0  # plain RX needs no grid
 
 
-@pytest.mark.parametrize("option", [["--lines", "10"], ["--width", "8"], ["--bands", "4"], ["--seed", "3"]])
+@pytest.mark.parametrize("option", [["--width", "8"], ["--bands", "4"], ["--seed", "3"]])  # --lines: replay
 def test_synthetic_only_options_are_refused_for_a_file(tmp_path: Path, capsys, option: list[str]) -> None:
     header, _ = envi_file(tmp_path, UNEVEN)
     assert main(["stream", "--source", str(header), "--detector", "rx", *option]) == 2

@@ -6,7 +6,8 @@ unscored ones NaN), ``waterfall.png`` (score map with the ground truth outlined 
 ``scores.img`` (the scores on the file's map: :mod:`edge_had.io.score_image`). The
 report (schema_version 1, ``kind: "stream"``) holds lines/s, the health counters, per-stage latency
 p50/p99/max, the look-ahead, the line budget, the backend/precision that ran, the detector
-settings (with the masking: good and bad bands, no-data value, saturation level), the
+settings (with the masking: good and bad bands, no-data value, saturation level), a file's
+``replay`` (lines in it, requested with ``--lines``, replayed: its first ones), the
 events summary, and the AUC and false events per 1000 lines when ground truth exists.
 """
 
@@ -106,7 +107,11 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "block (a GPU or ONNX Runtime's threads; a line may wait one block longer)",
     )
     parser.add_argument("--pace", action="store_true", help="replay at the line rate; late lines are dropped")
-    parser.add_argument("--lines", type=integer_from(1), help="synthetic: number of lines (default 512)")
+    parser.add_argument(
+        "--lines",
+        type=integer_from(1),
+        help="synthetic: number of lines (default 512); a file: replay its first N lines only (default: all)",
+    )
     parser.add_argument(
         "--width", type=integer_from(1), help="synthetic: pixels per line (default: the sensor's)"
     )
@@ -155,7 +160,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write the JSON report here")
 
 
-SYNTHETIC_ONLY = ("lines", "width", "bands", "seed")  # options that shape a synthetic source
+SYNTHETIC_ONLY = ("width", "bands", "seed")  # options that shape a synthetic source
 FILE_ONLY = ("interleave",)  # options that say how a file is read
 
 
@@ -176,6 +181,7 @@ class _Source:
     envi_header: str | None = None  # an ENVI file's header: --out gets scores.hdr on its map
     meta: dict[str, Any] = field(default_factory=dict)  # a file's reader's (format, header, units)
     notes: list[str] = field(default_factory=list)  # what the reader noted (a file read as detect reads it)
+    replay: dict[str, Any] | None = None  # a file: lines in it, requested (--lines), replayed
 
 
 def _source(args: argparse.Namespace) -> _Source:
@@ -231,23 +237,33 @@ def _source(args: argparse.Namespace) -> _Source:
         from edge_had.io import load_scene
 
         scene = load_scene(args.source, interleave=args.interleave, saturation=args.saturation)
-        lines = scene_lines(scene.cube, rate, args.pace)  # every band; the pipeline masks (no-data: none)
+        replay = _replay(scene.cube.shape[0], args.lines)
+        first = slice(0, replay["lines_replayed"])  # --lines: the first lines, their ground truth
+        lines = scene_lines(scene.cube[first], rate, args.pace)  # every band; the pipeline masks
         _, width, bands = scene.cube.shape
         notes = list(scene.meta.get("notes", []))
+        gt = None if scene.gt is None else scene.gt[first]
+        valid = None if scene.valid is None else scene.valid[first]
         return _Source(
             lines,
-            scene.gt,
-            scene.valid,
+            gt,
+            valid,
             width,
             bands,
             scene.wavelengths,
             scene.good_bands,
             meta=scene.meta,
             notes=notes,
+            replay=replay,
         )
     # ENVI, .npy: one line at a time from the memory map, as stored; the pipeline masks as load_scene
     stream = file_lines(
-        args.source, interleave=args.interleave, line_rate=rate, pace=args.pace, saturation=args.saturation
+        args.source,
+        interleave=args.interleave,
+        line_rate=rate,
+        pace=args.pace,
+        saturation=args.saturation,
+        lines=args.lines,
     )
     source = _Source(
         stream.lines,
@@ -261,9 +277,19 @@ def _source(args: argparse.Namespace) -> _Source:
         meta=stream.meta,
         notes=list(stream.meta.get("notes", [])),
     )
+    source.replay = _replay(stream.lines_in_file, args.lines)
     if stream.meta.get("format") == "envi":
         source.envi_header = stream.meta["header"]
     return source
+
+
+def _replay(in_file: int, requested: int | None) -> dict[str, Any]:
+    """A file's replay: its lines, the ``--lines`` requested (None: all) and the lines replayed,
+    the file's first ones; a request past the file's end is said."""
+    replayed = in_file if requested is None else min(requested, in_file)
+    if requested is not None and requested > in_file:
+        print(f"note: --lines {requested}: the file has {in_file} lines; all of them are replayed")
+    return {"lines_in_file": in_file, "lines_requested": requested, "lines_replayed": replayed}
 
 
 def run_stream_command(args: argparse.Namespace) -> int:
@@ -495,6 +521,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         "sensor": {"preset": preset.name, "line_rate_hz": rate, "budget_ms": 1e3 / rate},
         "lines_per_second": run.lines_per_second,
         "interrupted": run.interrupted,
+        "replay": source.replay,
         "synthetic_strips": None
         if source.distinct_strips is None
         else {
@@ -604,6 +631,9 @@ def _print_summary(report: dict[str, Any]) -> None:
         f"{left_out}); no-data value {_value_or_none(detector['no_data_value'])}, saturation "
         f"{_value_or_none(detector['saturation'])}"
     )
+    replay = report["replay"]
+    if replay is not None and replay["lines_replayed"] < replay["lines_in_file"]:
+        print(f"replayed the first {replay['lines_replayed']} of the file's {replay['lines_in_file']} lines")
     print(f"look-ahead: {report['look_ahead_lines']} lines ({report['look_ahead_ms']:.1f} ms)")
     backend = report["backend"]
     if backend:

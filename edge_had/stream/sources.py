@@ -134,6 +134,7 @@ class FileLines:
     good_bands: np.ndarray  # the bands kept for detection (ENVI bbl; all True without one)
     no_data_value: float | None  # ENVI 'data ignore value'
     meta: dict[str, Any]  # the reader's: format, interleave, an ENVI file's header, ...
+    lines_in_file: int = 0  # the file's lines (``lines`` streams the first ones only)
 
 
 def file_lines(
@@ -145,6 +146,7 @@ def file_lines(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     saturation: float | None = None,
+    lines: int | None = None,
 ) -> FileLines:
     """A scene file line by line, each line as the file stores it - every band, its dtype - as a
     camera hands its lines over, with the file's good bands (ENVI ``bbl``), no-data value and
@@ -165,20 +167,29 @@ def file_lines(
     line, usually; a file with none is read once, its map's pages handed back as it goes) and a
     file without one is load_scene's :class:`~edge_had.errors.SceneError` naming the bands that
     are invalid throughout. A line of the stream with no valid pixel is rejected for it (``no
-    valid pixel``)."""
+    valid pixel``). ``lines``: stream the file's first ``lines`` lines only (all of them when it
+    has fewer; the valid-pixel check is of those lines), a view of the memory map, nothing read
+    past them."""
+    from edge_had.errors import SceneError
     from edge_had.io.readers import read_raw
     from edge_had.io.scene import PixelRule, band_vector, check_cube, no_valid_pixel_error
 
     path = Path(path)
+    if lines is not None and lines < 1:
+        raise ValueError(f"lines must be >= 1, got {lines}")
     raw = read_raw(path, interleave=interleave)
     good = check_cube(raw.cube, raw.good_bands, path)
-    _, width, bands = raw.cube.shape
+    in_file, width, bands = raw.cube.shape
     wavelengths = band_vector(raw.wavelengths, bands, "wavelength list", path)
+    cube = raw.cube[:lines]  # a view: the memory map stays one
     rule = PixelRule(good, raw.no_data_value, saturation)
-    if not any(rule.valid(line, rule.good_values(line)).any() for line in _stored_rows(raw.cube)):
-        raise no_valid_pixel_error(raw.cube, rule, path)
-    rows = _stamped(_stored_rows(raw.cube), line_rate, pace, clock, sleep, dtype=None)
-    return FileLines(rows, width, bands, wavelengths, good, raw.no_data_value, raw.meta)
+    if not any(rule.valid(line, rule.good_values(line)).any() for line in _stored_rows(cube)):
+        error = no_valid_pixel_error(cube, rule, path)
+        if cube.shape[0] < in_file:  # only the first lines were to be streamed
+            raise SceneError(f"in its first {cube.shape[0]} of {in_file} lines: {error.problem}", path)
+        raise error
+    rows = _stamped(_stored_rows(cube), line_rate, pace, clock, sleep, dtype=None)
+    return FileLines(rows, width, bands, wavelengths, good, raw.no_data_value, raw.meta, in_file)
 
 
 def envi_lines(
