@@ -1,13 +1,15 @@
 """``edge-had stream``: a line source through the pipeline, with events, sinks and a JSON report.
 
-Sinks in ``--out``: ``events.jsonl`` (one event per line), ``scores.npy`` (the score lines,
+Sinks in ``--out``: ``events.jsonl`` (one event per line; from an ENVI file with ``map info``
+with the map coordinates of its centroid and box: :meth:`edge_had.stream.events.Event.to_json`,
+:mod:`edge_had.io.map_info`), ``scores.npy`` (the score lines,
 unscored ones NaN), ``waterfall.png`` (score map with the ground truth outlined when known),
 ``waterfall.mp4`` (one frame every 8 lines) and, from an ENVI file, ``scores.hdr`` +
 ``scores.img`` (the scores on the file's map: :mod:`edge_had.io.score_image`). The
 report (schema_version 1, ``kind: "stream"``) holds lines/s, the health counters, per-stage latency
 p50/p99/max, the look-ahead, the line budget, the backend/precision that ran, the detector
 settings (with the masking: good and bad bands, no-data value, saturation level), a file's
-``replay`` (lines in it, requested with ``--lines``, replayed: its first ones), the
+``replay`` (lines in it, requested with ``--lines``, replayed: its first ones), its ``map``, the
 events summary, and the AUC and false events per 1000 lines when ground truth exists.
 """
 
@@ -42,6 +44,7 @@ from edge_had.cli_types import (
 )
 from edge_had.errors import EdgeHadError
 from edge_had.eval.report import json_text
+from edge_had.io.map_info import MapInfo
 from edge_had.io.units import naming_the_file
 from edge_had.stream.faults import FAULTS, parse_faults
 from edge_had.stream.onboard import STREAM_DETECTORS, build_pipeline
@@ -181,6 +184,7 @@ class _Source:
     envi_header: str | None = None  # an ENVI file's header: --out gets scores.hdr on its map
     meta: dict[str, Any] = field(default_factory=dict)  # a file's reader's (format, header, units)
     notes: list[str] = field(default_factory=list)  # what the reader noted (a file read as detect reads it)
+    map_info: MapInfo | None = None  # an ENVI file's map: events get map coordinates
     replay: dict[str, Any] | None = None  # a file: lines in it, requested (--lines), replayed
 
 
@@ -279,7 +283,10 @@ def _source(args: argparse.Namespace) -> _Source:
     )
     source.replay = _replay(stream.lines_in_file, args.lines)
     if stream.meta.get("format") == "envi":
+        from edge_had.io.map_info import map_info_of
+
         source.envi_header = stream.meta["header"]
+        source.map_info = map_info_of(source.envi_header)
     return source
 
 
@@ -439,6 +446,10 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         events_file = open(Path(args.out) / "events.jsonl", "w")  # noqa: SIM115 - closed below
     waiting: dict[int, Any] = {}
     seen = {"next": 0, "rows": 0, "results": 0, "events": 0}
+
+    def event_line(event: Any) -> str:  # rows are the file's lines: its map places them
+        return json_text(event.to_json(source.map_info), indent=None) + "\n"
+
     rss_curve: list[tuple[int, float | None]] = []
 
     def release(result: Any) -> None:
@@ -457,7 +468,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             )
             seen["events"] += len(finished)
             if events_file is not None:
-                events_file.writelines(json_text(event.to_json(), indent=None) + "\n" for event in finished)
+                events_file.writelines(event_line(event) for event in finished)
             if keep:
                 events.extend(finished)
             if video is not None:
@@ -503,7 +514,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     seen["events"] += len(final)
     events += final if keep else []
     if events_file is not None:
-        events_file.writelines(json_text(event.to_json(), indent=None) + "\n" for event in final)
+        events_file.writelines(event_line(event) for event in final)
         events_file.close()
     if video is not None:
         video.add_events(final)  # events the end of the stream closed get their boxes too
@@ -522,6 +533,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         "lines_per_second": run.lines_per_second,
         "interrupted": run.interrupted,
         "replay": source.replay,
+        "map": None if source.map_info is None else source.map_info.describe(),
         "synthetic_strips": None
         if source.distinct_strips is None
         else {

@@ -5,7 +5,9 @@ continues it.
 The threshold is parameter-free: the chi-square quantile of the RX statistic with ``dof`` degrees
 of freedom (the scored bands) at false-alarm probability ``pfa`` per pixel (default 1e-6), which
 holds for Gaussian background and is not fitted on any scene. Events carry the line range, pixel
-range, peak score, area, the first line's timestamp and its ``meta`` (navigation data). Lines are
+range, peak score, area, the centroid of its pixels, the first line's timestamp and its ``meta``
+(navigation data) and, from a source with a map (:mod:`edge_had.io.map_info`), the centroid's and
+the box's map coordinates (:meth:`Event.to_json`). Lines are
 numbered by their row along track (:attr:`~edge_had.stream.pipeline.LineResult.row`: the sensor's
 index until its line counter restarts, then shifted past the rows before): ``first_line`` and
 ``last_line`` are rows of the score map, and ``segment`` and ``first_index`` say which counter
@@ -21,9 +23,12 @@ except those cut by a gap in the line indices or by the start or end of the stre
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge_had.io.map_info import MapInfo
 
 
 def chi2_threshold(dof: int, pfa: float = 1e-6) -> float:
@@ -69,9 +74,28 @@ class Event:
             event = event.merged_into
         return event
 
-    def to_json(self) -> dict[str, Any]:
+    def centroid(self) -> tuple[float, float]:
+        """The mean (line, pixel) of the event's pixels (0-based; a pixel's centre is its index)."""
+        rows, cols = np.asarray(self.pixels, dtype=np.float64).reshape(-1, 2).T
+        return float(rows.mean()), float(cols.mean())
+
+    def to_json(self, map_info: MapInfo | None = None) -> dict[str, Any]:
+        """The event for ``events.jsonl``: its fields, its pixels' ``centroid_line`` and
+        ``centroid_pixel`` and, given the source's ``map_info`` (its rows the file's lines),
+        ``map_x``/``map_y`` - the map position of the centroid's pixel centre - and ``map_box``,
+        the [x, y] outer corners of its box (first line's first pixel, first line's last pixel,
+        last line's last pixel, last line's first pixel)."""
         out = asdict(self)
         del out["pixels"], out["merged_into"]
+        line, pixel = self.centroid()
+        out["centroid_line"], out["centroid_pixel"] = line, pixel
+        if map_info is not None:
+            x, y = map_info.pixel_centre(line, pixel)
+            out["map_x"], out["map_y"] = float(x), float(y)
+            top, bottom = self.first_line, self.last_line + 1  # outer edges of the box's pixels
+            left, right = self.first_pixel, self.last_pixel + 1
+            xs, ys = map_info.to_map([top, top, bottom, bottom], [left, right, right, left])
+            out["map_box"] = [[float(a), float(b)] for a, b in zip(xs, ys, strict=True)]
         return out
 
     def absorb(self, other: Event) -> None:
