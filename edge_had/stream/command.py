@@ -42,7 +42,7 @@ from edge_had.cli_types import (
     probability,
     refuse_network_options,
 )
-from edge_had.errors import EdgeHadError
+from edge_had.errors import EdgeHadError, SceneError
 from edge_had.eval.report import json_text
 from edge_had.io.map_info import MapInfo
 from edge_had.io.units import naming_the_file
@@ -286,7 +286,10 @@ def _source(args: argparse.Namespace) -> _Source:
         from edge_had.io.map_info import map_info_of
 
         source.envi_header = stream.meta["header"]
-        source.map_info = map_info_of(source.envi_header)
+        try:
+            source.map_info = map_info_of(source.envi_header)
+        except SceneError as error:  # the lines are still worth scoring: said, and the events unplaced
+            source.notes.append(f"{error}: events carry no map coordinates")
     return source
 
 
