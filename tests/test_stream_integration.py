@@ -339,19 +339,26 @@ def test_scoring_that_falls_behind_is_a_deadline_miss_with_or_without_a_reorder_
     assert [r.index for r in results if "deadline-miss" in r.flags] == scored_before_finish + stuck_line
 
 
+def pushed_in_order_of(indices: list[int], lines: np.ndarray, results: list, window: int) -> StreamPipeline:
+    """A finished pipeline (reorder window ``window``) that was pushed ``lines`` under the counter
+    values ``indices``, its results appended to ``results``."""
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+    )
+    for line, index in zip(lines, indices, strict=True):
+        pipeline.push(line, index, 0.0)
+    pipeline.finish()
+    return pipeline
+
+
 @pytest.mark.parametrize("window", [0, 3])
 def test_one_corrupted_line_counter_does_not_derail_the_stream(window: int) -> None:
     """Line 8 arrives with index 70008 (a flipped bit): it is rejected and the stream keeps its
     place. At line 20 the counter really jumps by 50000: the next line continues from there, so
     the stream follows (the leaping line itself is lost) and counts the gap as missing."""
     lines, results = make_lines(30), []
-    pipeline = StreamPipeline(
-        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
-    )
     indices = [i + 70000 if i == 8 else i + 50000 if i >= 20 else i for i in range(30)]
-    for line, index in zip(lines, indices, strict=True):
-        pipeline.push(line, index, 0.0)
-    pipeline.finish()
+    pipeline = pushed_in_order_of(indices, lines, results, window)
     state = {r.index: r for r in results}
     assert state[70008].state == "rejected" and state[70008].reason.startswith("implausible index jump")
     assert state[50020].state == "rejected"  # the counter's real jump, before it was confirmed
@@ -373,12 +380,7 @@ def test_a_line_counter_that_restarts_is_followed(window: int) -> None:
     lines numbered on, in arrival order."""
     lines, results = make_lines(79), []
     indices = [*range(38), 39, *range(40)]
-    pipeline = StreamPipeline(
-        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
-    )
-    for line, index in zip(lines, indices, strict=True):
-        pipeline.push(line, index, 0.0)
-    pipeline.finish()
+    pipeline = pushed_in_order_of(indices, lines, results, window)
     rejected = [(r.index, r.reason.split(" (")[0]) for r in results if r.state == "rejected"]
     assert rejected == [(0, "out-of-order index")]
     health = pipeline.health.to_dict()
@@ -398,12 +400,7 @@ def test_a_resent_pair_of_lines_is_no_counter_restart(window: int) -> None:
     processed lately are duplicates, whatever follows."""
     lines, results = make_lines(47), []
     indices = [*range(40), 38, 39, *range(40, 45)]
-    pipeline = StreamPipeline(
-        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
-    )
-    for line, index in zip(lines, indices, strict=True):
-        pipeline.push(line, index, 0.0)
-    pipeline.finish()
+    pipeline = pushed_in_order_of(indices, lines, results, window)
     scored = [r.index for r in results if r.state == "scored"]
     assert scored == list(range(45))
     health = pipeline.health.to_dict()
@@ -544,12 +541,7 @@ def test_a_resend_of_lines_older_than_the_recent_memory_is_no_counter_restart(wi
     evidence (an index near 0, or a long consecutive run): these are late lines, rejected."""
     lines, results = make_lines(113), []
     indices = [*range(100), 30, 31, 32, *range(100, 110)]
-    pipeline = StreamPipeline(
-        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
-    )
-    for line, index in zip(lines, indices, strict=True):
-        pipeline.push(line, index, 0.0)
-    pipeline.finish()
+    pipeline = pushed_in_order_of(indices, lines, results, window)
     rejected = [(r.index, r.reason.split(" (")[0]) for r in results if r.state == "rejected"]
     assert rejected == [(30, "out-of-order index"), (31, "out-of-order index"), (32, "out-of-order index")]
     health = pipeline.health.to_dict()
@@ -567,12 +559,7 @@ def test_a_counter_restarting_elsewhere_than_near_0_is_followed_after_a_long_run
 
     lines, results = make_lines(1000 + confirm + 20), []
     indices = [*range(1000), *range(500, 500 + confirm + 20)]
-    pipeline = StreamPipeline(
-        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
-    )
-    for line, index in zip(lines, indices, strict=True):
-        pipeline.push(line, index, 0.0)
-    pipeline.finish()
+    pipeline = pushed_in_order_of(indices, lines, results, window)
     health = pipeline.health.to_dict()
     assert health["counter_resets"] == 1 and health["missing_indices"] == 0
     assert health["lines_rejected"] == confirm - 1 and health["lines_scored"] == 1000 + 21
