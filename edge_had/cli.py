@@ -560,18 +560,15 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_wavelengths(path: str, interleave: str | None = None) -> tuple[Any, str]:
+def _read_wavelengths(path: str, interleave: str | None = None) -> tuple[Any, str, dict[str, Any] | None]:
     """Band centres in nm from a list (``.npy``; ``.txt``, one per line) or from a scene file
     (ENVI header, .mat, HDF5; its cube stored in ``interleave`` order): the wavelengths of its good
     bands, as detect and stream resample that file. Also returns what a band count that differs
-    from them should be told (a scene file's bands left out, and why)."""
+    from them should be told (a scene file's bands left out by its ``bbl``), and a scene file's
+    reader's meta (None for a list)."""
     import numpy as np
 
-    from edge_had.io.envi import header_beside
-    from edge_had.io.readers import CONTAINER_SUFFIXES
-
-    suffix = Path(path).suffix.lower()
-    if suffix == ".hdr" or suffix in CONTAINER_SUFFIXES or header_beside(Path(path)) is not None:
+    if _is_scene_file(path):
         from edge_had.io import load_scene
 
         scene = load_scene(path, interleave=interleave)
@@ -579,29 +576,46 @@ def _read_wavelengths(path: str, interleave: str | None = None) -> tuple[Any, st
         if centres is None:
             raise EdgeHadError(f"--wavelengths {path}: the file records no wavelengths")
         stored, left_out = len(scene.good_bands), int((~scene.good_bands).sum())
-        why = (
-            f"the file has {stored} bands, {left_out} of them bad (bbl) or dead, and detect and stream feed "
-        )
-        return centres, (why + f"its {len(centres)} good ones") if left_out else ""
-    values = np.load(path, allow_pickle=False) if suffix == ".npy" else np.loadtxt(path, ndmin=1)
-    return np.asarray(values, dtype=np.float64).ravel(), ""
+        why = f"the file has {stored} bands, {left_out} of them bad (bbl), and detect and stream feed "
+        return centres, (why + f"its {len(centres)} good ones") if left_out else "", scene.meta
+    values = (
+        np.load(path, allow_pickle=False)
+        if Path(path).suffix.lower() == ".npy"
+        else np.loadtxt(path, ndmin=1)
+    )
+    return np.asarray(values, dtype=np.float64).ravel(), "", None
 
 
-def _export_sensor(args: argparse.Namespace) -> tuple[int, Any]:
+def _is_scene_file(path: str) -> bool:
+    """Whether ``--wavelengths path`` is a scene file (ENVI header or data file, .mat, HDF5), not a list."""
+    from edge_had.io.envi import header_beside
+    from edge_had.io.readers import CONTAINER_SUFFIXES
+
+    suffix = Path(path).suffix.lower()
+    return suffix == ".hdr" or suffix in CONTAINER_SUFFIXES or header_beside(Path(path)) is not None
+
+
+def _export_sensor(args: argparse.Namespace, bundle: Any) -> tuple[int, Any]:
     """The sensor's band count and wavelengths: ``--bands``, or the count ``--wavelengths`` gives;
     both given and different is refused with the count to use (a review: an FX10 header with a
-    ``bbl`` holds 224 bands of which detect and stream feed 216)."""
+    ``bbl`` holds 224 bands of which detect and stream feed 216). Band centres the model's adapter
+    cannot take are refused here, naming their file, before anything is read or written."""
     if args.wavelengths is None:
         if args.bands is None:
             raise EdgeHadError("give --bands B (the sensor's band count), or --wavelengths to take it from")
         return args.bands, None
-    wavelengths, why = _read_wavelengths(args.wavelengths, args.interleave)
+    from edge_had.io.units import naming_the_file
+
+    wavelengths, why, meta = _read_wavelengths(args.wavelengths, args.interleave)
     if args.bands is not None and args.bands != len(wavelengths):
         because = f" ({why})" if why else ""
         raise EdgeHadError(
             f"--bands {args.bands}, but --wavelengths {args.wavelengths} gives {len(wavelengths)} band "
             f"centres{because}: pass --bands {len(wavelengths)} or leave --bands out"
         )
+    instead = f"export on band index (--bands {len(wavelengths)} without --wavelengths)"
+    with naming_the_file(args.wavelengths, meta or {}, "cannot export for its band centres", instead):
+        bundle.adapter_for(len(wavelengths), wavelengths)
     return len(wavelengths), wavelengths
 
 
@@ -622,6 +636,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     ignored = changed_options(args, unused)
     if ignored:
         raise EdgeHadError(f"{' '.join(ignored)}: not used by a --precision {args.precision} export")
+    bands, wavelengths = _export_sensor(args, bundle)  # its errors before any gate scene is read
     gate_scenes = []
     if args.precision != "fp32" and not args.no_gate and args.gate_data != "synthetic":
         from edge_had import settings
@@ -631,7 +646,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         folder = Path(args.gate_data) if args.gate_data else settings.data_dir()
         if args.gate_data or folder.is_dir():
             gate_scenes = [load_scene(path, interleave=args.interleave) for path in list_scenes(folder)]
-    bands, wavelengths = _export_sensor(args)
+    read_scene_file = bool(gate_scenes) or (args.wavelengths is not None and _is_scene_file(args.wavelengths))
+    if args.interleave is not None and not read_scene_file:
+        raise EdgeHadError(
+            "--interleave: this export reads no scene file (no gate scene, no --wavelengths scene)"
+        )
     report = export_model(
         bundle,
         bands,

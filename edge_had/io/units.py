@@ -124,13 +124,19 @@ def _placeholder(values: np.ndarray) -> str | None:
 
 
 @contextmanager
-def naming_the_file(source: str | Path | None, meta: Mapping[str, Any], doing: str) -> Iterator[None]:
+def naming_the_file(
+    source: str | Path | None,
+    meta: Mapping[str, Any],
+    doing: str,
+    instead: str = "resample on band index (--resample band-index)",
+) -> Iterator[None]:
     """Re-raise a :class:`~edge_had.band_resampling.WavelengthRangeError` of the block (band
     centres a resampling cannot take) as a :class:`~edge_had.errors.SceneError` naming ``source``,
     the file they came from (``meta``: its reader's), and what failed (``doing``, e.g. "cannot
     score with enhanced-rx"); for band centres that look like micrometres, with the unit the file
     gives them and where to fix it - an ENVI header's ``wavelength units``, a container's
-    ``wavelength_units`` attribute - or ``--resample band-index``."""
+    ``wavelength_units`` attribute - or what to do ``instead`` (the command's way to resample on
+    band index)."""
     try:
         yield
     except WavelengthRangeError as error:
@@ -144,7 +150,6 @@ def naming_the_file(source: str | Path | None, meta: Mapping[str, Any], doing: s
             said = f"the file gives their unit as {units!r}" if units else "the file gives no unit"
             where = "the unit the file gives them (`wavelength_units`, or the wavelength dataset's `units`)"
         raise SceneError(
-            f"{doing}: {error.problem}, but {said}: fix {where} (to Micrometers), or resample on band "
-            "index (--resample band-index)",
+            f"{doing}: {error.problem}, but {said}: fix {where} (to Micrometers), or {instead}",
             source,
         ) from error
