@@ -164,8 +164,8 @@ def wavelength_matrix(
     outside = int(((used < lo) | (used > hi)).sum())  # up to the fraction: ignored_bands_note
     if outside > MAX_OUTSIDE_FRACTION * used.size:
         raise WavelengthRangeError(
-            f"{outside} of the sensor's {used.size} bands lie outside the model's {lo:g}-{hi:g} nm "
-            "and would get no weight (targets seen only there would be lost)",
+            f"{outside} of the sensor's {used.size} bands lie outside the model's {lo:g}-{hi:g} nm, "
+            "where the resampling gives them little or no weight (targets seen only there would be lost)",
             ". Use a plain detector (rx, hybrid-rx: every band as it is), or resample on band index "
             "(--resample band-index)",
         )
@@ -174,18 +174,26 @@ def wavelength_matrix(
 
 def ignored_bands_note(
     wavelengths: Sequence[float] | np.ndarray | None,
+    k: int = DEFAULT_K,
     *,
     lo: float = CANONICAL_RANGE_NM[0],
     hi: float = CANONICAL_RANGE_NM[1],
 ) -> str | None:
-    """A note naming the sensor bands (``wavelengths`` in nm: those resampled on) that lie outside
-    ``[lo, hi]``, which :func:`wavelength_matrix` gives no weight - up to
-    :data:`MAX_OUTSIDE_FRACTION` of them; more are refused - how many and where; None when every
-    band lies inside, or the resampling is on band index (``wavelengths`` None)."""
+    """A note naming the sensor bands (``wavelengths`` in nm: those resampled on, onto ``k``
+    canonical bands) that :func:`wavelength_matrix` gives no weight - bands outside ``[lo, hi]``
+    beyond the nearest one on each side, which the edge canonical band interpolates from; up to
+    :data:`MAX_OUTSIDE_FRACTION` of them lie outside, more are refused - how many and where; None
+    when every band carries weight, the resampling is on band index (``wavelengths`` None) or it
+    cannot take these band centres (its own error says so where it is built)."""
     if wavelengths is None:
         return None
     wl = np.asarray(wavelengths, dtype=np.float64).ravel()
-    sides = [side for side in (wl < lo, wl > hi) if side.any()]
+    try:
+        matrix, _ = wavelength_matrix(wl, k, lo=lo, hi=hi)
+    except WavelengthRangeError:
+        return None
+    weightless = (matrix == 0).all(axis=0)
+    sides = [side for side in (weightless & (wl < lo), weightless & (wl > hi)) if side.any()]
     if not sides:
         return None
     spans = [(int(side.sum()), f"{wl[side].min():.1f}", f"{wl[side].max():.1f}") for side in sides]

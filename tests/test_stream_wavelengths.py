@@ -15,6 +15,7 @@ from spectral import envi
 
 from edge_had.cli import main
 from edge_had.io.synthetic import synthetic_scene
+from edge_had.models.adapter import SpectralAdapter
 from edge_had.stream.run import band_reduction, stream_scene_scores
 
 #: 40 bands: 30 dense in the VNIR, 10 sparse beyond (band index and wavelength resample apart)
@@ -191,9 +192,12 @@ def test_bands_outside_the_models_range_are_named_where_they_are_left_out(tmp_pa
 
     header, _ = envi_file(tmp_path, np.linspace(350.0, 1050.0, 40), "wide")
     inside, _ = envi_file(tmp_path, UNEVEN, "inside")
+    # 350.0, 367.9 and 385.9 nm lie below 400 nm; 385.9 carries weight (the 400 nm canonical band
+    # interpolates between it and 403.8 nm: the note said all three got none, a review)
+    assert SpectralAdapter.from_wavelengths(np.linspace(350.0, 1050.0, 40)).matrix[:, :3].sum(axis=0)[2] > 0.1
     note = (
-        "3 of the sensor's 40 bands lie outside the model's 400-2500 nm and get no weight (3 at "
-        "350.0-385.9 nm): targets seen only there are missed. To use them, resample on band index "
+        "2 of the sensor's 40 bands lie outside the model's 400-2500 nm and get no weight (2 at "
+        "350.0-367.9 nm): targets seen only there are missed. To use them, resample on band index "
         "(--resample band-index) or use a plain detector (rx, hybrid-rx)"
     )
     report = tmp_path / "report.json"
@@ -236,7 +240,8 @@ RESAMPLING_ERRORS = {  # case: (band centres, file kind, the error after the fil
     "over a quarter outside the model's range": (
         np.linspace(150.0, 1000.0, 40),
         "envi",
-        "12 of the sensor's 40 bands lie outside the model's 400-2500 nm and would get no weight",
+        "12 of the sensor's 40 bands lie outside the model's 400-2500 nm, where the resampling gives them "
+        "little or no weight",
     ),
 }
 
