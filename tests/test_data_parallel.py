@@ -58,6 +58,8 @@ def _first_gradients(rank: int, world: int, folder: str) -> None:
         total.backward()  # under DDP the backward averages the ranks' gradients
         grads[phase] = {name: p.grad.clone() for name, p in trainable if p.grad is not None}
         grads[phase]["loss"] = total.detach().reshape(1)
+        if phase == "stage2":  # the loss it reports without training is the global batch's too
+            grads[phase]["evaluated"] = torch.tensor([trainer.evaluate(batch)[0]])  # type: ignore[attr-defined]
     if rank == 0:
         torch.save(grads, Path(folder) / f"world{world}.pt")
     if world > 1:
@@ -85,6 +87,8 @@ def test_two_ranks_get_the_gradient_of_one_process_with_their_global_batch(
     assert set(two) == set(one) and len(one) > 1
     # a per-rank loss is off by the background-count imbalance here (0.4 % before the fix)
     torch.testing.assert_close(two.pop("loss"), one.pop("loss"), rtol=1e-6, atol=0)
+    if phase == "stage2":
+        torch.testing.assert_close(two.pop("evaluated"), one.pop("evaluated"), rtol=1e-6, atol=0)
     # float rounding of other batchings: ~1e-7 of the phase's largest gradient (stage 2 ~2e-6,
     # where the decorrelation's gradient cancels); a per-rank decorrelation is off by ~100 %
     scale = max(float(value.abs().max()) for value in one.values())

@@ -627,9 +627,14 @@ def test_a_checkpoint_from_another_number_of_processes_is_refused() -> None:
     from edge_had.train.runner import TrainError, _check_world_size
 
     with pytest.raises(TrainError, match="its phases ran on 2 process"):
-        _check_world_size({"world_size_used": 2}, 1, "cannot resume")
-    _check_world_size({"world_size_used": 2}, 2, "cannot resume")
+        _check_world_size({"world_size_used": 2, "loss_batch": "global"}, 1, "cannot resume")
+    _check_world_size({"world_size_used": 2, "loss_batch": "global"}, 2, "cannot resume")
     _check_world_size({}, 1, "cannot resume")
+    _check_world_size({"world_size_used": 1}, 1, "cannot resume")  # one process: the same objective
+    # a 2-rank checkpoint from before the losses were taken over the global batch trained another
+    # stage-2 objective: continuing it would switch objectives mid-run in silence (a review)
+    with pytest.raises(TrainError, match="each taking the loss of its own batch"):
+        _check_world_size({"world_size_used": 2}, 2, "cannot resume")
 
 
 def test_resume_refuses_another_thread_count(tmp_path: Path) -> None:

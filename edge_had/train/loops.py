@@ -127,24 +127,37 @@ def _distributed_active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+class _GatherAcrossRanks(torch.autograd.Function):
+    """Forward: every rank's part of the global batch, in rank order along dim 0 (the parts are
+    equal-sized: each rank's slice of the samplers' global batch). Backward: every rank took the
+    same loss of the whole batch, so the gradient of this rank's part is summed over the ranks'
+    copies (an all-reduce) and sliced out - ``world_size`` times the part's gradient, which DDP's
+    average over the ranks turns back into the gradient of the one global loss. (Written here:
+    ``torch.distributed.nn``'s ``all_gather`` does the same and is deprecated in torch 2.13.)"""
+
+    @staticmethod
+    def forward(ctx: Any, part: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.rows = dist.get_rank(), part.shape[0]
+        parts = [torch.empty_like(part) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, part.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        summed = grad.contiguous().clone()
+        dist.all_reduce(summed)
+        return summed[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def gather_global_batch(tensor: torch.Tensor) -> torch.Tensor:
     """This rank's part of the global batch -> the whole global batch (the ranks' parts in rank
-    order along dim 0, as the samplers slice it), the same on every rank.
-
-    Differentiable: ``torch.distributed.nn``'s ``all_gather`` sends each part's gradient back to
-    the rank that computed it, summed over the ranks. Every rank takes the same loss of the global
-    batch, so that sum is ``world_size`` times the part's gradient, and DDP's average over the ranks
-    turns it back into the gradient of the one global loss: what one process holding the global
-    batch gets. A tensor without gradient (inputs, masks) is gathered plainly (bool via uint8:
-    gloo has no bool).
-    """
-    world = dist.get_world_size()
+    order along dim 0, as the samplers slice it), the same on every rank; differentiable
+    (:class:`_GatherAcrossRanks`). A tensor without gradient (inputs, masks) is gathered plainly
+    (bool via uint8: gloo has no bool)."""
     if tensor.requires_grad:
-        from torch.distributed.nn.functional import all_gather
-
-        return torch.cat(all_gather(tensor), dim=0)
+        return _GatherAcrossRanks.apply(tensor)
     wire = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.contiguous()
-    parts = [torch.empty_like(wire) for _ in range(world)]
+    parts = [torch.empty_like(wire) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, wire)
     return torch.cat(parts, dim=0).to(tensor.dtype)
 
@@ -580,11 +593,12 @@ class Stage2Trainer(_Trainer):
         return stage2_loss(f_spe, f_spa, restored, x, self.weights, mask=mask)
 
     def evaluate(self, batch: TileBatch) -> tuple[float, dict[str, float]]:
-        """The loss of one batch without training (no gradient, no optimiser step)."""
+        """The loss of one batch without training (no gradient, no optimiser step); under data
+        parallelism, of the global batch, as training takes it."""
         batch = batch.to(self.device)
         with torch.no_grad(), _eval_mode(self.net):
-            f_spe, f_spa, restored = self.net(batch.x)
-            total, parts = stage2_loss(f_spe, f_spa, restored, batch.x, self.weights, mask=batch.mask)
+            f_spe, f_spa, restored, x, mask = self.whole_batch(*self.net(batch.x), batch.x, batch.mask)
+            total, parts = stage2_loss(f_spe, f_spa, restored, x, self.weights, mask=mask)
         return float(total), {name: float(value) for name, value in parts.items() if name != "total"}
 
     def finish(self, spatial: SpatialStudent) -> None:

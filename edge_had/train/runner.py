@@ -307,14 +307,27 @@ def _check_resumable(config: TrainConfig, checkpoint: dict[str, Any], data: Sequ
         raise TrainError(f"cannot resume: the config differs from the checkpoint's ({detail})")
 
 
+#: what a checkpoint's phases took their loss over; written since data-parallel runs take it over
+#: the global batch (before, each process took its own batch's: another objective for stage 2)
+LOSS_BATCH = "global"
+
+
 def _check_world_size(checkpoint: dict[str, Any], world_size: int, what: str) -> None:
     """Phases trained on another number of processes drew other samples (the global batch is
-    ``batch x world size``): refused like another thread count (None: an older checkpoint)."""
+    ``batch x world size``): refused like another thread count (None: an older checkpoint). A
+    data-parallel checkpoint written before the losses were taken over the global batch
+    (no ``loss_batch``) trained another objective: refused too."""
     used = checkpoint.get("world_size_used")
     if used is not None and used != world_size:
         raise TrainError(
             f"{what}: its phases ran on {used} process(es), this run on {world_size}: the global "
             "batch and the samples would differ (run with the same torchrun --nproc_per_node)"
+        )
+    if used is not None and used > 1 and checkpoint.get("loss_batch") != LOSS_BATCH:
+        raise TrainError(
+            f"{what}: its phases ran on {used} processes, each taking the loss of its own batch (an "
+            "edge-had before the losses were taken over the global batch): continuing would change "
+            "the objective mid-run; train from the start"
         )
 
 
@@ -684,6 +697,7 @@ def _run(
                         "started_from": started_from,
                         "threads_used": torch.get_num_threads(),
                         "world_size_used": ddp.world_size,
+                        "loss_batch": LOSS_BATCH,
                         "numerics_fingerprint": numerics["fingerprint"],
                     },
                     keep_all=config.keep_all_checkpoints,
