@@ -19,8 +19,8 @@
 #   8 bench     python3 bench/test_bench_gpu.py  (per-line p50/p99, batched lines/s, rooflines)
 #   9 summary   $OUT/device.json, then a short table, printed last
 # Every stage runs under `timeout` inside one overall budget (DEVICE_CHECK_BUDGET, default 340 s,
-# the whole check must stay under 6 minutes on the lent H100; each stage's own cap grows with the
-# budget, so DEVICE_CHECK_BUDGET=1800 on a Jetson gives every stage 1800/340 x its time) and the
+# the whole check must stay under 6 minutes on the lent H100; each stage's own cap grows with a
+# larger budget, so DEVICE_CHECK_BUDGET=1800 on a Jetson gives every stage 1800/340 x its time) and the
 # script goes on after a failed stage,
 # recording each stage's status. Nothing needs the internet. Exit status: 0 when the kernels
 # were built, every module holding GPU tests was collected, the tests ran to the end and none
@@ -34,6 +34,7 @@ mkdir -p "$OUT"
 # results of an earlier run in the same folder must not pass for this run's
 rm -f "$OUT/pytest-gpu.xml" "$OUT/gpu_bench.json" "$OUT/enhance_profile.json" "$OUT/device.json"
 BUDGET=${DEVICE_CHECK_BUDGET:-340}
+[[ "$BUDGET" =~ ^[0-9]+$ ]] || { echo "DEVICE_CHECK_BUDGET must be whole seconds, got '$BUDGET'" >&2; exit 2; }
 STREAM_LINES=${STREAM_LINES:-1024}
 BENCH_LINES=${BENCH_LINES:-10000}
 PY=${PYTHON:-python3}
@@ -52,10 +53,11 @@ fi
 STAGES=()
 declare -A STATUS SECONDS_TAKEN
 
-# stage NAME CAP_SECONDS COMMAND...: run under the smaller of CAP (for the default budget, scaled
-# with DEVICE_CHECK_BUDGET) and what is left of the budget.
+# stage NAME CAP_SECONDS COMMAND...: run under the smaller of CAP (for the default budget; a larger
+# DEVICE_CHECK_BUDGET scales it up, a smaller one leaves it) and what is left of the budget.
 stage() {
-  local name=$1 cap=$(($2 * BUDGET / 340))
+  local name=$1 cap=$2
+  ((BUDGET > 340)) && cap=$((cap * BUDGET / 340))
   shift 2
   local left=$((BUDGET - SECONDS)) limit rc begin=$SECONDS
   limit=$((cap < left ? cap : left))
