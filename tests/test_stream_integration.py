@@ -161,12 +161,11 @@ def test_drops_before_the_first_line_and_drops_of_seen_indices(window: int) -> N
     states = [(r.index, r.state, r.reason) for r in results]
     assert len(states) == 13  # one result per call
     assert states[0] == (0, "dropped", "overload")
-    # without a reorder window only the last index is known, so an older one is out of order
-    reason = "duplicate index" if window else "out-of-order index (after 11)"
-    assert states[-1] == (5, "rejected", reason)
+    # index 5 was processed lately: a duplicate with or without a reorder window
+    assert states[-1] == (5, "rejected", "duplicate index")
     assert sum(r.state == "scored" for r in results) == 11
     health = pipeline.health.to_dict()
-    assert health["duplicates"] == (1 if window else 0) and health["lines_dropped"] == 1
+    assert health["duplicates"] == 1 and health["lines_dropped"] == 1
     assert health["accounting_ok"]
 
 
@@ -405,6 +404,25 @@ def test_a_resent_pair_of_lines_is_no_counter_restart(window: int) -> None:
     assert scored == list(range(45))
     health = pipeline.health.to_dict()
     assert health["counter_resets"] == 0 and health["lines_rejected"] == 2 and health["accounting_ok"]
+
+
+@pytest.mark.parametrize("window", [0, 4])
+def test_a_resend_of_a_line_processed_lately_is_a_duplicate_with_or_without_a_window(window: int) -> None:
+    """Line 18 sent again after line 20: without a reorder window it was rejected as out of order
+    and not counted as a duplicate (only a resend of the last line was), with one a duplicate (a
+    review). A line processed lately is a duplicate either way; the others score as in order."""
+    lines, results = make_lines(40), []
+    indices = [*range(21), 18, *range(21, 40)]
+    pipeline = pushed_in_order_of(indices, lines[indices], results, window)  # 18 resent as it was
+    rejected = [(r.index, r.reason) for r in results if r.state == "rejected"]
+    assert rejected == [(18, "duplicate index")]
+    health = pipeline.health.to_dict()
+    assert (health["duplicates"], health["missing_indices"], health["counter_resets"]) == (1, 0, 0)
+    want = reference_scores(lines, list(range(40)))
+    scored = {r.index: r.scores for r in results if r.state == "scored"}
+    assert sorted(scored) == list(range(40))
+    for index, scores in scored.items():
+        np.testing.assert_array_equal(scores, want[index], err_msg=f"line {index}")
 
 
 def test_a_callback_may_read_the_report_and_lines_may_be_tensors() -> None:

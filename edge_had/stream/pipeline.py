@@ -598,8 +598,9 @@ class StreamPipeline:
         back_run, self._back_run = self._back_run, None
         last = self._last_index
         if last is not None and index <= last:
-            if not self._counter_restarted(index, back_run, index in self._released):
-                if index == last:
+            seen = index in self._released  # processed lately (the last one included)
+            if not self._counter_restarted(index, back_run, seen):
+                if seen:
                     self.health.duplicates += 1
                     return "duplicate index"
                 return f"out-of-order index (after {last})"
