@@ -45,11 +45,18 @@ missing lines included, i.e. scoring fell behind; lines scored by a flush, at ``
 re-initialisation, are not judged). Lines held in the reorder window when the
 band count changes are processed first, with the old statistics. Gaps in the indices are counted
 as ``missing_indices`` (an index that arrives after all, too late and rejected, is not missing:
-the latest :data:`GIVEN_UP_MEMORY` given up are remembered); repeated ones as ``duplicates``. An
-index more than ``max_index_jump`` (1000) past the newest is taken for a corrupted counter and
-rejected, unless the next line continues from it (then it was a real jump, and the stream
-follows it; the leaping line is counted rejected, not missing: only the indices it leapt over
-are): one bad counter value must not get every later line rejected as out of order. A line going
+the latest :data:`GIVEN_UP_MEMORY` given up are remembered); repeated ones as ``duplicates``. A
+line whose index leaps ahead further than the reorder window explains (more than
+``reorder_window + 1`` past the newest index; without a window any gap) is not trusted until the
+next line confirms it: it is held - not scored into a row, its ``push`` returns ``pending`` - and
+if the next line continues from it (lines were lost: a USB hiccup, or the counter really jumped)
+it is taken then, one line late, and the indices it leapt over are missing; if the next line does
+anything else (continues the old sequence, leaps elsewhere, goes back; or the stream ends) it is
+rejected as an ``implausible index jump`` and the stream keeps its place (a corrupted counter
+value, one flipped bit: it must neither put its line in another line's row nor get the lines
+after it rejected as out of order; its index is not counted missing if the stream passes it
+later). Without a reorder window, a line lost next to a reordered pair can so cost one more line
+(the reordered line leaps over the lost one). A line going
 back (an index not past the newest processed) is rejected: a ``duplicate index`` when that index
 was processed lately (the last ``4 x reorder_window + 16``) or is held in the window, else an
 ``out-of-order index`` - a line too late or a stale resend, too old to tell which (one given up
@@ -222,6 +229,18 @@ class _Pending:
     window_wait_s: float = 0.0  # how long the reorder window had waited when it released the line
 
 
+@dataclass
+class _Leap:
+    """A line whose index leapt ahead, held (not scored into a row) until the next line says
+    whether the leap was real. ``pixels``: a copy, or None for a dropped line (``drop_reason``)."""
+
+    result: LineResult
+    pixels: Any
+    arrival: float
+    drop_reason: str | None
+    newest: int  # the stream's newest index when it leapt
+
+
 class StreamPipeline:
     """See the module docstring. ``reduction``: an optional ``(K, bands)`` matrix applied to each
     line before the statistics (band reduction, e.g. the spectral adapter's resampling).
@@ -252,7 +271,6 @@ class StreamPipeline:
         enhancer: Any = None,
         reorder_window: int = 0,
         reinit_after: int = 8,
-        max_index_jump: int | None = 1000,
         scorer: str = "global",
         line_math: LineMath = NUMPY_LINE_MATH,
         local_math: LocalLineMath | None = None,
@@ -302,8 +320,11 @@ class StreamPipeline:
         self._position = 0
         self._rx_base = 0  # pipeline position of the current statistics' first line
         self.reinit_after = reinit_after
-        self.max_index_jump = max_index_jump
-        self._jumped_to: int | None = None  # the index of the last line refused for leaping ahead
+        # the line that leapt ahead, held until the next line confirms the leap (or not)
+        self._leap: _Leap | None = None
+        # indices of the latest lines rejected for a leap the next line did not confirm: the line
+        # arrived, so its index is no gap (not missing) if the stream passes it later
+        self._refused_leaps: deque[int] = deque(maxlen=16)
         # (first index, lines) of the consecutive lines just refused for going back, if any
         self._back_run: tuple[int, int] | None = None
         self._segment = 0  # counter restarts followed
@@ -343,16 +364,25 @@ class StreamPipeline:
                 self.health.deadline_misses += 1
             if self._finished:
                 return self._finish(result, "rejected", reason="stream finished (finish() was called)")
-            if self.reorder_window > 0:
-                return self._admit(pixels, result, arrival)
-            problem = self._check_index(index)
-            if problem is None:
-                self._place(result)
-                problem = self._check_shape(pixels)
-            if problem is not None:
-                return self._finish(result, "rejected", reason=problem)
-            self._process(pixels, result, arrival)
-            return result
+            self._settle_leap(index)
+            if self._leaps(index):
+                self._hold_leap(result, pixels, arrival)
+                return result
+            return self._take(pixels, result, arrival)
+
+    def _take(self, pixels: Any, result: LineResult, arrival: float, waited_s: float = 0.0) -> LineResult:
+        """A pushed line that does not leap ahead (or whose leap the next line confirmed, after
+        ``waited_s`` held): into the reorder window, or checked and processed."""
+        if self.reorder_window > 0:
+            return self._admit(pixels, result, arrival)
+        problem = self._check_index(result.index)
+        if problem is None:
+            self._place(result)
+            problem = self._check_shape(pixels, result)
+        if problem is not None:
+            return self._finish(result, "rejected", reason=problem)
+        self._process(pixels, result, arrival, window_wait_s=waited_s)
+        return result
 
     def _received(self, index: int, timestamp: float, meta: dict[str, Any] | None) -> LineResult:
         """A new line's result, counted in ``lines_in`` and numbered in arrival order."""
@@ -374,7 +404,7 @@ class StreamPipeline:
         if index < self._max_seen:
             result.flags.append("reordered")
         self._max_seen = max(self._max_seen, index)
-        problem = self._check_shape(pixels)  # may re-initialise, releasing every held line first
+        problem = self._check_shape(pixels, result)  # may re-initialise, releasing every held line first
         if problem:
             self._finish(result, "rejected", reason=problem)
         if self._last_index is None or index > self._last_index:
@@ -394,30 +424,57 @@ class StreamPipeline:
                 self.health.duplicates += 1
                 return "duplicate index"
             return f"out-of-order index (beyond the reorder window, after {self._last_index})"
+        return None
+
+    def _newest(self) -> int | None:
+        """The newest index the stream has taken (None before its first line, or a restart's)."""
+        if self.reorder_window == 0:
+            return self._last_index
         started = self._last_index is not None or bool(self._held)
-        return self._implausible_jump(index, self._max_seen if started else None)
+        return self._max_seen if started else None
 
-    def _implausible_jump(self, index: int, newest: int | None) -> str | None:
-        """A line whose index leaps more than ``max_index_jump`` past the newest one (a corrupted
-        line counter: one flipped bit) is rejected and the stream keeps its place, unless the
-        next line continues from it (the counter really jumped): then the stream follows it."""
-        if newest is None or self.max_index_jump is None or index <= newest + self.max_index_jump:
-            self._jumped_to = None
-            return None
-        if self._jumped_to == index - 1:  # the line before leapt here too: a real jump
-            self._jumped_to = None
-            self._leapt_line_arrived(index - 1)
-            return None
-        self._jumped_to = index
-        return f"implausible index jump (from {newest} to {index}, more than {self.max_index_jump})"
+    def _leaps(self, index: int) -> bool:
+        """Whether ``index`` leaps further ahead than the reorder window explains (more than
+        ``reorder_window + 1`` past the newest index): a lost stretch of lines, or a corrupted
+        counter value - the next line tells which (:meth:`_settle_leap`)."""
+        newest = self._newest()
+        return newest is not None and index > newest + self.reorder_window + 1
 
-    def _leapt_line_arrived(self, index: int) -> None:
-        """The line that leapt to ``index`` was rejected before the jump was confirmed: it arrived,
-        so its index is no gap (only those it leapt over are missing)."""
-        if self.reorder_window > 0:
-            self._held[index] = None  # arrived, rejected: the window passes it
-        else:
-            self._advance_to(index)
+    def _hold_leap(
+        self, result: LineResult, pixels: Any, arrival: float, drop_reason: str | None = None
+    ) -> None:
+        """Hold a leaping line (a copy of its pixels) until the next line arrives. It breaks a
+        run of lines going back (:meth:`_counter_restarted`)."""
+        self._back_run = None
+        if pixels is not None and self._check_shape(pixels) is None:
+            pixels = np.array(pixels, copy=True)  # the caller may reuse its buffer
+        self._leap = _Leap(result, pixels, arrival, drop_reason, self._newest())
+
+    def _settle_leap(self, index: int) -> None:
+        """A line ``index`` arrived after a line that leapt ahead: if it continues from that
+        line, the leap was real and the stream follows it (the held line is taken now, one line
+        late, its gap missing); otherwise the leaping line is rejected as an implausible index
+        and the stream keeps its place (the line is not missing if the stream passes its index
+        later: it arrived, with a bad counter value)."""
+        leap, self._leap = self._leap, None
+        if leap is None:
+            return
+        result = leap.result
+        if index == result.index + 1:
+            if leap.drop_reason is not None:
+                self._take_drop(result, leap.drop_reason)
+            else:
+                # it waited for this line: up to a line period, the window's, not scoring's
+                waited = time.perf_counter() - leap.arrival
+                self._take(leap.pixels, result, leap.arrival, min(waited, self.budget_s or 0.0))
+            return
+        self._refuse_leap(leap, f"the next line, {index}, did not continue from it")
+
+    def _refuse_leap(self, leap: _Leap, why: str) -> None:
+        if leap.result.index not in self._refused_leaps:
+            self._refused_leaps.append(leap.result.index)
+        reason = f"implausible index jump (from {leap.newest} to {leap.result.index}; {why})"
+        self._finish(leap.result, "rejected", reason=reason)
 
     def _release(self, force: bool) -> None:
         released, given_up = [], 0
@@ -437,7 +494,7 @@ class StreamPipeline:
                 released.append(entry)
         window_wait = self._window_wait(released, given_up)
         for pixels, result, arrival in released:
-            problem = self._check_shape(pixels, count_new_bands=False)  # held across a re-init?
+            problem = self._check_shape(pixels)  # held across a re-init?
             if problem is None:
                 self._process(pixels, result, arrival, window_wait_s=window_wait)
             else:
@@ -524,18 +581,27 @@ class StreamPipeline:
         index = _line_index(index)
         with self._lock:
             result = self._received(index, timestamp, meta)
-            if self.reorder_window == 0:
-                problem = self._check_index(index)
-            else:
-                problem = self._reorder_problem(index)
-                if problem is None:
-                    self._held[index] = None  # arrived (and dropped): nothing to wait for
-                    self._max_seen = max(self._max_seen, index)
-                    self._release(force=False)
-            if problem is not None:
-                return self._finish(result, "rejected", reason=problem)
-            self._place(result)
-            return self._finish(result, "dropped", reason=reason)
+            self._settle_leap(index)
+            if not self._finished and self._leaps(index):
+                self._hold_leap(result, None, 0.0, drop_reason=reason)
+                return result
+            return self._take_drop(result, reason)
+
+    def _take_drop(self, result: LineResult, reason: str) -> LineResult:
+        """A dropped line that does not leap ahead (or whose leap was confirmed)."""
+        index = result.index
+        if self.reorder_window == 0:
+            problem = self._check_index(index)
+        else:
+            problem = self._reorder_problem(index)
+            if problem is None:
+                self._held[index] = None  # arrived (and dropped): nothing to wait for
+                self._max_seen = max(self._max_seen, index)
+                self._release(force=False)
+        if problem is not None:
+            return self._finish(result, "rejected", reason=problem)
+        self._place(result)
+        return self._finish(result, "dropped", reason=reason)
 
     def finish(self) -> None:
         """End of stream: lines still in warm-up are scored (late) if they can be, else rejected;
@@ -545,6 +611,9 @@ class StreamPipeline:
             if self._finished:
                 return
             self._finished = True
+            if self._leap is not None:  # no line came to confirm it
+                leap, self._leap = self._leap, None
+                self._refuse_leap(leap, "the stream ended before a line could confirm it")
             if self._held:
                 self._release(force=True)
             if self.enhancer is not None:
@@ -604,9 +673,6 @@ class StreamPipeline:
                     self.health.duplicates += 1
                     return "duplicate index"
                 return f"out-of-order index (after {last})"
-            last = None
-        if (leap := self._implausible_jump(index, last)) is not None:
-            return leap
         self._advance_to(index)
         return None
 
@@ -621,8 +687,13 @@ class StreamPipeline:
     def _give_up(self, first: int, stop: int) -> None:
         """Indices ``first`` to ``stop - 1`` will not be processed: missing, unless one arrives
         after all (:meth:`_counter_restarted`)."""
-        self.health.missing_indices += stop - first
-        self._given_up.extend(range(max(first, stop - GIVEN_UP_MEMORY), stop))
+        # lines rejected for a leap the next line did not confirm (one index may have come twice)
+        arrived = {index for index in self._refused_leaps if first <= index < stop}
+        for index in arrived:
+            self._refused_leaps.remove(index)
+        self.health.missing_indices += stop - first - len(arrived)
+        remembered = range(max(first, stop - GIVEN_UP_MEMORY), stop)
+        self._given_up.extend(index for index in remembered if index not in arrived)
 
     def _counter_restarted(self, index: int, back_run: tuple[int, int] | None, seen: bool) -> bool:
         """Whether a line whose index is not past the stream's restarts the line counter (the rule
@@ -654,11 +725,14 @@ class StreamPipeline:
         self._last_index, self._max_seen = None, -(2**62)
         self._released.clear()
         self._given_up.clear()
+        self._refused_leaps.clear()
         return True
 
-    def _check_shape(self, pixels: np.ndarray, count_new_bands: bool = True) -> str | None:
+    def _check_shape(self, pixels: np.ndarray, taken: LineResult | None = None) -> str | None:
         """Why the line cannot be scored by this stream's statistics (its shape or values), or
-        None. ``count_new_bands``: a line of another band count counts towards re-initialising."""
+        None. ``taken``: the line's result when it is taken into the stream now - a line of
+        another band count then counts towards re-initialising (a line held, or released from the
+        window, is checked only)."""
         try:  # (a torch tensor's own dtype is no numpy dtype)
             array = np.asarray(pixels)
         except Exception as error:  # a ragged list, a tensor that requires grad: the line is rejected
@@ -667,17 +741,17 @@ class StreamPipeline:
         if kind.kind not in "biuf":  # strings, objects, complex numbers
             return f"pixels of type {kind} are not real numbers"
         if shape == (self.width, self.bands):
-            if count_new_bands:
+            if taken is not None:
                 self._new_band_count = (0, 0)
             return None
         another_band_count = len(shape) == 2 and shape[0] == self.width and shape[1] >= 2
-        if count_new_bands and another_band_count and self.reinit_after > 0:
+        if taken is not None and another_band_count and self.reinit_after > 0:
             bands, count = self._new_band_count
             count = count + 1 if bands == shape[1] else 1
             self._new_band_count = (shape[1], count)
             if count >= self.reinit_after:
                 self._release(force=True)  # held lines of the old band count go first
-                self._reinitialise(shape[1])
+                self._reinitialise(shape[1], taken.sequence)
         return f"line shape {shape}, expected ({self.width}, {self.bands})"
 
     def _use_sensor_bands(self, bands: int) -> None:
@@ -708,7 +782,7 @@ class StreamPipeline:
         good = self.pixel_rule.good
         return self.wavelengths if good is None else self.wavelengths[good]
 
-    def _reinitialise(self, bands: int) -> None:
+    def _reinitialise(self, bands: int, sequence: int) -> None:
         """The sensor now sends ``bands`` bands (``reinit_after`` lines in a row): start new
         statistics. A band reduction is rebuilt for the new count; an enhanced stream falls back
         to plain RX (32 bands) - its graph is built for one band count - flagged ``plain-rx``."""
@@ -722,7 +796,7 @@ class StreamPipeline:
         known = self.detection_wavelengths() is not None
         self.health.reinitialisations += 1
         self.band_changes.append({
-            "sequence": self.health.lines_in - 1,  # the line being pushed decided it
+            "sequence": sequence,  # the line that decided it
             "bands": bands,
             "reduced_bands": self.rx.bands,
             "resampling": "none" if self.reduction is None else "wavelength" if known else "band_index",
