@@ -131,6 +131,26 @@ def test_a_file_with_no_valid_pixel_gives_load_scenes_error_before_the_stream(
     assert "no valid pixel" in capsys.readouterr().err
 
 
+def test_a_file_saturated_throughout_under_saturation_gives_the_error_before_the_stream(
+    tmp_path: Path, capsys
+) -> None:
+    """Band 5 is at the saturation level on every pixel: with --saturation no pixel is valid, and
+    file_lines' check before the first line must apply the level too (a review dropped it from
+    the check and every test passed: the stream then rejected every line)."""
+    from edge_had.errors import SceneError
+
+    cube = int16_cube(40, 16, 12)
+    cube[:, :, 5] = 4095
+    path = tmp_path / "glare.hdr"
+    write_envi(path, cube, "bil")
+    assert file_lines(path).width == 16  # valid without a saturation level
+    with pytest.raises(SceneError, match=r"no valid pixel .*saturated \(>= 4095\).*0-based: 5"):
+        file_lines(path, saturation=4095)
+    argv = ["stream", "--source", str(path), "--detector", "rx", "--saturation", "4095"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert "no valid pixel" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_a_file_whose_first_lines_are_dead_still_streams(tmp_path: Path) -> None:
     """The check stops at the first valid pixel: a file whose first 30 lines are NaN streams, those
     lines rejected as 'no valid pixel' and the rest scored."""

@@ -189,10 +189,24 @@ def test_a_band_count_change_while_lines_wait_in_the_reorder_window(scorer: str)
     assert all(state[i].state == "scored" for i in pushed if i < 30)
     assert all(state[i].state == "rejected" for i in range(30, 38))  # the 8 that decide the switch
     assert pipeline.health.reinitialisations == 1 and pipeline.bands == 48
+    assert [change["sequence"] for change in pipeline.band_changes] == [pushed.index(37)]  # the 8th
     before = [i for i in range(30) if i != 25]
     want = reference_scores(old, before, reduction=band_reduction(32, 8), scorer=scorer)
     for index in want:
         np.testing.assert_allclose(state[index].scores, want[index], rtol=1e-6, err_msg=f"line {index}")
+
+
+def test_a_band_count_change_decided_by_a_leaping_line_names_that_line() -> None:
+    """The 8th line of a new band count leaps ahead (index 40 after 26): it is held until 41
+    confirms it, so the re-initialisation it decides happens during the next push; band_changes
+    names the deciding line's own sequence, not the line being pushed."""
+    old, new = make_lines(20, 6), make_lines(60, 5, seed=1)
+    pipeline = StreamPipeline(WIDTH, 6, settings=SETTINGS)
+    indices = [*range(27), *range(40, 45)]
+    for sequence, index in enumerate(indices):
+        pipeline.push(old[index] if index < 20 else new[index], index, float(sequence))
+    pipeline.finish()
+    assert [(change["sequence"], change["bands"]) for change in pipeline.band_changes] == [(27, 5)]
 
 
 def test_lines_of_values_that_are_not_numbers_are_rejected() -> None:
@@ -643,6 +657,43 @@ def test_a_resend_of_lines_older_than_the_recent_memory_is_no_counter_restart(wi
     assert (health["counter_resets"], health["missing_indices"], health["duplicates"]) == (0, 0, 0)
     assert [r.index for r in results if r.state == "scored"] == list(range(110))
     assert health["accounting_ok"] and health["lines_in"] == 113
+
+
+@pytest.mark.parametrize("window", [0, 4])
+def test_a_resend_of_two_early_lines_remembered_is_no_counter_restart(window: int) -> None:
+    """Lines 3 and 4 sent again after line 14, both still among the lines processed lately (16
+    without a window): they go back near 0 and 4 continues from 3, as a restarted counter does,
+    but lines processed lately are duplicates whatever follows - no reset, no line lost."""
+    lines, results = make_lines(40), []
+    indices = [*range(15), 3, 4, *range(15, 40)]
+    pipeline = pushed_in_order_of(indices, lines[indices], results, window)
+    rejected = [(r.index, r.reason) for r in results if r.state == "rejected"]
+    assert rejected == [(3, "duplicate index"), (4, "duplicate index")]
+    health = pipeline.health.to_dict()
+    assert (health["duplicates"], health["counter_resets"], health["missing_indices"]) == (2, 0, 0)
+    assert_scored_in_rows(results, lines, list(range(40)))
+
+
+@pytest.mark.parametrize("window", [0, 4])
+@pytest.mark.parametrize("restart_at", [16, 17])
+def test_a_counter_restart_near_0_ends_at_index_16(window: int, restart_at: int) -> None:
+    """COUNTER_RESTART_MAX_INDEX: a counter that goes back to 16 and goes on is a restart (its
+    first line lost); back to 17 it is a stale resend or late lines until 64 lines in a row
+    continue from it - 40 are rejected and the stream keeps its place."""
+    from edge_had.stream.pipeline import COUNTER_RESTART_MAX_INDEX
+
+    assert COUNTER_RESTART_MAX_INDEX == 16
+    lines, results = make_lines(140), []
+    indices = [*range(100), *range(restart_at, restart_at + 40)]
+    pipeline = pushed_in_order_of(indices, lines, results, window)
+    health = pipeline.health.to_dict()
+    if restart_at == 16:
+        assert (health["counter_resets"], health["lines_rejected"], health["lines_scored"]) == (1, 1, 139)
+        # the restart's lost line 16 takes row 100; 17.. follow on rows 101..
+        assert_scored_in_rows(results, np.delete(lines, 100, axis=0), [*range(100), *range(101, 140)])
+    else:
+        assert (health["counter_resets"], health["lines_rejected"], health["lines_scored"]) == (0, 40, 100)
+        assert_scored_in_rows(results, lines[:100], list(range(100)))
 
 
 @pytest.mark.parametrize("window", [0, 3])

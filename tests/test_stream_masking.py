@@ -102,6 +102,83 @@ def test_build_pipeline_refuses_masks_that_do_not_fit_the_sensor() -> None:
         build_pipeline(16, 12, "rx", saturation=float("nan"))
 
 
+def causal_rx_oracle(pixels: np.ndarray, valid: np.ndarray | None = None, warmup: int = 10) -> np.ndarray:
+    """Causal RX in float64 of ``pixels`` (lines, width, bands): line t against the mean and
+    covariance of the valid pixels of lines 0..t (a warm-up line: of the first ``warmup`` lines),
+    loading 1e-6; invalid pixels NaN."""
+    valid = np.ones(pixels.shape[:2], bool) if valid is None else valid
+    scores = np.full(pixels.shape[:2], np.nan)
+    for t in range(len(pixels)):
+        seen = slice(0, max(t, warmup - 1) + 1)
+        scores[t][valid[t]] = direct_rx(pixels[seen][valid[seen]], pixels[t], 1e-6)[valid[t]]
+    return scores
+
+
+def bbl_scene(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A 12-bit BIL ENVI file (30 x 16 x 40) on the uneven UNEVEN grid whose bbl leaves out bands
+    0, 1 and 38; its header, stored cube and good bands."""
+    cube = counts_cube(30, 16, 40, seed=5)
+    good = np.ones(40, bool)
+    good[[0, 1, 38]] = False
+    header = tmp_path / "bbl.hdr"
+    write_envi(header, cube, "bil", bbl=good.astype(int).tolist(), wavelength=UNEVEN.tolist(),
+               **{"wavelength units": "nm"})  # fmt: skip
+    return header, cube, good
+
+
+def good_band_rx_oracle(cube: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Causal RX of the good bands resampled to 32 on their own centres (``UNEVEN[good]``), as
+    ``detect`` resamples a file with a bbl."""
+    from edge_had.band_resampling import wavelength_matrix
+
+    centres = UNEVEN[good]
+    matrix = wavelength_matrix(centres, 32, lo=float(centres.min()), hi=float(centres.max()))[0]
+    return causal_rx_oracle(cube[:, :, good].astype(np.float64) @ np.asarray(matrix, np.float64).T)
+
+
+def test_a_stream_of_a_file_with_a_bbl_resamples_its_good_bands_on_their_own_centres(tmp_path: Path) -> None:
+    """The good bands' wavelengths are the bbl's good entries of the header's list: a review
+    shifted them by one band (in build_pipeline) and every test still passed. The stream scores
+    as causal RX of the good bands resampled on their own centres."""
+    header, cube, good = bbl_scene(tmp_path)
+    out = tmp_path / "out"
+    argv = ["stream", "--source", str(header), "--detector", "rx", "--reorder-window", "0"]
+    assert main([*argv, "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out / "scores.npy"), good_band_rx_oracle(cube, good), rtol=1e-5)
+
+
+def test_plain_rx_after_a_failed_network_resamples_the_good_bands_on_their_own_centres(
+    tmp_path: Path, untrained_bundle
+) -> None:
+    """An enhanced stream whose network fails goes on with plain RX on 32 bands, resampled on
+    the pipeline's good-band centres (detection_wavelengths): as the stream of the file does."""
+    from edge_had.models import load_bundle
+    from edge_had.runtime.torch_runner import TorchRunner
+    from edge_had.stream.enhance import EnhancementError, StreamEnhancer
+    from edge_had.stream.pipeline import StreamPipeline
+
+    header, cube, good = bbl_scene(tmp_path)
+    bundle = load_bundle(untrained_bundle(k=8, hidden=4, blocks=1))
+
+    class Broken(TorchRunner):
+        def infer_impl(self, feed, outputs):
+            raise RuntimeError("device lost")
+
+    enhancer = StreamEnhancer(bundle, Broken(bundle.model_for(int(good.sum()))).activate())
+    with pytest.raises(EnhancementError):
+        enhancer.warm_up(16, int(good.sum()))
+    results: list = []
+    pipeline = StreamPipeline(
+        16, 40, enhancer=enhancer, wavelengths=UNEVEN, good_bands=good, on_result=results.append
+    )
+    for index, line in enumerate(cube):
+        pipeline.push(line, index, index / 330.0)
+    pipeline.finish()
+    assert all("plain-rx" in r.flags for r in results) and pipeline.reduction.shape == (32, 37)
+    got = np.stack([r.scores for r in sorted(results, key=lambda r: r.row)])
+    np.testing.assert_allclose(got, good_band_rx_oracle(cube, good), rtol=1e-5)
+
+
 def saturated_scene(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
     """A 12-bit BIL ENVI file (40 x 24 x 12, band 11 bad) with glints: pixels at full scale in
     some good bands (one in the warm-up), and one at full scale in the bad band only (kept).
@@ -157,13 +234,8 @@ def test_stream_masks_saturated_pixels_as_causal_rx_on_the_unsaturated_pixels_on
     assert main([*argv, "--saturation", "4095", "--out", str(out), "--json", str(report)]) == 0
     got = np.load(out / "scores.npy")
 
-    pixels = cube[:, :, good].astype(np.float64)
-    warmup = 10
-    for t in range(len(pixels)):
-        seen = slice(0, max(t, warmup - 1) + 1)
-        history = pixels[seen][~saturated[seen]]
-        want = direct_rx(history, pixels[t], 1e-6)
-        np.testing.assert_allclose(got[t][~saturated[t]], want[~saturated[t]], rtol=1e-6)
+    want = causal_rx_oracle(cube[:, :, good].astype(np.float64), valid=~saturated)
+    np.testing.assert_allclose(got[~saturated], want[~saturated], rtol=1e-6)
     assert np.isnan(got[saturated]).all() and np.isfinite(got[~saturated]).all()
 
     written = json.loads(report.read_text())
