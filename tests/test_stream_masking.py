@@ -93,6 +93,28 @@ def test_a_camera_loop_given_the_headers_masks_scores_as_stream_of_the_file(
     assert bare_record["resampling"] == "band_index" and np.isfinite(bare[:, :2]).all()
 
 
+@pytest.mark.parametrize("bad", [[0, 1, 38, 39], [0, 1, 20, 38]])
+def test_the_good_bands_of_a_line_are_a_view_when_they_are_one_run(bad: list[int]) -> None:
+    """Masking a line took its good bands twice, each a boolean-index copy (0.24 of 0.46 ms per
+    1024 x 224 line, a review). One run of good bands (a bbl leaving out the noisy ends) is now
+    a view of the line, other masks one copy, handed to the no-data check; both as indexing
+    with the mask does."""
+    from edge_had.io.scene import PixelRule
+
+    line = counts_cube(1, 16, 40, seed=2)[0]
+    line[3, 20] = line[5, 2] = 0  # no-data in a good band (or in band 20, bad in the second mask)
+    good = np.ones(40, bool)
+    good[bad] = False
+    rule = PixelRule(good, no_data_value=0)
+    samples = rule.good_samples(line)
+    np.testing.assert_array_equal(samples, line[:, good])
+    assert np.shares_memory(samples, line) == (bad == [0, 1, 38, 39])
+    values = line[:, good].astype(np.float32)
+    given = rule.problems(line, values, samples=samples)
+    np.testing.assert_array_equal(given["no_data"], (line[:, good] == 0).any(axis=1))
+    np.testing.assert_array_equal(rule.problems(line, values)["no_data"], given["no_data"])
+
+
 def test_build_pipeline_refuses_masks_that_do_not_fit_the_sensor() -> None:
     with pytest.raises(ValueError, match="good_bands must be a mask of 12 booleans"):
         build_pipeline(16, 12, "rx", good_bands=np.arange(4, 12))  # band numbers, not a mask

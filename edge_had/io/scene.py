@@ -178,6 +178,18 @@ class PixelRule:
     good: np.ndarray | None = None
     no_data_value: float | None = None
     saturation: float | None = None
+    #: how the good bands are taken: None (all), a slice when they are one run (a view, no copy:
+    #: a bbl usually leaves out the noisy ends), else the mask (a copy)
+    _selector: slice | np.ndarray | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        selector: slice | np.ndarray | None = None
+        if self.good is not None and not np.all(self.good):
+            kept = np.flatnonzero(self.good)
+            selector = np.asarray(self.good, dtype=bool)
+            if kept.size > 0 and kept[-1] - kept[0] + 1 == kept.size:  # one run
+                selector = slice(int(kept[0]), int(kept[-1]) + 1)
+        object.__setattr__(self, "_selector", selector)
 
     @property
     def checks_values(self) -> bool:
@@ -185,16 +197,26 @@ class PixelRule:
         return self.no_data_value is not None or self.saturation is not None
 
     def good_values(self, stored: np.ndarray) -> np.ndarray:
-        """The good bands of ``stored`` (..., bands) in float32 (``stored`` itself when it is that
-        already: not to be written to)."""
-        return np.asarray(self._samples(stored), dtype=np.float32)
+        """The good bands of ``stored`` (..., bands) in float32 (``stored`` itself, or a view of
+        it, when it is that already: not to be written to)."""
+        return np.asarray(self.good_samples(stored), dtype=np.float32)
+
+    def good_samples(self, stored: np.ndarray) -> np.ndarray:
+        """The good bands of ``stored`` (..., bands) as stored: a view when they are one run of
+        bands (or all of them), else a copy."""
+        return stored if self._selector is None else stored[..., self._selector]
 
     def problems(
-        self, stored: np.ndarray, values: np.ndarray, non_finite: np.ndarray | None = None
+        self,
+        stored: np.ndarray,
+        values: np.ndarray,
+        non_finite: np.ndarray | None = None,
+        samples: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """The (...,) maps of the pixels masked for each reason that can occur
         (:data:`MASK_REASONS`; a pixel in the map of its first reason only). ``non_finite``: the
-        NaN/Inf map when the caller has it already."""
+        NaN/Inf map when the caller has it already; ``samples``: :meth:`good_samples` of
+        ``stored``, when the caller has them already (not taken again)."""
         problems: dict[str, np.ndarray] = {}
         taken = non_finite
         if taken is None and stored.dtype.kind == "f":  # integers are finite in float32 too
@@ -203,7 +225,10 @@ class PixelRule:
             problems["non_finite"] = taken
         # an integer file is compared as stored (float32 merges large integers), a float one in float32
         as_stored = stored.dtype.kind in "iu"
-        samples = self._samples(stored) if as_stored else values
+        if not as_stored:
+            samples = values
+        elif samples is None:
+            samples = self.good_samples(stored)
         for reason, level, hit in (
             ("no_data", self.no_data_value, np.equal),
             ("saturated", self.saturation, np.greater_equal),
@@ -230,9 +255,6 @@ class PixelRule:
     def counts(problems: dict[str, np.ndarray]) -> dict[str, int]:
         """Pixels masked for each of :data:`MASK_REASONS` (0 for a reason that cannot occur)."""
         return {reason: int(problems[reason].sum()) if reason in problems else 0 for reason in MASK_REASONS}
-
-    def _samples(self, stored: np.ndarray) -> np.ndarray:
-        return stored if self.good is None or self.good.all() else stored[..., self.good]
 
 
 #: how a summary line names each of MASK_REASONS

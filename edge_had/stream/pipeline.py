@@ -544,14 +544,15 @@ class StreamPipeline:
         and flag a line that keeps a valid pixel (``masked-pixels``; ``saturated`` when some
         reached the level; a line with none is rejected, unflagged)."""
         stored = np.asarray(pixels)
-        values = self.pixel_rule.good_values(stored)
+        samples = self.pixel_rule.good_samples(stored)  # a view when the good bands are one run
+        values = np.asarray(samples, dtype=np.float32)
         # a NaN or Inf in any band makes the pixel's band sum non-finite; one product is 3x
         # faster than isfinite().all() (only a finite-but-overflowing sum, > 3e38, also
         # counts as invalid, as non-finite)
         valid = np.isfinite(values @ self._ones)
         problems = {"non_finite": ~valid}
         if self.pixel_rule.checks_values:
-            problems = self.pixel_rule.problems(stored, values, non_finite=~valid)
+            problems = self.pixel_rule.problems(stored, values, non_finite=~valid, samples=samples)
             valid = PixelRule.valid_from(problems, valid.shape)
         if not valid.all():
             values = np.where(valid[:, None], values, np.float32(0.0))
