@@ -781,3 +781,51 @@ def test_the_stream_command_writes_both_counter_segments(monkeypatch, tmp_path: 
         if e["first_pixel"] in (5, 9) and e["first_line"] in (20, 80)
     )
     assert bright == [(20, 5, 0, 20), (80, 9, 1, 20)]
+
+
+def line_30_placed_on_row_29(monkeypatch) -> None:
+    """A bug in the rows, made on purpose: line 30 gets row 29, which line 29 has."""
+    real_place = StreamPipeline._place
+
+    def place(self, result) -> None:
+        real_place(self, result)
+        if result.index == 30:
+            result.row = 29
+
+    monkeypatch.setattr(StreamPipeline, "_place", place)
+
+
+def test_a_row_scored_twice_is_an_error_once_the_stream_has_finished(monkeypatch) -> None:
+    """run_stream refused a second line in a row by raising inside the pipeline's callback: the
+    pipeline counted a callback error, the line's scores vanished and the caller got a run (a
+    review). The stream now finishes - every callback still gets every line - and then raises,
+    naming the row and the line; the row keeps the first line's scores."""
+    from edge_had.stream.run import RowScoredTwiceError, run_stream
+    from edge_had.stream.sources import Line
+
+    line_30_placed_on_row_29(monkeypatch)
+    lines, seen = make_lines(40), []
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS)
+    with pytest.raises(RowScoredTwiceError, match=r"row 29 \(line 30\)") as error:
+        run_stream((Line(i, 0.0, line) for i, line in enumerate(lines)), pipeline, on_result=seen.append)
+    run = error.value.run
+    assert run.rows_scored_twice == [(29, 30)] and sorted(run.scores) == [*range(30), *range(31, 40)]
+    want = reference_scores(lines, list(range(40)))
+    np.testing.assert_array_equal(run.scores[29], want[29])
+    assert [r.index for r in seen] == list(range(40)) and pipeline.health.callback_errors == 0
+
+
+def test_the_stream_command_fails_naming_a_row_scored_twice(monkeypatch, tmp_path: Path, capsys) -> None:
+    """edge-had stream printed 'warning: writing results failed' for it; now it is an error naming
+    the row and the line, with the outputs written."""
+    from edge_had.cli import main
+
+    line_30_placed_on_row_29(monkeypatch)
+    out = tmp_path / "out"
+    argv = ["stream", "--source", "synthetic", "--lines", "60", "--detector", "rx", "--width", "32",
+            "--bands", "16", "--out", str(out), "--json", str(tmp_path / "r.json")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: 1 scored line(s) went to a row another line had been scored into (a bug)" in err
+    assert "row 29 (line 30)" in err and "warning: writing results failed" not in err
+    assert (out / "scores.npy").exists() and (tmp_path / "r.json").exists()

@@ -365,7 +365,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
     from edge_had.io import scene_sha256
     from edge_had.stream.events import EventDetector, stream_threshold
-    from edge_had.stream.run import run_stream
+    from edge_had.stream.run import RowScoredTwiceError, run_stream
 
     source = _source(args)
     lines, gt, valid, width, bands = source.lines, source.gt, source.valid, source.width, source.bands
@@ -502,15 +502,19 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.stream.pipeline import current_rss_mb
 
     stop = threading.Event()
+    scored_twice = None  # a bug: said, with a non-zero exit status, once the outputs are written
     with _stop_on_interrupt(stop):
-        run = run_stream(
-            lines,
-            pipeline,
-            max_lag_s=2.0 / rate if args.pace else None,
-            on_result=on_result,
-            keep_scores=keep,
-            stop=stop,
-        )
+        try:
+            run = run_stream(
+                lines,
+                pipeline,
+                max_lag_s=2.0 / rate if args.pace else None,
+                on_result=on_result,
+                keep_scores=keep,
+                stop=stop,
+            )
+        except RowScoredTwiceError as error:
+            run, scored_twice = error.run, str(error)
     for row in sorted(waiting):  # after gaps in the rows
         release(waiting.pop(row))
     final = events_detector.finish()
@@ -599,6 +603,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     _print_summary(report)
     if not report["health"]["accounting_ok"]:
         raise EdgeHadError("line accounting does not add up (a bug): see the report's health object")
+    if scored_twice is not None:
+        raise EdgeHadError(f"{scored_twice} (the outputs are written)")
     if report["health"]["callback_errors"]:
         print(f"warning: writing results failed: {report['health']['first_callback_error']}", file=sys.stderr)
         return 2

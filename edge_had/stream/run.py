@@ -41,6 +41,9 @@ class StreamRun:
     seconds: float
     scores: dict[int, np.ndarray] = field(default_factory=dict)  # row along track -> scores
     interrupted: bool = False  # ``stop`` was set: the lines after it were not read
+    #: (row, index) of each scored line whose row another line had been scored into already (a
+    #: bug: rows are unique): its scores are not kept, and run_stream raises RowScoredTwiceError
+    rows_scored_twice: list[tuple[int, int]] = field(default_factory=list)
 
     def score_map(self, rows: int, width: int) -> np.ndarray:
         """The kept score lines as a ``(rows, width)`` map, row ``r`` the line whose
@@ -54,6 +57,22 @@ class StreamRun:
     @property
     def lines_per_second(self) -> float:
         return self.pipeline.health.lines_in / self.seconds if self.seconds > 0 else float("inf")
+
+
+class RowScoredTwiceError(RuntimeError):
+    """:func:`run_stream` scored lines into rows other lines had (a bug: every line has its own
+    row). Raised once the stream has finished; ``run`` holds what it produced, each row with the
+    first line scored into it."""
+
+    def __init__(self, run: StreamRun) -> None:
+        self.run = run
+        twice = run.rows_scored_twice
+        named = ", ".join(f"row {row} (line {index})" for row, index in twice[:5])
+        more = f" and {len(twice) - 5} more" if len(twice) > 5 else ""
+        super().__init__(
+            f"{len(twice)} scored line(s) went to a row another line had been scored into (a bug): "
+            f"{named}{more}; each row keeps the first line's scores"
+        )
 
 
 def band_reduction(
@@ -90,15 +109,18 @@ def run_stream(
 ) -> StreamRun:
     """Push every line into ``pipeline`` (dropping those more than ``max_lag_s`` behind ``clock``),
     then finish it. ``stop``: when set, no further line is read and the stream finishes with the
-    lines received so far (``interrupted`` in the run), checked between lines, never inside one."""
+    lines received so far (``interrupted`` in the run), checked between lines, never inside one.
+    A line scored into a row another line had (a bug) keeps neither the stream nor the callbacks
+    from going on; once finished, :class:`RowScoredTwiceError` says so (its ``run``: the run)."""
     run = StreamRun(pipeline, 0.0)
     downstream = pipeline.on_result
 
     def collect(result: LineResult) -> None:
         if keep_scores and result.state == "scored" and result.scores is not None:
-            if result.row in run.scores:  # a row is one line's: never overwritten
-                raise RuntimeError(f"row {result.row} (line {result.index}) was scored twice (a bug)")
-            run.scores[result.row] = result.scores
+            if result.row in run.scores:  # a row is one line's: never overwritten (raised at the end)
+                run.rows_scored_twice.append((result.row, result.index))
+            else:
+                run.scores[result.row] = result.scores
         if downstream is not None:
             downstream(result)
         if on_result is not None:
@@ -122,6 +144,8 @@ def run_stream(
         pipeline.finish()
     run.seconds = time.perf_counter() - start
     pipeline.on_result = downstream
+    if run.rows_scored_twice:
+        raise RowScoredTwiceError(run)
     return run
 
 
