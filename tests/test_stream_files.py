@@ -220,7 +220,9 @@ def test_lines_past_the_end_of_a_file_replays_it_all_and_says_so(tmp_path: Path,
     report = tmp_path / "report.json"
     argv = ["stream", "--source", str(path), "--detector", "rx", "--json", str(report)]
     assert main([*argv, "--lines", "100"]) == 0
-    assert "--lines 100: the file has 24 lines; all of them are replayed" in capsys.readouterr().out
+    said = capsys.readouterr()  # on stderr, as the other warnings (stdout has the summary)
+    assert "--lines 100: the file has 24 lines; all of them are replayed" in said.err
+    assert "all of them are replayed" not in said.out
     written = json.loads(report.read_text())
     assert written["replay"] == {"lines_in_file": 24, "lines_requested": 100, "lines_replayed": 24}
     assert written["health"]["lines_in"] == 24

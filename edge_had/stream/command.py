@@ -113,7 +113,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lines",
         type=integer_from(1),
-        help="synthetic: number of lines (default 512); a file: replay its first N lines only (default: all)",
+        help="synthetic: number of lines (default 512); a file: replay its first N lines only "
+        "(default: all). rx scores them as the full replay does, bit for bit; the detectors with "
+        "look-ahead (hybrid, enhanced) score the last lines without the lines after them: those differ",
     )
     parser.add_argument(
         "--width", type=integer_from(1), help="synthetic: pixels per line (default: the sensor's)"
@@ -298,7 +300,8 @@ def _replay(in_file: int, requested: int | None) -> dict[str, Any]:
     the file's first ones; a request past the file's end is said."""
     replayed = in_file if requested is None else min(requested, in_file)
     if requested is not None and requested > in_file:
-        print(f"note: --lines {requested}: the file has {in_file} lines; all of them are replayed")
+        note = f"note: --lines {requested}: the file has {in_file} lines; all of them are replayed"
+        print(note, file=sys.stderr)
     return {"lines_in_file": in_file, "lines_requested": requested, "lines_replayed": replayed}
 
 
