@@ -440,6 +440,32 @@ def test_a_leap_that_no_line_confirms_is_rejected(window: int) -> None:
 
 
 @pytest.mark.parametrize("window", [0, 4])
+def test_a_dropped_line_that_leaps_waits_for_the_next_line_as_a_pushed_one(window: int) -> None:
+    """A line dropped for overload with a corrupted index (556 after 19) is rejected when the next
+    line goes on from 19, and the stream keeps its place; one dropped after a real gap of 10 (50
+    after 39, then 51) is counted dropped once 51 confirms it, the gap missing."""
+    lines, results = make_lines(60), []
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+    )
+    for index in range(20):
+        pipeline.push(lines[index], index, 0.0)
+    assert pipeline.drop(556, 0.0).state == "pending"
+    for index in range(20, 40):
+        pipeline.push(lines[index], index, 0.0)
+    assert pipeline.drop(50, 0.0).state == "pending"
+    for index in range(51, 60):
+        pipeline.push(lines[index], index, 0.0)
+    pipeline.finish()
+    final = {(r.index, r.state, (r.reason or "").split(" (")[0]) for r in results if r.state != "scored"}
+    assert final == {(556, "rejected", "implausible index jump"), (50, "dropped", "overload")}
+    health = pipeline.health.to_dict()
+    assert (health["missing_indices"], health["lines_scored"]) == (10, 49) and health["accounting_ok"]
+    kept = [*range(40), *range(51, 60)]
+    assert_scored_in_rows(results, lines[kept], kept)
+
+
+@pytest.mark.parametrize("window", [0, 4])
 def test_a_stale_line_after_a_counter_restart_takes_no_row_of_the_new_segment(window: int) -> None:
     """Lines 0-98, 100 (99 late), a counter restart at 0, then the stale 99 after the new 2: with
     a window of 4 it was scored as the new segment's row 99, without one 97 lines were rejected (a
