@@ -55,7 +55,7 @@ def test_bands_of_lines_give_the_whole_scene_parts(scene, bundle, scorer, backen
     bundle = bundle.for_scorer(scorer)
     choice = BackendChoice(backend, "fp32", "test")
     with enhancement_runner(choice, bundle, scene.cube.shape[2], scene.wavelengths) as runner:
-        assert enhance_tiles.spatial_branch(runner, bundle) is not None  # else the test runs whole
+        assert enhance_tiles.split_networks(runner, bundle) is not None  # else the test runs whole
         whole = enhance_whole_scene(bundle, scene.cube, valid, runner)
         tiled = enhance_parts(bundle, scene.cube, valid, scene.wavelengths, runner, tile_lines=7)
         fused = enhanced_feature_cube(
@@ -67,11 +67,12 @@ def test_bands_of_lines_give_the_whole_scene_parts(scene, bundle, scorer, backen
             bundle.config.alphas_for(scorer),
             tile_lines=7,
         )
+    same = np.testing.assert_array_equal if backend == "onnxruntime" else close_to  # the same bits
     for name in ("x_k", "f_spe", "f_spa"):
-        close_to(tiled[name], whole[name])
+        same(tiled[name], whole[name])
     assert (np.abs(whole["f_spa"]).max() > 0) == (scorer == "global")
     alphas = bundle.config.alphas_for(scorer)
-    close_to(fused, fuse_parts(whole, *alphas, "feature", lambda cube: cube))
+    same(fused, fuse_parts(whole, *alphas, "feature", lambda cube: cube))
     # RX of these (correlated) scenes moves by up to 8e-6 relative under a random 1-ulp change
     # of f_spe; torch's CPU convolutions choose other algorithms by height (f_spe within 4 ulp)
     np.testing.assert_allclose(
@@ -79,6 +80,73 @@ def test_bands_of_lines_give_the_whole_scene_parts(scene, bundle, scorer, backen
         fuse_parts(whole, *alphas, "feature", lambda c: rx_reference(c, mask=valid)),
         rtol=1e-4,
     )
+
+
+def test_torch_bands_run_the_spatial_student_once_on_the_whole_scene(scene):
+    """The bands run the adapter and the spectral network only: the spatial student runs once,
+    on the assembled x_k (it ran on every band too, and that output was dropped)."""
+    from edge_had.runtime.torch_runner import TorchRunner
+
+    scene, valid = scene
+    bundle = load_bundle(None)
+    model = bundle.model_for(scene.cube.shape[2], scene.wavelengths)
+    calls = {"spectral": [], "spatial": []}
+    for name, shapes in calls.items():
+        getattr(model, name).register_forward_hook(
+            lambda module, inputs, output, shapes=shapes: shapes.append(tuple(inputs[0].shape))
+        )
+    with TorchRunner(model) as runner:
+        enhance_parts(bundle, scene.cube, valid, scene.wavelengths, runner, tile_lines=16)
+        assert calls == {
+            "spectral": [(1, 64, 19, 40), (1, 64, 22, 40), (1, 64, 16, 40)],  # 3-line halo
+            "spatial": [(1, 64, 45, 40)],
+        }
+        for name in calls:
+            calls[name].clear()
+        # a scene that fits one band: one run of the whole model
+        enhanced_feature_cube(bundle, scene.cube, valid, scene.wavelengths, runner, (1.0, 4.0), tile_lines=45)
+        assert calls == {"spectral": [(1, 64, 45, 40)], "spatial": [(1, 64, 45, 40)]}
+
+
+def test_onnxruntime_cuts_the_graph_once_per_runner_and_not_for_a_scene_of_one_band(scene, monkeypatch):
+    """A scene that fits one band runs the whole graph once (no cut, no other session); scenes in
+    bands of lines cut it once per runner (cube -> x_k, f_spe and x_k -> f_spa), not per scene.
+    After a scene the runner lets every session that ran go (free_working_memory)."""
+    import onnx
+
+    extracted = []
+    extractor = onnx.utils.Extractor
+
+    def counting_extractor(model):
+        extracted.append(len(model.graph.node))
+        return extractor(model)
+
+    monkeypatch.setattr(onnx.utils, "Extractor", counting_extractor)
+    scene, valid = scene
+    detector = make_detector("enhanced-rx", backend="onnxruntime")
+    wavelengths = scene.wavelengths
+    runner = detector.runner_for(scene.cube.shape[2], wavelengths)
+    sessions, infer = [], runner.infer_impl  # what the main graph's session is asked for
+
+    def counting_infer(feed, outputs):
+        sessions.append(outputs)
+        return infer(feed, outputs)
+
+    monkeypatch.setattr(runner, "infer_impl", counting_infer)
+    whole = enhance_whole_scene(detector.bundle, scene.cube, valid, runner)
+    sessions.clear()
+    one_band = detector.score(scene.cube, valid, wavelengths)  # 45 lines of 40 pixels: 819 per band
+    assert extracted == [] and sessions == [("x_k", "f_spe", "f_spa")] and runner.parts == {}
+    alphas = detector.bundle.config.alphas_for("global")
+    np.testing.assert_array_equal(
+        one_band, fuse_parts(whole, *alphas, "feature", lambda x: detector.detect(x, valid))
+    )
+    monkeypatch.setattr(enhance_tiles, "TILE_PIXELS", 10 * scene.cube.shape[1])
+    for _ in range(3):
+        tiled = detector.score(scene.cube, valid, wavelengths)
+        np.testing.assert_array_equal(tiled, one_band)
+    assert len(extracted) == 2 and sessions == [("x_k", "f_spe", "f_spa")]  # the main graph: not again
+    assert all(not part.is_active for part in runner.parts.values())  # their sessions let go
 
 
 def test_a_runner_that_cannot_split_the_graph_runs_the_scene_whole(scene):
@@ -108,7 +176,7 @@ def test_a_runner_that_cannot_split_the_graph_runs_the_scene_whole(scene):
     bundle = load_bundle(None)
     model = bundle.model_for(scene.cube.shape[2], scene.wavelengths)
     with Engine(TorchRunner(model)) as engine, TorchRunner(model) as torch_runner:
-        assert enhance_tiles.spatial_branch(engine, bundle) is None
+        assert enhance_tiles.split_networks(engine, bundle) is None
         parts = enhance_parts(bundle, scene.cube, valid, scene.wavelengths, engine, tile_lines=7)
         fused = enhanced_feature_cube(
             bundle, scene.cube, valid, scene.wavelengths, engine, (1.0, 4.0), tile_lines=7

@@ -31,7 +31,7 @@ lines per run; INT8 graphs) keeps the whole-scene path (:func:`spatial_branch` r
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,7 +40,17 @@ import numpy as np
 #: more network work than one whole-scene run at this size.
 TILE_PIXELS = 32 * 1024
 
+Networks = Callable[[np.ndarray], dict[str, np.ndarray]]
 SpatialBranch = Callable[[np.ndarray], np.ndarray]
+
+
+class SplitNetworks(NamedTuple):
+    """A runner's networks run apart: ``bands`` gives ``{"x_k", "f_spe"}`` as ``(1, K, lines,
+    cols)`` float32 from a ``(1, bands, lines, cols)`` normalised cube (adapter and spectral
+    network only); ``spatial`` gives ``f_spa`` from the assembled ``(1, K, rows, cols)`` ``x_k``."""
+
+    bands: Networks
+    spatial: SpatialBranch
 
 
 def has_spatial(bundle: Any) -> bool:
@@ -49,64 +59,45 @@ def has_spatial(bundle: Any) -> bool:
     return bundle.spatial is not None and bundle.config.alpha_spa != 0
 
 
-def spatial_branch(runner: Any, bundle: Any) -> SpatialBranch | None:
-    """``f_spa`` from a bands-first ``(1, K, rows, cols)`` float32 ``x_k`` with the runner's own
-    network, or None when the runner cannot run it apart from the rest (then the scene runs whole).
-    A bundle without a spatial student gives zeros, as its graph does."""
+def band_lines(cols: int, tile_lines: int | None = None) -> int:
+    """Lines per band (its own, without the halo): ``tile_lines`` or :data:`TILE_PIXELS` worth.
+    A scene of no more lines runs whole (one run of the whole graph: nothing to cut)."""
+    return tile_lines or max(1, TILE_PIXELS // max(cols, 1))
+
+
+def split_networks(runner: Any, bundle: Any) -> SplitNetworks | None:
+    """The runner's networks run apart (:class:`SplitNetworks`), or None when the runner cannot
+    run them apart from the rest (then the scene runs whole). A bundle without a spatial student
+    gives zeros for ``f_spa``, as its graph does."""
     from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
     from edge_had.runtime.torch_runner import TorchRunner
 
+    spatial = has_spatial(bundle)
     if isinstance(runner, TorchRunner):
-        if not has_spatial(bundle):
-            return np.zeros_like
-        return _torch_spatial(runner)
+        return SplitNetworks(runner.infer_spectral, runner.infer_spatial if spatial else np.zeros_like)
     if isinstance(runner, OnnxRuntimeRunner) and runner.precision in ("fp32", "fp16"):
-        if not has_spatial(bundle):
-            return np.zeros_like
-        return _onnxruntime_spatial(runner)
+        return _onnxruntime_split(runner, spatial)
     return None
 
 
-def _torch_spatial(runner: Any) -> SpatialBranch:
-    def run(x_k: np.ndarray) -> np.ndarray:
-        import torch
-
-        device = runner.device
-        with torch.no_grad():
-            tensor = torch.from_numpy(x_k).to(device)
-            if runner.precision == "fp32":
-                f_spa = runner.model.spatial(tensor)
-            else:  # as run_on_device runs the networks at fp16
-                with torch.autocast("cuda", dtype=torch.float16):
-                    f_spa = runner.model.spatial(tensor)
-            return f_spa.float().cpu().numpy()
-
-    return run
-
-
-def _onnxruntime_spatial(runner: Any) -> SpatialBranch | None:
-    """The graph's ``x_k -> f_spa`` subgraph in a session of its own, or None when the graph
-    does not cut there (``f_spa`` reads something other than ``x_k`` and weights)."""
-    import onnx
-
-    from edge_had.runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-    try:
-        graph = onnx.load_model_from_string(runner.graph)
-        cut = onnx.utils.Extractor(graph).extract_model(["x_k"], ["f_spa"])
-    except Exception:  # noqa: BLE001 - onnx raises assorted types; any of them: run whole
+def _onnxruntime_split(runner: Any, spatial: bool) -> SplitNetworks | None:
+    """The graph's ``cube -> x_k, f_spe`` and ``x_k -> f_spa`` subgraphs, cut once per runner
+    (:meth:`~edge_had.runtime.onnxruntime_runner.OnnxRuntimeRunner.part`); None when the graph
+    does not cut there. The whole graph would run the spatial student on every band (ONNX
+    Runtime runs every node whatever outputs are asked for) only for its output to be dropped."""
+    cuts = {"bands": (("cube",), ("x_k", "f_spe")), "spatial": (("x_k",), ("f_spa",))}
+    if not spatial:
+        del cuts["spatial"]
+    if any(runner.part(*cut) is None for cut in cuts.values()):
         return None
-    if [value.name for value in cut.graph.input] != ["x_k"]:
-        return None
-    spatial = OnnxRuntimeRunner(
-        runner.path, runner.precision, runner.providers, runner.threads, graph=cut.SerializeToString()
-    )
 
-    def run(x_k: np.ndarray) -> np.ndarray:
-        with spatial:  # its intermediates go with the session
-            return spatial.infer({"x_k": x_k}, ["f_spa"])["f_spa"]
+    def bands(cube: np.ndarray) -> dict[str, np.ndarray]:
+        return runner.part(*cuts["bands"]).activate().infer({"cube": cube}, ("x_k", "f_spe"))
 
-    return run
+    def run_spatial(x_k: np.ndarray) -> np.ndarray:
+        return runner.part(*cuts["spatial"]).activate().infer({"x_k": x_k}, ("f_spa",))["f_spa"]
+
+    return SplitNetworks(bands, run_spatial if spatial else np.zeros_like)
 
 
 class SceneFeed:
@@ -140,18 +131,17 @@ class SceneFeed:
 
 
 def line_bands(
-    feed: SceneFeed, runner: Any, halo: int, wanted: tuple[str, ...], tile_lines: int | None = None
+    feed: SceneFeed, networks: Networks, halo: int, tile_lines: int | None = None
 ) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
-    """``(lines, outputs)`` per band of lines: the outputs named in ``wanted`` for those lines as
-    ``(lines, cols, K)`` float32, computed with ``halo`` lines of context on each side."""
+    """``(lines, outputs)`` per band of lines: ``x_k`` and ``f_spe`` for those lines as
+    ``(lines, cols, K)`` float32, computed by ``networks`` (:attr:`SplitNetworks.bands`) with
+    ``halo`` lines of context on each side."""
     rows, cols = feed.cube.shape[:2]
-    step = tile_lines or max(1, TILE_PIXELS // max(cols, 1))
+    step = band_lines(cols, tile_lines)
     for start in range(0, rows, step):
         stop = min(start + step, rows)
         first, last = max(0, start - halo), min(rows, stop + halo)
-        outputs = runner.infer(feed.lines(first, last), wanted)
+        outputs = networks(feed.lines(first, last)["cube"])
         own = slice(start - first, stop - first)
-        yield (
-            slice(start, stop),
-            {name: outputs[name][0][:, own].transpose(1, 2, 0) for name in wanted},
-        )
+        parts = {name: outputs[name][0][:, own].transpose(1, 2, 0) for name in ("x_k", "f_spe")}
+        yield slice(start, stop), parts

@@ -203,27 +203,28 @@ def enhance_parts(
     the networks compute them (:func:`fuse_parts` sums them in float64).
     ``runner``: an active :class:`~edge_had.runtime.Runner` of the bundle for this sensor
     (default: torch FP32 on the CPU). Run in bands of ``tile_lines`` lines where the runner
-    allows (:mod:`edge_had.detectors.enhance_tiles`), on the whole scene otherwise."""
+    allows (:mod:`edge_had.detectors.enhance_tiles`), on the whole scene otherwise (and when the
+    scene fits one band)."""
     if runner is None:
         from edge_had.runtime.torch_runner import TorchRunner
 
         with TorchRunner(bundle.model_for(cube.shape[2], wavelengths)) as default_runner:
             return enhance_parts(bundle, cube, valid, wavelengths, default_runner, tile_lines=tile_lines)
-    spatial = enhance_tiles.spatial_branch(runner, bundle)
-    if spatial is None:
+    networks = split_for(bundle, cube, runner, tile_lines)
+    if networks is None:
         return enhance_whole_scene(bundle, cube, valid, runner)
     feed = enhance_tiles.SceneFeed(bundle, cube, valid)
     rows, cols = cube.shape[:2]
     parts = {name: np.empty((rows, cols, bundle.config.k), np.float32) for name in ("x_k", "f_spe")}
     for lines, outputs in enhance_tiles.line_bands(
-        feed, runner, bundle.spectral.receptive_radius, tuple(parts), tile_lines
+        feed, networks.bands, bundle.spectral.receptive_radius, tile_lines
     ):
         for name, part in parts.items():
             part[lines] = outputs[name]
     if not enhance_tiles.has_spatial(bundle):
         parts["f_spa"] = np.zeros_like(parts["x_k"])
         return parts
-    f_spa = spatial(np.ascontiguousarray(parts["x_k"].transpose(2, 0, 1)[None]))
+    f_spa = networks.spatial(np.ascontiguousarray(parts["x_k"].transpose(2, 0, 1)[None]))
     parts["f_spa"] = np.ascontiguousarray(f_spa[0].transpose(1, 2, 0))
     return parts
 
@@ -242,16 +243,16 @@ def enhanced_feature_cube(
     from :func:`enhance_parts`, without the scene-sized parts: each band of lines is added up as
     it comes; only ``x_k`` is kept, bands first, for the spatial student, which then runs once."""
     (alpha_spe, alpha_spa), k = alphas, bundle.config.k
-    spatial = enhance_tiles.spatial_branch(runner, bundle)
-    if spatial is None:
-        parts = enhance_parts(bundle, cube, valid, wavelengths, runner)
+    networks = split_for(bundle, cube, runner, tile_lines)
+    if networks is None:
+        parts = enhance_whole_scene(bundle, cube, valid, runner)
         return weighted_sum(parts["x_k"], (alpha_spe, parts["f_spe"]), (alpha_spa, parts["f_spa"]))
     feed = enhance_tiles.SceneFeed(bundle, cube, valid)
     rows, cols = cube.shape[:2]
     total = np.empty((rows, cols, k), np.float64)
     x_k = np.empty((1, k, rows, cols), np.float32) if enhance_tiles.has_spatial(bundle) else None
     for lines, outputs in enhance_tiles.line_bands(
-        feed, runner, bundle.spectral.receptive_radius, ("x_k", "f_spe"), tile_lines
+        feed, networks.bands, bundle.spectral.receptive_radius, tile_lines
     ):
         weighted_sum(outputs["x_k"], (alpha_spe, outputs["f_spe"]), out=total[lines])
         if x_k is not None:
@@ -259,12 +260,24 @@ def enhanced_feature_cube(
     if x_k is None:  # f_spa is zeros: adding 0 * 0 changes no bit
         return total
     runner.free_working_memory()  # the bands' intermediates (~0.15 GB in ONNX Runtime's arena)
-    f_spa = spatial(x_k)[0]
+    f_spa = networks.spatial(x_k)[0]
     del x_k
     for start in range(0, rows, 64):  # float64 products of 64 lines at a time
         lines = slice(start, start + 64)
         total[lines] += np.multiply(f_spa[:, lines].transpose(1, 2, 0), alpha_spa, dtype=np.float64)
     return total
+
+
+def split_for(
+    bundle: Any, cube: np.ndarray, runner: Any, tile_lines: int | None
+) -> enhance_tiles.SplitNetworks | None:
+    """The runner's networks run apart for a scene run in bands of lines, or None for one run
+    whole: it fits one band (nothing to save; one run of the whole graph, no cut), or the runner
+    cannot split the graph."""
+    rows, cols = cube.shape[:2]
+    if rows <= enhance_tiles.band_lines(cols, tile_lines):
+        return None
+    return enhance_tiles.split_networks(runner, bundle)
 
 
 def enhance_whole_scene(

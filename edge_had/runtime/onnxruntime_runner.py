@@ -45,6 +45,9 @@ class OnnxRuntimeRunner(Runner):
         self.providers = list(providers)
         self.threads = threads
         self.session = None
+        self.ran = False  # whether the session has run since it was made (its arena holds something)
+        #: (inputs, outputs) -> a runner over that subgraph, or None where the graph does not cut
+        self.parts: dict[tuple[tuple[str, ...], tuple[str, ...]], OnnxRuntimeRunner | None] = {}
 
     def activate_impl(self) -> None:
         try:
@@ -65,20 +68,55 @@ class OnnxRuntimeRunner(Runner):
         except Exception as error:  # onnxruntime raises its own exception types
             raise BackendError(f"{self.path}: ONNX Runtime cannot load it ({error})") from error
         self.session = session
+        self.ran = False
         self.output_names = tuple(output.name for output in session.get_outputs())
 
     def infer_impl(self, feed: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         assert self.session is not None
+        self.ran = True
         values = self.session.run(list(outputs), feed)
         return {name: np.asarray(value, np.float32) for name, value in zip(outputs, values, strict=True)}
+
+    def part(self, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> OnnxRuntimeRunner | None:
+        """A runner over the graph's ``inputs -> outputs`` subgraph (the same nodes and weights;
+        the graph itself is not changed), or None when the graph does not cut there (``outputs``
+        read something other than ``inputs`` and weights). The graph is cut once per runner and
+        the part kept; activate it to run it. :meth:`free_working_memory` and :meth:`deactivate`
+        let its session go; activated again, it makes a new one from the cut kept in memory."""
+        key = (tuple(inputs), tuple(outputs))
+        if key not in self.parts:
+            self.parts[key] = self.cut(*key)
+        return self.parts[key]
+
+    def cut(self, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> OnnxRuntimeRunner | None:
+        import onnx
+
+        try:
+            graph = onnx.load_model_from_string(self.graph)
+            cut = onnx.utils.Extractor(graph).extract_model(list(inputs), list(outputs))
+        except Exception:  # noqa: BLE001 - onnx raises assorted types; any of them: no part
+            return None
+        if tuple(value.name for value in cut.graph.input) != inputs:
+            return None
+        return OnnxRuntimeRunner(
+            self.path, self.precision, self.providers, self.threads, graph=cut.SerializeToString()
+        )
 
     def free_working_memory(self) -> None:
         """ONNX Runtime's CPU arena keeps the largest run's intermediates until its session goes
         (~0.8 GB after a 512 x 1024 x 224 scene; the arena-shrinkage run option freed nothing
-        here): a new session from the graph in memory, ~35 ms."""
-        if self.session is not None:
+        here): a session that ran since it was made is replaced by a new one from the graph in
+        memory (~12 ms), and the parts' sessions (:meth:`part`) go until they are next asked for.
+        A session that has not run holds nothing and is kept."""
+        for part in self.parts.values():
+            if part is not None:
+                part.deactivate()
+        if self.session is not None and self.ran:
             self.session = None
             self.activate_impl()
 
     def deactivate_impl(self) -> None:
+        for part in self.parts.values():
+            if part is not None:
+                part.deactivate()
         self.session = None

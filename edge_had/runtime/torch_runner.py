@@ -56,6 +56,26 @@ class TorchRunner(Runner):
         computed = run_on_device(self.model, cube, self.precision)
         return {name: computed[name].float().cpu().numpy() for name in outputs}
 
+    def infer_spectral(self, cube: np.ndarray) -> dict[str, np.ndarray]:
+        """``x_k`` and ``f_spe`` of a bands-first normalised float32 cube: the adapter and the
+        spectral network alone, as :func:`run_on_device` runs them (the spatial student, which
+        pools the whole image, is left out: a band of lines cannot give its output)."""
+        import torch
+
+        with torch.no_grad():
+            x_k = self.model.adapter(torch.from_numpy(cube).to(self.device))
+            f_spe = spectral_on_device(self.model, x_k, self.precision)
+            return {"x_k": x_k.cpu().numpy(), "f_spe": f_spe.cpu().numpy()}
+
+    def infer_spatial(self, x_k: np.ndarray) -> np.ndarray:
+        """``f_spa`` of a bands-first float32 ``x_k``: the spatial student alone, as
+        :func:`run_on_device` runs it (zeros without one)."""
+        import torch
+
+        with torch.no_grad():
+            x_k_tensor = torch.from_numpy(x_k).to(self.device)
+            return spatial_on_device(self.model, x_k_tensor, self.precision).cpu().numpy()
+
     def free_working_memory(self) -> None:
         """On a CUDA device, the caching allocator's unused blocks (on the CPU, freed tensors go
         back to malloc)."""
@@ -81,8 +101,29 @@ def run_on_device(model: Any, cube: Any, precision: str) -> dict[str, Any]:
         if precision == "fp32":
             return dict(model(cube)._asdict())
         x_k = model.adapter(cube)
-        with torch.autocast("cuda", dtype=torch.float16):
-            f_spe = model.spectral(x_k)
-            f_spa = torch.zeros_like(x_k) if model.spatial is None else model.spatial(x_k)
-        f_spe, f_spa = f_spe.float(), f_spa.float()
+        f_spe = spectral_on_device(model, x_k, precision)
+        f_spa = spatial_on_device(model, x_k, precision)
         return {"x_k": x_k, "f_spe": f_spe, "f_spa": f_spa, "enhanced": model.fuse(x_k, f_spe, f_spa)}
+
+
+def spectral_on_device(model: Any, x_k: Any, precision: str) -> Any:
+    """The spectral network's float32 ``f_spe`` on the tensor ``x_k`` (FP16: under autocast)."""
+    import torch
+
+    if precision == "fp32":
+        return model.spectral(x_k)
+    with torch.autocast("cuda", dtype=torch.float16):
+        return model.spectral(x_k).float()
+
+
+def spatial_on_device(model: Any, x_k: Any, precision: str) -> Any:
+    """The spatial student's float32 ``f_spa`` on the tensor ``x_k`` (zeros without one; FP16:
+    under autocast)."""
+    import torch
+
+    if model.spatial is None:
+        return torch.zeros_like(x_k)
+    if precision == "fp32":
+        return model.spatial(x_k)
+    with torch.autocast("cuda", dtype=torch.float16):
+        return model.spatial(x_k).float()
