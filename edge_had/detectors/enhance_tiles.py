@@ -15,17 +15,26 @@ numbers from bands of lines:
   ``receptive_radius`` lines (one per 3x3 layer). A band of lines run with that many extra lines
   on each side (clipped at the scene's edges, where the graph pads as on the whole scene) gives
   the whole-scene ``x_k`` and ``f_spe`` for its own lines; the halo lines' outputs are dropped.
+  Only these two run per band: the torch runner's ``adapter`` and ``spectral`` modules, or for
+  ONNX Runtime the graph's ``cube -> x_k, f_spe`` subgraph (ONNX Runtime runs every node of a
+  graph whatever outputs are asked for, so the whole graph would run the spatial student on
+  every band too, for an output that is dropped).
 * **Spatial student once, on the whole ``x_k``.** It pools over the whole image (pyramid pooling,
   the squeeze-excitation gate's global mean), so no band of lines gives its output. It is run on
   the assembled full-resolution ``x_k`` alone: the torch runner's ``spatial`` module, or for ONNX
   Runtime the graph's own ``x_k -> f_spa`` subgraph, cut out of the same graph (same nodes, same
   weights; the deployed single graph is not changed). Its full-resolution part is one 1x1 conv
   to 8 channels, so this costs ``x_k`` and ``f_spa`` (2 x 134 MB at 512 x 1024 x 64), not the graph.
+  ONNX Runtime's two subgraphs are cut once per runner and kept
+  (:meth:`~edge_had.runtime.onnxruntime_runner.OnnxRuntimeRunner.part`), not per scene.
+
+A scene that fits one band (no more lines than :func:`band_lines`; the ten ABU scenes) runs
+whole, in one run of the whole graph: there is nothing to save, and no subgraph is cut or run.
 
 Checked (tests/test_enhance_tiles.py) against the whole-scene run of the same runner: ONNX
 Runtime gives the same bits; torch on the CPU agrees to float32 round-off. A runner that cannot
-run the spatial student on its own (TensorRT engines, whose optimisation profiles also bound the
-lines per run; INT8 graphs) keeps the whole-scene path (:func:`spatial_branch` returns None).
+run the networks apart (TensorRT engines, whose optimisation profiles also bound the lines per
+run; INT8 graphs) keeps the whole-scene path (:func:`split_networks` returns None).
 """
 
 from __future__ import annotations
@@ -36,8 +45,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 #: pixels per band of lines (its own lines; the halo comes on top): 32 lines of 1024 pixels, a
-#: 29 MB feed at 224 bands. Its halo (3 + 3 lines for the shipped model) is recomputed, ~19 %
-#: more network work than one whole-scene run at this size.
+#: 29 MB feed at 224 bands, for both backends. The halo (3 + 3 lines for the shipped model) is
+#: recomputed: 6/32 = 19 % more adapter + spectral work, which is 82 % of the graph's multiply-
+#: adds (the spatial student runs once), so ~15 % more network work than one whole-scene run.
+#: On the 2-core CPU it costs no time (256 x 1024 x 100, the enhancement alone; bench/README.md,
+#: "Networks apart"): ONNX Runtime 0.77 s in bands vs 0.82 s whole; torch 0.46-0.51 s in bands
+#: of 32 lines, 0.52-0.54 s of 64, 0.69-0.71 s of 128, 0.53-0.56 s whole (small bands stay in
+#: cache), with peaks of 0.86, 0.94, 1.04 and 1.1-1.3 GB: 32 lines for torch too.
 TILE_PIXELS = 32 * 1024
 
 Networks = Callable[[np.ndarray], dict[str, np.ndarray]]
