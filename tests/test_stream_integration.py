@@ -426,6 +426,60 @@ def test_lines_lost_in_a_gap_past_the_window_cost_no_more_lines(window: int) -> 
     assert_scored_in_rows(results, lines[indices], indices)
 
 
+def assert_every_line_kept(indices: list[int], window: int) -> StreamPipeline:
+    """``indices`` (one counter segment, each index once) pushed with a reorder window of
+    ``window``: every line is scored, in the row its index names, with the scores of the same
+    lines pushed in order, and the indices never sent are missing."""
+    lines, results = make_lines(len(indices)), []
+    pipeline = pushed_in_order_of(indices, lines, results, window)
+    assert [r.index for r in results if r.state != "scored"] == []
+    order = np.argsort(indices, kind="stable")
+    assert_scored_in_rows(results, lines[order], sorted(indices))
+    health = pipeline.health.to_dict()
+    assert health["missing_indices"] == max(indices) - min(indices) + 1 - len(indices)
+    assert health["accounting_ok"]
+    return pipeline
+
+
+def one_in_30_percent_lost(count: int, seed: int = 5) -> list[int]:
+    kept = np.flatnonzero(np.random.default_rng(seed).random(count) >= 0.3).tolist()
+    return [*kept, kept[-1] + 1]  # the last line confirms the one before (a leap, perhaps)
+
+
+@pytest.mark.parametrize(
+    "indices, window",
+    [
+        ([0, *range(2, 400, 2), 399], 0),  # every other line lost
+        ([*range(0, 1200, 6), 1195], 0),  # five of every six lines lost
+        ([*range(0, 1200, 6), 1195], 4),
+        ([*range(50), 52, 55, *range(56, 100)], 0),  # two gaps in a row
+        ([*range(50), 61, 60, *range(62, 100)], 4),  # a gap, then a pair swapped, past the window
+        (one_in_30_percent_lost(1000), 0),
+    ],
+)
+def test_lines_lost_in_bursts_cost_no_more_lines(indices: list[int], window: int) -> None:
+    """A held leap was taken only if the next line was exactly one past it: under bursty loss a
+    leap was followed by another leap and rejected, every other line lost (a review: 199 of 200
+    when every other line was lost). A next line that moves forward from the held line - at it,
+    within the window below it or past it - confirms it: the held line is taken, and the next
+    line is judged in turn (a leap itself: held)."""
+    assert_every_line_kept(indices, window)
+
+
+@pytest.mark.parametrize("window", [0, 4])
+def test_a_resent_leap_is_a_duplicate(window: int) -> None:
+    """Line 60 (after 49, 50-59 lost) sent twice: the resend confirms the leap and is rejected as
+    a duplicate, not as an implausible jump."""
+    indices = [*range(50), 60, 60, *range(61, 80)]
+    lines, results = make_lines(len(indices)), []
+    pipeline = pushed_in_order_of(indices, lines, results, window)
+    assert [(r.index, r.reason) for r in results if r.state == "rejected"] == [(60, "duplicate index")]
+    health = pipeline.health.to_dict()
+    assert (health["duplicates"], health["missing_indices"], health["lines_scored"]) == (1, 10, 70)
+    kept = [*range(51), *range(52, 71)]  # positions in indices: the resend's left out
+    assert_scored_in_rows(results, lines[kept], [*range(50), *range(60, 80)])
+
+
 @pytest.mark.parametrize("window", [0, 4])
 def test_a_leap_that_no_line_confirms_is_rejected(window: int) -> None:
     """The stream's last line leaps ahead (as do two lines in a row that do not continue from each

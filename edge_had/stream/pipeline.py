@@ -111,6 +111,9 @@ COUNTER_RESTART_MAX_INDEX = 16
 #: Going back to any other index is a stale resend or a late line, unless this many consecutive
 #: lines continue from it (a counter restarted elsewhere; a resend of old lines is shorter).
 COUNTER_RESTART_CONFIRM_LINES = 64
+#: A line held for leaping ahead is confirmed by a next line that moves forward from it by up to
+#: this many lines (two leaps in a row further apart are taken for corrupted counter values).
+LEAP_TRUST_LINES = 1000
 
 
 @dataclass
@@ -451,24 +454,32 @@ class StreamPipeline:
         self._leap = _Leap(result, pixels, arrival, drop_reason, self._newest())
 
     def _settle_leap(self, index: int) -> None:
-        """A line ``index`` arrived after a line that leapt ahead: if it continues from that
-        line, the leap was real and the stream follows it (the held line is taken now, one line
-        late, its gap missing); otherwise the leaping line is rejected as an implausible index
-        and the stream keeps its place (the line is not missing if the stream passes its index
-        later: it arrived, with a bad counter value)."""
+        """A line ``index`` arrived after a line that leapt ahead. If it moves forward from that
+        line (at it, within the reorder window below it, or past it, by up to
+        :data:`LEAP_TRUST_LINES`), the leap was real and the stream follows it: the held line is
+        taken now, one line late, its gap missing, and the caller judges ``index`` in turn (a
+        leap itself is held; a resend of the held line is a duplicate). Otherwise - it returns
+        to the old sequence, lands between the two, or leaps far past the held line - the held
+        line is rejected as an implausible index and the stream keeps its place (the line is not
+        missing if the stream passes its index later: it arrived, with a bad counter value);
+        ``index`` is then judged against the old newest (between the two: a leap, held)."""
         leap, self._leap = self._leap, None
         if leap is None:
             return
-        result = leap.result
-        if index == result.index + 1:
-            if leap.drop_reason is not None:
-                self._take_drop(result, leap.drop_reason)
-            else:
-                # it waited for this line: up to a line period, the window's, not scoring's
-                waited = time.perf_counter() - leap.arrival
-                self._take(leap.pixels, result, leap.arrival, min(waited, self.budget_s or 0.0))
+        held = leap.result.index
+        if held - self.reorder_window - 1 < index <= held + LEAP_TRUST_LINES:
+            self._take_leap(leap)
             return
-        self._refuse_leap(leap, f"the next line, {index}, did not continue from it")
+        self._refuse_leap(leap, f"the next line, {index}, did not move forward from it")
+
+    def _take_leap(self, leap: _Leap) -> None:
+        """Take a held line whose leap was confirmed (or trusted at the stream's end)."""
+        if leap.drop_reason is not None:
+            self._take_drop(leap.result, leap.drop_reason)
+            return
+        # it waited for the next line: up to a line period, the window's, not scoring's
+        waited = time.perf_counter() - leap.arrival
+        self._take(leap.pixels, leap.result, leap.arrival, min(waited, self.budget_s or 0.0))
 
     def _refuse_leap(self, leap: _Leap, why: str) -> None:
         if leap.result.index not in self._refused_leaps:
