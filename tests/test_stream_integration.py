@@ -482,15 +482,41 @@ def test_a_resent_leap_is_a_duplicate(window: int) -> None:
 
 @pytest.mark.parametrize("window", [0, 4])
 def test_a_leap_that_no_line_confirms_is_rejected(window: int) -> None:
-    """The stream's last line leaps ahead (as do two lines in a row that do not continue from each
-    other): nothing confirms them, so they are rejected, each counted once, none given a row."""
+    """Two lines in a row leap ahead, the second 1100 past the first (more than LEAP_TRUST_LINES:
+    corrupted values), and the stream's last line leaps 1010 (more than the 1000 trusted without
+    a next line): they are rejected, each counted once, none given a row."""
     lines, results = make_lines(60), []
-    indices = [*range(40), 900, 2000, *range(40, 50), 59]
+    indices = [*range(40), 900, 2000, *range(40, 50), 1059]
     pipeline = pushed_in_order_of(indices, lines[: len(indices)], results, window)
     rejected = [(r.index, r.reason.split(" (")[0], r.row) for r in results if r.state == "rejected"]
-    assert rejected == [(index, "implausible index jump", None) for index in (900, 2000, 59)]
+    assert rejected == [(index, "implausible index jump", None) for index in (900, 2000, 1059)]
     health = pipeline.health.to_dict()
     assert (health["missing_indices"], health["lines_scored"]) == (0, 50) and health["accounting_ok"]
+
+
+@pytest.mark.parametrize("window", [0, 4])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_a_last_line_that_leaps_a_little_is_taken(window: int, drop_last: bool) -> None:
+    """The stream's last line leaps ahead (100-119 lost) and no line comes to confirm it: a leap
+    of up to LEAP_TRUST_LINES is taken at finish(), its gap missing (it was rejected: a line
+    lost); a dropped one is counted dropped."""
+    lines, results = make_lines(101), []
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+    )
+    for index in range(100):
+        pipeline.push(lines[index], index, 0.0)
+    if drop_last:
+        pipeline.drop(120, 0.0)
+    else:
+        pipeline.push(lines[100], 120, 0.0)
+    pipeline.finish()
+    health = pipeline.health.to_dict()
+    counts = (health["missing_indices"], health["lines_rejected"], health["lines_dropped"])
+    assert counts == (20, 0, int(drop_last))
+    assert health["accounting_ok"]
+    kept = [*range(100)] if drop_last else [*range(101)]
+    assert_scored_in_rows(results, lines[kept], kept if drop_last else [*range(100), 120])
 
 
 @pytest.mark.parametrize("window", [0, 4])

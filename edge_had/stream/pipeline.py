@@ -112,7 +112,8 @@ COUNTER_RESTART_MAX_INDEX = 16
 #: lines continue from it (a counter restarted elsewhere; a resend of old lines is shorter).
 COUNTER_RESTART_CONFIRM_LINES = 64
 #: A line held for leaping ahead is confirmed by a next line that moves forward from it by up to
-#: this many lines (two leaps in a row further apart are taken for corrupted counter values).
+#: this many lines (two leaps in a row further apart are taken for corrupted counter values); the
+#: stream's last line is taken if it leapt up to this many lines (else rejected).
 LEAP_TRUST_LINES = 1000
 
 
@@ -623,9 +624,12 @@ class StreamPipeline:
             if self._finished:
                 return
             self._finished = True
-            if self._leap is not None:  # no line came to confirm it
+            if self._leap is not None:  # no line came to confirm it: trusted if it leapt little
                 leap, self._leap = self._leap, None
-                self._refuse_leap(leap, "the stream ended before a line could confirm it")
+                if leap.result.index - leap.newest <= LEAP_TRUST_LINES:
+                    self._take_leap(leap)
+                else:
+                    self._refuse_leap(leap, "the stream ended before a line could confirm it")
             if self._held:
                 self._release(force=True)
             if self.enhancer is not None:
