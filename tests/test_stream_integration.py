@@ -818,6 +818,28 @@ def test_a_counter_restarting_elsewhere_than_near_0_is_followed_after_a_long_run
     assert health["accounting_ok"]
 
 
+@pytest.mark.parametrize("window", [0, 4])
+def test_a_line_before_a_restarted_counters_first_line_is_out_of_order(window: int) -> None:
+    """The counter restarts and its first lines arrive swapped (1, 2, 0): the restart is followed
+    from 1 (confirmed by 2), and with a window 0 was then admitted into the new segment below
+    its first row - row 99, the old segment's line 99's (a review: RowScoredTwiceError from
+    run_stream). A line below the restarted run's first index is rejected as out of order."""
+    from edge_had.stream.run import run_stream
+    from edge_had.stream.sources import Line
+
+    indices = [*range(100), 1, 2, 0, *range(3, 40)]
+    lines, results = make_lines(len(indices)), []
+    pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS, reorder_window=window)
+    run_stream(
+        (Line(i, float(k), lines[k]) for k, i in enumerate(indices)), pipeline, on_result=results.append
+    )
+    rejected = [(r.index, r.reason.split(" (")[0]) for r in results if r.state == "rejected"]
+    assert rejected == [(1, "out-of-order index"), (0, "out-of-order index")]
+    assert pipeline.health.counter_resets == 1 and pipeline.health.to_dict()["accounting_ok"]
+    kept = [*range(100), 101, *range(103, 140)]  # positions in indices
+    assert_scored_in_rows(results, lines[kept], [*range(100), *range(101, 139)])
+
+
 @pytest.mark.parametrize("window", [0, 3])
 def test_lines_after_a_counter_restart_keep_their_own_rows(window: int) -> None:
     """Indices repeat after a restarted counter: the score map, keyed by index, had the second

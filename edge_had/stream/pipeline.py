@@ -333,6 +333,7 @@ class StreamPipeline:
         self._back_run: tuple[int, int] | None = None
         self._segment = 0  # counter restarts followed
         self._row_offset = 0  # row - index in this segment
+        self._segment_first: int | None = None  # a restarted counter's first index (its first row)
         self._new_band_count = (0, 0)  # (band count, consecutive lines) of lines with another count
         #: each re-initialisation for a new band count: the ``sequence`` of the line that decided it,
         #: the new ``bands``, the ``reduced_bands`` scored and their ``resampling``
@@ -423,11 +424,15 @@ class StreamPipeline:
         back_run, self._back_run = self._back_run, None
         seen = index in self._held or index in self._released
         late = self._last_index is not None and index <= self._last_index
-        if (seen or late) and not self._counter_restarted(index, back_run, seen):
+        # before a restarted counter's first line: its row would be the segment before's
+        early = self._segment_first is not None and index < self._segment_first
+        if (seen or late or early) and not self._counter_restarted(index, back_run, seen):
             if seen:
                 self.health.duplicates += 1
                 return "duplicate index"
-            return f"out-of-order index (beyond the reorder window, after {self._last_index})"
+            if late:
+                return f"out-of-order index (beyond the reorder window, after {self._last_index})"
+            return f"out-of-order index (before the restarted counter's first line, {self._segment_first})"
         return None
 
     def _newest(self) -> int | None:
@@ -738,6 +743,7 @@ class StreamPipeline:
         newest_row = self._row_offset + (self._last_index if self._last_index is not None else -1)
         self._segment += 1
         self._row_offset = newest_row + 1 - first  # the run's first line takes the next row
+        self._segment_first = first  # a line below it has no row of this segment
         self._last_index, self._max_seen = None, -(2**62)
         self._released.clear()
         self._given_up.clear()
