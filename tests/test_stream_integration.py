@@ -520,6 +520,27 @@ def test_a_last_line_that_leaps_a_little_is_taken(window: int, drop_last: bool) 
 
 
 @pytest.mark.parametrize("window", [0, 4])
+def test_many_rejected_leaps_are_not_missing_when_the_stream_passes_them(window: int) -> None:
+    """20 extra lines with corrupted counter values (1010, 1012, ... 1048, each followed by the
+    old sequence: rejected), then a real jump from 99 to 2000: the 20 indices arrived, so the
+    gap's missing lines are 1900 less those 20. Only the latest 16 rejected leaps were remembered
+    (a review: 4 more missing than arrived); now GIVEN_UP_MEMORY are."""
+    corrupted = list(range(1010, 1050, 2))
+    indices = [*range(10)]
+    for value, index in zip(corrupted, range(10, 30), strict=True):
+        indices += [value, index]
+    indices += [*range(30, 100), *range(2000, 2011)]
+    lines, results = make_lines(len(indices)), []
+    pipeline = pushed_in_order_of(indices, lines, results, window)
+    rejected = [(r.index, r.reason.split(" (")[0]) for r in results if r.state == "rejected"]
+    assert rejected == [(value, "implausible index jump") for value in corrupted]
+    health = pipeline.health.to_dict()
+    assert (health["missing_indices"], health["lines_scored"]) == (1900 - 20, 111) and health["accounting_ok"]
+    kept = [k for k, index in enumerate(indices) if index not in corrupted]
+    assert_scored_in_rows(results, lines[kept], [index for index in indices if index not in corrupted])
+
+
+@pytest.mark.parametrize("window", [0, 4])
 def test_a_dropped_line_that_leaps_waits_for_the_next_line_as_a_pushed_one(window: int) -> None:
     """A line dropped for overload with a corrupted index (556 after 19) is rejected when the next
     line goes on from 19, and the stream keeps its place; one dropped after a real gap of 10 (50

@@ -328,7 +328,7 @@ class StreamPipeline:
         self._leap: _Leap | None = None
         # indices of the latest lines rejected for a leap the next line did not confirm: the line
         # arrived, so its index is no gap (not missing) if the stream passes it later
-        self._refused_leaps: deque[int] = deque(maxlen=16)
+        self._refused_leaps: deque[int] = deque(maxlen=GIVEN_UP_MEMORY)
         # (first index, lines) of the consecutive lines just refused for going back, if any
         self._back_run: tuple[int, int] | None = None
         self._segment = 0  # counter restarts followed
