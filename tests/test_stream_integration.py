@@ -352,6 +352,22 @@ def test_scoring_that_falls_behind_is_a_deadline_miss_with_or_without_a_reorder_
     assert [r.index for r in results if r.state == "rejected"] == ([504] if stuck else [])
 
 
+def test_a_held_leap_waiting_for_a_late_next_line_is_no_deadline_miss(monkeypatch) -> None:
+    """Without a window, lines 20-29 are lost and 30 leaps (held for the next line); 31 comes
+    two periods late (the USB stalls), the lines after it on time. 30's wait was excused up to
+    one period only, the rest charged to scoring: a deadline miss (a review). It is excused up to
+    the periods of the line and the lines it leapt over, as the reorder window's wait is."""
+    indices = [*range(20), *range(30, 50)]
+    lines = make_lines(len(indices))
+    pipeline, now, results = clocked_pipeline(monkeypatch, reorder_window=0)
+    for k, index in enumerate(indices):
+        now[0] = index * BUDGET + (2 * BUDGET if index == 31 else 0.0)
+        pipeline.push(lines[k], index, now[0])
+    pipeline.finish()
+    assert pipeline.health.lines_scored == len(indices)
+    assert [r.index for r in results if "deadline-miss" in r.flags] == []
+
+
 def pushed_in_order_of(indices: list[int], lines: np.ndarray, results: list, window: int) -> StreamPipeline:
     """A finished pipeline (reorder window ``window``) that was pushed ``lines`` under the counter
     values ``indices``, its results appended to ``results``."""

@@ -483,9 +483,13 @@ class StreamPipeline:
         if leap.drop_reason is not None:
             self._take_drop(leap.result, leap.drop_reason)
             return
-        # it waited for the next line: up to a line period, the window's, not scoring's
+        # it waited for the next line - the window's wait, not scoring's - up to the line periods
+        # of the line and of the lines it leapt over (as _window_wait: those took their periods)
         waited = time.perf_counter() - leap.arrival
-        self._take(leap.pixels, leap.result, leap.arrival, min(waited, self.budget_s or 0.0))
+        leapt_over = leap.result.index - leap.newest - 1
+        self._take(
+            leap.pixels, leap.result, leap.arrival, min(waited, (1 + leapt_over) * (self.budget_s or 0.0))
+        )
 
     def _refuse_leap(self, leap: _Leap, why: str) -> None:
         if leap.result.index not in self._refused_leaps:
