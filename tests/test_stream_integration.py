@@ -557,6 +557,20 @@ def test_many_rejected_leaps_are_not_missing_when_the_stream_passes_them(window:
 
 
 @pytest.mark.parametrize("window", [0, 4])
+def test_a_drop_after_finish_is_rejected_as_a_push_is(window: int) -> None:
+    """drop() after finish() was counted dropped and moved the missing count (a review): it is
+    rejected, ``stream finished``, as a push after finish() is, and changes nothing else."""
+    lines, results = make_lines(20), []
+    pipeline = pushed_in_order_of(list(range(20)), lines, results, window)
+    before = pipeline.health.to_dict()
+    dropped = pipeline.drop(25, 0.0)
+    assert (dropped.state, dropped.reason) == ("rejected", "stream finished (finish() was called)")
+    health = pipeline.health.to_dict()
+    assert (health["lines_dropped"], health["missing_indices"]) == (0, before["missing_indices"])
+    assert health["lines_in"] == 21 and health["accounting_ok"]
+
+
+@pytest.mark.parametrize("window", [0, 4])
 def test_a_dropped_line_that_leaps_waits_for_the_next_line_as_a_pushed_one(window: int) -> None:
     """A line dropped for overload with a corrupted index (556 after 19) is rejected when the next
     line goes on from 19, and the stream keeps its place; one dropped after a real gap of 10 (50

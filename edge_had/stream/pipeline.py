@@ -598,13 +598,16 @@ class StreamPipeline:
         self, index: int, timestamp: float, reason: str = "overload", meta: dict[str, Any] | None = None
     ) -> LineResult:
         """Account for a line the caller could not process in time (an index seen before, or one
-        beyond the reorder window, is rejected as :meth:`push` would reject it)."""
+        beyond the reorder window, is rejected as :meth:`push` would reject it; so is any line
+        after :meth:`finish`)."""
         self._refuse_from_callback("drop")
         index = _line_index(index)
         with self._lock:
             result = self._received(index, timestamp, meta)
+            if self._finished:
+                return self._finish(result, "rejected", reason="stream finished (finish() was called)")
             self._settle_leap(index)
-            if not self._finished and self._leaps(index):
+            if self._leaps(index):
                 self._hold_leap(result, None, 0.0, drop_reason=reason)
                 return result
             return self._take_drop(result, reason)
