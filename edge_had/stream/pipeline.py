@@ -48,15 +48,20 @@ as ``missing_indices`` (an index that arrives after all, too late and rejected, 
 the latest :data:`GIVEN_UP_MEMORY` given up are remembered); repeated ones as ``duplicates``. A
 line whose index leaps ahead further than the reorder window explains (more than
 ``reorder_window + 1`` past the newest index; without a window any gap) is not trusted until the
-next line confirms it: it is held - not scored into a row, its ``push`` returns ``pending`` - and
-if the next line continues from it (lines were lost: a USB hiccup, or the counter really jumped)
-it is taken then, one line late, and the indices it leapt over are missing; if the next line does
-anything else (continues the old sequence, leaps elsewhere, goes back; or the stream ends) it is
-rejected as an ``implausible index jump`` and the stream keeps its place (a corrupted counter
-value, one flipped bit: it must neither put its line in another line's row nor get the lines
-after it rejected as out of order; its index is not counted missing if the stream passes it
-later). Without a reorder window, a line lost next to a reordered pair can so cost one more line
-(the reordered line leaps over the lost one). A line going
+next line confirms it: it is held - not scored into a row, its ``push`` returns ``pending``. If
+the next line moves forward from it (at its index, within the reorder window below it, or past
+it by up to :data:`LEAP_TRUST_LINES`: lines were lost, a USB hiccup or a burst, or the counter
+really jumped) it is taken then, one line late, the indices it leapt over missing, and the next
+line is judged in turn (a leap itself is held in its turn; a resend of the held line is a
+duplicate). If the next line goes back to the old sequence (up to ``reorder_window + 1`` past the
+newest before the leap), lands between the two or leaps far past it, the held line is rejected as
+an ``implausible index jump`` and the stream keeps its place (a corrupted counter value, one
+flipped bit: it must neither put its line in another line's row nor get the lines after it
+rejected as out of order; its index is not counted missing if the stream passes it later); a
+next line between the two is then itself a leap from the old newest, held. A held leap at the
+stream's end is taken if it leapt up to :data:`LEAP_TRUST_LINES`, else rejected. Without a
+reorder window, a line lost next to a reordered pair can so cost one more line (the reordered
+line leaps over the lost one). A line going
 back (an index not past the newest processed) is rejected: a ``duplicate index`` when that index
 was processed lately (the last ``4 x reorder_window + 16``) or is held in the window, else an
 ``out-of-order index`` - a line too late or a stale resend, too old to tell which (one given up
@@ -66,7 +71,8 @@ wraps) goes back too, and is followed only on evidence: the line went back to an
 perhaps lost) and the next line continues from it - the first is lost - or
 :data:`COUNTER_RESTART_CONFIRM_LINES` consecutive lines continued from another index - those are
 lost (a resend of old lines is shorter; a counter restarted elsewhere must not get every later
-line rejected until it passes its old maximum). Lines processed lately are never a restart (a
+line rejected until it passes its old maximum); a line then below the restarted run's first index
+is out of order (it has no row of the new segment). Lines processed lately are never a restart (a
 resent pair is two duplicates). One case stays ambiguous: a resend of the stream's first lines
 (indices up to 16) older than the lines remembered is taken for a restart. A restart followed is
 ``counter_resets`` in health; indices then repeat earlier ones, so each result carries its
