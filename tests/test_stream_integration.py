@@ -1008,3 +1008,66 @@ def test_the_stream_command_fails_naming_a_row_scored_twice(monkeypatch, tmp_pat
     assert "error: 1 scored line(s) went to a row another line had been scored into (a bug)" in err
     assert "row 29 (line 30)" in err and "warning: writing results failed" not in err
     assert (out / "scores.npy").exists() and (tmp_path / "r.json").exists()
+
+
+def camera_mishaps(rng: np.random.Generator, lines: int) -> list[tuple[str, int, int]]:
+    """A random line feed as a troubled camera gives it: ``(push|drop, index, bands)`` with lost
+    lines and bursts, resends, counter restarts near 0 and elsewhere, band-count changes, swapped
+    pairs, flipped counter bits and dropped lines."""
+    feed: list[tuple[str, int, int]] = []
+    index, bands = int(rng.choice([0, 0, 1000, 5])), BANDS
+    while len(feed) < lines:
+        draw = rng.random()
+        if draw < 0.05:
+            index += int(rng.integers(1, 8))  # lost lines
+        elif draw < 0.07:
+            index += int(rng.integers(20, 2000))  # a long loss
+        elif draw < 0.09 and len(feed) > 2:
+            feed.append(("push", feed[-2][1], bands))  # a resend
+        elif draw < 0.10:
+            index = int(rng.integers(0, 3))  # the counter restarts near 0
+        elif draw < 0.105:
+            index = int(rng.integers(100, 500))  # ... or elsewhere
+        elif draw < 0.11:
+            bands = BANDS + 2 if bands == BANDS else BANDS  # another band count
+        elif draw < 0.13:
+            feed += [("push", index + 1, bands), ("push", index, bands)]  # a swapped pair
+            index += 2
+        elif draw < 0.15:
+            feed.append(("push", index ^ (1 << int(rng.integers(3, 12))), bands))  # a flipped bit
+            index += 1
+        elif draw < 0.17:
+            feed.append(("drop", index, bands))
+            index += 1
+        else:
+            feed.append(("push", index, bands))
+            index += 1
+    return feed
+
+
+@pytest.mark.parametrize("window", [0, 4])
+def test_every_line_of_a_troubled_feed_is_accounted_for_and_no_row_is_scored_twice(window: int) -> None:
+    """40 random feeds of camera mishaps (a reviewer's fuzz, kept): every line gets exactly one
+    result, the health counters add up, no two scored lines share a row, nothing is negative."""
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        feed = camera_mishaps(rng, 150)
+        pixels = {
+            b: (100 + rng.standard_normal((len(feed), WIDTH, b))).astype(np.float32)
+            for b in (BANDS, BANDS + 2)
+        }
+        results: list = []
+        pipeline = StreamPipeline(
+            WIDTH, BANDS, settings=SETTINGS, on_result=results.append, reorder_window=window
+        )
+        for k, (what, index, bands) in enumerate(feed):
+            if what == "push":
+                pipeline.push(pixels[bands][k], index, 0.0)
+            else:
+                pipeline.drop(index, 0.0)
+        pipeline.finish()
+        health = pipeline.health.to_dict()
+        rows = [r.row for r in results if r.state == "scored"]
+        assert len(results) == len(feed), seed
+        assert health["accounting_ok"] and health["missing_indices"] >= 0, (seed, health)
+        assert len(rows) == len(set(rows)), seed
