@@ -249,11 +249,10 @@ def _source(args: argparse.Namespace) -> _Source:
         _, width, bands = scene.cube.shape
         notes = list(scene.meta.get("notes", []))
         gt = None if scene.gt is None else scene.gt[first]
-        valid = None if scene.valid is None else scene.valid[first]
         return _Source(
             lines,
             gt,
-            valid,
+            scene.valid[first],
             width,
             bands,
             scene.wavelengths,
@@ -400,14 +399,11 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             no_data_value=source.no_data_value,
             saturation=args.saturation,
         )
+    pipeline, detector, backend = onboard.pipeline, onboard.detector, onboard.backend
     # the model's adapter resamples the good bands only, as detect does
-    good_on = (
-        resampled_on if resampled_on is None or source.good_bands is None else resampled_on[source.good_bands]
-    )
-    if enhanced and (ignored := ignored_bands_note(good_on)) is not None:
+    if enhanced and (ignored := ignored_bands_note(pipeline.detection_wavelengths())) is not None:
         print(f"warning: {Path(args.source).stem}: {ignored}", file=sys.stderr)
         source.notes.append(ignored)
-    pipeline, detector, backend = onboard.pipeline, onboard.detector, onboard.backend
     if "warm_up_error" in detector:
         print(
             f"warning: the enhancement network failed its warm-up: {detector['warm_up_error']}",
