@@ -108,15 +108,17 @@ class OnnxRuntimeRunner(Runner):
         here): a session that ran since it was made is replaced by a new one from the graph in
         memory (~12 ms), and the parts' sessions (:meth:`part`) go until they are next asked for.
         A session that has not run holds nothing and is kept."""
-        for part in self.parts.values():
-            if part is not None:
-                part.deactivate()
+        self._let_parts_go()
         if self.session is not None and self.ran:
             self.session = None
             self.activate_impl()
 
     def deactivate_impl(self) -> None:
+        self._let_parts_go()
+        self.session = None
+
+    def _let_parts_go(self) -> None:
+        """The parts' sessions (:meth:`part`) go; the cuts stay, to be activated again."""
         for part in self.parts.values():
             if part is not None:
                 part.deactivate()
-        self.session = None

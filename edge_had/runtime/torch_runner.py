@@ -64,7 +64,7 @@ class TorchRunner(Runner):
 
         with torch.no_grad():
             x_k = self.model.adapter(torch.from_numpy(cube).to(self.device))
-            f_spe = spectral_on_device(self.model, x_k, self.precision)
+            f_spe = network_on_device(self.model.spectral, x_k, self.precision)
             return {"x_k": x_k.cpu().numpy(), "f_spe": f_spe.cpu().numpy()}
 
     def infer_spatial(self, x_k: np.ndarray) -> np.ndarray:
@@ -74,7 +74,7 @@ class TorchRunner(Runner):
 
         with torch.no_grad():
             x_k_tensor = torch.from_numpy(x_k).to(self.device)
-            return spatial_on_device(self.model, x_k_tensor, self.precision).cpu().numpy()
+            return network_on_device(self.model.spatial, x_k_tensor, self.precision).cpu().numpy()
 
     def free_working_memory(self) -> None:
         """On a CUDA device, the caching allocator's unused blocks (on the CPU, freed tensors go
@@ -101,29 +101,19 @@ def run_on_device(model: Any, cube: Any, precision: str) -> dict[str, Any]:
         if precision == "fp32":
             return dict(model(cube)._asdict())
         x_k = model.adapter(cube)
-        f_spe = spectral_on_device(model, x_k, precision)
-        f_spa = spatial_on_device(model, x_k, precision)
+        f_spe = network_on_device(model.spectral, x_k, precision)
+        f_spa = network_on_device(model.spatial, x_k, precision)
         return {"x_k": x_k, "f_spe": f_spe, "f_spa": f_spa, "enhanced": model.fuse(x_k, f_spe, f_spa)}
 
 
-def spectral_on_device(model: Any, x_k: Any, precision: str) -> Any:
-    """The spectral network's float32 ``f_spe`` on the tensor ``x_k`` (FP16: under autocast)."""
+def network_on_device(network: Any, x_k: Any, precision: str) -> Any:
+    """A branch's float32 output (the spectral network's ``f_spe``, the spatial student's
+    ``f_spa``) on the tensor ``x_k``; FP16 under autocast; zeros for a branch the model has not."""
     import torch
 
-    if precision == "fp32":
-        return model.spectral(x_k)
-    with torch.autocast("cuda", dtype=torch.float16):
-        return model.spectral(x_k).float()
-
-
-def spatial_on_device(model: Any, x_k: Any, precision: str) -> Any:
-    """The spatial student's float32 ``f_spa`` on the tensor ``x_k`` (zeros without one; FP16:
-    under autocast)."""
-    import torch
-
-    if model.spatial is None:
+    if network is None:
         return torch.zeros_like(x_k)
     if precision == "fp32":
-        return model.spatial(x_k)
+        return network(x_k)
     with torch.autocast("cuda", dtype=torch.float16):
-        return model.spatial(x_k).float()
+        return network(x_k).float()
