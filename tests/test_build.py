@@ -648,6 +648,16 @@ def test_export_takes_the_band_count_detect_feeds_from_a_header_with_a_bbl(
         cli_module.cmd_export(cli_module.build_parser().parse_args(argv))
     assert "or export on band index (--bands 27 without --wavelengths)" in str(caught.value)
     assert str(caught.value.path) == str(micrometres) and not refused.exists()
+    # too many bands outside the model's range: export's own way out, not detect's --resample
+    ultraviolet = tmp_path / "uv.hdr"
+    metadata = {**metadata, "wavelength": np.linspace(150.0, 1000.0, bands).tolist()}
+    envi.save_image(str(ultraviolet), cube, interleave="bil", metadata=metadata, ext=".img", force=True)
+    argv = ["export", "--model", str(bundle_dir), "--wavelengths", str(ultraviolet), "--out", str(refused)]
+    with pytest.raises(
+        SceneError, match=r"lie outside the model's 400-2500 nm.*: export on band index"
+    ) as caught:
+        cli_module.cmd_export(cli_module.build_parser().parse_args(argv))
+    assert "--resample" not in str(caught.value) and not refused.exists()
     # --interleave with nothing read by it is refused, not recorded as if it had been applied
     argv = [
         "export",

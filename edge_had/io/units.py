@@ -128,20 +128,22 @@ def naming_the_file(
     source: str | Path | None,
     meta: Mapping[str, Any],
     doing: str,
-    instead: str = "resample on band index (--resample band-index)",
+    instead: str | None = None,
 ) -> Iterator[None]:
     """Re-raise a :class:`~edge_had.band_resampling.WavelengthRangeError` of the block (band
     centres a resampling cannot take) as a :class:`~edge_had.errors.SceneError` naming ``source``,
     the file they came from (``meta``: its reader's), and what failed (``doing``, e.g. "cannot
     score with enhanced-rx"); for band centres that look like micrometres, with the unit the file
     gives them and where to fix it - an ENVI header's ``wavelength units``, a container's
-    ``wavelength_units`` attribute - or what to do ``instead`` (the command's way to resample on
-    band index)."""
+    ``wavelength_units`` attribute - or resample on band index. ``instead``: the command's own
+    alternative where it has no ``--resample`` (export: ``--bands`` without ``--wavelengths``),
+    said in place of the fixes the error names; None: those, and ``--resample band-index``."""
     try:
         yield
     except WavelengthRangeError as error:
         if not error.micrometres:
-            raise SceneError(f"{doing}: {error}", source) from error
+            fix = str(error) if instead is None else f"{error.problem}: {instead}"
+            raise SceneError(f"{doing}: {fix}", source) from error
         units = meta.get("wavelength_units")
         if meta.get("format") == "envi":
             said = f"the header says `wavelength units = {units}`" if units else "the header gives no unit"
@@ -150,6 +152,7 @@ def naming_the_file(
             said = f"the file gives their unit as {units!r}" if units else "the file gives no unit"
             where = "the unit the file gives them (`wavelength_units`, or the wavelength dataset's `units`)"
         raise SceneError(
-            f"{doing}: {error.problem}, but {said}: fix {where} (to Micrometers), or {instead}",
+            f"{doing}: {error.problem}, but {said}: fix {where} (to Micrometers), or "
+            + (instead or "resample on band index (--resample band-index)"),
             source,
         ) from error
