@@ -802,8 +802,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--wavelengths",
         help="the sensor's band centres in nm (.txt, one per line, or .npy), or a scene file of the "
-        "sensor (.hdr, .mat, .h5) whose good bands' wavelengths to use (bands in its bbl, and dead ones, "
-        "left out as detect and stream leave them out)",
+        "sensor (.hdr, .mat, .h5) whose good bands' wavelengths to use (the bands its bbl marks bad "
+        "left out, as detect and stream leave them out)",
     )
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="default fp32")

@@ -138,9 +138,7 @@ class _GatherAcrossRanks(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, part: torch.Tensor) -> torch.Tensor:
         ctx.rank, ctx.rows = dist.get_rank(), part.shape[0]
-        parts = [torch.empty_like(part) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, part.contiguous())
-        return torch.cat(parts, dim=0)
+        return _all_gathered(part)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
@@ -156,10 +154,15 @@ def gather_global_batch(tensor: torch.Tensor) -> torch.Tensor:
     (bool via uint8: gloo has no bool)."""
     if tensor.requires_grad:
         return _GatherAcrossRanks.apply(tensor)
-    wire = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.contiguous()
-    parts = [torch.empty_like(wire) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, wire)
-    return torch.cat(parts, dim=0).to(tensor.dtype)
+    wire = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor
+    return _all_gathered(wire).to(tensor.dtype)
+
+
+def _all_gathered(part: torch.Tensor) -> torch.Tensor:
+    """Every rank's equal-sized ``part``, concatenated in rank order along dim 0 (no gradient)."""
+    parts = [torch.empty_like(part) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, part.contiguous())
+    return torch.cat(parts, dim=0)
 
 
 class _Trainer:
