@@ -636,28 +636,30 @@ def test_export_takes_the_band_count_detect_feeds_from_a_header_with_a_bbl(
     assert graph.graph.input[0].type.tensor_type.shape.dim[1].dim_value == bands - len(bad)
     with pytest.raises(EdgeHadError, match="give --bands B"):
         cli_module.cmd_export(cli_module.build_parser().parse_args(["export", "--out", str(refused)]))
+
     # band centres the adapter cannot take: refused naming the file and the header field, before
     # the folder is made (it said "pass nanometres (x 1000)", no file, and left an empty --out)
-    micrometres = tmp_path / "um.hdr"
-    metadata = {**metadata, "wavelength": (wavelengths / 1000.0).tolist()}
-    envi.save_image(str(micrometres), cube, interleave="bil", metadata=metadata, ext=".img", force=True)
-    argv = ["export", "--model", str(bundle_dir), "--wavelengths", str(micrometres), "--out", str(refused)]
-    with pytest.raises(
-        SceneError, match=r"cannot export for its band centres: .*`wavelength units` in"
-    ) as caught:
-        cli_module.cmd_export(cli_module.build_parser().parse_args(argv))
-    assert "or export on band index (--bands 27 without --wavelengths)" in str(caught.value)
-    assert str(caught.value.path) == str(micrometres) and not refused.exists()
+    def refused_header(name: str, centres: np.ndarray, match: str) -> SceneError:
+        header = tmp_path / f"{name}.hdr"
+        described = {**metadata, "wavelength": centres.tolist()}
+        envi.save_image(str(header), cube, interleave="bil", metadata=described, ext=".img", force=True)
+        argv = ["export", "--model", str(bundle_dir), "--wavelengths", str(header), "--out", str(refused)]
+        with pytest.raises(SceneError, match=match) as caught:
+            cli_module.cmd_export(cli_module.build_parser().parse_args(argv))
+        assert str(caught.value.path) == str(header) and not refused.exists()
+        return caught.value
+
+    micrometres = refused_header(
+        "um", wavelengths / 1000.0, r"cannot export for its band centres: .*`wavelength units` in"
+    )
+    assert "or export on band index (--bands 27 without --wavelengths)" in str(micrometres)
     # too many bands outside the model's range: export's own way out, not detect's --resample
-    ultraviolet = tmp_path / "uv.hdr"
-    metadata = {**metadata, "wavelength": np.linspace(150.0, 1000.0, bands).tolist()}
-    envi.save_image(str(ultraviolet), cube, interleave="bil", metadata=metadata, ext=".img", force=True)
-    argv = ["export", "--model", str(bundle_dir), "--wavelengths", str(ultraviolet), "--out", str(refused)]
-    with pytest.raises(
-        SceneError, match=r"lie outside the model's 400-2500 nm.*: export on band index"
-    ) as caught:
-        cli_module.cmd_export(cli_module.build_parser().parse_args(argv))
-    assert "--resample" not in str(caught.value) and not refused.exists()
+    outside = refused_header(
+        "uv",
+        np.linspace(150.0, 1000.0, bands),
+        r"lie outside the model's 400-2500 nm.*: export on band index",
+    )
+    assert "--resample" not in str(outside)
     # --interleave with nothing read by it is refused, not recorded as if it had been applied
     argv = [
         "export",
