@@ -346,7 +346,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     for note in _scene_notes(scene_notes(scene, scores, detector), anomalies, invalid_anomalies):
         print(f"warning: {scene.name}: {note}", file=sys.stderr)
     rows, cols, bands = scene.shape
-    print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {masked_summary(scene.masked)}")
+    stored = f"read as {scene.meta['interleave']}"  # --interleave's, or the ENVI header's
+    print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {stored}, {masked_summary(scene.masked)}")
     print(f"{detector.name} {detector.settings}: {seconds:.3f} s")
     if args.npy:  # the outputs first: a ground truth that gives no AUC must not cost them
         path = Path(args.npy) if str(args.npy).endswith(".npy") else Path(f"{args.npy}.npy")

@@ -237,21 +237,51 @@ def test_detect_eval_and_stream_read_a_bands_first_file_with_interleave(tmp_path
     for path, extra in [(first, ["--interleave", "bsq"]), (last, [])]:
         npy = tmp_path / f"{len(extra)}.npy"
         assert main(["detect", path, "--detector", "rx", "--npy", str(npy), *extra]) == 0
+        # the reading is said with the scene's size: the override, else the default
+        assert f"8 bands, read as {'bsq' if extra else 'bip'}, 0 masked px" in capsys.readouterr().out
     np.testing.assert_array_equal(np.load(tmp_path / "2.npy"), np.load(tmp_path / "0.npy"))
     report = tmp_path / "eval.json"
     argv = ["eval", "--data", str(folder), "--detector", "rx", "--quiet", "--json", str(report)]
     assert main([*argv, "--interleave", "bsq"]) == 0
     expected = roc_auc(np.load(tmp_path / "0.npy"), gt != 0)
-    assert json.loads(report.read_text())["scenes"][0]["auc"] == pytest.approx(expected, abs=1e-12)
+    (entry,) = json.loads(report.read_text())["scenes"]
+    assert entry["auc"] == pytest.approx(expected, abs=1e-12) and entry["interleave"] == "bsq"
     stream = ["stream", "--detector", "rx", "--reorder-window", "0"]
     for path, extra in [(first, ["--interleave", "bsq"]), (last, [])]:
-        assert main([*stream, "--source", path, "--out", str(tmp_path / f"s{len(extra)}"), *extra]) == 0
+        out = tmp_path / f"s{len(extra)}"
+        argv = [*stream, "--source", path, "--out", str(out), "--json", str(out / "report.json")]
+        assert main([*argv, *extra]) == 0
+        assert json.loads((out / "report.json").read_text())["interleave"] == ("bsq" if extra else "bip")
     np.testing.assert_array_equal(
         np.load(tmp_path / "s2" / "scores.npy"), np.load(tmp_path / "s0" / "scores.npy")
     )
     capsys.readouterr()
     assert main(["stream", "--source", "synthetic", "--lines", "8", "--interleave", "bsq"]) == 2
     assert "--interleave: only for a file --source" in capsys.readouterr().err
+
+
+def test_detect_eval_and_stream_record_an_envi_headers_interleave(tmp_path, capsys):
+    """An ENVI file says its own layout: detect and stream record the header's (BIL here). eval
+    scores files with a ground truth (.mat, .h5) and records the default, bip, without the option;
+    a stream from the synthetic source, read from no file, records none."""
+    from spectral import envi
+
+    cube, gt = small_scene(3)
+    header = tmp_path / "scene.hdr"
+    envi.save_image(str(header), cube.astype(np.float32), interleave="bil", ext=".img")
+    assert main(["detect", str(header), "--detector", "rx"]) == 0
+    assert "24 lines x 20 px x 8 bands, read as bil, 0 masked px" in capsys.readouterr().out
+    folder = tmp_path / "data"
+    folder.mkdir()
+    savemat(folder / "s.mat", {"data": cube, "map": gt})
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--data", str(folder), "--detector", "rx", "--quiet", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["scenes"][0]["interleave"] == "bip"
+    stream = ["stream", "--detector", "rx", "--json", str(report)]
+    assert main([*stream, "--source", str(header)]) == 0
+    assert json.loads(report.read_text())["interleave"] == "bil"
+    assert main([*stream, "--source", "synthetic", "--lines", "16", "--width", "16", "--bands", "8"]) == 0
+    assert json.loads(report.read_text())["interleave"] is None
 
 
 def test_the_interleave_choices_are_the_readers_layouts():

@@ -113,6 +113,8 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
     entry: dict[str, Any] = {
         "name": scene.name,
         "file": None if scene.source is None else scene.source.name,
+        # how its cube was read: --interleave's, the ENVI header's or bip (None: made in memory)
+        "interleave": scene.meta.get("interleave"),
         "bands": int(scene.detection_cube().shape[2]),
         "rows": rows,
         "cols": cols,

@@ -4,7 +4,8 @@ Later versions add fields and never rename them. An evaluation report is::
 
     {"schema_version": 1, "kind": "eval", "edge_had_version": "...",
      "detector": {"name": ..., <every setting>},
-     "scenes": [{"name", "bands", "rows", "cols", "auc", "auc_dtau", "auc_ftau",
+     "scenes": [{"name", "file", "interleave" (how its cube was read), "bands", "rows", "cols",
+                 "auc", "auc_dtau", "auc_ftau",
                  "pd_at_far": {"0.001": .., "0.0001": ..}, "seconds", "valid_pixels",
                  "far_outlier_pixels" (likely corrupt samples), "source_sha256"}],
      "mean_auc": ..., "platform": {...}}

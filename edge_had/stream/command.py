@@ -9,7 +9,8 @@ unscored ones NaN), ``waterfall.png`` (score map with the ground truth outlined 
 report (schema_version 1, ``kind: "stream"``) holds lines/s, the health counters, per-stage latency
 p50/p99/max, the look-ahead, the line budget, the backend/precision that ran, the detector
 settings (with the masking: good and bad bands, no-data value, saturation level), a file's
-``replay`` (lines in it, requested with ``--lines``, replayed: its first ones), its ``map``, the
+``replay`` (lines in it, requested with ``--lines``, replayed: its first ones), the ``interleave``
+it was read in (``--interleave``'s or its ENVI header's; None for the synthetic source), its ``map``, the
 events summary, and the AUC and false events per 1000 lines when ground truth exists.
 """
 
@@ -184,7 +185,7 @@ class _Source:
     no_data_value: float | None = None  # ENVI 'data ignore value'
     distinct_strips: int | None = None  # a long synthetic stream: the strips it cycles
     envi_header: str | None = None  # an ENVI file's header: --out gets scores.hdr on its map
-    meta: dict[str, Any] = field(default_factory=dict)  # a file's reader's (format, header, units)
+    meta: dict[str, Any] = field(default_factory=dict)  # a file's reader's (format, interleave, header, ...)
     notes: list[str] = field(default_factory=list)  # what the reader noted (a file read as detect reads it)
     map_info: MapInfo | None = None  # an ENVI file's map: events get map coordinates
     replay: dict[str, Any] | None = None  # a file: lines in it, requested (--lines), replayed
@@ -539,6 +540,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         "lines_per_second": run.lines_per_second,
         "interrupted": run.interrupted,
         "replay": source.replay,
+        "interleave": source.meta.get("interleave"),  # a file's: --interleave's or its header's
         "map": None if source.map_info is None else source.map_info.describe(),
         "synthetic_strips": None
         if source.distinct_strips is None
