@@ -355,6 +355,60 @@ def test_the_stream_report_says_how_the_file_was_masked(tmp_path: Path, capsys) 
     )
 
 
+@pytest.mark.parametrize("suffix", [".mat", ".h5"])
+def test_a_stream_of_a_mat_or_h5_file_reports_the_masking_detect_uses(
+    tmp_path: Path, suffix: str, capsys
+) -> None:
+    """MATLAB and HDF5 files carry no bad-band list and no no-data value: the stream report says
+    every band scored (``bad_bands`` [], ``no_data_value`` null), as detect scores that file
+    (load_scene's good bands), and counts its masked pixels as detect does. A band NaN on every
+    pixel is not dropped: both refuse the file, naming the band."""
+    import h5py
+    from scipy.io import savemat
+
+    def write(cube: np.ndarray) -> Path:
+        path = tmp_path / f"scene{suffix}"
+        if suffix == ".mat":
+            savemat(path, {"data": cube})
+        else:
+            with h5py.File(path, "w") as store:
+                store.create_dataset("cube", data=cube)
+        return path
+
+    cube = counts_cube(24, 12, 10, seed=7).astype(np.float32)
+    cube[3, 4, 2] = np.nan
+    cube[9, 1:4, 6] = FULL_SCALE  # 3 saturated pixels
+    path = write(cube)
+    scene = load_scene(path, saturation=FULL_SCALE)
+    report = tmp_path / "report.json"
+    argv = ["stream", "--source", str(path), "--detector", "rx", "--saturation", str(FULL_SCALE)]
+    assert main([*argv, "--json", str(report)]) == 0
+    written = json.loads(report.read_text())
+    record = written["detector"]
+    assert (
+        (record["sensor_bands"], record["good_bands"], record["bad_bands"])
+        == (
+            10,
+            int(scene.good_bands.sum()),
+            [int(b) for b in np.flatnonzero(~scene.good_bands)],
+        )
+        == (10, 10, [])
+    )
+    assert record["no_data_value"] is None and record["saturation"] == FULL_SCALE
+    assert (
+        written["health"]["masked_pixels"] == scene.masked == {"non_finite": 1, "no_data": 0, "saturated": 3}
+    )
+    out = capsys.readouterr().out
+    assert "masking: 10 of 10 bands scored (left out: none); no-data value none, saturation 4095" in out
+
+    cube[:, :, 5] = np.nan
+    write(cube)
+    for command in (["detect", str(path), "--detector", "rx"], argv):
+        assert main(command) == 2
+        error = capsys.readouterr().err
+        assert "on every pixel (0-based: 5)" in error and "leave them out of its cube" in error
+
+
 def test_the_masking_record_follows_a_new_band_count() -> None:
     """The bbl is a mask of the sensor's 12 bands; when the sensor switches to 11 bands the mask no
     longer applies (every band good) and the record said 10 good bands, 2 left out, still."""

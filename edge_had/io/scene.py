@@ -303,8 +303,8 @@ def no_valid_pixel_error(stored: np.ndarray, rule: PixelRule, path: Path | None)
 
 def _dead_bands(stored: np.ndarray, rule: PixelRule) -> str:
     """A hint naming the good bands that are NaN/Inf, no-data or saturated on every pixel: one
-    such band invalidates every pixel, and marking it bad (ENVI ``bbl``) keeps the rest of the
-    scene."""
+    such band invalidates every pixel, and marking it bad (ENVI ``bbl``), or leaving it out of a
+    MATLAB/HDF5/``.npy`` cube (those formats carry no bad-band list), keeps the rest of the scene."""
     good = np.ones(stored.shape[-1], dtype=bool) if rule.good is None else rule.good
     bands = np.flatnonzero(good)
     dead = np.ones(bands.size, dtype=bool)
@@ -321,5 +321,6 @@ def _dead_bands(stored: np.ndarray, rule: PixelRule) -> str:
     unusable = "NaN/Inf or no-data" if rule.saturation is None else "NaN/Inf, no-data or saturated"
     return (
         f"; {int(dead.sum())} band(s) are {unusable} on every pixel (0-based: {listed}): "
-        "mark them bad (ENVI 'bbl') to keep the other bands"
+        "mark them bad (ENVI 'bbl'; a .mat, .h5 or .npy file has no bad-band list: leave them out of "
+        "its cube) to keep the other bands"
     )
