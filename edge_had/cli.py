@@ -369,12 +369,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
             from edge_had.io import scene_sha256
 
             sha256 = scene_sha256(args.scene)
-            if sha256 in training:
+            if sha256 in training:  # notes go to stderr with the warnings: stdout holds the results
                 print(
-                    "note: the model was trained on this scene, so its AUC says nothing about unseen scenes"
+                    "note: the model was trained on this scene, so its AUC says nothing about unseen scenes",
+                    file=sys.stderr,
                 )
             elif (note := same_name_note(training, sha256, scene.name)) is not None:
-                print(f"note: {note}")
+                print(f"note: {note}", file=sys.stderr)
     return 0
 
 

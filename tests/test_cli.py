@@ -289,3 +289,50 @@ def test_the_interleave_choices_are_the_readers_layouts():
     from edge_had.io.raw import LAYOUTS
 
     assert sorted(INTERLEAVES) == sorted(LAYOUTS)
+
+
+def test_a_streams_notes_and_warnings_go_to_stderr_and_stdout_holds_its_summary(tmp_path):
+    """The CLI's streams: results (tables, summaries, `-> path` lines) on stdout, every `note:`
+    and `warning:` on stderr, so a script reading stdout gets the results alone. A stream of a
+    16-line file asked for 20 lines (a note) with --show where no window can open (a warning),
+    run as a user runs it."""
+    from edge_had.stream.video import window_unavailable_reason
+
+    if window_unavailable_reason() is None:
+        pytest.skip("this OpenCV opens windows: --show would open one")
+    cube, _ = small_scene(4, rows=16)
+    np.save(tmp_path / "short.npy", cube)
+    argv = ["stream", "--source", str(tmp_path / "short.npy"), "--detector", "rx", "--lines", "20"]
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_had", *argv, "--show", "--json", str(tmp_path / "report.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "note: --lines 20: the file has 16 lines" in done.stderr
+    assert "warning: --show: no live window" in done.stderr
+    summary = ("16 lines in: 16 scored", "|", "pixels: ", "masking: ", "look-ahead: ", "events: ")
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(summary[0]) and all(line.startswith(summary) for line in lines), lines
+
+
+def test_every_note_and_warning_the_package_prints_goes_to_stderr():
+    """A `print("note: ...")` without file=sys.stderr put a diagnostic among a command's results
+    (detect's and stream's notes that the model was trained on the scene, the soak stream's
+    notes did): every print whose text starts with note:/warning: names a file (stderr)."""
+    import ast
+    from pathlib import Path
+
+    import edge_had
+
+    to_stdout = []
+    for path in Path(edge_had.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print" and node.args):
+                continue
+            first = node.args[0]
+            head = first.values[0] if isinstance(first, ast.JoinedStr) and first.values else first
+            text = head.value if isinstance(head, ast.Constant) and isinstance(head.value, str) else ""
+            if text.startswith(("note:", "warning:")) and not any(k.arg == "file" for k in node.keywords):
+                to_stdout.append(f"{path.name}:{node.lineno}")
+    assert not to_stdout

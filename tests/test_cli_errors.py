@@ -214,7 +214,8 @@ def test_ctrl_c_finishes_the_stream_and_writes_everything(tmp_path: Path, monkey
 def test_detect_says_when_the_model_was_trained_on_the_scene(data_dir: Path, capsys) -> None:
     scene = data_dir / "abu-beach-3.mat"  # one of the shipped model's training scenes
     assert main(["detect", str(scene), "--detector", "enhanced-rx", "--backend", "torch"]) == 0
-    assert "note: the model was trained on this scene" in capsys.readouterr().out
+    printed = capsys.readouterr()  # a note, on stderr: stdout holds the results alone
+    assert "note: the model was trained on this scene" in printed.err and "note:" not in printed.out
 
 
 def strict_json(text: str):
@@ -407,7 +408,9 @@ def test_a_long_synthetic_stream_writes_its_video_and_says_what_it_does_not_writ
     argv = ["stream", "--source", "synthetic", "--lines", "64", "--width", "32", "--bands", "8"]
     assert main([*argv, "--detector", "rx", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["events.jsonl", "waterfall.mp4"]
-    assert "keeps no score map" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "note: a synthetic stream of over 40 lines keeps no score map" in printed.err
+    assert "note:" not in printed.out
 
 
 def test_a_long_synthetic_stream_renders_a_bounded_set_of_strips_before_it_starts(
@@ -431,7 +434,9 @@ def test_a_long_synthetic_stream_renders_a_bounded_set_of_strips_before_it_start
     result = json.loads(report.read_text())
     assert result["synthetic_strips"] == {"distinct": 3, "lines": 16, "rendered_before_the_stream": True}
     assert made[0]["distinct_strips"] == 3 and result["health"]["lines_in"] == 100
-    assert "3 synthetic strip(s) of 16 lines rendered first" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "note: 3 synthetic strip(s) of 16 lines rendered first" in printed.err
+    assert "note:" not in printed.out
     monkeypatch.setattr(command, "SOAK_STRIP_BYTES", 1)  # not even one strip fits: one, still
     assert main([*argv, "--lines", "41", "--detector", "rx", "--json", str(report)]) == 0
     assert json.loads(report.read_text())["synthetic_strips"]["distinct"] == 1

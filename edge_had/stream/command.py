@@ -225,7 +225,10 @@ def _source(args: argparse.Namespace) -> _Source:
             pace=args.pace,
             distinct_strips=distinct,
         )
-        print(f"note: {distinct} synthetic strip(s) of {SOAK_STRIP_LINES} lines rendered first, then cycled")
+        print(
+            f"note: {distinct} synthetic strip(s) of {SOAK_STRIP_LINES} lines rendered first, then cycled",
+            file=sys.stderr,
+        )
         return _Source(
             lines,
             None,
@@ -418,7 +421,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         if source_sha256 is not None:
             note = same_name_note(onboard.bundle.training_scenes, source_sha256, Path(args.source).stem)
             if note is not None:
-                print(f"note: {note}")
+                print(f"note: {note}", file=sys.stderr)
     if args.faults:
         from edge_had.stream.faults import faulty_lines
 
@@ -444,7 +447,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         if not keep:  # no score map is kept: say so
             print(
                 f"note: a synthetic stream of over {KEEP_LINES} lines keeps no score map (bounded "
-                "memory): --out gets events.jsonl and waterfall.mp4, not scores.npy or waterfall.png"
+                "memory): --out gets events.jsonl and waterfall.mp4, not scores.npy or waterfall.png",
+                file=sys.stderr,
             )
         events_file = open(Path(args.out) / "events.jsonl", "w")  # noqa: SIM115 - closed below
     waiting: dict[int, Any] = {}
@@ -618,7 +622,7 @@ def _video(args: argparse.Namespace, width: int) -> Any:
     show = bool(args.show)
     if show and (why := window_unavailable_reason()) is not None:
         instead = "the video is written to --out instead" if args.out else "give --out to keep a video"
-        print(f"--show: no live window: {why}; {instead}")
+        print(f"warning: --show: no live window: {why}; {instead}", file=sys.stderr)
         show = False
     if args.out is None and not show:
         return None
@@ -669,8 +673,11 @@ def _print_summary(report: dict[str, Any]) -> None:
         rate = events["false_per_1000_lines"]
         line += f"; AUC {report['auc']:.4f}; false events {events['false']} ({rate:.1f}/1000 lines)"
     print(line)
-    if report["trained_on"]:
-        print("note: the model was trained on this scene, so its AUC says nothing about unseen scenes")
+    if report["trained_on"]:  # a note, with the warnings on stderr: stdout holds the results
+        print(
+            "note: the model was trained on this scene, so its AUC says nothing about unseen scenes",
+            file=sys.stderr,
+        )
 
 
 def _value_or_none(value: float | None) -> str:
