@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -561,17 +560,13 @@ def test_cli_arguments_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
 # --------------------------------------------------------------------------- data parallel
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ddp_worker(rank: int, world: int, port: int, folder: str) -> None:
     os.environ.update(
         {
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
+            # as under torchrun: the store is the launcher's (the test's), every rank a client
+            "TORCHELASTIC_USE_AGENT_STORE": "True",
             "RANK": str(rank),
             "LOCAL_RANK": str(rank),
             "WORLD_SIZE": str(world),
@@ -609,7 +604,12 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
 
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    # The ranks meet at a store the test hosts, as torchrun's agent does: bound to a port the kernel
+    # picks and held until the ranks are done. A port found free first and bound later by rank 0
+    # can be taken in between by another test run (seconds here: rank 0 imports torch first); its
+    # ranks then fail with EADDRINUSE or join the other run's store.
+    store = torch.distributed.TCPStore("127.0.0.1", 0, 2, is_master=True, wait_for_workers=False)
+    mp.spawn(_ddp_worker, args=(2, store.port, str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["world"] == r1["world"] == 2
