@@ -11,11 +11,8 @@ through ``on_result``:
 * ``scored`` - it has scores (warm-up lines are scored late, when the warm-up ends: flags
   ``warm-up`` and ``late``; their ``push`` returns state ``pending``);
 * ``rejected`` - bad input, with a reason (wrong pixel or band count, values that are not
-  numbers or not an array numpy can read, duplicate or out-of-order index, no valid pixel). With
-  ``reorder_window = R > 0`` a line that arrives after a later one is held (up to R lines wait for
-  a missing index) and processed in order with the flag ``reordered``; only a line older than
-  everything already released is rejected. The stream's first index is not known in advance, so
-  its first lines wait until R + 1 have arrived (they are in the statistics' warm-up anyway);
+  numbers or not an array numpy can read, duplicate or out-of-order index, implausible index
+  jump, no valid pixel);
 * ``dropped`` - overload (:meth:`drop`, used by :func:`edge_had.stream.run.run_stream` when it
   falls behind a paced sensor by more than its allowed lag; a drop of an index already seen is
   rejected as a duplicate instead).
@@ -24,6 +21,14 @@ through ``on_result``:
 ``drop`` or ``finish`` (a :class:`RuntimeError` says so; hand results to a queue instead). An
 exception it raises is caught and counted (``callback_errors`` in health, the first one logged and
 kept as ``first_callback_error``), so a faulty consumer cannot stop the stream or lose a line.
+
+Where a line's index puts it is :mod:`edge_had.stream.line_order`'s (its docstring has every
+rule): the reorder window (``reorder_window = R > 0``: a line that arrives after a later one is
+held and processed in order, flag ``reordered``), gaps counted as ``missing_indices``,
+duplicates, lines too late, an index that leaps ahead (held, its ``push`` returning ``pending``,
+until the next line confirms it), a line counter that restarts (followed in a new counter
+``segment``; each line's ``row`` along track is its own). The pipeline keeps the pixels of the
+lines held meanwhile and processes those released, in order.
 
 So ``lines_in = lines_scored + lines_rejected + lines_dropped`` once :meth:`finish` has run.
 After ``reinit_after`` consecutive lines (default 8) of a new band count - each of them rejected -
@@ -42,49 +47,11 @@ time the reorder window had waited for a late or missing index when it released 
 line completing its look-ahead (at most its length plus the missing lines it gave up on, in line
 periods), the line took longer than the budget times 1 + the line periods its look-ahead spans,
 missing lines included, i.e. scoring fell behind; lines scored by a flush, at ``finish`` or a
-re-initialisation, are not judged). Lines held in the reorder window when the
-band count changes are processed first, with the old statistics. Gaps in the indices are counted
-as ``missing_indices`` (an index that arrives after all, too late and rejected, is not missing:
-the latest :data:`GIVEN_UP_MEMORY` given up are remembered); repeated ones as ``duplicates``. A
-line whose index leaps ahead further than the reorder window explains (more than
-``reorder_window + 1`` past the newest index; without a window any gap) is not trusted until the
-next line confirms it: it is held - not scored into a row, its ``push`` returns ``pending``. If
-the next line moves forward from it (at its index, within the reorder window below it, or past
-it by up to :data:`LEAP_TRUST_LINES`: lines were lost, a USB hiccup or a burst, or the counter
-really jumped) it is taken then, one line late, the indices it leapt over missing, and the next
-line is judged in turn (a leap itself is held in its turn; a resend of the held line is a
-duplicate). If the next line goes back to the old sequence (up to ``reorder_window + 1`` past the
-newest before the leap), lands between the two or leaps far past it, the held line is rejected as
-an ``implausible index jump`` and the stream keeps its place (a corrupted counter value, one
-flipped bit: it must neither put its line in another line's row nor get the lines after it
-rejected as out of order; its index is not counted missing if the stream passes it later); a
-next line between the two is then itself a leap from the old newest, held. A held leap at the
-stream's end is taken if it leapt up to :data:`LEAP_TRUST_LINES`, else rejected. Without a
-reorder window, a line lost next to a reordered pair can so cost one more line (the reordered
-line leaps over the lost one). A line going
-back (an index not past the newest processed) is rejected: a ``duplicate index`` when that index
-was processed lately (the last ``4 x reorder_window + 16``) or is held in the window, else an
-``out-of-order index`` - a line too late or a stale resend, too old to tell which (one given up
-as missing is not missing after all). A counter that restarts (an SDK reconnect, a counter that
-wraps) goes back too, and is followed only on evidence: the line went back to an index near 0
-(at most :data:`COUNTER_RESTART_MAX_INDEX`: a counter starts again at 0 or 1, its first lines
-perhaps lost) and the next line continues from it - the first is lost - or
-:data:`COUNTER_RESTART_CONFIRM_LINES` consecutive lines continued from another index - those are
-lost (a resend of old lines is shorter; a counter restarted elsewhere must not get every later
-line rejected until it passes its old maximum); a line then below the restarted run's first index
-is out of order (it has no row of the new segment). Lines processed lately are never a restart (a
-resent pair is two duplicates). One case stays ambiguous: a resend of the stream's first lines
-(indices up to 16) older than the lines remembered is taken for a restart. A restart followed is
-``counter_resets`` in health; indices then repeat earlier ones, so each result carries its
-counter ``segment`` and a ``row`` along track that no other line has (:class:`LineResult`: score
-maps and events are keyed by it). The index counts lines
-(the line after ``i`` is ``i + 1``; a gap is counted as missing lines, and the reorder window
-waits for it): a camera that stamps its lines with a clock tick passes the tick as the timestamp
-and numbers the lines itself (``enumerate``), or every line would count as a gap or an
-implausible jump. When the enhancement
-network fails, the stream goes on with plain RX (flag ``plain-rx``, ``enhancement_failures`` in
-health) from the line it failed on (from the first line when its warm-up failed); the lines the
-enhancer held are rejected with the failure as the reason.
+re-initialisation, are not judged). Lines held in the reorder window when the band count
+changes are processed first, with the old statistics. When the enhancement network fails, the
+stream goes on with plain RX (flag ``plain-rx``, ``enhancement_failures`` in health) from the line
+it failed on (from the first line when its warm-up failed); the lines the enhancer held are
+rejected with the failure as the reason.
 """
 
 from __future__ import annotations
@@ -93,7 +60,7 @@ import logging
 import numbers
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -104,23 +71,17 @@ from edge_had.io.scene import MASK_REASONS, PixelRule
 from edge_had.stream.causal import NUMPY_LINE_MATH, CausalRX, CausalSettings, LineMath
 from edge_had.stream.causal_local import CausalHybridRX, LocalLineMath
 from edge_had.stream.enhance import EnhancementError
+
+# the ordering rules' constants, re-exported: callers and tests import them from here too
+from edge_had.stream.line_order import COUNTER_RESTART_CONFIRM_LINES as COUNTER_RESTART_CONFIRM_LINES
+from edge_had.stream.line_order import COUNTER_RESTART_MAX_INDEX as COUNTER_RESTART_MAX_INDEX
+from edge_had.stream.line_order import GIVEN_UP_MEMORY as GIVEN_UP_MEMORY
+from edge_had.stream.line_order import LEAP_TRUST_LINES as LEAP_TRUST_LINES
+from edge_had.stream.line_order import Entry, Leap, LineOrder, Release
 from edge_had.stream.profiler import TOTAL, StageProfiler
 
 STATES = ("scored", "rejected", "dropped")
 SCORERS = ("global", "hybrid")
-#: The latest indices given up as missing that are remembered, so one arriving after all (too
-#: late, rejected) is not counted missing as well.
-GIVEN_UP_MEMORY = 256
-#: A restarted line counter starts again at 0 (or 1): going back to an index up to this one (its
-#: first lines may have been lost), continued by the next line, is a restart.
-COUNTER_RESTART_MAX_INDEX = 16
-#: Going back to any other index is a stale resend or a late line, unless this many consecutive
-#: lines continue from it (a counter restarted elsewhere; a resend of old lines is shorter).
-COUNTER_RESTART_CONFIRM_LINES = 64
-#: A line held for leaping ahead is confirmed by a next line that moves forward from it by up to
-#: this many lines (two leaps in a row further apart are taken for corrupted counter values); the
-#: stream's last line is taken if it leapt up to this many lines (else rejected).
-LEAP_TRUST_LINES = 1000
 
 
 @dataclass
@@ -240,15 +201,15 @@ class _Pending:
 
 
 @dataclass
-class _Leap:
-    """A line whose index leapt ahead, held (not scored into a row) until the next line says
-    whether the leap was real. ``pixels``: a copy, or None for a dropped line (``drop_reason``)."""
+class _Line:
+    """A line the line order holds (in the reorder window, or as a leap ahead) until its turn.
+    ``pixels``: a copy (the caller may reuse its buffer; a leaping line's only when its shape is
+    the stream's), or None for a dropped line (``drop_reason``)."""
 
     result: LineResult
     pixels: Any
     arrival: float
-    drop_reason: str | None
-    newest: int  # the stream's newest index when it leapt
+    drop_reason: str | None = None
 
 
 class StreamPipeline:
@@ -325,31 +286,17 @@ class StreamPipeline:
         self._lock = threading.Lock()
         self._callback_thread: int | None = None  # the thread inside on_result, if any
         self._finished = False
-        self._last_index: int | None = None
         self._pending: dict[int, _Pending] = {}  # CausalRX position -> line waiting for its score
         self._position = 0
         self._rx_base = 0  # pipeline position of the current statistics' first line
         self.reinit_after = reinit_after
-        # the line that leapt ahead, held until the next line confirms the leap (or not)
-        self._leap: _Leap | None = None
-        # indices of the latest lines rejected for a leap the next line did not confirm: the line
-        # arrived, so its index is no gap (not missing) if the stream passes it later
-        self._refused_leaps: deque[int] = deque(maxlen=GIVEN_UP_MEMORY)
-        # (first index, lines) of the consecutive lines just refused for going back, if any
-        self._back_run: tuple[int, int] | None = None
-        self._segment = 0  # counter restarts followed
-        self._row_offset = 0  # row - index in this segment
-        self._segment_first: int | None = None  # a restarted counter's first index (its first row)
         self._new_band_count = (0, 0)  # (band count, consecutive lines) of lines with another count
         #: each re-initialisation for a new band count: the ``sequence`` of the line that decided it,
         #: the new ``bands``, the ``reduced_bands`` scored and their ``resampling``
         self.band_changes: list[dict[str, Any]] = []
         self.fallback_flag: str | None = None
         self.reorder_window = reorder_window
-        self._held: dict[int, tuple[np.ndarray, LineResult, float] | None] = {}  # None: arrived, rejected
-        self._released: deque[int] = deque(maxlen=4 * reorder_window + 16)
-        self._max_seen = -(2**62)
-        self._given_up: deque[int] = deque(maxlen=GIVEN_UP_MEMORY)  # see _give_up
+        self.order: LineOrder[_Line] = LineOrder(reorder_window, self.health)  # where each index goes
 
     # ------------------------------------------------------------------ entry points
 
@@ -376,168 +323,176 @@ class StreamPipeline:
             if self._finished:
                 return self._finish(result, "rejected", reason="stream finished (finish() was called)")
             self._settle_leap(index)
-            if self._leaps(index):
+            if self.order.leaps(index):
                 self._hold_leap(result, pixels, arrival)
                 return result
             return self._take(pixels, result, arrival)
 
-    def _take(self, pixels: Any, result: LineResult, arrival: float, waited_s: float = 0.0) -> LineResult:
-        """A pushed line that does not leap ahead (or whose leap the next line confirmed, after
-        ``waited_s`` held): into the reorder window, or checked and processed."""
-        if self.reorder_window > 0:
-            return self._admit(pixels, result, arrival)
-        problem = self._check_index(result.index)
-        if problem is None:
-            self._place(result)
-            problem = self._check_shape(pixels, result)
-        if problem is not None:
-            return self._finish(result, "rejected", reason=problem)
-        self._process(pixels, result, arrival, window_wait_s=waited_s)
-        return result
+    def drop(
+        self, index: int, timestamp: float, reason: str = "overload", meta: dict[str, Any] | None = None
+    ) -> LineResult:
+        """Account for a line the caller could not process in time (an index seen before, or one
+        beyond the reorder window, is rejected as :meth:`push` would reject it; so is any line
+        after :meth:`finish`)."""
+        self._refuse_from_callback("drop")
+        index = _line_index(index)
+        with self._lock:
+            result = self._received(index, timestamp, meta)
+            if self._finished:
+                return self._finish(result, "rejected", reason="stream finished (finish() was called)")
+            self._settle_leap(index)
+            if self.order.leaps(index):
+                self._hold_leap(result, None, 0.0, drop_reason=reason)
+                return result
+            return self._take_drop(result, reason)
+
+    def finish(self) -> None:
+        """End of stream: lines still in warm-up are scored (late) if they can be, else rejected;
+        lines pushed afterwards are rejected."""
+        self._refuse_from_callback("finish")
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            self._settled(self.order.end_leap())  # no line came to confirm it: trusted if it leapt little
+            self._process_released(self.order.release_all())
+            if self.enhancer is not None:
+                self._score(self._enhanced(self.enhancer.flush))
+            self._deliver_flushed()
+            for position in sorted(self._pending):
+                self._finish(self._pending.pop(position).result, "rejected", reason="stream ended in warm-up")
+
+    def report(self) -> dict[str, Any]:
+        if self._callback_thread == threading.get_ident():  # from on_result: the lock is held here
+            return self._report()
+        with self._lock:  # e.g. from a monitoring thread while lines arrive
+            return self._report()
+
+    def _report(self) -> dict[str, Any]:
+        return {
+            "health": self.health.to_dict(),
+            "latency_ms": self.profiler.summary(),
+            "causal_settings": self.settings.to_dict(),
+            "reduced_bands": self.rx.bands,
+            "scorer": self.scorer,
+            "look_ahead_lines": self.look_ahead_lines,
+        }
+
+    @property
+    def look_ahead_lines(self) -> int:
+        """Lines that must arrive after a line before it can be scored (enhancement + scorer)."""
+        return self.rx.look_ahead_lines + (0 if self.enhancer is None else self.enhancer.look_ahead_lines)
 
     def _received(self, index: int, timestamp: float, meta: dict[str, Any] | None) -> LineResult:
         """A new line's result, counted in ``lines_in`` and numbered in arrival order."""
         self.health.lines_in += 1
         return LineResult(index, timestamp, "pending", meta=meta, sequence=self.health.lines_in - 1)
 
-    def _place(self, result: LineResult) -> None:
-        """The line's index is the stream's: give it its counter segment and its row along track."""
-        result.segment, result.row = self._segment, result.index + self._row_offset
+    # ------------------------------------------------------------------ where each line goes
 
-    def _admit(self, pixels: np.ndarray, result: LineResult, arrival: float) -> LineResult:
-        """Reorder window: hold lines until their predecessors arrive or ``reorder_window`` lines
-        are held; a line older than everything released is rejected (duplicate or too late)."""
-        index = result.index
-        problem = self._reorder_problem(index)
-        if problem is not None:
-            return self._finish(result, "rejected", reason=problem)
-        self._place(result)
-        if index < self._max_seen:
+    def _take(self, pixels: Any, result: LineResult, arrival: float, waited_s: float = 0.0) -> LineResult:
+        """A pushed line that does not leap ahead (or whose leap the next line confirmed, after
+        ``waited_s`` held): checked, then processed, or held in the reorder window (a copy: the
+        caller may reuse its buffer before this line's turn comes)."""
+        entry = self._enter(result)
+        if entry.problem is not None:
+            return self._finish(result, "rejected", reason=entry.problem)
+        if entry.reordered:  # (a dropped line is not flagged)
             result.flags.append("reordered")
-        self._max_seen = max(self._max_seen, index)
         problem = self._check_shape(pixels, result)  # may re-initialise, releasing every held line first
+        if self.reorder_window == 0:
+            if problem is not None:
+                return self._finish(result, "rejected", reason=problem)
+            self._process(pixels, result, arrival, window_wait_s=waited_s)
+            return result
         if problem:
             self._finish(result, "rejected", reason=problem)
-        if self._last_index is None or index > self._last_index:
-            # a copy: the caller may reuse its buffer before this line's turn comes
-            self._held[index] = None if problem else (np.array(pixels, copy=True), result, arrival)
-            self._release(force=False)
+        line = None if problem else _Line(result, np.array(pixels, copy=True), arrival)
+        self._process_released(self.order.hold(result.index, line))
         return result
 
-    def _reorder_problem(self, index: int) -> str | None:
-        """Why ``index`` cannot enter the reorder window (seen before, too late, or an implausible
-        leap ahead), or None."""
-        back_run, self._back_run = self._back_run, None
-        seen = index in self._held or index in self._released
-        late = self._last_index is not None and index <= self._last_index
-        # before a restarted counter's first line: its row would be the segment before's
-        early = self._segment_first is not None and index < self._segment_first
-        if (seen or late or early) and not self._counter_restarted(index, back_run, seen):
-            if seen:
-                self.health.duplicates += 1
-                return "duplicate index"
-            if late:
-                return f"out-of-order index (beyond the reorder window, after {self._last_index})"
-            return f"out-of-order index (before the restarted counter's first line, {self._segment_first})"
-        return None
+    def _take_drop(self, result: LineResult, reason: str) -> LineResult:
+        """A dropped line that does not leap ahead (or whose leap was confirmed)."""
+        entry = self._enter(result)
+        if entry.problem is not None:
+            return self._finish(result, "rejected", reason=entry.problem)
+        if self.reorder_window > 0:  # arrived (and dropped): nothing to wait for
+            self._process_released(self.order.hold(result.index, None))
+        return self._finish(result, "dropped", reason=reason)
 
-    def _newest(self) -> int | None:
-        """The newest index the stream has taken (None before its first line, or a restart's)."""
-        if self.reorder_window == 0:
-            return self._last_index
-        started = self._last_index is not None or bool(self._held)
-        return self._max_seen if started else None
+    def _enter(self, result: LineResult) -> Entry[_Line]:
+        """The line order's verdict on the line's index (:meth:`LineOrder.enter`): the lines a
+        counter restart released go first; a line taken gets its counter segment and its row
+        along track."""
+        entry = self.order.enter(result.index)
+        self._process_released(entry.released)
+        if entry.problem is None:
+            self._place(result)
+        return entry
 
-    def _leaps(self, index: int) -> bool:
-        """Whether ``index`` leaps further ahead than the reorder window explains (more than
-        ``reorder_window + 1`` past the newest index): a lost stretch of lines, or a corrupted
-        counter value - the next line tells which (:meth:`_settle_leap`)."""
-        newest = self._newest()
-        return newest is not None and index > newest + self.reorder_window + 1
+    def _place(self, result: LineResult) -> None:
+        """The line's index is the stream's: give it its counter segment and its row along track."""
+        result.segment, result.row = self.order.place(result.index)
 
     def _hold_leap(
         self, result: LineResult, pixels: Any, arrival: float, drop_reason: str | None = None
     ) -> None:
-        """Hold a leaping line (a copy of its pixels) until the next line arrives. It breaks a
-        run of lines going back (:meth:`_counter_restarted`)."""
-        self._back_run = None
+        """Hold a leaping line (a copy of its pixels) until the next line arrives."""
         if pixels is not None and self._check_shape(pixels) is None:
             pixels = np.array(pixels, copy=True)  # the caller may reuse its buffer
-        self._leap = _Leap(result, pixels, arrival, drop_reason, self._newest())
+        self.order.hold_leap(result.index, _Line(result, pixels, arrival, drop_reason))
 
     def _settle_leap(self, index: int) -> None:
-        """A line ``index`` arrived after a line that leapt ahead. If it moves forward from that
-        line (at it, within the reorder window below it, or past it, by up to
-        :data:`LEAP_TRUST_LINES`), the leap was real and the stream follows it: the held line is
-        taken now, one line late, its gap missing, and the caller judges ``index`` in turn (a
-        leap itself is held; a resend of the held line is a duplicate). Otherwise - it returns
-        to the old sequence, lands between the two, or leaps far past the held line - the held
-        line is rejected as an implausible index and the stream keeps its place (the line is not
-        missing if the stream passes its index later: it arrived, with a bad counter value);
-        ``index`` is then judged against the old newest (between the two: a leap, held)."""
-        leap, self._leap = self._leap, None
-        if leap is None:
-            return
-        held = leap.result.index
-        if held - self.reorder_window - 1 < index <= held + LEAP_TRUST_LINES:
-            self._take_leap(leap)
-            return
-        self._refuse_leap(leap, f"the next line, {index}, did not move forward from it")
+        """A line ``index`` arrived: the line that leapt before it, if any, is taken or rejected
+        now (:meth:`LineOrder.settle_leap`); the caller judges ``index`` in turn."""
+        self._settled(self.order.settle_leap(index))
 
-    def _take_leap(self, leap: _Leap) -> None:
-        """Take a held line whose leap was confirmed (or trusted at the stream's end)."""
-        if leap.drop_reason is not None:
-            self._take_drop(leap.result, leap.drop_reason)
+    def _settled(self, settled: tuple[Leap[_Line], str | None] | None) -> None:
+        """A held leap the line order settled: rejected with its reason, or taken now."""
+        if settled is None:
             return
-        # it waited for the next line - the window's wait, not scoring's - up to the line periods
-        # of the line and of the lines it leapt over (as _window_wait: those took their periods)
-        waited = time.perf_counter() - leap.arrival
-        leapt_over = leap.result.index - leap.newest - 1
+        leap, refusal = settled
+        if refusal is not None:
+            self._finish(leap.line.result, "rejected", reason=refusal)
+        elif leap.line.drop_reason is not None:
+            self._take_drop(leap.line.result, leap.line.drop_reason)
+        else:
+            self._take_leap(leap)
+
+    def _take_leap(self, leap: Leap[_Line]) -> None:
+        """Take a held line whose leap was confirmed (or trusted at the stream's end). It waited
+        for the next line - the window's wait, not scoring's - up to the line periods of the line
+        and of the lines it leapt over (as :meth:`_window_wait`: those took their periods)."""
+        line = leap.line
+        waited = time.perf_counter() - line.arrival
+        leapt_over = leap.index - leap.newest - 1
         self._take(
-            leap.pixels, leap.result, leap.arrival, min(waited, (1 + leapt_over) * (self.budget_s or 0.0))
+            line.pixels, line.result, line.arrival, min(waited, (1 + leapt_over) * (self.budget_s or 0.0))
         )
 
-    def _refuse_leap(self, leap: _Leap, why: str) -> None:
-        if leap.result.index not in self._refused_leaps:
-            self._refused_leaps.append(leap.result.index)
-        reason = f"implausible index jump (from {leap.newest} to {leap.result.index}; {why})"
-        self._finish(leap.result, "rejected", reason=reason)
-
-    def _release(self, force: bool) -> None:
-        released, given_up = [], 0
-        while self._held:
-            following = None if self._last_index is None else self._last_index + 1
-            if following not in self._held:
-                if not force and len(self._held) <= self.reorder_window:
-                    break
-                following = min(self._held)  # give up waiting: the indices between are missing
-                if self._last_index is not None:  # (before the first line: none are)
-                    given_up += following - self._last_index - 1
-                    self._give_up(self._last_index + 1, following)
-            entry = self._held.pop(following)
-            self._last_index = following
-            self._released.append(following)
-            if entry is not None:
-                released.append(entry)
-        window_wait = self._window_wait(released, given_up)
-        for pixels, result, arrival in released:
-            problem = self._check_shape(pixels)  # held across a re-init?
+    def _process_released(self, released: Release[_Line]) -> None:
+        """Process the lines the reorder window released, in order."""
+        window_wait = self._window_wait(released)
+        for line in released.lines:
+            problem = self._check_shape(line.pixels)  # held across a re-init?
             if problem is None:
-                self._process(pixels, result, arrival, window_wait_s=window_wait)
+                self._process(line.pixels, line.result, line.arrival, window_wait_s=window_wait)
             else:
-                self._finish(result, "rejected", reason=problem)
+                self._finish(line.result, "rejected", reason=problem)
 
-    def _window_wait(self, released: list[tuple[np.ndarray, LineResult, float]], given_up: int) -> float:
+    def _window_wait(self, released: Release[_Line]) -> float:
         """How long the window delayed the lines it releases now (waiting for a late or missing
         index): the age of the oldest, at most the line periods the window may wait - its length
         plus the missing lines it gave up on now (they took their periods too). Those lines, and
         earlier lines whose look-ahead they complete, were delayed that much by the window, not
         by scoring."""
-        if not released or self.budget_s is None:
+        if not released.lines or self.budget_s is None:
             return 0.0
         now = time.perf_counter()
-        oldest = max(now - arrival for _, _, arrival in released)
-        return min(oldest, (self.reorder_window + given_up) * self.budget_s)
+        oldest = max(now - line.arrival for line in released.lines)
+        return min(oldest, (self.reorder_window + released.given_up) * self.budget_s)
+
+    # ------------------------------------------------------------------ processing
 
     def _process(
         self, pixels: np.ndarray, result: LineResult, arrival: float, window_wait_s: float = 0.0
@@ -600,85 +555,6 @@ class StreamPipeline:
             line = line @ self._reduction32.T
         return line.astype(np.float64)
 
-    def drop(
-        self, index: int, timestamp: float, reason: str = "overload", meta: dict[str, Any] | None = None
-    ) -> LineResult:
-        """Account for a line the caller could not process in time (an index seen before, or one
-        beyond the reorder window, is rejected as :meth:`push` would reject it; so is any line
-        after :meth:`finish`)."""
-        self._refuse_from_callback("drop")
-        index = _line_index(index)
-        with self._lock:
-            result = self._received(index, timestamp, meta)
-            if self._finished:
-                return self._finish(result, "rejected", reason="stream finished (finish() was called)")
-            self._settle_leap(index)
-            if self._leaps(index):
-                self._hold_leap(result, None, 0.0, drop_reason=reason)
-                return result
-            return self._take_drop(result, reason)
-
-    def _take_drop(self, result: LineResult, reason: str) -> LineResult:
-        """A dropped line that does not leap ahead (or whose leap was confirmed)."""
-        index = result.index
-        if self.reorder_window == 0:
-            problem = self._check_index(index)
-        else:
-            problem = self._reorder_problem(index)
-            if problem is None:
-                self._held[index] = None  # arrived (and dropped): nothing to wait for
-                self._max_seen = max(self._max_seen, index)
-                self._release(force=False)
-        if problem is not None:
-            return self._finish(result, "rejected", reason=problem)
-        self._place(result)
-        return self._finish(result, "dropped", reason=reason)
-
-    def finish(self) -> None:
-        """End of stream: lines still in warm-up are scored (late) if they can be, else rejected;
-        lines pushed afterwards are rejected."""
-        self._refuse_from_callback("finish")
-        with self._lock:
-            if self._finished:
-                return
-            self._finished = True
-            if self._leap is not None:  # no line came to confirm it: trusted if it leapt little
-                leap, self._leap = self._leap, None
-                if leap.result.index - leap.newest <= LEAP_TRUST_LINES:
-                    self._take_leap(leap)
-                else:
-                    self._refuse_leap(leap, "the stream ended before a line could confirm it")
-            if self._held:
-                self._release(force=True)
-            if self.enhancer is not None:
-                self._score(self._enhanced(self.enhancer.flush))
-            self._deliver_flushed()
-            for position in sorted(self._pending):
-                self._finish(self._pending.pop(position).result, "rejected", reason="stream ended in warm-up")
-
-    def report(self) -> dict[str, Any]:
-        if self._callback_thread == threading.get_ident():  # from on_result: the lock is held here
-            return self._report()
-        with self._lock:  # e.g. from a monitoring thread while lines arrive
-            return self._report()
-
-    def _report(self) -> dict[str, Any]:
-        return {
-            "health": self.health.to_dict(),
-            "latency_ms": self.profiler.summary(),
-            "causal_settings": self.settings.to_dict(),
-            "reduced_bands": self.rx.bands,
-            "scorer": self.scorer,
-            "look_ahead_lines": self.look_ahead_lines,
-        }
-
-    @property
-    def look_ahead_lines(self) -> int:
-        """Lines that must arrive after a line before it can be scored (enhancement + scorer)."""
-        return self.rx.look_ahead_lines + (0 if self.enhancer is None else self.enhancer.look_ahead_lines)
-
-    # ------------------------------------------------------------------ internals
-
     def _score(self, lines: list[tuple[np.ndarray, np.ndarray]]) -> None:
         for line, valid in lines:
             with self.profiler.stage("statistics+rx"):
@@ -696,72 +572,6 @@ class StreamPipeline:
             flags = self._pending[self._rx_base + position].result.flags
             flags += ["outlier-pixels", "background-change"] if most else ["outlier-pixels"]
             self.health.outlier_pixels += pixels
-
-    def _check_index(self, index: int) -> str | None:
-        back_run, self._back_run = self._back_run, None
-        last = self._last_index
-        if last is not None and index <= last:
-            seen = index in self._released  # processed lately (the last one included)
-            if not self._counter_restarted(index, back_run, seen):
-                if seen:
-                    self.health.duplicates += 1
-                    return "duplicate index"
-                return f"out-of-order index (after {last})"
-        self._advance_to(index)
-        return None
-
-    def _advance_to(self, index: int) -> None:
-        """Without a reorder window: ``index`` is the stream's newest line; those between the
-        newest before and it are given up."""
-        if self._last_index is not None and index > self._last_index + 1:
-            self._give_up(self._last_index + 1, index)
-        self._last_index = index
-        self._released.append(index)  # (a resend of it is a duplicate: _counter_restarted)
-
-    def _give_up(self, first: int, stop: int) -> None:
-        """Indices ``first`` to ``stop - 1`` will not be processed: missing, unless one arrives
-        after all (:meth:`_counter_restarted`)."""
-        # lines rejected for a leap the next line did not confirm (one index may have come twice)
-        arrived = {index for index in self._refused_leaps if first <= index < stop}
-        for index in arrived:
-            self._refused_leaps.remove(index)
-        self.health.missing_indices += stop - first - len(arrived)
-        remembered = range(max(first, stop - GIVEN_UP_MEMORY), stop)
-        self._given_up.extend(index for index in remembered if index not in arrived)
-
-    def _counter_restarted(self, index: int, back_run: tuple[int, int] | None, seen: bool) -> bool:
-        """Whether a line whose index is not past the stream's restarts the line counter (the rule
-        is the module docstring's). ``back_run``: (first index, lines) of the consecutive lines
-        just before that went back; ``seen``: the index was processed lately or is held.
-        An index given up on is a line too late (rejected, not missing after all: the latest
-        :data:`GIVEN_UP_MEMORY`). On a restart the stream follows the counter from this line, as
-        after a leap ahead (the lines of the run before are lost), in a new segment whose rows
-        continue past the rows before; lines held in the reorder window go first. Else the line
-        is rejected, and the run it continues kept in case the next line continues it."""
-        if index in self._given_up:
-            self._given_up.remove(index)
-            self.health.missing_indices -= 1
-            return False
-        if seen:  # a resend of a line processed lately, whatever follows
-            return False
-        continues = back_run is not None and index == back_run[0] + back_run[1]
-        first, lines = (back_run[0], back_run[1] + 1) if back_run is not None and continues else (index, 1)
-        near_zero = first <= COUNTER_RESTART_MAX_INDEX and lines >= 2
-        if not near_zero and lines < COUNTER_RESTART_CONFIRM_LINES:
-            self._back_run = (first, lines)
-            return False
-        self.health.counter_resets += 1
-        if self._held:
-            self._release(force=True)
-        newest_row = self._row_offset + (self._last_index if self._last_index is not None else -1)
-        self._segment += 1
-        self._row_offset = newest_row + 1 - first  # the run's first line takes the next row
-        self._segment_first = first  # a line below it has no row of this segment
-        self._last_index, self._max_seen = None, -(2**62)
-        self._released.clear()
-        self._given_up.clear()
-        self._refused_leaps.clear()
-        return True
 
     def _check_shape(self, pixels: np.ndarray, taken: LineResult | None = None) -> str | None:
         """Why the line cannot be scored by this stream's statistics (its shape or values), or
@@ -785,7 +595,7 @@ class StreamPipeline:
             count = count + 1 if bands == shape[1] else 1
             self._new_band_count = (shape[1], count)
             if count >= self.reinit_after:
-                self._release(force=True)  # held lines of the old band count go first
+                self._process_released(self.order.release_all())  # held lines of the old band count go first
                 self._reinitialise(shape[1], taken.sequence)
         return f"line shape {shape}, expected ({self.width}, {self.bands})"
 
