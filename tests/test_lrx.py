@@ -166,6 +166,22 @@ def test_a_window_with_exactly_dims_plus_one_pixels_is_local():
     )
 
 
+def test_a_window_with_exactly_dims_pixels_takes_the_global_statistics():
+    """Corners of a 3 x 3 window minus the centre hold 3 pixels: with 3 dimensions one short of
+    a local covariance, so the corners score against the global statistics (the slow reference
+    agrees; a local estimate from dims pixels is singular but for its loading)."""
+    rng = np.random.default_rng(6)
+    data = rng.standard_normal((6, 7, 3)) + np.linspace(0, 2, 7)[None, :, None]
+    valid = np.ones(data.shape[:2], dtype=bool)
+    settings = LocalRXSettings(inner=1, outer=3, n_components=None, regularization=1e-3)
+    scores = local_rx(data, valid, settings)
+    np.testing.assert_allclose(scores, slow_local_rx(data, valid, 1, 3, 1e-3), rtol=1e-7)
+    stats = calc_stats(data)
+    load = 1e-3 * np.trace(stats.cov) / 3
+    d = data[0, 0] - stats.mean
+    assert scores[0, 0] == pytest.approx(d @ np.linalg.solve(stats.cov + load * np.eye(3), d), rel=1e-9)
+
+
 def test_raw_bands_with_a_large_mean_keep_their_precision():
     """Without the band projection the window sums of x x^T would cancel against the window
     mean's square (mean 1e6, spread 0.01): the data are centred first, so the scores match the
