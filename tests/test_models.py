@@ -220,6 +220,75 @@ def test_adapter_for_a_sensor_outside_the_canonical_range_is_an_error() -> None:
     assert SpectralAdapter.from_wavelengths(thermal, K, lo=8000.0, hi=12000.0).k == K
 
 
+@pytest.mark.parametrize(
+    "wavelengths",
+    [np.linspace(400.0, 2500.0, 40), _jittered_wavelengths(224, 400.0, 2500.0, seed=3)],
+    ids=["sparser-than-canonical", "denser-than-canonical"],
+)
+def test_triangle_rows_are_the_documented_weighted_linear_fit(wavelengths: np.ndarray) -> None:
+    """Each interior canonical band of the triangle kernel is a straight line fitted by weighted
+    least squares (np.polyfit) to the sensor's bands, the weights a triangle of half-width
+    max(canonical spacing, 1.5 x the bracketing sensor gap) (the adapter's docstring): on a
+    curved spectrum, where any window reproduces a linear one. 40 bands: the gap sets the width;
+    224: the canonical spacing does."""
+    from edge_had.band_resampling import wavelength_matrix
+
+    matrix, canonical = wavelength_matrix(wavelengths, K, kernel="triangle")
+    spectrum = np.sin(wavelengths / 150.0) + 1e-6 * (wavelengths - 1400.0) ** 2
+    spacing = 2100.0 / (K - 1)
+    checked = 0
+    for row, g in enumerate(canonical):
+        if not wavelengths[0] < g < wavelengths[-1]:
+            continue
+        above = np.searchsorted(wavelengths, g, side="right")
+        half = max(spacing, 1.5 * (wavelengths[above] - wavelengths[above - 1]))
+        weights = np.clip(1.0 - np.abs(wavelengths - g) / half, 0.0, None)
+        near = weights > 0
+        slope, intercept = np.polyfit(wavelengths[near] - g, spectrum[near], 1, w=np.sqrt(weights[near]))
+        assert matrix[row] @ spectrum == pytest.approx(intercept, abs=1e-9), row
+        checked += 1
+    assert checked >= K - 2
+
+
+def test_a_quarter_of_the_bands_outside_the_range_is_the_most_accepted() -> None:
+    """MAX_OUTSIDE_FRACTION: up to a quarter of the bands may lie outside 400-2500 nm; one more is
+    refused (25 and 26 of 100)."""
+    from edge_had.band_resampling import WavelengthRangeError, wavelength_matrix
+
+    inside = np.linspace(400.0, 2500.0, 75)
+    matrix, _ = wavelength_matrix(np.r_[inside, np.linspace(2510.0, 2750.0, 25)], K)
+    assert matrix.shape == (K, 100)
+    with pytest.raises(WavelengthRangeError, match="26 of the sensor's 100 bands lie outside"):
+        wavelength_matrix(np.r_[inside[1:], np.linspace(2510.0, 2760.0, 26)], K)
+
+
+def test_the_ignored_bands_note_names_each_side_low_then_high() -> None:
+    """Bands beyond the one nearest the range on each side get no weight: 380 nm (390 nm is
+    interpolated from for 400 nm) and 2520 nm (2510 nm is, for 2500 nm), named low then high."""
+    from edge_had.band_resampling import ignored_bands_note
+
+    wl = np.r_[380.0, 390.0, np.linspace(410.0, 2490.0, 60), 2510.0, 2520.0]
+    note = ignored_bands_note(wl, K)
+    assert note is not None
+    assert note.startswith("2 of the sensor's 64 bands lie outside the model's 400-2500 nm")
+    assert "get no weight (1 at 380.0 nm, 1 at 2520.0 nm)" in note
+    assert ignored_bands_note(np.linspace(400.0, 2500.0, 60), K) is None
+
+
+@pytest.mark.parametrize(("from_bands", "to_bands"), [(40, 57), (57, 40)])
+def test_sensor_to_sensor_without_wavelengths_interpolates_linearly_on_band_index(
+    from_bands: int, to_bands: int
+) -> None:
+    """Without band centres, the export gate's sensor-to-sensor matrix is np.interp on the
+    normalised band index (a curved spectrum: any local linear fit reproduces a straight one)."""
+    from edge_had.band_resampling import sensor_to_sensor_matrix
+
+    spectrum = np.cos(np.arange(from_bands) / 3.0)
+    matrix = sensor_to_sensor_matrix(from_bands, None, to_bands, np.linspace(420.0, 980.0, to_bands))
+    want = np.interp(np.linspace(0.0, 1.0, to_bands), np.linspace(0.0, 1.0, from_bands), spectrum)
+    np.testing.assert_allclose(matrix @ spectrum, want, atol=1e-12)
+
+
 def test_adapter_for_a_sensor_chooses_wavelength_or_band_index() -> None:
     wl = np.linspace(420.0, 2450.0, 150)
     by_wavelength = SpectralAdapter.for_sensor(150, wl, K)
