@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.linalg import hadamard
 
 from edge_had.train.losses import (
@@ -87,6 +88,18 @@ def test_cosine_distance_hand_values() -> None:
     # float weights: a weighted mean
     weights = torch.tensor([[[[1.0, 0.5], [0.0, 2.0]]]])
     assert cosine_distance(pred, target, weights).item() == pytest.approx((0.5 + 4) / 3.5, abs=1e-6)
+
+
+def test_cosine_of_small_features_is_their_angle() -> None:
+    """eps floors the norms' product |x||y|, not its square: features of magnitude 1e-3 (|x||y| ~
+    1e-6, far above eps = 1e-8) keep their angle as at magnitude 1 - hand values 1 - 1/sqrt(2) and
+    1 + 1/sqrt(2), and torch's cosine_similarity."""
+    a = 1e-3 * cube([[[1, 0]]], dtype=torch.float64)
+    b = 1e-3 * cube([[[1, 1]]], dtype=torch.float64)
+    assert cosine_distance(a, b).item() == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-9)
+    assert anti_similarity_loss(a, b).item() == pytest.approx(1 + 1 / math.sqrt(2), rel=1e-9)
+    want = F.cosine_similarity(a, b, dim=1, eps=1e-8)
+    assert 1.0 - cosine_distance(a, b).item() == pytest.approx(want.item(), rel=1e-9)
 
 
 def test_cosine_zero_vector_is_finite() -> None:
