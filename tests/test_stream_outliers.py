@@ -442,6 +442,46 @@ def test_far_outliers_are_looked_for_among_valid_pixels_only() -> None:
     assert not far_outliers(cube, valid).any()
 
 
+def test_a_constant_cube_has_no_far_outlier_and_a_dark_warm_up_starts_the_statistics() -> None:
+    """A constant scene has no spread to judge by: every pixel is at the median, none beyond it
+    (zero deviation, within means <=). A warm-up of exact dark lines likewise starts the statistics
+    with every pixel (module docstring of causal: no gate until the statistics vary)."""
+    assert not far_outliers(np.full((6, 5, 3), 7.0)).any()
+    rx = CausalRX(3, CausalSettings(warmup_lines=4))
+    out = [rx.push(np.full((10, 3), 100.0)) for _ in range(4)]
+    assert out[:3] == [[], [], []] and [position for position, _, late in out[3] if late] == [0, 1, 2, 3]
+    assert rx.statistics is not None and rx.statistics.n == 40
+
+
+def test_a_line_half_beyond_the_gate_is_not_mostly_beyond_it() -> None:
+    """screened's ``most``: more than half of the line's pixels (hand count: 10 of 20 is not, 11
+    is), and only such lines count towards a restart on a new background."""
+    rng = np.random.default_rng(4)
+    rx = CausalRX(3, CausalSettings(warmup_lines=5))
+    for _ in range(5):
+        rx.push(rng.standard_normal((20, 3)))
+    for beyond, most in ((10, False), (11, True)):
+        line = rng.standard_normal((20, 3))
+        line[:beyond] += 1e6
+        rx.push(line)
+        assert rx.screened == [(rx._pushed - 1, beyond, most)]
+
+
+@pytest.mark.parametrize(("new_lines", "undone"), [(11, 1), (12, 0)])
+def test_the_probation_of_a_restart_lasts_four_warm_ups(new_lines: int, undone: int) -> None:
+    """PROBATION_WARMUPS x warmup_lines = 12 lines after a restart (warm-up 3): the old background
+    returning within them undoes it, returning after them is a change of background like any other."""
+    rng = np.random.default_rng(6)
+    rx = CausalRX(3, CausalSettings(warmup_lines=3))
+    for _ in range(6):
+        rx.push(100.0 + rng.standard_normal((40, 3)))
+    for _ in range(3 + new_lines):  # the first 3 restart the statistics
+        rx.push(1e4 + rng.standard_normal((40, 3)))
+    assert rx.restarts == 1
+    rx.push(100.0 + rng.standard_normal((40, 3)))
+    assert rx.restarts_undone == undone
+
+
 def test_a_refit_needs_four_lines_in_a_row_beyond_the_range() -> None:
     """REFIT_LINES (4): three lines out of range and back are a short burst, not a new range."""
     from edge_had.models import load_bundle
