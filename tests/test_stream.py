@@ -95,6 +95,56 @@ def test_exponential_statistics_forget_an_old_background() -> None:
     assert np.all(np.abs(results["cumulative"] - 5.0 * 60 / 90) < 0.2)  # remembers it
 
 
+def test_exponential_statistics_match_the_weighted_direct_statistics(lines) -> None:
+    """S <- (1 - m) S + m S_line for n, the sums and the products alike: line j of lines 0..t
+    weighs m (1 - m)^(t - j) (the first line, which starts the sums, (1 - m)^t); each line scored
+    against np.average / np.cov(aweights=..., bias=True) of the pixels so far, so weighted."""
+    momentum, warmup = 0.2, 5
+    rx = CausalRX(6, CausalSettings(statistics="exponential", momentum=momentum, warmup_lines=warmup))
+    scored = {}
+    for line in lines:
+        scored.update((position, scores) for position, scores, _ in rx.push(line))
+
+    def weighted_rx(t: int, line: np.ndarray) -> np.ndarray:
+        weights = momentum * (1 - momentum) ** (t - np.arange(t + 1.0))
+        weights[0] = (1 - momentum) ** t
+        pixels = lines[: t + 1].reshape(-1, 6)
+        per_pixel = np.repeat(weights, lines.shape[1])
+        mean = np.average(pixels, axis=0, weights=per_pixel)
+        cov = np.cov(pixels, rowvar=False, aweights=per_pixel, bias=True)
+        cov += 1e-6 * np.trace(cov) / 6 * np.eye(6)
+        diff = line - mean
+        return np.einsum("ij,ij->i", diff @ np.linalg.inv(cov), diff)
+
+    for t in range(warmup, len(lines)):
+        np.testing.assert_allclose(scored[t], weighted_rx(t, lines[t]), rtol=1e-7)
+    np.testing.assert_allclose(scored[0], weighted_rx(warmup - 1, lines[0]), rtol=1e-7)
+
+
+def test_a_singular_background_without_loading_is_scored_with_the_pseudo_inverse() -> None:
+    """regularization 0 and a background of rank 2 in 4 bands (band 2 = band 0 + band 1, band 3
+    zero): the Cholesky factor fails, and each line is scored with the pseudo-inverse of the
+    statistics of the lines before it (np.linalg.pinv) - a pixel off the background's plane is not
+    blown up by the rounding-level eigenvalue of the dependent band."""
+    rng = np.random.default_rng(8)
+    base = 10.0 + rng.standard_normal((12, 30, 2))
+    stream = np.concatenate([base, base.sum(axis=2, keepdims=True), np.zeros((12, 30, 1))], axis=2)
+    off_plane = stream[-1].copy()
+    off_plane[:5, 2] += 3.0  # band 2 no longer the sum: a direction the background never took
+    stream[-1] = off_plane
+    rx = CausalRX(4, CausalSettings(regularization=0.0, warmup_lines=5, include_current=False))
+    scored = {}
+    for line in stream:
+        scored.update((position, scores) for position, scores, _ in rx.push(line))
+    for t in (5, 8, 11):
+        history = stream[:t].reshape(-1, 4)
+        mean = history.mean(axis=0)
+        cov = np.cov(history, rowvar=False, bias=True)
+        diff = stream[t] - mean
+        want = np.einsum("ij,jk,ik->i", diff, np.linalg.pinv(cov, hermitian=True), diff)
+        np.testing.assert_allclose(scored[t], want, rtol=1e-6, atol=1e-9)
+
+
 def test_settings_are_validated() -> None:
     for bad in ({"statistics": "median"}, {"momentum": 0.0}, {"window": 0}, {"regularization": -1.0}):
         with pytest.raises(ValueError):
@@ -358,6 +408,16 @@ def test_events_are_the_8_connected_components_of_the_thresholded_lines() -> Non
     peaks = {(e.first_line, e.first_pixel): e.peak_score for e in events}
     for box, label in zip(ndimage.find_objects(labels), range(1, count + 1), strict=True):
         assert peaks[(box[0].start, box[1].start)] == pytest.approx(scores[labels == label].max())
+
+
+def test_a_score_at_the_threshold_is_not_above_it() -> None:
+    """Events join the pixels *above* the threshold (module docstring): hand case at threshold 2,
+    a pixel at exactly 2.0 and a NaN are cold, so 2.5 and 3.0 are two events of one pixel."""
+    from edge_had.stream.events import EventDetector
+
+    detector = EventDetector(threshold=2.0)
+    events = detector.add(0, np.array([2.0, 2.5, 2.0, np.nan, 3.0, 2.0]), 0.0) + detector.finish()
+    assert sorted((e.first_pixel, e.last_pixel, e.area) for e in events) == [(1, 1, 1), (4, 4, 1)]
 
 
 def test_min_area_drops_the_small_components_and_counts_them() -> None:
