@@ -126,6 +126,22 @@ def test_running_window_sums_survive_basis_changes(cube, monkeypatch) -> None:
         np.testing.assert_allclose(local[row], want, rtol=1e-8, equal_nan=True)
 
 
+def test_a_restart_hands_the_local_part_a_basis_of_the_new_background_at_once() -> None:
+    """basis_every 1000 never comes due here: the basis of the old background (mean ~100) is
+    replaced because the statistics restarted on a new one (mean ~1e4), from the line after the
+    restart plus the look-ahead (module docstring of causal_local: handed over at once)."""
+    rng = np.random.default_rng(3)
+    scorer = CausalHybridRX(3, CausalSettings(warmup_lines=3), LocalRXSettings(1, 3, n_components=2),
+                            basis_every=1000)  # fmt: skip
+    for _ in range(10):
+        scorer.push(100.0 + rng.standard_normal((30, 3)))
+    assert np.allclose(scorer._basis.mean, 100.0, atol=1.0)
+    for _ in range(8):
+        scorer.push(1e4 + rng.standard_normal((30, 3)))
+    assert scorer.restarts == 1
+    assert np.allclose(scorer._basis.mean, 1e4, atol=1.0)
+
+
 @pytest.mark.parametrize("value", [1e10, 1e12, 1e22])
 def test_a_huge_sample_leaves_no_trace_in_the_windows_after_it(cube, value, monkeypatch) -> None:
     """One corrupt finite sample at line 12: the lines whose window no longer holds it (20 on)
