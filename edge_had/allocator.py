@@ -11,7 +11,9 @@ heap: memory freed after a peak is not returned to the system (up to the trim th
 
 Called once by the ``edge-had`` command. glibc only (Linux, including JetPack); elsewhere it does
 nothing. ``EDGE_HAD_KEEP_FREED_MEMORY=0`` turns it off (e.g. on an 8 GB Jetson sharing memory with
-other processes).
+other processes). Between the stages of a scene, whose arrays differ in size and number (the
+enhanced detectors' bands of lines, the spatial student, the scoring), :func:`release_freed_memory`
+hands the freed pages back, so that one stage's garbage is not kept beside the next one's arrays.
 """
 
 from __future__ import annotations
@@ -46,3 +48,20 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
     )
+
+
+def release_freed_memory() -> bool:
+    """Hand the pages of freed memory back to the kernel now (glibc's ``malloc_trim``, in all of
+    its arenas), whether or not :func:`keep_freed_memory` keeps them otherwise; True when it ran
+    (glibc only). The enhanced detectors call it between the stages of a scene
+    (:func:`edge_had.detectors.enhanced.free_working_memory`)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True

@@ -1,6 +1,6 @@
 """keep_freed_memory: on glibc, a freed 100 MB block stays in the process (reused, no new page
-faults); without it glibc returns the block to the kernel. Run in subprocesses: malloc settings
-are per process."""
+faults); without it glibc returns the block to the kernel, and release_freed_memory returns it
+when asked. Run in subprocesses: malloc settings are per process."""
 
 from __future__ import annotations
 
@@ -15,16 +15,18 @@ from edge_had.allocator import keep_freed_memory
 PROBE = """
 import sys
 import numpy as np
-from edge_had.allocator import keep_freed_memory
+from edge_had.allocator import keep_freed_memory, release_freed_memory
 
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
 
-kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+kept = keep_freed_memory() if sys.argv[1].startswith("keep") else False
 block = np.ones(100 * 2**20 // 8)  # 100 MB, touched
 before = rss_mb()
 del block
+if sys.argv[1] == "keep, then release":
+    release_freed_memory()
 print(kept, round(before - rss_mb()))
 """
 
@@ -44,6 +46,7 @@ def test_freed_memory_is_kept_only_when_asked() -> None:
     assert _released_mb("default") == ("False", 100)  # glibc unmaps a freed 100 MB block
     kept, released = _released_mb("keep")
     assert kept == "True" and released == 0
+    assert _released_mb("keep, then release") == ("True", 100)  # handed back when asked
 
 
 def test_turned_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

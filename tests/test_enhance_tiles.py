@@ -73,6 +73,9 @@ def test_bands_of_lines_give_the_whole_scene_parts(scene, bundle, scorer, backen
     assert (np.abs(whole["f_spa"]).max() > 0) == (scorer == "global")
     alphas = bundle.config.alphas_for(scorer)
     same(fused, fuse_parts(whole, *alphas, "feature", lambda cube: cube))
+    # the fused cube's two passes (x_k from the adapter alone for the spatial student, then the
+    # sum band by band) give the bits of the parts' one pass, with either backend
+    np.testing.assert_array_equal(fused, fuse_parts(tiled, *alphas, "feature", lambda cube: cube))
     # RX of these (correlated) scenes moves by up to 8e-6 relative under a random 1-ulp change
     # of f_spe; torch's CPU convolutions choose other algorithms by height (f_spe within 4 ulp)
     np.testing.assert_allclose(
@@ -110,8 +113,8 @@ def test_torch_bands_run_the_spatial_student_once_on_the_whole_scene(scene):
 
 def test_onnxruntime_cuts_the_graph_once_per_runner_and_not_for_a_scene_of_one_band(scene, monkeypatch):
     """A scene that fits one band runs the whole graph once (no cut, no other session); scenes in
-    bands of lines cut it once per runner (cube -> x_k, f_spe and x_k -> f_spa), not per scene.
-    After a scene the runner lets every session that ran go (free_working_memory)."""
+    bands of lines cut it once per runner (cube -> x_k, f_spe; cube -> x_k; x_k -> f_spa), not per
+    scene. After a scene the runner lets every session that ran go (free_working_memory)."""
     import onnx
 
     extracted = []
@@ -145,7 +148,7 @@ def test_onnxruntime_cuts_the_graph_once_per_runner_and_not_for_a_scene_of_one_b
     for _ in range(3):
         tiled = detector.score(scene.cube, valid, wavelengths)
         np.testing.assert_array_equal(tiled, one_band)
-    assert len(extracted) == 2 and sessions == [("x_k", "f_spe", "f_spa")]  # the main graph: not again
+    assert len(extracted) == 3 and sessions == [("x_k", "f_spe", "f_spa")]  # the main graph: not again
     assert all(not part.is_active for part in runner.parts.values())  # their sessions let go
 
 

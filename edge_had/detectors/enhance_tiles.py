@@ -25,7 +25,11 @@ numbers from bands of lines:
   Runtime the graph's own ``x_k -> f_spa`` subgraph, cut out of the same graph (same nodes, same
   weights; the deployed single graph is not changed). Its full-resolution part is one 1x1 conv
   to 8 channels, so this costs ``x_k`` and ``f_spa`` (2 x 134 MB at 512 x 1024 x 64), not the graph.
-  ONNX Runtime's two subgraphs are cut once per runner and kept
+  For the fused cube (:func:`~edge_had.detectors.enhanced.enhanced_feature_cube`) ``x_k`` comes
+  from a first pass of the adapter alone (the torch runner's ``adapter`` module, ONNX Runtime's
+  ``cube -> x_k`` subgraph: the same nodes on the same bands of lines, so the same bits as the
+  second pass's), so that it is not held beside the float64 sum.
+  ONNX Runtime's subgraphs are cut once per runner and kept
   (:meth:`~edge_had.runtime.onnxruntime_runner.OnnxRuntimeRunner.part`), not per scene.
 
 A scene that fits one band (no more lines than :func:`band_lines`; the ten ABU scenes) runs
@@ -61,9 +65,11 @@ SpatialBranch = Callable[[np.ndarray], np.ndarray]
 class SplitNetworks(NamedTuple):
     """A runner's networks run apart: ``bands`` gives ``{"x_k", "f_spe"}`` as ``(1, K, lines,
     cols)`` float32 from a ``(1, bands, lines, cols)`` normalised cube (adapter and spectral
-    network only); ``spatial`` gives ``f_spa`` from the assembled ``(1, K, rows, cols)`` ``x_k``."""
+    network only), ``adapter`` the same ``{"x_k"}`` alone; ``spatial`` gives ``f_spa`` from the
+    assembled ``(1, K, rows, cols)`` ``x_k``."""
 
     bands: Networks
+    adapter: Networks
     spatial: SpatialBranch
 
 
@@ -88,30 +94,36 @@ def split_networks(runner: Any, bundle: Any) -> SplitNetworks | None:
 
     spatial = has_spatial(bundle)
     if isinstance(runner, TorchRunner):
-        return SplitNetworks(runner.infer_spectral, runner.infer_spatial if spatial else np.zeros_like)
+        spatial_branch = runner.infer_spatial if spatial else np.zeros_like
+        return SplitNetworks(runner.infer_spectral, runner.infer_adapter, spatial_branch)
     if isinstance(runner, OnnxRuntimeRunner) and runner.precision in ("fp32", "fp16"):
         return _onnxruntime_split(runner, spatial)
     return None
 
 
 def _onnxruntime_split(runner: Any, spatial: bool) -> SplitNetworks | None:
-    """The graph's ``cube -> x_k, f_spe`` and ``x_k -> f_spa`` subgraphs, cut once per runner
+    """The graph's ``cube -> x_k, f_spe``, ``cube -> x_k`` and ``x_k -> f_spa`` subgraphs, cut once per runner
     (:meth:`~edge_had.runtime.onnxruntime_runner.OnnxRuntimeRunner.part`); None when the graph
     does not cut there. The whole graph would run the spatial student on every band (ONNX
     Runtime runs every node whatever outputs are asked for) only for its output to be dropped."""
-    cuts = {"bands": (("cube",), ("x_k", "f_spe")), "spatial": (("x_k",), ("f_spa",))}
-    if not spatial:
-        del cuts["spatial"]
+    cuts = {
+        "bands": (("cube",), ("x_k", "f_spe")),
+        "adapter": (("cube",), ("x_k",)),
+        "spatial": (("x_k",), ("f_spa",)),
+    }
+    if not spatial:  # nor is x_k needed alone
+        del cuts["spatial"], cuts["adapter"]
     if any(runner.part(*cut) is None for cut in cuts.values()):
         return None
 
-    def bands(cube: np.ndarray) -> dict[str, np.ndarray]:
-        return runner.part(*cuts["bands"]).activate().infer({"cube": cube}, ("x_k", "f_spe"))
+    def run(cut: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return runner.part(*cuts[cut]).activate().infer(feed, cuts[cut][1])
 
-    def run_spatial(x_k: np.ndarray) -> np.ndarray:
-        return runner.part(*cuts["spatial"]).activate().infer({"x_k": x_k}, ("f_spa",))["f_spa"]
-
-    return SplitNetworks(bands, run_spatial if spatial else np.zeros_like)
+    return SplitNetworks(
+        lambda cube: run("bands", {"cube": cube}),
+        lambda cube: run("adapter", {"cube": cube}),
+        (lambda x_k: run("spatial", {"x_k": x_k})["f_spa"]) if spatial else np.zeros_like,
+    )
 
 
 class SceneFeed:
@@ -147,9 +159,9 @@ class SceneFeed:
 def line_bands(
     feed: SceneFeed, networks: Networks, halo: int, tile_lines: int | None = None
 ) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
-    """``(lines, outputs)`` per band of lines: ``x_k`` and ``f_spe`` for those lines as
-    ``(lines, cols, K)`` float32, computed by ``networks`` (:attr:`SplitNetworks.bands`) with
-    ``halo`` lines of context on each side."""
+    """``(lines, outputs)`` per band of lines: ``networks``' outputs for those lines as
+    ``(lines, cols, K)`` float32 (``x_k`` and ``f_spe`` from :attr:`SplitNetworks.bands`, ``x_k``
+    from :attr:`SplitNetworks.adapter`), computed with ``halo`` lines of context on each side."""
     rows, cols = feed.cube.shape[:2]
     step = band_lines(cols, tile_lines)
     for start in range(0, rows, step):
@@ -157,5 +169,4 @@ def line_bands(
         first, last = max(0, start - halo), min(rows, stop + halo)
         outputs = networks(feed.lines(first, last)["cube"])
         own = slice(start - first, stop - first)
-        parts = {name: outputs[name][0][:, own].transpose(1, 2, 0) for name in ("x_k", "f_spe")}
-        yield slice(start, stop), parts
+        yield slice(start, stop), {name: part[0][:, own].transpose(1, 2, 0) for name, part in outputs.items()}

@@ -56,6 +56,14 @@ class TorchRunner(Runner):
         computed = run_on_device(self.model, cube, self.precision)
         return {name: computed[name].float().cpu().numpy() for name in outputs}
 
+    def infer_adapter(self, cube: np.ndarray) -> dict[str, np.ndarray]:
+        """``x_k`` of a bands-first normalised float32 cube: the adapter alone, as
+        :meth:`infer_spectral` runs it."""
+        import torch
+
+        with torch.no_grad():
+            return {"x_k": self.model.adapter(torch.from_numpy(cube).to(self.device)).cpu().numpy()}
+
     def infer_spectral(self, cube: np.ndarray) -> dict[str, np.ndarray]:
         """``x_k`` and ``f_spe`` of a bands-first normalised float32 cube: the adapter and the
         spectral network alone, as :func:`run_on_device` runs them (the spatial student, which
