@@ -567,7 +567,7 @@ def _read_wavelengths(path: str, interleave: str | None = None) -> tuple[Any, st
     (ENVI header, .mat, HDF5; its cube stored in ``interleave`` order): the wavelengths of its good
     bands, as detect and stream resample that file. Also returns what a band count that differs
     from them should be told (a scene file's bands left out by its ``bbl``), and a scene file's
-    reader's meta (None for a list)."""
+    reader's meta (``{"format": "list"}`` for a list: its numbers are nm, it records no unit)."""
     import numpy as np
 
     if _is_scene_file(path):
@@ -580,12 +580,18 @@ def _read_wavelengths(path: str, interleave: str | None = None) -> tuple[Any, st
         stored, left_out = len(scene.good_bands), int((~scene.good_bands).sum())
         why = f"the file has {stored} bands, {left_out} of them bad (bbl), and detect and stream feed "
         return centres, (why + f"its {len(centres)} good ones") if left_out else "", scene.meta
-    values = (
+    values = np.asarray(
         np.load(path, allow_pickle=False)
         if Path(path).suffix.lower() == ".npy"
-        else np.loadtxt(path, ndmin=1)
+        else np.loadtxt(path, ndmin=1),
+        dtype=np.float64,
     )
-    return np.asarray(values, dtype=np.float64).ravel(), "", None
+    if values.ndim != 1:  # raveled, a "wavelength fwhm" table read as twice the bands, half of them < 400 nm
+        raise EdgeHadError(
+            f"--wavelengths {path}: a list of band centres holds one number per band (nm; a .txt one per "
+            f"line), this one is a table of shape {values.shape}: keep its wavelength column alone"
+        )
+    return values, "", {"format": "list"}
 
 
 def _is_scene_file(path: str) -> bool:
@@ -616,7 +622,7 @@ def _export_sensor(args: argparse.Namespace, bundle: Any) -> tuple[int, Any]:
             f"centres{because}: pass --bands {len(wavelengths)} or leave --bands out"
         )
     instead = f"export on band index (--bands {len(wavelengths)} without --wavelengths)"
-    with naming_the_file(args.wavelengths, meta or {}, "cannot export for its band centres", instead):
+    with naming_the_file(args.wavelengths, meta, "cannot export for its band centres", instead):
         bundle.adapter_for(len(wavelengths), wavelengths)
     return len(wavelengths), wavelengths
 

@@ -278,3 +278,30 @@ def test_band_centres_a_resampling_cannot_take_are_an_error_naming_the_file_and_
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"edge-had {command}: error: {expected}"), error
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".npy"])
+def test_export_refuses_a_wavelength_table_instead_of_reading_it_as_twice_the_bands(
+    tmp_path: Path, capsys, suffix: str
+) -> None:
+    """A sensor's band list often comes as "wavelength fwhm" lines (EnMAP, PRISMA): raveled, 240
+    bands read as 480 centres, half of them "outside 400-2500 nm", and the error said to export
+    for --bands 480."""
+    centres = np.concatenate([np.linspace(420.0, 1000.0, 96), np.linspace(900.0, 2450.0, 144)])
+    table = np.column_stack([centres, np.full(centres.size, 8.0)])
+    path = tmp_path / f"bands{suffix}"
+    np.savetxt(path, table) if suffix == ".txt" else np.save(path, table)
+    assert main(["export", "--out", str(tmp_path / "x"), "--no-gate", "--wavelengths", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "a table of shape (240, 2): keep its wavelength column alone" in error
+    assert "480" not in error and not (tmp_path / "x").exists()
+
+
+def test_export_of_a_micrometre_list_says_to_scale_its_numbers(tmp_path: Path, capsys) -> None:
+    """A .txt list has no unit field: the error named `wavelength_units` and a dataset's `units`."""
+    path = tmp_path / "centres_um.txt"
+    np.savetxt(path, np.linspace(0.42, 2.45, 40))
+    assert main(["export", "--out", str(tmp_path / "x"), "--no-gate", "--wavelengths", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "a list of band centres is read in nm: fix its numbers (x 1000)" in error
+    assert "wavelength_units" not in error and "export on band index (--bands 40 without" in error

@@ -145,14 +145,19 @@ def naming_the_file(
             fix = str(error) if instead is None else f"{error.problem}: {instead}"
             raise SceneError(f"{doing}: {fix}", source) from error
         units = meta.get("wavelength_units")
-        if meta.get("format") == "envi":
+        if meta.get("format") == "list":  # numbers alone (export --wavelengths x.txt): no unit field to fix
+            said, where = "a list of band centres is read in nm", "its numbers (x 1000)"
+        elif meta.get("format") == "envi":
             said = f"the header says `wavelength units = {units}`" if units else "the header gives no unit"
-            where = f"`wavelength units` in {meta.get('header', source)}"
+            where = f"`wavelength units` in {meta.get('header', source)} (to Micrometers)"
         else:
             said = f"the file gives their unit as {units!r}" if units else "the file gives no unit"
-            where = "the unit the file gives them (`wavelength_units`, or the wavelength dataset's `units`)"
+            where = (
+                "the unit the file gives them (`wavelength_units`, or the wavelength dataset's `units`) "
+                "(to Micrometers)"
+            )
         raise SceneError(
-            f"{doing}: {error.problem}, but {said}: fix {where} (to Micrometers), or "
+            f"{doing}: {error.problem}, but {said}: fix {where}, or "
             + (instead or "resample on band index (--resample band-index)"),
             source,
         ) from error
