@@ -173,3 +173,12 @@ def test_plan_takes_a_power_mode_and_the_sensor_figures_a_deployment_changes() -
         plan_module.plan("orin-nano-8gb", "fx10", "rx", power_mode="turbo")
     with pytest.raises(ValueError, match="need width >= 1"):
         plan_module.plan("orin-nano-8gb", "fx10", "rx", line_rate_hz=0.0)
+
+
+def test_plan_says_a_peak_nvidia_does_not_publish(capsys) -> None:
+    """Orin modules have no published FP16 TFLOP/s: the header printed 'None' (a review)."""
+    from edge_had.cli import main
+
+    assert main(["plan", "--device", "orin-nano-8gb", "--detector", "rx"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "FP16/FP32 not published/" in header and "None" not in header

@@ -162,6 +162,10 @@ def test_every_line_ends_in_exactly_one_state(lines) -> None:
     pipeline.push(lines[3], 3, 3.0)
     assert pipeline.push(lines[4][:20], 4, 4.0).reason == "line shape (20, 6), expected (25, 6)"
     assert pipeline.push(lines[5][:, :5], 5, 5.0).state == "rejected"
+    # a line as a BIL file stores it, bands first: the hint to transpose it
+    assert StreamPipeline(25, 6).push(lines[5].T, 0, 0.0).reason == (
+        "line shape (6, 25), expected (25, 6) (bands first, as a BIL file stores a line: pass it transposed)"
+    )
     assert pipeline.push(lines[6], 5, 6.0).reason == "duplicate index"
     assert pipeline.push(lines[6], 2, 6.0).reason == "duplicate index"  # processed lately
     nan_line = lines[6].copy()

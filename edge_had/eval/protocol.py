@@ -98,7 +98,11 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
     ``anomaly_pixels_invalid`` counts ground-truth pixels on invalid pixels (NaN, no-data): the
     AUC leaves them out. ``notes``: what the reader left out (``Scene.meta["notes"]``)."""
     if scene.gt is None:
-        raise SceneError("no ground truth: cannot evaluate", scene.source)
+        raise SceneError(
+            "no ground truth: cannot evaluate (eval reads the anomaly map stored with a .mat or .h5 "
+            "scene; for a file without one: edge-had detect FILE --gt MAP.npy)",
+            scene.source,
+        )
     try:
         scores, seconds = score_scene(detector, scene)
     except SceneError:

@@ -597,7 +597,10 @@ class StreamPipeline:
             if count >= self.reinit_after:
                 self._process_released(self.order.release_all())  # held lines of the old band count go first
                 self._reinitialise(shape[1], taken.sequence)
-        return f"line shape {shape}, expected ({self.width}, {self.bands})"
+        transposed = " (bands first, as a BIL file stores a line: pass it transposed)"
+        return f"line shape {shape}, expected ({self.width}, {self.bands})" + (
+            transposed if shape == (self.bands, self.width) != (self.width, self.bands) else ""
+        )
 
     def _use_sensor_bands(self, bands: int) -> None:
         """The sensor's band count; the good-band mask given applies to lines of its length only

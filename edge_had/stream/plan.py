@@ -293,7 +293,8 @@ def run_plan(args: argparse.Namespace) -> int:
         line_rate_hz=args.line_rate,
     )
     board, preset = result["board"], result["sensor"]
-    peaks = f"FP16/FP32 {board['fp16_tflops']}/{board['fp32_tflops']} TFLOP/s, {board['bandwidth_gbs']} GB/s"
+    fp16 = "not published" if board["fp16_tflops"] is None else board["fp16_tflops"]  # (Orin: INT8 TOPS only)
+    peaks = f"FP16/FP32 {fp16}/{board['fp32_tflops']} TFLOP/s, {board['bandwidth_gbs']} GB/s"
     print(f"{board['board']} ({board['mode']}): {peaks}  [{board['source']}]")
     shape = f"{preset['width']} px x {preset['bands']} bands at {preset['line_rate_hz']:.0f} lines/s"
     print(
