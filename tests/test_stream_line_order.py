@@ -66,3 +66,61 @@ def test_a_counter_restart_near_0_is_followed_in_a_new_segment() -> None:
     assert order.enter(0).problem == "out-of-order index (after 29)"  # a stale line, or a restart?
     assert order.enter(1).problem is None and counts.counter_resets == 1  # the next line continues it
     assert order.place(1) == (1, 31)  # the lost line 0 keeps row 30
+
+
+def test_a_leap_is_trusted_up_to_leap_trust_lines_past_it_and_no_further() -> None:
+    # the docstring: the next line confirms a leap moving forward from it "by up to
+    # LEAP_TRUST_LINES" (1000); at the stream's end a leap of up to 1000 lines is taken
+    order, _ = new_order(0)
+    for index in range(10):
+        order.enter(index)
+    order.hold_leap(2000, "line 2000")
+    assert order.settle_leap(3000)[1] is None  # exactly 1000 past it: the leap was real
+    order.hold_leap(3000, "line 3000")
+    assert order.settle_leap(4001)[1] is not None  # 1001 past it: a corrupted counter value
+
+    order, _ = new_order(0)
+    for index in range(10):
+        order.enter(index)
+    order.hold_leap(1009, "line 1009")  # 1000 past the newest, 9
+    assert order.end_leap()[1] is None
+    order.hold_leap(1010, "line 1010")  # 1001 past it
+    assert order.end_leap()[1] == (
+        "implausible index jump (from 9 to 1010; the stream ended before a line could confirm it)"
+    )
+
+
+def test_a_leap_breaks_a_run_of_lines_going_back() -> None:
+    # 63 consecutive lines going back, a leap, then the 64th: no run of 64 (the docstring's
+    # "consecutive"), so no counter restart - the line is out of order
+    order, counts = new_order(0)
+    for index in range(1000, 1100):
+        order.enter(index)
+    for index in range(500, 563):
+        assert order.enter(index).problem == "out-of-order index (after 1099)"
+    assert order.leaps(5000)
+    order.hold_leap(5000, "line 5000")
+    assert order.settle_leap(563)[1] is not None
+    assert order.enter(563).problem == "out-of-order index (after 1099)"
+    assert counts.counter_resets == 0
+    # without the leap the 64th line is a restart
+    order, counts = new_order(0)
+    for index in range(1000, 1100):
+        order.enter(index)
+    for index in range(500, 564):
+        order.enter(index)
+    assert counts.counter_resets == 1
+
+
+def test_indices_given_up_before_a_counter_restart_are_forgotten() -> None:
+    # index 10 is given up (missing) in the first segment; after a restart a line 10 going back
+    # is a stale line of the new segment, not the old gap's line arriving after all
+    order, counts = new_order(0)
+    for index in [*range(10), *range(11, 100)]:
+        order.enter(index)
+    assert counts.missing_indices == 1
+    for index in range(31):  # the restart (0 then 1) and its run to 30
+        order.enter(index)
+    assert counts.counter_resets == 1
+    assert order.enter(10).problem == "out-of-order index (after 30)"
+    assert counts.missing_indices == 1
