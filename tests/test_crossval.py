@@ -11,6 +11,7 @@ from edge_had.eval.crossval import (
     fixed_alpha_row,
     fold_assignment,
     has_non_finite_weights,
+    markdown_table,
     pooled_shortfall_removed,
     summarize,
 )
@@ -61,6 +62,72 @@ def test_a_diverged_training_is_detected() -> None:
     with torch.no_grad():
         next(spatial.parameters())[0] = float("nan")
     assert has_non_finite_weights(bundle)
+
+
+def test_summary_by_hand_over_three_scenes() -> None:
+    # means over seeds 0.99, 0.90, 0.93 (3 scenes: the mean of means is not their median); native
+    # RX 0.80 / 0.90 / 0.90 and resampled RX 0.90 / 0.90 / 0.90 (ties are no wins, spread 0)
+    per_scene = {
+        "a": {"rx": [0.80], "resampled-rx": [0.90], "m": [0.99]},
+        "b": {"rx": [0.90], "resampled-rx": [0.90], "m": [0.90]},
+        "c": {"rx": [0.90], "resampled-rx": [0.90], "m": [0.93]},
+    }
+    row = summarize(per_scene)["m"]
+    assert row["mean_auc"] == pytest.approx((0.99 + 0.90 + 0.93) / 3)
+    # shortfalls 0.01 + 0.10 + 0.07 = 0.18 against native 0.20 + 0.10 + 0.10 = 0.40, resampled 0.30
+    assert row["shortfall_removed_vs_native"] == pytest.approx(1 - 0.18 / 0.40)
+    assert row["shortfall_removed_vs_resampled"] == pytest.approx(1 - 0.18 / 0.30)
+    assert row["wins_vs_resampled"] == 2  # scene b equals its baseline: a win needs more than 0
+    assert "wins_vs_native" not in row  # wins are counted against the resampled baselines only
+
+
+def test_markdown_table_shows_the_mean_and_half_the_seed_spread() -> None:
+    per_scene = {"a": {"rx": [0.90], "resampled-rx": [0.91], "m": [0.92, 0.96]}}
+    report = {"scenes": per_scene, "summary": summarize(per_scene)}
+    lines = markdown_table(report, ["rx", "m"]).splitlines()
+    assert lines[2] == "| a | 0.9000 | 0.9400 ± 0.0200 |"  # (0.92 + 0.96) / 2, (0.96 - 0.92) / 2
+
+
+def test_an_infinite_weight_is_a_diverged_training_too() -> None:
+    config = ModelConfig(k=8, hidden=4, blocks=1)
+    spectral, spatial = config.build_networks()
+    bundle = ModelBundle(config, spectral, spatial, "x")
+    with torch.no_grad():
+        next(spectral.parameters()).view(-1)[0] = float("-inf")
+    assert has_non_finite_weights(bundle)
+
+
+def test_held_out_rows_use_the_alphas_chosen_for_each_scorer(monkeypatch) -> None:
+    """The spectral row is RX of x_k + a f_spe (alpha_spa left out), the feature row adds b f_spa,
+    the hybrid row is hybrid RX at the hybrid alpha: against fuse_parts and scoring computed here."""
+    import numpy as np
+
+    from edge_had.detectors.enhanced import fuse_parts
+    from edge_had.detectors.scoring import hybrid_rx
+    from edge_had.eval import crossval
+    from edge_had.eval.metrics import roc_auc
+    from edge_had.io.synthetic import synthetic_scene
+
+    scenes = {f"s{seed}": synthetic_scene(lines=20, width=20, bands=12, seed=seed) for seed in range(2)}
+    cache = crossval.SceneCache([])
+    cache.scenes = scenes
+    monkeypatch.setattr(crossval, "select_alphas", lambda cache, parts, *rest: (0.3, 4.0))
+    monkeypatch.setattr(crossval, "select_hybrid_alpha", lambda cache, parts: 1.0)
+    bundle = crossval.random_bundle(0, 8)
+    rows, chosen = crossval._evaluate_model(cache, bundle, ["s0"], ["s1"], "r")
+    assert chosen == (0.3, 4.0, 1.0)
+    scene = scenes["s1"]
+    parts = cache.parts(bundle, "s1").parts
+
+    def auc(a: float, b: float) -> float:
+        return roc_auc(fuse_parts(parts, a, b, "feature", cache.detect("s1")), scene.gt, scene.valid)
+
+    assert rows["s1"]["r:spectral"] == pytest.approx(auc(0.3, 0.0), abs=1e-12)
+    assert rows["s1"]["r:feature"] == pytest.approx(auc(0.3, 4.0), abs=1e-12)
+    assert auc(0.3, 0.0) != auc(0.3, 4.0)  # the spatial part changes the ranking here
+    hybrid = fuse_parts(parts, 1.0, 0.0, "feature", lambda cube: hybrid_rx(cube, scene.valid))
+    assert rows["s1"]["r:hybrid"] == pytest.approx(roc_auc(hybrid, scene.gt, scene.valid), abs=1e-9)
+    assert np.isfinite(rows["s1"]["r:lrx"])
 
 
 def test_alpha_table_places_each_fixed_alpha_in_its_column() -> None:
