@@ -110,3 +110,49 @@ def test_scorers_use_the_local_rx_settings_they_are_given():
     np.testing.assert_allclose(
         scorer("hybrid", settings)(cube, None), np.sqrt(rx_reference(cube) * local), rtol=1e-9
     )
+
+
+def test_global_scorer_loads_the_diagonal_as_a_fraction_of_trace_over_bands() -> None:
+    # float64 oracle: covariance over the valid pixels (divide by N), plus 0.5 * trace / bands on
+    # the diagonal, squared Mahalanobis distance of every pixel
+    rng = np.random.default_rng(3)
+    cube = rng.normal(size=(6, 7, 4)) @ rng.normal(size=(4, 4))
+    valid = np.ones((6, 7), dtype=bool)
+    valid[2, 3] = False
+    pixels = cube.reshape(-1, 4)
+    background = pixels[valid.ravel()]
+    mean = background.mean(axis=0)
+    cov = np.cov(background, rowvar=False, bias=True)
+    cov += 0.5 * np.trace(cov) / 4 * np.eye(4)
+    centred = pixels - mean
+    expected = np.einsum("ij,ij->i", centred, np.linalg.solve(cov, centred.T).T).reshape(6, 7)
+    scores = scorer("global", regularization=0.5)(cube, valid)
+    np.testing.assert_allclose(scores[valid], expected[valid], rtol=1e-9)
+    assert np.isnan(scores[2, 3])
+
+
+@pytest.mark.parametrize(
+    ("name", "regularization", "problem"),
+    [
+        ("local", 0.1, "LocalRXSettings.regularization"),
+        ("hybrid", 0.1, "LocalRXSettings.regularization"),
+        ("global", float("inf"), "finite number >= 0"),
+        ("global", -0.1, "finite number >= 0"),
+    ],
+)
+def test_a_loading_the_scorer_would_not_use_is_refused(name, regularization, problem) -> None:
+    with pytest.raises(ValueError, match=problem):
+        scorer(name, regularization=regularization)
+
+
+def test_the_hybrid_scorer_leaves_masked_pixels_out_of_the_statistics() -> None:
+    # a masked pixel's values, however wild, change no other pixel's score
+    scene = synthetic_scene(lines=24, width=24, bands=10, seed=2)
+    valid = scene.valid.copy()
+    valid[7, 9] = False
+    wild = scene.cube.copy()
+    wild[7, 9] = 1e4
+    score = scorer("hybrid")
+    calm, loud = score(scene.cube, valid), score(wild, valid)
+    assert np.isnan(loud[7, 9])
+    np.testing.assert_array_equal(calm[valid], loud[valid])
