@@ -116,10 +116,20 @@ def test_map_info_at_30_degrees_and_in_degrees_of_longitude_and_latitude():
     )
 
 
+def test_utm_zone_hemisphere_and_datum_are_read_in_the_documented_order():
+    # {projection, x, y, easting, northing, dx, dy[, zone, North|South], datum[, ...]}
+    bare = parse_map_info("{UTM, 1, 1, 500000.0, 4000000.0, 30.0, 30.0, 13, North}")
+    assert (bare.zone, bare.hemisphere, bare.datum, bare.units) == ("13", "North", None, "Meters")
+    full = parse_map_info("{UTM, 1, 1, 500000.0, 4000000.0, 30.0, 30.0, 13, South, WGS-84, extra}")
+    assert (full.zone, full.hemisphere, full.datum) == ("13", "South", "WGS-84")
+
+
 @pytest.mark.parametrize(
     ("map_info", "problem"),
     [
         ("{UTM, 1, 1, 500.0, 800.0}", "needs at least 7"),
+        ("{UTM, 1, 1, 500.0, 800.0, 1.0}", "needs at least 7"),
+        ("{UTM, 1, 1, 500.0, 800.0, 1.0, 0.0, 33, North}", "non-zero pixel sizes"),
         ("{UTM, 1, 1, 500.0, north, 1.0, 1.0, 33, North}", "must be numbers"),
         ("{UTM, 1, 1, 500.0, 800.0, 0.0, 1.0, 33, North}", "non-zero pixel sizes"),
         ("{UTM, 1, 1, 500.0, 800.0, 1.0, 1.0, 33, North, rotation=east}", "rotation must be a number"),
