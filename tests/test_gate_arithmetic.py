@@ -128,3 +128,83 @@ def test_a_gate_scene_that_does_not_cover_the_sensor_is_left_out(untrained_bundl
     assert "cover 70% of the sensor's" in report.excluded[narrow.name]
     with pytest.raises(ExportError, match="no gate scene covers the sensor's bands"):
         gate_module.run_gate(recipe, [(narrow, "real")], sensor=(30, sensor_nm, graphs))
+
+
+def test_fp16_storage_rounds_a_convolution_output_too():
+    """A Conv's FP16 output is rounded before the next layer, as in the chain above (numpy's FP16
+    rounding after each operator as the reference)."""
+    w = numpy_helper.from_array(np.full((1, 1, 1, 1), 300.0, np.float16), "w")
+    c2 = numpy_helper.from_array(np.array(-0.3333, np.float16), "c2")
+    nodes = [
+        helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+        helper.make_node("Conv", ["h", "w"], ["a"]),
+        helper.make_node("Add", ["a", "c2"], ["b"]),
+        helper.make_node("Cast", ["b"], ["y"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 5])],
+        [w, c2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.array([1.0, 0.001234, 1e-3, 0.2, 300.0], np.float32).reshape(1, 1, 1, 5)
+    half = np.float16
+    with np.errstate(over="ignore"):
+        want = (half(half(x) * half(300.0)) + half(-0.3333)).astype(np.float32)
+    assert np.isinf(want[0, 0, 0, 4])  # 300 * 300 > 65504 once rounded to FP16
+    unrounded = (x.astype(np.float64) * 300.0 + float(half(-0.3333))).astype(np.float32)
+    assert not np.array_equal(want[np.isfinite(want)], unrounded[np.isfinite(want)])
+    np.testing.assert_array_equal(run(emulate_fp16_storage(model), x), want)
+
+
+def test_a_gate_row_passes_at_its_tolerance_exactly():
+    # the module docstring: a reduced graph passes when |AUC - AUC_fp32| <= its tolerance
+    row = gate_module.GateRow("s", 8, "real", {"fp32": 0.0, "fp16": 5e-4, "int8": 2e-3})
+    assert row.passed("fp16") and row.passed("int8")
+    beyond = gate_module.GateRow("s", 8, "real", {"fp32": 0.0, "fp16": 1e-3, "int8": 3e-3})
+    assert not beyond.passed("fp16") and not beyond.passed("int8")
+
+
+def test_a_gate_scene_covering_exactly_the_allowed_share_is_gated_on(
+    untrained_bundle, tmp_path: Path
+) -> None:
+    """MAX_OUTSIDE_FRACTION = 0.25: a scene covering 6 of a sensor's 8 bands (75 %) is kept."""
+    from edge_had.models import load_bundle
+
+    bundle = load_bundle(untrained_bundle(seed=1))
+    recipe = gate_module.GraphRecipe(bundle, ["fp32"])
+    sensor_nm = np.linspace(400.0, 1100.0, 8)
+    graphs = recipe.build(8, tmp_path / "g", sensor_nm)
+    scene = synthetic_scene(lines=24, width=24, bands=40, seed=7)
+    scene.wavelengths = np.linspace(400.0, 900.0, 40)
+    assert gate_module.sensor_coverage(scene, sensor_nm) == 0.75
+    report = gate_module.run_gate(recipe, [(scene, "real")], sensor=(8, sensor_nm, graphs))
+    assert [row.scene for row in report.rows] == [scene.name] and not report.excluded
+
+
+def test_the_gate_scores_feature_fusion_at_the_models_alphas(untrained_bundle, tmp_path: Path) -> None:
+    """enhanced_rx_auc through ONNX Runtime against the same fusion computed with the torch
+    networks (RX of x_k + alpha_spe f_spe + alpha_spa f_spa, the bundle's alphas)."""
+    from edge_had.detectors.enhanced import enhance_parts, fuse_parts
+    from edge_had.detectors.rx import rx_reference
+    from edge_had.eval.metrics import roc_auc
+    from edge_had.models import load_bundle
+
+    bundle = load_bundle(untrained_bundle(seed=2, alpha_spe=0.3, alpha_spa=4.0))
+    # 80 bands: x_k (K = 64) is not a resampling of fewer bands, its covariance well conditioned
+    scene = synthetic_scene(lines=32, width=32, bands=80, seed=4)
+    graphs = gate_module.GraphRecipe(bundle, ["fp32"]).build(80, tmp_path / "g")
+    parts = enhance_parts(bundle, scene.detection_cube(), scene.valid, scene.detection_wavelengths())
+
+    def auc(alpha_spe: float, alpha_spa: float) -> float:
+        scores = fuse_parts(
+            parts, alpha_spe, alpha_spa, "feature", lambda x: rx_reference(x, mask=scene.valid)
+        )
+        return roc_auc(scores, scene.gt, scene.valid)
+
+    measured = gate_module.enhanced_rx_auc(bundle, graphs["fp32"], scene)
+    assert measured == pytest.approx(auc(0.3, 4.0), abs=1e-5)
+    assert abs(auc(0.3, 0.0) - auc(0.3, 4.0)) > 1e-3  # the spatial part counts in this scene
