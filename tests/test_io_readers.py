@@ -680,3 +680,88 @@ def test_a_data_units_attribute_is_not_the_wavelengths_unit(tmp_path: Path) -> N
         handle.create_dataset("cube", data=random_cube((4, 3, 5))).attrs["units"] = "reflectance"
         handle.create_dataset("wavelength", data=WAVELENGTHS[:5])
     np.testing.assert_array_equal(load_scene(tmp_path / "r.h5").wavelengths, WAVELENGTHS[:5])
+
+
+# ---------------------------------------------------------------------- pixel rule, header fields
+
+
+def test_a_bad_bands_values_mask_no_pixel_of_a_float_cube() -> None:
+    # PixelRule: a pixel is masked when a *good* band is no-data or at/above saturation; band 0 is
+    # bad (a float64 cube: compared in float32 on the good bands)
+    cube = np.random.default_rng(4).uniform(0.0, 1.0, (4, 5, 5))
+    good = np.array([False, True, True, True, True])
+    cube[1, 1, 0] = -9999.0  # bad band only: valid
+    cube[2, 2, 0] = 1e6  # bad band only: valid
+    cube[3, 3, 2] = -9999.0  # no-data in a good band
+    cube[0, 1, 3] = 100.0  # at the saturation level in a good band
+    wavelengths = np.linspace(400.0, 800.0, 5)
+    scene = make_scene(
+        cube, good_bands=good, no_data_value=-9999.0, saturation=100.0, wavelengths=wavelengths
+    )
+    want = np.ones((4, 5), dtype=bool)
+    want[3, 3] = want[0, 1] = False
+    np.testing.assert_array_equal(scene.valid, want)
+    assert scene.masked == {"non_finite": 0, "no_data": 1, "saturated": 1}
+    np.testing.assert_array_equal(scene.detection_wavelengths(), wavelengths[1:])
+    assert scene.detection_cube().shape == (4, 5, 4)
+
+
+def test_a_validity_mask_given_masks_more_and_is_counted_in_no_reason() -> None:
+    cube = random_cube((3, 4, 5))
+    cube[2, 2, 1] = np.nan
+    extra = np.ones((3, 4), dtype=bool)
+    extra[0, 0] = False
+    scene = make_scene(cube, valid=extra)
+    want = extra.copy()
+    want[2, 2] = False
+    np.testing.assert_array_equal(scene.valid, want)
+    assert scene.masked == {"non_finite": 1, "no_data": 0, "saturated": 0}
+
+
+def test_an_envi_header_offset_is_skipped(tmp_path: Path) -> None:
+    cube = random_cube((4, 3, 5))
+    header = tmp_path / "scene.hdr"
+    data = write_envi(header, cube, "bsq")
+    data.write_bytes(b"\x00" * 16 + data.read_bytes())
+    text = header.read_text()
+    assert "header offset = 0" in text
+    header.write_text(text.replace("header offset = 0", "header offset = 16"))
+    np.testing.assert_array_equal(load_scene(header).cube, cube)
+
+
+def test_a_data_ignore_value_of_two_numbers_is_refused(tmp_path: Path) -> None:
+    header = tmp_path / "scene.hdr"
+    write_envi(header, random_cube((4, 3, 5)), "bsq")
+    header.write_text(header.read_text() + "data ignore value = {0, 1}\n")
+    with pytest.raises(SceneError, match="'data ignore value' must be one number, got 2"):
+        load_scene(header)
+
+
+def spectral_share_oracle(spectra: np.ndarray) -> float:
+    """Share of the energy in 3 components of mean-removed unit spectra, by numpy's SVD."""
+    centred = spectra - spectra.mean(axis=1, keepdims=True)
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    singular = np.linalg.svd(unit, compute_uv=False)
+    return float((singular[:3] ** 2).sum() / (singular**2).sum())
+
+
+def test_spectral_share_against_an_svd_and_its_limits() -> None:
+    from edge_had.io.envi import MIN_CHECKED_BANDS, MIN_CHECKED_PIXELS, spectral_share
+
+    rng = np.random.default_rng(6)
+    cube = rng.normal(size=(4, 8, 12))  # 32 pixels, 12 bands: no verdict limit reached
+    share = spectral_share(cube)
+    assert share == pytest.approx(spectral_share_oracle(cube.reshape(-1, 12)), rel=1e-9)
+    assert share < 0.9
+    # three shapes mixed: all the energy in 3 components, also when a no-data pixel is left out
+    mixed = rng.uniform(size=(4, 8, 3)) @ rng.uniform(size=(3, 12))
+    mixed[1, 2, 5] = -9999.0
+    assert spectral_share(mixed, no_data_value=-9999.0) == pytest.approx(1.0, abs=1e-9)
+    assert spectral_share(mixed) < 0.99  # counted in, the no-data pixel is a fourth shape
+    # the verdict limits: MIN_CHECKED_BANDS good bands, MIN_CHECKED_PIXELS usable pixels
+    assert (MIN_CHECKED_BANDS, MIN_CHECKED_PIXELS) == (8, 16)
+    assert spectral_share(cube[..., :8]) is not None and spectral_share(cube[..., :7]) is None
+    assert spectral_share(cube[:2]) is not None and spectral_share(cube[:2, :7]) is None  # 16, 14 px
+    few = cube[:2].copy()
+    few[0, 0] = 1.0  # a flat spectrum has no variation: 15 usable pixels
+    assert spectral_share(few) is None
