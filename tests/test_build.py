@@ -290,6 +290,95 @@ def test_qdq_check_catches_each_rule_violation(graphs: dict[str, Path]) -> None:
     ]
 
 
+def hand_qdq_graph(
+    weight: np.ndarray | None = None,
+    weight_scale: np.ndarray | None = None,
+    weight_axis: int | None = 0,
+    activation_scale: np.ndarray | None = None,
+    extra_node: str | None = None,
+) -> onnx.ModelProto:
+    """x -> Q -> DQ -> Conv(DQ(int8 weight)) -> y, every rule of graph_checks' docstring kept
+    unless an argument breaks one."""
+    from onnx import helper
+
+    weight = np.array([[[[3]]], [[[-2]]]], np.int8) if weight is None else weight
+    weight_scale = np.array([0.5, 0.25], np.float32) if weight_scale is None else weight_scale
+    activation_scale = np.array(0.1, np.float32) if activation_scale is None else activation_scale
+
+    inits = [
+        numpy_helper.from_array(np.asarray(weight), "w_q"),
+        numpy_helper.from_array(np.asarray(weight_scale), "w_scale"),
+        numpy_helper.from_array(np.zeros(2, np.int8), "w_zero"),
+        numpy_helper.from_array(np.asarray(activation_scale), "a_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "a_zero"),
+    ]
+    axis = {} if weight_axis is None else {"axis": weight_axis}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "a_scale", "a_zero"], ["x_q"], name="q"),
+        helper.make_node("DequantizeLinear", ["x_q", "a_scale", "a_zero"], ["x_dq"], name="dq"),
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], name="w_dq", **axis),
+        helper.make_node("Conv", ["x_dq", "w"], ["y"], name="conv"),
+    ]
+    if extra_node:
+        nodes.append(helper.make_node(extra_node, ["x_q", "w_q"], ["z"], name="extra"))
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_qdq_rules_on_a_hand_made_graph() -> None:
+    """Each of the docstring's rules broken alone in an otherwise conforming graph is named."""
+    assert qdq_problems(hand_qdq_graph()) == []
+
+    def named(problem: str, **broken) -> bool:
+        return any(problem in p for p in qdq_problems(hand_qdq_graph(**broken)))
+
+    assert named("scale must be finite positive", activation_scale=np.array(0.0, np.float32))
+    assert named("scale must be finite positive", weight_scale=np.array([0.5, 0.0], np.float32))
+    # per output channel means axis 0; without an axis attribute ONNX takes axis 1 (1 channel)
+    assert named("per output channel", weight_axis=1)
+    assert named("per output channel", weight_axis=None)
+    square = np.ones((2, 2, 1, 1), np.int8)  # 2 scales fit axis 1 too: per input channel, refused
+    assert qdq_problems(hand_qdq_graph(weight=square)) == []
+    assert named("per output channel", weight=square, weight_axis=1)
+    assert named("activation scale must be per-tensor", activation_scale=np.array([0.1, 0.1], np.float32))
+    assert named("is uint8, not int8", weight=np.array([[[[3]]], [[[2]]]], np.uint8))
+    assert named("ConvInteger is not QDQ format", extra_node="ConvInteger")
+    assert named("MatMulInteger is not QDQ format", extra_node="MatMulInteger")
+
+
+def test_fp16_rules_on_a_hand_made_graph() -> None:
+    from onnx import helper
+
+    def graph(io_type=TensorProto.FLOAT, cast_weight: bool = False) -> onnx.ModelProto:
+        weight = np.ones((1, 1, 1, 1), np.float32 if cast_weight else np.float16)
+        nodes = [
+            helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+            helper.make_node("Conv", ["h", "w16" if cast_weight else "w"], ["c"], name="/spectral/conv"),
+            helper.make_node("Cast", ["c"], ["y"], to=io_type),
+        ]
+        if cast_weight:
+            nodes.insert(0, helper.make_node("Cast", ["w"], ["w16"], to=TensorProto.FLOAT16))
+        return helper.make_model(
+            helper.make_graph(
+                nodes,
+                "fp16",
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+                [helper.make_tensor_value_info("y", io_type, [1, 1, 2, 2])],
+                [numpy_helper.from_array(weight, "w")],
+            )
+        )
+
+    assert fp16_problems(graph()) == []
+    assert fp16_problems(graph(io_type=TensorProto.FLOAT16)) == ["graph input/output 'y' is not float32"]
+    assert any("is cast at run time, not stored FP16" in p for p in fp16_problems(graph(cast_weight=True)))
+
+
 # --------------------------------------------------------------------------- calibration set
 
 
