@@ -293,6 +293,22 @@ def test_the_budget_verdict_and_the_layer_cached_figure() -> None:
     assert report["spectral_layer_cached"] == pytest.approx(report["spectral"]["total"] * 16 / window)
 
 
+def test_elementwise_ops_count_one_per_output_and_a_budget_met_exactly_is_within() -> None:
+    """add, sub, mul, div: 1 multiply-add equivalent per output element each (module docstring);
+    within_budget is total <= budget."""
+
+    def arithmetic(x: torch.Tensor) -> torch.Tensor:
+        return (x / 2.0 + x) * x - x
+
+    counted = _count(arithmetic, (torch.ones(1, 2, 4, 6),), 24)
+    assert counted["hand"] == {name: pytest.approx(2.0) for name in ("add", "div", "mul", "sub")}
+    assert counted["total"] == pytest.approx(8.0)
+    torch.manual_seed(0)
+    model = build_model(20, k=8, hidden=8, blocks=1).eval()
+    total = count_macs_per_pixel(model, width=32)["total_macs_per_pixel"]
+    assert count_macs_per_pixel(model, width=32, budget=total)["within_budget"] is True
+
+
 def test_mac_count_arguments_are_checked() -> None:
     """count_macs_per_pixel refuses a band count the adapter does not take and zero lines per call."""
     model = build_model(20, k=8, hidden=8, blocks=1).eval()
@@ -300,6 +316,13 @@ def test_mac_count_arguments_are_checked() -> None:
         count_macs_per_pixel(model, 21, width=8)
     with pytest.raises(ValueError, match=">= 1"):
         count_macs_per_pixel(model, width=8, lines_per_call=0)
+    radius = model.spectral.receptive_radius
+    assert radius >= 1
+    with pytest.raises(ValueError, match="below the spectral receptive radius"):
+        count_macs_per_pixel(model, width=8, context_lines=radius - 1)
+    assert (
+        count_macs_per_pixel(model, width=8, context_lines=radius)["assumptions"]["context_lines"] == radius
+    )
 
 
 # ------------------------------------------------------------------------------- losses
