@@ -89,3 +89,26 @@ def test_health_counts_every_statistics_refresh():
     run_stream(synthetic_lines(16, 12, lines=50, seed=2), pipeline)
     # refreshed at the end of the warm-up, then every third line after it
     assert pipeline.health.statistics_refreshes == pipeline.rx.refreshes == 1 + (50 - 5) // 3
+
+
+def test_eval_notes_go_by_the_good_bands_the_scores_and_the_file_hash():
+    from edge_had.eval.protocol import constant_scores_note, same_name_note
+
+    # bands 0 and 1 (350.0, 367.9 nm: below the model's 400 nm) are bad: every good band gets weight
+    scene = synthetic_scene(lines=24, width=24, bands=40, seed=2)
+    scene.wavelengths = np.linspace(350.0, 1050.0, 40)
+    scene.good_bands = np.arange(40) >= 2
+    entry, _ = evaluate_scene(make_detector("resampled-rx"), scene)
+    assert entry["bands"] == 38 and not any("get no weight" in note for note in entry["notes"])
+    # a map with every valid pixel alike says so; one varying by 1e-6 is not alike
+    valid = np.ones((2, 2), dtype=bool)
+    valid[1, 1] = False
+    note = constant_scores_note(np.array([[5.0, 5.0], [5.0, 7.0]]), valid)
+    assert note is not None and note.startswith("every one of the 3 valid pixels scored 5:")
+    assert constant_scores_note(np.array([[5.0, 5.0], [5.000005, np.nan]]), valid) is None
+    assert constant_scores_note(np.array([[5.0, np.nan]]), np.ones((1, 2), dtype=bool)) is None  # one pixel
+    # a training scene's name on another file is said; the training file itself is no news
+    training = {"aa11": "urban-1"}
+    assert same_name_note(training, "aa11", "urban-1") is None
+    assert same_name_note(training, "bb22", "urban-1").startswith("a scene named urban-1 was among")
+    assert same_name_note(training, "bb22", "beach-2") is None
