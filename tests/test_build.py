@@ -352,6 +352,37 @@ def test_qdq_rules_on_a_hand_made_graph() -> None:
     assert named("MatMulInteger is not QDQ format", extra_node="MatMulInteger")
 
 
+def test_int8_refuses_a_calibration_set_normalised_otherwise(
+    graphs: dict[str, Path], calibration, tmp_path
+) -> None:
+    other = dataclasses.replace(
+        calibration, manifest={**calibration.manifest, "normalization": {"kind": "something else"}}
+    )
+    with pytest.raises(ExportError, match="the calibration set was normalised differently from the model"):
+        to_int8(graphs["fp32"], tmp_path / "int8.onnx", other)
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_activation_products_are_the_matmuls_without_a_weight() -> None:
+    """Network MatMul/Gemm nodes with no initialiser among their inputs (the pooling products)."""
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("MatMul", ["p", "x"], ["a"], name="/spatial/pool/MatMul"),
+        helper.make_node("MatMul", ["a", "w"], ["b"], name="/spatial/proj/MatMul"),
+        helper.make_node("Gemm", ["b", "w"], ["c"], name="/spectral/fc/Gemm"),
+        helper.make_node("MatMul", ["c", "x"], ["y"], name="/fuse/MatMul"),  # outside the networks
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "products",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 2]) for name in ("p", "x")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        [numpy_helper.from_array(np.eye(2, dtype=np.float32), "w")],
+    )
+    assert quantize.activation_products(helper.make_model(graph)) == {"/spatial/pool/MatMul"}
+
+
 def test_fp16_rules_on_a_hand_made_graph() -> None:
     from onnx import helper
 
