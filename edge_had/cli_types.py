@@ -153,6 +153,18 @@ def add_resample_option(parser: Any, users: str = "") -> None:
     )
 
 
+def add_reduction_kernel_option(parser: Any) -> None:
+    """``--reduction-kernel`` for ``stream`` and ``plan``: the plain detectors' 32-band reduction."""
+    parser.add_argument(
+        "--reduction-kernel",
+        choices=("linear", "triangle"),
+        default="linear",
+        help="rx, hybrid-rx: how more than 32 bands are reduced to 32 - linear (default: "
+        "interpolation, 2 sensor bands per reduced band) or triangle (band-averaging over the "
+        "bands each reduced band spans: less noise on many noisy bands)",
+    )
+
+
 #: the interleaves the readers know (:data:`edge_had.io.raw.LAYOUTS`; not imported here: reading
 #: the command line imports no file reader)
 INTERLEAVES = ("bip", "bil", "bsq")

@@ -305,3 +305,122 @@ def test_export_of_a_micrometre_list_says_to_scale_its_numbers(tmp_path: Path, c
     error = capsys.readouterr().err
     assert "a list of band centres is read in nm: fix its numbers (x 1000)" in error
     assert "wavelength_units" not in error and "export on band index (--bands 40 without" in error
+
+
+def test_the_triangle_reduction_is_the_triangle_wavelength_matrix_over_the_sensors_own_range() -> None:
+    """``kernel="triangle"``: the band-averaging matrix of the adapter's triangle kernel, on the
+    sensor's own range (on band index without wavelengths); the linear kernel stays the default."""
+    from edge_had.band_resampling import band_index_matrix, wavelength_matrix
+
+    wavelengths = np.linspace(420.0, 2450.0, 120)
+    triangle = band_reduction(120, 32, wavelengths, "triangle")
+    want = wavelength_matrix(wavelengths, 32, lo=420.0, hi=2450.0, kernel="triangle")[0]
+    np.testing.assert_array_equal(triangle, want)
+    np.testing.assert_allclose(triangle.sum(axis=1), 1.0, atol=1e-12)
+    assert (np.count_nonzero(triangle[1:-1], axis=1) > 2).all()  # averages, not a 2-band interpolation
+    np.testing.assert_array_equal(
+        band_reduction(120, 32, wavelengths), wavelength_matrix(wavelengths, 32, lo=420.0, hi=2450.0)[0]
+    )
+    np.testing.assert_array_equal(
+        band_reduction(120, 32, None, "triangle"), band_index_matrix(120, 32, kernel="triangle")[0]
+    )
+    with pytest.raises(ValueError, match="unknown reduction kernel 'box'"):
+        band_reduction(120, 32, wavelengths, "box")
+
+
+@pytest.mark.parametrize("bands", [40, 120], ids=["gather", "product"])
+def test_a_stream_with_the_triangle_kernel_scores_as_rx_of_the_cube_reduced_by_it(
+    tmp_path: Path, bands: int
+) -> None:
+    """``--reduction-kernel triangle``: the stream scores as the float64 causal RX oracle on the
+    cube reduced by the triangle matrix (its weights can be negative near the range ends), both
+    where the pipeline gathers the few bands of each row (40 bands) and where it multiplies (120),
+    and the report records the kernel."""
+    from edge_had.band_resampling import wavelength_matrix
+    from edge_had.stream.pipeline import sparse_rows
+    from tests.test_stream_masking import causal_rx_oracle
+
+    wavelengths = np.linspace(400.0, 2400.0, bands).round(2)
+    header, cube = envi_file(tmp_path, wavelengths)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    argv = ["stream", "--source", str(header), "--detector", "rx", "--reorder-window", "0"]
+    assert main([*argv, "--reduction-kernel", "triangle", "--out", str(out), "--json", str(report)]) == 0
+    matrix = wavelength_matrix(wavelengths, 32, lo=400.0, hi=2400.0, kernel="triangle")[0]
+    assert (sparse_rows(matrix) is None) == (bands == 120)  # both of _reduce's paths are covered
+    streamed = np.load(out / "scores.npy")
+    if bands == 120:  # the pipeline's float32 product: RX of the cube reduced so, to float precision ...
+        reduced32 = (cube.astype(np.float32) @ matrix.astype(np.float32).T).astype(np.float64)
+        np.testing.assert_allclose(streamed, causal_rx_oracle(reduced32), rtol=1e-6)
+    # ... and the float64 reduction within 1e-5 of the largest score (measured 1.6e-6; a
+    # pixel's own score within 1.3e-5: the smoother triangle bands' covariance is worse conditioned)
+    want = causal_rx_oracle(cube.astype(np.float64) @ matrix.T)
+    np.testing.assert_allclose(streamed, want, rtol=2e-5, atol=1e-5 * np.nanmax(want))
+    detector = json.loads(report.read_text())["detector"]
+    assert detector["reduction_kernel"] == "triangle" and detector["resampling"] == "wavelength"
+
+
+def test_the_reduction_kernel_is_refused_for_an_enhanced_detector(capsys) -> None:
+    """The model resamples the bands itself: the option would be ignored, so it is refused, in
+    the command, the API and the plan, as the network-only options are for plain detectors."""
+    from edge_had.stream.onboard import build_pipeline
+    from edge_had.stream.plan import plan
+
+    argv = ["stream", "--source", "synthetic", "--lines", "20", "--detector", "enhanced-rx"]
+    assert main([*argv, "--reduction-kernel", "triangle"]) == 2
+    assert "--reduction-kernel: only rx and hybrid-rx reduce bands" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="only rx and hybrid-rx reduce bands"):
+        build_pipeline(16, 60, "enhanced-hybrid-rx", reduction_kernel="triangle")
+    with pytest.raises(ValueError, match="unknown reduction_kernel 'box'"):
+        build_pipeline(16, 60, "rx", reduction_kernel="box")
+    with pytest.raises(ValueError, match="only rx and hybrid-rx reduce bands"):
+        plan("orin-nano-8gb", "fx10", "enhanced-rx", reduction_kernel="triangle")
+    assert (
+        main(
+            [
+                "plan",
+                "--device",
+                "orin-nano-8gb",
+                "--detector",
+                "enhanced-rx",
+                "--reduction-kernel",
+                "triangle",
+            ]
+        )
+        == 2
+    )
+    assert "--reduction-kernel: only rx and hybrid-rx reduce bands" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kernel", ["linear", "triangle"])
+def test_a_reinitialisation_for_a_new_band_count_keeps_the_reduction_kernel(kernel: str) -> None:
+    """Lines of another band count re-initialise the statistics with a new reduction: built
+    with the kernel the stream was built with (on band index: the new count has no centres)."""
+    from edge_had.stream.onboard import build_pipeline
+
+    with build_pipeline(
+        16, 60, "rx", wavelengths=np.linspace(400.0, 1000.0, 60), reduction_kernel=kernel
+    ) as onboard:
+        pipeline = onboard.pipeline
+        assert pipeline.reduction_kernel == kernel
+        rng = np.random.default_rng(0)
+        for index in range(12):
+            pipeline.push(rng.normal(size=(16, 50)).astype(np.float32), index, index / 330.0)
+        assert [change["bands"] for change in pipeline.band_changes] == [50]
+        np.testing.assert_array_equal(pipeline.reduction, band_reduction(50, 32, None, kernel))
+
+
+def test_the_plan_counts_the_triangle_reduction_as_the_pipeline_applies_it() -> None:
+    """The triangle kernel's rows span more sensor bands than the gather takes: the plan counts
+    a dense product for it (224 -> 32), the 2-tap gather for the linear kernel."""
+    from edge_had.stream.plan import plan, reduction_taps
+
+    assert reduction_taps(224, 32) == 2 and reduction_taps(224, 32, "triangle") is None
+    parts = {
+        kernel: {
+            p["name"]: p
+            for p in plan("orin-nano-8gb", "fx10", "rx", bands=224, reduction_kernel=kernel)["parts"]
+        }
+        for kernel in ("linear", "triangle")
+    }
+    assert parts["triangle"]["band reduction"]["flops"] == 2.0 * 1024 * 224 * 32
+    assert parts["linear"]["band reduction"]["flops"] == 2.0 * 1024 * 32 * 2

@@ -31,6 +31,7 @@ import numpy as np
 from edge_had.band_resampling import ignored_bands_note, wavelengths_to_use
 from edge_had.cli_types import (
     add_interleave_option,
+    add_reduction_kernel_option,
     add_resample_option,
     add_saturation_option,
     changed_options,
@@ -55,6 +56,7 @@ KEEP_LINES = 4096  # longer synthetic streams keep no per-line outputs in memory
 DEFAULT_SYNTHETIC_LINES = 512
 RSS_EVERY = 100_000  # lines between samples of the resident memory
 FAULT_OPTION_DEFAULTS = {"fault_rate": 0.01, "fault_seed": 0}  # refused without --faults
+PLAIN_OPTION_DEFAULTS = {"reduction_kernel": "linear"}  # refused for enhanced-* (no band reduction)
 SOAK_STRIP_LINES = 256  # a long synthetic stream cycles strips of this many lines, rendered before it
 SOAK_STRIPS = 8  # ... at most this many distinct strips
 SOAK_STRIP_BYTES = 256 * 2**20  # ... holding at most this much together (at least one strip)
@@ -153,6 +155,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         help="lines held to put late lines back in order (4; 0: reject them)",
     )
     add_resample_option(parser, "every detector (plain RX resamples to 32 bands when it has more): ")
+    add_reduction_kernel_option(parser)
     add_interleave_option(parser)
     add_saturation_option(parser)
     parser.add_argument(
@@ -311,6 +314,10 @@ def _replay(in_file: int, requested: int | None) -> dict[str, Any]:
 def run_stream_command(args: argparse.Namespace) -> int:
     # (build_pipeline refuses them too; here before a file is read or a CUDA context made)
     refuse_network_options(args, args.detector, enhanced=STREAM_DETECTORS[args.detector][0])
+    if STREAM_DETECTORS[args.detector][0] and (given := changed_options(args, PLAIN_OPTION_DEFAULTS)):
+        raise EdgeHadError(
+            f"{' '.join(given)}: only rx and hybrid-rx reduce bands; {args.detector}'s model resamples them"
+        )
     if args.json:  # refused now, not after the whole stream has run
         check_output_file(args.json, "--json")
     if args.faults:  # an unknown name, now rather than after the model is built
@@ -402,6 +409,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             good_bands=source.good_bands,
             no_data_value=source.no_data_value,
             saturation=args.saturation,
+            reduction_kernel=args.reduction_kernel,
         )
     pipeline, detector, backend = onboard.pipeline, onboard.detector, onboard.backend
     # the model's adapter resamples the good bands only, as detect does

@@ -119,6 +119,7 @@ def build_pipeline(
     good_bands: Any = None,
     no_data_value: float | None = None,
     saturation: float | None = None,
+    reduction_kernel: str = "linear",
 ) -> OnboardPipeline:
     """The line loop of ``detector`` for ``width``-pixel lines of ``bands`` bands. The options
     are ``edge-had stream``'s: ``precision`` is ``--net-precision`` (None: what ``engine`` or
@@ -140,8 +141,13 @@ def build_pipeline(
     holding the one, or at or above the other, in a good band is masked - scored NaN, kept out of
     the statistics, counted in ``health.masked_pixels`` by reason, the line flagged
     ``masked-pixels`` (and ``saturated``) - as for a NaN/Inf pixel; None (the default): no such
-    value. The ``detector`` record says so: ``good_bands`` (the count scored), ``bad_bands``
-    (0-based, the ones left out), ``no_data_value``, ``saturation``. ``push(line, index,
+    value. ``reduction_kernel`` (``--reduction-kernel``): how ``rx`` and ``hybrid-rx`` reduce more
+    than 32 bands to 32 - ``"linear"`` (default: interpolation, 2 sensor bands per reduced band)
+    or ``"triangle"`` (band-averaging: less noise on many noisy bands;
+    :func:`edge_had.stream.run.band_reduction`); refused for enhanced-* detectors, whose model
+    does its own resampling. The ``detector`` record says so: ``good_bands`` (the count scored),
+    ``bad_bands`` (0-based, the ones left out), ``no_data_value``, ``saturation``,
+    ``reduction_kernel`` (plain detectors). ``push(line, index,
     timestamp)`` takes the line's number as ``index`` (consecutive lines differ by 1) and any
     clock, e.g. the camera's tick counter, as ``timestamp``."""
     from argparse import Namespace
@@ -149,7 +155,12 @@ def build_pipeline(
     from edge_had.cli_types import refuse_network_options
     from edge_had.stream.causal import NUMPY_LINE_MATH
     from edge_had.stream.pipeline import StreamPipeline, sensor_good_bands
-    from edge_had.stream.run import DEFAULT_REDUCED_BANDS, DEFAULT_SETTINGS, band_reduction
+    from edge_had.stream.run import (
+        DEFAULT_REDUCED_BANDS,
+        DEFAULT_SETTINGS,
+        REDUCTION_KERNELS,
+        band_reduction,
+    )
 
     if detector not in STREAM_DETECTORS:
         raise ValueError(f"unknown stream detector {detector!r}; choose one of {list(STREAM_DETECTORS)}")
@@ -161,6 +172,13 @@ def build_pipeline(
     options = Namespace(model=model, onnx=onnx, engine=engine, backend=backend, net_precision=precision,
                         device=device, async_enhance=async_enhance)  # fmt: skip
     refuse_network_options(options, detector, enhanced)
+    if reduction_kernel not in REDUCTION_KERNELS:
+        raise ValueError(f"unknown reduction_kernel {reduction_kernel!r}; use 'linear' or 'triangle'")
+    if enhanced and reduction_kernel != "linear":
+        raise ValueError(
+            f"reduction_kernel {reduction_kernel!r}: only rx and hybrid-rx reduce bands; "
+            f"{detector}'s model resamples them itself"
+        )
     good = sensor_good_bands(good_bands, bands)  # (ValueError for a mask that does not fit)
     scored = bands if good is None else int(good.sum())
     if wavelengths is not None:
@@ -196,10 +214,11 @@ def build_pipeline(
             async_enhance,
         )
     else:
-        reduction = band_reduction(scored, DEFAULT_REDUCED_BANDS, good_wavelengths)
+        reduction = band_reduction(scored, DEFAULT_REDUCED_BANDS, good_wavelengths, reduction_kernel)
         if reduction is None:  # 32 bands or fewer: scored as they are
             record["resampling"] = "none"
         record["reduced_bands"] = scored if reduction is None else reduction.shape[0]
+        record["reduction_kernel"] = reduction_kernel  # also kept for a new band count
     try:
         line_math: Any = NUMPY_LINE_MATH
         local_math: Any = None
@@ -223,6 +242,7 @@ def build_pipeline(
             good_bands=good,
             no_data_value=no_data_value,
             saturation=saturation,
+            reduction_kernel=reduction_kernel,
         )
     except BaseException:
         _release(enhancer, runner)

@@ -109,13 +109,13 @@ def reduction_cost(width: int, bands: int, dims: int, taps: int | None = None) -
     )
 
 
-def reduction_taps(bands: int, dims: int) -> int | None:
-    """Sensor bands per reduced band as the pipeline applies its band reduction
+def reduction_taps(bands: int, dims: int, kernel: str = "linear") -> int | None:
+    """Sensor bands per reduced band as the pipeline applies its band reduction with ``kernel``
     (:func:`edge_had.stream.pipeline.sparse_rows`; None: a dense product)."""
     from edge_had.stream.pipeline import sparse_rows
     from edge_had.stream.run import band_reduction
 
-    matrix = band_reduction(bands, dims)
+    matrix = band_reduction(bands, dims, kernel=kernel)
     assert matrix is not None
     gather = sparse_rows(matrix)
     return None if gather is None else int(gather[0].shape[1])
@@ -174,12 +174,13 @@ HOST_CAVEAT = (
 def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_dir: str | None = None,
          reduced_bands: int = 32, refresh_every: int = 1, net_precision: str = "fp32",
          power_mode: str | None = None, width: int | None = None, bands: int | None = None,
-         line_rate_hz: float | None = None) -> dict[str, Any]:  # fmt: skip
+         line_rate_hz: float | None = None, reduction_kernel: str = "linear") -> dict[str, Any]:  # fmt: skip
     """The plan for ``detector`` (enhanced: the model in ``model_dir``, default the shipped one,
     at the alphas its scorer uses, its networks at ``net_precision``) on ``board`` in
     ``power_mode`` (default its fastest sourced mode), for the sensor preset with ``width``,
     ``bands`` and ``line_rate_hz`` overriding its figures (e.g. spatial binning, another frame
-    rate)."""
+    rate). ``reduction_kernel``: the plain detectors' band reduction (``stream
+    --reduction-kernel``: the triangle kernel's wider rows can make it a dense product)."""
     from edge_had.stream.boards import board_mode, max_mode
 
     overrides = {"width": width, "bands": bands, "line_rate_hz": line_rate_hz}
@@ -191,6 +192,8 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
         raise ValueError(f"unknown detector {detector!r}; choose one of {list(STREAM_DETECTORS)}")
     parts: list[PartCost] = []
     enhanced, scorer = STREAM_DETECTORS[detector]
+    if enhanced and reduction_kernel != "linear":
+        raise ValueError(f"reduction_kernel {reduction_kernel!r}: only rx and hybrid-rx reduce bands")
     if enhanced:
         from edge_had.models.bundle import load_bundle
 
@@ -201,7 +204,7 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
     else:
         dims = min(reduced_bands, preset.bands)
         if dims < preset.bands:
-            taps = reduction_taps(preset.bands, dims)
+            taps = reduction_taps(preset.bands, dims, reduction_kernel)
             parts.append(reduction_cost(preset.width, preset.bands, dims, taps))
     parts += rx_costs(preset.width, dims, refresh_every)
     if scorer == "hybrid":
@@ -245,7 +248,7 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
-    from edge_had.cli_types import integer_from, positive_number
+    from edge_had.cli_types import add_reduction_kernel_option, integer_from, positive_number
     from edge_had.stream.boards import BOARDS
 
     parser.add_argument(
@@ -268,6 +271,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         help="enhanced-*: the networks' precision (default fp32, what the shipped model deploys at: "
         "its FP16 graph fails the accuracy gate, export/README.md)",
     )
+    add_reduction_kernel_option(parser)
     parser.add_argument("--json", help="write the plan here")
 
 
@@ -279,6 +283,10 @@ def run_plan(args: argparse.Namespace) -> int:
     for option, value in (("--model", args.model), ("--net-precision", args.net_precision)):
         if value is not None and not STREAM_DETECTORS[args.detector][0]:  # refused as stream refuses it
             raise EdgeHadError(f"{option}: only enhanced-* detectors use it; {args.detector} runs no network")
+    if args.reduction_kernel != "linear" and STREAM_DETECTORS[args.detector][0]:  # as stream refuses it
+        raise EdgeHadError(
+            f"--reduction-kernel: only rx and hybrid-rx reduce bands; {args.detector}'s model resamples them"
+        )
     if args.json:  # before the table, not after it
         check_output_file(args.json, "--json")
     result = plan(
@@ -291,6 +299,7 @@ def run_plan(args: argparse.Namespace) -> int:
         width=args.width,
         bands=args.bands,
         line_rate_hz=args.line_rate,
+        reduction_kernel=args.reduction_kernel,
     )
     board, preset = result["board"], result["sensor"]
     fp16 = "not published" if board["fp16_tflops"] is None else board["fp16_tflops"]  # (Orin: INT8 TOPS only)
