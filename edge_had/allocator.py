@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
+from typing import Any
 
 ENV = "EDGE_HAD_KEEP_FREED_MEMORY"
 MMAP_THRESHOLD_BYTES = 256 << 20  # blocks below this come from the heap, not from mmap
@@ -55,13 +57,23 @@ def release_freed_memory() -> bool:
     its arenas), whether or not :func:`keep_freed_memory` keeps them otherwise; True when it ran
     (glibc only). The enhanced detectors call it between the stages of a scene
     (:func:`edge_had.detectors.enhanced.free_working_memory`)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes = [ctypes.c_size_t]
     trim(0)
     return True
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` (None elsewhere), looked up once: ``find_library`` runs
+    ``ldconfig`` on Linux, and the enhanced detectors release memory up to three times a scene."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # (macOS's libc has none)
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    return trim

@@ -346,7 +346,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     for note in _scene_notes(scene_notes(scene, scores, detector), anomalies, invalid_anomalies):
         print(f"warning: {scene.name}: {note}", file=sys.stderr)
     rows, cols, bands = scene.shape
-    stored = f"read as {scene.meta['interleave']}"  # --interleave's, or the ENVI header's
+    stored = f"read as {scene.meta['interleave']}"  # --interleave's, the ENVI header's, or bip
     print(f"{scene.name}: {rows} lines x {cols} px x {bands} bands, {stored}, {masked_summary(scene.masked)}")
     print(f"{detector.name} {detector.settings}: {seconds:.3f} s")
     if args.npy:  # the outputs first: a ground truth that gives no AUC must not cost them
@@ -586,12 +586,13 @@ def _read_wavelengths(path: str, interleave: str | None = None) -> tuple[Any, st
         else np.loadtxt(path, ndmin=1),
         dtype=np.float64,
     )
-    if values.ndim != 1:  # raveled, a "wavelength fwhm" table read as twice the bands, half of them < 400 nm
+    if sum(length > 1 for length in values.shape) > 1:  # a "wavelength fwhm" table, raveled, read as
+        # twice the bands, half of them < 400 nm; a (bands, 1) column is a list
         raise EdgeHadError(
             f"--wavelengths {path}: a list of band centres holds one number per band (nm; a .txt one per "
             f"line), this one is a table of shape {values.shape}: keep its wavelength column alone"
         )
-    return values, "", {"format": "list"}
+    return values.ravel(), "", {"format": "list"}
 
 
 def _is_scene_file(path: str) -> bool:

@@ -295,6 +295,15 @@ def test_export_refuses_a_wavelength_table_instead_of_reading_it_as_twice_the_ba
     error = capsys.readouterr().err
     assert "a table of shape (240, 2): keep its wavelength column alone" in error
     assert "480" not in error and not (tmp_path / "x").exists()
+    # that column alone, stored as a (240, 1) column or a (1, 240) row, is a list (a review)
+    from edge_had.cli import _read_wavelengths
+
+    for shape in ((-1, 1), (1, -1)):
+        column = tmp_path / f"column{suffix}"
+        np.savetxt(column, centres.reshape(shape)) if suffix == ".txt" else np.save(
+            column, centres.reshape(shape)
+        )
+        np.testing.assert_array_equal(_read_wavelengths(str(column))[0], centres)
 
 
 def test_export_of_a_micrometre_list_says_to_scale_its_numbers(tmp_path: Path, capsys) -> None:
@@ -370,7 +379,7 @@ def test_the_reduction_kernel_is_refused_for_an_enhanced_detector(capsys) -> Non
     assert "--reduction-kernel: only rx and hybrid-rx reduce bands" in capsys.readouterr().err
     with pytest.raises(ValueError, match="only rx and hybrid-rx reduce bands"):
         build_pipeline(16, 60, "enhanced-hybrid-rx", reduction_kernel="triangle")
-    with pytest.raises(ValueError, match="unknown reduction_kernel 'box'"):
+    with pytest.raises(ValueError, match="unknown reduction kernel 'box'"):
         build_pipeline(16, 60, "rx", reduction_kernel="box")
     with pytest.raises(ValueError, match="only rx and hybrid-rx reduce bands"):
         plan("orin-nano-8gb", "fx10", "enhanced-rx", reduction_kernel="triangle")

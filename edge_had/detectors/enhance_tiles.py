@@ -66,7 +66,8 @@ class SplitNetworks(NamedTuple):
     """A runner's networks run apart: ``bands`` gives ``{"x_k", "f_spe"}`` as ``(1, K, lines,
     cols)`` float32 from a ``(1, bands, lines, cols)`` normalised cube (adapter and spectral
     network only), ``adapter`` the same ``{"x_k"}`` alone; ``spatial`` gives ``f_spa`` from the
-    assembled ``(1, K, rows, cols)`` ``x_k``."""
+    assembled ``(1, K, rows, cols)`` ``x_k``. Without a spatial student (:func:`has_spatial`)
+    ``spatial`` gives zeros and ``adapter`` is not to be called (ONNX Runtime's is not cut)."""
 
     bands: Networks
     adapter: Networks

@@ -241,7 +241,7 @@ def enhanced_feature_cube(
 ) -> np.ndarray:
     """``x_k + alpha_spe f_spe + alpha_spa f_spa`` in float64, the bits :func:`fuse_parts` sums
     from :func:`enhance_parts`, without the scene-sized parts. A first pass over the bands of lines
-    runs the adapter alone (a gather of two sensor bands per canonical band: cheap) for ``x_k``,
+    runs the adapter alone (a per-pixel band resampling: cheap) for ``x_k``,
     kept bands first in the sum's own memory (float32: half its bytes) for the spatial student,
     which then runs once; a second pass writes the sum over it, band by band, as the adapter and
     spectral network give ``x_k`` and ``f_spe`` again. So ``x_k`` takes no memory beside the sum

@@ -158,8 +158,8 @@ def build_pipeline(
     from edge_had.stream.run import (
         DEFAULT_REDUCED_BANDS,
         DEFAULT_SETTINGS,
-        REDUCTION_KERNELS,
         band_reduction,
+        checked_reduction_kernel,
     )
 
     if detector not in STREAM_DETECTORS:
@@ -172,13 +172,7 @@ def build_pipeline(
     options = Namespace(model=model, onnx=onnx, engine=engine, backend=backend, net_precision=precision,
                         device=device, async_enhance=async_enhance)  # fmt: skip
     refuse_network_options(options, detector, enhanced)
-    if reduction_kernel not in REDUCTION_KERNELS:
-        raise ValueError(f"unknown reduction_kernel {reduction_kernel!r}; use 'linear' or 'triangle'")
-    if enhanced and reduction_kernel != "linear":
-        raise ValueError(
-            f"reduction_kernel {reduction_kernel!r}: only rx and hybrid-rx reduce bands; "
-            f"{detector}'s model resamples them itself"
-        )
+    checked_reduction_kernel(reduction_kernel, detector if enhanced else None)
     good = sensor_good_bands(good_bands, bands)  # (ValueError for a mask that does not fit)
     scored = bands if good is None else int(good.sum())
     if wavelengths is not None:

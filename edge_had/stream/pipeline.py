@@ -255,14 +255,12 @@ class StreamPipeline:
         saturation: float | None = None,
         reduction_kernel: str = "linear",
     ) -> None:
-        from edge_had.stream.run import REDUCTION_KERNELS
+        from edge_had.stream.run import checked_reduction_kernel
 
         if scorer not in SCORERS:
             raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
-        if reduction_kernel not in REDUCTION_KERNELS:
-            raise ValueError(f"unknown reduction_kernel {reduction_kernel!r}; use 'linear' or 'triangle'")
         self.scorer = scorer
-        self.reduction_kernel = reduction_kernel
+        self.reduction_kernel = checked_reduction_kernel(reduction_kernel)
         self.line_math = line_math
         self.local_math = local_math
         self.width = width

@@ -182,6 +182,7 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
     rate). ``reduction_kernel``: the plain detectors' band reduction (``stream
     --reduction-kernel``: the triangle kernel's wider rows can make it a dense product)."""
     from edge_had.stream.boards import board_mode, max_mode
+    from edge_had.stream.run import checked_reduction_kernel
 
     overrides = {"width": width, "bands": bands, "line_rate_hz": line_rate_hz}
     preset = replace(sensor(sensor_name), **{k: v for k, v in overrides.items() if v is not None})
@@ -192,8 +193,7 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
         raise ValueError(f"unknown detector {detector!r}; choose one of {list(STREAM_DETECTORS)}")
     parts: list[PartCost] = []
     enhanced, scorer = STREAM_DETECTORS[detector]
-    if enhanced and reduction_kernel != "linear":
-        raise ValueError(f"reduction_kernel {reduction_kernel!r}: only rx and hybrid-rx reduce bands")
+    checked_reduction_kernel(reduction_kernel, detector if enhanced else None)
     if enhanced:
         from edge_had.models.bundle import load_bundle
 

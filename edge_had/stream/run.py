@@ -19,10 +19,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast, get_args
 
 import numpy as np
 
+from edge_had.band_resampling import Kernel
 from edge_had.stream.causal import CausalSettings
 from edge_had.stream.pipeline import LineResult, StreamPipeline
 from edge_had.stream.sources import Line, scene_lines
@@ -33,7 +34,21 @@ from edge_had.stream.sources import Line, scene_lines
 #: measured on the ten ABU scenes: numbers on those scenes are labelled "tuned on these scenes".
 DEFAULT_REDUCED_BANDS = 32
 DEFAULT_SETTINGS = CausalSettings()
-REDUCTION_KERNELS = ("linear", "triangle")  # band_reduction's kernels; linear is the default
+REDUCTION_KERNELS: tuple[Kernel, ...] = get_args(Kernel)  # band_reduction's kernels; linear is the default
+
+
+def checked_reduction_kernel(kernel: str, enhanced_detector: str | None = None) -> Kernel:
+    """``kernel`` as a kernel of the plain streams' band reduction: a ValueError for an unknown
+    one, or for any but the default when the stream is ``enhanced_detector``'s (its model's
+    adapter resamples the bands; no reduction)."""
+    if kernel not in REDUCTION_KERNELS:
+        raise ValueError(f"unknown reduction kernel {kernel!r}; use one of {list(REDUCTION_KERNELS)}")
+    if enhanced_detector is not None and kernel != "linear":
+        raise ValueError(
+            f"reduction kernel {kernel!r}: only rx and hybrid-rx reduce bands; "
+            f"{enhanced_detector}'s model resamples them itself"
+        )
+    return cast(Kernel, kernel)
 
 
 @dataclass
@@ -92,8 +107,7 @@ def band_reduction(
     :mod:`edge_had.band_resampling`)."""
     from edge_had.band_resampling import band_index_matrix, wavelength_matrix  # numpy: no torch
 
-    if kernel not in REDUCTION_KERNELS:
-        raise ValueError(f"unknown reduction kernel {kernel!r}; use 'linear' or 'triangle'")
+    kernel = checked_reduction_kernel(kernel)
     if k is None or k >= bands:
         return None
     if wavelengths is None:
@@ -170,11 +184,11 @@ def stream_scene_scores(
     reduction_kernel: str = "linear",
 ) -> tuple[np.ndarray, StreamRun]:
     """Stream a cube's rows through causal RX (``scorer`` global or hybrid) - plain on ``k``
-    reduced bands (resampled on ``wavelengths`` when given: :func:`band_reduction`), or after the
-    ``enhancer`` (a :class:`~edge_had.stream.enhance.StreamEnhancer`; ``reduction_kernel``: the
-    reduction's kernel)
-    - and return the ``(rows, cols)`` score map (unscored lines: NaN) and the run. Invalid pixels (``valid``
-    False) are set to NaN before streaming."""
+    reduced bands (resampled on ``wavelengths`` when given, with ``reduction_kernel``:
+    :func:`band_reduction`), or after the ``enhancer`` (a
+    :class:`~edge_had.stream.enhance.StreamEnhancer`) - and return the ``(rows, cols)`` score map
+    (unscored lines: NaN) and the run. Invalid pixels (``valid`` False) are set to NaN before
+    streaming."""
     cube = np.asarray(cube, dtype=np.float32)
     rows, cols, bands = cube.shape
     reduction = None if enhancer is not None else band_reduction(bands, k, wavelengths, reduction_kernel)
