@@ -2,7 +2,8 @@
 
 * plain causal RX (band reduction to 32, cumulative statistics, factor refreshed every line:
   the recorded streaming configuration, ``edge_had.stream.run.DEFAULT_SETTINGS``), and again
-  without its outlier gate (the gate's cost, within one run);
+  without its outlier gate (the gate's cost, within one run) and with the triangle reduction
+  (``--reduction-kernel triangle``: its cost, global and hybrid);
 * the full pipeline: block enhancement (16 lines + 3 + 3 context, a seeded untrained model of
   the shipped architecture: speed does not depend on the weights) on each backend, then causal
   RX in the model's K = 64 bands;
@@ -88,6 +89,22 @@ def test_plain_causal_rx(benchmark, cube, bench_threads, scorer):
         )
 
     _time_rounds(benchmark, cube, make, f"plain {SCORER_LABELS[scorer]}, K={DEFAULT_REDUCED_BANDS}")
+
+
+@pytest.mark.parametrize("scorer", ["global", "hybrid"])
+def test_plain_causal_rx_triangle_reduction(benchmark, cube, bench_threads, scorer):
+    """``--reduction-kernel triangle``'s cost: the rows above against these, in the same run (its
+    band-averaging rows are a dense float32 product, the linear ones a 2-tap gather)."""
+    reduction = band_reduction(FX10.bands, DEFAULT_REDUCED_BANDS, kernel="triangle")
+
+    def make():
+        return StreamPipeline(
+            FX10.width, FX10.bands, reduction=reduction, settings=DEFAULT_SETTINGS, scorer=scorer,
+            reduction_kernel="triangle",
+        )  # fmt: skip
+
+    label = f"plain {SCORER_LABELS[scorer]}, K={DEFAULT_REDUCED_BANDS}, triangle reduction"
+    _time_rounds(benchmark, cube, make, label)
 
 
 def test_plain_causal_rx_without_the_outlier_gate(benchmark, cube, bench_threads):
