@@ -303,7 +303,6 @@ class StreamPipeline:
         #: the new ``bands``, the ``reduced_bands`` scored and their ``resampling``
         self.band_changes: list[dict[str, Any]] = []
         self.fallback_flag: str | None = None
-        self.reorder_window = reorder_window
         self.order: LineOrder[_Line] = LineOrder(reorder_window, self.health)  # where each index goes
 
     # ------------------------------------------------------------------ entry points
@@ -385,6 +384,11 @@ class StreamPipeline:
             "scorer": self.scorer,
             "look_ahead_lines": self.look_ahead_lines,
         }
+
+    @property
+    def reorder_window(self) -> int:
+        """Lines held to put late lines back in order (0: none): the line order's."""
+        return self.order.reorder_window
 
     @property
     def look_ahead_lines(self) -> int:
