@@ -178,13 +178,15 @@ else
 fi
 
 # ---- 6b the line loop on the GPU, as a Jetson runs it (torch FP16 stands in for the TensorRT engine):
-# plain global and hybrid RX first (fast), then each enhanced detector with the network in the loop
-# and on a worker thread (--async-enhance), on the rendered scene; a failed run does not stop the
-# others; the reports go to $LOGS/streams, device.json keeps their summary
+# plain global and hybrid RX first (fast; hybrid also with --reduction-kernel triangle), then each
+# enhanced detector with the network in the loop and on a worker thread (--async-enhance), on the
+# rendered scene; a failed run does not stop the others; the reports go to $LOGS/streams,
+# device.json keeps their summary
 stage stream 150 bash -c '
   rc=0
   run() { '"$PY"' -m edge_had stream --source '"$LOGS"'/fx10.h5 --rx-device cuda "$@" || rc=1; }
   for detector in rx hybrid-rx; do run --detector $detector --json '"$LOGS"'/streams/$detector.json; done
+  run --detector hybrid-rx --reduction-kernel triangle --json '"$LOGS"'/streams/hybrid-rx-triangle.json
   for detector in enhanced-rx enhanced-hybrid-rx; do
     for mode in sync async; do
       run --detector $detector --backend torch --device cuda --net-precision fp16 \
@@ -250,6 +252,7 @@ for path in sorted(stream_reports.glob("*.json")):
     run = json.loads(path.read_text())
     streams.append({
         "detector": run["detector"]["name"],
+        "reduction_kernel": run["detector"].get("reduction_kernel"),
         "asynchronous": bool(run["detector"].get("asynchronous_enhancement")),
         "backend": f"{run['backend']['backend']} {run['backend']['precision']}" if run["backend"] else "none",
         "rx_device": run["rx_device"]["device"],
@@ -317,7 +320,8 @@ for failure in failures[:10]:
 for run in streams:
     total, enhance, rx = (run["latency_ms"].get(k, {}) for k in ("total", "enhance", "statistics+rx"))
     mode = "async" if run["asynchronous"] else "sync"
-    print(f"stream {run['detector']:<18} {mode:<5} {run['backend']}, rx {run['rx_device']}: {run['lines_per_second']:.0f} "
+    name = run["detector"] + ("/triangle" if run["reduction_kernel"] == "triangle" else "")
+    print(f"stream {name:<18} {mode:<5} {run['backend']}, rx {run['rx_device']}: {run['lines_per_second']:.0f} "
           f"lines/s, total p50/p99 {total.get('p50', float('nan')):.2f}/{total.get('p99', float('nan')):.2f} ms "
           f"(enhance p99 {enhance.get('p99', float('nan')):.2f}, rx p99 {rx.get('p99', float('nan')):.2f}; "
           f"budget {run['budget_ms']:.2f}), misses {run['deadline_misses']}/{run['lines_scored']}, "

@@ -7,7 +7,9 @@ runs it, against the same model in FP32 on the CPU (the reference):
   each part's ``||gpu - cpu|| / ||cpu||`` and the enhanced-RX AUC within the FP16 gate's tolerance;
 * the whole line loop on the GPU (torch FP16 enhancement, causal RX on the CUDA kernels) against
   the CPU loop (torch FP32, numpy RX): the same lines scored, the same AUC within the FP16 gate's
-  tolerance, and scores close.
+  tolerance, and scores close;
+* offline enhanced detection on the GPU (``detect --device cuda``: the scene in bands of lines,
+  the fused cube's two passes) against torch FP32 on the CPU, and the GPU memory it leaves behind.
 
 Marked ``gpu``: skipped, with the reason, where torch sees no CUDA device.
 """
@@ -22,8 +24,8 @@ import numpy as np
 import pytest
 
 from edge_had.build.gate import SYNTHETIC_GATE_SEEDS, TOLERANCES
-from edge_had.detectors import scoring
-from edge_had.detectors.enhanced import enhance_parts, fuse_parts
+from edge_had.detectors import enhance_tiles, scoring
+from edge_had.detectors.enhanced import enhance_parts, enhance_whole_scene, enhanced_feature_cube, fuse_parts
 from edge_had.eval.metrics import roc_auc
 from edge_had.io.synthetic import synthetic_scene
 from edge_had.models.bundle import load_bundle
@@ -132,3 +134,84 @@ def test_a_cuda_runner_hands_out_page_locked_host_arrays(cuda_device: str) -> No
         got = runner.infer({"cube": window}, ("enhanced",))["enhanced"]
         want = cpu.infer({"cube": window.copy()}, ("enhanced",))["enhanced"]
     assert relative_error(got, want) < PART_REL_ERROR["fp32"]
+
+
+def identity(cube: np.ndarray) -> np.ndarray:
+    return cube
+
+
+@pytest.mark.parametrize("scorer", ["global", "hybrid"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_offline_enhancement_in_bands_of_lines_on_the_gpu(
+    cuda_device: str, precision: str, scorer: str, record_property: Any
+) -> None:
+    """:func:`enhanced_feature_cube` as ``detect --device cuda`` runs a scene larger than one band
+    (the adapter's pass, the spatial student once, the sum band by band; the CUDA cache emptied
+    between stages) against torch FP32 on the CPU in one run: the enhancement (the cube minus the
+    CPU's ``x_k``) within the part tolerance, ``x_k`` itself closer, the same against the GPU's own
+    whole-scene run, and no scene-sized tensor left on the GPU afterwards."""
+    import torch
+
+    from edge_had.runtime.torch_runner import TorchRunner
+
+    bundle = load_bundle().for_scorer(scorer)
+    alphas = bundle.config.alphas_for(scorer)
+    scene = synthetic_scene(seed=SYNTHETIC_GATE_SEEDS[0], lines=192, width=256)
+    cube, wavelengths = scene.detection_cube(), scene.detection_wavelengths()
+    reference = enhance_parts(bundle, cube, scene.valid, wavelengths)  # torch FP32 on the CPU
+    want = fuse_parts(reference, *alphas, "feature", identity) - reference["x_k"]
+    runner = TorchRunner(bundle.model_for(cube.shape[2], wavelengths), precision, cuda_device)
+    with runner:
+        assert enhance_tiles.split_networks(runner, bundle) is not None  # else nothing runs in bands
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        fused = enhanced_feature_cube(bundle, cube, scene.valid, wavelengths, runner, alphas, tile_lines=48)
+        torch.cuda.synchronize()
+        left = torch.cuda.memory_allocated() - before
+        whole = fuse_parts(
+            enhance_whole_scene(bundle, cube, scene.valid, runner), *alphas, "feature", identity
+        )
+    errors = {
+        "enhancement vs cpu": relative_error(fused - reference["x_k"], want),
+        "x_k vs cpu": relative_error(fused - want, reference["x_k"]),
+        "bands vs whole scene on the gpu": relative_error(fused - reference["x_k"], whole - reference["x_k"]),
+    }
+    for name, error in errors.items():
+        record_property(name, f"{error:.3e}")
+    record_property("gpu bytes left", left)
+    assert fused.dtype == np.float64 and np.isfinite(fused).all()
+    assert np.abs(want).max() > 0  # the enhancement is there to compare
+    assert errors["enhancement vs cpu"] <= PART_REL_ERROR[precision], errors
+    assert errors["x_k vs cpu"] <= 1e-3, errors  # a band resampling: one float32 product per pixel
+    assert errors["bands vs whole scene on the gpu"] <= PART_REL_ERROR[precision], errors
+    assert left < 4 * 2**20, left  # a float32 scene is 25 MB: none of its tensors stays
+    score = scoring.scorer(scorer)
+    aucs = [roc_auc(score(c, scene.valid), scene.gt, scene.valid) for c in (fused, want + reference["x_k"])]
+    assert abs(aucs[0] - aucs[1]) <= AUC_TOLERANCE, aucs
+
+
+def test_detect_on_the_gpu_scores_like_detect_on_the_cpu(cuda_device: str, tmp_path: Path) -> None:
+    """``edge-had detect --detector enhanced-rx --backend torch --device cuda --net-precision fp16``
+    on a .mat scene larger than one band of lines, against ``--device cpu`` (torch FP32): the
+    same finite pixels, scores close and the AUC within the FP16 gate's tolerance."""
+    from scipy.io import savemat
+
+    from edge_had.cli import main
+
+    scene = synthetic_scene(seed=SYNTHETIC_GATE_SEEDS[1], lines=192, width=256)
+    path = tmp_path / "scene.mat"
+    savemat(path, {"data": scene.cube, "wavelength": scene.wavelengths, "map": scene.gt.astype(np.uint8)})
+    scores = {}
+    for name, options in {
+        "cpu": ["--device", "cpu"],
+        "gpu": ["--device", cuda_device, "--net-precision", "fp16"],
+    }.items():
+        npy = tmp_path / f"{name}.npy"
+        argv = ["detect", str(path), "--detector", "enhanced-rx", "--backend", "torch", "--npy", str(npy)]
+        assert main([*argv, *options]) == 0, name
+        scores[name] = np.load(npy)
+    finite = np.isfinite(scores["cpu"])
+    assert finite.sum() > 0.9 * finite.size and np.array_equal(np.isfinite(scores["gpu"]), finite)
+    assert relative_error(scores["gpu"][finite], scores["cpu"][finite]) <= 2e-2
+    aucs = {name: roc_auc(s, scene.gt, finite) for name, s in scores.items()}
+    assert abs(aucs["gpu"] - aucs["cpu"]) <= AUC_TOLERANCE, aucs
