@@ -143,7 +143,7 @@ fi
 # lacks, e.g. `spectral`); a collection error there still must not stop the rest
 GPU_TEST_FILES=$(grep -l -E "pytest\.mark\.(gpu|trt)" tests/test_*.py)
 stage pytest 150 $PY -m pytest -m "gpu or trt" $GPU_TEST_FILES -q -rs -p no:cacheprovider \
-  --continue-on-collection-errors --junitxml="$OUT/pytest-gpu.xml"
+  --continue-on-collection-errors --junitxml="$OUT/pytest-gpu.xml" -o junit_family=xunit1
 
 # ---- 6 one synthetic FX10 scene (STREAM_LINES lines) rendered once into HDF5 for the streams below
 # (rendering costs more than streaming it)
@@ -225,11 +225,15 @@ for line in stages_file.read_text().splitlines():
 tests = {"passed": 0, "failed": 0, "skipped": 0}
 launchers = {name: {"passed": 0, "failed": 0, "skipped": 0} for name in ("pycuda", "cupy")}
 failures, skips, collection_errors = [], [], []
+properties = {}  # what a test measured (record_property: errors against its reference)
 junit = out / "pytest-gpu.xml"
 if junit.is_file():
     for case in ElementTree.parse(junit).getroot().iter("testcase"):
         name = f"{case.get('classname')}::{case.get('name')}"
         problem = case.find("failure") if case.find("failure") is not None else case.find("error")
+        measured = {p.get("name"): p.get("value") for p in case.iter("property")}  # record_property
+        if measured:
+            properties[name] = measured
         if problem is not None and "collection failure" in problem.get("message", ""):
             # a module chosen for holding gpu/trt tests that cannot import here: its tests never ran
             collection_errors.append(f"{name}: {problem.text.strip().splitlines()[-1] if problem.text else ''}")
@@ -287,6 +291,7 @@ report = {
     "tests": tests,
     "failures": failures,
     "skips": skips,
+    "test_properties": properties,
     "collection_errors": collection_errors,
     "device": (bench.get("runs") or [{}])[0].get("device"),
     "datasheet_peaks": bench.get("datasheet"),
@@ -317,6 +322,8 @@ for launcher, error in bench.get("failed", {}).items():
     print(f"  benchmark with {launcher} FAILED: {error}")
 for failure in failures[:10]:
     print(f"  FAILED {failure}")
+for name, measured in properties.items():
+    print(f"  {name.split('::')[-1]}: " + ", ".join(f"{k} {v}" for k, v in measured.items()))
 for run in streams:
     total, enhance, rx = (run["latency_ms"].get(k, {}) for k in ("total", "enhance", "statistics+rx"))
     mode = "async" if run["asynchronous"] else "sync"

@@ -163,14 +163,17 @@ def test_offline_enhancement_in_bands_of_lines_on_the_gpu(
     runner = TorchRunner(bundle.model_for(cube.shape[2], wavelengths), precision, cuda_device)
     with runner:
         assert enhance_tiles.split_networks(runner, bundle) is not None  # else nothing runs in bands
+        # the whole scene first: what the process's first products allocate for good (cuBLAS's
+        # workspace, 32 MiB on an H200: the 33554432 bytes this test saw left when it ran first)
+        # is not the scene's
+        whole = fuse_parts(
+            enhance_whole_scene(bundle, cube, scene.valid, runner), *alphas, "feature", identity
+        )
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         fused = enhanced_feature_cube(bundle, cube, scene.valid, wavelengths, runner, alphas, tile_lines=48)
         torch.cuda.synchronize()
         left = torch.cuda.memory_allocated() - before
-        whole = fuse_parts(
-            enhance_whole_scene(bundle, cube, scene.valid, runner), *alphas, "feature", identity
-        )
     errors = {
         "enhancement vs cpu": relative_error(fused - reference["x_k"], want),
         "x_k vs cpu": relative_error(fused - want, reference["x_k"]),
@@ -182,8 +185,12 @@ def test_offline_enhancement_in_bands_of_lines_on_the_gpu(
     assert fused.dtype == np.float64 and np.isfinite(fused).all()
     assert np.abs(want).max() > 0  # the enhancement is there to compare
     assert errors["enhancement vs cpu"] <= PART_REL_ERROR[precision], errors
-    assert errors["x_k vs cpu"] <= 1e-3, errors  # a band resampling: one float32 product per pixel
-    assert errors["bands vs whole scene on the gpu"] <= PART_REL_ERROR[precision], errors
+    # the adapter's resampling runs as a 1x1 convolution, in TF32 under cuDNN's defaults (10
+    # mantissa bits): 4.6e-4 (FP32) and 7.8e-4 (FP16) measured on an H200
+    assert errors["x_k vs cpu"] <= 1e-3, errors
+    # the same network on the same device, in bands of lines or whole: 0 measured on an H200 (a
+    # convolution algorithm chosen by height could change a few roundings, never 1e-5)
+    assert errors["bands vs whole scene on the gpu"] <= 1e-5, errors
     assert left < 4 * 2**20, left  # a float32 scene is 25 MB: none of its tensors stays
     score = scoring.scorer(scorer)
     aucs = [roc_auc(score(c, scene.valid), scene.gt, scene.valid) for c in (fused, want + reference["x_k"])]
