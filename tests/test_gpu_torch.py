@@ -163,9 +163,9 @@ def test_offline_enhancement_in_bands_of_lines_on_the_gpu(
     runner = TorchRunner(bundle.model_for(cube.shape[2], wavelengths), precision, cuda_device)
     with runner:
         assert enhance_tiles.split_networks(runner, bundle) is not None  # else nothing runs in bands
-        # the whole scene first: what the process's first products allocate for good (cuBLAS's
-        # workspace, 32 MiB on an H200: the 33554432 bytes this test saw left when it ran first)
-        # is not the scene's
+        # the whole scene first: what a process's first products allocate for good is not the
+        # scene's (33554432 bytes were left when this test ran first in its process on an H200:
+        # the size of torch's default cuBLAS workspace on Hopper, 4096 KiB x 8)
         whole = fuse_parts(
             enhance_whole_scene(bundle, cube, scene.valid, runner), *alphas, "feature", identity
         )
