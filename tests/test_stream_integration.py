@@ -1071,3 +1071,46 @@ def test_every_line_of_a_troubled_feed_is_accounted_for_and_no_row_is_scored_twi
         assert len(results) == len(feed), seed
         assert health["accounting_ok"] and health["missing_indices"] >= 0, (seed, health)
         assert len(rows) == len(set(rows)), seed
+
+
+@pytest.mark.parametrize("detector", ["rx", "hybrid-rx"])
+@pytest.mark.parametrize("window", [0, 3])
+def test_a_wrapping_16_bit_counter_streams_as_an_unwrapped_one(detector: str, window: int) -> None:
+    """A camera loop on build_pipeline(counter_bits=16) whose line counter wraps (65510 ...
+    65535, 0 ... 33) scores every line as the same stream numbered on past the wrap (65510 ...
+    65569, the reference): the same scores in the same rows, none lost, one wrap counted. Without
+    counter_bits the wrap is a restart and its first line is lost."""
+    from edge_had.stream.onboard import build_pipeline
+
+    lines = make_lines(60, bands=BANDS, seed=7)
+    numbers = list(range(65510, 65570))
+    runs = {}
+    for name, bits, indices in (
+        ("unwrapped", None, numbers),
+        ("wrapped", 16, [n % 2**16 for n in numbers]),
+        ("width unknown", None, [n % 2**16 for n in numbers]),
+    ):
+        results: list = []
+        with build_pipeline(WIDTH, BANDS, detector, reorder_window=window, counter_bits=bits,
+                            on_result=results.append) as onboard:  # fmt: skip
+            for k, (index, line) in enumerate(zip(indices, lines, strict=True)):
+                onboard.pipeline.push(line, index, k / 330.0)
+            assert onboard.detector["counter_bits"] == bits
+        health = onboard.pipeline.health.to_dict()
+        assert health["accounting_ok"], name
+        runs[name] = ({r.row: r.scores for r in results if r.state == "scored"}, health)
+    want, _ = runs["unwrapped"]
+    got, health = runs["wrapped"]
+    assert len(want) == 60 and sorted(got) == sorted(want)  # rows 65510 ... 65569
+    for row, scores in want.items():
+        np.testing.assert_array_equal(got[row], scores, err_msg=f"row {row}")
+    assert (health["counter_wraps"], health["counter_resets"], health["missing_indices"]) == (1, 0, 0)
+    lost, health = runs["width unknown"]
+    assert len(lost) == 59 and (health["counter_wraps"], health["counter_resets"]) == (0, 1)
+
+
+def test_build_pipeline_refuses_a_counter_width_before_starting_a_network() -> None:
+    from edge_had.stream.onboard import build_pipeline
+
+    with pytest.raises(ValueError, match="counter_bits must be a whole number of bits from 8 to 64"):
+        build_pipeline(WIDTH, BANDS, "enhanced-rx", counter_bits=4)

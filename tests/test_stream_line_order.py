@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from edge_had.stream.line_order import LineOrder
+import pytest
+
+from edge_had.stream.line_order import LineOrder, checked_counter_bits
 
 
-def new_order(window: int) -> tuple[LineOrder[str], SimpleNamespace]:
-    counts = SimpleNamespace(missing_indices=0, duplicates=0, counter_resets=0)
-    return LineOrder(window, counts), counts
+def new_order(window: int, counter_bits: int | None = None) -> tuple[LineOrder[str], SimpleNamespace]:
+    counts = SimpleNamespace(missing_indices=0, duplicates=0, counter_resets=0, counter_wraps=0)
+    return LineOrder(window, counts, counter_bits), counts
 
 
 def test_the_window_holds_lines_until_their_turn_and_gives_up_on_a_gap() -> None:
@@ -124,3 +126,85 @@ def test_indices_given_up_before_a_counter_restart_are_forgotten() -> None:
     assert counts.counter_resets == 1
     assert order.enter(10).problem == "out-of-order index (after 30)"
     assert counts.missing_indices == 1
+
+
+def test_a_16_bit_counter_wraps_without_losing_a_line() -> None:
+    """After 65535 comes 0: the next line, its row the next row, no restart, nothing missing.
+    Without the counter's width the same wrap is a restart that loses its first line."""
+    order, counts = new_order(0, counter_bits=16)
+    for index in range(65530, 65536):
+        assert order.enter(index).problem is None
+    for index, row in ((0, 65536), (1, 65537), (2, 65538)):
+        assert not order.leaps(index) and order.enter(index).problem is None
+        assert order.place(index) == (1, row)
+    assert (counts.counter_wraps, counts.counter_resets, counts.missing_indices) == (1, 0, 0)
+    # a line of the old pass arriving now leaps ahead in the new one, and the next line refuses it
+    assert order.leaps(65535)
+    order.hold_leap(65535, "line 65535, late")
+    _, refusal = order.settle_leap(3)
+    assert refusal is not None and refusal.startswith("implausible index jump (from 2 to 65535")
+
+    unknown, counts = new_order(0)
+    for index in range(65530, 65536):
+        unknown.enter(index)
+    assert unknown.enter(0).problem == "out-of-order index (after 65535)"  # lost
+    assert unknown.enter(1).problem is None and (counts.counter_resets, counts.counter_wraps) == (1, 0)
+
+
+def test_lines_lost_on_either_side_of_a_wrap_are_missing() -> None:
+    order, counts = new_order(0, counter_bits=16)
+    for index in range(65520, 65534):
+        order.enter(index)
+    assert order.enter(2).problem is None and order.place(2) == (1, 65538)
+    assert counts.missing_indices == 4 and counts.counter_wraps == 1  # 65534, 65535, 0 and 1
+
+
+def test_a_wrap_inside_the_reorder_window_releases_the_old_pass_first() -> None:
+    """Window 2: 65534 late behind 65535 is put back in order; at the wrap the held lines go
+    first; 0 late behind 1 is put back in order in the new pass."""
+    order, counts = new_order(2, counter_bits=16)
+    released: list[str] = []
+    for index in (65532, 65533, 65535, 65534, 1, 0, 2, 3):
+        entry = order.enter(index)
+        assert entry.problem is None, index
+        released += entry.released.lines
+        released += order.hold(index, f"line {index}").lines
+    released += order.release_all().lines
+    assert released == [f"line {i}" for i in (65532, 65533, 65534, 65535, 0, 1, 2, 3)]
+    assert (counts.counter_wraps, counts.missing_indices, counts.counter_resets) == (1, 0, 0)
+    assert order.place(3) == (1, 65539)
+
+
+def test_a_leap_to_the_counters_end_is_confirmed_by_the_wrap() -> None:
+    order, counts = new_order(0, counter_bits=16)
+    for index in range(65000, 65010):
+        order.enter(index)
+    assert order.leaps(65535)
+    order.hold_leap(65535, "line 65535")
+    leap, refusal = order.settle_leap(0)  # the counter wrapped after it: the leap was real
+    assert leap.index == 65535 and refusal is None
+    assert order.enter(65535).problem is None and order.enter(0).problem is None
+    assert order.place(0) == (1, 65536) and counts.missing_indices == 525 and counts.counter_wraps == 1
+
+
+def test_going_back_near_0_far_from_the_counters_end_is_no_wrap() -> None:
+    """A 16-bit counter at 30000 going back to 0 is not wrapping: the restart rules apply (the
+    next line must continue it), as for a counter of unknown width; so does a 32-bit counter
+    at 65535 (a 16-bit wrap's numbers)."""
+    for bits, newest in ((16, 30000), (32, 65535)):
+        order, counts = new_order(0, counter_bits=bits)
+        for index in range(newest - 5, newest + 1):
+            order.enter(index)
+        assert order.enter(0).problem == f"out-of-order index (after {newest})"
+        assert order.enter(1).problem is None and (counts.counter_resets, counts.counter_wraps) == (1, 0)
+
+
+@pytest.mark.parametrize("bits", [7, 65, 16.0, True, "16"])
+def test_a_counter_width_that_is_not_8_to_64_bits_is_refused(bits: object) -> None:
+    with pytest.raises(ValueError, match="counter_bits must be a whole number of bits from 8 to 64"):
+        checked_counter_bits(bits)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="counter_bits"):
+        new_order(0, bits)  # type: ignore[arg-type]
+    assert (
+        checked_counter_bits(8) == 8 and checked_counter_bits(64) == 64 and checked_counter_bits(None) is None
+    )

@@ -60,6 +60,18 @@ resent pair is two duplicates). One case stays ambiguous: a resend of the stream
 ``segment`` and a ``row`` along track that no other line has (its index shifted past the rows
 before the restart: :class:`~edge_had.stream.pipeline.LineResult`; score maps and events are
 keyed by it).
+
+Counter wraps. A sensor whose line counter has a known width (``counter_bits``: a 16-bit frame
+counter wraps every 65536 lines, 3.3 minutes at 330 Hz) wraps without losing a line: a line whose
+index is near 0 (at most :data:`COUNTER_RESTART_MAX_INDEX`) while the newest index is that close
+to the counter's last value (2^bits - 1) is the next line - the indices between, on either side of
+the wrap, are missing - and needs no next line to confirm it. The stream then counts a
+``counter_wraps`` (not a restart) and starts a segment whose rows continue those before as if the
+counter had not wrapped (2^bits rows past the last segment's). A line that leapt to the counter's
+end is confirmed by the wrap after it. Lines are not put back in order
+across a wrap: a line of the old counter pass arriving after the wrap is rejected (a leap back
+up, or out of order). Without ``counter_bits`` a wrap is a restart: followed when the next line
+continues it, its first line lost.
 """
 
 from __future__ import annotations
@@ -82,6 +94,25 @@ COUNTER_RESTART_CONFIRM_LINES = 64
 #: stream's last line is taken if it leapt up to this many lines (else rejected).
 LEAP_TRUST_LINES = 1000
 
+#: The widths a line counter may be given (``counter_bits``): a period of 256 lines and more.
+COUNTER_BITS = range(8, 65)
+
+
+def checked_counter_bits(counter_bits: int | None) -> int | None:
+    """``counter_bits`` (the width of the sensor's line counter, None: not known), or ValueError."""
+    if counter_bits is None:
+        return None
+    if (
+        isinstance(counter_bits, bool)
+        or not isinstance(counter_bits, int)
+        or counter_bits not in COUNTER_BITS
+    ):
+        raise ValueError(
+            f"counter_bits must be a whole number of bits from 8 to 64 (or None), got {counter_bits!r}"
+        )
+    return counter_bits
+
+
 #: What the caller holds for a line (the pipeline: its pixels, result and arrival).
 Line = TypeVar("Line")
 
@@ -92,6 +123,7 @@ class LineCounts(Protocol):
     missing_indices: int
     duplicates: int
     counter_resets: int
+    counter_wraps: int
 
 
 @dataclass
@@ -136,9 +168,12 @@ class LineOrder(Generic[Line]):
     :meth:`release_all`. Every :class:`Release` returned is the caller's to process at once, in
     order."""
 
-    def __init__(self, reorder_window: int, counts: LineCounts) -> None:
+    def __init__(self, reorder_window: int, counts: LineCounts, counter_bits: int | None = None) -> None:
+        checked_counter_bits(counter_bits)
         self.reorder_window = reorder_window
         self.counts = counts
+        #: the line counter's period (2^counter_bits), None when its width is not known
+        self.counter_period = None if counter_bits is None else 2**counter_bits
         self._last_index: int | None = None  # the newest index processed (released)
         self._held: dict[int, Line | None] = {}  # the reorder window; None: arrived, rejected or dropped
         self._released: deque[int] = deque(maxlen=4 * reorder_window + 16)  # processed lately
@@ -194,6 +229,15 @@ class LineOrder(Generic[Line]):
         if leap is None:
             return None
         if leap.index - self.reorder_window - 1 < index <= leap.index + LEAP_TRUST_LINES:
+            return leap, None
+        # it leapt to the counter's end, which then wrapped (the next line goes back from where
+        # the stream was before the leap, and that was not just after a wrap: a line of the old
+        # pass arriving late leaps too)
+        if (
+            COUNTER_RESTART_MAX_INDEX < leap.newest
+            and index < leap.newest
+            and self._wraps_after(leap.index, index)
+        ):
             return leap, None
         return leap, self._refuse(leap, f"the next line, {index}, did not move forward from it")
 
@@ -345,6 +389,8 @@ class LineOrder(Generic[Line]):
             return None
         if seen:  # a resend of a line processed lately, whatever follows
             return None
+        if self._wraps(index):
+            return self._follow_wrap()
         continues = back_run is not None and index == back_run[0] + back_run[1]
         first, lines = (back_run[0], back_run[1] + 1) if back_run is not None and continues else (index, 1)
         near_zero = first <= COUNTER_RESTART_MAX_INDEX and lines >= 2
@@ -358,6 +404,41 @@ class LineOrder(Generic[Line]):
         self._row_offset = newest_row + 1 - first  # the run's first line takes the next row
         self._segment_first = first  # a line below it has no row of this segment
         self._last_index, self._max_seen = None, -(2**62)
+        self._released.clear()
+        self._given_up.clear()
+        self._refused_leaps.clear()
+        return released
+
+    def _wraps(self, index: int) -> bool:
+        """Whether ``index`` is a counter of known width wrapping past its last value."""
+        newest = self._newest()
+        return newest is not None and self._wraps_after(newest, index)
+
+    def _wraps_after(self, newest: int, index: int) -> bool:
+        """Whether ``index`` after ``newest`` is the counter (of known width) wrapping: both
+        within :data:`COUNTER_RESTART_MAX_INDEX` of the wrap."""
+        period = self.counter_period
+        return (
+            period is not None
+            and index <= COUNTER_RESTART_MAX_INDEX
+            and newest >= period - 1 - COUNTER_RESTART_MAX_INDEX
+        )
+
+    def _follow_wrap(self) -> Release[Line]:
+        """The counter wrapped: the lines held go first, the indices up to the counter's last
+        value are missing, and the stream goes on from index -1 (the counter's last value) in a
+        new segment whose rows continue the old one's."""
+        period = self.counter_period
+        assert period is not None
+        self.counts.counter_wraps += 1
+        released = self._release(force=True)
+        if self._last_index is not None and self._last_index < period - 1:
+            released.given_up += period - 1 - self._last_index
+            self._give_up(self._last_index + 1, period)
+        self._segment += 1
+        self._row_offset += period
+        self._last_index, self._max_seen = -1, -1
+        self._segment_first = None
         self._released.clear()
         self._given_up.clear()
         self._refused_leaps.clear()

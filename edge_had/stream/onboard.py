@@ -120,6 +120,7 @@ def build_pipeline(
     no_data_value: float | None = None,
     saturation: float | None = None,
     reduction_kernel: str = "linear",
+    counter_bits: int | None = None,
 ) -> OnboardPipeline:
     """The line loop of ``detector`` for ``width``-pixel lines of ``bands`` bands. The options
     are ``edge-had stream``'s: ``precision`` is ``--net-precision`` (None: what ``engine`` or
@@ -149,11 +150,15 @@ def build_pipeline(
     ``bad_bands`` (0-based, the ones left out), ``no_data_value``, ``saturation``,
     ``reduction_kernel`` (plain detectors). ``push(line, index,
     timestamp)`` takes the line's number as ``index`` (consecutive lines differ by 1) and any
-    clock, e.g. the camera's tick counter, as ``timestamp``."""
+    clock, e.g. the camera's tick counter, as ``timestamp``. ``counter_bits``: the width of that
+    line counter when it wraps (e.g. 16: after 65535 comes 0), so a wrap costs no line
+    (``health.counter_wraps``; :mod:`edge_had.stream.line_order`); None (default): a wrap is
+    followed as a counter restart, its first line lost."""
     from argparse import Namespace
 
     from edge_had.cli_types import refuse_network_options
     from edge_had.stream.causal import NUMPY_LINE_MATH
+    from edge_had.stream.line_order import checked_counter_bits
     from edge_had.stream.pipeline import StreamPipeline, sensor_good_bands
     from edge_had.stream.run import (
         DEFAULT_REDUCED_BANDS,
@@ -173,6 +178,7 @@ def build_pipeline(
                         device=device, async_enhance=async_enhance)  # fmt: skip
     refuse_network_options(options, detector, enhanced)
     checked_reduction_kernel(reduction_kernel, detector if enhanced else None)
+    checked_counter_bits(counter_bits)
     good = sensor_good_bands(good_bands, bands)  # (ValueError for a mask that does not fit)
     scored = bands if good is None else int(good.sum())
     if wavelengths is not None:
@@ -191,6 +197,7 @@ def build_pipeline(
         "no_data_value": no_data_value,
         "saturation": saturation,
         "resampling": "band_index" if wavelengths is None else "wavelength",
+        "counter_bits": counter_bits,
     }
     enhancer, runner, choice, bundle, reduction = None, None, None, None, None
     if enhanced:
@@ -237,6 +244,7 @@ def build_pipeline(
             no_data_value=no_data_value,
             saturation=saturation,
             reduction_kernel=reduction_kernel,
+            counter_bits=counter_bits,
         )
     except BaseException:
         _release(enhancer, runner)

@@ -87,10 +87,11 @@ SCORERS = ("global", "hybrid")
 @dataclass
 class LineResult:
     """One line's outcome. ``index`` is the sensor's line number, which repeats after a restarted
-    counter; ``segment`` counts the counter restarts the stream had followed when the line came
-    (0 before any), and ``row`` is the line's place along track, unique in the stream: its index
-    shifted past the rows before the restart (the index itself until the first restart; a
-    restart's lost lines keep their rows, unscored). ``row`` is None for a line rejected for its
+    or wrapped counter; ``segment`` counts the counter restarts and wraps the stream had followed
+    when the line came (0 before any), and ``row`` is the line's place along track, unique in the
+    stream: its index shifted past the rows before the restart (the index itself until the first
+    restart; a restart's lost lines keep their rows, unscored; after a wrap, the rows go on as if
+    the counter had not wrapped). ``row`` is None for a line rejected for its
     index (a duplicate, a late line, an implausible leap: it owns no place) or after ``finish``.
     ``sequence`` numbers the results in the order their lines were pushed or dropped (0, 1, ...)."""
 
@@ -135,6 +136,7 @@ class Health:
     normalisation_refits_undone: int = 0
     reinitialisations: int = 0
     counter_resets: int = 0  # the line counter went back and the stream followed it
+    counter_wraps: int = 0  # a counter of known width (counter_bits) wrapped past its last value
     enhancement_failures: int = 0
     #: pixels masked (not scored, out of the statistics) on the lines screened, by reason: each
     #: pixel under the first of MASK_REASONS it has (a line rejected as 'no valid pixel' counts too)
@@ -231,7 +233,9 @@ class StreamPipeline:
     ``reduction_kernel``: the kernel (``"linear"`` or ``"triangle"``:
     :func:`edge_had.stream.run.band_reduction`) of the 32-band reductions the pipeline builds
     itself - after a re-initialisation for another band count, or for a failed enhancement's
-    plain RX - as ``reduction`` was built with (give the same)."""
+    plain RX - as ``reduction`` was built with (give the same). ``counter_bits``: the width of the
+    sensor's line counter when it wraps (None: not known), so that a wrap costs no line
+    (:mod:`edge_had.stream.line_order`)."""
 
     def __init__(
         self,
@@ -254,6 +258,7 @@ class StreamPipeline:
         no_data_value: float | None = None,
         saturation: float | None = None,
         reduction_kernel: str = "linear",
+        counter_bits: int | None = None,
     ) -> None:
         from edge_had.stream.run import checked_reduction_kernel
 
@@ -303,7 +308,8 @@ class StreamPipeline:
         #: the new ``bands``, the ``reduced_bands`` scored and their ``resampling``
         self.band_changes: list[dict[str, Any]] = []
         self.fallback_flag: str | None = None
-        self.order: LineOrder[_Line] = LineOrder(reorder_window, self.health)  # where each index goes
+        # where each index goes
+        self.order: LineOrder[_Line] = LineOrder(reorder_window, self.health, counter_bits)
 
     # ------------------------------------------------------------------ entry points
 
