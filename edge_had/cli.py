@@ -571,15 +571,20 @@ def _read_wavelengths(path: str, interleave: str | None = None) -> tuple[Any, st
     import numpy as np
 
     if _is_scene_file(path):
-        from edge_had.io import load_scene
+        from edge_had.io.readers import read_raw
+        from edge_had.io.scene import band_vector, check_cube
 
-        scene = load_scene(path, interleave=interleave)
-        centres = scene.detection_wavelengths()
-        if centres is None:
+        # the file's band metadata and the cube's shape, as load_scene checks them, without reading
+        # a pixel (an ENVI cube stays memory-mapped: no scene-sized float32 copy for a header's list)
+        raw = read_raw(path, interleave=interleave)
+        good = check_cube(raw.cube, raw.good_bands, Path(path))
+        wavelengths = band_vector(raw.wavelengths, len(good), "wavelength list", Path(path))
+        if wavelengths is None:
             raise EdgeHadError(f"--wavelengths {path}: the file records no wavelengths")
-        stored, left_out = len(scene.good_bands), int((~scene.good_bands).sum())
-        why = f"the file has {stored} bands, {left_out} of them bad (bbl), and detect and stream feed "
-        return centres, (why + f"its {len(centres)} good ones") if left_out else "", scene.meta
+        centres = wavelengths[good]  # as Scene.detection_wavelengths
+        left_out = int((~good).sum())
+        why = f"the file has {len(good)} bands, {left_out} of them bad (bbl), and detect and stream feed "
+        return centres, (why + f"its {len(centres)} good ones") if left_out else "", raw.meta
     values = np.asarray(
         np.load(path, allow_pickle=False)
         if Path(path).suffix.lower() == ".npy"

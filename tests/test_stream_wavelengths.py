@@ -433,3 +433,40 @@ def test_the_plan_counts_the_triangle_reduction_as_the_pipeline_applies_it() -> 
     }
     assert parts["triangle"]["band reduction"]["flops"] == 2.0 * 1024 * 224 * 32
     assert parts["linear"]["band reduction"]["flops"] == 2.0 * 1024 * 32 * 2
+
+
+def test_export_reads_a_scene_files_band_centres_without_its_pixels(tmp_path: Path) -> None:
+    """`export --wavelengths scan.hdr` loaded the whole scene (a float32 copy of the cube, every
+    pixel checked) for its header's list. It reads the header and the cube's shape alone now: the
+    same good-band centres as the loaded scene's (micrometres converted, the bbl's bad bands left
+    out; and a .mat file's), and a scene whose every pixel is NaN - which detect refuses - still
+    gives its header's list."""
+    from scipy.io import savemat
+
+    from edge_had.cli import _read_wavelengths
+    from edge_had.io import load_scene
+    from edge_had.io.scene import SceneError
+
+    bands = 12
+    cube = np.random.default_rng(5).normal(1000.0, 50.0, (5, 7, bands)).astype(np.float32)
+    good = np.ones(bands, dtype=int)
+    good[[0, 7]] = 0
+    metadata = {"wavelength": np.linspace(0.45, 2.2, bands).tolist(), "wavelength units": "Micrometers",
+                "bbl": good.tolist()}  # fmt: skip
+    header = tmp_path / "scan.hdr"
+    envi.save_image(str(header), cube, interleave="bsq", metadata=metadata, ext=".img", force=True)
+    mat = tmp_path / "scan.mat"
+    savemat(mat, {"data": cube, "wavelength": np.linspace(450.0, 2200.0, bands)})
+    for path in (header, mat):
+        centres, why, _ = _read_wavelengths(str(path))
+        np.testing.assert_array_equal(centres, load_scene(path).detection_wavelengths())
+    assert centres.size == bands and _read_wavelengths(str(header))[0].size == bands - 2
+    assert "12 bands, 2 of them bad (bbl)" in _read_wavelengths(str(header))[1]
+    np.testing.assert_allclose(_read_wavelengths(str(header))[0][[0, -1]], [450.0 + 1750.0 / 11, 2200.0])
+
+    blank = tmp_path / "blank.hdr"
+    envi.save_image(str(blank), np.full_like(cube, np.nan), interleave="bsq", metadata=metadata, ext=".img",
+                    force=True)  # fmt: skip
+    with pytest.raises(SceneError, match="no valid pixel"):
+        load_scene(blank)
+    np.testing.assert_array_equal(_read_wavelengths(str(blank))[0], _read_wavelengths(str(header))[0])
