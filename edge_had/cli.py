@@ -739,7 +739,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.add_argument("--cube-var", help="variable/dataset name of the cube (default: found by shape)")
     detect.add_argument("--gt-var", help="variable/dataset name of the ground truth (default: by shape)")
-    detect.add_argument("--gt", help="separate ground-truth file (2-D array)")
+    detect.add_argument(
+        "--gt",
+        help="separate ground-truth file (2-D array; default: NAME_gt.npy or NAME_gt.hdr beside the "
+        "scene, if any)",
+    )
     add_interleave_option(detect)
     add_saturation_option(detect)
     _add_detector_options(detect)

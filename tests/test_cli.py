@@ -124,7 +124,7 @@ def test_eval_skips_what_it_cannot_evaluate_and_says_why(tmp_path, capsys):
     errors = {s["file"]: s["error"] for s in report["skipped"]}
     assert "empty.mat: cannot evaluate: no anomaly pixel" in errors["empty.mat"]
     assert "nogt.npy: no ground truth" in errors["nogt.npy"]
-    assert "edge-had detect FILE --gt MAP.npy" in errors["nogt.npy"]  # the way to score such a file
+    assert "or the one beside the file: nogt_gt.npy or nogt_gt.hdr" in errors["nogt.npy"]  # the way
     entry = report["scenes"][1]
     assert (entry["anomaly_pixels"], entry["anomaly_pixels_invalid"]) == (3, 1)
     assert entry["wavelengths_known"] is False  # a .mat without band centres: band index

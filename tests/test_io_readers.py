@@ -765,3 +765,45 @@ def test_spectral_share_against_an_svd_and_its_limits() -> None:
     few = cube[:2].copy()
     few[0, 0] = 1.0  # a flat spectrum has no variation: 15 usable pixels
     assert spectral_share(few) is None
+
+
+# ------------------------------------------------------------------------ ground truth beside a scene
+
+
+def test_a_map_beside_an_envi_or_npy_scene_is_its_ground_truth(tmp_path: Path) -> None:
+    """NAME_gt.npy or NAME_gt.hdr beside NAME.hdr / NAME.npy is the scene's map (an ENVI or .npy
+    file stores none): load_scene takes it, list_scenes does not list it as a scene. A file with
+    its own map keeps it; a lone *_gt file is a scene; two maps beside one scene are an error."""
+    cube = random_cube((7, 5, 6))
+    gt = np.zeros((7, 5), dtype=np.uint8)
+    gt[2:4, 1] = 1
+    write_envi(tmp_path / "scan.hdr", cube)
+    write_envi(tmp_path / "scan_gt.hdr", gt[:, :, None].astype(np.float32))
+    np.save(tmp_path / "flight.npy", cube)
+    np.save(tmp_path / "flight_gt.npy", gt)
+    np.save(tmp_path / "lone_gt.npy", cube)  # no scene "lone": a scene of its own
+    own = np.zeros_like(gt)
+    own[5, 4] = 1
+    scipy.io.savemat(tmp_path / "stored.mat", {"data": cube, "map": own})
+    np.save(tmp_path / "stored_gt.npy", gt)  # the file's own map wins
+    assert [p.name for p in list_scenes(tmp_path)] == ["flight.npy", "lone_gt.npy", "scan.hdr", "stored.mat"]
+    for name, map_file in (
+        ("scan.hdr", "scan_gt.hdr"),
+        ("flight.npy", "flight_gt.npy"),
+        ("scan.img", "scan_gt.hdr"),
+    ):
+        scene = load_scene(tmp_path / name)
+        np.testing.assert_array_equal(scene.gt, gt != 0, err_msg=name)
+        assert scene.meta["gt_path"] == str(tmp_path / map_file)
+    stored = load_scene(tmp_path / "stored.mat")
+    np.testing.assert_array_equal(stored.gt, own != 0)
+    assert "gt_path" not in stored.meta
+    given = load_scene(tmp_path / "scan.hdr", gt_path=tmp_path / "flight_gt.npy")  # --gt still wins
+    assert given.meta["gt_path"] == str(tmp_path / "flight_gt.npy")
+
+    np.save(tmp_path / "scan_gt.npy", gt)
+    with pytest.raises(SceneError, match=r"two ground-truth maps beside it \(scan_gt.npy, scan_gt.hdr\)"):
+        load_scene(tmp_path / "scan.hdr")
+    np.save(tmp_path / "flight_gt.npy", gt[:6])
+    with pytest.raises(SceneError, match=r"ground-truth shape \(6, 5\) does not match cube \(7, 5\)"):
+        load_scene(tmp_path / "flight.npy")

@@ -245,3 +245,39 @@ def test_file_lines_streams_the_first_lines_and_checks_only_those(tmp_path: Path
     assert stream.lines_in_file == 30
     with pytest.raises(SceneError, match="in its first 10 of 30 lines: no valid pixel"):
         file_lines(path, lines=10)
+
+
+def test_eval_and_stream_score_an_envi_scene_against_the_map_beside_it(tmp_path: Path, capsys) -> None:
+    """An ENVI scene stores no ground truth: eval skipped it ("no ground truth") and stream
+    reported no AUC. With NAME_gt.hdr beside it both score it against that map: eval's AUC is the
+    AUC of global RX of the cube (float64 oracle), stream's that of the scores it writes; the map
+    is not evaluated as a scene of its own."""
+    from spectral.io import envi
+
+    from edge_had.cli import main
+    from edge_had.detectors.rx import rx_reference
+    from edge_had.eval.metrics import roc_auc
+    from edge_had.io.synthetic import synthetic_scene
+
+    scene = synthetic_scene(seed=4, lines=48, width=40, bands=24)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    envi.save_image(str(folder / "scan.hdr"), scene.cube, interleave="bil", ext=".img", force=True)
+    argv = ["eval", "--data", str(folder), "--detector", "rx", "--quiet", "--json", str(tmp_path / "e.json")]
+    assert main(argv) == 2  # no scene could be evaluated
+    assert "no ground truth: cannot evaluate" in capsys.readouterr().err
+    gt = scene.gt.astype(np.uint8)[:, :, None]
+    envi.save_image(str(folder / "scan_gt.hdr"), gt, interleave="bsq", ext=".img", force=True)
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["skipped"] == [] and len(report["scenes"]) == 1
+    entry = report["scenes"][0]
+    assert (entry["file"], entry["ground_truth_file"]) == ("scan.hdr", "scan_gt.hdr")
+    assert entry["auc"] == pytest.approx(roc_auc(rx_reference(scene.cube), scene.gt), abs=1e-9)
+
+    out = tmp_path / "stream"
+    argv = ["stream", "--source", str(folder / "scan.hdr"), "--detector", "rx", "--out", str(out)]
+    assert main([*argv, "--json", str(tmp_path / "s.json")]) == 0
+    streamed = json.loads((tmp_path / "s.json").read_text())
+    scores = np.nan_to_num(np.load(out / "scores.npy"), nan=0.0)
+    assert streamed["auc"] == pytest.approx(roc_auc(scores, scene.gt), abs=1e-12) and streamed["auc"] > 0.8

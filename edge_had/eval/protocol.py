@@ -100,7 +100,7 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
     if scene.gt is None:
         raise SceneError(
             "no ground truth: cannot evaluate (eval reads the anomaly map stored with a .mat or .h5 "
-            "scene; for a file without one: edge-had detect FILE --gt MAP.npy)",
+            f"scene, or the one beside the file: {scene.name}_gt.npy or {scene.name}_gt.hdr)",
             scene.source,
         )
     try:
@@ -117,6 +117,8 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
     entry: dict[str, Any] = {
         "name": scene.name,
         "file": None if scene.source is None else scene.source.name,
+        # the map's own file (--gt, or NAME_gt.npy/.hdr beside the scene; None: stored in the file)
+        "ground_truth_file": Path(scene.meta["gt_path"]).name if scene.meta.get("gt_path") else None,
         # how its cube was read: --interleave's, the ENVI header's or bip (None: made in memory)
         "interleave": scene.meta.get("interleave"),
         "bands": int(scene.detection_cube().shape[2]),

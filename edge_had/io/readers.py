@@ -1,13 +1,19 @@
 """Load a scene file of any supported format into a validated :class:`~edge_had.io.scene.Scene`.
 
 Public entry points: :func:`load_scene`, :func:`load_mask`, :func:`list_scenes`, :func:`sha256_file`,
-:func:`scene_sha256`, and :func:`read_raw` (a file's arrays before validation, for streaming).
+:func:`scene_sha256`, :func:`ground_truth_beside`, and :func:`read_raw` (a file's arrays before
+validation, for streaming).
 The format follows the file name:
 
 * ``.mat``: MATLAB v5 or v7.3 (:mod:`edge_had.io.containers`);
 * ``.h5`` / ``.hdf5``: plain HDF5 stored as (rows, cols, bands) (:mod:`edge_had.io.containers`);
 * ``.hdr``, or an ENVI data file with a header beside it: ENVI (:mod:`edge_had.io.envi`);
 * ``.npy``: one 3-D array, read without pickle (object arrays are refused).
+
+A scene's ground truth (anomaly map) is the one :func:`load_scene` is given, else the one stored
+in a ``.mat``/``.h5`` file, else a map beside the file named after it, ``NAME_gt.npy`` or
+``NAME_gt.hdr`` (single-band ENVI) for ``NAME.hdr``/``NAME.npy``/...: the way to give an ENVI or
+``.npy`` scene its map for ``eval``, ``train`` and ``stream`` (:func:`ground_truth_beside`).
 
 Every problem is a :class:`~edge_had.errors.SceneError` naming the file; invalid pixels (NaN,
 Inf, no-data) are masked through ``Scene.valid`` by :func:`~edge_had.io.scene.make_scene`.
@@ -28,6 +34,9 @@ from edge_had.io.raw import LAYOUTS, RawScene, reading, to_rows_cols_bands
 from edge_had.io.scene import Scene, make_scene
 
 SCENE_SUFFIXES = (".mat", ".hdr", ".npy", ".h5", ".hdf5")
+#: A scene ``NAME.*``'s ground truth beside it: ``NAME`` + this + one of GROUND_TRUTH_SUFFIXES.
+GROUND_TRUTH_NAME = "_gt"
+GROUND_TRUTH_SUFFIXES = (".npy", ".hdr")
 CONTAINER_SUFFIXES = (".mat", ".h5", ".hdf5")
 _PICKLE_OPCODE = b"\x80"  # first byte of a pickle stream (protocol 2 and later)
 _CHUNK_BYTES = 1 << 20
@@ -50,7 +59,10 @@ def load_scene(
     :data:`~edge_had.io.raw.LAYOUTS`): how the cube of a MATLAB, HDF5 or ``.npy`` file is stored,
     ``bip`` (rows, cols, bands) when None; an ENVI header says its own, so giving it there is an
     error. ``gt_path`` reads the ground truth from another
-    file (see :func:`load_mask`); ``gt_var`` then names the mask variable inside that file.
+    file (see :func:`load_mask`); ``gt_var`` then names the mask variable inside that file. Without
+    either, a file that stores no ground truth takes the map beside it, if any
+    (:func:`ground_truth_beside`: ``NAME_gt.npy`` or ``NAME_gt.hdr``); ``meta["gt_path"]`` names
+    the file a map was read from.
     ``name`` defaults to the file name without its suffix. ``saturation``: the sensor's
     saturation level (e.g. 4095 for 12 bits; None, the default: none known): a pixel with a good
     band at or above it is masked (``Scene.valid``, counted in ``Scene.masked``). No standard ENVI
@@ -60,10 +72,13 @@ def load_scene(
     raw = read_raw(
         path, cube_var=cube_var, gt_var=None if gt_path is not None else gt_var, interleave=interleave
     )
-    if gt_path is not None:
+    beside = ground_truth_beside(path) if gt_path is None and raw.gt is None else None
+    if gt_path is not None or beside is not None:
         pixels = (raw.cube.shape[0], raw.cube.shape[1]) if raw.cube.ndim == 3 else None
-        raw.gt = load_mask(gt_path, var=gt_var, shape=pixels)
-        raw.meta["gt_path"] = str(gt_path)
+        mask_path, mask_var = (gt_path, gt_var) if gt_path is not None else (beside, None)
+        assert mask_path is not None
+        raw.gt = load_mask(mask_path, var=mask_var, shape=pixels)
+        raw.meta["gt_path"] = str(mask_path)
     return make_scene(
         raw.cube,
         name=path.stem if name is None else name,
@@ -111,14 +126,44 @@ def list_scenes(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         problem = "is not a folder" if folder.exists() else "scene folder does not exist"
         raise SceneError(problem, folder)
-    scenes = sorted(
+    found = sorted(
         entry
         for entry in folder.iterdir()
         if entry.suffix.lower() in SCENE_SUFFIXES and not entry.name.startswith(".") and entry.is_file()
     )
+    stems = {entry.stem for entry in found}
+    scenes = [entry for entry in found if not _names_ground_truth(entry, stems)]  # a scene's map
     if not scenes:
         raise SceneError(f"no scene file ({', '.join(SCENE_SUFFIXES)}) in this folder", folder)
     return scenes
+
+
+def ground_truth_beside(path: str | Path) -> Path | None:
+    """The ground-truth map beside the scene file ``path``: ``NAME_gt.npy`` or ``NAME_gt.hdr`` in
+    its folder (``NAME``: its file name without the last suffix), or None. Both there is an
+    error: which one is meant cannot be told."""
+    path = Path(path)
+    beside = [
+        candidate
+        for suffix in GROUND_TRUTH_SUFFIXES
+        if (candidate := path.with_name(path.stem + GROUND_TRUTH_NAME + suffix)).is_file()
+    ]
+    if len(beside) > 1:
+        raise SceneError(
+            f"two ground-truth maps beside it ({', '.join(p.name for p in beside)}): keep one", path
+        )
+    return beside[0] if beside else None
+
+
+def _names_ground_truth(entry: Path, stems: set[str]) -> bool:
+    """Whether ``entry`` (a file listed with others whose names without suffix are ``stems``) is
+    another scene's ground-truth map: ``NAME_gt.npy``/``.hdr`` beside a scene ``NAME``."""
+    name = entry.stem
+    return (
+        entry.suffix.lower() in GROUND_TRUTH_SUFFIXES
+        and name.endswith(GROUND_TRUTH_NAME)
+        and name[: -len(GROUND_TRUTH_NAME)] in stems
+    )
 
 
 def scene_sha256(path: str | Path) -> str:

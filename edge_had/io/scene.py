@@ -116,14 +116,7 @@ def make_scene(
     if not ok.any():
         raise no_valid_pixel_error(stored, rule, path)
 
-    gt_mask = None
-    if gt is not None:
-        gt = np.asarray(gt)
-        if gt.shape != (rows, cols):
-            raise SceneError(f"ground-truth shape {gt.shape} does not match cube {(rows, cols)}", path)
-        if gt.dtype.kind not in "biuf" or (gt.dtype.kind == "f" and not np.isfinite(gt).all()):
-            raise SceneError(f"the ground truth ({gt.dtype}) holds values that are not finite numbers", path)
-        gt_mask = gt != 0
+    gt_mask = None if gt is None else ground_truth_mask(gt, (rows, cols), path)
 
     return Scene(
         cube=cube,
@@ -280,6 +273,17 @@ def invalid_as_nan(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     stream masks such pixels). Returns ``values``."""
     values[~valid] = np.nan
     return values
+
+
+def ground_truth_mask(gt: Any, pixels: tuple[int, int], path: Path | None) -> np.ndarray:
+    """A ground-truth map as a bool mask (nonzero: anomaly) of a cube of ``pixels`` (rows, cols);
+    :class:`SceneError` naming ``path`` for another shape or values that are not finite numbers."""
+    gt = np.asarray(gt)
+    if gt.shape != pixels:
+        raise SceneError(f"ground-truth shape {gt.shape} does not match cube {pixels}", path)
+    if gt.dtype.kind not in "biuf" or (gt.dtype.kind == "f" and not np.isfinite(gt).all()):
+        raise SceneError(f"the ground truth ({gt.dtype}) holds values that are not finite numbers", path)
+    return gt != 0
 
 
 def band_vector(values: np.ndarray | None, bands: int, what: str, path: Path | None) -> np.ndarray | None:

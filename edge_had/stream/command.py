@@ -194,6 +194,22 @@ class _Source:
     replay: dict[str, Any] | None = None  # a file: lines in it, requested (--lines), replayed
 
 
+def _ground_truth_beside(path: str, rows: int, width: int, source: _Source) -> np.ndarray | None:
+    """An ENVI or .npy file's ground truth: the map beside it (``NAME_gt.npy``/``.hdr``:
+    :func:`~edge_had.io.readers.ground_truth_beside`, as ``load_scene`` takes it), for the lines
+    replayed; None without one. Its file is recorded in ``source.meta["gt_path"]``."""
+    from edge_had.io.readers import ground_truth_beside, load_mask
+    from edge_had.io.scene import ground_truth_mask
+
+    beside = ground_truth_beside(path)
+    if beside is None:
+        return None
+    mask = ground_truth_mask(load_mask(beside), (rows, width), beside)
+    source.meta["gt_path"] = str(beside)
+    assert source.replay is not None
+    return mask[: source.replay["lines_replayed"]]
+
+
 def _source(args: argparse.Namespace) -> _Source:
     from edge_had.io.scene import PixelRule
     from edge_had.stream.sources import file_lines, scene_lines, synthetic_lines
@@ -290,6 +306,7 @@ def _source(args: argparse.Namespace) -> _Source:
         notes=list(stream.meta.get("notes", [])),
     )
     source.replay = _replay(stream.lines_in_file, args.lines)
+    source.gt = _ground_truth_beside(args.source, stream.lines_in_file, stream.width, source)
     if stream.meta.get("format") == "envi":
         from edge_had.io.map_info import map_info_of
 
