@@ -802,8 +802,37 @@ def test_a_map_beside_an_envi_or_npy_scene_is_its_ground_truth(tmp_path: Path) -
     assert given.meta["gt_path"] == str(tmp_path / "flight_gt.npy")
 
     np.save(tmp_path / "scan_gt.npy", gt)
-    with pytest.raises(SceneError, match=r"two ground-truth maps beside it \(scan_gt.npy, scan_gt.hdr\)"):
+    with pytest.raises(SceneError, match=r"two ground-truth maps beside it \(scan_gt.hdr, scan_gt.npy\)"):
         load_scene(tmp_path / "scan.hdr")
-    np.save(tmp_path / "flight_gt.npy", gt[:6])
-    with pytest.raises(SceneError, match=r"ground-truth shape \(6, 5\) does not match cube \(7, 5\)"):
+    np.save(tmp_path / "flight_gt.npy", gt[:6])  # the map's file named, and the scene
+    with pytest.raises(
+        SceneError,
+        match=r"flight_gt.npy: ground-truth shape \(6, 5\) does not match cube \(7, 5\) of flight.npy",
+    ):
         load_scene(tmp_path / "flight.npy")
+
+
+def test_the_map_beside_a_scene_is_found_whatever_its_suffixs_case_and_the_headers_name(
+    tmp_path: Path,
+) -> None:
+    """A review: an upper-case suffix (scan_gt.NPY) hid the map from list_scenes but was never
+    read (lost in silence); an ENVI header named after its data file (scan.img.hdr) looked for
+    scan.img_gt.* through the header and scan_gt.* through the data file."""
+    cube = random_cube((7, 5, 6))
+    gt = np.zeros((7, 5), dtype=np.uint8)
+    gt[1, 1] = 1
+    np.save(tmp_path / "flight.npy", cube)
+    np.save(tmp_path / "flight_gt.npy", gt)
+    (tmp_path / "flight_gt.npy").rename(tmp_path / "flight_gt.NPY")
+    envi.save_image(str(tmp_path / "scan.img.hdr"), cube, interleave="bsq", ext="", force=True)
+    assert (tmp_path / "scan.img").is_file()
+    np.save(tmp_path / "scan_gt.npy", gt)
+    assert [p.name for p in list_scenes(tmp_path)] == ["flight.npy", "scan.img.hdr"]
+    for name, map_file in (
+        ("flight.npy", "flight_gt.NPY"),
+        ("scan.img.hdr", "scan_gt.npy"),
+        ("scan.img", "scan_gt.npy"),
+    ):
+        scene = load_scene(tmp_path / name)
+        assert scene.meta["gt_path"] == str(tmp_path / map_file), name
+        np.testing.assert_array_equal(scene.gt, gt != 0)

@@ -281,3 +281,4 @@ def test_eval_and_stream_score_an_envi_scene_against_the_map_beside_it(tmp_path:
     streamed = json.loads((tmp_path / "s.json").read_text())
     scores = np.nan_to_num(np.load(out / "scores.npy"), nan=0.0)
     assert streamed["auc"] == pytest.approx(roc_auc(scores, scene.gt), abs=1e-12) and streamed["auc"] > 0.8
+    assert streamed["ground_truth_file"] == "scan_gt.hdr"

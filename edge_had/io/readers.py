@@ -31,12 +31,15 @@ from edge_had.errors import SceneError
 from edge_had.io.containers import read_container_mask, read_container_scene
 from edge_had.io.envi import envi_files, header_beside, read_envi
 from edge_had.io.raw import LAYOUTS, RawScene, reading, to_rows_cols_bands
-from edge_had.io.scene import Scene, make_scene
+from edge_had.io.scene import Scene, ground_truth_mask, make_scene
 
 SCENE_SUFFIXES = (".mat", ".hdr", ".npy", ".h5", ".hdf5")
-#: A scene ``NAME.*``'s ground truth beside it: ``NAME`` + this + one of GROUND_TRUTH_SUFFIXES.
+#: A scene ``NAME.*``'s ground truth beside it: ``NAME`` + this + one of GROUND_TRUTH_SUFFIXES
+#: (any case).
 GROUND_TRUTH_NAME = "_gt"
 GROUND_TRUTH_SUFFIXES = (".npy", ".hdr")
+#: Data-file suffixes an ENVI header's own name may carry (``scan.img.hdr``): its scene is ``scan``.
+ENVI_DATA_SUFFIXES = (".img", ".dat", ".raw", ".bsq", ".bil", ".bip")
 CONTAINER_SUFFIXES = (".mat", ".h5", ".hdf5")
 _PICKLE_OPCODE = b"\x80"  # first byte of a pickle stream (protocol 2 and later)
 _CHUNK_BYTES = 1 << 20
@@ -78,6 +81,11 @@ def load_scene(
         mask_path, mask_var = (gt_path, gt_var) if gt_path is not None else (beside, None)
         assert mask_path is not None
         raw.gt = load_mask(mask_path, var=mask_var, shape=pixels)
+        if pixels is not None:  # a map that does not fit: both files named
+            try:
+                raw.gt = ground_truth_mask(raw.gt, pixels, Path(mask_path))
+            except SceneError as error:
+                raise SceneError(f"{error.problem} of {path.name}", mask_path) from None
         raw.meta["gt_path"] = str(mask_path)
     return make_scene(
         raw.cube,
@@ -131,23 +139,27 @@ def list_scenes(folder: str | Path) -> list[Path]:
         for entry in folder.iterdir()
         if entry.suffix.lower() in SCENE_SUFFIXES and not entry.name.startswith(".") and entry.is_file()
     )
-    stems = {entry.stem for entry in found}
-    scenes = [entry for entry in found if not _names_ground_truth(entry, stems)]  # a scene's map
+    names = {name for entry in found for name in scene_names(entry)}
+    scenes = [entry for entry in found if not _names_ground_truth(entry, names)]  # a scene's map
     if not scenes:
         raise SceneError(f"no scene file ({', '.join(SCENE_SUFFIXES)}) in this folder", folder)
     return scenes
 
 
 def ground_truth_beside(path: str | Path) -> Path | None:
-    """The ground-truth map beside the scene file ``path``: ``NAME_gt.npy`` or ``NAME_gt.hdr`` in
-    its folder (``NAME``: its file name without the last suffix), or None. Both there is an
-    error: which one is meant cannot be told."""
+    """The ground-truth map beside the scene file ``path``: ``NAME_gt.npy`` or ``NAME_gt.hdr`` (the
+    suffix in any case) in its folder, ``NAME`` the scene's name (:func:`scene_names`: an ENVI
+    image's from its header, whichever of its files ``path`` is), or None. Two there is an error:
+    which one is meant cannot be told."""
     path = Path(path)
-    beside = [
-        candidate
-        for suffix in GROUND_TRUTH_SUFFIXES
-        if (candidate := path.with_name(path.stem + GROUND_TRUTH_NAME + suffix)).is_file()
-    ]
+    if path.suffix.lower() != ".hdr" and (header := header_beside(path)) is not None:
+        path = header  # an ENVI data file: its scene is named by its header
+    wanted = {name + GROUND_TRUTH_NAME for name in scene_names(path)}
+    beside = sorted(
+        entry
+        for entry in path.parent.iterdir()
+        if entry.stem in wanted and entry.suffix.lower() in GROUND_TRUTH_SUFFIXES and entry.is_file()
+    )
     if len(beside) > 1:
         raise SceneError(
             f"two ground-truth maps beside it ({', '.join(p.name for p in beside)}): keep one", path
@@ -155,14 +167,24 @@ def ground_truth_beside(path: str | Path) -> Path | None:
     return beside[0] if beside else None
 
 
-def _names_ground_truth(entry: Path, stems: set[str]) -> bool:
-    """Whether ``entry`` (a file listed with others whose names without suffix are ``stems``) is
-    another scene's ground-truth map: ``NAME_gt.npy``/``.hdr`` beside a scene ``NAME``."""
-    name = entry.stem
+def scene_names(path: Path) -> list[str]:
+    """The names a scene file's map may be named after: its name without its suffix, and for an
+    ENVI header named after its data file (``scan.img.hdr``) also without that (``scan``)."""
+    names = [path.stem]
+    inner = Path(path.stem)
+    if path.suffix.lower() == ".hdr" and inner.suffix.lower() in ENVI_DATA_SUFFIXES:
+        names.append(inner.stem)
+    return names
+
+
+def _names_ground_truth(entry: Path, names: set[str]) -> bool:
+    """Whether ``entry`` (a file listed with scenes whose names are ``names``) is another scene's
+    ground-truth map: ``NAME_gt.npy``/``.hdr`` beside a scene ``NAME``."""
+    stem = entry.stem
     return (
         entry.suffix.lower() in GROUND_TRUTH_SUFFIXES
-        and name.endswith(GROUND_TRUTH_NAME)
-        and name[: -len(GROUND_TRUTH_NAME)] in stems
+        and stem.endswith(GROUND_TRUTH_NAME)
+        and stem[: -len(GROUND_TRUTH_NAME)] in names
     )
 
 

@@ -570,6 +570,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         "interrupted": run.interrupted,
         "replay": source.replay,
         "interleave": source.meta.get("interleave"),  # a file's: --interleave's or its header's
+        # the map the AUC is scored against, when not stored in the file (NAME_gt.npy/.hdr beside it)
+        "ground_truth_file": Path(source.meta["gt_path"]).name if source.meta.get("gt_path") else None,
         "map": None if source.map_info is None else source.map_info.describe(),
         "synthetic_strips": None
         if source.distinct_strips is None

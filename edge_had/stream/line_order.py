@@ -69,9 +69,10 @@ the wrap, are missing - and needs no next line to confirm it. The stream then co
 ``counter_wraps`` (not a restart) and starts a segment whose rows continue those before as if the
 counter had not wrapped (2^bits rows past the last segment's). A line that leapt to the counter's
 end is confirmed by the wrap after it. Lines are not put back in order
-across a wrap: a line of the old counter pass arriving after the wrap is rejected (a leap back
-up, or out of order). Without ``counter_bits`` a wrap is a restart: followed when the next line
-continues it, its first line lost.
+across a wrap: a line of the old counter pass arriving after the wrap is rejected (a duplicate
+when it was processed lately, else out of order) - with a counter of known width an index more
+than half its period ahead of the newest is behind it, never a leap. Without ``counter_bits`` a
+wrap is a restart: followed when the next line continues it, its first line lost.
 """
 
 from __future__ import annotations
@@ -174,9 +175,15 @@ class LineOrder(Generic[Line]):
         self.counts = counts
         #: the line counter's period (2^counter_bits), None when its width is not known
         self.counter_period = None if counter_bits is None else 2**counter_bits
+        remembered = 4 * reorder_window + 16  # the latest indices processed (_released)
+        if self.counter_period is not None and self.counter_period < 8 * remembered:
+            raise ValueError(
+                f"counter_bits {counter_bits} is too few for a reorder window of {reorder_window} lines: "
+                f"the counter must count at least {8 * remembered} lines before it wraps"
+            )
         self._last_index: int | None = None  # the newest index processed (released)
         self._held: dict[int, Line | None] = {}  # the reorder window; None: arrived, rejected or dropped
-        self._released: deque[int] = deque(maxlen=4 * reorder_window + 16)  # processed lately
+        self._released: deque[int] = deque(maxlen=remembered)  # processed lately
         self._max_seen = -(2**62)
         self._given_up: deque[int] = deque(maxlen=GIVEN_UP_MEMORY)  # see _give_up
         # the line that leapt ahead, held until the next line confirms the leap (or not)
@@ -204,7 +211,7 @@ class LineOrder(Generic[Line]):
         ``reorder_window + 1`` past the newest index): a lost stretch of lines, or a corrupted
         counter value - the next line tells which (:meth:`settle_leap`)."""
         newest = self._newest()
-        return newest is not None and index > newest + self.reorder_window + 1
+        return newest is not None and index > newest + self.reorder_window + 1 and not self._behind(index)
 
     def hold_leap(self, index: int, line: Line) -> None:
         """Hold a leaping line until the next line arrives. It breaks a run of lines going back
@@ -296,7 +303,7 @@ class LineOrder(Generic[Line]):
         """Without a reorder window."""
         last = self._last_index
         released: Release[Line] = Release()
-        if last is not None and index <= last:
+        if last is not None and (index <= last or self._behind(index)):
             seen = index in self._released  # processed lately (the last one included)
             restart = self._restarted(index, back_run, seen)
             if restart is None:
@@ -321,7 +328,9 @@ class LineOrder(Generic[Line]):
     ) -> tuple[str | None, Release[Line]]:
         """Why ``index`` cannot enter the reorder window (seen before, or too late), or None."""
         seen = index in self._held or index in self._released
-        late = self._last_index is not None and index <= self._last_index
+        if not seen and self._wraps(index):  # also before the window released a line
+            return None, self._follow_wrap()
+        late = self._last_index is not None and (index <= self._last_index or self._behind(index))
         # before a restarted counter's first line: its row would be the segment before's
         early = self._segment_first is not None and index < self._segment_first
         if not (seen or late or early):
@@ -383,14 +392,14 @@ class LineOrder(Generic[Line]):
         of the run before are lost), in a new segment whose rows continue past the rows before.
         Else the line is rejected, and the run it continues kept in case the next line continues
         it."""
+        if not seen and self._wraps(index):  # (before the given-up memory: it is the pass before's)
+            return self._follow_wrap()
         if index in self._given_up:
             self._given_up.remove(index)
             self.counts.missing_indices -= 1
             return None
         if seen:  # a resend of a line processed lately, whatever follows
             return None
-        if self._wraps(index):
-            return self._follow_wrap()
         continues = back_run is not None and index == back_run[0] + back_run[1]
         first, lines = (back_run[0], back_run[1] + 1) if back_run is not None and continues else (index, 1)
         near_zero = first <= COUNTER_RESTART_MAX_INDEX and lines >= 2
@@ -408,6 +417,13 @@ class LineOrder(Generic[Line]):
         self._given_up.clear()
         self._refused_leaps.clear()
         return released
+
+    def _behind(self, index: int) -> bool:
+        """Whether ``index``, above the newest, is behind it on a counter of known width: more than
+        half the counter's period ahead (a line from before the wrap, arriving after it)."""
+        newest = self._newest()
+        period = self.counter_period
+        return period is not None and newest is not None and index - newest > period // 2
 
     def _wraps(self, index: int) -> bool:
         """Whether ``index`` is a counter of known width wrapping past its last value."""
@@ -439,7 +455,7 @@ class LineOrder(Generic[Line]):
         self._row_offset += period
         self._last_index, self._max_seen = -1, -1
         self._segment_first = None
-        self._released.clear()
+        # the pass before's latest indices stay in _released: a resend of one is a duplicate
         self._given_up.clear()
         self._refused_leaps.clear()
         return released
