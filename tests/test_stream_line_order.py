@@ -210,3 +210,12 @@ def test_a_counter_width_that_is_not_8_to_64_bits_is_refused(bits: object) -> No
     assert (
         checked_counter_bits(8) == 8 and checked_counter_bits(64) == 64 and checked_counter_bits(None) is None
     )
+
+
+def test_a_counter_too_narrow_for_the_reorder_windows_memory_is_refused() -> None:
+    """The latest indices processed (4 x window + 16) must stay far from the counter's period, or a
+    resend of the pass before's line and a new line of the same number would be one index."""
+    with pytest.raises(ValueError, match="counter_bits 8 is too few for a reorder window of 5 lines"):
+        new_order(5, counter_bits=8)
+    assert new_order(4, counter_bits=8)[0].counter_period == 256
+    assert new_order(5, counter_bits=9)[0].counter_period == 512
