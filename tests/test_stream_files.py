@@ -260,9 +260,14 @@ def test_eval_and_stream_score_an_envi_scene_against_the_map_beside_it(tmp_path:
     from edge_had.io.synthetic import synthetic_scene
 
     scene = synthetic_scene(seed=4, lines=48, width=40, bands=24)
+    cube, nodata = scene.cube.copy(), np.zeros(scene.gt.shape, bool)
+    nodata[np.argwhere(scene.gt)[0][0], np.argwhere(scene.gt)[0][1]] = True  # an anomaly pixel, no data
+    nodata[30, 7] = True
+    cube[nodata] = -9999.0
     folder = tmp_path / "scans"
     folder.mkdir()
-    envi.save_image(str(folder / "scan.hdr"), scene.cube, interleave="bil", ext=".img", force=True)
+    envi.save_image(str(folder / "scan.hdr"), cube, interleave="bil", ext=".img", force=True,
+                    metadata={"data ignore value": -9999})  # fmt: skip
     argv = ["eval", "--data", str(folder), "--detector", "rx", "--quiet", "--json", str(tmp_path / "e.json")]
     assert main(argv) == 2  # no scene could be evaluated
     assert "no ground truth: cannot evaluate" in capsys.readouterr().err
@@ -273,12 +278,29 @@ def test_eval_and_stream_score_an_envi_scene_against_the_map_beside_it(tmp_path:
     assert report["skipped"] == [] and len(report["scenes"]) == 1
     entry = report["scenes"][0]
     assert (entry["file"], entry["ground_truth_file"]) == ("scan.hdr", "scan_gt.hdr")
-    assert entry["auc"] == pytest.approx(roc_auc(rx_reference(scene.cube), scene.gt), abs=1e-9)
+    assert entry["auc"] == pytest.approx(
+        roc_auc(rx_reference(cube, mask=~nodata), scene.gt, ~nodata), abs=1e-9
+    )
 
     out = tmp_path / "stream"
     argv = ["stream", "--source", str(folder / "scan.hdr"), "--detector", "rx", "--out", str(out)]
     assert main([*argv, "--json", str(tmp_path / "s.json")]) == 0
     streamed = json.loads((tmp_path / "s.json").read_text())
-    scores = np.nan_to_num(np.load(out / "scores.npy"), nan=0.0)
-    assert streamed["auc"] == pytest.approx(roc_auc(scores, scene.gt), abs=1e-12) and streamed["auc"] > 0.8
+    scores = np.load(out / "scores.npy")
+    assert np.array_equal(np.isnan(scores), nodata)  # the pixels the stream masked
+    # left out of the AUC as detect and eval leave them out (a lost line would count, scored 0)
+    auc = roc_auc(np.nan_to_num(scores, nan=0.0), scene.gt, ~nodata)
+    assert streamed["auc"] == pytest.approx(auc, abs=1e-12) and streamed["auc"] > 0.8
+    assert auc != roc_auc(np.nan_to_num(scores, nan=0.0), scene.gt)  # counting them would change it
     assert streamed["ground_truth_file"] == "scan_gt.hdr"
+
+
+def test_a_streamed_files_auc_leaves_out_masked_pixels_not_lost_lines() -> None:
+    from edge_had.stream.command import masked_pixels_left_out
+
+    scores = np.arange(12.0).reshape(3, 4)
+    scores[1] = np.nan  # a line lost or rejected: counted (scored 0)
+    scores[2, 1] = np.nan  # a pixel the stream masked: left out
+    want = np.ones((3, 4), bool)
+    want[2, 1] = False
+    np.testing.assert_array_equal(masked_pixels_left_out(scores), want)

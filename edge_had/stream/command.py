@@ -194,6 +194,14 @@ class _Source:
     replay: dict[str, Any] | None = None  # a file: lines in it, requested (--lines), replayed
 
 
+def masked_pixels_left_out(scores: np.ndarray) -> np.ndarray:
+    """The pixels an AUC counts for a file streamed line by line: all but the unscored (NaN) pixels
+    of the lines that were scored - the pixels the stream masked (NaN/Inf, no-data, saturated),
+    left out as ``detect`` leaves them out - while a line lost or rejected whole counts, scored 0."""
+    scored_lines = np.isfinite(scores).any(axis=1, keepdims=True)
+    return ~(np.isnan(scores) & scored_lines)
+
+
 def _ground_truth_beside(path: str, rows: int, width: int, source: _Source) -> np.ndarray | None:
     """An ENVI or .npy file's ground truth: the map beside it (``NAME_gt.npy``/``.hdr``:
     :func:`~edge_had.io.readers.ground_truth_beside`, as ``load_scene`` takes it), for the lines
@@ -605,6 +613,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         "platform": platform_info(),
     }
     if gt is not None and rows == gt.shape[0]:
+        if valid is None:  # a file streamed line by line (its map beside it): the pixels it masked
+            valid = masked_pixels_left_out(scores)
         report["auc"] = roc_auc(np.nan_to_num(scores, nan=0.0), gt, valid)
         false = [e for e in events if not gt[tuple(np.array(e.pixels).T)].any()]
         report["events"]["false"] = len(false)
