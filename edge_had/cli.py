@@ -63,7 +63,7 @@ SCORER_OPTIONS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "resample": (RESAMPLE_CHOICES[0], RESAMPLING_DETECTORS),  # add_resample_option's default
 }
 #: how an error names a group of detectors
-DETECTOR_GROUPS = {
+DETECTOR_GROUPS: dict[tuple[str, ...], str] = {
     LOCAL_RX_DETECTORS: "detectors with a local RX part",
     RESAMPLING_DETECTORS: "the enhanced-* and resampled-* detectors",
 }
@@ -374,8 +374,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
                     "note: the model was trained on this scene, so its AUC says nothing about unseen scenes",
                     file=sys.stderr,
                 )
-            elif (note := same_name_note(training, sha256, scene.name)) is not None:
-                print(f"note: {note}", file=sys.stderr)
+            elif (same_name := same_name_note(training, sha256, scene.name)) is not None:
+                print(f"note: {same_name}", file=sys.stderr)
     return 0
 
 
@@ -628,7 +628,7 @@ def _export_sensor(args: argparse.Namespace, bundle: Any) -> tuple[int, Any]:
             f"centres{because}: pass --bands {len(wavelengths)} or leave --bands out"
         )
     instead = f"export on band index (--bands {len(wavelengths)} without --wavelengths)"
-    with naming_the_file(args.wavelengths, meta, "cannot export for its band centres", instead):
+    with naming_the_file(args.wavelengths, meta or {}, "cannot export for its band centres", instead):
         bundle.adapter_for(len(wavelengths), wavelengths)
     return len(wavelengths), wavelengths
 

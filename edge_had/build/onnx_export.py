@@ -121,9 +121,9 @@ def read_metadata(source: str | Path | Any, name: str | Path | None = None) -> d
     import onnx
 
     is_path = isinstance(source, (str, Path))
-    graph = onnx.load(str(source), load_external_data=False) if is_path else source
+    graph = onnx.load(str(source), load_external_data=False) if isinstance(source, (str, Path)) else source
     if name is None:
-        name = source if is_path else "the ONNX graph"
+        name = str(source) if is_path else "the ONNX graph"
     found = {}
     for entry in graph.metadata_props:
         if entry.key.startswith(METADATA_PREFIX):

@@ -151,6 +151,7 @@ class SceneFeed:
         feed = np.empty((1, block.shape[2], stop - start, block.shape[1]), dtype=np.float32)
         feed[0] = block.transpose(2, 0, 1)
         if self.invalid is not None:
+            assert self.fill is not None  # set with the invalid pixels
             invalid = self.invalid[start:stop]
             feed[0][:, invalid] = self.fill[:, None]
         self.normalization.apply(feed, self.lo, self.hi, out=feed)

@@ -322,9 +322,9 @@ def _dead_bands(stored: np.ndarray, rule: PixelRule) -> str:
     if not dead.any():
         return ""
     listed = ", ".join(map(str, bands[dead][:10])) + (" ..." if dead.sum() > 10 else "")
-    unusable = "NaN/Inf or no-data" if rule.saturation is None else "NaN/Inf, no-data or saturated"
+    reasons = "NaN/Inf or no-data" if rule.saturation is None else "NaN/Inf, no-data or saturated"
     return (
-        f"; {int(dead.sum())} band(s) are {unusable} on every pixel (0-based: {listed}): "
+        f"; {int(dead.sum())} band(s) are {reasons} on every pixel (0-based: {listed}): "
         "mark them bad (ENVI 'bbl'; a .mat, .h5 or .npy file has no bad-band list: leave them out of "
         "its cube) to keep the other bands"
     )

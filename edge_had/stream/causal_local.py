@@ -358,7 +358,8 @@ class CausalHybridRX:
             per_pixel[1 : 1 + len(y)] = y
             np.multiply(y[self._pairs[0]], y[self._pairs[1]], out=per_pixel[1 + len(y) :])
             peak = np.maximum(per_pixel.max(axis=1), -per_pixel.min(axis=1))
-            basis.features[position] = _LineFeatures(*self._box_sums(), peak)
+            outer, inner = self._box_sums()
+            basis.features[position] = _LineFeatures(outer, inner, peak)
         return basis.features[position]
 
 

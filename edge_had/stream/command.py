@@ -452,9 +452,9 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     if onboard.bundle is not None and onboard.bundle.training_scenes:  # no training record: unknown
         trained_on = source_sha256 in onboard.bundle.training_scenes  # a synthetic source: never
         if source_sha256 is not None:
-            note = same_name_note(onboard.bundle.training_scenes, source_sha256, Path(args.source).stem)
-            if note is not None:
-                print(f"note: {note}", file=sys.stderr)
+            same_name = same_name_note(onboard.bundle.training_scenes, source_sha256, Path(args.source).stem)
+            if same_name is not None:
+                print(f"note: {same_name}", file=sys.stderr)
     if args.faults:
         from edge_had.stream.faults import faulty_lines
 

@@ -184,7 +184,7 @@ def plan(board: str, sensor_name: str, detector: str = "enhanced-rx", *, model_d
     from edge_had.stream.boards import board_mode, max_mode
     from edge_had.stream.run import checked_reduction_kernel
 
-    overrides = {"width": width, "bands": bands, "line_rate_hz": line_rate_hz}
+    overrides: dict[str, Any] = {"width": width, "bands": bands, "line_rate_hz": line_rate_hz}
     preset = replace(sensor(sensor_name), **{k: v for k, v in overrides.items() if v is not None})
     if preset.width < 1 or preset.bands < 2 or not preset.line_rate_hz > 0:
         raise ValueError(f"need width >= 1, bands >= 2 and a positive line rate, got {preset}")

@@ -139,7 +139,7 @@ def run_stream(
     downstream = pipeline.on_result
 
     def collect(result: LineResult) -> None:
-        if keep_scores and result.state == "scored" and result.scores is not None:
+        if keep_scores and result.state == "scored" and result.scores is not None and result.row is not None:
             if result.row in run.scores:  # a row is one line's: never overwritten (raised at the end)
                 run.rows_scored_twice.append((result.row, result.index))
             else:
