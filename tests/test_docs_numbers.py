@@ -110,3 +110,68 @@ def test_the_jetson_install_lines_hold_every_base_dependency_but_torch() -> None
         assert names == wanted, line
         # NumPy stays 1.x under JetPack 6's wheels, and the OpenCV that still accepts it
         assert '"numpy<2"' in line.split() and '"opencv-python-headless<4.11"' in line.split(), line
+
+
+def test_the_reduction_kernel_paragraph_quotes_the_committed_ten_scene_run() -> None:
+    """README and bench/README: the triangle reduction streamed on the ten scenes
+    (bench/results/stream_reduction_kernel_scenes.json)."""
+    summary = json.loads((RESULTS / "stream_reduction_kernel_scenes.json").read_text())["summary"]
+    flat = " ".join(README.split())
+    bench_flat = " ".join((ROOT / "bench" / "README.md").read_text().split())
+    for detector, name in (("rx", "RX"), ("hybrid-rx", "hybrid")):
+        linear, triangle = summary[f"{detector} linear"], summary[f"{detector} triangle"]
+        aucs = f"{name} {linear['mean_auc']:.4f} -> {triangle['mean_auc']:.4f}"
+        assert aucs in flat and aucs in bench_flat, aucs
+        before, after = (f"{k['events']} / {k['false_events']}" for k in (linear, triangle))
+        counts = f"{before} -> {after}"
+        assert counts in flat, counts
+    higher = [summary[f"{d} triangle vs linear"]["higher"] for d in ("rx", "hybrid-rx")]
+    assert f"higher on {higher[0]} and {higher[1]} scenes" in flat
+    largest = max(abs(summary[f"{d} triangle vs linear"]["largest_difference"]) for d in ("rx", "hybrid-rx"))
+    assert f"no scene by more than {largest:.4f}" in flat
+
+
+def test_the_payload_paragraph_quotes_the_committed_payload_run() -> None:
+    """README and bench/README: the many-band payload scene (bench/results/payload_detectors.json)."""
+    run = json.loads((RESULTS / "payload_detectors.json").read_text())
+    offline, stream = run["offline_auc"], run["stream_auc"]
+    flat = " ".join(README.split())
+    bench_flat = " ".join((ROOT / "bench" / "README.md").read_text().split())
+
+    def auc(name: str) -> str:
+        return f"{offline[name]:.4f}"
+
+    quoted = {
+        f"hybrid RX {auc('resampled-hybrid-rx (adapter linear)')} and enhanced hybrid RX "
+        f"{auc('enhanced-hybrid-rx (adapter linear)')} against {auc('hybrid-rx')}": flat,
+        f"(global RX: {auc('resampled-rx (adapter linear)')} and {auc('enhanced-rx (adapter linear)')} "
+        f"against {auc('rx')})": flat,
+        f"scores {auc('resampled-rx (adapter triangle)')} / {auc('resampled-hybrid-rx (adapter triangle)')} "
+        f"(global / hybrid) and the enhanced detectors {auc('enhanced-rx (adapter triangle)')} / "
+        f"{auc('enhanced-hybrid-rx (adapter triangle)')}": flat,
+        f"streamed {stream['hybrid-rx (reduction linear)']:.4f} (linear 32-band reduction) / "
+        f"{stream['hybrid-rx (reduction triangle)']:.4f} (triangle)": bench_flat,
+    }
+    for text, document in quoted.items():
+        assert text in document, text
+
+
+def test_the_h200_stream_table_is_the_committed_device_runs() -> None:
+    """bench/GPU.md's H200 stream table: lines/s, late lines, statistics+rx p99 and AUC of each
+    stream of each run (bench/results/device_check_h200_run*.json)."""
+    gpu = (ROOT / "bench" / "GPU.md").read_text()
+    section = gpu[gpu.index("### H200, runs 1 and 2") :]
+    for run in (1, 2):
+        for stream in json.loads((RESULTS / f"device_check_h200_run{run}.json").read_text())["streams"]:
+            detector = stream["detector"]
+            if stream.get("reduction_kernel") == "triangle":
+                row = f"`{detector} --reduction-kernel triangle`"
+            elif stream["asynchronous"]:
+                row = f"`{detector} --async-enhance`"
+            else:
+                row = f"`{detector}`" + ("" if detector.startswith("enhanced") else " (32 bands)")
+            want = (
+                f"{stream['lines_per_second']:,.0f}, {stream['deadline_misses']}, "
+                f"{stream['latency_ms']['statistics+rx']['p99']:.2f}, {stream['auc']:.4f}"
+            )
+            assert table_row(section, row)[1 + run] == want, (run, row)
