@@ -827,7 +827,11 @@ def test_the_map_beside_a_scene_is_found_whatever_its_suffixs_case_and_the_heade
     envi.save_image(str(tmp_path / "scan.img.hdr"), cube, interleave="bsq", ext="", force=True)
     assert (tmp_path / "scan.img").is_file()
     np.save(tmp_path / "scan_gt.npy", gt)
-    assert [p.name for p in list_scenes(tmp_path)] == ["flight.npy", "scan.img.hdr"]
+    # a map saved the same way, its header named after its data file (a second review)
+    envi.save_image(str(tmp_path / "strip.hdr"), cube, interleave="bsq", ext=".img", force=True)
+    envi.save_image(str(tmp_path / "strip_gt.img.hdr"), gt[:, :, None], interleave="bsq", ext="", force=True)
+    assert [p.name for p in list_scenes(tmp_path)] == ["flight.npy", "scan.img.hdr", "strip.hdr"]
+    assert load_scene(tmp_path / "strip.hdr").meta["gt_path"] == str(tmp_path / "strip_gt.img.hdr")
     for name, map_file in (
         ("flight.npy", "flight_gt.NPY"),
         ("scan.img.hdr", "scan_gt.npy"),

@@ -263,6 +263,7 @@ def test_eval_and_stream_score_an_envi_scene_against_the_map_beside_it(tmp_path:
     cube, nodata = scene.cube.copy(), np.zeros(scene.gt.shape, bool)
     nodata[np.argwhere(scene.gt)[0][0], np.argwhere(scene.gt)[0][1]] = True  # an anomaly pixel, no data
     nodata[30, 7] = True
+    nodata[40] = True  # a line of no data: rejected by the stream ("no valid pixel"), its row kept
     cube[nodata] = -9999.0
     folder = tmp_path / "scans"
     folder.mkdir()
@@ -288,19 +289,27 @@ def test_eval_and_stream_score_an_envi_scene_against_the_map_beside_it(tmp_path:
     streamed = json.loads((tmp_path / "s.json").read_text())
     scores = np.load(out / "scores.npy")
     assert np.array_equal(np.isnan(scores), nodata)  # the pixels the stream masked
+    assert streamed["health"]["reasons"] == {"no valid pixel": 1}
     # left out of the AUC as detect and eval leave them out (a lost line would count, scored 0)
     auc = roc_auc(np.nan_to_num(scores, nan=0.0), scene.gt, ~nodata)
     assert streamed["auc"] == pytest.approx(auc, abs=1e-12) and streamed["auc"] > 0.8
     assert auc != roc_auc(np.nan_to_num(scores, nan=0.0), scene.gt)  # counting them would change it
     assert streamed["ground_truth_file"] == "scan_gt.hdr"
+    envi.save_image(str(folder / "scan_gt.hdr"), gt[:40], interleave="bsq", ext=".img", force=True)
+    assert main(argv) == 2  # a map that does not fit: both files named
+    assert "scan_gt.hdr: ground-truth shape (40, 40) does not match cube (48, 40) of scan.hdr" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_streamed_files_auc_leaves_out_masked_pixels_not_lost_lines() -> None:
     from edge_had.stream.command import masked_pixels_left_out
 
-    scores = np.arange(12.0).reshape(3, 4)
-    scores[1] = np.nan  # a line lost or rejected: counted (scored 0)
+    scores = np.arange(16.0).reshape(4, 4)
+    scores[1] = np.nan  # a line lost or rejected for its index: counted (scored 0)
     scores[2, 1] = np.nan  # a pixel the stream masked: left out
-    want = np.ones((3, 4), bool)
+    scores[3] = np.nan  # a line with no valid pixel (a masked row): left out
+    want = np.ones((4, 4), bool)
     want[2, 1] = False
-    np.testing.assert_array_equal(masked_pixels_left_out(scores), want)
+    want[3] = False
+    np.testing.assert_array_equal(masked_pixels_left_out(scores, [3]), want)

@@ -158,7 +158,9 @@ def ground_truth_beside(path: str | Path) -> Path | None:
     beside = sorted(
         entry
         for entry in path.parent.iterdir()
-        if entry.stem in wanted and entry.suffix.lower() in GROUND_TRUTH_SUFFIXES and entry.is_file()
+        if entry.suffix.lower() in GROUND_TRUTH_SUFFIXES
+        and wanted.intersection(scene_names(entry))  # scan_gt.hdr, or scan_gt.img.hdr
+        and entry.is_file()
     )
     if len(beside) > 1:
         raise SceneError(
@@ -180,11 +182,9 @@ def scene_names(path: Path) -> list[str]:
 def _names_ground_truth(entry: Path, names: set[str]) -> bool:
     """Whether ``entry`` (a file listed with scenes whose names are ``names``) is another scene's
     ground-truth map: ``NAME_gt.npy``/``.hdr`` beside a scene ``NAME``."""
-    stem = entry.stem
-    return (
-        entry.suffix.lower() in GROUND_TRUTH_SUFFIXES
-        and stem.endswith(GROUND_TRUTH_NAME)
-        and stem[: -len(GROUND_TRUTH_NAME)] in names
+    return entry.suffix.lower() in GROUND_TRUTH_SUFFIXES and any(
+        name.endswith(GROUND_TRUTH_NAME) and name[: -len(GROUND_TRUTH_NAME)] in names
+        for name in scene_names(entry)
     )
 
 

@@ -21,7 +21,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from edge_had.io.map_info import MapInfo
 from edge_had.io.units import naming_the_file
 from edge_had.stream.faults import FAULTS, parse_faults
 from edge_had.stream.onboard import STREAM_DETECTORS, build_pipeline
+from edge_had.stream.pipeline import NO_VALID_PIXEL
 from edge_had.stream.presets import SENSORS, sensor
 
 KEEP_LINES = 4096  # longer synthetic streams keep no per-line outputs in memory (soak runs)
@@ -194,12 +195,14 @@ class _Source:
     replay: dict[str, Any] | None = None  # a file: lines in it, requested (--lines), replayed
 
 
-def masked_pixels_left_out(scores: np.ndarray) -> np.ndarray:
-    """The pixels an AUC counts for a file streamed line by line: all but the unscored (NaN) pixels
-    of the lines that were scored - the pixels the stream masked (NaN/Inf, no-data, saturated),
-    left out as ``detect`` leaves them out - while a line lost or rejected whole counts, scored 0."""
-    scored_lines = np.isfinite(scores).any(axis=1, keepdims=True)
-    return ~(np.isnan(scores) & scored_lines)
+def masked_pixels_left_out(scores: np.ndarray, masked_rows: Sequence[int] = ()) -> np.ndarray:
+    """The pixels an AUC counts for a file streamed line by line: all but the pixels the stream
+    masked (NaN/Inf, no-data, saturated) - the unscored (NaN) pixels of the lines scored, and
+    every pixel of the ``masked_rows``, lines rejected with no valid pixel - left out as
+    ``detect`` leaves them out; a line lost or rejected for another reason counts, scored 0."""
+    masked = np.isnan(scores) & np.isfinite(scores).any(axis=1, keepdims=True)
+    masked[[row for row in masked_rows if row < len(scores)]] = True
+    return ~masked
 
 
 def _ground_truth_beside(path: str, rows: int, width: int, source: _Source) -> np.ndarray | None:
@@ -212,7 +215,10 @@ def _ground_truth_beside(path: str, rows: int, width: int, source: _Source) -> n
     beside = ground_truth_beside(path)
     if beside is None:
         return None
-    mask = ground_truth_mask(load_mask(beside), (rows, width), beside)
+    try:
+        mask = ground_truth_mask(load_mask(beside), (rows, width), beside)
+    except SceneError as error:  # both files named, as load_scene names them
+        raise SceneError(f"{error.problem} of {Path(path).name}", beside) from None
     source.meta["gt_path"] = str(beside)
     assert source.replay is not None
     return mask[: source.replay["lines_replayed"]]
@@ -517,6 +523,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         seen["rows"] = max(seen["rows"], result.row + 1)
         seen["next"] = max(seen["next"], result.row + 1)
 
+    masked_rows: list[int] = []
+
     def on_result(result: Any) -> None:
         # warm-up lines arrive late: release in row order (the line's place along track, unique
         # even when the sensor's counter restarts), holding at most 64 results (a gap in the rows
@@ -525,6 +533,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         # released before, the line that owns it.
         if result.row is not None:
             waiting[result.row] = result
+            if result.state == "rejected" and result.reason == NO_VALID_PIXEL:
+                masked_rows.append(result.row)  # every pixel masked: left out of the AUC
         if result.state == "scored":  # scores come in row order: every earlier line is settled,
             for row in sorted(r for r in waiting if r <= result.row):  # so a gap waits no longer
                 release(waiting.pop(row))
@@ -614,7 +624,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     }
     if gt is not None and rows == gt.shape[0]:
         if valid is None:  # a file streamed line by line (its map beside it): the pixels it masked
-            valid = masked_pixels_left_out(scores)
+            valid = masked_pixels_left_out(scores, masked_rows)
         report["auc"] = roc_auc(np.nan_to_num(scores, nan=0.0), gt, valid)
         false = [e for e in events if not gt[tuple(np.array(e.pixels).T)].any()]
         report["events"]["false"] = len(false)

@@ -99,8 +99,15 @@ LEAP_TRUST_LINES = 1000
 COUNTER_BITS = range(8, 65)
 
 
-def checked_counter_bits(counter_bits: int | None) -> int | None:
-    """``counter_bits`` (the width of the sensor's line counter, None: not known), or ValueError."""
+def remembered_lines(reorder_window: int) -> int:
+    """How many of the latest indices processed a stream remembers (duplicates are told by them)."""
+    return 4 * reorder_window + 16
+
+
+def checked_counter_bits(counter_bits: int | None, reorder_window: int = 0) -> int | None:
+    """``counter_bits`` (the width of the sensor's line counter, None: not known), or ValueError -
+    also for a counter too narrow for the reorder window: the latest indices remembered must stay
+    far from its period, or a resend from the pass before and a new line would be one index."""
     if counter_bits is None:
         return None
     if (
@@ -110,6 +117,12 @@ def checked_counter_bits(counter_bits: int | None) -> int | None:
     ):
         raise ValueError(
             f"counter_bits must be a whole number of bits from 8 to 64 (or None), got {counter_bits!r}"
+        )
+    least = 8 * remembered_lines(reorder_window)
+    if 2**counter_bits < least:
+        raise ValueError(
+            f"counter_bits {counter_bits} is too few for a reorder window of {reorder_window} lines: "
+            f"the counter must count at least {least} lines before it wraps"
         )
     return counter_bits
 
@@ -170,22 +183,17 @@ class LineOrder(Generic[Line]):
     order."""
 
     def __init__(self, reorder_window: int, counts: LineCounts, counter_bits: int | None = None) -> None:
-        checked_counter_bits(counter_bits)
+        checked_counter_bits(counter_bits, reorder_window)
         self.reorder_window = reorder_window
         self.counts = counts
         #: the line counter's period (2^counter_bits), None when its width is not known
         self.counter_period = None if counter_bits is None else 2**counter_bits
-        remembered = 4 * reorder_window + 16  # the latest indices processed (_released)
-        if self.counter_period is not None and self.counter_period < 8 * remembered:
-            raise ValueError(
-                f"counter_bits {counter_bits} is too few for a reorder window of {reorder_window} lines: "
-                f"the counter must count at least {8 * remembered} lines before it wraps"
-            )
         self._last_index: int | None = None  # the newest index processed (released)
         self._held: dict[int, Line | None] = {}  # the reorder window; None: arrived, rejected or dropped
-        self._released: deque[int] = deque(maxlen=remembered)  # processed lately
+        self._released: deque[int] = deque(maxlen=remembered_lines(reorder_window))  # processed lately
         self._max_seen = -(2**62)
         self._given_up: deque[int] = deque(maxlen=GIVEN_UP_MEMORY)  # see _give_up
+        self._given_up_before_wrap: set[int] = set()  # the pass before's, at a counter's wrap
         # the line that leapt ahead, held until the next line confirms the leap (or not)
         self._leap: Leap[Line] | None = None
         # indices of the latest lines rejected for a leap the next line did not confirm: the line
@@ -330,7 +338,8 @@ class LineOrder(Generic[Line]):
         seen = index in self._held or index in self._released
         if not seen and self._wraps(index):  # also before the window released a line
             return None, self._follow_wrap()
-        late = self._last_index is not None and (index <= self._last_index or self._behind(index))
+        # (behind: also before the window released a line, at the start or after a restart)
+        late = self._behind(index) or (self._last_index is not None and index <= self._last_index)
         # before a restarted counter's first line: its row would be the segment before's
         early = self._segment_first is not None and index < self._segment_first
         if not (seen or late or early):
@@ -342,7 +351,8 @@ class LineOrder(Generic[Line]):
             self.counts.duplicates += 1
             return "duplicate index", Release()
         if late:
-            return f"out-of-order index (beyond the reorder window, after {self._last_index})", Release()
+            after = self._last_index if self._last_index is not None else self._newest()
+            return f"out-of-order index (beyond the reorder window, after {after})", Release()
         return (
             f"out-of-order index (before the restarted counter's first line, {self._segment_first})",
             Release(),
@@ -400,6 +410,10 @@ class LineOrder(Generic[Line]):
             return None
         if seen:  # a resend of a line processed lately, whatever follows
             return None
+        if self._behind(index) and index in self._given_up_before_wrap:  # late from the pass before
+            self._given_up_before_wrap.discard(index)
+            self.counts.missing_indices -= 1
+            return None
         continues = back_run is not None and index == back_run[0] + back_run[1]
         first, lines = (back_run[0], back_run[1] + 1) if back_run is not None and continues else (index, 1)
         near_zero = first <= COUNTER_RESTART_MAX_INDEX and lines >= 2
@@ -415,6 +429,7 @@ class LineOrder(Generic[Line]):
         self._last_index, self._max_seen = None, -(2**62)
         self._released.clear()
         self._given_up.clear()
+        self._given_up_before_wrap.clear()
         self._refused_leaps.clear()
         return released
 
@@ -455,7 +470,9 @@ class LineOrder(Generic[Line]):
         self._row_offset += period
         self._last_index, self._max_seen = -1, -1
         self._segment_first = None
-        # the pass before's latest indices stay in _released: a resend of one is a duplicate
+        # the pass before's latest indices stay in _released: a resend of one is a duplicate; one
+        # given up that arrives after all is not missing (only a line behind is looked up there)
+        self._given_up_before_wrap = set(self._given_up)
         self._given_up.clear()
         self._refused_leaps.clear()
         return released

@@ -178,7 +178,7 @@ def build_pipeline(
                         device=device, async_enhance=async_enhance)  # fmt: skip
     refuse_network_options(options, detector, enhanced)
     checked_reduction_kernel(reduction_kernel, detector if enhanced else None)
-    checked_counter_bits(counter_bits)
+    checked_counter_bits(counter_bits, reorder_window)
     good = sensor_good_bands(good_bands, bands)  # (ValueError for a mask that does not fit)
     scored = bands if good is None else int(good.sum())
     if wavelengths is not None:

@@ -84,6 +84,10 @@ STATES = ("scored", "rejected", "dropped")
 SCORERS = ("global", "hybrid")
 
 
+#: The reason of a line rejected because every pixel of it is masked (its row is kept).
+NO_VALID_PIXEL = "no valid pixel"
+
+
 @dataclass
 class LineResult:
     """One line's outcome. ``index`` is the sensor's line number, which repeats after a restarted
@@ -519,7 +523,7 @@ class StreamPipeline:
             values, valid = self._screen(pixels, result)
             line = self._reduce(values)
         if not valid.any():
-            self._finish(result, "rejected", reason="no valid pixel")
+            self._finish(result, "rejected", reason=NO_VALID_PIXEL)
             return
         lines = [(line, valid)]
         if self.enhancer is not None:
