@@ -245,15 +245,8 @@ class LineOrder(Generic[Line]):
             return None
         if leap.index - self.reorder_window - 1 < index <= leap.index + LEAP_TRUST_LINES:
             return leap, None
-        # it leapt to the counter's end, which then wrapped (the next line goes back from where
-        # the stream was before the leap, and that was not just after a wrap: a line of the old
-        # pass arriving late leaps too)
-        if (
-            COUNTER_RESTART_MAX_INDEX < leap.newest
-            and index < leap.newest
-            and self._wraps_after(leap.index, index)
-        ):
-            return leap, None
+        if self._wraps_after(leap.index, index):  # it leapt to the counter's end, which then wrapped
+            return leap, None  # (a line of the pass before, arriving late, never leaps: _behind)
         return leap, self._refuse(leap, f"the next line, {index}, did not move forward from it")
 
     def end_leap(self) -> tuple[Leap[Line], str | None] | None:
@@ -279,11 +272,14 @@ class LineOrder(Generic[Line]):
         now; with one, the caller holds it (:meth:`hold`) - or, rejected for its shape or values
         after all, holds nothing in its place."""
         back_run, self._back_run = self._back_run, None
+        wrapped = None
+        if index not in self._held and index not in self._released and self._wraps(index):
+            wrapped = self._follow_wrap()  # the line is then the first of the counter's new pass
         if self.reorder_window == 0:
             problem, released = self._check_index(index, back_run)
         else:
             problem, released = self._reorder_problem(index, back_run)
-        entry = Entry(problem, released)
+        entry = Entry(problem, released if wrapped is None else wrapped)
         if problem is None and self.reorder_window > 0:
             entry.reordered = index < self._max_seen
             self._max_seen = max(self._max_seen, index)
@@ -336,8 +332,6 @@ class LineOrder(Generic[Line]):
     ) -> tuple[str | None, Release[Line]]:
         """Why ``index`` cannot enter the reorder window (seen before, or too late), or None."""
         seen = index in self._held or index in self._released
-        if not seen and self._wraps(index):  # also before the window released a line
-            return None, self._follow_wrap()
         # (behind: also before the window released a line, at the start or after a restart)
         late = self._behind(index) or (self._last_index is not None and index <= self._last_index)
         # before a restarted counter's first line: its row would be the segment before's
@@ -402,8 +396,6 @@ class LineOrder(Generic[Line]):
         of the run before are lost), in a new segment whose rows continue past the rows before.
         Else the line is rejected, and the run it continues kept in case the next line continues
         it."""
-        if not seen and self._wraps(index):  # (before the given-up memory: it is the pass before's)
-            return self._follow_wrap()
         if index in self._given_up:
             self._given_up.remove(index)
             self.counts.missing_indices -= 1
