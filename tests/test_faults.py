@@ -10,7 +10,8 @@ import pytest
 
 from edge_had.stream.causal import CausalSettings
 from edge_had.stream.faults import FAULTS, faulty_lines, parse_faults
-from edge_had.stream.pipeline import LEAP_TRUST_LINES, StreamPipeline
+from edge_had.stream.line_order import LEAP_TRUST_LINES
+from edge_had.stream.pipeline import StreamPipeline
 from edge_had.stream.run import band_reduction, run_stream
 from edge_had.stream.sources import synthetic_lines
 

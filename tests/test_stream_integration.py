@@ -837,7 +837,7 @@ def test_a_counter_restart_near_0_ends_at_index_16(window: int, restart_at: int)
     """COUNTER_RESTART_MAX_INDEX: a counter that goes back to 16 and goes on is a restart (its
     first line lost); back to 17 it is a stale resend or late lines until 64 lines in a row
     continue from it - 40 are rejected and the stream keeps its place."""
-    from edge_had.stream.pipeline import COUNTER_RESTART_MAX_INDEX
+    from edge_had.stream.line_order import COUNTER_RESTART_MAX_INDEX
 
     assert COUNTER_RESTART_MAX_INDEX == 16
     lines, results = make_lines(140), []
@@ -858,7 +858,7 @@ def test_a_counter_restarting_elsewhere_than_near_0_is_followed_after_a_long_run
     """A counter that goes back to 500 (not near 0: evidence needed) is followed once
     COUNTER_RESTART_CONFIRM_LINES consecutive lines continue from it; those are rejected, not
     every later line until the index passes its old maximum."""
-    from edge_had.stream.pipeline import COUNTER_RESTART_CONFIRM_LINES as confirm
+    from edge_had.stream.line_order import COUNTER_RESTART_CONFIRM_LINES as confirm
 
     lines, results = make_lines(1000 + confirm + 20), []
     indices = [*range(1000), *range(500, 500 + confirm + 20)]

@@ -73,10 +73,6 @@ from edge_had.stream.causal_local import CausalHybridRX, LocalLineMath
 from edge_had.stream.enhance import EnhancementError
 
 # the ordering rules' constants, re-exported: callers and tests import them from here too
-from edge_had.stream.line_order import COUNTER_RESTART_CONFIRM_LINES as COUNTER_RESTART_CONFIRM_LINES
-from edge_had.stream.line_order import COUNTER_RESTART_MAX_INDEX as COUNTER_RESTART_MAX_INDEX
-from edge_had.stream.line_order import GIVEN_UP_MEMORY as GIVEN_UP_MEMORY
-from edge_had.stream.line_order import LEAP_TRUST_LINES as LEAP_TRUST_LINES
 from edge_had.stream.line_order import Entry, Leap, LineOrder, Release
 from edge_had.stream.profiler import TOTAL, StageProfiler
 
