@@ -77,15 +77,12 @@ def load_scene(
     )
     beside = ground_truth_beside(path) if gt_path is None and raw.gt is None else None
     if gt_path is not None or beside is not None:
-        pixels = (raw.cube.shape[0], raw.cube.shape[1]) if raw.cube.ndim == 3 else None
         mask_path, mask_var = (gt_path, gt_var) if gt_path is not None else (beside, None)
         assert mask_path is not None
-        raw.gt = load_mask(mask_path, var=mask_var, shape=pixels)
-        if pixels is not None:  # a map that does not fit: both files named
-            try:
-                raw.gt = ground_truth_mask(raw.gt, pixels, Path(mask_path))
-            except SceneError as error:
-                raise SceneError(f"{error.problem} of {path.name}", mask_path) from None
+        if raw.cube.ndim == 3:
+            raw.gt = load_ground_truth(mask_path, path, raw.cube.shape[:2], var=mask_var)
+        else:  # not a cube: make_scene says so
+            raw.gt = load_mask(mask_path, var=mask_var)
         raw.meta["gt_path"] = str(mask_path)
     return make_scene(
         raw.cube,
@@ -144,6 +141,19 @@ def list_scenes(folder: str | Path) -> list[Path]:
     if not scenes:
         raise SceneError(f"no scene file ({', '.join(SCENE_SUFFIXES)}) in this folder", folder)
     return scenes
+
+
+def load_ground_truth(
+    mask_path: str | Path, scene_path: str | Path, pixels: tuple[int, int], var: str | None = None
+) -> np.ndarray:
+    """The map in ``mask_path`` (:func:`load_mask`; ``var`` inside a MATLAB/HDF5 file) as the bool
+    ground truth of the scene file ``scene_path``, ``pixels`` (rows, cols): a map that does not fit
+    is a :class:`SceneError` naming both files."""
+    gt = load_mask(mask_path, var=var, shape=pixels)
+    try:
+        return ground_truth_mask(gt, pixels, Path(mask_path))
+    except SceneError as error:
+        raise SceneError(f"{error.problem} of {Path(scene_path).name}", mask_path) from None
 
 
 def ground_truth_beside(path: str | Path) -> Path | None:

@@ -205,23 +205,18 @@ def masked_pixels_left_out(scores: np.ndarray, masked_rows: Sequence[int] = ()) 
     return ~masked
 
 
-def _ground_truth_beside(path: str, rows: int, width: int, source: _Source) -> np.ndarray | None:
-    """An ENVI or .npy file's ground truth: the map beside it (``NAME_gt.npy``/``.hdr``:
-    :func:`~edge_had.io.readers.ground_truth_beside`, as ``load_scene`` takes it), for the lines
-    replayed; None without one. Its file is recorded in ``source.meta["gt_path"]``."""
-    from edge_had.io.readers import ground_truth_beside, load_mask
-    from edge_had.io.scene import ground_truth_mask
+def _take_ground_truth_beside(source: _Source, path: str, rows: int) -> None:
+    """An ENVI or .npy file's ground truth, the map beside it (``NAME_gt.npy``/``.hdr``, as
+    ``load_scene`` takes it: :func:`~edge_had.io.readers.ground_truth_beside`), for the lines
+    replayed, into ``source.gt``; its file into ``source.meta["gt_path"]`` (without one, nothing)."""
+    from edge_had.io.readers import ground_truth_beside, load_ground_truth
 
     beside = ground_truth_beside(path)
     if beside is None:
-        return None
-    try:
-        mask = ground_truth_mask(load_mask(beside), (rows, width), beside)
-    except SceneError as error:  # both files named, as load_scene names them
-        raise SceneError(f"{error.problem} of {Path(path).name}", beside) from None
-    source.meta["gt_path"] = str(beside)
+        return
     assert source.replay is not None
-    return mask[: source.replay["lines_replayed"]]
+    source.gt = load_ground_truth(beside, path, (rows, source.width))[: source.replay["lines_replayed"]]
+    source.meta["gt_path"] = str(beside)
 
 
 def _source(args: argparse.Namespace) -> _Source:
@@ -320,7 +315,7 @@ def _source(args: argparse.Namespace) -> _Source:
         notes=list(stream.meta.get("notes", [])),
     )
     source.replay = _replay(stream.lines_in_file, args.lines)
-    source.gt = _ground_truth_beside(args.source, stream.lines_in_file, stream.width, source)
+    _take_ground_truth_beside(source, args.source, stream.lines_in_file)
     if stream.meta.get("format") == "envi":
         from edge_had.io.map_info import map_info_of
 
