@@ -120,10 +120,12 @@ def read_metadata(source: str | Path | Any, name: str | Path | None = None) -> d
     ``name``: what an error calls a loaded graph (its file; default: the path, or "the ONNX graph")."""
     import onnx
 
-    is_path = isinstance(source, (str, Path))
-    graph = onnx.load(str(source), load_external_data=False) if isinstance(source, (str, Path)) else source
+    if isinstance(source, (str, Path)):
+        graph, default_name = onnx.load(str(source), load_external_data=False), str(source)
+    else:
+        graph, default_name = source, "the ONNX graph"
     if name is None:
-        name = str(source) if is_path else "the ONNX graph"
+        name = default_name
     found = {}
     for entry in graph.metadata_props:
         if entry.key.startswith(METADATA_PREFIX):
