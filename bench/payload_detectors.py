@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from payload_scene import write_payload  # noqa: E402
+from stream_reduction_kernels import streamed  # noqa: E402
 
-from edge_had.cli import main as edge_had  # noqa: E402
 from edge_had.detectors.registry import make_detector  # noqa: E402
 from edge_had.eval.metrics import roc_auc  # noqa: E402
 from edge_had.eval.report import SCHEMA_VERSION, platform_info  # noqa: E402
@@ -60,14 +60,6 @@ def offline_auc(scene, name: str) -> float:  # noqa: ANN001
     return round(roc_auc(scores, scene.gt, scene.valid), 4)
 
 
-def streamed_auc(header: Path, detector: str, kernel: str, scratch: Path) -> float:
-    report = scratch / f"{detector}-{kernel}.json"
-    argv = ["stream", "--source", str(header), "--detector", detector, "--reduction-kernel", kernel]
-    if edge_had([*argv, "--json", str(report)]) != 0:
-        raise SystemExit(f"edge-had {' '.join(argv)} failed")
-    return round(json.loads(report.read_text())["auc"], 4)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=200)
@@ -82,8 +74,10 @@ def main() -> int:
         for kernel in ("linear", "triangle"):
             with adapter_kernel(kernel):
                 offline.update({f"{name} (adapter {kernel})": offline_auc(scene, name) for name in ADAPTED})
-        streamed = {
-            f"{detector} (reduction {kernel})": streamed_auc(header, detector, kernel, Path(scratch))
+        stream_aucs = {
+            f"{detector} (reduction {kernel})": round(
+                streamed(header, detector, kernel, Path(scratch))["auc"], 4
+            )
             for detector in NATIVE
             for kernel in ("linear", "triangle")
         }
@@ -94,7 +88,7 @@ def main() -> int:
         "seconds": round(time.perf_counter() - started, 1),
         "platform": platform_info(),
         "offline_auc": offline,
-        "stream_auc": streamed,
+        "stream_auc": stream_aucs,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
