@@ -8,11 +8,12 @@ plain and hybrid RX streams run where torch is not installed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 Kernel = Literal["linear", "triangle"]
+KERNELS: tuple[Kernel, ...] = get_args(Kernel)  # "linear" is the default everywhere
 
 DEFAULT_K = 64
 MAX_GATHER_TAPS = 4  # sensor bands per canonical band up to which the adapter gathers them

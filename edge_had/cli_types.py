@@ -155,13 +155,11 @@ def add_resample_option(parser: Any, users: str = "") -> None:
 
 def add_reduction_kernel_option(parser: Any) -> None:
     """``--reduction-kernel`` for ``stream`` and ``plan``: the plain detectors' 32-band reduction."""
-    from typing import get_args
-
-    from edge_had.band_resampling import Kernel  # (numpy only: no reader, no torch)
+    from edge_had.band_resampling import KERNELS  # (numpy only: no reader, no torch)
 
     parser.add_argument(
         "--reduction-kernel",
-        choices=get_args(Kernel),
+        choices=KERNELS,
         default="linear",
         help="rx, hybrid-rx: how more than 32 bands are reduced to 32 - linear (default: "
         "interpolation, 2 sensor bands per reduced band) or triangle (band-averaging over the "

@@ -396,8 +396,8 @@ def test_the_reduction_kernel_is_refused_for_an_enhanced_detector(capsys) -> Non
             ]
         )
         == 2
-    )
-    assert "--reduction-kernel: only rx and hybrid-rx reduce bands" in capsys.readouterr().err
+    )  # plan() refuses it (the command adds no check of its own)
+    assert "(--reduction-kernel): only rx and hybrid-rx reduce bands" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kernel", ["linear", "triangle"])

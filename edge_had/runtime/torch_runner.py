@@ -59,21 +59,21 @@ class TorchRunner(Runner):
     def infer_adapter(self, cube: np.ndarray) -> dict[str, np.ndarray]:
         """``x_k`` of a bands-first normalised float32 cube: the adapter alone, as
         :meth:`infer_spectral` runs it."""
-        import torch
+        return self.infer_spectral(cube, spectral=False)
 
-        with torch.no_grad():
-            return {"x_k": self.model.adapter(torch.from_numpy(cube).to(self.device)).cpu().numpy()}
-
-    def infer_spectral(self, cube: np.ndarray) -> dict[str, np.ndarray]:
+    def infer_spectral(self, cube: np.ndarray, spectral: bool = True) -> dict[str, np.ndarray]:
         """``x_k`` and ``f_spe`` of a bands-first normalised float32 cube: the adapter and the
         spectral network alone, as :func:`run_on_device` runs them (the spatial student, which
-        pools the whole image, is left out: a band of lines cannot give its output)."""
+        pools the whole image, is left out: a band of lines cannot give its output); ``x_k``
+        alone without ``spectral``."""
         import torch
 
         with torch.no_grad():
             x_k = self.model.adapter(torch.from_numpy(cube).to(self.device))
-            f_spe = network_on_device(self.model.spectral, x_k, self.precision)
-            return {"x_k": x_k.cpu().numpy(), "f_spe": f_spe.cpu().numpy()}
+            outputs = {"x_k": x_k.cpu().numpy()}
+            if spectral:
+                outputs["f_spe"] = network_on_device(self.model.spectral, x_k, self.precision).cpu().numpy()
+            return outputs
 
     def infer_spatial(self, x_k: np.ndarray) -> np.ndarray:
         """``f_spa`` of a bands-first float32 ``x_k``: the spatial student alone, as

@@ -283,10 +283,6 @@ def run_plan(args: argparse.Namespace) -> int:
     for option, value in (("--model", args.model), ("--net-precision", args.net_precision)):
         if value is not None and not STREAM_DETECTORS[args.detector][0]:  # refused as stream refuses it
             raise EdgeHadError(f"{option}: only enhanced-* detectors use it; {args.detector} runs no network")
-    if args.reduction_kernel != "linear" and STREAM_DETECTORS[args.detector][0]:  # as stream refuses it
-        raise EdgeHadError(
-            f"--reduction-kernel: only rx and hybrid-rx reduce bands; {args.detector}'s model resamples them"
-        )
     if args.json:  # before the table, not after it
         check_output_file(args.json, "--json")
     result = plan(

@@ -19,11 +19,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast, get_args
+from typing import Any, cast
 
 import numpy as np
 
-from edge_had.band_resampling import Kernel
+from edge_had.band_resampling import KERNELS, Kernel
 from edge_had.stream.causal import CausalSettings
 from edge_had.stream.pipeline import LineResult, StreamPipeline
 from edge_had.stream.sources import Line, scene_lines
@@ -34,19 +34,18 @@ from edge_had.stream.sources import Line, scene_lines
 #: measured on the ten ABU scenes: numbers on those scenes are labelled "tuned on these scenes".
 DEFAULT_REDUCED_BANDS = 32
 DEFAULT_SETTINGS = CausalSettings()
-REDUCTION_KERNELS: tuple[Kernel, ...] = get_args(Kernel)  # band_reduction's kernels; linear is the default
 
 
 def checked_reduction_kernel(kernel: str, enhanced_detector: str | None = None) -> Kernel:
     """``kernel`` as a kernel of the plain streams' band reduction: a ValueError for an unknown
     one, or for any but the default when the stream is ``enhanced_detector``'s (its model's
     adapter resamples the bands; no reduction)."""
-    if kernel not in REDUCTION_KERNELS:
-        raise ValueError(f"unknown reduction kernel {kernel!r}; use one of {list(REDUCTION_KERNELS)}")
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown reduction kernel {kernel!r}; use one of {list(KERNELS)}")
     if enhanced_detector is not None and kernel != "linear":
         raise ValueError(
-            f"reduction kernel {kernel!r}: only rx and hybrid-rx reduce bands; "
-            f"{enhanced_detector}'s model resamples them itself"
+            f"reduction kernel {kernel!r} (--reduction-kernel): only rx and hybrid-rx reduce "
+            f"bands; {enhanced_detector}'s model resamples them itself"
         )
     return cast(Kernel, kernel)
 
