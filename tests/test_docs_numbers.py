@@ -175,3 +175,36 @@ def test_the_h200_stream_table_is_the_committed_device_runs() -> None:
                 f"{stream['latency_ms']['statistics+rx']['p99']:.2f}, {stream['auc']:.4f}"
             )
             assert table_row(section, row)[1 + run] == want, (run, row)
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    """(file, code) of every ```python block in the markdown documentation."""
+    docs = [
+        ROOT / "README.md",
+        *sorted((ROOT / "bench").glob("*.md")),
+        *sorted((ROOT / "export").glob("*.md")),
+    ]
+    return [
+        (doc.name, code) for doc in docs for code in re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    ]
+
+
+@pytest.mark.parametrize(("doc", "code"), python_blocks())
+def test_python_examples_compile_and_call_the_package_with_its_own_keywords(doc: str, code: str) -> None:
+    """Each documented Python example parses (a comment after a line continuation does not), and
+    each call of a function it imports from edge_had passes only keywords that function takes."""
+    import ast
+    import importlib
+    import inspect
+
+    tree = ast.parse(code, filename=doc)
+    imported = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("edge_had"):
+            module = importlib.import_module(node.module)
+            imported.update({alias.asname or alias.name: getattr(module, alias.name) for alias in node.names})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in imported:
+            parameters = inspect.signature(imported[node.func.id]).parameters
+            unknown = {k.arg for k in node.keywords if k.arg is not None} - set(parameters)
+            assert not unknown, f"{doc}: {node.func.id}() takes no {sorted(unknown)}"

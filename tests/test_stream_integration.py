@@ -1078,24 +1078,29 @@ def test_every_line_of_a_troubled_feed_is_accounted_for_and_no_row_is_scored_twi
 def test_a_wrapping_16_bit_counter_streams_as_an_unwrapped_one(detector: str, window: int) -> None:
     """A camera loop on build_pipeline(counter_bits=16) whose line counter wraps (65510 ...
     65535, 0 ... 33) scores every line as the same stream numbered on past the wrap (65510 ...
-    65569, the reference): the same scores in the same rows, none lost, one wrap counted. Without
-    counter_bits the wrap is a restart and its first line is lost."""
+    65569, the reference): the same scores in the same rows, none lost, one wrap counted; so does
+    a counter that skips 0 (65535, 1 ...) with counter_start=1. Without counter_bits the wrap is a
+    restart and its first line is lost; with counter_bits but not counter_start, a counter that
+    skips 0 has one index counted missing and one row left empty."""
     from edge_had.stream.onboard import build_pipeline
 
     lines = make_lines(60, bands=BANDS, seed=7)
     numbers = list(range(65510, 65570))
     runs = {}
-    for name, bits, indices in (
-        ("unwrapped", None, numbers),
-        ("wrapped", 16, [n % 2**16 for n in numbers]),
-        ("width unknown", None, [n % 2**16 for n in numbers]),
+    skipping_0 = [(n - 1) % (2**16 - 1) + 1 for n in numbers]  # 65535, 1, 2 ...
+    for name, bits, start, indices in (
+        ("unwrapped", None, 0, numbers),
+        ("wrapped", 16, 0, [n % 2**16 for n in numbers]),
+        ("skips 0", 16, 1, skipping_0),
+        ("skips 0, start not given", 16, 0, skipping_0),
+        ("width unknown", None, 0, [n % 2**16 for n in numbers]),
     ):
         results: list = []
         with build_pipeline(WIDTH, BANDS, detector, reorder_window=window, counter_bits=bits,
-                            on_result=results.append) as onboard:  # fmt: skip
+                            counter_start=start, on_result=results.append) as onboard:  # fmt: skip
             for k, (index, line) in enumerate(zip(indices, lines, strict=True)):
                 onboard.pipeline.push(line, index, k / 330.0)
-            assert onboard.detector["counter_bits"] == bits
+            assert onboard.detector["counter_bits"] == bits and onboard.detector["counter_start"] == start
         health = onboard.pipeline.health.to_dict()
         assert health["accounting_ok"], name
         runs[name] = ({r.row: r.scores for r in results if r.state == "scored"}, health)
@@ -1105,6 +1110,12 @@ def test_a_wrapping_16_bit_counter_streams_as_an_unwrapped_one(detector: str, wi
     for row, scores in want.items():
         np.testing.assert_array_equal(got[row], scores, err_msg=f"row {row}")
     assert (health["counter_wraps"], health["counter_resets"], health["missing_indices"]) == (1, 0, 0)
+    got, health = runs["skips 0"]
+    assert sorted(got) == sorted(want) and all(np.array_equal(got[row], want[row]) for row in want)
+    assert (health["counter_wraps"], health["counter_resets"], health["missing_indices"]) == (1, 0, 0)
+    shifted, health = runs["skips 0, start not given"]  # rows after the wrap one further on
+    assert sorted(shifted) == [row + (row > 65535) for row in sorted(want)]
+    assert (health["counter_wraps"], health["missing_indices"]) == (1, 1)
     lost, health = runs["width unknown"]
     assert len(lost) == 59 and (health["counter_wraps"], health["counter_resets"]) == (0, 1)
 
@@ -1121,6 +1132,10 @@ def test_build_pipeline_refuses_a_counter_width_before_starting_a_network(monkey
         build_pipeline(WIDTH, BANDS, "enhanced-rx", counter_bits=4)
     with pytest.raises(ValueError, match="counter_bits 8 is too few for a reorder window of 5 lines"):
         build_pipeline(WIDTH, BANDS, "enhanced-rx", counter_bits=8, reorder_window=5)
+    with pytest.raises(ValueError, match="counter_start must be 0 or 1"):
+        build_pipeline(WIDTH, BANDS, "enhanced-rx", counter_bits=16, counter_start=2)
+    with pytest.raises(ValueError, match="counter_start needs counter_bits"):
+        build_pipeline(WIDTH, BANDS, "enhanced-rx", counter_start=1)
 
 
 def _stream_outcome(
@@ -1130,13 +1145,14 @@ def _stream_outcome(
     bits: int | None,
     scorer: str = "global",
     reasons: bool = True,
+    start: int = 0,
 ) -> tuple:
     """Every line's state, row, reason (its words, unless ``reasons`` is False: the numbers in
     brackets are the counter's) and scores, and the health counts, of a feed pushed (None:
     dropped) into a StreamPipeline."""
     results: list = []
     pipeline = StreamPipeline(WIDTH, BANDS, settings=SETTINGS, reorder_window=window, scorer=scorer,
-                              counter_bits=bits, on_result=results.append)  # fmt: skip
+                              counter_bits=bits, counter_start=start, on_result=results.append)  # fmt: skip
     for k, (index, line) in enumerate(zip(indices, lines, strict=True)):
         pipeline.drop(index, float(k)) if line is None else pipeline.push(line, index, float(k))
     pipeline.finish()
@@ -1198,11 +1214,13 @@ def test_random_faulty_feeds_across_a_wrap_stream_as_numbered_past_it() -> None:
     - give, line for line, the results and health of the same feed numbered past the wrap (a
     64-bit counter). The one thing not reproduced, lines reordered across the wrap itself, is
     left out of the feeds (the line order's docstring). 40 feeds here; a scratch harness and a
-    review ran about 3000 more."""
+    review ran about 3000 more. Every other pair of feeds comes from a counter that skips 0
+    (``counter_start=1``: 65535 is followed by 1), numbered so that 1 takes 65536's row."""
     period = 2**16
     rng = np.random.default_rng(11)
     for trial in range(40):
         window, scorer = int(rng.integers(0, 5)), ("global", "hybrid")[trial % 2]
+        first = trial // 2 % 2  # the counter's first value: 0, or 1 for one that skips 0
         start = period - int(rng.integers(1, 40))
         numbers = [n for j, n in enumerate(range(start, start + 60)) if j < 3 or rng.random() > 0.1]
         for j in range(len(numbers) - 1):  # swaps within the window, not across the wrap
@@ -1217,5 +1235,6 @@ def test_random_faulty_feeds_across_a_wrap_stream_as_numbered_past_it() -> None:
         lines = [None if j > 3 and rng.random() < 0.05 else make_lines(1, seed=trial * 100 + j)[0]
                  for j in range(len(feed))]  # fmt: skip
         reference = _stream_outcome(feed, lines, window, None, scorer)
-        wrapped = _stream_outcome([n % period for n in feed], lines, window, 16, scorer)
-        assert wrapped == reference, (trial, window, scorer, feed)
+        counter = [(n - first) % (period - first) + first for n in feed]  # 65535, then `first`
+        wrapped = _stream_outcome(counter, lines, window, 16, scorer, start=first)
+        assert wrapped == reference, (trial, window, scorer, first, feed)

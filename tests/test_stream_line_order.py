@@ -11,9 +11,11 @@ import pytest
 from edge_had.stream.line_order import LineOrder, checked_counter_bits
 
 
-def new_order(window: int, counter_bits: int | None = None) -> tuple[LineOrder[str], SimpleNamespace]:
+def new_order(
+    window: int, counter_bits: int | None = None, counter_start: int = 0
+) -> tuple[LineOrder[str], SimpleNamespace]:
     counts = SimpleNamespace(missing_indices=0, duplicates=0, counter_resets=0, counter_wraps=0)
-    return LineOrder(window, counts, counter_bits), counts
+    return LineOrder(window, counts, counter_bits, counter_start), counts
 
 
 def test_the_window_holds_lines_until_their_turn_and_gives_up_on_a_gap() -> None:
@@ -151,6 +153,52 @@ def test_a_16_bit_counter_wraps_without_losing_a_line() -> None:
         unknown.enter(index)
     assert unknown.enter(0).problem == "out-of-order index (after 65535)"  # lost
     assert unknown.enter(1).problem is None and (counts.counter_resets, counts.counter_wraps) == (1, 0)
+
+
+def test_a_counter_that_skips_0_wraps_to_1_without_a_missing_index() -> None:
+    """GigE Vision 1.x block IDs: 65535 is followed by 1. With counter_start=1 that is the next
+    line, in the next row (the counter's period is 65535); lines lost on either side of the wrap
+    are missing, 0 not among them. With counter_start=0 the same wrap counts 0 missing and leaves
+    its row empty."""
+    order, counts = new_order(0, counter_bits=16, counter_start=1)
+    assert order.counter_period == 2**16 - 1
+    for index in range(65530, 65536):
+        assert order.enter(index).problem is None
+    for index, row in ((1, 65536), (2, 65537)):
+        assert not order.leaps(index) and order.enter(index).problem is None
+        assert order.place(index) == (1, row)
+    assert (counts.counter_wraps, counts.counter_resets, counts.missing_indices) == (1, 0, 0)
+
+    order, counts = new_order(0, counter_bits=16, counter_start=1)
+    for index in range(65520, 65534):
+        order.enter(index)
+    assert order.enter(3).problem is None and order.place(3) == (1, 65538)
+    assert counts.missing_indices == 4 and counts.counter_wraps == 1  # 65534, 65535, 1 and 2
+
+    order, counts = new_order(2, counter_bits=16, counter_start=1)  # reordered on either side
+    released: list[str] = []
+    for index in (65532, 65533, 65535, 65534, 2, 1, 3):
+        entry = order.enter(index)
+        assert entry.problem is None, index
+        released += entry.released.lines + order.hold(index, f"line {index}").lines
+    released += order.release_all().lines
+    assert released == [f"line {i}" for i in (65532, 65533, 65534, 65535, 1, 2, 3)]
+    assert (counts.counter_wraps, counts.missing_indices) == (1, 0) and order.place(3) == (1, 65538)
+
+    order, counts = new_order(0, counter_bits=16)  # the same counter, its start not given
+    for index in range(65530, 65536):
+        order.enter(index)
+    assert order.enter(1).problem is None and order.place(1) == (1, 65537)
+    assert (counts.counter_wraps, counts.missing_indices) == (1, 1)
+
+
+@pytest.mark.parametrize("start", [2, -1, True, 1.0])
+def test_a_counter_start_other_than_0_or_1_or_without_a_width_is_refused(start: object) -> None:
+    with pytest.raises(ValueError, match="counter_start must be 0 or 1"):
+        new_order(0, 16, start)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="counter_start needs counter_bits"):
+        new_order(0, None, 1)
+    assert checked_counter_bits(16, 0, 1) == 16 and checked_counter_bits(None, 0, 0) is None
 
 
 def test_lines_lost_on_either_side_of_a_wrap_are_missing() -> None:

@@ -67,7 +67,10 @@ index is near 0 (at most :data:`COUNTER_RESTART_MAX_INDEX`) while the newest ind
 to the counter's last value (2^bits - 1) is the next line - the indices between, on either side of
 the wrap, are missing - and needs no next line to confirm it. The stream then counts a
 ``counter_wraps`` (not a restart) and starts a segment whose rows continue those before as if the
-counter had not wrapped (2^bits rows past the last segment's). A line that leapt to the counter's
+counter had not wrapped (a period past the last segment's). A counter that wraps to 1, not 0
+(``counter_start=1``: GigE Vision 1.x block IDs skip 0, so 65535 is followed by 1), has a period
+of 2^bits - 1: its wrap loses no index either (with ``counter_start=0`` the 0 it never sends would
+be counted missing, and leave an empty row, at every wrap). A line that leapt to the counter's
 end is confirmed by the wrap after it. Lines are not put back in order
 across a wrap: a line of the old counter pass arriving after the wrap is rejected (a duplicate
 when it was processed lately, else out of order) - with a counter of known width an index more
@@ -97,6 +100,9 @@ LEAP_TRUST_LINES = 1000
 
 #: The widths a line counter may be given (``counter_bits``): a period of 256 lines and more.
 COUNTER_BITS = range(8, 65)
+#: The values a line counter of known width may start (and wrap) at (``counter_start``): 0, or 1
+#: for a counter that skips 0 (GigE Vision 1.x block IDs: 1 to 65535, then 1).
+COUNTER_STARTS = (0, 1)
 
 
 def remembered_lines(reorder_window: int) -> int:
@@ -104,11 +110,25 @@ def remembered_lines(reorder_window: int) -> int:
     return 4 * reorder_window + 16
 
 
-def checked_counter_bits(counter_bits: int | None, reorder_window: int = 0) -> int | None:
+def checked_counter_bits(
+    counter_bits: int | None, reorder_window: int = 0, counter_start: int = 0
+) -> int | None:
     """``counter_bits`` (the width of the sensor's line counter, None: not known), or ValueError -
-    also for a counter too narrow for the reorder window: the latest indices remembered must stay
-    far from its period, or a resend from the pass before and a new line would be one index."""
+    also for a counter too narrow for the reorder window (the latest indices remembered must stay
+    far from its period, or a resend from the pass before and a new line would be one index), and
+    for a ``counter_start`` (the value it wraps to) not in :data:`COUNTER_STARTS` or given without
+    a width."""
+    if (
+        isinstance(counter_start, bool)
+        or not isinstance(counter_start, int)
+        or counter_start not in COUNTER_STARTS
+    ):
+        raise ValueError(
+            f"counter_start must be 0 or 1 (the value the counter wraps to), got {counter_start!r}"
+        )
     if counter_bits is None:
+        if counter_start != 0:
+            raise ValueError("counter_start needs counter_bits: a counter wraps to it only at a known width")
         return None
     if (
         isinstance(counter_bits, bool)
@@ -182,12 +202,17 @@ class LineOrder(Generic[Line]):
     :meth:`release_all`. Every :class:`Release` returned is the caller's to process at once, in
     order."""
 
-    def __init__(self, reorder_window: int, counts: LineCounts, counter_bits: int | None = None) -> None:
-        checked_counter_bits(counter_bits, reorder_window)
+    def __init__(
+        self, reorder_window: int, counts: LineCounts, counter_bits: int | None = None, counter_start: int = 0
+    ) -> None:
+        checked_counter_bits(counter_bits, reorder_window, counter_start)
         self.reorder_window = reorder_window
         self.counts = counts
-        #: the line counter's period (2^counter_bits), None when its width is not known
-        self.counter_period = None if counter_bits is None else 2**counter_bits
+        #: the line counter's first and last values and its period (the values it takes: 2^bits
+        #: - start); None when its width is not known
+        self.counter_start = counter_start
+        self.counter_last = None if counter_bits is None else 2**counter_bits - 1
+        self.counter_period = None if self.counter_last is None else self.counter_last + 1 - counter_start
         self._last_index: int | None = None  # the newest index processed (released)
         self._held: dict[int, Line | None] = {}  # the reorder window; None: arrived, rejected or dropped
         self._released: deque[int] = deque(maxlen=remembered_lines(reorder_window))  # processed lately
@@ -440,27 +465,27 @@ class LineOrder(Generic[Line]):
     def _wraps_after(self, newest: int, index: int) -> bool:
         """Whether ``index`` after ``newest`` is the counter (of known width) wrapping: both
         within :data:`COUNTER_RESTART_MAX_INDEX` of the wrap."""
-        period = self.counter_period
+        last = self.counter_last
         return (
-            period is not None
-            and index <= COUNTER_RESTART_MAX_INDEX
-            and newest >= period - 1 - COUNTER_RESTART_MAX_INDEX
+            last is not None
+            and index <= self.counter_start + COUNTER_RESTART_MAX_INDEX
+            and newest >= last - COUNTER_RESTART_MAX_INDEX
         )
 
     def _follow_wrap(self) -> Release[Line]:
         """The counter wrapped: the lines held go first, the indices up to the counter's last
-        value are missing, and the stream goes on from index -1 (the counter's last value) in a
-        new segment whose rows continue the old one's."""
-        period = self.counter_period
-        assert period is not None
+        value are missing, and the stream goes on from the index before its first value (as if
+        the last value had come there) in a new segment whose rows continue the old one's."""
+        period, last = self.counter_period, self.counter_last
+        assert period is not None and last is not None
         self.counts.counter_wraps += 1
         released = self._release(force=True)
-        if self._last_index is not None and self._last_index < period - 1:
-            released.given_up += period - 1 - self._last_index
-            self._give_up(self._last_index + 1, period)
+        if self._last_index is not None and self._last_index < last:
+            released.given_up += last - self._last_index
+            self._give_up(self._last_index + 1, last + 1)
         self._segment += 1
         self._row_offset += period
-        self._last_index, self._max_seen = -1, -1
+        self._last_index = self._max_seen = self.counter_start - 1
         self._segment_first = None
         # the pass before's latest indices stay in _released: a resend of one is a duplicate; one
         # given up that arrives after all is not missing (only a line behind is looked up there)

@@ -121,6 +121,7 @@ def build_pipeline(
     saturation: float | None = None,
     reduction_kernel: str = "linear",
     counter_bits: int | None = None,
+    counter_start: int = 0,
 ) -> OnboardPipeline:
     """The line loop of ``detector`` for ``width``-pixel lines of ``bands`` bands. The options
     are ``edge-had stream``'s: ``precision`` is ``--net-precision`` (None: what ``engine`` or
@@ -153,7 +154,9 @@ def build_pipeline(
     clock, e.g. the camera's tick counter, as ``timestamp``. ``counter_bits``: the width of that
     line counter when it wraps (e.g. 16: after 65535 comes 0), so a wrap costs no line
     (``health.counter_wraps``; :mod:`edge_had.stream.line_order`); None (default): a wrap is
-    followed as a counter restart, its first line lost."""
+    followed as a counter restart, its first line lost. ``counter_start``: the value it wraps to
+    - 0 (default), or 1 for a counter that skips 0 (GigE Vision 1.x block IDs: after 65535 comes
+    1); with 0 such a counter would have one index counted missing at each wrap."""
     from argparse import Namespace
 
     from edge_had.cli_types import refuse_network_options
@@ -178,7 +181,7 @@ def build_pipeline(
                         device=device, async_enhance=async_enhance)  # fmt: skip
     refuse_network_options(options, detector, enhanced)
     checked_reduction_kernel(reduction_kernel, detector if enhanced else None)
-    checked_counter_bits(counter_bits, reorder_window)
+    checked_counter_bits(counter_bits, reorder_window, counter_start)
     good = sensor_good_bands(good_bands, bands)  # (ValueError for a mask that does not fit)
     scored = bands if good is None else int(good.sum())
     if wavelengths is not None:
@@ -198,6 +201,7 @@ def build_pipeline(
         "saturation": saturation,
         "resampling": "band_index" if wavelengths is None else "wavelength",
         "counter_bits": counter_bits,
+        "counter_start": counter_start,
     }
     enhancer, runner, choice, bundle, reduction = None, None, None, None, None
     if enhanced:
@@ -245,6 +249,7 @@ def build_pipeline(
             saturation=saturation,
             reduction_kernel=reduction_kernel,
             counter_bits=counter_bits,
+            counter_start=counter_start,
         )
     except BaseException:
         _release(enhancer, runner)

@@ -234,7 +234,8 @@ class StreamPipeline:
     :func:`edge_had.stream.run.band_reduction`) of the 32-band reductions the pipeline builds
     itself - after a re-initialisation for another band count, or for a failed enhancement's
     plain RX - as ``reduction`` was built with (give the same). ``counter_bits``: the width of the
-    sensor's line counter when it wraps (None: not known), so that a wrap costs no line
+    sensor's line counter when it wraps (None: not known), so that a wrap costs no line, and
+    ``counter_start`` the value it wraps to (0, or 1 for a counter that skips 0)
     (:mod:`edge_had.stream.line_order`)."""
 
     def __init__(
@@ -259,6 +260,7 @@ class StreamPipeline:
         saturation: float | None = None,
         reduction_kernel: str = "linear",
         counter_bits: int | None = None,
+        counter_start: int = 0,
     ) -> None:
         from edge_had.stream.run import checked_reduction_kernel
 
@@ -309,7 +311,7 @@ class StreamPipeline:
         self.band_changes: list[dict[str, Any]] = []
         self.fallback_flag: str | None = None
         # where each index goes
-        self.order: LineOrder[_Line] = LineOrder(reorder_window, self.health, counter_bits)
+        self.order: LineOrder[_Line] = LineOrder(reorder_window, self.health, counter_bits, counter_start)
 
     # ------------------------------------------------------------------ entry points
 
