@@ -352,6 +352,55 @@ def test_qdq_rules_on_a_hand_made_graph() -> None:
     assert named("MatMulInteger is not QDQ format", extra_node="MatMulInteger")
 
 
+def hand_weight_graph(
+    op: str, weight_shape: tuple[int, int], axis: int, **attributes: int
+) -> onnx.ModelProto:
+    """x (1, 4) -> op(x, DQ(int8 weight of ``weight_shape``, per-channel scales on ``axis``))."""
+    from onnx import helper
+
+    channels = weight_shape[axis]
+    inits = [
+        numpy_helper.from_array(np.ones(weight_shape, np.int8), "w_q"),
+        numpy_helper.from_array(np.full(channels, 0.5, np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(channels, np.int8), "w_zero"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], name="w_dq", axis=axis),
+        helper.make_node(op, ["x", "w"], ["y"], name="op", **attributes),
+    ]
+    graph = helper.make_graph(
+        nodes, "weight", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_weight_scales_lie_along_the_axis_of_the_readers_output_channels() -> None:
+    """A MatMul weight (in, out) holds its output channels on its last axis - where ONNX Runtime's
+    quantizer puts a MatMul's per-channel scales - and a Gemm's on axis 1, or 0 with transB; the
+    check asked axis 0 of every weight (a review), refusing the right MatMul graph and passing a
+    wrong one. Each graph is run by ONNX Runtime too: the axis the check passes is the one that
+    gives one scale per output."""
+    import onnxruntime as ort
+
+    def problems(graph: onnx.ModelProto) -> list[str]:
+        return [p.split(": ", 1)[1] for p in qdq_problems(graph)]  # (without the node's name)
+
+    matmul_right = hand_weight_graph("MatMul", (4, 3), axis=1)
+    assert problems(matmul_right) == []
+    assert problems(hand_weight_graph("MatMul", (4, 3), axis=0)) == [
+        "weight scales must be per output channel of MatMul (axis 1, 3), got shape (4,) on axis 0"
+    ]
+    assert problems(hand_weight_graph("Gemm", (4, 3), axis=1)) == []
+    assert problems(hand_weight_graph("Gemm", (3, 4), axis=0, transB=1)) == []
+    assert problems(hand_weight_graph("Gemm", (3, 4), axis=1, transB=1)) == [
+        "weight scales must be per output channel of Gemm (axis 0, 3), got shape (4,) on axis 1"
+    ]
+    session = ort.InferenceSession(matmul_right.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": np.ones((1, 4), np.float32)})
+    np.testing.assert_array_equal(y, np.full((1, 3), 2.0, np.float32))  # 4 x (1 x 0.5) per output
+
+
 def test_int8_refuses_a_calibration_set_normalised_otherwise(
     graphs: dict[str, Path], calibration, tmp_path
 ) -> None:

@@ -161,6 +161,14 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
     class Engine:
         names = ["cube", "double", "total"]
         num_io_tensors = 3
+        dtypes: dict[str, str] = {}  # a test's other tensor types (FLOAT otherwise)
+        freed_without_context = 0
+
+        def __del__(self) -> None:  # a real engine frees device memory then
+            try:
+                need_context()
+            except AssertionError:
+                Engine.freed_without_context += 1
 
         def get_tensor_name(self, index: int) -> str:
             return self.names[index]
@@ -169,7 +177,7 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
             return "INPUT" if name == "cube" else "OUTPUT"
 
         def get_tensor_dtype(self, name: str) -> str:
-            return "FLOAT"
+            return self.dtypes.get(name, "FLOAT")
 
         def get_tensor_profile_shape(self, name: str, index: int) -> list[tuple[int, ...]]:
             return profile
@@ -244,6 +252,9 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
             self.timing_cache = weakref.ref(cache)  # TensorRT does not own it: the caller must
             return True
 
+        def get_timing_cache(self) -> TimingCache | None:
+            return None if self.timing_cache is None else self.timing_cache()
+
     class Profile:
         def set_shape(self, name: str, low: Any, opt: Any, high: Any) -> None:
             self.shapes = (name, list(low), list(opt), list(high))
@@ -290,6 +301,7 @@ def _fake_tensorrt(cuda: SimpleNamespace, version: str = "10.3.0.30") -> SimpleN
         Logger=Logger,
         Builder=Builder,
         Runtime=Runtime,
+        Engine=Engine,
         OnnxParser=OnnxParser,
         Dims=list,
         DataType=SimpleNamespace(FLOAT="FLOAT"),
@@ -479,6 +491,25 @@ def test_runner_with_fakes_grows_buffers_and_frees_them(fakes: SimpleNamespace, 
         assert len(runner.inference_times) == 5
     assert not fakes.cuda.memory.blocks
     assert fakes.cuda.retained == fakes.cuda.detached
+
+
+def test_a_runner_that_fails_to_activate_frees_the_engine_in_its_context(
+    fakes: SimpleNamespace, tmp_path: Path
+) -> None:
+    """An engine refused after it was deserialized (here: a tensor not float32) was destroyed
+    after the device's context had been released - its frame kept it until the caller let go of
+    the error (a review). Now it goes while the context is current, and the context is released."""
+    engine = _fake_engine(fakes, tmp_path)
+    fakes.trt.Engine.dtypes = {"total": "HALF"}
+    with pytest.raises(BackendError, match=r"tensors \['total'\] are not float32") as failed:
+        TensorRTRunner(engine, "fp32").activate()
+    del failed
+    assert fakes.trt.Engine.freed_without_context == 0
+    assert fakes.cuda.retained == fakes.cuda.detached
+    fakes.trt.Engine.dtypes = {}
+    with TensorRTRunner(engine, "fp32") as runner:
+        runner.infer({"cube": np.ones((1, 4, 2, 8), np.float32)})
+    assert fakes.trt.Engine.freed_without_context == 0  # (deactivate's own order, already right)
 
 
 def test_runner_with_fakes_works_from_worker_threads(fakes: SimpleNamespace, tmp_path: Path) -> None:

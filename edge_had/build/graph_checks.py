@@ -3,7 +3,8 @@
 
 * :func:`qdq_problems` - TensorRT's explicit-quantization rules: every QuantizeLinear /
   DequantizeLinear has a constant float32 scale (> 0, finite) and an int8 zero-point that is 0;
-  weights are int8 initialisers with per-channel scales (one per output channel, on axis 0);
+  weights are int8 initialisers with per-channel scales (one per output channel, on the axis that
+  holds them for the operator reading the weight: :func:`output_channel_axis`);
   activations have one per-tensor scale; no QLinear* operators (QDQ format only).
 * :func:`fp16_problems` - an explicitly typed FP16 graph: FP32 inputs and outputs, and every
   Conv/MatMul/Gemm weight inside the networks stored as an FP16 initialiser.
@@ -31,8 +32,22 @@ def _constants(graph: Any) -> dict[str, np.ndarray]:
     return values
 
 
-def _axis(node: Any) -> int:
-    return next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 1)
+def _attribute(node: Any, name: str, default: int) -> int:
+    return next((attribute.i for attribute in node.attribute if attribute.name == name), default)
+
+
+def output_channel_axis(reader: Any, rank: int) -> int:
+    """The axis of a weight of ``rank`` dimensions that holds ``reader``'s output channels: 0 for
+    Conv (out, in, kh, kw) and for Gemm with ``transB=1``; 1 for ConvTranspose (in, out, kh, kw)
+    and for Gemm without it; the last axis for MatMul (``x @ W``: W is (..., in, out)). Per-channel
+    weight scales must lie along it (ONNX Runtime's quantizer puts a MatMul's on axis 1)."""
+    if reader.op_type == "MatMul":
+        return rank - 1
+    if reader.op_type == "ConvTranspose":
+        return 1
+    if reader.op_type == "Gemm":
+        return 0 if _attribute(reader, "transB", 0) else 1
+    return 0
 
 
 def qdq_problems(graph: Any) -> list[str]:
@@ -45,6 +60,7 @@ def qdq_problems(graph: Any) -> list[str]:
         if node.op_type.startswith("QLinear") or node.op_type in ("ConvInteger", "MatMulInteger"):
             problems.append(f"{node.name}: {node.op_type} is not QDQ format")
     outputs = {output.name for output in graph.graph.output}
+    readers = {name: node for node in graph.graph.node for name in node.input}
     for node in qdq_nodes:
         where = f"{node.name} ({node.op_type})"
         if node.op_type == "DequantizeLinear" and outputs & set(node.output):
@@ -67,11 +83,14 @@ def qdq_problems(graph: Any) -> list[str]:
             if data.dtype != np.int8:
                 problems.append(f"{where}: weight {node.input[0]!r} is {data.dtype}, not int8")
             if scale is not None and data.ndim > 1:
-                channels = data.shape[_axis(node)]
-                if scale.ndim != 1 or scale.shape[0] != channels or _axis(node) != 0:
+                axis = _attribute(node, "axis", 1) % data.ndim
+                reader = readers.get(node.output[0])
+                want = 0 if reader is None else output_channel_axis(reader, data.ndim)
+                if scale.ndim != 1 or scale.shape[0] != data.shape[want] or axis != want:
+                    kind = "" if reader is None else f" of {reader.op_type}"
                     problems.append(
-                        f"{where}: weight scales must be per output channel (axis 0, {data.shape[0]}), "
-                        f"got shape {scale.shape} on axis {_axis(node)}"
+                        f"{where}: weight scales must be per output channel{kind} (axis {want}, "
+                        f"{data.shape[want]}), got shape {scale.shape} on axis {axis}"
                     )
         elif scale is not None and scale.size != 1:
             problems.append(f"{where}: activation scale must be per-tensor, got shape {scale.shape}")

@@ -226,7 +226,10 @@ def _build(
     if serialized is None:
         raise EngineBuildError(f"TensorRT could not build {key.name} (its messages above say why)")
     timing.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomically(timing, bytes(timing_cache.serialize()))  # replaces an unreadable one
+    # the cache the config holds now, with this build's timings (whether set_timing_cache copied
+    # the one given or refers to it; timing_cache is kept alive until here either way)
+    attached = config.get_timing_cache() or timing_cache
+    write_bytes_atomically(timing, bytes(attached.serialize()))  # replaces an unreadable one
     return bytes(serialized)
 
 

@@ -13,6 +13,7 @@ FP32 I/O at every precision). ``deactivate`` frees all of it.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,23 +66,13 @@ class TensorRTRunner(Runner):
                 gpu=device.model,
             )
             with device.activated():
-                runtime = trt.Runtime(trt_logger())
-                engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-                if engine is None:
-                    raise BackendError(
-                        f"{self.engine_path}: TensorRT {trt.__version__} could not deserialize it (built "
-                        f"with another TensorRT version or for another GPU than {device.sm}?); {REBUILD_HINT}"
-                    )
-                context = engine.create_execution_context()
-                if context is None:
-                    raise BackendError(f"{self.engine_path}: no execution context (out of GPU memory?)")
-            names = [engine.get_tensor_name(index) for index in range(engine.num_io_tensors)]
-            not_float = [name for name in names if engine.get_tensor_dtype(name) != trt.DataType.FLOAT]
-            if not_float:
-                raise BackendError(
-                    f"{self.engine_path}: tensors {not_float} are not float32; runners exchange float32 "
-                    "(export the graph with FP32 inputs and outputs)"
-                )
+                try:
+                    runtime, engine, context, names = self._open_engine(device)
+                except BaseException as error:
+                    # its frame holds the runtime, engine and context: destroyed now, while their
+                    # CUDA context is current (as the engine build does), not after device.close()
+                    traceback.clear_frames(error.__traceback__)
+                    raise
         except BaseException:
             device.close()
             raise
@@ -90,6 +81,32 @@ class TensorRTRunner(Runner):
             name for name in names if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT
         ]
         self._device, self._runtime, self._engine, self._context = device, runtime, engine, context
+
+    def _open_engine(
+        self, device: CudaDevice
+    ) -> tuple[trt.Runtime, trt.ICudaEngine, trt.IExecutionContext, list[str]]:
+        """The engine deserialized, its execution context and its tensor names, checked float32
+        (with ``device``'s context current)."""
+        import tensorrt as trt
+
+        runtime = trt.Runtime(trt_logger())
+        engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        if engine is None:
+            raise BackendError(
+                f"{self.engine_path}: TensorRT {trt.__version__} could not deserialize it (built "
+                f"with another TensorRT version or for another GPU than {device.sm}?); {REBUILD_HINT}"
+            )
+        context = engine.create_execution_context()
+        if context is None:
+            raise BackendError(f"{self.engine_path}: no execution context (out of GPU memory?)")
+        names = [engine.get_tensor_name(index) for index in range(engine.num_io_tensors)]
+        not_float = [name for name in names if engine.get_tensor_dtype(name) != trt.DataType.FLOAT]
+        if not_float:
+            raise BackendError(
+                f"{self.engine_path}: tensors {not_float} are not float32; runners exchange float32 "
+                "(export the graph with FP32 inputs and outputs)"
+            )
+        return runtime, engine, context, names
 
     def _bind(self, name: str, size: int) -> Buffer:
         """The buffer of tensor ``name``, reallocated (and re-bound) when ``size`` outgrows it."""
