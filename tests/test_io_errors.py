@@ -104,6 +104,71 @@ def test_envi_header_with_unparsable_wavelengths(tmp_path: Path) -> None:
     scene_error(tmp_path / "wl.hdr", "wavelength")
 
 
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (("data type = 4", "data type = 8"), r"unsupported ENVI 'data type' 8: expected one of 1, 2, 3, 4"),
+        (("byte order = 0", "byte order = 2"), r"ENVI 'byte order' 2: expected 0 \(little-endian\) or 1"),
+        (("ENVI", "\ufeffENVI"), "starts with a UTF-8 byte-order mark: save the header without one"),
+    ],
+)
+def test_envi_header_fields_spectral_misreads_are_refused_by_name(
+    tmp_path: Path, edit: tuple[str, str], match: str
+) -> None:
+    """A review: data type 8 (a struct) failed as "KeyError: '8'", byte order 2 was read as
+    big-endian while meta said little, a header saved with a UTF-8 BOM was "missing ENVI"."""
+    save_envi(tmp_path / "odd.hdr", cube())
+    header = tmp_path / "odd.hdr"
+    text = header.read_text()
+    assert edit[0] in text
+    header.write_text(text.replace(edit[0], edit[1], 1), encoding="utf-8")
+    scene_error(header, match)
+
+
+def test_a_latin1_character_in_an_envi_header_is_named_with_its_line(tmp_path: Path) -> None:
+    save_envi(tmp_path / "mu.hdr", cube())
+    header = tmp_path / "mu.hdr"
+    header.write_bytes(header.read_bytes() + "wavelength units = \u00b5m\n".encode("latin-1"))
+    lines = header.read_bytes().count(b"\n")
+    scene_error(header, f"line {lines} holds a character outside ASCII")
+
+
+def test_a_failing_memory_map_of_the_envi_check_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The layout check maps the data file again; under an address-space limit that map failed
+    as a bare "[Errno 12] Cannot allocate memory" naming no file, and eval lost every scene."""
+    from edge_had.io import envi as envi_reader
+
+    save_envi(tmp_path / "big.hdr", cube((20, 10, 8)))
+
+    def no_memory(*args: object, **kwargs: object) -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(envi_reader, "misread_note", no_memory)
+    error = scene_error(tmp_path / "big.hdr", r"cannot read ENVI data file \(OSError: \[Errno 12\]")
+    assert isinstance(error.__cause__, OSError)
+
+
+def test_an_envi_map_with_unlabelled_pixels_is_refused_not_counted_as_anomalies(tmp_path: Path) -> None:
+    """A map whose header's data ignore value marks pixels not labelled had them read as
+    anomalies (gt != 0): 600 of them beside 19 real ones in a review's scene."""
+    np.save(tmp_path / "scan.npy", cube((6, 5, 8)))
+    labels = np.zeros((6, 5, 1), np.uint8)
+    labels[2, 2] = 1
+    labels[:, 0] = 255
+    save_envi(tmp_path / "scan_gt.hdr", labels, **{"data ignore value": 255})
+    with pytest.raises(
+        SceneError, match=r"6 pixels of the map hold its 'data ignore value' 255 \(not labelled\)"
+    ):
+        load_scene(tmp_path / "scan.npy")
+    labels[:, 0] = 0  # labelled now; the header still names an ignore value
+    for written in tmp_path.glob("scan_gt.*"):
+        written.unlink()
+    save_envi(tmp_path / "scan_gt.hdr", labels, **{"data ignore value": 255})
+    assert int(load_scene(tmp_path / "scan.npy").gt.sum()) == 1
+
+
 # ------------------------------------------------------------------------------- content problems
 
 

@@ -229,7 +229,7 @@ def test_a_dark_file_labelled_right_gets_no_note_blaming_its_header(tmp_path: Pa
     user to check the header's interleave and byte order, which were right. No reading looks
     right, so there is nothing to point to and no note; the same cube bright gets its note when
     mislabelled (the test above)."""
-    from edge_had.io.envi import PLAUSIBLE_SHARE, spectral_share
+    from edge_had.io.plausibility import PLAUSIBLE_SHARE, spectral_share
     from edge_had.stream.sources import file_lines
 
     rng = np.random.default_rng(4)
@@ -260,6 +260,39 @@ def test_detect_and_stream_say_when_an_envi_file_does_not_read_as_spectra(
 
 
 # ------------------------------------------------------------------------------------------- MATLAB
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".mat", ".h5"])
+def test_a_bands_first_cube_read_as_bip_gets_a_note_naming_the_interleave(
+    tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cube stored bands first (bsq, as PyTorch and rasterio store it) in a .npy, a MATLAB or an
+    HDF5 file with no map to check it against was read as bip - 48 "lines" of 40 px x 72 "bands"
+    - and scored with no word (a review: a real scene gave share 0.382 against 0.996 read right).
+    It now gets the ENVI reader's plausibility note, naming --interleave bsq; read with it, none."""
+    from edge_had.cli import main
+
+    cube = smooth_spectra_cube()  # (40, 72, 48)
+    path = tmp_path / f"scan{suffix}"
+    stored = np.ascontiguousarray(cube.transpose(2, 0, 1))  # (48, 40, 72)
+    if suffix == ".npy":
+        np.save(path, stored)
+    elif suffix == ".mat":
+        scipy.io.savemat(path, {"cube": stored})
+    else:
+        with h5py.File(path, "w") as handle:
+            handle["cube"] = stored
+    (note,) = load_scene(path).meta["notes"]
+    assert note.startswith(
+        f"{path} does not read as spectra as stored in bip (rows, cols, bands; shape (48, 40, 72))"
+    )
+    assert re.search(r"; read as bsq \(0\.9\d\d: --interleave bsq\) they do$", note), note
+    right = load_scene(path, interleave="bsq")
+    assert right.meta["notes"] == [] and right.cube.shape == (40, 72, 48)
+    assert main(["detect", str(path), "--detector", "rx"]) == 0
+    assert f"warning: scan: {note}" in capsys.readouterr().err
+    np.save(tmp_path / "right.npy", cube)  # stored as read: no note
+    assert load_scene(tmp_path / "right.npy").meta["notes"] == []
 
 
 @pytest.mark.parametrize("userblock", [True, False])
@@ -306,6 +339,72 @@ def test_matlab_v5_round_trip(tmp_path: Path) -> None:
     assert scene.meta["format"] == "matlab-v5"
     assert scene.meta["dtype"] == "int16"
     assert scene.name == "v5"
+
+
+def test_wavelength_units_in_braces_and_a_map_named_in_capitals_are_read(tmp_path: Path) -> None:
+    """A review: ``wavelength units = {Micrometers}`` came as a list and the band centres were
+    dropped; ``scan_GT.npy`` was not taken as scan's map but listed as a scene."""
+    data = random_cube((6, 5, 4))
+    write_envi(tmp_path / "scan.hdr", data, "bsq", wavelength=[0.4, 0.5, 0.6, 0.7])
+    header = tmp_path / "scan.hdr"
+    header.write_text(header.read_text() + "wavelength units = {Micrometers}\n")
+    gt = random_gt((6, 5))
+    np.save(tmp_path / "scan_GT.npy", gt)
+    scene = load_scene(header)
+    np.testing.assert_allclose(scene.wavelengths, [400.0, 500.0, 600.0, 700.0])
+    np.testing.assert_array_equal(scene.gt, gt != 0)
+    assert scene.meta["notes"] == [] and list_scenes(tmp_path) == [header]
+
+
+def test_a_band_vector_of_another_length_is_left_out_with_a_note(tmp_path: Path) -> None:
+    """A .mat's wavelength vector for 6 bands beside a 5-band cube was dropped without a word (a
+    review): the scene resampled on band index while its file seemed to say where its bands lie.
+    Now a note says so; vectors named wl_nm or band_centers are read (they were not looked at)."""
+    cube = random_cube((4, 3, 5))
+    path = tmp_path / "scan.mat"
+    scipy.io.savemat(path, {"data": cube, "wavelength": np.linspace(400, 900, 6), "fwhm": np.ones(4)})
+    scene = load_scene(path)
+    assert scene.wavelengths is None and scene.fwhm is None
+    assert scene.meta["notes"] == [
+        "vector wavelength (1x6) does not fit the cube's 5 bands: not used as band centres (bands "
+        "resampled on band index)",
+        "vector fwhm (1x4) does not fit the cube's 5 bands: not used as band widths",
+    ]
+    for name in ("wl_nm", "band_centers", "BandCentre"):
+        scipy.io.savemat(path, {"data": cube, name: np.linspace(400, 900, 5)})
+        scene = load_scene(path)
+        np.testing.assert_array_equal(scene.wavelengths, np.linspace(400, 900, 5))
+        assert scene.meta["notes"] == [] and scene.meta["wavelength_var"] == name
+
+
+def test_a_sparse_map_in_a_matlab_v5_file_is_its_ground_truth(tmp_path: Path) -> None:
+    """A map saved with MATLAB's sparse() loads as a scipy.sparse matrix, which was taken for no
+    numeric array: the scene had no ground truth and eval skipped it (a review)."""
+    import scipy.sparse
+
+    cube, gt = random_cube((6, 5, 4)), random_gt((6, 5))
+    path = tmp_path / "scan.mat"
+    scipy.io.savemat(path, {"data": cube, "map": scipy.sparse.csc_matrix(gt.astype(np.float64))})
+    scene = load_scene(path)
+    np.testing.assert_array_equal(scene.gt, gt != 0)
+    assert scene.meta["gt_var"] == "map"
+
+
+def test_a_map_beside_a_file_that_holds_its_own_is_noted_not_silently_ignored(tmp_path: Path) -> None:
+    """scan_gt.npy beside a .mat that holds a map: the file's map wins (documented), and a note
+    says the other one was not used (a review: a stale map inside gave another AUC unnoticed)."""
+    cube, gt = random_cube((6, 5, 4)), random_gt((6, 5))
+    scipy.io.savemat(tmp_path / "scan.mat", {"data": cube, "map": gt})
+    np.save(tmp_path / "scan_gt.npy", ~(gt != 0))
+    scene = load_scene(tmp_path / "scan.mat")
+    np.testing.assert_array_equal(scene.gt, gt != 0)
+    assert scene.meta["notes"] == [
+        "scan_gt.npy beside it is not used: the file holds its own ground truth (map); give it with "
+        "--gt to use it instead"
+    ]
+    given = load_scene(tmp_path / "scan.mat", gt_path=tmp_path / "scan_gt.npy")
+    np.testing.assert_array_equal(given.gt, gt == 0)
+    assert given.meta["notes"] == []
 
 
 def test_matlab_variable_names_choose_among_candidates(tmp_path: Path) -> None:
@@ -435,7 +534,7 @@ def test_npy_round_trip(tmp_path: Path) -> None:
     expected_valid = np.ones((6, 4), dtype=bool)
     expected_valid[1, 2] = False
     np.testing.assert_array_equal(scene.valid, expected_valid)
-    assert scene.meta == {"format": "npy", "dtype": "float32", "interleave": "bip"}
+    assert scene.meta == {"format": "npy", "dtype": "float32", "interleave": "bip", "notes": []}
 
 
 def test_hdf5_round_trip(tmp_path: Path) -> None:
@@ -746,7 +845,7 @@ def spectral_share_oracle(spectra: np.ndarray) -> float:
 
 
 def test_spectral_share_against_an_svd_and_its_limits() -> None:
-    from edge_had.io.envi import MIN_CHECKED_BANDS, MIN_CHECKED_PIXELS, spectral_share
+    from edge_had.io.plausibility import MIN_CHECKED_BANDS, MIN_CHECKED_PIXELS, spectral_share
 
     rng = np.random.default_rng(6)
     cube = rng.normal(size=(4, 8, 12))  # 32 pixels, 12 bands: no verdict limit reached

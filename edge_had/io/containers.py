@@ -28,7 +28,9 @@ from typing import Any
 import h5py
 import numpy as np
 import scipy.io
+import scipy.sparse
 
+from edge_had.io.plausibility import layout_note
 from edge_had.io.raw import RawScene, reading, to_rows_cols_bands
 from edge_had.io.units import band_centres_nm, unit_text
 from edge_had.io.variables import Variable, select_mask, select_variables
@@ -62,7 +64,8 @@ def read_container_scene(
         chosen = select_variables(
             container.variables, path, cube_var=cube_var, gt_var=gt_var, interleave=interleave
         )
-        cube = container.load(chosen.cube).transpose(to_rows_cols_bands(interleave))
+        stored = container.load(chosen.cube)
+        cube = stored.transpose(to_rows_cols_bands(interleave))
         attrs = container.attributes(chosen.cube)
         names = {
             "cube_var": chosen.cube,
@@ -78,7 +81,8 @@ def read_container_scene(
         units = unit_text(_wavelength_units(container, chosen.wavelengths, attrs))
         meta["wavelength_units"] = units
         wavelengths, fwhm, note = band_centres_nm(wavelengths, fwhm, units)  # as ENVI's: the same rules
-        meta["notes"] = [*chosen.notes, *([] if note is None else [note])]
+        layout = layout_note(stored, interleave, path)  # (a bands-first cube read as bip: scrambled)
+        meta["notes"] = [text for text in (*chosen.notes, note, layout) if text is not None]
         return RawScene(
             cube=cube, gt=_load_optional(container, chosen.gt), wavelengths=wavelengths, fwhm=fwhm, meta=meta
         )
@@ -123,7 +127,12 @@ def open_container(path: Path) -> Iterator[Container]:
 
 
 def _matlab_v5(contents: dict[str, Any]) -> Container:
-    arrays = {name: value for name, value in contents.items() if not name.startswith("__")}
+    # a sparse matrix (a map saved with MATLAB's sparse(): mostly zeros) is read dense, as stored
+    arrays = {
+        name: value.toarray() if scipy.sparse.issparse(value) else value
+        for name, value in contents.items()
+        if not name.startswith("__")
+    }
     variables = [
         Variable(name, tuple(np.shape(value)), _is_numeric_array(value)) for name, value in arrays.items()
     ]

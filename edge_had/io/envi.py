@@ -10,11 +10,9 @@ longer one as misdescribed.
 
 A header with the wrong ``interleave`` or ``byte order`` still describes a file of the right size:
 its samples are read scrambled, and nothing fails (BIL data labelled ``bip``: the FX10 reviewer's
-AUC 1.0 -> 0.83, with "invalid px" as the only sign). So every image of :data:`MIN_CHECKED_BANDS`
-bands or more is checked when it is opened (:func:`spectral_share`): real spectra are mixtures of
-a few smooth materials under one illumination, so the spectra of its pixels lie close to a
-3-dimensional space, while a misread cube's "spectra" are runs of neighbouring pixels or of
-another band, or byte-scrambled numbers, which do not. A cube below :data:`PLAUSIBLE_SHARE` that
+AUC 1.0 -> 0.83, with "invalid px" as the only sign). So every image of 8
+bands or more is checked when it is opened (:func:`~edge_had.io.plausibility.spectral_share`: whether
+its pixels read as spectra). A cube below :data:`~edge_had.io.plausibility.PLAUSIBLE_SHARE` that
 another reading of its bytes (interleave, byte order) lifts above it gets a note (``meta["notes"]``,
 which ``detect`` and ``eval`` print and the reports carry) naming the file, the header fields to
 check and that reading. Limits (a review): a dark or noisy file reads as no spectra in any layout,
@@ -32,27 +30,11 @@ from typing import Any
 import numpy as np
 
 from edge_had.errors import SceneError
+from edge_had.io.plausibility import PLAUSIBLE_SHARE, spectral_share
 from edge_had.io.raw import LAYOUTS, RawScene, reading, to_rows_cols_bands
 from edge_had.io.units import band_centres_nm
 
 HEADER_SUFFIXES = (".hdr", ".HDR")
-
-#: Below this share of the sampled pixels' spectral energy in 3 components (:func:`spectral_share`)
-#: a cube does not read as spectra. Measured (2026-11-29, this sampling): read as stored, the ten
-#: real ABU scenes (AVIRIS/ROSIS, int16/uint16, .mat: their bytes laid out in each interleave)
-#: 0.996-0.999 and the reviewer's synthetic FX10 file (/tmp/fx: 224 bands, BIL, uint16, noise 8 DN)
-#: 0.991; read wrongly - the same bytes in each of the other interleaves, byte-swapped, or taken as
-#: float32 and swapped - at most 0.699 (abu-beach-2 byte-swapped; abu-airport-4 as another
-#: interleave at most 0.683; the FX10 file labelled bip 0.342, bsq 0.634, byte order 1 0.506).
-#: 0.85 sits 0.14 below the lowest right reading and 0.15 above the highest wrong one. (Adjacent
-#: bands' correlation does not separate them: BIL read as bip puts neighbouring pixels of one band
-#: in adjacent "bands", which correlate as strongly, 0.994 on the FX10 file, as its real adjacent
-#: bands, 0.979.)
-PLAUSIBLE_SHARE = 0.85
-MIN_CHECKED_BANDS = 8  # fewer bands (a mask, a score image) are not checked
-MIN_CHECKED_PIXELS = 16  # nor are fewer valid sampled pixels: no verdict
-SAMPLED_LINES = 16  # lines sampled, evenly spaced
-SAMPLED_RUNS = (4, 16)  # in each, 4 runs of 16 neighbouring pixels (a page or two of a BIL/BSQ line)
 
 
 def header_beside(data_path: Path) -> Path | None:
@@ -82,14 +64,15 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
     metadata: Mapping[str, Any] = image.metadata
     interleave = _interleave(metadata, source)
     cube = _memmap(image, interleave, source)
-    units = metadata.get("wavelength units")
+    units = _single(metadata.get("wavelength units"))  # (``{Nanometers}`` in braces: a list)
     wavelengths, fwhm, note = band_centres_nm(
         _header_floats(metadata, "wavelength", source), _header_floats(metadata, "fwhm", source), units
     )
     good_bands = _good_bands(metadata, source)
     no_data_value = _no_data_value(metadata, source)
-    byte_order = int(metadata.get("byte order", 0))
-    misread = misread_note(image, header, (interleave, byte_order), good_bands, no_data_value)
+    byte_order = int(metadata.get("byte order", 0))  # 0 or 1: _open_image checked it
+    with reading(source, "ENVI data file"):  # its own memory maps (a process's address-space limit)
+        misread = misread_note(image, header, (interleave, byte_order), good_bands, no_data_value)
     return RawScene(
         cube=cube,
         wavelengths=wavelengths,
@@ -107,44 +90,6 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
             "notes": [text for text in (note, misread) if text is not None],
         },
     )
-
-
-def spectral_share(
-    cube: np.ndarray, good_bands: np.ndarray | None = None, no_data_value: float | None = None
-) -> float | None:
-    """How much a (rows, cols, bands) cube reads as spectra: the share of its sampled pixels'
-    spectral energy in their 3 principal components, each pixel's spectrum less its mean and scaled
-    to unit length (1: every spectrum a mix of 3 shapes; :data:`PLAUSIBLE_SHARE`). None (no
-    verdict) for fewer than :data:`MIN_CHECKED_BANDS` good bands or :data:`MIN_CHECKED_PIXELS`
-    valid pixels with some spectral variation. Reads at most 16 lines x 64 pixels
-    (:data:`SAMPLED_LINES`, :data:`SAMPLED_RUNS`), whatever the cube's size."""
-    rows, cols, bands = cube.shape
-    good = np.ones(bands, dtype=bool) if good_bands is None else np.asarray(good_bands, dtype=bool)
-    if good.shape != (bands,) or good.sum() < MIN_CHECKED_BANDS:
-        return None
-    runs, run = SAMPLED_RUNS
-    lines = np.unique(np.linspace(0, rows - 1, min(rows, SAMPLED_LINES)).astype(np.int64))
-    pixels = np.arange(cols)
-    if cols > runs * run:
-        starts = np.linspace(0, cols - run, runs).astype(np.int64)
-        pixels = np.unique((starts[:, None] + np.arange(run)).ravel())
-    with np.errstate(invalid="ignore", over="ignore"):  # byte-swapped floats: signalling NaNs, 1e38s
-        spectra = np.asarray(cube[np.ix_(lines, pixels)], dtype=np.float64).reshape(-1, bands)[:, good]
-        keep = np.isfinite(spectra).all(axis=1)
-        if no_data_value is not None:
-            keep &= ~(spectra == no_data_value).any(axis=1)
-        spectra = spectra[keep]
-        spectra -= spectra.mean(axis=1, keepdims=True)
-        norms = np.sqrt((spectra * spectra).sum(axis=1))
-    usable = np.isfinite(norms) & (norms > 0)
-    if usable.sum() < MIN_CHECKED_PIXELS:
-        return None
-    spectra = spectra[usable] / norms[usable, None]
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):  # a small problem: threads only contend (seconds on a busy host)
-        energy = np.linalg.eigvalsh(spectra.T @ spectra)[::-1]  # the squared singular values
-    return float(energy[:3].sum() / energy.sum())
 
 
 def misread_note(
@@ -195,14 +140,55 @@ def _reading(image: Any, interleave: str, byte_order: int) -> np.ndarray:
     return data.transpose(to_rows_cols_bands(interleave))
 
 
+#: ENVI's data type codes with a numpy type (6 and 9, complex, are refused by make_scene, named)
+ENVI_DATA_TYPES = ("1", "2", "3", "4", "5", "6", "9", "12", "13", "14", "15")
+
+
 def _open_image(header: Path, data: Path | None, source: Path) -> Any:
+    """The spectral image of ``header``, after checking the header fields spectral would take
+    wrongly or fail on with a bare KeyError: ``data type`` (7 string, 8 struct, 10 pointer, 11 object:
+    no pixels) and ``byte order`` (spectral reads any value but 0 as big-endian)."""
     import spectral.io.envi as spectral_envi  # lazy: only ENVI files need the spectral package
 
+    where = "" if header == source else f" in {header}"
+    try:
+        with reading(source, "ENVI file"):
+            fields = spectral_envi.read_envi_header(str(header))
+    except SceneError as error:
+        raise SceneError(f"{error.problem}{_header_text_hint(header)}", source) from error.__cause__
+    code = str(_single(fields.get("data type", ""))).strip()
+    if code and code not in ENVI_DATA_TYPES:
+        raise SceneError(
+            f"unsupported ENVI 'data type' {code}{where}: expected one of {', '.join(ENVI_DATA_TYPES)}",
+            source,
+        )
+    order = str(_single(fields.get("byte order", "0"))).strip()
+    if order not in ("0", "1"):
+        raise SceneError(
+            f"ENVI 'byte order' {order}{where}: expected 0 (little-endian) or 1 (big-endian)", source
+        )
     with reading(source, "ENVI file"):
         image = spectral_envi.open(str(header), None if data is None else str(data))
     if isinstance(image, spectral_envi.SpectralLibrary):
         raise SceneError("is an ENVI spectral library, not an image", source)
     return image
+
+
+def _header_text_hint(header: Path) -> str:
+    """Why spectral may have refused a header that is text: a UTF-8 byte-order mark before "ENVI",
+    or a character outside ASCII (a "µm" saved in Latin-1) - spectral reads ASCII headers only."""
+    try:
+        text = header.read_bytes()[:65536]
+    except OSError:
+        return ""
+    if text.startswith(b"\xef\xbb\xbf"):
+        return "; it starts with a UTF-8 byte-order mark: save the header without one"
+    for number, line in enumerate(text.splitlines(), 1):
+        if any(byte > 127 for byte in line):
+            return (
+                f"; line {number} holds a character outside ASCII (e.g. \u00b5 of \u00b5m): write it in ASCII"
+            )
+    return ""
 
 
 def _interleave(metadata: Mapping[str, Any], source: Path) -> str:
@@ -262,6 +248,11 @@ def _no_data_value(metadata: Mapping[str, Any], source: Path) -> float | None:
     if values.size != 1:
         raise SceneError(f"'data ignore value' must be one number, got {values.size}", source)
     return float(values[0])
+
+
+def _single(value: Any) -> Any:
+    """A header field written in braces with one value (``{Nanometers}``) as that value."""
+    return value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -30,12 +30,13 @@ import numpy as np
 from edge_had.errors import SceneError
 from edge_had.io.containers import read_container_mask, read_container_scene
 from edge_had.io.envi import envi_files, header_beside, read_envi
+from edge_had.io.plausibility import layout_note
 from edge_had.io.raw import LAYOUTS, RawScene, reading, to_rows_cols_bands
 from edge_had.io.scene import Scene, ground_truth_mask, make_scene
 
 SCENE_SUFFIXES = (".mat", ".hdr", ".npy", ".h5", ".hdf5")
 #: A scene ``NAME.*``'s ground truth beside it: ``NAME`` + this + one of GROUND_TRUTH_SUFFIXES
-#: (any case).
+#: (any case, the name's too: ``scan_GT.NPY``).
 GROUND_TRUTH_NAME = "_gt"
 GROUND_TRUTH_SUFFIXES = (".npy", ".hdr")
 #: Data-file suffixes an ENVI header's own name may carry (``scan.img.hdr``): its scene is ``scan``.
@@ -75,7 +76,13 @@ def load_scene(
     raw = read_raw(
         path, cube_var=cube_var, gt_var=None if gt_path is not None else gt_var, interleave=interleave
     )
-    beside = ground_truth_beside(path) if gt_path is None and raw.gt is None else None
+    beside = ground_truth_beside(path) if gt_path is None else None
+    if beside is not None and raw.gt is not None:  # the file's own map wins, but not in silence
+        raw.meta.setdefault("notes", []).append(
+            f"{beside.name} beside it is not used: the file holds its own ground truth "
+            f"({raw.meta.get('gt_var', 'its map')}); give it with --gt to use it instead"
+        )
+        beside = None
     if gt_path is not None or beside is not None:
         mask_path, mask_var = (gt_path, gt_var) if gt_path is not None else (beside, None)
         assert mask_path is not None
@@ -111,9 +118,21 @@ def load_mask(
     kind = _kind(path)
     if kind == "container":
         mask = read_container_mask(path, var=var, shape=shape)
+    elif kind == "npy":
+        _refuse_variable_names(path, kind, var=var)
+        mask = _read_npy(path)
     else:
         _refuse_variable_names(path, kind, var=var)
-        mask = _read_npy(path) if kind == "npy" else _read_envi_file(path).cube
+        raw = _read_envi_file(path)
+        mask = raw.cube
+        if raw.no_data_value is not None and (unlabelled := int((mask == raw.no_data_value).sum())):
+            # (``gt != 0`` would make every unlabelled pixel an anomaly)
+            raise SceneError(
+                f"{unlabelled} pixels of the map hold its 'data ignore value' {raw.no_data_value:g} "
+                "(not labelled): a ground-truth map labels every pixel (0 background, anything else "
+                "an anomaly); label them 0 if they are background",
+                path,
+            )
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[:, :, 0]
     if mask.ndim != 2:
@@ -164,12 +183,12 @@ def ground_truth_beside(path: str | Path) -> Path | None:
     path = Path(path)
     if path.suffix.lower() != ".hdr" and (header := header_beside(path)) is not None:
         path = header  # an ENVI data file: its scene is named by its header
-    wanted = {name + GROUND_TRUTH_NAME for name in scene_names(path)}
+    wanted = {(name + GROUND_TRUTH_NAME).lower() for name in scene_names(path)}  # any case: scan_GT
     beside = sorted(
         entry
         for entry in path.parent.iterdir()
         if entry.suffix.lower() in GROUND_TRUTH_SUFFIXES
-        and wanted.intersection(scene_names(entry))  # scan_gt.hdr, or scan_gt.img.hdr
+        and wanted.intersection(name.lower() for name in scene_names(entry))  # scan_gt.hdr, scan_gt.img.hdr
         and entry.is_file()
     )
     if len(beside) > 1:
@@ -192,8 +211,9 @@ def scene_names(path: Path) -> list[str]:
 def _names_ground_truth(entry: Path, names: set[str]) -> bool:
     """Whether ``entry`` (a file listed with scenes whose names are ``names``) is another scene's
     ground-truth map: ``NAME_gt.npy``/``.hdr`` beside a scene ``NAME``."""
+    lowered = {name.lower() for name in names}
     return entry.suffix.lower() in GROUND_TRUTH_SUFFIXES and any(
-        name.endswith(GROUND_TRUTH_NAME) and name[: -len(GROUND_TRUTH_NAME)] in names
+        name.lower().endswith(GROUND_TRUTH_NAME) and name[: -len(GROUND_TRUTH_NAME)].lower() in lowered
         for name in scene_names(entry)
     )
 
@@ -243,10 +263,17 @@ def read_raw(
         return read_container_scene(path, cube_var=cube_var, gt_var=gt_var, interleave=stored)
     _refuse_variable_names(path, kind, cube_var=cube_var, gt_var=gt_var)
     if kind == "npy":
-        cube = _read_npy(path)
-        if cube.ndim == 3:  # another shape is make_scene's error
-            cube = cube.transpose(to_rows_cols_bands(stored))
-        return RawScene(cube=cube, meta={"format": "npy", "dtype": str(cube.dtype), "interleave": stored})
+        array = _read_npy(path)
+        # another shape is make_scene's error
+        cube = array.transpose(to_rows_cols_bands(stored)) if array.ndim == 3 else array
+        note = layout_note(array, stored, path)  # (a bands-first array read as bip: scrambled)
+        meta = {
+            "format": "npy",
+            "dtype": str(cube.dtype),
+            "interleave": stored,
+            "notes": [note] if note else [],
+        }
+        return RawScene(cube=cube, meta=meta)
     return _read_envi_file(path)
 
 

@@ -12,7 +12,8 @@ MATLAB and HDF5 files hold several named arrays. The rules, shared by every such
   transposed map).
   Other 2-D arrays are left out with a note (``Selection.notes``);
 * wavelengths / fwhm: an optional numeric vector of length ``bands`` whose name looks like
-  "wavelength(s)" / "fwhm".
+  "wavelength(s)" (``wl_nm``, ``band_centers``, ...) / "fwhm". A vector so named of another length
+  is left out with a note (the bands are then resampled on band index).
 
 Ambiguity (several candidates) is an error that lists the names, never a silent guess.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 from edge_had.errors import SceneError
 from edge_had.io.raw import LAYOUTS, to_rows_cols_bands
 
-WAVELENGTH_NAME = re.compile(r"wave|^wl$|^wvl|^lambda", re.IGNORECASE)
+WAVELENGTH_NAME = re.compile(r"wave|^wl(_|$)|^wvl|^lambda|band_?cent(er|re)", re.IGNORECASE)
 FWHM_NAME = re.compile(r"fwhm|bandwidth", re.IGNORECASE)
 _EXACT_WAVELENGTH = ("wavelength", "wavelengths")
 
@@ -83,15 +84,27 @@ def select_variables(
     if gt is None:
         _refuse_other_layouts(variables, unused, stored, interleave, wavelengths is not None, path)
         _refuse_turned_maps(unused, cube, path)
+    fwhm = band_vector(variables, bands, FWHM_NAME)
+    misfits = [
+        f"vector {v.describe()} does not fit the cube's {bands} bands: not used as {role}"
+        for role, found, pattern in (
+            ("band centres (bands resampled on band index)", wavelengths, WAVELENGTH_NAME),
+            ("band widths", fwhm, FWHM_NAME),
+        )
+        if found is None
+        for v in variables
+        if v.numeric and pattern.search(v.name) and _is_vector(v.shape, max(v.shape, default=0))
+    ]
     return Selection(
         cube=cube.name,
         gt=None if gt is None else gt.name,
         wavelengths=wavelengths,
-        fwhm=band_vector(variables, bands, FWHM_NAME),
+        fwhm=fwhm,
         notes=tuple(
             f"2-D array {v.describe()} does not fit the cube's {rows}x{cols} pixels: not used as ground truth"
             for v in unused
-        ),
+        )
+        + tuple(misfits),
     )
 
 
@@ -188,8 +201,8 @@ def band_vector(variables: Sequence[Variable], bands: int, pattern: re.Pattern[s
 
 
 def _is_vector(shape: tuple[int, ...], length: int) -> bool:
-    """True for (n,), (1, n) and (n, 1) shapes with n == length (MATLAB stores vectors as 2-D)."""
-    return shape == (length,) or sorted(shape) == [1, length]
+    """True for (n,), (1, n) and (n, 1) shapes with n == length >= 2 (MATLAB stores vectors as 2-D)."""
+    return length >= 2 and (shape == (length,) or sorted(shape) == [1, length])
 
 
 def _only(candidates: list[Variable], path: Path, role: str, option: str = "cube_var") -> Variable | None:
