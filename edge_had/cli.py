@@ -930,6 +930,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EdgeHadError, ValueError, OSError) as error:  # OSError: e.g. an output path not writable
         print(f"edge-had {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # (stream finishes the lines it received itself: its own Ctrl-C handling)
+        print(f"edge-had {args.command}: interrupted (Ctrl-C) before it finished", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports an interrupted command
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
   absent, and fails instead under ``EDGE_HAD_REQUIRE_DATA=1`` (CI).
 * ``untrained_bundle(seed, **ModelConfig fields)`` saves a seeded, untrained model bundle in a
   fresh folder and returns that folder (for tests of everything downstream of training).
-* Under ``EDGE_HAD_REQUIRE_DATA=1`` any skip of a test not marked ``gpu`` or ``trt`` is turned
-  into a failure, so CI cannot go green by skipping.
+* Under ``EDGE_HAD_REQUIRE_DATA=1`` any skip of a test not marked ``gpu``, ``trt`` or
+  ``cpu_feature`` (hardware the CI machine may lack) is turned into a failure, so CI cannot go
+  green by skipping.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from edge_had import settings
 
-GPU_MARKERS = ("gpu", "trt")
+HARDWARE_MARKERS = ("gpu", "trt", "cpu_feature")
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +55,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report = outcome.get_result()
     if not (report.skipped and settings.require_data()):
         return
-    if any(item.get_closest_marker(name) for name in GPU_MARKERS):
+    if any(item.get_closest_marker(name) for name in HARDWARE_MARKERS):
         return
     if hasattr(report, "wasxfail"):
         return
     report.outcome = "failed"
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    report.longrepr = f"skip not allowed under {settings.REQUIRE_DATA_ENV}=1 (not a gpu/trt test): {reason}"
+    hardware = "/".join(HARDWARE_MARKERS)
+    report.longrepr = f"skip not allowed under {settings.REQUIRE_DATA_ENV}=1 (not a {hardware} test): {reason}"

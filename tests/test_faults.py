@@ -177,6 +177,53 @@ def test_stalls_and_bursts_on_a_simulated_clock_follow_the_overload_policy() -> 
     assert health.to_dict()["accounting_ok"]
 
 
+@pytest.mark.parametrize(("block_periods", "dropped"), [(4.0, False), (24.0, True)])
+def test_a_paced_enhanced_stream_drops_no_line_for_its_blocks_only_for_an_overload(
+    block_periods: float, dropped: bool
+) -> None:
+    """On a simulated clock, the enhancer's network takes ``block_periods`` line periods per block
+    of 16 lines: 4 is 25 % of the time the block's lines take to arrive, and the lines that
+    arrive meanwhile wait no longer than the look-ahead - none is dropped (with a lag bound of 2
+    periods, as before, some were: the review's 7-10 %); 24 periods per 16 lines is a real overload,
+    and lines are dropped."""
+    from edge_had.stream.onboard import build_pipeline
+    from edge_had.stream.run import OVERLOAD_LINES, paced_max_lag_s
+    from edge_had.stream.sources import Line
+
+    rate = 100.0
+    period = 1.0 / rate
+    now = {"t": 0.0}
+    base = list(synthetic_lines(32, 16, lines=120, seed=7))
+
+    def source():  # a paced camera: a line is there at its timestamp, not before
+        for line in base:
+            now["t"] = max(now["t"], line.index * period)
+            yield Line(line.index, line.index * period, line.pixels)
+
+    def run(max_lag: float | None) -> int:
+        with build_pipeline(32, 16, "enhanced-rx", line_rate_hz=rate) as onboard:
+            runner = onboard.pipeline.enhancer.runner
+            infer = runner.infer
+
+            def slow(feed, outputs):  # noqa: ANN001, ANN202
+                now["t"] += block_periods * period
+                return infer(feed, outputs)
+
+            runner.infer = slow
+            lag = paced_max_lag_s(onboard.pipeline, rate) if max_lag is None else max_lag
+            if max_lag is None:
+                assert lag == pytest.approx((OVERLOAD_LINES + onboard.pipeline.look_ahead_lines) * period)
+            now["t"] = 0.0
+            run_stream(source(), onboard.pipeline, max_lag_s=lag, clock=lambda: now["t"])
+        health = onboard.pipeline.health
+        assert health.to_dict()["accounting_ok"]
+        return health.reasons.get("overload", 0)
+
+    assert (run(None) > 0) is dropped
+    if not dropped:
+        assert run(2 * period) > 0  # the bound of 2 periods, whatever the look-ahead
+
+
 def test_events_of_a_stream_with_drops_and_duplicates_cover_every_scored_line(tmp_path) -> None:
     """Duplicated and dropped lines: every scored line still reaches the event detector in order,
     so the events are the 8-connected components of the written score map (a rejected duplicate

@@ -43,6 +43,7 @@ def test_the_fingerprint_is_the_same_in_every_process_of_one_machine() -> None:
     assert fresh_process_fingerprint() == here == fingerprint_at(1)
 
 
+@pytest.mark.cpu_feature
 @pytest.mark.skipif(
     torch.backends.cpu.get_cpu_capability() != "AVX512",
     reason="needs an AVX-512 CPU to run oneDNN and MKL on AVX2 instead",

@@ -207,6 +207,43 @@ def test_lines_replays_the_first_lines_of_a_file_as_the_full_replay_scores_them(
     assert written["health"]["lines_in"] == count
 
 
+def test_ctrl_c_before_the_first_line_is_a_message_not_a_traceback(monkeypatch, capsys) -> None:
+    """Ctrl-C while the source was rendered or the model loaded (before the stream's own handler)
+    ended in a raw KeyboardInterrupt traceback (a review)."""
+    from edge_had.stream import command
+
+    def interrupted(args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "_source", interrupted)
+    assert main(["stream", "--source", "synthetic", "--detector", "rx"]) == 130
+    assert capsys.readouterr().err == "edge-had stream: interrupted (Ctrl-C) before it finished\n"
+
+
+def test_a_strip_with_no_target_writes_every_output_and_no_auc(tmp_path: Path, capsys) -> None:
+    """`--lines N` stopping before the map's first target (a strip of the flight with none) scored
+    the whole stream, then failed on the AUC ("no anomaly pixel") before the report, scores.npy and
+    waterfall.png were written: exit 2 and the run lost (a review). Now the AUC is null, a note
+    says why, and the outputs are written; with the target in the lines the AUC is there."""
+    from scipy.io import savemat
+
+    cube = int16_cube(30, 8, 10, seed=5)
+    gt = np.zeros((30, 8), np.uint8)
+    gt[25, 3] = 1
+    path = tmp_path / "strip.mat"
+    savemat(path, {"data": cube.astype(np.float32), "map": gt})
+    report, out = tmp_path / "report.json", tmp_path / "out"
+    argv = ["stream", "--source", str(path), "--detector", "rx", "--json", str(report), "--out", str(out)]
+    assert main([*argv, "--lines", "20"]) == 0
+    written = json.loads(report.read_text())
+    assert written["auc"] is None
+    assert written["notes"] == ["no AUC: no anomaly pixel among the lines streamed"]
+    assert "warning: strip: no AUC: no anomaly pixel among the lines streamed" in capsys.readouterr().err
+    assert np.load(out / "scores.npy").shape == (20, 8) and (out / "waterfall.png").is_file()
+    assert main([*argv, "--lines", "30"]) == 0
+    assert 0.0 <= json.loads(report.read_text())["auc"] <= 1.0
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".mat"])
 def test_lines_past_the_end_of_a_file_replays_it_all_and_says_so(tmp_path: Path, suffix: str, capsys) -> None:
     cube = int16_cube(24, 8, 10, seed=4)

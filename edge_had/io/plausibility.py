@@ -34,6 +34,11 @@ MIN_CHECKED_BANDS = 8  # fewer bands (a mask, a score image) are not checked
 MIN_CHECKED_PIXELS = 16  # nor are fewer valid sampled pixels: no verdict
 SAMPLED_LINES = 16  # lines sampled, evenly spaced
 SAMPLED_RUNS = (4, 16)  # in each, 4 runs of 16 neighbouring pixels (a page or two of a BIL/BSQ line)
+#: at most this many good bands, evenly spaced, enter the check: a reading that makes the lines
+#: of a 1500-line file its "bands" would otherwise gather 1500 of them per pixel and a 1500 x 1500
+#: product (35 MiB for one such reading). Real sensors' spectra stay close to 3 components on a
+#: subset of their bands; every band counts up to 256 (the ten scenes 188-207, the FX10 224).
+SAMPLED_BANDS = 256
 
 
 def spectral_share(
@@ -43,8 +48,8 @@ def spectral_share(
     spectral energy in their 3 principal components, each pixel's spectrum less its mean and scaled
     to unit length (1: every spectrum a mix of 3 shapes; :data:`PLAUSIBLE_SHARE`). None (no
     verdict) for fewer than :data:`MIN_CHECKED_BANDS` good bands or :data:`MIN_CHECKED_PIXELS`
-    valid pixels with some spectral variation. Reads at most 16 lines x 64 pixels
-    (:data:`SAMPLED_LINES`, :data:`SAMPLED_RUNS`), whatever the cube's size."""
+    valid pixels with some spectral variation. Reads at most 16 lines x 64 pixels x 256 bands
+    (:data:`SAMPLED_LINES`, :data:`SAMPLED_RUNS`, :data:`SAMPLED_BANDS`), whatever the cube's size."""
     rows, cols, bands = cube.shape
     good = np.ones(bands, dtype=bool) if good_bands is None else np.asarray(good_bands, dtype=bool)
     if good.shape != (bands,) or good.sum() < MIN_CHECKED_BANDS:
@@ -55,8 +60,12 @@ def spectral_share(
     if cols > runs * run:
         starts = np.linspace(0, cols - run, runs).astype(np.int64)
         pixels = np.unique((starts[:, None] + np.arange(run)).ravel())
+    taken = np.flatnonzero(good)
+    if taken.size > SAMPLED_BANDS:
+        taken = taken[np.unique(np.linspace(0, taken.size - 1, SAMPLED_BANDS).astype(np.int64))]
     with np.errstate(invalid="ignore", over="ignore"):  # byte-swapped floats: signalling NaNs, 1e38s
-        spectra = np.asarray(cube[np.ix_(lines, pixels)], dtype=np.float64).reshape(-1, bands)[:, good]
+        sampled = cube[np.ix_(lines, pixels, taken)]
+        spectra = np.asarray(sampled, dtype=np.float64).reshape(-1, taken.size)
         keep = np.isfinite(spectra).all(axis=1)
         if no_data_value is not None:
             keep &= ~(spectra == no_data_value).any(axis=1)

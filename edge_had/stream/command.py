@@ -404,7 +404,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
     from edge_had.io import scene_sha256
     from edge_had.stream.events import EventDetector, stream_threshold
-    from edge_had.stream.run import RowScoredTwiceError, run_stream
+    from edge_had.stream.run import RowScoredTwiceError, paced_max_lag_s, run_stream
 
     source = _source(args)
     lines, gt, valid, width, bands = source.lines, source.gt, source.valid, source.width, source.bands
@@ -550,7 +550,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             run = run_stream(
                 lines,
                 pipeline,
-                max_lag_s=2.0 / rate if args.pace else None,
+                max_lag_s=paced_max_lag_s(pipeline, rate) if args.pace else None,
                 on_result=on_result,
                 keep_scores=keep,
                 stop=stop,
@@ -620,7 +620,15 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     if gt is not None and rows == gt.shape[0]:
         if valid is None:  # a file streamed line by line (its map beside it): the pixels it masked
             valid = masked_pixels_left_out(scores, masked_rows)
-        report["auc"] = roc_auc(np.nan_to_num(scores, nan=0.0), gt, valid)
+        counted = np.asarray(gt, dtype=bool) if valid is None else np.asarray(gt, dtype=bool)[valid]
+        if counted.any() and not counted.all():
+            report["auc"] = roc_auc(np.nan_to_num(scores, nan=0.0), gt, valid)
+        else:  # a strip of the flight with no target (--lines N): the outputs still count
+            report["auc"] = None
+            kind = "anomaly" if not counted.any() else "background"
+            note = f"no AUC: no {kind} pixel among the lines streamed"
+            report["notes"] = [*report["notes"], note]
+            print(f"warning: {Path(args.source).stem}: {note}", file=sys.stderr)
         false = [e for e in events if not gt[tuple(np.array(e.pixels).T)].any()]
         report["events"]["false"] = len(false)
         report["events"]["false_per_1000_lines"] = 1000.0 * len(false) / rows
@@ -713,7 +721,8 @@ def _print_summary(report: dict[str, Any]) -> None:
     )
     if "auc" in report:
         rate = events["false_per_1000_lines"]
-        line += f"; AUC {report['auc']:.4f}; false events {events['false']} ({rate:.1f}/1000 lines)"
+        auc = "none (one class)" if report["auc"] is None else f"{report['auc']:.4f}"
+        line += f"; AUC {auc}; false events {events['false']} ({rate:.1f}/1000 lines)"
     print(line)
     if report["trained_on"]:  # a note, with the warnings on stderr: stdout holds the results
         print(
