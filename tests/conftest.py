@@ -62,4 +62,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report.outcome = "failed"
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     hardware = "/".join(HARDWARE_MARKERS)
-    report.longrepr = f"skip not allowed under {settings.REQUIRE_DATA_ENV}=1 (not a {hardware} test): {reason}"
+    rule = f"{settings.REQUIRE_DATA_ENV}=1"
+    report.longrepr = f"skip not allowed under {rule} (not a {hardware} test): {reason}"
