@@ -16,8 +16,17 @@ keep in FP32 (FP16 for INT8 graphs is not attempted: a node kept out of INT8 run
   (zero-point 0), per-channel weight scales, biases left in float (TensorRT fuses them), a
   dedicated Q/DQ pair per consumer (so the FP32 output ``x_k`` is not the de-quantized copy the
   spectral branch reads), ranges from the calibration set (:mod:`edge_had.build.calibration`)
-  with MinMax, Percentile or Entropy. The output heads stay FP32 (:data:`OUTPUT_HEAD_SCOPES`), and
-  so do products of two activations (the spatial branch's pooling, :func:`activation_products`).
+  with MinMax, Percentile or Entropy. Q/DQ sit on the *inputs* of the quantized layers (weights
+  and activations), not on their outputs - TensorRT's Q/DQ placement recommendation; ONNX
+  Runtime's default also quantized each Conv's output, before its ReLU, then the next layer's
+  input again: two roundings where TensorRT wants one. Without them the shipped model's
+  synthetic gate moved -0.0006 / +0.0014 / -0.0043 instead of -0.0019 / +0.0031 / -0.0091
+  (export/README.md; both run unfused, as
+  :class:`~edge_had.runtime.onnxruntime_runner.OnnxRuntimeRunner` runs INT8 graphs). A Q/DQ
+  pair stays where a layer's output is the next quantized layer's input (a depthwise Conv
+  feeding its pointwise Conv): there it is that input's. The output heads stay
+  FP32 (:data:`OUTPUT_HEAD_SCOPES`), and so do products of two activations (the spatial
+  branch's pooling, :func:`activation_products`).
 * **Entropy** (TensorRT's KL-divergence calibration) is run here, not through ``quantize_static``:
   that one calls onnxruntime's entropy calibrator with its defaults, 128 histogram bins and 128
   quantized bins, which leaves exactly one candidate threshold - the MinMax range (measured: the
@@ -398,6 +407,8 @@ def to_int8(
                 "WeightSymmetric": True,
                 "QuantizeBias": False,
                 "DedicatedQDQPair": True,
+                # Q/DQ on the layers' inputs only (the module docstring): TensorRT's placement
+                "OpTypesToExcludeOutputQuantization": list(INT8_OP_TYPES),
                 "TensorQuantOverrides": overrides,
             },
         )

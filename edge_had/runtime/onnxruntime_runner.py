@@ -2,8 +2,16 @@
 
 On a CPU, ONNX Runtime runs an FP16 graph's operators in FP32 and drops the casts between them,
 so values pass between layers unrounded: an FP16 graph there shows little more than the rounding
-of its weights (the accuracy gate scores :mod:`edge_had.build.fp16_emulation` instead). INT8 Q/DQ
-graphs run real int8 kernels for Conv/MatMul.
+of its weights (the accuracy gate scores :mod:`edge_had.build.fp16_emulation` instead).
+
+INT8 Q/DQ graphs run with ONNX Runtime's graph optimisations off: each QuantizeLinear /
+DequantizeLinear runs as written and each layer in float on its dequantized int8 inputs and
+weights - the arithmetic TensorRT's int32 accumulation reproduces, on any CPU. Optimised, ONNX
+Runtime fuses DQ -> Conv -> Q into its int8 kernel (QLinearConv), whose AVX2 form on CPUs without
+VNNI can saturate its 16-bit intermediate sums (ONNX Runtime's quantization documentation; the
+same saturation is OpenVINO's "saturation issue"): on this AVX2 CPU the shipped model's INT8
+gate read -0.0072 / +0.0004 / -0.0069 fused against -0.0019 / +0.0031 / -0.0091 as written
+(export/README.md). INT8 on a CPU is the check before the TensorRT engine, not a fast path.
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ class OnnxRuntimeRunner(Runner):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
+        if self.precision == "int8":  # the graph's arithmetic, not a CPU's int8 kernels (docstring)
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             session = ort.InferenceSession(self.graph, options, providers=self.providers)
         except Exception as error:  # onnxruntime raises its own exception types
