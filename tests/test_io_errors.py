@@ -169,6 +169,18 @@ def test_an_envi_map_with_unlabelled_pixels_is_refused_not_counted_as_anomalies(
     assert int(load_scene(tmp_path / "scan.npy").gt.sum()) == 1
 
 
+def test_a_matlab_struct_is_named_when_no_cube_is_found(tmp_path: Path) -> None:
+    """A v7.3 file whose cube sits in a struct said "no variables (the file is empty)" (a review)."""
+    path = tmp_path / "nested.mat"
+    with h5py.File(path, "w", userblock_size=512) as handle:
+        group = handle.create_group("S")
+        group.attrs["MATLAB_class"] = np.bytes_("struct")
+        group.create_dataset("data", data=cube((20, 10, 8)).T).attrs["MATLAB_class"] = np.bytes_("single")
+    scene_error(
+        path, r"no 3-D numeric array among variables S \(a struct or group: save its arrays as variables"
+    )
+
+
 # ------------------------------------------------------------------------------- content problems
 
 

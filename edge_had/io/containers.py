@@ -146,6 +146,12 @@ def _matlab_v73(handle: h5py.File) -> Container:
         if isinstance(item, h5py.Dataset) and not name.startswith("#")
     }
     variables = [Variable(name, ds.shape[::-1], _is_matlab_numeric(ds)) for name, ds in datasets.items()]
+    # a struct's fields are not variables; listed, so that "no cube" does not read "the file is empty"
+    variables += [
+        Variable(name, (), False, group=True)
+        for name, item in handle.items()
+        if isinstance(item, h5py.Group) and not name.startswith("#")
+    ]
 
     def load(name: str) -> np.ndarray:
         return np.asarray(datasets[name][()]).T

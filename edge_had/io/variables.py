@@ -40,8 +40,11 @@ class Variable:
     name: str
     shape: tuple[int, ...]
     numeric: bool
+    group: bool = False  # a MATLAB struct or an HDF5 group at the top level: no array of its own
 
     def describe(self) -> str:
+        if self.group:
+            return f"{self.name} (a struct or group: save its arrays as variables of their own)"
         dims = "x".join(str(n) for n in self.shape) or "scalar"
         return f"{self.name} ({dims}{'' if self.numeric else ', not numeric'})"
 
