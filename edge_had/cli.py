@@ -365,6 +365,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         except ValueError as error:  # e.g. no anomaly pixel in the ground truth
             print(f"AUC undefined: {error}")
         training = getattr(detector, "training_scenes", None)
+        if hasattr(detector, "training_scenes") and training is None:
+            from edge_had.eval.protocol import UNRECORDED_TRAINING_NOTE
+
+            print(f"note: {UNRECORDED_TRAINING_NOTE}", file=sys.stderr)
         if training:  # by the file's SHA-256, read once
             from edge_had.io import scene_sha256
 

@@ -28,6 +28,19 @@ def test_folds_partition_the_scenes_round_robin() -> None:
         fold_assignment(names, 11)
 
 
+def test_pooled_shortfall_against_a_perfect_baseline_is_none_not_a_crash() -> None:
+    """Every baseline AUC 1: no shortfall to remove - a ZeroDivisionError after the whole run
+    before (a review); the table shows '-'."""
+    assert pooled_shortfall_removed([0.99, 1.0], [1.0, 1.0]) is None
+    summary = summarize(
+        {
+            "a": {"resampled-rx": [1.0], "rx": [1.0], "m": [0.99]},
+            "b": {"resampled-rx": [1.0], "rx": [1.0], "m": [1.0]},
+        }
+    )
+    assert summary["m"]["shortfall_removed_vs_resampled"] is None
+
+
 def test_pooled_shortfall_removed_by_hand() -> None:
     # shortfalls 0.10 + 0.02 against a baseline's 0.20 + 0.04: half removed
     assert pooled_shortfall_removed([0.90, 0.98], [0.80, 0.96]) == pytest.approx(0.5)
@@ -408,3 +421,35 @@ def test_a_job_whose_source_checkpoint_does_not_fit_trains_from_scratch(tmp_path
     _train_job({"out": target["out"], "config": target})
     record = json.loads((tmp_path / "target" / "train_config.json").read_text())
     assert record["started_from"] is None and record["phases"] == ["stage1", "stage2"]
+
+
+def test_crossval_refuses_duplicate_files_and_unlabelled_scenes_before_training(tmp_path) -> None:
+    """One scene file under two names went into two folds (trained on as one, reported held out
+    as the other); a scene without a map failed on a bare assertion after all the training (a
+    review). Both are refused now, naming the files, before any model is trained."""
+    import shutil
+
+    import numpy as np
+    from scipy.io import savemat
+
+    from edge_had.errors import EdgeHadError, SceneError
+    from edge_had.eval.crossval import CrossValConfig, run_crossval
+    from edge_had.io.synthetic import synthetic_scene
+
+    data, out = tmp_path / "data", tmp_path / "cv"
+    data.mkdir()
+    for seed in range(3):
+        scene = synthetic_scene(lines=24, width=24, bands=12, seed=seed)
+        savemat(data / f"s{seed}.mat", {"data": scene.cube, "map": scene.gt.astype(np.uint8)})
+    shutil.copy(data / "s0.mat", data / "s0copy.mat")
+    config = CrossValConfig(
+        data=str(data), out=str(out), folds=2, seeds=(0,), variants=("main",), progress=False
+    )
+    with pytest.raises(EdgeHadError, match=r"s0.mat and s0copy.mat hold the same data \(SHA-256"):
+        run_crossval(config)
+    (data / "s0copy.mat").unlink()
+    bare = synthetic_scene(lines=24, width=24, bands=12, seed=9)
+    savemat(data / "bare.mat", {"data": bare.cube})
+    with pytest.raises(SceneError, match=r"bare.mat: no ground truth: cross-validation scores every scene"):
+        run_crossval(config)
+    assert not (out / "models").exists()  # nothing trained

@@ -121,6 +121,57 @@ def test_model_card_says_how_the_labels_were_used():
     assert "Airport-Beach-Urban (ABU)" in abu and "all 3 of its scenes" in abu and "Trained on 3 small" in abu
 
 
+def test_model_card_says_when_labels_were_not_masked():
+    """The card said anomalies were excluded from every loss whatever --no-mask-anomalies said,
+    and for scenes without a map (a review)."""
+    sidecar = {
+        "training_scenes": [
+            {"name": "a", "sha256": "0"},
+            {"name": "b", "sha256": "1", "ground_truth": False},
+        ],
+        "k": 64,
+        "alpha_spe": 1.0,
+        "alpha_spa": 0.0,
+        "hybrid_alpha_spe": 1.0,
+        "macs_per_pixel": {"100": 1},
+        "recipe": {"encoder": "random", "ranking_epochs": 0, "mask_anomalies": True},
+    }
+    masked = model_card(sidecar)
+    assert "inpainted and excluded from every loss" in masked
+    assert "b had no ground truth: nothing was masked there." in masked
+    sidecar["recipe"]["mask_anomalies"] = False
+    unmasked = model_card(sidecar)
+    assert "were not masked: every loss trained on them as background" in unmasked
+    assert "excluded" not in unmasked and "no ground truth" not in unmasked
+    sidecar["recipe"]["ranking_epochs"] = 4
+    ranked = model_card(sidecar)
+    assert "the other losses trained on them as background" in ranked and "excluded" not in ranked
+
+
+def test_a_scene_without_ground_truth_is_recorded_and_noted_not_silently_unmasked(tmp_path, capsys):
+    """Training on a scene with no map masked nothing there, with no word and no record (a
+    review): a note says so, and train_config.json marks the scene 'ground_truth': false."""
+    import numpy as np
+    from scipy.io import loadmat, savemat
+
+    data, out = tmp_path / "data", tmp_path / "model"
+    data.mkdir()
+    write_scene(data / "labelled.mat", 1)
+    write_scene(data / "bare.mat", 2)
+    contents = loadmat(data / "bare.mat")
+    savemat(data / "bare.mat", {"data": contents["data"]})  # its map left out
+    tiny = ["--quiet", "--epochs", "1", "--steps-per-epoch", "2", "--pretrain-epochs", "1", "--tile", "16",
+            "--batch", "2", "--k", "8", "--hidden", "8"]  # fmt: skip
+    assert main(["train", "--data", str(data), "--out", str(out), *tiny]) == 0
+    assert "note: bare has no ground truth: nothing is masked there" in capsys.readouterr().err
+    record = json.loads((out / "train_config.json").read_text())
+    assert {entry["name"]: entry["ground_truth"] for entry in record["data"]} == {
+        "bare": False,
+        "labelled": True,
+    }
+    assert np.all([entry["background_pixels"] > 0 for entry in record["data"]])
+
+
 def test_eval_report_marks_trained_on_per_scene(tmp_path, capsys):
     data, out = tmp_path / "data", tmp_path / "model"
     data.mkdir()
@@ -187,3 +238,25 @@ def test_eval_report_marks_trained_on_per_scene(tmp_path, capsys):
         printed = capsys.readouterr()  # a note, on stderr: stdout holds the results alone
         assert "note: a scene named seen was among the model's training scenes" in printed.err
         assert "note:" not in printed.out and "AUC" in printed.out
+
+
+def test_eval_says_trained_on_is_unknown_for_a_model_without_its_record(tmp_path):
+    """Weights and config.json copied without train_config.json or sidecar.json: eval said
+    trained_on false for every scene, as if all were held out (a review). Now null, with a note."""
+    import shutil
+
+    from edge_had.models.bundle import default_model_dir
+
+    model, data = tmp_path / "model", tmp_path / "data"
+    model.mkdir()
+    data.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(default_model_dir() / name, model / name)
+    write_scene(data / "scene.mat", 3)
+    report_path = tmp_path / "report.json"
+    assert (
+        main(["eval", "--data", str(data), "--model", str(model), "--quiet", "--json", str(report_path)]) == 0
+    )
+    (scene,) = json.loads(report_path.read_text())["scenes"]
+    assert scene["trained_on"] is None
+    assert any("whether it was trained on this scene is unknown" in note for note in scene["notes"])

@@ -120,9 +120,11 @@ class EnhancedDetector:
         return self._macs[bands]
 
     @property
-    def training_scenes(self) -> dict[str, str]:
-        """SHA-256 -> name of the model's training scenes (reports mark ``trained_on``)."""
-        return self.bundle.training_scenes
+    def training_scenes(self) -> dict[str, str] | None:
+        """SHA-256 -> name of the model's training scenes (reports mark ``trained_on``); None when
+        the model's folder records none (weights copied without train_config.json or sidecar.json:
+        whether it saw a scene is unknown)."""
+        return self.bundle.training_scenes if self.bundle.training_recorded else None
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from edge_had.detectors.enhanced import ResampledRXDetector, enhance_parts, fuse
 from edge_had.detectors.lrx import local_rx
 from edge_had.detectors.rx import rx_reference
 from edge_had.detectors.scoring import geometric_mean, scorer
+from edge_had.errors import EdgeHadError, SceneError
 from edge_had.eval.metrics import roc_auc
 from edge_had.eval.report import SCHEMA_VERSION, json_text, platform_info
 from edge_had.io import Scene, list_scenes, load_scene, scene_sha256
@@ -135,8 +136,13 @@ def fixed_alpha_row(model: str, alpha: float, scorer_name: str = "global") -> st
     return f"{model}:{middle}alpha={alpha:g}"
 
 
-def pooled_shortfall_removed(aucs: Sequence[float], baseline: Sequence[float]) -> float:
-    return 1.0 - float(np.sum(1.0 - np.asarray(aucs))) / float(np.sum(1.0 - np.asarray(baseline)))
+def pooled_shortfall_removed(aucs: Sequence[float], baseline: Sequence[float]) -> float | None:
+    """``1 - sum(1 - AUC) / sum(1 - AUC_baseline)``; None when the baseline has no shortfall (every
+    AUC 1: nothing to remove - it raised ZeroDivisionError after the whole run, a review)."""
+    shortfall = float(np.sum(1.0 - np.asarray(baseline)))
+    if shortfall == 0.0:
+        return None
+    return 1.0 - float(np.sum(1.0 - np.asarray(aucs))) / shortfall
 
 
 def _train_job(job: dict[str, Any]) -> str:
@@ -308,11 +314,44 @@ def random_bundle(seed: int, k: int) -> Any:
     )
 
 
+def check_labelled(scene: Scene) -> None:
+    """A :class:`SceneError` naming the file unless ``scene`` has a map with anomaly and background
+    pixels among its valid ones: cross-validation scores every scene (run after all the training,
+    a scene without one failed on a bare assertion, naming nothing, a review)."""
+    if scene.gt is None:
+        raise SceneError(
+            "no ground truth: cross-validation scores every scene of the folder against its map "
+            f"({scene.name}_gt.npy or {scene.name}_gt.hdr beside it, or a map in a .mat/.h5); move it "
+            "out of the folder",
+            scene.source,
+        )
+    labels = scene.gt[scene.valid]
+    if not labels.any() or labels.all():
+        kind = "anomaly" if not labels.any() else "background"
+        raise SceneError(f"no {kind} pixel among its valid pixels: no AUC to cross-validate", scene.source)
+
+
+def refuse_duplicate_scenes(paths: Sequence[Path]) -> None:
+    """An :class:`EdgeHadError` when two scene files hold the same data (one SHA-256): folds are
+    dealt by name, so one could be trained on and the other reported as held out (a review)."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        digest = scene_sha256(path)
+        if digest in seen:
+            raise EdgeHadError(
+                f"{seen[digest].name} and {path.name} hold the same data (SHA-256 {digest[:12]}...): a "
+                "fold could train on one and report the other as held out; keep one of them"
+            )
+        seen[digest] = path
+
+
 class SceneCache:
     """Scenes loaded once, with their resampled-RX baseline and enhanced parts per model."""
 
     def __init__(self, paths: Sequence[Path], interleave: str | None = None) -> None:
         self.scenes: dict[str, Scene] = {path.stem: load_scene(path, interleave=interleave) for path in paths}
+        for scene in self.scenes.values():  # every scene is scored against its map: checked first
+            check_labelled(scene)
 
     def auc(self, name: str, scores: np.ndarray) -> float:
         scene = self.scenes[name]
@@ -419,10 +458,11 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     paths = list_scenes(config.data)
+    refuse_duplicate_scenes(paths)
     names = [path.stem for path in paths]
     folds = fold_assignment(names, config.folds)
+    cache = SceneCache(paths, config.interleave)  # before the training: a scene without labels fails now
     train_fold_models(config, folds)
-    cache = SceneCache(paths, config.interleave)
     k = int(config.train_overrides.get("k", 64))
 
     per_scene: dict[str, dict[str, list[float]]] = {name: {} for name in names}
@@ -550,7 +590,9 @@ def markdown_table(report: dict[str, Any], rows: Sequence[str]) -> str:
     ):
         if not any(key in summary.get(row, {}) for row in rows):
             continue
-        cells = [fmt.format(summary[row][key]) if key in summary.get(row, {}) else "-" for row in rows]
+        cells = [
+            "-" if summary.get(row, {}).get(key) is None else fmt.format(summary[row][key]) for row in rows
+        ]
         lines.append(f"| **{label}** | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

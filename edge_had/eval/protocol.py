@@ -62,6 +62,13 @@ def scene_notes(scene: Scene, scores: np.ndarray, detector: Detector | None = No
     return [*scene.meta.get("notes", []), *(note for note in (ignored, constant) if note is not None)]
 
 
+#: A model folder without train_config.json or sidecar.json cannot say what it was trained on.
+UNRECORDED_TRAINING_NOTE = (
+    "the model's folder records no training scenes (no train_config.json or sidecar.json beside "
+    "its weights): whether it was trained on this scene is unknown (trained_on null)"
+)
+
+
 def same_name_note(training: dict[str, str] | None, sha256: str | None, name: str) -> str | None:
     """A note when ``name`` was a training scene's but the file's SHA-256 is not one of theirs
     (``trained_on`` is decided by file content, so a re-saved or converted training scene reads
@@ -143,6 +150,9 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
     if scene.source is not None:
         entry["source_sha256"] = scene_sha256(scene.source)
         training = getattr(detector, "training_scenes", None)
+        if hasattr(detector, "training_scenes") and training is None:  # a model without its record
+            entry["trained_on"] = None
+            entry["notes"].append(UNRECORDED_TRAINING_NOTE)
         if training is not None:
             entry["trained_on"] = entry["source_sha256"] in training
             if (note := same_name_note(training, entry["source_sha256"], scene.name)) is not None:

@@ -119,6 +119,9 @@ class ModelBundle:
     sha256: str
     directory: Path | None = None
     training_scenes: dict[str, str] = field(default_factory=dict)  # SHA-256 -> scene name
+    #: whether the folder recorded what the model was trained on (train_config.json or the
+    #: sidecar): without a record, ``training_scenes`` is empty but says nothing
+    training_recorded: bool = True
 
     @property
     def normalization(self) -> Normalization:
@@ -240,7 +243,8 @@ def load_bundle(directory: str | Path | None = None) -> ModelBundle:
         spatial.eval()
     sha256 = file_sha256(weights_path)
     _check_sidecar(directory, sha256)
-    return ModelBundle(config, spectral, spatial, sha256, directory, _training_scenes(directory))
+    recorded = any((directory / name).is_file() for name in (TRAIN_RECORD_FILE, SIDECAR_FILE))
+    return ModelBundle(config, spectral, spatial, sha256, directory, _training_scenes(directory), recorded)
 
 
 def _check_sidecar(directory: Path, weights_sha256: str) -> None:

@@ -81,6 +81,9 @@ class TrainingScene:
     sha256: str | None = None
     adapter_mode: str = ""
     normalization: tuple[float, float] = (0.0, 1.0)
+    #: whether the scene had a ground-truth map (without one nothing is masked: its anomalies, if
+    #: any, are trained on as background - a background archive's unlabelled scenes)
+    ground_truth: bool = True
 
     @property
     def pixels(self) -> int:
@@ -150,6 +153,7 @@ def prepare_scene(
         sha256=sha256,
         adapter_mode=adapter.mode,
         normalization=(lo, hi),
+        ground_truth=gt is not None,
     )
 
 

@@ -54,10 +54,21 @@ def read_crossval_summary(path: str | Path) -> dict[str, Any]:
         ) from error
 
 
-def all_training_scenes(record: dict[str, Any]) -> list[dict[str, str]]:
+def all_training_scenes(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Name and SHA-256 of every scene a run's networks saw: a ``--stage 2`` run's own and those of
-    the stage-1 run it continued (``previous_run``), each once."""
-    return [{"name": name, "sha256": sha256} for sha256, name in scenes_of_record(record).items()]
+    the stage-1 run it continued (``previous_run``), each once; ``"ground_truth": false`` on one
+    that had no map (nothing masked there)."""
+    unlabelled: set[str] = set()
+    walked: dict[str, Any] | None = record
+    while walked:
+        unlabelled |= {
+            entry["sha256"] for entry in walked.get("data", []) if entry.get("ground_truth") is False
+        }
+        walked = walked.get("previous_run")
+    return [
+        {"name": name, "sha256": sha256, **({"ground_truth": False} if sha256 in unlabelled else {})}
+        for sha256, name in scenes_of_record(record).items()
+    ]
 
 
 def macs_table(out: Path) -> dict[str, Any]:
@@ -166,6 +177,29 @@ def recipe(
     return {name: getattr(config, name) for name in [*names, "seed"]}
 
 
+def _label_use(recipe: dict[str, Any], unlabelled: list[str]) -> tuple[str, ...]:
+    """What the card says the training did with the scenes' ground-truth anomalies: ranked on them
+    (the ranking phase), masked out of the other losses - or not (``--no-mask-anomalies``; scenes
+    without a map)."""
+    masked = recipe.get("mask_anomalies", True)
+    ranked = recipe.get("ranking_epochs", 0) > 0
+    if ranked:
+        lines = [
+            "The spectral branch was trained (ranking phase) to rank these scenes' ground-truth",
+            "anomalies above their background under global RX;",
+            "every other loss excluded them."
+            if masked
+            else "the other losses trained on them as background.",
+        ]
+    elif masked:
+        lines = ["Ground-truth anomalies were inpainted and excluded from every loss."]
+    else:
+        lines = ["Ground-truth anomalies were not masked: every loss trained on them as background."]
+    if masked and unlabelled:
+        lines.append(f"{', '.join(unlabelled)} had no ground truth: nothing was masked there.")
+    return tuple(lines)
+
+
 def model_card(sidecar: dict[str, Any]) -> str:
     """The card of a released model. The ABU data set's source, terms and limits are stated only
     when the training scenes are ABU's; for other scenes their owner's terms apply."""
@@ -196,13 +230,9 @@ def model_card(sidecar: dict[str, Any]) -> str:
             "see (`edge-had crossval` on your archive). The ABU cross-validation in the README is about",
             "the shipped model's recipe on those scenes, not about this model.",
         ]
-    if sidecar.get("recipe", {}).get("ranking_epochs", 0) > 0:
-        labels = (
-            "The spectral branch was trained (ranking phase) to rank these scenes' ground-truth",
-            "anomalies above their background under global RX; every other loss excluded them.",
-        )
-    else:
-        labels = ("Ground-truth", "anomalies were inpainted and excluded from every loss.")
+    labels = _label_use(
+        sidecar.get("recipe", {}), [e["name"] for e in entries if e.get("ground_truth") is False]
+    )
     lines = [
         "# edge-had default enhancement model",
         "",

@@ -388,6 +388,7 @@ def _scene_record(scene: TrainingScene) -> dict[str, Any]:
         "background_pixels": int(scene.background.sum()),
         "adapter": scene.adapter_mode,
         "normalization_lo_hi": list(scene.normalization),
+        "ground_truth": scene.ground_truth,  # False: nothing masked (no map)
     }
 
 
@@ -518,6 +519,14 @@ def _run(
     source = training_scenes(scenes if scenes is not None else config.data, config.exclude, config.interleave)
     data = load_training_scenes(source, (), config.k, config.mask_anomalies)
     say(f"training on {len(data)} scene(s): {', '.join(s.name for s in data)}")
+    unlabelled = [scene.name for scene in data if not scene.ground_truth]
+    if unlabelled and config.mask_anomalies and ddp.main:  # said even with --quiet: what was learnt
+        print(
+            f"note: {', '.join(unlabelled)} ha{'s' if len(unlabelled) == 1 else 've'} no ground truth: "
+            "nothing is masked there, so any anomaly in them is trained on as background (recorded "
+            "per scene in train_config.json, 'ground_truth': false)",
+            file=sys.stderr,
+        )
     _check_rankable(config, source, ddp.world_size)  # now, not after the phases before ranking
 
     checkpoint = _load_latest_checkpoint(out) if config.resume else None
