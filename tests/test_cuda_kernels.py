@@ -185,6 +185,10 @@ def test_c_abi_library_loads_and_checks_arguments(cmake_build: dict[str, Any]) -
                     ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                     ctypes.c_void_p]  # fmt: skip
     assert cov(None, 2, 4, None, None, 5, 4, 0, 0, None, None, None) == invalid  # unknown pixel type
+    # FP32 sums over more than 256 pixels per block exceed their error bound: refused (a review: an
+    # explicit chunk skipped the cap the automatic one has), before any CUDA call
+    dummy = ctypes.create_string_buffer(64)
+    assert cov(dummy, 0, 4, None, dummy, 5, 4, 512, 1, dummy, dummy, None) == invalid
 
 
 def test_cmake_configures_without_nvcc(tmp_path: Path) -> None:
@@ -1661,6 +1665,18 @@ def test_gpu_stream_loop_scores_like_numpy(
     assert worst <= SCORE_MAX_REL and p99 <= SCORE_P99_REL, (gpu_rx.describe(), worst, p99)
     if scorer == "hybrid":
         assert local.numpy_lines == 0 and pipeline.rx.local_math is local
+
+
+def test_an_fp32_covariance_chunk_beyond_its_error_bound_is_refused(emulated_rx: Any) -> None:
+    """The automatic chunk is capped at MAX_FP32_CHUNK pixels for FP32 sums; an explicit one was not
+    (a review), silently exceeding the documented bound."""
+    plan = emulated_rx.cov_plan(600, 9, precision="fp32")
+    plan.reset(np.zeros(9))
+    pixels = np.ones((600, 9))
+    with pytest.raises(ValueError, match="chunk 512: FP32 sums take at most 256 pixels per block"):
+        plan.add(pixels, None, chunk=512)
+    plan.add(pixels, None, chunk=rx_kernels.MAX_FP32_CHUNK)
+    assert plan.result()[0] == 600
 
 
 def test_covariance_beyond_the_grid_limit_is_split_into_launches(emulated_rx: Any, monkeypatch) -> None:

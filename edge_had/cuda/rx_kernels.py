@@ -576,6 +576,7 @@ class CovPlan:
             raise ValueError(f"{m} pixels exceed the plan's capacity {self.capacity}")
         if m == 0:
             return
+        chunk = self._chunk(m, chunk)  # refused before anything is counted or queued
         self._backend.upload(self.x, pixels.astype(self.dtype, copy=False))
         valid_address = 0
         if valid is None:
@@ -592,10 +593,7 @@ class CovPlan:
     def launch(self, m: int, offset: int = 0, *, valid_address: int = 0, chunk: int | None = None) -> None:
         """Queue the accumulation of uploaded pixels ``offset .. offset + m`` (the caller counts n);
         ``valid_address``: one flag byte per uploaded pixel, indexed as the pixels are."""
-        if chunk is None:
-            chunk = cov_chunk(m, self.bands, self._backend.multiprocessors, self.precision)
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        chunk = self._chunk(m, chunk)
         per_launch = chunk * MAX_GRID_Y  # more chunks than gridDim.y holds: several launches
         for start in range(0, m, per_launch):  # (the kernel adds into the sums: same result)
             count = min(per_launch, m - start)
@@ -604,6 +602,18 @@ class CovPlan:
             args = (x, self.bands, valid, self.shift_buffer.address, count, self.bands, chunk,
                     self.s1.address, self.s2.address)  # fmt: skip
             self._backend.launch(self.kernel, cov_grid(count, self.bands, chunk), args)
+
+    def _chunk(self, m: int, chunk: int | None) -> int:
+        """Pixels per block for ``m`` pixels: ``chunk``, checked, or :func:`cov_chunk`'s choice."""
+        if chunk is None:
+            return cov_chunk(m, self.bands, self._backend.multiprocessors, self.precision)
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        if self.precision == "fp32" and chunk > MAX_FP32_CHUNK:  # as cov_chunk caps its own choice
+            raise ValueError(
+                f"chunk {chunk}: FP32 sums take at most {MAX_FP32_CHUNK} pixels per block (their error bound)"
+            )
+        return chunk
 
     def result(self) -> tuple[int, np.ndarray, np.ndarray]:
         """``(n, s1, s2)`` so far, float64, ``s2`` symmetric (waits for the stream)."""

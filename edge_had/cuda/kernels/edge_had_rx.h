@@ -33,7 +33,8 @@ int edge_had_rx_score(const void* x, int x_type, long long ldx, const float* mea
  * the n pixels whose valid[i] != 0 (valid may be NULL), c_i = x_i - shift (shift: bands doubles).
  * accumulate_fp32 == 0: FP64 arithmetic (use this); != 0: FP32 products and per-block FP32 sums
  * (see rx_kernels.cu for the bound; sums are then relative to (float)shift). chunk <= 0 picks the
- * pixels per block from the device's multiprocessor count. */
+ * pixels per block from the device's multiprocessor count; with FP32 sums a chunk above 256 is
+ * cudaErrorInvalidValue (it would exceed the bound). */
 int edge_had_rx_cov(const void* x, int x_type, long long ldx, const unsigned char* valid,
                     const double* shift, int n, int bands, int chunk, int accumulate_fp32,
                     double* s1, double* s2, void* stream);

@@ -79,6 +79,7 @@ int edge_had_rx_cov(const void* x, int x_type, long long ldx, const unsigned cha
     if (!x || !shift || !s1 || !s2) return cudaErrorInvalidValue;
     const bool fp32 = accumulate_fp32 != 0;
     if (chunk <= 0) chunk = cov_chunk(n, bands, multiprocessors(), fp32);
+    if (fp32 && chunk > kMaxFp32Chunk) return cudaErrorInvalidValue;  // the FP32 sums' error bound
     const int tiles = ceil_div(bands, EH_TILE);
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     // gridDim.y counts the pixel chunks and holds at most 65535: more pixels take several
