@@ -208,3 +208,36 @@ def test_python_examples_compile_and_call_the_package_with_its_own_keywords(doc:
             parameters = inspect.signature(imported[node.func.id]).parameters
             unknown = {k.arg for k in node.keywords if k.arg is not None} - set(parameters)
             assert not unknown, f"{doc}: {node.func.id}() takes no {sorted(unknown)}"
+
+
+def test_the_inputs_only_int8_fold_gate_table_is_the_committed_runs() -> None:
+    """export/README.md's fold-gate table after the Q/DQ placement change, cell by cell, against the
+    JSON of each run it quotes."""
+    text = (ROOT / "export" / "README.md").read_text()
+    results = ROOT / "export" / "results"
+
+    def changes(name: str) -> dict[str, float]:
+        rows = json.loads((results / name).read_text())["rows"]
+        return {row["scene"]: row["auc"]["int8"] - row["auc"]["fp32"] for row in rows}
+
+    columns = [
+        changes("gate_folds_supervised-ranking_seed0_inputs_only_minmax.json"),
+        changes("gate_folds_supervised-ranking_seed0_outputs_too_written_minmax.json"),
+        changes("gate_folds_supervised-ranking_seed0_inputs_only_entropy.json"),
+        changes("gate_folds_supervised-ranking_seed0_entropy.json"),
+    ]
+    fp32 = {
+        row["scene"]: row["auc"]["fp32"]
+        for row in json.loads(
+            (results / "gate_folds_supervised-ranking_seed0_inputs_only_minmax.json").read_text()
+        )["rows"]
+    }
+    table = text[text.index("| scene | fold | FP32 | INT8 MinMax, inputs only |") :]
+    for scene in fp32:
+        cells = table_row(table, scene)
+        assert cells[2] == f"{fp32[scene]:.4f}", scene
+        for cell, column in zip(cells[3:7], columns, strict=True):
+            delta = column[scene]
+            assert cell == f"{delta:+.4f}" + (" FAIL" if abs(delta) > 0.002 else ""), (scene, cell, delta)
+    assert all(abs(delta) <= 0.002 for delta in columns[2].values())  # "passes on all ten"
+    assert max(abs(delta) for delta in columns[2].values()) == pytest.approx(0.0011, abs=5e-5)
