@@ -166,7 +166,7 @@ def _activation_elements_per_pixel(model: Any, bands: int) -> float:
 
 HOST_CAVEAT = (
     "the host side is not counted - the Python loop, copies and each network call: it limited "
-    "every GPU run so far (on an H100 host enhanced-rx streamed 267-353 lines/s while this bound "
+    "every GPU run so far (on an H100 host enhanced-rx streamed 267-390 lines/s in the loop while this bound "
     "said microseconds, bench/GPU.md); measure on the board with bench/device_check.sh"
 )
 
