@@ -162,8 +162,11 @@ def test_every_line_ends_in_exactly_one_state(lines) -> None:
     pipeline.push(lines[3], 3, 3.0)
     assert pipeline.push(lines[4][:20], 4, 4.0).reason == "line shape (20, 6), expected (25, 6)"
     assert pipeline.push(lines[5][:, :5], 5, 5.0).state == "rejected"
-    # a line as a BIL file stores it, bands first: the hint to transpose it
-    assert StreamPipeline(25, 6).push(lines[5].T, 0, 0.0).reason == (
+    # a line as a BIL file stores it, bands first: the hint to transpose it (after a first line,
+    # which waits for the next to confirm its index)
+    bil = StreamPipeline(25, 6)
+    assert bil.push(lines[4], 0, 0.0).state == "pending"
+    assert bil.push(lines[5].T, 1, 1.0).reason == (
         "line shape (6, 25), expected (25, 6) (bands first, as a BIL file stores a line: pass it transposed)"
     )
     assert pipeline.push(lines[6], 5, 6.0).reason == "duplicate index"
@@ -352,11 +355,18 @@ def masked_by_the_pipelines_rule(stream: Any, lines: np.ndarray) -> np.ndarray:
         good_bands=stream.good_bands,
         no_data_value=stream.no_data_value,
     )
-    masked = []
+    results: list[Any] = []
+    pipeline.on_result = results.append  # (the first line is scored once the second confirms its index)
     for index, line in enumerate(lines):
-        result = pipeline.push(line, index, float(index))
-        masked.append(np.ones(stream.width, bool) if result.scores is None else np.isnan(result.scores))
-    return np.array(masked)
+        pipeline.push(line, index, float(index))
+    pipeline.finish()
+    by_index = {result.index: result for result in results}
+    return np.array(
+        [
+            np.ones(stream.width, bool) if by_index[i].scores is None else np.isnan(by_index[i].scores)
+            for i in range(len(lines))
+        ]
+    )
 
 
 def test_sensor_presets() -> None:

@@ -1238,3 +1238,29 @@ def test_random_faulty_feeds_across_a_wrap_stream_as_numbered_past_it() -> None:
         counter = [(n - first) % (period - first) + first for n in feed]  # 65535, then `first`
         wrapped = _stream_outcome(counter, lines, window, 16, scorer, start=first)
         assert wrapped == reference, (trial, window, scorer, first, feed)
+
+
+@pytest.mark.parametrize("window", [0, 4])
+def test_a_corrupted_first_index_costs_its_line_not_the_rows_of_the_rest(window: int) -> None:
+    """Line 0 stamped 512 (one flipped bit), then 1, 2, ...: the review's case. Its line is rejected
+    as an implausible first index; every other line is scored in the row of its own index, none
+    flagged reordered, no restart, nothing counted missing, and the real line 512 is no duplicate."""
+    lines = make_lines(520, seed=5)
+    results: list = []
+    pipeline = StreamPipeline(
+        WIDTH, BANDS, settings=SETTINGS, reorder_window=window, on_result=results.append
+    )
+    for index, line in enumerate(lines):
+        pipeline.push(line, 512 if index == 0 else index, float(index))
+    pipeline.finish()
+    health = pipeline.health
+    assert health.to_dict()["accounting_ok"]
+    states = {result.sequence: result for result in results}
+    assert states[0].state == "rejected" and states[0].reason.startswith(
+        "implausible index (the stream's first line, 512"
+    )
+    scored = [result for result in results if result.state == "scored"]
+    assert [result.row for result in scored] == list(range(1, 520))
+    assert all(result.row == result.index for result in scored)
+    assert not any("reordered" in result.flags for result in scored)
+    assert (health.counter_resets, health.missing_indices, health.duplicates) == (0, 0, 0)

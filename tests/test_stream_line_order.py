@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edge_had.stream.line_order import LineOrder, checked_counter_bits
+from edge_had.stream.line_order import Leap, LineOrder, checked_counter_bits
 
 
 def new_order(
@@ -267,3 +267,30 @@ def test_a_counter_too_narrow_for_the_reorder_windows_memory_is_refused() -> Non
         new_order(5, counter_bits=8)
     assert new_order(4, counter_bits=8)[0].counter_period == 256
     assert new_order(5, counter_bits=9)[0].counter_period == 512
+
+
+def test_the_first_lines_index_waits_for_the_next_line_to_confirm_it() -> None:
+    """A corrupted index on the stream's very first line (512 for 0, one flipped bit) was trusted:
+    with a window its line took row 512 and the real line 512 was later a duplicate; without one
+    the next lines were a counter restart that shifted every row (a review). The first line is now
+    held as a leap from nowhere: taken when the next line moves forward from it, else rejected."""
+    order, counts = new_order(0)
+    assert order.leaps(512)
+    order.hold_leap(512, "line 0")
+    leap, refusal = order.settle_leap(1)  # the next line goes back: the first index was wrong
+    assert leap.line == "line 0"
+    assert (
+        refusal
+        == "implausible index (the stream's first line, 512; the next line, 1, did not move forward from it)"
+    )
+    assert order.leaps(1)  # the next line is the first one now, waiting in turn
+    order.hold_leap(1, "line 1")
+    leap, refusal = order.settle_leap(2)
+    assert leap.index == 1 and refusal is None
+    for index in (1, 2):
+        assert order.enter(index).problem is None and order.place(index) == (0, index)
+    assert not order.leaps(3) and (counts.counter_resets, counts.missing_indices) == (0, 0)
+
+    order, _ = new_order(0)  # a one-line stream: its line is taken at the end
+    order.hold_leap(7, "only")
+    assert order.end_leap() == (Leap(7, None, "only"), None)

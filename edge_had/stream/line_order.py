@@ -39,7 +39,11 @@ rejected as out of order; its index is not counted missing if the stream passes 
 next line between the two is then itself a leap from the old newest, held. A held leap at the
 stream's end is taken if it leapt up to :data:`LEAP_TRUST_LINES`, else rejected. Without a
 reorder window, a line lost next to a reordered pair can so cost one more line (the reordered
-line leaps over the lost one).
+line leaps over the lost one). The stream's very first line is held the same way, as a leap from
+nowhere (``Leap.newest`` None): nothing precedes it to judge its index by, and a corrupted first
+index (512 for 0) took that row - with a window, the real line 512 then a duplicate - or, the next
+lines going back near 0, started a counter restart that shifted every later row. Its line is
+scored one line late; a one-line stream's is taken at its end.
 
 Going back. A line going back (an index not past the newest processed) is rejected: a
 ``duplicate index`` when that index was processed lately (the last ``4 x reorder_window + 16``)
@@ -187,7 +191,7 @@ class Leap(Generic[Line]):
     leap was real."""
 
     index: int
-    newest: int  # the stream's newest index when it leapt
+    newest: int | None  # the stream's newest index when it leapt (None: the stream's first line)
     line: Line
 
 
@@ -226,6 +230,7 @@ class LineOrder(Generic[Line]):
         self._refused_leaps: deque[int] = deque(maxlen=GIVEN_UP_MEMORY)
         # (first index, lines) of the consecutive lines just refused for going back, if any
         self._back_run: tuple[int, int] | None = None
+        self._started = False  # whether any line entered: the first line's index waits for the next
         self._segment = 0  # counter restarts followed
         self._row_offset = 0  # row - index in this segment
         self._segment_first: int | None = None  # a restarted counter's first index (its first row)
@@ -244,15 +249,15 @@ class LineOrder(Generic[Line]):
         ``reorder_window + 1`` past the newest index): a lost stretch of lines, or a corrupted
         counter value - the next line tells which (:meth:`settle_leap`)."""
         newest = self._newest()
-        return newest is not None and index > newest + self.reorder_window + 1 and not self._behind(index)
+        if newest is None:  # the stream's first line: its index is trusted once the next confirms it
+            return not self._started
+        return index > newest + self.reorder_window + 1 and not self._behind(index)
 
     def hold_leap(self, index: int, line: Line) -> None:
         """Hold a leaping line until the next line arrives. It breaks a run of lines going back
         (:meth:`_restarted`)."""
         self._back_run = None
-        newest = self._newest()
-        assert newest is not None, "hold_leap() is for a line that leaps()"
-        self._leap = Leap(index, newest, line)
+        self._leap = Leap(index, self._newest(), line)
 
     def settle_leap(self, index: int) -> tuple[Leap[Line], str | None] | None:
         """A line ``index`` arrived after a line that leapt ahead: that line and, if it is
@@ -280,13 +285,15 @@ class LineOrder(Generic[Line]):
         leap, self._leap = self._leap, None
         if leap is None:
             return None
-        if leap.index - leap.newest <= LEAP_TRUST_LINES:
+        if leap.newest is None or leap.index - leap.newest <= LEAP_TRUST_LINES:  # (a one-line stream)
             return leap, None
         return leap, self._refuse(leap, "the stream ended before a line could confirm it")
 
     def _refuse(self, leap: Leap[Line], why: str) -> str:
         if leap.index not in self._refused_leaps:
             self._refused_leaps.append(leap.index)
+        if leap.newest is None:
+            return f"implausible index (the stream's first line, {leap.index}; {why})"
         return f"implausible index jump (from {leap.newest} to {leap.index}; {why})"
 
     # ------------------------------------------------------------------ lines taken into the stream
@@ -297,6 +304,7 @@ class LineOrder(Generic[Line]):
         now; with one, the caller holds it (:meth:`hold`) - or, rejected for its shape or values
         after all, holds nothing in its place."""
         back_run, self._back_run = self._back_run, None
+        self._started = True
         wrapped = None
         if index not in self._held and index not in self._released and self._wraps(index):
             wrapped = self._follow_wrap()  # the line is then the first of the counter's new pass
