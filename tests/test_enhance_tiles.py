@@ -210,3 +210,30 @@ def test_enhanced_detectors_score_real_scene_as_the_whole_scene_run(data_dir, mo
         alphas = detector.bundle.config.alphas_for(detector.scorer)
         reference = fuse_parts(whole, *alphas, "feature", lambda x, d=detector: d.detect(x, scene.valid))
         np.testing.assert_allclose(tiled, reference, rtol=1e-6)
+
+
+def test_the_torch_runners_parts_refuse_to_run_inactive(untrained_bundle) -> None:
+    """infer() refused an inactive runner, but the parts the tiled path runs (infer_spectral,
+    infer_adapter, infer_spatial) ran anyway - on CUDA after deactivate() the model is back on the
+    CPU (a review)."""
+    import numpy as np
+    import pytest
+
+    from edge_had.models.bundle import load_bundle
+    from edge_had.runtime.base import BackendError
+    from edge_had.runtime.torch_runner import TorchRunner
+
+    bundle = load_bundle(untrained_bundle(seed=2))
+    runner = TorchRunner(bundle.model_for(12))
+    cube = np.zeros((1, 12, 4, 5), np.float32)
+    x_k = np.zeros((1, bundle.config.k, 4, 5), np.float32)
+    calls = [
+        ("infer_spectral", lambda: runner.infer_spectral(cube)),
+        ("infer_spectral", lambda: runner.infer_adapter(cube)),
+        ("infer_spatial", lambda: runner.infer_spatial(x_k)),
+    ]
+    for call, run in calls:
+        with pytest.raises(BackendError, match=rf"{call}\(\) before activate\(\)"):
+            run()
+    with runner:
+        assert runner.infer_adapter(cube)["x_k"].shape == (1, bundle.config.k, 4, 5)

@@ -297,3 +297,18 @@ def test_a_global_rx_loading_given_to_a_local_or_hybrid_scorer_is_refused(bundle
     with pytest.raises(ValueError, match="regularization must be a finite number >= 0"):
         ResampledRXDetector(16, regularization=-1.0)
     assert EnhancedDetector(bundle_dir, regularization=0.1).settings["regularization"] == 0.1
+
+
+def test_macs_per_pixel_counts_the_adapter_the_sensors_wavelengths_build() -> None:
+    """450 bands with each centre recorded three times: six sensor bands per canonical band make the
+    adapter a dense product (53,658 multiply-adds per pixel, over the 50,000 budget), but the count
+    was of the band-index adapter (14,410) - a review. The count now follows the wavelengths."""
+    import numpy as np
+
+    from edge_had.detectors.registry import make_detector
+
+    detector = make_detector("enhanced-rx")
+    repeated = np.repeat(np.linspace(400.0, 2500.0, 150), 3)
+    assert detector.macs_per_pixel(450) == 14_410
+    assert detector.macs_per_pixel(450, repeated) == 53_658
+    assert detector.macs_per_pixel(450, np.linspace(400.0, 2500.0, 450)) < 50_000

@@ -77,7 +77,7 @@ class EnhancedDetector:
         self.fusion = fusion
         self.scorer = scorer
         self.name = self.NAMES[scorer]
-        self._macs: dict[int, int] = {}
+        self._macs: dict[tuple[int, tuple[float, ...] | None], int] = {}
         self.artifacts: dict[str, Any] = {"onnx": onnx, "engine": engine, "device": device}
         self.requested_backend = backend
         self.backend = choose_backend(backend, precision, **self.artifacts)
@@ -109,15 +109,19 @@ class EnhancedDetector:
         runner, self.last_backend = self._runners[key]  # what enhances this sensor's cubes (eval records it)
         return runner
 
-    def macs_per_pixel(self, bands: int) -> int:
-        """Multiply-adds per pixel of the inference path for a sensor of ``bands`` bands (one
-        1024-pixel line; see :func:`edge_had.models.budget.count_macs_per_pixel`)."""
-        if bands not in self._macs:
+    def macs_per_pixel(self, bands: int, wavelengths: np.ndarray | None = None) -> int:
+        """Multiply-adds per pixel of the inference path for a sensor of ``bands`` bands resampled
+        on ``wavelengths`` (None: on band index) - the adapter that runs: centres that give a
+        canonical band more than 4 sensor bands (e.g. repeated centres) make it a dense product
+        (a review: 53,658 for 450 bands with each centre three times, reported as 14,410 on band
+        index) - one 1024-pixel line; see :func:`edge_had.models.budget.count_macs_per_pixel`."""
+        key = (bands, None if wavelengths is None else tuple(np.asarray(wavelengths, dtype=float).ravel()))
+        if key not in self._macs:
             from edge_had.models.budget import count_macs_per_pixel
 
-            counted = count_macs_per_pixel(self.bundle.model_for(bands), bands, 1024)
-            self._macs[bands] = round(float(counted["total_macs_per_pixel"]))
-        return self._macs[bands]
+            counted = count_macs_per_pixel(self.bundle.model_for(bands, wavelengths), bands, 1024)
+            self._macs[key] = round(float(counted["total_macs_per_pixel"]))
+        return self._macs[key]
 
     @property
     def training_scenes(self) -> dict[str, str] | None:

@@ -6,7 +6,10 @@ float32 product resolves (its Cholesky factorisation fails there). ``regularizat
 ``eps * trace(cov) / B`` to the diagonal. The whitener ``W`` (k x B) satisfies
 ``W.T @ W = inv(cov)`` when cov is positive definite (``W = inv(L)`` from the Cholesky factor
 ``cov = L L^T``) and ``= pinv(cov)`` otherwise (eigenvalues below ``rcond * max`` are dropped), so
-``RX(x) = ||W (x - mean)||^2`` in both cases.
+``RX(x) = ||W (x - mean)||^2`` in both cases. "Singular" is decided on the eigenvalues, by that
+same ``rcond``: a covariance singular in exact arithmetic (a band that is an exact combination of
+others) can still pass a Cholesky factorisation on rounding, and its inverse then scored up to 8x
+off the pseudo-inverse, or failed (a review: 120 of 300 such cubes).
 """
 
 from __future__ import annotations
@@ -40,9 +43,14 @@ class GaussianStats:
 
     @cached_property
     def cholesky(self) -> np.ndarray | None:
-        """Lower Cholesky factor of the regularised covariance; None when it is singular."""
+        """Lower Cholesky factor of the regularised covariance; None when it is singular: its
+        smallest eigenvalue at or below ``PINV_RCOND`` times its largest (or not factorisable)."""
+        cov = self.regularized_cov
+        values = np.linalg.eigvalsh(cov)
+        if not values[0] > PINV_RCOND * max(float(values[-1]), 0.0):
+            return None
         try:
-            return np.linalg.cholesky(self.regularized_cov)
+            return np.linalg.cholesky(cov)
         except np.linalg.LinAlgError:
             return None
 

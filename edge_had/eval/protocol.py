@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_had.band_resampling import ignored_bands_note, wavelengths_to_use
+from edge_had.band_resampling import RESAMPLE_CHOICES, ignored_bands_note, wavelengths_to_use
 from edge_had.detectors.registry import Detector
 from edge_had.detectors.stats import FAR_OUTLIER_SIGMA, far_outliers
 from edge_had.errors import SceneError
@@ -145,8 +145,11 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
     if ran_on is not None:
         entry["backend"] = f"{ran_on.backend} {ran_on.precision}"
     macs = getattr(detector, "macs_per_pixel", None)
-    if macs is not None:
-        entry["macs_per_pixel"] = macs(entry["bands"])
+    if macs is not None:  # of the adapter that ran: on the wavelengths the detector resampled on
+        resample = getattr(detector, "resample", RESAMPLE_CHOICES[0])
+        entry["macs_per_pixel"] = macs(
+            entry["bands"], wavelengths_to_use(resample, scene.detection_wavelengths())
+        )
     if scene.source is not None:
         entry["source_sha256"] = scene_sha256(scene.source)
         training = getattr(detector, "training_scenes", None)

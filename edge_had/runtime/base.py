@@ -65,8 +65,7 @@ class Runner(ABC):
     def infer(
         self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        if not self.is_active:
-            raise BackendError(f"{self.name}: infer() before activate()")
+        self.require_active("infer()")
         wanted = tuple(self.output_names) if outputs is None else tuple(dict.fromkeys(outputs))
         if not wanted or not set(wanted) <= set(self.output_names):
             raise BackendError(f"{self.name}: asked for outputs {wanted}; it has {list(self.output_names)}")
@@ -76,6 +75,12 @@ class Runner(ABC):
         )
         self.inference_times.append(time.perf_counter() - start)
         return result
+
+    def require_active(self, call: str) -> None:
+        """A :class:`BackendError` naming ``call`` unless the runner is active (every entry point
+        that runs the network: ``infer``, and a runner's parts run apart)."""
+        if not self.is_active:
+            raise BackendError(f"{self.name}: {call} before activate()")
 
     def free_working_memory(self) -> None:
         """Hand back what the backend keeps between inferences, sized by the largest one (its

@@ -68,6 +68,7 @@ class TorchRunner(Runner):
         alone without ``spectral``."""
         import torch
 
+        self.require_active("infer_spectral()")  # (after deactivate the model is back on the CPU)
         with torch.no_grad():
             x_k = self.model.adapter(torch.from_numpy(cube).to(self.device))
             outputs = {"x_k": x_k.cpu().numpy()}
@@ -80,6 +81,7 @@ class TorchRunner(Runner):
         :func:`run_on_device` runs it (zeros without one)."""
         import torch
 
+        self.require_active("infer_spatial()")
         with torch.no_grad():
             x_k_tensor = torch.from_numpy(x_k).to(self.device)
             return network_on_device(self.model.spatial, x_k_tensor, self.precision).cpu().numpy()
