@@ -55,7 +55,7 @@ from edge_had.detectors.lrx import local_rx
 from edge_had.detectors.rx import rx_reference
 from edge_had.detectors.scoring import geometric_mean, scorer
 from edge_had.errors import EdgeHadError, SceneError
-from edge_had.eval.metrics import roc_auc
+from edge_had.eval.metrics import missing_class, roc_auc
 from edge_had.eval.report import SCHEMA_VERSION, json_text, platform_info
 from edge_had.io import Scene, list_scenes, load_scene, scene_sha256
 from edge_had.provenance import package_commit
@@ -325,10 +325,9 @@ def check_labelled(scene: Scene) -> None:
             "out of the folder",
             scene.source,
         )
-    labels = scene.gt[scene.valid]
-    if not labels.any() or labels.all():
-        kind = "anomaly" if not labels.any() else "background"
-        raise SceneError(f"no {kind} pixel among its valid pixels: no AUC to cross-validate", scene.source)
+    missing = missing_class(scene.gt, scene.valid)
+    if missing is not None:
+        raise SceneError(f"no {missing} pixel among its valid pixels: no AUC to cross-validate", scene.source)
 
 
 def refuse_duplicate_scenes(paths: Sequence[Path]) -> None:

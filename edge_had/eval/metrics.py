@@ -33,12 +33,21 @@ def _counted(scores: np.ndarray, gt: np.ndarray, valid: np.ndarray | None) -> tu
     s, g = s.ravel(), g.ravel()
     if np.isnan(s).any():
         raise ValueError(f"{int(np.isnan(s).sum())} counted score(s) are NaN")
-    n_pos = int(g.sum())
-    if n_pos == 0:
-        raise ValueError("no anomaly pixel among the counted pixels")
-    if n_pos == g.size:
-        raise ValueError("no background pixel among the counted pixels")
+    missing = missing_class(g)
+    if missing is not None:
+        raise ValueError(f"no {missing} pixel among the counted pixels")
     return s, g
+
+
+def missing_class(gt: np.ndarray, valid: np.ndarray | None = None) -> str | None:
+    """``"anomaly"`` or ``"background"`` when the counted pixels of ``gt`` (those ``valid``, all
+    when None) hold no pixel of that class - no AUC then -, else None."""
+    labels = np.asarray(gt).astype(bool, copy=False)
+    if valid is not None:
+        labels = labels[np.asarray(valid).astype(bool, copy=False)]
+    if not labels.any():
+        return "anomaly"
+    return "background" if labels.all() else None
 
 
 def minmax(x: np.ndarray) -> np.ndarray:

@@ -118,21 +118,9 @@ def load_mask(
     kind = _kind(path)
     if kind == "container":
         mask = read_container_mask(path, var=var, shape=shape)
-    elif kind == "npy":
-        _refuse_variable_names(path, kind, var=var)
-        mask = _read_npy(path)
     else:
         _refuse_variable_names(path, kind, var=var)
-        raw = _read_envi_file(path)
-        mask = raw.cube
-        if raw.no_data_value is not None and (unlabelled := int((mask == raw.no_data_value).sum())):
-            # (``gt != 0`` would make every unlabelled pixel an anomaly)
-            raise SceneError(
-                f"{unlabelled} pixels of the map hold its 'data ignore value' {raw.no_data_value:g} "
-                "(not labelled): a ground-truth map labels every pixel (0 background, anything else "
-                "an anomaly); label them 0 if they are background",
-                path,
-            )
+        mask = _read_npy(path) if kind == "npy" else _envi_map(path)
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[:, :, 0]
     if mask.ndim != 2:
@@ -155,8 +143,8 @@ def list_scenes(folder: str | Path) -> list[Path]:
         for entry in folder.iterdir()
         if entry.suffix.lower() in SCENE_SUFFIXES and not entry.name.startswith(".") and entry.is_file()
     )
-    names = {name for entry in found for name in scene_names(entry)}
-    scenes = [entry for entry in found if not _names_ground_truth(entry, names)]  # a scene's map
+    maps = _map_names([name for entry in found for name in scene_names(entry)])
+    scenes = [entry for entry in found if not _is_map(entry, maps)]  # a scene's map
     if not scenes:
         raise SceneError(f"no scene file ({', '.join(SCENE_SUFFIXES)}) in this folder", folder)
     return scenes
@@ -183,14 +171,8 @@ def ground_truth_beside(path: str | Path) -> Path | None:
     path = Path(path)
     if path.suffix.lower() != ".hdr" and (header := header_beside(path)) is not None:
         path = header  # an ENVI data file: its scene is named by its header
-    wanted = {(name + GROUND_TRUTH_NAME).lower() for name in scene_names(path)}  # any case: scan_GT
-    beside = sorted(
-        entry
-        for entry in path.parent.iterdir()
-        if entry.suffix.lower() in GROUND_TRUTH_SUFFIXES
-        and wanted.intersection(name.lower() for name in scene_names(entry))  # scan_gt.hdr, scan_gt.img.hdr
-        and entry.is_file()
-    )
+    wanted = _map_names(scene_names(path))
+    beside = sorted(entry for entry in path.parent.iterdir() if _is_map(entry, wanted) and entry.is_file())
     if len(beside) > 1:
         raise SceneError(
             f"two ground-truth maps beside it ({', '.join(p.name for p in beside)}): keep one", path
@@ -208,13 +190,16 @@ def scene_names(path: Path) -> list[str]:
     return names
 
 
-def _names_ground_truth(entry: Path, names: set[str]) -> bool:
-    """Whether ``entry`` (a file listed with scenes whose names are ``names``) is another scene's
-    ground-truth map: ``NAME_gt.npy``/``.hdr`` beside a scene ``NAME``."""
-    lowered = {name.lower() for name in names}
-    return entry.suffix.lower() in GROUND_TRUTH_SUFFIXES and any(
-        name.lower().endswith(GROUND_TRUTH_NAME) and name[: -len(GROUND_TRUTH_NAME)].lower() in lowered
-        for name in scene_names(entry)
+def _map_names(names: list[str]) -> set[str]:
+    """The names (lower case) of the maps of scenes named ``names``: ``NAME_gt`` (any case: scan_GT)."""
+    return {(name + GROUND_TRUTH_NAME).lower() for name in names}
+
+
+def _is_map(entry: Path, maps: set[str]) -> bool:
+    """Whether the file ``entry`` is one of the maps named ``maps`` (:func:`_map_names`): a
+    ``.npy``/``.hdr`` (any case) whose name - or, for ``scan_gt.img.hdr``, its data file's - is one."""
+    return entry.suffix.lower() in GROUND_TRUTH_SUFFIXES and not maps.isdisjoint(
+        name.lower() for name in scene_names(entry)
     )
 
 
@@ -315,6 +300,20 @@ def _read_envi_file(path: Path) -> RawScene:
     if header is None:
         raise SceneError("no ENVI header (.hdr) beside this data file", path)
     return read_envi(header, path, source=path)
+
+
+def _envi_map(path: Path) -> np.ndarray:
+    """An ENVI map's array; refused when pixels hold its ``data ignore value`` (not labelled:
+    ``gt != 0`` would make every one of them an anomaly)."""
+    raw = _read_envi_file(path)
+    if raw.no_data_value is not None and (unlabelled := int((raw.cube == raw.no_data_value).sum())):
+        raise SceneError(
+            f"{unlabelled} pixels of the map hold its 'data ignore value' {raw.no_data_value:g} "
+            "(not labelled): a ground-truth map labels every pixel (0 background, anything else "
+            "an anomaly); label them 0 if they are background",
+            path,
+        )
+    return raw.cube
 
 
 def _read_npy(path: Path) -> np.ndarray:

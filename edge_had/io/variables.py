@@ -94,9 +94,8 @@ def select_variables(
             ("band centres (bands resampled on band index)", wavelengths, WAVELENGTH_NAME),
             ("band widths", fwhm, FWHM_NAME),
         )
-        if found is None
-        for v in variables
-        if v.numeric and pattern.search(v.name) and _is_vector(v.shape, max(v.shape, default=0))
+        if found is None  # (then none of these fits: each has another length)
+        for v in _named_vectors(variables, pattern)
     ]
     return Selection(
         cube=cube.name,
@@ -198,14 +197,20 @@ def named_variable(variables: Sequence[Variable], name: str, path: Path) -> Vari
 
 def band_vector(variables: Sequence[Variable], bands: int, pattern: re.Pattern[str]) -> str | None:
     """A numeric vector of length ``bands`` whose name matches ``pattern`` (exact names first)."""
-    found = [v.name for v in variables if v.numeric and pattern.search(v.name) and _is_vector(v.shape, bands)]
+    found = [v.name for v in _named_vectors(variables, pattern) if _vector_length(v.shape) == bands]
     found.sort(key=lambda name: (name.lower() not in _EXACT_WAVELENGTH, name))
     return found[0] if found else None
 
 
-def _is_vector(shape: tuple[int, ...], length: int) -> bool:
-    """True for (n,), (1, n) and (n, 1) shapes with n == length >= 2 (MATLAB stores vectors as 2-D)."""
-    return length >= 2 and (shape == (length,) or sorted(shape) == [1, length])
+def _named_vectors(variables: Sequence[Variable], pattern: re.Pattern[str]) -> list[Variable]:
+    """The numeric vectors (:func:`_vector_length`) whose name matches ``pattern``, of any length."""
+    return [v for v in variables if v.numeric and pattern.search(v.name) and _vector_length(v.shape)]
+
+
+def _vector_length(shape: tuple[int, ...]) -> int | None:
+    """n for a (n,), (1, n) or (n, 1) shape with n >= 2 (MATLAB stores vectors as 2-D), else None."""
+    n = max(shape, default=0)
+    return n if n >= 2 and (shape == (n,) or sorted(shape) == [1, n]) else None
 
 
 def _only(candidates: list[Variable], path: Path, role: str, option: str = "cube_var") -> Variable | None:

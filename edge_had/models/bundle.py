@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -243,8 +244,8 @@ def load_bundle(directory: str | Path | None = None) -> ModelBundle:
         spatial.eval()
     sha256 = file_sha256(weights_path)
     _check_sidecar(directory, sha256)
-    recorded = any((directory / name).is_file() for name in (TRAIN_RECORD_FILE, SIDECAR_FILE))
-    return ModelBundle(config, spectral, spatial, sha256, directory, _training_scenes(directory), recorded)
+    scenes = _training_scenes(directory)
+    return ModelBundle(config, spectral, spatial, sha256, directory, scenes or {}, scenes is not None)
 
 
 def _check_sidecar(directory: Path, weights_sha256: str) -> None:
@@ -265,9 +266,9 @@ def _check_sidecar(directory: Path, weights_sha256: str) -> None:
         )
 
 
-def _training_scenes(directory: Path) -> dict[str, str]:
+def _training_scenes(directory: Path) -> dict[str, str] | None:
     """SHA-256 -> name of the scenes the bundle was trained on (from train_config.json or the
-    sidecar), so reports can say per scene whether the model saw it; empty when unrecorded. A
+    sidecar), so reports can say per scene whether the model saw it; None when unrecorded. A
     ``--stage 2`` run keeps the stage-1 run's record as ``previous_run``: its scenes count too
     (the spectral network saw them, whatever scenes stage 2 trained on)."""
     for name, key in ((TRAIN_RECORD_FILE, "data"), (SIDECAR_FILE, "training_scenes")):
@@ -277,17 +278,21 @@ def _training_scenes(directory: Path) -> dict[str, str]:
                 return scenes_of_record(json.loads(path.read_text()), key)
             except (ValueError, KeyError, TypeError, AttributeError) as error:
                 raise ModelError(f"{path}: unreadable training record ({error})") from error
-    return {}
+    return None
 
 
 def scenes_of_record(record: dict[str, Any] | None, key: str = "data") -> dict[str, str]:
     """SHA-256 -> name of the scenes listed under ``key`` in a training record and in the
     ``previous_run`` records it continues (each once)."""
-    scenes: dict[str, str] = {}
+    return {entry["sha256"]: entry["name"] for entry in record_entries(record, key)}
+
+
+def record_entries(record: dict[str, Any] | None, key: str = "data") -> Iterator[dict[str, Any]]:
+    """The entries listed under ``key`` in a training record, then in each ``previous_run`` record
+    it continues, in that order."""
     while record:
-        scenes.update({entry["sha256"]: entry["name"] for entry in record.get(key, [])})
+        yield from record.get(key, [])
         record = record.get("previous_run")
-    return scenes
 
 
 def _load_part(module: Any, tensors: dict[str, Any], prefix: str) -> None:

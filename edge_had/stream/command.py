@@ -399,7 +399,7 @@ def _local_rx_device(scorer: Any) -> dict[str, Any] | None:
 
 
 def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
-    from edge_had.eval.metrics import roc_auc
+    from edge_had.eval.metrics import missing_class, roc_auc
     from edge_had.eval.protocol import same_name_note
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
     from edge_had.io import scene_sha256
@@ -620,13 +620,12 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     if gt is not None and rows == gt.shape[0]:
         if valid is None:  # a file streamed line by line (its map beside it): the pixels it masked
             valid = masked_pixels_left_out(scores, masked_rows)
-        counted = np.asarray(gt, dtype=bool) if valid is None else np.asarray(gt, dtype=bool)[valid]
-        if counted.any() and not counted.all():
+        missing = missing_class(gt, valid)
+        if missing is None:
             report["auc"] = roc_auc(np.nan_to_num(scores, nan=0.0), gt, valid)
         else:  # a strip of the flight with no target (--lines N): the outputs still count
             report["auc"] = None
-            kind = "anomaly" if not counted.any() else "background"
-            note = f"no AUC: no {kind} pixel among the lines streamed"
+            note = f"no AUC: no {missing} pixel among the lines streamed"
             report["notes"] = [*report["notes"], note]
             print(f"warning: {Path(args.source).stem}: {note}", file=sys.stderr)
         false = [e for e in events if not gt[tuple(np.array(e.pixels).T)].any()]

@@ -114,6 +114,11 @@ def remembered_lines(reorder_window: int) -> int:
     return 4 * reorder_window + 16
 
 
+def _whole_number_in(value: object, allowed: range | tuple[int, ...]) -> bool:
+    """Whether ``value`` is an int (not a bool) among ``allowed``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value in allowed
+
+
 def checked_counter_bits(
     counter_bits: int | None, reorder_window: int = 0, counter_start: int = 0
 ) -> int | None:
@@ -122,11 +127,7 @@ def checked_counter_bits(
     far from its period, or a resend from the pass before and a new line would be one index), and
     for a ``counter_start`` (the value it wraps to) not in :data:`COUNTER_STARTS` or given without
     a width."""
-    if (
-        isinstance(counter_start, bool)
-        or not isinstance(counter_start, int)
-        or counter_start not in COUNTER_STARTS
-    ):
+    if not _whole_number_in(counter_start, COUNTER_STARTS):
         raise ValueError(
             f"counter_start must be 0 or 1 (the value the counter wraps to), got {counter_start!r}"
         )
@@ -134,11 +135,7 @@ def checked_counter_bits(
         if counter_start != 0:
             raise ValueError("counter_start needs counter_bits: a counter wraps to it only at a known width")
         return None
-    if (
-        isinstance(counter_bits, bool)
-        or not isinstance(counter_bits, int)
-        or counter_bits not in COUNTER_BITS
-    ):
+    if not _whole_number_in(counter_bits, COUNTER_BITS):
         raise ValueError(
             f"counter_bits must be a whole number of bits from 8 to 64 (or None), got {counter_bits!r}"
         )

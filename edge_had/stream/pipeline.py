@@ -71,8 +71,6 @@ from edge_had.io.scene import MASK_REASONS, PixelRule
 from edge_had.stream.causal import NUMPY_LINE_MATH, CausalRX, CausalSettings, LineMath
 from edge_had.stream.causal_local import CausalHybridRX, LocalLineMath
 from edge_had.stream.enhance import EnhancementError
-
-# the ordering rules' constants, re-exported: callers and tests import them from here too
 from edge_had.stream.line_order import Entry, Leap, LineOrder, Release
 from edge_had.stream.profiler import TOTAL, StageProfiler
 

@@ -25,6 +25,7 @@ from edge_had.models.bundle import (
     SIDECAR_FILE,
     ModelConfig,
     load_bundle,
+    record_entries,
     scenes_of_record,
 )
 from edge_had.provenance import package_commit
@@ -58,13 +59,7 @@ def all_training_scenes(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Name and SHA-256 of every scene a run's networks saw: a ``--stage 2`` run's own and those of
     the stage-1 run it continued (``previous_run``), each once; ``"ground_truth": false`` on one
     that had no map (nothing masked there)."""
-    unlabelled: set[str] = set()
-    walked: dict[str, Any] | None = record
-    while walked:
-        unlabelled |= {
-            entry["sha256"] for entry in walked.get("data", []) if entry.get("ground_truth") is False
-        }
-        walked = walked.get("previous_run")
+    unlabelled = {entry["sha256"] for entry in record_entries(record) if entry.get("ground_truth") is False}
     return [
         {"name": name, "sha256": sha256, **({"ground_truth": False} if sha256 in unlabelled else {})}
         for sha256, name in scenes_of_record(record).items()
