@@ -55,7 +55,7 @@ MAX_FP32_CHUNK = 256  # pixels summed in FP32 per block at most (bounds the acc3
 MIN_CHUNK = 64  # pixels per covariance block at least (fewer float64 atomics)
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y, which counts the covariance kernel's pixel chunks
 
-SCORE_SIGNATURE = "PqPPiPiiii"  # x, ldx, mean, w, ldw, scores, n, bands, k, lower
+SCORE_SIGNATURE = "PqPPPiPiiii"  # x, ldx, mean_hi, mean_lo, w, ldw, scores, n, bands, k, lower
 COV_SIGNATURE = "PqPPiiiPP"  # x, ldx, valid, shift, n, bands, chunk, s1, s2
 SCORE_KERNELS = {"float32": "rx_score_f32", "float16": "rx_score_f16"}
 COV_KERNELS = {
@@ -457,6 +457,15 @@ def _as_pixels(lines: np.ndarray, bands: int) -> np.ndarray:
     return np.ascontiguousarray(array.reshape(-1, bands), dtype=dtype)
 
 
+def split_mean(mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean as two float32 vectors, ``hi + lo`` (``hi`` the mean rounded, ``lo`` what that
+    lost): the score kernel centres ``(x - hi) - lo``, one rounding of ``x - mean`` for pixels near
+    it, where a float32 mean alone shifts every pixel by up to 2^-24 of the mean."""
+    mean = np.asarray(mean, dtype=np.float64)
+    hi = mean.astype(np.float32)
+    return hi, (mean - hi).astype(np.float32)
+
+
 class ScorePlan:
     """Device buffers to score up to ``capacity`` pixels of ``bands`` bands with a ``k x bands``
     whitener; the statistics stay on the device between calls (:meth:`set_background`).
@@ -476,7 +485,8 @@ class ScorePlan:
         self.kernel = SCORE_KERNELS[self.dtype.name]
         self.lower = False
         self.x = self._backend.allocate(capacity * bands, self.dtype)
-        self.mean = self._backend.allocate(bands, np.float32)
+        self.mean_hi = self._backend.allocate(bands, np.float32)
+        self.mean_lo = self._backend.allocate(bands, np.float32)
         self.whitener = self._backend.allocate(k * bands, np.float32)
         self.scores = self._backend.allocate(capacity, np.float32)
         self._has_background = False
@@ -489,7 +499,9 @@ class ScorePlan:
                 f"got {mean.shape} and {whitener.shape}"
             )
         self.lower = is_lower_triangular(whitener) if lower is None else bool(lower)
-        self._backend.upload(self.mean, mean.astype(np.float32))
+        mean_hi, mean_lo = split_mean(mean)
+        self._backend.upload(self.mean_hi, mean_hi)
+        self._backend.upload(self.mean_lo, mean_lo)
         self._backend.upload(self.whitener, whitener.astype(np.float32))
         self._has_background = True
 
@@ -515,8 +527,8 @@ class ScorePlan:
         scores = self.scores.address + offset * 4
         if splits > 1:  # the kernel adds partial norms: start from 0
             self._backend.zero(self.scores, 4 * n, 4 * offset)
-        args = (x, self.bands, self.mean.address, self.whitener.address, self.bands, scores, n, self.bands,
-                self.k, int(self.lower))  # fmt: skip
+        args = (x, self.bands, self.mean_hi.address, self.mean_lo.address, self.whitener.address, self.bands,
+                scores, n, self.bands, self.k, int(self.lower))  # fmt: skip
         self._backend.launch(self.kernel, score_grid(n, self.k, splits), args)
 
     def download(self, n: int, offset: int = 0) -> np.ndarray:

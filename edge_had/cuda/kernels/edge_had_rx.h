@@ -4,7 +4,12 @@
  * primary context: the one PyTorch, CuPy and edge_had.cuda.CudaDevice use too); `stream` is a
  * cudaStream_t (NULL: the legacy default stream). Calls only queue work: they return a cudaError_t
  * value (0 = cudaSuccess) for invalid arguments or a failed launch, and the results are ready
- * once the stream is synchronised. Semantics and error bounds: rx_kernels.cu.
+ * once the stream is synchronised; each call's status is its own (the library links the CUDA
+ * runtime statically, and an error an earlier call returned is not returned again). Semantics and
+ * error bounds: rx_kernels.cu.
+ *
+ * ABI version 2: edge_had_rx_score takes the mean as two float32 vectors, hi + lo (version 1 took
+ * one float32 mean, which cost up to 4.7e-4 of the largest score on badly conditioned data).
  */
 #ifndef EDGE_HAD_RX_H
 #define EDGE_HAD_RX_H
@@ -13,7 +18,7 @@
 extern "C" {
 #endif
 
-#define EDGE_HAD_RX_ABI_VERSION 1
+#define EDGE_HAD_RX_ABI_VERSION 2
 
 /* Element types of the pixels x. */
 #define EDGE_HAD_RX_FLOAT32 0
@@ -21,13 +26,15 @@ extern "C" {
 
 int edge_had_rx_abi_version(void);
 
-/* scores[i] = || w (x_i - mean) ||^2 for i < n: x is n x bands (row stride ldx elements), mean
- * has bands floats, w is k x bands (row stride ldw floats); lower != 0 promises w is
- * lower-triangular. splits <= 0 picks the column split from the device's multiprocessor count;
- * with splits > 1 the library zeroes scores first (cudaMemsetAsync on the stream). */
-int edge_had_rx_score(const void* x, int x_type, long long ldx, const float* mean, const float* w,
-                      int ldw, float* scores, int n, int bands, int k, int lower, int splits,
-                      void* stream);
+/* scores[i] = || w (x_i - mean) ||^2 for i < n: x is n x bands (row stride ldx elements), mean =
+ * mean_hi + mean_lo, bands floats each (a float64 mean m: hi = (float)m, lo = (float)(m - hi);
+ * mean_lo may be NULL for a float32 mean), w is k x bands (row stride ldw floats); lower != 0
+ * promises w is lower-triangular. splits <= 0 picks the column split from the device's
+ * multiprocessor count; with splits > 1 the library zeroes scores first (cudaMemsetAsync on the
+ * stream). */
+int edge_had_rx_score(const void* x, int x_type, long long ldx, const float* mean_hi,
+                      const float* mean_lo, const float* w, int ldw, float* scores, int n, int bands,
+                      int k, int lower, int splits, void* stream);
 
 /* s1[a] += sum_i c_ia and s2[a * bands + b] += sum_i c_ia c_ib (a <= b: upper triangle only) over
  * the n pixels whose valid[i] != 0 (valid may be NULL), c_i = x_i - shift (shift: bands doubles).

@@ -13,6 +13,11 @@ constexpr int kMaxFp32Chunk = 256;  // bounds the FP32 partial sums (rx_kernels.
 
 int ceil_div(long long a, long long b) { return (int)((a + b - 1) / b); }
 
+// The runtime is linked statically: its last error can only come from an earlier call of this
+// library, which returned it then (a failed cudaMemsetAsync, say). Cleared before a launch, so that
+// the cudaGetLastError after it is the launch's own status.
+void forget_reported_error() { (void)cudaGetLastError(); }
+
 int multiprocessors() {
     int device = 0, count = 0;
     if (cudaGetDevice(&device) != cudaSuccess) return 1;
@@ -45,13 +50,14 @@ extern "C" {
 
 int edge_had_rx_abi_version(void) { return EDGE_HAD_RX_ABI_VERSION; }
 
-int edge_had_rx_score(const void* x, int x_type, long long ldx, const float* mean, const float* w,
-                      int ldw, float* scores, int n, int bands, int k, int lower, int splits,
-                      void* stream) {
+int edge_had_rx_score(const void* x, int x_type, long long ldx, const float* mean_hi,
+                      const float* mean_lo, const float* w, int ldw, float* scores, int n, int bands,
+                      int k, int lower, int splits, void* stream) {
     if (n < 0 || bands < 1 || k < 1 || ldx < bands || ldw < bands) return cudaErrorInvalidValue;
     if (x_type != EDGE_HAD_RX_FLOAT32 && x_type != EDGE_HAD_RX_FLOAT16) return cudaErrorInvalidValue;
     if (n == 0) return cudaSuccess;
-    if (!x || !mean || !w || !scores) return cudaErrorInvalidValue;
+    if (!x || !mean_hi || !w || !scores) return cudaErrorInvalidValue;
+    forget_reported_error();
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     const int col_tiles = ceil_div(k, EH_TILE);
     if (splits <= 0) splits = score_splits(n, k, multiprocessors());
@@ -62,11 +68,11 @@ int edge_had_rx_score(const void* x, int x_type, long long ldx, const float* mea
     }
     const dim3 grid(ceil_div(n, EH_TILE), splits), block(EH_THREADS);
     if (x_type == EDGE_HAD_RX_FLOAT16)
-        rx_score_f16<<<grid, block, 0, s>>>(static_cast<const unsigned short*>(x), ldx, mean, w,
-                                            ldw, scores, n, bands, k, lower);
+        rx_score_f16<<<grid, block, 0, s>>>(static_cast<const unsigned short*>(x), ldx, mean_hi,
+                                            mean_lo, w, ldw, scores, n, bands, k, lower);
     else
-        rx_score_f32<<<grid, block, 0, s>>>(static_cast<const float*>(x), ldx, mean, w, ldw,
-                                            scores, n, bands, k, lower);
+        rx_score_f32<<<grid, block, 0, s>>>(static_cast<const float*>(x), ldx, mean_hi, mean_lo,
+                                            w, ldw, scores, n, bands, k, lower);
     return cudaGetLastError();
 }
 
@@ -77,6 +83,7 @@ int edge_had_rx_cov(const void* x, int x_type, long long ldx, const unsigned cha
     if (x_type != EDGE_HAD_RX_FLOAT32 && x_type != EDGE_HAD_RX_FLOAT16) return cudaErrorInvalidValue;
     if (n == 0) return cudaSuccess;
     if (!x || !shift || !s1 || !s2) return cudaErrorInvalidValue;
+    forget_reported_error();
     const bool fp32 = accumulate_fp32 != 0;
     if (chunk <= 0) chunk = cov_chunk(n, bands, multiprocessors(), fp32);
     if (fp32 && chunk > kMaxFp32Chunk) return cudaErrorInvalidValue;  // the FP32 sums' error bound
