@@ -1658,19 +1658,9 @@ def test_gpu_c_library(tmp_path: Path) -> None:
         cupy.cuda.Device().synchronize()
         worst, _ = score_errors(cupy.asnumpy(scores), reference_scores(pixels, mean, w))
         assert worst <= SCORE_MAX_REL, (mean_lo, worst)
-    # a call that failed (two column groups: scores zeroed first, at an address that is no device
-    # memory) returns its error; the next, valid call returns its own status, not that error again
-    # (before ABI version 2 the launch's cudaGetLastError picked up the memset's failure)
-    library.edge_had_rx_error_string.restype = ctypes.c_char_p
-    failed = library.edge_had_rx_score(x.data.ptr, 0, 48, hi.data.ptr, lo.data.ptr, wd.data.ptr, 48, 64,
-                                       1000, 48, 48, 1, 2, None)  # fmt: skip
-    assert failed != 0
-    scores.fill(-1.0)
-    status = library.edge_had_rx_score(x.data.ptr, 0, 48, hi.data.ptr, lo.data.ptr, wd.data.ptr, 48,
-                                       scores.data.ptr, 1000, 48, 48, 1, 0, None)  # fmt: skip
-    assert status == 0, (library.edge_had_rx_error_string(failed), library.edge_had_rx_error_string(status))
-    cupy.cuda.Device().synchronize()
-    assert score_errors(cupy.asnumpy(scores), reference_scores(pixels, mean, w))[0] <= SCORE_MAX_REL
+    # Not tested here: that a call's status is its own after an earlier call failed. The failure
+    # tried (zeroing scores at address 64) was no synchronous error but an illegal address found
+    # on the device, which spoils the context for every later test in the process (H200 run 4).
 
 
 @pytest.mark.gpu
