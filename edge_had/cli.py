@@ -318,7 +318,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from edge_had.eval.metrics import roc_auc
     from edge_had.eval.plots import save_score_map_png
-    from edge_had.eval.protocol import far_outlier_check, same_name_note, scene_notes, score_scene
+    from edge_had.eval.protocol import far_outlier_check, scene_notes, score_scene
     from edge_had.io import load_scene
     from edge_had.io.scene import masked_summary
 
@@ -364,22 +364,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
             print(f"AUC {roc_auc(scores, scene.gt, scene.valid):.4f}")
         except ValueError as error:  # e.g. no anomaly pixel in the ground truth
             print(f"AUC undefined: {error}")
-        training = getattr(detector, "training_scenes", None)
-        if hasattr(detector, "training_scenes") and training is None:
-            from edge_had.eval.protocol import UNRECORDED_TRAINING_NOTE
-
-            print(f"note: {UNRECORDED_TRAINING_NOTE}", file=sys.stderr)
-        if training:  # by the file's SHA-256, read once
+        if hasattr(detector, "training_scenes"):  # a detector with a model
+            from edge_had.eval.protocol import TRAINED_ON_NOTE, training_check
             from edge_had.io import scene_sha256
 
-            sha256 = scene_sha256(args.scene)
-            if sha256 in training:  # notes go to stderr with the warnings: stdout holds the results
-                print(
-                    "note: the model was trained on this scene, so its AUC says nothing about unseen scenes",
-                    file=sys.stderr,
-                )
-            elif (same_name := same_name_note(training, sha256, scene.name)) is not None:
-                print(f"note: {same_name}", file=sys.stderr)
+            training = detector.training_scenes  # by the file's SHA-256, read only when there are some
+            sha256 = scene_sha256(args.scene) if training else None
+            trained_on, notes = training_check(training, sha256, scene.name)
+            # notes go to stderr with the warnings: stdout holds the results
+            for note in ([TRAINED_ON_NOTE] if trained_on else []) + notes:
+                print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -240,9 +240,11 @@ def test_eval_report_marks_trained_on_per_scene(tmp_path, capsys):
         assert "note:" not in printed.out and "AUC" in printed.out
 
 
-def test_eval_says_trained_on_is_unknown_for_a_model_without_its_record(tmp_path):
+def test_eval_detect_and_stream_say_trained_on_is_unknown_for_a_model_without_its_record(tmp_path, capsys):
     """Weights and config.json copied without train_config.json or sidecar.json: eval said
-    trained_on false for every scene, as if all were held out (a review). Now null, with a note."""
+    trained_on false for every scene, as if all were held out (a review). Now null, with a note -
+    in eval's and stream's reports and on detect's and stream's stderr (the stream said null
+    without a word before)."""
     import shutil
 
     from edge_had.models.bundle import default_model_dir
@@ -258,5 +260,15 @@ def test_eval_says_trained_on_is_unknown_for_a_model_without_its_record(tmp_path
         main(["eval", "--data", str(data), "--model", str(model), "--quiet", "--json", str(report_path)]) == 0
     )
     (scene,) = json.loads(report_path.read_text())["scenes"]
+    unknown = "whether it was trained on this scene is unknown"
     assert scene["trained_on"] is None
-    assert any("whether it was trained on this scene is unknown" in note for note in scene["notes"])
+    assert any(unknown in note for note in scene["notes"])
+    capsys.readouterr()
+    assert main(["detect", str(data / "scene.mat"), "--model", str(model)]) == 0
+    assert "note: the model's folder records no training scenes" in capsys.readouterr().err
+    stream_path = tmp_path / "stream.json"
+    source = str(data / "scene.mat")
+    assert main(["stream", "--source", source, "--model", str(model), "--json", str(stream_path)]) == 0
+    assert unknown in capsys.readouterr().err
+    stream = json.loads(stream_path.read_text())
+    assert stream["trained_on"] is None and any(unknown in note for note in stream["notes"])

@@ -128,7 +128,7 @@ class EnhancedDetector:
         """SHA-256 -> name of the model's training scenes (reports mark ``trained_on``); None when
         the model's folder records none (weights copied without train_config.json or sidecar.json:
         whether it saw a scene is unknown)."""
-        return self.bundle.training_scenes if self.bundle.training_recorded else None
+        return self.bundle.known_training_scenes
 
     @property
     def settings(self) -> dict[str, Any]:

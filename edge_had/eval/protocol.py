@@ -69,6 +69,23 @@ UNRECORDED_TRAINING_NOTE = (
 )
 
 
+#: Said beside the AUC of a scene the model was trained on.
+TRAINED_ON_NOTE = "the model was trained on this scene, so its AUC says nothing about unseen scenes"
+
+
+def training_check(
+    training: dict[str, str] | None, sha256: str | None, name: str
+) -> tuple[bool | None, list[str]]:
+    """Whether a model whose training scenes are ``training`` (SHA-256 -> name; None: its folder
+    records none) was trained on the scene file ``sha256`` named ``name`` - None when unknown - and
+    the notes that go with the answer (:data:`UNRECORDED_TRAINING_NOTE`, or :func:`same_name_note`'s).
+    :data:`TRAINED_ON_NOTE` is the caller's to say, where it reports an AUC."""
+    if training is None:
+        return None, [UNRECORDED_TRAINING_NOTE]
+    same_name = same_name_note(training, sha256, name)
+    return sha256 in training, [] if same_name is None else [same_name]
+
+
 def same_name_note(training: dict[str, str] | None, sha256: str | None, name: str) -> str | None:
     """A note when ``name`` was a training scene's but the file's SHA-256 is not one of theirs
     (``trained_on`` is decided by file content, so a re-saved or converted training scene reads
@@ -152,14 +169,10 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         )
     if scene.source is not None:
         entry["source_sha256"] = scene_sha256(scene.source)
-        training = getattr(detector, "training_scenes", None)
-        if hasattr(detector, "training_scenes") and training is None:  # a model without its record
-            entry["trained_on"] = None
-            entry["notes"].append(UNRECORDED_TRAINING_NOTE)
-        if training is not None:
-            entry["trained_on"] = entry["source_sha256"] in training
-            if (note := same_name_note(training, entry["source_sha256"], scene.name)) is not None:
-                entry["notes"].append(note)
+        if hasattr(detector, "training_scenes"):  # a detector with a model
+            trained_on, notes = training_check(detector.training_scenes, entry["source_sha256"], scene.name)
+            entry["trained_on"] = trained_on
+            entry["notes"].extend(notes)
     return entry, scores
 
 

@@ -125,6 +125,12 @@ class ModelBundle:
     training_recorded: bool = True
 
     @property
+    def known_training_scenes(self) -> dict[str, str] | None:
+        """``training_scenes``, or None when the folder records none (whether it saw a scene is
+        unknown)."""
+        return self.training_scenes if self.training_recorded else None
+
+    @property
     def normalization(self) -> Normalization:
         return Normalization(**self.config.normalization)
 

@@ -400,7 +400,7 @@ def _local_rx_device(scorer: Any) -> dict[str, Any] | None:
 
 def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.eval.metrics import missing_class, roc_auc
-    from edge_had.eval.protocol import same_name_note
+    from edge_had.eval.protocol import training_check
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
     from edge_had.io import scene_sha256
     from edge_had.stream.events import EventDetector, stream_threshold
@@ -450,12 +450,14 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     for name, why in detector.get("files_not_used", {}).items():
         print(f"warning: {name} did not run, {backend.backend} ran instead: {why}", file=sys.stderr)
     trained_on = None  # only an enhanced stream has a model that may have seen the source
-    if onboard.bundle is not None and onboard.bundle.training_scenes:  # no training record: unknown
-        trained_on = source_sha256 in onboard.bundle.training_scenes  # a synthetic source: never
-        if source_sha256 is not None:
-            same_name = same_name_note(onboard.bundle.training_scenes, source_sha256, Path(args.source).stem)
-            if same_name is not None:
-                print(f"note: {same_name}", file=sys.stderr)
+    if onboard.bundle is not None and source_sha256 is None:
+        trained_on = False  # a synthetic source: no model saw it
+    elif onboard.bundle is not None:
+        training = onboard.bundle.known_training_scenes
+        trained_on, notes = training_check(training, source_sha256, Path(args.source).stem)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        source.notes.extend(notes)
     if args.faults:
         from edge_had.stream.faults import faulty_lines
 
@@ -724,10 +726,9 @@ def _print_summary(report: dict[str, Any]) -> None:
         line += f"; AUC {auc}; false events {events['false']} ({rate:.1f}/1000 lines)"
     print(line)
     if report["trained_on"]:  # a note, with the warnings on stderr: stdout holds the results
-        print(
-            "note: the model was trained on this scene, so its AUC says nothing about unseen scenes",
-            file=sys.stderr,
-        )
+        from edge_had.eval.protocol import TRAINED_ON_NOTE
+
+        print(f"note: {TRAINED_ON_NOTE}", file=sys.stderr)
 
 
 def _value_or_none(value: float | None) -> str:
