@@ -136,9 +136,10 @@ def percentiles(values_us: list[float]) -> dict[str, float]:
 
 
 def score_work(n: int, bands: int, k: int, itemsize: int, lower: bool) -> dict[str, float]:
-    """Minimum bytes and the useful FLOPs of scoring n pixels (triangular W: k(k+1)/2 products)."""
+    """Minimum bytes and the useful FLOPs of scoring n pixels (triangular W: k(k+1)/2 products;
+    the mean in two float32 parts)."""
     multiply_adds = n * k * (k + 1) / 2 if lower else n * bands * k
-    return {"bytes": n * bands * itemsize + k * bands * 4 + bands * 4 + n * 4, "flops": 2 * multiply_adds}
+    return {"bytes": n * bands * itemsize + k * bands * 4 + 2 * bands * 4 + n * 4, "flops": 2 * multiply_adds}
 
 
 def floors_us(

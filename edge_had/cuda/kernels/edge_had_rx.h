@@ -5,8 +5,9 @@
  * cudaStream_t (NULL: the legacy default stream). Calls only queue work: they return a cudaError_t
  * value (0 = cudaSuccess) for invalid arguments or a failed launch, and the results are ready
  * once the stream is synchronised; each call's status is its own (the library links the CUDA
- * runtime statically, and an error an earlier call returned is not returned again). Semantics and
- * error bounds: rx_kernels.cu.
+ * runtime statically, and an error an earlier call returned is not returned again - except a
+ * sticky one, e.g. an illegal address, which breaks the context for every later call). Semantics
+ * and error bounds: rx_kernels.cu.
  *
  * ABI version 2: edge_had_rx_score takes the mean as two float32 vectors, hi + lo (version 1 took
  * one float32 mean, which cost up to 4.7e-4 of the largest score on badly conditioned data).

@@ -15,14 +15,19 @@ int ceil_div(long long a, long long b) { return (int)((a + b - 1) / b); }
 
 // The runtime is linked statically: its last error can only come from an earlier call of this
 // library, which returned it then (a failed cudaMemsetAsync, say). Cleared before a launch, so that
-// the cudaGetLastError after it is the launch's own status.
+// the cudaGetLastError after it is the launch's own status. (A sticky error - the context broken
+// by an illegal address, say - is returned by every call after it, as by any CUDA call.)
 void forget_reported_error() { (void)cudaGetLastError(); }
 
+// The device's multiprocessor count, 1 if it cannot be read (the launch after says why, if it
+// fails: the failed query's error is cleared, not left to pass for the launch's).
 int multiprocessors() {
     int device = 0, count = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return 1;
-    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+        (void)cudaGetLastError();
         return 1;
+    }
     return count > 0 ? count : 1;
 }
 

@@ -29,9 +29,10 @@
 //   FP32 rounding error is below about (bands + k) u * sum_j (|W_j| |x - mean|)^2 (Higham's gamma
 //   bound), i.e. a relative error near 1e-5 for 224 bands in the worst case and ~1e-6 typically.
 //   Centring is (x - mean_hi) - mean_lo: x - mean_hi is exact for x within a factor 2 of the mean
-//   (Sterbenz), so each centred value is x - mean rounded once, an error of u |x - mean|. A float32
-//   mean alone errs by up to u |mean| in every pixel alike: offset 5000 and condition 1e9 (224
-//   bands, random basis) made that 4.7e-4 of the largest score, against 1e-4 for the rest.
+//   (Sterbenz), so such a centred value is x - mean rounded once, an error of u |x - mean| (farther
+//   out, two roundings: below 2 u |x - mean|, measured 1.95 u). A float32 mean alone errs by up
+//   to u |mean| in every pixel alike: offset 5000 and condition 1e9 (224 bands, random basis)
+//   made that 4.7e-4 of the largest score, against 1e-4 for the rest.
 //
 // Covariance accumulation  (rx_cov_{f32,f16}_acc{64,32})
 //   For the n pixels (rows of X) with valid[i] != 0 (valid may be NULL: all pixels), and a shift
