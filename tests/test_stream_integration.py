@@ -673,6 +673,9 @@ def test_a_resend_of_a_line_processed_lately_is_a_duplicate_with_or_without_a_wi
         np.testing.assert_array_equal(scores, want[index], err_msg=f"line {index}")
 
 
+# torch tensors have an __array__ without numpy 2's copy keyword: np.array(tensor, copy=True) warns
+# (and is to fail in a later numpy)
+@pytest.mark.filterwarnings("error::DeprecationWarning")
 def test_a_callback_may_read_the_report_and_lines_may_be_tensors() -> None:
     """report() from on_result (the lock is held there) answers instead of hanging; a torch tensor
     line is taken like the array it converts to (both broke in this session's first fixes)."""

@@ -425,7 +425,7 @@ class StreamPipeline:
             return result
         if problem:
             self._finish(result, "rejected", reason=problem)
-        line = None if problem else _Line(result, np.array(pixels, copy=True), arrival)
+        line = None if problem else _Line(result, np.asarray(pixels).copy(), arrival)
         self._process_released(self.order.hold(result.index, line))
         return result
 
@@ -457,7 +457,7 @@ class StreamPipeline:
     ) -> None:
         """Hold a leaping line (a copy of its pixels) until the next line arrives."""
         if pixels is not None and self._check_shape(pixels) is None:
-            pixels = np.array(pixels, copy=True)  # the caller may reuse its buffer
+            pixels = np.asarray(pixels).copy()  # the caller may reuse its buffer (a tensor has no copy=)
         self.order.hold_leap(result.index, _Line(result, pixels, arrival, drop_reason))
 
     def _settle_leap(self, index: int) -> None:
