@@ -51,9 +51,12 @@ def rx_reference(
         background = calc_stats(cube, mask, regularization=regularization)
     pixels = pixels_of(cube)
     scores = np.empty(len(pixels))
-    for block in pixel_blocks(len(pixels), pixels.shape[1]):
-        centered = centered_float64(pixels[block], background.mean)
-        scores[block] = np.sum((centered @ background.inv_cov) * centered, axis=1)
+    # a NaN/Inf pixel scores NaN here without a RuntimeWarning (inf * 0): the mask leaves it out and
+    # its score is NaN below; detect reports such pixels (counted by reason) itself
+    with np.errstate(invalid="ignore"):
+        for block in pixel_blocks(len(pixels), pixels.shape[1]):
+            centered = centered_float64(pixels[block], background.mean)
+            scores[block] = np.sum((centered @ background.inv_cov) * centered, axis=1)
     return _scores_to_map(scores, cube, mask)
 
 
