@@ -35,6 +35,8 @@ def georeferenced_envi_scene(tmp_path):
     return header, cube
 
 
+# "Coordinate System String", capitalised as some software writes it: spectral warned on every read
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_detect_envi_writes_the_scores_on_the_scene_map(tmp_path, capsys):
     header, cube = georeferenced_envi_scene(tmp_path)
     out = tmp_path / "out" / "scores.hdr"

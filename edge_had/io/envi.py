@@ -23,7 +23,9 @@ labelled bip scored 0.961 there, its right reading 0.942 - so such a mislabel is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,15 @@ def _reading(image: Any, interleave: str, byte_order: int) -> np.ndarray:
 ENVI_DATA_TYPES = ("1", "2", "3", "4", "5", "6", "9", "12", "13", "14", "15")
 
 
+@contextlib.contextmanager
+def _keys_lower_cased_quietly() -> Iterator[None]:
+    """spectral lower-cases a header's keys (``Wavelength Units``, as some camera software writes
+    them) with a UserWarning on every file; they are read lower-case here, so nothing is lost."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Parameters with non-lowercase names", category=UserWarning)
+        yield
+
+
 def _open_image(header: Path, data: Path | None, source: Path) -> Any:
     """The spectral image of ``header``, after checking the header fields spectral would take
     wrongly or fail on with a bare KeyError: ``data type`` (7 string, 8 struct, 10 pointer, 11 object:
@@ -152,7 +163,7 @@ def _open_image(header: Path, data: Path | None, source: Path) -> Any:
 
     where = "" if header == source else f" in {header}"
     try:
-        with reading(source, "ENVI file"):
+        with reading(source, "ENVI file"), _keys_lower_cased_quietly():
             fields = spectral_envi.read_envi_header(str(header))
     except SceneError as error:
         raise SceneError(f"{error.problem}{_header_text_hint(header)}", source) from error.__cause__
@@ -167,7 +178,7 @@ def _open_image(header: Path, data: Path | None, source: Path) -> Any:
         raise SceneError(
             f"ENVI 'byte order' {order}{where}: expected 0 (little-endian) or 1 (big-endian)", source
         )
-    with reading(source, "ENVI file"):
+    with reading(source, "ENVI file"), _keys_lower_cased_quietly():
         image = spectral_envi.open(str(header), None if data is None else str(data))
     if isinstance(image, spectral_envi.SpectralLibrary):
         raise SceneError("is an ENVI spectral library, not an image", source)
