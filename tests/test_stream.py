@@ -557,6 +557,31 @@ def test_a_stream_with_an_implanted_anomaly_reports_an_event_at_its_place(tmp_pa
     assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (48, 256)
 
 
+def test_the_score_map_holds_every_replayed_line_with_or_without_ground_truth(tmp_path: Path) -> None:
+    """A review: the map was as long as the last line received unless a ground truth sized it, so
+    a file without one whose last lines were lost got a shorter scores.npy (98 of 100 lines) while
+    the report said 100 replayed. Now the lost lines are NaN rows either way."""
+    import json
+
+    from edge_had.cli import main
+
+    rng = np.random.default_rng(2)
+    cube = rng.normal(100.0, 1.0, (60, 16, 8)).astype(np.float32)
+    np.save(tmp_path / "scene.npy", cube)
+    last_lost = 0
+    for seed in range(8):  # drop faults at rate 0.3: some seeds lose the last line
+        out = tmp_path / f"out{seed}"
+        faults = ["--faults", "drop", "--fault-rate", "0.3", "--fault-seed", str(seed)]
+        argv = ["stream", "--source", str(tmp_path / "scene.npy"), "--detector", "rx", *faults, "--out", str(out),
+                "--json", str(out / "r.json")]  # fmt: skip
+        assert main(argv) == 0
+        scores = np.load(out / "scores.npy")
+        assert scores.shape == (60, 16), (seed, scores.shape)
+        assert json.loads((out / "r.json").read_text())["replay"]["lines_replayed"] == 60
+        last_lost += int(np.isnan(scores[-1]).all())
+    assert last_lost >= 1  # the case that lost rows before
+
+
 @pytest.mark.parametrize(("lines", "width"), [(1, 64), (30, 1)])
 def test_a_stream_one_line_or_one_pixel_wide_writes_its_waterfall(tmp_path: Path, lines, width) -> None:
     """Its ground truth is 1 x 64 or 30 x 1, with a target: drawing the outline crashed after the
@@ -1090,6 +1115,26 @@ def test_the_waterfall_forgets_events_off_screen_and_shows_the_last_lines(monkey
     video.close()
     # a last frame: lines 11-18 on screen, line 11 of the older event on row 0, the late one on rows 6-7
     assert video.frames == 3 and drawn == [(2 - 2, 0 - 2), (5 - 2, 6 - 2)]
+
+
+def test_the_waterfall_boxes_the_events_the_end_closed_after_a_full_frame(monkeypatch) -> None:
+    """A review: with a line count that is a multiple of the frame interval (the default 512-line
+    synthetic stream), the last frame came before the stream's end closed its last events, and no
+    frame was drawn after: those events were never boxed. Without new events, no extra frame."""
+    pytest.importorskip("cv2", reason="OpenCV is not installed")
+    from edge_had.stream.events import Event
+    from edge_had.stream.video import WaterfallVideo
+
+    for late_events in ([Event(14, 15, 5, 6, 9.0, 4, 0.0)], []):
+        video = WaterfallVideo(None, 16, height=8, every=8)
+        drawn: list[tuple[int, int]] = []
+        monkeypatch.setattr(video.cv2, "rectangle", lambda frame, low, high, *rest, drawn=drawn: drawn.append(low))
+        for index in range(16):
+            video.add_line(index, np.ones(16))
+        assert video.frames == 2 and not drawn
+        video.add_events(late_events)  # closed by the stream's end
+        video.close()
+        assert (video.frames, drawn) == ((3, [(5 - 2, 6 - 2)]) if late_events else (2, []))
 
 
 def test_the_streams_first_and_last_lines_are_enhanced_as_offline() -> None:

@@ -571,8 +571,9 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         video.add_events(final)  # events the end of the stream closed get their boxes too
         video.close()
     rows = seen["rows"]
-    if gt is not None and keep and not run.interrupted:  # a lost last line is a missing line too
-        rows = gt.shape[0]
+    if keep and not run.interrupted:  # lost last lines are missing lines too: NaN rows of the map
+        replayed = gt.shape[0] if gt is not None else (source.replay or {}).get("lines_replayed", 0)
+        rows = max(rows, replayed)  # (a row past the ground truth - a counter not from 0 - keeps its line)
     scores = run.score_map(rows if keep else 0, width)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -652,10 +653,10 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             )
         from edge_had.eval.plots import save_score_map_png
 
-        outline = None if gt is None else gt[:rows]  # an interrupted stream has fewer rows
-        save_score_map_png(
-            np.nan_to_num(scores, nan=0.0), out / "waterfall.png", gt=outline, title=f"stream: {args.source}"
-        )
+        # an interrupted stream has fewer rows (and rows past the ground truth have no outline)
+        outline = None if gt is None or gt.shape[0] < rows else gt[:rows]
+        # unscored pixels (lost, rejected, masked) stay NaN: blank, not drawn as the lowest score
+        save_score_map_png(scores, out / "waterfall.png", gt=outline, title=f"stream: {args.source}")
     _print_summary(report)
     if not report["health"]["accounting_ok"]:
         raise EdgeHadError("line accounting does not add up (a bug): see the report's health object")

@@ -46,6 +46,7 @@ class WaterfallVideo:
         self.history: list[float] = []
         self.frames = 0
         self.lines = 0  # lines added: a frame every `every` of them, whatever their indices
+        self._events_since_frame = False  # events added that no frame has drawn yet
         self.writer = None
         if path is not None:
             # MPEG-4 frames have even sides: an odd line width gets a black column, not one cut off
@@ -68,6 +69,7 @@ class WaterfallVideo:
 
     def add_events(self, events: list[Any]) -> None:
         self.events += events
+        self._events_since_frame = self._events_since_frame or bool(events)
 
     def _drop_events_off_screen(self) -> None:
         """Events whose last line has scrolled off (every frame drew each event ever seen: 3 ms a
@@ -79,6 +81,7 @@ class WaterfallVideo:
 
     def _frame(self) -> None:
         cv2 = self.cv2
+        self._events_since_frame = False
         self._drop_events_off_screen()
         del self.history[:-512]
         scale = max(float(np.median(self.history)), 1e-6) * 1.5
@@ -106,7 +109,7 @@ class WaterfallVideo:
     def close(self) -> None:
         """A last frame for the lines since the last one (and the events the end of the stream
         closed), then release the writer."""
-        if self.lines % self.every:
+        if self.lines and (self.lines % self.every or self._events_since_frame):
             self._frame()
         if self.writer is not None:
             self.writer.release()
