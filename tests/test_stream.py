@@ -572,8 +572,8 @@ def test_the_score_map_holds_every_replayed_line_with_or_without_ground_truth(tm
     for seed in range(8):  # drop faults at rate 0.3: some seeds lose the last line
         out = tmp_path / f"out{seed}"
         faults = ["--faults", "drop", "--fault-rate", "0.3", "--fault-seed", str(seed)]
-        argv = ["stream", "--source", str(tmp_path / "scene.npy"), "--detector", "rx", *faults, "--out", str(out),
-                "--json", str(out / "r.json")]  # fmt: skip
+        source = ["--source", str(tmp_path / "scene.npy"), "--detector", "rx"]
+        argv = ["stream", *source, *faults, "--out", str(out), "--json", str(out / "r.json")]
         assert main(argv) == 0
         scores = np.load(out / "scores.npy")
         assert scores.shape == (60, 16), (seed, scores.shape)
@@ -1128,7 +1128,11 @@ def test_the_waterfall_boxes_the_events_the_end_closed_after_a_full_frame(monkey
     for late_events in ([Event(14, 15, 5, 6, 9.0, 4, 0.0)], []):
         video = WaterfallVideo(None, 16, height=8, every=8)
         drawn: list[tuple[int, int]] = []
-        monkeypatch.setattr(video.cv2, "rectangle", lambda frame, low, high, *rest, drawn=drawn: drawn.append(low))
+
+        def rectangle(frame, low, high, *rest, drawn=drawn) -> None:
+            drawn.append(low)
+
+        monkeypatch.setattr(video.cv2, "rectangle", rectangle)
         for index in range(16):
             video.add_line(index, np.ones(16))
         assert video.frames == 2 and not drawn

@@ -728,6 +728,33 @@ def test_a_camera_loop_on_build_pipeline_scores_as_edge_had_stream(detector: str
     assert (onboard.bundle is not None) == detector.startswith("enhanced")
 
 
+def test_closing_from_on_result_is_refused_and_leaves_the_network_running() -> None:
+    """A review: an integrator stopping the scan on a detection called close() from on_result;
+    finish() refused it, but close() released the network anyway, and the rest of the stream
+    ran on plain RX (lines rejected, 'a network run failed', then 'plain-rx')."""
+    from edge_had.io.synthetic import synthetic_scene
+    from edge_had.stream.onboard import build_pipeline
+
+    cube = synthetic_scene(seed=3, lines=60, width=40, bands=30).cube
+    results: list = []
+
+    def consumer(result) -> None:
+        results.append(result)
+        if result.index == 20:
+            onboard.close()  # refused: on_result runs under the pipeline's lock
+
+    onboard = build_pipeline(40, 30, "enhanced-rx", on_result=consumer)
+    for index, line in enumerate(cube):
+        onboard.pipeline.push(line, index, index / 330.0)
+    onboard.close()
+    health = onboard.pipeline.health
+    assert health.callback_errors == 1
+    assert "close() was called from on_result" in str(health.first_callback_error)
+    assert health.enhancement_failures == 0
+    assert [result.state for result in results] == ["scored"] * 60
+    assert not any("plain-rx" in result.flags for result in results)
+
+
 def _enhance_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("enhance")]
 

@@ -86,7 +86,10 @@ class OnboardPipeline:
 
     def close(self) -> None:
         """Finish the pipeline (the lines still held are scored; a no-op if finished) and release
-        the network: the enhancer's worker thread and the runner. Safe to call more than once."""
+        the network: the enhancer's worker thread and the runner. Safe to call more than once.
+        Refused from ``on_result``, before anything is released (it finished the stream there no
+        more than finish() does, but released the network while lines went on arriving)."""
+        self.pipeline.refuse_from_callback("close")
         try:
             self.pipeline.finish()
         finally:

@@ -326,7 +326,7 @@ class StreamPipeline:
         An ``index`` that is not an integer is the caller's bug: a TypeError, the line not
         counted (it has no place in the stream to be rejected from)."""
         arrival = time.perf_counter()
-        self._refuse_from_callback("push")
+        self.refuse_from_callback("push")
         index = _line_index(index)
         with self._lock:
             result = self._received(index, timestamp, meta)
@@ -347,7 +347,7 @@ class StreamPipeline:
         """Account for a line the caller could not process in time (an index seen before, or one
         beyond the reorder window, is rejected as :meth:`push` would reject it; so is any line
         after :meth:`finish`)."""
-        self._refuse_from_callback("drop")
+        self.refuse_from_callback("drop")
         index = _line_index(index)
         with self._lock:
             result = self._received(index, timestamp, meta)
@@ -362,7 +362,7 @@ class StreamPipeline:
     def finish(self) -> None:
         """End of stream: lines still in warm-up are scored (late) if they can be, else rejected;
         lines pushed afterwards are rejected."""
-        self._refuse_from_callback("finish")
+        self.refuse_from_callback("finish")
         with self._lock:
             if self._finished:
                 return
@@ -771,7 +771,8 @@ class StreamPipeline:
                 self._callback_thread = None
         return result
 
-    def _refuse_from_callback(self, name: str) -> None:
+    def refuse_from_callback(self, name: str) -> None:
+        """RuntimeError when called from ``on_result`` (``name``: what was called there)."""
         if self._callback_thread == threading.get_ident():
             raise RuntimeError(
                 f"{name}() was called from on_result, which runs under the pipeline's lock; "
