@@ -167,10 +167,20 @@ def test_every_line_ends_in_exactly_one_state(lines) -> None:
     bil = StreamPipeline(25, 6)
     assert bil.push(lines[4], 0, 0.0).state == "pending"
     assert bil.push(lines[5].T, 1, 1.0).reason == (
-        "line shape (6, 25), expected (25, 6) (bands first, as a BIL file stores a line: pass it transposed)"
+        "line shape (6, 25), expected (25, 6) (bands first, as a BIL file stores a line: pass it transposed"
+        " - unless the pipeline was built with width and bands the other way round: it takes 25 pixels of"
+        " 6 bands)"
     )
     assert pipeline.push(lines[6], 5, 6.0).reason == "duplicate index"
     assert pipeline.push(lines[6], 2, 6.0).reason == "duplicate index"  # processed lately
+    # a width or band count read as text or float from a header, or 0: named at once (a review: numpy's
+    # or torch's message later, or every line rejected)
+    for width, bands, name in ((25, "6", "bands"), (25.0, 6, "width"), (0, 6, "width"), (True, 6, "width")):
+        with pytest.raises(ValueError, match=f"^{name} must be a whole number >= 1, got"):
+            StreamPipeline(width, bands)
+    with pytest.raises(ValueError, match="^reorder_window must be a whole number >= 0, got 2.0"):
+        StreamPipeline(25, 6, reorder_window=2.0)
+    assert StreamPipeline(np.int64(25), np.uint16(6)).width == 25
     nan_line = lines[6].copy()
     nan_line[[2, 7], 1] = np.nan
     masked = pipeline.push(nan_line, 9, 9.0)  # indices 6-8 missing: a leap, held for the next line

@@ -799,7 +799,7 @@ def test_build_pipeline_releases_the_network_when_it_fails_or_closes(monkeypatch
         ({"detector": "rx", "model": "m", "async_enhance": True}, "--model --async-enhance: only enhanced-*"),
         ({"detector": "hybrid-rx", "precision": "fp16"}, "--net-precision: only enhanced-*"),
         ({"detector": "rx", "line_rate_hz": 0.0}, "line_rate_hz must be > 0"),
-        ({"detector": "rx", "reorder_window": -1}, "reorder_window >= 0"),
+        ({"detector": "rx", "reorder_window": -1}, "reorder_window must be a whole number >= 0"),
         ({"detector": "lrx"}, "unknown stream detector"),
     ],
 )

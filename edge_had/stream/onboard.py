@@ -165,7 +165,7 @@ def build_pipeline(
     from edge_had.cli_types import refuse_network_options
     from edge_had.stream.causal import NUMPY_LINE_MATH
     from edge_had.stream.line_order import checked_counter_bits
-    from edge_had.stream.pipeline import StreamPipeline, sensor_good_bands
+    from edge_had.stream.pipeline import StreamPipeline, checked_count, sensor_good_bands
     from edge_had.stream.run import (
         DEFAULT_REDUCED_BANDS,
         DEFAULT_SETTINGS,
@@ -175,10 +175,10 @@ def build_pipeline(
 
     if detector not in STREAM_DETECTORS:
         raise ValueError(f"unknown stream detector {detector!r}; choose one of {list(STREAM_DETECTORS)}")
-    if not line_rate_hz > 0 or reorder_window < 0:
-        raise ValueError(
-            f"line_rate_hz must be > 0 and reorder_window >= 0: got {line_rate_hz}, {reorder_window}"
-        )
+    width, bands = checked_count("width", width, 1), checked_count("bands", bands, 1)
+    reorder_window = checked_count("reorder_window", reorder_window, 0)
+    if not line_rate_hz > 0:
+        raise ValueError(f"line_rate_hz must be > 0, got {line_rate_hz}")
     enhanced, scorer = STREAM_DETECTORS[detector]
     options = Namespace(model=model, onnx=onnx, engine=engine, backend=backend, net_precision=precision,
                         device=device, async_enhance=async_enhance)  # fmt: skip

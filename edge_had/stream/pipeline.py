@@ -166,6 +166,15 @@ def sparse_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return columns.astype(np.intp), weights.astype(np.float32)
 
 
+def checked_count(name: str, value: Any, least: int) -> int:
+    """``value`` as an int of at least ``least`` (a numpy integer too), or ValueError naming it: a
+    width or band count read as text or float from a header must not fail later with numpy's or
+    torch's message, nor 0 reject every line."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+    return int(value)
+
+
 def sensor_good_bands(good_bands: Any, bands: int) -> np.ndarray | None:
     """``good_bands`` as a bool mask over the sensor's ``bands`` (None when every band is good);
     ValueError for another length, values other than 0/1 (a list of band numbers, e.g.) or
@@ -264,6 +273,8 @@ class StreamPipeline:
 
         if scorer not in SCORERS:
             raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
+        width, bands = checked_count("width", width, 1), checked_count("bands", bands, 1)
+        reorder_window = checked_count("reorder_window", reorder_window, 0)
         self.scorer = scorer
         self.reduction_kernel = checked_reduction_kernel(reduction_kernel)
         self.line_math = line_math
@@ -620,7 +631,11 @@ class StreamPipeline:
             if count >= self.reinit_after:
                 self._process_released(self.order.release_all())  # held lines of the old band count go first
                 self._reinitialise(shape[1], taken.sequence)
-        transposed = " (bands first, as a BIL file stores a line: pass it transposed)"
+        transposed = (
+            " (bands first, as a BIL file stores a line: pass it transposed - unless the pipeline was "
+            f"built with width and bands the other way round: it takes {self.width} pixels of "
+            f"{self.bands} bands)"
+        )
         return f"line shape {shape}, expected ({self.width}, {self.bands})" + (
             transposed if shape == (self.bands, self.width) != (self.width, self.bands) else ""
         )
