@@ -811,6 +811,24 @@ def test_build_pipeline_refuses_what_the_command_refuses(options: dict, says: st
 
 
 @pytest.mark.parametrize("scorer", ["global", "hybrid"])
+@pytest.mark.parametrize("window", [1, 4])
+def test_a_burst_lost_after_a_held_line_is_no_deadline_miss(monkeypatch, scorer: str, window: int) -> None:
+    """A review: line 21 lost, line 22 held for it, then lines 23-40 lost: 22 waited until the window
+    filled again (line 41 + window), and only window + 1 periods of that were excused, so it was
+    flagged though scoring took no time. The wait up to the newest line's period is the window's."""
+    lines = make_lines(50)
+    pipeline, now, results = clocked_pipeline(monkeypatch, reorder_window=window, scorer=scorer)
+    lost = {21, *range(23, 41)}
+    for index in range(50):
+        now[0] += BUDGET  # the sensor's period, lost lines included
+        if index not in lost:
+            pipeline.push(lines[index], index, float(index))
+    pipeline.finish()
+    assert pipeline.health.lines_scored == 50 - len(lost)
+    assert not [r.index for r in results if "deadline-miss" in r.flags]
+
+
+@pytest.mark.parametrize("scorer", ["global", "hybrid"])
 @pytest.mark.parametrize("window", [0, 3])
 def test_missing_lines_and_a_late_finish_are_no_deadline_miss(monkeypatch, scorer: str, window: int) -> None:
     """The clock runs one period per index, so a missing line still takes its period: lines 20,

@@ -241,6 +241,10 @@ class LineOrder(Generic[Line]):
         started = self._last_index is not None or bool(self._held)
         return self._max_seen if started else None
 
+    def newest_index(self) -> int | None:
+        """The newest index the stream has taken in its counter's pass (None before any)."""
+        return self._newest()
+
     def leaps(self, index: int) -> bool:
         """Whether ``index`` leaps further ahead than the reorder window explains (more than
         ``reorder_window + 1`` past the newest index): a lost stretch of lines, or a corrupted

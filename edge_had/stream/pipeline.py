@@ -44,11 +44,12 @@ old one (``outlier_pixels``, ``statistics_restarts`` and ``statistics_restarts_u
 health: :mod:`edge_had.stream.causal`);
 ``deadline-miss``: from arrival to score, less the
 time the reorder window had waited for a late or missing index when it released the line or the
-line completing its look-ahead (at most its length plus the missing lines it gave up on, in line
-periods), the line took longer than the budget times 1 + the line periods its look-ahead spans,
-missing lines included, i.e. scoring fell behind; lines scored by a flush, at ``finish`` or a
-re-initialisation, are not judged). Lines held in the reorder window when the band count
-changes are processed first, with the old statistics. When the enhancement network fails, the
+line completing its look-ahead (at most its length plus the missing lines it gave up on, or the
+line periods up to the newest line arrived if more), the line took longer than the budget times
+1 + the line periods its look-ahead spans, missing lines included, i.e. scoring fell behind;
+lines scored by a flush, at ``finish`` or a re-initialisation, are not judged). Lines held in
+the reorder window when the band count changes are processed first, with the old statistics.
+When the enhancement network fails, the
 stream goes on with plain RX (flag ``plain-rx``, ``enhancement_failures`` in health) from the line
 it failed on (from the first line when its warm-up failed); the lines the enhancer held are
 rejected with the failure as the reason.
@@ -71,7 +72,7 @@ from edge_had.io.scene import MASK_REASONS, PixelRule
 from edge_had.stream.causal import NUMPY_LINE_MATH, CausalRX, CausalSettings, LineMath
 from edge_had.stream.causal_local import CausalHybridRX, LocalLineMath
 from edge_had.stream.enhance import EnhancementError
-from edge_had.stream.line_order import Entry, Leap, LineOrder, Release
+from edge_had.stream.line_order import LEAP_TRUST_LINES, Entry, Leap, LineOrder, Release
 from edge_had.stream.profiler import TOTAL, StageProfiler
 
 STATES = ("scored", "rejected", "dropped")
@@ -309,6 +310,7 @@ class StreamPipeline:
         self.health = Health()
         self._lock = threading.Lock()
         self._callback_thread: int | None = None  # the thread inside on_result, if any
+        self._arrived_index: int | None = None  # the index of the line pushed or dropped last
         self._finished = False
         self._pending: dict[int, _Pending] = {}  # CausalRX position -> line waiting for its score
         self._position = 0
@@ -415,6 +417,7 @@ class StreamPipeline:
     def _received(self, index: int, timestamp: float, meta: dict[str, Any] | None) -> LineResult:
         """A new line's result, counted in ``lines_in`` and numbered in arrival order."""
         self.health.lines_in += 1
+        self._arrived_index = index
         return LineResult(index, timestamp, "pending", meta=meta, sequence=self.health.lines_in - 1)
 
     # ------------------------------------------------------------------ where each line goes
@@ -512,14 +515,21 @@ class StreamPipeline:
     def _window_wait(self, released: Release[_Line]) -> float:
         """How long the window delayed the lines it releases now (waiting for a late or missing
         index): the age of the oldest, at most the line periods the window may wait - its length
-        plus the missing lines it gave up on now (they took their periods too). Those lines, and
-        earlier lines whose look-ahead they complete, were delayed that much by the window, not
-        by scoring."""
+        plus the missing lines it gave up on now (they took their periods too), or, if more, the
+        periods from the oldest line released to the newest arrived, lost lines between included
+        (a review: lines lost after the held one made it wait longer, and the flag blamed
+        scoring). Those lines, and earlier lines whose look-ahead they complete, were delayed that
+        much by the window, not by scoring."""
         if not released.lines or self.budget_s is None:
             return 0.0
         now = time.perf_counter()
         oldest = max(now - line.arrival for line in released.lines)
-        return min(oldest, (self.reorder_window + released.given_up) * self.budget_s)
+        newest, arrived = self.order.newest_index(), self._arrived_index
+        if newest is not None and arrived is not None and newest < arrived <= newest + LEAP_TRUST_LINES:
+            newest = arrived  # it confirmed a held leap, which went in first and released these
+        span = 0 if newest is None else newest - min(line.result.index for line in released.lines)
+        periods = max(self.reorder_window + released.given_up, span)  # (span <= 0 across a wrap)
+        return min(oldest, periods * self.budget_s)
 
     # ------------------------------------------------------------------ processing
 
