@@ -237,6 +237,52 @@ def test_a_leap_to_the_counters_end_is_confirmed_by_the_wrap() -> None:
     assert order.place(0) == (1, 65536) and counts.missing_indices == 525 and counts.counter_wraps == 1
 
 
+@pytest.mark.parametrize("window", [0, 4])
+def test_a_burst_lost_over_a_wrap_is_a_leap_the_next_line_confirms(window: int) -> None:
+    """A review: 26 lines lost over a 16-bit wrap (65530 to 65535, then 0 to 19) - more than the
+    wrap taken at once (both sides within 16 lines) - lost 63 more lines, counted none missing and
+    shifted every later row (a restart). It is a leap over the wrap now: held, confirmed by the next
+    line, the 26 lines missing and the rows those of the unwrapped counter."""
+    order, counts = new_order(window, counter_bits=16)
+    released: list[str] = []
+
+    def take(index: int) -> None:
+        entry = order.enter(index)
+        assert entry.problem is None, index
+        released.extend(entry.released.lines)
+        if window:
+            released.extend(order.hold(index, f"line {index}").lines)
+        else:
+            released.append(f"line {index}")
+
+    for index in range(65500, 65530):
+        take(index)
+    assert order.leaps(20) and order.lines_ahead(65529, 20) == 27
+    order.hold_leap(20, "line 20")
+    leap, refusal = order.settle_leap(21)
+    assert leap.index == 20 and refusal is None
+    take(20)
+    assert order.place(20) == (1, 65536 + 20)
+    take(21)
+    released.extend(order.release_all().lines)
+    assert released == [f"line {i}" for i in (*range(65500, 65530), 20, 21)]
+    assert (counts.missing_indices, counts.counter_wraps, counts.counter_resets) == (26, 1, 0)
+
+
+def test_a_corrupted_index_near_0_at_the_counters_end_is_refused_by_the_next_line() -> None:
+    """The leap over the wrap is held like any leap: when the next line carries on the old pass,
+    the near-0 index was a corrupted counter value, rejected; the stream keeps its place."""
+    order, counts = new_order(0, counter_bits=16)
+    for index in range(65400, 65410):
+        order.enter(index)
+    assert order.leaps(300)
+    order.hold_leap(300, "line 300")
+    leap, refusal = order.settle_leap(65410)
+    assert leap.index == 300 and refusal is not None and refusal.startswith("implausible index jump")
+    assert order.enter(65410).problem is None and order.place(65410) == (0, 65410)
+    assert (counts.missing_indices, counts.counter_wraps) == (0, 0)
+
+
 def test_going_back_near_0_far_from_the_counters_end_is_no_wrap() -> None:
     """A 16-bit counter at 30000 going back to 0 is not wrapping: the restart rules apply (the
     next line must continue it), as for a counter of unknown width; so does a 32-bit counter

@@ -75,7 +75,12 @@ counter had not wrapped (a period past the last segment's). A counter that wraps
 (``counter_start=1``: GigE Vision 1.x block IDs skip 0, so 65535 is followed by 1), has a period
 of 2^bits - 1: its wrap loses no index either (with ``counter_start=0`` the 0 it never sends would
 be counted missing, and leave an empty row, at every wrap). A line that leapt to the counter's
-end is confirmed by the wrap after it. Lines are not put back in order
+end is confirmed by the wrap after it. More lines lost over the wrap (up to
+:data:`LEAP_TRUST_LINES`, and less than half the counter's period: one side or the other more
+than the 16 lines above) make the next line a leap over the wrap, held like any leap until the
+line after it confirms it - then the wrap is followed and the lines over it are missing - or not
+(a corrupted value near 0 at the counter's end: rejected, the stream keeps its place; a counter
+reset there is taken for such a wrap, its rows a period on). Lines are not put back in order
 across a wrap: a line of the old counter pass arriving after the wrap is rejected (a duplicate
 when it was processed lately, else out of order) - with a counter of known width an index more
 than half its period ahead of the newest is behind it, never a leap. Without ``counter_bits`` a
@@ -228,6 +233,8 @@ class LineOrder(Generic[Line]):
         # (first index, lines) of the consecutive lines just refused for going back, if any
         self._back_run: tuple[int, int] | None = None
         self._started = False  # whether any line entered: the first line's index waits for the next
+        # a held leap across a counter's wrap that the next line confirmed: entered, it is the wrap
+        self._confirmed_wrap: int | None = None
         self._segment = 0  # counter restarts followed
         self._row_offset = 0  # row - index in this segment
         self._segment_first: int | None = None  # a restarted counter's first index (its first row)
@@ -252,7 +259,32 @@ class LineOrder(Generic[Line]):
         newest = self._newest()
         if newest is None:  # the stream's first line: its index is trusted once the next confirms it
             return not self._started
+        if self._leaps_across_wrap(newest, index):
+            return True
         return index > newest + self.reorder_window + 1 and not self._behind(index)
+
+    def lines_ahead(self, newest: int, index: int) -> int:
+        """How many steps forward ``index`` is from ``newest`` (1: the next line), across the
+        counter's wrap where ``index`` is a leap over it (:meth:`leaps`); else ``index - newest``."""
+        steps = self._across_wrap(newest, index)
+        return index - newest if steps is None else steps
+
+    def _across_wrap(self, newest: int, index: int) -> int | None:
+        """Steps forward from ``newest`` to ``index`` over the wrap of a counter of known width, if
+        ``index`` is behind ``newest`` by its value but ahead that way by at most
+        :data:`LEAP_TRUST_LINES` and less than half the counter's period (the end of one pass,
+        the start of the next; a line a little behind, a resend, is going back); else None."""
+        last, period = self.counter_last, self.counter_period
+        if last is None or period is None or index >= newest:
+            return None
+        steps = (index - self.counter_start) + (last - newest) + 1
+        return steps if steps <= LEAP_TRUST_LINES and steps < period // 2 else None
+
+    def _leaps_across_wrap(self, newest: int, index: int) -> bool:
+        """A burst of lost lines over the wrap (more than :meth:`_wraps_after` takes at once): held
+        as a leap, which the next line confirms or not (a review: 26 lines lost over a 16-bit wrap
+        lost 63 more, counted none missing and shifted every later row)."""
+        return self._across_wrap(newest, index) is not None and not self._wraps_after(newest, index)
 
     def hold_leap(self, index: int, line: Line) -> None:
         """Hold a leaping line until the next line arrives. It breaks a run of lines going back
@@ -275,6 +307,7 @@ class LineOrder(Generic[Line]):
         if leap is None:
             return None
         if leap.index - self.reorder_window - 1 < index <= leap.index + LEAP_TRUST_LINES:
+            self._confirm_wrap(leap)
             return leap, None
         if self._wraps_after(leap.index, index):  # it leapt to the counter's end, which then wrapped
             return leap, None  # (a line of the pass before, arriving late, never leaps: _behind)
@@ -286,9 +319,15 @@ class LineOrder(Generic[Line]):
         leap, self._leap = self._leap, None
         if leap is None:
             return None
-        if leap.newest is None or leap.index - leap.newest <= LEAP_TRUST_LINES:  # (a one-line stream)
+        if leap.newest is None or self.lines_ahead(leap.newest, leap.index) <= LEAP_TRUST_LINES:
+            self._confirm_wrap(leap)  # (newest None: a one-line stream)
             return leap, None
         return leap, self._refuse(leap, "the stream ended before a line could confirm it")
+
+    def _confirm_wrap(self, leap: Leap[Line]) -> None:
+        """A leap taken: if it crossed the counter's wrap, entering it follows the wrap."""
+        crossed = leap.newest is not None and self._across_wrap(leap.newest, leap.index) is not None
+        self._confirmed_wrap = leap.index if crossed else None
 
     def _refuse(self, leap: Leap[Line], why: str) -> str:
         if leap.index not in self._refused_leaps:
@@ -307,7 +346,8 @@ class LineOrder(Generic[Line]):
         back_run, self._back_run = self._back_run, None
         self._started = True
         wrapped = None
-        if index not in self._held and index not in self._released and self._wraps(index):
+        confirmed_wrap, self._confirmed_wrap = self._confirmed_wrap == index, None
+        if confirmed_wrap or (index not in self._held and index not in self._released and self._wraps(index)):
             wrapped = self._follow_wrap()  # the line is then the first of the counter's new pass
         if self.reorder_window == 0:
             problem, released = self._check_index(index, back_run)

@@ -497,7 +497,8 @@ class StreamPipeline:
         and of the lines it leapt over (as :meth:`_window_wait`: those took their periods)."""
         line = leap.line
         waited = time.perf_counter() - line.arrival
-        leapt_over = 0 if leap.newest is None else leap.index - leap.newest - 1  # (None: the first line)
+        # (newest None: the first line; a leap over a counter's wrap counts the lines across it)
+        leapt_over = 0 if leap.newest is None else self.order.lines_ahead(leap.newest, leap.index) - 1
         self._take(
             line.pixels, line.result, line.arrival, min(waited, (1 + leapt_over) * (self.budget_s or 0.0))
         )
