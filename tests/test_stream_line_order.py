@@ -283,6 +283,43 @@ def test_a_corrupted_index_near_0_at_the_counters_end_is_refused_by_the_next_lin
     assert (counts.missing_indices, counts.counter_wraps) == (0, 0)
 
 
+@pytest.mark.parametrize("window", [0, 4])
+def test_a_wrap_leap_is_confirmed_only_by_a_line_over_the_wrap_too(window: int) -> None:
+    """A fuzzing review: an 8-bit counter at 200 getting a corrupted 60 (a leap over the wrap)
+    took it when the next line, 201, carried on the old pass - 201 is past 60 - and rejected the
+    lines after it. The next line must be over the wrap too, and forward from the leap."""
+    order, counts = new_order(window, counter_bits=8)
+    for index in range(190, 201):
+        assert order.enter(index).problem is None
+        if window:
+            order.hold(index, f"line {index}")
+    assert order.leaps(60)
+    order.hold_leap(60, "line 60")
+    leap, refusal = order.settle_leap(201)
+    assert leap.index == 60 and refusal is not None and refusal.startswith("implausible index jump")
+    assert order.enter(201).problem is None and order.place(201) == (0, 201)
+    order.release_all()
+    assert (counts.missing_indices, counts.counter_wraps) == (0, 0)
+
+
+def test_a_leap_then_a_leap_over_the_wrap_are_both_followed() -> None:
+    """The same fuzzing: 64800, then 65400 (600 lines lost), then 500 (636 lost over the wrap): the
+    first leap was refused because 500 is not past 65400 - over the wrap it is. Both are taken
+    now, the rows those of the unwrapped counter, the 1234 lines between missing."""
+    order, counts = new_order(0, counter_bits=16)
+    for index in range(64790, 64801):
+        order.enter(index)
+    assert order.leaps(65400)
+    order.hold_leap(65400, "line 65400")
+    assert order.settle_leap(500)[1] is None
+    assert order.enter(65400).problem is None and order.place(65400) == (0, 65400)
+    assert order.leaps(500)
+    order.hold_leap(500, "line 500")
+    assert order.settle_leap(501)[1] is None
+    assert order.enter(500).problem is None and order.place(500) == (1, 65536 + 500)
+    assert (counts.missing_indices, counts.counter_wraps, counts.counter_resets) == (1234, 1, 0)
+
+
 def test_going_back_near_0_far_from_the_counters_end_is_no_wrap() -> None:
     """A 16-bit counter at 30000 going back to 0 is not wrapping: the restart rules apply (the
     next line must continue it), as for a counter of unknown width; so does a 32-bit counter

@@ -306,11 +306,12 @@ class LineOrder(Generic[Line]):
         leap, self._leap = self._leap, None
         if leap is None:
             return None
-        if leap.index - self.reorder_window - 1 < index <= leap.index + LEAP_TRUST_LINES:
+        if self._moves_forward_from(leap, index):
             self._confirm_wrap(leap)
             return leap, None
-        if self._wraps_after(leap.index, index):  # it leapt to the counter's end, which then wrapped
-            return leap, None  # (a line of the pass before, arriving late, never leaps: _behind)
+        if self._wraps_after(leap.index, index) or self._across_wrap(leap.index, index) is not None:
+            return leap, None  # it leapt toward the counter's end, which then wrapped
+        # (a line of the pass before, arriving late, never leaps: _behind)
         return leap, self._refuse(leap, f"the next line, {index}, did not move forward from it")
 
     def end_leap(self) -> tuple[Leap[Line], str | None] | None:
@@ -323,6 +324,20 @@ class LineOrder(Generic[Line]):
             self._confirm_wrap(leap)  # (newest None: a one-line stream)
             return leap, None
         return leap, self._refuse(leap, "the stream ended before a line could confirm it")
+
+    def _moves_forward_from(self, leap: Leap[Line], index: int) -> bool:
+        """Whether ``index`` moves forward from the held leap: at it, within the reorder window
+        below it, or past it by up to :data:`LEAP_TRUST_LINES` - for a leap over the counter's
+        wrap, counted over the wrap from the newest line before it, so that a line carrying on
+        the old pass does not confirm a corrupted near-0 value (a fuzzing review: it did, and
+        the lines after it were rejected)."""
+        window = self.reorder_window
+        crossed = None if leap.newest is None else self._across_wrap(leap.newest, leap.index)
+        if crossed is None:
+            return leap.index - window - 1 < index <= leap.index + LEAP_TRUST_LINES
+        assert leap.newest is not None
+        steps = self._across_wrap(leap.newest, index)
+        return steps is not None and crossed - window - 1 < steps <= crossed + LEAP_TRUST_LINES
 
     def _confirm_wrap(self, leap: Leap[Line]) -> None:
         """A leap taken: if it crossed the counter's wrap, entering it follows the wrap."""
