@@ -320,6 +320,23 @@ def test_a_leap_then_a_leap_over_the_wrap_are_both_followed() -> None:
     assert (counts.missing_indices, counts.counter_wraps, counts.counter_resets) == (1234, 1, 0)
 
 
+def test_a_restart_soon_after_a_burst_lost_over_the_wrap_is_followed() -> None:
+    """A fuzzing review: after a leap over the wrap to 40, the indices 0-39 were given up and
+    remembered as late lines, so a counter restart at 0 right after was never seen - its lines
+    rejected as late (7,293 lines lost in one feed). A pass's first indices given up at its wrap
+    are not remembered: the restart is followed, its first line lost as any restart's."""
+    order, counts = new_order(0, counter_bits=16)
+    for index in (65500, 65501):
+        order.enter(index)
+    order.hold_leap(40, "line 40")
+    assert order.settle_leap(41)[1] is None
+    for index in (40, 41):
+        assert order.enter(index).problem is None
+    assert order.enter(0).problem == "out-of-order index (after 41)"  # a restart's first line, lost
+    assert order.enter(1).problem is None and counts.counter_resets == 1
+    assert order.place(1)[0] == 2 and order.place(2)[1] == order.place(1)[1] + 1
+
+
 def test_going_back_near_0_far_from_the_counters_end_is_no_wrap() -> None:
     """A 16-bit counter at 30000 going back to 0 is not wrapping: the restart rules apply (the
     next line must continue it), as for a counter of unknown width; so does a 32-bit counter

@@ -471,7 +471,12 @@ class LineOrder(Generic[Line]):
             self._refused_leaps.remove(index)
         self.counts.missing_indices += stop - first - len(arrived)
         remembered = range(max(first, stop - GIVEN_UP_MEMORY), stop)
-        self._given_up.extend(index for index in remembered if index not in arrived)
+        # the first indices of a counter's pass given up at its wrap are where a restarted counter
+        # begins: not remembered as late lines, or a restart soon after a burst lost over the wrap
+        # went unseen, its lines rejected as late (a fuzzing review: 7,293 lines lost in one feed)
+        after_wrap = self.counter_last is not None and first == self.counter_start
+        forgotten = self.counter_start + COUNTER_RESTART_MAX_INDEX if after_wrap else first - 1
+        self._given_up.extend(index for index in remembered if index not in arrived and index > forgotten)
 
     # ------------------------------------------------------------------ counter restarts
 
