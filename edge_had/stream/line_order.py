@@ -309,7 +309,7 @@ class LineOrder(Generic[Line]):
         if self._moves_forward_from(leap, index):
             self._confirm_wrap(leap)
             return leap, None
-        if self._wraps_after(leap.index, index) or self._across_wrap(leap.index, index) is not None:
+        if self._across_wrap(leap.index, index) is not None:  # (_wraps_after's case among them)
             return leap, None  # it leapt toward the counter's end, which then wrapped
         # (a line of the pass before, arriving late, never leaps: _behind)
         return leap, self._refuse(leap, f"the next line, {index}, did not move forward from it")
@@ -332,17 +332,20 @@ class LineOrder(Generic[Line]):
         the old pass does not confirm a corrupted near-0 value (a fuzzing review: it did, and
         the lines after it were rejected)."""
         window = self.reorder_window
-        crossed = None if leap.newest is None else self._across_wrap(leap.newest, leap.index)
-        if crossed is None:
+        crossed = self._steps_over_wrap(leap)
+        if crossed is None or leap.newest is None:
             return leap.index - window - 1 < index <= leap.index + LEAP_TRUST_LINES
-        assert leap.newest is not None
         steps = self._across_wrap(leap.newest, index)
         return steps is not None and crossed - window - 1 < steps <= crossed + LEAP_TRUST_LINES
 
+    def _steps_over_wrap(self, leap: Leap[Line]) -> int | None:
+        """The steps of a leap over the counter's wrap from the newest line before it (None: it
+        did not cross the wrap, or it is the stream's first line)."""
+        return None if leap.newest is None else self._across_wrap(leap.newest, leap.index)
+
     def _confirm_wrap(self, leap: Leap[Line]) -> None:
         """A leap taken: if it crossed the counter's wrap, entering it follows the wrap."""
-        crossed = leap.newest is not None and self._across_wrap(leap.newest, leap.index) is not None
-        self._confirmed_wrap = leap.index if crossed else None
+        self._confirmed_wrap = leap.index if self._steps_over_wrap(leap) is not None else None
 
     def _refuse(self, leap: Leap[Line], why: str) -> str:
         if leap.index not in self._refused_leaps:
