@@ -312,7 +312,15 @@ def test_a_streams_notes_and_warnings_go_to_stderr_and_stdout_holds_its_summary(
     assert done.returncode == 0, done.stderr
     assert "note: --lines 20: the file has 16 lines" in done.stderr
     assert "warning: --show: no live window" in done.stderr
-    summary = ("16 lines in: 16 scored", "|", "pixels: ", "masking: ", "look-ahead: ", "events: ")
+    summary = (
+        "16 lines in: 16 scored",
+        "|",
+        "pixels: ",
+        "masking: ",
+        "look-ahead: ",
+        "line order: ",
+        "events: ",
+    )
     lines = done.stdout.splitlines()
     assert lines[0].startswith(summary[0]) and all(line.startswith(summary) for line in lines), lines
 

@@ -28,6 +28,7 @@ SMALL_STREAM = ["stream", "--source", "synthetic", "--detector", "rx", "--width"
         ([*SMALL_STREAM, "--fault-rate", "2"], "--fault-rate", "not in [0, 1]"),
         ([*SMALL_STREAM, "--reorder-window", "-3"], "--reorder-window", "below 0"),
         ([*SMALL_STREAM, "--lines", "ten"], "--lines", "is not an integer"),
+        ([*SMALL_STREAM, "--counter-bits", "7"], "--counter-bits", "below 8"),
         (["detect", "x.npy", "--detector", "lrx", "--regularization", "-1"], "--regularization", "below 0"),
         (
             ["detect", "x.npy", "--detector", "rx", "--regularization", "nan"],
@@ -467,3 +468,18 @@ def test_a_stream_that_loses_its_last_line_still_reports_its_auc(tmp_path: Path)
     result = json.loads(report.read_text())
     assert result["health"]["lines_in"] < lines and 0.5 < result["auc"] <= 1.0
     assert "false" in result["events"]
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--counter-bits", "65"], "from 8 to 64"),
+        (["--counter-bits", "8", "--reorder-window", "32"], "too few for a reorder window of 32"),
+    ],
+)
+def test_a_counter_width_the_stream_cannot_follow_is_an_error_before_the_stream(
+    options, says, capsys
+) -> None:
+    assert main([*SMALL_STREAM, "--lines", "20", *options]) == 2
+    error = capsys.readouterr().err
+    assert "--counter-bits" in error and says in error and "Traceback" not in error, error

@@ -274,3 +274,41 @@ def test_a_stalled_line_arrives_late_and_a_paced_loop_drops_it() -> None:
     run_stream(source(), pipeline, max_lag_s=3 * period, clock=lambda: position["index"] * period)
     dropped = {r.index for r in results if r.state == "dropped"}
     assert stalled and dropped == stalled
+
+
+def test_a_stream_numbered_by_a_wrapping_counter_scores_as_the_unwrapped_one(tmp_path) -> None:
+    """`stream --counter-bits 8`: the synthetic camera's lines numbered as an 8-bit counter numbers
+    them (0-255, 0-255, ...), every fault injected, reorder window 4. Fault seed 0 puts no
+    reordered pair across a wrap (lines are not put back in order across one): the score map and
+    every health count equal the stream numbered without a wrap, and its 3 wraps are counted."""
+    import json
+
+    from edge_had.cli import main
+
+    argv = ["stream", "--source", "synthetic", "--detector", "rx", "--lines", "1000", "--width", "32",
+            "--bands", "8", "--faults", "all", "--fault-rate", "0.02", "--fault-seed", "0"]  # fmt: skip
+    reports = {}
+    for bits in (None, 8):
+        out = tmp_path / str(bits)
+        extra = [] if bits is None else ["--counter-bits", str(bits)]
+        assert main([*argv, *extra, "--out", str(out), "--json", str(out / "report.json")]) == 0
+        reports[bits] = json.loads((out / "report.json").read_text())
+    wrapped, plain = reports[8]["health"], reports[None]["health"]
+    assert (wrapped["counter_wraps"], plain["counter_wraps"]) == (3, 0)
+    counts = ("lines_scored", "lines_rejected", "missing_indices", "duplicates", "counter_resets", "reasons")
+    assert {key: wrapped[key] for key in counts} == {key: plain[key] for key in counts}
+    assert plain["missing_indices"] > 0 and plain["duplicates"] > 0 and plain["flags"]["reordered"] > 0
+    assert reports[8]["detector"]["counter_bits"] == 8 and reports[None]["detector"]["counter_bits"] is None
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "8" / "scores.npy"), np.load(tmp_path / "None" / "scores.npy")
+    )
+
+
+def test_counter_numbered_lines_carry_the_counters_value() -> None:
+    from edge_had.stream.sources import counter_numbered
+
+    lines = list(counter_numbered(synthetic_lines(4, 3, lines=600, seed=1), 8))
+    assert [line.index for line in lines] == [index % 256 for index in range(600)]
+    for bits in (None, 7, 65):
+        with pytest.raises(ValueError, match="counter_bits"):
+            next(counter_numbered(synthetic_lines(4, 3, lines=2), bits))  # type: ignore[arg-type]

@@ -155,6 +155,13 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="lines held to put late lines back in order (4; 0: reject them)",
     )
+    parser.add_argument(
+        "--counter-bits",
+        type=integer_from(8),
+        help="number the lines as a camera's line counter of this many bits (8 to 64) does - after "
+        "2^N - 1 comes 0 - and stream them so: rehearses the counter's wraps (counter_wraps in the "
+        "report; rows go on across a wrap). Default: lines numbered 0, 1, 2, ... without a wrap",
+    )
     add_resample_option(parser, "every detector (plain RX resamples to 32 bands when it has more): ")
     add_reduction_kernel_option(parser)
     add_interleave_option(parser)
@@ -406,6 +413,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     from edge_had.stream.events import EventDetector, stream_threshold
     from edge_had.stream.run import RowScoredTwiceError, paced_max_lag_s, run_stream
 
+    _check_counter_bits(args)
     source = _source(args)
     lines, gt, valid, width, bands = source.lines, source.gt, source.valid, source.width, source.bands
     for note in source.notes:  # as detect prints a scene's notes; the report carries them
@@ -436,6 +444,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             no_data_value=source.no_data_value,
             saturation=args.saturation,
             reduction_kernel=args.reduction_kernel,
+            counter_bits=args.counter_bits,
         )
     pipeline, detector, backend = onboard.pipeline, onboard.detector, onboard.backend
     # the model's adapter resamples the good bands only, as detect does
@@ -458,6 +467,10 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         source.notes.extend(notes)
+    if args.counter_bits is not None:  # the camera numbers its lines; faults then spoil their delivery
+        from edge_had.stream.sources import counter_numbered
+
+        lines = counter_numbered(lines, args.counter_bits)
     if args.faults:
         from edge_had.stream.faults import faulty_lines
 
@@ -668,6 +681,17 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     return 130 if run.interrupted else 0  # 128 + SIGINT, as a shell reports an interrupted command
 
 
+def _check_counter_bits(args: argparse.Namespace) -> None:
+    """--counter-bits within a counter's widths, and wide enough for --reorder-window."""
+    from edge_had.stream.line_order import checked_counter_bits
+
+    try:
+        checked_counter_bits(args.counter_bits, args.reorder_window)
+    except ValueError as error:
+        raise EdgeHadError(f"--counter-bits {args.counter_bits} with --reorder-window "
+                           f"{args.reorder_window}: {error}") from None  # fmt: skip
+
+
 def _video(args: argparse.Namespace, width: int) -> Any:
     from edge_had.stream.video import WaterfallVideo, window_unavailable_reason
 
@@ -713,6 +737,10 @@ def _print_summary(report: dict[str, Any]) -> None:
     if replay is not None and replay["lines_replayed"] < replay["lines_in_file"]:
         print(f"replayed the first {replay['lines_replayed']} of the file's {replay['lines_in_file']} lines")
     print(f"look-ahead: {report['look_ahead_lines']} lines ({report['look_ahead_ms']:.1f} ms)")
+    print(
+        f"line order: {health['missing_indices']} missing, {health['duplicates']} duplicates, "
+        f"{health['counter_resets']} counter restarts, {health['counter_wraps']} counter wraps"
+    )
     backend = report["backend"]
     if backend:
         print(f"backend: {backend['backend']} {backend['precision']} ({backend['reason']})")

@@ -11,7 +11,9 @@ or a file's lines as stored -, optional ``meta``), in acquisition order:
   map in bounded memory, each line as the file stores it (every band, its dtype), as a camera
   hands it over, with what the file says about its pixels - good bands (``bbl``), no-data value,
   wavelengths - for :func:`~edge_had.stream.onboard.build_pipeline`, which masks them as
-  :func:`edge_had.io.load_scene` does (:func:`envi_lines`: its lines).
+  :func:`edge_had.io.load_scene` does (:func:`envi_lines`: its lines);
+* :func:`counter_numbered` - any source's lines numbered as a line counter of a given width
+  numbers them (it wraps to 0 after its last value), to rehearse a camera's counter wraps.
 
 Timestamps: ``t0 + index / line_rate`` when a line rate is given (the sensor clock), else the
 monotonic clock when the line is produced. ``pace=True`` sleeps until each line is due.
@@ -21,8 +23,8 @@ from __future__ import annotations
 
 import mmap
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,21 @@ def synthetic_lines(
             strip += 1
 
     return _stamped(rows(), line_rate, pace, clock, sleep)
+
+
+def counter_numbered(lines: Iterable[Line], counter_bits: int) -> Iterator[Line]:
+    """``lines`` (numbered from 0) with the index a ``counter_bits``-wide line counter gives them:
+    the index modulo ``2**counter_bits`` - after the counter's last value comes 0. Streamed with
+    the same ``counter_bits`` a wrap loses no line and the rows go on as if it had not wrapped
+    (:mod:`edge_had.stream.line_order`)."""
+    from edge_had.stream.line_order import checked_counter_bits
+
+    bits = checked_counter_bits(counter_bits)
+    if bits is None:
+        raise ValueError("counter_bits must be given: the width of the counter that numbers the lines")
+    period = 2**bits
+    for line in lines:
+        yield replace(line, index=line.index % period)
 
 
 @dataclass
