@@ -210,6 +210,11 @@ def test_int8_graph_follows_tensorrt_qdq_rules(graphs: dict[str, Path]) -> None:
     assert activation_dq and all(
         set(readers[n.output[0]]) <= {"Conv", "MatMul", "Gemm"} for n in activation_dq
     ), sorted({op for n in activation_dq for op in readers[n.output[0]]})
+    # and one pair per reader (the exporter asks for DedicatedQDQPair; unshared, each pair is its
+    # layer's alone to fuse): x_k, read by both networks' first layers, is quantized twice
+    assert all(len(readers[n.output[0]]) == 1 for n in activation_dq)
+    quantized_x_k = [n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x_k"]
+    assert len(quantized_x_k) >= 2, [n.name for n in quantized_x_k]
 
 
 @pytest.mark.data
