@@ -109,14 +109,13 @@ def test_envi_header_with_unparsable_wavelengths(tmp_path: Path) -> None:
     [
         (("data type = 4", "data type = 8"), r"unsupported ENVI 'data type' 8: expected one of 1, 2, 3, 4"),
         (("byte order = 0", "byte order = 2"), r"ENVI 'byte order' 2: expected 0 \(little-endian\) or 1"),
-        (("ENVI", "\ufeffENVI"), "starts with a UTF-8 byte-order mark: save the header without one"),
     ],
 )
 def test_envi_header_fields_spectral_misreads_are_refused_by_name(
     tmp_path: Path, edit: tuple[str, str], match: str
 ) -> None:
     """A review: data type 8 (a struct) failed as "KeyError: '8'", byte order 2 was read as
-    big-endian while meta said little, a header saved with a UTF-8 BOM was "missing ENVI"."""
+    big-endian while meta said little."""
     save_envi(tmp_path / "odd.hdr", cube())
     header = tmp_path / "odd.hdr"
     text = header.read_text()
@@ -125,12 +124,56 @@ def test_envi_header_fields_spectral_misreads_are_refused_by_name(
     scene_error(header, match)
 
 
-def test_a_latin1_character_in_an_envi_header_is_named_with_its_line(tmp_path: Path) -> None:
-    save_envi(tmp_path / "mu.hdr", cube())
-    header = tmp_path / "mu.hdr"
-    header.write_bytes(header.read_bytes() + "wavelength units = \u00b5m\n".encode("latin-1"))
-    lines = header.read_bytes().count(b"\n")
-    scene_error(header, f"line {lines} holds a character outside ASCII")
+@pytest.mark.parametrize(
+    ("saved", "said"),
+    [
+        (lambda text: text.encode("latin-1"), "text not in UTF-8 (read as Latin-1)"),
+        (lambda text: b"\xef\xbb\xbf" + text.encode("utf-8"), "a UTF-8 byte-order mark"),
+        (
+            lambda text: b"\xef\xbb\xbf" + text.encode("latin-1"),
+            "a UTF-8 byte-order mark and text not in UTF-8 (read as Latin-1)",
+        ),
+    ],
+)
+def test_an_envi_header_in_latin1_or_with_a_byte_order_mark_is_read_and_said(
+    tmp_path: Path, saved, said: str
+) -> None:
+    """spectral reads UTF-8 headers only: one written in Latin-1 (a "\u00b5m", an accented name, by
+    Windows software) failed as "appears to be a binary file", one with a byte-order mark as
+    "missing ENVI"; both were refused. They are read through a UTF-8 copy - given by the header or
+    by the data file, the data file found beside the header - with a note; the same header in
+    UTF-8 reads the same, without one."""
+    data = cube()
+    save_envi(tmp_path / "plain.hdr", data, wavelength=[0.4, 0.5, 0.6, 0.7, 0.8])
+    text = (tmp_path / "plain.hdr").read_text()
+    assert "wavelength units" not in text and "description" not in text
+    text += "wavelength units = \u00b5m\ndescription = {Flug \u00fcber M\u00fcnchen}\n"
+    (tmp_path / "plain.hdr").write_text(text, encoding="utf-8")
+    save_envi(tmp_path / "odd.hdr", data)
+    (tmp_path / "odd.hdr").write_bytes(saved(text))
+    plain = load_scene(tmp_path / "plain.hdr")
+    assert plain.meta["notes"] == []
+    np.testing.assert_allclose(plain.wavelengths, [400, 500, 600, 700, 800])
+    for path in (tmp_path / "odd.hdr", tmp_path / "odd.img"):
+        scene = load_scene(path)
+        np.testing.assert_array_equal(scene.cube, plain.cube)
+        np.testing.assert_array_equal(scene.wavelengths, plain.wavelengths)
+        assert scene.meta["notes"] == [
+            f"the ENVI header {tmp_path / 'odd.hdr'} has {said}: read through a UTF-8 copy"
+        ]
+
+
+def test_a_binary_file_named_as_a_header_is_still_refused(tmp_path: Path) -> None:
+    save_envi(tmp_path / "b.hdr", cube())
+    (tmp_path / "b.hdr").write_bytes(bytes(range(256)) * 4)
+    scene_error(tmp_path / "b.hdr", "binary file")
+
+
+def test_a_transcoded_header_without_its_data_file_is_refused_by_name(tmp_path: Path) -> None:
+    save_envi(tmp_path / "alone.hdr", cube()).unlink()
+    header = tmp_path / "alone.hdr"
+    header.write_bytes(header.read_bytes() + "description = {\u00b5}\n".encode("latin-1"))
+    scene_error(header, "no ENVI data file beside the header")
 
 
 def test_a_failing_memory_map_of_the_envi_check_names_the_file(

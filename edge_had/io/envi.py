@@ -6,7 +6,8 @@ bands) = (rows, cols, bands)) in its stored dtype and byte order, whatever the f
 ``fwhm`` (converted to nm using ``wavelength units``, dropped when that unit is not a length:
 :mod:`edge_had.io.units`), ``bbl`` (bad-band list -> ``good_bands``) and ``data ignore value``
 (-> no-data value). A data file shorter than the header promises is reported as truncated, a
-longer one as misdescribed.
+longer one as misdescribed. spectral reads UTF-8 headers only: one in Latin-1, or with a
+byte-order mark, is read through a UTF-8 copy, with a note.
 
 A header with the wrong ``interleave`` or ``byte order`` still describes a file of the right size:
 its samples are read scrambled, and nothing fails (BIL data labelled ``bip``: the FX10 reviewer's
@@ -53,7 +54,7 @@ def envi_files(path: Path) -> tuple[Path, Path]:
     header = path if path.suffix.lower() == ".hdr" else header_beside(path)
     if header is None:
         raise SceneError("no ENVI header (.hdr) beside this data file", path)
-    data = path if header != path else Path(_open_image(header, None, path).filename)
+    data = path if header != path else Path(_open_image(header, None, path)[0].filename)
     return header, data
 
 
@@ -62,7 +63,7 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
     header). ``meta["notes"]``: band centres dropped for their unit, a cube that does not read as
     spectra (:func:`misread_note`)."""
     source = header if source is None else source
-    image = _open_image(header, data, source)
+    image, header_note = _open_image(header, data, source)
     metadata: Mapping[str, Any] = image.metadata
     interleave = _interleave(metadata, source)
     cube = _memmap(image, interleave, source)
@@ -89,7 +90,7 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
             "header": str(header),
             "data_file": str(image.filename),
             "wavelength_units": units,
-            "notes": [text for text in (note, misread) if text is not None],
+            "notes": [text for text in (header_note, note, misread) if text is not None],
         },
     )
 
@@ -155,51 +156,94 @@ def _keys_lower_cased_quietly() -> Iterator[None]:
         yield
 
 
-def _open_image(header: Path, data: Path | None, source: Path) -> Any:
+def _open_image(header: Path, data: Path | None, source: Path) -> tuple[Any, str | None]:
     """The spectral image of ``header``, after checking the header fields spectral would take
     wrongly or fail on with a bare KeyError: ``data type`` (7 string, 8 struct, 10 pointer, 11 object:
-    no pixels) and ``byte order`` (spectral reads any value but 0 as big-endian)."""
+    no pixels) and ``byte order`` (spectral reads any value but 0 as big-endian); and a note when
+    the header was not read as written (:func:`_header_spectral_reads`)."""
     import spectral.io.envi as spectral_envi  # lazy: only ENVI files need the spectral package
 
     where = "" if header == source else f" in {header}"
-    try:
+    with _header_spectral_reads(header) as (readable, note):
         with reading(source, "ENVI file"), _keys_lower_cased_quietly():
-            fields = spectral_envi.read_envi_header(str(header))
-    except SceneError as error:
-        raise SceneError(f"{error.problem}{_header_text_hint(header)}", source) from error.__cause__
-    code = str(_single(fields.get("data type", ""))).strip()
-    if code and code not in ENVI_DATA_TYPES:
-        raise SceneError(
-            f"unsupported ENVI 'data type' {code}{where}: expected one of {', '.join(ENVI_DATA_TYPES)}",
-            source,
-        )
-    order = str(_single(fields.get("byte order", "0"))).strip()
-    if order not in ("0", "1"):
-        raise SceneError(
-            f"ENVI 'byte order' {order}{where}: expected 0 (little-endian) or 1 (big-endian)", source
-        )
-    with reading(source, "ENVI file"), _keys_lower_cased_quietly():
-        image = spectral_envi.open(str(header), None if data is None else str(data))
+            fields = spectral_envi.read_envi_header(str(readable))
+        code = str(_single(fields.get("data type", ""))).strip()
+        if code and code not in ENVI_DATA_TYPES:
+            raise SceneError(
+                f"unsupported ENVI 'data type' {code}{where}: expected one of {', '.join(ENVI_DATA_TYPES)}",
+                source,
+            )
+        order = str(_single(fields.get("byte order", "0"))).strip()
+        if order not in ("0", "1"):
+            raise SceneError(
+                f"ENVI 'byte order' {order}{where}: expected 0 (little-endian) or 1 (big-endian)", source
+            )
+        if data is None and readable != header:  # spectral would look for it beside the copy
+            data = _data_file_beside(header, str(_single(fields.get("interleave", ""))), source)
+        with reading(source, "ENVI file"), _keys_lower_cased_quietly():
+            image = spectral_envi.open(str(readable), None if data is None else str(data))
     if isinstance(image, spectral_envi.SpectralLibrary):
         raise SceneError("is an ENVI spectral library, not an image", source)
-    return image
+    return image, note
 
 
-def _header_text_hint(header: Path) -> str:
-    """Why spectral may have refused a header that is text: a UTF-8 byte-order mark before "ENVI",
-    or a character outside ASCII (a "µm" saved in Latin-1) - spectral reads ASCII headers only."""
+#: A header larger than this is not transcoded (an ENVI header is a few kB of text).
+HEADER_MAX_BYTES = 2**20
+
+
+@contextlib.contextmanager
+def _header_spectral_reads(header: Path) -> Iterator[tuple[Path, str | None]]:
+    """The header as spectral can read it - it reads UTF-8 text starting "ENVI" - and a note if
+    that is a copy: a header saved with a UTF-8 byte-order mark ("missing ENVI"), or not in UTF-8
+    (a "\u00b5m" or an accented name written in Latin-1 by Windows software: "appears to be a binary
+    file") is read through a UTF-8 copy without the mark, Latin-1 decoded (each byte is a Latin-1
+    character; an ENVI header's keys and numbers are ASCII either way)."""
     try:
-        text = header.read_bytes()[:65536]
-    except OSError:
-        return ""
-    if text.startswith(b"\xef\xbb\xbf"):
-        return "; it starts with a UTF-8 byte-order mark: save the header without one"
-    for number, line in enumerate(text.splitlines(), 1):
-        if any(byte > 127 for byte in line):
-            return (
-                f"; line {number} holds a character outside ASCII (e.g. \u00b5 of \u00b5m): write it in ASCII"
-            )
-    return ""
+        with header.open("rb") as stream:
+            raw = stream.read(HEADER_MAX_BYTES + 1)
+    except OSError:  # spectral says why, naming the file
+        yield header, None
+        return
+    body = raw.removeprefix(b"\xef\xbb\xbf")
+    said = [] if body == raw else ["a UTF-8 byte-order mark"]
+    if _is_utf8(body):
+        text = body.decode("utf-8")
+    else:
+        text = body.decode("latin-1")
+        said.append("text not in UTF-8 (read as Latin-1)")
+    if not said or len(raw) > HEADER_MAX_BYTES or not text.startswith("ENVI"):
+        yield header, None  # spectral's own error (binary, not ENVI) names it
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edge-had-header-") as folder:
+        copy = Path(folder) / header.name
+        copy.write_text(text, encoding="utf-8")
+        yield copy, f"the ENVI header {header} has {' and '.join(said)}: read through a UTF-8 copy"
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _data_file_beside(header: Path, interleave: str, source: Path) -> Path:
+    """The data file of ``header`` where spectral looks for it: the header's name without
+    ``.hdr``, or with one of spectral's known extensions or the interleave, lower or upper case."""
+    import spectral.io.envi as spectral_envi
+
+    extensions = ["", *(ext.lower() for ext in spectral_envi.KNOWN_EXTS), interleave.lower()]
+    stem = header.with_suffix("")
+    for extension in [*extensions, *(ext.upper() for ext in extensions if ext)]:
+        candidate = stem.with_name(f"{stem.name}.{extension}") if extension else stem
+        if candidate.is_file():
+            return candidate
+    raise SceneError(
+        f"no ENVI data file beside the header {header} ({stem.name} or {stem.name}.img, ...)", source
+    )
 
 
 def _interleave(metadata: Mapping[str, Any], source: Path) -> str:
