@@ -93,6 +93,52 @@ def test_a_camera_loop_given_the_headers_masks_scores_as_stream_of_the_file(
     assert bare_record["resampling"] == "band_index" and np.isfinite(bare[:, :2]).all()
 
 
+def test_read_sensor_header_gives_build_pipeline_what_stream_reads_from_the_file(tmp_path: Path) -> None:
+    """The README's camera loop took the header's fields with spectral as written: band centres in
+    micrometres went in as nm, a header without `bbl` or `data ignore value` was a KeyError, one in
+    Latin-1 not read. `read_sensor_header` (the header alone: a live camera has no data file) gives
+    the width, the bands and build_pipeline's options as `stream --source FILE.hdr` reads them: a
+    header in micrometres and Latin-1, its lines pushed, scores as the command scores the file."""
+    from edge_had.errors import SceneError
+    from edge_had.io.envi import read_sensor_header
+
+    shape = (40, 20, 40)
+    cube = counts_cube(*shape, seed=3)
+    cube[:, 0] = 0  # a dead edge
+    good = np.ones(40, bool)
+    good[[0, 39]] = False
+    header = tmp_path / "cam.hdr"
+    metadata = {
+        "data ignore value": 0,
+        "bbl": good.astype(int).tolist(),
+        "wavelength": (UNEVEN / 1000).tolist(),
+    }
+    data = write_envi(header, cube, "bil", **metadata, **{"wavelength units": "Micrometers"})
+    text = header.read_text() + "description = {Kamera \u00fcber Feld 3}\n"
+    header.write_bytes(text.encode("latin-1"))
+    sensor = read_sensor_header(header)
+    assert (sensor.samples, sensor.bands) == (20, 40) and "Latin-1" in sensor.notes[0]
+    options = sensor.pipeline_options()
+    np.testing.assert_allclose(options["wavelengths"], UNEVEN)
+    np.testing.assert_array_equal(options["good_bands"], good)
+    assert options["no_data_value"] == 0
+    out = tmp_path / "out"
+    assert main(["stream", "--source", str(header), "--detector", "rx", "--out", str(out)]) == 0
+    got, record, _ = camera_scores(options, stored_lines(data, shape), "rx")
+    np.testing.assert_allclose(got, np.load(out / "scores.npy"), rtol=1e-6)
+    assert record["resampling"] == "wavelength" and np.isnan(got[:, 0]).all()
+
+    header.write_text(text.replace("bbl = {", "bbl = {1, "), encoding="utf-8")
+    with pytest.raises(SceneError, match="'bbl' has 41 values for 40 bands"):
+        read_sensor_header(header)
+    header.write_text("ENVI\nsamples = 20\nlines = 40\n", encoding="utf-8")
+    with pytest.raises(SceneError, match="'bands' is missing"):
+        read_sensor_header(header)
+    header.write_text("ENVI\nsamples = 20\nbands = 40\n", encoding="utf-8")
+    bare = read_sensor_header(header).pipeline_options()
+    assert bare == {"wavelengths": None, "good_bands": None, "no_data_value": None}
+
+
 @pytest.mark.parametrize("bad", [[0, 1, 38, 39], [0, 1, 20, 38]])
 def test_the_good_bands_of_a_line_are_a_view_when_they_are_one_run(bad: list[int]) -> None:
     """Masking a line took its good bands twice, each a boolean-index copy (0.24 of 0.46 ms per

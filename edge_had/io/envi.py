@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +68,16 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
     metadata: Mapping[str, Any] = image.metadata
     interleave = _interleave(metadata, source)
     cube = _memmap(image, interleave, source)
-    units = _single(metadata.get("wavelength units"))  # (``{Nanometers}`` in braces: a list)
-    wavelengths, fwhm, note = band_centres_nm(
-        _header_floats(metadata, "wavelength", source), _header_floats(metadata, "fwhm", source), units
-    )
-    good_bands = _good_bands(metadata, source)
-    no_data_value = _no_data_value(metadata, source)
+    bands = _band_fields(metadata, source)
     byte_order = int(metadata.get("byte order", 0))  # 0 or 1: _open_image checked it
     with reading(source, "ENVI data file"):  # its own memory maps (a process's address-space limit)
-        misread = misread_note(image, header, (interleave, byte_order), good_bands, no_data_value)
+        misread = misread_note(image, header, (interleave, byte_order), bands.good_bands, bands.no_data_value)
     return RawScene(
         cube=cube,
-        wavelengths=wavelengths,
-        fwhm=fwhm,
-        good_bands=good_bands,
-        no_data_value=no_data_value,
+        wavelengths=bands.wavelengths,
+        fwhm=bands.fwhm,
+        good_bands=bands.good_bands,
+        no_data_value=bands.no_data_value,
         meta={
             "format": "envi",
             "dtype": str(np.dtype(image.dtype)),
@@ -89,10 +85,82 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
             "byte_order": "big" if byte_order == 1 else "little",
             "header": str(header),
             "data_file": str(image.filename),
-            "wavelength_units": units,
-            "notes": [text for text in (header_note, note, misread) if text is not None],
+            "wavelength_units": bands.wavelength_units,
+            "notes": [text for text in (header_note, bands.unit_note, misread) if text is not None],
         },
     )
+
+
+@dataclass(frozen=True)
+class BandFields:
+    """What an ENVI header says of its bands: centres and widths in nm (None: not given, or in a
+    unit that is no length - ``unit_note`` says so), the good-band mask (``bbl``; None: all good),
+    the no-data value (``data ignore value``) and the unit as written."""
+
+    wavelengths: np.ndarray | None
+    fwhm: np.ndarray | None
+    good_bands: np.ndarray | None
+    no_data_value: float | None
+    wavelength_units: Any
+    unit_note: str | None
+
+
+def _band_fields(metadata: Mapping[str, Any], source: Path) -> BandFields:
+    units = _single(metadata.get("wavelength units"))  # (``{Nanometers}`` in braces: a list)
+    wavelengths, fwhm, note = band_centres_nm(
+        _header_floats(metadata, "wavelength", source), _header_floats(metadata, "fwhm", source), units
+    )
+    return BandFields(
+        wavelengths, fwhm, _good_bands(metadata, source), _no_data_value(metadata, source), units, note
+    )
+
+
+@dataclass(frozen=True)
+class SensorHeader:
+    """A camera's ENVI header read for the line loop (:func:`read_sensor_header`): pixels per line
+    (``samples``), bands, and what :func:`~edge_had.stream.onboard.build_pipeline` takes of it
+    (:meth:`pipeline_options`); ``notes``: what was not read as written."""
+
+    samples: int
+    bands: int
+    fields: BandFields
+    notes: tuple[str, ...]
+
+    def pipeline_options(self) -> dict[str, Any]:
+        """``wavelengths`` (nm), ``good_bands`` and ``no_data_value`` for ``build_pipeline``."""
+        fields = self.fields
+        return {"wavelengths": fields.wavelengths, "good_bands": fields.good_bands,
+                "no_data_value": fields.no_data_value}  # fmt: skip
+
+
+def read_sensor_header(header: str | Path) -> SensorHeader:
+    """A camera's ENVI header as ``stream --source FILE.hdr`` reads it - band centres converted to
+    nm from its ``wavelength units``, ``bbl``, ``data ignore value``, a header in Latin-1 or with a
+    byte-order mark - without a data file (a live camera has none yet): what a camera loop gives
+    ``build_pipeline`` so that its live lines score as the file's would. SceneError naming the
+    header for what it cannot read."""
+    import spectral.io.envi as spectral_envi
+
+    header = Path(header)
+    with _header_spectral_reads(header) as (readable, note):
+        with reading(header, "ENVI header"), _keys_lower_cased_quietly():
+            metadata = spectral_envi.read_envi_header(str(readable))
+    sizes = {}
+    for key in ("samples", "bands"):
+        try:
+            sizes[key] = int(str(_single(metadata[key])).strip())
+        except (KeyError, ValueError):
+            raise SceneError(
+                f"the ENVI header field {key!r} is missing or not a whole number", header
+            ) from None
+    fields = _band_fields(metadata, header)
+    for name, values in (("wavelength", fields.wavelengths), ("bbl", fields.good_bands)):
+        if values is not None and values.size != sizes["bands"]:
+            raise SceneError(
+                f"the ENVI header's {name!r} has {values.size} values for {sizes['bands']} bands", header
+            )
+    notes = tuple(text for text in (note, fields.unit_note) if text is not None)
+    return SensorHeader(sizes["samples"], sizes["bands"], fields, notes)
 
 
 def misread_note(
