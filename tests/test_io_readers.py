@@ -677,6 +677,40 @@ def test_envi_wavelength_units(tmp_path: Path, units: str, values: list[float], 
 
 
 @pytest.mark.parametrize(
+    ("units", "values", "want", "said"),
+    [
+        (  # nm values labelled micrometres: 400,000-1,000,000 nm were taken without a word
+            "Micrometers",
+            [400.0, 700.0, 1000.0],
+            None,
+            "band centres 400-1000 in 'Micrometers' would be 400000-1e+06 nm, beyond any imaging "
+            "spectrometer's: check the file's wavelength unit - ignored (band index used)",
+        ),
+        ("Micrometers", [8.0, 10.0, 12.0], [8000.0, 10000.0, 12000.0], None),  # thermal: kept
+        (  # no unit, all below 30: micrometres, said (it was silent)
+            None,
+            [0.4, 0.7, 1.0],
+            [400.0, 700.0, 1000.0],
+            "band centres 0.4-1 without a unit: read as micrometres (400-1000 nm)",
+        ),
+        ("Unknown", [400.0, 700.0, 1000.0], [400.0, 700.0, 1000.0], None),
+    ],
+)
+def test_band_centres_a_unit_puts_out_of_reach_are_dropped_and_a_guess_is_said(
+    tmp_path: Path, units, values, want, said
+) -> None:
+    header = tmp_path / "u.hdr"
+    unit = {} if units is None else {"wavelength units": units}
+    write_envi(header, random_cube((3, 4, 3)), wavelength=values, **unit)
+    scene = load_scene(header)
+    if want is None:
+        assert scene.wavelengths is None
+    else:
+        np.testing.assert_allclose(scene.wavelengths, want)
+    assert scene.meta["notes"] == ([] if said is None else [said])
+
+
+@pytest.mark.parametrize(
     ("values", "said"),
     [
         ([0.0] * 4, "all 0"),

@@ -5,9 +5,10 @@ instruments write them) is converted exactly: nm = 1e7 / wavenumber (the bands t
 to short wavelengths, which the adapter takes as they come), its fwhm through the derivative,
 1e7 x fwhm / wavenumber^2. Values without a unit (or "Unknown") that are all below
 :data:`MICROMETRE_GUESS_BELOW` are taken for micrometres: imaging spectrometers cover ~0.35-14 um,
-i.e. 350-14000 nm. Any other unit (GHz, band index) gives no wavelengths: they are dropped, with a
-note saying so (``Scene.meta["notes"]``), and the spectral adapter resamples on band index, as for
-a file without wavelengths.
+i.e. 350-14000 nm (a note says so). Any other unit (GHz, band index), or centres that a unit
+puts beyond :data:`LONGEST_PLAUSIBLE_NM` (nm values labelled micrometres), gives no wavelengths:
+they are dropped, with a note saying so (``Scene.meta["notes"]``), and the spectral adapter
+resamples on band index, as for a file without wavelengths.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ NM_PER_UNIT = {
     "angstrom": 0.1,
 }
 MICROMETRE_GUESS_BELOW = 30.0
+#: Band centres beyond this many nm once converted are no imaging spectrometer's (thermal ones
+#: end near 14,000 nm): the unit is wrong (a review: 400-1000 labelled Micrometers were taken as
+#: 400,000-1,000,000 nm without a word, and plain RX resampled on them).
+LONGEST_PLAUSIBLE_NM = 100_000.0
 
 
 WAVENUMBER_UNITS = frozenset(
@@ -86,7 +91,9 @@ def band_centres_nm(
     wavelengths: np.ndarray | None, fwhm: np.ndarray | None, units: object
 ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
     """Band centres and widths in nm from the file's values in ``units``, and a note when the
-    values had to be dropped (None otherwise)."""
+    values had to be dropped - a unit that is no length, centres beyond
+    :data:`LONGEST_PLAUSIBLE_NM` once converted - or were guessed to be micrometres (None
+    otherwise)."""
     text = unit_text(units)
     if wavelengths is not None and (placeholder := _placeholder(wavelengths)) is not None:
         return None, None, f"band centres {placeholder}: no wavelengths (band index used)"
@@ -102,11 +109,24 @@ def band_centres_nm(
         if wavelengths is not None:
             note = f"band centres in {text!r}, which is no length or wavenumber: ignored (band index used)"
         return None, None, note
-    return (
-        None if wavelengths is None else wavelengths * factor,
-        None if fwhm is None else fwhm * factor,
-        None,
-    )
+    if wavelengths is None:
+        return None, None if fwhm is None else fwhm * factor, None
+    written = f"{np.nanmin(wavelengths):g}-{np.nanmax(wavelengths):g}"
+    centres = wavelengths * factor
+    converted = f"{np.nanmin(centres):g}-{np.nanmax(centres):g} nm"
+    if np.nanmax(centres) > LONGEST_PLAUSIBLE_NM:
+        return (
+            None,
+            None,
+            (
+                f"band centres {written} in {text!r} would be {converted}, beyond any imaging "
+                "spectrometer's: check the file's wavelength unit - ignored (band index used)"
+            ),
+        )
+    note = None
+    if factor == 1e3 and (text is None or text.strip().lower() in ("", "unknown")):
+        note = f"band centres {written} without a unit: read as micrometres ({converted})"
+    return centres, None if fwhm is None else fwhm * factor, note
 
 
 def _placeholder(values: np.ndarray) -> str | None:
