@@ -96,7 +96,7 @@ def test_truncated_envi_data(tmp_path: Path) -> None:
 
 def test_envi_data_file_missing(tmp_path: Path) -> None:
     save_envi(tmp_path / "lonely.hdr", cube()).unlink()
-    assert scene_error(tmp_path / "lonely.hdr", "cannot read").__cause__ is not None
+    assert scene_error(tmp_path / "lonely.hdr", "no ENVI data file beside the header").__cause__ is not None
 
 
 def test_envi_header_with_unparsable_wavelengths(tmp_path: Path) -> None:
@@ -368,3 +368,55 @@ def test_sha256_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SceneError, match="not found") as info:
         sha256_file(tmp_path / "gone.bin")
     assert "gone.bin" in str(info.value)
+
+
+@pytest.mark.parametrize(("field", "value"), [("header offset", "0.0"), ("lines", "4.0"), ("samples", "-3")])
+def test_an_envi_size_field_that_is_no_whole_number_is_named(tmp_path: Path, field: str, value: str) -> None:
+    """spectral's int() failed on these naming no field ("invalid literal for int() ...")."""
+    save_envi(tmp_path / "n.hdr", cube())
+    header = tmp_path / "n.hdr"
+    text = header.read_text()
+    line = next(line for line in text.splitlines() if line.startswith(field))
+    header.write_text(text.replace(line, f"{field} = {value}"))
+    scene_error(header, f"the ENVI header field '{field}' is '{value}': expected a whole number")
+
+
+def test_a_trailing_comma_in_an_envi_list_is_taken_and_spectral_logs_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`{400, 500, ..., 800,}` was refused ("could not convert string to float: ''"), after a
+    spectral WARNING line that the reader's own message contradicted."""
+    save_envi(tmp_path / "c.hdr", cube(), wavelength=[400, 500, 600, 700, 800], bbl=[1, 1, 0, 1, 1])
+    header = tmp_path / "c.hdr"
+    text = header.read_text()
+    written = text.replace("800 }", "800, }").replace("1 , 1 }", "1 , 1, }")
+    header.write_text(written)
+    assert "800, }" in written and "1, }" in written
+    with caplog.at_level("WARNING"):
+        scene = load_scene(header)
+    np.testing.assert_array_equal(scene.wavelengths, [400, 500, 600, 700, 800])
+    np.testing.assert_array_equal(scene.good_bands, [True, True, False, True, True])
+    assert not [record for record in caplog.records if record.name.startswith("spectral")]
+    header.write_text(text.replace("500 ,", ","))  # an empty value inside the list: refused
+    scene_error(header, "wavelength")
+
+
+def test_a_data_file_spectral_cannot_find_says_to_give_the_data_file(tmp_path: Path) -> None:
+    """spectral's advice was to pass it "as the optional `image` argument to envi.open"."""
+    data = save_envi(tmp_path / "x.hdr", cube())
+    data.rename(tmp_path / "x.bil")  # interleave bsq: not among the names looked for
+    scene_error(tmp_path / "x.hdr", "give the data file itself")
+    assert load_scene(tmp_path / "x.bil").cube.shape == (4, 3, 5)
+
+
+@pytest.mark.parametrize(("value", "noted"), [(-9999, True), (1024.5, True), (65535, False), (0, False)])
+def test_a_no_data_value_an_integer_file_cannot_hold_is_said(
+    tmp_path: Path, value: float, noted: bool
+) -> None:
+    """-9999 on uint16 data (a header copied from a float product) masked nothing, silently."""
+    save_envi(tmp_path / "u.hdr", (cube() * 1000).astype(np.uint16), **{"data ignore value": value})
+    notes = load_scene(tmp_path / "u.hdr").meta["notes"]
+    said = [note for note in notes if "data ignore value" in note]
+    assert bool(said) == noted, notes
+    if noted:
+        assert f"'data ignore value' {value:g} of " in said[0] and "is no uint16 value" in said[0]

@@ -86,8 +86,36 @@ def read_envi(header: Path, data: Path | None = None, *, source: Path | None = N
             "header": str(header),
             "data_file": str(image.filename),
             "wavelength_units": bands.wavelength_units,
-            "notes": [text for text in (header_note, bands.unit_note, misread) if text is not None],
+            "notes": [
+                text
+                for text in (
+                    header_note,
+                    bands.unit_note,
+                    _impossible_no_data(bands.no_data_value, image),
+                    misread,
+                )
+                if text is not None
+            ],
         },
+    )
+
+
+def _impossible_no_data(no_data_value: float | None, image: Any) -> str | None:
+    """A note when an integer file's ``data ignore value`` is no value of its data type (-9999 or
+    1024.5 on uint16: a header copied from a float product), so no pixel can be masked for it."""
+    dtype = np.dtype(image.dtype)
+    if no_data_value is None or dtype.kind not in "iu":
+        return None
+    limits = np.iinfo(dtype)
+    if (
+        np.isfinite(no_data_value)
+        and no_data_value.is_integer()
+        and limits.min <= no_data_value <= limits.max
+    ):
+        return None
+    return (
+        f"the 'data ignore value' {no_data_value:g} of {image.filename} is no {dtype.name} value, as its "
+        "data are stored: no pixel is masked for it"
     )
 
 
@@ -143,7 +171,7 @@ def read_sensor_header(header: str | Path) -> SensorHeader:
 
     header = Path(header)
     with _header_spectral_reads(header) as (readable, note):
-        with reading(header, "ENVI header"), _keys_lower_cased_quietly():
+        with reading(header, "ENVI header"), _spectral_quietly():
             metadata = spectral_envi.read_envi_header(str(readable))
     sizes = {}
     for key in ("samples", "bands"):
@@ -216,12 +244,29 @@ ENVI_DATA_TYPES = ("1", "2", "3", "4", "5", "6", "9", "12", "13", "14", "15")
 
 
 @contextlib.contextmanager
-def _keys_lower_cased_quietly() -> Iterator[None]:
+def _spectral_quietly() -> Iterator[None]:
     """spectral lower-cases a header's keys (``Wavelength Units``, as some camera software writes
-    them) with a UserWarning on every file; they are read lower-case here, so nothing is lost."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Parameters with non-lowercase names", category=UserWarning)
-        yield
+    them) with a UserWarning on every file, and logs a WARNING for a ``wavelength``, ``fwhm`` or
+    ``bbl`` it cannot parse; the keys are read lower-case here and those fields parsed again
+    (:func:`_header_floats`: a trailing comma taken, anything else refused by name), so nothing is
+    lost - the logged line only repeated, or contradicted, what the reader says."""
+    import logging
+
+    logger = logging.getLogger("spectral")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="Parameters with non-lowercase names", category=UserWarning
+            )
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+#: Header fields that must be whole numbers (spectral's int() failed on "20.0" naming none).
+WHOLE_NUMBER_FIELDS = ("samples", "lines", "bands", "header offset", "data type", "byte order")
 
 
 def _open_image(header: Path, data: Path | None, source: Path) -> tuple[Any, str | None]:
@@ -233,8 +278,14 @@ def _open_image(header: Path, data: Path | None, source: Path) -> tuple[Any, str
 
     where = "" if header == source else f" in {header}"
     with _header_spectral_reads(header) as (readable, note):
-        with reading(source, "ENVI file"), _keys_lower_cased_quietly():
+        with reading(source, "ENVI file"), _spectral_quietly():
             fields = spectral_envi.read_envi_header(str(readable))
+        for key in WHOLE_NUMBER_FIELDS:
+            value = str(_single(fields.get(key, "0"))).strip()
+            if not value.isdigit():
+                raise SceneError(
+                    f"the ENVI header field {key!r}{where} is {value!r}: expected a whole number", source
+                )
         code = str(_single(fields.get("data type", ""))).strip()
         if code and code not in ENVI_DATA_TYPES:
             raise SceneError(
@@ -248,8 +299,13 @@ def _open_image(header: Path, data: Path | None, source: Path) -> tuple[Any, str
             )
         if data is None and readable != header:  # spectral would look for it beside the copy
             data = _data_file_beside(header, str(_single(fields.get("interleave", ""))), source)
-        with reading(source, "ENVI file"), _keys_lower_cased_quietly():
-            image = spectral_envi.open(str(readable), None if data is None else str(data))
+        try:
+            with reading(source, "ENVI file"), _spectral_quietly():
+                image = spectral_envi.open(str(readable), None if data is None else str(data))
+        except SceneError as error:
+            if not isinstance(error.__cause__, spectral_envi.EnviDataFileNotFoundError):
+                raise
+            raise _no_data_file(header, source) from error.__cause__
     if isinstance(image, spectral_envi.SpectralLibrary):
         raise SceneError("is an ENVI spectral library, not an image", source)
     return image, note
@@ -309,8 +365,15 @@ def _data_file_beside(header: Path, interleave: str, source: Path) -> Path:
         candidate = stem.with_name(f"{stem.name}.{extension}") if extension else stem
         if candidate.is_file():
             return candidate
-    raise SceneError(
-        f"no ENVI data file beside the header {header} ({stem.name} or {stem.name}.img, ...)", source
+    raise _no_data_file(header, source)
+
+
+def _no_data_file(header: Path, source: Path) -> SceneError:
+    stem = header.with_suffix("").name
+    return SceneError(
+        f"no ENVI data file beside the header {header} under a name it is looked for by ({stem}, "
+        f"{stem}.img, {stem}.dat, {stem}.raw, ... or {stem}.<interleave>): give the data file itself",
+        source,
     )
 
 
@@ -353,8 +416,11 @@ def _memmap(image: Any, interleave: str, source: Path) -> np.ndarray:
 def _header_floats(metadata: Mapping[str, Any], key: str, source: Path) -> np.ndarray | None:
     if key not in metadata:
         return None
+    values = _as_list(metadata[key])
+    if len(values) > 1 and not str(values[-1]).strip():  # a trailing comma: {400.0, 410.0,}
+        values = values[:-1]
     try:
-        return np.asarray([float(value) for value in _as_list(metadata[key])], dtype=np.float64)
+        return np.asarray([float(value) for value in values], dtype=np.float64)
     except ValueError as exc:
         raise SceneError(f"cannot parse the ENVI header field {key!r} as numbers ({exc})", source) from exc
 
