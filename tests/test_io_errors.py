@@ -420,3 +420,23 @@ def test_a_no_data_value_an_integer_file_cannot_hold_is_said(
     assert bool(said) == noted, notes
     if noted:
         assert f"'data ignore value' {value:g} of " in said[0] and "is no uint16 value" in said[0]
+
+
+def test_a_float64_files_no_data_value_is_matched_in_float64() -> None:
+    """A float64 file was compared in float32: a valid 1234.5679 beside the no-data value
+    1234.56789012345 was masked. Matched as stored now - and as a float32 writer stores the
+    header's value (-3.40282347e+38, float32's lowest, is -3.4028234663852886e+38 in float64)."""
+    from edge_had.io.scene import PixelRule
+
+    lowest32 = float(np.finfo(np.float32).min)
+    stored = np.full((5, 3), 0.5, dtype=np.float64)
+    stored[0, 1] = 1234.56789012345  # the no-data value
+    stored[1, 2] = 1234.5679  # a valid value next to it (equal in float32)
+    stored[2, 0] = lowest32
+    values = stored.astype(np.float32)
+    assert values[0, 1] == values[1, 2]
+    masked = ~PixelRule(no_data_value=1234.56789012345).valid(stored, values)
+    np.testing.assert_array_equal(masked, [True, False, False, False, False])
+    masked = ~PixelRule(no_data_value=-3.40282347e38).valid(stored, values)
+    np.testing.assert_array_equal(masked, [False, False, True, False, False])
+    assert -3.40282347e38 != lowest32

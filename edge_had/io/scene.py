@@ -165,8 +165,9 @@ class PixelRule:
     float32: a float64 beyond its range too), equals ``no_data_value`` or is at or above
     ``saturation`` (None: no such value). RX needs the whole spectrum, so one such band masks
     the whole pixel. ``stored`` holds pixels (..., bands) as the file or the camera stores them
-    (an integer file is compared as stored: float32 merges large integers), ``values`` the same
-    pixels' good bands in float32."""
+    (an integer or float64 file is compared as stored: float32 merges large integers, and float64
+    values next to the no-data value - which also matches as a float32 writer stored it),
+    ``values`` the same pixels' good bands in float32."""
 
     good: np.ndarray | None = None
     no_data_value: float | None = None
@@ -216,8 +217,9 @@ class PixelRule:
             taken = ~np.isfinite(values).all(axis=-1)
         if taken is not None:
             problems["non_finite"] = taken
-        # an integer file is compared as stored (float32 merges large integers), a float one in float32
-        as_stored = stored.dtype.kind in "iu"
+        # an integer or float64 file is compared as stored (float32 merges large integers, and
+        # float64 values next to the no-data value), a float32 one in float32
+        as_stored = stored.dtype.kind in "iu" or (stored.dtype.kind == "f" and stored.dtype.itemsize == 8)
         if not as_stored:
             samples = values
         elif samples is None:
@@ -229,6 +231,10 @@ class PixelRule:
             if level is None:
                 continue
             found = hit(samples, level if as_stored else np.float32(level)).any(axis=-1)
+            if reason == "no_data" and stored.dtype.kind == "f" and as_stored:
+                # ... or the value as a float32 writer stored it: a header's -3.40282347e+38 is
+                # float32's lowest, stored in float64 as -3.4028234663852886e+38
+                found |= hit(samples, float(np.float32(level))).any(axis=-1)
             problems[reason] = found if taken is None else found & ~taken
             taken = found if taken is None else taken | found
         return problems
