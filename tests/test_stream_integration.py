@@ -1251,6 +1251,16 @@ def _stream_outcome(
         (16, 2, [*range(30000, 30100), 0, 1, 2, 50000, *range(3, 40)]),
         # a line of the pass before, given up, arriving after the wrap stayed counted missing
         (8, 0, [*range(230, 251), *range(252, 258), 251, 258, 259]),
+        # (a review of `stream --counter-bits`) one flipped bit just after the wrap, 8 for 0: the
+        # wrap was taken at once, and every later row shifted by 8 (a restart followed it)
+        (8, 0, [*range(230, 256), 264, *range(257, 300)]),
+        (8, 4, [*range(230, 256), 264, *range(257, 300)]),
+        (16, 0, [*range(65500, 65536), 65544, *range(65537, 65600)]),
+        (16, 4, [*range(65500, 65536), 65544, *range(65537, 65600)]),
+        # a pair swapped across the wrap without a window: the later line, refused as a leap
+        # before the wrap, was counted missing too
+        (8, 0, [*range(230, 256), 257, 256, *range(258, 300)]),
+        (16, 0, [*range(65500, 65536), 65537, 65536, *range(65538, 65600)]),
     ],
 )
 def test_a_wrapping_counter_edge_case_streams_as_numbered_past_the_wrap(

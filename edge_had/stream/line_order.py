@@ -69,22 +69,26 @@ Counter wraps. A sensor whose line counter has a known width (``counter_bits``: 
 counter wraps every 65536 lines, 3.3 minutes at 330 Hz) wraps without losing a line: a line whose
 index is near 0 (at most :data:`COUNTER_RESTART_MAX_INDEX`) while the newest index is that close
 to the counter's last value (2^bits - 1) is the next line - the indices between, on either side of
-the wrap, are missing - and needs no next line to confirm it. The stream then counts a
+the wrap, are missing - and needs no next line to confirm it when it is at most ``reorder_window +
+1`` steps past the newest over the wrap; further, it is a leap over the wrap, held as any leap (a
+review: one flipped bit, 8 for the 0 after 255, was taken at once and every later row shifted by
+8). The stream then counts a
 ``counter_wraps`` (not a restart) and starts a segment whose rows continue those before as if the
 counter had not wrapped (a period past the last segment's). A counter that wraps to 1, not 0
 (``counter_start=1``: GigE Vision 1.x block IDs skip 0, so 65535 is followed by 1), has a period
 of 2^bits - 1: its wrap loses no index either (with ``counter_start=0`` the 0 it never sends would
 be counted missing, and leave an empty row, at every wrap). A line that leapt to the counter's
 end is confirmed by the wrap after it. More lines lost over the wrap (up to
-:data:`LEAP_TRUST_LINES`, and less than half the counter's period: one side or the other more
-than the 16 lines above) make the next line a leap over the wrap, held like any leap until the
-line after it confirms it - then the wrap is followed and the lines over it are missing - or not
-(a corrupted value near 0 at the counter's end: rejected, the stream keeps its place; a counter
-reset there is taken for such a wrap, its rows a period on). Lines are not put back in order
-across a wrap: a line of the old counter pass arriving after the wrap is rejected (a duplicate
-when it was processed lately, else out of order) - with a counter of known width an index more
-than half its period ahead of the newest is behind it, never a leap. Without ``counter_bits`` a
-wrap is a restart: followed when the next line continues it, its first line lost.
+:data:`LEAP_TRUST_LINES`, and less than half the counter's period) make the next line a leap over
+the wrap, held like any leap until the line after it confirms it - then the wrap is followed and
+the lines over it are missing (a leap refused before the wrap is not missing when the next pass
+gives it up: its line arrived) - or not (a corrupted value near 0 at the counter's end: rejected,
+the stream keeps its place; a counter reset there is taken for such a wrap, its rows a period on).
+Lines are not put back in order across a wrap: a line of the old counter pass arriving after the
+wrap is rejected (a duplicate when it was processed lately, else out of order) - with a counter
+of known width an index more than half its period ahead of the newest is behind it, never a
+leap. Without ``counter_bits`` a wrap is a restart: followed when the next line continues it, its
+first line lost.
 """
 
 from __future__ import annotations
@@ -230,6 +234,8 @@ class LineOrder(Generic[Line]):
         # indices of the latest lines rejected for a leap the next line did not confirm: the line
         # arrived, so its index is no gap (not missing) if the stream passes it later
         self._refused_leaps: deque[int] = deque(maxlen=GIVEN_UP_MEMORY)
+        # the same for leaps over the counter's wrap: indices of its next pass, kept until it wraps
+        self._refused_over_wrap: deque[int] = deque(maxlen=GIVEN_UP_MEMORY)
         # (first index, lines) of the consecutive lines just refused for going back, if any
         self._back_run: tuple[int, int] | None = None
         self._started = False  # whether any line entered: the first line's index waits for the next
@@ -281,10 +287,15 @@ class LineOrder(Generic[Line]):
         return steps if steps <= LEAP_TRUST_LINES and steps < period // 2 else None
 
     def _leaps_across_wrap(self, newest: int, index: int) -> bool:
-        """A burst of lost lines over the wrap (more than :meth:`_wraps_after` takes at once): held
-        as a leap, which the next line confirms or not (a review: 26 lines lost over a 16-bit wrap
-        lost 63 more, counted none missing and shifted every later row)."""
-        return self._across_wrap(newest, index) is not None and not self._wraps_after(newest, index)
+        """A line over the wrap further ahead than the reorder window explains (more than
+        ``reorder_window + 1`` steps, as a leap within a pass): held as a leap, which the next
+        line confirms or not. A burst of lost lines over the wrap (a review: 26 lines lost over a
+        16-bit wrap lost 63 more, counted none missing and shifted every later row), or one
+        corrupted value near 0 just after it (a review: 8 for 0 shifted every later row by 8)."""
+        steps = self._across_wrap(newest, index)
+        if steps is None:
+            return False
+        return steps > self.reorder_window + 1 or not self._wraps_after(newest, index)
 
     def hold_leap(self, index: int, line: Line) -> None:
         """Hold a leaping line until the next line arrives. It breaks a run of lines going back
@@ -348,8 +359,9 @@ class LineOrder(Generic[Line]):
         self._confirmed_wrap = leap.index if self._steps_over_wrap(leap) is not None else None
 
     def _refuse(self, leap: Leap[Line], why: str) -> str:
-        if leap.index not in self._refused_leaps:
-            self._refused_leaps.append(leap.index)
+        refused = self._refused_leaps if self._steps_over_wrap(leap) is None else self._refused_over_wrap
+        if leap.index not in refused:
+            refused.append(leap.index)
         if leap.newest is None:
             return f"implausible index (the stream's first line, {leap.index}; {why})"
         return f"implausible index jump (from {leap.newest} to {leap.index}; {why})"
@@ -520,6 +532,7 @@ class LineOrder(Generic[Line]):
         self._given_up.clear()
         self._given_up_before_wrap.clear()
         self._refused_leaps.clear()
+        self._refused_over_wrap.clear()
         return released
 
     def _behind(self, index: int) -> bool:
@@ -563,5 +576,8 @@ class LineOrder(Generic[Line]):
         # given up that arrives after all is not missing (only a line behind is looked up there)
         self._given_up_before_wrap = set(self._given_up)
         self._given_up.clear()
-        self._refused_leaps.clear()
+        # a leap over the wrap refused before it came arrived in this pass (a review: 255, 1, 0, 2
+        # counted 1 missing too, once refused and once given up)
+        self._refused_leaps = self._refused_over_wrap
+        self._refused_over_wrap = deque(maxlen=GIVEN_UP_MEMORY)
         return released
