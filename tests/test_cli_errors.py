@@ -473,7 +473,7 @@ def test_a_stream_that_loses_its_last_line_still_reports_its_auc(tmp_path: Path)
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        (["--counter-bits", "65"], "from 8 to 64"),
+        (["--counter-bits", "65"], "a line counter has 8 to 64 bits"),
         (["--counter-bits", "8", "--reorder-window", "32"], "too few for a reorder window of 32"),
     ],
 )

@@ -133,6 +133,7 @@ def test_envi_header_fields_spectral_misreads_are_refused_by_name(
             lambda text: b"\xef\xbb\xbf" + text.encode("latin-1"),
             "a UTF-8 byte-order mark and text not in UTF-8 (read as Latin-1)",
         ),
+        (lambda text: text.encode("utf-16"), "UTF-16 text"),  # Windows' "Unicode"
     ],
 )
 def test_an_envi_header_in_latin1_or_with_a_byte_order_mark_is_read_and_said(
@@ -161,6 +162,23 @@ def test_an_envi_header_in_latin1_or_with_a_byte_order_mark_is_read_and_said(
         assert scene.meta["notes"] == [
             f"the ENVI header {tmp_path / 'odd.hdr'} has {said}: read through a UTF-8 copy"
         ]
+
+
+def test_a_header_copy_that_cannot_be_written_is_an_error_naming_the_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no writable temporary folder the error was a bare "[Errno 30] Read-only file system"."""
+    import tempfile
+
+    save_envi(tmp_path / "ro.hdr", cube())
+    header = tmp_path / "ro.hdr"
+    header.write_bytes(header.read_bytes() + "description = {\u00b5}\n".encode("latin-1"))
+
+    def read_only(*args: object, **kwargs: object) -> str:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    scene_error(header, "read through a UTF-8 copy, which cannot be written to the temporary folder")
 
 
 def test_a_binary_file_named_as_a_header_is_still_refused(tmp_path: Path) -> None:
@@ -440,3 +458,29 @@ def test_a_float64_files_no_data_value_is_matched_in_float64() -> None:
     masked = ~PixelRule(no_data_value=-3.40282347e38).valid(stored, values)
     np.testing.assert_array_equal(masked, [False, False, True, False, False])
     assert -3.40282347e38 != lowest32
+
+
+def test_a_ground_truth_maps_latin1_header_is_said_as_the_scenes_is(tmp_path: Path) -> None:
+    """The map beside a scene (NAME_gt.hdr) read in Latin-1 said nothing (a review): its note
+    joins the scene's notes, in detect/eval and in the stream report."""
+    import json
+
+    from edge_had.cli import main
+
+    data = cube((6, 5, 8))
+    save_envi(tmp_path / "s.hdr", data)
+    gt = np.zeros((6, 5, 1), dtype=np.uint8)
+    gt[2, 3] = 1
+    save_envi(tmp_path / "s_gt.hdr", gt)
+    map_header = tmp_path / "s_gt.hdr"
+    map_header.write_bytes(
+        map_header.read_bytes() + "description = {Zielpixel \u00fcberpr\u00fcft}\n".encode("latin-1")
+    )
+    said = f"the ENVI header {map_header} has text not in UTF-8 (read as Latin-1): read through a UTF-8 copy"
+    scene = load_scene(tmp_path / "s.hdr")
+    assert scene.gt is not None and scene.gt.sum() == 1 and said in scene.meta["notes"]
+    report = tmp_path / "stream.json"
+    assert (
+        main(["stream", "--source", str(tmp_path / "s.hdr"), "--detector", "rx", "--json", str(report)]) == 0
+    )
+    assert said in json.loads(report.read_text())["notes"]

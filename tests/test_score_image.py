@@ -61,6 +61,23 @@ def test_detect_envi_writes_the_scores_on_the_scene_map(tmp_path, capsys):
     assert image.metadata["band names"] == ["rx score"]
 
 
+def test_a_latin1_coordinate_system_string_is_copied_as_written(tmp_path, capsys):
+    """A Latin-1 header reads (through a UTF-8 copy); its georeferencing was copied into
+    scores.hdr - and named in the stream report's map - with replacement characters."""
+    import json
+
+    header, _ = georeferenced_envi_scene(tmp_path)
+    french = WKT.replace("WGS_1984_UTM_Zone_11N", "R\u00e9seau_G\u00e9od\u00e9sique")
+    header.write_bytes(header.read_text().replace(WKT, french).encode("latin-1"))
+    out = tmp_path / "out" / "scores.hdr"
+    assert main(["detect", str(header), "--detector", "rx", "--envi", str(out)]) == 0
+    assert "Latin-1" in capsys.readouterr().err
+    assert f"coordinate system string = {french}\n" in out.read_text(encoding="utf-8")
+    report = tmp_path / "stream.json"
+    assert main(["stream", "--source", str(header), "--detector", "rx", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["map"]["coordinate_system"] == "R\u00e9seau_G\u00e9od\u00e9sique"
+
+
 def test_detect_envi_from_a_file_without_a_map_says_so(tmp_path, capsys):
     cube = np.random.default_rng(1).normal(0.0, 1.0, (10, 8, 5))
     np.save(tmp_path / "cube.npy", cube)

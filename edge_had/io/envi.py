@@ -328,22 +328,40 @@ def _header_spectral_reads(header: Path) -> Iterator[tuple[Path, str | None]]:
     except OSError:  # spectral says why, naming the file
         yield header, None
         return
-    body = raw.removeprefix(b"\xef\xbb\xbf")
-    said = [] if body == raw else ["a UTF-8 byte-order mark"]
-    if _is_utf8(body):
-        text = body.decode("utf-8")
-    else:
-        text = body.decode("latin-1")
-        said.append("text not in UTF-8 (read as Latin-1)")
+    text, said = header_text(raw)
     if not said or len(raw) > HEADER_MAX_BYTES or not text.startswith("ENVI"):
         yield header, None  # spectral's own error (binary, not ENVI) names it
         return
+    import shutil
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="edge-had-header-") as folder:
+    note = f"the ENVI header {header} has {' and '.join(said)}: read through a UTF-8 copy"
+    try:
+        folder = tempfile.mkdtemp(prefix="edge-had-header-")
+    except OSError as error:
+        raise SceneError(
+            f"{note}, which cannot be written to the temporary folder ({error})", header
+        ) from error
+    try:
         copy = Path(folder) / header.name
         copy.write_text(text, encoding="utf-8")
-        yield copy, f"the ENVI header {header} has {' and '.join(said)}: read through a UTF-8 copy"
+        yield copy, note
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def header_text(raw: bytes) -> tuple[str, list[str]]:
+    """An ENVI header's bytes as text - UTF-16 after its byte-order mark, UTF-8 without one,
+    else Latin-1 (every byte a character) - and what of that was not plain UTF-8 (empty when
+    nothing)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16, as Windows' "Unicode" saves text
+        with contextlib.suppress(UnicodeDecodeError):
+            return raw.decode("utf-16"), ["UTF-16 text"]
+    body = raw.removeprefix(b"\xef\xbb\xbf")
+    said = [] if body == raw else ["a UTF-8 byte-order mark"]
+    if _is_utf8(body):
+        return body.decode("utf-8"), said
+    return body.decode("latin-1"), [*said, "text not in UTF-8 (read as Latin-1)"]
 
 
 def _is_utf8(raw: bytes) -> bool:

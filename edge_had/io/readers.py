@@ -87,7 +87,8 @@ def load_scene(
         mask_path, mask_var = (gt_path, gt_var) if gt_path is not None else (beside, None)
         assert mask_path is not None
         if raw.cube.ndim == 3:
-            raw.gt = load_ground_truth(mask_path, path, raw.cube.shape[:2], var=mask_var)
+            notes = raw.meta.setdefault("notes", [])
+            raw.gt = load_ground_truth(mask_path, path, raw.cube.shape[:2], var=mask_var, notes=notes)
         else:  # not a cube: make_scene says so
             raw.gt = load_mask(mask_path, var=mask_var)
         raw.meta["gt_path"] = str(mask_path)
@@ -106,13 +107,18 @@ def load_scene(
 
 
 def load_mask(
-    path: str | Path, *, var: str | None = None, shape: tuple[int, int] | None = None
+    path: str | Path,
+    *,
+    var: str | None = None,
+    shape: tuple[int, int] | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """A 2-D array (ground truth) from ``.npy``, single-band ENVI, ``.mat`` or HDF5.
 
     In MATLAB/HDF5 files the mask is ``var``, else the only 2-D numeric array (of ``shape``,
     when given). An array of shape (rows, cols, 1) is accepted as (rows, cols). The shape of
-    a mask read from ``.npy``/ENVI is not checked here (:func:`make_scene` does).
+    a mask read from ``.npy``/ENVI is not checked here (:func:`make_scene` does). ``notes`` gets
+    what an ENVI map's reader noted (a header in Latin-1, ...), as a scene's notes.
     """
     path = Path(path)
     kind = _kind(path)
@@ -120,7 +126,7 @@ def load_mask(
         mask = read_container_mask(path, var=var, shape=shape)
     else:
         _refuse_variable_names(path, kind, var=var)
-        mask = _read_npy(path) if kind == "npy" else _envi_map(path)
+        mask = _read_npy(path) if kind == "npy" else _envi_map(path, notes)
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[:, :, 0]
     if mask.ndim != 2:
@@ -151,12 +157,16 @@ def list_scenes(folder: str | Path) -> list[Path]:
 
 
 def load_ground_truth(
-    mask_path: str | Path, scene_path: str | Path, pixels: tuple[int, int], var: str | None = None
+    mask_path: str | Path,
+    scene_path: str | Path,
+    pixels: tuple[int, int],
+    var: str | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """The map in ``mask_path`` (:func:`load_mask`; ``var`` inside a MATLAB/HDF5 file) as the bool
     ground truth of the scene file ``scene_path``, ``pixels`` (rows, cols): a map that does not fit
-    is a :class:`SceneError` naming both files."""
-    gt = load_mask(mask_path, var=var, shape=pixels)
+    is a :class:`SceneError` naming both files. ``notes``: as :func:`load_mask`'s."""
+    gt = load_mask(mask_path, var=var, shape=pixels, notes=notes)
     try:
         return ground_truth_mask(gt, pixels, Path(mask_path))
     except SceneError as error:
@@ -302,10 +312,12 @@ def _read_envi_file(path: Path) -> RawScene:
     return read_envi(header, path, source=path)
 
 
-def _envi_map(path: Path) -> np.ndarray:
-    """An ENVI map's array; refused when pixels hold its ``data ignore value`` (not labelled:
-    ``gt != 0`` would make every one of them an anomaly)."""
+def _envi_map(path: Path, notes: list[str] | None = None) -> np.ndarray:
+    """An ENVI map's array (its reader's notes into ``notes``); refused when pixels hold its
+    ``data ignore value`` (not labelled: ``gt != 0`` would make every one of them an anomaly)."""
     raw = _read_envi_file(path)
+    if notes is not None:
+        notes.extend(raw.meta.get("notes", []))
     if raw.no_data_value is not None and (unlabelled := int((raw.cube == raw.no_data_value).sum())):
         raise SceneError(
             f"{unlabelled} pixels of the map hold its 'data ignore value' {raw.no_data_value:g} "

@@ -46,10 +46,14 @@ def header_entries(text: str, keys: Iterable[str]) -> dict[str, str]:
 
 
 def georeference_of(header: str | Path) -> dict[str, str]:
-    """The georeferencing entries of an ENVI header file (empty when it has none)."""
+    """The georeferencing entries of an ENVI header file (empty when it has none), its text read
+    as the scene's header is (:func:`~edge_had.io.envi.header_text`: a Latin-1 coordinate system
+    string is copied as written, not with replacement characters)."""
+    from edge_had.io.envi import header_text
+
     path = Path(header)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text, _ = header_text(path.read_bytes())
     except OSError as error:
         raise SceneError(f"cannot read the ENVI header for its map information ({error})", path) from error
     return header_entries(text, GEOREFERENCE_KEYS)

@@ -222,7 +222,8 @@ def _take_ground_truth_beside(source: _Source, path: str, rows: int) -> None:
     if beside is None:
         return
     assert source.replay is not None
-    source.gt = load_ground_truth(beside, path, (rows, source.width))[: source.replay["lines_replayed"]]
+    gt = load_ground_truth(beside, path, (rows, source.width), notes=source.notes)
+    source.gt = gt[: source.replay["lines_replayed"]]
     source.meta["gt_path"] = str(beside)
 
 
@@ -683,8 +684,10 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
 
 def _check_counter_bits(args: argparse.Namespace) -> None:
     """--counter-bits within a counter's widths, and wide enough for --reorder-window."""
-    from edge_had.stream.line_order import checked_counter_bits
+    from edge_had.stream.line_order import COUNTER_BITS, checked_counter_bits
 
+    if args.counter_bits is not None and args.counter_bits not in COUNTER_BITS:
+        raise EdgeHadError(f"--counter-bits {args.counter_bits}: a line counter has 8 to 64 bits")
     try:
         checked_counter_bits(args.counter_bits, args.reorder_window)
     except ValueError as error:
