@@ -278,15 +278,18 @@ def test_a_stalled_line_arrives_late_and_a_paced_loop_drops_it() -> None:
 
 def test_a_stream_numbered_by_a_wrapping_counter_scores_as_the_unwrapped_one(tmp_path) -> None:
     """`stream --counter-bits 8`: the synthetic camera's lines numbered as an 8-bit counter numbers
-    them (0-255, 0-255, ...), every fault injected, reorder window 4. Fault seed 0 puts no
-    reordered pair across a wrap (lines are not put back in order across one): the score map and
-    every health count equal the stream numbered without a wrap, and its 3 wraps are counted."""
+    them (0-255, 0-255, ...), every fault injected but corrupted counter values (``index``: a
+    flipped bit of an 8-bit counter is another corruption than one of a 16-bit counter), reorder
+    window 4. Fault seed 0 puts no reordered pair across a wrap (lines are not put back in order
+    across one): the score map and every health count equal the stream numbered without a wrap,
+    and its 3 wraps are counted."""
     import json
 
     from edge_had.cli import main
 
     argv = ["stream", "--source", "synthetic", "--detector", "rx", "--lines", "1000", "--width", "32",
-            "--bands", "8", "--faults", "all", "--fault-rate", "0.02", "--fault-seed", "0"]  # fmt: skip
+            "--bands", "8", "--faults", ",".join(f for f in FAULTS if f != "index"), "--fault-rate",
+            "0.02", "--fault-seed", "0"]  # fmt: skip
     reports = {}
     for bits in (None, 8):
         out = tmp_path / str(bits)
@@ -312,3 +315,26 @@ def test_counter_numbered_lines_carry_the_counters_value() -> None:
     for bits in (None, 7, 65):
         with pytest.raises(ValueError, match="counter_bits"):
             next(counter_numbered(synthetic_lines(4, 3, lines=2), bits))  # type: ignore[arg-type]
+
+
+def test_a_corrupted_counter_value_flips_one_bit_of_the_counters_width_from_its_own_stream() -> None:
+    """``index``: one bit among the counter's ``index_bits`` flipped, recorded in the line's faults;
+    drawn from its own random stream, so the other faults of a seed are those drawn without it
+    (the seeded runs and records made before it came are reproduced)."""
+    source = list(synthetic_lines(4, 3, lines=3000, seed=1))
+    others = tuple(name for name in FAULTS if name != "index")
+    without = list(faulty_lines(iter(source), others, rate=0.03, seed=5))
+    with_index = list(faulty_lines(iter(source), FAULTS, rate=0.03, seed=5, index_bits=8))
+    assert [line.meta["faults"] for line in without] == [
+        [name for name in line.meta["faults"] if name != "index"] for line in with_index
+    ]
+    assert len(without) == len(with_index)  # the same lines arrive, in the same order
+    flips = [
+        a.index ^ b.index for a, b in zip(without, with_index, strict=True) if "index" in b.meta["faults"]
+    ]
+    assert 40 < len(flips) < 140 and set(flips) <= {1 << bit for bit in range(8)}
+    assert all(
+        a.index == b.index
+        for a, b in zip(without, with_index, strict=True)
+        if "index" not in b.meta["faults"]
+    )

@@ -477,7 +477,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
 
         at = {} if args.saturation is None else {"saturation": args.saturation}  # 'saturate' clips there
         faults = parse_faults(args.faults)
-        lines = faulty_lines(lines, faults, rate=args.fault_rate, seed=args.fault_seed, **at)
+        bits = 16 if args.counter_bits is None else args.counter_bits  # 'index' flips one of them
+        lines = faulty_lines(lines, faults, rate=args.fault_rate, seed=args.fault_seed, index_bits=bits, **at)
     keep = not (args.source == "synthetic" and (args.lines or DEFAULT_SYNTHETIC_LINES) > KEEP_LINES)
     pfa, min_area = args.pfa, args.min_event_area
 

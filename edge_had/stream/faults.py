@@ -13,6 +13,10 @@ order), and recorded in the line's ``meta["faults"]`` so tests can count exactly
 * timing faults, on the line's timestamp (a simulated clock, so tests run fast): ``stall`` (the
   line arrives ``stall_s`` late: its capture time is ``stall_s`` before its delivery) and ``burst``
   (it arrives together with the previous one).
+* ``index``: one bit of the line's counter value flipped (among its ``index_bits`` low bits: the
+  counter's width), as a corrupted frame header delivers it - a leap ahead or back the line order
+  must not follow (:mod:`edge_had.stream.line_order`). Drawn from its own random stream, so adding
+  it left every other fault's sequence for a seed as it was.
 
 ``reorder`` and ``duplicate`` apply only to lines that arrive and are not already held back, so
 with every fault on their realised rate is below ``rate`` (0.89x measured at 0.05); each line's
@@ -40,6 +44,7 @@ FAULTS = (
     "bands",
     "stall",
     "burst",
+    "index",
 )
 
 
@@ -63,9 +68,11 @@ def faulty_lines(
     saturation: float = 65535.0,
     stall_s: float = 0.05,
     max_dead: int = 8,
+    index_bits: int = 16,
 ) -> Iterator[Line]:
     """Yield ``lines`` with faults injected (see the module docstring)."""
     rng = np.random.default_rng(seed)
+    index_rng = np.random.default_rng([seed, 1])  # the index fault's own stream
     dead_columns: list[int] = []
     held: Line | None = None  # a line held back by "reorder"
     previous_stamp: float | None = None
@@ -73,7 +80,8 @@ def faulty_lines(
         applied: list[str] = []
         pixels = line.pixels
         width, bands = pixels.shape
-        hit = {name: name in faults and rng.random() < rate for name in FAULTS}
+        hit = {name: name in faults and rng.random() < rate for name in FAULTS if name != "index"}
+        hit["index"] = "index" in faults and index_rng.random() < rate
         if hit["nan"] or hit["inf"] or hit["saturate"] or hit["dead"] or dead_columns:
             # a copy, in floating point: a file's lines come as stored (integers take no NaN)
             pixels = pixels.astype(np.promote_types(pixels.dtype, np.float32))
@@ -104,9 +112,13 @@ def faulty_lines(
             stamp = previous_stamp
             applied.append("burst")
         previous_stamp = stamp
+        index = line.index
+        if hit["index"]:
+            index ^= 1 << int(index_rng.integers(index_bits))
+            applied.append("index")
         meta = dict(line.meta or {})
         meta["faults"] = applied
-        out = replace(line, pixels=pixels, timestamp=stamp, meta=meta)
+        out = replace(line, index=index, pixels=pixels, timestamp=stamp, meta=meta)
         if hit["drop"]:
             meta["faults"] = [*applied, "drop"]
             continue  # never arrives
