@@ -1332,3 +1332,41 @@ def test_a_corrupted_first_index_costs_its_line_not_the_rows_of_the_rest(window:
     assert all(result.row == result.index for result in scored)
     assert not any("reordered" in result.flags for result in scored)
     assert (health.counter_resets, health.missing_indices, health.duplicates) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("bits", "window", "indices", "taken", "missing"),
+    [
+        # within a pass: 105 leapt (103, 104 lost), 102 resent, then 106: 105 was rejected
+        (None, 0, [*range(90, 103), 105, 102, *range(106, 120)], 105, 2),
+        # over an 8-bit wrap: 0 and 1 lost, 252 resent: the genuine 2 was rejected
+        (8, 1, [*range(230, 256), 2, 252, *range(3, 30)], 2, 2),
+    ],
+)
+def test_a_resend_after_a_leap_leaves_the_leap_for_the_next_line_to_judge(
+    bits: int | None, window: int, indices: list[int], taken: int, missing: int
+) -> None:
+    """A fuzzing review: a resend of a line processed lately is no evidence against a held leap;
+    the leap stays held, the resend is a duplicate, and the line after confirms the leap."""
+    lines = [make_lines(1, seed=k)[0] for k in range(len(indices))]
+    outcome, (lost, duplicates, rejected, scored) = _stream_outcome(indices, lines, window, bits)
+    position = indices.index(taken)
+    assert outcome[position][0] == "scored" and outcome[position + 1][:3] == (
+        "rejected",
+        None,
+        "duplicate index",
+    )
+    assert (lost, duplicates, rejected) == (missing, 1, 1)
+
+
+def test_a_line_far_below_the_newest_before_the_window_released_any_is_late() -> None:
+    """A fuzzing review: with a window, while no line had been released (the stream's start), a
+    line going back far below the newest was taken - 1000, 1011, 100 put 100 first and counted
+    900 lines missing. It is late (out of order) now, as it is once the window has released."""
+    indices = [1000, 1011, 100, *range(1012, 1040)]
+    lines = [make_lines(1, seed=k)[0] for k in range(len(indices))]
+    outcome, (lost, duplicates, rejected, scored) = _stream_outcome(indices, lines, 2, None)
+    assert outcome[1][:3] == ("rejected", None, "implausible index jump")  # the next line went back
+    assert outcome[2][:3] == ("rejected", None, "out-of-order index")
+    assert [outcome[k][1] for k in range(3, len(indices))] == list(range(1012, 1040))
+    assert lost == 10 and rejected == 2  # 1001-1010 (1011 arrived, with the leap refused)
