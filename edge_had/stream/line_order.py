@@ -70,28 +70,26 @@ keyed by it).
 
 Counter wraps. A sensor whose line counter has a known width (``counter_bits``: a 16-bit frame
 counter wraps every 65536 lines, 3.3 minutes at 330 Hz) wraps without losing a line: a line whose
-index is near 0 (at most :data:`COUNTER_RESTART_MAX_INDEX`) while the newest index is that close
-to the counter's last value (2^bits - 1) is the next line - the indices between, on either side of
-the wrap, are missing - and needs no next line to confirm it when it is at most ``reorder_window +
-1`` steps past the newest over the wrap; further, it is a leap over the wrap, held as any leap (a
-review: one flipped bit, 8 for the 0 after 255, was taken at once and every later row shifted by
-8). The stream then counts a
-``counter_wraps`` (not a restart) and starts a segment whose rows continue those before as if the
-counter had not wrapped (a period past the last segment's). A counter that wraps to 1, not 0
-(``counter_start=1``: GigE Vision 1.x block IDs skip 0, so 65535 is followed by 1), has a period
-of 2^bits - 1: its wrap loses no index either (with ``counter_start=0`` the 0 it never sends would
-be counted missing, and leave an empty row, at every wrap). A line that leapt to the counter's
-end is confirmed by the wrap after it. More lines lost over the wrap (up to
+index is near 0 (at most :data:`COUNTER_RESTART_MAX_INDEX`) while the newest index is that close to
+the counter's last value (2^bits - 1) is the next line - the indices between, on either side of the
+wrap, are missing - and needs no next line to confirm it when it is at most ``reorder_window + 1``
+steps past the newest over the wrap; further, it is a leap over the wrap, held as any leap (a
+review: one flipped bit, 8 for the 0 after 255, was taken at once and every later row shifted by 8).
+The stream then counts a ``counter_wraps`` (not a restart) and starts a segment whose rows continue
+those before as if the counter had not wrapped (a period past the last segment's). A counter that
+wraps to 1, not 0 (``counter_start=1``: GigE Vision 1.x block IDs skip 0, so 65535 is followed by
+1), has a period of 2^bits - 1: its wrap loses no index either (with ``counter_start=0`` the 0 it
+never sends would be counted missing, and leave an empty row, at every wrap). A line that leapt to
+the counter's end is confirmed by the wrap after it. More lines lost over the wrap (up to
 :data:`LEAP_TRUST_LINES`, and less than half the counter's period) make the next line a leap over
-the wrap, held like any leap until the line after it confirms it - then the wrap is followed and
-the lines over it are missing (a leap refused before the wrap is not missing when the next pass
-gives it up: its line arrived) - or not (a corrupted value near 0 at the counter's end: rejected,
-the stream keeps its place; a counter reset there is taken for such a wrap, its rows a period on).
-Lines are not put back in order across a wrap: a line of the old counter pass arriving after the
-wrap is rejected (a duplicate when it was processed lately, else out of order) - with a counter
-of known width an index more than half its period ahead of the newest is behind it, never a
-leap. Without ``counter_bits`` a wrap is a restart: followed when the next line continues it, its
-first line lost.
+the wrap, held like any leap until the line after it confirms it - then the wrap is followed and the
+lines over it are missing (a leap refused before the wrap is not missing when the next pass gives it
+up: its line arrived) - or not (a corrupted value near 0 at the counter's end: rejected, the stream
+keeps its place; a counter reset there is taken for such a wrap, its rows a period on). Lines are
+not put back in order across a wrap: a line of the old counter pass arriving after the wrap is
+rejected (a duplicate when it was processed lately, else out of order) - with a counter of known
+width an index more than half its period ahead of the newest is behind it, never a leap. Without
+``counter_bits`` a wrap is a restart: followed when the next line continues it, its first line lost.
 """
 
 from __future__ import annotations
