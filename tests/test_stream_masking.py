@@ -132,7 +132,10 @@ def test_read_sensor_header_gives_build_pipeline_what_stream_reads_from_the_file
     with pytest.raises(SceneError, match="'bbl' has 41 values for 40 bands"):
         read_sensor_header(header)
     header.write_text("ENVI\nsamples = 20\nlines = 40\n", encoding="utf-8")
-    with pytest.raises(SceneError, match="'bands' is missing"):
+    with pytest.raises(SceneError, match="'bands' is '': expected a whole number >= 1"):
+        read_sensor_header(header)
+    header.write_text("ENVI\nsamples = -20\nbands = 40\n", encoding="utf-8")
+    with pytest.raises(SceneError, match="'samples' is '-20'"):
         read_sensor_header(header)
     header.write_text("ENVI\nsamples = 20\nbands = 40\n", encoding="utf-8")
     bare = read_sensor_header(header).pipeline_options()

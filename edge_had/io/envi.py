@@ -6,8 +6,8 @@ bands) = (rows, cols, bands)) in its stored dtype and byte order, whatever the f
 ``fwhm`` (converted to nm using ``wavelength units``, dropped when that unit is not a length:
 :mod:`edge_had.io.units`), ``bbl`` (bad-band list -> ``good_bands``) and ``data ignore value``
 (-> no-data value). A data file shorter than the header promises is reported as truncated, a
-longer one as misdescribed. spectral reads UTF-8 headers only: one in Latin-1, or with a
-byte-order mark, is read through a UTF-8 copy, with a note.
+longer one as misdescribed. spectral reads UTF-8 headers only: one in Latin-1 or UTF-16, or with
+a byte-order mark, is read through a UTF-8 copy, with a note.
 
 A header with the wrong ``interleave`` or ``byte order`` still describes a file of the right size:
 its samples are read scrambled, and nothing fails (BIL data labelled ``bip``: the FX10 reviewer's
@@ -175,12 +175,12 @@ def read_sensor_header(header: str | Path) -> SensorHeader:
             metadata = spectral_envi.read_envi_header(str(readable))
     sizes = {}
     for key in ("samples", "bands"):
-        try:
-            sizes[key] = int(str(_single(metadata[key])).strip())
-        except (KeyError, ValueError):
+        value = str(_single(metadata.get(key, ""))).strip()
+        if not value.isdigit() or int(value) < 1:
             raise SceneError(
-                f"the ENVI header field {key!r} is missing or not a whole number", header
-            ) from None
+                f"the ENVI header field {key!r} is {value!r}: expected a whole number >= 1", header
+            )
+        sizes[key] = int(value)
     fields = _band_fields(metadata, header)
     for name, values in (("wavelength", fields.wavelengths), ("bbl", fields.good_bands)):
         if values is not None and values.size != sizes["bands"]:
@@ -318,10 +318,10 @@ HEADER_MAX_BYTES = 2**20
 @contextlib.contextmanager
 def _header_spectral_reads(header: Path) -> Iterator[tuple[Path, str | None]]:
     """The header as spectral can read it - it reads UTF-8 text starting "ENVI" - and a note if
-    that is a copy: a header saved with a UTF-8 byte-order mark ("missing ENVI"), or not in UTF-8
-    (a "\u00b5m" or an accented name written in Latin-1 by Windows software: "appears to be a binary
-    file") is read through a UTF-8 copy without the mark, Latin-1 decoded (each byte is a Latin-1
-    character; an ENVI header's keys and numbers are ASCII either way)."""
+    that is a copy: a header saved with a UTF-8 byte-order mark ("missing ENVI"), in UTF-16, or not
+    in UTF-8 (a "\u00b5m" or an accented name written in Latin-1 by Windows software: "appears to be
+    a binary file") is read through a UTF-8 copy (:func:`header_text`: an ENVI header's keys and
+    numbers are ASCII in any of them)."""
     try:
         with header.open("rb") as stream:
             raw = stream.read(HEADER_MAX_BYTES + 1)
