@@ -173,14 +173,7 @@ def read_sensor_header(header: str | Path) -> SensorHeader:
     with _header_spectral_reads(header) as (readable, note):
         with reading(header, "ENVI header"), _spectral_quietly():
             metadata = spectral_envi.read_envi_header(str(readable))
-    sizes = {}
-    for key in ("samples", "bands"):
-        value = str(_single(metadata.get(key, ""))).strip()
-        if not value.isdigit() or int(value) < 1:
-            raise SceneError(
-                f"the ENVI header field {key!r} is {value!r}: expected a whole number >= 1", header
-            )
-        sizes[key] = int(value)
+    sizes = {key: _whole_number(metadata, key, header, least=1, default="") for key in ("samples", "bands")}
     fields = _band_fields(metadata, header)
     for name, values in (("wavelength", fields.wavelengths), ("bbl", fields.good_bands)):
         if values is not None and values.size != sizes["bands"]:
@@ -269,6 +262,20 @@ def _spectral_quietly() -> Iterator[None]:
 WHOLE_NUMBER_FIELDS = ("samples", "lines", "bands", "header offset", "data type", "byte order")
 
 
+def _whole_number(
+    fields: Mapping[str, Any], key: str, source: Path, where: str = "", *, least: int = 0, default: str = "0"
+) -> int:
+    """A header field that must be a whole number (``least`` or more; ``default`` when absent), or
+    a SceneError naming it (spectral's int() failed naming no field, or took "-20")."""
+    value = str(_single(fields.get(key, default))).strip()
+    if not value.isdigit() or int(value) < least:
+        at_least = f" >= {least}" if least else ""
+        raise SceneError(
+            f"the ENVI header field {key!r}{where} is {value!r}: expected a whole number{at_least}", source
+        )
+    return int(value)
+
+
 def _open_image(header: Path, data: Path | None, source: Path) -> tuple[Any, str | None]:
     """The spectral image of ``header``, after checking the header fields spectral would take
     wrongly or fail on with a bare KeyError: ``data type`` (7 string, 8 struct, 10 pointer, 11 object:
@@ -281,11 +288,7 @@ def _open_image(header: Path, data: Path | None, source: Path) -> tuple[Any, str
         with reading(source, "ENVI file"), _spectral_quietly():
             fields = spectral_envi.read_envi_header(str(readable))
         for key in WHOLE_NUMBER_FIELDS:
-            value = str(_single(fields.get(key, "0"))).strip()
-            if not value.isdigit():
-                raise SceneError(
-                    f"the ENVI header field {key!r}{where} is {value!r}: expected a whole number", source
-                )
+            _whole_number(fields, key, source, where)
         code = str(_single(fields.get("data type", ""))).strip()
         if code and code not in ENVI_DATA_TYPES:
             raise SceneError(
