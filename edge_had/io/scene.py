@@ -233,8 +233,10 @@ class PixelRule:
             found = hit(samples, level if as_stored else np.float32(level)).any(axis=-1)
             if reason == "no_data" and stored.dtype.kind == "f" and as_stored:
                 # ... or the value as a float32 writer stored it: a header's -3.40282347e+38 is
-                # float32's lowest, stored in float64 as -3.4028234663852886e+38
-                found |= hit(samples, float(np.float32(level))).any(axis=-1)
+                # float32's lowest, stored in float64 as -3.4028234663852886e+38 (another value
+                # only when the header's is no float32: -9999 or 0 are compared once)
+                if (as_float32 := float(np.float32(level))) != level:
+                    found |= hit(samples, as_float32).any(axis=-1)
             problems[reason] = found if taken is None else found & ~taken
             taken = found if taken is None else taken | found
         return problems
