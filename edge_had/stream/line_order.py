@@ -332,10 +332,14 @@ class LineOrder(Generic[Line]):
         # (a line of the pass before, arriving late, never leaps: _behind)
         return leap, self._refuse(leap, f"the next line, {index}, did not move forward from it")
 
+    def _seen(self, index: int) -> bool:
+        """Whether ``index`` was processed lately or is held in the reorder window."""
+        return index in self._held or index in self._released
+
     def _processed_lately(self, index: int) -> bool:
         """Whether ``index`` is that of a line processed lately or held in the window, not past
         the newest (a resend; after a wrap, one of the pass before)."""
-        if index not in self._released and index not in self._held:
+        if not self._seen(index):
             return False
         newest = self._newest()
         return newest is not None and (index <= newest or self._behind(index))
@@ -392,7 +396,7 @@ class LineOrder(Generic[Line]):
         self._started = True
         wrapped = None
         confirmed_wrap, self._confirmed_wrap = self._confirmed_wrap == index, None
-        if confirmed_wrap or (index not in self._held and index not in self._released and self._wraps(index)):
+        if confirmed_wrap or (not self._seen(index) and self._wraps(index)):
             wrapped = self._follow_wrap()  # the line is then the first of the counter's new pass
         if self.reorder_window == 0:
             problem, released = self._check_index(index, back_run)
@@ -450,7 +454,7 @@ class LineOrder(Generic[Line]):
         self, index: int, back_run: tuple[int, int] | None
     ) -> tuple[str | None, Release[Line]]:
         """Why ``index`` cannot enter the reorder window (seen before, or too late), or None."""
-        seen = index in self._held or index in self._released
+        seen = self._seen(index)
         # (behind: also before the window released a line, at the start or after a restart; there,
         # a line more than the window below the newest too - a fuzzing review: 1000, 1011, 100 took
         # 100 and counted 900 lines missing)
