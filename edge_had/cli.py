@@ -361,7 +361,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"map -> {args.out}")
     if scene.gt is not None:
         try:
-            print(f"AUC {roc_auc(scores, scene.gt, scene.valid):.4f}")
+            print(f"AUC {roc_auc(scores, scene.gt, scene.counted):.4f}")
         except ValueError as error:  # e.g. no anomaly pixel in the ground truth
             print(f"AUC undefined: {error}")
         if hasattr(detector, "training_scenes"):  # a detector with a model

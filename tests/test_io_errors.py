@@ -211,23 +211,26 @@ def test_a_failing_memory_map_of_the_envi_check_names_the_file(
     assert isinstance(error.__cause__, OSError)
 
 
-def test_an_envi_map_with_unlabelled_pixels_is_refused_not_counted_as_anomalies(tmp_path: Path) -> None:
+def test_an_envi_maps_unlabelled_pixels_are_left_out_not_counted_as_anomalies(tmp_path: Path) -> None:
     """A map whose header's data ignore value marks pixels not labelled had them read as
-    anomalies (gt != 0): 600 of them beside 19 real ones in a review's scene."""
+    anomalies (gt != 0): 600 of them beside 19 real ones in a review's scene. Then they were
+    refused; now they are unlabelled (Scene.labelled), with a note saying how many."""
     np.save(tmp_path / "scan.npy", cube((6, 5, 8)))
     labels = np.zeros((6, 5, 1), np.uint8)
     labels[2, 2] = 1
     labels[:, 0] = 255
     save_envi(tmp_path / "scan_gt.hdr", labels, **{"data ignore value": 255})
-    with pytest.raises(
-        SceneError, match=r"6 pixels of the map hold its 'data ignore value' 255 \(not labelled\)"
-    ):
-        load_scene(tmp_path / "scan.npy")
+    scene = load_scene(tmp_path / "scan.npy")
+    assert int(scene.gt.sum()) == 1 and (~scene.labelled).nonzero()[1].tolist() == [0] * 6
+    assert "6 pixels of the ground-truth map scan_gt.hdr hold its 'data ignore value' 255: unlabelled" in (
+        " ".join(scene.meta["notes"])
+    )
     labels[:, 0] = 0  # labelled now; the header still names an ignore value
     for written in tmp_path.glob("scan_gt.*"):
         written.unlink()
     save_envi(tmp_path / "scan_gt.hdr", labels, **{"data ignore value": 255})
-    assert int(load_scene(tmp_path / "scan.npy").gt.sum()) == 1
+    scene = load_scene(tmp_path / "scan.npy")
+    assert int(scene.gt.sum()) == 1 and scene.labelled is None and not scene.meta.get("notes")
 
 
 def test_a_matlab_struct_is_named_when_no_cube_is_found(tmp_path: Path) -> None:

@@ -783,6 +783,23 @@ def test_ground_truth_with_nan_is_a_scene_error() -> None:
         make_scene(random_cube((3, 4, 5)), gt=gt)
 
 
+def test_a_masked_ground_truth_leaves_its_masked_pixels_unlabelled() -> None:
+    """A numpy.ma map: masked pixels are neither anomaly nor background (a NaN under the mask is
+    no error), and Scene.counted leaves them out with the invalid pixels."""
+    gt = np.ma.masked_equal(np.array([[0, 1, 0, 255], [np.nan, 0, 2, 0], [0, 0, 0, 0]]), 255)
+    gt[1, 0] = np.ma.masked
+    scene = make_scene(random_cube((3, 4, 5)), gt=gt, valid=np.arange(12).reshape(3, 4) != 11)
+    assert scene.gt.tolist() == [[False, True, False, False], [False, False, True, False], [False] * 4]
+    assert np.argwhere(~scene.labelled).tolist() == [[0, 3], [1, 0]]
+    assert scene.counted.sum() == 9  # 12 less 2 unlabelled less 1 invalid
+    assert make_scene(random_cube((3, 4, 5)), gt=np.ma.masked_array(np.ones((3, 4)))).labelled is None
+    with pytest.raises(SceneError, match="labels no pixel"):
+        make_scene(random_cube((3, 4, 5)), gt=np.ma.masked_all((3, 4)))
+    unmasked_nan = np.ma.masked_array(gt.data, mask=False)
+    with pytest.raises(SceneError, match="not finite numbers"):
+        make_scene(random_cube((3, 4, 5)), gt=unmasked_nan)
+
+
 def test_an_integer_no_data_value_is_compared_exactly() -> None:
     """100000003 and 100000001 are the same float32: the comparison is made on the stored integers."""
     cube = np.full((3, 4, 2), 100_000_001, dtype=np.int32)

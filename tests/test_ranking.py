@@ -29,6 +29,7 @@ from edge_had.train.data import (
     load_labelled_scenes,
     load_training_scenes,
     prepare_scene,
+    rankable,
 )
 from edge_had.train.loops import RankingTrainer
 from edge_had.train.losses import log_global_rx, pairwise_ranking_loss
@@ -119,6 +120,24 @@ def test_labelled_scenes_keep_the_anomalies_and_skip_unlabelled_scenes() -> None
     assert not torch.allclose(scene.x[:, scene.anomalies], inpainted[:, scene.anomalies])
     with pytest.raises(ValueError, match="no training scene has ground-truth anomalies"):
         load_labelled_scenes(scenes[1:], k=16)
+
+
+def test_unlabelled_pixels_are_neither_ranked_nor_trained_on_as_background() -> None:
+    """A map's unlabelled pixels (Scene.labelled False) may hide anomalies: the ranking phase
+    leaves them out of the pixels it ranks, and with anomaly masking the background-only phases
+    leave them out of the background (inpainted, as anomalies are)."""
+    scene = _scenes(1)[0]
+    labelled = np.ones(scene.gt.shape, bool)
+    labelled[:, :8] = False
+    assert (scene.gt & ~labelled).any() and (scene.gt & labelled).any()
+    scene = dataclasses.replace(scene, labelled=labelled)
+    ranked = load_labelled_scenes([scene], k=16)[0]
+    assert torch.equal(ranked.valid, torch.from_numpy(scene.valid & labelled))
+    assert torch.equal(ranked.anomalies, torch.from_numpy(scene.gt & scene.valid & labelled))
+    background = prepare_scene(scene, 16).background[0].numpy()
+    assert np.array_equal(background, scene.valid & ~scene.gt & labelled)
+    assert np.array_equal(prepare_scene(scene, 16, mask_anomalies=False).background[0].numpy(), scene.valid)
+    assert rankable(scene) and not rankable(dataclasses.replace(scene, labelled=~scene.gt))  # none labelled
 
 
 def test_labelled_scenes_leave_out_the_excluded_ones() -> None:

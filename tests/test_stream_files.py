@@ -339,6 +339,56 @@ def test_eval_and_stream_score_an_envi_scene_against_the_map_beside_it(tmp_path:
     )
 
 
+def test_a_maps_unlabelled_pixels_are_scored_but_left_out_of_every_auc(tmp_path: Path, capsys) -> None:
+    """A map's 'data ignore value' pixels (not surveyed) were refused; counted, they would be
+    anomalies (255 != 0). detect, eval and stream score them - RX's statistics are the whole
+    scene's, float64 oracle - and leave them out of the AUC: the AUC of the labelled pixels alone."""
+    from spectral.io import envi
+
+    from edge_had.detectors.rx import rx_reference
+    from edge_had.eval.metrics import roc_auc
+    from edge_had.io.synthetic import synthetic_scene
+
+    scene = synthetic_scene(seed=4, lines=48, width=40, bands=24)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    envi.save_image(str(folder / "scan.hdr"), scene.cube, interleave="bil", ext=".img", force=True)
+    unlabelled = np.zeros(scene.gt.shape, bool)
+    unlabelled[:, :6] = True  # a strip not surveyed, with anomalies in it
+    unlabelled[np.argwhere(scene.gt)[-1][0], np.argwhere(scene.gt)[-1][1]] = True
+    assert (scene.gt & unlabelled).any() and (scene.gt & ~unlabelled).any()
+    labels = np.where(unlabelled, 255, scene.gt).astype(np.uint8)[:, :, None]
+    envi.save_image(str(folder / "scan_gt.hdr"), labels, interleave="bsq", ext=".img", force=True,
+                    metadata={"data ignore value": 255})  # fmt: skip
+    labelled, gt = ~unlabelled, scene.gt
+    oracle = rx_reference(scene.cube)  # every pixel in the statistics
+    expected = roc_auc(oracle[labelled], gt[labelled])
+    assert expected != pytest.approx(roc_auc(oracle, gt), abs=1e-4)  # counting them would change it
+
+    evaluated = ["eval", "--data", str(folder), "--detector", "rx", "--quiet", "--json", f"{tmp_path}/e.json"]
+    assert main(evaluated) == 0
+    entry = json.loads((tmp_path / "e.json").read_text())["scenes"][0]
+    assert entry["auc"] == pytest.approx(expected, abs=1e-9)
+    assert entry["unlabelled_pixels"] == int(unlabelled.sum())
+    assert any("hold its 'data ignore value' 255: unlabelled" in note for note in entry["notes"])
+
+    assert main(["detect", f"{folder}/scan.hdr", "--detector", "rx", "--npy", f"{tmp_path}/d.npy"]) == 0
+    printed = capsys.readouterr()
+    np.testing.assert_allclose(np.load(tmp_path / "d.npy"), oracle, rtol=1e-4)  # scored all the same
+    assert f"AUC {expected:.4f}" in printed.out and "unlabelled, scored but left out" in printed.err
+
+    out = tmp_path / "stream"
+    argv = ["stream", "--source", str(folder / "scan.hdr"), "--detector", "rx", "--out", str(out)]
+    assert main([*argv, "--json", str(tmp_path / "s.json")]) == 0
+    streamed = json.loads((tmp_path / "s.json").read_text())
+    scores = np.load(out / "scores.npy")
+    assert np.isfinite(scores).all()  # the unlabelled pixels are scored
+    assert streamed["auc"] == pytest.approx(roc_auc(scores[labelled], gt[labelled]), abs=1e-12)
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    in_the_strip = sum(event["last_pixel"] < 6 for event in events)  # wholly unlabelled
+    assert streamed["events"]["unjudged"] == in_the_strip > 0  # neither true nor false
+
+
 def test_a_streamed_files_auc_leaves_out_masked_pixels_not_lost_lines() -> None:
     from edge_had.stream.command import masked_pixels_left_out
 

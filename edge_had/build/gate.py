@@ -178,7 +178,7 @@ def enhanced_rx_auc(bundle: Any, graph: Path, scene: Scene, scorer: str = "globa
     score = scoring.scorer(scorer)
     scores = fuse_parts(parts, config.alpha_spe, config.alpha_spa, "feature", lambda x: score(x, scene.valid))
     assert scene.gt is not None
-    return roc_auc(scores, scene.gt, scene.valid)
+    return roc_auc(scores, scene.gt, scene.counted)
 
 
 def sensor_coverage(scene: Scene, wavelengths: np.ndarray | None) -> float:
@@ -206,6 +206,7 @@ def on_sensor_bands(scene: Scene, bands: int, wavelengths: np.ndarray | None) ->
         good_bands=np.ones(bands, dtype=bool),
         name=scene.name,
         gt=scene.gt,
+        labelled=scene.labelled,
         wavelengths=None if wavelengths is None else np.asarray(wavelengths, dtype=np.float64),
         source=scene.source,
     )

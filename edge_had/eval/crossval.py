@@ -325,9 +325,10 @@ def check_labelled(scene: Scene) -> None:
             "out of the folder",
             scene.source,
         )
-    missing = missing_class(scene.gt, scene.valid)
+    missing = missing_class(scene.gt, scene.counted)
     if missing is not None:
-        raise SceneError(f"no {missing} pixel among its valid pixels: no AUC to cross-validate", scene.source)
+        problem = f"no {missing} pixel among its valid labelled pixels: no AUC to cross-validate"
+        raise SceneError(problem, scene.source)
 
 
 def refuse_duplicate_scenes(paths: Sequence[Path]) -> None:
@@ -355,7 +356,7 @@ class SceneCache:
     def auc(self, name: str, scores: np.ndarray) -> float:
         scene = self.scenes[name]
         assert scene.gt is not None
-        return roc_auc(scores, scene.gt, scene.valid)
+        return roc_auc(scores, scene.gt, scene.counted)
 
     def parts(self, bundle: Any, name: str) -> EnhancedScene:
         scene = self.scenes[name]

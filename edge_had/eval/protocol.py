@@ -120,7 +120,8 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
     """One scene's entry of the eval report (needs ground truth), and its score map.
 
     ``anomaly_pixels_invalid`` counts ground-truth pixels on invalid pixels (NaN, no-data): the
-    AUC leaves them out. ``notes``: what the reader left out (``Scene.meta["notes"]``)."""
+    AUC leaves them out, as it leaves out the ``unlabelled_pixels`` the map does not label.
+    ``notes``: what the reader left out (``Scene.meta["notes"]``)."""
     if scene.gt is None:
         raise SceneError(
             "no ground truth: cannot evaluate (eval reads the anomaly map stored with a .mat or .h5 "
@@ -135,7 +136,7 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         raise SceneError(f"cannot score with {detector.name}: {error}", scene.source) from error
     rows, cols, _ = scene.shape
     try:
-        metrics = evaluate_map(scores, scene.gt, scene.valid)
+        metrics = evaluate_map(scores, scene.gt, scene.counted)
     except ValueError as error:  # e.g. no anomaly pixel: say which scene
         raise SceneError(f"cannot evaluate: {error}", scene.source) from error
     entry: dict[str, Any] = {
@@ -153,6 +154,7 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         "valid_pixels": int(scene.valid.sum()),
         "anomaly_pixels": int(scene.gt.sum()),
         "anomaly_pixels_invalid": int((scene.gt & ~scene.valid).sum()),
+        "unlabelled_pixels": 0 if scene.labelled is None else int((~scene.labelled).sum()),
         "far_outlier_pixels": far_outlier_check(scene)[0],
         # a fact of the file; what a resampling detector did with it is its settings' "resample"
         "wavelengths_known": scene.wavelengths is not None,
@@ -208,7 +210,7 @@ def evaluate_scenes(
             title = f"{label} - {detector.name} (AUC {entry['auc']:.4f})"
             save_score_map_png(scores, Path(plots_dir) / f"{label}_{detector.name}.png", scene.gt, title)
             assert scene.gt is not None  # evaluate_scene checked it
-            fpr, tpr, _ = roc_curve(scores, scene.gt, scene.valid)
+            fpr, tpr, _ = roc_curve(scores, scene.gt, scene.counted)
             curves[label] = (fpr, tpr, entry["auc"])
     if not entries:
         reasons = "; ".join(f"{s['error']}" for s in skipped) or "no scene files"

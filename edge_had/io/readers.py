@@ -32,7 +32,7 @@ from edge_had.io.containers import read_container_mask, read_container_scene
 from edge_had.io.envi import envi_files, header_beside, read_envi
 from edge_had.io.plausibility import layout_note
 from edge_had.io.raw import LAYOUTS, RawScene, reading, to_rows_cols_bands
-from edge_had.io.scene import Scene, ground_truth_mask, make_scene
+from edge_had.io.scene import Scene, ground_truth_mask, labelled_pixels, make_scene
 
 SCENE_SUFFIXES = (".mat", ".hdr", ".npy", ".h5", ".hdf5")
 #: A scene ``NAME.*``'s ground truth beside it: ``NAME`` + this + one of GROUND_TRUTH_SUFFIXES
@@ -131,7 +131,7 @@ def load_mask(
         mask = mask[:, :, 0]
     if mask.ndim != 2:
         raise SceneError(f"expected a 2-D mask, got an array of shape {mask.shape}", path)
-    return np.asarray(mask)
+    return np.asanyarray(mask)  # an ENVI map's unlabelled pixels stay masked
 
 
 def list_scenes(folder: str | Path) -> list[Path]:
@@ -164,13 +164,16 @@ def load_ground_truth(
     notes: list[str] | None = None,
 ) -> np.ndarray:
     """The map in ``mask_path`` (:func:`load_mask`; ``var`` inside a MATLAB/HDF5 file) as the bool
-    ground truth of the scene file ``scene_path``, ``pixels`` (rows, cols): a map that does not fit
-    is a :class:`SceneError` naming both files. ``notes``: as :func:`load_mask`'s."""
+    ground truth of the scene file ``scene_path``, ``pixels`` (rows, cols) - a ``numpy.ma`` masked
+    array when it leaves pixels unlabelled (:func:`~edge_had.io.scene.labelled_pixels`): a map
+    that does not fit is a :class:`SceneError` naming both files. ``notes``: as :func:`load_mask`'s."""
     gt = load_mask(mask_path, var=var, shape=pixels, notes=notes)
     try:
-        return ground_truth_mask(gt, pixels, Path(mask_path))
+        anomalies = ground_truth_mask(gt, pixels, Path(mask_path))
     except SceneError as error:
         raise SceneError(f"{error.problem} of {Path(scene_path).name}", mask_path) from None
+    labelled = labelled_pixels(gt)
+    return anomalies if labelled is None else np.ma.masked_array(anomalies, mask=~labelled)
 
 
 def ground_truth_beside(path: str | Path) -> Path | None:
@@ -313,19 +316,21 @@ def _read_envi_file(path: Path) -> RawScene:
 
 
 def _envi_map(path: Path, notes: list[str] | None = None) -> np.ndarray:
-    """An ENVI map's array (its reader's notes into ``notes``); refused when pixels hold its
-    ``data ignore value`` (not labelled: ``gt != 0`` would make every one of them an anomaly)."""
+    """An ENVI map's array (its reader's notes into ``notes``): a ``numpy.ma`` masked array when
+    pixels hold its ``data ignore value`` - not labelled, left out of every metric (``gt != 0``
+    would make each an anomaly) -, with a note saying how many."""
     raw = _read_envi_file(path)
-    if notes is not None:
-        notes.extend(raw.meta.get("notes", []))
+    found = list(raw.meta.get("notes", []))
+    labels: np.ndarray = raw.cube
     if raw.no_data_value is not None and (unlabelled := int((raw.cube == raw.no_data_value).sum())):
-        raise SceneError(
-            f"{unlabelled} pixels of the map hold its 'data ignore value' {raw.no_data_value:g} "
-            "(not labelled): a ground-truth map labels every pixel (0 background, anything else "
-            "an anomaly); label them 0 if they are background",
-            path,
+        labels = np.ma.masked_equal(raw.cube, raw.no_data_value)
+        found.append(
+            f"{unlabelled} pixels of the ground-truth map {path.name} hold its 'data ignore value' "
+            f"{raw.no_data_value:g}: unlabelled, scored but left out of every metric"
         )
-    return raw.cube
+    if notes is not None:
+        notes.extend(found)
+    return labels
 
 
 def _read_npy(path: Path) -> np.ndarray:

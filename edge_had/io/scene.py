@@ -6,7 +6,10 @@ saturation level is given, a value at or above it - occurs in any good band (:cl
 RX needs a whole spectrum, so one bad band masks the whole pixel; ``masked`` counts them by
 reason). ``good_bands`` marks bands kept for detection (False for bands in an ENVI ``bbl``
 bad-band list). Invalid pixels stay in the cube (their values are not trusted) and are masked
-by detectors and evaluation; they are never fatal.
+by detectors and evaluation; they are never fatal. ``gt`` marks anomalies (True) in a ground-truth
+map; ``labelled`` (None: every pixel) the pixels the map labels at all - a map may leave pixels
+unlabelled (an ENVI map's ``data ignore value``, a masked entry of a ``numpy.ma`` array): they are
+scored but left out of every metric, as ``counted`` says.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class Scene:
     good_bands: np.ndarray
     name: str = "scene"
     gt: np.ndarray | None = None
+    #: the pixels the ground truth labels (background or anomaly); None: all of them
+    labelled: np.ndarray | None = None
     wavelengths: np.ndarray | None = None
     fwhm: np.ndarray | None = None
     source: Path | None = None
@@ -52,6 +57,11 @@ class Scene:
     @property
     def bands(self) -> int:
         return int(self.cube.shape[2])
+
+    @property
+    def counted(self) -> np.ndarray:
+        """The pixels a metric counts: valid and labelled by the ground truth."""
+        return self.valid if self.labelled is None else self.valid & self.labelled
 
     def detection_cube(self) -> np.ndarray:
         """The cube restricted to good bands, (rows, cols, good bands) float32: made once (each call
@@ -88,9 +98,13 @@ def make_scene(
     ``no_data_value`` and ``saturation`` (None: no level known) mask pixels as :class:`PixelRule`
     says; ``valid`` masks more (counted in no reason of ``Scene.masked``).
 
+    ``gt``: a ground-truth map (nonzero: anomaly); a ``numpy.ma`` masked array leaves its masked
+    pixels unlabelled (``Scene.labelled``).
+
     Raises :class:`SceneError` naming ``source`` for: values that are not real numbers, not 3-D,
     fewer than 2 bands, ground truth or mask of the wrong shape, a ground truth with NaN/Inf or
-    non-numeric values, fewer than 2 good bands, or no valid pixel.
+    non-numeric values among its labelled pixels or none labelled, fewer than 2 good bands, or no
+    valid pixel.
     """
     path = None if source is None else Path(source)
     stored = np.asarray(cube)  # its own dtype: an integer no-data value is compared exactly
@@ -117,6 +131,7 @@ def make_scene(
         raise no_valid_pixel_error(stored, rule, path)
 
     gt_mask = None if gt is None else ground_truth_mask(gt, (rows, cols), path)
+    labelled = None if gt is None else labelled_pixels(gt)
 
     return Scene(
         cube=cube,
@@ -124,6 +139,7 @@ def make_scene(
         good_bands=good,
         name=name,
         gt=gt_mask,
+        labelled=labelled,
         wavelengths=band_vector(wavelengths, bands, "wavelength list", path),
         fwhm=band_vector(fwhm, bands, "fwhm list", path),
         source=path,
@@ -285,13 +301,29 @@ def invalid_as_nan(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def ground_truth_mask(gt: Any, pixels: tuple[int, int], path: Path | None) -> np.ndarray:
     """A ground-truth map as a bool mask (nonzero: anomaly) of a cube of ``pixels`` (rows, cols);
-    :class:`SceneError` naming ``path`` for another shape or values that are not finite numbers."""
-    gt = np.asarray(gt)
-    if gt.shape != pixels:
-        raise SceneError(f"ground-truth shape {gt.shape} does not match cube {pixels}", path)
-    if gt.dtype.kind not in "biuf" or (gt.dtype.kind == "f" and not np.isfinite(gt).all()):
-        raise SceneError(f"the ground truth ({gt.dtype}) holds values that are not finite numbers", path)
-    return gt != 0
+    a ``numpy.ma`` masked array's masked pixels (unlabelled: :func:`labelled_pixels`) are False.
+    :class:`SceneError` naming ``path`` for another shape, labelled values that are not finite
+    numbers, or no labelled pixel."""
+    labels = np.asarray(gt)  # the values, masked ones too
+    if labels.shape != pixels:
+        raise SceneError(f"ground-truth shape {labels.shape} does not match cube {pixels}", path)
+    labelled = labelled_pixels(gt)
+    if labelled is not None:
+        if not labelled.any():
+            raise SceneError("the ground truth labels no pixel (every pixel is unlabelled)", path)
+        labels = np.where(labelled, labels, 0)
+    if labels.dtype.kind not in "biuf" or (labels.dtype.kind == "f" and not np.isfinite(labels).all()):
+        raise SceneError(f"the ground truth ({labels.dtype}) holds values that are not finite numbers", path)
+    return labels != 0
+
+
+def labelled_pixels(gt: Any) -> np.ndarray | None:
+    """The pixels a ground-truth map labels: None when it labels all of them, else the bool map
+    of the entries a ``numpy.ma`` masked array leaves unmasked."""
+    if not isinstance(gt, np.ma.MaskedArray):
+        return None
+    unlabelled = np.ma.getmaskarray(gt)
+    return ~unlabelled if unlabelled.any() else None
 
 
 def band_vector(values: np.ndarray | None, bands: int, what: str, path: Path | None) -> np.ndarray | None:

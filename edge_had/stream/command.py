@@ -200,6 +200,7 @@ class _Source:
     notes: list[str] = field(default_factory=list)  # what the reader noted (a file read as detect reads it)
     map_info: MapInfo | None = None  # an ENVI file's map: events get map coordinates
     replay: dict[str, Any] | None = None  # a file: lines in it, requested (--lines), replayed
+    labelled: np.ndarray | None = None  # the pixels the ground truth labels (None: all)
 
 
 def masked_pixels_left_out(scores: np.ndarray, masked_rows: Sequence[int] = ()) -> np.ndarray:
@@ -215,15 +216,20 @@ def masked_pixels_left_out(scores: np.ndarray, masked_rows: Sequence[int] = ()) 
 def _take_ground_truth_beside(source: _Source, path: str, rows: int) -> None:
     """An ENVI or .npy file's ground truth, the map beside it (``NAME_gt.npy``/``.hdr``, as
     ``load_scene`` takes it: :func:`~edge_had.io.readers.ground_truth_beside`), for the lines
-    replayed, into ``source.gt``; its file into ``source.meta["gt_path"]`` (without one, nothing)."""
+    replayed, into ``source.gt`` (the pixels it labels into ``source.labelled``); its file into
+    ``source.meta["gt_path"]`` (without one, nothing)."""
     from edge_had.io.readers import ground_truth_beside, load_ground_truth
+    from edge_had.io.scene import labelled_pixels
 
     beside = ground_truth_beside(path)
     if beside is None:
         return
     assert source.replay is not None
     gt = load_ground_truth(beside, path, (rows, source.width), notes=source.notes)
-    source.gt = gt[: source.replay["lines_replayed"]]
+    replayed = slice(0, source.replay["lines_replayed"])
+    source.gt = np.ma.getdata(gt)[replayed]
+    if (labelled := labelled_pixels(gt)) is not None:
+        source.labelled = labelled[replayed]
     source.meta["gt_path"] = str(beside)
 
 
@@ -300,6 +306,7 @@ def _source(args: argparse.Namespace) -> _Source:
             meta=scene.meta,
             notes=notes,
             replay=replay,
+            labelled=None if scene.labelled is None else scene.labelled[first],
         )
     # ENVI, .npy: one line at a time from the memory map, as stored; the pipeline masks as load_scene
     stream = file_lines(
@@ -638,6 +645,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     if gt is not None and rows == gt.shape[0]:
         if valid is None:  # a file streamed line by line (its map beside it): the pixels it masked
             valid = masked_pixels_left_out(scores, masked_rows)
+        if source.labelled is not None:  # what the map leaves unlabelled is scored, not counted
+            valid = valid & source.labelled
         missing = missing_class(gt, valid)
         if missing is None:
             report["auc"] = roc_auc(np.nan_to_num(scores, nan=0.0), gt, valid)
@@ -646,8 +655,11 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             note = f"no AUC: no {missing} pixel among the lines streamed"
             report["notes"] = [*report["notes"], note]
             print(f"warning: {Path(args.source).stem}: {note}", file=sys.stderr)
-        false = [e for e in events if not gt[tuple(np.array(e.pixels).T)].any()]
+        labelled = np.ones_like(gt) if source.labelled is None else source.labelled
+        judged = [e for e in events if labelled[tuple(np.array(e.pixels).T)].any()]
+        false = [e for e in judged if not gt[tuple(np.array(e.pixels).T)].any()]
         report["events"]["false"] = len(false)
+        report["events"]["unjudged"] = len(events) - len(judged)  # wholly on unlabelled pixels
         report["events"]["false_per_1000_lines"] = 1000.0 * len(false) / rows
     if args.json:  # the report first: it holds what the run measured
         from edge_had.eval.report import write_json

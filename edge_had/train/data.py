@@ -127,6 +127,8 @@ def prepare_scene(
     cube = np.array(scene.detection_cube(), dtype=np.float32, copy=True)
     valid = np.asarray(scene.valid, dtype=bool)
     gt = None if scene.gt is None else np.asarray(scene.gt, dtype=bool)
+    if gt is not None and scene.labelled is not None:  # unlabelled pixels may be anomalies
+        gt = gt | ~scene.labelled
     background = valid & ~gt if (mask_anomalies and gt is not None) else valid.copy()
     if not background.any():
         raise ValueError(f"scene {scene.name!r}: no background pixel to train on")
@@ -334,24 +336,25 @@ class LabelledScene:
 
 def rankable(scene: Scene) -> bool:
     """Whether the ranking phase can use ``scene``: ground truth with at least one valid anomaly
-    pixel and one valid background pixel."""
+    pixel and one valid background pixel (both labelled)."""
     if scene.gt is None:
         return False
-    valid = np.asarray(scene.valid, dtype=bool)
-    anomalies = int((valid & np.asarray(scene.gt, dtype=bool)).sum())
-    return 0 < anomalies < int(valid.sum())
+    counted = np.asarray(scene.counted, dtype=bool)
+    anomalies = int((counted & np.asarray(scene.gt, dtype=bool)).sum())
+    return 0 < anomalies < int(counted.sum())
 
 
 def load_labelled_scenes(
     folder: str | Path | Iterable[Scene], exclude: Sequence[str] = (), k: int = 64
 ) -> list[LabelledScene]:
     """The scenes of ``folder`` (less ``exclude``) that have ground truth with at least one valid
-    anomaly pixel and one valid background pixel; ``ValueError`` when none has."""
+    anomaly pixel and one valid background pixel; ``ValueError`` when none has. A scene's
+    ``valid`` pixels are those it ranks: valid and labelled (``Scene.counted``)."""
     labelled = []
     for scene in training_scenes(folder, exclude):
         if not rankable(scene):
             continue
-        valid = np.asarray(scene.valid, dtype=bool)
+        valid = np.asarray(scene.counted, dtype=bool)
         anomalies = valid & np.asarray(scene.gt, dtype=bool)
         prepared = prepare_scene(scene, k, mask_anomalies=False, checksum=False)
         labelled.append(
