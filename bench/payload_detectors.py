@@ -57,7 +57,7 @@ def adapter_kernel(kernel: str) -> Iterator[None]:
 
 def offline_auc(scene, name: str) -> float:  # noqa: ANN001
     scores = make_detector(name).score(scene.detection_cube(), scene.valid, scene.detection_wavelengths())
-    return round(roc_auc(scores, scene.gt, scene.valid), 4)
+    return round(roc_auc(scores, scene.gt, scene.counted), 4)
 
 
 def main() -> int:

@@ -49,7 +49,7 @@ COLUMNS = (
 
 
 def auc(scores: np.ndarray, scene) -> float:
-    return roc_auc(np.nan_to_num(scores, nan=0.0), scene.gt, scene.valid)
+    return roc_auc(np.nan_to_num(scores, nan=0.0), scene.gt, scene.counted)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.cv} has fold models of seeds {report['seeds']}, not {sorted(set(seeds))}")
 
     def auc(scores: np.ndarray) -> float:
-        return roc_auc(scores, scene.gt, scene.valid)
+        return roc_auc(scores, scene.gt, scene.counted)
 
     baselines = {name: auc(make_detector(name).score(cube, scene.valid, wavelengths)) for name in BASELINES}
     models: dict[str, dict[str, dict[str, float]]] = {}

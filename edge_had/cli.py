@@ -453,7 +453,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, settings, label in runs:
         detector = make_detector(name, **settings)
         scores, seconds = score_scene(detector, scene)
-        metrics = evaluate_map(scores, scene.gt, scene.valid)
+        metrics = evaluate_map(scores, scene.gt, scene.counted)
         pd_at_far: dict[str, float] = metrics["pd_at_far"]  # type: ignore[assignment]
         path = save_score_map_png(
             scores, out / f"demo_{name}_map.png", gt=scene.gt, title=f"{label}, synthetic scene"
