@@ -510,3 +510,38 @@ def test_the_masking_record_follows_a_new_band_count() -> None:
     record = onboard.detector_record()
     assert record["band_changes"] and record["sensor_bands"] == 11
     assert (record["good_bands"], record["bad_bands"], record["no_data_value"]) == (11, [], 0)
+
+
+def test_unsigned_values_read_as_signed_are_noted_and_flagged(tmp_path, capsys) -> None:
+    """A 16-bit camera's uint16 file whose header says data type 2 (int16) read without a word: its
+    values past 32767 wrapped to -32768 and up, each pixel an extreme anomaly. detect notes the
+    samples no signed measurement reaches (counted here with numpy on the bytes as written); the
+    stream flags each line holding one (``int16-extremes``); a declared no-data value of -32768,
+    and the small negatives of dark-subtracted data, are no such samples."""
+    cube = counts_cube(30, 16, 12, seed=3).astype(np.uint16) * 10  # up to ~32000: bright
+    cube[4, 5, 2:6] = 40_000  # a glint past 32767
+    cube[17, 0:3, 7] = 50_000
+    cube[22, 9, 3] = 61_000  # -4536 as int16: too close to real negatives to be told
+    signed = cube.view(np.int16)
+    assert int((signed < -8192).sum()) == 7 and int(signed.min()) == 40_000 - 65_536
+    header = tmp_path / "camera.hdr"
+    write_envi(header, signed, "bil")  # the header says int16: data type 2
+    assert "data type = 2" in header.read_text()
+    assert main(["detect", str(header), "--detector", "rx"]) == 0
+    said = capsys.readouterr().err
+    assert "7 int16 samples below -8192 (down to -25536) in good bands: unsigned 16-bit values" in said
+    report = tmp_path / "report.json"
+    assert main(["stream", "--source", str(header), "--detector", "rx", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["health"]["flags"]["int16-extremes"] == 2  # lines 4 and 17
+
+    flagged = []
+    with build_pipeline(16, 12, "rx", on_result=lambda result: flagged.append(result.flags)) as onboard:
+        for index, line in enumerate(signed):
+            onboard.pipeline.push(line, index, index / 330.0)
+    assert [k for k, flags in enumerate(flagged) if "int16-extremes" in flags] == [4, 17]
+
+    quiet = np.where(signed < -8192, np.int16(-32768), signed)  # a declared fill value instead
+    quiet[9, 2, 4] = -50  # a dark-subtracted sample
+    write_envi(header, quiet, "bil", **{"data ignore value": -32768})
+    assert main(["detect", str(header), "--detector", "rx"]) == 0
+    assert "int16 samples below" not in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Whether a cube's pixels read as spectra: the check that catches a cube read in the wrong layout.
+"""Whether a cube's pixels read as spectra: the checks that catch a cube read in the wrong layout,
+and 16-bit unsigned values read as signed.
 
 A file read in the wrong interleave (an ENVI header with the wrong ``interleave`` or ``byte
 order``; a ``.npy``, ``.mat`` or HDF5 cube stored bands-first but read as ``bip``) still gives a
@@ -8,6 +9,14 @@ one illumination, so the spectra of a scene's pixels lie close to a 3-dimensiona
 misread cube's do not (:func:`spectral_share`). The ENVI reader checks every image it opens
 (:func:`edge_had.io.envi.misread_note`, which also tries the other byte order); the other formats
 check the layout they were read in against the other interleaves (:func:`layout_note`).
+
+A 16-bit camera's unsigned values labelled signed (ENVI ``data type = 2`` where 12 is meant)
+read right up to 32767; brighter ones wrap to -32768 and up, and each such pixel is an extreme
+anomaly. No signed measurement goes that low - dark-subtracted data dips a few counts below 0
+(the ten ABU scenes' int16 cubes: -50 at the lowest) - so int16 samples below
+:data:`INT16_IMPLAUSIBLE_BELOW`, other than the declared no-data value, are said
+(:func:`int16_extremes`: a note for a scene, flag ``int16-extremes`` for a streamed line); an
+undeclared fill value (-32768, -32767) is the other cause, and as harmful to RX.
 """
 
 from __future__ import annotations
@@ -109,4 +118,35 @@ def layout_note(stored: np.ndarray, interleave: str, source: Path) -> str | None
         f"{source} does not read as spectra as stored in {interleave} ({axes}; shape {stored.shape}): "
         f"its sampled pixels have {share:.3f} of their spectral energy in 3 components, real spectra "
         f">= {PLAUSIBLE_SHARE}; read as {readings} they do"
+    )
+
+
+#: int16 samples below this are no signed measurement (dark-subtracted counts dip a few below 0;
+#: reflectance x 10000 would be -0.82): unsigned values of 32768 to 57343 read as signed, or a
+#: fill value (module docstring). Brighter unsigned values, 57344 to 65535, read as -8192 to -1,
+#: too close to real negatives to be told by their value alone; a bright object's other pixels
+#: usually are in the range caught.
+INT16_IMPLAUSIBLE_BELOW = -8192
+
+
+def int16_extremes(samples: np.ndarray, no_data_value: float | None = None) -> tuple[int, int]:
+    """``(count, lowest)`` of the int16 ``samples`` below :data:`INT16_IMPLAUSIBLE_BELOW` other
+    than ``no_data_value``; ``(0, 0)`` when there is none or the samples are not int16. One
+    reduction over the samples when none is that low (the usual case)."""
+    if samples.dtype != np.int16 or samples.size == 0 or int(samples.min()) >= INT16_IMPLAUSIBLE_BELOW:
+        return 0, 0
+    low = samples < INT16_IMPLAUSIBLE_BELOW
+    if no_data_value is not None:
+        low &= samples != no_data_value
+    count = int(low.sum())
+    return count, int(samples[low].min()) if count else 0
+
+
+def int16_extremes_note(count: int, lowest: int) -> str:
+    """What :func:`int16_extremes` found, said for a scene: both causes and what to fix."""
+    return (
+        f"{count} int16 samples below {INT16_IMPLAUSIBLE_BELOW} (down to {lowest}) in good bands: "
+        "unsigned 16-bit values read as signed (an ENVI header's 'data type = 2' for a camera "
+        "writing unsigned values: 12), or a fill value not declared ('data ignore value'); "
+        "either way those pixels score as extreme anomalies"
     )

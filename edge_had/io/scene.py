@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_had.errors import SceneError
+from edge_had.io.plausibility import int16_extremes, int16_extremes_note
 
 _VALIDITY_ROWS = 64  # rows per block when the valid mask is computed
 
@@ -116,12 +117,15 @@ def make_scene(
     rule = PixelRule(good, no_data_value, saturation)
     ok = np.empty((rows, cols), dtype=bool)
     masked = dict.fromkeys(MASK_REASONS, 0)
+    extremes, lowest = 0, 0  # int16 samples no signed measurement reaches (plausibility module)
     for start in range(0, rows, _VALIDITY_ROWS):  # in row blocks: no cube-sized boolean temporaries
         block = slice(start, start + _VALIDITY_ROWS)
         problems = rule.problems(stored[block], kept[block])
         ok[block] = rule.valid_from(problems, kept[block].shape[:-1])
         for reason, count in rule.counts(problems).items():
             masked[reason] += count
+        count, low = int16_extremes(rule.good_samples(stored[block]), no_data_value)
+        extremes, lowest = extremes + count, min(lowest, low)
     if valid is not None:
         valid = np.asarray(valid)
         if valid.shape != (rows, cols):
@@ -131,6 +135,9 @@ def make_scene(
         raise no_valid_pixel_error(stored, rule, path)
 
     gt_mask = None if gt is None else ground_truth_mask(gt, (rows, cols), path)
+    meta = dict(meta or {})
+    if extremes:
+        meta["notes"] = [*meta.get("notes", []), int16_extremes_note(extremes, lowest)]
     labelled = None if gt is None else labelled_pixels(gt)
 
     return Scene(
@@ -143,7 +150,7 @@ def make_scene(
         wavelengths=band_vector(wavelengths, bands, "wavelength list", path),
         fwhm=band_vector(fwhm, bands, "fwhm list", path),
         source=path,
-        meta=dict(meta or {}),
+        meta=meta,
         masked=masked,
         _good_cube=None if good.all() else (cube, good.copy(), kept),
     )

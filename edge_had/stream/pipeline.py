@@ -41,7 +41,9 @@ them reached the saturation level; ``outlier-pixels``: the statistics' outlier g
 pixels of the line out of them - a corrupt sample of finite value, e.g. - though they are scored;
 ``background-change``: most of the line, a corrupt line or a new background, scored against the
 old one (``outlier_pixels``, ``statistics_restarts`` and ``statistics_restarts_undone`` in
-health: :mod:`edge_had.stream.causal`);
+health: :mod:`edge_had.stream.causal`); ``int16-extremes``: int16 samples no signed
+measurement reaches in a good band - a camera's unsigned values read as signed, or an
+undeclared fill value (:func:`~edge_had.io.plausibility.int16_extremes`), scored as they are;
 ``deadline-miss``: from arrival to score, less the
 time the reorder window had waited for a late or missing index when it released the line or the
 line completing its look-ahead (at most its length plus the missing lines it gave up on, or the
@@ -68,6 +70,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_had.io.plausibility import int16_extremes
 from edge_had.io.scene import MASK_REASONS, PixelRule
 from edge_had.stream.causal import NUMPY_LINE_MATH, CausalRX, CausalSettings, LineMath
 from edge_had.stream.causal_local import CausalHybridRX, LocalLineMath
@@ -583,6 +586,8 @@ class StreamPipeline:
                 result.flags.append("masked-pixels")
                 if "saturated" in problems and problems["saturated"].any():
                     result.flags.append("saturated")
+        if int16_extremes(samples, self.pixel_rule.no_data_value)[0]:  # one min() for other lines
+            result.flags.append("int16-extremes")
         return values, valid
 
     def _reduce(self, values: np.ndarray) -> np.ndarray:
