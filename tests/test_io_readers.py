@@ -218,9 +218,28 @@ def test_an_envi_header_that_misdescribes_its_data_gets_a_note(
             continue
         (note,) = notes
         assert note.startswith(
-            f"{data} does not read as spectra - check `interleave` / `byte order` in the header {header}"
+            f"{data} does not read as spectra - check `interleave` / `byte order` / `lines` / `samples` "
+            f"in the header {header}"
         )
         assert re.search(r"; read as bil with byte order 0 \(0\.9\d\d\) they do$", note), note
+
+
+def test_a_bil_header_with_lines_and_samples_swapped_gets_a_note_saying_so(tmp_path: Path) -> None:
+    """A hand-written BIL header with lines and samples the wrong way round describes a file of the
+    right size: its "pixels" mix bands (share 0.73 on a synthetic scene), no interleave or byte order
+    reads right, so no note was made. The reading with the two swapped is tried too."""
+    header = tmp_path / "scene.hdr"
+    data = write_envi(header, smooth_spectra_cube(), "bil")  # 40 lines of 72 samples
+    text = header.read_text()
+    assert "lines = 40" in text and "samples = 72" in text
+    header.write_text(text.replace("lines = 40", "lines = @").replace("samples = 72", "samples = 40")
+                      .replace("lines = @", "lines = 72"))  # fmt: skip
+    (note,) = load_scene(header).meta["notes"]
+    assert note.startswith(f"{data} does not read as spectra - check `interleave`")
+    assert "(bil, byte order 0, lines = 72, samples = 40)" in note
+    assert re.search(r"; read as lines = 40 and samples = 72 \(0\.9\d\d\) they do$", note), note
+    header.write_text(text)
+    assert load_scene(header).meta["notes"] == []
 
 
 def test_a_dark_file_labelled_right_gets_no_note_blaming_its_header(tmp_path: Path) -> None:

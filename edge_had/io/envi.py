@@ -193,8 +193,10 @@ def misread_note(
 ) -> str | None:
     """A note when the image read as its header says (``declared``: interleave, byte order) does
     not read as spectra (:func:`spectral_share` below :data:`PLAUSIBLE_SHARE`), naming the header
-    fields to check and the other readings of its bytes that do look right; None when it reads as
-    spectra, gives no verdict, or no other reading looks right either - a correctly labelled dark
+    fields to check and the other readings of its bytes that do look right - each other interleave
+    and byte order, and the declared ones with ``lines`` and ``samples`` swapped (a hand-written BIL
+    header: its "pixels" then mix bands); None when it reads as spectra, gives no verdict, or no
+    other reading looks right either - a correctly labelled dark
     or noisy file (little light over the sensor noise: 0.57 at a tenth of an FX10's usual signal)
     reads as no spectra in any layout, and blaming its header would send the user the wrong way.
     Each reading samples its own memory map, closed after it: the
@@ -205,26 +207,38 @@ def misread_note(
         return None
     interleave, byte_order = declared
     orders = (0, 1) if np.dtype(image.dtype).itemsize > 1 else (byte_order,)
+    readings = [(layout, order, False) for layout in LAYOUTS for order in orders]
+    rows, cols, _ = image.shape
+    if rows != cols:  # swapped, the same sizes
+        readings.append((interleave, byte_order, True))
     plausible = []
-    for other in ((layout, order) for layout in LAYOUTS for order in orders):
-        if other != declared:
-            other_share = spectral_share(_reading(image, *other), good_bands, no_data_value)
+    for layout, order, swapped in readings:
+        if (layout, order, swapped) != (interleave, byte_order, False):
+            other_share = spectral_share(_reading(image, layout, order, swapped), good_bands, no_data_value)
             if other_share is not None and other_share >= PLAUSIBLE_SHARE:
-                plausible.append(f"{other[0]} with byte order {other[1]} ({other_share:.3f})")
+                if swapped:
+                    way = f"lines = {cols} and samples = {rows}"
+                else:
+                    way = f"{layout} with byte order {order}"
+                plausible.append(f"{way} ({other_share:.3f})")
     if not plausible:
         return None
     hint = f"; read as {' or as '.join(plausible)} they do"
     return (
-        f"{image.filename} does not read as spectra - check `interleave` / `byte order` in the header "
-        f"{header} ({interleave}, byte order {byte_order}): its sampled pixels have {share:.3f} of their "
-        f"spectral energy in 3 components, real spectra >= {PLAUSIBLE_SHARE}{hint}"
+        f"{image.filename} does not read as spectra - check `interleave` / `byte order` / `lines` / "
+        f"`samples` in the header {header} ({interleave}, byte order {byte_order}, lines = {rows}, "
+        f"samples = {cols}): its sampled pixels have {share:.3f} of their spectral energy in 3 "
+        f"components, real spectra >= {PLAUSIBLE_SHARE}{hint}"
     )
 
 
-def _reading(image: Any, interleave: str, byte_order: int) -> np.ndarray:
+def _reading(image: Any, interleave: str, byte_order: int, swapped: bool = False) -> np.ndarray:
     """The image's data file mapped as a (rows, cols, bands) cube stored in ``interleave`` with
-    ``byte_order`` (0: little-endian, 1: big-endian), whatever its header says."""
+    ``byte_order`` (0: little-endian, 1: big-endian), whatever its header says; ``swapped``: with
+    its header's lines and samples the other way round."""
     rows, cols, bands = image.shape
+    if swapped:
+        rows, cols = cols, rows
     sizes = {"rows": rows, "cols": cols, "bands": bands}
     dtype = np.dtype(image.dtype).newbyteorder("<" if byte_order == 0 else ">")
     data = np.memmap(image.filename, dtype=dtype, mode="r", offset=image.offset,
