@@ -51,12 +51,18 @@ MIN_AREA_GRID = (1, 2, 3, 4, 5, 6, 8)
 KEYS = ("false_per_1000_lines", "recall", "precision", "f1")
 
 
-def event_stats(scores: np.ndarray, gt: np.ndarray, level: float, min_area: int = 1) -> dict[str, float]:
+def event_stats(
+    scores: np.ndarray, gt: np.ndarray, level: float, min_area: int = 1, labelled: np.ndarray | None = None
+) -> dict[str, float]:
+    """Events as `edge-had stream` finds them, judged against ``gt``'s objects; an event wholly on
+    pixels the map leaves unlabelled (``labelled`` False) is neither true nor false: left out."""
     detector = EventDetector(level, min_area=min_area)
     events = []
     for index, line in enumerate(scores):
         events += detector.add(index, line, float(index))
     events += detector.finish()
+    if labelled is not None:
+        events = [event for event in events if any(labelled[r, c] for r, c in event.pixels)]
     objects, count = ndimage.label(gt, structure=np.ones((3, 3)))
     true_events, hit = 0, set()
     for event in events:
@@ -100,7 +106,9 @@ def scene_stats(
     """Event statistics of one scored scene under every rule, thresholds as `edge-had stream` sets
     them from the scorer that ran."""
     return {
-        (pfa, area): event_stats(scores, scene.gt, stream_threshold(scorer, run.pipeline.rx, pfa), area)
+        (pfa, area): event_stats(
+            scores, scene.gt, stream_threshold(scorer, run.pipeline.rx, pfa), area, scene.labelled
+        )
         for pfa, area in rules
     }
 

@@ -231,6 +231,11 @@ def test_an_envi_maps_unlabelled_pixels_are_left_out_not_counted_as_anomalies(tm
     save_envi(tmp_path / "scan_gt.hdr", labels, **{"data ignore value": 255})
     scene = load_scene(tmp_path / "scan.npy")
     assert int(scene.gt.sum()) == 1 and scene.labelled is None and not scene.meta.get("notes")
+    for written in tmp_path.glob("scan_gt.*"):  # 0 as the ignore value: ENVI masks' habit, or a slip
+        written.unlink()
+    save_envi(tmp_path / "scan_gt.hdr", labels, **{"data ignore value": 0})
+    (note,) = load_scene(tmp_path / "scan.npy").meta["notes"]
+    assert note.endswith("(0 is the background label: if it is meant here, remove the field)")
 
 
 def test_a_matlab_struct_is_named_when_no_cube_is_found(tmp_path: Path) -> None:

@@ -381,6 +381,8 @@ def test_a_maps_unlabelled_pixels_are_scored_but_left_out_of_every_auc(tmp_path:
     argv = ["stream", "--source", str(folder / "scan.hdr"), "--detector", "rx", "--out", str(out)]
     assert main([*argv, "--json", str(tmp_path / "s.json")]) == 0
     streamed = json.loads((tmp_path / "s.json").read_text())
+    summary = capsys.readouterr().out
+    assert f"; {streamed['events']['unjudged']} wholly on unlabelled pixels" in summary
     scores = np.load(out / "scores.npy")
     assert np.isfinite(scores).all()  # the unlabelled pixels are scored
     assert streamed["auc"] == pytest.approx(roc_auc(scores[labelled], gt[labelled]), abs=1e-12)

@@ -534,6 +534,16 @@ def test_unsigned_values_read_as_signed_are_noted_and_flagged(tmp_path, capsys) 
     assert main(["stream", "--source", str(header), "--detector", "rx", "--json", str(report)]) == 0
     assert json.loads(report.read_text())["health"]["flags"]["int16-extremes"] == 2  # lines 4 and 17
 
+    from spectral.io import envi
+
+    envi.save_image(str(header), signed, interleave="bil", ext=".img", force=True, byteorder=1)
+    assert "byte order = 1" in header.read_text()  # big-endian int16 (a review: '>i2' went unchecked)
+    assert main(["detect", str(header), "--detector", "rx"]) == 0
+    assert "7 int16 samples below -8192 (down to -25536)" in capsys.readouterr().err
+    np.save(tmp_path / "camera.npy", signed)  # no header: the advice names the array's dtype
+    assert main(["detect", str(tmp_path / "camera.npy"), "--detector", "rx"]) == 0
+    assert "(the array stored as int16 where the camera writes uint16)" in capsys.readouterr().err
+
     flagged = []
     with build_pipeline(16, 12, "rx", on_result=lambda result: flagged.append(result.flags)) as onboard:
         for index, line in enumerate(signed):

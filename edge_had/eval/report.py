@@ -7,7 +7,8 @@ Later versions add fields and never rename them. An evaluation report is::
      "scenes": [{"name", "file", "interleave" (how its cube was read), "bands", "rows", "cols",
                  "auc", "auc_dtau", "auc_ftau",
                  "pd_at_far": {"0.001": .., "0.0001": ..}, "seconds", "valid_pixels",
-                 "far_outlier_pixels" (likely corrupt samples), "source_sha256"}],
+                 "anomaly_pixels", "anomaly_pixels_invalid", "unlabelled_pixels" (left out of
+                 every metric), "far_outlier_pixels" (likely corrupt samples), "source_sha256"}],
      "mean_auc": ..., "platform": {...}}
 """
 

@@ -12,11 +12,13 @@ check the layout they were read in against the other interleaves (:func:`layout_
 
 A 16-bit camera's unsigned values labelled signed (ENVI ``data type = 2`` where 12 is meant)
 read right up to 32767; brighter ones wrap to -32768 and up, and each such pixel is an extreme
-anomaly. No signed measurement goes that low - dark-subtracted data dips a few counts below 0
-(the ten ABU scenes' int16 cubes: -50 at the lowest) - so int16 samples below
+anomaly. Signed measurements of good bands do not go that low - dark-subtracted data dips a few
+counts below 0 (the ten ABU scenes' int16 cubes: -50 at the lowest) - so int16 samples below
 :data:`INT16_IMPLAUSIBLE_BELOW`, other than the declared no-data value, are said
 (:func:`int16_extremes`: a note for a scene, flag ``int16-extremes`` for a streamed line); an
-undeclared fill value (-32768, -32767) is the other cause, and as harmful to RX.
+undeclared fill value (-32768, -32767) is another cause, as harmful to RX, and a band that should
+be marked bad a third (reflectance x 10000 in a water-vapour band, past what atmospheric
+correction can hold, when the file has no ``bbl``).
 """
 
 from __future__ import annotations
@@ -133,7 +135,10 @@ def int16_extremes(samples: np.ndarray, no_data_value: float | None = None) -> t
     """``(count, lowest)`` of the int16 ``samples`` below :data:`INT16_IMPLAUSIBLE_BELOW` other
     than ``no_data_value``; ``(0, 0)`` when there is none or the samples are not int16. One
     reduction over the samples when none is that low (the usual case)."""
-    if samples.dtype != np.int16 or samples.size == 0 or int(samples.min()) >= INT16_IMPLAUSIBLE_BELOW:
+    kind = samples.dtype
+    if kind.kind != "i" or kind.itemsize != 2 or samples.size == 0:  # int16 in either byte order
+        return 0, 0
+    if int(samples.min()) >= INT16_IMPLAUSIBLE_BELOW:
         return 0, 0
     low = samples < INT16_IMPLAUSIBLE_BELOW
     if no_data_value is not None:
@@ -142,11 +147,14 @@ def int16_extremes(samples: np.ndarray, no_data_value: float | None = None) -> t
     return count, int(samples[low].min()) if count else 0
 
 
-def int16_extremes_note(count: int, lowest: int) -> str:
-    """What :func:`int16_extremes` found, said for a scene: both causes and what to fix."""
+def int16_extremes_note(count: int, lowest: int, envi: bool) -> str:
+    """What :func:`int16_extremes` found, said for a scene (``envi``: read through an ENVI header,
+    whose fields are then named): the likely causes and what to fix."""
+    declared = ("an ENVI header's 'data type = 2' where the camera writes unsigned values: 12"
+                if envi else "the array stored as int16 where the camera writes uint16")  # fmt: skip
+    fill = "not declared ('data ignore value')" if envi else "not declared"
     return (
         f"{count} int16 samples below {INT16_IMPLAUSIBLE_BELOW} (down to {lowest}) in good bands: "
-        "unsigned 16-bit values read as signed (an ENVI header's 'data type = 2' for a camera "
-        "writing unsigned values: 12), or a fill value not declared ('data ignore value'); "
-        "either way those pixels score as extreme anomalies"
+        f"unsigned 16-bit values read as signed ({declared}), a fill value {fill}, or a band "
+        "that should be marked bad; such pixels score as extreme anomalies"
     )

@@ -113,7 +113,9 @@ def load_mask(
     shape: tuple[int, int] | None = None,
     notes: list[str] | None = None,
 ) -> np.ndarray:
-    """A 2-D array (ground truth) from ``.npy``, single-band ENVI, ``.mat`` or HDF5.
+    """A 2-D array (ground truth) from ``.npy``, single-band ENVI, ``.mat`` or HDF5 - from an ENVI
+    map whose pixels hold its ``data ignore value``, a ``numpy.ma`` masked array with those
+    pixels masked (unlabelled; ``np.asarray`` would drop the mask, and count them as anomalies).
 
     In MATLAB/HDF5 files the mask is ``var``, else the only 2-D numeric array (of ``shape``,
     when given). An array of shape (rows, cols, 1) is accepted as (rows, cols). The shape of
@@ -324,9 +326,11 @@ def _envi_map(path: Path, notes: list[str] | None = None) -> np.ndarray:
     labels: np.ndarray = raw.cube
     if raw.no_data_value is not None and (unlabelled := int((raw.cube == raw.no_data_value).sum())):
         labels = np.ma.masked_equal(raw.cube, raw.no_data_value)
+        background = " (0 is the background label: if it is meant here, remove the field)"
         found.append(
             f"{unlabelled} pixels of the ground-truth map {path.name} hold its 'data ignore value' "
             f"{raw.no_data_value:g}: unlabelled, scored but left out of every metric"
+            f"{background if raw.no_data_value == 0 else ''}"
         )
     if notes is not None:
         notes.extend(found)

@@ -124,8 +124,9 @@ def make_scene(
         ok[block] = rule.valid_from(problems, kept[block].shape[:-1])
         for reason, count in rule.counts(problems).items():
             masked[reason] += count
-        count, low = int16_extremes(rule.good_samples(stored[block]), no_data_value)
-        extremes, lowest = extremes + count, min(lowest, low)
+        if stored.dtype.kind == "i" and stored.dtype.itemsize == 2:  # int16, either byte order
+            count, low = int16_extremes(rule.good_samples(stored[block]), no_data_value)
+            extremes, lowest = extremes + count, min(lowest, low)
     if valid is not None:
         valid = np.asarray(valid)
         if valid.shape != (rows, cols):
@@ -137,7 +138,8 @@ def make_scene(
     gt_mask = None if gt is None else ground_truth_mask(gt, (rows, cols), path)
     meta = dict(meta or {})
     if extremes:
-        meta["notes"] = [*meta.get("notes", []), int16_extremes_note(extremes, lowest)]
+        envi = meta.get("format") == "envi"
+        meta["notes"] = [*meta.get("notes", []), int16_extremes_note(extremes, lowest, envi)]
     labelled = None if gt is None else labelled_pixels(gt)
 
     return Scene(

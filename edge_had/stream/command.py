@@ -769,6 +769,8 @@ def _print_summary(report: dict[str, Any]) -> None:
         rate = events["false_per_1000_lines"]
         auc = "none (one class)" if report["auc"] is None else f"{report['auc']:.4f}"
         line += f"; AUC {auc}; false events {events['false']} ({rate:.1f}/1000 lines)"
+        if events["unjudged"]:
+            line += f"; {events['unjudged']} wholly on unlabelled pixels"
     print(line)
     if report["trained_on"]:  # a note, with the warnings on stderr: stdout holds the results
         from edge_had.eval.protocol import TRAINED_ON_NOTE

@@ -3,7 +3,9 @@
 Preparation of one scene (:func:`prepare_scene`), in order:
 
 1. the detection cube (good bands only) and, when the file has them, its wavelengths;
-2. **background** = ``valid & ~gt`` (``valid`` only when anomaly masking is off, or without gt);
+2. **background** = ``valid & ~gt``, less the pixels the map leaves unlabelled (``Scene.labelled``:
+   they may hide anomalies, so they are masked and inpainted as anomalies are); ``valid`` only
+   when anomaly masking is off, or without gt;
 3. **imputation**: invalid pixels get the scene's mean spectrum (mean over the background pixels);
    when anomalies are masked, ground-truth anomaly pixels are **inpainted** from the background
    around them (normalised convolution: the mean of the background pixels in a 5 x 5 window,
@@ -349,7 +351,9 @@ def load_labelled_scenes(
 ) -> list[LabelledScene]:
     """The scenes of ``folder`` (less ``exclude``) that have ground truth with at least one valid
     anomaly pixel and one valid background pixel; ``ValueError`` when none has. A scene's
-    ``valid`` pixels are those it ranks: valid and labelled (``Scene.counted``)."""
+    ``valid`` pixels are valid and labelled (``Scene.counted``): the ranking phase ranks them and
+    takes its RX statistics over them, so pixels a map leaves unlabelled (which may hide
+    anomalies) stay out of both - at detection they are in the statistics, as every pixel is."""
     labelled = []
     for scene in training_scenes(folder, exclude):
         if not rankable(scene):
