@@ -795,28 +795,57 @@ def test_a_cube_of_values_that_are_not_real_numbers_is_a_scene_error(tmp_path: P
         load_scene(tmp_path / "odd.npy")
 
 
-def test_ground_truth_with_nan_is_a_scene_error() -> None:
+def test_ground_truth_with_inf_is_a_scene_error_and_nan_unlabelled() -> None:
+    """NaN != 0 made a NaN map pixel an anomaly; then it was refused. A float map leaves pixels
+    out with NaN (the way a MATLAB map marks unsurveyed ones): unlabelled now, with a note; Inf
+    labels nothing and is still refused."""
     gt = np.zeros((3, 4))
-    gt[0, 0] = np.nan  # NaN != 0 would have made it an anomaly pixel
+    gt[0, 0] = np.inf
     with pytest.raises(SceneError, match="not finite numbers"):
         make_scene(random_cube((3, 4, 5)), gt=gt)
+    gt[0, 0], gt[2, 3] = np.nan, 1.0
+    scene = make_scene(random_cube((3, 4, 5)), gt=gt)
+    assert np.argwhere(~scene.labelled).tolist() == [[0, 0]] and np.argwhere(scene.gt).tolist() == [[2, 3]]
+    assert scene.meta["notes"] == [
+        "1 pixels of the ground-truth map are NaN: unlabelled, scored but left out of every metric"
+    ]
+
+
+@pytest.mark.parametrize("where", ["beside", "in the file"])
+def test_a_float_maps_nan_pixels_are_unlabelled_wherever_the_map_is(tmp_path: Path, where: str) -> None:
+    """A NaN map read from a .npy beside the scene or from the scene's .mat: the same unlabelled
+    pixels, the note naming the map's file when it has its own."""
+    cube = random_cube((6, 5, 8))
+    gt = np.zeros((6, 5))
+    gt[1, 1], gt[4, :] = 1.0, np.nan
+    if where == "beside":
+        np.save(tmp_path / "scan.npy", cube)
+        np.save(tmp_path / "scan_gt.npy", gt)
+        path, named = tmp_path / "scan.npy", "the ground-truth map scan_gt.npy"
+    else:
+        scipy.io.savemat(tmp_path / "scan.mat", {"data": cube, "map": gt})
+        path, named = tmp_path / "scan.mat", "the ground-truth map"
+    scene = load_scene(path)
+    assert np.argwhere(~scene.labelled)[:, 0].tolist() == [4] * 5 and int(scene.gt.sum()) == 1
+    assert f"5 pixels of {named} are NaN: unlabelled" in " ".join(scene.meta["notes"])
 
 
 def test_a_masked_ground_truth_leaves_its_masked_pixels_unlabelled() -> None:
     """A numpy.ma map: masked pixels are neither anomaly nor background (a NaN under the mask is
-    no error), and Scene.counted leaves them out with the invalid pixels."""
+    no error, and gets no note), and Scene.counted leaves them out with the invalid pixels."""
     gt = np.ma.masked_equal(np.array([[0, 1, 0, 255], [np.nan, 0, 2, 0], [0, 0, 0, 0]]), 255)
     gt[1, 0] = np.ma.masked
     scene = make_scene(random_cube((3, 4, 5)), gt=gt, valid=np.arange(12).reshape(3, 4) != 11)
     assert scene.gt.tolist() == [[False, True, False, False], [False, False, True, False], [False] * 4]
     assert np.argwhere(~scene.labelled).tolist() == [[0, 3], [1, 0]]
     assert scene.counted.sum() == 9  # 12 less 2 unlabelled less 1 invalid
+    assert "notes" not in scene.meta  # the masked NaN is no NaN label
     assert make_scene(random_cube((3, 4, 5)), gt=np.ma.masked_array(np.ones((3, 4)))).labelled is None
     with pytest.raises(SceneError, match="labels no pixel"):
         make_scene(random_cube((3, 4, 5)), gt=np.ma.masked_all((3, 4)))
-    unmasked_nan = np.ma.masked_array(gt.data, mask=False)
+    unmasked_inf = np.ma.masked_array(np.where(np.isnan(gt.data), np.inf, gt.data), mask=False)
     with pytest.raises(SceneError, match="not finite numbers"):
-        make_scene(random_cube((3, 4, 5)), gt=unmasked_nan)
+        make_scene(random_cube((3, 4, 5)), gt=unmasked_inf)
 
 
 def test_an_integer_no_data_value_is_compared_exactly() -> None:

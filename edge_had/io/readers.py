@@ -32,7 +32,7 @@ from edge_had.io.containers import read_container_mask, read_container_scene
 from edge_had.io.envi import envi_files, header_beside, read_envi
 from edge_had.io.plausibility import layout_note
 from edge_had.io.raw import LAYOUTS, RawScene, reading, to_rows_cols_bands
-from edge_had.io.scene import Scene, ground_truth_mask, labelled_pixels, make_scene
+from edge_had.io.scene import Scene, ground_truth_mask, labelled_pixels, make_scene, nan_labels_note
 
 SCENE_SUFFIXES = (".mat", ".hdr", ".npy", ".h5", ".hdf5")
 #: A scene ``NAME.*``'s ground truth beside it: ``NAME`` + this + one of GROUND_TRUTH_SUFFIXES
@@ -174,6 +174,8 @@ def load_ground_truth(
         anomalies = ground_truth_mask(gt, pixels, Path(mask_path))
     except SceneError as error:
         raise SceneError(f"{error.problem} of {Path(scene_path).name}", mask_path) from None
+    if notes is not None and (nan_note := nan_labels_note(gt, Path(mask_path).name)) is not None:
+        notes.append(nan_note)
     labelled = labelled_pixels(gt)
     return anomalies if labelled is None else np.ma.masked_array(anomalies, mask=~labelled)
 

@@ -8,7 +8,7 @@ reason). ``good_bands`` marks bands kept for detection (False for bands in an EN
 bad-band list). Invalid pixels stay in the cube (their values are not trusted) and are masked
 by detectors and evaluation; they are never fatal. ``gt`` marks anomalies (True) in a ground-truth
 map; ``labelled`` (None: every pixel) the pixels the map labels at all - a map may leave pixels
-unlabelled (an ENVI map's ``data ignore value``, a masked entry of a ``numpy.ma`` array): they are
+unlabelled (an ENVI map's ``data ignore value``, a masked entry of a ``numpy.ma`` array, a NaN): they are
 scored but left out of every metric, as ``counted`` says.
 """
 
@@ -100,10 +100,10 @@ def make_scene(
     says; ``valid`` masks more (counted in no reason of ``Scene.masked``).
 
     ``gt``: a ground-truth map (nonzero: anomaly); a ``numpy.ma`` masked array leaves its masked
-    pixels unlabelled (``Scene.labelled``).
+    pixels unlabelled (``Scene.labelled``), and so does a NaN in a float map (with a note).
 
     Raises :class:`SceneError` naming ``source`` for: values that are not real numbers, not 3-D,
-    fewer than 2 bands, ground truth or mask of the wrong shape, a ground truth with NaN/Inf or
+    fewer than 2 bands, ground truth or mask of the wrong shape, a ground truth with Inf or
     non-numeric values among its labelled pixels or none labelled, fewer than 2 good bands, or no
     valid pixel.
     """
@@ -140,6 +140,8 @@ def make_scene(
     if extremes:
         envi = meta.get("format") == "envi"
         meta["notes"] = [*meta.get("notes", []), int16_extremes_note(extremes, lowest, envi)]
+    if gt is not None and (nan_note := nan_labels_note(gt)) is not None:
+        meta["notes"] = [*meta.get("notes", []), nan_note]
     labelled = None if gt is None else labelled_pixels(gt)
 
     return Scene(
@@ -310,9 +312,9 @@ def invalid_as_nan(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def ground_truth_mask(gt: Any, pixels: tuple[int, int], path: Path | None) -> np.ndarray:
     """A ground-truth map as a bool mask (nonzero: anomaly) of a cube of ``pixels`` (rows, cols);
-    a ``numpy.ma`` masked array's masked pixels (unlabelled: :func:`labelled_pixels`) are False.
-    :class:`SceneError` naming ``path`` for another shape, labelled values that are not finite
-    numbers, or no labelled pixel."""
+    its unlabelled pixels (:func:`labelled_pixels`: masked in a ``numpy.ma`` array, or NaN) are
+    False. :class:`SceneError` naming ``path`` for another shape, labelled values that are not
+    finite numbers (Inf), or no labelled pixel."""
     labels = np.asarray(gt)  # the values, masked ones too
     if labels.shape != pixels:
         raise SceneError(f"ground-truth shape {labels.shape} does not match cube {pixels}", path)
@@ -328,11 +330,26 @@ def ground_truth_mask(gt: Any, pixels: tuple[int, int], path: Path | None) -> np
 
 def labelled_pixels(gt: Any) -> np.ndarray | None:
     """The pixels a ground-truth map labels: None when it labels all of them, else the bool map
-    of the entries a ``numpy.ma`` masked array leaves unmasked."""
-    if not isinstance(gt, np.ma.MaskedArray):
+    of its entries that are neither masked (a ``numpy.ma`` masked array) nor NaN."""
+    labels = np.asarray(gt)
+    unlabelled = np.ma.getmaskarray(gt) if isinstance(gt, np.ma.MaskedArray) else None
+    if labels.dtype.kind == "f" and (nan := np.isnan(labels)).any():
+        unlabelled = nan if unlabelled is None else unlabelled | nan
+    return None if unlabelled is None or not unlabelled.any() else ~unlabelled
+
+
+def nan_labels_note(gt: Any, name: str = "") -> str | None:
+    """A note when a ground-truth map (its file ``name``, if any) holds NaN where it is not
+    masked: those pixels are taken as unlabelled (:func:`labelled_pixels`; a float map's way to
+    leave pixels out), which is said."""
+    labels = np.asarray(gt)
+    if labels.dtype.kind != "f":
         return None
-    unlabelled = np.ma.getmaskarray(gt)
-    return ~unlabelled if unlabelled.any() else None
+    nan = np.isnan(labels) & ~np.ma.getmaskarray(gt)
+    if not nan.any():
+        return None
+    the_map = f"the ground-truth map {name}" if name else "the ground-truth map"
+    return f"{int(nan.sum())} pixels of {the_map} are NaN: unlabelled, scored but left out of every metric"
 
 
 def band_vector(values: np.ndarray | None, bands: int, what: str, path: Path | None) -> np.ndarray | None:
