@@ -602,6 +602,7 @@ def test_calibration_errors_are_clear(calibration_folder: Path, tmp_path: Path) 
 def test_gate_never_measures_on_training_or_calibration_scenes(bundle, calibration, data_dir: Path) -> None:
     scenes = [load_scene(path) for path in list_scenes(data_dir)[:5]]
     trained = {sha256_file(scenes[1].source): scenes[1].name}  # abu-airport-4
+    scenes[4].labelled = ~scenes[4].gt  # abu-beach-3 with its anomalies unlabelled: no AUC to gate on
     bundle.training_scenes, saved = trained, bundle.training_scenes
     try:
         kept, excluded = gate_scenes(bundle, scenes, calibration, 205)
@@ -609,6 +610,7 @@ def test_gate_never_measures_on_training_or_calibration_scenes(bundle, calibrati
         bundle.training_scenes = saved
     assert excluded["abu-airport-4"] == "the model was trained on it"
     assert excluded["abu-airport-3"] == "the INT8 calibration set was drawn from it"
+    assert excluded["abu-beach-3"] == "no anomaly pixel among its valid labelled pixels"
     assert excluded["abu-beach-1"] == "the INT8 calibration set was drawn from it"
     assert {s.name for s, _ in kept} == {s.name for s in scenes} - set(excluded)
     synthetic, _ = gate_scenes(bundle, [], None, 120)  # nothing unseen left: synthetic scenes

@@ -144,6 +144,7 @@ def gate_scenes(
 ) -> tuple[list[tuple[Scene, str]], dict[str, str]]:
     """The scenes a model may be gated on, each with its source ("real"/"synthetic"), and why the
     others were excluded."""
+    from edge_had.eval.metrics import missing_class
     from edge_had.io.readers import scene_sha256
     from edge_had.io.synthetic import synthetic_scene
 
@@ -152,7 +153,10 @@ def gate_scenes(
     kept, excluded = [], {}
     for scene in scenes:
         digest = scene_sha256(scene.source) if scene.source is not None else ""
-        if digest in trained:
+        missing = None if scene.gt is None else missing_class(scene.gt, scene.counted)
+        if missing is not None:  # no AUC to gate on (its anomalies all invalid or unlabelled)
+            excluded[scene.name] = f"no {missing} pixel among its valid labelled pixels"
+        elif digest in trained:
             excluded[scene.name] = "the model was trained on it"
         elif digest in calibrated:
             excluded[scene.name] = "the INT8 calibration set was drawn from it"
