@@ -686,7 +686,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(report["gate_table"])
         excluded = report["gate"]["excluded"]
         if excluded:
-            print(f"not gated on (seen in training or calibration): {', '.join(sorted(excluded))}")
+            print("not gated on: " + "; ".join(f"{name} ({why})" for name, why in sorted(excluded.items())))
     print(f"report -> {Path(args.out) / 'export_report.json'}")
     return 0
 

@@ -610,7 +610,10 @@ def test_gate_never_measures_on_training_or_calibration_scenes(bundle, calibrati
         bundle.training_scenes = saved
     assert excluded["abu-airport-4"] == "the model was trained on it"
     assert excluded["abu-airport-3"] == "the INT8 calibration set was drawn from it"
-    assert excluded["abu-beach-3"] == "no anomaly pixel among its valid labelled pixels"
+    assert excluded["abu-beach-3"] == (
+        f"no anomaly pixel among its valid labelled pixels (its ground-truth map leaves {scenes[4].gt.sum()} "
+        "pixels unlabelled)"
+    )
     assert excluded["abu-beach-1"] == "the INT8 calibration set was drawn from it"
     assert {s.name for s, _ in kept} == {s.name for s in scenes} - set(excluded)
     synthetic, _ = gate_scenes(bundle, [], None, 120)  # nothing unseen left: synthetic scenes
@@ -629,6 +632,33 @@ def test_gate_report_flags_every_scene_beyond_tolerance() -> None:
     failures = report.failures()
     assert len(failures) == 2 and failures[0].startswith("a int8") and failures[1].startswith("b fp16")
     assert report.table().count("FAIL") == 2
+
+
+def test_export_says_why_each_gate_scene_was_left_out(bundle_dir, tmp_path, capsys, monkeypatch) -> None:
+    """export printed every scene left out of the gate as "seen in training or calibration",
+    whatever the reason (a review: a scene whose anomalies are all unlabelled)."""
+    from edge_had.io.synthetic import synthetic_scene
+
+    monkeypatch.setitem(gate_module.TOLERANCES, "fp16", 0.01)  # the flow, not the verdict
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    for name, seed in (("a", 1), ("b", 2)):
+        scene = synthetic_scene(seed=seed, lines=40, width=40, bands=60)
+        np.save(folder / f"{name}.npy", scene.cube)
+        labels = scene.gt.astype(np.float32)
+        if name == "b":
+            labels[scene.gt] = np.nan  # every anomaly unlabelled: no AUC to gate on
+        np.save(folder / f"{name}_gt.npy", labels)
+    out = tmp_path / "export"
+    assert main(["export", "--model", str(bundle_dir), "--bands", "60", "--precision", "fp16",
+                 "--out", str(out), "--gate-data", str(folder)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert (
+        "not gated on: b (no anomaly pixel among its valid labelled pixels (its ground-truth map leaves"
+        in printed
+    )
+    report = json.loads((out / "export_report.json").read_text())
+    assert [row["scene"] for row in report["gate"]["rows"]] == ["a"]
 
 
 def test_export_command_writes_checked_gated_graphs(

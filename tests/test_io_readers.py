@@ -824,7 +824,7 @@ def test_a_float_maps_nan_pixels_are_unlabelled_wherever_the_map_is(tmp_path: Pa
         path, named = tmp_path / "scan.npy", "the ground-truth map scan_gt.npy"
     else:
         scipy.io.savemat(tmp_path / "scan.mat", {"data": cube, "map": gt})
-        path, named = tmp_path / "scan.mat", "the ground-truth map"
+        path, named = tmp_path / "scan.mat", "the ground-truth map 'map'"
     scene = load_scene(path)
     assert np.argwhere(~scene.labelled)[:, 0].tolist() == [4] * 5 and int(scene.gt.sum()) == 1
     assert f"5 pixels of {named} are NaN: unlabelled" in " ".join(scene.meta["notes"])

@@ -391,6 +391,40 @@ def test_a_maps_unlabelled_pixels_are_scored_but_left_out_of_every_auc(tmp_path:
     assert streamed["events"]["unjudged"] == in_the_strip > 0  # neither true nor false
 
 
+def test_a_map_that_leaves_a_class_unlabelled_is_said_so_by_eval_stream_and_train(tmp_path, capsys) -> None:
+    """A map whose anomalies are all unlabelled, or whose ignore value is 0 (every background
+    pixel unlabelled), gives no AUC and no background to train on: eval said "no anomaly pixel
+    among the counted pixels", stream "among the lines streamed" (every line was), train "no
+    background pixel to train on" naming no file - none said that the map left them out (a review)."""
+    from spectral.io import envi
+
+    from edge_had.io.synthetic import synthetic_scene
+
+    scene = synthetic_scene(seed=2, lines=32, width=32, bands=20)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    envi.save_image(str(folder / "scan.hdr"), scene.cube, interleave="bil", ext=".img", force=True)
+    labels = np.where(scene.gt, 255, 0).astype(np.uint8)[:, :, None]  # every anomaly unlabelled
+    envi.save_image(str(folder / "scan_gt.hdr"), labels, interleave="bsq", ext=".img", force=True,
+                    metadata={"data ignore value": 255})  # fmt: skip
+    report = tmp_path / "e.json"
+    assert main(["eval", "--data", str(folder), "--detector", "rx", "--quiet", "--json", str(report)]) == 2
+    said = capsys.readouterr().err
+    unlabelled = f"its ground-truth map leaves {int(scene.gt.sum())} pixels unlabelled"
+    assert f"cannot evaluate: no anomaly pixel among its valid labelled pixels ({unlabelled}; " in said
+    assert main(["stream", "--source", str(folder / "scan.hdr"), "--detector", "rx"]) == 0
+    said = capsys.readouterr().err
+    assert "no AUC: no anomaly pixel among the labelled pixels of the lines streamed" in said
+
+    labels = scene.gt.astype(np.uint8)[:, :, None]  # 0 taken for the ignore value: no background
+    envi.save_image(str(folder / "scan_gt.hdr"), labels, interleave="bsq", ext=".img", force=True,
+                    metadata={"data ignore value": 0})  # fmt: skip
+    assert main(["train", "--data", str(folder), "--out", str(tmp_path / "model"), "--epochs", "1"]) == 2
+    said = capsys.readouterr().err
+    assert f"scene 'scan' ({folder / 'scan.hdr'}): no background pixel to train on (its ground-truth" in said
+    assert "(0 is the background label: if it is meant here, remove the field)" in said
+
+
 def test_a_streamed_files_auc_leaves_out_masked_pixels_not_lost_lines() -> None:
     from edge_had.stream.command import masked_pixels_left_out
 

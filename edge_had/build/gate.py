@@ -144,7 +144,7 @@ def gate_scenes(
 ) -> tuple[list[tuple[Scene, str]], dict[str, str]]:
     """The scenes a model may be gated on, each with its source ("real"/"synthetic"), and why the
     others were excluded."""
-    from edge_had.eval.metrics import missing_class
+    from edge_had.eval.protocol import no_auc_reason
     from edge_had.io.readers import scene_sha256
     from edge_had.io.synthetic import synthetic_scene
 
@@ -153,9 +153,9 @@ def gate_scenes(
     kept, excluded = [], {}
     for scene in scenes:
         digest = scene_sha256(scene.source) if scene.source is not None else ""
-        missing = None if scene.gt is None else missing_class(scene.gt, scene.counted)
-        if missing is not None:  # no AUC to gate on (its anomalies all invalid or unlabelled)
-            excluded[scene.name] = f"no {missing} pixel among its valid labelled pixels"
+        reason = None if scene.gt is None else no_auc_reason(scene)
+        if reason is not None:  # no AUC to gate on (its anomalies all invalid or unlabelled, ...)
+            excluded[scene.name] = reason
         elif digest in trained:
             excluded[scene.name] = "the model was trained on it"
         elif digest in calibrated:

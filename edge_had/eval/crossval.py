@@ -55,7 +55,8 @@ from edge_had.detectors.lrx import local_rx
 from edge_had.detectors.rx import rx_reference
 from edge_had.detectors.scoring import geometric_mean, scorer
 from edge_had.errors import EdgeHadError, SceneError
-from edge_had.eval.metrics import missing_class, roc_auc
+from edge_had.eval.metrics import roc_auc
+from edge_had.eval.protocol import no_auc_reason
 from edge_had.eval.report import SCHEMA_VERSION, json_text, platform_info
 from edge_had.io import Scene, list_scenes, load_scene, scene_sha256
 from edge_had.provenance import package_commit
@@ -325,10 +326,8 @@ def check_labelled(scene: Scene) -> None:
             "out of the folder",
             scene.source,
         )
-    missing = missing_class(scene.gt, scene.counted)
-    if missing is not None:
-        problem = f"no {missing} pixel among its valid labelled pixels: no AUC to cross-validate"
-        raise SceneError(problem, scene.source)
+    if (reason := no_auc_reason(scene)) is not None:
+        raise SceneError(f"{reason}: no AUC to cross-validate", scene.source)
 
 
 def refuse_duplicate_scenes(paths: Sequence[Path]) -> None:

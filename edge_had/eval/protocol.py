@@ -18,7 +18,7 @@ from edge_had.band_resampling import RESAMPLE_CHOICES, ignored_bands_note, wavel
 from edge_had.detectors.registry import Detector
 from edge_had.detectors.stats import FAR_OUTLIER_SIGMA, far_outliers
 from edge_had.errors import SceneError
-from edge_had.eval.metrics import evaluate_map, roc_curve
+from edge_had.eval.metrics import evaluate_map, missing_class, roc_curve
 from edge_had.eval.report import eval_report
 from edge_had.io import Scene, list_scenes, load_scene, scene_sha256
 from edge_had.io.units import naming_the_file
@@ -116,6 +116,17 @@ def far_outlier_check(scene: Scene) -> tuple[int, str | None]:
     )
 
 
+def no_auc_reason(scene: Scene) -> str | None:
+    """Why a scene with ground truth gives no AUC - no anomaly, or no background, pixel among its
+    valid labelled pixels (``Scene.counted``), with how many pixels its map leaves unlabelled and
+    what its reader noted, when the map leaves any -; None when it gives one."""
+    assert scene.gt is not None
+    missing = missing_class(scene.gt, scene.counted)
+    if missing is None:
+        return None
+    return f"no {missing} pixel among its valid labelled pixels{scene.unlabelled_detail()}"
+
+
 def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np.ndarray]:
     """One scene's entry of the eval report (needs ground truth), and its score map.
 
@@ -128,6 +139,8 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
             f"scene, or the one beside the file: {scene.name}_gt.npy or {scene.name}_gt.hdr)",
             scene.source,
         )
+    if (reason := no_auc_reason(scene)) is not None:  # before scoring: nothing could be measured
+        raise SceneError(f"cannot evaluate: {reason}", scene.source)
     try:
         scores, seconds = score_scene(detector, scene)
     except SceneError:

@@ -64,6 +64,15 @@ class Scene:
         """The pixels a metric counts: valid and labelled by the ground truth."""
         return self.valid if self.labelled is None else self.valid & self.labelled
 
+    def unlabelled_detail(self) -> str:
+        """Words for a message about too few labelled pixels: how many pixels the map leaves
+        unlabelled and what the reader noted (an ENVI map's ignore value of 0, ...); "" when it
+        labels every pixel."""
+        if self.labelled is None:
+            return ""
+        notes = "".join(f"; {note}" for note in self.meta.get("notes", []))
+        return f" (its ground-truth map leaves {int((~self.labelled).sum())} pixels unlabelled{notes})"
+
     def detection_cube(self) -> np.ndarray:
         """The cube restricted to good bands, (rows, cols, good bands) float32: made once (each call
         copied the cube again, and detect and eval call it several times per scene)."""
@@ -140,7 +149,8 @@ def make_scene(
     if extremes:
         envi = meta.get("format") == "envi"
         meta["notes"] = [*meta.get("notes", []), int16_extremes_note(extremes, lowest, envi)]
-    if gt is not None and (nan_note := nan_labels_note(gt)) is not None:
+    in_file = f"'{meta['gt_var']}'" if meta.get("gt_var") else ""  # a MATLAB/HDF5 file's map
+    if gt is not None and (nan_note := nan_labels_note(gt, in_file)) is not None:
         meta["notes"] = [*meta.get("notes", []), nan_note]
     labelled = None if gt is None else labelled_pixels(gt)
 

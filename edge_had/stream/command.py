@@ -652,7 +652,10 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             report["auc"] = roc_auc(np.nan_to_num(scores, nan=0.0), gt, valid)
         else:  # a strip of the flight with no target (--lines N): the outputs still count
             report["auc"] = None
-            note = f"no AUC: no {missing} pixel among the lines streamed"
+            among = "the lines streamed"
+            if source.labelled is not None:  # the map leaves pixels out
+                among = f"the labelled pixels of {among}"
+            note = f"no AUC: no {missing} pixel among {among}"
             report["notes"] = [*report["notes"], note]
             print(f"warning: {Path(args.source).stem}: {note}", file=sys.stderr)
         labelled = np.ones_like(gt) if source.labelled is None else source.labelled

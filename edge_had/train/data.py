@@ -133,7 +133,9 @@ def prepare_scene(
         gt = gt | ~scene.labelled
     background = valid & ~gt if (mask_anomalies and gt is not None) else valid.copy()
     if not background.any():
-        raise ValueError(f"scene {scene.name!r}: no background pixel to train on")
+        where = "" if scene.source is None else f" ({scene.source})"
+        problem = f"no background pixel to train on{scene.unlabelled_detail()}"
+        raise ValueError(f"scene {scene.name!r}{where}: {problem}")
     mean = cube[background].mean(axis=0, dtype=np.float64).astype(np.float32)
     cube[~valid] = mean
     if mask_anomalies and gt is not None:
