@@ -185,6 +185,20 @@ def test_stage1_and_stage2_smoke_lower_the_loss(tmp_path: Path) -> None:
     assert _identical(_weights(both), _weights(two))
 
 
+def test_a_run_says_and_records_the_pixels_its_maps_leave_unlabelled(tmp_path: Path, capsys) -> None:
+    """Training took unlabelled pixels out of the background silently: the run says so per scene
+    (even quiet) and train_config.json records them."""
+    scenes = _scenes(2)
+    labelled = np.ones(scenes[1].gt.shape, bool)
+    labelled[:3] = False
+    scenes[1] = dataclasses.replace(scenes[1], name="partly", labelled=labelled)
+    result = train(_config(tmp_path, epochs=1, steps_per_epoch=1, pretrain_epochs=0, encoder="random"),
+                   scenes=scenes)  # fmt: skip
+    said = capsys.readouterr().err
+    assert "note: pixels the ground-truth maps leave unlabelled (partly 96) are masked" in said
+    assert [scene["unlabelled_pixels"] for scene in result["data"]] == [0, 96]
+
+
 def test_bundle_and_train_config_written(tmp_path: Path) -> None:
     config = _config(
         tmp_path, alpha_spe=0.25, alpha_spa=2.0, steps_per_epoch=2, command=["edge-had", "train"]

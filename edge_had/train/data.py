@@ -86,6 +86,8 @@ class TrainingScene:
     #: whether the scene had a ground-truth map (without one nothing is masked: its anomalies, if
     #: any, are trained on as background - a background archive's unlabelled scenes)
     ground_truth: bool = True
+    #: pixels its map leaves unlabelled (``Scene.labelled``): masked, as anomalies are
+    unlabelled_pixels: int = 0
 
     @property
     def pixels(self) -> int:
@@ -160,6 +162,7 @@ def prepare_scene(
         adapter_mode=adapter.mode,
         normalization=(lo, hi),
         ground_truth=gt is not None,
+        unlabelled_pixels=0 if scene.labelled is None else int((~scene.labelled).sum()),
     )
 
 

@@ -389,6 +389,7 @@ def _scene_record(scene: TrainingScene) -> dict[str, Any]:
         "adapter": scene.adapter_mode,
         "normalization_lo_hi": list(scene.normalization),
         "ground_truth": scene.ground_truth,  # False: nothing masked (no map)
+        "unlabelled_pixels": scene.unlabelled_pixels,  # left out of the map: masked as anomalies
     }
 
 
@@ -519,12 +520,19 @@ def _run(
     source = training_scenes(scenes if scenes is not None else config.data, config.exclude, config.interleave)
     data = load_training_scenes(source, (), config.k, config.mask_anomalies)
     say(f"training on {len(data)} scene(s): {', '.join(s.name for s in data)}")
-    unlabelled = [scene.name for scene in data if not scene.ground_truth]
-    if unlabelled and config.mask_anomalies and ddp.main:  # said even with --quiet: what was learnt
+    without_map = [scene.name for scene in data if not scene.ground_truth]
+    if without_map and config.mask_anomalies and ddp.main:  # said even with --quiet: what was learnt
         print(
-            f"note: {', '.join(unlabelled)} ha{'s' if len(unlabelled) == 1 else 've'} no ground truth: "
+            f"note: {', '.join(without_map)} ha{'s' if len(without_map) == 1 else 've'} no ground truth: "
             "nothing is masked there, so any anomaly in them is trained on as background (recorded "
             "per scene in train_config.json, 'ground_truth': false)",
+            file=sys.stderr,
+        )
+    partly = [f"{scene.name} {scene.unlabelled_pixels}" for scene in data if scene.unlabelled_pixels]
+    if partly and config.mask_anomalies and ddp.main:
+        print(
+            f"note: pixels the ground-truth maps leave unlabelled ({', '.join(partly)}) are masked as "
+            "anomalies are, not trained on as background (train_config.json: 'unlabelled_pixels')",
             file=sys.stderr,
         )
     _check_rankable(config, source, ddp.world_size)  # now, not after the phases before ranking
