@@ -357,7 +357,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.envi:
         _save_score_image(args.envi, scores, scene, detector.name)
     if args.out:
-        save_score_map_png(scores, args.out, gt=scene.gt, title=f"{scene.name} - {detector.name}")
+        title = f"{scene.name} - {detector.name}"
+        save_score_map_png(scores, args.out, gt=scene.gt, title=title, labelled=scene.labelled)
         print(f"map -> {args.out}")
     if scene.gt is not None:
         try:

@@ -94,6 +94,17 @@ def test_a_target_is_outlined_on_a_map_one_pixel_thin(tmp_path: Path, shape, tar
     assert (ax.get_xlim(), ax.get_ylim()) == view == ((-0.5, shape[1] - 0.5), (shape[0] - 0.5, -0.5))
 
 
+def test_unlabelled_pixels_are_grey_in_the_ground_truth_panel(tmp_path: Path) -> None:
+    """They were drawn as background (a review)."""
+    from edge_had.eval.plots import ground_truth_image
+
+    gt = np.array([[0, 1, 0], [0, 0, 1]], bool)
+    labelled = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    assert ground_truth_image(gt, labelled).tolist() == [[0.0, 1.0, 0.5], [0.0, 0.0, 1.0]]
+    assert ground_truth_image(gt).tolist() == gt.astype(float).tolist()
+    assert_png(save_score_map_png(np.ones(gt.shape), tmp_path / "grey.png", gt=gt, labelled=labelled))
+
+
 def test_save_score_map_png_rejects_bad_shapes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="2-D"):
         save_score_map_png(np.zeros((2, 3, 4)), tmp_path / "x.png")

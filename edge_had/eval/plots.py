@@ -110,12 +110,25 @@ def _draw_outline(ax: Axes, gt: np.ndarray) -> None:
     ax.set_ylim(limits[1])
 
 
+def ground_truth_image(mask: np.ndarray, labelled: np.ndarray | None = None) -> np.ndarray:
+    """The ground-truth panel's values: 1 anomaly, 0 background, 0.5 (grey) where unlabelled."""
+    shown = mask.astype(np.float64)
+    if labelled is not None:
+        shown[~np.asarray(labelled, dtype=bool)] = 0.5
+    return shown
+
+
 def save_score_map_png(
-    scores: np.ndarray, path: str | Path, gt: np.ndarray | None = None, title: str | None = None
+    scores: np.ndarray,
+    path: str | Path,
+    gt: np.ndarray | None = None,
+    title: str | None = None,
+    labelled: np.ndarray | None = None,
 ) -> Path:
     """Save a 2-D score map ('inferno', stretched to the 99.5th percentile) as a PNG; return its path.
 
-    When ``gt`` is given its outline is drawn over the map and the mask is shown alongside.
+    When ``gt`` is given its outline is drawn over the map and the mask is shown alongside, the
+    pixels it leaves unlabelled (``labelled`` False: ``Scene.labelled``) in grey.
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2:
@@ -133,8 +146,9 @@ def save_score_map_png(
     axes[0].set_title("score map")
     if mask is not None and mask.size:
         _draw_outline(axes[0], mask)
-        axes[1].imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[1].set_title("ground truth")
+        shown = ground_truth_image(mask, labelled)
+        axes[1].imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[1].set_title("ground truth" if labelled is None else "ground truth (grey: unlabelled)")
     for ax in axes:
         ax.set_axis_off()
     if title:

@@ -221,7 +221,8 @@ def evaluate_scenes(
 
             label = scene.name if stems.count(path.stem) == 1 else path.name  # x.mat and x.h5 apart
             title = f"{label} - {detector.name} (AUC {entry['auc']:.4f})"
-            save_score_map_png(scores, Path(plots_dir) / f"{label}_{detector.name}.png", scene.gt, title)
+            plot = Path(plots_dir) / f"{label}_{detector.name}.png"
+            save_score_map_png(scores, plot, scene.gt, title, labelled=scene.labelled)
             assert scene.gt is not None  # evaluate_scene checked it
             fpr, tpr, _ = roc_curve(scores, scene.gt, scene.counted)
             curves[label] = (fpr, tpr, entry["auc"])

@@ -685,8 +685,9 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
 
         # an interrupted stream has fewer rows (and rows past the ground truth have no outline)
         outline = None if gt is None or gt.shape[0] < rows else gt[:rows]
+        labelled_rows = None if outline is None or source.labelled is None else source.labelled[:rows]
         # unscored pixels (lost, rejected, masked) stay NaN: blank, not drawn as the lowest score
-        save_score_map_png(scores, out / "waterfall.png", gt=outline, title=f"stream: {args.source}")
+        save_score_map_png(scores, out / "waterfall.png", outline, f"stream: {args.source}", labelled_rows)
     _print_summary(report)
     if not report["health"]["accounting_ok"]:
         raise EdgeHadError("line accounting does not add up (a bug): see the report's health object")
