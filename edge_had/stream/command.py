@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -414,8 +414,6 @@ def _local_rx_device(scorer: Any) -> dict[str, Any] | None:
 
 
 def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
-    from edge_had.eval.metrics import missing_class, roc_auc
-    from edge_had.eval.protocol import training_check
     from edge_had.eval.report import SCHEMA_VERSION, platform_info
     from edge_had.io import scene_sha256
     from edge_had.stream.events import EventDetector, stream_threshold
@@ -423,7 +421,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
 
     _check_counter_bits(args)
     source = _source(args)
-    lines, gt, valid, width, bands = source.lines, source.gt, source.valid, source.width, source.bands
+    lines, gt, width, bands = source.lines, source.gt, source.width, source.bands
     for note in source.notes:  # as detect prints a scene's notes; the report carries them
         print(f"warning: {Path(args.source).stem}: {note}", file=sys.stderr)
     preset = sensor(args.sensor)
@@ -454,27 +452,8 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
             reduction_kernel=args.reduction_kernel,
             counter_bits=args.counter_bits,
         )
-    pipeline, detector, backend = onboard.pipeline, onboard.detector, onboard.backend
-    # the model's adapter resamples the good bands only, as detect does
-    if enhanced and (ignored := ignored_bands_note(pipeline.detection_wavelengths())) is not None:
-        print(f"warning: {Path(args.source).stem}: {ignored}", file=sys.stderr)
-        source.notes.append(ignored)
-    if "warm_up_error" in detector:
-        print(
-            f"warning: the enhancement network failed its warm-up: {detector['warm_up_error']}",
-            file=sys.stderr,
-        )
-    for name, why in detector.get("files_not_used", {}).items():
-        print(f"warning: {name} did not run, {backend.backend} ran instead: {why}", file=sys.stderr)
-    trained_on = None  # only an enhanced stream has a model that may have seen the source
-    if onboard.bundle is not None and source_sha256 is None:
-        trained_on = False  # a synthetic source: no model saw it
-    elif onboard.bundle is not None:
-        training = onboard.bundle.known_training_scenes
-        trained_on, notes = training_check(training, source_sha256, Path(args.source).stem)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        source.notes.extend(notes)
+    pipeline, backend = onboard.pipeline, onboard.backend
+    trained_on = _say_what_it_runs(onboard, source, args.source, enhanced, source_sha256)
     if args.counter_bits is not None:  # the camera numbers its lines; faults then spoil their delivery
         from edge_had.stream.sources import counter_numbered
 
@@ -495,20 +474,7 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     video = _video(args, width)  # streams frame by frame: long streams get one too
     events_file = None
     if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        # no earlier run's score map may stay beside this run's outputs: remove what it will not write
-        writes = {"scores.npy", "waterfall.png"} if keep else set()
-        if keep and source.envi_header is not None:
-            writes |= {"scores.hdr", "scores.img"}
-        for name in {"scores.npy", "waterfall.png", "scores.hdr", "scores.img"} - writes:
-            (Path(args.out) / name).unlink(missing_ok=True)
-        if not keep:  # no score map is kept: say so
-            print(
-                f"note: a synthetic stream of over {KEEP_LINES} lines keeps no score map (bounded "
-                "memory): --out gets events.jsonl and waterfall.mp4, not scores.npy or waterfall.png",
-                file=sys.stderr,
-            )
-        events_file = open(Path(args.out) / "events.jsonl", "w")  # noqa: SIM115 - closed below
+        events_file = _open_outputs(Path(args.out), keep, envi=source.envi_header is not None)
     waiting: dict[int, Any] = {}
     seen = {"next": 0, "rows": 0, "results": 0, "events": 0}
 
@@ -643,51 +609,13 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         "platform": platform_info(),
     }
     if gt is not None and rows == gt.shape[0]:
-        if valid is None:  # a file streamed line by line (its map beside it): the pixels it masked
-            valid = masked_pixels_left_out(scores, masked_rows)
-        if source.labelled is not None:  # what the map leaves unlabelled is scored, not counted
-            valid = valid & source.labelled
-        missing = missing_class(gt, valid)
-        if missing is None:
-            report["auc"] = roc_auc(np.nan_to_num(scores, nan=0.0), gt, valid)
-        else:  # a strip of the flight with no target (--lines N): the outputs still count
-            report["auc"] = None
-            among = "the lines streamed"
-            if source.labelled is not None:  # the map leaves pixels out
-                among = f"the labelled pixels of {among}"
-            note = f"no AUC: no {missing} pixel among {among}"
-            report["notes"] = [*report["notes"], note]
-            print(f"warning: {Path(args.source).stem}: {note}", file=sys.stderr)
-        labelled = np.ones_like(gt) if source.labelled is None else source.labelled
-        judged = [e for e in events if labelled[tuple(np.array(e.pixels).T)].any()]
-        false = [e for e in judged if not gt[tuple(np.array(e.pixels).T)].any()]
-        report["events"]["false"] = len(false)
-        report["events"]["unjudged"] = len(events) - len(judged)  # wholly on unlabelled pixels
-        report["events"]["false_per_1000_lines"] = 1000.0 * len(false) / rows
+        _judge_against_ground_truth(report, source, scores, masked_rows, events, Path(args.source).stem)
     if args.json:  # the report first: it holds what the run measured
         from edge_had.eval.report import write_json
 
         write_json(report, args.json)
     if args.out and keep:
-        out = Path(args.out)
-        np.save(out / "scores.npy", scores)
-        if source.envi_header is not None:  # the streamed lines are the file's first ones
-            from edge_had.io.score_image import georeference_of, write_score_image
-
-            write_score_image(
-                out / "scores.hdr",
-                scores,
-                band_name=f"{args.detector} score",
-                description=f"edge-had stream {args.detector} scores of {args.source}; NaN: not scored",
-                georeference=georeference_of(source.envi_header),
-            )
-        from edge_had.eval.plots import save_score_map_png
-
-        # an interrupted stream has fewer rows (and rows past the ground truth have no outline)
-        outline = None if gt is None or gt.shape[0] < rows else gt[:rows]
-        labelled_rows = None if outline is None or source.labelled is None else source.labelled[:rows]
-        # unscored pixels (lost, rejected, masked) stay NaN: blank, not drawn as the lowest score
-        save_score_map_png(scores, out / "waterfall.png", outline, f"stream: {args.source}", labelled_rows)
+        _write_score_map(Path(args.out), scores, source, args)
     _print_summary(report)
     if not report["health"]["accounting_ok"]:
         raise EdgeHadError("line accounting does not add up (a bug): see the report's health object")
@@ -697,6 +625,118 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
         print(f"warning: writing results failed: {report['health']['first_callback_error']}", file=sys.stderr)
         return 2
     return 130 if run.interrupted else 0  # 128 + SIGINT, as a shell reports an interrupted command
+
+
+def _say_what_it_runs(
+    onboard: Any, source: _Source, name: str, enhanced: bool, source_sha256: str | None
+) -> bool | None:
+    """Warn of what the built pipeline leaves out or replaced (sensor bands the model gives no
+    weight, a failed network warm-up, engine/ONNX files that did not run), and whether its model
+    was trained on the source (None: no model; a note, also into the source's notes, when it was)."""
+    from edge_had.eval.protocol import training_check
+
+    detector = onboard.detector
+    # the model's adapter resamples the good bands only, as detect does
+    if enhanced and (ignored := ignored_bands_note(onboard.pipeline.detection_wavelengths())) is not None:
+        print(f"warning: {Path(name).stem}: {ignored}", file=sys.stderr)
+        source.notes.append(ignored)
+    if "warm_up_error" in detector:
+        print(
+            f"warning: the enhancement network failed its warm-up: {detector['warm_up_error']}",
+            file=sys.stderr,
+        )
+    for file, why in detector.get("files_not_used", {}).items():
+        print(f"warning: {file} did not run, {onboard.backend.backend} ran instead: {why}", file=sys.stderr)
+    if onboard.bundle is None:  # only an enhanced stream has a model that may have seen the source
+        return None
+    if source_sha256 is None:
+        return False  # a synthetic source: no model saw it
+    trained_on, notes = training_check(onboard.bundle.known_training_scenes, source_sha256, Path(name).stem)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    source.notes.extend(notes)
+    return trained_on
+
+
+def _open_outputs(out: Path, keep: bool, envi: bool) -> TextIO:
+    """The ``--out`` folder made ready - no earlier run's score map left beside this run's outputs
+    (``keep``: this run writes one; ``envi``: also as scores.hdr/.img) - and its events.jsonl
+    opened for writing (the caller closes it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    writes = {"scores.npy", "waterfall.png"} if keep else set()
+    if keep and envi:
+        writes |= {"scores.hdr", "scores.img"}
+    for name in {"scores.npy", "waterfall.png", "scores.hdr", "scores.img"} - writes:
+        (out / name).unlink(missing_ok=True)
+    if not keep:  # no score map is kept: say so
+        print(
+            f"note: a synthetic stream of over {KEEP_LINES} lines keeps no score map (bounded "
+            "memory): --out gets events.jsonl and waterfall.mp4, not scores.npy or waterfall.png",
+            file=sys.stderr,
+        )
+    return open(out / "events.jsonl", "w")  # noqa: SIM115 - the stream closes it
+
+
+def _judge_against_ground_truth(
+    report: dict[str, Any],
+    source: _Source,
+    scores: np.ndarray,
+    masked_rows: Sequence[int],
+    events: Sequence[Any],
+    name: str,
+) -> None:
+    """The stream's AUC against the source's ground truth (the pixels it masked, and those the map
+    leaves unlabelled, left out; None with a note when a class is missing) and its events judged
+    (false: no anomaly pixel; unjudged: wholly on unlabelled pixels), into ``report``."""
+    from edge_had.eval.metrics import missing_class, roc_auc
+
+    gt, valid = source.gt, source.valid
+    assert gt is not None
+    if valid is None:  # a file streamed line by line (its map beside it): the pixels it masked
+        valid = masked_pixels_left_out(scores, masked_rows)
+    if source.labelled is not None:  # what the map leaves unlabelled is scored, not counted
+        valid = valid & source.labelled
+    missing = missing_class(gt, valid)
+    if missing is None:
+        report["auc"] = roc_auc(np.nan_to_num(scores, nan=0.0), gt, valid)
+    else:  # a strip of the flight with no target (--lines N): the outputs still count
+        report["auc"] = None
+        among = "the lines streamed"
+        if source.labelled is not None:  # the map leaves pixels out
+            among = f"the labelled pixels of {among}"
+        note = f"no AUC: no {missing} pixel among {among}"
+        report["notes"] = [*report["notes"], note]
+        print(f"warning: {name}: {note}", file=sys.stderr)
+    labelled = np.ones_like(gt) if source.labelled is None else source.labelled
+    judged = [e for e in events if labelled[tuple(np.array(e.pixels).T)].any()]
+    false = [e for e in judged if not gt[tuple(np.array(e.pixels).T)].any()]
+    report["events"]["false"] = len(false)
+    report["events"]["unjudged"] = len(events) - len(judged)  # wholly on unlabelled pixels
+    report["events"]["false_per_1000_lines"] = 1000.0 * len(false) / len(scores)
+
+
+def _write_score_map(out: Path, scores: np.ndarray, source: _Source, args: argparse.Namespace) -> None:
+    """scores.npy, an ENVI file's scores.hdr/.img on its map, and waterfall.png (the ground truth
+    outlined when it covers the rows scored) into ``out``."""
+    np.save(out / "scores.npy", scores)
+    if source.envi_header is not None:  # the streamed lines are the file's first ones
+        from edge_had.io.score_image import georeference_of, write_score_image
+
+        write_score_image(
+            out / "scores.hdr",
+            scores,
+            band_name=f"{args.detector} score",
+            description=f"edge-had stream {args.detector} scores of {args.source}; NaN: not scored",
+            georeference=georeference_of(source.envi_header),
+        )
+    from edge_had.eval.plots import save_score_map_png
+
+    rows, gt = len(scores), source.gt
+    # an interrupted stream has fewer rows (and rows past the ground truth have no outline)
+    outline = None if gt is None or gt.shape[0] < rows else gt[:rows]
+    labelled = None if outline is None or source.labelled is None else source.labelled[:rows]
+    # unscored pixels (lost, rejected, masked) stay NaN: blank, not drawn as the lowest score
+    save_score_map_png(scores, out / "waterfall.png", outline, f"stream: {args.source}", labelled)
 
 
 def _check_counter_bits(args: argparse.Namespace) -> None:
