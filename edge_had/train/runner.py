@@ -507,6 +507,27 @@ def _check_rankable(config: TrainConfig, scenes: Sequence[Scene], world_size: in
         )
 
 
+def _say_what_is_not_masked(data: Sequence[TrainingScene]) -> None:
+    """Notes on what anomaly masking cannot do with the scenes' maps: scenes without one (nothing
+    masked: any anomaly trained on as background), and the pixels the maps leave unlabelled
+    (masked as anomalies are) - each recorded per scene in train_config.json."""
+    without_map = [scene.name for scene in data if not scene.ground_truth]
+    if without_map:
+        print(
+            f"note: {', '.join(without_map)} ha{'s' if len(without_map) == 1 else 've'} no ground truth: "
+            "nothing is masked there, so any anomaly in them is trained on as background (recorded "
+            "per scene in train_config.json, 'ground_truth': false)",
+            file=sys.stderr,
+        )
+    partly = [f"{scene.name} {scene.unlabelled_pixels}" for scene in data if scene.unlabelled_pixels]
+    if partly:
+        print(
+            f"note: pixels the ground-truth maps leave unlabelled ({', '.join(partly)}) are masked as "
+            "anomalies are, not trained on as background (train_config.json: 'unlabelled_pixels')",
+            file=sys.stderr,
+        )
+
+
 def _run(
     config: TrainConfig,
     scenes: Sequence[Scene] | None,
@@ -520,21 +541,8 @@ def _run(
     source = training_scenes(scenes if scenes is not None else config.data, config.exclude, config.interleave)
     data = load_training_scenes(source, (), config.k, config.mask_anomalies)
     say(f"training on {len(data)} scene(s): {', '.join(s.name for s in data)}")
-    without_map = [scene.name for scene in data if not scene.ground_truth]
-    if without_map and config.mask_anomalies and ddp.main:  # said even with --quiet: what was learnt
-        print(
-            f"note: {', '.join(without_map)} ha{'s' if len(without_map) == 1 else 've'} no ground truth: "
-            "nothing is masked there, so any anomaly in them is trained on as background (recorded "
-            "per scene in train_config.json, 'ground_truth': false)",
-            file=sys.stderr,
-        )
-    partly = [f"{scene.name} {scene.unlabelled_pixels}" for scene in data if scene.unlabelled_pixels]
-    if partly and config.mask_anomalies and ddp.main:
-        print(
-            f"note: pixels the ground-truth maps leave unlabelled ({', '.join(partly)}) are masked as "
-            "anomalies are, not trained on as background (train_config.json: 'unlabelled_pixels')",
-            file=sys.stderr,
-        )
+    if config.mask_anomalies and ddp.main:  # said even with --quiet: what was learnt
+        _say_what_is_not_masked(data)
     _check_rankable(config, source, ddp.world_size)  # now, not after the phases before ranking
 
     checkpoint = _load_latest_checkpoint(out) if config.resume else None
