@@ -425,6 +425,24 @@ def test_a_map_that_leaves_a_class_unlabelled_is_said_so_by_eval_stream_and_trai
     assert "(0 is the background label: if it is meant here, remove the field)" in said
 
 
+def test_a_score_map_that_does_not_fit_the_ground_truth_says_why_there_is_no_auc(tmp_path, capsys) -> None:
+    """Corrupted counter values that two lines in a row confirmed put rows past the file's 40
+    lines: the report had no AUC and nothing said why (a review)."""
+    from edge_had.io.synthetic import synthetic_scene
+
+    scene = synthetic_scene(seed=3, lines=40, width=24, bands=16)
+    np.save(tmp_path / "m.npy", scene.cube)
+    np.save(tmp_path / "m_gt.npy", scene.gt.astype(np.uint8))
+    report = tmp_path / "r.json"
+    faults = ["--counter-bits", "16", "--faults", "index", "--fault-rate", "0.3", "--fault-seed", "2"]
+    argv = ["stream", "--source", f"{tmp_path}/m.npy", "--detector", "rx", *faults, "--json", f"{report}"]
+    assert main(argv) == 0
+    note = "no AUC: the score map has 56 rows, the ground truth 40: line indices ran past the file's lines"
+    written = json.loads(report.read_text())
+    assert "auc" not in written and note in written["notes"]
+    assert f"warning: m: {note}" in capsys.readouterr().err
+
+
 def test_a_streamed_files_auc_leaves_out_masked_pixels_not_lost_lines() -> None:
     from edge_had.stream.command import masked_pixels_left_out
 

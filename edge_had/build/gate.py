@@ -17,7 +17,9 @@ between layers, so the FP16 side is scored with the graph's FP16-storage emulati
 
 Honesty: a model is never gated on a scene it was trained on or calibrated on.
 :func:`gate_scenes` drops them (matching SHA-256 against the model's training record and the
-calibration manifest); when no real scene remains (the shipped model saw them all) the gate runs
+calibration manifest) - and the scenes that give no AUC (no valid labelled anomaly or background
+pixel, :func:`~edge_had.eval.protocol.no_auc_reason`); when no real scene remains (the shipped
+model saw them all) the gate runs
 on synthetic scenes, which no model has seen. The fold tables in ``export/README.md`` use the
 cross-validation fold models instead (``export/gate_folds.py``).
 """

@@ -188,7 +188,7 @@ class _Source:
 
     lines: Any  # an iterable of Line
     gt: np.ndarray | None
-    valid: np.ndarray | None  # the pixels the AUC counts (with the ground truth)
+    valid: np.ndarray | None  # the pixels the AUC counts (with the ground truth) if the map labels them
     width: int
     bands: int  # each line's, good and bad
     wavelengths: np.ndarray | None  # band centres in nm, when known
@@ -610,6 +610,11 @@ def _run_stream(args: argparse.Namespace, cuda_rx: Any) -> int:
     }
     if gt is not None and rows == gt.shape[0]:
         _judge_against_ground_truth(report, source, scores, masked_rows, events, Path(args.source).stem)
+    elif gt is not None:  # rows the map does not have, or a map rows were not scored for: say so
+        why = "the stream was interrupted" if run.interrupted else "line indices ran past the file's lines"
+        note = f"no AUC: the score map has {rows} rows, the ground truth {gt.shape[0]}: {why}"
+        report["notes"] = [*report["notes"], note]
+        print(f"warning: {Path(args.source).stem}: {note}", file=sys.stderr)
     if args.json:  # the report first: it holds what the run measured
         from edge_had.eval.report import write_json
 

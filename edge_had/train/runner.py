@@ -389,7 +389,7 @@ def _scene_record(scene: TrainingScene) -> dict[str, Any]:
         "adapter": scene.adapter_mode,
         "normalization_lo_hi": list(scene.normalization),
         "ground_truth": scene.ground_truth,  # False: nothing masked (no map)
-        "unlabelled_pixels": scene.unlabelled_pixels,  # left out of the map: masked as anomalies
+        "unlabelled_pixels": scene.unlabelled_pixels,  # the map leaves out: masked when anomalies are
     }
 
 
