@@ -51,18 +51,24 @@ MIN_AREA_GRID = (1, 2, 3, 4, 5, 6, 8)
 KEYS = ("false_per_1000_lines", "recall", "precision", "f1")
 
 
+def _judged(pixels: list[tuple[int, int]], gt: np.ndarray, labelled: np.ndarray) -> bool:
+    """Whether an event can be judged: it holds an anomaly pixel, or every pixel of it is labelled."""
+    return any(gt[r, c] for r, c in pixels) or all(labelled[r, c] for r, c in pixels)
+
+
 def event_stats(
     scores: np.ndarray, gt: np.ndarray, level: float, min_area: int = 1, labelled: np.ndarray | None = None
 ) -> dict[str, float]:
-    """Events as `edge-had stream` finds them, judged against ``gt``'s objects; an event wholly on
-    pixels the map leaves unlabelled (``labelled`` False) is neither true nor false: left out."""
+    """Events as `edge-had stream` finds them, judged against ``gt``'s objects; an event with no
+    anomaly pixel but some pixel the map leaves unlabelled (``labelled`` False) is neither true nor
+    false: left out."""
     detector = EventDetector(level, min_area=min_area)
     events = []
     for index, line in enumerate(scores):
         events += detector.add(index, line, float(index))
     events += detector.finish()
     if labelled is not None:
-        events = [event for event in events if any(labelled[r, c] for r, c in event.pixels)]
+        events = [event for event in events if _judged(event.pixels, gt, labelled)]
     objects, count = ndimage.label(gt, structure=np.ones((3, 3)))
     true_events, hit = 0, set()
     for event in events:

@@ -382,13 +382,50 @@ def test_a_maps_unlabelled_pixels_are_scored_but_left_out_of_every_auc(tmp_path:
     assert main([*argv, "--json", str(tmp_path / "s.json")]) == 0
     streamed = json.loads((tmp_path / "s.json").read_text())
     summary = capsys.readouterr().out
-    assert f"; {streamed['events']['unjudged']} wholly on unlabelled pixels" in summary
+    assert f"; {streamed['events']['unjudged']} on unlabelled pixels (unjudged)" in summary
     scores = np.load(out / "scores.npy")
     assert np.isfinite(scores).all()  # the unlabelled pixels are scored
     assert streamed["auc"] == pytest.approx(roc_auc(scores[labelled], gt[labelled]), abs=1e-12)
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    in_the_strip = sum(event["last_pixel"] < 6 for event in events)  # wholly unlabelled
-    assert streamed["events"]["unjudged"] == in_the_strip > 0  # neither true nor false
+    # the events again from the scores written (8-connected pixels at or above the threshold,
+    # scipy): true with a labelled anomaly pixel, false when all pixels are labelled, else unjudged
+    from scipy import ndimage
+
+    objects, count = ndimage.label(scores >= streamed["events"]["threshold"], structure=np.ones((3, 3)))
+    kinds = {"true": 0, "false": 0, "unjudged": 0}
+    for index in range(1, count + 1):
+        pixels = objects == index
+        kind = "true" if (gt & labelled)[pixels].any() else "false" if labelled[pixels].all() else "unjudged"
+        kinds[kind] += 1
+    assert count == streamed["events"]["count"] and kinds["unjudged"] > 0
+    judged = streamed["events"]
+    assert (judged["false"], judged["unjudged"]) == (kinds["false"], kinds["unjudged"])
+
+
+def test_an_event_partly_on_unlabelled_pixels_is_unjudged_not_false() -> None:
+    """An event reaching into pixels the map leaves unlabelled was false when its labelled pixels
+    held no anomaly, though an unlabelled one may be its cause: unjudged now. True needs a
+    labelled anomaly pixel; false, every pixel labelled."""
+    from types import SimpleNamespace
+
+    from edge_had.stream.command import _judge_against_ground_truth, _Source
+
+    gt = np.zeros((4, 6), bool)
+    gt[0, 0] = True
+    labelled = np.ones((4, 6), bool)
+    labelled[:, 5] = False
+    source = _Source(lines=None, gt=gt, valid=np.ones((4, 6), bool), width=6, bands=3, wavelengths=None,
+                     labelled=labelled)  # fmt: skip
+    events = [
+        SimpleNamespace(pixels=[(0, 0), (0, 1)]),  # on the anomaly: true
+        SimpleNamespace(pixels=[(2, 2)]),  # labelled background only: false
+        SimpleNamespace(pixels=[(2, 4), (2, 5)]),  # background and an unlabelled pixel: unjudged
+        SimpleNamespace(pixels=[(3, 5)]),  # wholly unlabelled: unjudged
+    ]
+    scores = np.arange(24.0).reshape(4, 6)
+    report: dict = {"events": {}, "notes": []}
+    _judge_against_ground_truth(report, source, scores, [], events, "scan")
+    assert (report["events"]["false"], report["events"]["unjudged"]) == (1, 2)
+    assert report["events"]["false_per_1000_lines"] == 250.0
 
 
 def test_a_map_that_leaves_a_class_unlabelled_is_said_so_by_eval_stream_and_train(tmp_path, capsys) -> None:

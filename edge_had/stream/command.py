@@ -692,7 +692,8 @@ def _judge_against_ground_truth(
 ) -> None:
     """The stream's AUC against the source's ground truth (the pixels it masked, and those the map
     leaves unlabelled, left out; None with a note when a class is missing) and its events judged
-    (false: no anomaly pixel; unjudged: wholly on unlabelled pixels), into ``report``."""
+    (false: no anomaly pixel, every pixel labelled; unjudged: no labelled anomaly pixel but some
+    unlabelled one, which may be its cause), into ``report``."""
     from edge_had.eval.metrics import missing_class, roc_auc
 
     gt, valid = source.gt, source.valid
@@ -713,10 +714,11 @@ def _judge_against_ground_truth(
         report["notes"] = [*report["notes"], note]
         print(f"warning: {name}: {note}", file=sys.stderr)
     labelled = np.ones_like(gt) if source.labelled is None else source.labelled
-    judged = [e for e in events if labelled[tuple(np.array(e.pixels).T)].any()]
-    false = [e for e in judged if not gt[tuple(np.array(e.pixels).T)].any()]
+    true = [e for e in events if gt[tuple(np.array(e.pixels).T)].any()]
+    # no anomaly among its pixels, all of them labelled (one unlabelled pixel may be its cause)
+    false = [e for e in events if e not in true and labelled[tuple(np.array(e.pixels).T)].all()]
     report["events"]["false"] = len(false)
-    report["events"]["unjudged"] = len(events) - len(judged)  # wholly on unlabelled pixels
+    report["events"]["unjudged"] = len(events) - len(true) - len(false)  # on unlabelled pixels
     report["events"]["false_per_1000_lines"] = 1000.0 * len(false) / len(scores)
 
 
@@ -819,7 +821,7 @@ def _print_summary(report: dict[str, Any]) -> None:
         auc = "none (one class)" if report["auc"] is None else f"{report['auc']:.4f}"
         line += f"; AUC {auc}; false events {events['false']} ({rate:.1f}/1000 lines)"
         if events["unjudged"]:
-            line += f"; {events['unjudged']} wholly on unlabelled pixels"
+            line += f"; {events['unjudged']} on unlabelled pixels (unjudged)"
     print(line)
     if report["trained_on"]:  # a note, with the warnings on stderr: stdout holds the results
         from edge_had.eval.protocol import TRAINED_ON_NOTE
