@@ -23,6 +23,8 @@ from edge_had.train.data import (
     IMPLANT_FRACTION,
     IMPLANT_OBJECTS,
     IMPLANT_SIDES,
+    SceneBatch,
+    SceneCrop,
     SceneSampler,
     background_spectra,
     implant_anomalies,
@@ -124,16 +126,35 @@ def test_labelled_scenes_keep_the_anomalies_and_skip_unlabelled_scenes() -> None
 
 def test_unlabelled_pixels_are_neither_ranked_nor_trained_on_as_background() -> None:
     """A map's unlabelled pixels (Scene.labelled False) may hide anomalies: the ranking phase
-    leaves them out of the pixels it ranks, and with anomaly masking the background-only phases
-    leave them out of the background (inpainted, as anomalies are)."""
+    never ranks them as background (they stay in its RX statistics, as in detection's), and with
+    anomaly masking the background-only phases leave them out of the background (inpainted, as
+    anomalies are)."""
     scene = _scenes(1)[0]
     labelled = np.ones(scene.gt.shape, bool)
     labelled[:, :8] = False
     assert (scene.gt & ~labelled).any() and (scene.gt & labelled).any()
     scene = dataclasses.replace(scene, labelled=labelled)
     ranked = load_labelled_scenes([scene], k=16)[0]
-    assert torch.equal(ranked.valid, torch.from_numpy(scene.valid & labelled))
+    assert torch.equal(ranked.valid, torch.from_numpy(scene.valid))  # the RX statistics' pixels
+    assert torch.equal(ranked.labelled, torch.from_numpy(labelled))
     assert torch.equal(ranked.anomalies, torch.from_numpy(scene.gt & scene.valid & labelled))
+
+    # the loss ranks the anomalies against valid labelled background only (negatives drawn there)
+    torch.manual_seed(0)
+    trainer = RankingTrainer(SpectralEnhancer(16, 8, 2), alpha=1.0)
+    draws = torch.rand(64, dtype=torch.float64)
+    crop = SceneCrop(ranked.x, ranked.valid, ranked.anomalies, draws, ranked.labelled)
+    loss = float(trainer.loss(SceneBatch([crop], 1.0))[0].detach())
+    with torch.no_grad():
+        z = ranked.x + trainer.model(ranked.x[None])[0]
+        scores = log_global_rx(z, ranked.valid)  # every valid pixel, in raster order
+        anomaly, known = ranked.anomalies[ranked.valid], ranked.labelled[ranked.valid]
+        background = scores[~anomaly & known]
+        picks = (draws * background.numel()).long().clamp_(max=background.numel() - 1)
+        expected = float(pairwise_ranking_loss(scores[anomaly], background[picks], trainer.temperature))
+    assert loss == pytest.approx(expected, rel=1e-6)
+    every = SceneCrop(ranked.x, ranked.valid, ranked.anomalies, draws, torch.ones_like(ranked.labelled))
+    assert float(trainer.loss(SceneBatch([every], 1.0))[0].detach()) != pytest.approx(loss, rel=1e-3)
     background = prepare_scene(scene, 16).background[0].numpy()
     assert np.array_equal(background, scene.valid & ~scene.gt & labelled)
     assert np.array_equal(prepare_scene(scene, 16, mask_anomalies=False).background[0].numpy(), scene.valid)

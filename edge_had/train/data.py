@@ -332,13 +332,15 @@ class LabelledScene:
     """A training scene as a detector sees it, with its labels (the supervised ranking phase).
 
     ``x``: ``K x H x W`` float32, prepared like :func:`prepare_scene` *without* inpainting (the
-    anomalies are in it: they are the targets); ``valid`` and ``anomalies``: ``H x W`` bool.
+    anomalies are in it: they are the targets); ``valid``, ``anomalies`` and ``labelled`` (the
+    pixels the map labels, :attr:`~edge_had.io.scene.Scene.labelled`): ``H x W`` bool.
     """
 
     name: str
     x: torch.Tensor
     valid: torch.Tensor
     anomalies: torch.Tensor
+    labelled: torch.Tensor
 
 
 def rankable(scene: Scene) -> bool:
@@ -355,23 +357,29 @@ def load_labelled_scenes(
     folder: str | Path | Iterable[Scene], exclude: Sequence[str] = (), k: int = 64
 ) -> list[LabelledScene]:
     """The scenes of ``folder`` (less ``exclude``) that have ground truth with at least one valid
-    anomaly pixel and one valid background pixel; ``ValueError`` when none has. A scene's
-    ``valid`` pixels are valid and labelled (``Scene.counted``): the ranking phase ranks them and
-    takes its RX statistics over them, so pixels a map leaves unlabelled (which may hide
-    anomalies) stay out of both - at detection they are in the statistics, as every pixel is."""
-    labelled = []
+    labelled anomaly pixel and one valid labelled background pixel; ``ValueError`` when none has.
+    Pixels a map leaves unlabelled (which may hide anomalies) are never ranked as background, but
+    they are in the ranking's RX statistics, as in detection's."""
+    scenes = []
     for scene in training_scenes(folder, exclude):
         if not rankable(scene):
             continue
-        valid = np.asarray(scene.counted, dtype=bool)
-        anomalies = valid & np.asarray(scene.gt, dtype=bool)
+        valid = np.asarray(scene.valid, dtype=bool)
+        labelled = np.ones_like(valid) if scene.labelled is None else np.asarray(scene.labelled, dtype=bool)
+        anomalies = valid & labelled & np.asarray(scene.gt, dtype=bool)
         prepared = prepare_scene(scene, k, mask_anomalies=False, checksum=False)
-        labelled.append(
-            LabelledScene(scene.name, prepared.x, torch.from_numpy(valid), torch.from_numpy(anomalies))
+        scenes.append(
+            LabelledScene(
+                scene.name,
+                prepared.x,
+                torch.from_numpy(valid),
+                torch.from_numpy(anomalies),
+                torch.from_numpy(labelled),
+            )
         )
-    if not labelled:
+    if not scenes:
         raise ValueError("no training scene has ground-truth anomalies: nothing to rank")
-    return labelled
+    return scenes
 
 
 #: Implanted anomalies per crop (inclusive range), their square side in pixels (inclusive), and
@@ -438,6 +446,7 @@ class SceneCrop:
     valid: torch.Tensor
     anomalies: torch.Tensor
     negative_draws: torch.Tensor  # (negatives,) float64 in [0, 1)
+    labelled: torch.Tensor  # the pixels the map labels: only those are ranked as background
 
 
 @dataclass
@@ -450,7 +459,13 @@ class SceneBatch:
 
     def to(self, device: torch.device | str) -> SceneBatch:
         crops = [
-            SceneCrop(c.x.to(device), c.valid.to(device), c.anomalies.to(device), c.negative_draws.to(device))
+            SceneCrop(
+                c.x.to(device),
+                c.valid.to(device),
+                c.anomalies.to(device),
+                c.negative_draws.to(device),
+                c.labelled.to(device),
+            )
             for c in self.crops
         ]
         return SceneBatch(crops, self.weight)
@@ -528,11 +543,16 @@ class SceneSampler(_SeededSampler):
             h, w = scene.anomalies.shape
             r = self.crop_window(self.crop, h, int(rows[pick]), u[0])
             c = self.crop_window(self.crop, w, int(cols[pick]), u[1])
-            x, anomalies, valid = scene.x[:, r, c], scene.anomalies[r, c], scene.valid[r, c]
+            x, anomalies, valid, labelled = (
+                scene.x[:, r, c],
+                scene.anomalies[r, c],
+                scene.valid[r, c],
+                scene.labelled[r, c],
+            )
             if self.implant_donors is not None:  # drawn on every rank: the generators stay in step
                 x, anomalies = implant_anomalies(x, anomalies, self.implant_donors[index], g)
                 anomalies &= valid  # labelled anomalies are valid already; implants may not be
             if index % self.world_size != self.rank:
                 continue
-            crops.append(SceneCrop(x, valid, anomalies, draws))
+            crops.append(SceneCrop(x, valid, anomalies, draws, labelled))
         return SceneBatch(crops, self.world_size / len(self.scenes))

@@ -516,13 +516,16 @@ class RankingTrainer(_Trainer):
         for crop in batch.crops:
             z = crop.x + self.alpha * self.model(crop.x[None])[0]
             is_anomaly = crop.anomalies[crop.valid]
-            if (~is_anomaly).sum() == 0 or is_anomaly.numel() <= z.shape[0] + 1:
+            # background: valid pixels the map labels and not as anomalies (an unlabelled pixel
+            # may be one: never ranked, though in the RX statistics as in detection)
+            is_background = ~is_anomaly & crop.labelled[crop.valid]
+            if is_background.sum() == 0 or is_anomaly.numel() <= z.shape[0] + 1:
                 # nothing to rank against, or too few pixels for RX to rank anything: a zero that
                 # still reaches every parameter (DistributedDataParallel expects all of them used)
                 terms.append(z.sum() * 0.0)
                 continue
             scores = log_global_rx(z, crop.valid)
-            background = scores[~is_anomaly]
+            background = scores[is_background]
             picks = (crop.negative_draws * background.numel()).long().clamp_(max=background.numel() - 1)
             terms.append(pairwise_ranking_loss(scores[is_anomaly], background[picks], self.temperature))
         total = torch.stack(terms).sum() * batch.weight  # summed over ranks: the mean over all crops
