@@ -42,18 +42,13 @@ from edge_had.eval.fold_models import checked_fold_model
 from edge_had.io import list_scenes, load_scene
 from edge_had.runtime.torch_runner import TorchRunner
 from edge_had.stream.enhance import StreamEnhancer
-from edge_had.stream.events import EventDetector, stream_threshold
+from edge_had.stream.events import EventDetector, judged, stream_threshold
 from edge_had.stream.onboard import STREAM_DETECTORS
 from edge_had.stream.run import stream_scene_scores
 
 PFA_GRID = (1e-6, 1e-8, 1e-10, 1e-12, 1e-14, 1e-16, 1e-20, 1e-25, 1e-30)
 MIN_AREA_GRID = (1, 2, 3, 4, 5, 6, 8)
 KEYS = ("false_per_1000_lines", "recall", "precision", "f1")
-
-
-def _judged(pixels: list[tuple[int, int]], gt: np.ndarray, labelled: np.ndarray) -> bool:
-    """Whether an event can be judged: it holds an anomaly pixel, or every pixel of it is labelled."""
-    return any(gt[r, c] for r, c in pixels) or all(labelled[r, c] for r, c in pixels)
 
 
 def event_stats(
@@ -67,8 +62,7 @@ def event_stats(
     for index, line in enumerate(scores):
         events += detector.add(index, line, float(index))
     events += detector.finish()
-    if labelled is not None:
-        events = [event for event in events if _judged(event.pixels, gt, labelled)]
+    events = [event for event in events if judged(event.pixels, gt, labelled) != "unjudged"]
     objects, count = ndimage.label(gt, structure=np.ones((3, 3)))
     true_events, hit = 0, set()
     for event in events:

@@ -167,7 +167,7 @@ def evaluate_scene(detector: Detector, scene: Scene) -> tuple[dict[str, Any], np
         "valid_pixels": int(scene.valid.sum()),
         "anomaly_pixels": int(scene.gt.sum()),
         "anomaly_pixels_invalid": int((scene.gt & ~scene.valid).sum()),
-        "unlabelled_pixels": 0 if scene.labelled is None else int((~scene.labelled).sum()),
+        "unlabelled_pixels": scene.unlabelled_pixels,
         "far_outlier_pixels": far_outlier_check(scene)[0],
         # a fact of the file; what a resampling detector did with it is its settings' "resample"
         "wavelengths_known": scene.wavelengths is not None,

@@ -131,12 +131,16 @@ def layout_note(stored: np.ndarray, interleave: str, source: Path) -> str | None
 INT16_IMPLAUSIBLE_BELOW = -8192
 
 
+def is_int16(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is a 16-bit signed integer, in either byte order."""
+    return dtype.kind == "i" and dtype.itemsize == 2
+
+
 def int16_extremes(samples: np.ndarray, no_data_value: float | None = None) -> tuple[int, int]:
     """``(count, lowest)`` of the int16 ``samples`` below :data:`INT16_IMPLAUSIBLE_BELOW` other
     than ``no_data_value``; ``(0, 0)`` when there is none or the samples are not int16. One
     reduction over the samples when none is that low (the usual case)."""
-    kind = samples.dtype
-    if kind.kind != "i" or kind.itemsize != 2 or samples.size == 0:  # int16 in either byte order
+    if not is_int16(samples.dtype) or samples.size == 0:
         return 0, 0
     if int(samples.min()) >= INT16_IMPLAUSIBLE_BELOW:
         return 0, 0

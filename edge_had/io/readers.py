@@ -32,7 +32,7 @@ from edge_had.io.containers import read_container_mask, read_container_scene
 from edge_had.io.envi import envi_files, header_beside, read_envi
 from edge_had.io.plausibility import layout_note
 from edge_had.io.raw import LAYOUTS, RawScene, reading, to_rows_cols_bands
-from edge_had.io.scene import Scene, ground_truth_mask, labelled_pixels, make_scene, nan_labels_note
+from edge_had.io.scene import Scene, ground_truth_mask, make_scene, nan_labels_note
 
 SCENE_SUFFIXES = (".mat", ".hdr", ".npy", ".h5", ".hdf5")
 #: A scene ``NAME.*``'s ground truth beside it: ``NAME`` + this + one of GROUND_TRUTH_SUFFIXES
@@ -171,12 +171,11 @@ def load_ground_truth(
     that does not fit is a :class:`SceneError` naming both files. ``notes``: as :func:`load_mask`'s."""
     gt = load_mask(mask_path, var=var, shape=pixels, notes=notes)
     try:
-        anomalies = ground_truth_mask(gt, pixels, Path(mask_path))
+        anomalies, labelled = ground_truth_mask(gt, pixels, Path(mask_path))
     except SceneError as error:
         raise SceneError(f"{error.problem} of {Path(scene_path).name}", mask_path) from None
     if notes is not None and (nan_note := nan_labels_note(gt, Path(mask_path).name)) is not None:
         notes.append(nan_note)
-    labelled = labelled_pixels(gt)
     return anomalies if labelled is None else np.ma.masked_array(anomalies, mask=~labelled)
 
 
@@ -326,12 +325,13 @@ def _envi_map(path: Path, notes: list[str] | None = None) -> np.ndarray:
     raw = _read_envi_file(path)
     found = list(raw.meta.get("notes", []))
     labels: np.ndarray = raw.cube
-    if raw.no_data_value is not None and (unlabelled := int((raw.cube == raw.no_data_value).sum())):
-        labels = np.ma.masked_equal(raw.cube, raw.no_data_value)
+    unlabelled = None if raw.no_data_value is None else raw.cube == raw.no_data_value
+    if unlabelled is not None and unlabelled.any():
+        labels = np.ma.masked_array(raw.cube, mask=unlabelled)
         background = " (0 is the background label: if it is meant here, remove the field)"
         found.append(
-            f"{unlabelled} pixels of the ground-truth map {path.name} hold its 'data ignore value' "
-            f"{raw.no_data_value:g}: unlabelled, scored but left out of every metric"
+            f"{int(unlabelled.sum())} pixels of the ground-truth map {path.name} hold its 'data ignore "
+            f"value' {raw.no_data_value:g}: unlabelled, scored but left out of every metric"
             f"{background if raw.no_data_value == 0 else ''}"
         )
     if notes is not None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_had.errors import SceneError
-from edge_had.io.plausibility import int16_extremes, int16_extremes_note
+from edge_had.io.plausibility import int16_extremes, int16_extremes_note, is_int16
 
 _VALIDITY_ROWS = 64  # rows per block when the valid mask is computed
 
@@ -64,6 +64,11 @@ class Scene:
         """The pixels a metric counts: valid and labelled by the ground truth."""
         return self.valid if self.labelled is None else self.valid & self.labelled
 
+    @property
+    def unlabelled_pixels(self) -> int:
+        """How many pixels the ground truth leaves unlabelled (0 when it labels every pixel)."""
+        return 0 if self.labelled is None else int((~self.labelled).sum())
+
     def unlabelled_detail(self) -> str:
         """Words for a message about too few labelled pixels: how many pixels the map leaves
         unlabelled and what the reader noted (an ENVI map's ignore value of 0, ...); "" when it
@@ -71,7 +76,7 @@ class Scene:
         if self.labelled is None:
             return ""
         notes = "".join(f"; {note}" for note in self.meta.get("notes", []))
-        return f" (its ground-truth map leaves {int((~self.labelled).sum())} pixels unlabelled{notes})"
+        return f" (its ground-truth map leaves {self.unlabelled_pixels} pixels unlabelled{notes})"
 
     def detection_cube(self) -> np.ndarray:
         """The cube restricted to good bands, (rows, cols, good bands) float32: made once (each call
@@ -133,7 +138,7 @@ def make_scene(
         ok[block] = rule.valid_from(problems, kept[block].shape[:-1])
         for reason, count in rule.counts(problems).items():
             masked[reason] += count
-        if stored.dtype.kind == "i" and stored.dtype.itemsize == 2:  # int16, either byte order
+        if is_int16(stored.dtype):  # the good bands are taken (a copy) only then
             count, low = int16_extremes(rule.good_samples(stored[block]), no_data_value)
             extremes, lowest = extremes + count, min(lowest, low)
     if valid is not None:
@@ -144,7 +149,7 @@ def make_scene(
     if not ok.any():
         raise no_valid_pixel_error(stored, rule, path)
 
-    gt_mask = None if gt is None else ground_truth_mask(gt, (rows, cols), path)
+    gt_mask, labelled = (None, None) if gt is None else ground_truth_mask(gt, (rows, cols), path)
     meta = dict(meta or {})
     if extremes:
         envi = meta.get("format") == "envi"
@@ -152,7 +157,6 @@ def make_scene(
     in_file = f"'{meta['gt_var']}'" if meta.get("gt_var") else ""  # a MATLAB/HDF5 file's map
     if gt is not None and (nan_note := nan_labels_note(gt, in_file)) is not None:
         meta["notes"] = [*meta.get("notes", []), nan_note]
-    labelled = None if gt is None else labelled_pixels(gt)
 
     return Scene(
         cube=cube,
@@ -320,11 +324,14 @@ def invalid_as_nan(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return values
 
 
-def ground_truth_mask(gt: Any, pixels: tuple[int, int], path: Path | None) -> np.ndarray:
-    """A ground-truth map as a bool mask (nonzero: anomaly) of a cube of ``pixels`` (rows, cols);
-    its unlabelled pixels (:func:`labelled_pixels`: masked in a ``numpy.ma`` array, or NaN) are
-    False. :class:`SceneError` naming ``path`` for another shape, labelled values that are not
-    finite numbers (Inf), or no labelled pixel."""
+def ground_truth_mask(
+    gt: Any, pixels: tuple[int, int], path: Path | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A ground-truth map of a cube of ``pixels`` (rows, cols) as ``(anomalies, labelled)``: the
+    bool mask (nonzero: anomaly; False on unlabelled pixels) and :func:`labelled_pixels` (masked
+    in a ``numpy.ma`` array, or NaN: unlabelled; None when it labels all). :class:`SceneError`
+    naming ``path`` for another shape, labelled values that are not finite numbers (Inf), or no
+    labelled pixel."""
     labels = np.asarray(gt)  # the values, masked ones too
     if labels.shape != pixels:
         raise SceneError(f"ground-truth shape {labels.shape} does not match cube {pixels}", path)
@@ -335,7 +342,7 @@ def ground_truth_mask(gt: Any, pixels: tuple[int, int], path: Path | None) -> np
         labels = np.where(labelled, labels, 0)
     if labels.dtype.kind not in "biuf" or (labels.dtype.kind == "f" and not np.isfinite(labels).all()):
         raise SceneError(f"the ground truth ({labels.dtype}) holds values that are not finite numbers", path)
-    return labels != 0
+    return labels != 0, labelled
 
 
 def labelled_pixels(gt: Any) -> np.ndarray | None:

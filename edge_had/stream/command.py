@@ -21,6 +21,7 @@ import contextlib
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -695,6 +696,7 @@ def _judge_against_ground_truth(
     (false: no anomaly pixel, every pixel labelled; unjudged: no labelled anomaly pixel but some
     unlabelled one, which may be its cause), into ``report``."""
     from edge_had.eval.metrics import missing_class, roc_auc
+    from edge_had.stream.events import judged
 
     gt, valid = source.gt, source.valid
     assert gt is not None
@@ -713,13 +715,10 @@ def _judge_against_ground_truth(
         note = f"no AUC: no {missing} pixel among {among}"
         report["notes"] = [*report["notes"], note]
         print(f"warning: {name}: {note}", file=sys.stderr)
-    labelled = np.ones_like(gt) if source.labelled is None else source.labelled
-    true = [e for e in events if gt[tuple(np.array(e.pixels).T)].any()]
-    # no anomaly among its pixels, all of them labelled (one unlabelled pixel may be its cause)
-    false = [e for e in events if e not in true and labelled[tuple(np.array(e.pixels).T)].all()]
-    report["events"]["false"] = len(false)
-    report["events"]["unjudged"] = len(events) - len(true) - len(false)  # on unlabelled pixels
-    report["events"]["false_per_1000_lines"] = 1000.0 * len(false) / len(scores)
+    verdicts = Counter(judged(event.pixels, gt, source.labelled) for event in events)
+    report["events"]["false"] = verdicts["false"]
+    report["events"]["unjudged"] = verdicts["unjudged"]  # reaching onto unlabelled pixels
+    report["events"]["false_per_1000_lines"] = 1000.0 * verdicts["false"] / len(scores)
 
 
 def _write_score_map(out: Path, scores: np.ndarray, source: _Source, args: argparse.Namespace) -> None:

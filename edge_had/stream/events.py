@@ -117,6 +117,17 @@ class Event:
         other.merged_into = self
 
 
+def judged(pixels: list[tuple[int, int]], gt: np.ndarray, labelled: np.ndarray | None = None) -> str:
+    """An event's verdict against a ground-truth map, its ``pixels`` (line, pixel) rows of ``gt``:
+    ``"true"`` when one of them is an anomaly, ``"false"`` when none is and every one is labelled
+    (``labelled``: :attr:`~edge_had.io.scene.Scene.labelled`, None: all), else ``"unjudged"`` (an
+    unlabelled pixel may be its cause)."""
+    at = tuple(np.asarray(pixels, dtype=np.int64).reshape(-1, 2).T)
+    if gt[at].any():
+        return "true"
+    return "false" if labelled is None or labelled[at].all() else "unjudged"
+
+
 class EventDetector:
     """Feed scored lines in row order with :meth:`add`; collect finished events."""
 

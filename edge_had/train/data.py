@@ -162,7 +162,7 @@ def prepare_scene(
         adapter_mode=adapter.mode,
         normalization=(lo, hi),
         ground_truth=gt is not None,
-        unlabelled_pixels=0 if scene.labelled is None else int((~scene.labelled).sum()),
+        unlabelled_pixels=scene.unlabelled_pixels,
     )
 
 
